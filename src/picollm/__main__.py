@@ -1,0 +1,5 @@
+import sys
+
+from picollm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: raw-text sources (download/generate), tokenizers, and token arrays with the window sampler."""

@@ -1,0 +1,164 @@
+"""Raw-text sources. Each writes data/raw/<name>/{train,val}.txt in one format: documents separated by
+lines holding only `<|endoftext|>`, which `iter_documents` reads back (files without such a line are read
+as one document per line).
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from picollm.errors import PicoError
+from picollm.io import atomic_path
+
+EOT_LINE = "<|endoftext|>"
+
+
+def iter_documents(path) -> Iterator[str]:
+    """Documents of a local UTF-8 text file, streamed (constant memory for any file size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PicoError(f"data file {path} does not exist; fix the path in data.sources")
+    with open(path, "rb") as fh:
+        has_separator = any(line.strip() == EOT_LINE.encode() for line in fh)
+    with open(path, "rb") as fh:
+        offset, doc = 0, []
+        for raw in fh:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PicoError(f"data file {path} is not UTF-8: invalid byte at offset {offset + exc.start}; "
+                                f"convert it (e.g. iconv -t UTF-8)") from None
+            offset += len(raw)
+            if not has_separator:
+                if line.strip():
+                    yield line.rstrip("\n")
+            elif line.strip() == EOT_LINE:
+                if text := "".join(doc).strip():
+                    yield text
+                doc = []
+            else:
+                doc.append(line)
+        if has_separator and (text := "".join(doc).strip()):
+            yield text
+
+
+def write_documents(path, documents: Iterable[str], desc: str = "") -> int:
+    """Write documents separated by `<|endoftext|>` lines, atomically; return how many were written.
+
+    (`with a, b:` closes the file before atomic_path renames it.)
+    """
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for doc in tqdm(documents, desc=desc or str(path), unit="doc", mininterval=2):
+            fh.write(doc.strip() + "\n" + EOT_LINE + "\n")
+            count += 1
+    return count
+
+
+# --- 3seqs: generated number sequences -------------------------------------------------------------
+
+def three_seqs(num_sequences: int, max_terms: int, seed: int) -> list[str]:
+    """Counting from a random start, Fibonacci-like, squares, powers of two and zeros: one per line."""
+    rng = random.Random(seed)
+    kinds = ["count", "fib", "squares", "powers", "zeros"]
+    lines = []
+    for _ in range(num_sequences):
+        kind, n = rng.choice(kinds), rng.randint(2, max_terms)
+        if kind == "count":
+            start = rng.randint(0, 100)
+            seq = range(start, start + n)
+        elif kind == "fib":
+            a, b = rng.randint(0, 9), rng.randint(1, 9)
+            seq = []
+            for _ in range(n):
+                seq.append(a)
+                a, b = b, a + b
+        elif kind == "squares":
+            start = rng.randint(0, 20)
+            seq = [i * i for i in range(start, start + n)]
+        elif kind == "powers":
+            seq = [2 ** i for i in range(rng.randint(0, 5), rng.randint(0, 5) + n)]
+        else:
+            seq = [0] * n
+        lines.append(" ".join(map(str, seq)))
+    return lines
+
+
+# --- TinyStories through HF datasets (streamed) -----------------------------------------------------
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check: `datasets` would otherwise retry for ~30 s before failing offline."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+OFFLINE_HINT = ("use a 'text' source over local TinyStories files (e.g. TinyStories-train.txt) "
+                "or the generated '3seqs' source; see config/offline.yaml")
+
+
+def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> Iterator[str]:
+    """Stream the first `num_stories` stories of a split; never downloads the whole dataset."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1" or not _hub_reachable():
+        raise PicoError(f"cannot reach the Hugging Face Hub to stream {dataset}; {OFFLINE_HINT}")
+    import datasets
+    try:
+        stream = datasets.load_dataset(dataset, split=split, streaming=True, revision=revision)
+        for i, row in enumerate(stream):
+            if i >= num_stories:
+                break
+            yield row["text"]
+    except (ConnectionError, OSError) as exc:
+        raise PicoError(f"streaming {dataset} (revision {revision}) failed: {str(exc).splitlines()[0]}; "
+                        f"{OFFLINE_HINT}") from None
+
+
+# --- one entry point per source kind ----------------------------------------------------------------
+
+def download(src: dict, seed: int, val_fraction: float, train_out, val_out) -> dict:
+    """Fetch or generate one source's raw text; return counts for the provenance record."""
+    kind = src["kind"]
+    if kind == "tinystories":
+        n_train = write_documents(train_out, tinystories("train", src["train_stories"], src["dataset"], src["revision"]),
+                                  desc="tinystories train")
+        n_val = write_documents(val_out, tinystories("validation", src["val_stories"], src["dataset"], src["revision"]),
+                                desc="tinystories validation")
+    elif kind == "3seqs":
+        lines = three_seqs(src["num_sequences"], src["max_terms"], seed)
+        n_held = max(1, round(len(lines) * val_fraction))
+        n_train = write_documents(train_out, lines[n_held:], desc="3seqs train")
+        n_val = write_documents(val_out, lines[:n_held], desc="3seqs val")
+    elif kind == "text":
+        train_docs = _read_files(src["train_files"], src.get("max_documents"))
+        if src["val_files"]:
+            val_docs = _read_files(src["val_files"], None)
+        else:  # hold out the last documents: deterministic, and no story is split across the two
+            n_held = max(1, round(len(train_docs) * val_fraction))
+            train_docs, val_docs = train_docs[:-n_held], train_docs[-n_held:]
+        if not train_docs or not val_docs:
+            raise PicoError(f"source {src['name']!r} has too few documents to split into train and validation; "
+                            f"add text or give val_files")
+        n_train = write_documents(train_out, train_docs, desc="text train")
+        n_val = write_documents(val_out, val_docs, desc="text val")
+    else:
+        raise PicoError(f"unknown data source kind {kind!r}; use tinystories, text or 3seqs")
+    return {"train_documents": n_train, "val_documents": n_val}
+
+
+def _read_files(paths, limit) -> list[str]:
+    docs = []
+    for path in paths:
+        file_docs = list(iter_documents(path))
+        if not file_docs:
+            raise PicoError(f"data file {path} is empty; give a file with text in it")
+        docs.extend(file_docs)
+    return docs[:limit] if limit else docs

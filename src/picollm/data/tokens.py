@@ -1,0 +1,116 @@
+"""Token arrays on disk: tokenize raw text into {train,val}.bin + meta.json, and draw training windows.
+
+Each split's .bin concatenates the sources in config order, every document followed by the end-of-text
+token, so a window may cross a document boundary the way GPT-2 was trained (packed, no padding).
+meta.json records where each source's tokens start and end, so the sampler can mix sources by weight.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from picollm.data.sources import iter_documents
+from picollm.data.tokenizer import get_tokenizer, token_dtype
+from picollm.errors import PicoError
+from picollm.io import atomic_path, sha256_file
+
+DOCS_PER_BATCH = 1024  # documents per tiktoken batch: large enough to use every thread, small in memory
+
+
+def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
+    """Stream each source's documents through the tokenizer into one .bin; return per-source ranges."""
+    dtype = token_dtype(tokenizer.n_vocab)
+    ranges, start = {}, 0
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as out:
+        for name, path in raw_files.items():
+            n_docs, docs, source_start = 0, iter_documents(path), start
+            with tqdm(desc=f"tokenize {name} {Path(out_path).stem}", unit="doc", mininterval=2) as bar:
+                while batch := list(itertools.islice(docs, DOCS_PER_BATCH)):
+                    encoded = tokenizer.encode_ordinary_batch(batch, num_threads=threads)
+                    flat = np.fromiter(itertools.chain.from_iterable(ids + [tokenizer.eot_token] for ids in encoded),
+                                       dtype=np.int64)
+                    if flat.size and flat.max() > np.iinfo(dtype).max:
+                        raise PicoError(f"token id {flat.max()} does not fit {np.dtype(dtype).name}; "
+                                        f"the tokenizer's vocabulary is larger than it reports")
+                    out.write(flat.astype(dtype).tobytes())
+                    n_docs += len(batch)
+                    start += flat.size
+                    bar.update(len(batch))
+            if n_docs == 0:
+                raise PicoError(f"{path} holds no documents; check the source {name!r}")
+            ranges[name] = {"start": source_start, "end": start, "documents": n_docs}
+    return ranges
+
+
+def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int) -> dict:
+    """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json."""
+    tokenizer = get_tokenizer(tokenizer_name)
+    out_dir = Path(out_dir)
+    meta = {"tokenizer": tokenizer_name, "vocab_size": tokenizer.n_vocab, "eot_token": tokenizer.eot_token,
+            "dtype": np.dtype(token_dtype(tokenizer.n_vocab)).name, "splits": {}, "raw_sha256": {}, "raw_bytes": {}}
+    for split in ("train", "val"):
+        files = {name: paths[split] for name, paths in raw.items()}
+        sources = tokenize_split(tokenizer, files, out_dir / f"{split}.bin", threads)
+        meta["splits"][split] = {"tokens": max(r["end"] for r in sources.values()), "sources": sources}
+        for name, path in files.items():
+            meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
+            meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
+    return meta
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise PicoError(f"{path} does not exist; run the tokenize stage first")
+    return json.loads(path.read_text())
+
+
+def load_tokens(path, meta: dict) -> np.ndarray:
+    """Memory-map a split: the OS pages tokens in as windows touch them, so RAM stays flat."""
+    path = Path(path)
+    if not path.exists():
+        raise PicoError(f"{path} does not exist; run the tokenize stage first")
+    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+
+
+class WindowSampler:
+    """Random packed windows of block_size + 1 tokens, the source of each row drawn by weight.
+
+    All randomness comes from one torch.Generator, so its state (saved in checkpoints) fixes every
+    future batch; a resumed run draws exactly the batches the uninterrupted one would have.
+    """
+
+    def __init__(self, tokens: np.ndarray, sources: dict, weights: dict, block_size: int, seed: int):
+        self.tokens, self.block_size = tokens, block_size
+        self.names = [n for n in sources if weights.get(n, 0) > 0]
+        self.starts = torch.tensor([sources[n]["start"] for n in self.names])
+        # last valid window start is end - (block_size + 1)
+        self.spans = torch.tensor([sources[n]["end"] - sources[n]["start"] - block_size for n in self.names])
+        for name, span in zip(self.names, self.spans.tolist()):
+            if span < 1:
+                raise PicoError(f"source {name!r} has {sources[name]['end'] - sources[name]['start']} tokens, fewer than "
+                                f"block_size + 1 = {block_size + 1}; add data or lower block_size")
+        self.probs = torch.tensor([float(weights[n]) for n in self.names])
+        self.probs /= self.probs.sum()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        src = torch.multinomial(self.probs, batch_size, replacement=True, generator=self.generator)
+        offsets = (torch.rand(batch_size, generator=self.generator) * self.spans[src]).long() + self.starts[src]
+        rows = offsets.numpy()[:, None] + np.arange(self.block_size + 1)  # (B, T+1) fancy index, no Python loop
+        window = torch.from_numpy(self.tokens[rows].astype(np.int64))
+        return window[:, :-1], window[:, 1:]  # inputs, next-token targets
+
+
+def eval_windows(n_tokens: int, block_size: int, max_windows: int | None = None) -> np.ndarray:
+    """Start offsets of non-overlapping windows that tile a split (deterministic, no sampling)."""
+    starts = np.arange(0, n_tokens - block_size - 1 + 1, block_size)
+    if max_windows is not None and len(starts) > max_windows:
+        # spread a fixed subset evenly over the split rather than taking only its head
+        starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(int)]
+    return starts

@@ -1,0 +1,82 @@
+"""Model registry: build_model / load_model.
+
+Every model maps a LongTensor (batch, seq) to logits (batch, seq, vocab), batch first, and offers
+`forward_step(idx, state) -> (logits, state)` for incremental generation: `idx` holds only the new
+tokens, `state` is whatever the model carries between calls (None at the start). The model never sees
+more than `block_size` tokens of context in training; generation slides the window (see sampling.py).
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+
+from picollm.errors import PicoError
+from picollm.models.kgram import KGramMLP
+from picollm.models.lstm import LSTMLM
+from picollm.models.transformer import Transformer
+
+MODEL_TYPES = {"kgram_mlp": KGramMLP, "lstm": LSTMLM, "transformer": Transformer}
+CHECKPOINT_FORMAT = "picollm.model/1"
+
+
+def hyperparameters(model_type: str) -> dict:
+    """The hyperparameters a model type takes, with their defaults."""
+    cls = MODEL_TYPES[model_type]
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p.default for n, p in params.items() if n not in ("self", "vocab_size", "block_size")}
+
+
+def build_model(model_cfg: dict, vocab_size: int, block_size: int) -> torch.nn.Module:
+    """Build a freshly initialised model from its config entry ({type: ..., hyperparameters})."""
+    cfg = dict(model_cfg)
+    model_type = cfg.pop("type", None)
+    if model_type not in MODEL_TYPES:
+        raise PicoError(f"unknown model type {model_type!r}; use one of {sorted(MODEL_TYPES)}")
+    allowed = hyperparameters(model_type)
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise PicoError(f"model type {model_type!r} has no hyperparameter {unknown[0]!r}; allowed: {sorted(allowed)}")
+    return MODEL_TYPES[model_type](vocab_size=vocab_size, block_size=block_size, **cfg)
+
+
+def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
+    """What model.pt holds: enough to rebuild the model without the Snakefile."""
+    return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
+            "block_size": block_size, "state_dict": model.state_dict(), **extra}
+
+
+def read_checkpoint(path) -> dict:
+    """Load a model.pt dict, turning a truncated or foreign file into one clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise PicoError(f"checkpoint {path} does not exist; train the model first (snakemake ... {path})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise PicoError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); "
+                        f"delete it and rerun training") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise PicoError(f"{path} is not a pico-llm model checkpoint; rerun training to rebuild it")
+    return ckpt
+
+
+def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from a model.pt written by training (weights + config + vocab size)."""
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["model_cfg"], ckpt["vocab_size"], ckpt["block_size"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise PicoError(f"checkpoint {path} does not match its model config ({first}); rerun training") from None
+    model.checkpoint = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(device).eval()
+
+
+def count_parameters(model: torch.nn.Module) -> dict:
+    """Total and non-embedding parameter counts (embeddings: token and learned position tables)."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    return {"params": total, "params_non_embedding": total - embedding}

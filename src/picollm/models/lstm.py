@@ -1,0 +1,26 @@
+"""LSTM language model: embedding -> stacked LSTM -> linear head."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LSTMLM(nn.Module):
+    context_limited = False  # (h, c) summarises any length of context
+    def __init__(self, vocab_size: int, block_size: int, embed_dim: int = 128, hidden_dim: int = 256,
+                 num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.head = nn.Linear(hidden_dim, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.forward_step(idx, None)[0]  # (B, T, V)
+
+    def forward_step(self, idx: torch.Tensor, state=None):
+        # The LSTM's (h, c) is its whole memory of the context, so generation carries it forward and
+        # never recomputes the prefix; `state` is that tuple.
+        out, state = self.lstm(self.embed(idx), state)  # (B, T, H)
+        return self.head(out), state

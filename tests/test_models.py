@@ -1,0 +1,186 @@
+"""Model contract tests on tiny CPU models: shapes, causality, cached generation, overfitting one batch,
+plus the k-gram one-hot/embedding equivalence and the transformer's RMSNorm and attention paths."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from picollm import models
+from picollm.errors import PicoError
+from picollm.models.kgram import KGramMLP
+from picollm.models.transformer import RMSNorm
+
+VOCAB, BLOCK = 50, 16
+TINY_TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 4, "n_layers": 2}
+CONFIGS = {
+    "kgram_embedding": {"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 64, "input": "embedding"},
+    "kgram_onehot": {"type": "kgram_mlp", "k": 3, "hidden_dim": 64, "input": "onehot"},
+    "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 64},
+    "transformer_learned_silu": TINY_TRANSFORMER,
+    "transformer_learned_swiglu": {**TINY_TRANSFORMER, "mlp": "swiglu"},
+    "transformer_rope_silu_untied": {**TINY_TRANSFORMER, "pos_encoding": "rope", "tie_weights": False},
+    "transformer_rope_swiglu": {**TINY_TRANSFORMER, "pos_encoding": "rope", "mlp": "swiglu"},
+}
+TRANSFORMERS = [name for name in CONFIGS if name.startswith("transformer")]
+
+
+def make(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return models.build_model(CONFIGS[name], VOCAB, BLOCK).eval()
+
+
+def tokens(B: int = 3, T: int = BLOCK, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def run_in_chunks(model, idx: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Logits from forward_step fed idx in consecutive chunks of the given sizes, carrying the state."""
+    logits, state, start = [], None, 0
+    for size in sizes:
+        out, state = model.forward_step(idx[:, start:start + size], state)
+        logits.append(out)
+        start += size
+    return torch.cat(logits, dim=1)
+
+
+def test_configs_cover_every_model_type():
+    assert {cfg["type"] for cfg in CONFIGS.values()} == set(models.MODEL_TYPES)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_shape(name):
+    model = make(name)
+    for T in (1, 7, BLOCK):
+        assert model(tokens(T=T)).shape == (3, T, VOCAB)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@torch.no_grad()
+def test_causal(name):
+    model = make(name)
+    idx = tokens()
+    base = model(idx)
+    for j in range(BLOCK):
+        changed = idx.clone()
+        changed[:, j] = (changed[:, j] + 1) % VOCAB
+        out = model(changed)
+        torch.testing.assert_close(out[:, :j], base[:, :j])
+        assert not torch.allclose(out[:, j], base[:, j])  # the model does read token j
+
+
+# A prefix then one token at a time (sampling), and chunks of several new tokens after a cache (which
+# needs the transformer's explicit cached-causal mask).
+@pytest.mark.parametrize("sizes", [[5] + [1] * (BLOCK - 5), [1] * BLOCK, [4, 5, 3, 1, 3]])
+@pytest.mark.parametrize("name", CONFIGS)
+@torch.no_grad()
+def test_incremental_matches_full(name, sizes):
+    model = make(name)
+    idx = tokens()
+    torch.testing.assert_close(run_in_chunks(model, idx, sizes), model(idx), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_overfits_one_batch(name):
+    model = make(name).train()
+    # All 2 * 17 tokens distinct, so every context (even a k-gram's) determines its next token.
+    batch = torch.randperm(VOCAB, generator=torch.Generator().manual_seed(2))[:2 * (BLOCK + 1)].view(2, BLOCK + 1)
+    x, y = batch[:, :-1], batch[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parameter_counts(name):
+    counts = models.count_parameters(make(name))
+    print(f"{name}: {counts}")
+    assert 0 < counts["params_non_embedding"] <= counts["params"]
+
+
+def test_context_limits():
+    assert models.MODEL_TYPES["transformer"].context_limited
+    assert not models.MODEL_TYPES["kgram_mlp"].context_limited
+    model = make("transformer_rope_swiglu")
+    assert model.state_length(None) == 0
+    _, state = model.forward_step(tokens(T=BLOCK), None)
+    assert model.state_length(state) == BLOCK
+    with pytest.raises(ValueError, match="block_size"):
+        model.forward_step(tokens(T=1), state)
+    with pytest.raises(ValueError, match="block_size"):
+        model(tokens(T=BLOCK + 1))
+
+
+@torch.no_grad()
+def test_kgram_onehot_equals_embedding():
+    k, E, H = 3, 8, 32
+    torch.manual_seed(0)
+    emb = KGramMLP(VOCAB, BLOCK, k=k, embed_dim=E, hidden_dim=H, input="embedding").eval()
+    onehot = KGramMLP(VOCAB, BLOCK, k=k, hidden_dim=H, input="onehot").eval()
+    # Slot j's pre-activation is W_j e(c_j) = W_j Emb^T one_hot(c_j), with W_j = W1[:, j*E:(j+1)*E]; so the
+    # one-hot weight block j is W_j Emb^T (H, V). Padding is the zero embedding row / the zero one-hot.
+    table, w1 = emb.embed.weight[:VOCAB], emb.fc_in.weight  # (V, E), (H, k*E)
+    onehot.fc_in.weight.copy_(torch.cat([w1[:, j * E:(j + 1) * E] @ table.T for j in range(k)], dim=1))
+    shared = {n: p for n, p in emb.state_dict().items() if n != "fc_in.weight" and not n.startswith("embed.")}
+    assert not onehot.load_state_dict(shared, strict=False).unexpected_keys
+
+    idx = tokens()
+    torch.testing.assert_close(onehot(idx), emb(idx))
+    # The column gather is the dense one-hot matmul of the starter, without the (B, T, k*V) tensor.
+    padded = F.pad(idx, (k - 1, 0), value=VOCAB)
+    dense = F.one_hot(padded.unfold(1, k, 1), VOCAB + 1)[..., :VOCAB].flatten(2).float()  # (B, T, k*V)
+    reference = onehot.head(onehot.inner(F.silu(onehot.fc_in(dense))))
+    torch.testing.assert_close(onehot(idx), reference)
+
+
+def test_rmsnorm_matches_torch():
+    torch.manual_seed(0)
+    norm = RMSNorm(32)
+    torch.nn.init.normal_(norm.weight)
+    x = 3 * torch.randn(4, 7, 32)
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (32,), norm.weight, eps=1e-6))
+
+
+# The explicit attention (need_weights) equals the fused sdpa path in each of its mask cases: no cache
+# (is_causal), one new token after a cache (no mask), several new tokens after a cache (explicit mask).
+@pytest.mark.parametrize("cached, new", [(0, BLOCK), (0, 1), (5, 1), (5, 6)])
+@pytest.mark.parametrize("name", TRANSFORMERS)
+@torch.no_grad()
+def test_manual_attention_matches_sdpa(name, cached, new):
+    model = make(name)
+    idx = tokens(T=cached + new)
+    state = model.forward_step(idx[:, :cached], None)[1] if cached else None
+    fused, fused_state, _ = model._forward(idx[:, cached:], state, need_weights=False)
+    manual, manual_state, maps = model._forward(idx[:, cached:], state, need_weights=True)
+    torch.testing.assert_close(manual, fused)
+    torch.testing.assert_close(manual_state, fused_state)
+    assert [m.shape for m in maps] == [(3, 4, new, cached + new)] * 2
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_attention_maps(name):
+    maps = make(name).attention_maps(tokens())
+    assert len(maps) == 2
+    for weights in maps:
+        assert weights.shape == (3, 4, BLOCK, BLOCK)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, BLOCK))
+        assert (weights.triu(diagonal=1) == 0).all()
+
+
+def test_unknown_hyperparameter_is_named():
+    with pytest.raises(PicoError, match="'n_head'"):
+        models.build_model({**TINY_TRANSFORMER, "n_head": 4}, VOCAB, BLOCK)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({**TINY_TRANSFORMER, "d_model": 30}, "divisible"),
+    ({**TINY_TRANSFORMER, "mlp": "gelu"}, "mlp"),
+    ({**TINY_TRANSFORMER, "pos_encoding": "alibi"}, "pos_encoding"),
+    ({**TINY_TRANSFORMER, "d_model": 12, "pos_encoding": "rope"}, "even"),
+    ({"type": "kgram_mlp", "input": "dense"}, "input"),
+])
+def test_bad_hyperparameter_values_raise(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        models.build_model(cfg, VOCAB, BLOCK)

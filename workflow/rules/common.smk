@@ -1,0 +1,70 @@
+# Config validation and path helpers (one function per output family).
+import json
+import sys
+from pathlib import Path
+
+SRC = str(Path(workflow.basedir).parent / "src")
+sys.path.insert(0, SRC)
+
+from picollm.config import model_spec, model_train, validate  # noqa: E402
+from picollm.errors import PicoError  # noqa: E402
+
+try:
+    CFG = validate(config)
+except PicoError as exc:
+    raise WorkflowError(f"config error: {exc}") from None
+
+# The rules run the checkout's own code, whichever Python (venv or conda env) runs them.
+PICOLLM = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m picollm"
+R = f"results/{CFG['experiment']}"
+SOURCES = [s["name"] for s in CFG["data"]["sources"]]
+MODELS = list(CFG["models"])
+TRANSFORMERS = [m for m in MODELS if CFG["models"][m]["type"] == "transformer"]
+ENV = "../envs/picollm.yaml"
+
+
+wildcard_constraints:
+    source="|".join(SOURCES),
+    model="|".join(MODELS),
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def source_cfg(name):
+    return next(s for s in CFG["data"]["sources"] if s["name"] == name)
+
+
+def source_files(wildcards):
+    """Local files a `text` source reads: editing one reruns its download."""
+    src = source_cfg(wildcards.source)
+    return [*src.get("train_files", []), *src.get("val_files", [])]
+
+
+def raw_text(split):
+    return expand(f"{R}/data/raw/{{source}}/{split}.txt", source=SOURCES)
+
+
+def model_files(name="{model}"):
+    return {
+        "model": f"{R}/models/{name}/model.pt",
+        "metrics": f"{R}/models/{name}/metrics.csv",
+        "summary": f"{R}/models/{name}/summary.json",
+    }
+
+
+def figures():
+    out = [f"{R}/figures/loss_curves.png", f"{R}/figures/sample_comparison.png"]
+    if TRANSFORMERS:
+        out.append(f"{R}/figures/attention_heads.png")
+    return out
+
+
+def all_outputs():
+    return [
+        *figures(),
+        f"{R}/tables/samples.csv",
+        f"{R}/tables/samples.md",
+        f"{R}/tables/models.md",
+    ]

@@ -1,0 +1,28 @@
+rule train:
+    input:
+        train=f"{R}/data/tokens/train.bin",
+        val=f"{R}/data/tokens/val.bin",
+        meta=f"{R}/data/tokens/meta.json",
+    output:
+        **model_files(),
+        provenance=f"{R}/provenance/train/{{model}}.json",
+    params:
+        model=lambda wc: as_json(model_spec(CFG, wc.model)),
+        train=lambda wc: as_json(model_train(CFG, wc.model)),
+        weights=as_json({s["name"]: s["weight"] for s in CFG["data"]["sources"]}),
+        seed=CFG["seed"],
+        block_size=CFG["block_size"],
+        device=CFG["device"],
+        out_dir=lambda wc: f"{R}/models/{wc.model}",
+    log:
+        f"{R}/logs/train/{{model}}.log",
+    threads: CFG["train"]["threads"]
+    resources:
+        gpu=1 if CFG["device"] in ("cuda", "auto") else 0,
+    conda:
+        ENV
+    shell:
+        "{PICOLLM} train --name {wildcards.model} --model {params.model:q} --train {params.train:q}"
+        " --weights {params.weights:q} --seed {params.seed} --block-size {params.block_size}"
+        " --device {params.device} --tokens-dir {R}/data/tokens --out-dir {params.out_dir}"
+        " --threads {threads} --provenance {output.provenance} > {log} 2>&1"
