@@ -51,14 +51,12 @@ def cmd_tokenize(args):
     from picollm import provenance
     from picollm.data.tokens import tokenize
     from picollm.device import use_threads
-    from picollm.io import write_json
     use_threads(args.threads)
     raw = {name: {s: str(Path(args.raw_dir) / name / f"{s}.txt") for s in ("train", "val")} for name in args.sources}
-    meta = tokenize(args.tokenizer, raw, args.out_dir, args.threads)
-    meta["provenance"] = provenance.record("tokenize", config={"tokenizer": args.tokenizer, "sources": args.sources},
-                                           inputs=[p for r in raw.values() for p in r.values()])
-    write_json(Path(args.out_dir) / "meta.json", meta)
-    provenance.write(args.provenance, meta["provenance"])
+    rec = provenance.record("tokenize", config={"tokenizer": args.tokenizer, "sources": args.sources},
+                            inputs=[p for r in raw.values() for p in r.values()])
+    meta = tokenize(args.tokenizer, raw, args.out_dir, args.threads, provenance=rec)
+    provenance.write(args.provenance, rec)
     print(json.dumps({s: v["tokens"] for s, v in meta["splits"].items()}))
 
 
@@ -105,12 +103,17 @@ def cmd_tables(args):
         tables.samples_table(args.samples, args.samples_csv, args.samples_md, args.experiment)
     if args.summaries:
         tables.models_table(args.summaries, args.models_md, args.experiment)
-    provenance.write(args.provenance, provenance.record("tables", inputs=[*args.samples, *args.summaries]))
+    if args.evals:
+        tables.eval_table(args.evals, args.eval_csv, args.eval_md, args.experiment)
+    if args.sampling_inputs:
+        tables.sampling_table(args.sampling_inputs, args.sampling_csv, args.experiment)
+    provenance.write(args.provenance, provenance.record("tables", inputs=[*args.samples, *args.summaries, *args.evals,
+                                                                          *args.sampling_inputs]))
 
 
 def cmd_figure(args):
     from picollm import provenance
-    inputs = list(_pairs(args.inputs).values()) if args.figure != "sample-comparison" else args.inputs
+    inputs = list(_pairs(args.inputs).values()) if args.figure not in ("sample-comparison", "p-sweep") else args.inputs
     rec = provenance.record(f"figure {args.figure}", inputs=inputs, outputs=[args.out])
     if args.figure == "loss-curves":
         from picollm.plots import loss_curves
@@ -121,7 +124,52 @@ def cmd_figure(args):
     elif args.figure == "attention-heads":
         from picollm.plots import attention_heads
         attention_heads.plot(_pairs(args.inputs), args.out, args.experiment, prompt=args.prompt, provenance=rec)
+    elif args.figure == "p-sweep":
+        from picollm.plots import p_sweep
+        p_sweep.plot(args.inputs[0], args.out, args.experiment, provenance=rec)
+    elif args.figure == "grad-norms":
+        from picollm.plots import grad_norms
+        grad_norms.plot(_pairs(args.inputs), args.out, args.experiment, provenance=rec)
     provenance.write(args.provenance, rec)
+
+
+def cmd_evaluate(args):
+    import pandas as pd
+    import torch
+
+    from picollm import provenance
+    from picollm.device import use_threads
+    from picollm.evaluate import evaluate_model
+    from picollm.io import atomic_path, write_json
+    use_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokens = Path(args.tokens_dir)
+    rec = provenance.record("evaluate", seed=args.seed, config={"sampling": args.sampling, "sweep_p": args.sweep_p},
+                            inputs=[args.model_path, tokens / "meta.json", tokens / "val.bin",
+                                    *([args.samples] if args.samples else [])],
+                            outputs=[args.out, *([args.sampling_out] if args.sampling_out else [])])
+    result, rows = evaluate_model(args.name, args.model_path, tokens, device=args.device, batch_size=args.batch_size,
+                                  samples_path=args.samples, sampling_cfg=args.sampling, seed=args.seed,
+                                  sweep_p=args.sweep_p or ())
+    write_json(args.out, {**result, "provenance": rec})
+    if args.sampling_out:
+        with atomic_path(args.sampling_out) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+    provenance.write(args.provenance, rec)
+    print(json.dumps({k: result[k] for k in ("model", "val_loss", "perplexity", "bpb", "val_tokens_scored")}))
+
+
+def cmd_report(args):
+    from picollm import provenance, report
+    config = args.config
+    figures, tables = _pairs(args.figures), _pairs(args.tables)
+    report.build(args.out, config=config, config_files=args.config_files, figures=figures, tables=tables,
+                 summaries=args.summaries, evals=args.evals, meta=args.meta, provenance_files=args.provenance_files)
+    provenance.write(args.provenance, provenance.record(
+        "report", config=config, seed=config.get("seed"), outputs=[args.out],
+        inputs=[*figures, *figures.values(), *tables, *tables.values(), *args.summaries, *args.evals,
+                *([args.meta] if args.meta else []), *args.provenance_files]))
+    print(f"report -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,17 +231,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-md")
     p.add_argument("--summaries", nargs="*", default=[])
     p.add_argument("--models-md")
+    p.add_argument("--evals", nargs="*", default=[], help="eval/<model>.json files -> --eval-csv, --eval-md")
+    p.add_argument("--eval-csv")
+    p.add_argument("--eval-md")
+    p.add_argument("--sampling-inputs", nargs="*", default=[], help="eval/sampling/<model>.csv files -> --sampling-csv")
+    p.add_argument("--sampling-csv")
     p.add_argument("--provenance")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("figure", help="rebuild one figure from files on disk")
-    p.add_argument("figure", choices=["loss-curves", "sample-comparison", "attention-heads"])
+    p.add_argument("figure", choices=["loss-curves", "sample-comparison", "attention-heads", "p-sweep", "grad-norms"])
     p.add_argument("--experiment", required=True)
-    p.add_argument("--inputs", nargs="+", required=True, help="NAME=PATH pairs (a CSV path for sample-comparison)")
+    p.add_argument("--inputs", nargs="+", required=True, help="NAME=PATH pairs (a CSV path for sample-comparison and p-sweep)")
     p.add_argument("--prompt", default="Once upon a time there was a little girl")
     p.add_argument("--out", required=True)
     p.add_argument("--provenance")
     p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("evaluate", help="whole-split validation loss, perplexity, bits per byte and sampling "
+                                        "measures of one model")
+    p.add_argument("--name", required=True)
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
+    p.add_argument("--samples", help="samples/<model>.jsonl: diversity, repetition and self-likelihood per decoding")
+    p.add_argument("--sampling", type=_json, default=None, help="the sampling section as JSON (for --sweep-p)")
+    p.add_argument("--sweep-p", type=float, nargs="*", default=[],
+                   help="extra nucleus p values to sample and measure (a denser p sweep)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: by memory)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="eval/<model>.json")
+    p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
+    p.add_argument("--provenance")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a study")
+    p.add_argument("--config", type=_json, required=True, help="the validated config as JSON")
+    p.add_argument("--config-files", nargs="*", default=[], help="the config file(s) it came from")
+    p.add_argument("--figures", nargs="*", default=[], help="PNG=CAPTION.rst pairs")
+    p.add_argument("--tables", nargs="*", default=[], help="TABLE(.csv|.md)=CAPTION.rst pairs")
+    p.add_argument("--summaries", nargs="*", default=[], help="models/<model>/summary.json files")
+    p.add_argument("--evals", nargs="*", default=[], help="eval/<model>.json files")
+    p.add_argument("--meta", help="data/tokens/meta.json")
+    p.add_argument("--provenance-files", nargs="*", default=[], help="provenance records to list")
+    p.add_argument("--out", required=True)
+    p.add_argument("--provenance")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

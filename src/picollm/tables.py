@@ -55,3 +55,56 @@ def models_table(summary_paths, out_md, experiment: str) -> pd.DataFrame:
             + frame.to_markdown(index=False, floatfmt=".4g", intfmt=",") + "\n")
     write_text(out_md, text)
     return frame
+
+
+def train_tokens_note(tokens_by_model: dict) -> str:
+    """'307,200 training tokens per model', or each model's count when they differ."""
+    counts = {m: int(t) for m, t in tokens_by_model.items() if t is not None and t == t}
+    if not counts:
+        return "training tokens unknown"
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values())):,} training tokens per model"
+    return "training tokens: " + ", ".join(f"{m} {t:,}" for m, t in counts.items())
+
+
+def eval_table(eval_paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
+    """tables/eval.csv (one row per model and data source, `all` first) and tables/eval.md from eval/<model>.json."""
+    evals = [json.loads(Path(p).read_text()) for p in eval_paths]
+    rows = []
+    for ev in evals:
+        base = {"experiment": experiment, "model": ev["model"], "type": ev["type"], "params": ev["params"],
+                "params_non_embedding": ev["params_non_embedding"], "train_tokens": ev["tokens_seen"],
+                "tokenizer": ev["tokenizer"]}
+        parts = {"all": {"loss": ev["val_loss"], "perplexity": ev["perplexity"], "bpb": ev["bpb"],
+                         "tokens": ev["val_tokens_scored"], "bytes": ev["val_bytes"]}, **ev["sources"]}
+        for source, rec in parts.items():
+            rows.append({**base, "source": source, "val_loss": rec["loss"], "perplexity": rec["perplexity"],
+                         "bpb": rec["bpb"], "val_tokens": rec["tokens"], "val_bytes": rec["bytes"]})
+    frame = pd.DataFrame(rows)
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    note = train_tokens_note({ev["model"]: ev["tokens_seen"] for ev in evals})
+    shown = ["model", "type", "params", "params_non_embedding", "train_tokens", "val_loss", "perplexity", "bpb",
+             "val_tokens", "val_bytes"]
+    lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
+             "Whole validation split, every token scored once (non-overlapping windows of block_size plus the "
+             "tail). val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
+             f"(comparable across tokenizers). Tokenizer: {', '.join(sorted({ev['tokenizer'] for ev in evals}))}.",
+             "", frame[frame["source"] == "all"][shown].to_markdown(index=False, floatfmt=".4g", intfmt=","), ""]
+    sources = [s for s in dict.fromkeys(frame["source"]) if s != "all"]
+    if len(sources) > 1:
+        lines += ["## Per data source", "",
+                  frame[frame["source"] != "all"][["model", "source", "val_loss", "perplexity", "bpb", "val_tokens",
+                                                   "val_bytes"]].to_markdown(index=False, floatfmt=".4g", intfmt=","),
+                  ""]
+    write_text(out_md, "\n".join(lines))
+    return frame
+
+
+def sampling_table(paths, out_csv, experiment: str) -> pd.DataFrame:
+    """eval/sampling.csv: the per-model sampling measures (eval/sampling/<model>.csv) in one file."""
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frame.insert(0, "experiment", experiment)
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame

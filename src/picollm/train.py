@@ -11,6 +11,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -218,14 +219,14 @@ def _resume(path, run_id, model, optimizer, sampler):
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0")
+        tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0", file=sys.stderr)
         return 0, [], 0.0, [], float("nan")
     if state.get("run_id") != run_id:
-        tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0")
+        tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0", file=sys.stderr)
         return 0, [], 0.0, [], float("nan")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     sampler.generator.set_state(state["sampler"])
     set_rng_states(state["rng"])
-    tqdm.write(f"resuming from {path} at step {state['step']}")
+    tqdm.write(f"resuming from {path} at step {state['step']}", file=sys.stderr)
     return state["step"], state["rows"], state["elapsed_s"], state["window_losses"], state["grad_norm"]

@@ -1,5 +1,6 @@
 # Config validation and path helpers (one function per output family).
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from picollm.errors import PicoError  # noqa: E402
 try:
     CFG = validate(config)
 except PicoError as exc:
-    raise WorkflowError(f"config error: {exc}") from None
+    sys.exit(f"config error: {exc}")
 
-# The rules run the checkout's own code, whichever Python (venv or conda env) runs them.
-PICOLLM = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m picollm"
+# The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
+# them: every job, local or on a cluster node, parses this file and inherits this variable.
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+PICOLLM = "python -m picollm"
 R = f"results/{CFG['experiment']}"
 SOURCES = [s["name"] for s in CFG["data"]["sources"]]
 MODELS = list(CFG["models"])
@@ -58,7 +61,17 @@ def figures():
     out = [f"{R}/figures/loss_curves.png", f"{R}/figures/sample_comparison.png"]
     if TRANSFORMERS:
         out.append(f"{R}/figures/attention_heads.png")
+    out += [f"{R}/figures/p_sweep.png", f"{R}/figures/grad_norms.png"]
     return out
+
+
+def eval_outputs():
+    return [
+        *expand(f"{R}/eval/{{model}}.json", model=MODELS),
+        f"{R}/eval/sampling.csv",
+        f"{R}/tables/eval.csv",
+        f"{R}/tables/eval.md",
+    ]
 
 
 def all_outputs():
@@ -67,4 +80,6 @@ def all_outputs():
         f"{R}/tables/samples.csv",
         f"{R}/tables/samples.md",
         f"{R}/tables/models.md",
+        *eval_outputs(),
+        f"{R}/report.html",
     ]

@@ -15,7 +15,7 @@ rule download:
     conda:
         ENV
     shell:
-        "{PICOLLM} download --source {params.source:q} --seed {params.seed}"
+        "python -m picollm download --source {params.source:q} --seed {params.seed}"
         " --val-fraction {params.val_fraction} --train {output.train} --val {output.val}"
         " --provenance {output.provenance} > {log} 2>&1"
 
@@ -32,13 +32,14 @@ rule tokenize:
     params:
         tokenizer=CFG["tokenizer"],
         sources=SOURCES,
-        raw_dir=f"{R}/data/raw",
+        raw_dir=lambda wc, input: Path(input.train[0]).parent.parent,
+        out_dir=lambda wc, output: Path(output.meta).parent,
     log:
         f"{R}/logs/tokenize.log",
     threads: 2
     conda:
         ENV
     shell:
-        "{PICOLLM} tokenize --tokenizer {params.tokenizer} --raw-dir {params.raw_dir}"
-        " --sources {params.sources} --out-dir {R}/data/tokens --threads {threads}"
+        "python -m picollm tokenize --tokenizer {params.tokenizer} --raw-dir {params.raw_dir}"
+        " --sources {params.sources} --out-dir {params.out_dir} --threads {threads}"
         " --provenance {output.provenance} > {log} 2>&1"

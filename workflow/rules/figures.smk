@@ -11,13 +11,15 @@ rule tables:
         samples_md=f"{R}/tables/samples.md",
         models_md=f"{R}/tables/models.md",
         provenance=f"{R}/provenance/tables.json",
+    params:
+        experiment=CFG["experiment"],
     log:
         f"{R}/logs/tables.log",
     threads: 1
     conda:
         ENV
     shell:
-        "{PICOLLM} tables --experiment {CFG[experiment]} --samples {input.samples}"
+        "python -m picollm tables --experiment {params.experiment} --samples {input.samples}"
         " --samples-csv {output.samples_csv} --samples-md {output.samples_md}"
         " --summaries {input.summaries} --models-md {output.models_md}"
         " --provenance {output.provenance} > {log} 2>&1"
@@ -34,6 +36,7 @@ rule loss_curves:
         ),
         provenance=f"{R}/provenance/figures/loss_curves.json",
     params:
+        experiment=CFG["experiment"],
         pairs=lambda wc, input: [f"{m}={p}" for m, p in zip(MODELS, input)],
     log:
         f"{R}/logs/figures/loss_curves.log",
@@ -41,7 +44,7 @@ rule loss_curves:
     conda:
         ENV
     shell:
-        "{PICOLLM} figure loss-curves --experiment {CFG[experiment]} --inputs {params.pairs}"
+        "python -m picollm figure loss-curves --experiment {params.experiment} --inputs {params.pairs}"
         " --out {output.png} --provenance {output.provenance} > {log} 2>&1"
 
 
@@ -55,13 +58,15 @@ rule sample_comparison:
             category="Figures",
         ),
         provenance=f"{R}/provenance/figures/sample_comparison.json",
+    params:
+        experiment=CFG["experiment"],
     log:
         f"{R}/logs/figures/sample_comparison.log",
     threads: 1
     conda:
         ENV
     shell:
-        "{PICOLLM} figure sample-comparison --experiment {CFG[experiment]} --inputs {input}"
+        "python -m picollm figure sample-comparison --experiment {params.experiment} --inputs {input}"
         " --out {output.png} --provenance {output.provenance} > {log} 2>&1"
 
 
@@ -76,6 +81,7 @@ rule attention_heads:
         ),
         provenance=f"{R}/provenance/figures/attention_heads.json",
     params:
+        experiment=CFG["experiment"],
         pairs=lambda wc, input: [f"{m}={p}" for m, p in zip(TRANSFORMERS, input)],
         prompt=CFG["sampling"]["prompts"][0],
     log:
@@ -84,5 +90,5 @@ rule attention_heads:
     conda:
         ENV
     shell:
-        "{PICOLLM} figure attention-heads --experiment {CFG[experiment]} --inputs {params.pairs}"
+        "python -m picollm figure attention-heads --experiment {params.experiment} --inputs {params.pairs}"
         " --prompt {params.prompt:q} --out {output.png} --provenance {output.provenance} > {log} 2>&1"

@@ -13,6 +13,6 @@ rule sample:
     conda:
         ENV
     shell:
-        "{PICOLLM} sample --name {wildcards.model} --model-path {input.model} --sampling {params.sampling:q}"
+        "python -m picollm sample --name {wildcards.model} --model-path {input.model} --sampling {params.sampling:q}"
         " --seed {params.seed} --device cpu --threads {threads} --out {output.samples}"
         " --provenance {output.provenance} > {log} 2>&1"

@@ -13,7 +13,8 @@ rule train:
         seed=CFG["seed"],
         block_size=CFG["block_size"],
         device=CFG["device"],
-        out_dir=lambda wc: f"{R}/models/{wc.model}",
+        tokens_dir=lambda wc, input: Path(input.meta).parent,
+        out_dir=lambda wc, output: Path(output.model).parent,
     log:
         f"{R}/logs/train/{{model}}.log",
     threads: CFG["train"]["threads"]
@@ -22,7 +23,7 @@ rule train:
     conda:
         ENV
     shell:
-        "{PICOLLM} train --name {wildcards.model} --model {params.model:q} --train {params.train:q}"
+        "python -m picollm train --name {wildcards.model} --model {params.model:q} --train {params.train:q}"
         " --weights {params.weights:q} --seed {params.seed} --block-size {params.block_size}"
-        " --device {params.device} --tokens-dir {R}/data/tokens --out-dir {params.out_dir}"
+        " --device {params.device} --tokens-dir {params.tokens_dir} --out-dir {params.out_dir}"
         " --threads {threads} --provenance {output.provenance} > {log} 2>&1"

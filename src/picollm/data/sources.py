@@ -82,7 +82,8 @@ def three_seqs(num_sequences: int, max_terms: int, seed: int) -> list[str]:
             start = rng.randint(0, 20)
             seq = [i * i for i in range(start, start + n)]
         elif kind == "powers":
-            seq = [2 ** i for i in range(rng.randint(0, 5), rng.randint(0, 5) + n)]
+            start = rng.randint(0, 5)
+            seq = [2 ** i for i in range(start, start + n)]
         else:
             seq = [0] * n
         lines.append(" ".join(map(str, seq)))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from picollm.data.sources import iter_documents
 from picollm.data.tokenizer import get_tokenizer, token_dtype
 from picollm.errors import PicoError
-from picollm.io import atomic_path, sha256_file
+from picollm.io import atomic_path, sha256_file, write_json
 
 DOCS_PER_BATCH = 1024  # documents per tiktoken batch: large enough to use every thread, small in memory
 
@@ -47,7 +47,7 @@ def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
     return ranges
 
 
-def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int) -> dict:
+def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None) -> dict:
     """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json."""
     tokenizer = get_tokenizer(tokenizer_name)
     out_dir = Path(out_dir)
@@ -60,6 +60,8 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int) -> dict:
         for name, path in files.items():
             meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
             meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
+    meta["provenance"] = provenance
+    write_json(out_dir / "meta.json", meta)  # last: its presence means both .bin files are complete
     return meta
 
 

@@ -1,0 +1,73 @@
+"""Shared fixtures: paths to the project and ../shared, offline tokenizer cache, tiny configs, and a
+helper that runs the real Snakemake workflow in a temporary directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TINYSTORIES_TRAIN = SHARED / "tinystories" / "TinyStories-train-head.txt"
+TINYSTORIES_VALID = SHARED / "tinystories" / "TinyStories-valid-head.txt"
+TIKTOKEN_CACHE = SHARED / "tiktoken-cache"
+
+if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE.resolve())
+
+
+def gpt2_available() -> bool:
+    try:
+        import tiktoken
+        tiktoken.get_encoding("gpt2")
+        return True
+    except Exception:
+        return False
+
+
+needs_gpt2 = pytest.mark.skipif(not gpt2_available(),
+                                reason="GPT-2 BPE files unavailable offline (no ../shared/tiktoken-cache, no network)")
+needs_tinystories = pytest.mark.skipif(not (TINYSTORIES_TRAIN.is_file() and TINYSTORIES_VALID.is_file()),
+                                       reason="../shared/tinystories sample files are absent")
+
+
+def tiny_offline_config(experiment="tiny", steps=40, **overrides) -> dict:
+    """The offline study shrunk to seconds: 3seqs, byte tokenizer, all three model types."""
+    cfg = {
+        "experiment": experiment, "seed": 7, "device": "cpu", "tokenizer": "byte", "block_size": 32,
+        "data": {"sources": [{"kind": "3seqs", "num_sequences": 600, "max_terms": 8}]},
+        "train": {"max_steps": steps, "batch_size": 8, "lr": 0.003, "warmup_steps": 5, "eval_interval": 20,
+                  "eval_batches": 4, "checkpoint_interval": 10, "log_interval": 5, "threads": 1},
+        "models": {
+            "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 32},
+            "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 32},
+            "transformer": {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1},
+        },
+        "sampling": {"prompts": ["1 2 3", ""], "p_values": [0.9, 1.0], "max_new_tokens": 12, "num_samples": 2},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args, timeout=900) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile with `workdir` as working directory (results/ land there)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
+           *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def picollm(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m picollm ...` as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "picollm", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)

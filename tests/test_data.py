@@ -1,0 +1,175 @@
+"""Data sources, tokenizers, token arrays and the training-window sampler."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINYSTORIES_TRAIN, needs_gpt2, needs_tinystories
+from picollm.data import sources
+from picollm.data.sources import iter_documents, three_seqs, write_documents
+from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
+from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
+from picollm.errors import PicoError
+
+
+def test_documents_separated_by_endoftext_lines(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("Once upon a time.\nThe end.\n<|endoftext|>\nSecond story.\n<|endoftext|>\n\n")
+    assert list(iter_documents(f)) == ["Once upon a time.\nThe end.", "Second story."]
+
+
+def test_one_document_per_line_without_separator(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("first line\n\nsecond line\n")
+    assert list(iter_documents(f)) == ["first line", "second line"]
+
+
+def test_write_then_read_roundtrip(tmp_path):
+    docs = ["a b\nc", "d", "e  f"]
+    assert write_documents(tmp_path / "x.txt", docs) == 3
+    assert list(iter_documents(tmp_path / "x.txt")) == docs
+
+
+def test_not_utf8_names_byte_offset(tmp_path):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(b"hello\nwor\xffld\n")
+    with pytest.raises(PicoError, match=r"offset 9"):
+        list(iter_documents(f))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(PicoError, match="does not exist"):
+        list(iter_documents(tmp_path / "nope.txt"))
+
+
+def test_text_source_empty_file_and_holdout(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    src = {"kind": "text", "name": "t", "train_files": [str(empty)], "val_files": []}
+    with pytest.raises(PicoError, match="empty"):
+        sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
+    assert not (tmp_path / "tr.txt").exists()
+    full = tmp_path / "full.txt"
+    full.write_text("\n".join(f"doc {i}" for i in range(20)))
+    src["train_files"] = [str(full)]
+    counts = sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
+    assert counts == {"train_documents": 18, "val_documents": 2}
+    assert list(iter_documents(tmp_path / "va.txt")) == ["doc 18", "doc 19"]
+
+
+def test_three_seqs_deterministic_and_well_formed():
+    a, b = three_seqs(200, 8, seed=3), three_seqs(200, 8, seed=3)
+    assert a == b and a != three_seqs(200, 8, seed=4)
+    for line in a:
+        nums = [int(x) for x in line.split()]
+        assert 2 <= len(nums) <= 8
+        diffs = {y - x for x, y in zip(nums, nums[1:])}
+        fib = all(z == x + y for x, y, z in zip(nums, nums[1:], nums[2:]))
+        squares = all(int(round(n ** 0.5)) ** 2 == n for n in nums)
+        powers = all(n > 0 and n & (n - 1) == 0 for n in nums)
+        assert diffs == {1} or fib or squares or powers or set(nums) == {0}, line
+
+
+def test_tinystories_offline_fails_fast_with_alternatives(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there: like being offline
+    start = time.perf_counter()
+    src = {"kind": "tinystories", "name": "ts", "train_stories": 5, "val_stories": 5,
+           "dataset": "roneneldan/TinyStories", "revision": "main"}
+    with pytest.raises(PicoError) as err:
+        sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
+    assert time.perf_counter() - start < 10
+    msg = str(err.value)
+    assert "Hugging Face Hub" in msg and "'text' source" in msg and "3seqs" in msg and "\n" not in msg
+
+
+def test_byte_tokenizer():
+    tok = ByteTokenizer()
+    ids = tok.encode_ordinary("héllo")
+    assert max(ids) < 256 and tok.decode(ids + [tok.eot_token]) == "héllo" and tok.n_vocab == 257
+
+
+@needs_gpt2
+def test_gpt2_offline_from_cache():
+    tok = get_tokenizer("gpt2")
+    assert tok.encode_ordinary("Hello world") == [15496, 995] and tok.eot_token == 50256
+
+
+def test_unreachable_bpe_host_names_the_fixes(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    import tiktoken.load
+
+    def offline(url):
+        raise ConnectionError(f"cannot reach {url}")
+    monkeypatch.setattr(tiktoken.load, "read_file", offline)
+    import tiktoken.registry
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # forget encodings loaded by other tests
+    with pytest.raises(PicoError, match="TIKTOKEN_CACHE_DIR.*tokenizer: byte"):
+        get_tokenizer("r50k_base")
+
+
+def test_dtype_choice():
+    assert token_dtype(257) == np.uint16 and token_dtype(50257) == np.uint16 and token_dtype(100277) == np.uint32
+
+
+def _raw(tmp_path, name, train_docs, val_docs):
+    d = tmp_path / "raw" / name
+    write_documents(d / "train.txt", train_docs)
+    write_documents(d / "val.txt", val_docs)
+    return {"train": str(d / "train.txt"), "val": str(d / "val.txt")}
+
+
+def test_tokenize_writes_bins_and_meta(tmp_path):
+    raw = {"a": _raw(tmp_path, "a", ["ab", "c"], ["d"]), "b": _raw(tmp_path, "b", ["xyz"], ["w"])}
+    meta = tokenize("byte", raw, tmp_path / "tok", threads=1)
+    train = np.fromfile(tmp_path / "tok" / "train.bin", dtype=np.uint16)
+    assert train.tolist() == [97, 98, 256, 99, 256, 120, 121, 122, 256]
+    assert meta["splits"]["train"]["sources"] == {"a": {"start": 0, "end": 5, "documents": 2},
+                                                  "b": {"start": 5, "end": 9, "documents": 1}}
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 257 and len(meta["raw_sha256"]) == 4
+
+
+@needs_gpt2
+@needs_tinystories
+def test_tokenize_real_tinystories_gpt2(tmp_path):
+    docs = list(iter_documents(TINYSTORIES_TRAIN))[:50]
+    raw = {"ts": _raw(tmp_path, "ts", docs[:45], docs[45:])}
+    meta = tokenize("gpt2", raw, tmp_path / "tok", threads=2)
+    tokens = np.fromfile(tmp_path / "tok" / "train.bin", dtype=np.uint16)
+    assert (tokens == 50256).sum() == 45 and meta["splits"]["train"]["tokens"] == len(tokens)
+    tok = get_tokenizer("gpt2")
+    first_doc = tokens[: np.argmax(tokens == 50256)]
+    assert tok.decode(first_doc.tolist()) == docs[0]
+
+
+def test_window_sampler_shapes_targets_and_mixing(tmp_path):
+    tokens = np.arange(1000, dtype=np.uint16)
+    ranges = {"a": {"start": 0, "end": 500}, "b": {"start": 500, "end": 1000}}
+    sampler = WindowSampler(tokens, ranges, {"a": 3.0, "b": 1.0}, block_size=16, seed=0)
+    x, y = sampler.batch(4000)
+    assert x.shape == y.shape == (4000, 16) and torch.equal(x[:, 1:], y[:, :-1]) and torch.all(y == x + 1)
+    from_a = (x[:, 0] < 500 - 16).float().mean().item()
+    assert abs(from_a - 0.75) < 0.03  # weight 3:1
+    assert int(y[x[:, 0] < 500].max()) < 500  # a window never runs past its source's tokens
+    again = WindowSampler(tokens, ranges, {"a": 3.0, "b": 1.0}, block_size=16, seed=0).batch(4000)[0]
+    assert torch.equal(x, again)
+
+
+def test_too_few_tokens_for_a_window():
+    with pytest.raises(PicoError, match="fewer than block_size"):
+        WindowSampler(np.zeros(10, np.uint16), {"a": {"start": 0, "end": 10}}, {"a": 1}, block_size=16, seed=0)
+
+
+def test_eval_windows_tile_without_overlap():
+    starts = eval_windows(100, 10)
+    assert starts.tolist() == list(range(0, 90, 10)) and eval_windows(100, 10, 3).tolist() == [0, 40, 80]
+
+
+def test_missing_token_files(tmp_path):
+    with pytest.raises(PicoError, match="tokenize stage"):
+        read_meta(tmp_path / "meta.json")
+    with pytest.raises(PicoError, match="tokenize stage"):
+        load_tokens(tmp_path / "train.bin", {"dtype": "uint16"})
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16"}))
+    assert read_meta(tmp_path / "meta.json")["dtype"] == "uint16"

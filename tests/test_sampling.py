@@ -1,0 +1,121 @@
+"""Nucleus sampling against its definition (exactly and statistically) and a library version;
+generate() for every model type: greedy = argmax, seeded reproducibility, past block_size."""
+import numpy as np
+import pytest
+import torch
+
+from picollm.errors import PicoError
+from picollm.models import build_model
+from picollm.sampling import decodings, generate, nucleus_sample, sample_seed
+
+MODELS = {
+    "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 16},
+    "lstm": {"type": "lstm", "embed_dim": 8, "hidden_dim": 16},
+    "transformer_learned": {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1},
+    "transformer_rope": {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1, "pos_encoding": "rope"},
+}
+
+
+def nucleus_reference(probs: np.ndarray, p: float) -> np.ndarray:
+    """The definition, written plainly: smallest most-probable prefix with mass >= p, renormalized."""
+    order = np.argsort(-probs, kind="stable")
+    kept, mass = [], 0.0
+    for i in order:
+        kept.append(i)
+        mass += probs[i]
+        if mass >= p:
+            break
+    out = np.zeros_like(probs)
+    out[kept] = probs[kept]
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7, 0.9, 1.0])
+def test_nucleus_matches_the_definition_statistically(p):
+    torch.manual_seed(0)
+    logits = torch.randn(12) * 2
+    expected = nucleus_reference(torch.softmax(logits, -1).double().numpy(), p)
+    n = 40000
+    draws = nucleus_sample(logits.expand(n, -1), p, torch.Generator().manual_seed(1))
+    freq = np.bincount(draws.numpy(), minlength=12) / n
+    assert np.all(freq[expected == 0] == 0)  # never a token outside the nucleus
+    stderr = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(freq - expected) <= 5 * stderr + 1e-12)
+    chi2 = n * np.sum((freq[expected > 0] - expected[expected > 0]) ** 2 / expected[expected > 0])
+    dof = max(1, int((expected > 0).sum()) - 1)
+    assert chi2 < dof + 6 * np.sqrt(2 * dof)
+
+
+def test_kept_set_matches_transformers_top_p():
+    transformers = pytest.importorskip("transformers")
+    warper = transformers.TopPLogitsWarper
+    torch.manual_seed(0)
+    for p in (0.5, 0.8, 0.95):
+        logits = torch.randn(64, 50) * 3
+        lib_kept = torch.isfinite(warper(top_p=p)(None, logits.clone()))
+        for row in range(64):
+            probs = torch.softmax(logits[row], -1).double().numpy()
+            ours = nucleus_reference(probs, p) > 0
+            assert np.array_equal(ours, lib_kept[row].numpy()), (p, row)
+        # and the sampler never leaves the library's kept set
+        draws = nucleus_sample(logits, p, torch.Generator().manual_seed(0))
+        assert lib_kept[torch.arange(64), draws].all()
+
+
+def test_batched_over_leading_dims_and_small_p_is_argmax():
+    logits = torch.randn(3, 5, 20)
+    out = nucleus_sample(logits, 1e-6)
+    assert out.shape == (3, 5) and out.dtype == torch.long and torch.equal(out, logits.argmax(-1))
+
+
+def test_p_out_of_range():
+    for p in (0.0, 1.5, -1):
+        with pytest.raises(ValueError):
+            nucleus_sample(torch.randn(5), p)
+
+
+def test_seeded_sampling_is_reproducible():
+    logits = torch.randn(100, 30)
+    a = nucleus_sample(logits, 0.9, torch.Generator().manual_seed(5))
+    b = nucleus_sample(logits, 0.9, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_generate_greedy_is_argmax_of_full_forward(name):
+    torch.manual_seed(0)
+    model = build_model(MODELS[name], vocab_size=30, block_size=16).eval()
+    out = generate(model, [1, 2, 3], max_new_tokens=8)
+    assert out.shape == (11,) and out[:3].tolist() == [1, 2, 3]
+    for t in range(3, 11):
+        with torch.no_grad():
+            logits = model(out[None, :t])
+        assert logits[0, -1].argmax().item() == out[t].item()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_generate_past_block_size_and_long_prompts(name):
+    torch.manual_seed(0)
+    model = build_model(MODELS[name], vocab_size=30, block_size=8)
+    out = generate(model, list(range(20)), max_new_tokens=40, p=0.9, seed=3)  # prompt > block, output >> block
+    assert out.shape == (60,)
+    assert torch.equal(out, generate(model, list(range(20)), max_new_tokens=40, p=0.9, seed=3))
+    batched = generate(model, torch.zeros(3, 4, dtype=torch.long), max_new_tokens=20)
+    assert batched.shape == (3, 24)
+
+
+def test_generate_stops_at_stop_token_and_rejects_empty_prompts():
+    model = build_model(MODELS["lstm"], vocab_size=30, block_size=8)
+    with torch.no_grad():
+        model.head.bias.fill_(0)
+        model.head.bias[7] = 100.0  # the model always says 7
+    out = generate(model, [1], max_new_tokens=10, stop_token=7)
+    assert out.tolist() == [1, 7]
+    with pytest.raises(PicoError, match="tokenizes to nothing"):
+        generate(model, [], max_new_tokens=3)
+
+
+def test_sample_seeds_and_decodings():
+    assert sample_seed(1, "m", "prompt", 0.9, 0) == sample_seed(1, "m", "prompt", 0.9, 0)
+    assert sample_seed(1, "m", "prompt", 0.9, 0) != sample_seed(1, "m", "prompt", 0.9, 1)
+    assert decodings([0.8, 1]) == ["greedy", 0.8, 1.0]

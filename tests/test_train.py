@@ -1,0 +1,159 @@
+"""The trainer: learning, determinism, exact resume after a real kill, and clear failures."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, picollm
+from picollm.data.sources import three_seqs, write_documents
+from picollm.data.tokens import tokenize
+from picollm.errors import PicoError
+from picollm.models import load_model
+from picollm.train import WALL_CLOCK_COLUMNS, lr_at, train
+
+TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
+         "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,
+         "checkpoint_interval": 10, "log_interval": 5, "threads": 1}
+TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    lines = three_seqs(1500, 8, seed=0)
+    write_documents(root / "raw" / "s" / "train.txt", lines[100:])
+    write_documents(root / "raw" / "s" / "val.txt", lines[:100])
+    tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)
+    return root / "tok"
+
+
+def run(tokens_dir, out_dir, model=TRANSFORMER, **train_changes):
+    return train("m", model, {**TRAIN, **train_changes}, tokens_dir=tokens_dir, out_dir=out_dir, seed=3,
+                 block_size=32, device="cpu")
+
+
+def metrics_without_clock(path):
+    return pd.read_csv(path).drop(columns=WALL_CLOCK_COLUMNS)
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = {**TRAIN, "max_steps": 100, "warmup_steps": 10}
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(cfg["lr"]) and lrs[-1] == pytest.approx(cfg["lr"] * 0.1, rel=0.05)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_training_learns_and_writes_outputs(tokens_dir, tmp_path):
+    summary = run(tokens_dir, tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "elapsed_s"} <= set(metrics.columns)
+    val = metrics["val_loss"].dropna()
+    assert val.iloc[-1] < val.iloc[0] - 1.0  # from ~ln(257) = 5.5 to well below
+    assert metrics["tokens_seen"].iloc[-1] == 60 * 8 * 32
+    assert summary["final_val_loss"] == pytest.approx(val.iloc[-1]) and summary["params"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["tokens_seen"] == 60 * 8 * 32
+    assert not (tmp_path / "last.pt").exists()  # the rolling checkpoint is gone once model.pt exists
+    model = load_model(tmp_path / "model.pt")
+    assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 257)
+
+
+def test_same_seed_same_numbers(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path / "a")
+    run(tokens_dir, tmp_path / "b")
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "a/metrics.csv"),
+                                  metrics_without_clock(tmp_path / "b/metrics.csv"))
+
+
+def test_stale_checkpoint_from_another_config_is_ignored(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path / "ref", max_steps=20)
+    out = tmp_path / "x"
+    out.mkdir()
+    torch.save({"run_id": "something-else", "step": 10}, out / "last.pt")
+    run(tokens_dir, out, max_steps=20)
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
+                                  metrics_without_clock(out / "metrics.csv"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_checkpoint(tokens_dir, tmp_path):
+    with pytest.raises(PicoError, match=r"loss at step \d+.*lower train.lr"):
+        run(tokens_dir, tmp_path, lr=1e30, grad_clip=0.0, warmup_steps=0, max_steps=200, checkpoint_interval=1)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_cuda_asked_without_cuda(tokens_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(PicoError, match="no usable CUDA"):
+        train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=0, block_size=32, device="cuda")
+
+
+def test_block_size_larger_than_validation_split(tokens_dir, tmp_path):
+    with pytest.raises(PicoError, match="validation split has .* fewer than block_size"):
+        train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=0, block_size=100000)
+
+
+def _train_cmd(tokens_dir, out_dir, steps):
+    return [sys.executable, "-m", "picollm", "train", "--name", "m", "--model", json.dumps(TRANSFORMER),
+            "--train", json.dumps({**TRAIN, "max_steps": steps, "checkpoint_interval": 25}), "--seed", "3",
+            "--block-size", "32", "--device", "cpu", "--tokens-dir", str(tokens_dir), "--out-dir", str(out_dir),
+            "--threads", "1"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig):
+    steps = 400
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    assert subprocess.run(_train_cmd(tokens_dir, tmp_path / "ref", steps), env=env, capture_output=True).returncode == 0
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and not (out / "model.pt").exists() and (out / "last.pt").exists()
+    step_at_kill = torch.load(out / "last.pt", weights_only=False)["step"]
+    assert 0 < step_at_kill < steps
+
+    resumed = subprocess.run(_train_cmd(tokens_dir, out, steps), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in resumed.stderr
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"), metrics_without_clock(out / "metrics.csv"))
+    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (tmp_path / "ref", out))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path, max_steps=5)
+    good = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(PicoError, match="truncated or corrupt"):
+        load_model(tmp_path / "trunc.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PicoError, match="truncated or corrupt"):
+        load_model(tmp_path / "junk.pt")
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    ckpt["model_cfg"]["d_model"] = 64  # a different model config than the weights
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(PicoError, match="does not match its model config"):
+        load_model(tmp_path / "other.pt")
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    ckpt["vocab_size"] = 50257  # a different vocabulary
+    torch.save(ckpt, tmp_path / "vocab.pt")
+    with pytest.raises(PicoError, match="does not match"):
+        load_model(tmp_path / "vocab.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(PicoError, match="not a pico-llm model checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+    result = picollm("sample", "--name", "m", "--model-path", tmp_path / "trunc.pt", "--sampling", "{}",
+                     "--out", tmp_path / "s.jsonl")
+    assert result.returncode == 1 and result.stderr.startswith("error: checkpoint") and not (tmp_path / "s.jsonl").exists()
