@@ -60,8 +60,8 @@ def test_text_source_empty_file_and_holdout(tmp_path):
 
 
 def test_three_seqs_deterministic_and_well_formed():
-    a, b = three_seqs(200, 8, seed=3), three_seqs(200, 8, seed=3)
-    assert a == b and a != three_seqs(200, 8, seed=4)
+    a, b = list(three_seqs(200, 8, seed=3)), list(three_seqs(200, 8, seed=3))
+    assert a == b and a != list(three_seqs(200, 8, seed=4))
     for line in a:
         nums = [int(x) for x in line.split()]
         assert 2 <= len(nums) <= 8

@@ -27,7 +27,7 @@ TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tokens")
-    lines = three_seqs(1500, 8, seed=0)
+    lines = list(three_seqs(1500, 8, seed=0))
     write_documents(root / "raw" / "s" / "train.txt", lines[100:])
     write_documents(root / "raw" / "s" / "val.txt", lines[:100])
     tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)

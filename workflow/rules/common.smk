@@ -8,6 +8,7 @@ SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, SRC)
 
 from picollm.config import model_spec, model_train, validate  # noqa: E402
+from picollm.device import needs_gpu  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
 try:
@@ -71,6 +72,37 @@ def eval_outputs():
         f"{R}/eval/sampling.csv",
         f"{R}/tables/eval.csv",
         f"{R}/tables/eval.md",
+    ]
+
+
+def caption(name):
+    """workflow/report/<name>.rst, relative to the working directory (the project root)."""
+    return os.path.relpath(Path(workflow.basedir) / "report" / f"{name}.rst")
+
+
+def report_figures():
+    """{figure: caption}: a figure's caption is report/<figure stem>.rst."""
+    return {f: caption(Path(f).stem) for f in figures()}
+
+
+def report_tables():
+    return {
+        f"{R}/tables/eval.csv": caption("eval_table"),
+        f"{R}/eval/sampling.csv": caption("sampling_table"),
+        f"{R}/tables/models.md": caption("models_table"),
+        f"{R}/tables/samples.csv": caption("samples_table"),
+    }
+
+
+def report_provenance():
+    """The provenance records of the jobs upstream of the report, listed in it."""
+    return [
+        *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
+        f"{R}/provenance/tokenize.json",
+        *expand(f"{R}/provenance/{{stage}}/{{model}}.json", stage=["train", "sample", "evaluate"], model=MODELS),
+        f"{R}/provenance/tables.json",
+        f"{R}/provenance/eval_tables.json",
+        *[f"{R}/provenance/figures/{Path(f).stem}.json" for f in figures()],
     ]
 
 

@@ -19,7 +19,7 @@ rule train:
         f"{R}/logs/train/{{model}}.log",
     threads: CFG["train"]["threads"]
     resources:
-        gpu=1 if CFG["device"] in ("cuda", "auto") else 0,
+        gpu=int(needs_gpu(CFG["device"])),
     conda:
         ENV
     shell:

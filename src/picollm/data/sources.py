@@ -4,6 +4,7 @@ as one document per line).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import socket
@@ -62,11 +63,13 @@ def write_documents(path, documents: Iterable[str], desc: str = "") -> int:
 
 # --- 3seqs: generated number sequences -------------------------------------------------------------
 
-def three_seqs(num_sequences: int, max_terms: int, seed: int) -> list[str]:
-    """Counting from a random start, Fibonacci-like, squares, powers of two and zeros: one per line."""
+def three_seqs(num_sequences: int, max_terms: int, seed: int) -> Iterator[str]:
+    """Counting from a random start, Fibonacci-like, squares, powers of two and zeros: one per line.
+
+    A generator, so a 200 MB corpus never sits in memory.
+    """
     rng = random.Random(seed)
     kinds = ["count", "fib", "squares", "powers", "zeros"]
-    lines = []
     for _ in range(num_sequences):
         kind, n = rng.choice(kinds), rng.randint(2, max_terms)
         if kind == "count":
@@ -86,8 +89,7 @@ def three_seqs(num_sequences: int, max_terms: int, seed: int) -> list[str]:
             seq = [2 ** i for i in range(start, start + n)]
         else:
             seq = [0] * n
-        lines.append(" ".join(map(str, seq)))
-    return lines
+        yield " ".join(map(str, seq))
 
 
 # --- TinyStories through HF datasets (streamed) -----------------------------------------------------
@@ -135,31 +137,34 @@ def download(src: dict, seed: int, val_fraction: float, train_out, val_out) -> d
                                 desc="tinystories validation")
     elif kind == "3seqs":
         lines = three_seqs(src["num_sequences"], src["max_terms"], seed)
-        n_held = max(1, round(len(lines) * val_fraction))
-        n_train = write_documents(train_out, lines[n_held:], desc="3seqs train")
-        n_val = write_documents(val_out, lines[:n_held], desc="3seqs val")
+        n_held = max(1, round(src["num_sequences"] * val_fraction))  # the first sequences are held out
+        n_val = write_documents(val_out, itertools.islice(lines, n_held), desc="3seqs val")
+        n_train = write_documents(train_out, lines, desc="3seqs train")
     elif kind == "text":
-        train_docs = _read_files(src["train_files"], src.get("max_documents"))
-        if src["val_files"]:
-            val_docs = _read_files(src["val_files"], None)
-        else:  # hold out the last documents: deterministic, and no story is split across the two
-            n_held = max(1, round(len(train_docs) * val_fraction))
-            train_docs, val_docs = train_docs[:-n_held], train_docs[-n_held:]
-        if not train_docs or not val_docs:
-            raise PicoError(f"source {src['name']!r} has too few documents to split into train and validation; "
-                            f"add text or give val_files")
-        n_train = write_documents(train_out, train_docs, desc="text train")
-        n_val = write_documents(val_out, val_docs, desc="text val")
+        # streamed in two passes (count, then write) so a file of any size needs constant memory
+        n_docs = sum(1 for _ in _documents(src["train_files"], src.get("max_documents")))
+        n_held = 0 if src["val_files"] else max(1, round(n_docs * val_fraction))
+        if n_docs - n_held < 1:
+            raise PicoError(f"source {src['name']!r} has {n_docs} document(s), too few to hold out validation "
+                            f"text; add text or give val_files")
+        docs = _documents(src["train_files"], src.get("max_documents"))
+        n_train = write_documents(train_out, itertools.islice(docs, n_docs - n_held), desc="text train")
+        # no val_files: hold out the last documents (deterministic; no story is split across the two)
+        n_val = write_documents(val_out, docs if n_held else _documents(src["val_files"], None), desc="text val")
     else:
         raise PicoError(f"unknown data source kind {kind!r}; use tinystories, text or 3seqs")
     return {"train_documents": n_train, "val_documents": n_val}
 
 
-def _read_files(paths, limit) -> list[str]:
-    docs = []
-    for path in paths:
-        file_docs = list(iter_documents(path))
-        if not file_docs:
-            raise PicoError(f"data file {path} is empty; give a file with text in it")
-        docs.extend(file_docs)
-    return docs[:limit] if limit else docs
+def _documents(paths, limit) -> Iterator[str]:
+    docs = itertools.chain.from_iterable(_non_empty(path) for path in paths)
+    return itertools.islice(docs, limit)
+
+
+def _non_empty(path) -> Iterator[str]:
+    found = False
+    for doc in iter_documents(path):
+        found = True
+        yield doc
+    if not found:
+        raise PicoError(f"data file {path} is empty; give a file with text in it")

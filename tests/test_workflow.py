@@ -1,0 +1,187 @@
+"""End-to-end Snakemake runs on tiny configs: every output, one figure on its own, selective reruns,
+determinism across runs, one-line config errors, and the lock against concurrent runs."""
+import json
+import shutil
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import (ROOT, TINYSTORIES_TRAIN, TINYSTORIES_VALID, needs_gpt2, needs_tinystories, snakemake,
+                      tiny_offline_config, write_config)
+
+BACKBONE_OUTPUTS = [
+    "data/raw/3seqs/train.txt", "data/raw/3seqs/val.txt", "data/tokens/train.bin", "data/tokens/val.bin",
+    "data/tokens/meta.json", "tables/samples.csv", "tables/samples.md", "tables/models.md",
+    "figures/loss_curves.png", "figures/sample_comparison.png", "figures/attention_heads.png",
+    "logs/tokenize.log", "logs/download/3seqs.log",
+]
+PER_MODEL = ["models/{m}/model.pt", "models/{m}/metrics.csv", "models/{m}/summary.json", "samples/{m}.jsonl",
+             "logs/train/{m}.log", "logs/sample/{m}.log"]
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("offline")
+    cfg = write_config(work / "study.yaml", tiny_offline_config())
+    result = snakemake(work, "--cores", "2", "all", "--configfile", str(cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, cfg
+
+
+def jobs_planned(result) -> dict:
+    """{rule: count} from a dry run's job table."""
+    counts, in_table = {}, False
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+        elif in_table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+        elif in_table and parts and parts[0] == "total":
+            break
+    return counts
+
+
+def test_offline_study_produces_every_output(offline_run):
+    work, _ = offline_run
+    res = work / "results" / "tiny"
+    for path in BACKBONE_OUTPUTS + [p.format(m=m) for p in PER_MODEL for m in ("kgram_mlp", "lstm", "transformer")]:
+        assert (res / path).is_file() and (res / path).stat().st_size > 0, path
+    meta = json.loads((res / "data/tokens/meta.json").read_text())
+    assert meta["tokenizer"] == "byte" and meta["dtype"] == "uint16" and meta["raw_sha256"]
+    samples = pd.read_csv(res / "tables/samples.csv", keep_default_na=False)
+    # 3 models x 2 prompts x (greedy once + 2 p values x 2 samples)
+    assert len(samples) == 3 * 2 * (1 + 2 * 2)
+    assert set(samples["decoding"]) == {"greedy", "p=0.9", "p=1"}
+    record = json.loads((res / "samples/lstm.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "decoding", "seed", "text", "new_tokens"} <= set(record)
+    models_md = (res / "tables/models.md").read_text()
+    assert all(m in models_md for m in ("kgram_mlp", "lstm", "transformer"))
+    for m in ("kgram_mlp", "lstm", "transformer"):
+        metrics = pd.read_csv(res / f"models/{m}/metrics.csv")
+        assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed_s"} <= set(metrics.columns)
+        prov = json.loads((res / f"provenance/train/{m}.json").read_text())
+        assert prov["seed"] == 7 and prov["versions"]["torch"] and prov["inputs"]
+    assert "train transformer" in (res / "logs/train/transformer.log").read_text()  # the progress bar
+
+
+def test_nothing_to_do_then_one_figure_alone(offline_run):
+    work, cfg = offline_run
+    again = snakemake(work, "-n", "--cores", "1", "all", "--configfile", str(cfg))
+    assert "Nothing to be done" in again.stdout + again.stderr
+    figure = work / "results/tiny/figures/loss_curves.png"
+    figure.unlink()
+    rebuilt = snakemake(work, "--cores", "1", str(figure.relative_to(work)), "--configfile", str(cfg))
+    assert rebuilt.returncode == 0 and figure.is_file()
+    assert "rule loss_curves" in rebuilt.stderr + rebuilt.stdout and "rule train" not in rebuilt.stderr + rebuilt.stdout
+
+
+def test_changing_one_model_reruns_only_that_model(offline_run, tmp_path):
+    work, _ = offline_run
+    changed = tiny_offline_config()
+    changed["models"]["lstm"]["hidden_dim"] = 48
+    cfg = write_config(tmp_path / "changed.yaml", changed)
+    plan = jobs_planned(snakemake(work, "-n", "--cores", "1", "all", "--configfile", str(cfg)))
+    assert plan.get("train") == 1 and plan.get("sample") == 1 and "download" not in plan and "tokenize" not in plan
+
+
+def test_same_config_same_numbers(offline_run, tmp_path):
+    work, cfg = offline_run
+    result = snakemake(tmp_path, "--cores", "2", "all", "--configfile", str(cfg))
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = work / "results/tiny", tmp_path / "results/tiny"
+    for m in ("kgram_mlp", "lstm", "transformer"):
+        pd.testing.assert_frame_equal(pd.read_csv(a / f"models/{m}/metrics.csv").drop(columns="elapsed_s"),
+                                      pd.read_csv(b / f"models/{m}/metrics.csv").drop(columns="elapsed_s"))
+        assert (a / f"samples/{m}.jsonl").read_bytes() == (b / f"samples/{m}.jsonl").read_bytes()
+    for table in ("samples.csv", "samples.md"):
+        assert (a / "tables" / table).read_bytes() == (b / "tables" / table).read_bytes()
+    assert (a / "data/tokens/train.bin").read_bytes() == (b / "data/tokens/train.bin").read_bytes()
+
+
+def test_bad_config_key_stops_with_one_line(tmp_path):
+    cfg = write_config(tmp_path / "bad.yaml", {**tiny_offline_config(), "lerning_rate": 0.1})
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert lines == ["config error: unknown config key 'lerning_rate'; allowed here: block_size, data, device, "
+                     "experiment, models, sampling, seed, tokenizer, train"]
+
+
+def test_config_override_on_the_command_line(tmp_path):
+    cfg = write_config(tmp_path / "study.yaml", tiny_offline_config())
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg), "--config", "experiment=other")
+    assert result.returncode == 0 and "results/other/" in result.stdout
+
+
+def test_default_config_used_without_configfile():
+    result = snakemake(ROOT, "-n", "--cores", "1", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "results/tinystories/models/transformer/model.pt" in result.stdout
+
+
+def test_lint_is_clean():
+    result = snakemake(ROOT, "--lint", "--configfile", str(ROOT / "config/offline.yaml"))
+    assert result.returncode == 0 and "Lints for" not in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def test_second_concurrent_run_is_refused(tmp_path):
+    slow = tiny_offline_config(steps=3000)
+    slow["models"] = {"lstm": slow["models"]["lstm"]}
+    cfg = write_config(tmp_path / "slow.yaml", slow)
+    cmd_env = snakemake.__globals__  # reuse the same command line as snakemake()
+    first = subprocess.Popen(
+        [cmd_env["sys"].executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory",
+         str(tmp_path), "--cores", "1", "all", "--configfile", str(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**cmd_env["os"].environ, "PATH": f"{cmd_env['Path'](cmd_env['sys'].executable).parent}:"
+             f"{cmd_env['os'].environ['PATH']}"})
+    try:
+        lock_dir = tmp_path / ".snakemake" / "locks"
+        deadline = time.time() + 60
+        while not (lock_dir.is_dir() and any(lock_dir.iterdir())) and time.time() < deadline:
+            time.sleep(0.2)
+        second = snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(cfg))
+        assert second.returncode != 0 and "cannot be locked" in second.stderr + second.stdout
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+
+
+@needs_gpt2
+@needs_tinystories
+def test_tinystories_text_with_gpt2(tmp_path):
+    cfg = tiny_offline_config("ts", steps=30, tokenizer="gpt2", block_size=32)
+    cfg["data"] = {"sources": [{"kind": "text", "name": "tinystories", "train_files": [str(TINYSTORIES_TRAIN)],
+                                "val_files": [str(TINYSTORIES_VALID)], "max_documents": 300}]}
+    cfg["sampling"]["prompts"] = ["Once upon a time"]
+    path = write_config(tmp_path / "ts.yaml", cfg)
+    result = snakemake(tmp_path, "--cores", "2", "all", "--configfile", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    res = tmp_path / "results/ts"
+    meta = json.loads((res / "data/tokens/meta.json").read_text())
+    assert meta["vocab_size"] == 50257 and meta["splits"]["train"]["sources"]["tinystories"]["documents"] == 300
+    for m in ("kgram_mlp", "lstm", "transformer"):
+        val = pd.read_csv(res / f"models/{m}/metrics.csv")["val_loss"].dropna()
+        assert val.iloc[-1] < val.iloc[0]
+    assert (res / "figures/loss_curves.png").is_file()
+
+
+def test_failed_job_keeps_earlier_outputs(offline_run, tmp_path):
+    """A bad data file fails its job with the one-line error in the log; outputs made before stay."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\n\xff\xfe broken\n")
+    work = tmp_path / "w"
+    shutil.copytree(offline_run[0] / "results", work / "results")
+    cfg = tiny_offline_config()
+    cfg["data"]["sources"].append({"kind": "text", "name": "broken", "train_files": [str(bad)]})
+    path = write_config(tmp_path / "bad.yaml", cfg)
+    before = sorted(p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file())
+    result = snakemake(work, "--cores", "1", "all", "--configfile", str(path))
+    assert result.returncode != 0
+    log = (work / "results/tiny/logs/download/broken.log").read_text()
+    assert "error: data file" in log and "not UTF-8: invalid byte at offset 10" in log
+    after = {p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file()}
+    assert set(before) <= after
