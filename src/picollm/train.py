@@ -50,6 +50,9 @@ def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> t
 
 
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats over the full vocabulary."""
+    if hasattr(model, "lm_loss"):  # a compact vocabulary computes it without full-vocabulary logits
+        return model.lm_loss(x, y)
     logits = model(x)  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
 
@@ -107,7 +110,8 @@ class StopRequested:
 
 
 def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, seed: int, block_size: int,
-          device: str = "cpu", weights: dict | None = None, provenance: dict | None = None) -> dict:
+          device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
+          provenance: dict | None = None) -> dict:
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = read_meta(tokens_dir / "meta.json")
@@ -126,13 +130,14 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    model = build_model(model_cfg, meta["vocab_size"], block_size).to(dev)
+    compact_ids = meta["train_vocab"] if compact_vocab else None
+    model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     optimizer = make_optimizer(model, train_cfg, dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
 
     ckpt_path = out_dir / "last.pt"
-    run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"])
+    run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
     step, rows, elapsed_before, window_losses, grad_norm = 0, [], 0.0, [], float("nan")
     if ckpt_path.exists():
         step, rows, elapsed_before, window_losses, grad_norm = _resume(ckpt_path, run_id, model, optimizer, sampler)
@@ -201,6 +206,7 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
     last_val = metrics["val_loss"].dropna()
     last_train = metrics["train_loss"].dropna()
     summary = {"model": name, "type": model_cfg["type"], **count_parameters(model), "steps": step,
+               "output_vocab": model.other + 1 if compact_ids else meta["vocab_size"],
                "tokens_seen": step * tokens_per_step, "wall_s": round(wall, 2),
                "tokens_per_s": round(step * tokens_per_step / wall, 1) if wall > 0 else None,
                "device": str(dev), "final_train_loss": float(last_train.iloc[-1]) if len(last_train) else None,

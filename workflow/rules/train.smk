@@ -13,6 +13,7 @@ rule train:
         seed=CFG["seed"],
         block_size=CFG["block_size"],
         device=CFG["device"],
+        compact="--compact-vocab" if CFG["compact_vocab"] else "",
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         out_dir=lambda wc, output: Path(output.model).parent,
     log:
@@ -25,5 +26,5 @@ rule train:
     shell:
         "python -m picollm train --name {wildcards.model} --model {params.model:q} --train {params.train:q}"
         " --weights {params.weights:q} --seed {params.seed} --block-size {params.block_size}"
-        " --device {params.device} --tokens-dir {params.tokens_dir} --out-dir {params.out_dir}"
+        " --device {params.device} {params.compact} --tokens-dir {params.tokens_dir} --out-dir {params.out_dir}"
         " --threads {threads} --provenance {output.provenance} > {log} 2>&1"

@@ -60,6 +60,9 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
         for name, path in files.items():
             meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
             meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
+    train = load_tokens(out_dir / "train.bin", meta)
+    counts = sum(np.bincount(train[i:i + (1 << 24)], minlength=tokenizer.n_vocab) for i in range(0, len(train), 1 << 24))
+    meta["train_vocab"] = np.flatnonzero(counts).tolist()  # ids seen in training: the compact vocabulary
     meta["provenance"] = provenance
     write_json(out_dir / "meta.json", meta)  # last: its presence means both .bin files are complete
     return meta

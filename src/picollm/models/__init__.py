@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from picollm.errors import PicoError
+from picollm.models.compact import CompactVocab
 from picollm.models.kgram import KGramMLP
 from picollm.models.lstm import LSTMLM
 from picollm.models.transformer import Transformer
@@ -28,8 +29,15 @@ def hyperparameters(model_type: str) -> dict:
     return {n: p.default for n, p in params.items() if n not in ("self", "vocab_size", "block_size")}
 
 
-def build_model(model_cfg: dict, vocab_size: int, block_size: int) -> torch.nn.Module:
-    """Build a freshly initialised model from its config entry ({type: ..., hyperparameters})."""
+def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:
+    """Build a freshly initialised model from its config entry ({type: ..., hyperparameters}).
+
+    With `compact_ids` (the token ids seen in training), the model's own vocabulary is those ids plus one
+    "other" class, wrapped so that it still maps full-vocabulary ids to full-vocabulary logits.
+    """
+    if compact_ids is not None:
+        inner = build_model(model_cfg, len(set(compact_ids)) + 1, block_size)
+        return CompactVocab(inner, compact_ids, vocab_size)
     cfg = dict(model_cfg)
     model_type = cfg.pop("type", None)
     if model_type not in MODEL_TYPES:
@@ -43,8 +51,9 @@ def build_model(model_cfg: dict, vocab_size: int, block_size: int) -> torch.nn.M
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
     """What model.pt holds: enough to rebuild the model without the Snakefile."""
+    compact_ids = model.to_compact.ne(model.other).nonzero().flatten().tolist() if isinstance(model, CompactVocab) else None
     return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
-            "block_size": block_size, "state_dict": model.state_dict(), **extra}
+            "block_size": block_size, "compact_ids": compact_ids, "state_dict": model.state_dict(), **extra}
 
 
 def read_checkpoint(path) -> dict:
@@ -65,7 +74,7 @@ def read_checkpoint(path) -> dict:
 def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild a model from a model.pt written by training (weights + config + vocab size)."""
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model_cfg"], ckpt["vocab_size"], ckpt["block_size"])
+    model = build_model(ckpt["model_cfg"], ckpt["vocab_size"], ckpt["block_size"], ckpt.get("compact_ids"))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
