@@ -53,7 +53,8 @@ def test_schedule_warms_up_then_decays():
 def test_training_learns_and_writes_outputs(tokens_dir, tmp_path):
     summary = run(tokens_dir, tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
-    assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "elapsed_s"} <= set(metrics.columns)
+    assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"} <= set(metrics.columns)
+    assert (metrics["grad_norm"].dropna() > 0).all() and (metrics["act_rms"].dropna() > 0).all()
     val = metrics["val_loss"].dropna()
     assert val.iloc[-1] < val.iloc[0] - 1.0  # from ~ln(257) = 5.5 to well below
     assert metrics["tokens_seen"].iloc[-1] == 60 * 8 * 32

@@ -27,7 +27,7 @@ from picollm.errors import PicoError
 from picollm.io import atomic_path, write_json
 from picollm.models import build_model, checkpoint_dict, count_parameters
 
-METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "elapsed_s"]
+METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 WALL_CLOCK_COLUMNS = ["elapsed_s"]
 
 
@@ -74,6 +74,21 @@ def validation_loss(model, tokens: np.ndarray, block_size: int, batch_size: int,
         count += window.size(0)
     model.train(was_training)
     return total / count
+
+
+def watch_activation_scale(model: torch.nn.Module) -> dict:
+    """Record the RMS of the features entering the LM head on every forward pass.
+
+    One number per step that shows exploding or vanishing activations (the seed asks to watch for both),
+    for every model type alike: all of them end in a `head` Linear.
+    """
+    seen = {"rms": torch.tensor(float("nan"))}
+    head = getattr(model, "inner", model).head
+
+    def record(module, args):
+        seen["rms"] = args[0].detach().float().pow(2).mean().sqrt()
+    head.register_forward_pre_hook(record)
+    return seen
 
 
 def fingerprint(*parts) -> str:
@@ -138,14 +153,16 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
 
     ckpt_path = out_dir / "last.pt"
     run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
-    step, rows, elapsed_before, window_losses, grad_norm = 0, [], 0.0, [], float("nan")
+    activations = watch_activation_scale(model)
+    step, rows, elapsed_before, window_losses, grad_norm, act_rms = 0, [], 0.0, [], float("nan"), float("nan")
     if ckpt_path.exists():
-        step, rows, elapsed_before, window_losses, grad_norm = _resume(ckpt_path, run_id, model, optimizer, sampler)
+        step, rows, elapsed_before, window_losses, (grad_norm, act_rms) = _resume(ckpt_path, run_id, model,
+                                                                                  optimizer, sampler)
 
     def save_checkpoint():
         state = {"run_id": run_id, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "sampler": sampler.generator.get_state(), "rng": rng_states(), "rows": rows,
-                 "window_losses": window_losses, "grad_norm": grad_norm,
+                 "window_losses": window_losses, "last_norms": (grad_norm, act_rms),
                  "elapsed_s": elapsed_before + time.perf_counter() - t0}
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
@@ -167,7 +184,7 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
                     "step": step, "tokens_seen": step * tokens_per_step,
                     "train_loss": float(np.mean(window_losses)) if window_losses else float("nan"),
                     "val_loss": validation_loss(model, val_tokens, **eval_args) if eval_now else float("nan"),
-                    "lr": lr_at(max(step - 1, 0), train_cfg), "grad_norm": grad_norm,
+                    "lr": lr_at(max(step - 1, 0), train_cfg), "grad_norm": grad_norm, "act_rms": act_rms,
                     "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 3)})
                 window_losses = []
             if step == max_steps:
@@ -187,6 +204,7 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+            act_rms = activations["rms"].item()
             optimizer.step()
             step += 1
             window_losses.append(loss.item())
@@ -226,13 +244,13 @@ def _resume(path, run_id, model, optimizer, sampler):
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0", file=sys.stderr)
-        return 0, [], 0.0, [], float("nan")
+        return 0, [], 0.0, [], (float("nan"), float("nan"))
     if state.get("run_id") != run_id:
         tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0", file=sys.stderr)
-        return 0, [], 0.0, [], float("nan")
+        return 0, [], 0.0, [], (float("nan"), float("nan"))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     sampler.generator.set_state(state["sampler"])
     set_rng_states(state["rng"])
     tqdm.write(f"resuming from {path} at step {state['step']}", file=sys.stderr)
-    return state["step"], state["rows"], state["elapsed_s"], state["window_losses"], state["grad_norm"]
+    return state["step"], state["rows"], state["elapsed_s"], state["window_losses"], state["last_norms"]
