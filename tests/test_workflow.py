@@ -106,8 +106,8 @@ def test_bad_config_key_stops_with_one_line(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg))
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert lines == ["config error: unknown config key 'lerning_rate'; allowed here: block_size, data, device, "
-                     "experiment, models, sampling, seed, tokenizer, train"]
+    assert lines == ["config error: unknown config key 'lerning_rate'; allowed here: block_size, compact_vocab, data, "
+                     "device, experiment, models, sampling, seed, tokenizer, train"]
 
 
 def test_config_override_on_the_command_line(tmp_path):

@@ -68,9 +68,10 @@ def cmd_train(args):
     tokens = Path(args.tokens_dir)
     rec = provenance.record("train", seed=args.seed, inputs=[tokens / "meta.json"],
                             config={"model": args.model, "train": args.train, "block_size": args.block_size,
-                                    "device": args.device, "weights": args.weights})
+                                    "device": args.device, "weights": args.weights, "compact_vocab": args.compact_vocab})
     summary = train(args.name, args.model, args.train, tokens_dir=tokens, out_dir=args.out_dir, seed=args.seed,
-                    block_size=args.block_size, device=args.device, weights=args.weights, provenance=rec)
+                    block_size=args.block_size, device=args.device, weights=args.weights,
+                    compact_vocab=args.compact_vocab, provenance=rec)
     provenance.write(args.provenance, rec)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}))
 
@@ -89,6 +90,8 @@ def cmd_sample(args):
     model = load_model(args.model_path, resolve_device(args.device))
     tokenizer = get_tokenizer(model.checkpoint["tokenizer"])
     records = sample_records(model, tokenizer, args.name, args.sampling, args.seed)
+    for rec in records:  # so every table and figure built from samples can state the training tokens
+        rec["train_tokens"] = model.checkpoint["summary"]["tokens_seen"]
     with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--block-size", type=int, required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compact-vocab", action="store_true", help="output layer over the training split's tokens only")
     p.add_argument("--tokens-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -242,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("figure", help="rebuild one figure from files on disk")
     p.add_argument("figure", choices=["loss-curves", "sample-comparison", "attention-heads", "p-sweep", "grad-norms"])
     p.add_argument("--experiment", required=True)
-    p.add_argument("--inputs", nargs="+", required=True, help="NAME=PATH pairs (a CSV path for sample-comparison and p-sweep)")
+    p.add_argument("--inputs", nargs="+", required=True,
+                   help="NAME=PATH pairs (a CSV path for sample-comparison and p-sweep)")
     p.add_argument("--prompt", default="Once upon a time there was a little girl")
     p.add_argument("--out", required=True)
     p.add_argument("--provenance")

@@ -13,14 +13,17 @@ the end-of-text token is not text and counts 0 bytes (its prediction cost stays 
 document ends with exactly one, whatever the tokenizer). Unlike nats per token, bits per byte compares
 models with different tokenizers on the same text.
 
-Samples (`sampling_metrics`), per decoding (greedy, then each p), over every prompt and sample:
-  distinct_n   unique word n-grams / all word n-grams, pooled over the samples (Li et al., 2016)
-  rep_4        share of a sample's word 4-grams that already occurred earlier in that sample, averaged over
-               samples that have at least one 4-gram (0: no loop; near 1: the sample repeats itself)
+Samples (`sampling_metrics`), per decoding (greedy, then each p), over every prompt and sample, on the
+generated tokens (the prompt excluded):
+  distinct_n   unique token n-grams / all token n-grams, pooled over the samples (Li et al., 2016)
+  rep_4        share of a sample's token 4-grams that already occurred earlier in that sample, averaged over
+               samples that have at least one 4-gram (0: no loop; near 1: the sample repeats itself; the
+               seq-rep-4 of Welleck et al., 2019)
   mean_tokens, mean_words   mean sample length (new tokens; whitespace-separated words)
   mean_loglik  mean log-probability per new token (nats) the model gives its own samples, under its full
                distribution (not the truncated nucleus one), each token given the prompt and the sample so far
-Words are whitespace-separated pieces of the decoded text, so the measures do not depend on the tokenizer.
+  words_distinct_n, words_rep_4   the same on whitespace-separated words of the decoded text: comparable across
+               tokenizers, but blind to loops without spaces ("......", runs of newlines), hence tokens first.
 """
 from __future__ import annotations
 
@@ -29,18 +32,20 @@ from collections import Counter
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from picollm.sampling import decodings, sample_records
-from picollm.train import validation_loss
+from picollm.train import lm_loss, validation_loss
 
 LN2 = math.log(2)
-# logits held at once while scoring (batch x block x vocab floats): ~256 MB in fp32
-LOGITS_BUDGET = 64 * 2 ** 20
+# logits held at once while scoring (batch x block x vocab fp32 values). On a CPU, tensors past glibc's mmap
+# threshold (32 MB) are fresh pages every batch: measured here, a 16 MB budget (one GPT-2 window of 64)
+# scores 30% faster than 256 MB, the kernel's page faults outweighing the larger matmuls.
+LOGITS_BUDGET = {"cpu": 4 * 2 ** 20, "other": 64 * 2 ** 20}
 
 
-def eval_batch_size(block_size: int, vocab_size: int, cap: int = 64) -> int:
-    return int(max(1, min(cap, LOGITS_BUDGET // (block_size * vocab_size))))
+def eval_batch_size(block_size: int, vocab_size: int, device="cpu", cap: int = 64) -> int:
+    budget = LOGITS_BUDGET["cpu" if torch.device(device).type == "cpu" else "other"]
+    return int(max(1, min(cap, budget // (block_size * vocab_size))))
 
 
 # --- n-gram measures ------------------------------------------------------------------------------
@@ -69,6 +74,13 @@ def words(text: str) -> list[str]:
     return str(text).split()
 
 
+def diversity(seqs) -> dict:
+    """distinct_1..3 pooled over `seqs`, and rep_4 averaged over the sequences that have a 4-gram."""
+    reps = [r for r in (repeated_ngram_rate(s, 4) for s in seqs) if not math.isnan(r)]
+    return {"distinct_1": distinct_n(seqs, 1), "distinct_2": distinct_n(seqs, 2), "distinct_3": distinct_n(seqs, 3),
+            "rep_4": float(np.mean(reps)) if reps else float("nan")}
+
+
 # --- scoring token sequences ----------------------------------------------------------------------
 
 @torch.no_grad()
@@ -92,8 +104,7 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, de
         was_training = model.training
         model.eval()
         window = torch.from_numpy(np.asarray(tokens[tail_start:n]).astype(np.int64)).to(device)[None]
-        logits = model(window[:, :-1])
-        total += F.cross_entropy(logits[0].float(), window[0, 1:], reduction="sum").item()
+        total += lm_loss(model, window[:, :-1], window[:, 1:]).item() * (window.size(1) - 1)
         model.train(was_training)
     return total, n - 1
 
@@ -185,8 +196,8 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None) -> list[di
         groups.setdefault(_decoding_label(rec["decoding"]), []).append(rec)
     rows = []
     for label, recs in groups.items():
-        seqs = [words(r["text"]) for r in recs]
-        reps = [r for r in (repeated_ngram_rate(s, 4) for s in seqs) if not math.isnan(r)]
+        seqs = [list(r["token_ids"]) for r in recs]
+        word_seqs = [words(r["text"]) for r in recs]
         ll_sum, ll_count = 0.0, 0
         if model is not None:
             for r in recs:
@@ -197,11 +208,11 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None) -> list[di
         rows.append({
             "model": first["model"], "decoding": label,
             "p": float("nan") if label == "greedy" else float(first["decoding"]),
-            "samples": len(recs), "distinct_1": distinct_n(seqs, 1), "distinct_2": distinct_n(seqs, 2),
-            "distinct_3": distinct_n(seqs, 3), "rep_4": float(np.mean(reps)) if reps else float("nan"),
-            "mean_tokens": float(np.mean([r["new_tokens"] for r in recs])),
-            "mean_words": float(np.mean([len(s) for s in seqs])),
+            "samples": len(recs), **diversity(seqs),
+            "mean_tokens": float(np.mean([len(s) for s in seqs])),
+            "mean_words": float(np.mean([len(s) for s in word_seqs])),
             "mean_loglik": mean_ll, "self_perplexity": math.exp(-mean_ll) if ll_count else float("nan"),
+            **{f"words_{k}": v for k, v in diversity(word_seqs).items()},
             "origin": first.get("origin", "samples")})
     return rows
 
@@ -234,7 +245,8 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     ckpt = model.checkpoint
     tokenizer = get_tokenizer(ckpt["tokenizer"])
     block_size = ckpt["block_size"]
-    batch = batch_size or eval_batch_size(block_size, ckpt["vocab_size"])
+    out_vocab = model.other + 1 if hasattr(model, "other") else ckpt["vocab_size"]  # a compact vocabulary's K + 1
+    batch = batch_size or eval_batch_size(block_size, out_vocab, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)
     lengths = token_byte_lengths(tokenizer, meta["vocab_size"])
     result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev)

@@ -38,7 +38,7 @@ text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right
 figure{margin:1em 0 2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption,.caption{font-size:.92em;color:#333;max-width:70em}.source{color:#777;font-size:.85em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.82em}code{background:#f3f3f3;padding:0 .2em}
-.scroll{max-height:32em;overflow:auto;border:1px solid #eee}details{margin:.4em 0}
+.scroll{max-height:32em;overflow:auto;border:1px solid #eee}.wide{overflow-x:auto}details{margin:.4em 0}
 """
 
 
@@ -75,10 +75,10 @@ def _anchor(path) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(path)).strip("-").lower()
 
 
-def _fmt(value) -> str:
+def _fmt(value, column: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
-    if isinstance(value, bool):
+    if isinstance(value, bool) or "seed" in column:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
@@ -92,12 +92,12 @@ def html_table(frame: pd.DataFrame) -> str:
     body = []
     for row in frame.itertuples(index=False):
         cells = []
-        for v in row:
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        for column, v in zip(frame.columns, row):
             v = v.item() if hasattr(v, "item") else v
-            cells.append(f"<td{' class=num' if num else ''}>{html.escape(_fmt(v))}</td>")
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cells.append(f"<td{' class=num' if num else ''}>{html.escape(_fmt(v, str(column)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _dl(items: list[tuple[str, str]]) -> str:
@@ -149,7 +149,7 @@ def models_frame(summaries: list[dict], evals: dict) -> pd.DataFrame:
                      "params_non_embedding": s.get("params_non_embedding"), "tokens_seen": s.get("tokens_seen"),
                      "steps": s.get("steps"), "wall_s": s.get("wall_s"), "tokens_per_s": s.get("tokens_per_s"),
                      "device": s.get("device"), "final_train_loss": s.get("final_train_loss"),
-                     "final_val_loss (training, sampled windows)": s.get("final_val_loss"),
+                     "final_val_loss (training subset)": s.get("final_val_loss"),
                      "val_loss (whole split)": ev.get("val_loss"), "perplexity": ev.get("perplexity"),
                      "bits_per_byte": ev.get("bpb")})
     return pd.DataFrame(rows)
@@ -188,11 +188,12 @@ def provenance_section(records: dict, meta: dict, config: dict, summaries: list[
                           train_versions.get(k, "–")} for k, v in versions_now.items()])
     jobs = "".join(
         f"<details><summary><code>{html.escape(path)}</code> — {html.escape(str(rec.get('stage')))}, "
-        f"{html.escape(str(rec.get('created_utc')))}</summary><pre>{html.escape(json.dumps(rec, indent=2, default=str))}"
-        f"</pre></details>" for path, rec in records.items())
+        f"{html.escape(str(rec.get('created_utc')))}</summary>"
+        f"<pre>{html.escape(json.dumps(rec, indent=2, default=str))}</pre></details>" for path, rec in records.items())
+    platform = next((str(r.get("platform")) for r in records.values()), "–")
     return (_dl(items) + "<h3>Raw data (sha256)</h3>" + html_table(raw) + "<h3>Package versions</h3>"
-            + html_table(vers) + f"<p>Platform: <code>{html.escape(next((str(r.get('platform')) for r in records.values()), '–'))}"
-            "</code></p><h3>Provenance record of every job</h3>" + jobs)
+            + html_table(vers) + f"<p>Platform: <code>{html.escape(platform)}</code></p>"
+            "<h3>Provenance record of every job</h3>" + jobs)
 
 
 def build(out, *, config: dict, config_files=(), figures: dict, tables: dict, summaries=(), evals=(),
@@ -211,8 +212,9 @@ def build(out, *, config: dict, config_files=(), figures: dict, tables: dict, su
     def read(caption):
         return Path(caption).read_text(encoding="utf-8") if caption else ""
 
-    fig_html = "\n".join(figure_section(p, read(c), config, root, tokens_note, config_files) for p, c in figures.items())
-    tab_html = "\n".join(table_section(p, read(c), config, root, tokens_note, config_files) for p, c in tables.items())
+    common = dict(config=config, root=root, tokens_note=tokens_note, config_files=config_files)
+    fig_html = "\n".join(figure_section(p, read(c), **common) for p, c in figures.items())
+    tab_html = "\n".join(table_section(p, read(c), **common) for p, c in tables.items())
     toc = " ".join(f'<a href="#{_anchor(_rel(p, root))}">{html.escape(Path(p).name)}</a>'
                    for p in [*figures, *tables])
     per_model = "".join(
@@ -224,17 +226,19 @@ def build(out, *, config: dict, config_files=(), figures: dict, tables: dict, su
 <html lang="en"><head><meta charset="utf-8"><title>pico-llm report — {html.escape(experiment)}</title>
 <style>{STYLE}</style></head><body>
 <h1>pico-llm report — experiment <code>{html.escape(experiment)}</code></h1>
-<p class=lead>{html.escape(tokens_note)} · {len(summary_list)} models · tokenizer {html.escape(str(meta_dict.get('tokenizer')))}
- · seed {html.escape(str(config.get('seed')))} · commit <code>{html.escape(str(commit or 'unknown')[:12])}</code>
+<p class=lead>{html.escape(tokens_note)} · {len(summary_list)} models
+ · tokenizer {html.escape(str(meta_dict.get('tokenizer')))} · seed {html.escape(str(config.get('seed')))}
+ · commit <code>{html.escape(str(commit or 'unknown')[:12])}</code>
  · config <code>{html.escape(', '.join(config_files) or 'default')}</code></p>
 <nav><a href="#models">Models</a><a href="#figures">Figures</a><a href="#tables">Tables</a>
 <a href="#provenance">Provenance</a><a href="#config">Config</a></nav>
 <p class=source>Contents: {toc}</p>
 <h2 id="models">Models</h2>
-<p class=caption>One row per model of experiment <b>{html.escape(experiment)}</b>: parameter counts (non-embedding excludes
-token and learned position tables), training tokens, wall time and throughput from
-<code>models/&lt;model&gt;/summary.json</code>; the last training-time validation loss (a fixed subset of windows) and the
-whole-split validation loss, perplexity and bits per byte from <code>eval/&lt;model&gt;.json</code>.</p>
+<p class=caption>One row per model of experiment <b>{html.escape(experiment)}</b>: parameter counts
+(non-embedding excludes token and learned position tables), training tokens, wall time and throughput from
+<code>models/&lt;model&gt;/summary.json</code>; the last training-time validation loss (a fixed subset of
+windows) and the whole-split validation loss, perplexity and bits per byte from
+<code>eval/&lt;model&gt;.json</code>.</p>
 {html_table(models_frame(summary_list, eval_map))}
 {per_model}
 <h2 id="figures">Figures</h2>

@@ -1,6 +1,7 @@
 """Tables rebuilt from files on disk: the sample table and the per-model summary table."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -28,12 +29,14 @@ def _cell(text: str, width: int = 240) -> str:
 def samples_table(paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
     """Every model x decoding x prompt side by side: CSV with every sample, Markdown with the first of each."""
     frame = read_samples(paths)
-    columns = ["model", "prompt", "decoding", "sample", "seed", "new_tokens", "text"]
+    columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "text"]
     with atomic_path(out_csv) as tmp:
-        frame[columns].to_csv(tmp, index=False)
+        # quote every text field: a sample may hold any character, a bare carriage return included
+        frame[columns].to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
     first = frame[frame["sample"] == 0]
     order = list(dict.fromkeys(first["decoding"]))
-    lines = [f"# Samples: experiment `{experiment}`", "",
+    tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
+    lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
              "each continuation.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
@@ -51,7 +54,7 @@ def models_table(summary_paths, out_md, experiment: str) -> pd.DataFrame:
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
     frame = pd.DataFrame(rows)[["model", "type", "params", "params_non_embedding", "tokens_seen", "wall_s",
                                 "tokens_per_s", "device", "final_train_loss", "final_val_loss"]]
-    text = (f"# Models: experiment `{experiment}`\n\n"
+    text = (f"# Models: experiment `{experiment}`, {train_tokens_note(dict(zip(frame['model'], frame['tokens_seen'])))}\n\n"
             + frame.to_markdown(index=False, floatfmt=".4g", intfmt=",") + "\n")
     write_text(out_md, text)
     return frame

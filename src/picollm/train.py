@@ -25,7 +25,7 @@ from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_m
 from picollm.device import resolve_device
 from picollm.errors import PicoError
 from picollm.io import atomic_path, write_json
-from picollm.models import build_model, checkpoint_dict, count_parameters
+from picollm.models import CompactVocab, build_model, checkpoint_dict, count_parameters
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 WALL_CLOCK_COLUMNS = ["elapsed_s"]
@@ -83,7 +83,7 @@ def watch_activation_scale(model: torch.nn.Module) -> dict:
     for every model type alike: all of them end in a `head` Linear.
     """
     seen = {"rms": torch.tensor(float("nan"))}
-    head = getattr(model, "inner", model).head
+    head = model.inner.head if isinstance(model, CompactVocab) else model.head
 
     def record(module, args):
         seen["rms"] = args[0].detach().float().pow(2).mean().sqrt()

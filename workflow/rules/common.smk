@@ -19,7 +19,6 @@ except PicoError as exc:
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every job, local or on a cluster node, parses this file and inherits this variable.
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
-PICOLLM = "python -m picollm"
 R = f"results/{CFG['experiment']}"
 SOURCES = [s["name"] for s in CFG["data"]["sources"]]
 MODELS = list(CFG["models"])
@@ -105,6 +104,14 @@ def report_provenance():
         *[f"{R}/provenance/figures/{Path(f).stem}.json" for f in figures()],
     ]
 
+
+def config_file_names():
+    """The --configfile(s) of this run: relative to the project when inside it, else absolute."""
+    cwd = Path.cwd().resolve()
+    return [
+        os.path.relpath(p) if Path(p).resolve().is_relative_to(cwd) else str(Path(p).resolve())
+        for p in workflow.configfiles
+    ]
 
 def all_outputs():
     return [

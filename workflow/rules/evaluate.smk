@@ -15,15 +15,14 @@ rule evaluate:
     params:
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         sampling=as_json(CFG["sampling"]),
-        # a denser p sweep than sampling.p_values, if the config has the (optional) key
-        sweep_p=CFG["sampling"].get("sweep_p_values", []),
+        sweep_p=CFG["sampling"]["sweep_p_values"],
         seed=CFG["seed"],
         device=CFG["device"],
     log:
         f"{R}/logs/evaluate/{{model}}.log",
     threads: CFG["train"]["threads"]
     resources:
-        gpu=1 if CFG["device"] in ("cuda", "auto") else 0,
+        gpu=int(needs_gpu(CFG["device"])),
     conda:
         ENV
     shell:

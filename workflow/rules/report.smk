@@ -1,37 +1,5 @@
 # results/<experiment>/report.html: every figure and table with its caption (workflow/report/*.rst, the
 # captions `snakemake --report` shows too), the config, package versions and provenance, in one file.
-import os
-
-
-def caption(name):
-    """workflow/report/<name>.rst, relative to the working directory (the project root)."""
-    return os.path.relpath(Path(workflow.basedir) / "report" / f"{name}.rst")
-
-
-def report_figures():
-    """{figure: caption}: a figure's caption is report/<figure stem>.rst."""
-    return {f: caption(Path(f).stem) for f in figures()}
-
-
-def report_tables():
-    return {
-        f"{R}/tables/eval.csv": caption("eval_table"),
-        f"{R}/eval/sampling.csv": caption("sampling_table"),
-        f"{R}/tables/models.md": caption("models_table"),
-        f"{R}/tables/samples.csv": caption("samples_table"),
-    }
-
-
-def report_provenance():
-    """The provenance records of the jobs upstream of the report, listed in it."""
-    return [
-        *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
-        f"{R}/provenance/tokenize.json",
-        *expand(f"{R}/provenance/{{stage}}/{{model}}.json", stage=["train", "sample", "evaluate"], model=MODELS),
-        f"{R}/provenance/tables.json",
-        f"{R}/provenance/eval_tables.json",
-        *[f"{R}/provenance/figures/{Path(f).stem}.json" for f in figures()],
-    ]
 
 
 rule html_report:
@@ -48,7 +16,7 @@ rule html_report:
         provenance=f"{R}/provenance/report.json",
     params:
         config=as_json(CFG),
-        config_files=[os.path.relpath(c) for c in workflow.configfiles],
+        config_files=config_file_names(),
         figures=[f"{f}={c}" for f, c in report_figures().items()],
         tables=[f"{t}={c}" for t, c in report_tables().items()],
     log:

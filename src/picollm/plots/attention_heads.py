@@ -11,6 +11,7 @@ import torch
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import load_model
 from picollm.plots import plt, save
+from picollm.tables import train_tokens_note
 
 
 def token_labels(tokenizer, ids) -> list[str]:
@@ -42,7 +43,8 @@ def plot(models: dict, out, experiment: str, prompt: str, max_tokens: int = 24, 
                 ax.tick_params(labelsize=5, length=0)
                 ax.set_title(f"{name} L{layer} H{head}", fontsize=7)
             r += 1
-    fig.suptitle(f"Attention weights on “{prompt}” — {experiment} (row: query token, column: key token)",
+    tokens = train_tokens_note({name: m.checkpoint["summary"]["tokens_seen"] for name, m in loaded.items()})
+    fig.suptitle(f"Attention weights on “{prompt}” — {experiment}, {tokens} (row: query token, column: key token)",
                  fontsize=9)
     fig.tight_layout()
     save(fig, out, experiment, provenance)

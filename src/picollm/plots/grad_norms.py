@@ -2,6 +2,7 @@
 the activation scale (RMS) in a second panel when metrics.csv has an `act_rms` column."""
 from __future__ import annotations
 
+import matplotlib.ticker
 import seaborn as sns
 
 from picollm.plots import plt, save
@@ -14,7 +15,7 @@ def plot(metrics: dict, out, experiment: str, smooth: int = 5, provenance=None) 
     palette = dict(zip(metrics, sns.color_palette("tab10", len(metrics))))
     panels = [("grad_norm", "global gradient norm (before clipping)")]
     if "act_rms" in frame and frame["act_rms"].notna().any():
-        panels.append(("act_rms", "activation RMS"))
+        panels.append(("act_rms", "RMS of the activations entering the LM head"))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     for ax, (column, label) in zip(axes[0], panels):
         for name, group in frame.groupby("model", sort=False):
@@ -22,14 +23,18 @@ def plot(metrics: dict, out, experiment: str, smooth: int = 5, provenance=None) 
             if rows.empty:
                 continue
             ax.plot(rows["tokens_seen"], rows[column], color=palette[name], alpha=0.3, lw=1)
-            ax.plot(rows["tokens_seen"], rows[column].rolling(smooth, min_periods=1).mean(), color=palette[name],
-                    lw=1.8, label=f"{name} (last {rows[column].iloc[-1]:.3g})")
+            window = max(1, min(smooth, len(rows) // 10))
+            ax.plot(rows["tokens_seen"], rows[column].rolling(window, min_periods=1, center=True).mean(),
+                    color=palette[name], lw=1.8, label=f"{name} (last {rows[column].iloc[-1]:.3g})")
         ax.set(xlabel="tokens seen", ylabel=label, yscale="log")
-        ax.set_title(label, fontsize=9)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_title(f"{label} (faint: every logged step; solid: centred running mean)", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     tokens = int(frame["tokens_seen"].max())
-    fig.suptitle(f"Training dynamics — {experiment}, {tokens:,} training tokens per model "
-                 f"(faint: every logged step; solid: {smooth}-point mean)", fontsize=10)
+    fig.suptitle(f"Training dynamics — {experiment}, {tokens:,} training tokens per model", fontsize=10)
     fig.tight_layout()
     save(fig, out, experiment, provenance)

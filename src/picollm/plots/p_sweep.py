@@ -11,9 +11,10 @@ import seaborn as sns
 from picollm.plots import plt, save
 from picollm.tables import train_tokens_note
 
-PANELS = [("distinct_1", "distinct-1 (unique words / words)"), ("distinct_2", "distinct-2 (word bigrams)"),
-          ("distinct_3", "distinct-3 (word trigrams)"), ("rep_4", "repeated word 4-grams within a sample"),
-          ("mean_loglik", "mean log-likelihood of own samples\n(nats/token)"), ("mean_tokens", "mean sample length (tokens)")]
+PANELS = [("distinct_1", "distinct-1 (unique tokens / tokens)"), ("distinct_2", "distinct-2 (token bigrams)"),
+          ("distinct_3", "distinct-3 (token trigrams)"), ("rep_4", "repeated token 4-grams within a sample"),
+          ("mean_loglik", "mean log-likelihood of own samples\n(nats/token)"),
+          ("mean_tokens", "mean sample length (tokens)")]
 
 
 def plot(sampling_csv, out, experiment: str, provenance=None) -> None:
@@ -32,9 +33,9 @@ def plot(sampling_csv, out, experiment: str, provenance=None) -> None:
             g = greedy[greedy["model"] == name]
             ax.plot([greedy_x] * len(g), g[column], "*", color=palette[name], ms=12, mec="black", mew=0.5)
         ax.set_title(label, fontsize=9)
-        ax.set_xticks([greedy_x, *p_values] if len(p_values) <= 8 else [greedy_x, 0.25, 0.5, 0.75, 1.0])
-        ax.set_xticklabels(["greedy", *(f"{p:g}" for p in (p_values if len(p_values) <= 8 else [0.25, 0.5, 0.75, 1.0]))],
-                           fontsize=8)
+        ticks = p_values if len(p_values) <= 8 else [0.25, 0.5, 0.75, 1.0]  # a dense sweep: round ticks
+        ax.set_xticks([greedy_x, *ticks])
+        ax.set_xticklabels(["greedy", *(f"{p:g}" for p in ticks)], fontsize=8, rotation=45)
         ax.set_xlabel("nucleus p", fontsize=8)
         ax.grid(alpha=0.3)
     axes.flat[0].plot([], [], "*", color="0.5", ms=12, mec="black", mew=0.5, label="greedy")

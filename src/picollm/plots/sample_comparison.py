@@ -6,6 +6,7 @@ import textwrap
 import pandas as pd
 
 from picollm.plots import plt, save
+from picollm.tables import train_tokens_note
 
 
 def plot(samples_csv, out, experiment: str, width: int = 38, max_chars: int = 220, provenance=None) -> None:
@@ -37,5 +38,6 @@ def plot(samples_csv, out, experiment: str, width: int = 38, max_chars: int = 22
         lines = 1 if r == 0 else lines_per_row[r - 1]
         cell.set_height((lines + 1) / total * 0.95)
         cell.set_text_props(va="center")
-    ax.set_title(f"Samples — {experiment}", fontsize=10)
+    tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
+    ax.set_title(f"Samples — {experiment}, {tokens}", fontsize=10)
     save(fig, out, experiment, provenance)

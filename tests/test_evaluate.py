@@ -1,0 +1,276 @@
+"""Evaluation metrics on hand-made inputs: distinct-n, repeated 4-grams, whole-split scoring (every token
+once, tail included), bits per byte, per-source aggregation, sample log-likelihood, and the eval tables."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from picollm import evaluate as ev
+from picollm import models, tables
+from picollm.data.tokenizer import ByteTokenizer
+
+from conftest import needs_gpt2
+
+
+class Uniform(torch.nn.Module):
+    """Every next token equally likely: loss ln(V) per token, whatever the input."""
+    context_limited = False
+
+    def __init__(self, vocab_size=257, block_size=8):
+        super().__init__()
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, idx):
+        return torch.zeros(*idx.shape, self.vocab_size) + 0 * self.dummy
+
+
+def tiny(model_type="transformer", vocab=30, block=8):
+    cfg = {"transformer": {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1},
+           "lstm": {"type": "lstm", "embed_dim": 8, "hidden_dim": 16},
+           "kgram_mlp": {"type": "kgram_mlp", "k": 2, "embed_dim": 8, "hidden_dim": 16}}[model_type]
+    torch.manual_seed(0)
+    return models.build_model(cfg, vocab, block).eval()
+
+
+# --- n-gram measures on known strings ---------------------------------------------------------------
+
+def test_distinct_n_of_a_known_string():
+    w = "the cat the cat sat".split()
+    assert ev.distinct_n([w], 1) == pytest.approx(3 / 5)  # the, cat, sat
+    assert ev.distinct_n([w], 2) == pytest.approx(3 / 4)  # (the cat) twice, (cat the), (cat sat)
+    assert ev.distinct_n([w], 3) == pytest.approx(1.0)
+    assert ev.distinct_n(["a b a b".split()], 2) == pytest.approx(2 / 3)
+
+
+def test_distinct_n_pools_samples_and_handles_short_ones():
+    # pooled: "a b" twice is 2 bigrams, 1 unique, not the mean of per-sample values (1.0)
+    assert ev.distinct_n([["a", "b"], ["a", "b"]], 2) == pytest.approx(0.5)
+    assert ev.distinct_n([["a", "b"], ["x"]], 2) == pytest.approx(1.0)  # a 1-word sample adds no bigram
+    assert math.isnan(ev.distinct_n([["a"], []], 2))
+
+
+def test_repeated_4gram_rate():
+    assert ev.repeated_ngram_rate("a b c d a b c d".split(), 4) == pytest.approx(1 / 5)  # abcd comes back once
+    assert ev.repeated_ngram_rate("a b c d e f".split(), 4) == 0.0
+    assert ev.repeated_ngram_rate(["x"] * 10, 4) == pytest.approx(6 / 7)  # 7 four-grams, all the same
+    assert math.isnan(ev.repeated_ngram_rate("a b c".split(), 4))
+
+
+def test_sampling_metrics_groups_decodings_without_a_model():
+    recs = [
+        {"model": "m", "prompt": "", "decoding": "greedy", "p": None, "sample": 0, "text": "a b a b a b",
+         "new_tokens": 6, "token_ids": [1, 2, 1, 2, 1, 2]},
+        {"model": "m", "prompt": "", "decoding": 0.9, "p": 0.9, "sample": 0, "text": "a b c", "new_tokens": 3,
+         "token_ids": [1, 2, 3]},
+        {"model": "m", "prompt": "", "decoding": 0.9, "p": 0.9, "sample": 1, "text": "a b d", "new_tokens": 5,
+         "token_ids": [1, 2, 4, 4, 4]},
+    ]
+    rows = ev.sampling_metrics(recs)
+    assert [r["decoding"] for r in rows] == ["greedy", "p=0.9"]
+    greedy, nucleus = rows
+    assert greedy["distinct_1"] == pytest.approx(2 / 6)
+    assert greedy["distinct_2"] == pytest.approx(2 / 5)
+    assert greedy["rep_4"] == pytest.approx(1 / 3)  # 1212, 2121, 1212
+    assert math.isnan(greedy["p"]) and nucleus["p"] == 0.9
+    assert nucleus["samples"] == 2 and nucleus["mean_tokens"] == 4.0 and nucleus["mean_words"] == 3.0
+    assert nucleus["distinct_1"] == pytest.approx(4 / 8)  # tokens 1, 2, 3, 4 of 8
+    assert nucleus["distinct_2"] == pytest.approx(4 / 6)  # (1 2) twice, (2 3), (2 4), (4 4) twice
+    assert nucleus["rep_4"] == pytest.approx(0.0)  # only the 5-token sample has 4-grams: 1244, 2444
+    assert nucleus["words_distinct_1"] == pytest.approx(4 / 6)  # a, b, c, d of 6 words
+    assert math.isnan(nucleus["words_rep_4"]) and math.isnan(nucleus["mean_loglik"])
+
+
+def test_a_loop_without_spaces_is_caught_on_tokens_not_words():
+    rec = {"model": "m", "prompt": "", "decoding": "greedy", "text": "\n" * 40, "new_tokens": 40,
+           "token_ids": [198] * 40}
+    row = ev.sampling_metrics([rec])[0]
+    assert row["distinct_1"] == pytest.approx(1 / 40) and row["rep_4"] == pytest.approx(36 / 37)
+    assert row["mean_words"] == 0 and math.isnan(row["words_distinct_1"])
+
+
+# --- whole-split scoring and bits per byte ----------------------------------------------------------
+
+def brute_force_nats(model, tokens, block):
+    """Sum of next-token losses over windows starting at 0, block, 2 block, ... (the last one shorter)."""
+    total, count = 0.0, 0
+    for s in range(0, len(tokens) - 1, block):
+        w = torch.tensor(tokens[s:s + block + 1], dtype=torch.long)
+        logits = model(w[None, :-1])[0]
+        total += F.cross_entropy(logits, w[1:], reduction="sum").item()
+        count += len(w) - 1
+    return total, count
+
+
+@pytest.mark.parametrize("n", [2, 5, 9, 17, 8 * 4 + 1, 8 * 4 + 6])
+@pytest.mark.parametrize("model_type", ["transformer", "lstm"])
+def test_score_tokens_scores_every_token_once(n, model_type):
+    model = tiny(model_type)
+    tokens = np.random.default_rng(n).integers(0, 30, n).astype(np.uint16)
+    nats, count = ev.score_tokens(model, tokens, block_size=8, batch_size=3, device="cpu")
+    want_nats, want_count = brute_force_nats(model, tokens.tolist(), 8)
+    assert count == n - 1 == want_count
+    assert nats == pytest.approx(want_nats, rel=1e-5)
+
+
+def test_score_tokens_of_a_compact_vocabulary_model():
+    torch.manual_seed(0)
+    model = models.build_model({"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1}, 30, 8,
+                               compact_ids=[0, 2, 4, 6, 8, 10]).eval()
+    tokens = np.random.default_rng(5).integers(0, 30, 29).astype(np.uint16)  # unseen ids included
+    nats, count = ev.score_tokens(model, tokens, block_size=8, batch_size=2, device="cpu")
+    want_nats, want_count = brute_force_nats(model, tokens.tolist(), 8)  # from the full (B, T, V) logits
+    assert count == want_count == 28 and nats == pytest.approx(want_nats, rel=1e-5)
+
+
+def test_score_tokens_is_deterministic_and_batch_size_free():
+    model = tiny()
+    tokens = np.random.default_rng(0).integers(0, 30, 100).astype(np.uint16)
+    a = ev.score_tokens(model, tokens, 8, 1, "cpu")
+    b = ev.score_tokens(model, tokens, 8, 64, "cpu")
+    assert a[1] == b[1] and a[0] == pytest.approx(b[0], rel=1e-6)
+    assert ev.score_tokens(model, tokens[:1], 8, 4, "cpu") == (0.0, 0)
+
+
+def test_bits_per_byte_of_a_uniform_byte_model_with_eot_as_zero_bytes():
+    tok = ByteTokenizer()
+    lengths = ev.token_byte_lengths(tok, tok.n_vocab)
+    assert lengths[tok.eot_token] == 0 and (lengths[:256] == 1).all()
+    # "héllo" is 6 UTF-8 bytes; then end-of-text; then "ab" and end-of-text
+    text = [*"héllo".encode(), 256, *b"ab", 256]
+    tokens = np.array(text, dtype=np.uint16)
+    res = ev.evaluate_split(Uniform(), tokens, {"s": {"start": 0, "end": len(tokens)}}, lengths, 8, 4, "cpu")
+    rec = res["all"]
+    scored = len(tokens) - 1
+    assert rec["tokens"] == scored
+    assert rec["bytes"] == 5 + 2  # the first byte is context only; both end-of-text tokens count 0 bytes
+    assert rec["loss"] == pytest.approx(math.log(257))
+    assert rec["perplexity"] == pytest.approx(257)
+    assert rec["bpb"] == pytest.approx(scored * math.log(257) / (math.log(2) * 7))
+
+
+def test_per_source_records_add_up():
+    tok = ByteTokenizer()
+    lengths = ev.token_byte_lengths(tok, tok.n_vocab)
+    model = tiny(vocab=257)
+    tokens = np.random.default_rng(1).integers(0, 257, 60).astype(np.uint16)
+    sources = {"a": {"start": 0, "end": 23}, "b": {"start": 23, "end": 60}}
+    res = ev.evaluate_split(model, tokens, sources, lengths, 8, 4, "cpu")
+    a, b, total = res["sources"]["a"], res["sources"]["b"], res["all"]
+    assert total["tokens"] == a["tokens"] + b["tokens"] == 22 + 36  # each source's first token is context only
+    assert total["nats"] == pytest.approx(a["nats"] + b["nats"])
+    assert total["loss"] == pytest.approx((a["nats"] + b["nats"]) / 58)
+    # windows never cross the source boundary
+    assert a["nats"] == pytest.approx(ev.score_tokens(model, tokens[:23], 8, 4, "cpu")[0])
+
+
+@needs_gpt2
+def test_gpt2_token_bytes_sum_to_the_text_bytes():
+    from picollm.data.tokenizer import get_tokenizer
+    tok = get_tokenizer("gpt2")
+    lengths = ev.token_byte_lengths(tok, tok.n_vocab)
+    text = "Once upon a time, a naïve dog — “Spot” — ran. 🐕"
+    ids = tok.encode_ordinary(text)
+    assert lengths[ids].sum() == len(text.encode("utf-8"))
+    assert lengths[tok.eot_token] == 0
+
+
+# --- sample log-likelihood --------------------------------------------------------------------------
+
+def test_sample_loglik_of_a_uniform_model():
+    rec = {"prompt": "ab", "token_ids": [99, 100, 101]}
+    s, c = ev.sample_loglik(Uniform(), ByteTokenizer(), rec)
+    assert c == 3 and s == pytest.approx(-3 * math.log(257))
+    assert ev.sample_loglik(Uniform(), ByteTokenizer(), {"prompt": "", "token_ids": []}) == (0.0, 0)
+
+
+def test_sample_loglik_scores_only_the_new_tokens_given_the_prompt():
+    model = tiny(vocab=257, block=32)
+    tok = ByteTokenizer()
+    rec = {"prompt": "12", "token_ids": [51, 52, 32]}
+    ids = [256, 49, 50, 51, 52, 32]
+    logp = torch.log_softmax(model(torch.tensor([ids[:-1]]))[0], -1)
+    want = sum(logp[t - 1, ids[t]].item() for t in range(3, 6))
+    s, c = ev.sample_loglik(model, tok, rec)
+    assert c == 3 and s == pytest.approx(want, rel=1e-5)
+
+
+def test_sequence_logprobs_slides_a_transformer_past_block_size():
+    block = 8
+    model = tiny("transformer", block=block)
+    ids = torch.randint(0, 30, (21,), generator=torch.Generator().manual_seed(3)).tolist()
+    got = ev.sequence_logprobs(model, ids, block)
+    assert got.shape == (20,)
+
+    def logp(context, target):
+        return torch.log_softmax(model(torch.tensor([context]))[0, -1], -1)[target].item()
+
+    for t in range(1, block + 1):  # first window: everything before t
+        assert got[t - 1].item() == pytest.approx(logp(ids[:t], ids[t]), abs=1e-5)
+    half = block // 2
+    for t in range(block + 1, 2 * block - half + 1):  # second window starts at block - half
+        assert got[t - 1].item() == pytest.approx(logp(ids[block - half:t], ids[t]), abs=1e-5)
+    for t in range(1, 21):  # every token keeps at least half a block of context (or all of it)
+        assert got[t - 1].item() <= 0
+
+
+def test_lstm_scores_a_long_sample_in_one_pass():
+    model = tiny("lstm", block=4)
+    ids = list(range(1, 15))
+    got = ev.sequence_logprobs(model, ids, 4)
+    full = torch.log_softmax(model(torch.tensor([ids[:-1]]))[0], -1)
+    assert torch.allclose(got, full[torch.arange(13), torch.tensor(ids[1:])], atol=1e-6)
+
+
+# --- evaluate_model and the tables -------------------------------------------------------------------
+
+def test_evaluate_model_and_tables(tmp_path):
+    from picollm.data.tokens import tokenize
+    from picollm.train import train
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.txt").write_text("\n".join(f"{i} {i + 1} {i + 2} {i + 3}" for i in range(300)))
+    (raw / "val.txt").write_text("\n".join(f"{i} {i + 1} {i + 2}" for i in range(40)))
+    tokenize("byte", {"s": {"train": str(raw / "train.txt"), "val": str(raw / "val.txt")}}, tmp_path / "tok", 1)
+    meta = json.loads((tmp_path / "tok" / "meta.json").read_text())
+    train_cfg = {"max_steps": 4, "batch_size": 4, "lr": 0.01, "min_lr_ratio": 0.1, "warmup_steps": 1,
+                 "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 2,
+                 "eval_batches": 2, "checkpoint_interval": 100, "log_interval": 1, "threads": 1}
+    train("k", {"type": "lstm", "embed_dim": 8, "hidden_dim": 16}, train_cfg,
+          tokens_dir=tmp_path / "tok", out_dir=tmp_path / "m", seed=0, block_size=16)
+    samples = tmp_path / "k.jsonl"
+    samples.write_text("\n".join(json.dumps(r) for r in [
+        {"model": "k", "prompt": "1 2", "decoding": "greedy", "p": None, "sample": 0, "text": " 3 4",
+         "new_tokens": 4, "token_ids": [32, 51, 32, 52]},
+        {"model": "k", "prompt": "1 2", "decoding": 0.5, "p": 0.5, "sample": 0, "text": " 3",
+         "new_tokens": 2, "token_ids": [32, 51]}]))
+    sampling_cfg = {"prompts": ["1 2"], "p_values": [0.5], "max_new_tokens": 5, "num_samples": 2,
+                    "stop_at_eot": True}
+    out, rows = ev.evaluate_model("k", tmp_path / "m" / "model.pt", tmp_path / "tok", samples_path=samples,
+                                  sampling_cfg=sampling_cfg, sweep_p=[0.5, 0.3])
+    assert out["val_tokens_scored"] == meta["splits"]["val"]["tokens"] - 1
+    assert out["perplexity"] == pytest.approx(math.exp(out["val_loss"]))
+    assert out["val_bytes"] == sum(len(f"{i} {i + 1} {i + 2}") for i in range(40)) - 1  # minus the first byte
+    assert out["tokens_seen"] == 4 * 4 * 16 and out["params"] > out["params_non_embedding"]
+    # the denser sweep adds p=0.3 (p=0.5 is already in the samples), sorted in
+    assert [(r["decoding"], r["origin"], r["samples"]) for r in rows] == [
+        ("greedy", "samples", 1), ("p=0.3", "sweep", 2), ("p=0.5", "samples", 1)]
+    assert all(r["mean_loglik"] < 0 for r in rows)
+
+    (tmp_path / "k.json").write_text(json.dumps(out))
+    pd.DataFrame(rows).to_csv(tmp_path / "k.csv", index=False)
+    frame = tables.eval_table([tmp_path / "k.json"], tmp_path / "eval.csv", tmp_path / "eval.md", "exp1")
+    assert list(frame["source"]) == ["all", "s"]
+    md = (tmp_path / "eval.md").read_text()
+    assert "exp1" in md and "256 training tokens per model" in md
+    sampling = tables.sampling_table([tmp_path / "k.csv"], tmp_path / "sampling.csv", "exp1")
+    assert set(sampling["experiment"]) == {"exp1"} and set(sampling["train_tokens"]) == {256}
+
+
+def test_train_tokens_note():
+    assert tables.train_tokens_note({"a": 1000, "b": 1000}) == "1,000 training tokens per model"
+    assert tables.train_tokens_note({"a": 1000, "b": 2000}) == "training tokens: a 1,000, b 2,000"
