@@ -37,7 +37,9 @@ STATE_DIR = Path("/var/tmp/picollm-slurm")
 MUNGE_RUN = Path("/run/munge")
 MUNGE_PID = MUNGE_RUN / "munged.pid"
 MUNGE_KEY = Path("/etc/munge/munge.key")
-MIN_JOB_AGE = 300  # seconds a finished job stays visible to squeue; the plugin needs >= 3 x its initial wait
+# seconds a finished job stays visible to squeue and scontrol: the plugin needs >= 3 x its initial wait,
+# the tests read the finished jobs after a run of several minutes
+MIN_JOB_AGE = 3600
 PARTITION = "debug"
 
 
@@ -60,11 +62,19 @@ def why_unavailable() -> str | None:
     return None
 
 
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+
+
+def _which(command: str) -> str | None:
+    return shutil.which(command, path=SEARCH_PATH)
+
+
 def _missing_commands() -> list[str]:
-    return [c for c in COMMANDS if not shutil.which(c, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")]
+    return [c for c in COMMANDS if not _which(c)]
 
 
 def _run(cmd, *, timeout=60, check=True, **kwargs) -> subprocess.CompletedProcess:
+    cmd = [_which(cmd[0]) or cmd[0], *cmd[1:]]  # daemons live in /usr/sbin, which a PATH may lack
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and proc.returncode != 0:
         raise ClusterError(f"`{' '.join(map(str, cmd))}` exited with {proc.returncode}:\n{proc.stdout}{proc.stderr}")
@@ -184,7 +194,7 @@ class Cluster:
     @staticmethod
     def munge_ok() -> bool:
         try:
-            return subprocess.run(["munge", "-n"], capture_output=True, timeout=10).returncode == 0
+            return subprocess.run([_which("munge") or "munge", "-n"], capture_output=True, timeout=10).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
@@ -200,7 +210,7 @@ class Cluster:
         os.chown(MUNGE_RUN, munge.pw_uid, munge.pw_gid)
         MUNGE_RUN.chmod(0o755)
         # munged forks into the background once it is ready; the pid file names the daemon
-        _run(["runuser", "-u", "munge", "--", "munged"], timeout=30)
+        _run(["runuser", "-u", "munge", "--", _which("munged") or "munged"], timeout=30)
         _wait(self.munge_ok, 20, "munged", Path("/var/log/munge/munged.log"))
         pid = _read_pid(MUNGE_PID)
         if not _alive(pid, "munged"):
@@ -254,7 +264,7 @@ class Cluster:
     def stop(self) -> None:
         """Stop exactly the daemons this object started, newest first (jobs first, if the controller is ours)."""
         if "slurmctld" in self.started and self.ctld_ok():
-            _run(["scancel", "--full", "--quiet", f"--partition={PARTITION}"], check=False)
+            _run(["scancel", "--quiet", f"--partition={PARTITION}"], check=False)
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.started.pop(name, None)
             if pid is None or not _alive(pid, name):
@@ -273,12 +283,9 @@ class Cluster:
         self.stop()
 
 
-if __name__ == "__main__":  # python tests/slurm_cluster.py start|stop-all (by hand; stop-all stops what the pid files name)
-    action = sys.argv[1] if len(sys.argv) > 1 else "start"
+if __name__ == "__main__":  # `python tests/slurm_cluster.py`: start the cluster by hand and leave it running
     if reason := why_unavailable():
         sys.exit(f"unavailable: {reason}")
-    if action == "start":
-        cluster = Cluster().start()
-        print(f"cluster up: node {cluster.node} ({cluster.cpus} CPUs, {cluster.memory_mb} MB); started {cluster.started}")
-    else:
-        sys.exit(f"unknown action {action!r}; use: start")
+    cluster = Cluster().start()
+    print(f"SLURM up: node {cluster.node} ({cluster.cpus} CPUs, {cluster.memory_mb} MB), partition {PARTITION}; "
+          f"started {cluster.started or 'nothing (already running)'}; logs in {cluster.dir}")

@@ -57,7 +57,15 @@ class KGramMLP(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_step(idx, None)[0]  # (B, T, V)
 
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, hidden): the MLP before its head, i.e. forward() without the head."""
+        return self._hidden(idx, None)[0]
+
     def forward_step(self, idx: torch.Tensor, state=None):
+        hidden, state = self._hidden(idx, state)
+        return self.head(hidden), state
+
+    def _hidden(self, idx: torch.Tensor, state):
         # The prediction after each token needs only the k - 1 tokens before it, so that is the whole
         # state: (B, k - 1) ids, all padding at the start of a sequence.
         if state is None:
@@ -65,4 +73,4 @@ class KGramMLP(nn.Module):
         tokens = torch.cat((state, idx), dim=1)  # (B, k - 1 + t)
         context = tokens.unfold(1, self.k, 1)  # (B, t, k): the window ending at each new token
         hidden = self.inner(F.silu(self.first_layer(context)))  # (B, t, H)
-        return self.head(hidden), tokens[:, tokens.size(1) - (self.k - 1):]
+        return hidden, tokens[:, tokens.size(1) - (self.k - 1):]

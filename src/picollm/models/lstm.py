@@ -19,6 +19,10 @@ class LSTMLM(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_step(idx, None)[0]  # (B, T, V)
 
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H): the LSTM's outputs, i.e. forward() without the head."""
+        return self.lstm(self.embed(idx))[0]
+
     def forward_step(self, idx: torch.Tensor, state=None):
         # The LSTM's (h, c) is its whole memory of the context, so generation carries it forward and
         # never recomputes the prefix; `state` is that tuple.

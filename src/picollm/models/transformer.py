@@ -178,12 +178,16 @@ class Transformer(nn.Module):
         logits, state, _ = self._forward(idx, state, need_weights=False)
         return logits, state
 
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, C): the normalised last hidden state, i.e. forward() without the LM head."""
+        return self._forward(idx, None, need_weights=False, head=False)[0]
+
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Softmax attention weights, one (B, n_heads, T, T) per layer, from the explicit attention path."""
         return self._forward(idx, None, need_weights=True)[2]
 
-    def _forward(self, idx: torch.Tensor, state, need_weights: bool):
+    def _forward(self, idx: torch.Tensor, state, need_weights: bool, head: bool = True):
         t = idx.size(1)
         cached = self.state_length(state)
         if cached + t > self.block_size:
@@ -201,4 +205,5 @@ class Transformer(nn.Module):
             x, kv, weights = block(x, rope, None if state is None else state[i], need_weights)
             new_state.append(kv)
             maps.append(weights)
-        return self.head(self.norm(x)), new_state, maps
+        x = self.norm(x)
+        return (self.head(x) if head else x), new_state, maps

@@ -1,0 +1,312 @@
+"""Shared pieces: the machine record, the peak-matmul measurement, interleaved timing, sizes, FLOPs, profiles."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:  # the checkout's own picollm, as the Snakemake rules use
+    sys.path.insert(0, str(REPO / "src"))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size a benchmark uses; FULL is what the targets are stated for, QUICK only checks the harness."""
+    quick: bool
+    threads: int
+    warmup: int  # untimed calls of each variant before the measured rounds
+    reps: int  # measured, interleaved rounds (the median is reported)
+    vocab: int  # GPT-2's 50257
+    # 1. training: our Transformer vs GPT2LMHeadModel
+    block: int
+    batch: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    # 2. k-gram (hyperparameters of config/config.yaml's kgram_mlp)
+    kgram_k: int
+    kgram_embed: int
+    kgram_hidden: int
+    kgram_inner: int
+    starter_batch: int  # the starter-style k-gram is benchmarked at this smaller batch x seq
+    starter_seq: int
+    # 3. generation
+    gen_block: int  # block_size / n_positions of the generation models: prompt + new tokens fit
+    gen_prompt: int
+    gen_new: int
+    gen_reps: int
+    lstm_embed: int
+    lstm_hidden: int
+    # 4. peak matmul size(s)
+    peak_sizes: tuple
+    # 5. study: measured steps of the default study per model before extrapolating
+    study_steps: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sizes(quick: bool, threads: int) -> Sizes:
+    if quick:
+        return Sizes(quick=True, threads=threads, warmup=1, reps=5, vocab=256, block=32, batch=2, d_model=32,
+                     n_layers=1, n_heads=2, kgram_k=3, kgram_embed=8, kgram_hidden=32, kgram_inner=1,
+                     starter_batch=1, starter_seq=8, gen_block=64, gen_prompt=4, gen_new=16, gen_reps=5,
+                     lstm_embed=16, lstm_hidden=32, peak_sizes=(256,), study_steps=0)
+    return Sizes(quick=False, threads=threads, warmup=2, reps=7, vocab=50257, block=256, batch=8, d_model=256,
+                 n_layers=4, n_heads=4, kgram_k=3, kgram_embed=64, kgram_hidden=256, kgram_inner=1,
+                 starter_batch=1, starter_seq=8, gen_block=512, gen_prompt=16, gen_new=256, gen_reps=5,
+                 lstm_embed=128, lstm_hidden=256, peak_sizes=(2048, 4096), study_steps=30)
+
+
+# --- the machine ---------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(threads: int) -> dict:
+    try:
+        import psutil
+        memory_gib = round(psutil.virtual_memory().total / 2 ** 30, 1)
+    except ImportError:
+        memory_gib = None
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "threads_requested": threads,
+        "device": "cpu",
+        "memory_gib": memory_gib,
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "numpy": _version("numpy"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
+    """fp32 torch.mm GFLOP/s on square matrices: median of `reps` after one warm-up, per size; peak = the best."""
+    per_size = {}
+    for n in sizes_:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t)
+        per_size[str(n)] = round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
+    return {"gflops_by_size": per_size, "peak_gflops": max(per_size.values()),
+            "method": f"fp32 torch.mm of n x n matrices, n in {list(sizes_)}, median of {reps} after a warm-up; "
+                      f"the peak is the best size"}
+
+
+# --- timing --------------------------------------------------------------------------------------------
+
+class CpuMeter:
+    """CPU time the rest of the machine used while a sample ran (from /proc/stat, minus this process's own).
+
+    On a shared machine another job's burst can slow one sample several-fold; a sample during which other
+    processes (or the hypervisor: steal time) used more than `tolerance` of a core on average, beyond a
+    small slack for clock ticks, counts as contaminated and is taken again. Where /proc/stat is missing
+    (not Linux), nothing is filtered.
+    """
+
+    def __init__(self, tolerance: float = 0.10, slack_s: float = 0.05):
+        self.tolerance, self.slack_s = tolerance, slack_s
+        self.enabled = Path("/proc/stat").exists()
+        self.hz = os.sysconf("SC_CLK_TCK") if self.enabled else 100
+
+    def snapshot(self) -> tuple[float, float]:
+        own = os.times()
+        if not self.enabled:
+            return 0.0, own.user + own.system
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        busy = sum(vals) - vals[3] - vals[4]
+        return busy / self.hz, own.user + own.system + own.children_user + own.children_system
+
+    def others(self, before, after) -> float:
+        """CPU seconds used by everything but this process (and its children) between two snapshots."""
+        return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) if self.enabled else 0.0
+
+    def clean(self, others_s: float, wall_s: float) -> bool:
+        return others_s <= self.slack_s + self.tolerance * wall_s
+
+
+METER = CpuMeter()
+CLEAN_RULE = (f"a sample counts only if the rest of the machine used <= {METER.tolerance:.0%} of one core "
+              f"(+{METER.slack_s * 1e3:.0f} ms) while it ran (/proc/stat busy time minus this process's); a "
+              f"contaminated sample is retaken, up to 3 tries, after which the least contaminated try is kept")
+
+
+def interleaved(variants: dict, warmup: int, reps: int, setup=None, max_tries: int = 3) -> dict:
+    """Time each callable `reps` times, round-robin (A B C A B C ...), after `warmup` untimed calls of each.
+
+    Interleaving spreads any drift of the machine (thermal state, slow load changes) over every variant alike;
+    CpuMeter retakes a sample that another process's burst of work overlapped. `setup(name)`, if given, runs
+    untimed before each call. Returns {name: {median_s, min_s, max_s, samples_s, retaken, contaminated_kept}}.
+    """
+    for _ in range(warmup):
+        for name, fn in variants.items():
+            if setup:
+                setup(name)
+            fn()
+    samples = {name: [] for name in variants}
+    retaken = {name: 0 for name in variants}
+    kept_dirty = {name: 0 for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            tries = []
+            for attempt in range(max_tries):
+                if setup:
+                    setup(name)
+                before = METER.snapshot()
+                t = time.perf_counter()
+                fn()
+                wall = time.perf_counter() - t
+                others = METER.others(before, METER.snapshot())
+                tries.append((others / max(wall, 1e-9), wall, METER.clean(others, wall)))
+                if tries[-1][2]:
+                    break
+                retaken[name] += 1
+            best = min(tries, key=lambda tr: (not tr[2], tr[0]))
+            kept_dirty[name] += not best[2]
+            samples[name].append(best[1])
+    return {name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s),
+                   "samples_s": [round(x, 5) for x in s], "retaken": retaken[name],
+                   "contaminated_kept": kept_dirty[name]} for name, s in samples.items() if s}
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------------
+
+FLOPS_FORMULA = ("training FLOPs/token = 6 * (N_matmul) + 12 * n_layers * d_model * block, where N_matmul = "
+                 "parameters outside the embedding tables + the LM head's d_model * vocab (counted once, whether "
+                 "or not it is tied to the token embedding); the second term is causal self-attention's QK^T and "
+                 "AV (forward + backward, full T x T as in nanoGPT/PaLM). MFU = tokens/s * FLOPs/token / peak.")
+
+
+def matmul_params(model: torch.nn.Module, d_model: int, vocab: int) -> int:
+    """Parameters outside the embedding tables, plus the LM head's d_model * vocab (once, tied or not)."""
+    total = sum(p.numel() for p in model.parameters())  # a tied weight is one Parameter, counted once
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    head_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = _head_weight(model)
+    untied_head = head is not None and id(head) not in head_params
+    # an untied head is already in total - embedding; a tied one must be added back
+    return total - embedding + (0 if untied_head else d_model * vocab)
+
+
+def _head_weight(model):
+    for name in ("head", "lm_head"):
+        mod = getattr(model, name, None)
+        if isinstance(mod, torch.nn.Linear):
+            return mod.weight
+    return None
+
+
+def train_flops_per_token(n_matmul: int, n_layers: int, d_model: int, block: int) -> int:
+    return 6 * n_matmul + 12 * n_layers * d_model * block
+
+
+# --- profiles ------------------------------------------------------------------------------------------
+
+def profile_breakdown(fn, vocab: int, top: int = 10) -> dict:
+    """Run fn once under torch.profiler; share of self CPU time by category, and the top ops with shapes.
+
+    Categories: lm_head_matmul (a matmul with a vocab-sized dimension), cross_entropy (log-softmax, NLL and
+    their backward, and filling (N, vocab) tensors), other_matmul, attention (SDPA), optimizer (anything inside
+    Optimizer.step / zero_grad), grad_clip (inside the record_function 'grad_clip'), other.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    events = [e for e in prof.events() if e.self_cpu_time_total > 0]
+    totals: dict[str, float] = {}
+    by_op: dict[tuple, float] = {}
+    for e in events:
+        cat = _category(e, vocab)
+        totals[cat] = totals.get(cat, 0.0) + e.self_cpu_time_total
+        key = (e.name, str(e.input_shapes)[:120])
+        by_op[key] = by_op.get(key, 0.0) + e.self_cpu_time_total
+    total = sum(totals.values()) or 1.0
+    top_ops = sorted(by_op.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "self_cpu_ms": round(total / 1e3, 1),
+        "share": {k: round(v / total, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+        "self_ms": {k: round(v / 1e3, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+        "top_ops": [{"op": name, "shapes": shapes, "self_cpu_ms": round(t / 1e3, 1), "share": round(t / total, 3)}
+                    for (name, shapes), t in top_ops],
+    }
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+CE_OPS = ("aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss", "aten::nll_loss_forward",
+          "aten::nll_loss_backward", "aten::nll_loss2d_forward", "aten::logsumexp", "aten::_softmax",
+          "aten::exp", "aten::exp_", "aten::sub_", "aten::softmax")
+FILLS = ("aten::fill_", "aten::zero_", "aten::scatter_", "aten::gather", "aten::index_put_")
+
+
+def _category(event, vocab: int) -> str:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer."):
+            return "optimizer"
+        if parent.name == "grad_clip":
+            return "grad_clip"
+        parent = parent.cpu_parent
+    shapes = [s for s in (event.input_shapes or []) if isinstance(s, (list, tuple))]
+    if event.name in MATMULS:
+        return "lm_head_matmul" if any(vocab in s for s in shapes) else "other_matmul"
+    if "scaled_dot_product" in event.name:
+        return "attention"
+    vocab_rows = any(s and s[-1] == vocab for s in shapes)  # a (..., vocab) logits-shaped tensor
+    if "nll_loss" in event.name or (vocab_rows and (event.name in CE_OPS or event.name in FILLS)):
+        return "cross_entropy"
+    return "other"
+
+
+def fmt(x, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}f}" if abs(x) >= 10 else f"{x:.3g}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)

@@ -1,0 +1,131 @@
+"""`python -m benchmarks [--only NAME ...] [--quick] [--out results/benchmarks] [--threads N]`.
+
+Runs the benchmarks in order, writes <out>/<name>.json after each, and rebuilds <out>/benchmarks.md from
+every JSON in <out> (so `--only` refreshes one section and keeps the others).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
+    "train": "benchmarks.train_speed",
+    "kgram": "benchmarks.kgram_speed",
+    "generation": "benchmarks.generation",
+    "memory": "benchmarks.memory",
+    "study": "benchmarks.study",
+}
+MARKDOWN = "benchmarks.md"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
+                    help=f"run only these ({', '.join(BENCHMARKS)}); default: all")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes and no study runs: checks the harness in seconds; the numbers mean nothing")
+    ap.add_argument("--out", default="results/benchmarks", help="folder for <name>.json and benchmarks.md")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from benchmarks.common import CLEAN_RULE, machine_info, now_utc, peak_matmul, sizes
+    from picollm.io import write_json, write_text
+
+    sz = sizes(args.quick, args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.only or list(BENCHMARKS)
+    print(f"benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''} -> {out}", flush=True)
+    peak = peak_matmul(sz.peak_sizes)
+    print(f"  peak fp32 matmul: {peak['peak_gflops']:.0f} GFLOP/s", flush=True)
+    failed = []
+    for name in names:
+        t = time.perf_counter()
+        started = now_utc()
+        machine = machine_info(args.threads)
+        try:
+            result = importlib.import_module(BENCHMARKS[name]).run(sz, peak)
+        except Exception as exc:  # record the failure and go on with the other benchmarks
+            failed.append(name)
+            result = {"title": f"{name} (FAILED)", "error": f"{type(exc).__name__}: {exc}"[-4000:],
+                      "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
+                      "table": {"columns": [], "rows": []}}
+        result = {"benchmark": name, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
+                  "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+                  "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
+        write_json(out / f"{name}.json", result)
+        if result.get("errors"):
+            failed.append(name)
+        missed = [t_["target"] for t_ in result.get("targets", []) if not t_["met"]]
+        error = result.get("error") or "; ".join(result.get("errors") or [])
+        status = f"FAILED: {error.splitlines()[0]}" if error else \
+            ("missed: " + "; ".join(missed) if missed else "")
+        print(f"  {name}: {result['wall_s']:.0f} s {status}", flush=True)
+    write_text(out / MARKDOWN, markdown(out))
+    print(f"wrote {out / MARKDOWN}")
+    if failed:
+        print(f"failed: {', '.join(failed)} (see the 'error' in their JSON)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def markdown(out: Path) -> str:
+    """One Markdown document from every <name>.json in `out`, in benchmark order."""
+    from benchmarks.common import CLEAN_RULE, fmt
+    results = []
+    for name in BENCHMARKS:
+        path = out / f"{name}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+    lines = ["# pico-llm benchmarks", "",
+             "Written by `python -m benchmarks` (see docs/benchmarks.md). Each comparison ran side by side in one "
+             "process, interleaved, after warm-up; times are medians of >= 5 measured repetitions. The machine may be "
+             f"shared, so {CLEAN_RULE}.", ""]
+    machines = {json.dumps({k: r["machine"][k] for k in ("cpu_model", "torch_threads", "torch", "device")}) for r in results}
+    if results:
+        m, p = results[-1]["machine"], results[-1]["peak_matmul"]
+        lines += ["| machine | |", "| --- | --- |",
+                  f"| CPU | {m['cpu_model']} ({m['logical_cpus']} logical CPUs, {m['cpu_capability']}) |",
+                  f"| torch threads | {m['torch_threads']} |",
+                  f"| torch / transformers | {m['torch']} / {m['transformers']} |",
+                  f"| device | {m['device']} |",
+                  f"| peak fp32 matmul | {p['peak_gflops']:,.0f} GFLOP/s ({p['method']}) |", ""]
+        if len(machines) > 1:
+            lines += ["**Note:** these sections were measured on different machines or settings; see each JSON's "
+                      "`machine`.", ""]
+    for r in results:
+        lines += [f"## {r['title']}", "",
+                  f"`{r['benchmark']}.json`, measured {r['started_utc']}{' with --quick (numbers meaningless)' if r['quick'] else ''}, "
+                  f"load average {r['machine']['load_average']} at start.", ""]
+        if "error" in r:
+            lines += ["```", r["error"], "```", ""]
+        table = r["table"]
+        if table["rows"]:
+            lines.append("| " + " | ".join(table["columns"]) + " |")
+            lines.append("| " + " | ".join("---" for _ in table["columns"]) + " |")
+            for row in table["rows"]:
+                lines.append("| " + " | ".join(fmt(c) for c in row) + " |")
+            lines.append("")
+        for t in r.get("targets", []):
+            lines.append(f"- Target: {t['target']}: **{t.get('display') or fmt(t['value'], 2)}**, {'met' if t['met'] else 'MISSED'}.")
+        if r.get("targets"):
+            lines.append("")
+        for note in r.get("notes", []):
+            lines.append(f"- {note}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

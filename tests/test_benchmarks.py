@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark harness (python -m benchmarks) at tiny sizes: files written, fields present.
+
+No timing assertions: the numbers of a --quick run mean nothing, and timings belong in results/benchmarks.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MACHINE_KEYS = {"cpu_model", "logical_cpus", "torch_threads", "torch", "transformers", "device", "load_average"}
+COMMON_KEYS = {"benchmark", "title", "started_utc", "machine", "peak_matmul", "sizes", "results", "targets", "notes",
+               "table", "quick"}
+
+pytest.importorskip("transformers")
+
+
+def run_benchmarks(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def check_common(record: dict, name: str) -> None:
+    assert COMMON_KEYS <= set(record), COMMON_KEYS - set(record)
+    assert record["benchmark"] == name and record["quick"] is True
+    assert MACHINE_KEYS <= set(record["machine"]), MACHINE_KEYS - set(record["machine"])
+    assert record["machine"]["device"] == "cpu"
+    assert record["peak_matmul"]["peak_gflops"] > 0
+    assert record["sizes"]["reps"] >= 5
+    for target in record["targets"]:
+        assert {"target", "value", "met"} <= set(target)
+    table = record["table"]
+    assert all(len(row) == len(table["columns"]) for row in table["rows"])
+
+
+def test_speed_benchmarks_write_json_and_markdown(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmarks(out, "--only", "train", "kgram", "generation")
+    assert sorted(p.name for p in out.iterdir()) == ["benchmarks.md", "generation.json", "kgram.json", "train.json"]
+
+    train = json.loads((out / "train.json").read_text())
+    check_common(train, "train")
+    for name in ("ours", "hf"):
+        row = train["results"][name]
+        assert {"tokens_per_s", "mfu", "flops_per_token", "median_s", "samples_s", "retaken"} <= set(row)
+        assert len(row["samples_s"]) >= 5 and row["tokens_per_s"] > 0
+    assert {"lm_head_matmul", "cross_entropy"} & set(train["profiles"]["ours"]["share"])
+    assert "6 * (N_matmul)" in train["flops_formula"]
+
+    kgram = json.loads((out / "kgram.json").read_text())
+    check_common(kgram, "kgram")
+    assert set(kgram["results"]["small"]) == {"embedding", "onehot", "starter"}
+    assert set(kgram["results"]["full"]) == {"embedding", "onehot", "starter_extrapolated"}
+    assert kgram["results"]["full"]["starter_extrapolated"]["extrapolated"] is True
+
+    gen = json.loads((out / "generation.json").read_text())
+    check_common(gen, "generation")
+    assert set(gen["results"]) == {"transformer_cached", "transformer_recompute", "hf_generate_cached",
+                                   "lstm_carried", "lstm_recompute"}
+    assert all(r["new_tokens"] == gen["sizes"]["gen_new"] for r in gen["results"].values())
+
+    md = (out / "benchmarks.md").read_text()
+    for heading in (train["title"], kgram["title"], gen["title"]):
+        assert f"## {heading}" in md
+    assert "peak fp32 matmul" in md and "| ours (picollm Transformer) |" in md
+
+    # --only refreshes one section and keeps the others in the Markdown
+    run_benchmarks(out, "--only", "generation")
+    assert f"## {train['title']}" in (out / "benchmarks.md").read_text()
+
+
+def test_memory_step_reports_peak_rss():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.memory_step", "kgram_embedding", "--quick", "--steps", "1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["model"] == "kgram_embedding" and record["peak_rss_mib"] >= record["rss_before_steps_mib"] > 0
+
+
+@pytest.mark.slow
+def test_all_benchmarks_quick(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmarks(out)
+    names = {"train", "kgram", "generation", "memory", "study"}
+    assert {p.stem for p in out.glob("*.json")} == names
+    memory = json.loads((out / "memory.json").read_text())
+    check_common(memory, "memory")
+    assert {r["peak_source"] for r in memory["results"].values()} <= {"VmHWM", "ru_maxrss"}
+    study = json.loads((out / "study.json").read_text())
+    assert "skipped" in study  # --quick skips the study runs

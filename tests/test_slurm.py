@@ -1,0 +1,342 @@
+"""The study on a real SLURM cluster: a single-node cluster on this machine (tests/slurm_cluster.py).
+
+Runs the README's cluster command (`snakemake --profile profiles/slurm --workflow-profile none all
+--configfile ...`; no `--sdm conda`, conda channels are out of reach here) on a shortened copy of
+config/offline.yaml, and checks that every job ran as a SLURM job with the CPUs its rule asked for and
+no GPU, and that the outputs carry the same numbers as a local run of the same config. A job that fails
+(a data file that is not UTF-8) must make snakemake fail, not hang. Every snakemake call has a timeout.
+Slow tests (`pytest -m slow`): `all` on the cluster, and a training job past its time limit resuming.
+
+The cluster tests are skipped (with the reason) when not root, when SLURM is missing and apt-get is
+unavailable, or when PICOLLM_SKIP_SLURM is set. The sbatch-options test needs no cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import slurm_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PARTS = ["workflow", "src", "profiles", "config"]
+SLURM_PROFILE = ["--profile", "profiles/slurm", "--workflow-profile", "none"]
+# the cluster here answers within a second: check job states sooner than the profile's 40 s
+FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "8"]
+TIMEOUT_S = 420
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = slurm_cluster.why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = slurm_cluster.Cluster()
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+def tiny_config(experiment: str) -> dict:
+    """config/offline.yaml, shortened: fewer sequences, steps and samples, and two of its three models
+    (the k-gram MLP, and the transformer that the attention figure of `all` needs)."""
+    cfg = yaml.safe_load((ROOT / "config" / "offline.yaml").read_text())
+    cfg["experiment"] = experiment
+    cfg["models"] = {name: cfg["models"][name] for name in ("kgram_mlp", "transformer")}
+    cfg["data"]["sources"][0]["num_sequences"] = 600
+    cfg["train"].update(max_steps=20, warmup_steps=4, eval_interval=10, eval_batches=2, checkpoint_interval=10,
+                        log_interval=5)
+    cfg["sampling"].update(max_new_tokens=12, num_samples=1, p_values=[0.9])
+    return cfg
+
+
+def project_copy(dest: Path) -> Path:
+    """What a fresh clone has for running the workflow (code, rules, profiles, configs)."""
+    for part in PROJECT_PARTS:
+        shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def snakemake_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the jobs run `python`
+    for var in ("SNAKEMAKE_PROFILE", "PYTHONPATH"):
+        env.pop(var, None)
+    return env
+
+
+def start_snakemake(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """snakemake in its own session (so a timeout can stop it and its children), output to `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=snakemake_env(),
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (snakemake then cancels its SLURM jobs), SIGKILL if it is still there a minute later."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def show_job(job_id: str) -> dict:
+    """`scontrol show job` as a dict (finished jobs stay visible for MinJobAge seconds)."""
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def rule_threads(out: str) -> dict[str, int]:
+    """{snakemake jobid: threads} from snakemake's job listing (`threads:` is shown when it is not 1)."""
+    threads = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", out):
+        if m := re.search(r"^\s+jobid: (\d+)$", block, re.M):
+            t = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            threads[m.group(1)] = int(t.group(1)) if t else 1
+    return threads
+
+
+def memory_overrides(cluster) -> list[str]:
+    """--set-resources that shrink the profile's memory requests to fit a smaller test node (none here)."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {r: v["mem_mb"] for r, v in profile.get("set-resources", {}).items() if "mem_mb" in v}
+    limit = cluster.memory_mb // 2  # two jobs side by side
+    return [f"{r}:mem_mb={limit}" for r, mb in rules.items() if mb > limit]
+
+
+def comparable(results: Path) -> dict[str, object]:
+    """The outputs that carry the study's numbers, with run-dependent fields (times, paths) left out."""
+    out = {}
+    for path in sorted(results.rglob("metrics.csv")):
+        out[str(path.relative_to(results))] = pd.read_csv(path).drop(columns="elapsed_s").to_csv(index=False)
+    for pattern in ("samples/*.jsonl", "tables/samples.csv", "data/raw/*/*.txt", "data/tokens/*.bin"):
+        for path in sorted(results.glob(pattern)):
+            out[str(path.relative_to(results))] = path.read_bytes()
+    for path in sorted(results.glob("models/*/summary.json")):
+        summary = json.loads(path.read_text())
+        out[str(path.relative_to(results))] = {k: v for k, v in summary.items()
+                                               if k not in ("wall_s", "tokens_per_s", "provenance")}
+    return out
+
+
+class Run:
+    """One snakemake run: its project copy, results folder, exit status, output and wall time."""
+
+    def __init__(self, name: str, project: Path, experiment: str, args: list[str]):
+        self.name, self.project, self.results = name, project, project / "results" / experiment
+        self.log = project / "snakemake.out"
+        self.t0 = time.monotonic()
+        self.proc = start_snakemake(args, project, self.log)
+        self.rc = self.wall_s = None
+
+    @property
+    def out(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def poll(self) -> bool:
+        if self.rc is None and (rc := self.proc.poll()) is not None:
+            self.rc, self.wall_s = rc, time.monotonic() - self.t0
+        return self.rc is not None
+
+
+def finish(runs: list[Run], timeout: float) -> None:
+    """Wait for every run; one still going after `timeout` seconds is stopped and the test fails."""
+    deadline = time.monotonic() + timeout
+    while not all([run.poll() for run in runs]):  # (a list: poll every run, each time)
+        if time.monotonic() > deadline:
+            hung = [run for run in runs if not run.poll()]
+            for run in hung:
+                stop(run.proc)
+            pytest.fail("snakemake did not finish within {:.0f} s (hung?): {}\n{}".format(
+                timeout, ", ".join(r.name for r in hung), "\n".join(r.out[-4000:] for r in hung)))
+        time.sleep(0.5)
+
+
+def write_config(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def bad_data_config(tmp: Path) -> dict:
+    """A `text` source whose file is Latin-1, not UTF-8: its download job fails."""
+    bad = tmp / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    return {"experiment": "slurm_bad", "device": "cpu", "tokenizer": "byte", "block_size": 16,
+            "data": {"sources": [{"kind": "text", "name": "bad", "train_files": [str(bad)]}]},
+            "models": {"kgram_mlp": {"type": "kgram_mlp", "k": 2, "embed_dim": 8, "hidden_dim": 16}}}
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """Three snakemake runs at once (this machine has 2 cores and SLURM jobs mostly wait):
+    the small study on SLURM, the same study run locally, and a study whose data file is bad, on SLURM."""
+    tmp = tmp_path_factory.mktemp("slurm")
+    t0 = time.monotonic()
+    cfg = tiny_config("slurm_tiny")
+    config = write_config(cfg, tmp / "tiny.yaml")
+    r = f"results/{cfg['experiment']}"
+    # Data, models, samples and the samples table: 5 jobs deep, about 25 s a level here (each job starts
+    # snakemake twice; the plugin polls). `all` adds figures, evaluation and report, 4 levels more:
+    # test_whole_study_on_slurm (slow) runs it.
+    targets = [f"{r}/tables/samples.csv"]
+    extra = memory_overrides(cluster)
+    started = {
+        "slurm": Run("slurm", project_copy(tmp / "slurm"), cfg["experiment"],
+                     [*SLURM_PROFILE, *FAST_STATUS, *targets, *(["--set-resources", *extra] if extra else []),
+                      "--configfile", str(config)]),
+        # the README's local command (profiles/default), up to what the comparison reads
+        "local": Run("local", project_copy(tmp / "local"), cfg["experiment"],
+                     ["--cores", "2", f"{r}/tables/samples.csv", "--configfile", str(config)]),
+        "bad": Run("bad", project_copy(tmp / "bad"), "slurm_bad",
+                   [*SLURM_PROFILE, *FAST_STATUS, "all", "--configfile",
+                    str(write_config(bad_data_config(tmp), tmp / "bad.yaml"))]),
+    }
+    finish(list(started.values()), TIMEOUT_S)
+    print("\nsnakemake runs (at once): " + ", ".join(f"{n} {run.wall_s:.0f} s" for n, run in started.items())
+          + f"; {time.monotonic() - t0:.0f} s with the copies")
+    return {**started, "config": cfg}
+
+
+def check_slurm_jobs(out: str) -> set[str]:
+    """Every job of the run was a SLURM job that completed with --cpus-per-task = its threads and no GPU;
+    only the target rule `all` (no command) may run in snakemake itself. Returns the rules seen."""
+    assert "Using profile profiles/slurm for" in out
+    total = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
+    submitted = dict(SUBMITTED.findall(out))
+    local_rules = set(re.findall(r"^localrule (\w+):", out, re.M))
+    assert local_rules <= {"all"}, f"jobs ran outside SLURM: {local_rules}"
+    assert len(submitted) == total - len(local_rules), f"{len(submitted)} SLURM jobs for {total} jobs"
+    assert len(set(submitted.values())) == len(submitted)
+    threads = rule_threads(out)
+    rules = set()
+    for jobid, slurm_id in submitted.items():
+        job = show_job(slurm_id)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        rules.add(re.fullmatch(r"rule_(.+?)(?:_wildcards_.*)?", job["Comment"]).group(1))
+        assert int(job["CPUs/Task"]) == threads[jobid], (jobid, job)
+        assert "gpu" not in job.get("TRES", "") and "gpu" not in job.get("TresPerJob", ""), job
+    return rules
+
+
+def test_every_job_ran_as_a_slurm_job(runs):
+    run, cfg = runs["slurm"], runs["config"]
+    assert run.rc == 0, f"snakemake on SLURM failed:\n{run.out[-8000:]}"
+    rules = check_slurm_jobs(run.out)
+    assert {"download", "tokenize", "train", "sample", "tables"} <= rules
+    assert max(rule_threads(run.out).values()) == 2  # tokenize's 2 threads: a multi-CPU job was exercised
+
+    # each job gave torch the CPUs it was given: --threads in each stage's command = its rule's threads
+    for record in [run.results / "provenance" / "tokenize.json", *run.results.glob("provenance/train/*.json")]:
+        command = json.loads(record.read_text())["command"]
+        given = int(command[command.index("--threads") + 1])
+        assert given == (2 if command[1] == "tokenize" else cfg["train"]["threads"]), (record, given)
+
+
+def test_outputs_match_a_local_run(runs):
+    slurm, local = runs["slurm"], runs["local"]
+    assert slurm.rc == 0, f"snakemake on SLURM failed:\n{slurm.out[-8000:]}"
+    assert local.rc == 0, f"the local run failed:\n{local.out[-8000:]}"
+    assert "Using workflow specific profile profiles/default" in local.out
+    on_slurm, here = comparable(slurm.results), comparable(local.results)
+    assert sum(k.endswith("metrics.csv") for k in here) == len(runs["config"]["models"])
+    assert any(k.startswith("samples/") for k in here)
+    assert on_slurm.keys() == here.keys()
+    for key in here:
+        assert on_slurm[key] == here[key], f"{key} differs between the SLURM and the local run"
+
+
+def test_failing_job_fails_the_run(runs):
+    """A bad data file: the download job fails on SLURM; snakemake says so and exits non-zero (no hang)."""
+    run = runs["bad"]
+    assert run.rc != 0, run.out[-6000:]
+    assert SUBMITTED.search(run.out), "the download job was not submitted to SLURM"
+    assert "Error in rule download" in run.out and "FAILED" in run.out, run.out[-6000:]
+    assert "is not UTF-8" in (run.results / "logs" / "download" / "bad.log").read_text()
+
+
+class _Resources(dict):
+    __getattr__ = dict.__getitem__  # what the plugin's submit functions read: resources.get(...) and resources.x
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", None), ("cuda", "--gpus=1")])
+def test_sbatch_options_of_a_training_job(tmp_path, device, gpus):
+    """No cluster needed: the train job's resources under profiles/slurm (a dry run), turned into sbatch
+    options by the plugin's own functions: --cpus-per-task = threads, memory and time from the profile,
+    and a GPU exactly when the study runs on CUDA."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    cfg = tiny_config("sbatch_options")
+    cfg["device"], cfg["train"]["threads"] = device, 2
+    config = write_config(cfg, tmp_path / "cfg.yaml")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path),
+                           "all", "--configfile", str(config)], cwd=ROOT, env=snakemake_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train = next(b for b in re.split(r"\n(?=\[[^\]]+\]\n)", proc.stdout) if re.search(r"^rule train:", b, re.M))
+    threads = cfg["train"]["threads"]  # the rule's threads (a remote dry run does not print them)
+    resources = _Resources(
+        (k, int(v) if v.isdigit() else v)
+        for k, v in re.findall(r"(\w+)=([^,\s]+)", re.search(r"^\s+resources: (.*)$", train, re.M).group(1)))
+    job = SimpleNamespace(resources=resources, threads=threads)
+    params = dict(run_uuid="uuid", slurm_logfile="log", comment_str="rule_train", account="", partition="",
+                  workdir=str(tmp_path))
+    call = get_submit_command(job, params) + set_gres_string(job)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]["train"]
+    assert "--cpus-per-task=2" in call and f"--mem {profile['mem_mb']}" in call and f"-t {profile['runtime']}" in call
+    assert re.findall(r"--gpus=\S+|--gres=\S+", call) == ([gpus] if gpus else []), call
+
+
+@pytest.mark.slow
+def test_whole_study_on_slurm(cluster, tmp_path):
+    """`all` of the small study on SLURM: also the evaluation and report stages (~5 min here)."""
+    cfg = tiny_config("slurm_all")
+    config = write_config(cfg, tmp_path / "tiny.yaml")
+    run = Run("all", project_copy(tmp_path / "project"), cfg["experiment"],
+              [*SLURM_PROFILE, *FAST_STATUS, "all", "--configfile", str(config)])
+    finish([run], 2 * TIMEOUT_S)
+    assert run.rc == 0, f"snakemake on SLURM failed:\n{run.out[-8000:]}"
+    check_slurm_jobs(run.out)
+    assert (run.results / "report.html").exists() or not re.search(r"^rule html_report:", run.out, re.M)
+
+
+@pytest.mark.slow
+def test_training_resumes_after_the_time_limit(cluster, tmp_path):
+    """A training job that outlives its SLURM time limit (1 minute) checkpoints on SIGTERM; running the
+    same command again resumes it from last.pt (~5 min here: two runs past the time limit)."""
+    cfg = tiny_config("slurm_timeout")
+    cfg["models"] = {"transformer": cfg["models"]["transformer"]}
+    cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)
+    config = write_config(cfg, tmp_path / "long.yaml")
+    project = project_copy(tmp_path / "project")
+    target = f"results/{cfg['experiment']}/models/transformer/model.pt"
+    args = [*SLURM_PROFILE, *FAST_STATUS, target, "--set-resources", "train:runtime=1", "--configfile", str(config)]
+    last = project / "results" / cfg["experiment"] / "models" / "transformer" / "last.pt"
+    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer.log"
+    steps = []
+    for attempt in (1, 2):
+        run = Run(f"attempt {attempt}", project, cfg["experiment"], args)
+        finish([run], TIMEOUT_S)
+        assert run.rc != 0 and "TIMEOUT" in run.out, run.out[-6000:]
+        assert last.exists(), f"no checkpoint after the time limit:\n{log.read_text()[-3000:]}"
+        steps.append(torch.load(last, map_location="cpu", weights_only=False)["step"])
+        if attempt == 2:
+            assert re.search(rf"resuming from \S*last\.pt at step {steps[0]}\b", log.read_text()), log.read_text()[-3000:]
+    assert 0 < steps[0] < steps[1], steps  # the second attempt went on from the first one's checkpoint
