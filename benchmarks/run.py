@@ -89,7 +89,7 @@ def markdown(out: Path) -> str:
         if path.exists():
             results.append(json.loads(path.read_text()))
     lines = ["# pico-llm benchmarks", "",
-             "Written by `python -m benchmarks` (see docs/benchmarks.md). Each comparison ran side by side in one "
+             "Written by `python -m benchmarks` (see the README, \"Benchmarks\"). Each comparison ran side by side in one "
              "process, interleaved, after warm-up; times are medians of >= 5 measured repetitions. The machine may be "
              f"shared, so {CLEAN_RULE}.", ""]
     machines = {json.dumps({k: r["machine"][k] for k in ("cpu_model", "torch_threads", "torch", "device")}) for r in results}
