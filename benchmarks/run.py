@@ -22,6 +22,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "generation": "benchmarks.generation",
     "memory": "benchmarks.memory",
     "study": "benchmarks.study",
+    "compact": "benchmarks.compact_vocab",
 }
 MARKDOWN = "benchmarks.md"
 

@@ -173,3 +173,15 @@ def test_missing_token_files(tmp_path):
         load_tokens(tmp_path / "train.bin", {"dtype": "uint16"})
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16"}))
     assert read_meta(tmp_path / "meta.json")["dtype"] == "uint16"
+
+
+def test_token_ids_that_do_not_fit_the_dtype(tmp_path, monkeypatch):
+    class Liar(ByteTokenizer):  # claims a byte-sized vocabulary, emits a huge id
+        def encode_ordinary_batch(self, texts, num_threads=1):
+            return [[70000] for _ in texts]
+    from picollm.data import tokens as tokens_module
+    monkeypatch.setattr(tokens_module, "get_tokenizer", lambda name: Liar())
+    raw = {"a": _raw(tmp_path, "a", ["x"], ["y"])}
+    with pytest.raises(PicoError, match="does not fit uint16"):
+        tokenize("byte", raw, tmp_path / "tok", threads=1)
+    assert not (tmp_path / "tok" / "train.bin").exists()
