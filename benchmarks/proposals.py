@@ -1,4 +1,4 @@
-"""Proposed speed-ups for src/picollm, measured against the code as it is: `python -m benchmarks.proposals`.
+"""Two speed-ups (now applied in src/picollm), measured against the plain path: `python -m benchmarks.proposals`.
 
 Not part of `python -m benchmarks` (which measures src/picollm only). Two changes, each a few lines:
   1. fused_head: lm_loss without the (B, T, vocab) logits tensor. The LM head and the cross-entropy run
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -24,79 +23,21 @@ import torch.nn.functional as F
 
 from benchmarks.common import interleaved, machine_info, now_utc, peak_matmul, sizes
 from benchmarks.models import RandomTokens, default_train_cfg, kgram_cfg, lstm_cfg, ours, transformer_cfg
-from picollm.train import lm_loss
+from picollm.train import linear_cross_entropy, lm_loss
 
 CHUNK_ROWS = 128  # 128 x 50257 fp32 = 26 MB per chunk: the fastest of 32/64/128/256/512/1024/2048 rows here
 
 
-# --- the proposed code (what would go into src/picollm/train.py) ------------------------------------------
+# --- the two paths compared ----------------------------------------------------------------------------------
+# The fused path is what src/picollm/train.py runs now (lm_loss -> linear_cross_entropy over model.features);
+# the plain path builds the (B, T, vocab) logits and calls F.cross_entropy, as before the change.
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(h_i @ W^T + b, y_i) over chunks of rows, gradients computed in the forward pass."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk, with_grad):
-        n = h.size(0)
-        loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        grad_h = torch.empty(h.shape, dtype=weight.dtype, device=h.device) if with_grad else None
-        grad_w = torch.zeros_like(weight) if with_grad else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if with_grad and bias is not None else None
-        for s in range(0, n, chunk):
-            hc, yc = h[s:s + chunk], targets[s:s + chunk]
-            logits = F.linear(hc, weight, bias).float()  # (c, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            loss += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
-            if with_grad:
-                grad = logits.sub_((lse + math.log(n))[:, None]).exp_()  # softmax / n, in place: (c, V)
-                grad[torch.arange(yc.numel(), device=h.device), yc] -= 1.0 / n
-                grad = grad.to(weight.dtype)
-                torch.mm(grad, weight, out=grad_h[s:s + chunk])
-                grad_w.addmm_(grad.t(), hc.to(weight.dtype))  # accumulates in place: no (V, C) temporary
-                if grad_b is not None:
-                    grad_b += grad.float().sum(0)
-        if with_grad:
-            ctx.save_for_backward(grad_h.to(h.dtype), grad_w, None if grad_b is None else grad_b.to(bias.dtype))
-        return loss / n
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        return (grad_h * grad_out, grad_w * grad_out, None if grad_b is None else grad_b * grad_out,
-                None, None, None)
+def plain_lm_loss(model, x, y):
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
 
 
-def linear_cross_entropy(h, weight, bias, targets, chunk: int = CHUNK_ROWS):
-    """F.cross_entropy(F.linear(h, weight, bias), targets) for h (N, C), without the (N, V) logits."""
-    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(h, weight, bias, targets, chunk, with_grad)
-
-
-def features(model, idx):
-    """What each model's proposed `features(idx)` returns: forward() up to, not including, the head."""
-    kind = type(model).__name__
-    if kind == "Transformer":
-        x = model.tok_emb(idx)
-        rope = None
-        if model.pos_emb is not None:
-            x = x + model.pos_emb.weight[:idx.size(1)]
-        else:
-            rope = (model.rope_cos[:idx.size(1)], model.rope_sin[:idx.size(1)])
-        x = model.drop(x)
-        for block in model.blocks:
-            x = block(x, rope, None, False)[0]
-        return model.norm(x)
-    if kind == "LSTMLM":
-        return model.lstm(model.embed(idx))[0]
-    if kind == "KGramMLP":
-        state = idx.new_full((idx.size(0), model.k - 1), model.pad)
-        context = torch.cat((state, idx), dim=1).unfold(1, model.k, 1)
-        return model.inner(F.silu(model.first_layer(context)))
-    raise TypeError(kind)
-
-
-def fused_lm_loss(model, x, y):
-    h = features(model, x)
-    return linear_cross_entropy(h.reshape(-1, h.size(-1)), model.head.weight, model.head.bias, y.reshape(-1))
+fused_lm_loss = lm_loss
 
 
 # --- measurement -------------------------------------------------------------------------------------------
@@ -126,7 +67,7 @@ def check_equivalence(sz) -> dict:
     for name, cfg in (("transformer", transformer_cfg(sz)), ("lstm", lstm_cfg(sz)), ("kgram", kgram_cfg(sz, "embedding"))):
         model = ours(cfg, sz, 64)
         x, y = data.sampler(64, seed=3).batch(2)
-        ref = lm_loss(model, x, y)
+        ref = plain_lm_loss(model, x, y)
         ref_grads = torch.autograd.grad(ref, list(model.parameters()))
         new = fused_lm_loss(model, x, y)
         new_grads = torch.autograd.grad(new, list(model.parameters()))
@@ -155,12 +96,12 @@ def main(argv=None) -> int:
     for model_name, cfg in (("transformer", transformer_cfg(sz)), ("kgram_embedding", kgram_cfg(sz, "embedding")),
                             ("lstm", lstm_cfg(sz))):
         variants = {}
-        for label, loss_fn, fused_opt in (("current", lm_loss, False), ("fused_adamw", lm_loss, True),
+        for label, loss_fn, fused_opt in (("current", plain_lm_loss, False), ("fused_adamw", plain_lm_loss, True),
                                           ("fused_head", fused_lm_loss, False), ("both", fused_lm_loss, True)):
             variants[label] = _step(ours(cfg, sz, sz.block), loss_fn, data.sampler(sz.block, seed=1), sz.batch, fused_opt)
         if model_name == "transformer":
             for c in args.chunks:
-                fn = (lambda c_: lambda m, x, y: linear_cross_entropy(features(m, x).reshape(-1, sz.d_model),
+                fn = (lambda c_: lambda m, x, y: linear_cross_entropy(m.features(x).reshape(-1, sz.d_model),
                                                                       m.head.weight, None, y.reshape(-1), c_))(c)
                 variants[f"both_chunk{c}"] = _step(ours(cfg, sz, sz.block), fn, data.sampler(sz.block, seed=1), sz.batch, True)
         timing = interleaved(variants, sz.warmup, sz.reps)
