@@ -1,9 +1,13 @@
 """End-to-end Snakemake runs on tiny configs: every output, one figure on its own, selective reruns,
 determinism across runs, one-line config errors, and the lock against concurrent runs."""
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -131,22 +135,22 @@ def test_second_concurrent_run_is_refused(tmp_path):
     slow = tiny_offline_config(steps=3000)
     slow["models"] = {"lstm": slow["models"]["lstm"]}
     cfg = write_config(tmp_path / "slow.yaml", slow)
-    cmd_env = snakemake.__globals__  # reuse the same command line as snakemake()
-    first = subprocess.Popen(
-        [cmd_env["sys"].executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory",
-         str(tmp_path), "--cores", "1", "all", "--configfile", str(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**cmd_env["os"].environ, "PATH": f"{cmd_env['Path'](cmd_env['sys'].executable).parent}:"
-             f"{cmd_env['os'].environ['PATH']}"})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # output to a file (an unread pipe would fill and block it); its own session, so it can be stopped whole
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
+             "--cores", "1", "all", "--configfile", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
     try:
         lock_dir = tmp_path / ".snakemake" / "locks"
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while not (lock_dir.is_dir() and any(lock_dir.iterdir())) and time.time() < deadline:
             time.sleep(0.2)
         second = snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(cfg))
         assert second.returncode != 0 and "cannot be locked" in second.stderr + second.stdout
     finally:
-        first.terminate()
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
 
 
