@@ -17,10 +17,8 @@ except PicoError as exc:
     sys.exit(f"config error: {exc}")
 
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
-# them: every job, local or on a cluster node, parses this file and inherits this variable.
-os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
-# `--sdm conda` removes PYTHONPATH from a job's environment (the conda env has no picollm installed), so
-# every shell command also exports it itself, after the env is activated.
+# them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
+# removes PYTHONPATH from a job's environment, and the env has no picollm installed).
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 R = f"results/{CFG['experiment']}"
 SOURCES = [s["name"] for s in CFG["data"]["sources"]]
