@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -132,7 +133,9 @@ def test_lint_is_clean():
 
 
 def test_second_concurrent_run_is_refused(tmp_path):
-    slow = tiny_offline_config(steps=3000)
+    """While one run trains, a second run on the same directory is refused and the first finishes intact."""
+    steps = 8000  # ~35 s of training here: long enough for the refused runs (~15 s) to start and stop
+    slow = tiny_offline_config(steps=steps)
     slow["models"] = {"lstm": slow["models"]["lstm"]}
     cfg = write_config(tmp_path / "slow.yaml", slow)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -143,15 +146,33 @@ def test_second_concurrent_run_is_refused(tmp_path):
              "--cores", "1", "all", "--configfile", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
     try:
-        lock_dir = tmp_path / ".snakemake" / "locks"
+        # wait until the first run holds the lock and is training
+        train_log = tmp_path / "results/tiny/logs/train/lstm.log"
         deadline = time.time() + 120
-        while not (lock_dir.is_dir() and any(lock_dir.iterdir())) and time.time() < deadline:
+        while not train_log.exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        second = snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(cfg))
-        assert second.returncode != 0 and "cannot be locked" in second.stderr + second.stdout
+        assert train_log.exists(), (tmp_path / "first.log").read_text()[-3000:]
+        # Both refused runs start at once (each spends ~10 s starting Snakemake, so this keeps the test short).
+        # Snakemake checks for incomplete outputs before it takes the lock, so depending on when the running job
+        # marked its outputs, a plain rerun names them as incomplete or says the directory is locked; the flag the
+        # first message suggests, --rerun-incomplete, cannot touch the running job's files either: the lock refuses it.
+        with ThreadPoolExecutor(2) as pool:
+            second, third = pool.map(lambda extra: snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(cfg),
+                                                             *extra), [(), ("--rerun-incomplete",)])
+        said = second.stderr + second.stdout
+        assert second.returncode != 0, said[-3000:]
+        assert "cannot be locked" in said or ("IncompleteFilesException" in said and "models/lstm/model.pt" in said)
+        said = third.stderr + third.stdout
+        assert third.returncode != 0 and "cannot be locked" in said, said[-3000:]
+        assert first.poll() is None, "the first run ended before the refusals were checked; give it more steps"
+        assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=60)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    # nothing corrupted: the first run's outputs are complete and up to date
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg)).stdout
+    assert json.loads((tmp_path / "results/tiny/models/lstm/summary.json").read_text())["steps"] == steps
 
 
 @needs_gpt2
