@@ -58,12 +58,24 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
+# The SLURM executor plugin runs `scontrol show config` whenever snakemake starts; on a machine with SLURM's
+# client installed (tests/test_slurm.py installs it) but no controller running, that call waits out its 10 s
+# timeout on every start. Local runs do not use SLURM, so their PATH finds a `scontrol` that fails at once,
+# which the plugin treats like a machine without SLURM.
+NO_SLURM_BIN = Path(__file__).resolve().parent / "no-slurm-bin"
+
+
+def local_run_env() -> dict:
+    """Environment for a local snakemake run: this venv's python first, and no SLURM controller queries."""
+    path = os.pathsep.join([str(NO_SLURM_BIN), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path}
+
+
 def snakemake(workdir: Path, *args, timeout=900) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with `workdir` as working directory (results/ land there)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=local_run_env())
 
 
 def picollm(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:

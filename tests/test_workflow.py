@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import (ROOT, TINYSTORIES_TRAIN, TINYSTORIES_VALID, needs_gpt2, needs_tinystories, snakemake,
-                      tiny_offline_config, write_config)
+from conftest import (ROOT, TINYSTORIES_TRAIN, TINYSTORIES_VALID, local_run_env, needs_gpt2, needs_tinystories,
+                      snakemake, tiny_offline_config, write_config)
 
 BACKBONE_OUTPUTS = [
     "data/raw/3seqs/train.txt", "data/raw/3seqs/val.txt", "data/tokens/train.bin", "data/tokens/val.bin",
@@ -134,16 +134,15 @@ def test_lint_is_clean():
 
 def test_second_concurrent_run_is_refused(tmp_path):
     """While one run trains, a second run on the same directory is refused and the first finishes intact."""
-    steps = 8000  # ~35 s of training here: long enough for the refused runs (~15 s) to start and stop
+    steps = 4000  # ~16 s of training here: long enough for the two refused runs (~5 s at once) to start and stop
     slow = tiny_offline_config(steps=steps)
     slow["models"] = {"lstm": slow["models"]["lstm"]}
     cfg = write_config(tmp_path / "slow.yaml", slow)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     # output to a file (an unread pipe would fill and block it); its own session, so it can be stopped whole
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(
             [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
-             "--cores", "1", "all", "--configfile", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env,
+             "--cores", "1", "all", "--configfile", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=local_run_env(),
             start_new_session=True)
     try:
         # wait until the first run holds the lock and is training
@@ -152,7 +151,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
         while not train_log.exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert train_log.exists(), (tmp_path / "first.log").read_text()[-3000:]
-        # Both refused runs start at once (each spends ~10 s starting Snakemake, so this keeps the test short).
+        # Both refused runs start at once, which keeps the first run (and the test) short.
         # Snakemake checks for incomplete outputs before it takes the lock, so depending on when the running job
         # marked its outputs, a plain rerun names them as incomplete or says the directory is locked; the flag the
         # first message suggests, --rerun-incomplete, cannot touch the running job's files either: the lock refuses it.
