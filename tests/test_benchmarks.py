@@ -88,10 +88,13 @@ def test_memory_step_reports_peak_rss():
 def test_all_benchmarks_quick(tmp_path):
     out = tmp_path / "bench"
     run_benchmarks(out)
-    names = {"train", "kgram", "generation", "memory", "study"}
+    names = {"train", "kgram", "generation", "memory", "study", "compact"}
     assert {p.stem for p in out.glob("*.json")} == names
     memory = json.loads((out / "memory.json").read_text())
     check_common(memory, "memory")
     assert {r["peak_source"] for r in memory["results"].values()} <= {"VmHWM", "ru_maxrss"}
     study = json.loads((out / "study.json").read_text())
     assert "skipped" in study  # --quick skips the study runs
+    compact = json.loads((out / "compact.json").read_text())
+    check_common(compact, "compact")
+    assert compact["results"]["compact"]["output_vocab"] < compact["results"]["full"]["output_vocab"]
