@@ -71,11 +71,16 @@ def local_run_env() -> dict:
     return {**os.environ, "PATH": path}
 
 
+def snakemake_command(workdir: Path, *args) -> list[str]:
+    """The project's Snakefile with `workdir` as working directory (results/ land there)."""
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
+            *map(str, args)]
+
+
 def snakemake(workdir: Path, *args, timeout=900) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile with `workdir` as working directory (results/ land there)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
-           *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=local_run_env())
+    """Run snakemake_command(workdir, *args) to the end, capturing its output."""
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout,
+                          env=local_run_env())
 
 
 def picollm(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -37,6 +36,14 @@ def tokens_dir(tmp_path_factory):
 def run(tokens_dir, out_dir, model=TRANSFORMER, **train_changes):
     return train("m", model, {**TRAIN, **train_changes}, tokens_dir=tokens_dir, out_dir=out_dir, seed=3,
                  block_size=32, device="cpu")
+
+
+@pytest.mark.parametrize("compact_vocab", [False, True])
+def test_activation_scale_is_recorded_every_logged_step(tokens_dir, tmp_path, compact_vocab):
+    train("m", TRANSFORMER, {**TRAIN, "max_steps": 10}, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3,
+          block_size=32, device="cpu", compact_vocab=compact_vocab)
+    logged = pd.read_csv(tmp_path / "metrics.csv").query("step > 0")
+    assert len(logged) and (logged["act_rms"] > 0).all() and (logged["grad_norm"] > 0).all()
 
 
 def metrics_without_clock(path):

@@ -5,16 +5,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import (ROOT, TINYSTORIES_TRAIN, TINYSTORIES_VALID, local_run_env, needs_gpt2, needs_tinystories,
-                      snakemake, tiny_offline_config, write_config)
+                      snakemake, snakemake_command, tiny_offline_config, write_config)
 
 BACKBONE_OUTPUTS = [
     "data/raw/3seqs/train.txt", "data/raw/3seqs/val.txt", "data/tokens/train.bin", "data/tokens/val.bin",
@@ -140,10 +138,8 @@ def test_second_concurrent_run_is_refused(tmp_path):
     cfg = write_config(tmp_path / "slow.yaml", slow)
     # output to a file (an unread pipe would fill and block it); its own session, so it can be stopped whole
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
-             "--cores", "1", "all", "--configfile", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=local_run_env(),
-            start_new_session=True)
+        first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", "all", "--configfile", cfg), stdout=log,
+                                 stderr=subprocess.STDOUT, env=local_run_env(), start_new_session=True)
     try:
         # wait until the first run holds the lock and is training
         train_log = tmp_path / "results/tiny/logs/train/lstm.log"

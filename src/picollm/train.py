@@ -54,16 +54,17 @@ def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, stats: dic
     """Mean next-token cross-entropy in nats over the full vocabulary.
 
     The LM head and the loss run fused (linear_cross_entropy), so the (B, T, V) logits are never built.
-    `stats`, if given, receives the RMS of the features entering the head ("rms").
+    `stats`, if given, receives the RMS of the features entering the head ("rms"): one number per step that
+    shows exploding or vanishing activations, for every model type alike.
     """
-    if hasattr(model, "lm_loss"):  # a compact vocabulary computes it without full-vocabulary logits
-        return model.lm_loss(x, y)
     if not hasattr(model, "features"):  # any other module mapping ids to logits
         logits = model(x)  # (B, T, V)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
     h = model.features(x)  # (B, T, H): everything before the head
     if stats is not None:
         stats["rms"] = h.detach().float().pow(2).mean().sqrt()
+    if isinstance(model, CompactVocab):  # its head is over the compact vocabulary: no full-vocabulary logits
+        return model.loss_from_features(h, y)
     return linear_cross_entropy(h.reshape(-1, h.size(-1)), model.head.weight, model.head.bias, y.reshape(-1))
 
 
@@ -136,22 +137,6 @@ def validation_loss(model, tokens: np.ndarray, block_size: int, batch_size: int,
     return total / count
 
 
-def watch_activation_scale(model: torch.nn.Module) -> dict:
-    """Record the RMS of the features entering the LM head on every forward pass.
-
-    One number per step that shows exploding or vanishing activations (the seed asks to watch for both),
-    for every model type alike: all of them end in a `head` Linear. (lm_loss, which fuses the head into the
-    loss, writes the same number into this dict through its `stats` argument.)
-    """
-    seen = {"rms": torch.tensor(float("nan"))}
-    head = model.inner.head if isinstance(model, CompactVocab) else model.head
-
-    def record(module, args):
-        seen["rms"] = args[0].detach().float().pow(2).mean().sqrt()
-    head.register_forward_pre_hook(record)
-    return seen
-
-
 def fingerprint(*parts) -> str:
     """What a checkpoint must match to be resumed: configs, seed, data (a rerun after an edit starts over)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -214,7 +199,7 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
 
     ckpt_path = out_dir / "last.pt"
     run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
-    activations = watch_activation_scale(model)
+    activations = {"rms": torch.tensor(float("nan"))}  # lm_loss writes the head input's RMS here
     step, rows, elapsed_before, window_losses, grad_norm, act_rms = 0, [], 0.0, [], float("nan"), float("nan")
     if ckpt_path.exists():
         step, rows, elapsed_before, window_losses, (grad_norm, act_rms) = _resume(ckpt_path, run_id, model,

@@ -51,7 +51,7 @@ def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=N
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
     """What model.pt holds: enough to rebuild the model without the Snakefile."""
-    compact_ids = model.to_compact.ne(model.other).nonzero().flatten().tolist() if isinstance(model, CompactVocab) else None
+    compact_ids = model.kept_ids if isinstance(model, CompactVocab) else None
     return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
             "block_size": block_size, "compact_ids": compact_ids, "state_dict": model.state_dict(), **extra}
 

@@ -55,9 +55,18 @@ class CompactVocab(nn.Module):
         logits, state = self.inner.forward_step(self.to_compact[idx], state)
         return self.full_logits(logits), state
 
-    def lm_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @property
+    def kept_ids(self) -> list[int]:
+        """The full-vocabulary ids the model predicts one by one (the training split's tokens)."""
+        return self.to_compact.ne(self.other).nonzero().flatten().tolist()
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) full-vocabulary ids -> the inner model's features before its head."""
+        return self.inner.features(self.to_compact[idx])
+
+    def loss_from_features(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V))."""
-        logits = self.inner(self.to_compact[x])  # (B, T, K + 1)
-        target = self.to_compact[y]
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), reduction="none")
-        return (loss + (target.reshape(-1) == self.other) * self.log_unseen).mean()
+        logits = self.inner.head(h)  # (B, T, K + 1)
+        target = self.to_compact[y].reshape(-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target, reduction="none")
+        return (loss + (target == self.other) * self.log_unseen).mean()
