@@ -93,14 +93,16 @@ class RandomTokens:
         return WindowSampler(self.tokens, self.sources, {"bench": 1.0}, block, seed)
 
 
-def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg: dict | None = None):
+def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg: dict | None = None,
+               fused_adamw: bool | None = None):
     """One trainer step as a callable: draw a window batch, loss, zero_grad, backward, clip, AdamW step.
 
-    The optimizer is picollm.train.make_optimizer with config/config.yaml's train settings, for every model.
+    The optimizer is picollm.train.make_optimizer with config/config.yaml's train settings, for every model
+    (`fused_adamw` overrides its choice of the fused AdamW kernel).
     """
     cfg = train_cfg or default_train_cfg()
     model.train()
-    optimizer = make_optimizer(model, cfg, CPU)
+    optimizer = make_optimizer(model, cfg, CPU, fused=fused_adamw)
     clip = cfg["grad_clip"] or float("inf")
 
     def step():

@@ -8,7 +8,7 @@ Not part of `python -m benchmarks` (which measures src/picollm only). Two change
      The log-softmax, NLL, their backward and the zero-filled (N, vocab) gradient (memory-bound passes over
      2048 x 50257 floats, ~25% of a Transformer step) shrink to passes over 26 MB chunks, and the step's peak
      memory drops by the two (N, vocab) tensors.
-  2. fused_adamw: torch.optim.AdamW(fused=True) on CPU too (make_optimizer sets it on CUDA only).
+  2. fused_adamw: torch.optim.AdamW(fused=True) on CPU too (make_optimizer once set it on CUDA only).
 Writes <out>/proposals.json and prints tokens/s and speed-up per variant; `--chunks` also times other chunk sizes.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import interleaved, machine_info, now_utc, peak_matmul, sizes
-from benchmarks.models import RandomTokens, default_train_cfg, kgram_cfg, lstm_cfg, ours, transformer_cfg
+from benchmarks.models import RandomTokens, kgram_cfg, lstm_cfg, ours, train_step, transformer_cfg
 from picollm.train import linear_cross_entropy, lm_loss
 
 CHUNK_ROWS = 128  # 128 x 50257 fp32 = 26 MB per chunk: the fastest of 32/64/128/256/512/1024/2048 rows here
@@ -41,24 +41,6 @@ fused_lm_loss = lm_loss
 
 
 # --- measurement -------------------------------------------------------------------------------------------
-
-def _step(model, loss_fn, sampler, batch, fused_adamw):
-    cfg = default_train_cfg()
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), fused=fused_adamw)
-    model.train()
-
-    def step():
-        xb, yb = sampler.batch(batch)
-        loss = loss_fn(model, xb, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-        opt.step()
-    return step
-
 
 def check_equivalence(sz) -> dict:
     """Loss and gradients of fused_lm_loss vs lm_loss on each model type (max abs differences)."""
@@ -98,12 +80,14 @@ def main(argv=None) -> int:
         variants = {}
         for label, loss_fn, fused_opt in (("current", plain_lm_loss, False), ("fused_adamw", plain_lm_loss, True),
                                           ("fused_head", fused_lm_loss, False), ("both", fused_lm_loss, True)):
-            variants[label] = _step(ours(cfg, sz, sz.block), loss_fn, data.sampler(sz.block, seed=1), sz.batch, fused_opt)
+            variants[label] = train_step(ours(cfg, sz, sz.block), loss_fn, data.sampler(sz.block, seed=1), sz.batch,
+                                         fused_adamw=fused_opt)
         if model_name == "transformer":
             for c in args.chunks:
                 fn = (lambda c_: lambda m, x, y: linear_cross_entropy(m.features(x).reshape(-1, sz.d_model),
                                                                       m.head.weight, None, y.reshape(-1), c_))(c)
-                variants[f"both_chunk{c}"] = _step(ours(cfg, sz, sz.block), fn, data.sampler(sz.block, seed=1), sz.batch, True)
+                variants[f"both_chunk{c}"] = train_step(ours(cfg, sz, sz.block), fn, data.sampler(sz.block, seed=1),
+                                                        sz.batch, fused_adamw=True)
         timing = interleaved(variants, sz.warmup, sz.reps)
         base = timing["current"]["median_s"]
         results[model_name] = {k: {"tokens_per_s": round(sz.batch * sz.block / v["median_s"], 1),

@@ -236,7 +236,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     from picollm.data.tokenizer import get_tokenizer
     from picollm.data.tokens import load_tokens, read_meta
     from picollm.device import resolve_device
-    from picollm.models import count_parameters, load_model
+    from picollm.models import count_parameters, load_model, output_vocab_size
 
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
@@ -245,8 +245,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     ckpt = model.checkpoint
     tokenizer = get_tokenizer(ckpt["tokenizer"])
     block_size = ckpt["block_size"]
-    out_vocab = model.other + 1 if hasattr(model, "other") else ckpt["vocab_size"]  # a compact vocabulary's K + 1
-    batch = batch_size or eval_batch_size(block_size, out_vocab, dev)
+    batch = batch_size or eval_batch_size(block_size, output_vocab_size(model), dev)
     val = load_tokens(tokens_dir / "val.bin", meta)
     lengths = token_byte_lengths(tokenizer, meta["vocab_size"])
     result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev)

@@ -84,6 +84,11 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
+def output_vocab_size(model: torch.nn.Module) -> int:
+    """Classes the model's head scores: the vocabulary, or a compact vocabulary's kept ids + "other"."""
+    return model.other + 1 if isinstance(model, CompactVocab) else model.head.out_features
+
+
 def count_parameters(model: torch.nn.Module) -> dict:
     """Total and non-embedding parameter counts (embeddings: token and learned position tables)."""
     total = sum(p.numel() for p in model.parameters())

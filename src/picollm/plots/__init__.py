@@ -4,11 +4,25 @@ from __future__ import annotations
 import json
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from picollm.io import atomic_path  # noqa: E402
+
+
+def smoothed(series: pd.Series, smooth: int) -> pd.Series:
+    """Centred running mean over at most `smooth` points and at most a tenth of the series: a trailing mean
+    lags the raw curve (drawing train loss above validation loss), a wide one flattens the first steep drop."""
+    window = max(1, min(smooth, len(series) // 10))
+    return series.rolling(window, min_periods=1, center=True).mean()
+
+
+def tokens_axis(ax) -> None:
+    """Tokens seen on the x axis as 1,228,800 rather than 1.2e6."""
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
 
 
 def save(fig, path, experiment: str, provenance: dict | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.ticker
 import seaborn as sns
 
-from picollm.plots import plt, save
+from picollm.plots import plt, save, smoothed, tokens_axis
 from picollm.plots.loss_curves import read_metrics
 
 
@@ -23,11 +23,10 @@ def plot(metrics: dict, out, experiment: str, smooth: int = 5, provenance=None) 
             if rows.empty:
                 continue
             ax.plot(rows["tokens_seen"], rows[column], color=palette[name], alpha=0.3, lw=1)
-            window = max(1, min(smooth, len(rows) // 10))
-            ax.plot(rows["tokens_seen"], rows[column].rolling(window, min_periods=1, center=True).mean(),
-                    color=palette[name], lw=1.8, label=f"{name} (last {rows[column].iloc[-1]:.3g})")
+            ax.plot(rows["tokens_seen"], smoothed(rows[column], smooth), color=palette[name], lw=1.8,
+                    label=f"{name} (last {rows[column].iloc[-1]:.3g})")
         ax.set(xlabel="tokens seen", ylabel=label, yscale="log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        tokens_axis(ax)
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize=7)

@@ -1,11 +1,10 @@
 """figures/loss_curves.png: train (raw and smoothed) and validation loss against tokens seen, per model."""
 from __future__ import annotations
 
-import matplotlib.ticker
 import pandas as pd
 import seaborn as sns
 
-from picollm.plots import plt, save
+from picollm.plots import plt, save, smoothed, tokens_axis
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
@@ -23,17 +22,14 @@ def plot(metrics: dict, out, experiment: str, smooth: int = 10, provenance=None)
         val = group.dropna(subset=["val_loss"])
         final = val["val_loss"].iloc[-1] if len(val) else float("nan")
         ax.plot(train["tokens_seen"], train["train_loss"], color=palette[name], alpha=0.25, lw=1)
-        # centred running mean over at most a tenth of the points: a trailing one lags the raw curve (drawing
-        # train loss above validation loss), a wide one flattens the first steep drop
-        window = max(1, min(smooth, len(train) // 10))
-        ax.plot(train["tokens_seen"], train["train_loss"].rolling(window, min_periods=1, center=True).mean(),
-                color=palette[name], lw=1.8, label=f"{name} train (smoothed)")
+        ax.plot(train["tokens_seen"], smoothed(train["train_loss"], smooth), color=palette[name], lw=1.8,
+                label=f"{name} train (smoothed)")
         ax.plot(val["tokens_seen"], val["val_loss"], "o--", color=palette[name], ms=4, lw=1,
                 label=f"{name} val (final {final:.3f})")
     tokens = int(frame["tokens_seen"].max())
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)",
            title=f"Loss curves — {experiment}, {tokens:,} training tokens per model")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    tokens_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save(fig, out, experiment, provenance)
