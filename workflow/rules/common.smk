@@ -114,6 +114,7 @@ def config_file_names():
         for p in workflow.configfiles
     ]
 
+
 def all_outputs():
     return [
         *figures(),
