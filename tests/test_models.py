@@ -101,8 +101,8 @@ def test_parameter_counts(name):
 
 
 def test_context_limits():
-    assert models.MODEL_TYPES["transformer"].context_limited
-    assert not models.MODEL_TYPES["kgram_mlp"].context_limited
+    assert models.model_class("transformer").context_limited
+    assert not models.model_class("kgram_mlp").context_limited
     model = make("transformer_rope_swiglu")
     assert model.state_length(None) == 0
     _, state = model.forward_step(tokens(T=BLOCK), None)

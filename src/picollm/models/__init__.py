@@ -7,6 +7,7 @@ more than `block_size` tokens of context in training; generation slides the wind
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 
@@ -14,18 +15,24 @@ import torch
 
 from picollm.errors import PicoError
 from picollm.models.compact import CompactVocab
-from picollm.models.kgram import KGramMLP
-from picollm.models.lstm import LSTMLM
-from picollm.models.transformer import Transformer
 
-MODEL_TYPES = {"kgram_mlp": KGramMLP, "lstm": LSTMLM, "transformer": Transformer}
+# type -> "module:class". Each type's module is imported only when that type is built, so a model's code
+# identity (picollm.codehash) holds its own module and not the other types'.
+MODEL_TYPES = {"kgram_mlp": "picollm.models.kgram:KGramMLP", "lstm": "picollm.models.lstm:LSTMLM",
+               "transformer": "picollm.models.transformer:Transformer"}
 CHECKPOINT_FORMAT = "picollm.model/1"
+
+
+def model_class(model_type: str) -> type:
+    if model_type not in MODEL_TYPES:
+        raise PicoError(f"unknown model type {model_type!r}; use one of {sorted(MODEL_TYPES)}")
+    module, name = MODEL_TYPES[model_type].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def hyperparameters(model_type: str) -> dict:
     """The hyperparameters a model type takes, with their defaults."""
-    cls = MODEL_TYPES[model_type]
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(model_class(model_type).__init__).parameters
     return {n: p.default for n, p in params.items() if n not in ("self", "vocab_size", "block_size")}
 
 
@@ -40,13 +47,12 @@ def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=N
         return CompactVocab(inner, compact_ids, vocab_size)
     cfg = dict(model_cfg)
     model_type = cfg.pop("type", None)
-    if model_type not in MODEL_TYPES:
-        raise PicoError(f"unknown model type {model_type!r}; use one of {sorted(MODEL_TYPES)}")
+    cls = model_class(model_type)
     allowed = hyperparameters(model_type)
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise PicoError(f"model type {model_type!r} has no hyperparameter {unknown[0]!r}; allowed: {sorted(allowed)}")
-    return MODEL_TYPES[model_type](vocab_size=vocab_size, block_size=block_size, **cfg)
+    return cls(vocab_size=vocab_size, block_size=block_size, **cfg)
 
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
