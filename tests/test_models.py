@@ -117,8 +117,8 @@ def test_context_limits():
 def test_kgram_onehot_equals_embedding():
     k, E, H = 3, 8, 32
     torch.manual_seed(0)
-    emb = KGramMLP(VOCAB, BLOCK, k=k, embed_dim=E, hidden_dim=H, input="embedding").eval()
-    onehot = KGramMLP(VOCAB, BLOCK, k=k, hidden_dim=H, input="onehot").eval()
+    emb = KGramMLP(VOCAB, BLOCK, k=k, embed_dim=E, hidden_dim=H, num_inner_layers=1, input="embedding").eval()
+    onehot = KGramMLP(VOCAB, BLOCK, k=k, embed_dim=E, hidden_dim=H, num_inner_layers=1, input="onehot").eval()
     # Slot j's pre-activation is W_j e(c_j) = W_j Emb^T one_hot(c_j), with W_j = W1[:, j*E:(j+1)*E]; so the
     # one-hot weight block j is W_j Emb^T (H, V). Padding is the zero embedding row / the zero one-hot.
     table, w1 = emb.embed.weight[:VOCAB], emb.fc_in.weight  # (V, E), (H, k*E)

@@ -7,8 +7,9 @@ no GPU, and that the outputs carry the same numbers as a local run of the same c
 (a data file that is not UTF-8) must make snakemake fail, not hang. Every snakemake call has a timeout.
 Slow tests (`pytest -m slow`): `all` on the cluster, and a training job past its time limit resuming.
 
-The cluster tests are skipped (with the reason) when not root, when SLURM is missing and apt-get is
-unavailable, or when PICOLLM_SKIP_SLURM is set. The sbatch-options test needs no cluster.
+The cluster tests are opt-in, since they install packages and start daemons on the machine: they run only
+when PICOLLM_SLURM_TESTS=1 is set, and are skipped (with the reason) otherwise, or when not root, or when
+SLURM is missing and apt-get is unavailable. The sbatch-options test needs no cluster and always runs.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 
 @pytest.fixture(scope="module")
 def cluster():
-    reason = slurm_cluster.why_unavailable()
+    reason = slurm_cluster.opt_in_missing() or slurm_cluster.why_unavailable()
     if reason:
         pytest.skip(reason)
     c = slurm_cluster.Cluster()

@@ -1,7 +1,10 @@
-"""Load and validate a study config: the JSON schema (with defaults) plus the checks a schema cannot say.
+"""Load and validate a study config: the JSON schema (every key, its default and meaning) plus the few
+checks a schema cannot say.
 
-`load_config` is what the Snakefile and every command call, so a bad key stops the run at start-up with
-one line naming the key and what is allowed.
+`load_study` is what the Snakefile calls: study files (each may start from a `base:` file), then the
+command line's `--config` overrides, deep-merged in that order, coerced to the schema's types and validated.
+A bad key stops the run at start-up with one line naming the key and what is allowed. Nothing here imports
+torch or tiktoken, so parsing the workflow stays cheap.
 """
 from __future__ import annotations
 
@@ -14,28 +17,61 @@ import yaml
 from picollm.errors import PicoError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-TINYSTORIES_URL = "https://huggingface.co/datasets/roneneldan/TinyStories"
+DEFAULT_STUDY = "config/config.yaml"
 
 
 def schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _fill_defaults(node: dict, value):
-    """Insert schema defaults into `value` in place (objects, arrays of objects, if/then branches)."""
+def _branches(node: dict, value) -> list[dict]:
+    """The `then` parts of a node's if/then branches that apply to `value`."""
+    return [b["then"] for b in node.get("allOf", [])
+            if "if" in b and jsonschema.Draft202012Validator(b["if"]).is_valid(value)]
+
+
+def _children(node: dict, value: dict) -> dict:
+    """{key: sub-schema} for the keys of an object `value`, if/then branches and additionalProperties included."""
+    found = {}
+    for part in [node, *_branches(node, value)]:
+        for key, sub in part.get("properties", {}).items():
+            if isinstance(sub, dict):
+                found[key] = {**found.get(key, {}), **sub}
+        extra = part.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                found.setdefault(key, extra)
+    return found
+
+
+def fill_defaults(node: dict, value) -> None:
+    """Insert schema defaults into `value` in place (objects, maps, arrays of objects, if/then branches)."""
     if isinstance(value, dict):
-        for key, sub in node.get("properties", {}).items():
-            if isinstance(sub, dict) and "default" in sub and key not in value:
+        for key, sub in _children(node, value).items():
+            if "default" in sub and key not in value:
                 value[key] = copy.deepcopy(sub["default"])
-            if key in value and isinstance(sub, dict):
-                _fill_defaults(sub, value[key])
-        for branch in node.get("allOf", []):
-            cond = branch.get("if")
-            if cond and jsonschema.Draft202012Validator(cond).is_valid(value):
-                _fill_defaults(branch["then"], value)
+            if key in value:
+                fill_defaults(sub, value[key])
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         for item in value:
-            _fill_defaults(node["items"], item)
+            fill_defaults(node["items"], item)
+
+
+def _coerce(node: dict, value, merged):
+    """`--config` values arrive as strings inside nested mappings: parse those the schema types otherwise."""
+    if isinstance(value, dict):
+        children = _children(node, merged if isinstance(merged, dict) else value)
+        return {k: _coerce(children.get(k, {}), v, (merged or {}).get(k) if isinstance(merged, dict) else None)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce(node.get("items", {}), v, None) for v in value]
+    if isinstance(value, str) and node.get("type") != "string":
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return value
 
 
 def _one_line(err: jsonschema.ValidationError, prefix: tuple = ()) -> str:
@@ -50,27 +86,25 @@ def _one_line(err: jsonschema.ValidationError, prefix: tuple = ()) -> str:
         return f"config key '{where}' is {err.instance!r}; allowed: {', '.join(map(str, err.validator_value))}"
     if err.validator == "required":
         return f"config key '{where}' is missing {err.message.split()[0]}"
+    if path[:2] == ["sampling", "p_values"] or path[:2] == ["sampling", "sweep_p_values"]:
+        if err.validator in ("exclusiveMinimum", "maximum", "type"):
+            return (f"config key '{where}' is {err.instance!r}; each p must be in (0, 1] "
+                    f"(greedy decoding is always included)")
     return f"config key '{where}': {err.message}"
 
 
 def validate(cfg: dict) -> dict:
     """Return a validated deep copy of `cfg` with every default filled in; raise PicoError otherwise."""
     cfg = copy.deepcopy(cfg if cfg is not None else {})
+    cfg.pop("base", None)
     sch = schema()
-    _fill_defaults(sch, cfg)
-    errors = sorted(jsonschema.Draft202012Validator(sch).iter_errors(cfg),
-                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    fill_defaults(sch, cfg)
+    errors = list(jsonschema.Draft202012Validator(sch).iter_errors(cfg))
     if errors:
         # if/then branches report through the branch's own error; prefer the deepest, most specific one
-        best = jsonschema.exceptions.best_match(errors)
-        raise PicoError(_one_line(best))
+        raise PicoError(_one_line(jsonschema.exceptions.best_match(errors)))
     _check_models(cfg)
     _name_sources(cfg)
-    if cfg["tokenizer"] != "byte":
-        import tiktoken
-        if cfg["tokenizer"] not in tiktoken.list_encoding_names():
-            raise PicoError(f"config key 'tokenizer' is {cfg['tokenizer']!r}; allowed: byte, "
-                            f"{', '.join(tiktoken.list_encoding_names())}")
     return cfg
 
 
@@ -84,25 +118,23 @@ def model_train(cfg: dict, name: str) -> dict:
     return {**cfg["train"], **cfg["models"][name].get("train", {})}
 
 
-def _check_models(cfg: dict) -> None:
-    """Per-type hyperparameters: names from the model constructors, values by building on the meta device."""
-    import torch
+def model_defaults(model_cfg: dict) -> dict:
+    """A model entry ({type: ..., hyperparameters}) with its type's schema defaults filled in."""
+    full = {"models": {"m": copy.deepcopy(model_cfg)}}
+    fill_defaults({"properties": {"models": schema()["properties"]["models"]}}, full)
+    return full["models"]["m"]
 
-    from picollm.models import build_model
-    train_schema = schema()["properties"]["train"]
-    for name in cfg["models"]:
-        overrides = cfg["models"][name].get("train", {})
-        for err in jsonschema.Draft202012Validator(train_schema).iter_errors(overrides):
-            raise PicoError(_one_line(err, prefix=("models", name, "train")))
-        model_cfg = model_spec(cfg, name)
-        for key, value in model_cfg.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and key != "dropout":
-                raise PicoError(f"config key 'models.{name}.{key}' is {value}; it must be positive")
-        try:
-            with torch.device("meta"):  # checks shapes and values without allocating weights
-                build_model(model_cfg, vocab_size=257, block_size=cfg["block_size"])
-        except (PicoError, ValueError, TypeError) as exc:
-            raise PicoError(f"config key 'models.{name}': {exc}") from None
+
+def _check_models(cfg: dict) -> None:
+    """What the schema cannot say about a model's hyperparameters."""
+    for name, m in cfg["models"].items():
+        if m["type"] == "transformer":
+            if m["d_model"] % m["n_heads"]:
+                raise PicoError(f"config key 'models.{name}': d_model ({m['d_model']}) must be divisible by "
+                                f"n_heads ({m['n_heads']})")
+            if m["pos_encoding"] == "rope" and (m["d_model"] // m["n_heads"]) % 2:
+                raise PicoError(f"config key 'models.{name}': rope rotates pairs of channels, so d_model / n_heads "
+                                f"({m['d_model'] // m['n_heads']}) must be even")
 
 
 def _name_sources(cfg: dict) -> None:
@@ -114,24 +146,78 @@ def _name_sources(cfg: dict) -> None:
         if "name" not in src:
             src["name"] = src["kind"] if kinds.count(src["kind"]) == 1 else f"{src['kind']}{i}"
         if src["name"] in seen:
-            raise PicoError(f"config key 'data.sources.{i}.name': {src['name']!r} is used twice; give each source its own name")
+            raise PicoError(f"config key 'data.sources.{i}.name': {src['name']!r} is used twice; "
+                            f"give each source its own name")
         seen.add(src["name"])
 
 
-def load_config(path) -> dict:
-    """Read a YAML file and validate it."""
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` onto `base`: mappings merge key by key, anything else (lists included) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_study_file(path, _chain: tuple = ()) -> dict:
+    """One study file with its `base:` chain resolved (paths relative to the file naming them)."""
     path = Path(path)
-    if not path.exists():
-        raise PicoError(f"config file {path} does not exist")
+    if path.resolve() in _chain:
+        raise PicoError(f"config file {path}: 'base' loops back to itself "
+                        f"({' -> '.join(p.name for p in [*_chain, path.resolve()])}); remove one 'base:'")
+    if not path.is_file():
+        named = f" (named by 'base:' in {_chain[-1]})" if _chain else ""
+        raise PicoError(f"config file {path} does not exist{named}; fix the path")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PicoError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return validate(raw)
+    if not isinstance(raw, dict):
+        raise PicoError(f"config file {path} must hold a mapping of config keys, not {type(raw).__name__}")
+    if "base" not in raw:
+        return raw
+    if not isinstance(raw["base"], str):
+        raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
+    parent = read_study_file(path.parent / raw["base"], (*_chain, path.resolve()))
+    return deep_merge(parent, {k: v for k, v in raw.items() if k != "base"})
 
 
-def source(cfg: dict, name: str) -> dict:
-    for src in cfg["data"]["sources"]:
-        if src["name"] == name:
-            return src
-    raise PicoError(f"no data source named {name!r}; the config has {[s['name'] for s in cfg['data']['sources']]}")
+def load_study(files=(), overrides: dict | None = None) -> dict:
+    """Study files (default: config/config.yaml) merged in order, then `--config` overrides, validated."""
+    merged = {}
+    for path in files or [DEFAULT_STUDY]:
+        merged = deep_merge(merged, read_study_file(path))
+    overrides = _coerce(schema(), dict(overrides or {}), merged)
+    return validate(deep_merge(merged, overrides))
+
+
+def load_config(path) -> dict:
+    """Read one study file (and its base) and validate it."""
+    return load_study([path])
+
+
+def validate_part(part: dict, required=(), optional=()) -> dict:
+    """A job's slice of the config (some top-level keys): each validated against its part of the schema,
+    with that part's defaults filled in; `optional` keys that are absent get their schema default.
+    What the stage commands take as `--config`."""
+    sch = schema()
+    part = copy.deepcopy(part)
+    missing = [k for k in required if k not in part]
+    if missing:
+        raise PicoError(f"--config lacks {', '.join(missing)}; give it as in a study file (JSON)")
+    for key in optional:
+        part.setdefault(key, copy.deepcopy(sch["properties"][key].get("default")))
+    for key, value in part.items():
+        if key not in sch["properties"]:
+            raise PicoError(f"unknown config key '{key}'; allowed here: {', '.join(sorted(sch['properties']))}")
+        node = sch["properties"][key]
+        holder = {key: value}
+        fill_defaults({"properties": {key: node}}, holder)
+        errors = list(jsonschema.Draft202012Validator({**sch, "required": []}).iter_errors(holder))
+        if errors:
+            raise PicoError(_one_line(jsonschema.exceptions.best_match(errors)))
+        part[key] = holder[key]
+    return part

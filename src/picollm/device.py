@@ -26,11 +26,3 @@ def use_threads(threads: int) -> None:
     """Use exactly the cores Snakemake gave this job, so `--cores N` never oversubscribes the CPU."""
     torch.set_num_threads(max(1, int(threads)))
 
-
-def needs_gpu(name: str) -> bool:
-    """Whether a training job for this `device` setting should hold a GPU (Snakemake's `gpu` resource).
-
-    `auto` counts only where snakemake runs with a CUDA GPU in sight, so a CPU laptop trains its models
-    side by side; on a cluster say `device: cuda` to request GPUs from a GPU-less login node.
-    """
-    return name == "cuda" or (name == "auto" and torch.cuda.is_available())

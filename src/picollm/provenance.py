@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from picollm import codehash
 from picollm.io import sha256_file, write_json
 
 PACKAGES = ["torch", "numpy", "tiktoken", "datasets", "pandas", "matplotlib", "seaborn", "snakemake", "picollm"]
@@ -44,6 +46,13 @@ def git_state() -> dict:
         return {"commit": None, "dirty": None}
 
 
+def code_state() -> dict:
+    """{module: hash} of every picollm module this process has loaded: the code that made the output
+    (hashes as picollm.codehash computes them for the workflow's code-aware reruns)."""
+    loaded = sorted(m for m in sys.modules if m == codehash.PACKAGE or m.startswith(codehash.PACKAGE + "."))
+    return {m: codehash.module_hash(m) for m in loaded if codehash.module_path(m)}
+
+
 def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -> dict:
     """A provenance dict for one job. Inputs are hashed (sha256); outputs are listed by name."""
     return {
@@ -51,6 +60,7 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
         "git": git_state(),
+        "code": code_state(),
         "versions": versions(),
         "platform": platform.platform(),
         "seed": seed,
@@ -62,5 +72,28 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -
 
 
 def write(path, rec: dict) -> None:
+    """Write the record, its code identity brought up to date with the modules the job went on to load."""
+    rec["code"] = code_state()
     if path:
         write_json(path, rec)
+
+
+def table(record_paths, out) -> None:
+    """One CSV row per job record: stage, the file, commit, code hash, seed, config and input hashes."""
+    import pandas as pd
+
+    from picollm.io import atomic_path
+    rows = []
+    for path in record_paths:
+        rec = json.loads(Path(path).read_text())
+        git = rec.get("git") or {}
+        code = rec.get("code") or {}
+        rows.append({"record": str(path), "stage": rec.get("stage"), "created_utc": rec.get("created_utc"),
+                     "git_commit": (git.get("commit") or "")[:12], "uncommitted_changes": git.get("dirty"),
+                     "code_hash": codehash.identity_hash(code) if code else None, "seed": rec.get("seed"),
+                     "config": json.dumps(rec.get("config"), sort_keys=True),
+                     "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
+                     "torch": (rec.get("versions") or {}).get("torch"), "platform": rec.get("platform")})
+    frame = pd.DataFrame(rows).astype({"seed": "Int64"})
+    with atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,41 +21,79 @@ def read_samples(paths) -> pd.DataFrame:
     return frame
 
 
+# Signs for whitespace a reader cannot see in a table cell; every glyph is in matplotlib's DejaVu Sans.
+WHITESPACE_SIGNS = {"\n": "⏎", "\t": "→", "\r": "⇤"}
+
+
+def show_whitespace(text: str) -> str:
+    r"""Whitespace made visible: ⏎ newline, → tab, ⇤ carriage return, ␣ any other whitespace character and
+    each space of a run of two or more (a single space between words, or before a continuation's first word,
+    stays a space), so that HTML or Markdown cannot collapse it.
+
+    show_whitespace("\n\n\nThe  end") == "⏎⏎⏎The␣␣end"
+    """
+    text = re.sub(r" {2,}|^ +$", lambda m: "␣" * len(m.group()), str(text))
+    return re.sub(r"[^\S ]", lambda m: WHITESPACE_SIGNS.get(m.group(), "␣"), text)
+
+
 def _cell(text: str, width: int = 240) -> str:
-    text = " ".join(str(text).split())
+    text = show_whitespace(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
     return text.replace("|", "\\|") or "(empty)"
 
 
 def samples_table(paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
-    """Every model x decoding x prompt side by side: CSV with every sample, Markdown with the first of each."""
+    """Every model x decoding x prompt: CSV with every sample, Markdown with the first of each.
+
+    `text` is the sample exactly; `shown` is it with whitespace made visible (HTML and Markdown collapse
+    runs of whitespace, so a sample of newlines would read as empty) and `newlines` counts its line breaks.
+    """
     frame = read_samples(paths)
-    columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "text"]
+    frame["newlines"] = frame["text"].str.count("\n")
+    frame["shown"] = frame["text"].map(show_whitespace)
+    columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "newlines", "shown",
+               "text"]
     with atomic_path(out_csv) as tmp:
         # quote every text field: a sample may hold any character, a bare carriage return included
         frame[columns].to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
-    first = frame[frame["sample"] == 0]
-    order = list(dict.fromkeys(first["decoding"]))
-    tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
-    lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
-             "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
-             "each continuation.", ""]
-    for prompt, group in first.groupby("prompt", sort=False):
-        wide = group.pivot(index="decoding", columns="model", values="text").reindex(order)
-        lines += [f"## Prompt: “{prompt}”", "", "| decoding | " + " | ".join(wide.columns) + " |",
-                  "|---" * (len(wide.columns) + 1) + "|"]
-        lines += [f"| {dec} | " + " | ".join(_cell(row[m]) for m in wide.columns) + " |" for dec, row in wide.iterrows()]
-        lines.append("")
-    write_text(out_md, "\n".join(lines))
+    write_text(out_md, samples_markdown(frame, experiment))
     return frame
 
 
-def models_table(summary_paths, out_md, experiment: str) -> pd.DataFrame:
-    """One row per model: parameters, tokens seen, wall time, tokens/s, device, losses."""
+def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
+    """One table per prompt, one row per decoding and model (first sample), whitespace shown as signs."""
+    first = frame[frame["sample"] == 0]
+    tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
+    lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
+             "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
+             "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
+             "show); `newlines` counts the line breaks in the continuation.", ""]
+    for prompt, group in first.groupby("prompt", sort=False):
+        lines += [f"## Prompt: “{show_whitespace(prompt)}”", "", "| decoding | model | new tokens | newlines | text |",
+                  "|---|---|--:|--:|---|"]
+        lines += [f"| {r.decoding} | {r.model} | {r.new_tokens} | {r.newlines} | {_cell(r.text)} |"
+                  for r in group.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
+                 "tokens_seen", "wall_s", "tokens_per_s", "device", "final_train_loss", "final_val_loss"]
+
+
+def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.DataFrame:
+    """One row per model: parameters (params = embedding + head + core), tokens seen, wall time, tokens/s,
+    device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
-    frame = pd.DataFrame(rows)[["model", "type", "params", "params_non_embedding", "tokens_seen", "wall_s",
-                                "tokens_per_s", "device", "final_train_loss", "final_val_loss"]]
-    text = (f"# Models: experiment `{experiment}`, {train_tokens_note(dict(zip(frame['model'], frame['tokens_seen'])))}\n\n"
+    frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # summaries from before a column existed: blank
+    frame = frame.round({"wall_s": 1, "tokens_per_s": 0, "final_train_loss": 4, "final_val_loss": 4})
+    if out_csv is not None:
+        with atomic_path(out_csv) as tmp:
+            frame.to_csv(tmp, index=False)
+    note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
+    text = (f"# Models: experiment `{experiment}`, {note}\n\n"
+            "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
+            "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count).\n\n"
             + frame.to_markdown(index=False, floatfmt=".4g", intfmt=",") + "\n")
     write_text(out_md, text)
     return frame

@@ -1,20 +1,30 @@
-# Config validation and path helpers (one function per output family).
+# The study config, what every job is given, and the registry of figures and tables.
 import json
-import os
 import sys
 from pathlib import Path
 
-SRC = str(Path(workflow.basedir).parent / "src")
+ROOT = Path(workflow.basedir).parent
+SRC = str(ROOT / "src")
 sys.path.insert(0, SRC)
 
-from picollm.config import model_spec, model_train, validate  # noqa: E402
-from picollm.device import needs_gpu  # noqa: E402
+from picollm import jobs  # noqa: E402
+from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
+if Path.cwd().resolve() == Path(workflow.basedir).resolve():
+    sys.exit(f"error: run snakemake from the project root ({ROOT}), not from workflow/")
+
+# Study files (--configfile, or the default study) each with its `base:` chain, then --config overrides
+# on top: built here rather than by Snakemake's own merge, so a study file replaces the default study.
 try:
-    CFG = validate(config)
+    CFG = load_study(
+        workflow.overwrite_configfiles or [ROOT / DEFAULT_STUDY],
+        dict(workflow.config_settings.config),
+    )
 except PicoError as exc:
     sys.exit(f"config error: {exc}")
+config.clear()
+config.update(CFG)
 
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
@@ -25,6 +35,8 @@ SOURCES = [s["name"] for s in CFG["data"]["sources"]]
 MODELS = list(CFG["models"])
 TRANSFORMERS = [m for m in MODELS if CFG["models"][m]["type"] == "transformer"]
 ENV = "../envs/picollm.yaml"
+# A failing job's own `error: ...` line (the last line of its log) is echoed to the terminal.
+ON_ERROR = "|| {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 wildcard_constraints:
@@ -36,91 +48,82 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def source_cfg(name):
-    return next(s for s in CFG["data"]["sources"] if s["name"] == name)
-
-
 def source_files(wildcards):
     """Local files a `text` source reads: editing one reruns its download."""
-    src = source_cfg(wildcards.source)
+    src = jobs.source(CFG, wildcards.source)
     return [*src.get("train_files", []), *src.get("val_files", [])]
 
 
-def raw_text(split):
-    return expand(f"{R}/data/raw/{{source}}/{split}.txt", source=SOURCES)
+def per_model(pattern, models=None):
+    """{model: path} for every model (or `models`), pattern holding `{model}`."""
+    return {m: pattern.format(model=m) for m in (MODELS if models is None else models)}
 
 
-def model_files(name="{model}"):
-    return {
-        "model": f"{R}/models/{name}/model.pt",
-        "metrics": f"{R}/models/{name}/metrics.csv",
-        "summary": f"{R}/models/{name}/summary.json",
-    }
+# --- the registry: every figure and table, its caption (workflow/report/<name>.rst) and where it comes from --
+# A figure is drawn by `picollm figure <name>` from `inputs` ({name: path} or one path); `job` gives its config
+# slice, `code` the modules beyond picollm.plots.<name> it runs.
+FIGURES = {
+    "loss_curves": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
+    "lr_schedule": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
+    "grad_norms": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
+    "sample_comparison": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
+    "sample_slide": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
+    "p_sweep": dict(inputs=f"{R}/eval/sampling.csv", job=jobs.experiment),
+}
+if TRANSFORMERS:
+    FIGURES["attention_heads"] = dict(
+        inputs=per_model(f"{R}/models/{{model}}/model.pt", TRANSFORMERS),
+        job=jobs.attention_heads,
+        code=["picollm.models.transformer"],
+    )
+FIGURES = {
+    name: fig for name, fig in FIGURES.items() if (ROOT / "src/picollm/plots" / f"{name}.py").is_file()
+}
+
+TABLES = {
+    "samples_table": f"{R}/tables/samples.csv",
+    "models_table": f"{R}/tables/models.csv",
+    "eval_table": f"{R}/tables/eval.csv",
+    "sampling_table": f"{R}/eval/sampling.csv",
+    "provenance_table": f"{R}/tables/provenance.csv",
+}
 
 
-def figures():
-    out = [f"{R}/figures/loss_curves.png", f"{R}/figures/sample_comparison.png"]
-    if TRANSFORMERS:
-        out.append(f"{R}/figures/attention_heads.png")
-    out += [f"{R}/figures/p_sweep.png", f"{R}/figures/grad_norms.png"]
-    return out
+def figure_path(name, ext="png"):
+    return f"{R}/figures/{name}.{ext}"
 
 
-def eval_outputs():
-    return [
-        *expand(f"{R}/eval/{{model}}.json", model=MODELS),
-        f"{R}/eval/sampling.csv",
-        f"{R}/tables/eval.csv",
-        f"{R}/tables/eval.md",
-    ]
+def in_report(path, name, category):
+    """An output shown in `snakemake --report` with its caption workflow/report/<name>.rst."""
+    return report(path, caption=f"../report/{name}.rst", category=category)
 
 
-def caption(name):
-    """workflow/report/<name>.rst, relative to the working directory (the project root)."""
-    return os.path.relpath(Path(workflow.basedir) / "report" / f"{name}.rst")
+def table(name):
+    return in_report(TABLES[name], name, "Tables" if name != "provenance_table" else "Provenance")
 
 
-def report_figures():
-    """{figure: caption}: a figure's caption is report/<figure stem>.rst."""
-    return {f: caption(Path(f).stem) for f in figures()}
-
-
-def report_tables():
-    return {
-        f"{R}/tables/eval.csv": caption("eval_table"),
-        f"{R}/eval/sampling.csv": caption("sampling_table"),
-        f"{R}/tables/models.md": caption("models_table"),
-        f"{R}/tables/samples.csv": caption("samples_table"),
-    }
-
-
-def report_provenance():
-    """The provenance records of the jobs upstream of the report, listed in it."""
+def job_records():
+    """The provenance record of every job upstream of the report."""
     return [
         *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
         f"{R}/provenance/tokenize.json",
-        *expand(f"{R}/provenance/{{stage}}/{{model}}.json", stage=["train", "sample", "evaluate"], model=MODELS),
+        *expand(
+            f"{R}/provenance/{{stage}}/{{model}}.json",
+            stage=["train", "sample", "evaluate"],
+            model=MODELS,
+        ),
         f"{R}/provenance/tables.json",
         f"{R}/provenance/eval_tables.json",
-        *[f"{R}/provenance/figures/{Path(f).stem}.json" for f in figures()],
-    ]
-
-
-def config_file_names():
-    """The --configfile(s) of this run: relative to the project when inside it, else absolute."""
-    cwd = Path.cwd().resolve()
-    return [
-        os.path.relpath(p) if Path(p).resolve().is_relative_to(cwd) else str(Path(p).resolve())
-        for p in workflow.configfiles
+        *[f"{R}/provenance/figures/{name}.json" for name in FIGURES],
     ]
 
 
 def all_outputs():
     return [
-        *figures(),
-        f"{R}/tables/samples.csv",
+        *[figure_path(name, ext) for name in FIGURES for ext in ("png", "svg")],
+        *TABLES.values(),
         f"{R}/tables/samples.md",
         f"{R}/tables/models.md",
-        *eval_outputs(),
-        f"{R}/report.html",
+        f"{R}/tables/eval.md",
+        *per_model(f"{R}/eval/{{model}}.json").values(),
     ]

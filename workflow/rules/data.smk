@@ -6,40 +6,39 @@ rule download:
         val=f"{R}/data/raw/{{source}}/val.txt",
         provenance=f"{R}/provenance/download/{{source}}.json",
     params:
-        source=lambda wc: as_json(source_cfg(wc.source)),
-        seed=CFG["seed"],
-        val_fraction=CFG["data"]["val_fraction"],
+        config=lambda wc: as_json(jobs.download(CFG, wc.source)),
+        code=jobs.code("download"),
     log:
         f"{R}/logs/download/{{source}}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python -m picollm download --source {params.source:q} --seed {params.seed}"
-        " --val-fraction {params.val_fraction} --train {output.train} --val {output.val}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        "(python -m picollm download --config {params.config:q} --train {output.train} --val {output.val}"
+        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
 
 
 rule tokenize:
     input:
-        train=raw_text("train"),
-        val=raw_text("val"),
+        train=expand(f"{R}/data/raw/{{source}}/train.txt", source=SOURCES),
+        val=expand(f"{R}/data/raw/{{source}}/val.txt", source=SOURCES),
     output:
         train=f"{R}/data/tokens/train.bin",
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
         provenance=f"{R}/provenance/tokenize.json",
     params:
-        tokenizer=CFG["tokenizer"],
+        config=as_json(jobs.tokenize(CFG)),
+        code=jobs.code("tokenize"),
         sources=SOURCES,
-        raw_dir=lambda wc, input: Path(input.train[0]).parent.parent,
-        out_dir=lambda wc, output: Path(output.meta).parent,
+        raw_dir=f"{R}/data/raw",
+        out_dir=f"{R}/data/tokens",
     log:
         f"{R}/logs/tokenize.log",
     threads: 2
     conda:
         ENV
     shell:
-        "python -m picollm tokenize --tokenizer {params.tokenizer} --raw-dir {params.raw_dir}"
+        "(python -m picollm tokenize --config {params.config:q} --raw-dir {params.raw_dir}"
         " --sources {params.sources} --out-dir {params.out_dir} --threads {threads}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR

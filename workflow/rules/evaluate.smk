@@ -1,5 +1,4 @@
-# Evaluation: whole-split validation loss / perplexity / bits per byte and sampling measures per model,
-# their tables, and the figures built from them (p sweep, gradient norms).
+# Evaluation: whole-split validation loss / perplexity / bits per byte and sampling measures per model.
 
 
 rule evaluate:
@@ -13,95 +12,41 @@ rule evaluate:
         sampling=f"{R}/eval/sampling/{{model}}.csv",
         provenance=f"{R}/provenance/evaluate/{{model}}.json",
     params:
-        tokens_dir=lambda wc, input: Path(input.meta).parent,
-        sampling=as_json(CFG["sampling"]),
-        sweep_p=CFG["sampling"]["sweep_p_values"],
-        seed=CFG["seed"],
-        device=CFG["device"],
+        config=as_json(jobs.evaluate(CFG)),
+        code=lambda wc: jobs.model_code("evaluate", CFG, wc.model),
+        tokens_dir=f"{R}/data/tokens",
     log:
         f"{R}/logs/evaluate/{{model}}.log",
-    threads: CFG["train"]["threads"]
+    threads: lambda wc: jobs.model_threads(CFG, wc.model)
     resources:
-        gpu=int(needs_gpu(CFG["device"])),
+        gpu=int(jobs.needs_gpu(CFG["device"])),
     conda:
         ENV
     shell:
-        "python -m picollm evaluate --name {wildcards.model} --model-path {input.model}"
-        " --tokens-dir {params.tokens_dir} --samples {input.samples} --sampling {params.sampling:q}"
-        " --sweep-p {params.sweep_p} --seed {params.seed} --device {params.device} --threads {threads}"
-        " --out {output.eval} --sampling-out {output.sampling} --provenance {output.provenance} > {log} 2>&1"
+        "(python -m picollm evaluate --config {params.config:q} --name {wildcards.model}"
+        " --model-path {input.model} --tokens-dir {params.tokens_dir} --samples {input.samples}"
+        " --threads {threads} --out {output.eval} --sampling-out {output.sampling}"
+        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
 
 
 rule eval_tables:
     input:
-        evals=expand(f"{R}/eval/{{model}}.json", model=MODELS),
-        sampling=expand(f"{R}/eval/sampling/{{model}}.csv", model=MODELS),
+        evals=per_model(f"{R}/eval/{{model}}.json").values(),
+        sampling=per_model(f"{R}/eval/sampling/{{model}}.csv").values(),
     output:
-        eval_csv=report(
-            f"{R}/tables/eval.csv",
-            caption="../report/eval_table.rst",
-            category="Tables",
-        ),
+        eval_csv=table("eval_table"),
         eval_md=f"{R}/tables/eval.md",
-        sampling_csv=report(
-            f"{R}/eval/sampling.csv",
-            caption="../report/sampling_table.rst",
-            category="Tables",
-        ),
+        sampling_csv=table("sampling_table"),
         provenance=f"{R}/provenance/eval_tables.json",
     params:
-        experiment=CFG["experiment"],
+        config=as_json(jobs.experiment(CFG)),
+        code=jobs.code("tables"),
     log:
         f"{R}/logs/eval_tables.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python -m picollm tables --experiment {params.experiment} --evals {input.evals}"
+        "(python -m picollm tables --config {params.config:q} --evals {input.evals}"
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --sampling-inputs {input.sampling}"
-        " --sampling-csv {output.sampling_csv} --provenance {output.provenance} > {log} 2>&1"
-
-
-rule p_sweep:
-    input:
-        f"{R}/eval/sampling.csv",
-    output:
-        png=report(
-            f"{R}/figures/p_sweep.png",
-            caption="../report/p_sweep.rst",
-            category="Figures",
-        ),
-        provenance=f"{R}/provenance/figures/p_sweep.json",
-    params:
-        experiment=CFG["experiment"],
-    log:
-        f"{R}/logs/figures/p_sweep.log",
-    threads: 1
-    conda:
-        ENV
-    shell:
-        "python -m picollm figure p-sweep --experiment {params.experiment} --inputs {input}"
-        " --out {output.png} --provenance {output.provenance} > {log} 2>&1"
-
-
-rule grad_norms:
-    input:
-        expand(f"{R}/models/{{model}}/metrics.csv", model=MODELS),
-    output:
-        png=report(
-            f"{R}/figures/grad_norms.png",
-            caption="../report/grad_norms.rst",
-            category="Figures",
-        ),
-        provenance=f"{R}/provenance/figures/grad_norms.json",
-    params:
-        experiment=CFG["experiment"],
-        pairs=lambda wc, input: [f"{m}={p}" for m, p in zip(MODELS, input)],
-    log:
-        f"{R}/logs/figures/grad_norms.log",
-    threads: 1
-    conda:
-        ENV
-    shell:
-        "python -m picollm figure grad-norms --experiment {params.experiment} --inputs {params.pairs}"
-        " --out {output.png} --provenance {output.provenance} > {log} 2>&1"
+        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR

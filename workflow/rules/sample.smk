@@ -5,14 +5,39 @@ rule sample:
         samples=f"{R}/samples/{{model}}.jsonl",
         provenance=f"{R}/provenance/sample/{{model}}.json",
     params:
-        sampling=as_json(CFG["sampling"]),
-        seed=CFG["seed"],
+        config=as_json(jobs.sample(CFG)),
+        code=lambda wc: jobs.model_code("sample", CFG, wc.model),
     log:
         f"{R}/logs/sample/{{model}}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python -m picollm sample --name {wildcards.model} --model-path {input.model} --sampling {params.sampling:q}"
-        " --seed {params.seed} --device cpu --threads {threads} --out {output.samples}"
-        " --provenance {output.provenance} > {log} 2>&1"
+        "(python -m picollm sample --config {params.config:q} --name {wildcards.model} --model-path {input.model}"
+        " --device cpu --threads {threads} --out {output.samples} --provenance {output.provenance}) > {log} 2>&1 "
+        + ON_ERROR
+
+
+rule tables:
+    input:
+        samples=per_model(f"{R}/samples/{{model}}.jsonl").values(),
+        summaries=per_model(f"{R}/models/{{model}}/summary.json").values(),
+    output:
+        samples_csv=table("samples_table"),
+        samples_md=f"{R}/tables/samples.md",
+        models_csv=table("models_table"),
+        models_md=f"{R}/tables/models.md",
+        provenance=f"{R}/provenance/tables.json",
+    params:
+        config=as_json(jobs.experiment(CFG)),
+        code=jobs.code("tables"),
+    log:
+        f"{R}/logs/tables.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "(python -m picollm tables --config {params.config:q} --samples {input.samples}"
+        " --samples-csv {output.samples_csv} --samples-md {output.samples_md} --summaries {input.summaries}"
+        " --models-csv {output.models_csv} --models-md {output.models_md} --provenance {output.provenance})"
+        " > {log} 2>&1 " + ON_ERROR

@@ -4,27 +4,23 @@ rule train:
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
     output:
-        **model_files(),
+        model=f"{R}/models/{{model}}/model.pt",
+        metrics=f"{R}/models/{{model}}/metrics.csv",
+        summary=f"{R}/models/{{model}}/summary.json",
         provenance=f"{R}/provenance/train/{{model}}.json",
     params:
-        model=lambda wc: as_json(model_spec(CFG, wc.model)),
-        train=lambda wc: as_json(model_train(CFG, wc.model)),
-        weights=as_json({s["name"]: s["weight"] for s in CFG["data"]["sources"]}),
-        seed=CFG["seed"],
-        block_size=CFG["block_size"],
-        device=CFG["device"],
-        compact="--compact-vocab" if CFG["compact_vocab"] else "",
-        tokens_dir=lambda wc, input: Path(input.meta).parent,
-        out_dir=lambda wc, output: Path(output.model).parent,
+        config=lambda wc: as_json(jobs.train(CFG, wc.model)),
+        code=lambda wc: jobs.model_code("train", CFG, wc.model),
+        tokens_dir=f"{R}/data/tokens",
+        out_dir=lambda wc: f"{R}/models/{wc.model}",
     log:
         f"{R}/logs/train/{{model}}.log",
-    threads: CFG["train"]["threads"]
+    threads: lambda wc: jobs.model_threads(CFG, wc.model)
     resources:
-        gpu=int(needs_gpu(CFG["device"])),
+        gpu=int(jobs.needs_gpu(CFG["device"])),
     conda:
         ENV
     shell:
-        "python -m picollm train --name {wildcards.model} --model {params.model:q} --train {params.train:q}"
-        " --weights {params.weights:q} --seed {params.seed} --block-size {params.block_size}"
-        " --device {params.device} {params.compact} --tokens-dir {params.tokens_dir} --out-dir {params.out_dir}"
-        " --threads {threads} --provenance {output.provenance} > {log} 2>&1"
+        "(python -m picollm train --config {params.config:q} --tokens-dir {params.tokens_dir}"
+        " --out-dir {params.out_dir} --threads {threads} --provenance {output.provenance}) > {log} 2>&1 "
+        + ON_ERROR

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import socket
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -94,35 +93,64 @@ def three_seqs(num_sequences: int, max_terms: int, seed: int) -> Iterator[str]:
 
 # --- TinyStories through HF datasets (streamed) -----------------------------------------------------
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check: `datasets` would otherwise retry for ~30 s before failing offline."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    host, _, port = endpoint.partition(":")
+WITHOUT_HUB = ("or work without the Hub: config/tinystories-local.yaml (a 'text' source over local TinyStories "
+               "files) or config/offline.yaml (generated '3seqs' text, tokenizer: byte)")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_unreachable(dataset: str, revision: str, timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached (None if it answers), in seconds rather than after `datasets`' retries.
+
+    One HEAD of the dataset card, the first file `datasets` asks for, through huggingface_hub's own HTTP
+    client: it honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY exactly as the streaming that follows does.
+    Any HTTP answer, even an error status, means the Hub (or the proxy in front of it) is there.
+    """
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var} is set"
+    import httpx2
+    from huggingface_hub.utils import get_session
+    url = f"{hub_endpoint()}/datasets/{dataset}/resolve/{revision}/README.md"
     try:
-        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-OFFLINE_HINT = ("use a 'text' source over local TinyStories files (e.g. TinyStories-train.txt) "
-                "or the generated '3seqs' source; see config/offline.yaml")
+        get_session().head(url, timeout=timeout)
+    except httpx2.TransportError as exc:  # refused, timed out, no DNS, proxy down...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+    return None
 
 
 def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> Iterator[str]:
     """Stream the first `num_stories` stories of a split; never downloads the whole dataset."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1" or not _hub_reachable():
-        raise PicoError(f"cannot reach the Hugging Face Hub to stream {dataset}; {OFFLINE_HINT}")
+    if (why := hub_unreachable(dataset, revision)) is not None:
+        raise PicoError(f"cannot reach the Hugging Face Hub at {hub_endpoint()} to stream {dataset} ({why}); "
+                        f"behind a proxy set HTTPS_PROXY, {WITHOUT_HUB}")
     import datasets
+    import httpx2
+    from datasets.exceptions import DatasetNotFoundError
+    count = 0
     try:
         stream = datasets.load_dataset(dataset, split=split, streaming=True, revision=revision)
-        for i, row in enumerate(stream):
-            if i >= num_stories:
-                break
+        for row in itertools.islice(stream, num_stories):  # islice: not one row more than asked
             yield row["text"]
-    except (ConnectionError, OSError) as exc:
-        raise PicoError(f"streaming {dataset} (revision {revision}) failed: {str(exc).splitlines()[0]}; "
-                        f"{OFFLINE_HINT}") from None
+            count += 1
+    except DatasetNotFoundError as exc:  # a wrong dataset id or revision
+        raise PicoError(f"{_first_line(exc)} Fix the source's dataset / revision (a commit, tag or branch of "
+                        f"the dataset repository)") from None
+    except ValueError as exc:
+        if "split" not in str(exc).lower():
+            raise
+        raise PicoError(f"{dataset} (revision {revision}) has no {split!r} split ({_first_line(exc)}); tinystories "
+                        f"sources need a dataset with 'train' and 'validation' splits") from None
+    except (OSError, httpx2.HTTPError) as exc:  # the connection dropped, HTTP 429/5xx after datasets' retries
+        raise PicoError(f"streaming {dataset} (revision {revision}) failed after {count} {split} stories: "
+                        f"{type(exc).__name__}: {_first_line(exc)}; rerun the download later, {WITHOUT_HUB}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
 
 
 # --- one entry point per source kind ----------------------------------------------------------------
@@ -131,10 +159,12 @@ def download(src: dict, seed: int, val_fraction: float, train_out, val_out) -> d
     """Fetch or generate one source's raw text; return counts for the provenance record."""
     kind = src["kind"]
     if kind == "tinystories":
-        n_train = write_documents(train_out, tinystories("train", src["train_stories"], src["dataset"], src["revision"]),
-                                  desc="tinystories train")
-        n_val = write_documents(val_out, tinystories("validation", src["val_stories"], src["dataset"], src["revision"]),
-                                desc="tinystories validation")
+        # Both files appear together or not at all: a stream that fails in validation leaves no train.txt.
+        with atomic_path(train_out) as train_tmp, atomic_path(val_out) as val_tmp:
+            args = src["dataset"], src["revision"]
+            n_train = write_documents(train_tmp, tinystories("train", src["train_stories"], *args), "tinystories train")
+            n_val = write_documents(val_tmp, tinystories("validation", src["val_stories"], *args),
+                                    "tinystories validation")
     elif kind == "3seqs":
         lines = three_seqs(src["num_sequences"], src["max_terms"], seed)
         n_held = max(1, round(src["num_sequences"] * val_fraction))  # the first sequences are held out

@@ -13,27 +13,26 @@ from pathlib import Path
 
 import torch
 
+from picollm.config import model_defaults
 from picollm.errors import PicoError
+from picollm.model_types import MODEL_TYPES
 from picollm.models.compact import CompactVocab
 
-# type -> "module:class". Each type's module is imported only when that type is built, so a model's code
-# identity (picollm.codehash) holds its own module and not the other types'.
-MODEL_TYPES = {"kgram_mlp": "picollm.models.kgram:KGramMLP", "lstm": "picollm.models.lstm:LSTMLM",
-               "transformer": "picollm.models.transformer:Transformer"}
 CHECKPOINT_FORMAT = "picollm.model/1"
 
 
 def model_class(model_type: str) -> type:
+    """A type's class, imported now: a model's code identity holds its own type's module only."""
     if model_type not in MODEL_TYPES:
         raise PicoError(f"unknown model type {model_type!r}; use one of {sorted(MODEL_TYPES)}")
     module, name = MODEL_TYPES[model_type].split(":")
     return getattr(importlib.import_module(module), name)
 
 
-def hyperparameters(model_type: str) -> dict:
-    """The hyperparameters a model type takes, with their defaults."""
+def hyperparameters(model_type: str) -> list[str]:
+    """The hyperparameters a model type's constructor takes."""
     params = inspect.signature(model_class(model_type).__init__).parameters
-    return {n: p.default for n, p in params.items() if n not in ("self", "vocab_size", "block_size")}
+    return [n for n in params if n not in ("self", "vocab_size", "block_size")]
 
 
 def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:
@@ -45,7 +44,8 @@ def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=N
     if compact_ids is not None:
         inner = build_model(model_cfg, len(set(compact_ids)) + 1, block_size)
         return CompactVocab(inner, compact_ids, vocab_size)
-    cfg = dict(model_cfg)
+    cfg = model_defaults(model_cfg) if model_cfg.get("type") in MODEL_TYPES else dict(model_cfg)
+    cfg.pop("train", None)
     model_type = cfg.pop("type", None)
     cls = model_class(model_type)
     allowed = hyperparameters(model_type)
@@ -96,7 +96,16 @@ def output_vocab_size(model: torch.nn.Module) -> int:
 
 
 def count_parameters(model: torch.nn.Module) -> dict:
-    """Total and non-embedding parameter counts (embeddings: token and learned position tables)."""
-    total = sum(p.numel() for p in model.parameters())
-    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    return {"params": total, "params_non_embedding": total - embedding}
+    """Parameters split the same way for every model type, params = embedding + head + core:
+    embedding: the token and learned position tables (every nn.Embedding);
+    head:      the output layer, 0 when tied to the token table (counted once, as embedding; head_tied);
+    core:      everything else, also reported as params_non_embedding (Kaplan et al.'s N: no tables, no head).
+    A CompactVocab has no parameters of its own; its inner model's head is the head.
+    """
+    head_module = (model.inner if isinstance(model, CompactVocab) else model).head
+    embedding = {p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = set(head_module.parameters()) - embedding  # a tied head's weight is the token table itself
+    counts = {"params": sum(p.numel() for p in model.parameters()),  # parameters() yields a shared one once
+              "params_embedding": sum(p.numel() for p in embedding), "params_head": sum(p.numel() for p in head)}
+    counts["params_core"] = counts["params"] - counts["params_embedding"] - counts["params_head"]
+    return {**counts, "params_non_embedding": counts["params_core"], "head_tied": head_module.weight in embedding}

@@ -22,8 +22,8 @@ from torch import nn
 class KGramMLP(nn.Module):
     context_limited = False  # the state is always the last k - 1 tokens, however long generation runs
 
-    def __init__(self, vocab_size: int, block_size: int, k: int = 3, embed_dim: int = 64, hidden_dim: int = 256,
-                 num_inner_layers: int = 1, input: str = "embedding"):
+    def __init__(self, vocab_size: int, block_size: int, *, k: int, embed_dim: int, hidden_dim: int,
+                 num_inner_layers: int, input: str):
         super().__init__()
         if input not in ("embedding", "onehot"):
             raise ValueError(f"unknown kgram input {input!r}; use 'embedding' or 'onehot'")

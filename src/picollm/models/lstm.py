@@ -7,8 +7,8 @@ from torch import nn
 
 class LSTMLM(nn.Module):
     context_limited = False  # (h, c) summarises any length of context
-    def __init__(self, vocab_size: int, block_size: int, embed_dim: int = 128, hidden_dim: int = 256,
-                 num_layers: int = 1, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, block_size: int, *, embed_dim: int, hidden_dim: int, num_layers: int,
+                 dropout: float):
         super().__init__()
         self.vocab_size, self.block_size = vocab_size, block_size
         self.embed = nn.Embedding(vocab_size, embed_dim)

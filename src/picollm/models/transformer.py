@@ -119,9 +119,8 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     context_limited = True  # the KV cache and the position table stop at block_size tokens
 
-    def __init__(self, vocab_size: int, block_size: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 2,
-                 mlp_hidden: int | None = None, mlp: str = "silu", pos_encoding: str = "learned",
-                 dropout: float = 0.0, tie_weights: bool = True, rope_base: float = 10000.0):
+    def __init__(self, vocab_size: int, block_size: int, *, d_model: int, n_heads: int, n_layers: int, mlp_hidden: int | None,
+                 mlp: str, pos_encoding: str, dropout: float, tie_weights: bool, rope_base: float):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")

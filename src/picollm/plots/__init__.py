@@ -1,7 +1,13 @@
-"""Figures, one module per figure; each reads only files on disk and stamps the experiment on the image."""
+"""Figures, one module per figure; each reads only files on disk and stamps the experiment on the image.
+
+Every figure is drawn for a projected slide: seaborn's "talk" fonts on a 16:9-friendly canvas (SLIDE),
+saved as a 200 dpi PNG and as an SVG beside it (vector, for slides that scale it).
+"""
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import matplotlib
 import pandas as pd
@@ -9,30 +15,77 @@ import pandas as pd
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import seaborn as sns  # noqa: E402
 
 from picollm.io import atomic_path  # noqa: E402
 
+SLIDE = (13.33, 7.5)  # inches: a 16:9 slide, so a figure projects at its drawn font size
+DPI = 200
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per model, so overlapping models stay apart
+sns.set_theme(context="talk", style="whitegrid", palette="tab10",
+              rc={"svg.hashsalt": "picollm", "legend.framealpha": 0.85})  # fixed SVG ids: same data, same bytes
 
-def smoothed(series: pd.Series, smooth: int) -> pd.Series:
-    """Centred running mean over at most `smooth` points and at most a tenth of the series: a trailing mean
-    lags the raw curve (drawing train loss above validation loss), a wide one flattens the first steep drop."""
-    window = max(1, min(smooth, len(series) // 10))
+
+def smoothing_window(n_points: int, smooth: int) -> int:
+    """Points a centred running mean spans: at most `smooth` and a tenth of the series, and 1 (no smoothing)
+    when that is under 3, where a "smoothed" line would hide the raw one while changing nothing."""
+    window = min(smooth, n_points // 10)
+    return window if window >= 3 else 1
+
+
+def smoothed(series: pd.Series, window: int) -> pd.Series:
+    """Centred running mean: a trailing mean lags the raw curve (drawing train loss above validation loss)."""
     return series.rolling(window, min_periods=1, center=True).mean()
 
 
+def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str) -> str:
+    """Every logged point as a faint line under its running mean, or as one solid line when there are too
+    few points to smooth. Returns what the lines show, for the legend's title."""
+    window = smoothing_window(len(y), smooth)
+    if window == 1:
+        ax.plot(x, y, color=color, lw=2.5, label=label)
+        return "every logged step"
+    ax.plot(x, y, color=color, alpha=0.3, lw=1)
+    ax.plot(x, smoothed(y, window), color=color, lw=2.5, label=label)
+    return f"faint: every logged step; solid: mean of {window}"
+
+
+def model_styles(models) -> dict:
+    """{model: {color, marker}}, the same for a model in every figure."""
+    colors = sns.color_palette("tab10", len(models))
+    return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(models, colors))}
+
+
 def tokens_axis(ax) -> None:
-    """Tokens seen on the x axis as 1,228,800 rather than 1.2e6."""
+    """Tokens seen on the x axis as 1,228,800 rather than 1.2e6, few enough ticks for such long labels."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
 
 
-def save(fig, path, experiment: str, provenance: dict | None = None) -> None:
-    """Save a PNG atomically with the experiment in a corner and the provenance in its metadata.
+def log_y(ax) -> None:
+    """Log y axis with plain labels (0.5, 1, 2 rather than 5e-01) spaced so that they never overlap: 1-2-5
+    per decade over up to two decades, one per decade beyond, evenly spaced values below ~0.7 decade."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    if decades <= 0.7:
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6, steps=[1, 2, 5, 10]))
+    else:
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5) if decades <= 2 else (1,)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
-    No timestamp goes into the file (matplotlib's 'Software' only), so rebuilding from the same data
-    gives the same bytes.
+
+def save(fig, path, experiment: str, provenance: dict | None = None) -> None:
+    """Save `path` (PNG) and the same figure as SVG beside it, atomically, with the experiment in a corner
+    and the provenance in their metadata.
+
+    No timestamp goes into either file, so rebuilding from the same data gives the same bytes.
     """
-    fig.text(0.995, 0.005, f"experiment: {experiment}", ha="right", va="bottom", fontsize=7, color="0.4")
+    fig.text(0.995, 0.005, f"experiment: {experiment}", ha="right", va="bottom", fontsize=10, color="0.4")
     metadata = {"Title": f"{experiment}", "Description": json.dumps(provenance or {}, default=str, sort_keys=True)}
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata=metadata)
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=metadata)
+    with atomic_path(Path(path).with_suffix(".svg")) as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={**metadata, "Date": None})
     plt.close(fig)

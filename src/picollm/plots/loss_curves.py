@@ -1,10 +1,14 @@
-"""figures/loss_curves.png: train (raw and smoothed) and validation loss against tokens seen, per model."""
+"""figures/loss_curves.png: train and validation loss against tokens seen, per model.
+
+Options: `ylim="auto"` zooms on the interesting region (the first steps' loss, about ln(vocab), would
+squash the rest, so the first quarter of training runs off the top), or a (bottom, top) pair; `logy`
+draws the loss on a log scale.
+"""
 from __future__ import annotations
 
 import pandas as pd
-import seaborn as sns
 
-from picollm.plots import plt, save, smoothed, tokens_axis
+from picollm.plots import SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, tokens_axis
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
@@ -12,24 +16,38 @@ def read_metrics(metrics: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def plot(metrics: dict, out, experiment: str, smooth: int = 10, provenance=None) -> None:
+def auto_ylim(frame: pd.DataFrame, skip: float = 0.25) -> tuple[float, float]:
+    """From just below the lowest loss to the highest loss after the first `skip` of training."""
+    later = frame[frame["tokens_seen"] >= skip * frame["tokens_seen"].max()]
+    losses = later[["train_loss", "val_loss"]].stack()
+    low, high = losses.min(), losses.max()
+    pad = 0.05 * (high - low)
+    return low - pad, high + pad
+
+
+def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 10, ylim=None,
+         logy: bool = False) -> None:
     """metrics: {model name: metrics.csv path}."""
     frame = read_metrics(metrics)
-    palette = dict(zip(metrics, sns.color_palette("tab10", len(metrics))))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = model_styles(list(metrics))
+    fig, ax = plt.subplots(figsize=SLIDE)
+    shown = set()
     for name, group in frame.groupby("model", sort=False):
         train = group.dropna(subset=["train_loss"])
         val = group.dropna(subset=["val_loss"])
         final = val["val_loss"].iloc[-1] if len(val) else float("nan")
-        ax.plot(train["tokens_seen"], train["train_loss"], color=palette[name], alpha=0.25, lw=1)
-        ax.plot(train["tokens_seen"], smoothed(train["train_loss"], smooth), color=palette[name], lw=1.8,
-                label=f"{name} train (smoothed)")
-        ax.plot(val["tokens_seen"], val["val_loss"], "o--", color=palette[name], ms=4, lw=1,
-                label=f"{name} val (final {final:.3f})")
+        shown.add(raw_and_smoothed(ax, train["tokens_seen"], train["train_loss"], smooth, styles[name]["color"],
+                                   f"{name} train"))
+        ax.plot(val["tokens_seen"], val["val_loss"], ls="--", marker=styles[name]["marker"],
+                color=styles[name]["color"], ms=8, lw=1.5, label=f"{name} val (final {final:.3f})")
+    if ylim is not None:
+        ax.set_ylim(auto_ylim(frame) if ylim == "auto" else ylim)
+    if logy:
+        log_y(ax)
     tokens = int(frame["tokens_seen"].max())
+    zoom = "\n(y zoomed: earlier, higher losses run off the top)" if ylim == "auto" else ""
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)",
-           title=f"Loss curves — {experiment}, {tokens:,} training tokens per model")
+           title=f"Loss curves — {experiment}, {tokens:,} training tokens per model{zoom}")
     tokens_axis(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(title="train: " + "; ".join(sorted(shown)), fontsize="small", title_fontsize="small")
     save(fig, out, experiment, provenance)

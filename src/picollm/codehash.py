@@ -1,0 +1,98 @@
+"""Code identity of a job: a hash of the picollm modules its stage can run, found from the import graph.
+
+The workflow puts this hash in each rule's `params`, so editing a module reruns exactly the jobs whose
+stage imports it (directly or through other modules, function-level imports included). Modules are hashed
+by their syntax tree without docstrings: comments, blank lines, formatting and docstrings can change
+without rerunning anything; any change to code does. Pure standard library: parsing the Snakefile must
+stay cheap (no torch).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent  # the folder holding the picollm package
+PACKAGE = "picollm"
+# Modules every stage command runs through: the command line and the provenance record it writes.
+ENTRY = ("picollm.__main__", "picollm.cli", "picollm.provenance")
+
+
+def module_path(module: str) -> Path | None:
+    base = SRC.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _tree(module: str) -> ast.Module:
+    return ast.parse(module_path(module).read_text(encoding="utf-8"))
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.cache
+def module_hash(module: str) -> str:
+    tree = _without_docstrings(ast.parse(module_path(module).read_text(encoding="utf-8")))
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
+
+
+def _with_parents(module: str) -> list[str]:
+    """Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@functools.cache
+def imports(module: str) -> frozenset[str]:
+    """The picollm modules `module` imports anywhere in its file (and their parent packages)."""
+    found = set()
+    for node in ast.walk(_tree(module)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from a import b`: b is a submodule or a name defined in a
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] == PACKAGE and module_path(name):
+                found.update(_with_parents(name))
+    return frozenset(found)
+
+
+def closure(*modules: str) -> list[str]:
+    """Every picollm module reachable from `modules` through imports, sorted."""
+    seen, todo = set(), [m for name in modules for m in _with_parents(name)]
+    while todo:
+        module = todo.pop()
+        if module not in seen and module_path(module):
+            seen.add(module)
+            todo.extend(imports(module))
+    return sorted(seen)
+
+
+def code_identity(*modules: str) -> dict:
+    """{module: hash} of the modules a job runs: its stage's modules, the command line, and their imports."""
+    return {m: module_hash(m) for m in closure(*ENTRY, *modules)}
+
+
+def identity_hash(identity: dict) -> str:
+    """One short hash of a {module: hash} identity."""
+    text = "\n".join(f"{m} {h}" for m, h in sorted(identity.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def code_hash(*modules: str) -> str:
+    """One short hash of code_identity: what a rule's params carry."""
+    return identity_hash(code_identity(*modules))

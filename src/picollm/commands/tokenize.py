@@ -1,0 +1,19 @@
+"""`picollm tokenize`: every source's raw text -> {train,val}.bin + meta.json."""
+import json
+from pathlib import Path
+
+from picollm import provenance
+from picollm.config import validate_part
+from picollm.data.tokens import tokenize
+from picollm.device import use_threads
+
+
+def run(args):
+    cfg = validate_part(args.config, required=("tokenizer",))
+    use_threads(args.threads)
+    raw = {name: {s: str(Path(args.raw_dir) / name / f"{s}.txt") for s in ("train", "val")} for name in args.sources}
+    rec = provenance.record("tokenize", config={**args.config, "sources": args.sources},
+                            inputs=[p for r in raw.values() for p in r.values()])
+    meta = tokenize(cfg["tokenizer"], raw, args.out_dir, args.threads, provenance=rec)
+    provenance.write(args.provenance, rec)
+    print(json.dumps({s: v["tokens"] for s, v in meta["splits"].items()}))

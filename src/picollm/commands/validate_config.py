@@ -1,0 +1,10 @@
+"""`picollm validate-config`: check study files as the workflow does, optionally print the result."""
+import json
+
+from picollm.config import load_study
+
+
+def run(args):
+    cfg = load_study(args.config)
+    names = " + ".join(args.config)
+    print(json.dumps(cfg, indent=2) if args.show else f"{names}: valid ({len(cfg['models'])} models)")

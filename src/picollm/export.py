@@ -1,0 +1,217 @@
+"""Export a trained Transformer to a Hugging Face folder that `transformers` loads with no pico-llm code.
+
+A pico-llm Transformer with rotary positions is a Llama: pre-norm blocks, RMSNorm, rotate-half RoPE,
+bias-free linears. Its SwiGLU MLP is Llama's gate/up/down MLP; its plain SiLU MLP is Arcee's up/down MLP
+(Arcee is Llama with a non-gated MLP). Learned position tables have no counterpart next to RMSNorm in
+`transformers`, so those models (and the LSTM and k-gram models) are refused. The folder holds
+config.json, model.safetensors, generation_config.json and the study's tokenizer (tokenizer.json and
+tokenizer_config.json); the export loads it back and checks its logits against pico-llm's before the
+folder appears.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from picollm.errors import PicoError
+from picollm.models import load_model
+from picollm.models.compact import CompactVocab
+
+EOT_TEXT = "<|endoftext|>"
+MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of different kernels is ~1e-6
+
+
+def export_model(model_path, out_dir) -> dict:
+    """Write `out_dir` (atomically) from the checkpoint `model_path`; return a summary of what was written."""
+    model = load_model(model_path)
+    ckpt = model.checkpoint
+    config = hf_config(model, ckpt)
+    tokenizer = hf_tokenizer(ckpt.get("tokenizer", "gpt2"), ckpt["vocab_size"], model.block_size)
+    hf_model = _hf_model(config, hf_state_dict(model))
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        hf_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        diff = check_logits(model, tmp)  # measured on the folder as written, loaded the way users load it
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"architecture": config.architectures[0], "files": sorted(p.name for p in out_dir.iterdir()),
+            "max_logit_diff": diff, "tokenizer": ckpt.get("tokenizer", "gpt2"), "vocab_size": config.vocab_size,
+            "tied_embeddings": config.tie_word_embeddings}
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+
+def _refuse_unexportable(model, ckpt) -> None:
+    """One line naming why a model has no exact `transformers` form and what to train instead."""
+    if isinstance(model, CompactVocab):
+        # Unseen ids share the "other" logit minus log(#unseen): a per-token output bias that Llama's head lacks.
+        raise PicoError("a compact-vocabulary model has no exact Llama form (its 'other' class needs an output "
+                        "bias); train with compact_vocab off to export it")
+    model_type = ckpt["model_cfg"].get("type")
+    if model_type != "transformer":
+        raise PicoError(f"only Transformer models can be exported to Hugging Face format, not {model_type!r}; "
+                        f"export a transformer with pos_encoding: rope")
+    if model.pos_emb is not None:
+        raise PicoError("a Transformer with learned positions has no exact Hugging Face equivalent (RMSNorm + "
+                        "learned positions); train it with pos_encoding: rope (and mlp: swiglu for a plain Llama)")
+
+
+def hf_config(model, ckpt):
+    """The `transformers` config of the same network: Llama for a SwiGLU MLP, Arcee for a SiLU one."""
+    _refuse_unexportable(model, ckpt)
+    from transformers import ArceeConfig, LlamaConfig
+
+    block = model.blocks[0]
+    d_model, n_heads = model.tok_emb.embedding_dim, block.attn.n_heads
+    eot = eot_id(ckpt.get("tokenizer", "gpt2"))
+    cls, arch = (LlamaConfig, "LlamaForCausalLM") if block.mlp.gated else (ArceeConfig, "ArceeForCausalLM")
+    return cls(
+        vocab_size=model.vocab_size, hidden_size=d_model, intermediate_size=block.mlp.proj.in_features,
+        num_hidden_layers=len(model.blocks), num_attention_heads=n_heads, num_key_value_heads=n_heads,
+        head_dim=d_model // n_heads, hidden_act="silu", max_position_embeddings=model.block_size,
+        rms_norm_eps=block.attn_norm.eps, tie_word_embeddings=model.head.weight is model.tok_emb.weight,
+        # 10000 is the model's default; the logit check catches a table built from anything else.
+        rope_parameters={"rope_type": "default", "rope_theta": float(ckpt["model_cfg"].get("rope_base", 10000.0))},
+        attention_bias=False, mlp_bias=False, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        architectures=[arch], dtype="float32")
+
+
+def hf_state_dict(model) -> dict:
+    """pico-llm parameter names and layouts -> `transformers` Llama/Arcee ones (the same numbers)."""
+    sd = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight,
+          "lm_head.weight": model.head.weight}
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        # qkv is one Linear whose output rows are [q; k; v], heads side by side within each: Llama's q/k/v_proj.
+        q, k, v = block.attn.qkv.weight.chunk(3, dim=0)
+        sd |= {p + "input_layernorm.weight": block.attn_norm.weight, p + "self_attn.q_proj.weight": q,
+               p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
+               p + "self_attn.o_proj.weight": block.attn.proj.weight,
+               p + "post_attention_layernorm.weight": block.mlp_norm.weight,
+               p + "mlp.down_proj.weight": block.mlp.proj.weight}
+        if block.mlp.gated:  # fc's rows are [gate; up] (MLP.forward chunks gate first)
+            gate, up = block.mlp.fc.weight.chunk(2, dim=0)
+            sd |= {p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up}
+        else:
+            sd[p + "mlp.up_proj.weight"] = block.mlp.fc.weight
+    return {k: t.detach().float().contiguous() for k, t in sd.items()}
+
+
+def _hf_model(config, state_dict):
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    with torch.device("meta"):  # no random init: every weight comes from the state dict
+        hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    hf_model.load_state_dict(state_dict, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        hf_model.tie_weights()
+    hf_model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                                  pad_token_id=config.pad_token_id)
+    return hf_model.eval()
+
+
+@torch.no_grad()
+def check_logits(model, folder, batch: int = 2, seed: int = 0) -> float:
+    """Max |logit difference| between pico-llm and the exported folder on random ids; refuse a mismatch."""
+    from transformers import AutoModelForCausalLM
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.vocab_size, (batch, model.block_size), generator=gen)
+    ours, theirs = model(ids).float(), hf_model(ids).logits.float()
+    diff = (ours - theirs).abs().max().item()
+    if diff > MAX_LOGIT_DIFF * max(1.0, ours.abs().max().item()):
+        raise PicoError(f"the exported model's logits differ from pico-llm's by {diff:.2e}; nothing was written "
+                        f"(an export bug: please report it with the checkpoint's model config)")
+    return diff
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Put folder `src` at `dst`, replacing an old `dst`: a reader sees the old folder or the new one."""
+    old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the tokenizer -----------------------------------------------------------------------------------------
+
+def eot_id(name: str) -> int:
+    from picollm.data.tokenizer import get_tokenizer
+    return get_tokenizer(name).eot_token
+
+
+def hf_tokenizer(name: str, vocab_size: int, block_size: int):
+    """A `transformers` fast tokenizer giving the same ids as pico-llm's `name` for ordinary text."""
+    from transformers import PreTrainedTokenizerFast
+
+    from picollm.data.tokenizer import get_tokenizer
+    enc = get_tokenizer(name)
+    if enc.n_vocab != vocab_size:
+        raise PicoError(f"the checkpoint's vocabulary ({vocab_size}) does not match tokenizer {name!r} "
+                        f"({enc.n_vocab}); retrain the model")
+    tok = byte_tokenizer(enc.eot_token) if name == "byte" else tiktoken_tokenizer(enc)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT_TEXT, eos_token=EOT_TEXT, pad_token=EOT_TEXT,
+                                   model_max_length=block_size, clean_up_tokenization_spaces=False)
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (bytes_to_unicode), which the `tokenizers` ByteLevel steps use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+def byte_tokenizer(eot: int):
+    """pico-llm's byte tokenizer: one token per UTF-8 byte (id = byte value), end-of-text = `eot`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    byte_char = _byte_chars()
+    vocab = {byte_char[b]: b for b in range(256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: every byte stays a token
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOT_TEXT])
+    assert tok.token_to_id(EOT_TEXT) == eot
+    return tok
+
+
+def tiktoken_tokenizer(enc):
+    """A byte-level BPE with tiktoken's ranks as merges and its split pattern, e.g. GPT-2's exactly."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    byte_char = _byte_chars()
+    ranks = enc._mergeable_ranks  # token bytes -> id; tiktoken has no public accessor
+    as_text = lambda bs: "".join(byte_char[b] for b in bs)
+    vocab = {as_text(t): r for t, r in ranks.items()}
+    merges = [tuple(map(as_text, _split_in_two(t, ranks))) for t, r in sorted(ranks.items(), key=lambda kv: kv[1])
+              if len(t) > 1]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(enc._pat_str), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    for text, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1]):
+        tok.add_special_tokens([text])
+        assert tok.token_to_id(text) == i, (text, i)
+    return tok
+
+
+def _split_in_two(token: bytes, ranks: dict) -> tuple[bytes, bytes]:
+    """The last merge that builds `token`: run BPE on its bytes with only the lower-ranked merges."""
+    parts = [bytes([b]) for b in token]
+    limit = ranks[token]
+    while len(parts) > 2:
+        pairs = [(ranks.get(a + b, limit), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min(pairs)
+        if rank >= limit:
+            break
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise PicoError(f"tiktoken token {token!r} is not a merge of two tokens; this encoding cannot be exported")
+    return parts[0], parts[1]

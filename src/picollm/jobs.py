@@ -1,0 +1,87 @@
+"""What each job of the workflow is given: exactly the config keys its stage reads, and its code identity.
+
+The Snakefile passes `job_config(...)` to every rule's command as `--config JSON` and puts it and
+`job_code(...)` in the rule's `params`, so a job reruns when, and only when, something it reads changes.
+`train.threads` only schedules work and is left out: changing it reruns nothing.
+Pure Python (no torch): it runs whenever the Snakefile is parsed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from picollm import codehash
+from picollm.config import model_spec, model_train
+from picollm.model_types import type_module
+
+SCHEDULING_TRAIN_KEYS = ("threads",)  # how many cores a job gets never changes its result
+SAMPLING_KEYS = ("prompts", "p_values", "max_new_tokens", "num_samples", "stop_at_eot")
+STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
+                 ("download", "tokenize", "train", "sample", "evaluate", "tables", "figure", "provenance_table")}
+
+
+def source(cfg: dict, name: str) -> dict:
+    return next(s for s in cfg["data"]["sources"] if s["name"] == name)
+
+
+def download(cfg: dict, name: str) -> dict:
+    src = {k: v for k, v in source(cfg, name).items() if k != "weight"}
+    job = {"data": {"sources": [src]}}
+    if src["kind"] == "3seqs" or (src["kind"] == "text" and not src["val_files"]):
+        job["data"]["val_fraction"] = cfg["data"]["val_fraction"]  # held-out share
+    if src["kind"] == "3seqs":
+        job["seed"] = cfg["seed"]  # generates the sequences
+    return job
+
+
+def tokenize(cfg: dict) -> dict:
+    return {"tokenizer": cfg["tokenizer"]}
+
+
+def train(cfg: dict, model: str) -> dict:
+    train_cfg = {k: v for k, v in model_train(cfg, model).items() if k not in SCHEDULING_TRAIN_KEYS}
+    return {"seed": cfg["seed"], "device": cfg["device"], "block_size": cfg["block_size"],
+            "compact_vocab": cfg["compact_vocab"], "models": {model: model_spec(cfg, model)}, "train": train_cfg,
+            "data": {"sources": [{"kind": s["kind"], "name": s["name"], "weight": s["weight"]}
+                                 for s in cfg["data"]["sources"]]}}
+
+
+def model_threads(cfg: dict, model: str) -> int:
+    """CPU threads of a model's train and evaluate jobs (Snakemake `threads`), its own override first."""
+    return model_train(cfg, model)["threads"]
+
+
+def needs_gpu(device: str) -> bool:
+    """Whether a job on this `device` setting holds a GPU (Snakemake's `gpu` resource). `auto` counts only
+    where an NVIDIA driver is loaded, so a CPU laptop trains its models side by side; on a cluster say
+    `device: cuda` to request GPUs from a GPU-less login node. (No torch here: the Snakefile parses fast.)"""
+    return device == "cuda" or (device == "auto" and Path("/proc/driver/nvidia/version").exists())
+
+
+def sample(cfg: dict) -> dict:
+    return {"seed": cfg["seed"], "sampling": {k: cfg["sampling"][k] for k in SAMPLING_KEYS}}
+
+
+def evaluate(cfg: dict) -> dict:
+    sampling = {k: cfg["sampling"][k] for k in (*SAMPLING_KEYS, "sweep_p_values")}
+    return {"seed": cfg["seed"], "device": cfg["device"], "sampling": sampling, "evaluate": cfg["evaluate"]}
+
+
+def experiment(cfg: dict) -> dict:
+    """Tables and most figures read only the experiment name (their titles)."""
+    return {"experiment": cfg["experiment"]}
+
+
+def attention_heads(cfg: dict) -> dict:
+    prompt = cfg["figures"]["attention_prompt"]
+    return {"experiment": cfg["experiment"],
+            "figures": {"attention_prompt": cfg["sampling"]["prompts"][0] if prompt is None else prompt}}
+
+
+def code(stage: str, *modules: str) -> str:
+    """The code identity of a job: its stage command's modules, their imports and `modules` (e.g. a figure's)."""
+    return codehash.code_hash(STAGE_MODULES[stage], *modules)
+
+
+def model_code(stage: str, cfg: dict, model: str) -> str:
+    """A model's train/sample/evaluate code: the stage's modules and its own type's module, not the others'."""
+    return code(stage, type_module(cfg["models"][model]["type"]))

@@ -1,0 +1,134 @@
+"""The DAG reruns exactly what changed: every row of the README's "you edit -> these jobs rerun" table, checked
+by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only)."""
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, local_run_env, tiny_offline_config, write_config
+
+MODELS = ("kgram_mlp", "lstm", "transformer")
+AGGREGATES = {"tables", "eval_tables", "provenance_table", "figure_loss_curves", "figure_lr_schedule",
+              "figure_grad_norms", "figure_sample_comparison", "figure_sample_slide", "figure_p_sweep"}
+
+
+def model_jobs(model, stages=("train", "sample", "evaluate")):
+    return {f"{stage}[{model}]" for stage in stages}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished two-source tiny study (3seqs + a local text file) run from a copy of src/ and workflow/."""
+    project = tmp_path_factory.mktemp("project")
+    for folder in ("src", "workflow", "config"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "story.txt").write_text("".join(f"story {i} of a cat and a dog.\n<|endoftext|>\n" for i in range(60)))
+    cfg = tiny_offline_config(steps=10)
+    cfg["data"]["sources"].append({"kind": "text", "name": "stories", "train_files": ["story.txt"]})
+    write_config(project / "study.yaml", cfg)
+    result = run(project, "--cores", "2", "all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+def run(project, *args, dry=False):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(project / "workflow" / "Snakefile"), "--directory",
+           str(project), "--configfile", str(project / "study.yaml"), *(["-n"] if dry else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=local_run_env())
+
+
+def planned(project, *config) -> set[str]:
+    """Jobs a dry run would run, as 'rule' or 'rule[wildcard value]'."""
+    result = run(project, *(("--config", *config) if config else ()), dry=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head and head.group(1) != "all":
+            wildcards = re.search(r"wildcards: \w+=(\S+)", block)
+            found.add(f"{head.group(1)}[{wildcards.group(1)}]" if wildcards else head.group(1))
+    return found
+
+
+def test_finished_study_has_nothing_to_do(study):
+    assert planned(study) == set()
+
+
+def test_one_model_hyperparameter_reruns_that_model_only(study):
+    assert planned(study, "models={lstm: {hidden_dim: 48}}") == model_jobs("lstm") | AGGREGATES
+
+
+def test_one_model_learning_rate_reruns_that_model_only(study):
+    assert planned(study, "models={lstm: {train: {lr: 0.01}}}") == model_jobs("lstm") | AGGREGATES
+
+
+def test_threads_rerun_nothing(study):
+    assert planned(study, "train={threads: 2}") == set()
+    assert planned(study, "models={lstm: {train: {threads: 2}}}") == set()
+
+
+def test_p_values_rerun_sampling_and_evaluation(study):
+    expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS)) | AGGREGATES
+    assert planned(study, "sampling={p_values: [0.5]}") == expected
+
+
+def test_sweep_p_values_rerun_evaluation_only(study):
+    expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table"}
+    assert planned(study, "sampling={sweep_p_values: [0.3, 0.6]}") == expected
+
+
+def test_seed_reruns_generated_data_and_every_model(study):
+    jobs = planned(study, "seed=8")
+    assert "download[3seqs]" in jobs and "download[stories]" not in jobs  # 3seqs is generated from the seed
+    assert all(model_jobs(m) <= jobs for m in MODELS)
+
+
+def test_a_source_file_reruns_its_download_and_everything_after(study):
+    story = study / "story.txt"
+    original = story.read_text()
+    try:
+        story.write_text(original + "one more story.\n<|endoftext|>\n")
+        jobs = planned(study)
+    finally:
+        story.write_text(original)
+        run(study, "--touch", "all")  # back to a finished study for the tests that follow
+    assert "download[stories]" in jobs and "download[3seqs]" not in jobs
+    assert {"tokenize", *model_jobs("lstm"), *model_jobs("transformer")} <= jobs
+
+
+def test_block_size_retrains_every_model_but_keeps_the_data(study):
+    jobs = planned(study, "block_size=24")
+    assert all(model_jobs(m) <= jobs for m in MODELS)
+    assert not {j for j in jobs if j.startswith(("download", "tokenize"))}
+
+
+def edited(study, module: str, text: str):
+    """Append `text` to a module of the copy, dry-run, restore it."""
+    path = study / "src" / "picollm" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + text)
+        return planned(study)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_a_figure_module_reruns_that_figure_only(study):
+    assert edited(study, "plots/loss_curves.py", "\nEDITED = 1\n") == {"figure_loss_curves", "provenance_table"}
+
+
+def test_editing_the_transformer_reruns_the_transformer_only(study):
+    jobs = edited(study, "models/transformer.py", "\nEDITED = 1\n")
+    assert model_jobs("transformer") | {"figure_attention_heads"} <= jobs
+    assert not jobs & (model_jobs("lstm") | model_jobs("kgram_mlp"))
+
+
+def test_editing_the_tokenizer_reruns_tokenization_and_everything_after(study):
+    jobs = edited(study, "data/tokenizer.py", "\nEDITED = 1\n")
+    assert {"tokenize", *model_jobs("lstm")} <= jobs and not {j for j in jobs if j.startswith("download")}
+
+
+def test_comment_and_docstring_edits_rerun_nothing(study):
+    assert edited(study, "models/transformer.py", "\n# a comment\n\n\n") == set()

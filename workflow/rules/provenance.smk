@@ -1,0 +1,17 @@
+# Every job's provenance record in one table of the report.
+
+
+rule provenance_table:
+    input:
+        job_records(),
+    output:
+        csv=table("provenance_table"),
+    params:
+        code=jobs.code("tables"),
+    log:
+        f"{R}/logs/provenance_table.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "(python -m picollm provenance-table --records {input} --out {output.csv}) > {log} 2>&1 " + ON_ERROR
