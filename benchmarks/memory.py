@@ -44,7 +44,7 @@ def run(sz: Sizes, peak: dict) -> dict:
         f"batch for batch.",
         f"One fp32 (batch x block x vocab) logits tensor is {logits_mib:,.0f} MiB here. HF's loss keeps it, its "
         f"log-softmax and the logits' gradient: three of that size, most of what its step adds. Ours run the LM head "
-        f"and the cross-entropy together in chunks of 128 rows (picollm.train.linear_cross_entropy), so none of the "
+        f"and the cross-entropy together in chunks of 128 rows (picollm.loss.linear_cross_entropy), so none of the "
         f"three exists.",
     ]
     table = {"columns": ["model", "batch x seq", "params", "RSS before steps MiB", "peak RSS MiB", "step adds MiB"],

@@ -13,7 +13,8 @@ from torch.profiler import record_function
 from benchmarks.common import REPO, Sizes
 from picollm.data.tokens import WindowSampler
 from picollm.models import build_model
-from picollm.train import lm_loss, make_optimizer
+from picollm.loss import lm_loss
+from picollm.train import make_optimizer
 
 CPU = torch.device("cpu")
 
@@ -93,16 +94,14 @@ class RandomTokens:
         return WindowSampler(self.tokens, self.sources, {"bench": 1.0}, block, seed)
 
 
-def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg: dict | None = None,
-               fused_adamw: bool | None = None):
+def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg: dict | None = None):
     """One trainer step as a callable: draw a window batch, loss, zero_grad, backward, clip, AdamW step.
 
-    The optimizer is picollm.train.make_optimizer with config/config.yaml's train settings, for every model
-    (`fused_adamw` overrides its choice of the fused AdamW kernel).
+    The optimizer is picollm.train.make_optimizer with config/config.yaml's train settings, for every model.
     """
     cfg = train_cfg or default_train_cfg()
     model.train()
-    optimizer = make_optimizer(model, cfg, CPU, fused=fused_adamw)
+    optimizer = make_optimizer(model, cfg, CPU)
     clip = cfg["grad_clip"] or float("inf")
 
     def step():

@@ -59,7 +59,7 @@ def run(sz: Sizes, peak: dict) -> dict:
         f"{sz.n_heads} heads, fp32, random init, the same AdamW (picollm.train.make_optimizer, config/config.yaml's "
         f"train settings), the same cross-entropy and clip_grad_norm_, batches from a memory-mapped token file "
         f"(WindowSampler). HF is GPT2LMHeadModel(GPT2Config(...), attn_implementation='sdpa'), called with "
-        f"use_cache=False; ours is build_model({transformer_cfg(sz)}) and picollm.train.lm_loss.",
+        f"use_cache=False; ours is build_model({transformer_cfg(sz)}) and picollm.loss.lm_loss.",
         FLOPS_FORMULA,
         f"Peak: an fp32 {n} x {n} torch.mm timed in the same interleaved rounds as the two models "
         f"({peak_rounds:,.0f} GFLOP/s), and before the benchmark ({peak['peak_gflops']:,.0f} GFLOP/s); MFU uses the "
@@ -75,10 +75,10 @@ def run(sz: Sizes, peak: dict) -> dict:
             f"{matmul_speed['all_matmul_gflops']:,.0f} GFLOP/s (the LM head's at {matmul_speed['head_matmul_gflops']:,.0f}), "
             f"{matmul_speed['mfu_bound_matmuls_only']:.0%} of the peak: the MFU this step would reach if everything "
             f"that is not a matmul took no time at all. {head:.0%} of the step is the vocabulary projection and its cross-entropy. "
-            f"Ours runs them fused over chunks of 128 rows (picollm.train.linear_cross_entropy: no {tokens_per_step} x "
+            f"Ours runs them fused over chunks of 128 rows (picollm.loss.linear_cross_entropy: no {tokens_per_step} x "
             f"{sz.vocab} tensor exists), but the head's matmuls still run below the square-matrix peak (their inner "
             f"dimension, d_model = {sz.d_model}, is short), and each chunk's softmax is a memory-bound pass that does no "
-            f"matmul FLOPs. `python -m benchmarks.proposals` measures the fused path against the plain one.")
+            f"matmul FLOPs.")
     table = {
         "columns": ["model", "params", "tokens/s", "step s (median)", "GFLOP/s", "MFU", "vs HF"],
         "rows": [[label, rows[n]["params"], rows[n]["tokens_per_s"], rows[n]["median_s"], rows[n]["achieved_gflops"],

@@ -340,8 +340,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 while chunk := resp.read1(1 << 16):
                     self.wfile.write(chunk)
+                if resp.length:  # the upstream closed before the announced end of the body
+                    self.close_connection = True  # so drop the client too, as a real proxy does
         except (OSError, http.client.HTTPException):
-            self.close_connection = True  # the upstream dropped: drop the client too, as a real proxy does
+            self.close_connection = True
         finally:
             upstream.close()
 
@@ -413,3 +415,18 @@ def run_download(src: dict, out_dir, env: dict, timeout: float = 120) -> subproc
     args = [json.dumps(src), str(Path(out_dir) / "train.txt"), str(Path(out_dir) / "val.txt")]
     return subprocess.run([sys.executable, "-c", FAST_RETRIES + DOWNLOAD, *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+class SilentServer:
+    """A port that accepts TCP connections (the kernel's backlog) but never answers: a Hub behind a
+    firewall that swallows packets, where only a timeout ends the wait."""
+
+    def __enter__(self) -> "SilentServer":
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from picollm.models import build_model, checkpoint_dict, load_model
 from picollm.sampling import generate
-from picollm.train import lm_loss
+from picollm.loss import lm_loss
 
 V, KEPT = 40, [0, 3, 5, 7, 11, 39]
 

@@ -108,10 +108,10 @@ def test_block_size_larger_than_validation_split(tokens_dir, tmp_path):
 
 
 def _train_cmd(tokens_dir, out_dir, steps):
-    return [sys.executable, "-m", "picollm", "train", "--name", "m", "--model", json.dumps(TRANSFORMER),
-            "--train", json.dumps({**TRAIN, "max_steps": steps, "checkpoint_interval": 25}), "--seed", "3",
-            "--block-size", "32", "--device", "cpu", "--tokens-dir", str(tokens_dir), "--out-dir", str(out_dir),
-            "--threads", "1"]
+    job = {"models": {"m": TRANSFORMER}, "train": {**TRAIN, "max_steps": steps, "checkpoint_interval": 25},
+           "seed": 3, "block_size": 32, "device": "cpu"}
+    return [sys.executable, "-m", "picollm", "train", "--config", json.dumps(job), "--tokens-dir", str(tokens_dir),
+            "--out-dir", str(out_dir), "--threads", "1"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -162,13 +162,13 @@ def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(PicoError, match="not a pico-llm model checkpoint"):
         load_model(tmp_path / "foreign.pt")
-    result = picollm("sample", "--name", "m", "--model-path", tmp_path / "trunc.pt", "--sampling", "{}",
+    result = picollm("sample", "--name", "m", "--model-path", tmp_path / "trunc.pt", "--config", "{}",
                      "--out", tmp_path / "s.jsonl")
     assert result.returncode == 1 and result.stderr.startswith("error: checkpoint") and not (tmp_path / "s.jsonl").exists()
 
 
 def test_fused_linear_cross_entropy_matches_pytorch():
-    from picollm.train import linear_cross_entropy
+    from picollm.loss import linear_cross_entropy
     torch.manual_seed(0)
     h = torch.randn(300, 16, requires_grad=True)
     w = torch.randn(50, 16, requires_grad=True)

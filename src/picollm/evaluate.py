@@ -6,6 +6,9 @@ non-overlapping windows of `block_size` tokens that training's `validation_loss`
 on their number), plus one final shorter window over the tail those full windows leave. So every token
 of a source except its first is predicted exactly once, each from the tokens before it in its window
 (a window starts with no context, as in training). Nothing is sampled: the same numbers every run.
+Many windows share a forward pass, and the head's logits are computed a chunk of rows at a time, never
+for a whole batch. `max_tokens` caps the work: whole windows evenly spread over the split, at most
+max_tokens predictions, and the result says it was capped.
 
 Bits per byte = total nats / (ln 2 * UTF-8 bytes of the scored tokens). A token's bytes are its own
 bytes (`decode_single_token_bytes`), so the sum is the byte length of the text the tokens decode to;
@@ -32,20 +35,14 @@ from collections import Counter
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
+from picollm.errors import PicoError
+from picollm.models.compact import CompactVocab
 from picollm.sampling import decodings, sample_records
-from picollm.train import lm_loss, validation_loss
 
 LN2 = math.log(2)
-# logits held at once while scoring (batch x block x vocab fp32 values). On a CPU, tensors past glibc's mmap
-# threshold (32 MB) are fresh pages every batch: measured here, a 16 MB budget (one GPT-2 window of 64)
-# scores 30% faster than 256 MB, the kernel's page faults outweighing the larger matmuls.
-LOGITS_BUDGET = {"cpu": 4 * 2 ** 20, "other": 64 * 2 ** 20}
-
-
-def eval_batch_size(block_size: int, vocab_size: int, device="cpu", cap: int = 64) -> int:
-    budget = LOGITS_BUDGET["cpu" if torch.device(device).type == "cpu" else "other"]
-    return int(max(1, min(cap, budget // (block_size * vocab_size))))
 
 
 # --- n-gram measures ------------------------------------------------------------------------------
@@ -83,30 +80,126 @@ def diversity(seqs) -> dict:
 
 # --- scoring token sequences ----------------------------------------------------------------------
 
-@torch.no_grad()
-def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, device) -> tuple[float, int]:
-    """(total nats, number of predicted tokens) over a token array: every token but the first, once.
+def source_windows(start: int, end: int, block_size: int) -> np.ndarray:
+    """(first, stop) token offsets, one row per window, that score tokens[start:end]: full windows of
+    block_size + 1 tokens at start, start + block_size, ..., then one shorter window over the tail they leave.
+    A window predicts tokens first + 1 .. stop - 1, so every token but the first is predicted exactly once."""
+    firsts = np.arange(start, end - 1, block_size, dtype=np.int64)
+    return np.stack([firsts, np.minimum(firsts + block_size + 1, end)], axis=1)
 
-    Full windows go through `picollm.train.validation_loss` (max_windows=None: all of them); the tail they
-    leave, shorter than a window, is scored as one more, shorter window.
+
+def spread(n: int, k: int) -> np.ndarray:
+    """k of the indices 0 .. n - 1, evenly spread and distinct (k <= n), as eval_windows picks its subset."""
+    return np.linspace(0, n - 1, k).round().astype(np.int64)
+
+
+def split_windows(sources: dict, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, source index of each window) scoring a split whose sources are `sources`.
+
+    Windows never cross a source boundary. With max_tokens below the split's predictions, only
+    max_tokens // block_size of the windows are kept, evenly spread over the split (so over its sources, in
+    proportion to their size, rather than its head only): at most max_tokens predictions, the same every run.
     """
-    n = len(tokens)
-    if n < 2:
-        return 0.0, 0
+    per_source = [source_windows(r["start"], r["end"], block_size) for r in sources.values()]
+    windows = np.concatenate([np.zeros((0, 2), np.int64), *per_source])
+    owner = np.repeat(np.arange(len(per_source)), [len(w) for w in per_source])
+    if max_tokens is None or max_tokens >= predictions(windows):
+        return windows, owner
+    if max_tokens < block_size:
+        raise PicoError(f"evaluate max_tokens = {max_tokens} is below block_size {block_size} (the cap keeps whole "
+                        f"windows); set it to at least {block_size}, or to null for the whole split")
+    keep = spread(len(windows), max_tokens // block_size)
+    return windows[keep], owner[keep]
+
+
+def predictions(windows: np.ndarray) -> int:
+    """Tokens the windows predict (each window's first token is context only)."""
+    return int((windows[:, 1] - windows[:, 0] - 1).sum())
+
+
+# Next-token predictions per forward pass (windows x their length): large matmuls, small activations.
+ROWS_PER_BATCH = {"cpu": 4096, "other": 32768}
+# Rows of fp32 logits the head computes at once, into one buffer reused for every chunk: at GPT-2's
+# V = 50257, 512 rows are 103 MB. A fresh (rows, V) tensor per chunk would be fresh pages every time.
+HEAD_CHUNK = {"cpu": 512, "other": 4096}
+
+
+def device_kind(device) -> str:
+    return "cpu" if torch.device(device).type == "cpu" else "other"
+
+
+def eval_batch_size(block_size: int, device="cpu") -> int:
+    """Windows per forward pass when scoring a split."""
+    return max(1, ROWS_PER_BATCH[device_kind(device)] // block_size)
+
+
+def head_losses(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """F.cross_entropy(head(h), targets, reduction="none") for h (N, H), as fp32 (N,), chunk rows at a time.
+
+    Each chunk's logits go into the same buffer and are turned into exp(logits - max) in place, so the
+    (N, V) logits never exist and no (chunk, V) tensor is allocated after the first.
+    """
+    losses = torch.empty(h.size(0), dtype=torch.float32, device=h.device)
+    buffer = torch.empty(min(chunk, h.size(0)), head.out_features, dtype=h.dtype, device=h.device)
+    for s in range(0, h.size(0), chunk):
+        hc, yc = h[s:s + chunk], targets[s:s + chunk]
+        logits = buffer[:hc.size(0)]
+        if head.bias is None:
+            torch.mm(hc, head.weight.t(), out=logits)
+        else:
+            torch.addmm(head.bias, hc, head.weight.t(), out=logits)
+        target_logit = logits.gather(1, yc[:, None])[:, 0].float()
+        top = logits.amax(1, keepdim=True)
+        logsumexp = logits.sub_(top).exp_().sum(1).float().log() + top[:, 0].float()
+        losses[s:s + hc.size(0)] = logsumexp - target_logit
+    return losses
+
+
+def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Next-token cross-entropy in nats over the full vocabulary at every position, (B, T) fp32: the
+    per-token form of picollm.train.lm_loss (features, then the head and the loss in chunks of rows)."""
+    if not hasattr(model, "features"):  # any other module mapping ids to logits: one window's logits at a time
+        return torch.stack([F.cross_entropy(model(xi[None])[0].float(), yi, reduction="none") for xi, yi in zip(x, y)])
+    h = model.features(x).flatten(0, 1)
+    if isinstance(model, CompactVocab):  # head over the kept ids + "other", spread evenly over the unseen ids
+        target = model.to_compact[y.flatten()]
+        losses = head_losses(h, model.inner.head, target, chunk) + (target == model.other) * model.log_unseen
+    else:
+        losses = head_losses(h, model.head, y.flatten(), chunk)
+    return losses.view(y.shape)
+
+
+@torch.no_grad()
+def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int, device, desc: str = "score"
+                ) -> np.ndarray:
+    """Summed next-token loss (nats) of each window tokens[first:stop] (rows of `windows`).
+
+    Windows of the same length (all full windows; a tail is shorter) go through the model batch_size at a
+    time; the progress bar (stderr) counts predicted tokens.
+    """
     device = torch.device(device)
-    n_full = (n - 1) // block_size  # windows of block_size + 1 tokens starting at 0, block_size, ...
-    total = 0.0
-    if n_full:
-        mean = validation_loss(model, tokens, block_size, batch_size, device, max_windows=None)
-        total += mean * n_full * block_size
-    tail_start = n_full * block_size
-    if tail_start < n - 1:
-        was_training = model.training
-        model.eval()
-        window = torch.from_numpy(np.asarray(tokens[tail_start:n]).astype(np.int64)).to(device)[None]
-        total += lm_loss(model, window[:, :-1], window[:, 1:]).item() * (window.size(1) - 1)
-        model.train(was_training)
-    return total, n - 1
+    nats = np.zeros(len(windows))
+    lengths = windows[:, 1] - windows[:, 0]
+    was_training = model.training
+    model.eval()
+    with tqdm(total=predictions(windows), desc=desc, unit="tok", unit_scale=True, mininterval=5) as bar:
+        for length in np.unique(lengths)[::-1]:
+            same = np.flatnonzero(lengths == length)
+            for i in range(0, len(same), batch_size):
+                rows = same[i:i + batch_size]
+                ids = np.asarray(tokens[windows[rows, :1] + np.arange(length)], dtype=np.int64)
+                ids = torch.from_numpy(ids).to(device)
+                losses = token_losses(model, ids[:, :-1], ids[:, 1:], HEAD_CHUNK[device_kind(device)])
+                nats[rows] = losses.double().sum(1).cpu().numpy()
+                bar.update(len(rows) * (int(length) - 1))
+    model.train(was_training)
+    return nats
+
+
+def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, device) -> tuple[float, int]:
+    """(total nats, number of predicted tokens) over a token array: every token but the first, once."""
+    windows = source_windows(0, len(tokens), block_size)
+    return float(window_nats(model, tokens, windows, batch_size, device).sum()), predictions(windows)
 
 
 def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
@@ -130,17 +223,25 @@ def loss_record(nats: float, tokens: int, n_bytes: int) -> dict:
 
 
 def evaluate_split(model, tokens: np.ndarray, sources: dict, byte_lengths: np.ndarray, block_size: int,
-                   batch_size: int, device) -> dict:
-    """{"all": record, "sources": {name: record}} over a split whose sources are `sources`
-    ({name: {"start": .., "end": ..}} token offsets, as in meta.json)."""
-    per_source, nats, count, n_bytes = {}, 0.0, 0, 0
-    for name, rng in sources.items():
-        part = tokens[rng["start"]:rng["end"]]
-        s_nats, s_count = score_tokens(model, part, block_size, batch_size, device)
-        s_bytes = int(byte_lengths[np.asarray(part[1:]).astype(np.int64)].sum())
-        per_source[name] = loss_record(s_nats, s_count, s_bytes)
-        nats, count, n_bytes = nats + s_nats, count + s_count, n_bytes + s_bytes
-    return {"all": loss_record(nats, count, n_bytes), "sources": per_source}
+                   batch_size: int, device, max_tokens: int | None = None, desc: str = "val loss") -> dict:
+    """{"all": record, "sources": {name: record}, "tokens_in_split": .., "capped": ..} over a split whose sources
+    are `sources` ({name: {"start": .., "end": ..}} token offsets, as in meta.json), with at most max_tokens
+    predicted tokens scored (None: all of them; see split_windows)."""
+    windows, owner = split_windows(sources, block_size, max_tokens)
+    nats = window_nats(model, tokens, windows, batch_size, device, desc)
+    # bytes of each window's targets tokens[first + 1:stop], from the running byte count over the split
+    ends = np.cumsum(byte_lengths[np.asarray(tokens, dtype=np.int64)])
+    n_bytes = ends[windows[:, 1] - 1] - ends[windows[:, 0]] if len(windows) else np.zeros(0, np.int64)
+    count = windows[:, 1] - windows[:, 0] - 1
+
+    def total(values, source):
+        return values[owner == source].sum()
+
+    per_source = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)))
+                  for i, name in enumerate(sources)}
+    in_split = sum(max(0, r["end"] - r["start"] - 1) for r in sources.values())
+    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum())), "sources": per_source,
+            "tokens_in_split": in_split, "capped": int(count.sum()) < in_split}
 
 
 @torch.no_grad()
@@ -187,14 +288,17 @@ def sample_loglik(model, tokenizer, record: dict) -> tuple[float, int]:
     return float(logp[len(prompt_ids) - 1:].sum()), len(new)
 
 
-def sampling_metrics(records: list[dict], model=None, tokenizer=None) -> list[dict]:
+def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str = "sample log-likelihood"
+                     ) -> list[dict]:
     """One row per decoding (in order of first appearance) with the measures in the module docstring.
 
-    Without a model, mean_loglik is NaN (the text measures need only the records)."""
+    Without a model, mean_loglik is NaN (the text measures need only the records); with one, a progress bar
+    (stderr) counts the samples scored."""
     groups: dict = {}
     for rec in records:
         groups.setdefault(_decoding_label(rec["decoding"]), []).append(rec)
     rows = []
+    bar = tqdm(total=len(records), desc=desc, unit="sample", mininterval=5, disable=model is None)
     for label, recs in groups.items():
         seqs = [list(r["token_ids"]) for r in recs]
         word_seqs = [words(r["text"]) for r in recs]
@@ -203,6 +307,7 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None) -> list[di
             for r in recs:
                 s, c = sample_loglik(model, tokenizer, r)
                 ll_sum, ll_count = ll_sum + s, ll_count + c
+                bar.update()
         mean_ll = ll_sum / ll_count if ll_count else float("nan")
         first = recs[0]
         rows.append({
@@ -214,6 +319,7 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None) -> list[di
             "mean_loglik": mean_ll, "self_perplexity": math.exp(-mean_ll) if ll_count else float("nan"),
             **{f"words_{k}": v for k, v in diversity(word_seqs).items()},
             "origin": first.get("origin", "samples")})
+    bar.close()
     return rows
 
 
@@ -227,17 +333,34 @@ def sweep_records(model, tokenizer, name: str, sampling_cfg: dict, seed: int, p_
     return [{**r, "origin": "sweep"} for r in records if r["decoding"] != "greedy"]
 
 
+def scoring_method(block_size: int, max_tokens: int | None, capped: bool) -> str:
+    """How the split was scored, in words, for eval/<model>.json."""
+    windows = (f"per source, non-overlapping windows of block_size = {block_size} tokens + one shorter tail "
+               "window, the first token of each window context only")
+    if not capped:
+        return f"whole split, {windows}: every token but each source's first scored once; end-of-text counts 0 bytes"
+    return (f"capped at max_tokens = {max_tokens}: {max_tokens // block_size} of the split's windows, evenly spread "
+            f"over it ({windows}); end-of-text counts 0 bytes")
+
+
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
-                   samples_path=None, sampling_cfg: dict | None = None, seed: int = 1337, sweep_p=()) -> tuple:
-    """(eval dict for eval/<model>.json, sampling rows) of one trained model."""
+                   max_tokens: int | None = None, samples_path=None, sampling_cfg: dict | None = None,
+                   seed: int = 1337, sweep_p=()) -> tuple:
+    """(eval dict for eval/<model>.json, sampling rows) of one trained model.
+
+    max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
+    pass (None: eval_batch_size)."""
     import json
     from pathlib import Path
 
     from picollm.data.tokenizer import get_tokenizer
     from picollm.data.tokens import load_tokens, read_meta
     from picollm.device import resolve_device
-    from picollm.models import count_parameters, load_model, output_vocab_size
+    from picollm.models import count_parameters, load_model
 
+    if max_tokens is not None and max_tokens < 1:
+        raise PicoError(f"evaluate max_tokens = {max_tokens} is not a positive number of tokens; "
+                        f"set it to at least the block size, or to null for the whole split")
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
     dev = resolve_device(device)
@@ -245,27 +368,28 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     ckpt = model.checkpoint
     tokenizer = get_tokenizer(ckpt["tokenizer"])
     block_size = ckpt["block_size"]
-    batch = batch_size or eval_batch_size(block_size, output_vocab_size(model), dev)
+    batch = batch_size or eval_batch_size(block_size, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)
     lengths = token_byte_lengths(tokenizer, meta["vocab_size"])
-    result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev)
+    result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev,
+                            max_tokens=max_tokens, desc=f"val loss {name}")
     summary = ckpt.get("summary") or {}
     out = {"model": name, "type": ckpt["model_cfg"]["type"], **count_parameters(model),
            "tokens_seen": summary.get("tokens_seen"), "tokenizer": ckpt["tokenizer"], "block_size": block_size,
            "split": "val", "device": str(dev), "batch_size": batch,
            "val_loss": result["all"]["loss"], "perplexity": result["all"]["perplexity"], "bpb": result["all"]["bpb"],
-           "val_tokens_scored": result["all"]["tokens"], "val_bytes": result["all"]["bytes"],
+           "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
+           "val_capped": result["capped"], "max_tokens": max_tokens, "val_bytes": result["all"]["bytes"],
            "sources": result["sources"],
            "train_final_val_loss": summary.get("final_val_loss"),
-           "method": "whole split, per source: non-overlapping block_size windows + one shorter tail window; "
-                     "every token but each source's first scored once; end-of-text counts 0 bytes"}
+           "method": scoring_method(block_size, max_tokens, result["capped"])}
     rows = []
     if samples_path is not None:
         with open(samples_path, encoding="utf-8") as fh:
             records = [json.loads(line) for line in fh if line.strip()]
         if sweep_p and sampling_cfg is not None:
             records += sweep_records(model, tokenizer, name, sampling_cfg, seed, sweep_p)
-        rows = sampling_metrics(records, model, tokenizer)
+        rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}")
         order = {label: i for i, label in enumerate(map(_decoding_label, decodings(sorted(
             {r["p"] for r in rows if not math.isnan(r["p"])}))))}
         rows.sort(key=lambda r: order.get(r["decoding"], len(order)))

@@ -41,8 +41,8 @@ def train(cfg: dict, model: str) -> dict:
     train_cfg = {k: v for k, v in model_train(cfg, model).items() if k not in SCHEDULING_TRAIN_KEYS}
     return {"seed": cfg["seed"], "device": cfg["device"], "block_size": cfg["block_size"],
             "compact_vocab": cfg["compact_vocab"], "models": {model: model_spec(cfg, model)}, "train": train_cfg,
-            "data": {"sources": [{"kind": s["kind"], "name": s["name"], "weight": s["weight"]}
-                                 for s in cfg["data"]["sources"]]}}
+            # the sampler reads each source's name and weight; entries stay whole to remain valid config
+            "data": {"sources": cfg["data"]["sources"]}}
 
 
 def model_threads(cfg: dict, model: str) -> int:

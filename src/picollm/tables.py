@@ -86,7 +86,8 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
     frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # summaries from before a column existed: blank
-    frame = frame.round({"wall_s": 1, "tokens_per_s": 0, "final_train_loss": 4, "final_val_loss": 4})
+    frame = frame.round({"wall_s": 1, "final_train_loss": 4, "final_val_loss": 4})
+    frame["tokens_per_s"] = frame["tokens_per_s"].round().astype("Int64")
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False)

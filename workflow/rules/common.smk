@@ -29,7 +29,9 @@ config.update(CFG)
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
 # removes PYTHONPATH from a job's environment, and the env has no picollm installed).
-shell.prefix(f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 R = f"results/{CFG['experiment']}"
 SOURCES = [s["name"] for s in CFG["data"]["sources"]]
 MODELS = list(CFG["models"])
@@ -63,9 +65,15 @@ def per_model(pattern, models=None):
 # A figure is drawn by `picollm figure <name>` from `inputs` ({name: path} or one path); `job` gives its config
 # slice, `code` the modules beyond picollm.plots.<name> it runs.
 FIGURES = {
-    "loss_curves": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
-    "lr_schedule": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
-    "grad_norms": dict(inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment),
+    "loss_curves": dict(
+        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
+    ),
+    "lr_schedule": dict(
+        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
+    ),
+    "grad_norms": dict(
+        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
+    ),
     "sample_comparison": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
     "sample_slide": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
     "p_sweep": dict(inputs=f"{R}/eval/sampling.csv", job=jobs.experiment),
@@ -77,7 +85,9 @@ if TRANSFORMERS:
         code=["picollm.models.transformer"],
     )
 FIGURES = {
-    name: fig for name, fig in FIGURES.items() if (ROOT / "src/picollm/plots" / f"{name}.py").is_file()
+    name: fig
+    for name, fig in FIGURES.items()
+    if (ROOT / "src/picollm/plots" / f"{name}.py").is_file()
 }
 
 TABLES = {
@@ -99,7 +109,9 @@ def in_report(path, name, category):
 
 
 def table(name):
-    return in_report(TABLES[name], name, "Tables" if name != "provenance_table" else "Provenance")
+    return in_report(
+        TABLES[name], name, "Tables" if name != "provenance_table" else "Provenance"
+    )
 
 
 def job_records():

@@ -5,14 +5,14 @@ rule download:
         train=f"{R}/data/raw/{{source}}/train.txt",
         val=f"{R}/data/raw/{{source}}/val.txt",
         provenance=f"{R}/provenance/download/{{source}}.json",
+    log:
+        f"{R}/logs/download/{{source}}.log",
+    conda:
+        ENV
+    threads: 1
     params:
         config=lambda wc: as_json(jobs.download(CFG, wc.source)),
         code=jobs.code("download"),
-    log:
-        f"{R}/logs/download/{{source}}.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         "(python -m picollm download --config {params.config:q} --train {output.train} --val {output.val}"
         " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
@@ -27,17 +27,17 @@ rule tokenize:
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
         provenance=f"{R}/provenance/tokenize.json",
+    log:
+        f"{R}/logs/tokenize.log",
+    conda:
+        ENV
+    threads: 2
     params:
         config=as_json(jobs.tokenize(CFG)),
         code=jobs.code("tokenize"),
         sources=SOURCES,
         raw_dir=f"{R}/data/raw",
         out_dir=f"{R}/data/tokens",
-    log:
-        f"{R}/logs/tokenize.log",
-    threads: 2
-    conda:
-        ENV
     shell:
         "(python -m picollm tokenize --config {params.config:q} --raw-dir {params.raw_dir}"
         " --sources {params.sources} --out-dir {params.out_dir} --threads {threads}"

@@ -11,17 +11,17 @@ rule evaluate:
         eval=f"{R}/eval/{{model}}.json",
         sampling=f"{R}/eval/sampling/{{model}}.csv",
         provenance=f"{R}/provenance/evaluate/{{model}}.json",
+    log:
+        f"{R}/logs/evaluate/{{model}}.log",
+    conda:
+        ENV
+    threads: lambda wc: jobs.model_threads(CFG, wc.model)
+    resources:
+        gpu=int(jobs.needs_gpu(CFG["device"])),
     params:
         config=as_json(jobs.evaluate(CFG)),
         code=lambda wc: jobs.model_code("evaluate", CFG, wc.model),
         tokens_dir=f"{R}/data/tokens",
-    log:
-        f"{R}/logs/evaluate/{{model}}.log",
-    threads: lambda wc: jobs.model_threads(CFG, wc.model)
-    resources:
-        gpu=int(jobs.needs_gpu(CFG["device"])),
-    conda:
-        ENV
     shell:
         "(python -m picollm evaluate --config {params.config:q} --name {wildcards.model}"
         " --model-path {input.model} --tokens-dir {params.tokens_dir} --samples {input.samples}"
@@ -38,15 +38,16 @@ rule eval_tables:
         eval_md=f"{R}/tables/eval.md",
         sampling_csv=table("sampling_table"),
         provenance=f"{R}/provenance/eval_tables.json",
+    log:
+        f"{R}/logs/eval_tables.log",
+    conda:
+        ENV
+    threads: 1
     params:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
-    log:
-        f"{R}/logs/eval_tables.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         "(python -m picollm tables --config {params.config:q} --evals {input.evals}"
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --sampling-inputs {input.sampling}"
-        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
+        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}) > {log} 2>&1 "
+        + ON_ERROR

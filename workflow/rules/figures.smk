@@ -12,6 +12,11 @@ for name, fig in FIGURES.items():
             png=in_report(figure_path(name), name, "Figures"),
             svg=figure_path(name, "svg"),
             provenance=f"{R}/provenance/figures/{name}.json",
+        log:
+            f"{R}/logs/figures/{name}.log",
+        conda:
+            ENV
+        threads: 1
         params:
             figure=name,
             config=as_json(fig["job"](CFG)),
@@ -21,11 +26,7 @@ for name, fig in FIGURES.items():
                 if isinstance(fig["inputs"], dict)
                 else [fig["inputs"]]
             ),
-        log:
-            f"{R}/logs/figures/{name}.log",
-        threads: 1
-        conda:
-            ENV
         shell:
             "(python -m picollm figure {params.figure} --config {params.config:q} --inputs {params.inputs:q}"
-            " --out {output.png} --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
+            " --out {output.png} --provenance {output.provenance}) > {log} 2>&1 "
+            + ON_ERROR

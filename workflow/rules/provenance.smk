@@ -6,12 +6,13 @@ rule provenance_table:
         job_records(),
     output:
         csv=table("provenance_table"),
-    params:
-        code=jobs.code("tables"),
     log:
         f"{R}/logs/provenance_table.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        code=jobs.code("tables"),
     shell:
-        "(python -m picollm provenance-table --records {input} --out {output.csv}) > {log} 2>&1 " + ON_ERROR
+        "(python -m picollm provenance-table --records {input} --out {output.csv}) > {log} 2>&1 "
+        + ON_ERROR

@@ -4,14 +4,14 @@ rule sample:
     output:
         samples=f"{R}/samples/{{model}}.jsonl",
         provenance=f"{R}/provenance/sample/{{model}}.json",
+    log:
+        f"{R}/logs/sample/{{model}}.log",
+    conda:
+        ENV
+    threads: 1
     params:
         config=as_json(jobs.sample(CFG)),
         code=lambda wc: jobs.model_code("sample", CFG, wc.model),
-    log:
-        f"{R}/logs/sample/{{model}}.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         "(python -m picollm sample --config {params.config:q} --name {wildcards.model} --model-path {input.model}"
         " --device cpu --threads {threads} --out {output.samples} --provenance {output.provenance}) > {log} 2>&1 "
@@ -28,14 +28,14 @@ rule tables:
         models_csv=table("models_table"),
         models_md=f"{R}/tables/models.md",
         provenance=f"{R}/provenance/tables.json",
+    log:
+        f"{R}/logs/tables.log",
+    conda:
+        ENV
+    threads: 1
     params:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
-    log:
-        f"{R}/logs/tables.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         "(python -m picollm tables --config {params.config:q} --samples {input.samples}"
         " --samples-csv {output.samples_csv} --samples-md {output.samples_md} --summaries {input.summaries}"

@@ -8,18 +8,18 @@ rule train:
         metrics=f"{R}/models/{{model}}/metrics.csv",
         summary=f"{R}/models/{{model}}/summary.json",
         provenance=f"{R}/provenance/train/{{model}}.json",
+    log:
+        f"{R}/logs/train/{{model}}.log",
+    conda:
+        ENV
+    threads: lambda wc: jobs.model_threads(CFG, wc.model)
+    resources:
+        gpu=int(jobs.needs_gpu(CFG["device"])),
     params:
         config=lambda wc: as_json(jobs.train(CFG, wc.model)),
         code=lambda wc: jobs.model_code("train", CFG, wc.model),
         tokens_dir=f"{R}/data/tokens",
         out_dir=lambda wc: f"{R}/models/{wc.model}",
-    log:
-        f"{R}/logs/train/{{model}}.log",
-    threads: lambda wc: jobs.model_threads(CFG, wc.model)
-    resources:
-        gpu=int(jobs.needs_gpu(CFG["device"])),
-    conda:
-        ENV
     shell:
         "(python -m picollm train --config {params.config:q} --tokens-dir {params.tokens_dir}"
         " --out-dir {params.out_dir} --threads {threads} --provenance {output.provenance}) > {log} 2>&1 "

@@ -9,6 +9,7 @@ import os
 import random
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -124,8 +125,10 @@ def hub_unreachable(dataset: str, revision: str, timeout: float = 5.0) -> str | 
 def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> Iterator[str]:
     """Stream the first `num_stories` stories of a split; never downloads the whole dataset."""
     if (why := hub_unreachable(dataset, revision)) is not None:
-        raise PicoError(f"cannot reach the Hugging Face Hub at {hub_endpoint()} to stream {dataset} ({why}); "
-                        f"behind a proxy set HTTPS_PROXY, {WITHOUT_HUB}")
+        proxy = _proxy_for(hub_endpoint())
+        route = f"through the proxy {proxy}" if proxy else "directly (no HTTPS_PROXY / HTTP_PROXY set)"
+        raise PicoError(f"cannot reach the Hugging Face Hub at {hub_endpoint()} {route} to stream {dataset} ({why}); "
+                        f"fix the network or proxy settings, {WITHOUT_HUB}")
     import datasets
     import httpx2
     from datasets.exceptions import DatasetNotFoundError
@@ -146,6 +149,16 @@ def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> It
     except (OSError, httpx2.HTTPError) as exc:  # the connection dropped, HTTP 429/5xx after datasets' retries
         raise PicoError(f"streaming {dataset} (revision {revision}) failed after {count} {split} stories: "
                         f"{type(exc).__name__}: {_first_line(exc)}; rerun the download later, {WITHOUT_HUB}") from None
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy a request to `url` goes through, by the environment rules httpx and requests follow."""
+    import urllib.request
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):  # NO_PROXY
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _first_line(exc: BaseException) -> str:

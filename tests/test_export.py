@@ -1,0 +1,171 @@
+"""Export to a Hugging Face folder: transformers alone loads it, gives pico-llm's logits and greedy tokens,
+and the tokenizer gives pico-llm's ids; models with no exact counterpart are refused in one line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import needs_gpt2
+from picollm.data.tokenizer import get_tokenizer
+from picollm.errors import PicoError
+from picollm.export import export_model
+from picollm.models import build_model, checkpoint_dict, load_model
+from picollm.sampling import generate
+
+transformers = pytest.importorskip("transformers")
+
+BLOCK = 40
+ROPE = {"type": "transformer", "d_model": 32, "n_heads": 4, "n_layers": 2, "mlp_hidden": None, "mlp": "swiglu",
+        "pos_encoding": "rope", "dropout": 0.0, "tie_weights": True, "rope_base": 10000.0}
+TEXTS = ["Once upon a time, there was a little dog named Max.", "", " leading space", "It's 12:30 -- isn't it?",
+         "héllo wörld ✓ 日本語 🐶", "tabs\tand\n\nnew lines   and  runs of spaces ", "The end.\n"]
+
+
+def save_checkpoint(path, cfg, tokenizer="byte", vocab_size=257, seed=0, compact_ids=None):
+    """A tiny untrained model with weights spread wide enough that greedy decoding does not just repeat."""
+    torch.manual_seed(seed)
+    model = build_model(cfg, vocab_size, BLOCK, compact_ids)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
+    torch.save(checkpoint_dict(model, cfg, vocab_size, BLOCK, tokenizer=tokenizer), path)
+    return path
+
+
+def load_hf(folder):
+    return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def max_logit_diff(model, hf_model, seed=1) -> float:
+    ids = torch.randint(0, model.vocab_size, (3, BLOCK), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return (model(ids) - hf_model(ids).logits).abs().max().item()
+
+
+def greedy_pairs(model, hf_model, tok, prompts, new_tokens=12):
+    """(pico-llm's, transformers') greedy continuations, prompt + new tokens within block_size (beyond it
+    pico-llm slides its window while transformers runs on past the trained positions)."""
+    eot = tok.eot_token
+    for prompt in prompts:
+        ids = [eot, *tok.encode_ordinary(prompt)]
+        assert len(ids) + new_tokens <= BLOCK
+        ours = generate(model, ids, new_tokens, stop_token=eot).tolist()
+        theirs = hf_model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)[0].tolist()
+        yield ours, theirs
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", pytest.param("gpt2", marks=needs_gpt2)])
+def test_rope_swiglu_transformer_becomes_llama(tmp_path, tokenizer):
+    tok = get_tokenizer(tokenizer)
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE, tokenizer, tok.n_vocab)
+    summary = export_model(ckpt, tmp_path / "hf")
+
+    assert summary["architecture"] == "LlamaForCausalLM" and summary["max_logit_diff"] < 1e-4
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json"} <= set(summary["files"]) == set(os.listdir(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["model_type"] == "llama" and "auto_map" not in config  # no custom code to trust
+    model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
+    assert type(hf_model).__name__ == "LlamaForCausalLM"
+    assert max_logit_diff(model, hf_model) < 1e-4
+    pairs = list(greedy_pairs(model, hf_model, tok, ["Once upon a time", "", "The dog"]))
+    assert all(ours == theirs for ours, theirs in pairs), pairs
+    assert len({tuple(o) for o, _ in pairs}) == len(pairs)  # the prompts lead somewhere different
+
+
+def test_silu_mlp_becomes_arcee(tmp_path):
+    """Arcee is Llama with a non-gated MLP: pico-llm's plain SiLU MLP exactly (and an untied head, rope_base)."""
+    cfg = {**ROPE, "mlp": "silu", "mlp_hidden": 48, "tie_weights": False, "rope_base": 500.0}
+    ckpt = save_checkpoint(tmp_path / "model.pt", cfg)
+    summary = export_model(ckpt, tmp_path / "hf")
+    model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
+    assert summary["architecture"] == type(hf_model).__name__ == "ArceeForCausalLM"
+    assert hf_model.config.rope_parameters["rope_theta"] == 500.0 and hf_model.config.intermediate_size == 48
+    assert max_logit_diff(model, hf_model) < 1e-4
+    pairs = list(greedy_pairs(model, hf_model, get_tokenizer("byte"), ["Once upon a time", "Lily"]))
+    assert all(ours == theirs for ours, theirs in pairs), pairs
+
+
+def test_tied_embeddings_stay_tied(tmp_path):
+    from safetensors import safe_open
+    for tie in (True, False):
+        folder = tmp_path / f"hf-{tie}"
+        export_model(save_checkpoint(tmp_path / f"model-{tie}.pt", {**ROPE, "tie_weights": tie}), folder)
+        hf_model = load_hf(folder)
+        shared = hf_model.lm_head.weight.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
+        with safe_open(folder / "model.safetensors", "pt") as f:
+            stored = set(f.keys())
+        assert hf_model.config.tie_word_embeddings is tie and shared is tie
+        assert ("lm_head.weight" in stored) is not tie  # one copy of the table on disk when tied
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", pytest.param("gpt2", marks=needs_gpt2)])
+def test_tokenizer_gives_pico_ids_without_pico_code(tmp_path, tokenizer):
+    tok = get_tokenizer(tokenizer)
+    export_model(save_checkpoint(tmp_path / "model.pt", ROPE, tokenizer, tok.n_vocab), tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in TEXTS:
+        ids = tok.encode_ordinary(text)
+        assert hf_tok.encode(text) == ids, text
+        assert hf_tok.decode(ids) == text == tok.decode(ids)
+    assert hf_tok.eos_token_id == tok.eot_token == hf_tok.convert_tokens_to_ids("<|endoftext|>")
+    assert hf_tok.decode([*tok.encode_ordinary("Hi"), tok.eot_token], skip_special_tokens=True) == "Hi"
+
+
+def test_folder_generates_in_a_process_without_picollm(tmp_path):
+    """Greedy text from transformers alone (picollm cannot even be imported there) is pico-llm's text."""
+    tok = get_tokenizer("byte")
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE, seed=3)
+    export_model(ckpt, tmp_path / "hf")
+    script = (
+        "import sys; sys.modules['picollm'] = None\n"  # any import of picollm now fails
+        "import torch, transformers\n"
+        "tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "ids = torch.tensor([[tok.eos_token_id, *tok.encode('Once upon a time')]])\n"
+        "out = model.generate(ids, max_new_tokens=7, do_sample=False)\n"
+        "print(repr(tok.decode(out[0, ids.size(1):], skip_special_tokens=True)))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hf")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prompt = [tok.eot_token, *tok.encode_ordinary("Once upon a time")]
+    new = generate(load_model(ckpt), prompt, 7, stop_token=tok.eot_token)[len(prompt):].tolist()
+    expected = tok.decode(new[:new.index(tok.eot_token)] if tok.eot_token in new else new)
+    assert proc.stdout.strip().splitlines()[-1] == repr(expected)
+
+
+@pytest.mark.parametrize("cfg, compact, needle", [
+    ({**ROPE, "pos_encoding": "learned"}, False, "pos_encoding: rope"),
+    ({"type": "lstm", "embed_dim": 16, "hidden_dim": 32, "num_layers": 1, "dropout": 0.0}, False, "'lstm'"),
+    ({"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 32, "num_inner_layers": 1, "input": "embedding"},
+     False, "'kgram_mlp'"),
+    (ROPE, True, "compact_vocab"),
+], ids=["learned-positions", "lstm", "kgram", "compact-vocab"])
+def test_unexportable_models_are_refused_in_one_line(tmp_path, cfg, compact, needle):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier export")
+    ckpt = save_checkpoint(tmp_path / "model.pt", cfg, compact_ids=list(range(0, 200)) if compact else None)
+    with pytest.raises(PicoError) as err:
+        export_model(ckpt, out)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert "pos_encoding: rope" in msg or "compact_vocab" in msg  # the fix
+    assert sorted(os.listdir(tmp_path)) == ["hf", "model.pt"] and os.listdir(out) == ["keep.txt"]  # nothing touched
+
+
+def test_export_replaces_an_old_folder_atomically(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE)
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "stale.bin").write_bytes(b"old weights")
+    summary = export_model(ckpt, out)
+    assert "stale.bin" not in os.listdir(out) and set(summary["files"]) == set(os.listdir(out))
+    assert sorted(os.listdir(tmp_path)) == ["hf", "model.pt"]  # no temporary folder left beside it
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in os.listdir(out))  # safetensors only
+    load_model(ckpt)  # model.pt keeps working
