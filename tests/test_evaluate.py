@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from picollm import evaluate as ev
 from picollm import models, tables
 from picollm.data.tokenizer import ByteTokenizer
+from picollm.errors import PicoError
 
 from conftest import needs_gpt2
 
@@ -168,6 +169,76 @@ def test_per_source_records_add_up():
     assert a["nats"] == pytest.approx(ev.score_tokens(model, tokens[:23], 8, 4, "cpu")[0])
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_head_losses_match_cross_entropy_across_chunks(bias):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=bias)
+    h, y = torch.randn(23, 16), torch.randint(0, 50, (23,))
+    want = F.cross_entropy(head(h), y, reduction="none")
+    for chunk in (1, 7, 23, 64):  # chunk boundaries inside, at and past the rows
+        assert torch.allclose(ev.head_losses(h, head, y, chunk), want, rtol=1e-5, atol=1e-6)
+
+
+def reference_split_nats(model, tokens, sources, block):
+    """Per source, the straightforward way: one window at a time, full logits, F.cross_entropy."""
+    return {name: brute_force_nats(model, tokens[r["start"]:r["end"]].tolist(), block)[0]
+            for name, r in sources.items()}
+
+
+def compact_tiny(vocab=300, block=8):
+    torch.manual_seed(0)
+    return models.build_model({"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1}, vocab, block,
+                              compact_ids=range(0, vocab, 3)).eval()
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "lstm", "kgram_mlp", "compact"])
+def test_batched_split_scoring_matches_the_one_window_reference(model_type, monkeypatch):
+    monkeypatch.setitem(ev.HEAD_CHUNK, "cpu", 5)  # several head chunks per batch, a partial one last
+    vocab, block = 300, 8
+    model = compact_tiny(vocab, block) if model_type == "compact" else tiny(model_type, vocab, block)
+    tokens = np.random.default_rng(2).integers(0, vocab, 150).astype(np.uint16)
+    sources = {"a": {"start": 0, "end": 42}, "b": {"start": 42, "end": 43}, "c": {"start": 43, "end": 150}}
+    lengths = np.ones(vocab, dtype=np.int64)
+    want = reference_split_nats(model, tokens, sources, block)
+    for batch in (1, 3, 64):
+        res = ev.evaluate_split(model, tokens, sources, lengths, block, batch, "cpu")
+        for name in sources:
+            assert res["sources"][name]["nats"] == pytest.approx(want[name], rel=1e-5, abs=1e-6)
+        assert res["all"]["tokens"] == res["tokens_in_split"] == 41 + 0 + 106 and not res["capped"]
+
+
+def test_a_capped_split_scores_whole_windows_spread_over_it():
+    vocab, block = 257, 8
+    model = tiny(vocab=vocab, block=block)
+    tokens = np.random.default_rng(3).integers(0, vocab, 130).astype(np.uint16)
+    sources = {"a": {"start": 0, "end": 50}, "b": {"start": 50, "end": 130}}
+    lengths = np.arange(vocab, dtype=np.int64) % 3  # tokens of 0, 1 and 2 bytes
+    windows, owner = ev.split_windows(sources, block, max_tokens=40)
+    # a: windows at 0, 8, .., 48 (7, the last predicting 1 token); b: at 50, 58, .., 122 (10): 5 of 17 kept
+    assert len(windows) == 5 and ev.predictions(windows) <= 40
+    assert windows[0, 0] == 0 and windows[-1, 0] == 122 and set(owner) == {0, 1}
+    res = ev.evaluate_split(model, tokens, sources, lengths, block, 4, "cpu", max_tokens=40)
+    want_nats = sum(brute_force_nats(model, tokens[a:b].tolist(), block)[0] for a, b in windows)
+    want_bytes = sum(int(lengths[tokens[a + 1:b]].sum()) for a, b in windows)
+    assert res["capped"] and res["tokens_in_split"] == 49 + 79
+    assert res["all"]["tokens"] == ev.predictions(windows)
+    assert res["all"]["nats"] == pytest.approx(want_nats, rel=1e-5) and res["all"]["bytes"] == want_bytes
+    assert res["sources"]["a"]["tokens"] + res["sources"]["b"]["tokens"] == res["all"]["tokens"]
+
+    whole = ev.evaluate_split(model, tokens, sources, lengths, block, 4, "cpu")
+    at_size = ev.evaluate_split(model, tokens, sources, lengths, block, 4, "cpu", max_tokens=128)
+    assert not at_size["capped"] and at_size["all"] == whole["all"]  # a cap the split does not reach
+    with pytest.raises(PicoError, match="below block_size 8"):
+        ev.split_windows(sources, block, max_tokens=7)
+
+
+def test_split_scoring_shows_progress_on_stderr(capsys):
+    tokens = np.arange(40, dtype=np.uint16) % 30
+    ev.evaluate_split(tiny(), tokens, {"s": {"start": 0, "end": 40}}, np.ones(30, np.int64), 8, 2, "cpu",
+                      desc="val loss m")
+    assert "val loss m" in capsys.readouterr().err
+
+
 @needs_gpt2
 def test_gpt2_token_bytes_sum_to_the_text_bytes():
     from picollm.data.tokenizer import get_tokenizer
@@ -252,7 +323,8 @@ def test_evaluate_model_and_tables(tmp_path):
                     "stop_at_eot": True}
     out, rows = ev.evaluate_model("k", tmp_path / "m" / "model.pt", tmp_path / "tok", samples_path=samples,
                                   sampling_cfg=sampling_cfg, sweep_p=[0.5, 0.3])
-    assert out["val_tokens_scored"] == meta["splits"]["val"]["tokens"] - 1
+    assert out["val_tokens_scored"] == out["val_tokens_in_split"] == meta["splits"]["val"]["tokens"] - 1
+    assert out["val_capped"] is False and out["max_tokens"] is None and out["method"].startswith("whole split")
     assert out["perplexity"] == pytest.approx(math.exp(out["val_loss"]))
     assert out["val_bytes"] == sum(len(f"{i} {i + 1} {i + 2}") for i in range(40)) - 1  # minus the first byte
     assert out["tokens_seen"] == 4 * 4 * 16 and out["params"] > out["params_non_embedding"]
@@ -260,6 +332,12 @@ def test_evaluate_model_and_tables(tmp_path):
     assert [(r["decoding"], r["origin"], r["samples"]) for r in rows] == [
         ("greedy", "samples", 1), ("p=0.3", "sweep", 2), ("p=0.5", "samples", 1)]
     assert all(r["mean_loglik"] < 0 for r in rows)
+
+    capped, _ = ev.evaluate_model("k", tmp_path / "m" / "model.pt", tmp_path / "tok", max_tokens=40)
+    assert capped["val_capped"] is True and capped["max_tokens"] == 40 and capped["method"].startswith("capped")
+    assert 0 < capped["val_tokens_scored"] <= 40 and capped["val_tokens_in_split"] == out["val_tokens_in_split"]
+    with pytest.raises(PicoError, match="null for the whole split"):
+        ev.evaluate_model("k", tmp_path / "m" / "model.pt", tmp_path / "tok", max_tokens=0)
 
     (tmp_path / "k.json").write_text(json.dumps(out))
     pd.DataFrame(rows).to_csv(tmp_path / "k.csv", index=False)

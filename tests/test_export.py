@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from conftest import needs_gpt2
+from conftest import TINYSTORIES_VALID, needs_gpt2, needs_tinystories
 from picollm.data.tokenizer import get_tokenizer
 from picollm.errors import PicoError
-from picollm.export import export_model
+from picollm.export import export_model, hf_tokenizer
 from picollm.models import build_model, checkpoint_dict, load_model
 from picollm.sampling import generate
 
@@ -115,6 +115,15 @@ def test_tokenizer_gives_pico_ids_without_pico_code(tmp_path, tokenizer):
         assert hf_tok.decode(ids) == text == tok.decode(ids)
     assert hf_tok.eos_token_id == tok.eot_token == hf_tok.convert_tokens_to_ids("<|endoftext|>")
     assert hf_tok.decode([*tok.encode_ordinary("Hi"), tok.eot_token], skip_special_tokens=True) == "Hi"
+
+
+@needs_gpt2
+@needs_tinystories
+def test_gpt2_tokenizer_matches_tiktoken_on_tinystories():
+    """The merges rebuilt from tiktoken's ranks give tiktoken's ids on real stories, not just a few strings."""
+    enc, hf_tok = get_tokenizer("gpt2"), hf_tokenizer("gpt2", 50257, 128)
+    stories = TINYSTORIES_VALID.read_text(encoding="utf-8").split("<|endoftext|>")[:300]
+    assert all(hf_tok.encode(story) == enc.encode_ordinary(story) for story in stories)
 
 
 def test_folder_generates_in_a_process_without_picollm(tmp_path):

@@ -133,6 +133,7 @@ def eval_batch_size(block_size: int, device="cpu") -> int:
     return max(1, ROWS_PER_BATCH[device_kind(device)] // block_size)
 
 
+@torch.no_grad()  # out= buffers take no gradients: for scoring only
 def head_losses(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int) -> torch.Tensor:
     """F.cross_entropy(head(h), targets, reduction="none") for h (N, H), as fp32 (N,), chunk rows at a time.
 

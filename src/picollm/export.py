@@ -26,6 +26,10 @@ MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of 
 
 def export_model(model_path, out_dir) -> dict:
     """Write `out_dir` (atomically) from the checkpoint `model_path`; return a summary of what was written."""
+    try:
+        import transformers  # noqa: F401  (an optional dependency)
+    except ImportError:
+        raise PicoError("export needs the transformers package; install it with pip install -e '.[bench]'") from None
     model = load_model(model_path)
     ckpt = model.checkpoint
     config = hf_config(model, ckpt)
@@ -54,7 +58,7 @@ def _refuse_unexportable(model, ckpt) -> None:
     if isinstance(model, CompactVocab):
         # Unseen ids share the "other" logit minus log(#unseen): a per-token output bias that Llama's head lacks.
         raise PicoError("a compact-vocabulary model has no exact Llama form (its 'other' class needs an output "
-                        "bias); train with compact_vocab off to export it")
+                        "bias); train it with compact_vocab: false to export it")
     model_type = ckpt["model_cfg"].get("type")
     if model_type != "transformer":
         raise PicoError(f"only Transformer models can be exported to Hugging Face format, not {model_type!r}; "
@@ -191,14 +195,14 @@ def tiktoken_tokenizer(enc):
     vocab = {as_text(t): r for t, r in ranks.items()}
     merges = [tuple(map(as_text, _split_in_two(t, ranks))) for t, r in sorted(ranks.items(), key=lambda kv: kv[1])
               if len(t) > 1]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    # Special tokens go in the vocabulary with their own ids (not necessarily the next free ones), then are
+    # marked special so that they are never split and decode(skip_special_tokens=True) drops them.
+    tok = Tokenizer(models.BPE(vocab={**vocab, **enc._special_tokens}, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(enc._pat_str), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    for text, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1]):
-        tok.add_special_tokens([text])
-        assert tok.token_to_id(text) == i, (text, i)
+    tok.add_special_tokens(list(enc._special_tokens))
     return tok
 
 

@@ -69,8 +69,8 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
              "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
              "show); `newlines` counts the line breaks in the continuation.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
-        lines += [f"## Prompt: “{show_whitespace(prompt)}”", "", "| decoding | model | new tokens | newlines | text |",
-                  "|---|---|--:|--:|---|"]
+        lines += [f"## Prompt: “{show_whitespace(prompt)}”", "",
+                  "| decoding | model | new tokens | newlines | text |", "|---|---|--:|--:|---|"]
         lines += [f"| {r.decoding} | {r.model} | {r.new_tokens} | {r.newlines} | {_cell(r.text)} |"
                   for r in group.itertuples()]
         lines.append("")

@@ -112,12 +112,11 @@ def hub_unreachable(dataset: str, revision: str, timeout: float = 5.0) -> str | 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
             return f"{var} is set"
-    import httpx2
-    from huggingface_hub.utils import get_session
+    from huggingface_hub.utils import get_session, httpx  # huggingface_hub's HTTP client library (httpx2)
     url = f"{hub_endpoint()}/datasets/{dataset}/resolve/{revision}/README.md"
     try:
         get_session().head(url, timeout=timeout)
-    except httpx2.TransportError as exc:  # refused, timed out, no DNS, proxy down...
+    except httpx.TransportError as exc:  # refused, timed out, no DNS, proxy down...
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}"
     return None
 
@@ -130,12 +129,15 @@ def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> It
         raise PicoError(f"cannot reach the Hugging Face Hub at {hub_endpoint()} {route} to stream {dataset} ({why}); "
                         f"fix the network or proxy settings, {WITHOUT_HUB}")
     import datasets
-    import httpx2
     from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.utils import httpx
     count = 0
     try:
         stream = datasets.load_dataset(dataset, split=split, streaming=True, revision=revision)
         for row in itertools.islice(stream, num_stories):  # islice: not one row more than asked
+            if "text" not in row:
+                raise PicoError(f"{dataset} has no 'text' column (it has {sorted(row)}); tinystories sources need "
+                                f"one story per row in 'text'")
             yield row["text"]
             count += 1
     except DatasetNotFoundError as exc:  # a wrong dataset id or revision
@@ -146,7 +148,7 @@ def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> It
             raise
         raise PicoError(f"{dataset} (revision {revision}) has no {split!r} split ({_first_line(exc)}); tinystories "
                         f"sources need a dataset with 'train' and 'validation' splits") from None
-    except (OSError, httpx2.HTTPError) as exc:  # the connection dropped, HTTP 429/5xx after datasets' retries
+    except (OSError, httpx.HTTPError) as exc:  # the connection dropped, HTTP 429/5xx after datasets' retries
         raise PicoError(f"streaming {dataset} (revision {revision}) failed after {count} {split} stories: "
                         f"{type(exc).__name__}: {_first_line(exc)}; rerun the download later, {WITHOUT_HUB}") from None
 

@@ -49,5 +49,5 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)",
            title=f"Loss curves — {experiment}, {tokens:,} training tokens per model{zoom}")
     tokens_axis(ax)
-    ax.legend(title="train: " + "; ".join(sorted(shown)), fontsize="small", title_fontsize="small")
+    ax.legend(title="train lines — " + "; ".join(sorted(shown)), fontsize="small", title_fontsize="small")
     save(fig, out, experiment, provenance)

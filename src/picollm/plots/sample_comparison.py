@@ -1,43 +1,89 @@
-"""figures/sample_comparison.png: the sample table as a figure for slides (first sample per cell)."""
+"""figures/sample_comparison.png: the sample table as a figure (first sample per cell), every prompt and
+decoding by every model, for the report; figures/sample_slide.png (plots/sample_slide.py) is one prompt.
+
+Whitespace is drawn as signs (⏎ newline, → tab, ␣ a space that would not show) and a cell whose sample
+holds line breaks says how many: a sample of newlines must not read as an empty or one-character cell.
+"""
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pandas as pd
 
 from picollm.plots import plt, save
-from picollm.tables import train_tokens_note
+from picollm.tables import show_whitespace, train_tokens_note
+
+LINE_HEIGHT = 1.35  # a text line's height, in font sizes
 
 
-def plot(samples_csv, out, experiment: str, width: int = 38, max_chars: int = 220, provenance=None) -> None:
+def read_first_samples(samples_csv) -> pd.DataFrame:
+    """tables/samples.csv's first sample of each model, prompt and decoding, with `newlines` counted
+    (files written before that column existed are counted here)."""
     frame = pd.read_csv(samples_csv, keep_default_na=False)
-    first = frame[frame["sample"] == 0]
-    models = list(dict.fromkeys(first["model"]))
-    prompts = list(dict.fromkeys(first["prompt"]))
-    decodings = list(dict.fromkeys(first["decoding"]))
-    row_labels, cells = [], []
-    for prompt in prompts:
-        for dec in decodings:
-            row_labels.append(f"“{textwrap.shorten(prompt, 30)}”\n{dec}")
-            row = []
-            for model in models:
-                hit = first[(first["prompt"] == prompt) & (first["decoding"] == dec) & (first["model"] == model)]
-                text = " ".join(str(hit["text"].iloc[0]).split()) if len(hit) else ""
-                text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-                row.append(textwrap.fill(text or "(empty)", width))
-            cells.append(row)
-    lines_per_row = [max(c.count("\n") + 1 for c in row) for row in cells]
-    fig_h = 0.9 + 0.16 * sum(lines_per_row) + 0.15 * len(cells)
-    fig, ax = plt.subplots(figsize=(2.2 + 3.2 * len(models), fig_h))
+    frame["newlines"] = frame["text"].str.count("\n")
+    return frame[frame["sample"] == 0]
+
+
+def cell_text(text: str, width: int, max_chars: int) -> str:
+    """The sample with whitespace shown (a run of four or more signs as one with its count, ⏎×57: the signs
+    are wider than letters, so a long run would not wrap inside the cell), cut to max_chars and wrapped to
+    lines of `width` characters."""
+    text = show_whitespace(text).strip()
+    text = re.sub(r"([⏎→␣⇤])\1{3,}", lambda m: f"{m.group(1)}×{len(m.group())} ", text)
+    text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+    return textwrap.fill(text, width) if text else "(empty)"
+
+
+def row_lines(rows: list[list[str]], pad: float) -> list[float]:
+    """Each row's height in lines: its most-wrapped cell plus `pad` lines of padding."""
+    return [pad + max(cell.count("\n") + 1 for cell in row) for row in rows]
+
+
+def text_table(ax, cells: list[list[str]], col_labels: list[str], col_widths: list[float], fontsize: float,
+               pad: float = 1.0):
+    """ax.table of wrapped text with each row as tall as its most-wrapped cell plus `pad` lines (ax.table
+    alone gives every row one height). Fills the axes: draw it on table_figure's axes.
+    col_widths: relative widths of the columns."""
+    col_widths = [w / sum(col_widths) for w in col_widths]
+    lines = row_lines([col_labels, *cells], pad)
     ax.axis("off")
-    table = ax.table(cellText=cells, rowLabels=row_labels, colLabels=models, loc="upper center", cellLoc="left")
+    table = ax.table(cellText=cells, colLabels=col_labels, colWidths=col_widths, bbox=(0, 0, 1, 1), cellLoc="left")
     table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    total = sum(lines_per_row) + len(cells) + 1
-    for (r, c), cell in table.get_celld().items():
-        lines = 1 if r == 0 else lines_per_row[r - 1]
-        cell.set_height((lines + 1) / total * 0.95)
+    table.set_fontsize(fontsize)
+    for (r, _), cell in table.get_celld().items():
+        cell.set_height(lines[r] / sum(lines))
         cell.set_text_props(va="center")
-    tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
-    ax.set_title(f"Samples — {experiment}, {tokens}", fontsize=10)
+        cell.PAD = 0.02
+    return table
+
+
+def table_figure(cells: list[list[str]], width: float, fontsize: float, pad: float = 1.0):
+    """A figure `width` inches wide whose one axes, edge to edge under a title, is as tall as the
+    text_table of `cells` (and a one-line header) needs."""
+    lines = sum(row_lines([["header"], *cells], pad))
+    table_h, margin = lines * LINE_HEIGHT * fontsize / 72, 0.9  # inches: title above, stamp below
+    fig, ax = plt.subplots(figsize=(width, table_h + margin))
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.35 / (table_h + margin),
+                        top=1 - 0.55 / (table_h + margin))
+    return fig, ax
+
+
+def plot(samples_csv, out, experiment: str, provenance=None, *, width: int = 50, max_chars: int = 240,
+         fontsize: float = 10) -> None:
+    first = read_first_samples(samples_csv)
+    models = list(dict.fromkeys(first["model"]))
+    cells = []
+    for (prompt, decoding), group in first.groupby(["prompt", "decoding"], sort=False):
+        by_model = group.set_index("model")
+        row = [f"“{textwrap.shorten(show_whitespace(prompt), 30)}”\n{decoding}"]
+        for model in models:
+            hit = by_model.loc[model] if model in by_model.index else None
+            text = "" if hit is None else cell_text(hit["text"], width, max_chars)
+            row.append(text + (f"\n[{hit['newlines']} newlines]" if hit is not None and hit["newlines"] else ""))
+        cells.append(row)
+    fig, ax = table_figure(cells, 2.5 + 4.2 * len(models), fontsize)
+    text_table(ax, cells, ["prompt, decoding", *models], [2.5, *[4.2] * len(models)], fontsize)
+    tokens = train_tokens_note(dict(zip(first["model"], first["train_tokens"])))
+    ax.set_title(f"Samples — {experiment}, {tokens}   (⏎ newline, ␣ extra space)")
     save(fig, out, experiment, provenance)
