@@ -25,8 +25,8 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyarrow as pa
@@ -372,6 +372,21 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+class SilentServer:
+    """A port that accepts TCP connections (the kernel's backlog) but never answers: a Hub behind a
+    firewall that swallows packets, where only a timeout ends the wait."""
+
+    def __enter__(self) -> "SilentServer":
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()
+
+
 # --- running the download stage against the stand-in -----------------------------------------------------
 
 # datasets and huggingface_hub read HF_ENDPOINT (and proxies, offline flags) when imported, so the download
@@ -399,6 +414,9 @@ except PicoError as exc:
 """
 
 
+PROXY_VARS = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+
+
 def hub_env(endpoint: str, hf_home, **extra) -> dict:
     """The environment of a download against `endpoint`: a fresh HF cache, no proxy unless given."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in PROXY_VARS and not k.startswith("HF_")}
@@ -407,26 +425,9 @@ def hub_env(endpoint: str, hf_home, **extra) -> dict:
             "PYTHONPATH": src_dir, **extra}
 
 
-PROXY_VARS = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
-
-
 def run_download(src: dict, out_dir, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     """Download one source into out_dir/{train,val}.txt in a fresh interpreter (fast retries)."""
     args = [json.dumps(src), str(Path(out_dir) / "train.txt"), str(Path(out_dir) / "val.txt")]
     return subprocess.run([sys.executable, "-c", FAST_RETRIES + DOWNLOAD, *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
-
-class SilentServer:
-    """A port that accepts TCP connections (the kernel's backlog) but never answers: a Hub behind a
-    firewall that swallows packets, where only a timeout ends the wait."""
-
-    def __enter__(self) -> "SilentServer":
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        return self
-
-    def __exit__(self, *exc):
-        self._sock.close()

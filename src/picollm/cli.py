@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="eval/<model>.json")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
 
+    p = sub.add_parser("export", help="a Transformer model.pt -> a Hugging Face folder that transformers loads alone")
+    p.add_argument("model_path", help="model.pt of a Transformer with pos_encoding: rope")
+    p.add_argument("out_dir", help="folder to write (replaced atomically)")
+    p.set_defaults(command="export")
+
     p = sub.add_parser("provenance-table", help="every job's provenance record as one CSV row")
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")
     p.add_argument("--out", required=True)

@@ -158,7 +158,7 @@ def head_losses(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, c
 
 def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
     """Next-token cross-entropy in nats over the full vocabulary at every position, (B, T) fp32: the
-    per-token form of picollm.train.lm_loss (features, then the head and the loss in chunks of rows)."""
+    per-token form of picollm.loss.lm_loss (features, then the head and the loss in chunks of rows)."""
     if not hasattr(model, "features"):  # any other module mapping ids to logits: one window's logits at a time
         return torch.stack([F.cross_entropy(model(xi[None])[0].float(), yi, reduction="none") for xi, yi in zip(x, y)])
     h = model.features(x).flatten(0, 1)

@@ -22,6 +22,7 @@ def run(args):
                                     *([args.samples] if args.samples else [])],
                             outputs=[args.out, *([args.sampling_out] if args.sampling_out else [])])
     result, rows = evaluate_model(args.name, args.model_path, tokens, device=cfg["device"],
+                                  max_tokens=cfg["evaluate"]["max_tokens"],
                                   samples_path=args.samples, sampling_cfg=cfg["sampling"], seed=cfg["seed"],
                                   sweep_p=cfg["sampling"]["sweep_p_values"])
     write_json(args.out, {**result, "provenance": rec})
