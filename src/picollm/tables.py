@@ -129,9 +129,14 @@ def eval_table(eval_paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
     note = train_tokens_note({ev["model"]: ev["tokens_seen"] for ev in evals})
     shown = ["model", "type", "params", "params_non_embedding", "train_tokens", "val_loss", "perplexity", "bpb",
              "val_tokens", "val_bytes"]
+    capped = [ev for ev in evals if ev.get("val_capped")]
+    scope = ("Whole validation split, every token scored once (non-overlapping windows of block_size plus the "
+             "tail)." if not capped else
+             "Capped by evaluate.max_tokens: " + ", ".join(
+                 f"{ev['model']} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens"
+                 for ev in capped) + " (whole windows spread evenly over the split).")
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
-             "Whole validation split, every token scored once (non-overlapping windows of block_size plus the "
-             "tail). val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
+             f"{scope} val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
              f"(comparable across tokenizers). Tokenizer: {', '.join(sorted({ev['tokenizer'] for ev in evals}))}.",
              "", frame[frame["source"] == "all"][shown].to_markdown(index=False, floatfmt=".4g", intfmt=","), ""]
     sources = [s for s in dict.fromkeys(frame["source"]) if s != "all"]
