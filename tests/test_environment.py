@@ -136,6 +136,9 @@ def test_rules_use_the_rule_env():
     for smk in rules_dir.glob("*.smk"):
         for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
             name = block.split(":", 1)[0]
+            if name == "report":  # runs `snakemake --report`: an environment of its own, the same pins
+                assert '"../envs/report.yaml"' in block
+                continue
             if re.search(r"^\s+(shell|script|wrapper|notebook):", block, re.M):
                 assert re.search(r"^\s+conda:\s*\n\s+ENV\b", block, re.M), f"{smk.name}: rule {name} has no `conda: ENV`"
 
@@ -157,3 +160,9 @@ def test_rule_commands_put_src_on_pythonpath_themselves(tmp_path):
     for command in commands:
         before = command.split("python -m picollm", 1)[0]
         assert "PYTHONPATH=" in before, f"no PYTHONPATH=<src> in the command itself: {command[:200]}"
+
+
+def test_report_env_pins_match_pyproject():
+    _, pins = conda_pins(ROOT / "workflow" / "envs" / "report.yaml")
+    expected = pip_pins()
+    assert pins == {n: expected[n] for n in pins} and "snakemake" in pins

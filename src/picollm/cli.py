@@ -7,9 +7,11 @@ record. Bad input ends with one line, `error: ...`, on stderr and exit 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
+import traceback
 
 from picollm.errors import PicoError
 
@@ -36,6 +38,8 @@ def _stage(sub, name: str, help: str, config_help: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="picollm", description=__doc__.splitlines()[0])
+    parser.add_argument("--log", help="write all output (progress bars, errors) to this file; the one-line "
+                                      "error of a failure also goes to the terminal")
     sub = parser.add_subparsers(dest="stage", required=True)
 
     p = sub.add_parser("validate-config", help="check study files as the workflow does")
@@ -109,14 +113,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _output_to(path):
+    """Send stdout and stderr (tqdm's progress bars included) to `path`, or leave them where they are."""
+    if not path:
+        yield
+        return
+    with open(path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        # Only the command that runs is imported: each stage's code identity is its own module's imports.
-        importlib.import_module(f"picollm.commands.{args.command}").run(args)
-    except PicoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    terminal = sys.stderr
+    with _output_to(args.log):
+        try:
+            # Only the command that runs is imported: each stage's code identity is its own module's imports.
+            importlib.import_module(f"picollm.commands.{args.command}").run(args)
+        except PicoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if args.log:
+                print(f"error: {exc}", file=terminal)
+            return 1
+        except Exception as exc:  # a bug, not bad input: the traceback in the log, its gist on the terminal
+            if not args.log:
+                raise
+            traceback.print_exc()
+            print(f"error: {type(exc).__name__}: {exc} (traceback in {args.log})", file=terminal)
+            return 1
     return 0
 
 

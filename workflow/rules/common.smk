@@ -37,8 +37,6 @@ SOURCES = [s["name"] for s in CFG["data"]["sources"]]
 MODELS = list(CFG["models"])
 TRANSFORMERS = [m for m in MODELS if CFG["models"][m]["type"] == "transformer"]
 ENV = "../envs/picollm.yaml"
-# A failing job's own `error: ...` line (the last line of its log) is echoed to the terminal.
-ON_ERROR = "|| {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 wildcard_constraints:
@@ -130,7 +128,8 @@ def job_records():
     ]
 
 
-def all_outputs():
+def all_results():
+    """Every figure and table of the study: what the report shows."""
     return [
         *[figure_path(name, ext) for name in FIGURES for ext in ("png", "svg")],
         *TABLES.values(),
@@ -139,3 +138,7 @@ def all_outputs():
         f"{R}/tables/eval.md",
         *per_model(f"{R}/eval/{{model}}.json").values(),
     ]
+
+
+def all_outputs():
+    return [*all_results(), f"{R}/report.html"]

@@ -14,8 +14,8 @@ rule download:
         config=lambda wc: as_json(jobs.download(CFG, wc.source)),
         code=jobs.code("download"),
     shell:
-        "(python -m picollm download --config {params.config:q} --train {output.train} --val {output.val}"
-        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
+        "python -m picollm --log {log} download --config {params.config:q} --train {output.train} --val {output.val}"
+        " --provenance {output.provenance}"
 
 
 rule tokenize:
@@ -36,9 +36,9 @@ rule tokenize:
         config=as_json(jobs.tokenize(CFG)),
         code=jobs.code("tokenize"),
         sources=SOURCES,
-        raw_dir=f"{R}/data/raw",
-        out_dir=f"{R}/data/tokens",
+        raw_dir=lambda wc, input: Path(input.train[0]).parent.parent,
+        out_dir=lambda wc, output: Path(output.meta).parent,
     shell:
-        "(python -m picollm tokenize --config {params.config:q} --raw-dir {params.raw_dir}"
+        "python -m picollm --log {log} tokenize --config {params.config:q} --raw-dir {params.raw_dir}"
         " --sources {params.sources} --out-dir {params.out_dir} --threads {threads}"
-        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
+        " --provenance {output.provenance}"

@@ -21,12 +21,12 @@ rule evaluate:
     params:
         config=as_json(jobs.evaluate(CFG)),
         code=lambda wc: jobs.model_code("evaluate", CFG, wc.model),
-        tokens_dir=f"{R}/data/tokens",
+        tokens_dir=lambda wc, input: Path(input.meta).parent,
     shell:
-        "(python -m picollm evaluate --config {params.config:q} --name {wildcards.model}"
+        "python -m picollm --log {log} evaluate --config {params.config:q} --name {wildcards.model}"
         " --model-path {input.model} --tokens-dir {params.tokens_dir} --samples {input.samples}"
         " --threads {threads} --out {output.eval} --sampling-out {output.sampling}"
-        " --provenance {output.provenance}) > {log} 2>&1 " + ON_ERROR
+        " --provenance {output.provenance}"
 
 
 rule eval_tables:
@@ -47,7 +47,6 @@ rule eval_tables:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
     shell:
-        "(python -m picollm tables --config {params.config:q} --evals {input.evals}"
+        "python -m picollm --log {log} tables --config {params.config:q} --evals {input.evals}"
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --sampling-inputs {input.sampling}"
-        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}) > {log} 2>&1 "
-        + ON_ERROR
+        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}"

@@ -27,6 +27,5 @@ for name, fig in FIGURES.items():
                 else [fig["inputs"]]
             ),
         shell:
-            "(python -m picollm figure {params.figure} --config {params.config:q} --inputs {params.inputs:q}"
-            " --out {output.png} --provenance {output.provenance}) > {log} 2>&1 "
-            + ON_ERROR
+            "python -m picollm --log {log} figure {params.figure} --config {params.config:q} --inputs {params.inputs:q}"
+            " --out {output.png} --provenance {output.provenance}"

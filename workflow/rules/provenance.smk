@@ -14,5 +14,4 @@ rule provenance_table:
     params:
         code=jobs.code("tables"),
     shell:
-        "(python -m picollm provenance-table --records {input} --out {output.csv}) > {log} 2>&1 "
-        + ON_ERROR
+        "python -m picollm --log {log} provenance-table --records {input} --out {output.csv}"

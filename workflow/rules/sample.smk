@@ -13,9 +13,8 @@ rule sample:
         config=as_json(jobs.sample(CFG)),
         code=lambda wc: jobs.model_code("sample", CFG, wc.model),
     shell:
-        "(python -m picollm sample --config {params.config:q} --name {wildcards.model} --model-path {input.model}"
-        " --device cpu --threads {threads} --out {output.samples} --provenance {output.provenance}) > {log} 2>&1 "
-        + ON_ERROR
+        "python -m picollm --log {log} sample --config {params.config:q} --name {wildcards.model} --model-path {input.model}"
+        " --device cpu --threads {threads} --out {output.samples} --provenance {output.provenance}"
 
 
 rule tables:
@@ -37,7 +36,6 @@ rule tables:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
     shell:
-        "(python -m picollm tables --config {params.config:q} --samples {input.samples}"
+        "python -m picollm --log {log} tables --config {params.config:q} --samples {input.samples}"
         " --samples-csv {output.samples_csv} --samples-md {output.samples_md} --summaries {input.summaries}"
-        " --models-csv {output.models_csv} --models-md {output.models_md} --provenance {output.provenance})"
-        " > {log} 2>&1 " + ON_ERROR
+        " --models-csv {output.models_csv} --models-md {output.models_md} --provenance {output.provenance}"

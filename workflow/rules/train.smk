@@ -18,9 +18,8 @@ rule train:
     params:
         config=lambda wc: as_json(jobs.train(CFG, wc.model)),
         code=lambda wc: jobs.model_code("train", CFG, wc.model),
-        tokens_dir=f"{R}/data/tokens",
-        out_dir=lambda wc: f"{R}/models/{wc.model}",
+        tokens_dir=lambda wc, input: Path(input.meta).parent,
+        out_dir=lambda wc, output: Path(output.model).parent,
     shell:
-        "(python -m picollm train --config {params.config:q} --tokens-dir {params.tokens_dir}"
-        " --out-dir {params.out_dir} --threads {threads} --provenance {output.provenance}) > {log} 2>&1 "
-        + ON_ERROR
+        "python -m picollm --log {log} train --config {params.config:q} --tokens-dir {params.tokens_dir}"
+        " --out-dir {params.out_dir} --threads {threads} --provenance {output.provenance}"
