@@ -42,7 +42,7 @@ BAD = [
     ({"models": {"m": {"type": "lstm", "hidden_dim": 0}}}, "'models.m.hidden_dim'"),
     ({"models": {"m": {"type": "lstm", "hiden_dim": 8}}}, "hiden_dim"),
     ({"models": {"m": {"type": "gru"}}}, "allowed: kgram_mlp, lstm, transformer"),
-    ({"sampling": {"p_values": [0.0]}}, "'sampling.p_values.0'"),
+    ({"sampling": {"p_values": [0.0]}}, "each p must be in (0, 1] (greedy decoding is always included)"),
     ({"sampling": {"p_values": [1.2]}}, "'sampling.p_values.0'"),
     ({"sampling": {"p_values": []}}, "'sampling.p_values'"),
     ({"sampling": {"prompts": []}}, "'sampling.prompts'"),
@@ -51,6 +51,15 @@ BAD = [
     ({"data": {"sources": [{"kind": "text"}]}}, "train_files"),
     ({"data": {"sources": [{"kind": "3seqs", "train_files": ["a"]}]}}, "data.sources.0.train_files"),
     ({"block_size": 4096, "models": {"m": {"type": "transformer", "pos_encoding": "learned"}}}, None),  # fine
+    ({"seeds": []}, "config key 'seeds' is empty; give at least one seed"),
+    ({"seeds": [1, 2, 1]}, "config key 'seeds' lists seed 1 twice"),
+    ({"sweep": {"n": {"hidden_dim": [8]}}}, "config key 'sweep.n': the config has no model 'n'"),
+    ({"sweep": {"m": {"hiden_dim": [8]}}}, "config key 'sweep.m.hiden_dim': m (lstm) has no such key"),
+    ({"sweep": {"m": {"hidden_dim": ["big"]}}}, "config key 'sweep.m.hidden_dim': value 'big' does not fit"),
+    ({"sweep": {"m": {"train.lr": [-1]}}}, "config key 'sweep.m.train.lr': value -1 does not fit"),
+    ({"sweep": {"m": {"hidden_dim": [8, 8]}}}, "two runs are named 'm.hidden_dim=8'"),
+    ({"train": {"max_steps": 100, "snapshot_steps": [50, 200]}}, "step 200 is beyond train.max_steps (100)"),
+    ({"sweep": {"m": {"hidden_dim": [8, 16], "train.lr": [0.01]}}}, None),
 ]
 
 
@@ -84,3 +93,17 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(PicoError):
         load_config(tmp_path / "list.yaml")
+
+
+def test_seeds_sweep_runs_and_data_seed():
+    from picollm.config import runs, sweep_point
+    cfg = validate({"experiment": "x", "seed": 5, "models": {"m": {"type": "lstm", "train": {"lr": 0.1}}},
+                    "sweep": {"m": {"hidden_dim": [8], "train.lr": [0.01]}}})
+    assert cfg["seeds"] == [5] and cfg["data_seed"] == 5  # seed: N means seeds: [N]
+    assert list(runs(cfg)) == ["m", "m.hidden_dim=8", "m.train.lr=0.01"]
+    assert runs(cfg)["m.hidden_dim=8"]["hidden_dim"] == 8 and model_train(cfg, "m.train.lr=0.01")["lr"] == 0.01
+    assert model_train(cfg, "m.hidden_dim=8")["lr"] == 0.1  # the model's own overrides carry over
+    assert sweep_point(cfg, "m.train.lr=0.01") == {"model": "m", "key": "train.lr", "value": 0.01}
+    assert sweep_point(cfg, "m") is None
+    cfg = validate({"experiment": "x", "seeds": [3, 4], "models": {"m": {"type": "lstm"}}})
+    assert cfg["data_seed"] == 3

@@ -11,7 +11,8 @@ from conftest import ROOT, local_run_env, tiny_offline_config, write_config
 
 MODELS = ("kgram_mlp", "lstm", "transformer")
 AGGREGATES = {"tables", "eval_tables", "provenance_table", "figure_loss_curves", "figure_lr_schedule",
-              "figure_grad_norms", "figure_sample_comparison", "figure_sample_slide", "figure_p_sweep"}
+              "figure_grad_norms", "figure_sample_comparison", "figure_sample_slide", "figure_p_sweep", "report"}
+STUDY = {"study_config"}  # the validated config the report shows: any config key but the scheduling ones
 
 
 def model_jobs(model, stages=("train", "sample", "evaluate")):
@@ -47,7 +48,7 @@ def planned(project, *config) -> set[str]:
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
         head = re.match(r"(?:local)?rule (\w+):", block)
         if head and head.group(1) != "all":
-            wildcards = re.search(r"wildcards: \w+=(\S+)", block)
+            wildcards = re.search(r"wildcards: (?:run|source)=([^,\s]+)", block)
             found.add(f"{head.group(1)}[{wildcards.group(1)}]" if wildcards else head.group(1))
     return found
 
@@ -57,11 +58,11 @@ def test_finished_study_has_nothing_to_do(study):
 
 
 def test_one_model_hyperparameter_reruns_that_model_only(study):
-    assert planned(study, "models={lstm: {hidden_dim: 48}}") == model_jobs("lstm") | AGGREGATES
+    assert planned(study, "models={lstm: {hidden_dim: 48}}") == model_jobs("lstm") | AGGREGATES | STUDY
 
 
 def test_one_model_learning_rate_reruns_that_model_only(study):
-    assert planned(study, "models={lstm: {train: {lr: 0.01}}}") == model_jobs("lstm") | AGGREGATES
+    assert planned(study, "models={lstm: {train: {lr: 0.01}}}") == model_jobs("lstm") | AGGREGATES | STUDY
 
 
 def test_threads_rerun_nothing(study):
@@ -72,12 +73,13 @@ def test_threads_rerun_nothing(study):
 def test_p_values_rerun_sampling_and_evaluation(study):
     expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS))
     shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
-             "figure_p_sweep"}  # the training curves stay: they read metrics.csv only
-    assert planned(study, "sampling={p_values: [0.5]}") == expected | shown
+             "figure_p_sweep", "report"}  # the training curves stay: they read metrics.csv only
+    assert planned(study, "sampling={p_values: [0.5]}") == expected | shown | STUDY
 
 
 def test_sweep_p_values_rerun_evaluation_only(study):
-    expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table"}
+    expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table", "report"}
+    expected |= STUDY
     assert planned(study, "sampling={sweep_p_values: [0.3, 0.6]}") == expected
 
 
@@ -119,10 +121,11 @@ def edited(study, module: str, text: str):
 
 def test_editing_a_figure_module_reruns_that_figure_only(study):
     # grad_norms and lr_schedule import read_metrics from loss_curves, so they follow it
-    assert edited(study, "plots/sample_slide.py", "\nEDITED = 1\n") == {"figure_sample_slide", "provenance_table"}
+    slide = edited(study, "plots/sample_slide.py", "\nEDITED = 1\n")
+    assert slide == {"figure_sample_slide", "provenance_table", "report"}
     jobs = edited(study, "plots/loss_curves.py", "\nEDITED = 1\n")
-    assert {"figure_loss_curves", "provenance_table"} <= jobs <= {"figure_loss_curves", "figure_grad_norms",
-                                                                  "figure_lr_schedule", "provenance_table"}
+    assert {"figure_loss_curves", "provenance_table", "report"} <= jobs <= {
+        "figure_loss_curves", "figure_grad_norms", "figure_lr_schedule", "provenance_table", "report"}
 
 
 def test_editing_the_transformer_reruns_the_transformer_only(study):
@@ -138,3 +141,16 @@ def test_editing_the_tokenizer_reruns_tokenization_and_everything_after(study):
 
 def test_comment_and_docstring_edits_rerun_nothing(study):
     assert edited(study, "models/transformer.py", "\n# a comment\n\n\n") == set()
+
+
+def test_adding_a_seed_runs_only_its_jobs_and_the_aggregates(study):
+    jobs = planned(study, "seeds=[7, 8]")  # the study's seed is 7
+    per_seed = {j for j in jobs if j.startswith(("train[", "sample[", "evaluate["))}
+    assert per_seed == set().union(*(model_jobs(m) for m in MODELS))  # one new job of each, for seed 8
+    assert not {j for j in jobs if j.startswith(("download", "tokenize"))}  # replicates share the data
+    assert "eval_tables" in jobs and "figure_loss_curves" in jobs
+
+
+def test_adding_a_sweep_value_runs_only_the_new_run(study):
+    jobs = planned(study, "sweep={lstm: {hidden_dim: [24]}}")
+    assert {j for j in jobs if j.startswith(("train[", "sample[", "evaluate["))} == model_jobs("lstm.hidden_dim=24")

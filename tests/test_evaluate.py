@@ -341,11 +341,11 @@ def test_evaluate_model_and_tables(tmp_path):
 
     (tmp_path / "k.json").write_text(json.dumps(out))
     pd.DataFrame(rows).to_csv(tmp_path / "k.csv", index=False)
-    frame = tables.eval_table([tmp_path / "k.json"], tmp_path / "eval.csv", tmp_path / "eval.md", "exp1")
-    assert list(frame["source"]) == ["all", "s"]
+    frame = tables.eval_table({"k": {0: tmp_path / "k.json"}}, tmp_path / "eval.csv", tmp_path / "eval.md", "exp1")
+    assert list(frame["source"]) == ["all"]  # per-source rows only when there are several sources
     md = (tmp_path / "eval.md").read_text()
     assert "exp1" in md and "256 training tokens per model" in md
-    sampling = tables.sampling_table([tmp_path / "k.csv"], tmp_path / "sampling.csv", "exp1")
+    sampling = tables.sampling_table({"k": {0: tmp_path / "k.csv"}}, tmp_path / "sampling.csv", "exp1")
     assert set(sampling["experiment"]) == {"exp1"} and set(sampling["train_tokens"]) == {256}
 
 

@@ -1,4 +1,7 @@
-"""Figures: each writes a PNG and an SVG beside it from files on disk; smoothing, zoom and labels behave."""
+"""Figures: each writes a PNG and an SVG beside it from files on disk; smoothing, zoom and labels behave;
+seeds average into lines with bands or error bars."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +10,7 @@ import torch
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
 from picollm.plots import (attention_heads, grad_norms, loss_curves, lr_schedule, p_sweep, plt, raw_and_smoothed,
-                           sample_comparison, sample_slide, save, smoothing_window)
+                           sample_comparison, sample_slide, save, smoothing_window, sweep)
 
 
 def assert_png_and_svg(png):
@@ -15,18 +18,24 @@ def assert_png_and_svg(png):
     assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
 
 
-def write_metrics(tmp_path, n_points: int = 40) -> dict:
-    """{model: metrics.csv} with the columns training writes; the loss starts high (ln V) and drops."""
+def write_metrics(tmp_path, n_points: int = 40, seeds=(1, 2)) -> dict:
+    """{model: {seed: metrics.csv}} with the columns training writes; the loss starts high (ln V) and drops,
+    each seed a little differently."""
     paths = {}
     for i, name in enumerate(["kgram_mlp", "lstm", "transformer"]):
-        step = np.arange(n_points) * 10
-        frame = pd.DataFrame({"step": step, "tokens_seen": step * 512,
-                              "train_loss": 2 + 8 * np.exp(-step / 50) + i / 10,
-                              "val_loss": np.where(step % 100 == 0, 2.2 + 8 * np.exp(-step / 50), np.nan),
-                              "lr": 1e-3 * np.minimum(1, (step + 1) / 50), "grad_norm": 1 + np.exp(-step / 30),
-                              "act_rms": 0.5 + step / 1000, "elapsed_s": step / 10})
-        paths[name] = tmp_path / f"{name}.csv"
-        frame.to_csv(paths[name], index=False)
+        for seed in seeds:
+            step = np.arange(n_points) * 10
+            noise = np.random.default_rng(seed).normal(0, 0.05, n_points)
+            frame = pd.DataFrame({"step": step, "tokens_seen": step * 512,
+                                  "train_loss": 2 + 8 * np.exp(-step / 50) + i / 10 + noise,
+                                  "val_loss": np.where(step % 100 == 0, 2.2 + 8 * np.exp(-step / 50) + seed / 50,
+                                                       np.nan),
+                                  "lr": 1e-3 * np.minimum(1, (step + 1) / 50), "grad_norm": 1 + np.exp(-step / 30),
+                                  "act_rms": 0.5 + step / 1000, "elapsed_s": step / 10})
+            path = tmp_path / name / f"seed{seed}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
+            paths.setdefault(name, {})[str(seed)] = str(path)  # as JSON from the command line: string seeds
     return paths
 
 
@@ -49,10 +58,25 @@ def test_smoothing_only_with_enough_points():
         plt.close(fig)
 
 
-@pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}])
+@pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}, {"seeds": (1,)}])
 def test_loss_curves(tmp_path, options):
-    loss_curves.plot(write_metrics(tmp_path), tmp_path / "loss.png", "exp", **options)
+    metrics = write_metrics(tmp_path, seeds=options.pop("seeds", (1, 2, 3)))
+    loss_curves.plot(metrics, tmp_path / "loss.png", "exp", **options)
     assert_png_and_svg(tmp_path / "loss.png")
+
+
+def test_loss_curves_average_over_seeds(tmp_path):
+    frame = loss_curves.read_metrics(write_metrics(tmp_path, seeds=(1, 2, 3)))
+    assert set(frame["seed"]) == {1, 2, 3} and list(dict.fromkeys(frame["model"])) == ["kgram_mlp", "lstm",
+                                                                                          "transformer"]
+    val = loss_curves.over_seeds(frame[frame["model"] == "lstm"], "val_loss")
+    assert list(val["step"]) == [0, 100, 200, 300] and set(val["seeds"]) == {3}
+    assert val["mean"].iloc[0] == pytest.approx(2.2 + 8 + 2 / 50)  # seeds add 1/50, 2/50, 3/50
+    assert val["std"].iloc[0] == pytest.approx(1 / 50)
+    assert loss_curves.band_note(frame) == "lines: mean over 3 seeds, bands ± 1 std"
+    one = loss_curves.read_metrics(write_metrics(tmp_path / "one", seeds=(1,)))
+    assert loss_curves.over_seeds(one[one["model"] == "lstm"], "val_loss")["std"].isna().all()
+    assert loss_curves.band_note(one) == "one seed per run: no band"
 
 
 def test_auto_ylim_leaves_out_the_first_steps():
@@ -72,17 +96,79 @@ def test_training_dynamics_figures(tmp_path):
 
 
 def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
-    rows = [{"model": m, "decoding": d, "p": p, "samples": 2, "distinct_1": 0.5, "distinct_2": 0.6, "distinct_3": 0.7,
-             "rep_4": 0.1, "mean_loglik": -1.0, "mean_tokens": 10, "train_tokens": 512}
-            for m in ["a", "b"] for d, p in [("greedy", np.nan), ("p=0.8", 0.8), ("p=0.95", 0.95), ("p=1", 1.0)]]
+    rows = [{"experiment": "exp", "run": m, "seed": seed, "model": m, "decoding": d, "p": p, "samples": 2,
+             "distinct_1": 0.5 + seed / 10, "distinct_2": 0.6, "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0,
+             "mean_tokens": 10, "train_tokens": 512}
+            for m in ["a", "b.d_model=8"] for seed in [1, 2, 3]
+            for d, p in [("greedy", np.nan), ("p=0.8", 0.8), ("p=0.95", 0.95), ("p=1", 1.0)]]
     pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
     p_sweep.plot(tmp_path / "s.csv", tmp_path / "p.png", "exp")
     assert_png_and_svg(tmp_path / "p.png")
+    means = p_sweep.seed_means(pd.read_csv(tmp_path / "s.csv"))
+    assert len(means) == 8 and set(means["seeds"]) == {3}
+    assert means["distinct_1"].iloc[0] == pytest.approx(0.7) and means["distinct_1_std"].iloc[0] == pytest.approx(0.1)
     fig, ax = plt.subplots()
     p_sweep.slot_axis(ax, [0.8, 0.95, 1.0])
     assert list(ax.get_xticks()) == [0, 1, 2, 3]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["greedy", "0.8", "0.95", "1"]
     plt.close(fig)
+
+
+def test_p_sweep_of_one_seed_without_run_column(tmp_path):
+    """An eval/sampling.csv from before seeds: one seed per model, no error bars."""
+    rows = [{"model": m, "decoding": d, "p": p, "samples": 2, "distinct_1": 0.5, "distinct_2": 0.6,
+             "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0, "mean_tokens": 10}
+            for m in ["a", "b"] for d, p in [("greedy", np.nan), ("p=1", 1.0)]]
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    p_sweep.plot(tmp_path / "s.csv", tmp_path / "p.png", "exp")
+    assert_png_and_svg(tmp_path / "p.png")
+
+
+def write_sweep_evals(tmp_path, seeds=(1, 2, 3), extra_keys=()) -> dict:
+    """{run: {seed: eval json}}: three model types, a 2-point d_model sweep of the Transformer and a 2-point
+    learning-rate sweep of the LSTM (which spans more than 10x, so a log axis), bpb a little noisy per seed."""
+    runs = {"kgram_mlp": ("kgram_mlp", None, 2.4, 4000), "lstm": ("lstm", None, 1.9, 6000),
+            "transformer": ("transformer", None, 1.7, 8000),
+            "transformer.d_model=64": ("transformer", ("transformer", "d_model", 64, 32), 1.55, 25000),
+            "transformer.d_model=16": ("transformer", ("transformer", "d_model", 16, 32), 1.95, 2500),
+            "lstm.train.lr=0.03": ("lstm", ("lstm", "train.lr", 0.03, None), 2.0, 6000),
+            "lstm.train.lr=0.0003": ("lstm", ("lstm", "train.lr", 0.0003, None), 2.2, 6000)}
+    for key, value in extra_keys:  # more swept keys, for a two-row layout
+        runs[f"lstm.{key}={value}"] = ("lstm", ("lstm", key, value, None), 2.1, 6000)
+    paths = {}
+    for run, (kind, sweep, bpb, params) in runs.items():
+        for seed in seeds:
+            ev = {"model": run, "run": run, "seed": seed, "type": kind, "params": params, "params_embedding": 100,
+                  "params_head": 100, "params_core": params - 200, "head_tied": False, "tokens_seen": 5120,
+                  "bpb": bpb + seed / 100,
+                  "sweep": None if sweep is None else dict(zip(["model", "key", "value", "base_value"], sweep))}
+            if run == "lstm":
+                ev["config"] = {"type": "lstm", "train": {"lr": 0.003}}
+            path = tmp_path / "eval" / run / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ev))
+            paths.setdefault(run, {})[str(seed)] = str(path)
+    return paths
+
+
+@pytest.mark.parametrize("options", [{}, {"x": "params"}, {"seeds": (1,)},
+                                     {"extra_keys": [("hidden_dim", 64), ("cell", "gru")]}])
+def test_sweep_figure(tmp_path, options):
+    evals = write_sweep_evals(tmp_path, seeds=options.pop("seeds", (1, 2, 3)), extra_keys=options.pop("extra_keys", ()))
+    sweep.plot(evals, tmp_path / "sweep.png", "exp", **options)
+    assert_png_and_svg(tmp_path / "sweep.png")
+
+
+def test_sweep_reads_runs_and_finds_base_values(tmp_path):
+    runs = sweep.read_runs(write_sweep_evals(tmp_path)).set_index("run", drop=False)
+    lstm = runs.loc["lstm"]
+    assert lstm["n"] == 3 and lstm["mean"] == pytest.approx(1.92) and lstm["std"] == pytest.approx(0.01)
+    assert lstm["ci_high"] == pytest.approx(1.92 + 4.302653 * 0.01 / np.sqrt(3))
+    assert runs.loc["transformer", "train_flops"] == 6 * (8000 - 200 + 100) * 5120
+    assert runs.loc["lstm.train.lr=0.03", "base"] == "lstm" and runs.loc["lstm.train.lr=0.03", "key"] == "train.lr"
+    assert sweep.base_value(runs, "transformer", "d_model") == 32  # carried by the sweep points
+    assert sweep.base_value(runs, "lstm", "train.lr") == 0.003  # read from the base run's config
+    assert sweep.base_value(runs, "lstm", "hidden_dim") is None
 
 
 def test_sample_figures_show_newlines(tmp_path):

@@ -127,10 +127,10 @@ def comparable(results: Path) -> dict[str, object]:
     out = {}
     for path in sorted(results.rglob("metrics.csv")):
         out[str(path.relative_to(results))] = pd.read_csv(path).drop(columns="elapsed_s").to_csv(index=False)
-    for pattern in ("samples/*.jsonl", "tables/samples.csv", "data/raw/*/*.txt", "data/tokens/*.bin"):
+    for pattern in ("samples/*/*.jsonl", "tables/samples.csv", "data/raw/*/*.txt", "data/tokens/*.bin"):
         for path in sorted(results.glob(pattern)):
             out[str(path.relative_to(results))] = path.read_bytes()
-    for path in sorted(results.glob("models/*/summary.json")):
+    for path in sorted(results.glob("models/*/*/summary.json")):
         summary = json.loads(path.read_text())
         out[str(path.relative_to(results))] = {k: v for k, v in summary.items()
                                                if k not in ("wall_s", "tokens_per_s", "provenance")}
@@ -244,7 +244,7 @@ def test_every_job_ran_as_a_slurm_job(runs):
     assert max(rule_threads(run.out).values()) == 2  # tokenize's 2 threads: a multi-CPU job was exercised
 
     # each job gave torch the CPUs it was given: --threads in each stage's command = its rule's threads
-    for record in [run.results / "provenance" / "tokenize.json", *run.results.glob("provenance/train/*.json")]:
+    for record in [run.results / "provenance" / "tokenize.json", *run.results.glob("provenance/train/*/*.json")]:
         command = json.loads(record.read_text())["command"]
         given = int(command[command.index("--threads") + 1])
         assert given == (2 if command[1] == "tokenize" else cfg["train"]["threads"]), (record, given)
@@ -327,10 +327,11 @@ def test_training_resumes_after_the_time_limit(cluster, tmp_path):
     cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)
     config = write_config(cfg, tmp_path / "long.yaml")
     project = project_copy(tmp_path / "project")
-    target = f"results/{cfg['experiment']}/models/transformer/model.pt"
+    seed = f"seed{cfg['seeds'][0] if cfg.get('seeds') else cfg['seed']}"
+    target = f"results/{cfg['experiment']}/models/transformer/{seed}/model.pt"
     args = [*SLURM_PROFILE, *FAST_STATUS, target, "--set-resources", "train:runtime=1", "--configfile", str(config)]
-    last = project / "results" / cfg["experiment"] / "models" / "transformer" / "last.pt"
-    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer.log"
+    last = project / "results" / cfg["experiment"] / "models" / "transformer" / seed / "last.pt"
+    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer" / f"{seed}.log"
     steps = []
     for attempt in (1, 2):
         run = Run(f"attempt {attempt}", project, cfg["experiment"], args)

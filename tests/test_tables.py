@@ -1,6 +1,8 @@
 """Tables: whitespace shown rather than collapsed, newline counts, and parameter counts that add up."""
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -80,3 +82,101 @@ def test_models_table_writes_csv_and_markdown(tmp_path):
     assert csv.loc["transformer", "head_tied"] and csv.loc["transformer", "params_head"] == 0
     assert csv.loc["lstm", "tokens_per_s"] == 4149 and csv.loc["lstm", "final_val_loss"] == 2.4568
     assert "params_embedding" in (tmp_path / "models.md").read_text()
+
+
+# --- evaluation over seeds -------------------------------------------------------------------------------
+
+T_975_2 = 4.302652729749462  # Student t, 97.5% quantile, 2 degrees of freedom
+
+
+def write_evals(tmp_path, bpb: dict, sources=("s",), sweep=None, **extra) -> dict:
+    """{run: {seed: eval/<run>/seed<k>.json}} as the evaluate stage writes them, bpb = {run: {seed: value}};
+    val_loss is bpb * 2 and each source's numbers are the whole split's times 1, 2, ..."""
+    paths = {}
+    for run, by_seed in bpb.items():
+        for seed, value in by_seed.items():
+            loss = 2 * value
+            ev = {"model": run, "run": run, "seed": seed, "type": run.split(".")[0], "params": 1000,
+                  "params_embedding": 300, "params_head": 200, "params_core": 500, "params_non_embedding": 500,
+                  "head_tied": False, "tokens_seen": 5120, "tokenizer": "byte", "val_loss": loss,
+                  "perplexity": math.exp(loss), "bpb": value, "val_tokens_scored": 100, "val_tokens_in_split": 100,
+                  "val_capped": False, "val_bytes": 100,
+                  "sources": {s: {"loss": loss * (i + 1), "perplexity": math.exp(loss * (i + 1)),
+                                  "bpb": value * (i + 1), "tokens": 50, "bytes": 50} for i, s in enumerate(sources)},
+                  "sweep": (sweep or {}).get(run), **extra}
+            path = tmp_path / "eval" / run / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ev))
+            paths.setdefault(run, {})[str(seed)] = str(path)  # as JSON from the command line: string seeds
+    return paths
+
+
+def test_eval_table_means_and_t_intervals_over_seeds(tmp_path):
+    evals = write_evals(tmp_path, {"lstm": {1: 1.0, 2: 2.0, 3: 3.0}, "transformer": {1: 1.5, 2: 1.5, 3: 1.5},
+                                   "kgram_mlp": {7: 2.5}})
+    frame = tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    csv = pd.read_csv(tmp_path / "eval.csv").set_index("run")
+    for name in ["val_loss", "perplexity", "bpb"]:
+        assert {f"{name}_{k}" for k in ("mean", "std", "ci_low", "ci_high")} <= set(csv.columns)
+    assert {"type", "n_seeds", "params", "train_tokens", "source"} <= set(csv.columns)
+    assert list(frame["source"]) == ["all"] * 3  # a single data source is the whole split: no rows of its own
+    lstm = csv.loc["lstm"]
+    assert lstm["n_seeds"] == 3 and lstm["bpb_mean"] == 2 and lstm["bpb_std"] == pytest.approx(1)
+    assert lstm["bpb_ci_low"] == pytest.approx(2 - T_975_2 / math.sqrt(3))
+    assert lstm["bpb_ci_high"] == pytest.approx(2 + T_975_2 / math.sqrt(3))
+    assert lstm["val_loss_mean"] == 4 and lstm["val_loss_std"] == pytest.approx(2)
+    assert csv.loc["transformer", "bpb_ci_low"] == csv.loc["transformer", "bpb_ci_high"] == 1.5
+    assert csv.loc["kgram_mlp", "n_seeds"] == 1 and np.isnan(csv.loc["kgram_mlp", "bpb_std"])
+    assert np.isnan(csv.loc["kgram_mlp", "bpb_ci_low"])
+    md = (tmp_path / "eval.md").read_text()
+    assert "95% Student-t confidence interval" in md and "5,120 training tokens per model" in md
+    assert f"| 2.0 ± {T_975_2 / math.sqrt(3):.1f} " in md  # lstm's bpb, the half-width to two digits
+    body = md[md.index("| run"):]
+    assert body.index("transformer") < body.index("lstm") < body.index("kgram_mlp")  # sorted by bpb
+    assert "| 2.5 " in md and "1.500 ± 0.000" in md  # one seed: the value alone; no spread: a zero half-width
+
+
+def test_eval_table_per_source_rows_and_capped_note(tmp_path):
+    evals = write_evals(tmp_path, {"lstm": {1: 1.0, 2: 2.0, 3: 3.0}}, sources=("3seqs", "tinystories"),
+                        val_capped=True)
+    frame = tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    assert list(frame["source"]) == ["all", "3seqs", "tinystories"]
+    stories = frame.set_index("source").loc["tinystories"]
+    assert stories["bpb_mean"] == 4 and stories["bpb_std"] == pytest.approx(2)
+    md = (tmp_path / "eval.md").read_text()
+    assert "## Per data source" in md and "Capped by evaluate.max_tokens: lstm 100 of 100 tokens" in md
+
+
+def test_compare_table_pairs_runs_by_seed(tmp_path):
+    evals = write_evals(tmp_path, {"a": {1: 1.0, 2: 1.2, 3: 1.1, 4: 9.0}, "b": {1: 1.5, 2: 1.6, 3: 1.65},
+                                   "c": {1: 1.5, 2: 1.6, 3: 1.6}})
+    frame = tables.compare_table(evals, tmp_path / "compare.csv", "exp")
+    csv = pd.read_csv(tmp_path / "compare.csv")
+    assert list(csv.columns) == ["experiment", "a", "b", "n", "bpb_diff_mean", "bpb_diff_ci_low",
+                                 "bpb_diff_ci_high", "verdict"]
+    assert [(r.a, r.b) for r in csv.itertuples()] == [("a", "b"), ("a", "c"), ("b", "c")]
+    ab = frame.iloc[0]
+    diffs = np.array([-0.5, -0.4, -0.55])
+    half = T_975_2 * diffs.std(ddof=1) / math.sqrt(3)
+    assert ab["n"] == 3 and ab["bpb_diff_mean"] == pytest.approx(diffs.mean())
+    assert ab["bpb_diff_ci_low"] == pytest.approx(diffs.mean() - half) and ab["verdict"] == "a better"
+    assert frame.iloc[2]["verdict"] == "within noise"  # b - c = 0, 0, 0.05
+    assert len(tables.compare_table({"a": evals["a"]}, tmp_path / "one.csv", "exp")) == 0
+    assert pd.read_csv(tmp_path / "one.csv").columns[1] == "a"  # a header even with nothing to compare
+
+
+def test_sampling_table_adds_run_and_seed(tmp_path):
+    inputs = {}
+    for run in ["lstm", "lstm.train.lr=0.01"]:
+        for seed in [1, 2]:
+            path = tmp_path / run / f"seed{seed}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([{"model": run, "decoding": "greedy", "p": None, "samples": 2, "distinct_1": 0.5,
+                           "train_tokens": 512}]).to_csv(path, index=False)
+            inputs.setdefault(run, {})[str(seed)] = str(path)
+    frame = tables.sampling_table(inputs, tmp_path / "sampling.csv", "exp")
+    csv = pd.read_csv(tmp_path / "sampling.csv")
+    assert list(csv.columns[:3]) == ["experiment", "run", "seed"] and len(csv) == 4
+    assert list(zip(csv["run"], csv["seed"])) == [("lstm", 1), ("lstm", 2), ("lstm.train.lr=0.01", 1),
+                                                  ("lstm.train.lr=0.01", 2)]
+    assert set(frame["train_tokens"]) == {512}

@@ -184,3 +184,83 @@ def test_fused_linear_cross_entropy_matches_pytorch():
     assert torch.allclose(ours, ref, atol=1e-5)
     for got, t in zip(grads, (h, w, b)):
         assert torch.allclose(got, t.grad, atol=1e-5)
+
+
+def test_snapshots_at_the_listed_steps_with_their_validation_loss(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path / "plain", max_steps=40)
+    out = tmp_path / "snap"
+    run(tokens_dir, out, max_steps=40, snapshot_steps=[13, 0, 40])  # 13: neither a log nor an eval step
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step0.pt", "step13.pt", "step40.pt"]
+    assert not (out / "snapshots.partial").exists() and not (out / "last.pt").exists()
+    metrics = pd.read_csv(out / "metrics.csv").set_index("step")
+    for step in (0, 13, 40):
+        model = load_model(out / "snapshots" / f"step{step}.pt")
+        summary = model.checkpoint["summary"]
+        assert summary["step"] == step and summary["tokens_seen"] == step * 8 * 32
+        assert summary["val_loss"] == pytest.approx(metrics.loc[step, "val_loss"])  # measured there, and logged
+        assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 257)
+    final = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    last = torch.load(out / "snapshots/step40.pt", weights_only=True)["state_dict"]
+    plain = torch.load(tmp_path / "plain/model.pt", weights_only=True)["state_dict"]
+    # the extra evaluations leave training alone: the same weights as a run without snapshots
+    assert all(torch.equal(final[k], last[k]) and torch.equal(final[k], plain[k]) for k in final)
+
+
+def test_snapshot_step_beyond_max_steps_is_one_line(tokens_dir, tmp_path):
+    with pytest.raises(PicoError) as err:
+        run(tokens_dir, tmp_path, max_steps=40, snapshot_steps=[10, 50])
+    message = str(err.value)
+    assert "\n" not in message and "train.snapshot_steps" in message and "train.max_steps" in message
+    assert not any(tmp_path.iterdir())
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_keeps_snapshots_identical(tokens_dir, tmp_path, monkeypatch):
+    """Killed at step 31, after the checkpoint at 30 (itself a snapshot step): the rerun resumes at 30,
+    keeps the snapshots staged before the kill and writes the same snapshots, metrics and layer health."""
+    changes = dict(max_steps=40, checkpoint_interval=10, snapshot_steps=[10, 25, 30, 40])
+    run(tokens_dir, tmp_path / "ref", **changes)
+    import picollm.train as trainer
+    real_step = trainer.train_step
+
+    def dying_step(r, state):
+        if state.step == 31:
+            raise Killed
+        return real_step(r, state)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(trainer, "train_step", dying_step)
+    with pytest.raises(Killed):
+        run(tokens_dir, out, **changes)
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 30
+    assert sorted(p.name for p in (out / "snapshots.partial").iterdir()) == ["step10.pt", "step25.pt", "step30.pt"]
+    run(tokens_dir, out, **changes)
+    for step in changes["snapshot_steps"]:
+        ref, got = (torch.load(d / "snapshots" / f"step{step}.pt", weights_only=True) for d in (tmp_path / "ref", out))
+        assert ref["summary"] == got["summary"]
+        assert all(torch.equal(ref["state_dict"][k], got["state_dict"][k]) for k in ref["state_dict"])
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
+                                  metrics_without_clock(out / "metrics.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref/layer_health.csv"), pd.read_csv(out / "layer_health.csv"))
+
+
+@pytest.mark.parametrize("compact_vocab", [False, True])
+def test_layer_health_per_block_at_every_logged_step(tokens_dir, tmp_path, compact_vocab):
+    train("m", {**TRANSFORMER, "n_layers": 2}, {**TRAIN, "max_steps": 22}, tokens_dir=tokens_dir, out_dir=tmp_path,
+          seed=3, block_size=32, device="cpu", compact_vocab=compact_vocab)
+    health = pd.read_csv(tmp_path / "layer_health.csv")
+    assert list(health.columns) == ["step", "tokens_seen", "block", "attn_grad_norm", "mlp_grad_norm", "resid_rms"]
+    assert sorted(zip(health["step"], health["block"])) == [(s, b) for s in (5, 10, 15, 20, 22) for b in (0, 1)]
+    assert (health["tokens_seen"] == health["step"] * 8 * 32).all()
+    values = health[["attn_grad_norm", "mlp_grad_norm", "resid_rms"]].to_numpy()
+    assert (values > 0).all() and pd.notna(values).all() and (values < float("inf")).all()
+
+
+def test_layer_health_of_a_model_without_blocks_is_the_header(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path, model={"type": "lstm", "embed_dim": 16, "hidden_dim": 32}, max_steps=10)
+    assert (tmp_path / "layer_health.csv").read_text().strip() == \
+        "step,tokens_seen,block,attn_grad_norm,mlp_grad_norm,resid_rms"

@@ -21,8 +21,8 @@ BACKBONE_OUTPUTS = [
     "figures/loss_curves.png", "figures/sample_comparison.png", "figures/attention_heads.png",
     "logs/tokenize.log", "logs/download/3seqs.log",
 ]
-PER_MODEL = ["models/{m}/model.pt", "models/{m}/metrics.csv", "models/{m}/summary.json", "samples/{m}.jsonl",
-             "logs/train/{m}.log", "logs/sample/{m}.log"]
+PER_MODEL = ["models/{m}/seed7/model.pt", "models/{m}/seed7/metrics.csv", "models/{m}/seed7/summary.json", "samples/{m}/seed7.jsonl",
+             "logs/train/{m}/seed7.log", "logs/sample/{m}/seed7.log"]
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,16 @@ def test_offline_study_produces_every_output(offline_run):
     # 3 models x 2 prompts x (greedy once + 2 p values x 2 samples)
     assert len(samples) == 3 * 2 * (1 + 2 * 2)
     assert set(samples["decoding"]) == {"greedy", "p=0.9", "p=1"}
-    record = json.loads((res / "samples/lstm.jsonl").read_text().splitlines()[0])
+    record = json.loads((res / "samples/lstm/seed7.jsonl").read_text().splitlines()[0])
     assert {"prompt", "decoding", "seed", "text", "new_tokens"} <= set(record)
     models_md = (res / "tables/models.md").read_text()
     assert all(m in models_md for m in ("kgram_mlp", "lstm", "transformer"))
     for m in ("kgram_mlp", "lstm", "transformer"):
-        metrics = pd.read_csv(res / f"models/{m}/metrics.csv")
+        metrics = pd.read_csv(res / f"models/{m}/seed7/metrics.csv")
         assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed_s"} <= set(metrics.columns)
-        prov = json.loads((res / f"provenance/train/{m}.json").read_text())
+        prov = json.loads((res / f"provenance/train/{m}/seed7.json").read_text())
         assert prov["seed"] == 7 and prov["versions"]["torch"] and prov["inputs"]
-    assert "train transformer" in (res / "logs/train/transformer.log").read_text()  # the progress bar
+    assert "train transformer" in (res / "logs/train/transformer/seed7.log").read_text()  # the progress bar
 
 
 def test_nothing_to_do_then_one_figure_alone(offline_run):
@@ -75,9 +75,9 @@ def test_same_config_same_numbers(offline_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = work / "results/tiny", tmp_path / "results/tiny"
     for m in ("kgram_mlp", "lstm", "transformer"):
-        pd.testing.assert_frame_equal(pd.read_csv(a / f"models/{m}/metrics.csv").drop(columns="elapsed_s"),
-                                      pd.read_csv(b / f"models/{m}/metrics.csv").drop(columns="elapsed_s"))
-        assert (a / f"samples/{m}.jsonl").read_bytes() == (b / f"samples/{m}.jsonl").read_bytes()
+        pd.testing.assert_frame_equal(pd.read_csv(a / f"models/{m}/seed7/metrics.csv").drop(columns="elapsed_s"),
+                                      pd.read_csv(b / f"models/{m}/seed7/metrics.csv").drop(columns="elapsed_s"))
+        assert (a / f"samples/{m}/seed7.jsonl").read_bytes() == (b / f"samples/{m}/seed7.jsonl").read_bytes()
     for table in ("samples.csv", "samples.md"):
         assert (a / "tables" / table).read_bytes() == (b / "tables" / table).read_bytes()
     assert (a / "data/tokens/train.bin").read_bytes() == (b / "data/tokens/train.bin").read_bytes()
@@ -101,7 +101,7 @@ def test_config_override_on_the_command_line(tmp_path):
 def test_default_config_used_without_configfile():
     result = snakemake(ROOT, "-n", "--cores", "1", "all")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "results/tinystories/models/transformer/model.pt" in result.stdout
+    assert "results/tinystories/models/transformer/seed1337/model.pt" in result.stdout
 
 
 def test_lint_and_format_are_clean():
@@ -124,7 +124,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
                                  stderr=subprocess.STDOUT, env=local_run_env(), start_new_session=True)
     try:
         # wait until the first run holds the lock and is training
-        train_log = tmp_path / "results/tiny/logs/train/lstm.log"
+        train_log = tmp_path / "results/tiny/logs/train/lstm/seed7.log"
         deadline = time.time() + 120
         while not train_log.exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.2)
@@ -138,7 +138,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
                                                              *extra), [(), ("--rerun-incomplete",)])
         said = second.stderr + second.stdout
         assert second.returncode != 0, said[-3000:]
-        assert "cannot be locked" in said or ("IncompleteFilesException" in said and "models/lstm/model.pt" in said)
+        assert "cannot be locked" in said or ("IncompleteFilesException" in said and "models/lstm/seed7/model.pt" in said)
         said = third.stderr + third.stdout
         assert third.returncode != 0 and "cannot be locked" in said, said[-3000:]
         assert first.poll() is None, "the first run ended before the refusals were checked; give it more steps"
@@ -149,7 +149,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
             first.wait(timeout=60)
     # nothing corrupted: the first run's outputs are complete and up to date
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg)).stdout
-    assert json.loads((tmp_path / "results/tiny/models/lstm/summary.json").read_text())["steps"] == steps
+    assert json.loads((tmp_path / "results/tiny/models/lstm/seed7/summary.json").read_text())["steps"] == steps
 
 
 @needs_gpt2
@@ -166,7 +166,7 @@ def test_tinystories_text_with_gpt2(tmp_path):
     meta = json.loads((res / "data/tokens/meta.json").read_text())
     assert meta["vocab_size"] == 50257 and meta["splits"]["train"]["sources"]["tinystories"]["documents"] == 300
     for m in ("kgram_mlp", "lstm", "transformer"):
-        val = pd.read_csv(res / f"models/{m}/metrics.csv")["val_loss"].dropna()
+        val = pd.read_csv(res / f"models/{m}/seed7/metrics.csv")["val_loss"].dropna()
         assert val.iloc[-1] < val.iloc[0]
     assert (res / "figures/loss_curves.png").is_file()
 

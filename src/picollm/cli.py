@@ -79,16 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summaries", nargs="*", default=[])
     p.add_argument("--models-csv")
     p.add_argument("--models-md")
-    p.add_argument("--evals", nargs="*", default=[], help="eval/<model>.json files -> --eval-csv, --eval-md")
+    p.add_argument("--evals", help='{"run": {"seed": "eval/<run>/seed<k>.json"}} as JSON -> --eval-csv, --eval-md, '
+                                    '--compare-csv')
     p.add_argument("--eval-csv")
     p.add_argument("--eval-md")
-    p.add_argument("--sampling-inputs", nargs="*", default=[], help="eval/sampling/<model>.csv files")
+    p.add_argument("--compare-csv", help="every pair of runs: bits-per-byte difference paired by seed, 95%% CI")
+    p.add_argument("--sampling-inputs", help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
     p.add_argument("--sampling-csv")
 
     p = _stage(sub, "figure", "rebuild one figure from files on disk",
                '{"experiment": NAME, "figures": {"attention_prompt": TEXT}}')
     p.add_argument("figure", help="a module of picollm.plots, e.g. loss_curves")
-    p.add_argument("--inputs", nargs="+", required=True, help="NAME=PATH pairs, or one CSV file")
+    p.add_argument("--inputs", nargs="+", required=True,
+                   help='one JSON object ({"run": path} or {"run": {"seed": path}}), NAME=PATH pairs, or one file')
     p.add_argument("--out", required=True)
 
     p = _stage(sub, "evaluate", "whole-split validation loss, perplexity, bits per byte and sampling measures",
@@ -100,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="eval/<model>.json")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
+
+    p = _stage(sub, "snapshots", "each run's greedy continuation of the first prompt at every kept training step",
+               '{"experiment": NAME, "sampling": {"prompts": [...], "max_new_tokens": N}}')
+    p.add_argument("--inputs", required=True, help='{"run": "models/<run>/seed<k>/snapshots"} as JSON')
+    p.add_argument("--csv", required=True, help="tables/snapshots.csv")
+    p.add_argument("--md", required=True, help="tables/snapshots.md")
+    p.add_argument("--threads", type=int, default=1)
 
     p = sub.add_parser("export", help="a Transformer model.pt -> a Hugging Face folder that transformers loads alone")
     p.add_argument("model_path", help="model.pt of a Transformer with pos_encoding: rope")

@@ -9,9 +9,12 @@ stay cheap (no torch).
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import hashlib
 from pathlib import Path
+
+from picollm.errors import PicoError
 
 SRC = Path(__file__).resolve().parent.parent  # the folder holding the picollm package
 PACKAGE = "picollm"
@@ -29,7 +32,11 @@ def module_path(module: str) -> Path | None:
 
 @functools.cache
 def _tree(module: str) -> ast.Module:
-    return ast.parse(module_path(module).read_text(encoding="utf-8"))
+    path = module_path(module)
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"))
+    except SyntaxError as exc:
+        raise PicoError(f"{path} has a syntax error at line {exc.lineno} ({exc.msg}); fix it, then rerun") from None
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:
@@ -43,7 +50,7 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
 
 @functools.cache
 def module_hash(module: str) -> str:
-    tree = _without_docstrings(ast.parse(module_path(module).read_text(encoding="utf-8")))
+    tree = _without_docstrings(copy.deepcopy(_tree(module)))
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
 
 
@@ -96,3 +103,10 @@ def identity_hash(identity: dict) -> str:
 def code_hash(*modules: str) -> str:
     """One short hash of code_identity: what a rule's params carry."""
     return identity_hash(code_identity(*modules))
+
+
+def check_syntax() -> None:
+    """Parse every picollm module now, so a syntax error stops the workflow with one line."""
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        _tree(module)

@@ -70,7 +70,7 @@ def _coerce(node: dict, value, merged):
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+        return value if isinstance(parsed, str) else parsed
     return value
 
 
@@ -84,6 +84,8 @@ def _one_line(err: jsonschema.ValidationError, prefix: tuple = ()) -> str:
         return f"unknown config key '{key}'; allowed here: {', '.join(allowed)}"
     if err.validator == "enum":
         return f"config key '{where}' is {err.instance!r}; allowed: {', '.join(map(str, err.validator_value))}"
+    if path == ["seeds"] and err.validator == "minItems":
+        return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
     if err.validator == "required":
         return f"config key '{where}' is missing {err.message.split()[0]}"
     if path[:2] == ["sampling", "p_values"] or path[:2] == ["sampling", "sweep_p_values"]:
@@ -103,19 +105,91 @@ def validate(cfg: dict) -> dict:
     if errors:
         # if/then branches report through the branch's own error; prefer the deepest, most specific one
         raise PicoError(_one_line(jsonschema.exceptions.best_match(errors)))
-    _check_models(cfg)
     _name_sources(cfg)
+    _resolve_seeds(cfg)
+    _check_runs(cfg)
+    _check_models(cfg)
     return cfg
 
 
+def runs(cfg: dict) -> dict:
+    """{run name: model entry}: every model, then every sweep point as <model>.<key>=<value>."""
+    out = {name: copy.deepcopy(entry) for name, entry in cfg["models"].items()}
+    for model, grid in cfg.get("sweep", {}).items():
+        for key, values in grid.items():
+            for value in values:
+                name = f"{model}.{key}={value}"
+                if name in out:
+                    raise PicoError(f"config key 'sweep.{model}.{key}': two runs are named {name!r}; "
+                                    f"list each value once and give models names unlike sweep runs")
+                entry = copy.deepcopy(cfg["models"][model])
+                if key.startswith("train."):
+                    entry.setdefault("train", {})[key.removeprefix("train.")] = value
+                else:
+                    entry[key] = value
+                out[name] = entry
+    return out
+
+
 def model_spec(cfg: dict, name: str) -> dict:
-    """A model's entry without its `train` overrides: what build_model takes."""
-    return {k: v for k, v in cfg["models"][name].items() if k != "train"}
+    """A run's model entry without its `train` overrides: what build_model takes."""
+    return {k: v for k, v in runs(cfg)[name].items() if k != "train"}
 
 
 def model_train(cfg: dict, name: str) -> dict:
-    """The train section with the model's own `train:` overrides (e.g. a smaller lr) applied."""
-    return {**cfg["train"], **cfg["models"][name].get("train", {})}
+    """The train section with the run's own `train:` overrides (e.g. a smaller lr) applied."""
+    return {**cfg["train"], **runs(cfg)[name].get("train", {})}
+
+
+def sweep_point(cfg: dict, run: str) -> dict | None:
+    """{model, key, value} of a sweep run, None for a model of the config."""
+    for model, grid in cfg.get("sweep", {}).items():
+        for key, values in grid.items():
+            for value in values:
+                if run == f"{model}.{key}={value}":
+                    return {"model": model, "key": key, "value": value}
+    return None
+
+
+def _resolve_seeds(cfg: dict) -> None:
+    """`seed: N` means `seeds: [N]`; the data follow data_seed, else the first seed."""
+    seeds = cfg["seeds"] if cfg["seeds"] is not None else [cfg["seed"]]
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise PicoError(f"config key 'seeds' lists seed {twice[0]} twice; give each seed once")
+    cfg["seeds"] = seeds
+    if cfg["data_seed"] is None:
+        cfg["data_seed"] = seeds[0]
+
+
+def _check_runs(cfg: dict) -> None:
+    """Sweep keys and values, run names, and snapshot steps within max_steps."""
+    models_schema = {**schema(), "required": []}
+    train_keys = schema()["properties"]["train"]["properties"]
+    for model, grid in cfg["sweep"].items():
+        if model not in cfg["models"]:
+            raise PicoError(f"config key 'sweep.{model}': the config has no model {model!r}; "
+                            f"sweep one of: {', '.join(cfg['models'])}")
+        kind = cfg["models"][model]["type"]
+        own = sorted(k for k in cfg["models"][model] if k not in ("type", "train"))
+        for key, values in grid.items():
+            if key.startswith("train.") and key.removeprefix("train.") not in train_keys or (
+                    not key.startswith("train.") and key not in own):
+                raise PicoError(f"config key 'sweep.{model}.{key}': {model} ({kind}) has no such key; sweep one of "
+                                f"{', '.join(own)} or train.<key> ({', '.join(sorted(train_keys))})")
+            for value in values:
+                point = runs({"models": {model: cfg["models"][model]}, "sweep": {model: {key: [value]}}})
+                entry = {model: point[f"{model}.{key}={value}"]}
+                errors = list(jsonschema.Draft202012Validator(models_schema).iter_errors({"models": entry}))
+                if errors:
+                    message = jsonschema.exceptions.best_match(errors).message
+                    raise PicoError(f"config key 'sweep.{model}.{key}': value {value!r} does not fit ({message})")
+    for run in runs(cfg):
+        train = model_train(cfg, run)
+        late = [s for s in train["snapshot_steps"] if s > train["max_steps"]]
+        if late:
+            raise PicoError(f"config key 'train.snapshot_steps': step {late[0]} is beyond train.max_steps "
+                            f"({train['max_steps']}) of run {run}; drop it or raise max_steps")
 
 
 def model_defaults(model_cfg: dict) -> dict:
@@ -126,14 +200,15 @@ def model_defaults(model_cfg: dict) -> dict:
 
 
 def _check_models(cfg: dict) -> None:
-    """What the schema cannot say about a model's hyperparameters."""
-    for name, m in cfg["models"].items():
+    """What the schema cannot say about a model's hyperparameters (sweep points included)."""
+    for name, m in runs(cfg).items():
+        where = f"models.{name}" if name in cfg["models"] else f"sweep run {name}"
         if m["type"] == "transformer":
             if m["d_model"] % m["n_heads"]:
-                raise PicoError(f"config key 'models.{name}': d_model ({m['d_model']}) must be divisible by "
+                raise PicoError(f"config key '{where}': d_model ({m['d_model']}) must be divisible by "
                                 f"n_heads ({m['n_heads']})")
             if m["pos_encoding"] == "rope" and (m["d_model"] // m["n_heads"]) % 2:
-                raise PicoError(f"config key 'models.{name}': rope rotates pairs of channels, so d_model / n_heads "
+                raise PicoError(f"config key '{where}': rope rotates pairs of channels, so d_model / n_heads "
                                 f"({m['d_model'] // m['n_heads']}) must be even")
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import model_spec, model_train
+from picollm.config import model_spec, model_train, runs, sweep_point
 from picollm.model_types import type_module
 
 SCHEDULING_TRAIN_KEYS = ("threads",)  # how many cores a job gets never changes its result
 SAMPLING_KEYS = ("prompts", "p_values", "max_new_tokens", "num_samples", "stop_at_eot")
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
-                 ("download", "tokenize", "train", "sample", "evaluate", "tables", "figure", "provenance_table")}
+                 ("download", "tokenize", "train", "sample", "evaluate", "tables", "figure", "provenance_table",
+                  "snapshots")}
 
 
 def source(cfg: dict, name: str) -> dict:
@@ -29,7 +30,7 @@ def download(cfg: dict, name: str) -> dict:
     if src["kind"] == "3seqs" or (src["kind"] == "text" and not src["val_files"]):
         job["data"]["val_fraction"] = cfg["data"]["val_fraction"]  # held-out share
     if src["kind"] == "3seqs":
-        job["seed"] = cfg["seed"]  # generates the sequences
+        job["seed"] = cfg["data_seed"]  # generates the sequences: the same for every replicate
     return job
 
 
@@ -37,17 +38,18 @@ def tokenize(cfg: dict) -> dict:
     return {"tokenizer": cfg["tokenizer"]}
 
 
-def train(cfg: dict, model: str) -> dict:
-    train_cfg = {k: v for k, v in model_train(cfg, model).items() if k not in SCHEDULING_TRAIN_KEYS}
-    return {"seed": cfg["seed"], "device": cfg["device"], "block_size": cfg["block_size"],
-            "compact_vocab": cfg["compact_vocab"], "models": {model: model_spec(cfg, model)}, "train": train_cfg,
+def train(cfg: dict, run: str, seed: int) -> dict:
+    """One run (a model or a sweep point) with one seed: initialisation and batch order."""
+    train_cfg = {k: v for k, v in model_train(cfg, run).items() if k not in SCHEDULING_TRAIN_KEYS}
+    return {"seed": seed, "device": cfg["device"], "block_size": cfg["block_size"],
+            "compact_vocab": cfg["compact_vocab"], "models": {run: model_spec(cfg, run)}, "train": train_cfg,
             # the sampler reads each source's name and weight; entries stay whole to remain valid config
             "data": {"sources": cfg["data"]["sources"]}}
 
 
-def model_threads(cfg: dict, model: str) -> int:
-    """CPU threads of a model's train and evaluate jobs (Snakemake `threads`), its own override first."""
-    return model_train(cfg, model)["threads"]
+def model_threads(cfg: dict, run: str) -> int:
+    """CPU threads of a run's train and evaluate jobs (Snakemake `threads`), its own override first."""
+    return model_train(cfg, run)["threads"]
 
 
 def needs_gpu(device: str) -> bool:
@@ -57,13 +59,25 @@ def needs_gpu(device: str) -> bool:
     return device == "cuda" or (device == "auto" and Path("/proc/driver/nvidia/version").exists())
 
 
-def sample(cfg: dict) -> dict:
-    return {"seed": cfg["seed"], "sampling": {k: cfg["sampling"][k] for k in SAMPLING_KEYS}}
+def sample(cfg: dict, seed: int) -> dict:
+    return {"seed": seed, "sampling": {k: cfg["sampling"][k] for k in SAMPLING_KEYS}}
 
 
-def evaluate(cfg: dict) -> dict:
+def evaluate(cfg: dict, run: str, seed: int) -> dict:
     sampling = {k: cfg["sampling"][k] for k in (*SAMPLING_KEYS, "sweep_p_values")}
-    return {"seed": cfg["seed"], "device": cfg["device"], "sampling": sampling, "evaluate": cfg["evaluate"]}
+    job = {"seed": seed, "device": cfg["device"], "sampling": sampling, "evaluate": cfg["evaluate"]}
+    point = sweep_point(cfg, run)
+    if point:  # recorded in eval/<run>/seed<k>.json for the sweep figure
+        job["sweep"] = {point["model"]: {point["key"]: [point["value"]]}}
+    return job
+
+
+def study(cfg: dict) -> dict:
+    """The validated config as a study file of its own (for the report), scheduling keys left out."""
+    out = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k not in SCHEDULING_TRAIN_KEYS}}
+    out["models"] = {name: {**m, "train": {k: v for k, v in m["train"].items() if k not in SCHEDULING_TRAIN_KEYS}}
+                     if "train" in m else m for name, m in cfg["models"].items()}
+    return out
 
 
 def experiment(cfg: dict) -> dict:
@@ -77,11 +91,21 @@ def attention_heads(cfg: dict) -> dict:
             "figures": {"attention_prompt": cfg["sampling"]["prompts"][0] if prompt is None else prompt}}
 
 
+def snapshots(cfg: dict) -> dict:
+    return {"experiment": cfg["experiment"],
+            "sampling": {"prompts": cfg["sampling"]["prompts"][:1], "max_new_tokens": cfg["sampling"]["max_new_tokens"]}}
+
+
 def code(stage: str, *modules: str) -> str:
     """The code identity of a job: its stage command's modules, their imports and `modules` (e.g. a figure's)."""
     return codehash.code_hash(STAGE_MODULES[stage], *modules)
 
 
-def model_code(stage: str, cfg: dict, model: str) -> str:
-    """A model's train/sample/evaluate code: the stage's modules and its own type's module, not the others'."""
-    return code(stage, type_module(cfg["models"][model]["type"]))
+def types_code(stage: str, cfg: dict) -> str:
+    """A job over every run's model (e.g. the snapshots table): the stage and every model type in use."""
+    return code(stage, *sorted({type_module(entry["type"]) for entry in runs(cfg).values()}))
+
+
+def model_code(stage: str, cfg: dict, run: str) -> str:
+    """A run's train/sample/evaluate code: the stage's modules and its own type's module, not the others'."""
+    return code(stage, type_module(runs(cfg)[run]["type"]))

@@ -1,14 +1,18 @@
-"""Tables rebuilt from files on disk: the sample table and the per-model summary table."""
+"""Tables rebuilt from files on disk: samples, the per-model summary, evaluation over seeds with confidence
+intervals, paired comparisons of runs, and the sampling measures."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from picollm.io import atomic_path, write_text
+from picollm.stats import paired_difference, t_interval
 
 
 def read_samples(paths) -> pd.DataFrame:
@@ -110,48 +114,149 @@ def train_tokens_note(tokens_by_model: dict) -> str:
     return "training tokens: " + ", ".join(f"{m} {t:,}" for m, t in counts.items())
 
 
-def eval_table(eval_paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
-    """tables/eval.csv (one row per model and data source, `all` first) and tables/eval.md from eval/<model>.json."""
-    evals = [json.loads(Path(p).read_text()) for p in eval_paths]
+# eval.csv column prefix: key of an evaluation record (the whole split's, or one source's)
+METRICS = {"val_loss": "loss", "perplexity": "perplexity", "bpb": "bpb"}
+CI_NOTE = ("Each value is the mean over training seeds ± the half-width of its 95% Student-t confidence interval "
+           "(t with n − 1 degrees of freedom over the n seeds: the spread between seeds, not the evaluation's "
+           "own sampling error); a run with one seed shows its value alone.")
+
+
+def seed_paths(inputs) -> dict:
+    """{run: {seed: Path}} with integer seeds in increasing order, from {run: {seed: path}} (the command line
+    passes it as JSON, which turns the seeds into strings)."""
+    out = {}
+    for run, seeds in inputs.items():
+        if not isinstance(seeds, dict):
+            raise TypeError(f"run {run!r}: expected {{seed: path}}, got {seeds!r}")
+        out[run] = {int(s): Path(p) for s, p in sorted(seeds.items(), key=lambda kv: int(kv[0]))}
+    return out
+
+
+def read_evals(evals) -> dict:
+    """{run: {seed: eval dict}} from {run: {seed: eval/<run>/seed<k>.json}}."""
+    return {run: {s: json.loads(p.read_text()) for s, p in seeds.items()} for run, seeds in seed_paths(evals).items()}
+
+
+def source_records(ev: dict) -> dict:
+    """{source: {loss, perplexity, bpb, tokens, bytes}} of one evaluation, `all` (the whole split) first."""
+    whole = {"loss": ev["val_loss"], "perplexity": ev["perplexity"], "bpb": ev["bpb"],
+             "tokens": ev["val_tokens_scored"], "bytes": ev["val_bytes"]}
+    return {"all": whole, **ev.get("sources", {})}
+
+
+def train_flops(ev: dict) -> int:
+    """The evaluation's train_flops, else 6 x (core + head parameters) x tokens seen: forward and backward
+    multiply-adds (Kaplan et al.); a table lookup multiplies nothing, but a head tied to the token table
+    still multiplies by all of it."""
+    if ev.get("train_flops") is not None:
+        return int(ev["train_flops"])
+    head = ev["params_embedding"] if ev.get("head_tied") else ev.get("params_head", 0)
+    return int(6 * (ev.get("params_core", ev.get("params_non_embedding", 0)) + head) * (ev["tokens_seen"] or 0))
+
+
+def eval_rows(runs: dict, experiment: str) -> list[dict]:
+    """Rows of eval.csv: per run, `all` and (when there are several) each data source, every measure's
+    mean, std and 95% t interval over seeds."""
     rows = []
-    for ev in evals:
-        base = {"experiment": experiment, "model": ev["model"], "type": ev["type"], "params": ev["params"],
-                "params_non_embedding": ev["params_non_embedding"], "train_tokens": ev["tokens_seen"],
-                "tokenizer": ev["tokenizer"]}
-        parts = {"all": {"loss": ev["val_loss"], "perplexity": ev["perplexity"], "bpb": ev["bpb"],
-                         "tokens": ev["val_tokens_scored"], "bytes": ev["val_bytes"]}, **ev["sources"]}
-        for source, rec in parts.items():
-            rows.append({**base, "source": source, "val_loss": rec["loss"], "perplexity": rec["perplexity"],
-                         "bpb": rec["bpb"], "val_tokens": rec["tokens"], "val_bytes": rec["bytes"]})
-    frame = pd.DataFrame(rows)
-    with atomic_path(out_csv) as tmp:
-        frame.to_csv(tmp, index=False)
-    note = train_tokens_note({ev["model"]: ev["tokens_seen"] for ev in evals})
-    shown = ["model", "type", "params", "params_non_embedding", "train_tokens", "val_loss", "perplexity", "bpb",
-             "val_tokens", "val_bytes"]
-    capped = [ev for ev in evals if ev.get("val_capped")]
+    for run, by_seed in runs.items():
+        first = next(iter(by_seed.values()))
+        sweep = first.get("sweep") or {}
+        run_columns = {"type": first["type"], "seeds": " ".join(map(str, by_seed)), "params": first["params"],
+                       "params_core": first.get("params_core", first.get("params_non_embedding")),
+                       "train_tokens": first["tokens_seen"], "train_flops": train_flops(first),
+                       "sweep_model": sweep.get("model"), "sweep_key": sweep.get("key"),
+                       "sweep_value": sweep.get("value"), "tokenizer": first.get("tokenizer")}
+        parts = [source_records(ev) for ev in by_seed.values()]
+        sources = list(dict.fromkeys(s for part in parts for s in part))
+        for source in sources if len(sources) > 2 else ["all"]:  # a single source is the whole split again
+            recs = [part[source] for part in parts if source in part]
+            row = {"experiment": experiment, "run": run, "source": source, "n_seeds": len(recs), **run_columns}
+            for name, key in METRICS.items():
+                ci = t_interval([rec[key] for rec in recs])
+                row.update({f"{name}_{k}": ci[k] for k in ("mean", "std", "ci_low", "ci_high")})
+            row.update(val_tokens=recs[0]["tokens"], val_bytes=recs[0]["bytes"])
+            rows.append(row)
+    return rows
+
+
+def plus_minus(mean: float, low: float, high: float) -> str:
+    """'2.346 ± 0.012': the half-width to two significant digits and the mean to the same decimals."""
+    half = (high - low) / 2
+    if not half == half:  # one seed: no interval
+        return f"{mean:.4g}"
+    decimals = 3 if half == 0 else min(6, max(0, 1 - math.floor(math.log10(half))))
+    return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
+
+
+def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
+    """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted."""
+    def cells(rows, columns):
+        table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
+        for name in METRICS:
+            table[name] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"], r[f"{name}_ci_high"])
+                           for _, r in rows.iterrows()]
+        return table.to_markdown(index=False, floatfmt=".4g", intfmt=",")
+
+    first = {run: next(iter(by_seed.values())) for run, by_seed in runs.items()}
+    capped = {run: ev for run, ev in first.items() if any(e.get("val_capped") for e in runs[run].values())}
     scope = ("Whole validation split, every token scored once (non-overlapping windows of block_size plus the "
              "tail)." if not capped else
              "Capped by evaluate.max_tokens: " + ", ".join(
-                 f"{ev['model']} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens"
-                 for ev in capped) + " (whole windows spread evenly over the split).")
+                 f"{run} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens"
+                 for run, ev in capped.items()) + " (whole windows spread evenly over the split).")
+    note = train_tokens_note({run: ev["tokens_seen"] for run, ev in first.items()})
+    tokenizers = ", ".join(sorted({str(ev.get("tokenizer")) for ev in first.values()}))
+    whole = frame[frame["source"] == "all"].sort_values("bpb_mean", kind="stable")
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
              f"{scope} val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
-             f"(comparable across tokenizers). Tokenizer: {', '.join(sorted({ev['tokenizer'] for ev in evals}))}.",
-             "", frame[frame["source"] == "all"][shown].to_markdown(index=False, floatfmt=".4g", intfmt=","), ""]
-    sources = [s for s in dict.fromkeys(frame["source"]) if s != "all"]
-    if len(sources) > 1:
-        lines += ["## Per data source", "",
-                  frame[frame["source"] != "all"][["model", "source", "val_loss", "perplexity", "bpb", "val_tokens",
-                                                   "val_bytes"]].to_markdown(index=False, floatfmt=".4g", intfmt=","),
-                  ""]
-    write_text(out_md, "\n".join(lines))
+             f"(comparable across tokenizers). Tokenizer: {tokenizers}.", "",
+             f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed.",
+             "", cells(whole, ["type", "params", "train_tokens"]), ""]
+    per_source = frame[frame["source"] != "all"]
+    if len(per_source):
+        order = {run: i for i, run in enumerate(whole["run"])}
+        per_source = per_source.sort_values("run", key=lambda runs_: runs_.map(order), kind="stable")
+        lines += ["## Per data source", "", cells(per_source, ["source"]), ""]
+    return "\n".join(lines)
+
+
+def eval_table(evals, out_csv, out_md, experiment: str) -> pd.DataFrame:
+    """tables/eval.csv and tables/eval.md from evals = {run: {seed: eval/<run>/seed<k>.json}}: one row per run
+    (source `all`), and per data source when there are several, with <measure>_mean, _std, _ci_low and
+    _ci_high over seeds for val_loss, perplexity and bpb."""
+    runs = read_evals(evals)
+    frame = pd.DataFrame(eval_rows(runs, experiment))
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    write_text(out_md, eval_markdown(frame, runs, experiment))
     return frame
 
 
-def sampling_table(paths, out_csv, experiment: str) -> pd.DataFrame:
-    """eval/sampling.csv: the per-model sampling measures (eval/sampling/<model>.csv) in one file."""
-    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+COMPARE_COLUMNS = ["experiment", "a", "b", "n", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "verdict"]
+
+
+def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
+    """tables/compare.csv: every unordered pair of runs (a, b), bpb(a) - bpb(b) paired by seed with its 95% t
+    interval, and which run is better or "within noise" when the interval straddles 0."""
+    bpb = {run: {s: ev["bpb"] for s, ev in by_seed.items()} for run, by_seed in read_evals(evals).items()}
+    rows = []
+    for a, b in itertools.combinations(bpb, 2):
+        d = paired_difference(bpb[a], bpb[b])
+        rows.append({"experiment": experiment, "a": a, "b": b, "n": d["n"], "bpb_diff_mean": d["mean_diff"],
+                     "bpb_diff_ci_low": d["ci_low"], "bpb_diff_ci_high": d["ci_high"], "verdict": d["verdict"]})
+    frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)  # the header even for a single run
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def sampling_table(inputs, out_csv, experiment: str) -> pd.DataFrame:
+    """eval/sampling.csv: the sampling measures of every run and seed (eval/sampling/<run>/seed<k>.csv) in one
+    file, with `run` and `seed` columns taken from `inputs` = {run: {seed: path}}."""
+    frames = [pd.read_csv(path).drop(columns=["run", "seed"], errors="ignore").assign(run=run, seed=seed)
+              for run, seeds in seed_paths(inputs).items() for seed, path in seeds.items()]
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[["run", "seed", *(c for c in frame.columns if c not in ("run", "seed"))]]
     frame.insert(0, "experiment", experiment)
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)

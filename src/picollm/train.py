@@ -1,8 +1,11 @@
 """The one trainer for every model: packed windows, next-token cross-entropy, AdamW, warm-up + cosine
 schedule, gradient clipping, periodic validation, rolling checkpoints and exact resume.
 
-Outputs in models/<name>/: model.pt (written only at the end), metrics.csv, summary.json; the rolling
-checkpoint last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes.
+Outputs in models/<name>/: model.pt (written only at the end), metrics.csv, summary.json, layer_health.csv
+(per Transformer block; the header only for other models) and snapshots/step<N>.pt for each of
+train.snapshot_steps (model.pt's format, with the validation loss at that step). The rolling checkpoint
+last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes; snapshots are
+staged in snapshots.partial/ beside it for the same reason, and published to snapshots/ at the end.
 """
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -24,12 +29,33 @@ from tqdm import tqdm
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import resolve_device
 from picollm.errors import PicoError
+from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
 from picollm.loss import lm_loss, validation_loss
 from picollm.models import build_model, checkpoint_dict, count_parameters, output_vocab_size
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 WALL_CLOCK_COLUMNS = ["elapsed_s"]
+SNAPSHOTS, SNAPSHOTS_STAGED = "snapshots", "snapshots.partial"
+
+
+def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
+    """out_dir/snapshots/step<N>.pt, or its staging copy that lives beside last.pt until training ends."""
+    return Path(out_dir) / (SNAPSHOTS_STAGED if staged else SNAPSHOTS) / f"step{step}.pt"
+
+
+def snapshot_steps(cfg: dict) -> list[int]:
+    """train.snapshot_steps, sorted, each checked to lie within the run."""
+    steps = sorted({int(s) for s in cfg.get("snapshot_steps") or []})
+    outside = [s for s in steps if not 0 <= s <= cfg["max_steps"]]
+    if outside:
+        raise PicoError(f"train.snapshot_steps has step {outside[-1]}, outside 0..train.max_steps = "
+                        f"{cfg['max_steps']}; drop it or raise train.max_steps")
+    return steps
+
+
+def is_log_step(step: int, cfg: dict) -> bool:
+    return step % cfg["log_interval"] == 0 or step == cfg["max_steps"]
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -93,12 +119,14 @@ class TrainState:
     elapsed_before: float = 0.0  # wall seconds of earlier, interrupted runs
     grad_norm: float = float("nan")
     act_rms: float = float("nan")
+    health: list = dataclasses.field(default_factory=list)  # layer_health.csv so far
 
 
 @dataclasses.dataclass
 class Run:
     """What one training job works with: built once by `setup`, read by every step."""
     name: str
+    model_cfg: dict
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     sampler: WindowSampler
@@ -110,6 +138,9 @@ class Run:
     meta: dict
     run_id: str  # what a checkpoint must match to be resumed
     ckpt_path: Path
+    snapshot_steps: list = dataclasses.field(default_factory=list)
+    blocks: list = dataclasses.field(default_factory=list)  # a Transformer's blocks, for layer health
+    provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
@@ -121,7 +152,8 @@ class Run:
 
 
 def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, block_size, device, weights,
-          compact_vocab) -> Run:
+          compact_vocab, provenance=None) -> Run:
+    snapshots = snapshot_steps(train_cfg)  # before any work: a bad step fails at once
     meta = read_meta(tokens_dir / "meta.json")
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
@@ -142,25 +174,27 @@ def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, blo
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
-    return Run(name, model, make_optimizer(model, train_cfg, dev), sampler, val_tokens, train_cfg, dev, autocast,
-               block_size, meta, run_id, out_dir / "last.pt")
+    return Run(name, model_cfg, model, make_optimizer(model, train_cfg, dev), sampler, val_tokens, train_cfg, dev,
+               autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=snapshots,
+               blocks=transformer_blocks(model), provenance=provenance)
 
 
 def save_checkpoint(run: Run, state: TrainState) -> None:
     ckpt = {"run_id": run.run_id, "step": state.step, "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
-            "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses,
+            "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
             "last_norms": (state.grad_norm, state.act_rms), "elapsed_s": run.elapsed(state)}
     with atomic_path(run.ckpt_path) as tmp:
         torch.save(ckpt, tmp)
 
 
 def log_row(run: Run, state: TrainState) -> None:
-    """Append a metrics row at logging and evaluation steps (once per step, also after a resume)."""
+    """Append a metrics row at logging, evaluation and snapshot steps (once per step, also after a resume),
+    and stage the snapshot of a snapshot step."""
     cfg, step = run.cfg, state.step
-    log_now = step % cfg["log_interval"] == 0 or step == cfg["max_steps"]
-    eval_now = step % cfg["eval_interval"] == 0 or step == cfg["max_steps"]
-    if not (log_now or eval_now) or (state.rows and state.rows[-1]["step"] == step):
+    snapshot_now = step in run.snapshot_steps
+    eval_now = step % cfg["eval_interval"] == 0 or step == cfg["max_steps"] or snapshot_now
+    if not (is_log_step(step, cfg) or eval_now) or (state.rows and state.rows[-1]["step"] == step):
         return
     val_loss = float("nan")
     if eval_now:
@@ -172,6 +206,39 @@ def log_row(run: Run, state: TrainState) -> None:
         "val_loss": val_loss, "lr": lr_at(max(step - 1, 0), cfg), "grad_norm": state.grad_norm,
         "act_rms": state.act_rms, "elapsed_s": round(run.elapsed(state), 3)})
     state.window_losses = []
+    if snapshot_now:
+        save_snapshot(run, state.rows[-1])
+
+
+def save_snapshot(run: Run, row: dict) -> None:
+    """The model as it is at row['step'], in model.pt's format (load_model reads it), staged until the end."""
+    meta = run.meta
+    train_loss = row["train_loss"] if math.isfinite(row["train_loss"]) else None  # step 0 has none
+    summary = {"model": run.name, "type": run.model_cfg["type"], "step": row["step"],
+               "tokens_seen": row["tokens_seen"], "val_loss": row["val_loss"], "train_loss": train_loss}
+    ckpt = checkpoint_dict(run.model, run.model_cfg, meta["vocab_size"], run.block_size, tokenizer=meta["tokenizer"],
+                           eot_token=meta["eot_token"], summary=summary,
+                           provenance=json.dumps(run.provenance, default=str))
+    ckpt["state_dict"] = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
+    with atomic_path(snapshot_path(run.ckpt_path.parent, row["step"], staged=True)) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def publish_snapshots(run: Run) -> None:
+    """Staged snapshots -> out_dir/snapshots/. Linked (or copied), not moved: until last.pt is gone a rerun
+    would resume from it and could not write the earlier snapshots again."""
+    out_dir = run.ckpt_path.parent
+    (out_dir / "snapshots").mkdir(exist_ok=True)  # a workflow output, also when no step is kept
+    for step in run.snapshot_steps:
+        staged = snapshot_path(out_dir, step, staged=True)
+        if not staged.exists():
+            raise PicoError(f"the snapshot of step {step} is missing from {staged.parent}; delete {run.ckpt_path} "
+                            f"and rerun training")
+        with atomic_path(snapshot_path(out_dir, step)) as tmp:
+            try:
+                os.link(staged, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(staged, tmp)
 
 
 def train_step(run: Run, state: TrainState) -> float:
@@ -180,7 +247,8 @@ def train_step(run: Run, state: TrainState) -> float:
         group["lr"] = lr_at(state.step, run.cfg)
     x, y = (t.to(run.device, non_blocking=True) for t in run.sampler.batch(run.cfg["batch_size"]))
     activations = {"rms": torch.tensor(float("nan"))}  # lm_loss records the RMS entering the head here
-    with run.autocast or torch.autocast(run.device.type, enabled=False):
+    blocks = run.blocks if is_log_step(state.step + 1, run.cfg) else []  # layer health on logged steps only
+    with residual_rms(blocks) as resid, run.autocast or torch.autocast(run.device.type, enabled=False):
         loss = lm_loss(run.model, x, y, stats=activations)
     if not torch.isfinite(loss):
         kept = run.ckpt_path if run.ckpt_path.exists() else "no checkpoint yet"
@@ -188,6 +256,8 @@ def train_step(run: Run, state: TrainState) -> float:
                         f"checkpoint is kept in {kept}; lower train.lr or set train.grad_clip")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if blocks:  # before clipping, which scales the gradients in place
+        state.health += health_rows(state.step + 1, (state.step + 1) * run.tokens_per_step, blocks, resid)
     clip = run.cfg["grad_clip"] or float("inf")
     state.grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
     state.act_rms = activations["rms"].item()
@@ -223,11 +293,15 @@ def train_loop(run: Run, state: TrainState) -> None:
 
 
 def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenance) -> dict:
-    """metrics.csv, summary.json and model.pt; the rolling checkpoint is then removed."""
+    """metrics.csv, layer_health.csv, snapshots/, summary.json and model.pt; the rolling checkpoint and the
+    staged snapshots are then removed."""
     wall = run.elapsed(state)
     metrics = pd.DataFrame(state.rows, columns=METRIC_COLUMNS)
     with atomic_path(out_dir / "metrics.csv") as tmp:
         metrics.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "layer_health.csv") as tmp:
+        pd.DataFrame(state.health, columns=HEALTH_COLUMNS).to_csv(tmp, index=False)
+    publish_snapshots(run)
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step
     summary = {"model": run.name, "type": model_cfg["type"], **count_parameters(run.model), "steps": state.step,
@@ -245,6 +319,7 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
         torch.save(ckpt, tmp)
     write_json(out_dir / "summary.json", summary)
     run.ckpt_path.unlink(missing_ok=True)  # finished: model.pt supersedes the rolling checkpoint
+    shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
     return summary
 
 
@@ -254,8 +329,11 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
     """Train one model to train_cfg['max_steps'], resuming from out_dir/last.pt when it matches."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights, compact_vocab)
+    run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights, compact_vocab,
+                provenance)
     state = _resume(run) if run.ckpt_path.exists() else TrainState()
+    if state.step == 0:  # starting over: staged snapshots of an earlier run must not be published
+        shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
     run.t0 = time.perf_counter()
     train_loop(run, state)
     return finish(run, state, model_cfg, out_dir, provenance)
@@ -277,4 +355,5 @@ def _resume(run: Run) -> TrainState:
     set_rng_states(ckpt["rng"])
     tqdm.write(f"resuming from {path} at step {ckpt['step']}", file=sys.stderr)
     grad_norm, act_rms = ckpt["last_norms"]
-    return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms)
+    return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,
+                      ckpt.get("health", []))

@@ -1,5 +1,6 @@
 # The study config, what every job is given, and the registry of figures and tables.
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -8,7 +9,8 @@ SRC = str(ROOT / "src")
 sys.path.insert(0, SRC)
 
 from picollm import jobs  # noqa: E402
-from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
+from picollm.codehash import check_syntax  # noqa: E402
+from picollm.config import DEFAULT_STUDY, load_study, model_train, runs  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
 if Path.cwd().resolve() == Path(workflow.basedir).resolve():
@@ -21,6 +23,7 @@ try:
         workflow.overwrite_configfiles or [ROOT / DEFAULT_STUDY],
         dict(workflow.config_settings.config),
     )
+    check_syntax()
 except PicoError as exc:
     sys.exit(f"config error: {exc}")
 config.clear()
@@ -34,14 +37,19 @@ shell.prefix(
 )
 R = f"results/{CFG['experiment']}"
 SOURCES = [s["name"] for s in CFG["data"]["sources"]]
-MODELS = list(CFG["models"])
-TRANSFORMERS = [m for m in MODELS if CFG["models"][m]["type"] == "transformer"]
+RUNS = runs(CFG)  # {run: model entry}: every model, then every sweep point
+SEEDS = CFG["seeds"]
+FIRST = SEEDS[
+    0
+]  # the seed whose samples, snapshots and attention maps the tables and figures show
+TRANSFORMERS = [r for r, entry in RUNS.items() if entry["type"] == "transformer"]
 ENV = "../envs/picollm.yaml"
 
 
 wildcard_constraints:
-    source="|".join(SOURCES),
-    model="|".join(MODELS),
+    source="|".join(re.escape(s) for s in SOURCES),
+    run="|".join(re.escape(r) for r in RUNS),
+    seed=r"\d+",
 
 
 def as_json(obj):
@@ -54,47 +62,67 @@ def source_files(wildcards):
     return [*src.get("train_files", []), *src.get("val_files", [])]
 
 
-def per_model(pattern, models=None):
-    """{model: path} for every model (or `models`), pattern holding `{model}`."""
-    return {m: pattern.format(model=m) for m in (MODELS if models is None else models)}
+def per_run(pattern, runs=None):
+    """{run: {seed: path}} for every run (or `runs`) and seed; pattern holds {run} and {seed}."""
+    return {
+        r: {s: pattern.format(run=r, seed=s) for s in SEEDS}
+        for r in (RUNS if runs is None else runs)
+    }
 
+
+def first_seed(pattern, runs=None):
+    """{run: path} of every run's first seed."""
+    return {r: seeds[FIRST] for r, seeds in per_run(pattern, runs).items()}
+
+
+def paths(nested):
+    """Every path of a {run: {seed: path}} or {run: path} mapping."""
+    return [
+        p for v in nested.values() for p in (v.values() if isinstance(v, dict) else [v])
+    ]
+
+
+MODEL_DIR = f"{R}/models/{{run}}/seed{{seed}}"
+METRICS = per_run(f"{MODEL_DIR}/metrics.csv")
+EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
 
 # --- the registry: every figure and table, its caption (workflow/report/<name>.rst) and where it comes from --
-# A figure is drawn by `picollm figure <name>` from `inputs` ({name: path} or one path); `job` gives its config
-# slice, `code` the modules beyond picollm.plots.<name> it runs.
+# A figure is drawn by `picollm figure <name>` from `inputs` ({run: {seed: path}}, {run: path} or one path);
+# `job` gives its config slice, `code` the modules beyond picollm.plots.<name> it runs.
 FIGURES = {
-    "loss_curves": dict(
-        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
-    ),
-    "lr_schedule": dict(
-        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
-    ),
-    "grad_norms": dict(
-        inputs=per_model(f"{R}/models/{{model}}/metrics.csv"), job=jobs.experiment
-    ),
+    "loss_curves": dict(inputs=METRICS, job=jobs.experiment),
+    "lr_schedule": dict(inputs=METRICS, job=jobs.experiment),
+    "grad_norms": dict(inputs=METRICS, job=jobs.experiment),
     "sample_comparison": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
     "sample_slide": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
     "p_sweep": dict(inputs=f"{R}/eval/sampling.csv", job=jobs.experiment),
 }
 if TRANSFORMERS:
     FIGURES["attention_heads"] = dict(
-        inputs=per_model(f"{R}/models/{{model}}/model.pt", TRANSFORMERS),
+        inputs=first_seed(f"{MODEL_DIR}/model.pt", TRANSFORMERS),
         job=jobs.attention_heads,
         code=["picollm.models.transformer"],
     )
-FIGURES = {
-    name: fig
-    for name, fig in FIGURES.items()
-    if (ROOT / "src/picollm/plots" / f"{name}.py").is_file()
-}
+    FIGURES["layer_health"] = dict(
+        inputs=first_seed(f"{MODEL_DIR}/layer_health.csv", TRANSFORMERS),
+        job=jobs.experiment,
+    )
+if CFG["sweep"]:
+    FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
+SNAPSHOTS = any(model_train(CFG, r)["snapshot_steps"] for r in RUNS)
+if SNAPSHOTS:
+    FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
 
 TABLES = {
     "samples_table": f"{R}/tables/samples.csv",
     "models_table": f"{R}/tables/models.csv",
     "eval_table": f"{R}/tables/eval.csv",
+    "compare_table": f"{R}/tables/compare.csv",
     "sampling_table": f"{R}/eval/sampling.csv",
     "provenance_table": f"{R}/tables/provenance.csv",
 }
+if SNAPSHOTS:
+    TABLES["snapshots_table"] = f"{R}/tables/snapshots.csv"
 
 
 def figure_path(name, ext="png"):
@@ -118,12 +146,14 @@ def job_records():
         *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
         f"{R}/provenance/tokenize.json",
         *expand(
-            f"{R}/provenance/{{stage}}/{{model}}.json",
+            f"{R}/provenance/{{stage}}/{{run}}/seed{{seed}}.json",
             stage=["train", "sample", "evaluate"],
-            model=MODELS,
+            run=RUNS,
+            seed=SEEDS,
         ),
         f"{R}/provenance/tables.json",
         f"{R}/provenance/eval_tables.json",
+        *([f"{R}/provenance/snapshots.json"] if SNAPSHOTS else []),
         *[f"{R}/provenance/figures/{name}.json" for name in FIGURES],
     ]
 
@@ -136,7 +166,8 @@ def all_results():
         f"{R}/tables/samples.md",
         f"{R}/tables/models.md",
         f"{R}/tables/eval.md",
-        *per_model(f"{R}/eval/{{model}}.json").values(),
+        *([f"{R}/tables/snapshots.md"] if SNAPSHOTS else []),
+        *paths(EVALS),
     ]
 
 

@@ -1,41 +1,43 @@
-# Evaluation: whole-split validation loss / perplexity / bits per byte and sampling measures per model.
+# Evaluation: whole-split validation loss / perplexity / bits per byte and sampling measures per run and
+# seed, then the tables over seeds (mean, spread, 95% interval) and the paired comparison of every two runs.
 
 
 rule evaluate:
     input:
-        model=f"{R}/models/{{model}}/model.pt",
+        model=f"{MODEL_DIR}/model.pt",
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
-        samples=f"{R}/samples/{{model}}.jsonl",
+        samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",
     output:
-        eval=f"{R}/eval/{{model}}.json",
-        sampling=f"{R}/eval/sampling/{{model}}.csv",
-        provenance=f"{R}/provenance/evaluate/{{model}}.json",
+        eval=f"{R}/eval/{{run}}/seed{{seed}}.json",
+        sampling=f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv",
+        provenance=f"{R}/provenance/evaluate/{{run}}/seed{{seed}}.json",
     log:
-        f"{R}/logs/evaluate/{{model}}.log",
+        f"{R}/logs/evaluate/{{run}}/seed{{seed}}.log",
     conda:
         ENV
-    threads: lambda wc: jobs.model_threads(CFG, wc.model)
+    threads: lambda wc: jobs.model_threads(CFG, wc.run)
     resources:
         gpu=int(jobs.needs_gpu(CFG["device"])),
     params:
-        config=as_json(jobs.evaluate(CFG)),
-        code=lambda wc: jobs.model_code("evaluate", CFG, wc.model),
+        config=lambda wc: as_json(jobs.evaluate(CFG, wc.run, int(wc.seed))),
+        code=lambda wc: jobs.model_code("evaluate", CFG, wc.run),
         tokens_dir=lambda wc, input: Path(input.meta).parent,
     shell:
-        "python -m picollm --log {log} evaluate --config {params.config:q} --name {wildcards.model}"
-        " --model-path {input.model} --tokens-dir {params.tokens_dir} --samples {input.samples}"
-        " --threads {threads} --out {output.eval} --sampling-out {output.sampling}"
-        " --provenance {output.provenance}"
+        "python -m picollm --log {log:q} evaluate --config {params.config:q} --name {wildcards.run:q}"
+        " --model-path {input.model:q} --tokens-dir {params.tokens_dir} --samples {input.samples:q}"
+        " --threads {threads} --out {output.eval:q} --sampling-out {output.sampling:q}"
+        " --provenance {output.provenance:q}"
 
 
 rule eval_tables:
     input:
-        evals=per_model(f"{R}/eval/{{model}}.json").values(),
-        sampling=per_model(f"{R}/eval/sampling/{{model}}.csv").values(),
+        evals=paths(EVALS),
+        sampling=paths(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
     output:
         eval_csv=table("eval_table"),
         eval_md=f"{R}/tables/eval.md",
+        compare_csv=table("compare_table"),
         sampling_csv=table("sampling_table"),
         provenance=f"{R}/provenance/eval_tables.json",
     log:
@@ -46,7 +48,10 @@ rule eval_tables:
     params:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
+        evals=as_json(EVALS),
+        sampling=as_json(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
     shell:
-        "python -m picollm --log {log} tables --config {params.config:q} --evals {input.evals}"
-        " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --sampling-inputs {input.sampling}"
-        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}"
+        "python -m picollm --log {log} tables --config {params.config:q} --evals {params.evals:q}"
+        " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --compare-csv {output.compare_csv}"
+        " --sampling-inputs {params.sampling:q} --sampling-csv {output.sampling_csv}"
+        " --provenance {output.provenance}"

@@ -7,7 +7,7 @@ for name, fig in FIGURES.items():
         name:
             f"figure_{name}"
         input:
-            fig["inputs"].values() if isinstance(fig["inputs"], dict) else fig["inputs"],
+            paths(fig["inputs"]) if isinstance(fig["inputs"], dict) else fig["inputs"],
         output:
             png=in_report(figure_path(name), name, "Figures"),
             svg=figure_path(name, "svg"),
@@ -22,9 +22,9 @@ for name, fig in FIGURES.items():
             config=as_json(fig["job"](CFG)),
             code=jobs.code("figure", f"picollm.plots.{name}", *fig.get("code", [])),
             inputs=(
-                [f"{m}={p}" for m, p in fig["inputs"].items()]
+                as_json(fig["inputs"])
                 if isinstance(fig["inputs"], dict)
-                else [fig["inputs"]]
+                else fig["inputs"]
             ),
         shell:
             "python -m picollm --log {log} figure {params.figure} --config {params.config:q} --inputs {params.inputs:q}"

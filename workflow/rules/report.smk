@@ -11,7 +11,7 @@ rule study_config:
     conda:
         ENV
     params:
-        config=as_json(CFG),
+        config=as_json(jobs.study(CFG)),
     shell:
         "printf '%s\\n' {params.config:q} > {output} 2> {log}"
 

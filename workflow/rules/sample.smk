@@ -1,26 +1,28 @@
 rule sample:
     input:
-        model=f"{R}/models/{{model}}/model.pt",
+        model=f"{MODEL_DIR}/model.pt",
     output:
-        samples=f"{R}/samples/{{model}}.jsonl",
-        provenance=f"{R}/provenance/sample/{{model}}.json",
+        samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",
+        provenance=f"{R}/provenance/sample/{{run}}/seed{{seed}}.json",
     log:
-        f"{R}/logs/sample/{{model}}.log",
+        f"{R}/logs/sample/{{run}}/seed{{seed}}.log",
     conda:
         ENV
     threads: 1
     params:
-        config=as_json(jobs.sample(CFG)),
-        code=lambda wc: jobs.model_code("sample", CFG, wc.model),
+        config=lambda wc: as_json(jobs.sample(CFG, int(wc.seed))),
+        code=lambda wc: jobs.model_code("sample", CFG, wc.run),
     shell:
-        "python -m picollm --log {log} sample --config {params.config:q} --name {wildcards.model} --model-path {input.model}"
-        " --device cpu --threads {threads} --out {output.samples} --provenance {output.provenance}"
+        "python -m picollm --log {log:q} sample --config {params.config:q} --name {wildcards.run:q}"
+        " --model-path {input.model:q} --device cpu --threads {threads} --out {output.samples:q}"
+        " --provenance {output.provenance:q}"
 
 
+# The sample and model tables show every run's first seed (the samples of each seed are in samples/).
 rule tables:
     input:
-        samples=per_model(f"{R}/samples/{{model}}.jsonl").values(),
-        summaries=per_model(f"{R}/models/{{model}}/summary.json").values(),
+        samples=first_seed(f"{R}/samples/{{run}}/seed{{seed}}.jsonl").values(),
+        summaries=first_seed(f"{MODEL_DIR}/summary.json").values(),
     output:
         samples_csv=table("samples_table"),
         samples_md=f"{R}/tables/samples.md",
@@ -36,6 +38,6 @@ rule tables:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
     shell:
-        "python -m picollm --log {log} tables --config {params.config:q} --samples {input.samples}"
-        " --samples-csv {output.samples_csv} --samples-md {output.samples_md} --summaries {input.summaries}"
+        "python -m picollm --log {log} tables --config {params.config:q} --samples {input.samples:q}"
+        " --samples-csv {output.samples_csv} --samples-md {output.samples_md} --summaries {input.summaries:q}"
         " --models-csv {output.models_csv} --models-md {output.models_md} --provenance {output.provenance}"

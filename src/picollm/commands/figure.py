@@ -1,5 +1,6 @@
 """`picollm figure NAME`: rebuild one figure (module picollm.plots.NAME) from files on disk."""
 import importlib
+import json
 
 from picollm import provenance
 from picollm.config import validate_part
@@ -7,7 +8,13 @@ from picollm.errors import PicoError
 
 
 def _inputs(items: list[str]):
-    """NAME=PATH pairs -> {name: path}; a single plain path -> that path."""
+    """One JSON object ({run: path} or {run: {seed: path}}), NAME=PATH pairs, or one plain path."""
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        try:
+            nested = json.loads(items[0])
+        except json.JSONDecodeError as exc:
+            raise PicoError(f"--inputs is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return {run: {int(s): p for s, p in v.items()} if isinstance(v, dict) else v for run, v in nested.items()}
     if all("=" in item for item in items):
         return dict(item.split("=", 1) for item in items)
     if len(items) == 1:
@@ -15,13 +22,18 @@ def _inputs(items: list[str]):
     raise PicoError(f"--inputs takes NAME=PATH pairs or one file, got {items}")
 
 
+def _paths(inputs) -> list:
+    if isinstance(inputs, dict):
+        return [p for v in inputs.values() for p in (v.values() if isinstance(v, dict) else [v])]
+    return [inputs]
+
+
 def run(args):
     cfg = validate_part(args.config, required=("experiment",))
     name = args.figure.replace("-", "_")
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
-    rec = provenance.record(f"figure {name}", config=args.config,
-                            inputs=inputs.values() if isinstance(inputs, dict) else [inputs], outputs=[args.out])
+    rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
     options = {}
     if "figures" in cfg and cfg["figures"].get("attention_prompt") is not None:
         options["prompt"] = cfg["figures"]["attention_prompt"]

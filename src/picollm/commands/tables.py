@@ -1,6 +1,19 @@
-"""`picollm tables`: samples.csv/.md, models.md, eval.csv/.md, sampling.csv from the stage outputs."""
+"""`picollm tables`: samples.csv/.md, models.csv/.md, eval.csv/.md, compare.csv, sampling.csv."""
+import json
+
 from picollm import provenance, tables
 from picollm.config import validate_part
+from picollm.errors import PicoError
+
+
+def _by_run_and_seed(text):
+    """'{"run": {"seed": path}}' -> {run: {int seed: path}}; empty -> {}."""
+    if not text:
+        return {}
+    try:
+        return {run: {int(s): p for s, p in seeds.items()} for run, seeds in json.loads(text).items()}
+    except (json.JSONDecodeError, AttributeError, ValueError):
+        raise PicoError(f'expected {{"run": {{"seed": "path"}}}} as JSON, got {text[:80]!r}') from None
 
 
 def run(args):
@@ -9,9 +22,13 @@ def run(args):
         tables.samples_table(args.samples, args.samples_csv, args.samples_md, experiment)
     if args.summaries:
         tables.models_table(args.summaries, args.models_md, experiment, out_csv=args.models_csv)
-    if args.evals:
-        tables.eval_table(args.evals, args.eval_csv, args.eval_md, experiment)
-    if args.sampling_inputs:
-        tables.sampling_table(args.sampling_inputs, args.sampling_csv, experiment)
-    inputs = [*args.samples, *args.summaries, *args.evals, *args.sampling_inputs]
+    evals, sampling = _by_run_and_seed(args.evals), _by_run_and_seed(args.sampling_inputs)
+    if evals:
+        tables.eval_table(evals, args.eval_csv, args.eval_md, experiment)
+        if args.compare_csv:
+            tables.compare_table(evals, args.compare_csv, experiment)
+    if sampling:
+        tables.sampling_table(sampling, args.sampling_csv, experiment)
+    flat = [p for d in (evals, sampling) for seeds in d.values() for p in seeds.values()]
+    inputs = [*args.samples, *args.summaries, *flat]
     provenance.write(args.provenance, provenance.record("tables", config=args.config, inputs=inputs))

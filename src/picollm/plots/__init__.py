@@ -56,9 +56,10 @@ def model_styles(models) -> dict:
     return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(models, colors))}
 
 
-def tokens_axis(ax) -> None:
-    """Tokens seen on the x axis as 1,228,800 rather than 1.2e6, few enough ticks for such long labels."""
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+def tokens_axis(ax, ticks: int = 5) -> None:
+    """Tokens seen on the x axis as 1,228,800 rather than 1.2e6, few enough ticks for such long labels
+    (fewer on a narrow panel)."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
 
 

@@ -1,19 +1,66 @@
-"""figures/loss_curves.png: train and validation loss against tokens seen, per model.
+"""figures/loss_curves.png: train and validation loss against tokens seen, per run, averaged over seeds.
 
-Options: `ylim="auto"` zooms on the interesting region (the first steps' loss, about ln(vocab), would
-squash the rest, so the first quarter of training runs off the top), or a (bottom, top) pair; `logy`
-draws the loss on a log scale.
+Each line is the mean over a run's seeds, with a band of ± 1 standard deviation over seeds (no band for
+a single seed). Options: `ylim="auto"` zooms on the interesting region (the first steps' loss, about
+ln(vocab), would squash the rest, so the first quarter of training runs off the top), or a (bottom, top)
+pair; `logy` draws the loss on a log scale.
 """
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.lines import Line2D
 
-from picollm.plots import SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, tokens_axis
+from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, smoothed, smoothing_window,
+                           tokens_axis)
+from picollm.tables import seed_paths
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
-    frames = [pd.read_csv(path).assign(model=name) for name, path in metrics.items()]
+    """Every logged row of metrics = {run: {seed: metrics.csv}}, with `model` (the run) and `seed` columns."""
+    frames = [pd.read_csv(path).assign(model=run, seed=seed)
+              for run, seeds in seed_paths(metrics).items() for seed, path in seeds.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+def over_seeds(rows: pd.DataFrame, column: str, window: int = 1) -> pd.DataFrame:
+    """Per logged step of one run: tokens seen, `mean` (over seeds, of the raw values), `std` over seeds of
+    each seed's running mean over `window` points (the spread of the trend, not of one batch's noise) and
+    `seeds` (how many logged this step)."""
+    rows = rows.dropna(subset=[column]).sort_values(["seed", "step"])
+    trend = rows.groupby("seed")[column].transform(lambda y: smoothed(y, window))
+    return (rows.assign(trend=trend).groupby("step")
+            .agg(tokens_seen=("tokens_seen", "mean"), mean=(column, "mean"), std=("trend", "std"),
+                 seeds=(column, "size")).reset_index())
+
+
+def seed_band(ax, x, centre, std, color, alpha: float = 0.2) -> None:
+    """Shade centre ± std (NaN with one seed, which draws nothing)."""
+    if std.notna().any():
+        ax.fill_between(x, centre - std, centre + std, color=color, alpha=alpha, lw=0)
+
+
+def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str) -> str:
+    """`column` of one run against tokens seen: the mean over seeds as raw_and_smoothed draws it, and a band
+    of ± 1 std over seeds around its running mean. Returns what the lines show, for the legend's title."""
+    window = smoothing_window(rows.dropna(subset=[column]).groupby("seed").size().max(), smooth)
+    stat = over_seeds(rows, column, window)
+    shown = raw_and_smoothed(ax, stat["tokens_seen"], stat["mean"], smooth, color, label)
+    seed_band(ax, stat["tokens_seen"], smoothed(stat["mean"], window), stat["std"], color)
+    return shown
+
+
+def seeds_note(frame: pd.DataFrame) -> str:
+    """'3 seeds' or '1-3 seeds per run', for captions."""
+    counts = frame.groupby("model")["seed"].nunique()
+    low, high = int(counts.min()), int(counts.max())
+    return f"{high} seed{'s' if high > 1 else ''}" if low == high else f"{low}–{high} seeds per run"
+
+
+def band_note(frame: pd.DataFrame) -> str:
+    """What a shaded band means, or that there are none (every run has one seed)."""
+    if frame.groupby("model")["seed"].nunique().max() < 2:
+        return "one seed per run: no band"
+    return f"lines: mean over {seeds_note(frame)}, bands ± 1 std"
 
 
 def auto_ylim(frame: pd.DataFrame, skip: float = 0.25) -> tuple[float, float]:
@@ -25,21 +72,41 @@ def auto_ylim(frame: pd.DataFrame, skip: float = 0.25) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def final_val(stat: pd.DataFrame) -> str:
+    """'2.345 ± 0.012' (mean ± std over seeds) at the last validation step, or the value alone for one seed."""
+    if stat.empty:
+        return "n/a"
+    last = stat.iloc[-1]
+    return f"{last['mean']:.3f}" if last["seeds"] < 2 else f"{last['mean']:.3f} ± {last['std']:.3f}"
+
+
+def legend(ax, styles: dict, finals: dict, shown: set, note: str) -> None:
+    """One entry per run (its colour and marker, final validation loss), then what solid, faint and dashed
+    lines and the bands mean; outside the axes when there are more runs than fit over the curves."""
+    handles = [Line2D([], [], color=s["color"], marker=s["marker"], lw=2.5, ms=8, label=f"{name} (val {finals[name]})")
+               for name, s in styles.items()]
+    handles += [Line2D([], [], color="0.3", lw=2.5, label="train — " + "; ".join(sorted(shown))),
+                Line2D([], [], color="0.3", ls="--", marker="o", ms=6, lw=1.5, label="validation")]
+    outside = len(styles) > 4
+    ax.legend(handles=handles, title=f"final val loss; {note}", fontsize="x-small" if outside else "small",
+              title_fontsize="x-small", **(dict(loc="upper left", bbox_to_anchor=(1.01, 1)) if outside else {}))
+
+
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 10, ylim=None,
          logy: bool = False) -> None:
-    """metrics: {model name: metrics.csv path}."""
+    """metrics: {run: {seed: metrics.csv path}}."""
     frame = read_metrics(metrics)
     styles = model_styles(list(metrics))
     fig, ax = plt.subplots(figsize=SLIDE)
-    shown = set()
+    shown, finals = set(), {}
     for name, group in frame.groupby("model", sort=False):
-        train = group.dropna(subset=["train_loss"])
-        val = group.dropna(subset=["val_loss"])
-        final = val["val_loss"].iloc[-1] if len(val) else float("nan")
-        shown.add(raw_and_smoothed(ax, train["tokens_seen"], train["train_loss"], smooth, styles[name]["color"],
-                                   f"{name} train"))
-        ax.plot(val["tokens_seen"], val["val_loss"], ls="--", marker=styles[name]["marker"],
-                color=styles[name]["color"], ms=8, lw=1.5, label=f"{name} val (final {final:.3f})")
+        style = styles[name]
+        shown.add(mean_and_band(ax, group, "train_loss", smooth, style["color"], f"{name} train"))
+        val = over_seeds(group, "val_loss")
+        ax.plot(val["tokens_seen"], val["mean"], ls="--", marker=style["marker"], color=style["color"], ms=8,
+                lw=1.5)
+        seed_band(ax, val["tokens_seen"], val["mean"], val["std"], style["color"], alpha=0.12)
+        finals[name] = final_val(val)
     if ylim is not None:
         ax.set_ylim(auto_ylim(frame) if ylim == "auto" else ylim)
     if logy:
@@ -49,5 +116,5 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)",
            title=f"Loss curves — {experiment}, {tokens:,} training tokens per model{zoom}")
     tokens_axis(ax)
-    ax.legend(title="train lines — " + "; ".join(sorted(shown)), fontsize="small", title_fontsize="small")
+    legend(ax, styles, finals, shown, band_note(frame))
     save(fig, out, experiment, provenance)

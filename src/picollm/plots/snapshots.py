@@ -1,0 +1,64 @@
+"""figures/snapshots.png: what each run says as it learns, on one slide: a row per run and snapshot step
+with the tokens seen, the validation loss at that step and the greedy continuation of the prompt, from
+tables/snapshots.csv (picollm.snapshots). Each continuation is drawn from the table's `shown` column
+(whitespace as signs, control characters escaped), so a continuation of spaces, newlines or control bytes
+does not read as an empty cell.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from picollm.plots import SLIDE, model_styles, save
+from picollm.plots.sample_comparison import LINE_HEIGHT, cell_text, row_lines, table_figure, text_table
+from picollm.tables import show_whitespace
+
+COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation (⏎ newline, ␣ extra space)"]
+WIDTHS = [2.0, 0.9, 1.5, 1.2, 7.7]  # inches, 16:9 in all
+CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little over, so that lines fit)
+
+
+def fitting_fontsize(cells: list[list[str]], pad: float, largest: float = 14, smallest: float = 9) -> float:
+    """The largest font size (within bounds) at which the table still fits a slide's height."""
+    lines = sum(row_lines([["header"], *cells], pad))
+    return max(smallest, min(largest, (SLIDE[1] - 0.9) * 72 / (lines * LINE_HEIGHT)))
+
+
+def layout(frame: pd.DataFrame, max_chars: int, pad: float) -> tuple[list[list[str]], float]:
+    """The table's cells and font size: the continuations wrapped to the width their column holds at the
+    font size at which all rows fit a slide (found from a first wrap at the largest size)."""
+    fontsize = 14.0
+    for _ in range(2):
+        width = int(WIDTHS[-1] * 72 / (CHAR_WIDTH * fontsize))  # characters per line in the last column
+        run_width = int(WIDTHS[0] * 72 / (CHAR_WIDTH * fontsize))
+        cells = [[run_cell(r.run, run_width), str(r.step), f"{int(r.tokens_seen):,}", _loss(r.val_loss),
+                  cell_text(r.shown, width, max_chars)] for r in frame.itertuples()]
+        fontsize = min(fontsize, fitting_fontsize(cells, pad))
+    return cells, fontsize
+
+
+def run_cell(run: str, width: int) -> str:
+    """A sweep run's name (transformer.d_model=64) on two lines when it is wider than its column."""
+    head, dot, tail = run.partition(".")
+    return run if len(run) <= width or not dot else f"{head}\n.{tail}"
+
+
+def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int = 160) -> None:
+    frame = pd.read_csv(snapshots_csv, keep_default_na=False)
+    runs = list(dict.fromkeys(frame["run"]))
+    pad = 0.6
+    cells, fontsize = layout(frame, max_chars, pad)
+    fig, ax = table_figure(cells, SLIDE[0], fontsize, pad=pad)
+    table = text_table(ax, cells, COLUMNS, WIDTHS, fontsize, pad=pad)
+    styles = model_styles(runs)
+    for r, row in enumerate(cells, start=1):  # the run's colour, as in the other figures, to group its rows
+        table[r, 0].set_facecolor((*styles[row[0].replace("\n", "")]["color"], 0.25))
+    prompt = frame["prompt"].iloc[0] if len(frame) else ""
+    ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}")
+    save(fig, out, experiment, provenance)
+
+
+def _loss(value) -> str:
+    try:
+        return f"{float(value):.3f}"
+    except ValueError:  # a blank cell
+        return ""

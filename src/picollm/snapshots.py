@@ -1,0 +1,98 @@
+"""What a model says as it learns: the greedy continuation of one prompt by each training snapshot
+(models/<run>/snapshots/step<N>.pt, written by training at train.snapshot_steps), beside that step's
+validation loss, as tables/snapshots.csv and tables/snapshots.md.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+
+import pandas as pd
+
+from picollm.data.tokenizer import get_tokenizer
+from picollm.io import atomic_path, write_text
+from picollm.models import load_model
+from picollm.sampling import generate
+from picollm.tables import show_whitespace
+
+CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
+
+
+def shown(text: str) -> str:
+    """show_whitespace, and the other control characters escaped (\\x08; a run of four or more as \\x08×40):
+    an untrained byte-level model emits them, and a cell of them would read as empty. (Escapes, not the
+    Unicode control pictures: the figures' font has none of those.)"""
+    def escape(m):
+        sign = f"\\x{ord(m.group(1)):02x}"
+        return sign * len(m.group()) if len(m.group()) < 4 else f"{sign}×{len(m.group())}"
+    return show_whitespace(CONTROL.sub(escape, str(text)))
+
+
+SNAPSHOT_COLUMNS = ["run", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines", "shown", "text"]
+
+
+def greedy_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
+    """The new token ids, as the sample stage makes them: end-of-text before the prompt (every training
+    document starts after one), greedy, stopped at (and without) the next end-of-text."""
+    eot = tokenizer.eot_token
+    prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
+    new = generate(model, prompt_ids, max_new_tokens, p=None, stop_token=eot)[len(prompt_ids):].tolist()
+    return new[:new.index(eot)] if eot in new else new
+
+
+def snapshot_rows(snapshot_paths: list, prompt: str, max_new_tokens: int, device: str = "cpu") -> list[dict]:
+    """One row per snapshot checkpoint, in step order: its step, tokens seen, validation loss and continuation."""
+    rows = []
+    for path in snapshot_paths:
+        model = load_model(path, device)
+        tokenizer = get_tokenizer(model.checkpoint["tokenizer"])
+        summary = model.checkpoint["summary"]
+        new = greedy_continuation(model, tokenizer, prompt, max_new_tokens)
+        rows.append({"step": summary["step"], "tokens_seen": summary["tokens_seen"], "val_loss": summary["val_loss"],
+                     "prompt": prompt, "new_tokens": len(new), "text": tokenizer.decode(new)})
+    return sorted(rows, key=lambda r: r["step"])
+
+
+def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, max_new_tokens: int,
+                   device: str = "cpu") -> pd.DataFrame:
+    """inputs: {run: [snapshot paths]}, or {run: {seed: [snapshot paths]}} for replicates (shown as run
+    "<run> seed <N>"). CSV with the exact text (and `shown`, whitespace made visible), Markdown with one
+    table per run."""
+    inputs = {f"{run} seed {seed}" if isinstance(v, dict) else run: paths
+              for run, v in inputs.items() for seed, paths in (v.items() if isinstance(v, dict) else [(None, v)])}
+    frame = pd.DataFrame([{"run": run, **row} for run, paths in inputs.items()
+                          for row in snapshot_rows(paths, prompt, max_new_tokens, device)],
+                         columns=[c for c in SNAPSHOT_COLUMNS if c not in ("newlines", "shown")])
+    frame["newlines"] = frame["text"].str.count("\n")
+    frame["shown"] = frame["text"].map(shown)
+    frame = frame[SNAPSHOT_COLUMNS]
+    with atomic_path(out_csv) as tmp:
+        # quote every text field: a continuation may hold any character, a bare carriage return included
+        frame.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    write_text(out_md, snapshot_markdown(frame, experiment, prompt, max_new_tokens))
+    return frame
+
+
+def _cell(text: str, width: int = 240) -> str:
+    text = shown(text)
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("|", "\\|") or "(empty)"
+
+
+def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new_tokens: int) -> str:
+    lines = [f"# Snapshots: experiment `{experiment}`", "",
+             f"Greedy continuation of “{show_whitespace(prompt)}” (up to {max_new_tokens} tokens, stopped at "
+             "end-of-text) by each run's model at each snapshot step, beside the validation loss measured at that "
+             "step. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not show).", ""]
+    for run, group in frame.groupby("run", sort=False):
+        lines += [f"## {run}", "", "| step | tokens seen | val loss | new tokens | continuation |",
+                  "|--:|--:|--:|--:|---|"]
+        lines += [f"| {r.step} | {r.tokens_seen:,} | {_loss(r.val_loss)} | {r.new_tokens} | {_cell(r.text)} |"
+                  for r in group.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _loss(value) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.4f}"
