@@ -60,7 +60,8 @@ def tiny_config(experiment: str) -> dict:
     cfg["models"] = {name: cfg["models"][name] for name in ("kgram_mlp", "transformer")}
     cfg["data"]["sources"][0]["num_sequences"] = 600
     cfg["train"].update(max_steps=20, warmup_steps=4, eval_interval=10, eval_batches=2, checkpoint_interval=10,
-                        log_interval=5)
+                        log_interval=5, snapshot_steps=[10, 20])
+    cfg["seeds"], cfg["sweep"] = cfg["seeds"][:1], {}  # one seed, no sweep: the cluster test stays short
     cfg["sampling"].update(max_new_tokens=12, num_samples=1, p_values=[0.9])
     return cfg
 

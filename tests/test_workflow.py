@@ -89,7 +89,8 @@ def test_bad_config_key_stops_with_one_line(tmp_path):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert lines == ["config error: unknown config key 'lerning_rate'; allowed here: base, block_size, compact_vocab, "
-                     "data, device, evaluate, experiment, figures, models, sampling, seed, tokenizer, train"]
+                     "data, data_seed, device, evaluate, experiment, figures, models, sampling, seed, seeds, sweep, "
+                     "tokenizer, train"]
 
 
 def test_config_override_on_the_command_line(tmp_path):

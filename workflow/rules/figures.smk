@@ -24,7 +24,7 @@ for name, fig in FIGURES.items():
             inputs=(
                 as_json(fig["inputs"])
                 if isinstance(fig["inputs"], dict)
-                else fig["inputs"]
+                else lambda wc, input: input[0]
             ),
         shell:
             "python -m picollm --log {log} figure {params.figure} --config {params.config:q} --inputs {params.inputs:q}"

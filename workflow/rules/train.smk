@@ -27,22 +27,25 @@ rule train:
         " --out-dir {params.out_dir:q} --threads {threads} --provenance {output.provenance:q}"
 
 
-rule snapshots:
-    input:
-        first_seed(f"{MODEL_DIR}/snapshots").values(),
-    output:
-        csv=table("snapshots_table"),
-        md=f"{R}/tables/snapshots.md",
-        provenance=f"{R}/provenance/snapshots.json",
-    log:
-        f"{R}/logs/snapshots.log",
-    conda:
-        ENV
-    threads: 1
-    params:
-        config=as_json(jobs.snapshots(CFG)),
-        code=jobs.types_code("snapshots", CFG),
-        inputs=as_json(first_seed(f"{MODEL_DIR}/snapshots")),
-    shell:
-        "python -m picollm --log {log} snapshots --config {params.config:q} --inputs {params.inputs:q}"
-        " --csv {output.csv} --md {output.md} --threads {threads} --provenance {output.provenance}"
+# Only when some run keeps snapshots (train.snapshot_steps).
+if SNAPSHOTS:
+
+    rule snapshots:
+        input:
+            first_seed(f"{MODEL_DIR}/snapshots").values(),
+        output:
+            csv=table("snapshots_table"),
+            md=f"{R}/tables/snapshots.md",
+            provenance=f"{R}/provenance/snapshots.json",
+        log:
+            f"{R}/logs/snapshots.log",
+        conda:
+            ENV
+        threads: 1
+        params:
+            config=as_json(jobs.snapshots(CFG)),
+            code=jobs.types_code("snapshots", CFG),
+            inputs=as_json(first_seed(f"{MODEL_DIR}/snapshots")),
+        shell:
+            "python -m picollm --log {log} snapshots --config {params.config:q} --inputs {params.inputs:q}"
+            " --csv {output.csv} --md {output.md} --threads {threads} --provenance {output.provenance}"
