@@ -82,3 +82,4 @@ def test_figures_and_tables_of_a_replicated_sweep(replicated):
     assert set(sampling["seed"]) == set(SEEDS)
     page = (replicated / "report.html").read_text()
     assert all(name in page for name in ("compare.csv", "sweep.png", "snapshots.png", "layer_health.png"))
+    assert "greedy continuation of the first prompt" in page and "swept value" in page  # their captions

@@ -198,7 +198,7 @@ def test_nested_overrides_and_a_study_with_a_base(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(child),
                        "--config", "train={max_steps: 50}", "models={lstm: {hidden_dim: 512}}", "-p")
     assert result.returncode == 0, result.stderr[-2000:]
-    train_lstm = next(line for line in result.stdout.splitlines() if "picollm train" in line and '"lstm"' in line)
+    train_lstm = next(line for line in result.stdout.splitlines() if " train --config" in line and '"lstm"' in line)
     assert '"max_steps": 50' in train_lstm and '"lr": 0.01' in train_lstm and '"hidden_dim": 512' in train_lstm
     assert '"embed_dim": 16' in train_lstm and "results/child/" in result.stdout  # untouched keys kept
     assert base.is_file()
@@ -234,6 +234,8 @@ def test_snakemake_report_holds_every_figure_table_caption_and_the_config(offlin
     for name in [*figures, "samples.csv", "models.csv", "eval.csv", "sampling.csv", "provenance.csv"]:
         assert name in page, name
     for caption in (ROOT / "workflow" / "report").glob("*.rst"):
+        if caption.stem in ("snapshots", "snapshots_table", "sweep"):  # not in this study: see test_replicates
+            continue
         first_words = caption.read_text().split("``")[0].split()[:4]
         assert " ".join(first_words) in page, caption.name
     assert "num_sequences" in page  # the validated config, in the workflow description

@@ -74,10 +74,15 @@ def evaluate(cfg: dict, run: str, seed: int) -> dict:
 
 def study(cfg: dict) -> dict:
     """The validated config as a study file of its own (for the report), scheduling keys left out."""
-    out = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k not in SCHEDULING_TRAIN_KEYS}}
-    out["models"] = {name: {**m, "train": {k: v for k, v in m["train"].items() if k not in SCHEDULING_TRAIN_KEYS}}
-                     if "train" in m else m for name, m in cfg["models"].items()}
-    return out
+    def unscheduled(train: dict) -> dict:
+        return {k: v for k, v in train.items() if k not in SCHEDULING_TRAIN_KEYS}
+
+    models = {}
+    for name, entry in cfg["models"].items():
+        models[name] = {k: v for k, v in entry.items() if k != "train"}
+        if unscheduled(entry.get("train", {})):
+            models[name]["train"] = unscheduled(entry["train"])
+    return {**cfg, "train": unscheduled(cfg["train"]), "models": models}
 
 
 def experiment(cfg: dict) -> dict:

@@ -1,0 +1,70 @@
+"""What each job is given (picollm.jobs) and the code identity of a job (picollm.codehash)."""
+import pytest
+
+from picollm import codehash, jobs
+from picollm.config import validate
+from picollm.errors import PicoError
+
+from conftest import tiny_offline_config
+
+
+@pytest.fixture
+def cfg():
+    return validate({**tiny_offline_config(), "seeds": [7, 8], "sweep": {"lstm": {"train.lr": [0.01]}}})
+
+
+def test_train_job_reads_its_run_and_seed_but_not_the_threads(cfg):
+    job = jobs.train(cfg, "lstm.train.lr=0.01", 8)
+    assert job["seed"] == 8 and list(job["models"]) == ["lstm.train.lr=0.01"]
+    assert job["train"]["lr"] == 0.01 and "threads" not in job["train"]
+    assert "sampling" not in job and "experiment" not in job
+
+
+def test_sample_and_evaluate_jobs_read_only_their_keys(cfg):
+    sample = jobs.sample(cfg, 7)
+    assert set(sample) == {"seed", "sampling"} and "sweep_p_values" not in sample["sampling"]
+    evaluate = jobs.evaluate(cfg, "lstm.train.lr=0.01", 7)
+    assert "sweep_p_values" in evaluate["sampling"] and evaluate["sweep"] == {"lstm": {"train.lr": [0.01]}}
+    assert "sweep" not in jobs.evaluate(cfg, "lstm", 7)
+
+
+def test_generated_data_follow_the_data_seed(cfg):
+    assert jobs.download(cfg, "3seqs")["seed"] == cfg["data_seed"] == 7
+
+
+def test_attention_prompt_defaults_to_the_first_prompt(cfg):
+    assert jobs.attention_heads(cfg)["figures"]["attention_prompt"] == "1 2 3"
+    cfg["figures"]["attention_prompt"] = "4 9 16"
+    assert jobs.attention_heads(cfg)["figures"]["attention_prompt"] == "4 9 16"
+
+
+def test_study_file_for_the_report_leaves_threads_out(cfg):
+    study = jobs.study(cfg)
+    assert "threads" not in study["train"] and validate(study)["seeds"] == [7, 8]
+
+
+def test_each_model_type_has_its_own_code_identity(cfg):
+    lstm, transformer = jobs.model_code("train", cfg, "lstm"), jobs.model_code("train", cfg, "transformer")
+    assert lstm != transformer and jobs.model_code("train", cfg, "lstm.train.lr=0.01") == lstm
+    modules = codehash.closure("picollm.commands.train", "picollm.models.lstm")
+    assert "picollm.models.lstm" in modules and "picollm.models.transformer" not in modules
+
+
+def test_docstrings_and_comments_do_not_change_a_module_hash(tmp_path, monkeypatch):
+    package = tmp_path / "picollm"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(codehash, "SRC", tmp_path)
+    (package / "m.py").write_text('"""Doc."""\nX = 1  # a comment\n')
+    first = codehash.module_hash.__wrapped__("picollm.m")
+    (package / "m.py").write_text('"""Another doc."""\n\n\nX = 1\n')
+    codehash._tree.cache_clear()
+    assert codehash.module_hash.__wrapped__("picollm.m") == first
+    (package / "m.py").write_text("X = 2\n")
+    codehash._tree.cache_clear()
+    assert codehash.module_hash.__wrapped__("picollm.m") != first
+    (package / "m.py").write_text("X = (\n")
+    codehash._tree.cache_clear()
+    with pytest.raises(PicoError, match=r"m.py has a syntax error at line 1"):
+        codehash.check_syntax()
+    codehash._tree.cache_clear()
