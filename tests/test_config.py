@@ -107,3 +107,20 @@ def test_seeds_sweep_runs_and_data_seed():
     assert sweep_point(cfg, "m") is None
     cfg = validate({"experiment": "x", "seeds": [3, 4], "models": {"m": {"type": "lstm"}}})
     assert cfg["data_seed"] == 3
+
+
+def test_validate_config_show_fills_the_models_defaults(tmp_path):
+    import json
+    shown = json.loads(picollm("validate-config", write_config(tmp_path / "s.yaml", tiny_offline_config()),
+                               "--show").stdout)
+    assert shown["models"]["transformer"]["tie_weights"] is True and shown["models"]["lstm"]["num_layers"] == 1
+
+
+def test_stage_command_fills_defaults_and_names_a_bad_p(tmp_path):
+    result = picollm("sample", "--config", '{"sampling": {"prompts": ["1 2 3"], "p_values": [0]}}', "--name", "m",
+                     "--model-path", tmp_path / "none.pt", "--out", tmp_path / "s.jsonl")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: config key 'sampling.p_values.0' is 0; each p must be in (0, 1] (greedy decoding is always included)")
+    missing = picollm("sample", "--config", '{"sampling": {"prompts": ["1 2 3"], "p_values": [0.9]}}', "--name", "m",
+                      "--model-path", tmp_path / "none.pt", "--out", tmp_path / "s.jsonl")
+    assert "error: checkpoint" in missing.stderr and "KeyError" not in missing.stderr  # defaults filled, then the model

@@ -29,8 +29,6 @@ PYTHON = "3.11"
 RUNTIME_EXTRAS = {"tabulate"}
 # installed with a pinned package that requires them (datasets streams through huggingface_hub and its HTTP client)
 PROVIDED_BY_PINS = {"huggingface-hub", "httpx2"}
-# `picollm export` is no rule of the workflow; it needs the optional [bench] extra (transformers)
-OPTIONAL_MODULES = {"export.py"}
 
 
 def pip_pins() -> dict[str, str]:
@@ -71,8 +69,6 @@ def imported_distributions() -> set[str]:
     """Third-party distributions (conda names) that src/picollm imports."""
     modules = set()
     for path in (ROOT / "src" / "picollm").rglob("*.py"):
-        if path.name in OPTIONAL_MODULES:
-            continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 modules.update(alias.name.split(".")[0] for alias in node.names)

@@ -259,3 +259,11 @@ def test_snakemake_from_workflow_folder_is_refused():
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=ROOT / "workflow",
                             capture_output=True, text=True, timeout=300, env=local_run_env())
     assert result.returncode != 0 and f"run snakemake from the project root ({ROOT})" in result.stderr
+
+
+def test_export_rule_names_the_fix_for_a_learned_position_transformer(offline_run):
+    work, cfg = offline_run
+    target = "results/tiny/hf/transformer/seed7"
+    result = snakemake(work, "--cores", "1", target, "--configfile", str(cfg))
+    assert result.returncode != 0 and "pos_encoding: rope" in result.stderr
+    assert not (work / target).exists()

@@ -17,7 +17,7 @@ SCHEDULING_TRAIN_KEYS = ("threads",)  # how many cores a job gets never changes 
 SAMPLING_KEYS = ("prompts", "p_values", "max_new_tokens", "num_samples", "stop_at_eot")
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "tokenize", "train", "sample", "evaluate", "tables", "figure", "provenance_table",
-                  "snapshots")}
+                  "snapshots", "export")}
 
 
 def source(cfg: dict, name: str) -> dict:
@@ -88,6 +88,11 @@ def study(cfg: dict) -> dict:
 def experiment(cfg: dict) -> dict:
     """Tables and most figures read only the experiment name (their titles)."""
     return {"experiment": cfg["experiment"]}
+
+
+def loss_curves(cfg: dict) -> dict:
+    figures = {k: cfg["figures"][k] for k in ("loss_zoom", "loss_logy")}
+    return {"experiment": cfg["experiment"], "figures": figures}
 
 
 def attention_heads(cfg: dict) -> dict:

@@ -90,7 +90,7 @@ EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
 # A figure is drawn by `picollm figure <name>` from `inputs` ({run: {seed: path}}, {run: path} or one path);
 # `job` gives its config slice, `code` the modules beyond picollm.plots.<name> it runs.
 FIGURES = {
-    "loss_curves": dict(inputs=METRICS, job=jobs.experiment),
+    "loss_curves": dict(inputs=METRICS, job=jobs.loss_curves),
     "lr_schedule": dict(inputs=METRICS, job=jobs.experiment),
     "grad_norms": dict(inputs=METRICS, job=jobs.experiment),
     "sample_comparison": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),

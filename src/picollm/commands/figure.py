@@ -34,8 +34,13 @@ def run(args):
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
     rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
+    figures = cfg.get("figures", {})
     options = {}
-    if "figures" in cfg and cfg["figures"].get("attention_prompt") is not None:
-        options["prompt"] = cfg["figures"]["attention_prompt"]
+    if figures.get("attention_prompt") is not None:
+        options["prompt"] = figures["attention_prompt"]
+    if figures.get("loss_zoom"):
+        options["ylim"] = "auto"
+    if figures.get("loss_logy"):
+        options["logy"] = True
     module.plot(inputs, args.out, cfg["experiment"], provenance=rec, **options)
     provenance.write(args.provenance, rec)
