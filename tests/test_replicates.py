@@ -83,3 +83,14 @@ def test_figures_and_tables_of_a_replicated_sweep(replicated):
     page = (replicated / "report.html").read_text()
     assert all(name in page for name in ("compare.csv", "sweep.png", "snapshots.png", "layer_health.png"))
     assert "greedy continuation of the first prompt" in page and "swept value" in page  # their captions
+
+
+def test_removing_a_seed_or_a_sweep_value_reruns_only_the_aggregates(replicated):
+    work = replicated.parent.parent
+    for override in ("seeds=[7]", "sweep={transformer: {d_model: [16]}}"):
+        plan = snakemake(work, "-n", "--cores", "1", "all", "--configfile", str(work / "study.yaml"),
+                         "--config", override)
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        assert not [line for line in plan.stdout.splitlines()
+                    if line.startswith(("rule train:", "rule sample:", "rule evaluate:"))], override
+        assert "rule eval_tables:" in plan.stdout  # the tables over the remaining runs and seeds
