@@ -260,8 +260,23 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _OnLoopback:
+    """A context manager serving `handler` (a subclass given this object as `attribute`) on 127.0.0.1."""
+
+    def _serve(self, handler: type, attribute: str):
+        bound = type("Handler", (handler,), {attribute: self})
+        self._server = _Server(("127.0.0.1", 0), bound)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @dataclass
-class HubStandin:
+class HubStandin(_OnLoopback):
     repos: dict[str, Repo]
     faults: list[Fault] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
@@ -277,15 +292,7 @@ class HubStandin:
 
     def __enter__(self) -> "HubStandin":
         self._lock = threading.Lock()
-        handler = type("Handler", (_StandinHandler,), {"hub": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        return self._serve(_StandinHandler, "hub")
 
     def served(self, fragment: str) -> list[Request]:
         """The requests whose path contains `fragment` (URL-quoted as sent)."""
@@ -349,20 +356,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class ForwardingProxy:
+class ForwardingProxy(_OnLoopback):
     upstream: tuple[str, int]
     requests: list[str] = field(default_factory=list)
 
     def __enter__(self) -> "ForwardingProxy":
-        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        return self._serve(_ProxyHandler, "proxy")
 
 
 def closed_port() -> int:

@@ -30,6 +30,7 @@ generated tokens (the prompt excluded):
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -344,6 +345,13 @@ def scoring_method(block_size: int, max_tokens: int | None, capped: bool) -> str
             f"over it ({windows}); end-of-text counts 0 bytes")
 
 
+def run_config(ckpt: dict) -> dict:
+    """The run's hyperparameters, its train keys under "train", as training recorded them in model.pt (the
+    sweep figure reads a base run's value of a swept key here)."""
+    trained = (json.loads(ckpt.get("provenance") or "null") or {}).get("config") or {}
+    return {**ckpt["model_cfg"], "train": trained.get("train", {})}
+
+
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
                    max_tokens: int | None = None, samples_path=None, sampling_cfg: dict | None = None,
                    seed: int = 1337, sweep_p=()) -> tuple:
@@ -351,7 +359,6 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
 
     max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
     pass (None: eval_batch_size)."""
-    import json
     from pathlib import Path
 
     from picollm.data.tokenizer import get_tokenizer
@@ -382,7 +389,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
            "val_capped": result["capped"], "max_tokens": max_tokens, "val_bytes": result["all"]["bytes"],
            "sources": result["sources"],
-           "train_final_val_loss": summary.get("final_val_loss"),
+           "train_final_val_loss": summary.get("final_val_loss"), "config": run_config(ckpt),
            "method": scoring_method(block_size, max_tokens, result["capped"])}
     rows = []
     if samples_path is not None:

@@ -1,7 +1,8 @@
 """What each job of the workflow is given: exactly the config keys its stage reads, and its code identity.
 
-The Snakefile passes `job_config(...)` to every rule's command as `--config JSON` and puts it and
-`job_code(...)` in the rule's `params`, so a job reruns when, and only when, something it reads changes.
+Each rule passes its stage's slice (`train(cfg, run, seed)`, `sample(cfg, seed)`, ...) to its command as
+`--config JSON` and puts it and the job's `code(...)` hash in the rule's `params`, so a job reruns when, and
+only when, something it reads or runs changes.
 `train.threads` only schedules work and is left out: changing it reruns nothing.
 Pure Python (no torch): it runs whenever the Snakefile is parsed.
 """

@@ -10,15 +10,6 @@ from picollm.config import validate_part
 from picollm.device import use_threads
 from picollm.evaluate import evaluate_model
 from picollm.io import atomic_path, write_json
-from picollm.models import read_checkpoint
-
-
-def run_config(model_path) -> dict:
-    """The run's model hyperparameters, and its train keys under "train", as training recorded them (the sweep
-    figure reads a base run's value of a swept key here)."""
-    ckpt = read_checkpoint(model_path)
-    trained = json.loads(ckpt.get("provenance") or "{}").get("config") or {}
-    return {**ckpt["model_cfg"], "train": trained.get("train", {})}
 
 
 def run(args):
@@ -37,7 +28,7 @@ def run(args):
     point = next(({"model": m, "key": k, "value": v[0]} for m, grid in cfg.get("sweep", {}).items()
                   for k, v in grid.items()), None)
     write_json(args.out, {**result, "run": args.name, "seed": cfg["seed"], "sweep": point,
-                          "config": run_config(args.model_path), "provenance": rec})
+                          "provenance": rec})
     if args.sampling_out:
         with atomic_path(args.sampling_out) as tmp:
             pd.DataFrame(rows).assign(seed=cfg["seed"]).to_csv(tmp, index=False)
