@@ -50,6 +50,8 @@ class Sizes:
     peak_sizes: tuple
     # 5. study: measured steps of the default study per model before extrapolating
     study_steps: int
+    # 6. budget: minutes of training per recipe (python -m benchmarks --minutes)
+    budget_minutes: float = 10.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +62,7 @@ def sizes(quick: bool, threads: int) -> Sizes:
         return Sizes(quick=True, threads=threads, warmup=1, reps=5, vocab=256, block=32, batch=2, d_model=32,
                      n_layers=1, n_heads=2, kgram_k=3, kgram_embed=8, kgram_hidden=32, kgram_inner=1,
                      starter_batch=1, starter_seq=8, gen_block=64, gen_prompt=4, gen_new=16, gen_reps=5,
-                     lstm_embed=16, lstm_hidden=32, peak_sizes=(256,), study_steps=0)
+                     lstm_embed=16, lstm_hidden=32, peak_sizes=(256,), study_steps=0, budget_minutes=0.05)
     return Sizes(quick=False, threads=threads, warmup=2, reps=7, vocab=50257, block=256, batch=8, d_model=256,
                  n_layers=4, n_heads=4, kgram_k=3, kgram_embed=64, kgram_hidden=256, kgram_inner=1,
                  starter_batch=1, starter_seq=8, gen_block=512, gen_prompt=16, gen_new=256, gen_reps=5,

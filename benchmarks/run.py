@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--only NAME ...] [--quick] [--out results/benchmarks] [--threads N]`.
+"""`python -m benchmarks [--only NAME ...] [--quick] [--out results/benchmarks] [--threads N] [--minutes M]`.
 
 Runs the benchmarks in order, writes <out>/<name>.json after each, and rebuilds <out>/benchmarks.md from
 every JSON in <out> (so `--only` refreshes one section and keeps the others).
@@ -6,6 +6,7 @@ every JSON in <out> (so `--only` refreshes one section and keeps the others).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -23,6 +24,8 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "memory": "benchmarks.memory",
     "study": "benchmarks.study",
     "compact": "benchmarks.compact_vocab",
+    "tokenize": "benchmarks.tokenize_speed",
+    "budget": "benchmarks.budget",
 }
 MARKDOWN = "benchmarks.md"
 
@@ -35,6 +38,8 @@ def parse_args(argv=None):
                     help="tiny sizes and no study runs: checks the harness in seconds; the numbers mean nothing")
     ap.add_argument("--out", default="results/benchmarks", help="folder for <name>.json and benchmarks.md")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="training minutes per recipe of the budget benchmark (default 10; --quick: 0.05)")
     return ap.parse_args(argv)
 
 
@@ -45,6 +50,8 @@ def main(argv=None) -> int:
     from picollm.io import write_json, write_text
 
     sz = sizes(args.quick, args.threads)
+    if args.minutes is not None:
+        sz = dataclasses.replace(sz, budget_minutes=args.minutes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(BENCHMARKS)

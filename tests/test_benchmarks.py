@@ -88,7 +88,7 @@ def test_memory_step_reports_peak_rss():
 def test_all_benchmarks_quick(tmp_path):
     out = tmp_path / "bench"
     run_benchmarks(out)
-    names = {"train", "kgram", "generation", "memory", "study", "compact"}
+    names = {"train", "kgram", "generation", "memory", "study", "compact", "tokenize", "budget"}
     assert {p.stem for p in out.glob("*.json")} == names
     memory = json.loads((out / "memory.json").read_text())
     check_common(memory, "memory")
@@ -98,3 +98,32 @@ def test_all_benchmarks_quick(tmp_path):
     compact = json.loads((out / "compact.json").read_text())
     check_common(compact, "compact")
     assert compact["results"]["compact"]["output_vocab"] < compact["results"]["full"]["output_vocab"]
+
+
+def test_tokenize_benchmark_compares_ours_with_the_library(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmarks(out, "--only", "tokenize")
+    record = json.loads((out / "tokenize.json").read_text())
+    check_common(record, "tokenize")
+    assert {"gpt2", "bpe:4096", "train_bpe"} <= set(record["results"])
+    for name in ("gpt2", "bpe:4096"):
+        row = record["results"][name]
+        assert row["ours_mb_s"] > 0 and row["library_mb_s"] > 0 and row["peak_rss_mib"] > 0 and row["tokens"] > 0
+    assert record["targets"][0]["target"].startswith("our GPT-2 tokenize >= 80%")
+
+
+@pytest.mark.slow  # about a minute on 2 idle cores: seven recipes, each in its own process
+def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmarks(out, "--only", "budget")
+    record = json.loads((out / "budget.json").read_text())
+    check_common(record, "budget")
+    rows = {row[0]: row for row in record["table"]["rows"]}
+    assert {"hf GPT2LMHeadModel + AdamW", "previous default", "+ muon", "+ bf16 autocast", "all winners"} <= set(rows)
+    assert any(name.startswith("+ bpe:") for name in rows)
+    for name, result in record["results"].items():
+        assert 0 < result["bpb"] < 20 and result["steps"] >= 1, name
+    hf_bpb = record["results"]["hf GPT2LMHeadModel + AdamW"]["bpb"]
+    assert rows["previous default"][-1] == f"{record['results']['previous default']['bpb'] / hf_bpb:.3f}"
+    assert record["targets"][0]["target"] == "best recipe's bpb <= 0.8 x the HF row's"
+    assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast"}

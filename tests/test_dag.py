@@ -21,12 +21,13 @@ def model_jobs(model, stages=("train", "sample", "evaluate")):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A finished two-source tiny study (3seqs + a local text file) run from a copy of src/ and workflow/."""
+    """A finished two-source tiny study (3seqs + a local text file) with its own tokenizer (bpe:300), run from a
+    copy of src/ and workflow/."""
     project = tmp_path_factory.mktemp("project")
     for folder in ("src", "workflow", "config"):
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (project / "story.txt").write_text("".join(f"story {i} of a cat and a dog.\n<|endoftext|>\n" for i in range(60)))
-    cfg = tiny_offline_config(steps=10)
+    cfg = tiny_offline_config(steps=10, tokenizer="bpe:300")
     cfg["data"]["sources"].append({"kind": "text", "name": "stories", "train_files": ["story.txt"]})
     write_config(project / "study.yaml", cfg)
     result = run(project, "--cores", "2", "all")
@@ -105,7 +106,7 @@ def test_a_source_file_reruns_its_download_and_everything_after(study):
 def test_block_size_retrains_every_model_but_keeps_the_data(study):
     jobs = planned(study, "block_size=24")
     assert all(model_jobs(m) <= jobs for m in MODELS)
-    assert not {j for j in jobs if j.startswith(("download", "tokenize"))}
+    assert not {j for j in jobs if j.startswith(("download", "train_tokenizer", "tokenize"))}
 
 
 def edited(study, module: str, text: str):
@@ -134,6 +135,12 @@ def test_editing_the_transformer_reruns_the_transformer_only(study):
     assert not jobs & (model_jobs("lstm") | model_jobs("kgram_mlp"))
 
 
+def test_tokenizer_size_retrains_the_tokenizer_and_everything_after(study):
+    jobs = planned(study, "tokenizer=bpe:290")
+    assert {"train_tokenizer", "tokenize", *(j for m in MODELS for j in model_jobs(m))} | AGGREGATES | STUDY <= jobs
+    assert not {j for j in jobs if j.startswith("download")}
+
+
 def test_editing_the_tokenizer_reruns_tokenization_and_everything_after(study):
     jobs = edited(study, "data/tokenizer.py", "\nEDITED = 1\n")
     assert {"tokenize", *model_jobs("lstm")} <= jobs and not {j for j in jobs if j.startswith("download")}
@@ -147,7 +154,8 @@ def test_adding_a_seed_runs_only_its_jobs_and_the_aggregates(study):
     jobs = planned(study, "seeds=[7, 8]")  # the study's seed is 7
     per_seed = {j for j in jobs if j.startswith(("train[", "sample[", "evaluate["))}
     assert per_seed == set().union(*(model_jobs(m) for m in MODELS))  # one new job of each, for seed 8
-    assert not {j for j in jobs if j.startswith(("download", "tokenize"))}  # replicates share the data
+    # replicates share the data
+    assert not {j for j in jobs if j.startswith(("download", "train_tokenizer", "tokenize"))}
     assert "eval_tables" in jobs and "figure_loss_curves" in jobs
 
 

@@ -180,7 +180,7 @@ def test_token_ids_that_do_not_fit_the_dtype(tmp_path, monkeypatch):
         def encode_ordinary_batch(self, texts, num_threads=1):
             return [[70000] for _ in texts]
     from picollm.data import tokens as tokens_module
-    monkeypatch.setattr(tokens_module, "get_tokenizer", lambda name: Liar())
+    monkeypatch.setattr(tokens_module, "get_tokenizer", lambda name, tokenizer_json=None: Liar())
     raw = {"a": _raw(tmp_path, "a", ["x"], ["y"])}
     with pytest.raises(PicoError, match="does not fit uint16"):
         tokenize("byte", raw, tmp_path / "tok", threads=1)

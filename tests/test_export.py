@@ -26,14 +26,14 @@ TEXTS = ["Once upon a time, there was a little dog named Max.", "", " leading sp
          "héllo wörld ✓ 日本語 🐶", "tabs\tand\n\nnew lines   and  runs of spaces ", "The end.\n"]
 
 
-def save_checkpoint(path, cfg, tokenizer="byte", vocab_size=257, seed=0, compact_ids=None):
+def save_checkpoint(path, cfg, tokenizer="byte", vocab_size=257, seed=0, compact_ids=None, **extra):
     """A tiny untrained model with weights spread wide enough that greedy decoding does not just repeat."""
     torch.manual_seed(seed)
     model = build_model(cfg, vocab_size, BLOCK, compact_ids)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.15 * torch.randn_like(p))
-    torch.save(checkpoint_dict(model, cfg, vocab_size, BLOCK, tokenizer=tokenizer), path)
+    torch.save(checkpoint_dict(model, cfg, vocab_size, BLOCK, tokenizer=tokenizer, **extra), path)
     return path
 
 
@@ -115,6 +115,23 @@ def test_tokenizer_gives_pico_ids_without_pico_code(tmp_path, tokenizer):
         assert hf_tok.decode(ids) == text == tok.decode(ids)
     assert hf_tok.eos_token_id == tok.eot_token == hf_tok.convert_tokens_to_ids("<|endoftext|>")
     assert hf_tok.decode([*tok.encode_ordinary("Hi"), tok.eot_token], skip_special_tokens=True) == "Hi"
+
+
+def test_trained_bpe_exports_as_itself_from_the_checkpoint(tmp_path):
+    """tokenizer: bpe:N: the folder's tokenizer is the trained one, taken from model.pt (no tokenizer.json)."""
+    from picollm.data.bpe import train_bpe
+    from picollm.data.sources import write_documents
+    write_documents(tmp_path / "train.txt", [t for t in TEXTS if t] * 20 + ["The cat and the dog played."] * 50)
+    tok = get_tokenizer("bpe:300", train_bpe([tmp_path / "train.txt"], 300))
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE, "bpe:300", tok.n_vocab, tokenizer_json=tok.json)
+    summary = export_model(ckpt, tmp_path / "hf")
+    assert summary["tokenizer"] == "bpe:300" and summary["max_logit_diff"] < 1e-4
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in TEXTS:
+        ids = tok.encode_ordinary(text)
+        assert hf_tok.encode(text) == ids, text
+        assert hf_tok.decode(ids) == text == tok.decode(ids)
+    assert hf_tok.eos_token_id == tok.eot_token == load_hf(tmp_path / "hf").config.eos_token_id
 
 
 @needs_gpt2

@@ -343,3 +343,36 @@ def test_training_resumes_after_the_time_limit(cluster, tmp_path):
         if attempt == 2:
             assert re.search(rf"resuming from \S*last\.pt at step {steps[0]}\b", log.read_text()), log.read_text()[-3000:]
     assert 0 < steps[0] < steps[1], steps  # the second attempt went on from the first one's checkpoint
+
+
+def test_two_rank_training_job_on_slurm(cluster, tmp_path):
+    """train.devices: 2 on CPU: one SLURM job holding devices x threads = 2 CPUs runs torchrun's two gloo
+    ranks (each given --threads 1), and its metrics are one process's up to float rounding (tests/test_ddp.py)."""
+    from picollm.train import train
+
+    cfg = tiny_config("slurm_ddp")
+    cfg["models"] = {"transformer": cfg["models"]["transformer"]}
+    cfg["train"].update(devices=2, threads=1, snapshot_steps=[])
+    config = write_config(cfg, tmp_path / "ddp.yaml")
+    seed = cfg["seeds"][0]
+    target = f"results/{cfg['experiment']}/models/transformer/seed{seed}/model.pt"
+    extra = memory_overrides(cluster)
+    run = Run("ddp", project_copy(tmp_path / "project"), cfg["experiment"],
+              [*SLURM_PROFILE, *FAST_STATUS, target, *(["--set-resources", *extra] if extra else []),
+               "--configfile", str(config)])
+    finish([run], TIMEOUT_S)
+    assert run.rc == 0, f"snakemake on SLURM failed:\n{run.out[-8000:]}"
+    assert "train" in check_slurm_jobs(run.out)  # --cpus-per-task = the rule's threads = 2
+    assert max(rule_threads(run.out).values()) == 2
+    command = json.loads((run.results / f"provenance/train/transformer/seed{seed}.json").read_text())["command"]
+    assert command[command.index("--threads") + 1] == "2" and command[command.index("--devices") + 1] == "2"
+    log = run.results / f"logs/train/transformer/seed{seed}.log"
+    assert Path(f"{log}.rank1").exists()  # rank 1 ran, beside rank 0
+
+    out = run.results / f"models/transformer/seed{seed}"
+    job = json.loads(command[command.index("--config") + 1])
+    alone = train("transformer", job["models"]["transformer"], job["train"], tokens_dir=run.results / "data/tokens",
+                  out_dir=tmp_path / "alone", seed=seed, block_size=job["block_size"], device="cpu")
+    assert alone["steps"] == cfg["train"]["max_steps"]
+    two, one = (pd.read_csv(d / "metrics.csv").drop(columns="elapsed_s") for d in (out, tmp_path / "alone"))
+    pd.testing.assert_frame_equal(one, two, atol=1e-4, rtol=0)

@@ -107,21 +107,25 @@ def test_block_size_larger_than_validation_split(tokens_dir, tmp_path):
         train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=0, block_size=100000)
 
 
-def _train_cmd(tokens_dir, out_dir, steps):
-    job = {"models": {"m": TRANSFORMER}, "train": {**TRAIN, "max_steps": steps, "checkpoint_interval": 25},
+def _train_cmd(tokens_dir, out_dir, steps, **train_changes):
+    job = {"models": {"m": TRANSFORMER},
+           "train": {**TRAIN, "max_steps": steps, "checkpoint_interval": 25, **train_changes},
            "seed": 3, "block_size": 32, "device": "cpu"}
     return [sys.executable, "-m", "picollm", "train", "--config", json.dumps(job), "--tokens-dir", str(tokens_dir),
             "--out-dir", str(out_dir), "--threads", "1"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig):
+@pytest.mark.parametrize("sig, changes", [
+    (signal.SIGTERM, {}), (signal.SIGKILL, {}), (signal.SIGTERM, {"optimizer": "muon"}),
+    pytest.param(signal.SIGTERM, {"compile": True}, marks=pytest.mark.slow)])
+def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig, changes):
     steps = 400
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    assert subprocess.run(_train_cmd(tokens_dir, tmp_path / "ref", steps), env=env, capture_output=True).returncode == 0
+    ref_cmd = _train_cmd(tokens_dir, tmp_path / "ref", steps, **changes)
+    assert subprocess.run(ref_cmd, env=env, capture_output=True).returncode == 0
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps), env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps, **changes), env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -132,7 +136,7 @@ def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig):
     step_at_kill = torch.load(out / "last.pt", weights_only=False)["step"]
     assert 0 < step_at_kill < steps
 
-    resumed = subprocess.run(_train_cmd(tokens_dir, out, steps), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(_train_cmd(tokens_dir, out, steps, **changes), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in resumed.stderr
     pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"), metrics_without_clock(out / "metrics.csv"))

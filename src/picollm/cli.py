@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 import traceback
 
@@ -52,17 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="output train.txt")
     p.add_argument("--val", required=True, help="output val.txt")
 
+    p = _stage(sub, "train-tokenizer", "learn a byte-level BPE (tokenizer: bpe:N) from every source's training text",
+               '{"tokenizer": "bpe:N"}')
+    p.add_argument("--train", nargs="+", required=True, help="every source's train.txt")
+    p.add_argument("--out", required=True, help="tokenizer.json to write")
+    p.add_argument("--threads", type=int, default=1)
+
     p = _stage(sub, "tokenize", "raw text of every source -> {train,val}.bin + meta.json", '{"tokenizer": NAME}')
     p.add_argument("--raw-dir", required=True, help="folder holding <source>/{train,val}.txt")
     p.add_argument("--sources", nargs="+", required=True, help="source names, in config order")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tokenizer-json", help="tokenizer.json of a bpe:N tokenizer (the train-tokenizer output)")
 
     p = _stage(sub, "train", "train one model; resumes from <out-dir>/last.pt if present",
                '{"models": {NAME: MODEL}, "train": {...}, "seed": N, "block_size": N, ...}')
     p.add_argument("--tokens-dir", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the job on each node (split over its devices)")
+    p.add_argument("--devices", type=int, default=1, help="data-parallel processes per node (torchrun is started)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM job, one torchrun on each (srun)")
 
     p = _stage(sub, "sample", "greedy and nucleus samples of one model -> JSONL",
                '{"sampling": {"prompts": [...], "p_values": [...], ...}, "seed": N}')
@@ -135,14 +145,21 @@ def _output_to(path):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `picollm train --devices N` runs N times
     terminal = sys.stderr
+    # Under torchrun (train.devices x train.nodes > 1) every rank runs this: rank k > 0 logs to <log>.rank<k>,
+    # and bad input, which every rank finds alike, reaches the terminal from rank 0 only.
+    rank = int(os.environ.get("RANK", 0))
+    if args.log and rank:
+        args.log = f"{args.log}.rank{rank}"
     with _output_to(args.log):
         try:
             # Only the command that runs is imported: each stage's code identity is its own module's imports.
             importlib.import_module(f"picollm.commands.{args.command}").run(args)
         except PicoError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            if args.log:
+            if args.log or not rank:
+                print(f"error: {exc}", file=sys.stderr)
+            if args.log and not rank:
                 print(f"error: {exc}", file=terminal)
             return 1
         except Exception as exc:  # a bug, not bad input: the traceback in the log, its gist on the terminal

@@ -88,6 +88,8 @@ def _one_line(err: jsonschema.ValidationError, prefix: tuple = ()) -> str:
         return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
     if err.validator == "required":
         return f"config key '{where}' is missing {err.message.split()[0]}"
+    if path == ["tokenizer"]:
+        return f"config key 'tokenizer' is {err.instance!r}; use {tokenizer_choices()}"
     if path[:2] == ["sampling", "p_values"] or path[:2] == ["sampling", "sweep_p_values"]:
         if err.validator in ("exclusiveMinimum", "maximum", "type"):
             return (f"config key '{where}' is {err.instance!r}; each p must be in (0, 1] "
@@ -105,11 +107,42 @@ def validate(cfg: dict) -> dict:
     if errors:
         # if/then branches report through the branch's own error; prefer the deepest, most specific one
         raise PicoError(_one_line(jsonschema.exceptions.best_match(errors)))
+    check_tokenizer(cfg["tokenizer"])
     _name_sources(cfg)
     _resolve_seeds(cfg)
     _check_runs(cfg)
     _check_models(cfg)
     return cfg
+
+
+BPE_PREFIX = "bpe:"
+# 256 byte tokens + end-of-text at least; token ids stored as uint16 at most
+BPE_MIN_VOCAB, BPE_MAX_VOCAB = 257, 65536
+
+
+def tokenizer_choices() -> str:
+    """What `tokenizer` may be, for error messages (the tiktoken names come from the schema)."""
+    names = [n for n in schema()["properties"]["tokenizer"]["anyOf"][0]["enum"] if n != "byte"]
+    return (f"byte, bpe:N (a BPE of N tokens trained on the study's text, {BPE_MIN_VOCAB}..{BPE_MAX_VOCAB}, "
+            f"e.g. bpe:4096) or a tiktoken encoding ({', '.join(names)})")
+
+
+def bpe_vocab_size(name: str) -> int | None:
+    """N of a `bpe:N` tokenizer name; None for every other tokenizer."""
+    if not name.startswith(BPE_PREFIX) or not name[len(BPE_PREFIX):].isdigit():
+        return None
+    return int(name[len(BPE_PREFIX):])
+
+
+def check_tokenizer(name: str) -> None:
+    """The size of a `bpe:N` tokenizer, which the schema's pattern cannot bound."""
+    n = bpe_vocab_size(name)
+    if n is not None and n < BPE_MIN_VOCAB:
+        raise PicoError(f"config key 'tokenizer' is {name!r}: a byte-level BPE needs at least {BPE_MIN_VOCAB} tokens "
+                        f"(256 bytes + end-of-text); use bpe:{BPE_MIN_VOCAB} or more, e.g. bpe:4096")
+    if n is not None and n > BPE_MAX_VOCAB:
+        raise PicoError(f"config key 'tokenizer' is {name!r}: at most {BPE_MAX_VOCAB} tokens (ids are stored as "
+                        f"uint16); use bpe:{BPE_MAX_VOCAB} or less, e.g. bpe:4096")
 
 
 def runs(cfg: dict) -> dict:
@@ -190,6 +223,17 @@ def _check_runs(cfg: dict) -> None:
         if late:
             raise PicoError(f"config key 'train.snapshot_steps': step {late[0]} is beyond train.max_steps "
                             f"({train['max_steps']}) of run {run}; drop it or raise max_steps")
+        ranks = train["devices"] * train["nodes"]
+        if train["batch_size"] % ranks:
+            raise PicoError(f"config key 'train.batch_size' ({train['batch_size']}) of run {run} does not split evenly "
+                            f"over train.devices x train.nodes = {ranks} ranks; make it a multiple of {ranks}")
+
+
+def train_defaults(train_cfg: dict) -> dict:
+    """A train section with the schema's defaults filled in (for callers of picollm.train.train)."""
+    filled = copy.deepcopy(train_cfg)
+    fill_defaults(schema()["properties"]["train"], filled)
+    return filled
 
 
 def model_defaults(model_cfg: dict) -> dict:
@@ -294,5 +338,7 @@ def validate_part(part: dict, required=(), optional=()) -> dict:
         errors = list(jsonschema.Draft202012Validator({**sch, "required": []}).iter_errors(holder))
         if errors:
             raise PicoError(_one_line(jsonschema.exceptions.best_match(errors)))
+        if key == "tokenizer":
+            check_tokenizer(value)
         part[key] = holder[key]
     return part

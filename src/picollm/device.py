@@ -1,5 +1,9 @@
-"""Device choice and the CPU thread budget a job was given."""
+"""Device choice, numeric precision, torch.compile and the CPU thread budget a job was given."""
 from __future__ import annotations
+
+import contextlib
+import os
+import shutil
 
 import torch
 
@@ -26,3 +30,40 @@ def use_threads(threads: int) -> None:
     """Use exactly the cores Snakemake gave this job, so `--cores N` never oversubscribes the CPU."""
     torch.set_num_threads(max(1, int(threads)))
 
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of train.precision on `device`, or None for fp32.
+
+    auto means bf16 on CUDA GPUs only. On CPUs bf16 runs at very different speeds from machine to machine
+    (emulated, AVX512-BF16, AMX), and `python -m benchmarks --only budget` measures whether it pays on
+    yours; say precision: bf16 to use it.
+    """
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """torch.compile what training runs: the model's `features` (everything before the head, which
+    picollm.loss.lm_loss fuses with the loss), replaced on the instance so the state dict keeps its keys.
+    On CPU the compiler backend writes C++: without a compiler it would fail in the first step, so say it now."""
+    compiler = os.environ.get("CXX", "g++")
+    if next(model.parameters()).device.type == "cpu" and not (shutil.which(compiler) or shutil.which("c++")):
+        raise PicoError(f"train.compile: true needs a C++ compiler on CPU and {compiler!r} is not on PATH; "
+                        f"install one (e.g. apt-get install g++, conda install gxx) or set train.compile: false")
+    model.eager_features = model.features
+    model.features = torch.compile(model.eager_features)
+
+
+@contextlib.contextmanager
+def eager(model: torch.nn.Module, when: bool = True):
+    """Run a compiled model's features eagerly inside the block: forward hooks (layer health) do not fire
+    inside compiled code."""
+    if not (when and hasattr(model, "eager_features")):
+        yield
+        return
+    compiled, model.features = model.features, model.eager_features
+    try:
+        yield
+    finally:
+        model.features = compiled

@@ -361,7 +361,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     pass (None: eval_batch_size)."""
     from pathlib import Path
 
-    from picollm.data.tokenizer import get_tokenizer
+    from picollm.data.tokenizer import checkpoint_tokenizer
     from picollm.data.tokens import load_tokens, read_meta
     from picollm.device import resolve_device
     from picollm.models import count_parameters, load_model
@@ -374,7 +374,10 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     dev = resolve_device(device)
     model = load_model(model_path, dev)
     ckpt = model.checkpoint
-    tokenizer = get_tokenizer(ckpt["tokenizer"])
+    tokenizer = checkpoint_tokenizer(ckpt)
+    if meta.get("tokenizer_sha256", getattr(tokenizer, "sha256", None)) != getattr(tokenizer, "sha256", None):
+        raise PicoError(f"{model_path} was trained with another {ckpt['tokenizer']} tokenizer than the tokens in "
+                        f"{tokens_dir}; evaluate it on the tokens it was trained on (or retrain it)")
     block_size = ckpt["block_size"]
     batch = batch_size or eval_batch_size(block_size, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)

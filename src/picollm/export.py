@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from picollm.data.bpe import byte_chars
 from picollm.errors import PicoError
 from picollm.models import load_model
 from picollm.models.compact import CompactVocab
@@ -33,7 +34,8 @@ def export_model(model_path, out_dir) -> dict:
     model = load_model(model_path)
     ckpt = model.checkpoint
     config = hf_config(model, ckpt)
-    tokenizer = hf_tokenizer(ckpt.get("tokenizer", "gpt2"), ckpt["vocab_size"], model.block_size)
+    tokenizer = hf_tokenizer(ckpt.get("tokenizer", "gpt2"), ckpt["vocab_size"], model.block_size,
+                             ckpt.get("tokenizer_json"))
     hf_model = _hf_model(config, hf_state_dict(model))
 
     out_dir = Path(out_dir)
@@ -75,7 +77,7 @@ def hf_config(model, ckpt):
 
     block = model.blocks[0]
     d_model, n_heads = model.tok_emb.embedding_dim, block.attn.n_heads
-    eot = eot_id(ckpt.get("tokenizer", "gpt2"))
+    eot = eot_id(ckpt.get("tokenizer", "gpt2"), ckpt.get("tokenizer_json"))
     cls, arch = (LlamaConfig, "LlamaForCausalLM") if block.mlp.gated else (ArceeConfig, "ArceeForCausalLM")
     return cls(
         vocab_size=model.vocab_size, hidden_size=d_model, intermediate_size=block.mlp.proj.in_features,
@@ -147,36 +149,36 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 # --- the tokenizer -----------------------------------------------------------------------------------------
 
-def eot_id(name: str) -> int:
+def eot_id(name: str, tokenizer_json=None) -> int:
     from picollm.data.tokenizer import get_tokenizer
-    return get_tokenizer(name).eot_token
+    return get_tokenizer(name, tokenizer_json).eot_token
 
 
-def hf_tokenizer(name: str, vocab_size: int, block_size: int):
-    """A `transformers` fast tokenizer giving the same ids as pico-llm's `name` for ordinary text."""
+def hf_tokenizer(name: str, vocab_size: int, block_size: int, tokenizer_json=None):
+    """A `transformers` fast tokenizer giving the same ids as pico-llm's `name` for ordinary text
+    (`tokenizer_json`: a trained `bpe:N` tokenizer's JSON, as its checkpoint carries it)."""
     from transformers import PreTrainedTokenizerFast
 
     from picollm.data.tokenizer import get_tokenizer
-    enc = get_tokenizer(name)
+    enc = get_tokenizer(name, tokenizer_json)
     if enc.n_vocab != vocab_size:
         raise PicoError(f"the checkpoint's vocabulary ({vocab_size}) does not match tokenizer {name!r} "
                         f"({enc.n_vocab}); retrain the model")
-    tok = byte_tokenizer(enc.eot_token) if name == "byte" else tiktoken_tokenizer(enc)
+    if name == "byte":
+        tok = byte_tokenizer(enc.eot_token)
+    elif hasattr(enc, "json"):  # a trained BPE already is a `tokenizers` tokenizer: a fresh copy of it
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_str(enc.json)
+    else:
+        tok = tiktoken_tokenizer(enc)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT_TEXT, eos_token=EOT_TEXT, pad_token=EOT_TEXT,
                                    model_max_length=block_size, clean_up_tokenization_spaces=False)
-
-
-def _byte_chars() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (bytes_to_unicode), which the `tokenizers` ByteLevel steps use."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
 def byte_tokenizer(eot: int):
     """pico-llm's byte tokenizer: one token per UTF-8 byte (id = byte value), end-of-text = `eot`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    byte_char = _byte_chars()
+    byte_char = byte_chars()
     vocab = {byte_char[b]: b for b in range(256)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: every byte stays a token
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -189,7 +191,7 @@ def byte_tokenizer(eot: int):
 def tiktoken_tokenizer(enc):
     """A byte-level BPE with tiktoken's ranks as merges and its split pattern, e.g. GPT-2's exactly."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    byte_char = _byte_chars()
+    byte_char = byte_chars()
     ranks = enc._mergeable_ranks  # token bytes -> id; tiktoken has no public accessor
     as_text = lambda bs: "".join(byte_char[b] for b in bs)
     vocab = {as_text(t): r for t, r in ranks.items()}

@@ -3,7 +3,9 @@
 Each rule passes its stage's slice (`train(cfg, run, seed)`, `sample(cfg, seed)`, ...) to its command as
 `--config JSON` and puts it and the job's `code(...)` hash in the rule's `params`, so a job reruns when, and
 only when, something it reads or runs changes.
-`train.threads` only schedules work and is left out: changing it reruns nothing.
+`train.threads`, `train.devices` and `train.nodes` only schedule work and are left out: changing them reruns
+nothing. The train rule passes them as its threads and resources (which, unlike params, trigger no rerun):
+they reserve the job's CPUs, GPUs and nodes, and `picollm train --devices N --nodes M` starts torchrun.
 Pure Python (no torch): it runs whenever the Snakefile is parsed.
 """
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import model_spec, model_train, runs, sweep_point
+from picollm.config import bpe_vocab_size, model_spec, model_train, runs, sweep_point
 from picollm.model_types import type_module
 
-SCHEDULING_TRAIN_KEYS = ("threads",)  # how many cores a job gets never changes its result
+# How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
+# the same global batch (train.batch_size) over more processes, which tests/test_ddp.py finds equal to one
+# process's run up to float rounding (metrics.csv within 1e-6 here).
+SCHEDULING_TRAIN_KEYS = ("threads", "devices", "nodes")
 SAMPLING_KEYS = ("prompts", "p_values", "max_new_tokens", "num_samples", "stop_at_eot")
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
-                 ("download", "tokenize", "train", "sample", "evaluate", "tables", "figure", "provenance_table",
-                  "snapshots", "export")}
+                 ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "tables", "figure",
+                  "provenance_table", "snapshots", "export")}
 
 
 def source(cfg: dict, name: str) -> dict:
@@ -33,6 +38,16 @@ def download(cfg: dict, name: str) -> dict:
     if src["kind"] == "3seqs":
         job["seed"] = cfg["data_seed"]  # generates the sequences: the same for every replicate
     return job
+
+
+def trains_tokenizer(cfg: dict) -> bool:
+    """Whether the study trains its own tokenizer (`tokenizer: bpe:N`): then the train_tokenizer rule exists."""
+    return bpe_vocab_size(cfg["tokenizer"]) is not None
+
+
+def train_tokenizer(cfg: dict) -> dict:
+    """A `bpe:N` tokenizer's training reads only its name (the size); the text comes in as files."""
+    return {"tokenizer": cfg["tokenizer"]}
 
 
 def tokenize(cfg: dict) -> dict:
@@ -51,6 +66,26 @@ def train(cfg: dict, run: str, seed: int) -> dict:
 def model_threads(cfg: dict, run: str) -> int:
     """CPU threads of a run's train and evaluate jobs (Snakemake `threads`), its own override first."""
     return model_train(cfg, run)["threads"]
+
+
+def train_threads(cfg: dict, run: str) -> int:
+    """CPU threads a run's train job holds on each of its nodes (Snakemake `threads`, SLURM --cpus-per-task):
+    train.threads for each of its train.devices processes."""
+    train = model_train(cfg, run)
+    return train["threads"] * train["devices"]
+
+
+def train_gpus(cfg: dict, run: str) -> int:
+    """GPUs a run's train job holds on each node: one per process on CUDA, none otherwise."""
+    return model_train(cfg, run)["devices"] if needs_gpu(cfg["device"]) else 0
+
+
+def train_nodes(cfg: dict, run: str) -> int:
+    return model_train(cfg, run)["nodes"]
+
+
+def train_devices(cfg: dict, run: str) -> int:
+    return model_train(cfg, run)["devices"]
 
 
 def needs_gpu(device: str) -> bool:

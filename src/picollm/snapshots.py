@@ -10,7 +10,7 @@ import re
 
 import pandas as pd
 
-from picollm.data.tokenizer import get_tokenizer
+from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
 from picollm.sampling import generate
@@ -46,7 +46,7 @@ def snapshot_rows(snapshot_paths: list, prompt: str, max_new_tokens: int, device
     rows = []
     for path in snapshot_paths:
         model = load_model(path, device)
-        tokenizer = get_tokenizer(model.checkpoint["tokenizer"])
+        tokenizer = checkpoint_tokenizer(model.checkpoint)
         summary = model.checkpoint["summary"]
         new = greedy_continuation(model, tokenizer, prompt, max_new_tokens)
         rows.append({"step": summary["step"], "tokens_seen": summary["tokens_seen"], "val_loss": summary["val_loss"],

@@ -26,13 +26,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from picollm import distributed
+from picollm.config import train_defaults
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
-from picollm.device import resolve_device
+from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import PicoError
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
-from picollm.loss import lm_loss, validation_loss
+from picollm.loss import validation_loss
 from picollm.models import build_model, checkpoint_dict, count_parameters, output_vocab_size
+from picollm.optim import Optimizers, make_optimizer
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 WALL_CLOCK_COLUMNS = ["elapsed_s"]
@@ -58,23 +61,19 @@ def is_log_step(step: int, cfg: dict) -> bool:
     return step % cfg["log_interval"] == 0 or step == cfg["max_steps"]
 
 
-def lr_at(step: int, cfg: dict) -> float:
-    """Linear warm-up to cfg['lr'], then cosine decay to lr * min_lr_ratio at max_steps."""
-    peak, floor = cfg["lr"], cfg["lr"] * cfg["min_lr_ratio"]
+def lr_scale(step: int, cfg: dict) -> float:
+    """The schedule as a fraction of the peak: linear warm-up to 1, then cosine decay to min_lr_ratio at
+    max_steps. Every param group's lr is its own peak (train.lr, or train.muon_lr) times this."""
     if step < cfg["warmup_steps"]:
-        return peak * (step + 1) / cfg["warmup_steps"]
+        return (step + 1) / cfg["warmup_steps"]
+    floor = cfg["min_lr_ratio"]
     progress = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
-    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.AdamW:
-    # Decay matrices and embeddings (dim >= 2), not biases and norm gains: the nanoGPT convention.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: one kernel for the whole parameter update (torch has it for CUDA and CPU), same numbers
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
-                             fused=device.type in ("cuda", "cpu"))
+def lr_at(step: int, cfg: dict) -> float:
+    """train.lr on the schedule: the learning rate metrics.csv logs (AdamW's)."""
+    return cfg["lr"] * lr_scale(step, cfg)
 
 
 def fingerprint(*parts) -> str:
@@ -128,7 +127,7 @@ class Run:
     name: str
     model_cfg: dict
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizers
     sampler: WindowSampler
     val_tokens: np.ndarray
     cfg: dict  # the train section
@@ -142,6 +141,7 @@ class Run:
     blocks: list = dataclasses.field(default_factory=list)  # a Transformer's blocks, for layer health
     provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
+    loss: torch.nn.Module | None = None  # the model's training loss; under torchrun the DDP module (distributed.wrap)
 
     @property
     def tokens_per_step(self) -> int:
@@ -160,12 +160,11 @@ def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, blo
     if len(val_tokens) < block_size + 1:
         raise PicoError(f"the validation split has {len(val_tokens)} tokens, fewer than block_size + 1 = "
                         f"{block_size + 1}; add validation text or lower block_size")
-    dev = resolve_device(device)
+    dev = distributed.start(resolve_device(device), train_cfg["batch_size"])  # this rank's device under torchrun
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    # bf16 autocast on GPUs only: CPUs differ too much in bf16 support to turn it on unmeasured
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    autocast = autocast_for(dev, train_cfg["precision"])
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -174,12 +173,17 @@ def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, blo
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
-    return Run(name, model_cfg, model, make_optimizer(model, train_cfg, dev), sampler, val_tokens, train_cfg, dev,
+    optimizer = make_optimizer(model, train_cfg, dev, name)
+    if train_cfg["compile"]:
+        compile_model(model)
+    return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=snapshots,
-               blocks=transformer_blocks(model), provenance=provenance)
+               blocks=transformer_blocks(model), provenance=provenance, loss=distributed.wrap(model))
 
 
 def save_checkpoint(run: Run, state: TrainState) -> None:
+    if not distributed.is_main():  # every rank holds the same model, optimizer and sampler: rank 0 writes
+        return
     ckpt = {"run_id": run.run_id, "step": state.step, "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
             "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
@@ -197,16 +201,18 @@ def log_row(run: Run, state: TrainState) -> None:
     if not (is_log_step(step, cfg) or eval_now) or (state.rows and state.rows[-1]["step"] == step):
         return
     val_loss = float("nan")
-    if eval_now:
-        val_loss = validation_loss(run.model, run.val_tokens, run.block_size, cfg["batch_size"], run.device,
-                                   max_windows=cfg["eval_batches"] * cfg["batch_size"], autocast=run.autocast)
+    if eval_now:  # by rank 0 alone (the same windows on every rank would only repeat it); the others wait
+        if distributed.is_main():
+            val_loss = validation_loss(run.model, run.val_tokens, run.block_size, cfg["batch_size"], run.device,
+                                       max_windows=cfg["eval_batches"] * cfg["batch_size"], autocast=run.autocast)
+        val_loss = distributed.from_main(val_loss, run.device)
     state.rows.append({
         "step": step, "tokens_seen": step * run.tokens_per_step,
         "train_loss": float(np.mean(state.window_losses)) if state.window_losses else float("nan"),
         "val_loss": val_loss, "lr": lr_at(max(step - 1, 0), cfg), "grad_norm": state.grad_norm,
         "act_rms": state.act_rms, "elapsed_s": round(run.elapsed(state), 3)})
     state.window_losses = []
-    if snapshot_now:
+    if snapshot_now and distributed.is_main():
         save_snapshot(run, state.rows[-1])
 
 
@@ -217,7 +223,7 @@ def save_snapshot(run: Run, row: dict) -> None:
     summary = {"model": run.name, "type": run.model_cfg["type"], "step": row["step"],
                "tokens_seen": row["tokens_seen"], "val_loss": row["val_loss"], "train_loss": train_loss}
     ckpt = checkpoint_dict(run.model, run.model_cfg, meta["vocab_size"], run.block_size, tokenizer=meta["tokenizer"],
-                           eot_token=meta["eot_token"], summary=summary,
+                           tokenizer_json=meta.get("tokenizer_json"), eot_token=meta["eot_token"], summary=summary,
                            provenance=json.dumps(run.provenance, default=str))
     ckpt["state_dict"] = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
     with atomic_path(snapshot_path(run.ckpt_path.parent, row["step"], staged=True)) as tmp:
@@ -243,24 +249,29 @@ def publish_snapshots(run: Run) -> None:
 
 def train_step(run: Run, state: TrainState) -> float:
     """One optimizer step on a fresh batch; returns its loss."""
+    scale = lr_scale(state.step, run.cfg)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr_at(state.step, run.cfg)
-    x, y = (t.to(run.device, non_blocking=True) for t in run.sampler.batch(run.cfg["batch_size"]))
+        group["lr"] = group["peak_lr"] * scale
+    rows = distributed.my_rows(run.cfg["batch_size"])  # every rank draws the global batch, keeps its share
+    x, y = (t[rows].to(run.device, non_blocking=True) for t in run.sampler.batch(run.cfg["batch_size"]))
     activations = {"rms": torch.tensor(float("nan"))}  # lm_loss records the RMS entering the head here
     blocks = run.blocks if is_log_step(state.step + 1, run.cfg) else []  # layer health on logged steps only
-    with residual_rms(blocks) as resid, run.autocast or torch.autocast(run.device.type, enabled=False):
-        loss = lm_loss(run.model, x, y, stats=activations)
-    if not torch.isfinite(loss):
+    with (eager(run.model, when=bool(blocks)), residual_rms(blocks) as resid,
+          run.autocast or torch.autocast(run.device.type, enabled=False)):
+        rank_loss = run.loss(x, y, stats=activations)  # the mean over this rank's rows
+    loss = distributed.average(rank_loss)  # the global batch's mean: logged and checked alike on every rank
+    if not torch.isfinite(loss):  # on every rank at once, since all see the same number
         kept = run.ckpt_path if run.ckpt_path.exists() else "no checkpoint yet"
         raise PicoError(f"training {run.name} hit a {loss.item()} loss at step {state.step + 1}; the last good "
                         f"checkpoint is kept in {kept}; lower train.lr or set train.grad_clip")
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    rank_loss.backward()  # under DDP, also averages the gradients over the ranks
     if blocks:  # before clipping, which scales the gradients in place
+        resid[:] = distributed.rms(torch.stack(resid)).unbind() if resid else resid  # over the global batch
         state.health += health_rows(state.step + 1, (state.step + 1) * run.tokens_per_step, blocks, resid)
     clip = run.cfg["grad_clip"] or float("inf")
     state.grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
-    state.act_rms = activations["rms"].item()
+    state.act_rms = distributed.rms(activations["rms"]).item()
     run.optimizer.step()
     state.step += 1
     state.window_losses.append(loss.item())
@@ -272,18 +283,21 @@ def train_loop(run: Run, state: TrainState) -> None:
     max_steps = run.cfg["max_steps"]
     stop = StopRequested()
     run.model.train()
-    bar = tqdm(total=max_steps, initial=state.step, desc=f"train {run.name}", unit="step", mininterval=5)
+    bar = tqdm(total=max_steps, initial=state.step, desc=f"train {run.name}", unit="step", mininterval=5,
+               disable=not distributed.is_main())
+    first = state.step
     try:
         while True:
             log_row(run, state)
             if state.step == max_steps:
                 return
-            if stop.signum is not None:
+            if distributed.any_rank(stop.signum is not None, run.device):  # all ranks stop at the same step
                 save_checkpoint(run, state)
-                raise SystemExit(128 + stop.signum)
+                distributed.barrier()  # the other ranks exit once rank 0 has written the checkpoint
+                raise SystemExit(128 + (stop.signum or signal.SIGTERM))
             loss = train_step(run, state)
             bar.update(1)
-            tok_s = (bar.n - bar.initial) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)
+            tok_s = (state.step - first) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
             if state.step % run.cfg["checkpoint_interval"] == 0 and state.step < max_steps:
                 save_checkpoint(run, state)
@@ -312,8 +326,8 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
                "provenance": provenance}
     meta = run.meta
     ckpt = checkpoint_dict(run.model.cpu(), model_cfg, meta["vocab_size"], run.block_size,
-                           tokenizer=meta["tokenizer"], eot_token=meta["eot_token"],
-                           summary={k: v for k, v in summary.items() if k != "provenance"},
+                           tokenizer=meta["tokenizer"], tokenizer_json=meta.get("tokenizer_json"),
+                           eot_token=meta["eot_token"], summary={k: v for k, v in summary.items() if k != "provenance"},
                            provenance=json.dumps(provenance, default=str))
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(ckpt, tmp)
@@ -329,14 +343,18 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
     """Train one model to train_cfg['max_steps'], resuming from out_dir/last.pt when it matches."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights, compact_vocab,
-                provenance)
-    state = _resume(run) if run.ckpt_path.exists() else TrainState()
-    if state.step == 0:  # starting over: staged snapshots of an earlier run must not be published
-        shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
-    run.t0 = time.perf_counter()
-    train_loop(run, state)
-    return finish(run, state, model_cfg, out_dir, provenance)
+    train_cfg = train_defaults(train_cfg)
+    try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
+        run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
+                    compact_vocab, provenance)
+        state = _resume(run) if run.ckpt_path.exists() else TrainState()  # every rank loads the same last.pt
+        if state.step == 0 and distributed.is_main():  # starting over: earlier staged snapshots must not be published
+            shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
+        run.t0 = time.perf_counter()
+        train_loop(run, state)
+        return finish(run, state, model_cfg, out_dir, provenance) if distributed.is_main() else {}
+    finally:
+        distributed.stop()
 
 
 def _resume(run: Run) -> TrainState:

@@ -43,6 +43,9 @@ FIRST = SEEDS[
     0
 ]  # the seed whose samples, snapshots and attention maps the tables and figures show
 TRANSFORMERS = [r for r, entry in RUNS.items() if entry["type"] == "transformer"]
+# tokenizer: bpe:N, learnt from the study's text by the train_tokenizer rule
+TRAINED_TOKENIZER = jobs.trains_tokenizer(CFG)
+TOKENIZER_JSON = f"{R}/data/tokenizer.json"
 ENV = "../envs/picollm.yaml"
 
 
@@ -50,6 +53,15 @@ wildcard_constraints:
     source="|".join(re.escape(s) for s in SOURCES),
     run="|".join(re.escape(r) for r in RUNS),
     seed=r"\d+",
+
+
+# A run on several machines (train.nodes > 1) is a SLURM job of another shape: rule train_nodes.
+NODES_RUNS = [r for r in RUNS if jobs.train_nodes(CFG, r) > 1]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def as_json(obj):
@@ -144,6 +156,7 @@ def job_records():
     """The provenance record of every job upstream of the report."""
     return [
         *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
+        *([f"{R}/provenance/train_tokenizer.json"] if TRAINED_TOKENIZER else []),
         f"{R}/provenance/tokenize.json",
         *expand(
             f"{R}/provenance/{{stage}}/{{run}}/seed{{seed}}.json",

@@ -18,10 +18,33 @@ rule download:
         " --provenance {output.provenance}"
 
 
+# Only when the study trains its own tokenizer (tokenizer: bpe:N).
+if TRAINED_TOKENIZER:
+
+    rule train_tokenizer:
+        input:
+            expand(f"{R}/data/raw/{{source}}/train.txt", source=SOURCES),
+        output:
+            tokenizer=TOKENIZER_JSON,
+            provenance=f"{R}/provenance/train_tokenizer.json",
+        log:
+            f"{R}/logs/train_tokenizer.log",
+        conda:
+            ENV
+        threads: 2
+        params:
+            config=as_json(jobs.train_tokenizer(CFG)),
+            code=jobs.code("train_tokenizer"),
+        shell:
+            "python -m picollm --log {log} train-tokenizer --config {params.config:q} --train {input}"
+            " --out {output.tokenizer} --threads {threads} --provenance {output.provenance}"
+
+
 rule tokenize:
     input:
         train=expand(f"{R}/data/raw/{{source}}/train.txt", source=SOURCES),
         val=expand(f"{R}/data/raw/{{source}}/val.txt", source=SOURCES),
+        tokenizer=[TOKENIZER_JSON] if TRAINED_TOKENIZER else [],
     output:
         train=f"{R}/data/tokens/train.bin",
         val=f"{R}/data/tokens/val.bin",
@@ -38,7 +61,10 @@ rule tokenize:
         sources=SOURCES,
         raw_dir=lambda wc, input: Path(input.train[0]).parent.parent,
         out_dir=lambda wc, output: Path(output.meta).parent,
+        tokenizer=lambda wc, input: (
+            f"--tokenizer-json {input.tokenizer}" if input.tokenizer else ""
+        ),
     shell:
         "python -m picollm --log {log} tokenize --config {params.config:q} --raw-dir {params.raw_dir}"
         " --sources {params.sources} --out-dir {params.out_dir} --threads {threads}"
-        " --provenance {output.provenance}"
+        " {params.tokenizer} --provenance {output.provenance}"

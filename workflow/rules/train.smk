@@ -12,19 +12,48 @@ rule train:
         provenance=f"{R}/provenance/train/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/train/{{run}}/seed{{seed}}.log",
+    wildcard_constraints:
+        run=one_of(r for r in RUNS if r not in NODES_RUNS),
     conda:
         ENV
-    threads: lambda wc: jobs.model_threads(CFG, wc.run)
+    # train.devices processes of train.threads each: SLURM's --cpus-per-task, and --gpus on CUDA. Threads and
+    # resources, unlike params, trigger no rerun: devices and nodes change no result (jobs.SCHEDULING_TRAIN_KEYS).
+    threads: lambda wc: jobs.train_threads(CFG, wc.run)
     resources:
-        gpu=int(jobs.needs_gpu(CFG["device"])),
+        gpu=lambda wc: jobs.train_gpus(CFG, wc.run),
+        devices=lambda wc: jobs.train_devices(CFG, wc.run),
+        nodes=1,
     params:
         config=lambda wc: as_json(jobs.train(CFG, wc.run, int(wc.seed))),
         code=lambda wc: jobs.model_code("train", CFG, wc.run),
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         out_dir=lambda wc, output: Path(output.model).parent,
+    # --devices/--nodes above 1: the command checks the launch and runs itself through torchrun (distributed.py)
     shell:
         "python -m picollm --log {log:q} train --config {params.config:q} --tokens-dir {params.tokens_dir}"
-        " --out-dir {params.out_dir:q} --threads {threads} --provenance {output.provenance:q}"
+        " --out-dir {params.out_dir:q} --threads {threads} --devices {resources.devices}"
+        " --nodes {resources.nodes} --provenance {output.provenance:q}"
+
+
+# One SLURM job over train.nodes machines: one task per node (`tasks`; `mpi` makes the plugin run the
+# command on the first node without its own srun, since the command's srun starts the per-node torchruns),
+# each task with devices x threads CPUs and, on CUDA, `devices` GPUs per node.
+if NODES_RUNS:
+
+    use rule train as train_nodes with:
+        wildcard_constraints:
+            run=one_of(NODES_RUNS),
+        resources:
+            gpu=0,
+            devices=lambda wc: jobs.train_devices(CFG, wc.run),
+            nodes=lambda wc: jobs.train_nodes(CFG, wc.run),
+            tasks=lambda wc: jobs.train_nodes(CFG, wc.run),
+            mpi="srun",
+            slurm_extra=lambda wc: (
+                f"--gpus-per-node={jobs.train_gpus(CFG, wc.run)}"
+                if jobs.train_gpus(CFG, wc.run)
+                else ""
+            ),
 
 
 # Only when some run keeps snapshots (train.snapshot_steps).

@@ -5,7 +5,7 @@ import torch
 
 from picollm import provenance
 from picollm.config import validate_part
-from picollm.data.tokenizer import get_tokenizer
+from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.device import resolve_device, use_threads
 from picollm.io import atomic_path
 from picollm.models import load_model
@@ -18,7 +18,7 @@ def run(args):
     use_threads(args.threads)
     torch.manual_seed(seed)
     model = load_model(args.model_path, resolve_device(args.device))
-    tokenizer = get_tokenizer(model.checkpoint["tokenizer"])
+    tokenizer = checkpoint_tokenizer(model.checkpoint)
     records = sample_records(model, tokenizer, args.name, cfg["sampling"], seed)
     for rec in records:  # so every table and figure built from samples can state the training tokens
         rec["train_tokens"] = model.checkpoint["summary"]["tokens_seen"]

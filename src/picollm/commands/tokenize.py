@@ -12,8 +12,9 @@ def run(args):
     cfg = validate_part(args.config, required=("tokenizer",))
     use_threads(args.threads)
     raw = {name: {s: str(Path(args.raw_dir) / name / f"{s}.txt") for s in ("train", "val")} for name in args.sources}
-    rec = provenance.record("tokenize", config={**args.config, "sources": args.sources},
-                            inputs=[p for r in raw.values() for p in r.values()])
-    meta = tokenize(cfg["tokenizer"], raw, args.out_dir, args.threads, provenance=rec)
+    inputs = [p for r in raw.values() for p in r.values()] + ([args.tokenizer_json] if args.tokenizer_json else [])
+    rec = provenance.record("tokenize", config={**args.config, "sources": args.sources}, inputs=inputs)
+    meta = tokenize(cfg["tokenizer"], raw, args.out_dir, args.threads, provenance=rec,
+                    tokenizer_json=args.tokenizer_json)
     provenance.write(args.provenance, rec)
     print(json.dumps({s: v["tokens"] for s, v in meta["splits"].items()}))

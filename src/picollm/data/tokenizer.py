@@ -1,10 +1,12 @@
-"""Tokenizers: any tiktoken encoding (GPT-2 BPE by default) or `byte` (UTF-8 bytes + end-of-text)."""
+"""Tokenizers: any tiktoken encoding (GPT-2 BPE by default), `byte` (UTF-8 bytes + end-of-text) or `bpe:N`
+(a byte-level BPE trained on the study's text, picollm.data.bpe)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
+from picollm.config import bpe_vocab_size
 from picollm.errors import PicoError
 
 
@@ -28,10 +30,20 @@ class ByteTokenizer:
         return b"<|endoftext|>" if token == self.eot_token else bytes([token])
 
 
-def get_tokenizer(name: str):
-    """The tokenizer object for a config's `tokenizer` value (tiktoken Encoding or ByteTokenizer)."""
+def get_tokenizer(name: str, tokenizer_json=None):
+    """The tokenizer object for a config's `tokenizer` value (tiktoken Encoding, ByteTokenizer or BpeTokenizer).
+
+    A `bpe:N` tokenizer is the one trained for the study: `tokenizer_json` gives it, as the path of its
+    tokenizer.json or that file's text (a checkpoint carries the text: see checkpoint_tokenizer).
+    """
     if name == "byte":
         return ByteTokenizer()
+    if bpe_vocab_size(name) is not None:
+        from picollm.data.bpe import BpeTokenizer, read_tokenizer_json
+        if tokenizer_json is None:
+            raise PicoError(f"tokenizer {name!r} is trained on the study's text: give its tokenizer.json "
+                            f"(results/<experiment>/data/tokenizer.json) or a checkpoint that holds it")
+        return BpeTokenizer(read_tokenizer_json(tokenizer_json), name)
     import tiktoken
     try:
         return tiktoken.get_encoding(name)
@@ -41,6 +53,11 @@ def get_tokenizer(name: str):
         raise PicoError(f"cannot download the {name!r} BPE files ({type(exc).__name__}); set TIKTOKEN_CACHE_DIR to a "
                         f"folder holding them (cache: {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}) or use "
                         f"tokenizer: byte") from None
+
+
+def checkpoint_tokenizer(ckpt: dict):
+    """The tokenizer a model was trained with, from its checkpoint alone (a trained BPE's JSON included)."""
+    return get_tokenizer(ckpt["tokenizer"], ckpt.get("tokenizer_json"))
 
 
 def token_dtype(vocab_size: int):

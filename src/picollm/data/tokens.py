@@ -22,6 +22,16 @@ from picollm.io import atomic_path, sha256_file, write_json
 DOCS_PER_BATCH = 1024  # documents per tiktoken batch: large enough to use every thread, small in memory
 
 
+def flat_ids(encoded: list[list[int]], eot: int) -> np.ndarray:
+    """One int64 array of every document's ids, each followed by end-of-text. Lists are joined by list `+=`
+    (a C-level copy) and converted once: no Python-level step per token."""
+    flat = []
+    for ids in encoded:
+        flat += ids
+        flat.append(eot)
+    return np.array(flat, dtype=np.int64)
+
+
 def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
     """Stream each source's documents through the tokenizer into one .bin; return per-source ranges."""
     dtype = token_dtype(tokenizer.n_vocab)
@@ -31,9 +41,7 @@ def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
             n_docs, docs, source_start = 0, iter_documents(path), start
             with tqdm(desc=f"tokenize {name} {Path(out_path).stem}", unit="doc", mininterval=2) as bar:
                 while batch := list(itertools.islice(docs, DOCS_PER_BATCH)):
-                    encoded = tokenizer.encode_ordinary_batch(batch, num_threads=threads)
-                    flat = np.fromiter(itertools.chain.from_iterable(ids + [tokenizer.eot_token] for ids in encoded),
-                                       dtype=np.int64)
+                    flat = flat_ids(tokenizer.encode_ordinary_batch(batch, num_threads=threads), tokenizer.eot_token)
                     if flat.size and flat.max() > np.iinfo(dtype).max:
                         raise PicoError(f"token id {flat.max()} does not fit {np.dtype(dtype).name}; "
                                         f"the tokenizer's vocabulary is larger than it reports")
@@ -47,12 +55,18 @@ def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
     return ranges
 
 
-def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None) -> dict:
-    """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json."""
-    tokenizer = get_tokenizer(tokenizer_name)
+def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None,
+             tokenizer_json=None) -> dict:
+    """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json.
+
+    tokenizer_json: a `bpe:N` tokenizer's tokenizer.json (path or text); meta.json keeps its text and sha256,
+    so the tokens and the models trained on them never depend on that file lying around."""
+    tokenizer = get_tokenizer(tokenizer_name, tokenizer_json)
     out_dir = Path(out_dir)
     meta = {"tokenizer": tokenizer_name, "vocab_size": tokenizer.n_vocab, "eot_token": tokenizer.eot_token,
             "dtype": np.dtype(token_dtype(tokenizer.n_vocab)).name, "splits": {}, "raw_sha256": {}, "raw_bytes": {}}
+    if hasattr(tokenizer, "json"):  # a trained BPE
+        meta |= {"tokenizer_sha256": tokenizer.sha256, "tokenizer_json": tokenizer.json}
     for split in ("train", "val"):
         files = {name: paths[split] for name, paths in raw.items()}
         sources = tokenize_split(tokenizer, files, out_dir / f"{split}.bin", threads)

@@ -56,7 +56,9 @@ def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=N
 
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
-    """What model.pt holds: enough to rebuild the model without the Snakefile."""
+    """What model.pt holds: enough to rebuild the model without the Snakefile. `extra` names the tokenizer,
+    and a model of a trained tokenizer (`bpe:N`) carries its JSON as `tokenizer_json`, so sampling, evaluation
+    and export need no file beside the checkpoint."""
     compact_ids = model.kept_ids if isinstance(model, CompactVocab) else None
     return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
             "block_size": block_size, "compact_ids": compact_ids, "state_dict": model.state_dict(), **extra}

@@ -11,7 +11,7 @@ import numpy as np
 import seaborn as sns
 import torch
 
-from picollm.data.tokenizer import get_tokenizer
+from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.models import load_model
 from picollm.plots import plt, save
 from picollm.tables import WHITESPACE_SIGNS, show_whitespace, train_tokens_note
@@ -29,7 +29,7 @@ def token_label(tokenizer, token: int) -> str:
 
 def prompt_maps(model, prompt: str, max_tokens: int):
     """(token labels, per layer a (heads, T, T) array) of the model's attention on the prompt."""
-    tokenizer = get_tokenizer(model.checkpoint["tokenizer"])
+    tokenizer = checkpoint_tokenizer(model.checkpoint)
     ids = [tokenizer.eot_token, *tokenizer.encode_ordinary(prompt)][: min(max_tokens, model.block_size)]
     with torch.no_grad():
         maps = model.attention_maps(torch.tensor([ids]))  # per layer: (1, H, T, T)

@@ -1,0 +1,188 @@
+"""Data-parallel training: the process group, the rank helpers and the DDP wrapper.
+
+A job with train.devices x train.nodes > 1 runs one process per device: `picollm train --devices N --nodes M`
+checks the launch and replaces itself with torchrun running the same command N times (on M nodes, srun starts
+one torchrun per node), which sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. Every rank draws the whole global batch (train.batch_size
+windows) from the same seeded sampler and keeps its own contiguous slice of rows, so N ranks take exactly
+the optimizer steps one process would take (up to float rounding). Without torchrun's variables nothing
+here starts a process group and every helper is the identity: one process trains as before.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+
+from picollm.errors import PicoError
+from picollm.loss import lm_loss
+
+# Rank 0 writes checkpoints, snapshots and model.pt while the others wait in their next collective:
+# longer than torch's 10-minute NCCL default, for a large model on a slow shared file system.
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def threads_per_rank(threads: int) -> int:
+    """A job's CPU threads on a node (`--threads`, Snakemake's threads) split over the node's ranks."""
+    return max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that writes outputs and prints."""
+    return rank() == 0
+
+
+def check_world(world: int, local_world: int, batch_size: int, device: torch.device, gpus: int) -> None:
+    """What a data-parallel run needs, each failure one line naming the fix."""
+    if batch_size % world:
+        raise PicoError(f"train.batch_size ({batch_size}) does not split evenly over {world} ranks "
+                        f"(train.devices x train.nodes); make it a multiple of {world}")
+    if device.type == "cuda" and local_world > gpus:
+        raise PicoError(f"train.devices is {local_world} but this node has {gpus} CUDA GPU(s) visible; set "
+                        f"train.devices to {gpus} or fewer (or ask the cluster for more GPUs per node)")
+    if device.type not in ("cuda", "cpu"):
+        raise PicoError(f"train.devices x train.nodes = {world} needs device: cuda or cpu, not {device.type}; "
+                        f"set train.devices: 1 and train.nodes: 1 on {device.type}")
+
+
+def launch_command(argv: list, devices: int, nodes: int, threads: int, gpus: bool) -> list[str]:
+    """torchrun (`python -m torch.distributed.run`: this Python's, wherever its `torchrun` script is) running
+    `python -m picollm <argv>` on `devices` processes; on several nodes, under srun in the SLURM job, with a
+    c10d rendezvous on this (the job's first) node. `--` ends torchrun's options: its --log-dir would take
+    picollm's --log."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(devices)]
+    script = ["-m", "picollm", "--", *argv]
+    if nodes == 1:
+        return [*torchrun, "--standalone", *script]
+    srun = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={threads}",
+            *([f"--gpus-per-node={devices}"] if gpus else [])]
+    rendezvous = ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-id", os.environ["SLURM_JOB_ID"],
+                  "--rdzv-endpoint", f"{socket.gethostname()}:29400"]
+    return [*srun, *torchrun, *rendezvous, *script]
+
+
+def relaunch(argv: list, devices: int, nodes: int, threads: int, device: torch.device, batch_size: int):
+    """Check a data-parallel launch (one line naming the fix) and replace this process by torchrun."""
+    if nodes > 1 and "SLURM_JOB_ID" not in os.environ:
+        raise PicoError(f"train.nodes is {nodes} but this is not a SLURM job (srun starts one torchrun per node); "
+                        f"run snakemake with --profile profiles/slurm (README), or set train.nodes: 1")
+    check_world(devices * nodes, devices, batch_size, device, torch.cuda.device_count() if device.type == "cuda" else 0)
+    command = launch_command(argv, devices, nodes, threads, device.type == "cuda")
+    # each rank's torch threads come from --threads; OMP_NUM_THREADS set keeps torchrun from warning about it
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // devices))}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(command[0], command, env)  # signals (SLURM's SIGTERM) now reach torchrun, which passes them on
+
+
+def start(device: torch.device, batch_size: int) -> torch.device:
+    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns this rank's device.
+    One process (no torchrun): nothing to join, `device` as it is."""
+    if world_size() == 1:
+        return device
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    check_world(world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", world_size())), batch_size, device, gpus)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+    return device
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def my_rows(batch_size: int) -> slice:
+    """This rank's rows of a global batch: equal contiguous slices (check_world made them equal)."""
+    per_rank = batch_size // world_size()
+    return slice(rank() * per_rank, (rank() + 1) * per_rank)
+
+
+def average(value: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks (each rank's mean over equally many rows: the global batch's mean)."""
+    if world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)  # SUM then divide: gloo has no AVG
+    return total / world_size()
+
+
+def rms(value: torch.Tensor) -> torch.Tensor:
+    """An RMS over the global batch from each rank's RMS over its equal share of rows."""
+    return value if world_size() == 1 else average(value.float().pow(2)).sqrt()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on one: all ranks stop at the same step (a SIGTERM may reach
+    the ranks a step apart, and a rank that stopped alone would leave the others waiting)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def from_main(value: float, device: torch.device) -> float:
+    """Rank 0's value on every rank; the others wait here while rank 0 computes it (validation)."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.item()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+class Loss(torch.nn.Module):
+    """lm_loss as a module's forward: DDP all-reduces the gradients of the work done inside its wrapped
+    module's forward only, and lm_loss runs the model through `features` and the fused head, not `forward`.
+    `stats` is filled in place (DDP is given no device_ids, so it passes the arguments through untouched)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, stats: dict | None = None) -> torch.Tensor:
+        return lm_loss(self.model, x, y, stats=stats)
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The training loss of `model`; under torchrun a DDP module that all-reduces (averages) gradients.
+
+    Each rank's loss is the mean over its own rows, and every rank holds equally many, so DDP's average of
+    the ranks' gradients is the gradient of the mean over the global batch: one process's gradient.
+    The model is wrapped after the optimizer was built on its parameters (DDP shares them), and after
+    torch.compile (train.compile compiles the model in place, which keeps the state dict's keys for
+    checkpoints; DDP's gradient hooks sit on the parameters, so they fire for the compiled model too).
+    """
+    loss = Loss(model)
+    if world_size() == 1:
+        return loss
+    # Buffers are sent from rank 0 once, at the start, not before every forward: no model here changes a
+    # buffer in training (no batch norm), and resumed ranks all load the same checkpoint.
+    return torch.nn.parallel.DistributedDataParallel(loss, forward_sync_buffers=False)

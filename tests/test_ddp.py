@@ -1,0 +1,193 @@
+"""Data-parallel training (train.devices > 1): two gloo ranks on this CPU, started by the train rule's command
+(`picollm train --devices 2`, which runs itself through torchrun), against one process on the same seed and
+global batch; a killed two-rank run resumes to the uninterrupted one; and each bad launch is one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, tiny_offline_config
+from picollm import distributed, jobs
+from picollm.config import validate
+from picollm.data.sources import three_seqs, write_documents
+from picollm.data.tokens import tokenize
+from picollm.errors import PicoError
+from picollm.models import load_model
+from picollm.train import WALL_CLOCK_COLUMNS
+
+STEPS = 200
+TRAIN = {"max_steps": STEPS, "batch_size": 8, "lr": 0.003, "warmup_steps": 5, "eval_interval": 50, "eval_batches": 4,
+         "checkpoint_interval": 25, "log_interval": 10, "threads": 1}
+MODEL = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 2}
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    lines = list(three_seqs(1500, 8, seed=0))
+    write_documents(root / "raw" / "s" / "train.txt", lines[100:])
+    write_documents(root / "raw" / "s" / "val.txt", lines[:100])
+    tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)
+    return root / "tok"
+
+
+def study(devices: int, nodes: int = 1) -> dict:
+    """A one-model study whose train job the workflow would start with `devices` ranks."""
+    cfg = tiny_offline_config(models={"m": MODEL}, block_size=32, seed=3)
+    cfg["train"] = {**TRAIN, "devices": devices, "nodes": nodes}
+    return validate(cfg)
+
+
+def job_config(cfg: dict) -> str:
+    """The train job's --config, without the study's data sources (this token folder has its own)."""
+    return json.dumps({k: v for k, v in jobs.train(cfg, "m", 3).items() if k != "data"})
+
+
+def train_command(tokens_dir, out_dir, devices: int, nodes: int = 1, cfg: dict | None = None) -> str:
+    """The train rule's shell command for this study: its config slice, threads and resources."""
+    cfg = cfg or study(devices, nodes)
+    return (f"python -m picollm --log {out_dir}.log train --config '{job_config(cfg)}' --tokens-dir {tokens_dir} "
+            f"--out-dir {out_dir} --threads {jobs.train_threads(cfg, 'm')} --devices {jobs.train_devices(cfg, 'm')} "
+            f"--nodes {jobs.train_nodes(cfg, 'm')}")
+
+
+def env() -> dict:
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])  # torchrun, python
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path}
+
+
+def start(tokens_dir, out_dir, devices: int) -> subprocess.Popen:
+    return subprocess.Popen(["bash", "-c", train_command(tokens_dir, out_dir, devices)], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def train_to_end(tokens_dir, out_dir, devices: int):
+    proc = start(tokens_dir, out_dir, devices)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:] + open(f"{out_dir}.log").read()[-3000:]
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tokens_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    return {n: train_to_end(tokens_dir, tmp / f"ranks{n}", n) for n in (1, 2)}
+
+
+def metrics(out_dir) -> pd.DataFrame:
+    return pd.read_csv(out_dir / "metrics.csv").drop(columns=WALL_CLOCK_COLUMNS)
+
+
+def test_two_ranks_train_as_one_process(runs):
+    one, two = metrics(runs[1]), metrics(runs[2])
+    assert list(one["step"]) == list(two["step"]) and list(one["tokens_seen"]) == list(two["tokens_seen"])
+    diff = (one - two).abs()
+    print(f"\nmax |1 process - 2 ranks| in metrics.csv: train_loss {diff['train_loss'].max():.2e}, "
+          f"val_loss {diff['val_loss'].max():.2e}, grad_norm {diff['grad_norm'].max():.2e}")
+    for column in ("train_loss", "val_loss", "grad_norm", "act_rms", "lr"):
+        pd.testing.assert_series_equal(one[column], two[column], atol=ATOL, rtol=0)
+    assert one["val_loss"].dropna().iloc[-1] < one["val_loss"].dropna().iloc[0] - 1.0  # it learned
+    # layer health: gradients are the all-reduced ones, residual RMS is reduced over the global batch
+    pd.testing.assert_frame_equal(pd.read_csv(runs[1] / "layer_health.csv"), pd.read_csv(runs[2] / "layer_health.csv"),
+                                  atol=ATOL, rtol=0)
+    models = [load_model(r / "model.pt") for r in (runs[1], runs[2])]
+    a, b = (m.state_dict() for m in models)
+    assert a.keys() == b.keys() and not any(k.startswith("module.") for k in b)
+    assert all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
+    assert json.loads((runs[2] / "summary.json").read_text())["tokens_seen"] == STEPS * 8 * 32
+    assert not (runs[2] / "last.pt").exists()
+    assert open(f"{runs[2]}.log.rank1").read() == ""  # rank 1 writes nothing; rank 0 reports
+    assert not list(runs[2].parent.glob("ranks2.log.rank0"))
+
+
+def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_path):
+    out = tmp_path / "killed"
+    proc = start(tokens_dir, out, 2)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)  # to torchrun (bash and picollm exec it), which passes it to both ranks
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (out / "model.pt").exists(), err[-3000:]
+    step_at_kill = torch.load(out / "last.pt", weights_only=False)["step"]
+    assert 0 < step_at_kill < STEPS
+
+    train_to_end(tokens_dir, out, 2)
+    log = open(f"{out}.log").read()
+    assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in log
+    pd.testing.assert_frame_equal(metrics(runs[2]), metrics(out))
+    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (runs[2], out))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def one_line(exc_info) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_batch_that_does_not_split_over_the_ranks():
+    with pytest.raises(PicoError) as err:
+        distributed.check_world(3, 3, 16, torch.device("cpu"), 0)
+    assert "train.batch_size (16)" in one_line(err) and "multiple of 3" in one_line(err)
+    cfg = tiny_offline_config(models={"m": MODEL})
+    cfg["train"].update(devices=2, nodes=3, batch_size=8)
+    with pytest.raises(PicoError) as err:
+        validate(cfg)
+    assert "train.batch_size" in one_line(err) and "multiple of 6" in one_line(err)
+
+
+def test_more_devices_than_gpus():
+    """device: cuda with devices: 2 on a one-GPU machine; also more devices than a node shows."""
+    with pytest.raises(PicoError) as err:
+        distributed.check_world(2, 2, 8, torch.device("cuda"), 1)
+    assert "train.devices is 2 but this node has 1 CUDA GPU(s)" in one_line(err) and "1 or fewer" in one_line(err)
+    distributed.check_world(2, 2, 8, torch.device("cpu"), 0)  # CPU ranks need no GPU
+
+
+def bad_launch(tokens_dir, tmp_path, cfg: dict) -> str:
+    """The train rule's command for `cfg`, which must stop before starting torchrun: its one line."""
+    environ = {k: v for k, v in env().items() if not k.startswith("SLURM_")}
+    proc = subprocess.run(["bash", "-c", train_command(tokens_dir, tmp_path / "out", 0, cfg=cfg)], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")  # no torchrun report: none started
+    assert open(tmp_path / "out.log").read() == proc.stderr
+    return proc.stderr
+
+
+def test_two_cuda_ranks_on_this_machine_are_one_line(tokens_dir, tmp_path):
+    """device: cuda with devices: 2 as a user meets it, on a machine with fewer GPUs (or none, as here)."""
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two GPUs")
+    cfg = study(2)
+    cfg["device"] = "cuda"
+    line = bad_launch(tokens_dir, tmp_path, cfg)
+    assert "train.devices is 2 but this node has 1" in line if torch.cuda.is_available() else "no usable CUDA" in line
+
+
+def test_nodes_outside_a_slurm_job(tokens_dir, tmp_path):
+    line = bad_launch(tokens_dir, tmp_path, study(1, nodes=2))
+    assert "train.nodes is 2 but this is not a SLURM job" in line and "profiles/slurm" in line
+
+
+def test_devices_and_nodes_only_schedule(monkeypatch):
+    """They change nothing a job computes (test_two_ranks_train_as_one_process): no rerun, same config slice."""
+    one, two = study(1), study(2, nodes=2)
+    assert jobs.train(one, "m", 3) == jobs.train(two, "m", 3)
+    assert jobs.train_threads(two, "m") == 2 and jobs.train_gpus(two, "m") == 0 and jobs.train_nodes(two, "m") == 2
+    one_node = distributed.launch_command(["train"], 2, 1, 2, gpus=False)
+    assert one_node[1:] == ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "picollm",
+                            "--", "train"]
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    nodes = distributed.launch_command(["train"], 4, 2, 8, gpus=True)
+    assert nodes[:5] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=8", "--gpus-per-node=4"]
+    assert "--nnodes" in nodes and "--rdzv-endpoint" in nodes and nodes[-2:] == ["--", "train"]
