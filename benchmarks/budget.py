@@ -56,27 +56,29 @@ def merge(base: dict, change: dict) -> dict:
     return out
 
 
-def train_config(recipe: dict, max_steps: int) -> dict:
+def train_config(recipe: dict, max_steps: int, log_interval: int) -> dict:
     return {"max_steps": max_steps, "batch_size": BATCH, "lr": LR, "warmup_steps": min(50, max_steps // 10 + 1),
-            "eval_interval": 10 ** 9, "eval_batches": 1, "checkpoint_interval": 10 ** 9, "log_interval": 10 ** 9,
+            "eval_interval": 10 ** 9, "eval_batches": 1, "checkpoint_interval": 10 ** 9, "log_interval": log_interval,
             **recipe["train"]}
 
 
 # --- one row, in its own process --------------------------------------------------------------------------
 
-def pico_row(recipe: dict, data: Path, out: Path, max_steps: int, threads: int) -> dict:
+def pico_row(recipe: dict, data: Path, out: Path, max_steps: int, threads: int, log_interval: int) -> dict:
+    import pandas as pd
     import torch
 
     from picollm.evaluate import evaluate_model
     from picollm.train import train
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    train("m", MODEL, train_config(recipe, max_steps), tokens_dir=data / token_folder(recipe["tokenizer"]),
+    train("m", MODEL, train_config(recipe, max_steps, log_interval), tokens_dir=data / token_folder(recipe["tokenizer"]),
           out_dir=out, seed=1337, block_size=BLOCK, device="cpu", compact_vocab=recipe["compact_vocab"])
     wall = time.perf_counter() - t0
+    elapsed = pd.read_csv(out / "metrics.csv").query("step > 0")["elapsed_s"].tolist()
     result, _ = evaluate_model("m", out / "model.pt", data / token_folder(recipe["tokenizer"]))
     return {"train_wall_s": wall, "steps": max_steps, "bpb": result["bpb"], "val_loss": result["val_loss"],
-            "params": result["params"], "greedy": greedy_text(out / "model.pt")}
+            "params": result["params"], "elapsed_s": elapsed, "greedy": greedy_text(out / "model.pt")}
 
 
 def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> dict:
@@ -160,11 +162,13 @@ def prepare(data: Path, quick: bool, threads: int, bpe_size: int) -> None:
 
 
 def child(kind: str, recipe: dict | None, data: Path, out: Path, max_steps: int | None, budget_s: float,
-          threads: int) -> dict:
-    """Run one row in a fresh process (no compiled code or warm caches carried over) and return its result."""
+          threads: int, log_interval: int = 10 ** 9) -> dict:
+    """Run one row in a fresh process and return its result. No compiled code is carried over: the compile
+    caches on disk are off, so every run with train.compile pays its compilation as a user's first run does."""
     spec = json.dumps({"kind": kind, "recipe": recipe, "data": str(data), "out": str(out), "max_steps": max_steps,
-                       "budget_s": budget_s, "threads": threads})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+                       "budget_s": budget_s, "threads": threads, "log_interval": log_interval})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
+           "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.budget", spec], env=env, capture_output=True,
                           text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -174,16 +178,15 @@ def child(kind: str, recipe: dict | None, data: Path, out: Path, max_steps: int 
 
 def budget_steps(recipe: dict, data: Path, tmp: Path, budget_s: float, threads: int, quick: bool
                  ) -> tuple[int, dict]:
-    """max_steps that fills the budget, from two calibration runs: overhead (setup, compilation) + steps.
-    --quick skips them and trains CALIBRATION_STEPS steps."""
+    """max_steps that fills the budget, from a calibration run of 2 x CALIBRATION_STEPS steps: the steady step
+    time from its second half, the overhead (setup, compilation, first steps) from the rest. --quick skips it."""
     if quick:
         return CALIBRATION_STEPS, {"step_s": None, "overhead_s": None}
-    calib = child("pico", recipe, data, tmp / "calib", CALIBRATION_STEPS, budget_s, threads)
-    metrics_s = calib["train_wall_s"]
-    # The first steps carry the one-off costs; a second, longer calibration gives the steady step time.
-    calib2 = child("pico", recipe, data, tmp / "calib2", 2 * CALIBRATION_STEPS, budget_s, threads)
-    step_s = max((calib2["train_wall_s"] - metrics_s) / CALIBRATION_STEPS, 1e-3)
-    overhead_s = max(metrics_s - CALIBRATION_STEPS * step_s, 0.0)
+    calib = child("pico", recipe, data, tmp / "calib", 2 * CALIBRATION_STEPS, budget_s, threads,
+                  log_interval=CALIBRATION_STEPS)
+    elapsed = calib["elapsed_s"]  # metrics.csv's clock at steps CALIBRATION_STEPS and 2 x CALIBRATION_STEPS
+    step_s = (elapsed[-1] - elapsed[0]) / CALIBRATION_STEPS
+    overhead_s = max(calib["train_wall_s"] - 2 * CALIBRATION_STEPS * step_s, 0.0)
     steps = max(CALIBRATION_STEPS, int((budget_s - overhead_s) / step_s))
     return steps, {"step_s": step_s, "overhead_s": overhead_s}
 
@@ -255,7 +258,7 @@ def main(spec: str) -> None:
     if args["kind"] == "hf":
         result = hf_row(data, args["budget_s"], args["threads"], args["max_steps"])
     else:
-        result = pico_row(args["recipe"], data, out, args["max_steps"], args["threads"])
+        result = pico_row(args["recipe"], data, out, args["max_steps"], args["threads"], args["log_interval"])
     print(json.dumps(result, default=str))
 
 

@@ -35,6 +35,17 @@ needs_tinystories = pytest.mark.skipif(not (TINYSTORIES_TRAIN.is_file() and TINY
                                        reason="../shared/tinystories sample files are absent")
 
 
+def byte_tokens(root: Path) -> Path:
+    """A token folder of 3seqs lines (1,400 train, 100 validation) in the byte tokenizer, under root/tok."""
+    from picollm.data.sources import three_seqs, write_documents
+    from picollm.data.tokens import tokenize
+    lines = list(three_seqs(1500, 8, seed=0))
+    write_documents(root / "raw" / "s" / "train.txt", lines[100:])
+    write_documents(root / "raw" / "s" / "val.txt", lines[:100])
+    tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)
+    return root / "tok"
+
+
 def tiny_offline_config(experiment="tiny", steps=40, **overrides) -> dict:
     """The offline study shrunk to seconds: 3seqs, byte tokenizer, all three model types."""
     cfg = {

@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, tiny_offline_config
+from conftest import ROOT, byte_tokens, tiny_offline_config
 from picollm import distributed, jobs
 from picollm.config import validate
-from picollm.data.sources import three_seqs, write_documents
-from picollm.data.tokens import tokenize
 from picollm.errors import PicoError
 from picollm.models import load_model
 from picollm.train import WALL_CLOCK_COLUMNS
@@ -30,12 +28,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tokens")
-    lines = list(three_seqs(1500, 8, seed=0))
-    write_documents(root / "raw" / "s" / "train.txt", lines[100:])
-    write_documents(root / "raw" / "s" / "val.txt", lines[:100])
-    tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)
-    return root / "tok"
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
 
 
 def study(devices: int, nodes: int = 1) -> dict:

@@ -10,9 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, picollm
-from picollm.data.sources import three_seqs, write_documents
-from picollm.data.tokens import tokenize
+from conftest import ROOT, byte_tokens, picollm
 from picollm.errors import PicoError
 from picollm.models import load_model
 from picollm.train import WALL_CLOCK_COLUMNS, lr_at, train
@@ -25,12 +23,7 @@ TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1
 
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tokens")
-    lines = list(three_seqs(1500, 8, seed=0))
-    write_documents(root / "raw" / "s" / "train.txt", lines[100:])
-    write_documents(root / "raw" / "s" / "val.txt", lines[:100])
-    tokenize("byte", {"s": {"train": root / "raw/s/train.txt", "val": root / "raw/s/val.txt"}}, root / "tok", 1)
-    return root / "tok"
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
 
 
 def run(tokens_dir, out_dir, model=TRANSFORMER, **train_changes):

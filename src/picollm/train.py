@@ -321,6 +321,7 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
     summary = {"model": run.name, "type": model_cfg["type"], **count_parameters(run.model), "steps": state.step,
                "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens, "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
+               "precision": "bf16" if run.autocast is not None else "fp32",
                "final_train_loss": float(train_loss.iloc[-1]) if len(train_loss) else None,
                "final_val_loss": float(val.iloc[-1]), "first_val_loss": float(val.iloc[0]),
                "provenance": provenance}
