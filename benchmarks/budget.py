@@ -12,7 +12,6 @@ its length up front). Evaluation is not counted in the budget.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -83,7 +82,6 @@ def pico_row(recipe: dict, data: Path, out: Path, max_steps: int, threads: int, 
 
 def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> dict:
     """GPT2LMHeadModel at the same size, GPT-2 tokens, AdamW at a constant lr until the budget is spent."""
-    import numpy as np
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -125,7 +123,7 @@ def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> 
                             torch.device("cpu"))
     return {"train_wall_s": wall, "steps": steps, "bpb": result["all"]["bpb"], "val_loss": result["all"]["loss"],
             "params": sum(p.numel() for p in model.parameters()), "greedy": None,
-            "mean_step_s": wall / max(steps, 1), "np": np.__version__}
+            "mean_step_s": wall / max(steps, 1)}
 
 
 def greedy_text(model_path: Path) -> str:

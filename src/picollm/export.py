@@ -27,10 +27,6 @@ MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of 
 
 def export_model(model_path, out_dir) -> dict:
     """Write `out_dir` (atomically) from the checkpoint `model_path`; return a summary of what was written."""
-    try:
-        import transformers  # noqa: F401  (an optional dependency)
-    except ImportError:
-        raise PicoError("export needs the transformers package; install it with pip install -e '.[bench]'") from None
     model = load_model(model_path)
     ckpt = model.checkpoint
     config = hf_config(model, ckpt)
