@@ -4,10 +4,10 @@ TinyStories files, each recipe trained from scratch and then scored on the whole
 Rows: Hugging Face GPT2LMHeadModel in a plain AdamW loop (what a user would pick instead), pico-llm's
 previous default recipe, each lever alone on top of it (a BPE vocabulary trained on the data, Muon,
 torch.compile, bf16 autocast), and all levers that beat the previous default together. Every row has the
-same width, depth, heads, context and batch. Each row runs in a fresh process, one after the other: first a
-short calibration run that measures the setup + compile overhead and the step time, then the real run with
-max_steps chosen so that setup, compilation and training fill the budget (the learning-rate schedule needs
-its length up front). Evaluation is not counted in the budget.
+same width, depth, heads, context and batch. Each row runs in a fresh process, one after the other, and
+trains with train.max_minutes: the trainer stops at the first step after the budget is spent, its cosine
+decay run over the time, compilation (torch.compile compiles in the first steps) included. Loading the data
+and building the model come before the clock starts; evaluation is not counted.
 """
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ def levers(bpe_size: int, quick: bool) -> dict:
         del out["compile"]
     return out
 
-CALIBRATION_STEPS = 30
 
 
 def merge(base: dict, change: dict) -> dict:
@@ -55,32 +54,28 @@ def merge(base: dict, change: dict) -> dict:
     return out
 
 
-def train_config(recipe: dict, max_steps: int, log_interval: int) -> dict:
-    return {"max_steps": max_steps, "batch_size": BATCH, "lr": LR, "warmup_steps": min(50, max_steps // 10 + 1),
-            "eval_interval": 10 ** 9, "eval_batches": 1, "checkpoint_interval": 10 ** 9, "log_interval": log_interval,
+def train_config(recipe: dict, budget_s: float) -> dict:
+    return {"max_steps": 10 ** 9, "max_minutes": budget_s / 60, "batch_size": BATCH, "lr": LR, "warmup_steps": 50,
+            "eval_interval": 10 ** 9, "eval_batches": 1, "checkpoint_interval": 10 ** 9, "log_interval": 10 ** 9,
             **recipe["train"]}
 
 
 # --- one row, in its own process --------------------------------------------------------------------------
 
-def pico_row(recipe: dict, data: Path, out: Path, max_steps: int, threads: int, log_interval: int) -> dict:
-    import pandas as pd
+def pico_row(recipe: dict, data: Path, out: Path, budget_s: float, threads: int) -> dict:
     import torch
 
     from picollm.evaluate import evaluate_model
     from picollm.train import train
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    train("m", MODEL, train_config(recipe, max_steps, log_interval), tokens_dir=data / token_folder(recipe["tokenizer"]),
-          out_dir=out, seed=1337, block_size=BLOCK, device="cpu", compact_vocab=recipe["compact_vocab"])
-    wall = time.perf_counter() - t0
-    elapsed = pd.read_csv(out / "metrics.csv").query("step > 0")["elapsed_s"].tolist()
+    summary = train("m", MODEL, train_config(recipe, budget_s), tokens_dir=data / token_folder(recipe["tokenizer"]),
+                    out_dir=out, seed=1337, block_size=BLOCK, device="cpu", compact_vocab=recipe["compact_vocab"])
     result, _ = evaluate_model("m", out / "model.pt", data / token_folder(recipe["tokenizer"]))
-    return {"train_wall_s": wall, "steps": max_steps, "bpb": result["bpb"], "val_loss": result["val_loss"],
-            "params": result["params"], "elapsed_s": elapsed, "greedy": greedy_text(out / "model.pt")}
+    return {"train_wall_s": summary["wall_s"], "steps": summary["steps"], "bpb": result["bpb"],
+            "val_loss": result["val_loss"], "params": result["params"], "greedy": greedy_text(out / "model.pt")}
 
 
-def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> dict:
+def hf_row(data: Path, budget_s: float, threads: int) -> dict:
     """GPT2LMHeadModel at the same size, GPT-2 tokens, AdamW at a constant lr until the budget is spent."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -89,7 +84,6 @@ def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> 
     from picollm.data.tokens import WindowSampler, load_tokens, read_meta
     from picollm.evaluate import evaluate_split, token_byte_lengths
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     torch.manual_seed(1337)
     folder = data / token_folder("gpt2")
     meta = read_meta(folder / "meta.json")
@@ -100,7 +94,8 @@ def hf_row(data: Path, budget_s: float, threads: int, max_steps: int | None) -> 
     sampler = WindowSampler(load_tokens(folder / "train.bin", meta), meta["splits"]["train"]["sources"],
                             {"ts": 1.0}, BLOCK, 1337)
     steps = 0
-    while (time.perf_counter() - t0 < budget_s) if max_steps is None else steps < max_steps:
+    t0 = time.perf_counter()  # the clock starts with the first step, as the trainer's does
+    while time.perf_counter() - t0 < budget_s:
         x, y = sampler.batch(BATCH)
         loss = torch.nn.functional.cross_entropy(model(x).logits.flatten(0, 1), y.flatten())
         opt.zero_grad()
@@ -144,9 +139,9 @@ def token_folder(tokenizer: str) -> str:
 
 # --- the benchmark ----------------------------------------------------------------------------------------
 
-def prepare(data: Path, quick: bool, threads: int, bpe_size: int) -> None:
-    """Raw text and the token folders of both tokenizers (GPT-2 BPE, and a BPE trained on the train file)."""
-    from picollm.data.bpe import write_tokenizer
+def prepare_gpt2(data: Path, quick: bool, threads: int) -> dict:
+    """The raw train and validation text (--quick: 200 documents of each) and its GPT-2 token folder;
+    returns the raw files as tokenize() takes them."""
     from picollm.data.sources import iter_documents, write_documents
     from picollm.data.tokens import tokenize
     limit = 200 if quick else None
@@ -154,17 +149,24 @@ def prepare(data: Path, quick: bool, threads: int, bpe_size: int) -> None:
     for split, name in (("train", "TinyStories-train-head.txt"), ("val", "TinyStories-valid-head.txt")):
         write_documents(raw["ts"][split], list(iter_documents(SHARED / name))[:limit])
     tokenize("gpt2", raw, data / token_folder("gpt2"), threads)
+    return raw
+
+
+def prepare(data: Path, quick: bool, threads: int, bpe_size: int) -> None:
+    """Raw text and the token folders of both tokenizers (GPT-2 BPE, and a BPE trained on the train file)."""
+    from picollm.data.bpe import write_tokenizer
+    from picollm.data.tokens import tokenize
+    raw = prepare_gpt2(data, quick, threads)
     write_tokenizer([raw["ts"]["train"]], bpe_size, data / "tokenizer.json")
     tokenize(f"bpe:{bpe_size}", raw, data / token_folder(f"bpe:{bpe_size}"), threads,
              tokenizer_json=data / "tokenizer.json")
 
 
-def child(kind: str, recipe: dict | None, data: Path, out: Path, max_steps: int | None, budget_s: float,
-          threads: int, log_interval: int = 10 ** 9) -> dict:
+def child(kind: str, recipe: dict | None, data: Path, out: Path, budget_s: float, threads: int) -> dict:
     """Run one row in a fresh process and return its result. No compiled code is carried over: the compile
     caches on disk are off, so every run with train.compile pays its compilation as a user's first run does."""
-    spec = json.dumps({"kind": kind, "recipe": recipe, "data": str(data), "out": str(out), "max_steps": max_steps,
-                       "budget_s": budget_s, "threads": threads, "log_interval": log_interval})
+    spec = json.dumps({"kind": kind, "recipe": recipe, "data": str(data), "out": str(out), "budget_s": budget_s,
+                       "threads": threads})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
            "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.budget", spec], env=env, capture_output=True,
@@ -172,21 +174,6 @@ def child(kind: str, recipe: dict | None, data: Path, out: Path, max_steps: int 
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} row failed: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def budget_steps(recipe: dict, data: Path, tmp: Path, budget_s: float, threads: int, quick: bool
-                 ) -> tuple[int, dict]:
-    """max_steps that fills the budget, from a calibration run of 2 x CALIBRATION_STEPS steps: the steady step
-    time from its second half, the overhead (setup, compilation, first steps) from the rest. --quick skips it."""
-    if quick:
-        return CALIBRATION_STEPS, {"step_s": None, "overhead_s": None}
-    calib = child("pico", recipe, data, tmp / "calib", 2 * CALIBRATION_STEPS, budget_s, threads,
-                  log_interval=CALIBRATION_STEPS)
-    elapsed = calib["elapsed_s"]  # metrics.csv's clock at steps CALIBRATION_STEPS and 2 x CALIBRATION_STEPS
-    step_s = (elapsed[-1] - elapsed[0]) / CALIBRATION_STEPS
-    overhead_s = max(calib["train_wall_s"] - 2 * CALIBRATION_STEPS * step_s, 0.0)
-    steps = max(CALIBRATION_STEPS, int((budget_s - overhead_s) / step_s))
-    return steps, {"step_s": step_s, "overhead_s": overhead_s}
 
 
 def run(sz: Sizes, peak: dict) -> dict:
@@ -202,13 +189,12 @@ def run(sz: Sizes, peak: dict) -> dict:
         prepare(data, sz.quick, sz.threads, bpe_size)
 
         def pico(name, recipe):
-            steps, calib = budget_steps(recipe, data, tmp / name.replace(" ", "_"), budget_s, sz.threads, sz.quick)
-            row = child("pico", recipe, data, tmp / name.replace(" ", "_") / "run", steps, budget_s, sz.threads)
-            results[name] = {**row, **calib, "recipe": recipe}
+            row = child("pico", recipe, data, tmp / name.replace(" ", "_"), budget_s, sz.threads)
+            results[name] = {**row, "recipe": recipe}
             print(f"  budget: {name}: {row['steps']} steps in {row['train_wall_s']:.0f} s, bpb {row['bpb']:.4f}",
                   flush=True)
 
-        results["hf GPT2LMHeadModel + AdamW"] = child("hf", None, data, tmp / "hf", None, budget_s, sz.threads)
+        results["hf GPT2LMHeadModel + AdamW"] = child("hf", None, data, tmp / "hf", budget_s, sz.threads)
         print(f"  budget: hf: bpb {results['hf GPT2LMHeadModel + AdamW']['bpb']:.4f}", flush=True)
         pico("previous default", BASE)
         base_bpb = results["previous default"]["bpb"]
@@ -232,7 +218,7 @@ def report(results: dict, winners: dict, sz: Sizes, budget_s: float) -> dict:
     ratio = results[best_name]["bpb"] / hf
     notes = [f"Every row: d_model {MODEL['d_model']}, {MODEL['n_layers']} layers, {MODEL['n_heads']} heads, block "
              f"{BLOCK}, batch {BATCH}, peak lr {LR}, {sz.threads} threads, seed 1337, {budget_s / 60:g} minutes of "
-             "training (setup and compilation included), one run each, back to back.",
+             "training (train.max_minutes: compilation included, data loading not), one run each, back to back.",
              "bpb: whole validation file (TinyStories-valid-head), bits per UTF-8 byte of the raw text, so GPT-2 BPE "
              "and the trained BPE rows compare directly. val_loss is nats per token of each row's own tokenizer.",
              "HF row: transformers GPT2LMHeadModel (learned positions, GELU, LayerNorm, tied head), full 50,257-token "
@@ -254,9 +240,9 @@ def main(spec: str) -> None:
     args = json.loads(spec)
     data, out = Path(args["data"]), Path(args["out"])
     if args["kind"] == "hf":
-        result = hf_row(data, args["budget_s"], args["threads"], args["max_steps"])
+        result = hf_row(data, args["budget_s"], args["threads"])
     else:
-        result = pico_row(args["recipe"], data, out, args["max_steps"], args["threads"], args["log_interval"])
+        result = pico_row(args["recipe"], data, out, args["budget_s"], args["threads"])
     print(json.dumps(result, default=str))
 
 

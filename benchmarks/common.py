@@ -52,6 +52,11 @@ class Sizes:
     study_steps: int
     # 6. budget: minutes of training per recipe (python -m benchmarks --minutes)
     budget_minutes: float = 10.0
+    # 7. recipe: seeds per recipe, which recipes (empty: all), and the full vocabulary instead of the compact one
+    recipe_seeds: int = 3
+    recipes: tuple = ()
+    full_vocab: bool = False
+    out: str = "results/benchmarks"  # where a benchmark may keep finished runs between invocations
 
     def as_dict(self) -> dict:
         return asdict(self)

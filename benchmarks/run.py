@@ -26,6 +26,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "compact": "benchmarks.compact_vocab",
     "tokenize": "benchmarks.tokenize_speed",
     "budget": "benchmarks.budget",
+    "recipe": "benchmarks.recipe",
 }
 MARKDOWN = "benchmarks.md"
 
@@ -40,6 +41,12 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="training minutes per recipe of the budget benchmark (default 10; --quick: 0.05)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="seeds per recipe of the recipe benchmark (default 3; --quick: 1)")
+    ap.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
+                    help="only these rows of the recipe benchmark (default: all)")
+    ap.add_argument("--full-vocab", action="store_true",
+                    help="recipe benchmark: train and score over the full vocabulary, not the compact output layer")
     return ap.parse_args(argv)
 
 
@@ -52,6 +59,9 @@ def main(argv=None) -> int:
     sz = sizes(args.quick, args.threads)
     if args.minutes is not None:
         sz = dataclasses.replace(sz, budget_minutes=args.minutes)
+    if args.seeds is not None:
+        sz = dataclasses.replace(sz, recipe_seeds=args.seeds)
+    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(BENCHMARKS)

@@ -88,7 +88,7 @@ def test_memory_step_reports_peak_rss():
 def test_all_benchmarks_quick(tmp_path):
     out = tmp_path / "bench"
     run_benchmarks(out)
-    names = {"train", "kgram", "generation", "memory", "study", "compact", "tokenize", "budget"}
+    names = {"train", "kgram", "generation", "memory", "study", "compact", "tokenize", "budget", "recipe"}
     assert {p.stem for p in out.glob("*.json")} == names
     memory = json.loads((out / "memory.json").read_text())
     check_common(memory, "memory")
@@ -123,7 +123,23 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     assert any(name.startswith("+ bpe:") for name in rows)
     for name, result in record["results"].items():
         assert 0 < result["bpb"] < 20 and result["steps"] >= 1, name
+        if name != "hf GPT2LMHeadModel + AdamW":  # train.max_minutes: the budget (3 s with --quick) is spent
+            assert 3.0 <= result["train_wall_s"] < 3.0 + 30, name
     hf_bpb = record["results"]["hf GPT2LMHeadModel + AdamW"]["bpb"]
     assert rows["previous default"][-1] == f"{record['results']['previous default']['bpb'] / hf_bpb:.3f}"
     assert record["targets"][0]["target"] == "best recipe's bpb <= 0.8 x the HF row's"
     assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast"}
+
+
+@pytest.mark.slow  # about 1.5 minutes on 2 idle cores: eight recipes, 20 steps each, in their own processes
+def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmarks(out, "--only", "recipe")
+    record = json.loads((out / "recipe.json").read_text())
+    check_common(record, "recipe")
+    rows = {row[0]: row for row in record["table"]["rows"]}
+    assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ gelu"} <= set(rows)
+    for name, result in record["results"].items():
+        assert result["val_loss"]["n"] == 1 and 0 < result["val_loss"]["mean"] < 20, name
+        assert (result["vs_baseline"] is None) == (name == "pico defaults"), name
+    assert record["targets"][0]["target"].startswith("pico defaults do not lose to nanoGPT-style")

@@ -59,6 +59,7 @@ BAD = [
     ({"sweep": {"m": {"train.lr": [-1]}}}, "config key 'sweep.m.train.lr': value -1 does not fit"),
     ({"sweep": {"m": {"hidden_dim": [8, 8]}}}, "two runs are named 'm.hidden_dim=8'"),
     ({"train": {"max_steps": 100, "snapshot_steps": [50, 200]}}, "step 200 is beyond train.max_steps (100)"),
+    ({"train": {"max_minutes": 5, "snapshot_steps": [0]}}, "needs a run of known length"),
     ({"sweep": {"m": {"hidden_dim": [8, 16], "train.lr": [0.01]}}}, None),
 ]
 

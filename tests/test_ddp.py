@@ -121,6 +121,22 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_pa
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
+def test_two_ranks_stop_together_on_a_time_budget(tokens_dir, tmp_path):
+    """train.max_minutes under DDP: rank 0's clock decides for both ranks (else one would wait forever in the
+    next all-reduce), and the schedule follows that one clock."""
+    cfg = study(2)
+    cfg["train"].update(max_steps=10 ** 6, max_minutes=0.05, checkpoint_interval=10 ** 6)
+    out = tmp_path / "budget"
+    proc = subprocess.Popen(["bash", "-c", train_command(tokens_dir, out, 2, cfg=validate(cfg))], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "max_minutes" and 0 < summary["steps"] < 10 ** 6
+    last = pd.read_csv(out / "metrics.csv").iloc[-1]
+    assert last["step"] == summary["steps"] and pd.notna(last["val_loss"])
+
+
 def one_line(exc_info) -> str:
     message = str(exc_info.value)
     assert "\n" not in message

@@ -91,6 +91,32 @@ def test_silu_mlp_becomes_arcee(tmp_path):
     assert all(ours == theirs for ours, theirs in pairs), pairs
 
 
+GPT2_NET = {**ROPE, "pos_encoding": "learned", "norm": "layernorm", "bias": True, "mlp": "gelu"}
+
+
+@pytest.mark.parametrize("cfg", [GPT2_NET, {**GPT2_NET, "bias": False, "mlp": "silu", "tie_weights": False}],
+                         ids=["gpt2", "bias-free-silu-untied"])
+def test_learned_positions_and_layernorm_become_gpt2(tmp_path, cfg):
+    """norm: layernorm + learned positions is GPT-2's network: GPT2LMHeadModel gives the same logits and greedy
+    tokens (a bias-free network exports with zero biases)."""
+    ckpt = save_checkpoint(tmp_path / "model.pt", cfg)
+    summary = export_model(ckpt, tmp_path / "hf")
+    model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
+    assert summary["architecture"] == type(hf_model).__name__ == "GPT2LMHeadModel"
+    assert hf_model.config.tie_word_embeddings is cfg["tie_weights"]
+    assert max_logit_diff(model, hf_model) < 1e-4
+    pairs = list(greedy_pairs(model, hf_model, get_tokenizer("byte"), ["Once upon a time", "Lily"]))
+    assert all(ours == theirs for ours, theirs in pairs), pairs
+
+
+def test_biased_gelu_rope_transformer_becomes_arcee_with_biases(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "model.pt", {**ROPE, "mlp": "gelu", "bias": True})
+    summary = export_model(ckpt, tmp_path / "hf")
+    model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
+    assert summary["architecture"] == "ArceeForCausalLM" and hf_model.config.attention_bias
+    assert max_logit_diff(model, hf_model) < 1e-4
+
+
 def test_tied_embeddings_stay_tied(tmp_path):
     from safetensors import safe_open
     for tie in (True, False):
@@ -167,11 +193,13 @@ def test_folder_generates_in_a_process_without_picollm(tmp_path):
 
 @pytest.mark.parametrize("cfg, compact, needle", [
     ({**ROPE, "pos_encoding": "learned"}, False, "pos_encoding: rope"),
+    ({**ROPE, "norm": "layernorm"}, False, "norm: rmsnorm"),
+    ({**GPT2_NET, "mlp": "swiglu"}, False, "mlp: gelu"),
     ({"type": "lstm", "embed_dim": 16, "hidden_dim": 32, "num_layers": 1, "dropout": 0.0}, False, "'lstm'"),
     ({"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 32, "num_inner_layers": 1, "input": "embedding"},
      False, "'kgram_mlp'"),
     (ROPE, True, "compact_vocab"),
-], ids=["learned-positions", "lstm", "kgram", "compact-vocab"])
+], ids=["learned-rmsnorm", "rope-layernorm", "learned-swiglu", "lstm", "kgram", "compact-vocab"])
 def test_unexportable_models_are_refused_in_one_line(tmp_path, cfg, compact, needle):
     out = tmp_path / "hf"
     out.mkdir()
@@ -181,7 +209,7 @@ def test_unexportable_models_are_refused_in_one_line(tmp_path, cfg, compact, nee
         export_model(ckpt, out)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg, msg
-    assert "pos_encoding: rope" in msg or "compact_vocab" in msg  # the fix
+    assert any(fix in msg for fix in ("pos_encoding: rope", "norm: rmsnorm", "compact_vocab"))  # the fix
     assert sorted(os.listdir(tmp_path)) == ["hf", "model.pt"] and os.listdir(out) == ["keep.txt"]  # nothing touched
 
 

@@ -19,6 +19,7 @@ CONFIGS = {
     "transformer_learned_swiglu": {**TINY_TRANSFORMER, "mlp": "swiglu"},
     "transformer_rope_silu_untied": {**TINY_TRANSFORMER, "pos_encoding": "rope", "tie_weights": False},
     "transformer_rope_swiglu": {**TINY_TRANSFORMER, "pos_encoding": "rope", "mlp": "swiglu"},
+    "transformer_gpt2": {**TINY_TRANSFORMER, "norm": "layernorm", "bias": True, "mlp": "gelu"},
 }
 TRANSFORMERS = [name for name in CONFIGS if name.startswith("transformer")]
 
@@ -176,7 +177,8 @@ def test_unknown_hyperparameter_is_named():
 
 @pytest.mark.parametrize("cfg, message", [
     ({**TINY_TRANSFORMER, "d_model": 30}, "divisible"),
-    ({**TINY_TRANSFORMER, "mlp": "gelu"}, "mlp"),
+    ({**TINY_TRANSFORMER, "mlp": "relu"}, "mlp"),
+    ({**TINY_TRANSFORMER, "norm": "batchnorm"}, "norm"),
     ({**TINY_TRANSFORMER, "pos_encoding": "alibi"}, "pos_encoding"),
     ({**TINY_TRANSFORMER, "d_model": 12, "pos_encoding": "rope"}, "even"),
     ({"type": "kgram_mlp", "input": "dense"}, "input"),

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, byte_tokens, picollm
 from picollm.errors import PicoError
 from picollm.models import load_model
-from picollm.train import WALL_CLOCK_COLUMNS, lr_at, train
+from picollm.train import WALL_CLOCK_COLUMNS, lr_at, lr_scale, train
 
 TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
          "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,
@@ -48,6 +48,39 @@ def test_schedule_warms_up_then_decays():
     lrs = [lr_at(s, cfg) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(cfg["lr"]) and lrs[-1] == pytest.approx(cfg["lr"] * 0.1, rel=0.05)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_time_budget_schedule_follows_the_clock():
+    """Under max_minutes the cosine runs over the time: half the budget spent is half-way down, whatever the step."""
+    cfg = {**TRAIN, "max_steps": 10 ** 6, "warmup_steps": 10, "max_minutes": 2.0, "min_lr_ratio": 0.0}
+    assert lr_scale(5, cfg, elapsed_s=100.0) == pytest.approx(6 / 10)  # warm-up stays in steps
+    assert lr_scale(50, cfg, elapsed_s=60.0) == pytest.approx(0.5)
+    assert lr_scale(5000, cfg, elapsed_s=60.0) == pytest.approx(0.5)
+    assert lr_scale(50, cfg, elapsed_s=120.0) == pytest.approx(0.0, abs=1e-12)
+    assert lr_scale(50, {**cfg, "max_minutes": None}, elapsed_s=60.0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_max_minutes_stops_on_the_clock_with_a_final_validation(tokens_dir, tmp_path):
+    summary = run(tokens_dir, tmp_path, max_steps=10 ** 6, max_minutes=0.05, log_interval=10 ** 6)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert summary["stopped_by"] == "max_minutes" and 0 < summary["steps"] < 10 ** 6
+    assert 3.0 <= summary["wall_s"] < 3.0 + 2.0  # stops at the first step after the 3 s are up
+    last = metrics.iloc[-1]
+    assert last["step"] == summary["steps"] and pd.notna(last["val_loss"])  # the stop step is scored
+    assert summary["final_val_loss"] == pytest.approx(last["val_loss"])
+    assert last["lr"] < 0.15 * TRAIN["lr"]  # the decay reached its floor (min_lr_ratio 0.1) with the time
+    load_model(tmp_path / "model.pt")
+
+
+def test_max_steps_still_ends_a_budgeted_run_first(tokens_dir, tmp_path):
+    summary = run(tokens_dir, tmp_path, max_steps=12, max_minutes=10.0)
+    assert summary["stopped_by"] == "max_steps" and summary["steps"] == 12
+
+
+def test_snapshots_and_a_time_budget_are_refused_in_one_line(tokens_dir, tmp_path):
+    with pytest.raises(PicoError, match="max_minutes") as err:
+        run(tokens_dir, tmp_path, max_minutes=1.0, snapshot_steps=[10])
+    assert "\n" not in str(err.value) and not (tmp_path / "metrics.csv").exists()
 
 
 def test_training_learns_and_writes_outputs(tokens_dir, tmp_path):

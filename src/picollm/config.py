@@ -219,6 +219,9 @@ def _check_runs(cfg: dict) -> None:
                     raise PicoError(f"config key 'sweep.{model}.{key}': value {value!r} does not fit ({message})")
     for run in runs(cfg):
         train = model_train(cfg, run)
+        if train["snapshot_steps"] and train["max_minutes"] is not None:
+            raise PicoError(f"config key 'train.snapshot_steps' of run {run} needs a run of known length, and "
+                            f"train.max_minutes stops it whenever the time is up; drop one of the two")
         late = [s for s in train["snapshot_steps"] if s > train["max_steps"]]
         if late:
             raise PicoError(f"config key 'train.snapshot_steps': step {late[0]} is beyond train.max_steps "

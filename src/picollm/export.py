@@ -1,12 +1,14 @@
 """Export a trained Transformer to a Hugging Face folder that `transformers` loads with no pico-llm code.
 
-A pico-llm Transformer with rotary positions is a Llama: pre-norm blocks, RMSNorm, rotate-half RoPE,
-bias-free linears. Its SwiGLU MLP is Llama's gate/up/down MLP; its plain SiLU MLP is Arcee's up/down MLP
-(Arcee is Llama with a non-gated MLP). Learned position tables have no counterpart next to RMSNorm in
-`transformers`, so those models (and the LSTM and k-gram models) are refused. The folder holds
-config.json, model.safetensors, generation_config.json and the study's tokenizer (tokenizer.json and
-tokenizer_config.json); the export loads it back and checks its logits against pico-llm's before the
-folder appears.
+A pico-llm Transformer with rotary positions and RMSNorm is a Llama: pre-norm blocks, rotate-half RoPE,
+linears with or without biases. Its SwiGLU MLP is Llama's gate/up/down MLP; its plain SiLU or GELU MLP is
+Arcee's up/down MLP (Arcee is Llama with a non-gated MLP). One with learned positions and LayerNorm is a
+GPT-2 (GPT2LMHeadModel; a network without biases gets zero ones). Other combinations (learned positions with
+RMSNorm, rotary positions with LayerNorm, a gated MLP with learned positions) have no counterpart in
+`transformers`, so those models (and the LSTM and k-gram models) are refused. The folder holds config.json,
+model.safetensors, generation_config.json and the study's tokenizer (tokenizer.json and
+tokenizer_config.json); the export loads it back and checks its logits against pico-llm's before the folder
+appears.
 """
 from __future__ import annotations
 
@@ -61,50 +63,102 @@ def _refuse_unexportable(model, ckpt) -> None:
     if model_type != "transformer":
         raise PicoError(f"only Transformer models can be exported to Hugging Face format, not {model_type!r}; "
                         f"export a transformer with pos_encoding: rope")
-    if model.pos_emb is not None:
-        raise PicoError("a Transformer with learned positions has no exact Hugging Face equivalent (RMSNorm + "
-                        "learned positions); train it with pos_encoding: rope (and mlp: swiglu for a plain Llama)")
+    layernorm = isinstance(model.norm, torch.nn.LayerNorm)
+    if model.pos_emb is not None and not layernorm:
+        raise PicoError("a Transformer with learned positions and RMSNorm has no exact Hugging Face equivalent; "
+                        "train it with pos_encoding: rope (a Llama) or with norm: layernorm (a GPT-2)")
+    if model.pos_emb is not None and model.blocks[0].mlp.gated:
+        raise PicoError("GPT-2 (learned positions, LayerNorm) has no gated MLP; train it with mlp: gelu or silu, "
+                        "or with pos_encoding: rope and norm: rmsnorm (a Llama)")
+    if model.pos_emb is None and layernorm:
+        raise PicoError("a Transformer with rotary positions and LayerNorm has no exact Hugging Face equivalent; "
+                        "train it with norm: rmsnorm (a Llama) or with pos_encoding: learned (a GPT-2)")
 
 
 def hf_config(model, ckpt):
-    """The `transformers` config of the same network: Llama for a SwiGLU MLP, Arcee for a SiLU one."""
+    """The `transformers` config of the same network: GPT-2 for learned positions, else Llama for a SwiGLU MLP
+    and Arcee for a SiLU or GELU one."""
     _refuse_unexportable(model, ckpt)
-    from transformers import ArceeConfig, LlamaConfig
+    from transformers import ArceeConfig, GPT2Config, LlamaConfig
 
     block = model.blocks[0]
     d_model, n_heads = model.tok_emb.embedding_dim, block.attn.n_heads
     eot = eot_id(ckpt.get("tokenizer", "gpt2"), ckpt.get("tokenizer_json"))
+    act = {"silu": "silu", "gelu": "gelu_pytorch_tanh", "swiglu": "silu"}[block.mlp.kind]
+    common = dict(vocab_size=model.vocab_size, tie_word_embeddings=model.head.weight is model.tok_emb.weight,
+                  bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, dtype="float32")
+    if model.pos_emb is not None:
+        return GPT2Config(n_positions=model.block_size, n_embd=d_model, n_layer=len(model.blocks), n_head=n_heads,
+                          n_inner=block.mlp.proj.in_features, activation_function=act,
+                          layer_norm_epsilon=block.attn_norm.eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                          architectures=["GPT2LMHeadModel"], **common)
     cls, arch = (LlamaConfig, "LlamaForCausalLM") if block.mlp.gated else (ArceeConfig, "ArceeForCausalLM")
+    bias = block.attn.qkv.bias is not None
     return cls(
-        vocab_size=model.vocab_size, hidden_size=d_model, intermediate_size=block.mlp.proj.in_features,
+        hidden_size=d_model, intermediate_size=block.mlp.proj.in_features,
         num_hidden_layers=len(model.blocks), num_attention_heads=n_heads, num_key_value_heads=n_heads,
-        head_dim=d_model // n_heads, hidden_act="silu", max_position_embeddings=model.block_size,
-        rms_norm_eps=block.attn_norm.eps, tie_word_embeddings=model.head.weight is model.tok_emb.weight,
+        head_dim=d_model // n_heads, hidden_act=act, max_position_embeddings=model.block_size,
+        rms_norm_eps=block.attn_norm.eps,
         # 10000 is the model's default; the logit check catches a table built from anything else.
         rope_parameters={"rope_type": "default", "rope_theta": float(ckpt["model_cfg"].get("rope_base", 10000.0))},
-        attention_bias=False, mlp_bias=False, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-        architectures=[arch], dtype="float32")
+        attention_bias=bias, mlp_bias=bias, architectures=[arch], **common)
 
 
 def hf_state_dict(model) -> dict:
-    """pico-llm parameter names and layouts -> `transformers` Llama/Arcee ones (the same numbers)."""
+    """pico-llm parameter names and layouts -> `transformers` GPT-2 or Llama/Arcee ones (the same numbers)."""
+    sd = gpt2_state_dict(model) if model.pos_emb is not None else llama_state_dict(model)
+    return {k: t.detach().float().contiguous() for k, t in sd.items()}
+
+
+def _linear(sd: dict, name: str, linear: torch.nn.Linear) -> None:
+    sd[name + ".weight"] = linear.weight
+    if linear.bias is not None:
+        sd[name + ".bias"] = linear.bias
+
+
+def llama_state_dict(model) -> dict:
     sd = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight,
           "lm_head.weight": model.head.weight}
     for i, block in enumerate(model.blocks):
         p = f"model.layers.{i}."
+        sd |= {p + "input_layernorm.weight": block.attn_norm.weight,
+               p + "post_attention_layernorm.weight": block.mlp_norm.weight}
         # qkv is one Linear whose output rows are [q; k; v], heads side by side within each: Llama's q/k/v_proj.
-        q, k, v = block.attn.qkv.weight.chunk(3, dim=0)
-        sd |= {p + "input_layernorm.weight": block.attn_norm.weight, p + "self_attn.q_proj.weight": q,
-               p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
-               p + "self_attn.o_proj.weight": block.attn.proj.weight,
-               p + "post_attention_layernorm.weight": block.mlp_norm.weight,
-               p + "mlp.down_proj.weight": block.mlp.proj.weight}
+        qkv = block.attn.qkv
+        for name, w, b in zip("qkv", qkv.weight.chunk(3), qkv.bias.chunk(3) if qkv.bias is not None else [None] * 3):
+            sd[p + f"self_attn.{name}_proj.weight"] = w
+            if b is not None:
+                sd[p + f"self_attn.{name}_proj.bias"] = b
+        _linear(sd, p + "self_attn.o_proj", block.attn.proj)
+        _linear(sd, p + "mlp.down_proj", block.mlp.proj)
         if block.mlp.gated:  # fc's rows are [gate; up] (MLP.forward chunks gate first)
             gate, up = block.mlp.fc.weight.chunk(2, dim=0)
             sd |= {p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up}
+            if block.mlp.fc.bias is not None:
+                gate_b, up_b = block.mlp.fc.bias.chunk(2)
+                sd |= {p + "mlp.gate_proj.bias": gate_b, p + "mlp.up_proj.bias": up_b}
         else:
-            sd[p + "mlp.up_proj.weight"] = block.mlp.fc.weight
-    return {k: t.detach().float().contiguous() for k, t in sd.items()}
+            _linear(sd, p + "mlp.up_proj", block.mlp.fc)
+    return sd
+
+
+def gpt2_state_dict(model) -> dict:
+    """GPT-2 keeps every bias (zeros stand in for a bias-free network's) and stores its Linear weights
+    transposed (Conv1D: in x out)."""
+    def affine(sd, name, module, transpose):
+        sd[name + ".weight"] = module.weight.T if transpose else module.weight
+        sd[name + ".bias"] = module.bias if module.bias is not None else torch.zeros(sd[name + ".weight"].shape[-1])
+
+    sd = {"transformer.wte.weight": model.tok_emb.weight, "transformer.wpe.weight": model.pos_emb.weight,
+          "lm_head.weight": model.head.weight}
+    affine(sd, "transformer.ln_f", model.norm, transpose=False)
+    for i, block in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        for name, module, transpose in (("ln_1", block.attn_norm, False), ("attn.c_attn", block.attn.qkv, True),
+                                        ("attn.c_proj", block.attn.proj, True), ("ln_2", block.mlp_norm, False),
+                                        ("mlp.c_fc", block.mlp.fc, True), ("mlp.c_proj", block.mlp.proj, True)):
+            affine(sd, p + name, module, transpose)
+    return sd
 
 
 def _hf_model(config, state_dict):

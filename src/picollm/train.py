@@ -50,6 +50,9 @@ def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
 def snapshot_steps(cfg: dict) -> list[int]:
     """train.snapshot_steps, sorted, each checked to lie within the run."""
     steps = sorted({int(s) for s in cfg.get("snapshot_steps") or []})
+    if steps and cfg.get("max_minutes") is not None:
+        raise PicoError("train.snapshot_steps needs a run of known length, and train.max_minutes stops it whenever "
+                        "the time is up; drop one of the two")
     outside = [s for s in steps if not 0 <= s <= cfg["max_steps"]]
     if outside:
         raise PicoError(f"train.snapshot_steps has step {outside[-1]}, outside 0..train.max_steps = "
@@ -61,13 +64,17 @@ def is_log_step(step: int, cfg: dict) -> bool:
     return step % cfg["log_interval"] == 0 or step == cfg["max_steps"]
 
 
-def lr_scale(step: int, cfg: dict) -> float:
+def lr_scale(step: int, cfg: dict, elapsed_s: float = 0.0) -> float:
     """The schedule as a fraction of the peak: linear warm-up to 1, then cosine decay to min_lr_ratio at
-    max_steps. Every param group's lr is its own peak (train.lr, or train.muon_lr) times this."""
+    max_steps, or, under train.max_minutes, at the end of the time (progress is then the clock's
+    elapsed_s / budget, since the number of steps the time allows is not known up front). Every param
+    group's lr is its own peak (train.lr, or train.muon_lr) times this."""
     if step < cfg["warmup_steps"]:
         return (step + 1) / cfg["warmup_steps"]
     floor = cfg["min_lr_ratio"]
     progress = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
+    if cfg.get("max_minutes") is not None:
+        progress = max(progress, elapsed_s / (60 * cfg["max_minutes"]))
     return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -119,6 +126,7 @@ class TrainState:
     grad_norm: float = float("nan")
     act_rms: float = float("nan")
     health: list = dataclasses.field(default_factory=list)  # layer_health.csv so far
+    scale: float = float("nan")  # lr_scale of the last step taken (metrics.csv's lr is train.lr times it)
 
 
 @dataclasses.dataclass
@@ -149,6 +157,16 @@ class Run:
 
     def elapsed(self, state: TrainState) -> float:
         return state.elapsed_before + time.perf_counter() - self.t0
+
+    def clock(self, state: TrainState) -> float:
+        """Rank 0's elapsed seconds on every rank under train.max_minutes, so that all ranks follow one
+        schedule and stop at one step; 0 for a run of fixed length, whose schedule the clock never moves."""
+        if self.cfg.get("max_minutes") is None:
+            return 0.0
+        return distributed.from_main(self.elapsed(state), self.device)
+
+    def out_of_time(self, state: TrainState) -> bool:
+        return self.cfg.get("max_minutes") is not None and self.clock(state) >= 60 * self.cfg["max_minutes"]
 
 
 def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, block_size, device, weights,
@@ -187,18 +205,19 @@ def save_checkpoint(run: Run, state: TrainState) -> None:
     ckpt = {"run_id": run.run_id, "step": state.step, "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
             "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
-            "last_norms": (state.grad_norm, state.act_rms), "elapsed_s": run.elapsed(state)}
+            "last_norms": (state.grad_norm, state.act_rms, state.scale), "elapsed_s": run.elapsed(state)}
     with atomic_path(run.ckpt_path) as tmp:
         torch.save(ckpt, tmp)
 
 
-def log_row(run: Run, state: TrainState) -> None:
-    """Append a metrics row at logging, evaluation and snapshot steps (once per step, also after a resume),
-    and stage the snapshot of a snapshot step."""
+def log_row(run: Run, state: TrainState, last: bool = False) -> None:
+    """Append a metrics row at logging, evaluation and snapshot steps and at the `last` step (once per step,
+    also after a resume), and stage the snapshot of a snapshot step."""
     cfg, step = run.cfg, state.step
     snapshot_now = step in run.snapshot_steps
-    eval_now = step % cfg["eval_interval"] == 0 or step == cfg["max_steps"] or snapshot_now
-    if not (is_log_step(step, cfg) or eval_now) or (state.rows and state.rows[-1]["step"] == step):
+    eval_now = step % cfg["eval_interval"] == 0 or last or snapshot_now
+    logged = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None  # before a resume
+    if not (is_log_step(step, cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
         return
     val_loss = float("nan")
     if eval_now:  # by rank 0 alone (the same windows on every rank would only repeat it); the others wait
@@ -206,10 +225,14 @@ def log_row(run: Run, state: TrainState) -> None:
             val_loss = validation_loss(run.model, run.val_tokens, run.block_size, cfg["batch_size"], run.device,
                                        max_windows=cfg["eval_batches"] * cfg["batch_size"], autocast=run.autocast)
         val_loss = distributed.from_main(val_loss, run.device)
+    if logged:  # a time-stopped run's last row, logged before its resume without a validation loss
+        state.rows.pop()
     state.rows.append({
         "step": step, "tokens_seen": step * run.tokens_per_step,
-        "train_loss": float(np.mean(state.window_losses)) if state.window_losses else float("nan"),
-        "val_loss": val_loss, "lr": lr_at(max(step - 1, 0), cfg), "grad_norm": state.grad_norm,
+        "train_loss": float(np.mean(state.window_losses)) if state.window_losses else
+        (logged["train_loss"] if logged else float("nan")),
+        "val_loss": val_loss, "lr": cfg["lr"] * (state.scale if step else lr_scale(0, cfg)),
+        "grad_norm": state.grad_norm,
         "act_rms": state.act_rms, "elapsed_s": round(run.elapsed(state), 3)})
     state.window_losses = []
     if snapshot_now and distributed.is_main():
@@ -249,7 +272,7 @@ def publish_snapshots(run: Run) -> None:
 
 def train_step(run: Run, state: TrainState) -> float:
     """One optimizer step on a fresh batch; returns its loss."""
-    scale = lr_scale(state.step, run.cfg)
+    scale = state.scale = lr_scale(state.step, run.cfg, run.clock(state))
     for group in run.optimizer.param_groups:
         group["lr"] = group["peak_lr"] * scale
     rows = distributed.my_rows(run.cfg["batch_size"])  # every rank draws the global batch, keeps its share
@@ -279,7 +302,7 @@ def train_step(run: Run, state: TrainState) -> float:
 
 
 def train_loop(run: Run, state: TrainState) -> None:
-    """Steps until max_steps; on SIGTERM/SIGINT, checkpoint and exit (the rerun resumes)."""
+    """Steps until max_steps (or train.max_minutes); on SIGTERM/SIGINT, checkpoint and exit (the rerun resumes)."""
     max_steps = run.cfg["max_steps"]
     stop = StopRequested()
     run.model.train()
@@ -288,8 +311,9 @@ def train_loop(run: Run, state: TrainState) -> None:
     first = state.step
     try:
         while True:
-            log_row(run, state)
-            if state.step == max_steps:
+            last = state.step == max_steps or run.out_of_time(state)
+            log_row(run, state, last)
+            if last:
                 return
             if distributed.any_rank(stop.signum is not None, run.device):  # all ranks stop at the same step
                 save_checkpoint(run, state)
@@ -319,6 +343,7 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step
     summary = {"model": run.name, "type": model_cfg["type"], **count_parameters(run.model), "steps": state.step,
+               "stopped_by": "max_steps" if state.step == run.cfg["max_steps"] else "max_minutes",
                "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens, "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
                "precision": "bf16" if run.autocast is not None else "fp32",
@@ -373,6 +398,6 @@ def _resume(run: Run) -> TrainState:
     run.sampler.generator.set_state(ckpt["sampler"])
     set_rng_states(ckpt["rng"])
     tqdm.write(f"resuming from {path} at step {ckpt['step']}", file=sys.stderr)
-    grad_norm, act_rms = ckpt["last_norms"]
+    grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,
-                      ckpt.get("health", []))
+                      ckpt.get("health", []), scale)

@@ -1,6 +1,10 @@
 """Decoder-only transformer: token (+ learned position) embedding -> pre-norm blocks of causal
-self-attention and an MLP -> RMSNorm -> linear head, with rotary positions as an option and a KV cache
-for generation. Linear layers have no bias, as in LLaMA (RMSNorm has none either).
+self-attention and an MLP -> final norm -> linear head, with rotary positions as an option and a KV cache
+for generation.
+
+The defaults follow LLaMA (RMSNorm, no biases); `norm: layernorm, bias: true, mlp: gelu` with learned
+positions and a tied head is GPT-2's network exactly (tests/test_models.py checks it against
+transformers' GPT2LMHeadModel), so the two families can be compared in one study.
 """
 from __future__ import annotations
 
@@ -42,12 +46,17 @@ def causal_mask(t: int, cached: int, device) -> torch.Tensor:
     return torch.ones(t, cached + t, dtype=torch.bool, device=device).tril(diagonal=cached)
 
 
+def make_norm(kind: str, dim: int, bias: bool) -> nn.Module:
+    # LayerNorm's eps is GPT-2's; its bias goes with the Linear layers' (nanoGPT's `bias` switch).
+    return RMSNorm(dim) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=1e-5, bias=bias)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, bias: bool):
         super().__init__()
         self.n_heads, self.dropout = n_heads, dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, rope=None, cache=None, need_weights: bool = False):
@@ -83,12 +92,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, hidden: int, kind: str, dropout: float):
+    def __init__(self, d_model: int, hidden: int, kind: str, dropout: float, bias: bool):
         super().__init__()
+        self.kind = kind
         self.gated = kind == "swiglu"
         # SwiGLU computes silu(x W_gate) * (x W_up): one Linear makes both halves.
-        self.fc = nn.Linear(d_model, 2 * hidden if self.gated else hidden, bias=False)
-        self.proj = nn.Linear(hidden, d_model, bias=False)
+        self.fc = nn.Linear(d_model, 2 * hidden if self.gated else hidden, bias=bias)
+        self.proj = nn.Linear(hidden, d_model, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,18 +106,21 @@ class MLP(nn.Module):
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
+        elif self.kind == "gelu":
+            h = F.gelu(h, approximate="tanh")  # GPT-2's GELU ("gelu_new")
         else:
             h = F.silu(h)
         return self.drop(self.proj(h))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, mlp: str, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, mlp: str, dropout: float, norm: str,
+                 bias: bool):
         super().__init__()
-        self.attn_norm = RMSNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
-        self.mlp_norm = RMSNorm(d_model)
-        self.mlp = MLP(d_model, mlp_hidden, mlp, dropout)
+        self.attn_norm = make_norm(norm, d_model, bias)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout, bias)
+        self.mlp_norm = make_norm(norm, d_model, bias)
+        self.mlp = MLP(d_model, mlp_hidden, mlp, dropout, bias)
 
     def forward(self, x: torch.Tensor, rope, cache, need_weights: bool):
         attn_out, cache, weights = self.attn(self.attn_norm(x), rope, cache, need_weights)
@@ -120,12 +133,15 @@ class Transformer(nn.Module):
     context_limited = True  # the KV cache and the position table stop at block_size tokens
 
     def __init__(self, vocab_size: int, block_size: int, *, d_model: int, n_heads: int, n_layers: int, mlp_hidden: int | None,
-                 mlp: str, pos_encoding: str, dropout: float, tie_weights: bool, rope_base: float):
+                 mlp: str, pos_encoding: str, dropout: float, tie_weights: bool, rope_base: float, norm: str,
+                 bias: bool):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if mlp not in ("silu", "swiglu"):
-            raise ValueError(f"unknown mlp {mlp!r}; use 'silu' or 'swiglu'")
+        if mlp not in ("silu", "gelu", "swiglu"):
+            raise ValueError(f"unknown mlp {mlp!r}; use 'silu', 'gelu' or 'swiglu'")
+        if norm not in ("rmsnorm", "layernorm"):
+            raise ValueError(f"unknown norm {norm!r}; use 'rmsnorm' or 'layernorm'")
         if pos_encoding not in ("learned", "rope"):
             raise ValueError(f"unknown pos_encoding {pos_encoding!r}; use 'learned' or 'rope'")
         head_dim = d_model // n_heads
@@ -133,14 +149,15 @@ class Transformer(nn.Module):
             raise ValueError(f"rope rotates pairs of channels, so head_dim = d_model / n_heads ({head_dim}) must be even")
         if mlp_hidden is None:
             # SwiGLU has three weight matrices instead of two: 2/3 of 4*d_model keeps the parameter count.
-            mlp_hidden = 4 * d_model if mlp == "silu" else 8 * d_model // 3
+            mlp_hidden = 8 * d_model // 3 if mlp == "swiglu" else 4 * d_model
         self.vocab_size, self.block_size = vocab_size, block_size
 
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(block_size, d_model) if pos_encoding == "learned" else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_hidden, mlp, dropout) for _ in range(n_layers))
-        self.norm = RMSNorm(d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_hidden, mlp, dropout, norm, bias)
+                                    for _ in range(n_layers))
+        self.norm = make_norm(norm, d_model, bias)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_weights:
             self.head.weight = self.tok_emb.weight
@@ -151,7 +168,7 @@ class Transformer(nn.Module):
             self.register_buffer("rope_cos", angles.cos(), persistent=False)
             self.register_buffer("rope_sin", angles.sin(), persistent=False)
 
-        # GPT-2 init: N(0, 0.02), and the projections that write into the residual stream scaled down by
+        # GPT-2 init: N(0, 0.02) weights, zero biases, and the projections that write into the residual stream scaled down by
         # 1/sqrt(2 * n_layers) so that the stream's variance does not grow with depth.
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -162,6 +179,8 @@ class Transformer(nn.Module):
     def _init_weights(module: nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     @staticmethod
     def state_length(state) -> int:

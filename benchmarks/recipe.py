@@ -1,0 +1,164 @@
+"""The default Transformer recipe against a plain nanoGPT-style GPT at a fixed number of steps, with the
+differences between the two taken one at a time, each over several seeds.
+
+Every row trains d_model 128, 4 layers, 4 heads, block 128, batch 16, peak lr 2e-3 for 650 steps on the local
+TinyStories train head with GPT-2 BPE, then scores the whole validation head. "pico defaults" is the schema's
+Transformer and train defaults; "nanoGPT-style" is the same trainer with GPT-2's network (LayerNorm with
+biases, biased Linear layers, tanh GELU, learned positions, tied head: transformers' GPT2LMHeadModel exactly,
+tests/test_models.py) and nanoGPT's AdamW betas (0.9, 0.95). The other rows change one thing each on top of
+pico's defaults. Rows are paired by seed with "pico defaults" (the same seed draws the same batches), so the
+table gives each change's paired difference and its 95% Student-t interval.
+
+The runs use the compact output layer (compact_vocab: the head scores the ids seen in training plus one
+"other" class; losses stay full-vocabulary nats) so that a seed costs minutes: every row has the same head,
+so the network and optimizer differences compare as they would at the full vocabulary.
+`--full-vocab` scores and trains over all 50,257 ids instead.
+
+Each finished (recipe, seed) is kept in <out>/recipe-runs/ under a name that holds its configs' hash, so a
+rerun (more seeds, another row, after an interruption) trains only what is not there yet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.budget import SHARED, prepare_gpt2, token_folder
+from benchmarks.common import REPO, Sizes
+
+TITLE = "Fixed steps: the default Transformer recipe against a nanoGPT-style GPT, one difference at a time"
+MODEL = {"type": "transformer", "d_model": 128, "n_heads": 4, "n_layers": 4}
+TRAIN = {"max_steps": 650, "batch_size": 16, "lr": 2e-3}
+GPT2_NETWORK = {"norm": "layernorm", "bias": True, "mlp": "gelu"}
+NANOGPT_BETAS = {"beta2": 0.95}
+BASELINE = "pico defaults"
+# name -> (model changes, train changes) on top of MODEL / TRAIN and the schema defaults
+RECIPES = {
+    BASELINE: ({}, {}),
+    "nanoGPT-style": (GPT2_NETWORK, NANOGPT_BETAS),
+    "+ beta2 0.95": ({}, NANOGPT_BETAS),
+    "+ layernorm": ({"norm": "layernorm"}, {}),
+    "+ bias": ({"bias": True}, {}),
+    "+ gelu": ({"mlp": "gelu"}, {}),
+    "+ rope": ({"pos_encoding": "rope"}, {}),
+    "+ muon": ({}, {"optimizer": "muon"}),
+}
+
+
+def recipe_configs(name: str, quick: bool) -> tuple[dict, dict]:
+    model_change, train_change = RECIPES[name]
+    train = {**TRAIN, "eval_interval": 10 ** 9, "eval_batches": 1, "checkpoint_interval": 10 ** 9,
+             "log_interval": 10 ** 9, **train_change}
+    if quick:
+        train |= {"max_steps": 20, "warmup_steps": 5}
+    return {**MODEL, **model_change}, train
+
+
+def one_run(spec: dict) -> dict:
+    """Train and score one (recipe, seed) in this process (the child side of `child`)."""
+    import torch
+
+    from picollm.evaluate import evaluate_model
+    from picollm.train import train
+    torch.set_num_threads(spec["threads"])
+    model_cfg, train_cfg = recipe_configs(spec["recipe"], spec["quick"])
+    out, data = Path(spec["out"]), Path(spec["data"])
+    summary = train("m", model_cfg, train_cfg, tokens_dir=data, out_dir=out, seed=spec["seed"],
+                    block_size=128, device="cpu", compact_vocab=not spec["full_vocab"])
+    result, _ = evaluate_model("m", out / "model.pt", data)
+    return {"val_loss": result["val_loss"], "bpb": result["bpb"], "params": result["params"],
+            "train_wall_s": summary["wall_s"], "output_vocab": summary["output_vocab"]}
+
+
+def run_key(spec: dict) -> str:
+    """File name of one (recipe, seed)'s result: what it trains and scores, hashed."""
+    configs = recipe_configs(spec["recipe"], spec["quick"])
+    digest = hashlib.sha256(json.dumps([configs, spec["seed"], spec["full_vocab"]], sort_keys=True).encode())
+    return f"{spec['recipe'].replace(' ', '_').replace('+_', '')}-seed{spec['seed']}-{digest.hexdigest()[:10]}.json"
+
+
+def cached_child(spec: dict, cache: Path) -> dict:
+    path = cache / run_key(spec)
+    if path.exists():
+        return json.loads(path.read_text())
+    result = child(spec)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def child(spec: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe", json.dumps(spec)], env=env,
+                          capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['recipe']} seed {spec['seed']} failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(sz: Sizes, peak: dict) -> dict:
+    if not (SHARED / "TinyStories-train-head.txt").is_file():
+        return {"title": TITLE, "results": {}, "targets": [], "notes": [f"skipped: no {SHARED}"],
+                "table": {"columns": [], "rows": []}}
+    names = sz.recipes or list(RECIPES)
+    unknown = sorted(set(names) - set(RECIPES))
+    if unknown:
+        raise ValueError(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+    seeds = [1337 + i for i in range(1 if sz.quick else sz.recipe_seeds)]
+    runs: dict[str, dict[int, dict]] = {name: {} for name in names}
+    cache = Path(sz.out) / "recipe-runs"
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        prepare_gpt2(data, sz.quick, sz.threads)
+        # One thread per run, sz.threads runs at a time: a model this small gains little from a second thread.
+        specs = [{"recipe": n, "seed": s, "data": str(data / token_folder("gpt2")), "quick": sz.quick,
+                  "out": str(Path(tmp) / f"{n.replace(' ', '_')}-{s}"), "threads": 1, "full_vocab": sz.full_vocab}
+                 for s in seeds for n in names]
+        with ThreadPoolExecutor(max_workers=sz.threads) as pool:
+            for spec, result in zip(specs, pool.map(lambda spec: cached_child(spec, cache), specs)):
+                runs[spec["recipe"]][spec["seed"]] = result
+                print(f"  recipe: {spec['recipe']} seed {spec['seed']}: val loss {result['val_loss']:.4f}", flush=True)
+    return report(runs, seeds, sz)
+
+
+def report(runs: dict, seeds: list[int], sz: Sizes) -> dict:
+    from picollm.stats import paired_difference, t_interval
+    rows, results = [], {}
+    base = runs.get(BASELINE)
+    for name, by_seed in runs.items():
+        loss = t_interval(r["val_loss"] for r in by_seed.values())
+        bpb = t_interval(r["bpb"] for r in by_seed.values())
+        diff = (paired_difference({s: r["val_loss"] for s, r in by_seed.items()},
+                                  {s: r["val_loss"] for s, r in base.items()})
+                if base is not None and name != BASELINE else None)
+        results[name] = {"seeds": by_seed, "val_loss": loss, "bpb": bpb, "vs_baseline": diff}
+        rows.append([name, loss["n"], f"{loss['mean']:.4f} ± {(loss['ci_high'] - loss['mean']):.4f}",
+                     f"{bpb['mean']:.4f}",
+                     "" if diff is None else f"{diff['mean_diff']:+.4f} ({diff['ci_low']:+.4f}..{diff['ci_high']:+.4f})",
+                     "" if diff is None else diff["verdict"].replace("a better", "better").replace("b better", "worse")])
+    notes = [f"d_model {MODEL['d_model']}, {MODEL['n_layers']} layers, {MODEL['n_heads']} heads, block 128, batch "
+             f"{TRAIN['batch_size']}, peak lr {TRAIN['lr']}, {TRAIN['max_steps'] if not sz.quick else 20} steps, "
+             f"seeds {seeds}, {sz.threads} runs at a time on 1 thread each.",
+             "val loss: nats per GPT-2 token on the whole validation head, mean ± the half-width of the 95% "
+             "Student-t interval over seeds; vs pico defaults: the paired-by-seed difference (negative: lower loss) "
+             "and its 95% interval.",
+             f"Output layer: {'the full 50,257-token vocabulary' if sz.full_vocab else 'compact (ids seen in training + other)'}."]
+    targets = []
+    if base is not None and "nanoGPT-style" in runs:
+        d = results["nanoGPT-style"]["vs_baseline"]
+        targets.append({"target": "pico defaults do not lose to nanoGPT-style (the paired interval of nanoGPT-style - "
+                                  "pico does not lie wholly below 0)", "value": d["mean_diff"],
+                        "met": not d["ci_high"] < 0,
+                        "display": f"{d['mean_diff']:+.4f} ({d['ci_low']:+.4f}..{d['ci_high']:+.4f})"})
+    return {"title": TITLE, "results": results, "targets": targets, "notes": notes,
+            "table": {"columns": ["recipe", "seeds", "val loss (nats/token)", "bpb", "vs pico defaults", "verdict"],
+                      "rows": rows}}
+
+
+if __name__ == "__main__":
+    print(json.dumps(one_run(json.loads(sys.argv[1])), default=str))
