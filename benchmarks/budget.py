@@ -12,14 +12,12 @@ and building the model come before the clock starts; evaluation is not counted.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, Sizes
+from benchmarks.common import REPO, Sizes, run_child, skipped
 
 TITLE = "Fixed budget: validation bits per byte after the same wall-clock training time"
 SHARED = REPO.parent / "shared" / "tinystories"
@@ -165,21 +163,14 @@ def prepare(data: Path, quick: bool, threads: int, bpe_size: int) -> None:
 def child(kind: str, recipe: dict | None, data: Path, out: Path, budget_s: float, threads: int) -> dict:
     """Run one row in a fresh process and return its result. No compiled code is carried over: the compile
     caches on disk are off, so every run with train.compile pays its compilation as a user's first run does."""
-    spec = json.dumps({"kind": kind, "recipe": recipe, "data": str(data), "out": str(out), "budget_s": budget_s,
-                       "threads": threads})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
-           "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.budget", spec], env=env, capture_output=True,
-                          text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} row failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    spec = {"kind": kind, "recipe": recipe, "data": str(data), "out": str(out), "budget_s": budget_s,
+            "threads": threads}
+    return run_child("benchmarks.budget", spec, f"{kind} row", env={"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"})
 
 
 def run(sz: Sizes, peak: dict) -> dict:
     if not (SHARED / "TinyStories-train-head.txt").is_file():
-        return {"title": TITLE, "results": {}, "targets": [], "notes": [f"skipped: no {SHARED}"],
-                "table": {"columns": [], "rows": []}}
+        return skipped(TITLE, f"no {SHARED}")
     budget_s = sz.budget_minutes * 60
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

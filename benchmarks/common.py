@@ -5,7 +5,9 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import json
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -317,3 +319,21 @@ def fmt(x, digits: int = 1) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     return str(x)
+
+
+# --- runs in fresh processes ---------------------------------------------------------------------------
+
+def run_child(module: str, spec: dict, what: str, env: dict | None = None) -> dict:
+    """`python -m <module> <spec as JSON>` with this checkout on the path; its last stdout line, as JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], env=env, capture_output=True, text=True,
+                          cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def skipped(title: str, why: str) -> dict:
+    """The result of a benchmark that could not run here (its input is missing)."""
+    return {"title": title, "results": {}, "targets": [], "notes": [f"skipped: {why}"],
+            "table": {"columns": [], "rows": []}}

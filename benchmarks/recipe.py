@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.budget import SHARED, prepare_gpt2, token_folder
-from benchmarks.common import REPO, Sizes
+from benchmarks.common import Sizes, run_child, skipped
 
 TITLE = "Fixed steps: the default Transformer recipe against a nanoGPT-style GPT, one difference at a time"
 MODEL = {"type": "transformer", "d_model": 128, "n_heads": 4, "n_layers": 4}
@@ -59,6 +57,32 @@ def recipe_configs(name: str, quick: bool) -> tuple[dict, dict]:
     return {**MODEL, **model_change}, train
 
 
+def loss_by_target(model_path: Path, tokens_dir: Path) -> dict:
+    """The validation loss split by whether the target token occurs in the training split: a full-vocabulary
+    model's loss on the ids it never saw in training says how it spends its mass on them, the rest how well it
+    models the text it learnt from. Non-overlapping windows of block_size over the whole validation split."""
+    import numpy as np
+    import torch
+
+    from picollm.data.tokens import load_tokens, read_meta
+    from picollm.evaluate import HEAD_CHUNK, token_losses
+    from picollm.models import load_model
+    meta = read_meta(tokens_dir / "meta.json")
+    val = np.asarray(load_tokens(tokens_dir / "val.bin", meta), dtype=np.int64)
+    model = load_model(model_path)
+    seen = np.zeros(meta["vocab_size"], bool)
+    seen[meta["train_vocab"]] = True
+    n = (len(val) - 1) // model.block_size
+    x = torch.from_numpy(val[:n * model.block_size]).view(n, -1)
+    y = torch.from_numpy(val[1:n * model.block_size + 1]).view(n, -1)
+    with torch.no_grad():
+        losses = torch.cat([token_losses(model, x[i:i + 32], y[i:i + 32], HEAD_CHUNK["cpu"]).flatten()
+                            for i in range(0, n, 32)]).numpy()
+    unseen = ~seen[y.flatten().numpy()]
+    return {"seen_loss": float(losses[~unseen].mean()), "unseen_loss": float(losses[unseen].mean()),
+            "unseen_share": float(unseen.mean())}
+
+
 def one_run(spec: dict) -> dict:
     """Train and score one (recipe, seed) in this process (the child side of `child`)."""
     import torch
@@ -72,7 +96,8 @@ def one_run(spec: dict) -> dict:
                     block_size=128, device="cpu", compact_vocab=not spec["full_vocab"])
     result, _ = evaluate_model("m", out / "model.pt", data)
     return {"val_loss": result["val_loss"], "bpb": result["bpb"], "params": result["params"],
-            "train_wall_s": summary["wall_s"], "output_vocab": summary["output_vocab"]}
+            "train_wall_s": summary["wall_s"], "output_vocab": summary["output_vocab"],
+            **loss_by_target(out / "model.pt", data)}
 
 
 def run_key(spec: dict) -> str:
@@ -92,18 +117,12 @@ def cached_child(spec: dict, cache: Path) -> dict:
 
 
 def child(spec: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.recipe", json.dumps(spec)], env=env,
-                          capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['recipe']} seed {spec['seed']} failed: {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.recipe", spec, f"{spec['recipe']} seed {spec['seed']}")
 
 
 def run(sz: Sizes, peak: dict) -> dict:
     if not (SHARED / "TinyStories-train-head.txt").is_file():
-        return {"title": TITLE, "results": {}, "targets": [], "notes": [f"skipped: no {SHARED}"],
-                "table": {"columns": [], "rows": []}}
+        return skipped(TITLE, f"no {SHARED}")
     names = sz.recipes or list(RECIPES)
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
@@ -126,38 +145,50 @@ def run(sz: Sizes, peak: dict) -> dict:
     return report(runs, seeds, sz)
 
 
+def mean_ci(t: dict) -> str:
+    return f"{t['mean']:.4f}" if t["n"] < 2 else f"{t['mean']:.4f} ± {t['ci_high'] - t['mean']:.4f}"
+
+
+def paired_text(d: dict | None) -> str:
+    return "" if d is None else f"{d['mean_diff']:+.4f} ({d['ci_low']:+.4f}..{d['ci_high']:+.4f})"
+
+
 def report(runs: dict, seeds: list[int], sz: Sizes) -> dict:
     from picollm.stats import paired_difference, t_interval
     rows, results = [], {}
     base = runs.get(BASELINE)
+
+    def versus_base(name, by_seed, key):
+        if base is None or name == BASELINE:
+            return None
+        return paired_difference({s: r[key] for s, r in by_seed.items()}, {s: r[key] for s, r in base.items()})
+
     for name, by_seed in runs.items():
-        loss = t_interval(r["val_loss"] for r in by_seed.values())
-        bpb = t_interval(r["bpb"] for r in by_seed.values())
-        diff = (paired_difference({s: r["val_loss"] for s, r in by_seed.items()},
-                                  {s: r["val_loss"] for s, r in base.items()})
-                if base is not None and name != BASELINE else None)
-        results[name] = {"seeds": by_seed, "val_loss": loss, "bpb": bpb, "vs_baseline": diff}
-        rows.append([name, loss["n"], f"{loss['mean']:.4f} ± {(loss['ci_high'] - loss['mean']):.4f}",
-                     f"{bpb['mean']:.4f}",
-                     "" if diff is None else f"{diff['mean_diff']:+.4f} ({diff['ci_low']:+.4f}..{diff['ci_high']:+.4f})",
-                     "" if diff is None else diff["verdict"].replace("a better", "better").replace("b better", "worse")])
+        stats = {key: t_interval(r[key] for r in by_seed.values()) for key in ("val_loss", "bpb", "seen_loss")}
+        diff, seen_diff = versus_base(name, by_seed, "val_loss"), versus_base(name, by_seed, "seen_loss")
+        results[name] = {"seeds": by_seed, **stats, "vs_baseline": diff, "seen_vs_baseline": seen_diff}
+        verdict = "" if diff is None else diff["verdict"].replace("a better", "better").replace("b better", "worse")
+        rows.append([name, stats["val_loss"]["n"], mean_ci(stats["val_loss"]), f"{stats['bpb']['mean']:.4f}",
+                     paired_text(diff), verdict, mean_ci(stats["seen_loss"]), paired_text(seen_diff)])
+    some = next(iter(next(iter(runs.values())).values()))
     notes = [f"d_model {MODEL['d_model']}, {MODEL['n_layers']} layers, {MODEL['n_heads']} heads, block 128, batch "
              f"{TRAIN['batch_size']}, peak lr {TRAIN['lr']}, {TRAIN['max_steps'] if not sz.quick else 20} steps, "
              f"seeds {seeds}, {sz.threads} runs at a time on 1 thread each.",
              "val loss: nats per GPT-2 token on the whole validation head, mean ± the half-width of the 95% "
              "Student-t interval over seeds; vs pico defaults: the paired-by-seed difference (negative: lower loss) "
              "and its 95% interval.",
+             f"seen-target loss: the validation loss on the tokens whose id occurs in the training split; the other "
+             f"{some['unseen_share']:.2%} of the validation tokens are ids training never showed.",
              f"Output layer: {'the full 50,257-token vocabulary' if sz.full_vocab else 'compact (ids seen in training + other)'}."]
     targets = []
     if base is not None and "nanoGPT-style" in runs:
         d = results["nanoGPT-style"]["vs_baseline"]
         targets.append({"target": "pico defaults do not lose to nanoGPT-style (the paired interval of nanoGPT-style - "
                                   "pico does not lie wholly below 0)", "value": d["mean_diff"],
-                        "met": not d["ci_high"] < 0,
-                        "display": f"{d['mean_diff']:+.4f} ({d['ci_low']:+.4f}..{d['ci_high']:+.4f})"})
+                        "met": not d["ci_high"] < 0, "display": paired_text(d)})
     return {"title": TITLE, "results": results, "targets": targets, "notes": notes,
-            "table": {"columns": ["recipe", "seeds", "val loss (nats/token)", "bpb", "vs pico defaults", "verdict"],
-                      "rows": rows}}
+            "table": {"columns": ["recipe", "seeds", "val loss (nats/token)", "bpb", "vs pico defaults", "verdict",
+                                  "seen-target loss", "seen: vs pico defaults"], "rows": rows}}
 
 
 if __name__ == "__main__":
