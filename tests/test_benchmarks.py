@@ -112,13 +112,18 @@ def test_tokenize_benchmark_compares_ours_with_the_library(tmp_path):
     assert record["targets"][0]["target"].startswith("our GPT-2 tokenize >= 80%")
 
 
+def quick_record(tmp_path, name: str) -> tuple[dict, dict]:
+    """One benchmark's --quick JSON record, checked for the common fields, and its table rows by first cell."""
+    out = tmp_path / "bench"
+    run_benchmarks(out, "--only", name)
+    record = json.loads((out / f"{name}.json").read_text())
+    check_common(record, name)
+    return record, {row[0]: row for row in record["table"]["rows"]}
+
+
 @pytest.mark.slow  # about a minute on 2 idle cores: seven recipes, each in its own process
 def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
-    out = tmp_path / "bench"
-    run_benchmarks(out, "--only", "budget")
-    record = json.loads((out / "budget.json").read_text())
-    check_common(record, "budget")
-    rows = {row[0]: row for row in record["table"]["rows"]}
+    record, rows = quick_record(tmp_path, "budget")
     assert {"hf GPT2LMHeadModel + AdamW", "previous default", "+ muon", "+ bf16 autocast", "all winners"} <= set(rows)
     assert any(name.startswith("+ bpe:") for name in rows)
     for name, result in record["results"].items():
@@ -133,11 +138,7 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
 
 @pytest.mark.slow  # about 1.5 minutes on 2 idle cores: eight recipes, 20 steps each, in their own processes
 def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
-    out = tmp_path / "bench"
-    run_benchmarks(out, "--only", "recipe")
-    record = json.loads((out / "recipe.json").read_text())
-    check_common(record, "recipe")
-    rows = {row[0]: row for row in record["table"]["rows"]}
+    record, rows = quick_record(tmp_path, "recipe")
     assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ gelu"} <= set(rows)
     for name, result in record["results"].items():
         assert result["val_loss"]["n"] == 1 and 0 < result["val_loss"]["mean"] < 20, name
