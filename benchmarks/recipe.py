@@ -101,9 +101,12 @@ def one_run(spec: dict) -> dict:
 
 
 def run_key(spec: dict) -> str:
-    """File name of one (recipe, seed)'s result: what it trains and scores, hashed."""
+    """File name of one (recipe, seed)'s result: what it trains and scores, and the code that does it, hashed
+    (an edit to the trainer, the model or the evaluation makes the earlier results stale)."""
+    from picollm.codehash import code_hash
     configs = recipe_configs(spec["recipe"], spec["quick"])
-    digest = hashlib.sha256(json.dumps([configs, spec["seed"], spec["full_vocab"]], sort_keys=True).encode())
+    code = code_hash("picollm.train", "picollm.evaluate", "picollm.models.transformer")
+    digest = hashlib.sha256(json.dumps([configs, spec["seed"], spec["full_vocab"], code], sort_keys=True).encode())
     return f"{spec['recipe'].replace(' ', '_').replace('+_', '')}-seed{spec['seed']}-{digest.hexdigest()[:10]}.json"
 
 

@@ -256,10 +256,10 @@ def test_resume_keeps_snapshots_identical(tokens_dir, tmp_path, monkeypatch):
     import picollm.train as trainer
     real_step = trainer.train_step
 
-    def dying_step(r, state):
+    def dying_step(r, state, *clock):
         if state.step == 31:
             raise Killed
-        return real_step(r, state)
+        return real_step(r, state, *clock)
 
     out = tmp_path / "killed"
     monkeypatch.setattr(trainer, "train_step", dying_step)

@@ -165,8 +165,8 @@ class Run:
             return 0.0
         return distributed.from_main(self.elapsed(state), self.device)
 
-    def out_of_time(self, state: TrainState) -> bool:
-        return self.cfg.get("max_minutes") is not None and self.clock(state) >= 60 * self.cfg["max_minutes"]
+    def out_of_time(self, clock: float) -> bool:
+        return self.cfg.get("max_minutes") is not None and clock >= 60 * self.cfg["max_minutes"]
 
 
 def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, block_size, device, weights,
@@ -270,9 +270,9 @@ def publish_snapshots(run: Run) -> None:
                 shutil.copyfile(staged, tmp)
 
 
-def train_step(run: Run, state: TrainState) -> float:
-    """One optimizer step on a fresh batch; returns its loss."""
-    scale = state.scale = lr_scale(state.step, run.cfg, run.clock(state))
+def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
+    """One optimizer step on a fresh batch (`clock`: Run.clock, for a time-budgeted schedule); returns its loss."""
+    scale = state.scale = lr_scale(state.step, run.cfg, clock)
     for group in run.optimizer.param_groups:
         group["lr"] = group["peak_lr"] * scale
     rows = distributed.my_rows(run.cfg["batch_size"])  # every rank draws the global batch, keeps its share
@@ -311,7 +311,8 @@ def train_loop(run: Run, state: TrainState) -> None:
     first = state.step
     try:
         while True:
-            last = state.step == max_steps or run.out_of_time(state)
+            clock = run.clock(state)  # one reading per step: the stop and the schedule agree, one broadcast
+            last = state.step == max_steps or run.out_of_time(clock)
             log_row(run, state, last)
             if last:
                 return
@@ -319,7 +320,7 @@ def train_loop(run: Run, state: TrainState) -> None:
                 save_checkpoint(run, state)
                 distributed.barrier()  # the other ranks exit once rank 0 has written the checkpoint
                 raise SystemExit(128 + (stop.signum or signal.SIGTERM))
-            loss = train_step(run, state)
+            loss = train_step(run, state, clock)
             bar.update(1)
             tok_s = (state.step - first) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
