@@ -54,8 +54,10 @@ class Sizes:
     study_steps: int
     # 6. budget: minutes of training per recipe (python -m benchmarks --minutes)
     budget_minutes: float = 10.0
-    # 7. recipe: seeds per recipe, which recipes (empty: all), and the full vocabulary instead of the compact one
+    # 7. recipe: seeds per recipe (first_seed, first_seed + 1, ...), which recipes (empty: all), and the full
+    # vocabulary instead of the compact one
     recipe_seeds: int = 3
+    first_seed: int = 1337
     recipes: tuple = ()
     full_vocab: bool = False
     out: str = "results/benchmarks"  # where a benchmark may keep finished runs between invocations

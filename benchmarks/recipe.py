@@ -130,7 +130,7 @@ def run(sz: Sizes, peak: dict) -> dict:
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
         raise ValueError(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
-    seeds = [1337 + i for i in range(1 if sz.quick else sz.recipe_seeds)]
+    seeds = [sz.first_seed + i for i in range(1 if sz.quick else sz.recipe_seeds)]
     runs: dict[str, dict[int, dict]] = {name: {} for name in names}
     cache = Path(sz.out) / "recipe-runs"
     cache.mkdir(parents=True, exist_ok=True)

@@ -112,10 +112,10 @@ def test_tokenize_benchmark_compares_ours_with_the_library(tmp_path):
     assert record["targets"][0]["target"].startswith("our GPT-2 tokenize >= 80%")
 
 
-def quick_record(tmp_path, name: str) -> tuple[dict, dict]:
+def quick_record(tmp_path, name: str, *args: str) -> tuple[dict, dict]:
     """One benchmark's --quick JSON record, checked for the common fields, and its table rows by first cell."""
     out = tmp_path / "bench"
-    run_benchmarks(out, "--only", name)
+    run_benchmarks(out, "--only", name, *args)
     record = json.loads((out / f"{name}.json").read_text())
     check_common(record, name)
     return record, {row[0]: row for row in record["table"]["rows"]}
@@ -138,9 +138,10 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
 
 @pytest.mark.slow  # about 1.5 minutes on 2 idle cores: eight recipes, 20 steps each, in their own processes
 def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
-    record, rows = quick_record(tmp_path, "recipe")
+    record, rows = quick_record(tmp_path, "recipe", "--first-seed", "1400")
     assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ gelu"} <= set(rows)
     for name, result in record["results"].items():
         assert result["val_loss"]["n"] == 1 and 0 < result["val_loss"]["mean"] < 20, name
+        assert list(result["seeds"]) == ["1400"], name  # JSON keys
         assert (result["vs_baseline"] is None) == (name == "pico defaults"), name
     assert record["targets"][0]["target"].startswith("pico defaults do not lose to nanoGPT-style")
