@@ -31,7 +31,8 @@ from benchmarks.common import Sizes, run_child, skipped
 
 TITLE = "Fixed steps: the default Transformer recipe against a nanoGPT-style GPT, one difference at a time"
 MODEL = {"type": "transformer", "d_model": 128, "n_heads": 4, "n_layers": 4}
-TRAIN = {"max_steps": 650, "batch_size": 16, "lr": 2e-3}
+# fp32 everywhere: losses at a fixed number of steps then compare across machines, bf16-capable or not.
+TRAIN = {"max_steps": 650, "batch_size": 16, "lr": 2e-3, "precision": "fp32"}
 GPT2_NETWORK = {"norm": "layernorm", "bias": True, "mlp": "gelu"}
 NANOGPT_BETAS = {"beta2": 0.95}
 BASELINE = "pico defaults"

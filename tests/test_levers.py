@@ -63,8 +63,16 @@ def test_muon_without_hidden_matrices_is_one_line():
         make_optimizer(Bigram(), train_defaults({"optimizer": "muon"}), CPU, "bigram")
 
 
-def test_precision_auto_is_fp32_on_cpu_and_bf16_when_asked():
+def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert autocast_for(CPU, "auto") is None and autocast_for(CPU, "fp32") is None
+    assert autocast_for(CPU, "bf16") is not None  # asked for: emulated, slower, but what the config says
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert autocast_for(CPU, "auto").fast_dtype == torch.bfloat16 and autocast_for(CPU, "fp32") is None
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_with_fp32_weights():
     ctx = autocast_for(CPU, "bf16")
     model = build_model(TRANSFORMER, 50, 16)
     with ctx:  # matmuls run in bf16, the weights stay fp32

@@ -32,14 +32,21 @@ def use_threads(threads: int) -> None:
 
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), as torch's CPU dispatch sees it."""
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def autocast_for(device: torch.device, precision: str):
     """The autocast context of train.precision on `device`, or None for fp32.
 
-    auto means bf16 on CUDA GPUs only. On CPUs bf16 runs at very different speeds from machine to machine
-    (emulated, AVX512-BF16, AMX), and `python -m benchmarks --only budget` measures whether it pays on
-    yours; say precision: bf16 to use it.
+    auto means bf16 on CUDA GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere: where the CPU
+    has to emulate bf16 it is slower than fp32. The CPU half of that rests on `python -m benchmarks --only
+    budget` (README, "Best bits per byte in a fixed CPU budget"), which measures it on your machine too.
     """
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
+    use_bf16 = precision == "bf16" or (precision == "auto" and native)
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
 
 
