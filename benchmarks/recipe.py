@@ -5,9 +5,10 @@ Every row trains d_model 128, 4 layers, 4 heads, block 128, batch 16, peak lr 2e
 TinyStories train head with GPT-2 BPE, then scores the whole validation head. "pico defaults" is the schema's
 Transformer and train defaults; "nanoGPT-style" is the same trainer with GPT-2's network (LayerNorm with
 biases, biased Linear layers, tanh GELU, learned positions, tied head: transformers' GPT2LMHeadModel exactly,
-tests/test_models.py) and nanoGPT's AdamW betas (0.9, 0.95). The other rows change one thing each on top of
-pico's defaults. Rows are paired by seed with "pico defaults" (the same seed draws the same batches), so the
-table gives each change's paired difference and its 95% Student-t interval.
+tests/test_models.py) and nanoGPT's AdamW betas (0.9, 0.95); "GPT-2 network" is that network with pico's
+betas. The other rows change one thing each on top of pico's defaults. Rows are paired by seed with "pico
+defaults" (the same seed draws the same batches), so the table gives each change's paired difference and its
+95% Student-t interval.
 
 The runs use the compact output layer (compact_vocab: the head scores the ids seen in training plus one
 "other" class; losses stay full-vocabulary nats) so that a seed costs minutes: every row has the same head,
@@ -40,6 +41,7 @@ BASELINE = "pico defaults"
 RECIPES = {
     BASELINE: ({}, {}),
     "nanoGPT-style": (GPT2_NETWORK, NANOGPT_BETAS),
+    "GPT-2 network": (GPT2_NETWORK, {}),
     "+ beta2 0.95": ({}, NANOGPT_BETAS),
     "+ layernorm": ({"norm": "layernorm"}, {}),
     "+ bias": ({"bias": True}, {}),

@@ -136,7 +136,7 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast"}
 
 
-@pytest.mark.slow  # about 1.5 minutes on 2 idle cores: eight recipes, 20 steps each, in their own processes
+@pytest.mark.slow  # about 1.5 minutes on 2 idle cores: nine recipes, 20 steps each, in their own processes
 def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
     record, rows = quick_record(tmp_path, "recipe", "--first-seed", "1400")
     assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ gelu"} <= set(rows)
