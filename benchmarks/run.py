@@ -43,7 +43,7 @@ def parse_args(argv=None):
                     help="training minutes per recipe of the budget benchmark (default 10; --quick: 0.05)")
     ap.add_argument("--seeds", type=int, default=None,
                     help="seeds per recipe of the recipe benchmark (default 3; --quick: 1)")
-    ap.add_argument("--first-seed", type=int, default=1337,
+    ap.add_argument("--first-seed", type=int, default=None,
                     help="recipe benchmark: the first of the --seeds consecutive seeds (default 1337)")
     ap.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
                     help="only these rows of the recipe benchmark (default: all)")
@@ -63,8 +63,9 @@ def main(argv=None) -> int:
         sz = dataclasses.replace(sz, budget_minutes=args.minutes)
     if args.seeds is not None:
         sz = dataclasses.replace(sz, recipe_seeds=args.seeds)
-    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out,
-                             first_seed=args.first_seed)
+    if args.first_seed is not None:
+        sz = dataclasses.replace(sz, first_seed=args.first_seed)
+    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(BENCHMARKS)
