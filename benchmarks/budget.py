@@ -3,7 +3,7 @@ TinyStories files, each recipe trained from scratch and then scored on the whole
 
 Rows: Hugging Face GPT2LMHeadModel in a plain AdamW loop (what a user would pick instead), pico-llm's
 previous default recipe, each lever alone on top of it (a BPE vocabulary trained on the data, Muon,
-torch.compile, bf16 autocast), and all levers that beat the previous default together. Every row has the
+torch.compile, bf16 autocast, a GELU MLP), and all levers that beat the previous default together. Every row has the
 same width, depth, heads, context and batch. Each row runs in a fresh process, one after the other, and
 trains with train.max_minutes: the trainer stops at the first step after the budget is spent, its cosine
 decay run over the time, compilation (torch.compile compiles in the first steps) included. Loading the data
@@ -24,9 +24,10 @@ SHARED = REPO.parent / "shared" / "tinystories"
 MODEL = {"type": "transformer", "d_model": 128, "n_heads": 4, "n_layers": 4, "pos_encoding": "rope"}
 BLOCK, BATCH, LR = 128, 16, 2e-3
 # The previous default recipe (config/config.yaml before these levers): GPT-2 BPE with the compact output
-# layer, AdamW, fp32, eager.
-BASE = {"tokenizer": "gpt2", "compact_vocab": True, "train": {"optimizer": "adamw", "compile": False,
-                                                              "precision": "fp32"}}
+# layer, a SiLU MLP, AdamW, fp32, eager. "model" and "train" hold what a recipe sets on top of MODEL and the
+# train keys below.
+BASE = {"tokenizer": "gpt2", "compact_vocab": True, "model": {"mlp": "silu"},
+        "train": {"optimizer": "adamw", "compile": False, "precision": "fp32"}}
 BPE_SIZE, QUICK_BPE_SIZE = 4096, 512
 
 
@@ -39,7 +40,8 @@ def levers(bpe_size: int, quick: bool) -> dict:
     out = {f"bpe:{bpe_size} vocabulary": {"tokenizer": f"bpe:{bpe_size}", "compact_vocab": False},
            "muon": {"train": {"optimizer": "muon"}},
            "compile": {"train": {"compile": True}},
-           "bf16 autocast": {"train": {"precision": "bf16"}}}
+           "bf16 autocast": {"train": {"precision": "bf16"}},
+           "gelu": {"model": {"mlp": "gelu"}}}
     if quick:
         del out["compile"]
     return out
@@ -47,8 +49,10 @@ def levers(bpe_size: int, quick: bool) -> dict:
 
 
 def merge(base: dict, change: dict) -> dict:
-    out = {**base, **{k: v for k, v in change.items() if k != "train"}}
-    out["train"] = {**base["train"], **change.get("train", {})}
+    """`change` on top of `base`: its model and train keys added to base's, its other keys replacing them."""
+    out = {**base, **{k: v for k, v in change.items() if k not in ("model", "train")}}
+    for part in ("model", "train"):
+        out[part] = {**base.get(part, {}), **change.get(part, {})}
     return out
 
 
@@ -66,7 +70,7 @@ def pico_row(recipe: dict, data: Path, out: Path, budget_s: float, threads: int)
     from picollm.evaluate import evaluate_model
     from picollm.train import train
     torch.set_num_threads(threads)
-    summary = train("m", MODEL, train_config(recipe, budget_s), tokens_dir=data / token_folder(recipe["tokenizer"]),
+    summary = train("m", {**MODEL, **recipe.get("model", {})}, train_config(recipe, budget_s), tokens_dir=data / token_folder(recipe["tokenizer"]),
                     out_dir=out, seed=1337, block_size=BLOCK, device="cpu", compact_vocab=recipe["compact_vocab"])
     result, _ = evaluate_model("m", out / "model.pt", data / token_folder(recipe["tokenizer"]))
     return {"train_wall_s": summary["wall_s"], "steps": summary["steps"], "bpb": result["bpb"],

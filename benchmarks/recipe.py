@@ -6,7 +6,8 @@ TinyStories train head with GPT-2 BPE, then scores the whole validation head. "p
 Transformer and train defaults; "nanoGPT-style" is the same trainer with GPT-2's network (LayerNorm with
 biases, biased Linear layers, tanh GELU, learned positions, tied head: transformers' GPT2LMHeadModel exactly,
 tests/test_models.py) and nanoGPT's AdamW betas (0.9, 0.95); "GPT-2 network" is that network with pico's
-betas. The other rows change one thing each on top of pico's defaults. Rows are paired by seed with "pico
+betas. The other rows change one thing each on top of pico's defaults ("+ silu": the SiLU MLP that was the
+default before GELU). Rows are paired by seed with "pico
 defaults" (the same seed draws the same batches), so the table gives each change's paired difference and its
 95% Student-t interval.
 
@@ -45,7 +46,7 @@ RECIPES = {
     "+ beta2 0.95": ({}, NANOGPT_BETAS),
     "+ layernorm": ({"norm": "layernorm"}, {}),
     "+ bias": ({"bias": True}, {}),
-    "+ gelu": ({"mlp": "gelu"}, {}),
+    "+ silu": ({"mlp": "silu"}, {}),
     "+ rope": ({"pos_encoding": "rope"}, {}),
     "+ muon": ({}, {"optimizer": "muon"}),
 }
@@ -105,9 +106,12 @@ def one_run(spec: dict) -> dict:
 
 def run_key(spec: dict) -> str:
     """File name of one (recipe, seed)'s result: what it trains and scores, and the code that does it, hashed
-    (an edit to the trainer, the model or the evaluation makes the earlier results stale)."""
+    (an edit to the trainer, the model, the evaluation or a schema default makes the earlier results stale)."""
     from picollm.codehash import code_hash
-    configs = recipe_configs(spec["recipe"], spec["quick"])
+    from picollm.config import model_defaults, train_defaults
+    model_cfg, train_cfg = recipe_configs(spec["recipe"], spec["quick"])
+    # with the schema's defaults filled in: a changed default makes "pico defaults" stale too
+    configs = [model_defaults(model_cfg), train_defaults(train_cfg)]
     code = code_hash("picollm.train", "picollm.evaluate", "picollm.models.transformer")
     digest = hashlib.sha256(json.dumps([configs, spec["seed"], spec["full_vocab"], code], sort_keys=True).encode())
     return f"{spec['recipe'].replace(' ', '_').replace('+_', '')}-seed{spec['seed']}-{digest.hexdigest()[:10]}.json"

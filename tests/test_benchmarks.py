@@ -121,10 +121,19 @@ def quick_record(tmp_path, name: str, *args: str) -> tuple[dict, dict]:
     return record, {row[0]: row for row in record["table"]["rows"]}
 
 
-@pytest.mark.slow  # about a minute on 2 idle cores: seven recipes, each in its own process
+def test_budget_levers_change_the_model_or_the_trainer_on_top_of_the_previous_default():
+    from benchmarks.budget import BASE, levers, merge
+    gelu = merge(BASE, levers(4096, quick=False)["gelu"])
+    assert gelu["model"] == {"mlp": "gelu"} and gelu["train"] == BASE["train"] and BASE["model"] == {"mlp": "silu"}
+    both = merge(gelu, levers(4096, quick=False)["muon"])
+    assert both["model"] == {"mlp": "gelu"} and both["train"] == {**BASE["train"], "optimizer": "muon"}
+
+
+@pytest.mark.slow  # about a minute on 2 idle cores: eight recipes, each in its own process
 def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     record, rows = quick_record(tmp_path, "budget")
-    assert {"hf GPT2LMHeadModel + AdamW", "previous default", "+ muon", "+ bf16 autocast", "all winners"} <= set(rows)
+    assert {"hf GPT2LMHeadModel + AdamW", "previous default", "+ muon", "+ bf16 autocast", "+ gelu",
+            "all winners"} <= set(rows)
     assert any(name.startswith("+ bpe:") for name in rows)
     for name, result in record["results"].items():
         assert 0 < result["bpb"] < 20 and result["steps"] >= 1, name
@@ -133,13 +142,13 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     hf_bpb = record["results"]["hf GPT2LMHeadModel + AdamW"]["bpb"]
     assert rows["previous default"][-1] == f"{record['results']['previous default']['bpb'] / hf_bpb:.3f}"
     assert record["targets"][0]["target"] == "best recipe's bpb <= 0.8 x the HF row's"
-    assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast"}
+    assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast", "gelu"}
 
 
 @pytest.mark.slow  # about 1.5 minutes on 2 idle cores: nine recipes, 20 steps each, in their own processes
 def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
     record, rows = quick_record(tmp_path, "recipe", "--first-seed", "1400")
-    assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ gelu"} <= set(rows)
+    assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ silu"} <= set(rows)
     for name, result in record["results"].items():
         assert result["val_loss"]["n"] == 1 and 0 < result["val_loss"]["mean"] < 20, name
         assert list(result["seeds"]) == ["1400"], name  # JSON keys

@@ -15,9 +15,10 @@ CONFIGS = {
     "kgram_embedding": {"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 64, "input": "embedding"},
     "kgram_onehot": {"type": "kgram_mlp", "k": 3, "hidden_dim": 64, "input": "onehot"},
     "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 64},
-    "transformer_learned_silu": TINY_TRANSFORMER,
+    "transformer_defaults": TINY_TRANSFORMER,  # learned positions, GELU MLP
+    "transformer_learned_silu": {**TINY_TRANSFORMER, "mlp": "silu"},
     "transformer_learned_swiglu": {**TINY_TRANSFORMER, "mlp": "swiglu"},
-    "transformer_rope_silu_untied": {**TINY_TRANSFORMER, "pos_encoding": "rope", "tie_weights": False},
+    "transformer_rope_silu_untied": {**TINY_TRANSFORMER, "pos_encoding": "rope", "mlp": "silu", "tie_weights": False},
     "transformer_rope_swiglu": {**TINY_TRANSFORMER, "pos_encoding": "rope", "mlp": "swiglu"},
     "transformer_gpt2": {**TINY_TRANSFORMER, "norm": "layernorm", "bias": True, "mlp": "gelu"},
 }

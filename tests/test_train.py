@@ -12,7 +12,8 @@ import torch
 
 from conftest import ROOT, byte_tokens, picollm
 from picollm.errors import PicoError
-from picollm.models import load_model
+from picollm.config import model_defaults
+from picollm.models import load_model, read_checkpoint
 from picollm.train import WALL_CLOCK_COLUMNS, lr_at, lr_scale, train
 
 TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
@@ -96,6 +97,14 @@ def test_training_learns_and_writes_outputs(tokens_dir, tmp_path):
     assert not (tmp_path / "last.pt").exists()  # the rolling checkpoint is gone once model.pt exists
     model = load_model(tmp_path / "model.pt")
     assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 257)
+
+
+def test_checkpoint_spells_out_every_hyperparameter(tokens_dir, tmp_path):
+    """model.pt records the schema's defaults as well as what the caller gave: a default that changes later
+    cannot rebuild (or resume) it as another network."""
+    run(tokens_dir, tmp_path, max_steps=2)
+    recorded = read_checkpoint(tmp_path / "model.pt")["model_cfg"]
+    assert recorded == model_defaults(TRANSFORMER) and {"mlp", "norm", "pos_encoding"} <= set(recorded)
 
 
 def test_same_seed_same_numbers(tokens_dir, tmp_path):

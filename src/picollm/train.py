@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from picollm import distributed
-from picollm.config import train_defaults
+from picollm.config import model_defaults, train_defaults
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import PicoError
@@ -371,6 +371,9 @@ def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, s
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = train_defaults(train_cfg)
+    # Every hyperparameter spelt out in model.pt and the resume fingerprint: a schema default that changes later
+    # then neither rebuilds this checkpoint as another network nor resumes it as one.
+    model_cfg = model_defaults(model_cfg)
     try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
         run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                     compact_vocab, provenance)
