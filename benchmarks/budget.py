@@ -3,8 +3,8 @@ TinyStories files, each recipe trained from scratch and then scored on the whole
 
 Rows: Hugging Face GPT2LMHeadModel in a plain AdamW loop (what a user would pick instead), pico-llm's
 previous default recipe, each lever alone on top of it (a BPE vocabulary trained on the data, Muon,
-torch.compile, bf16 autocast, a GELU MLP), and all levers that beat the previous default together. Every row has the
-same width, depth, heads, context and batch. Each row runs in a fresh process, one after the other, and
+torch.compile, bf16 autocast, a GELU MLP), and all levers that beat the previous default together. Every row
+has the same width, depth, heads, context and batch. Each row runs in a fresh process, one after the other, and
 trains with train.max_minutes: the trainer stops at the first step after the budget is spent, its cosine
 decay run over the time, compilation (torch.compile compiles in the first steps) included. Loading the data
 and building the model come before the clock starts; evaluation is not counted.
@@ -70,8 +70,9 @@ def pico_row(recipe: dict, data: Path, out: Path, budget_s: float, threads: int)
     from picollm.evaluate import evaluate_model
     from picollm.train import train
     torch.set_num_threads(threads)
-    summary = train("m", {**MODEL, **recipe.get("model", {})}, train_config(recipe, budget_s), tokens_dir=data / token_folder(recipe["tokenizer"]),
-                    out_dir=out, seed=1337, block_size=BLOCK, device="cpu", compact_vocab=recipe["compact_vocab"])
+    summary = train("m", {**MODEL, **recipe.get("model", {})}, train_config(recipe, budget_s),
+                    tokens_dir=data / token_folder(recipe["tokenizer"]), out_dir=out, seed=1337, block_size=BLOCK,
+                    device="cpu", compact_vocab=recipe["compact_vocab"])
     result, _ = evaluate_model("m", out / "model.pt", data / token_folder(recipe["tokenizer"]))
     return {"train_wall_s": summary["wall_s"], "steps": summary["steps"], "bpb": result["bpb"],
             "val_loss": result["val_loss"], "params": result["params"], "greedy": greedy_text(out / "model.pt")}

@@ -7,9 +7,8 @@ Transformer and train defaults; "nanoGPT-style" is the same trainer with GPT-2's
 biases, biased Linear layers, tanh GELU, learned positions, tied head: transformers' GPT2LMHeadModel exactly,
 tests/test_models.py) and nanoGPT's AdamW betas (0.9, 0.95); "GPT-2 network" is that network with pico's
 betas. The other rows change one thing each on top of pico's defaults ("+ silu": the SiLU MLP that was the
-default before GELU). Rows are paired by seed with "pico
-defaults" (the same seed draws the same batches), so the table gives each change's paired difference and its
-95% Student-t interval.
+default before GELU). Rows are paired by seed with "pico defaults" (the same seed draws the same batches), so
+the table gives each change's paired difference and its 95% Student-t interval.
 
 The runs use the compact output layer (compact_vocab: the head scores the ids seen in training plus one
 "other" class; losses stay full-vocabulary nats) so that a seed costs minutes: every row has the same head,

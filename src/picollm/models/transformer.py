@@ -3,9 +3,9 @@ self-attention and an MLP -> final norm -> linear head, with rotary positions as
 for generation.
 
 The defaults are LLaMA's RMSNorm and bias-free layers with GPT-2's tanh-GELU MLP (it trained better than SiLU
-at equal steps, README); `norm: layernorm, bias: true` with learned positions and a tied head is GPT-2's network
-exactly (tests/test_models.py checks it against
-transformers' GPT2LMHeadModel), so the two families can be compared in one study.
+at equal steps, README); `norm: layernorm, bias: true` with learned positions and a tied head is GPT-2's
+network exactly (tests/test_models.py checks it against transformers' GPT2LMHeadModel), so the two families
+can be compared in one study.
 """
 from __future__ import annotations
 
