@@ -23,8 +23,8 @@ TITLE = "Fixed budget: validation bits per byte after the same wall-clock traini
 SHARED = REPO.parent / "shared" / "tinystories"
 MODEL = {"type": "transformer", "d_model": 128, "n_heads": 4, "n_layers": 4, "pos_encoding": "rope"}
 BLOCK, BATCH, LR = 128, 16, 2e-3
-# The previous default recipe (config/config.yaml before these levers): GPT-2 BPE with the compact output
-# layer, a SiLU MLP, AdamW, fp32, eager. "model" and "train" hold what a recipe sets on top of MODEL and the
+# The plain recipe, without the levers below: GPT-2 BPE with the compact output layer, a SiLU MLP, AdamW, fp32,
+# eager. "model" and "train" hold what a recipe sets on top of MODEL and the
 # train keys below.
 BASE = {"tokenizer": "gpt2", "compact_vocab": True, "model": {"mlp": "silu"},
         "train": {"optimizer": "adamw", "compile": False, "precision": "fp32"}}

@@ -22,8 +22,8 @@ CPU = torch.device("cpu")
 @functools.cache
 def default_train_cfg() -> dict:
     """config/config.yaml's train section, validated with every default filled in (lr, betas, decay, clip)."""
-    from picollm.config import load_config
-    return load_config(REPO / "config" / "config.yaml")["train"]
+    from picollm.config import load_study
+    return load_study([REPO / "config" / "config.yaml"]).train.model_dump()
 
 
 def transformer_cfg(sz: Sizes) -> dict:

@@ -123,8 +123,8 @@ def tinystories(sz: Sizes, work: Path) -> dict:
     wall = snakemake(configfile, work / "ts", sz.threads)
     others_cores = LAST_RUN.get("others_cores")
 
-    from picollm.config import validate
-    cfg = validate(full)  # the real study, defaults filled in
+    from picollm.config import Study, parse
+    cfg = parse(Study, full).model_dump()  # the real study, defaults filled in
     train = cfg["train"]
     full_steps, n = train["max_steps"], sz.study_steps
     evals_full = len({*range(0, full_steps + 1, train["eval_interval"]), full_steps})

@@ -93,7 +93,7 @@ def test_validate_config_reports_a_bad_size(tmp_path):
     result = picollm("validate-config", cfg)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: config key 'tokenizer' is 'bpe:100'")
-    assert load_study([cfg], {"tokenizer": "bpe:257"})["tokenizer"] == "bpe:257"
+    assert load_study([cfg], {"tokenizer": "bpe:257"}).tokenizer == "bpe:257"
 
 
 def test_a_trained_tokenizer_needs_its_json():

@@ -1,35 +1,43 @@
-"""The config contract: defaults filled from the schema, and one clear line for each kind of mistake."""
+"""The config contract: defaults filled from the typed classes, and one clear line for each kind of mistake."""
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
 from conftest import ROOT, picollm, tiny_offline_config, write_config
-from picollm.config import load_config, model_train, validate
+from picollm.config import Study, load_study, parse
 from picollm.errors import PicoError
+
+
+def validate(cfg: dict) -> Study:
+    return parse(Study, cfg)
 
 
 def test_shipped_configs_are_valid():
     for name in ("config.yaml", "offline.yaml"):
-        cfg = load_config(ROOT / "config" / name)
-        assert {m["type"] for m in cfg["models"].values()} == {"kgram_mlp", "lstm", "transformer"}
+        cfg = load_study([ROOT / "config" / name])
+        assert {m.type for m in cfg.models.values()} == {"kgram_mlp", "lstm", "transformer"}
 
 
 def test_defaults_are_filled():
     cfg = validate({"experiment": "x", "models": {"m": {"type": "lstm"}}})
-    assert cfg["seed"] == 1337 and cfg["tokenizer"] == "gpt2" and cfg["device"] == "auto"
-    assert cfg["train"]["max_steps"] > 0 and cfg["sampling"]["p_values"] == [0.8, 0.95, 1.0]
-    assert cfg["data"]["sources"][0]["name"] == "3seqs"
+    assert cfg.seed == 1337 and cfg.tokenizer == "gpt2" and cfg.device == "auto"
+    assert cfg.train.max_steps > 0 and cfg.sampling.p_values == [0.8, 0.95, 1.0]
+    assert cfg.data.sources[0].name == "3seqs"
 
 
 def test_tinystories_source_defaults_pin_a_revision():
     cfg = validate({"experiment": "x", "models": {"m": {"type": "lstm"}}, "data": {"sources": [{"kind": "tinystories"}]}})
-    src = cfg["data"]["sources"][0]
-    assert len(src["revision"]) == 40 and src["train_stories"] > 0
+    src = cfg.data.sources[0]
+    assert len(src.revision) == 40 and src.train_stories > 0
 
 
 def test_per_model_train_overrides():
     cfg = validate({"experiment": "x", "train": {"lr": 0.01},
                     "models": {"a": {"type": "lstm", "train": {"lr": 0.001}}, "b": {"type": "lstm"}}})
-    assert model_train(cfg, "a")["lr"] == 0.001 and model_train(cfg, "b")["lr"] == 0.01
+    assert cfg.train_of("a").lr == 0.001 and cfg.train_of("b").lr == 0.01
 
 
 BAD = [
@@ -45,6 +53,11 @@ BAD = [
     ({"sampling": {"p_values": [0.0]}}, "each p must be in (0, 1] (greedy decoding is always included)"),
     ({"sampling": {"p_values": [1.2]}}, "'sampling.p_values.0'"),
     ({"sampling": {"p_values": []}}, "'sampling.p_values'"),
+    ({"sampling": {"p_values": 0.9}}, "config key 'sampling.p_values' is 0.9; give a list of p values, e.g. [0.9]"),
+    ({"seed": 4294967296}, "config key 'seed': Input should be less than or equal to 4294967295"),
+    ({"seed": "1e3"}, "config key 'seed': '1e3' is not of type 'integer'"),
+    ({"experiment": ".."}, "config key 'experiment' is '..', which would write outside results/<experiment>/"),
+    ({"models": {"m": {"type": "lstm", "train": {"lr": -1}}}}, "config key 'models.m.train.lr'"),
     ({"sampling": {"prompts": []}}, "'sampling.prompts'"),
     ({"tokenizer": "gpt5"}, "'tokenizer'"),
     ({"device": "tpu"}, "'device'"),
@@ -87,27 +100,26 @@ def test_validate_config_command(tmp_path):
 
 def test_config_file_errors(tmp_path):
     with pytest.raises(PicoError, match="does not exist"):
-        load_config(tmp_path / "missing.yaml")
+        load_study([tmp_path / "missing.yaml"])
     (tmp_path / "broken.yaml").write_text("experiment: [unclosed")
     with pytest.raises(PicoError, match="not valid YAML"):
-        load_config(tmp_path / "broken.yaml")
+        load_study([tmp_path / "broken.yaml"])
     (tmp_path / "list.yaml").write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(PicoError):
-        load_config(tmp_path / "list.yaml")
+        load_study([tmp_path / "list.yaml"])
 
 
 def test_seeds_sweep_runs_and_data_seed():
-    from picollm.config import runs, sweep_point
     cfg = validate({"experiment": "x", "seed": 5, "models": {"m": {"type": "lstm", "train": {"lr": 0.1}}},
                     "sweep": {"m": {"hidden_dim": [8], "train.lr": [0.01]}}})
-    assert cfg["seeds"] == [5] and cfg["data_seed"] == 5  # seed: N means seeds: [N]
-    assert list(runs(cfg)) == ["m", "m.hidden_dim=8", "m.train.lr=0.01"]
-    assert runs(cfg)["m.hidden_dim=8"]["hidden_dim"] == 8 and model_train(cfg, "m.train.lr=0.01")["lr"] == 0.01
-    assert model_train(cfg, "m.hidden_dim=8")["lr"] == 0.1  # the model's own overrides carry over
-    assert sweep_point(cfg, "m.train.lr=0.01") == {"model": "m", "key": "train.lr", "value": 0.01}
-    assert sweep_point(cfg, "m") is None
+    assert cfg.seeds == [5] and cfg.data_seed == 5  # seed: N means seeds: [N]
+    assert list(cfg.runs) == ["m", "m.hidden_dim=8", "m.train.lr=0.01"]
+    assert cfg.runs["m.hidden_dim=8"].hidden_dim == 8 and cfg.train_of("m.train.lr=0.01").lr == 0.01
+    assert cfg.train_of("m.hidden_dim=8").lr == 0.1  # the model's own overrides carry over
+    assert cfg.sweep_point("m.train.lr=0.01") == {"model": "m", "key": "train.lr", "value": 0.01}
+    assert cfg.sweep_point("m") is None
     cfg = validate({"experiment": "x", "seeds": [3, 4], "models": {"m": {"type": "lstm"}}})
-    assert cfg["data_seed"] == 3
+    assert cfg.data_seed == 3
 
 
 def test_validate_config_show_fills_the_models_defaults(tmp_path):
@@ -125,3 +137,52 @@ def test_stage_command_fills_defaults_and_names_a_bad_p(tmp_path):
     missing = picollm("sample", "--config", '{"sampling": {"prompts": ["1 2 3"], "p_values": [0.9]}}', "--name", "m",
                       "--model-path", tmp_path / "none.pt", "--out", tmp_path / "s.jsonl")
     assert "error: checkpoint" in missing.stderr and "KeyError" not in missing.stderr  # defaults filled, then the model
+
+
+def test_the_schema_file_is_generated_from_the_classes():
+    """config/config.schema.yaml (for editors, the docs and the workflow catalog) is `python -m picollm.config`."""
+    text = (ROOT / "config" / "config.schema.yaml").read_text()
+    generated = subprocess.run([sys.executable, "-m", "picollm.config"], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    assert text == generated, "regenerate it: python -m picollm.config > config/config.schema.yaml"
+    shipped = yaml.safe_load(text)
+    assert shipped == Study.model_json_schema()
+    assert shipped["properties"]["train"]["$ref"] == "#/$defs/TrainConfig"
+    assert shipped["$defs"]["TrainConfig"]["properties"]["lr"]["default"] == 0.001
+
+
+def test_a_study_file_replaces_or_removes_what_its_base_gives(tmp_path):
+    """`key: !replace VALUE` replaces an inherited mapping (no merge); `key: !replace` alone drops it."""
+    write_config(tmp_path / "base.yaml", {**tiny_offline_config(), "sweep": {"transformer": {"d_model": [16, 64]}}})
+    (tmp_path / "merge.yaml").write_text("base: base.yaml\nsweep: {lstm: {hidden_dim: [8]}}\n")
+    assert set(load_study([tmp_path / "merge.yaml"]).sweep) == {"transformer", "lstm"}  # mappings merge
+    (tmp_path / "swap.yaml").write_text("base: base.yaml\nsweep: !replace {lstm: {hidden_dim: [8]}}\n")
+    assert load_study([tmp_path / "swap.yaml"]).sweep == {"lstm": {"hidden_dim": [8]}}
+    (tmp_path / "drop.yaml").write_text("base: base.yaml\nsweep: !replace\nmodels:\n  kgram_mlp: !replace\n")
+    dropped = load_study([tmp_path / "drop.yaml"])
+    assert dropped.sweep == {} and set(dropped.models) == {"lstm", "transformer"}
+
+
+def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("experiment: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PicoError, match=r"latin1.yaml is not UTF-8 \(invalid byte at offset 15\); save it as UTF-8"):
+        load_study([tmp_path / "latin1.yaml"])
+    (tmp_path / "child.yaml").write_text("base: latin1.yaml\n")
+    with pytest.raises(PicoError, match="latin1.yaml is not UTF-8"):
+        load_study([tmp_path / "child.yaml"])
+    (tmp_path / "tabs.yaml").write_text("experiment: x\nmodels:\n  m: {type: lstm\n")
+    with pytest.raises(PicoError, match=r"tabs.yaml is not valid YAML at line 4"):
+        load_study([tmp_path / "tabs.yaml"])
+    result = picollm("validate-config", tmp_path / "latin1.yaml")
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "not UTF-8" in result.stderr
+
+
+def test_stage_slices_are_the_study_keys_they_read():
+    """A job's class takes Study's own fields (same defaults and checks), and only those."""
+    from picollm.config import SampleJob, TrainJob
+    assert set(SampleJob.model_fields) == {"seed", "sampling"}
+    assert TrainJob.model_fields["train"].annotation is Study.model_fields["train"].annotation
+    with pytest.raises(PicoError, match="unknown config key 'experiment'"):
+        parse(SampleJob, {"experiment": "x"})
+    with pytest.raises(PicoError, match="config key 'seed': Input should be less than or equal to 4294967295"):
+        parse(SampleJob, {"seed": 2 ** 32})

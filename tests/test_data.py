@@ -11,6 +11,7 @@ from picollm.data import sources
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
 from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
+from picollm.config.study import TextSource, TinyStoriesSource
 from picollm.errors import PicoError
 
 
@@ -47,13 +48,13 @@ def test_missing_file(tmp_path):
 def test_text_source_empty_file_and_holdout(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    src = {"kind": "text", "name": "t", "train_files": [str(empty)], "val_files": []}
+    src = TextSource(kind="text", name="t", train_files=[str(empty)], val_files=[])
     with pytest.raises(PicoError, match="empty"):
         sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
     assert not (tmp_path / "tr.txt").exists()
     full = tmp_path / "full.txt"
     full.write_text("\n".join(f"doc {i}" for i in range(20)))
-    src["train_files"] = [str(full)]
+    src = src.model_copy(update={"train_files": [str(full)]})
     counts = sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
     assert counts == {"train_documents": 18, "val_documents": 2}
     assert list(iter_documents(tmp_path / "va.txt")) == ["doc 18", "doc 19"]
@@ -75,8 +76,8 @@ def test_three_seqs_deterministic_and_well_formed():
 def test_tinystories_offline_fails_fast_with_alternatives(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there: like being offline
     start = time.perf_counter()
-    src = {"kind": "tinystories", "name": "ts", "train_stories": 5, "val_stories": 5,
-           "dataset": "roneneldan/TinyStories", "revision": "main"}
+    src = TinyStoriesSource(kind="tinystories", name="ts", train_stories=5, val_stories=5,
+                            dataset="roneneldan/TinyStories", revision="main")
     with pytest.raises(PicoError) as err:
         sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
     assert time.perf_counter() - start < 10

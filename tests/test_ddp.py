@@ -14,10 +14,9 @@ import torch
 
 from conftest import ROOT, byte_tokens, tiny_offline_config
 from picollm import distributed, jobs
-from picollm.config import validate
+from picollm.config import Study, parse
 from picollm.errors import PicoError
 from picollm.models import load_model
-from picollm.train import WALL_CLOCK_COLUMNS
 
 STEPS = 200
 # fp32 on every CPU (precision: auto would be bf16 on one with native bf16): one process and two ranks sum the
@@ -33,14 +32,14 @@ def tokens_dir(tmp_path_factory):
     return byte_tokens(tmp_path_factory.mktemp("tokens"))
 
 
-def study(devices: int, nodes: int = 1) -> dict:
+def study(devices: int, nodes: int = 1, device: str = "cpu", **train) -> Study:
     """A one-model study whose train job the workflow would start with `devices` ranks."""
-    cfg = tiny_offline_config(models={"m": MODEL}, block_size=32, seed=3)
-    cfg["train"] = {**TRAIN, "devices": devices, "nodes": nodes}
-    return validate(cfg)
+    cfg = tiny_offline_config(models={"m": MODEL}, block_size=32, seed=3, device=device)
+    cfg["train"] = {**TRAIN, "devices": devices, "nodes": nodes, **train}
+    return parse(Study, cfg)
 
 
-def job_config(cfg: dict) -> str:
+def job_config(cfg: Study) -> str:
     """The train job's --config, without the study's data sources (this token folder has its own)."""
     return json.dumps({k: v for k, v in jobs.train(cfg, "m", 3).items() if k != "data"})
 
@@ -77,7 +76,7 @@ def runs(tokens_dir, tmp_path_factory):
 
 
 def metrics(out_dir) -> pd.DataFrame:
-    return pd.read_csv(out_dir / "metrics.csv").drop(columns=WALL_CLOCK_COLUMNS)
+    return pd.read_csv(out_dir / "metrics.csv").drop(columns=["elapsed_s"])
 
 
 def test_two_ranks_train_as_one_process(runs):
@@ -126,10 +125,9 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_pa
 def test_two_ranks_stop_together_on_a_time_budget(tokens_dir, tmp_path):
     """train.max_minutes under DDP: rank 0's clock decides for both ranks (else one would wait forever in the
     next all-reduce), and the schedule follows that one clock."""
-    cfg = study(2)
-    cfg["train"].update(max_steps=10 ** 6, max_minutes=0.05, checkpoint_interval=10 ** 6)
+    cfg = study(2, max_steps=10 ** 6, max_minutes=0.05, checkpoint_interval=10 ** 6)
     out = tmp_path / "budget"
-    proc = subprocess.Popen(["bash", "-c", train_command(tokens_dir, out, 2, cfg=validate(cfg))], env=env(),
+    proc = subprocess.Popen(["bash", "-c", train_command(tokens_dir, out, 2, cfg=cfg)], env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
@@ -152,7 +150,7 @@ def test_batch_that_does_not_split_over_the_ranks():
     cfg = tiny_offline_config(models={"m": MODEL})
     cfg["train"].update(devices=2, nodes=3, batch_size=8)
     with pytest.raises(PicoError) as err:
-        validate(cfg)
+        parse(Study, cfg)
     assert "train.batch_size" in one_line(err) and "multiple of 6" in one_line(err)
 
 
@@ -176,11 +174,10 @@ def bad_launch(tokens_dir, tmp_path, cfg: dict) -> str:
 
 
 def test_two_cuda_ranks_on_this_machine_are_one_line(tokens_dir, tmp_path):
-    """device: cuda with devices: 2 as a user meets it, on a machine with fewer GPUs (or none, as here)."""
+    """device: cuda with devices: 2 as a user meets it, on a machine with fewer GPUs (or none)."""
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has two GPUs")
-    cfg = study(2)
-    cfg["device"] = "cuda"
+    cfg = study(2, device="cuda")
     line = bad_launch(tokens_dir, tmp_path, cfg)
     assert "train.devices is 2 but this node has 1" in line if torch.cuda.is_available() else "no usable CUDA" in line
 

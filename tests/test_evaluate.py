@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from picollm import evaluate as ev
 from picollm import models, tables
+from picollm.config import SamplingConfig
 from picollm.data.tokenizer import ByteTokenizer
 from picollm.errors import PicoError
 
@@ -96,6 +97,13 @@ def test_a_loop_without_spaces_is_caught_on_tokens_not_words():
 
 # --- whole-split scoring and bits per byte ----------------------------------------------------------
 
+def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, device) -> tuple[float, int]:
+    """(total nats, number of predicted tokens) of one source spanning the whole array, as evaluate_split
+    scores each source: its windows, scored by window_nats."""
+    windows = ev.source_windows(0, len(tokens), block_size)
+    return float(ev.window_nats(model, tokens, windows, batch_size, device).sum()), ev.predictions(windows)
+
+
 def brute_force_nats(model, tokens, block):
     """Sum of next-token losses over windows starting at 0, block, 2 block, ... (the last one shorter)."""
     total, count = 0.0, 0
@@ -112,7 +120,7 @@ def brute_force_nats(model, tokens, block):
 def test_score_tokens_scores_every_token_once(n, model_type):
     model = tiny(model_type)
     tokens = np.random.default_rng(n).integers(0, 30, n).astype(np.uint16)
-    nats, count = ev.score_tokens(model, tokens, block_size=8, batch_size=3, device="cpu")
+    nats, count = score_tokens(model, tokens, block_size=8, batch_size=3, device="cpu")
     want_nats, want_count = brute_force_nats(model, tokens.tolist(), 8)
     assert count == n - 1 == want_count
     assert nats == pytest.approx(want_nats, rel=1e-5)
@@ -123,7 +131,7 @@ def test_score_tokens_of_a_compact_vocabulary_model():
     model = models.build_model({"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1}, 30, 8,
                                compact_ids=[0, 2, 4, 6, 8, 10]).eval()
     tokens = np.random.default_rng(5).integers(0, 30, 29).astype(np.uint16)  # unseen ids included
-    nats, count = ev.score_tokens(model, tokens, block_size=8, batch_size=2, device="cpu")
+    nats, count = score_tokens(model, tokens, block_size=8, batch_size=2, device="cpu")
     want_nats, want_count = brute_force_nats(model, tokens.tolist(), 8)  # from the full (B, T, V) logits
     assert count == want_count == 28 and nats == pytest.approx(want_nats, rel=1e-5)
 
@@ -131,10 +139,10 @@ def test_score_tokens_of_a_compact_vocabulary_model():
 def test_score_tokens_is_deterministic_and_batch_size_free():
     model = tiny()
     tokens = np.random.default_rng(0).integers(0, 30, 100).astype(np.uint16)
-    a = ev.score_tokens(model, tokens, 8, 1, "cpu")
-    b = ev.score_tokens(model, tokens, 8, 64, "cpu")
+    a = score_tokens(model, tokens, 8, 1, "cpu")
+    b = score_tokens(model, tokens, 8, 64, "cpu")
     assert a[1] == b[1] and a[0] == pytest.approx(b[0], rel=1e-6)
-    assert ev.score_tokens(model, tokens[:1], 8, 4, "cpu") == (0.0, 0)
+    assert score_tokens(model, tokens[:1], 8, 4, "cpu") == (0.0, 0)
 
 
 def test_bits_per_byte_of_a_uniform_byte_model_with_eot_as_zero_bytes():
@@ -166,7 +174,7 @@ def test_per_source_records_add_up():
     assert total["nats"] == pytest.approx(a["nats"] + b["nats"])
     assert total["loss"] == pytest.approx((a["nats"] + b["nats"]) / 58)
     # windows never cross the source boundary
-    assert a["nats"] == pytest.approx(ev.score_tokens(model, tokens[:23], 8, 4, "cpu")[0])
+    assert a["nats"] == pytest.approx(score_tokens(model, tokens[:23], 8, 4, "cpu")[0])
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -322,7 +330,7 @@ def test_evaluate_model_and_tables(tmp_path):
     sampling_cfg = {"prompts": ["1 2"], "p_values": [0.5], "max_new_tokens": 5, "num_samples": 2,
                     "stop_at_eot": True}
     out, rows = ev.evaluate_model("k", tmp_path / "m" / "model.pt", tmp_path / "tok", samples_path=samples,
-                                  sampling_cfg=sampling_cfg, sweep_p=[0.5, 0.3])
+                                  sampling=SamplingConfig(**sampling_cfg, sweep_p_values=[0.5, 0.3]))
     assert out["val_tokens_scored"] == out["val_tokens_in_split"] == meta["splits"]["val"]["tokens"] - 1
     assert out["val_capped"] is False and out["max_tokens"] is None and out["method"].startswith("whole split")
     assert out["perplexity"] == pytest.approx(math.exp(out["val_loss"]))

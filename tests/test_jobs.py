@@ -2,7 +2,7 @@
 import pytest
 
 from picollm import codehash, jobs
-from picollm.config import validate
+from picollm.config import Study, parse
 from picollm.errors import PicoError
 
 from conftest import tiny_offline_config
@@ -10,7 +10,7 @@ from conftest import tiny_offline_config
 
 @pytest.fixture
 def cfg():
-    return validate({**tiny_offline_config(), "seeds": [7, 8], "sweep": {"lstm": {"train.lr": [0.01]}}})
+    return parse(Study, {**tiny_offline_config(), "seeds": [7, 8], "sweep": {"lstm": {"train.lr": [0.01]}}})
 
 
 def test_train_job_reads_its_run_and_seed_but_not_the_threads(cfg):
@@ -29,18 +29,18 @@ def test_sample_and_evaluate_jobs_read_only_their_keys(cfg):
 
 
 def test_generated_data_follow_the_data_seed(cfg):
-    assert jobs.download(cfg, "3seqs")["seed"] == cfg["data_seed"] == 7
+    assert jobs.download(cfg, "3seqs")["seed"] == cfg.data_seed == 7
 
 
 def test_attention_prompt_defaults_to_the_first_prompt(cfg):
     assert jobs.attention_heads(cfg)["figures"]["attention_prompt"] == "1 2 3"
-    cfg["figures"]["attention_prompt"] = "4 9 16"
+    cfg = cfg.model_copy(update={"figures": cfg.figures.model_copy(update={"attention_prompt": "4 9 16"})})
     assert jobs.attention_heads(cfg)["figures"]["attention_prompt"] == "4 9 16"
 
 
 def test_study_file_for_the_report_leaves_threads_out(cfg):
-    study = jobs.study(cfg)
-    assert "threads" not in study["train"] and validate(study)["seeds"] == [7, 8]
+    study = jobs.study_file(cfg)
+    assert "threads" not in study["train"] and parse(Study, study).seeds == [7, 8]
 
 
 def test_each_model_type_has_its_own_code_identity(cfg):

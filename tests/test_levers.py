@@ -3,7 +3,7 @@ changes and that a bad setting fails with one line."""
 import pytest
 import torch
 
-from picollm.config import train_defaults
+from picollm.config import TrainConfig
 from picollm.device import autocast_for, compile_model
 from picollm.errors import PicoError
 from picollm.loss import lm_loss
@@ -31,7 +31,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(model_cfg):
     tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} | {id(model.head.weight)}
     assert hidden and all(p.dim() == 2 and id(p) not in tables for p in hidden)
     assert {id(p) for p in rest} >= tables and all(p.dim() == 1 for p in rest if id(p) not in tables)
-    opt = make_optimizer(model, train_defaults({"optimizer": "muon"}), CPU)
+    opt = make_optimizer(model, TrainConfig(**{"optimizer": "muon"}), CPU)
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     before = {id(p): p.detach().clone() for p in model.parameters()}
@@ -44,10 +44,10 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(model_cfg):
 
 def test_muon_and_adamw_learning_rates_follow_their_own_keys():
     model = build_model(TRANSFORMER, 50, 16)
-    opt = make_optimizer(model, train_defaults({"optimizer": "muon", "lr": 0.001, "muon_lr": 0.05}), CPU)
+    opt = make_optimizer(model, TrainConfig(**{"optimizer": "muon", "lr": 0.001, "muon_lr": 0.05}), CPU)
     assert [g["peak_lr"] for g in opt.param_groups] == [0.05, 0.001, 0.001]
     state = opt.state_dict()  # one checkpoint entry holding both optimizers
-    fresh = make_optimizer(model, train_defaults({"optimizer": "muon"}), CPU)
+    fresh = make_optimizer(model, TrainConfig(**{"optimizer": "muon"}), CPU)
     fresh.load_state_dict(state)
     assert [g["lr"] for g in fresh.param_groups] == [g["lr"] for g in opt.param_groups]
 
@@ -60,7 +60,7 @@ def test_muon_without_hidden_matrices_is_one_line():
             self.head = torch.nn.Linear(4, 10)
 
     with pytest.raises(PicoError, match="muon needs 2-D hidden weight matrices and bigram has none.*optimizer: adamw"):
-        make_optimizer(Bigram(), train_defaults({"optimizer": "muon"}), CPU, "bigram")
+        make_optimizer(Bigram(), TrainConfig(**{"optimizer": "muon"}), CPU, "bigram")
 
 
 def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):

@@ -185,5 +185,6 @@ def test_unknown_hyperparameter_is_named():
     ({"type": "kgram_mlp", "input": "dense"}, "input"),
 ])
 def test_bad_hyperparameter_values_raise(cfg, message):
-    with pytest.raises(ValueError, match=message):
+    """Checked once, by the model's config class (picollm.config), before any module is built."""
+    with pytest.raises(PicoError, match=message):
         models.build_model(cfg, VOCAB, BLOCK)

@@ -34,7 +34,7 @@ import slurm_cluster
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["workflow", "src", "profiles", "config"]
 SLURM_PROFILE = ["--profile", "profiles/slurm", "--workflow-profile", "none"]
-# the cluster here answers within a second: check job states sooner than the profile's 40 s
+# the test cluster answers within a second: check job states sooner than the profile's 40 s
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "8"]
 TIMEOUT_S = 420
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
@@ -116,7 +116,7 @@ def rule_threads(out: str) -> dict[str, int]:
 
 
 def memory_overrides(cluster) -> list[str]:
-    """--set-resources that shrink the profile's memory requests to fit a smaller test node (none here)."""
+    """--set-resources that shrink the profile's memory requests to fit a smaller test node."""
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     rules = {r: v["mem_mb"] for r, v in profile.get("set-resources", {}).items() if "mem_mb" in v}
     limit = cluster.memory_mb // 2  # two jobs side by side
@@ -194,7 +194,7 @@ def runs(cluster, tmp_path_factory):
     cfg = tiny_config("slurm_tiny")
     config = write_config(cfg, tmp / "tiny.yaml")
     r = f"results/{cfg['experiment']}"
-    # Data, models, samples and the samples table: 5 jobs deep, about 25 s a level here (each job starts
+    # Data, models, samples and the samples table: 5 jobs deep, each level slow on SLURM (each job starts
     # snakemake twice; the plugin polls). `all` adds figures, evaluation and report, 4 levels more:
     # test_whole_study_on_slurm (slow) runs it.
     targets = [f"{r}/tables/samples.csv"]
@@ -308,7 +308,7 @@ def test_sbatch_options_of_a_training_job(tmp_path, device, gpus):
 
 @pytest.mark.slow
 def test_whole_study_on_slurm(cluster, tmp_path):
-    """`all` of the small study on SLURM: also the evaluation and report stages (~5 min here)."""
+    """`all` of the small study on SLURM: also the evaluation and report stages."""
     cfg = tiny_config("slurm_all")
     config = write_config(cfg, tmp_path / "tiny.yaml")
     run = Run("all", project_copy(tmp_path / "project"), cfg["experiment"],

@@ -8,6 +8,7 @@ from picollm.data.tokens import tokenize
 from picollm.models import load_model
 from picollm.plots import layer_health as layer_health_figure
 from picollm.plots import snapshots as snapshots_figure
+from picollm.config import SamplingConfig
 from picollm.sampling import sample_records
 from picollm.snapshots import shown, snapshot_rows, snapshot_table
 from picollm.train import train
@@ -44,7 +45,7 @@ def test_snapshot_rows_continue_greedily_as_the_sample_stage_does(runs):
     assert [r["val_loss"] for r in rows] == pytest.approx(list(metrics.loc[STEPS, "val_loss"]))
     assert all(isinstance(r["text"], str) and 0 <= r["new_tokens"] <= 12 for r in rows)
     model = load_model(runs["transformer"] / "model.pt")  # the last snapshot is the final model
-    cfg = {"prompts": ["1 2 3"], "p_values": [], "num_samples": 1, "max_new_tokens": 12, "stop_at_eot": True}
+    cfg = SamplingConfig(prompts=["1 2 3"], p_values=[1.0], num_samples=1, max_new_tokens=12, stop_at_eot=True)
     greedy = sample_records(model, get_tokenizer("byte"), "transformer", cfg, seed=0)[0]
     assert rows[-1]["text"] == greedy["text"]
 

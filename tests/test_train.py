@@ -12,9 +12,9 @@ import torch
 
 from conftest import ROOT, byte_tokens, picollm
 from picollm.errors import PicoError
-from picollm.config import model_defaults
+from picollm.config import TrainConfig, model_config
 from picollm.models import load_model, read_checkpoint
-from picollm.train import WALL_CLOCK_COLUMNS, lr_at, lr_scale, train
+from picollm.train import lr_scale, train
 
 TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
          "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,
@@ -41,24 +41,24 @@ def test_activation_scale_is_recorded_every_logged_step(tokens_dir, tmp_path, co
 
 
 def metrics_without_clock(path):
-    return pd.read_csv(path).drop(columns=WALL_CLOCK_COLUMNS)
+    return pd.read_csv(path).drop(columns=["elapsed_s"])
 
 
 def test_schedule_warms_up_then_decays():
-    cfg = {**TRAIN, "max_steps": 100, "warmup_steps": 10}
-    lrs = [lr_at(s, cfg) for s in range(100)]
-    assert lrs[0] < lrs[9] == pytest.approx(cfg["lr"]) and lrs[-1] == pytest.approx(cfg["lr"] * 0.1, rel=0.05)
+    cfg = TrainConfig(**{**TRAIN, "max_steps": 100, "warmup_steps": 10})
+    lrs = [cfg.lr * lr_scale(s, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(cfg.lr * 0.1, rel=0.05)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 def test_time_budget_schedule_follows_the_clock():
     """Under max_minutes the cosine runs over the time: half the budget spent is half-way down, whatever the step."""
-    cfg = {**TRAIN, "max_steps": 10 ** 6, "warmup_steps": 10, "max_minutes": 2.0, "min_lr_ratio": 0.0}
+    cfg = TrainConfig(**{**TRAIN, "max_steps": 10 ** 6, "warmup_steps": 10, "max_minutes": 2.0, "min_lr_ratio": 0.0})
     assert lr_scale(5, cfg, elapsed_s=100.0) == pytest.approx(6 / 10)  # warm-up stays in steps
     assert lr_scale(50, cfg, elapsed_s=60.0) == pytest.approx(0.5)
     assert lr_scale(5000, cfg, elapsed_s=60.0) == pytest.approx(0.5)
     assert lr_scale(50, cfg, elapsed_s=120.0) == pytest.approx(0.0, abs=1e-12)
-    assert lr_scale(50, {**cfg, "max_minutes": None}, elapsed_s=60.0) == pytest.approx(1.0, abs=1e-6)
+    assert lr_scale(50, cfg.model_copy(update={"max_minutes": None}), elapsed_s=60.0) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_max_minutes_stops_on_the_clock_with_a_final_validation(tokens_dir, tmp_path):
@@ -104,7 +104,7 @@ def test_checkpoint_spells_out_every_hyperparameter(tokens_dir, tmp_path):
     cannot rebuild (or resume) it as another network."""
     run(tokens_dir, tmp_path, max_steps=2)
     recorded = read_checkpoint(tmp_path / "model.pt")["model_cfg"]
-    assert recorded == model_defaults(TRANSFORMER) and {"mlp", "norm", "pos_encoding"} <= set(recorded)
+    assert recorded == model_config(TRANSFORMER).model_dump() and {"mlp", "norm", "pos_encoding"} <= set(recorded)
 
 
 def test_same_seed_same_numbers(tokens_dir, tmp_path):

@@ -115,7 +115,7 @@ def test_lint_and_format_are_clean():
 
 def test_second_concurrent_run_is_refused(tmp_path):
     """While one run trains, a second run on the same directory is refused and the first finishes intact."""
-    steps = 4000  # ~16 s of training here: long enough for the two refused runs (~5 s at once) to start and stop
+    steps = 4000  # long enough for the two refused runs to start and stop while it trains
     slow = tiny_offline_config(steps=steps)
     slow["models"] = {"lstm": slow["models"]["lstm"]}
     cfg = write_config(tmp_path / "slow.yaml", slow)

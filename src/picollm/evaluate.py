@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from picollm.errors import PicoError
 from picollm.models.compact import CompactVocab
-from picollm.sampling import decodings, sample_records
+from picollm.config import SamplingConfig
+from picollm.sampling import decodings, sweep_records
 
 LN2 = math.log(2)
 
@@ -198,12 +199,6 @@ def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int,
     return nats
 
 
-def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, device) -> tuple[float, int]:
-    """(total nats, number of predicted tokens) over a token array: every token but the first, once."""
-    windows = source_windows(0, len(tokens), block_size)
-    return float(window_nats(model, tokens, windows, batch_size, device).sum()), predictions(windows)
-
-
 def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
     """UTF-8 byte length of every token id; end-of-text (and ids the tokenizer cannot decode) count 0."""
     lengths = np.zeros(vocab_size, dtype=np.int64)
@@ -325,16 +320,6 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str 
     return rows
 
 
-def sweep_records(model, tokenizer, name: str, sampling_cfg: dict, seed: int, p_values) -> list[dict]:
-    """Extra samples at p values the sample stage did not draw (a denser p sweep), seeded the same way."""
-    done = {float(p) for p in sampling_cfg["p_values"]}
-    extra = sorted({float(p) for p in p_values} - done)
-    if not extra:
-        return []
-    records = sample_records(model, tokenizer, name, {**sampling_cfg, "p_values": extra}, seed)
-    return [{**r, "origin": "sweep"} for r in records if r["decoding"] != "greedy"]
-
-
 def scoring_method(block_size: int, max_tokens: int | None, capped: bool) -> str:
     """How the split was scored, in words, for eval/<model>.json."""
     windows = (f"per source, non-overlapping windows of block_size = {block_size} tokens + one shorter tail "
@@ -353,12 +338,12 @@ def run_config(ckpt: dict) -> dict:
 
 
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
-                   max_tokens: int | None = None, samples_path=None, sampling_cfg: dict | None = None,
-                   seed: int = 1337, sweep_p=()) -> tuple:
+                   max_tokens: int | None = None, samples_path=None, sampling: SamplingConfig | None = None,
+                   seed: int = 1337) -> tuple:
     """(eval dict for eval/<model>.json, sampling rows) of one trained model.
 
     max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
-    pass (None: eval_batch_size)."""
+    pass (None: eval_batch_size). With `sampling`, the samples are joined by samples at its sweep_p_values."""
     from pathlib import Path
 
     from picollm.data.tokenizer import checkpoint_tokenizer
@@ -398,8 +383,8 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     if samples_path is not None:
         with open(samples_path, encoding="utf-8") as fh:
             records = [json.loads(line) for line in fh if line.strip()]
-        if sweep_p and sampling_cfg is not None:
-            records += sweep_records(model, tokenizer, name, sampling_cfg, seed, sweep_p)
+        if sampling is not None:
+            records += sweep_records(model, tokenizer, name, sampling, seed)
         rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}")
         order = {label: i for i, label in enumerate(map(_decoding_label, decodings(sorted(
             {r["p"] for r in rows if not math.isnan(r["p"])}))))}

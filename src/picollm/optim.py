@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from picollm.config import TrainConfig
 from picollm.errors import PicoError
 from picollm.models import CompactVocab
 
@@ -24,13 +25,13 @@ def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
     return hidden, rest
 
 
-def adamw(params: list, cfg: dict, device: torch.device) -> torch.optim.AdamW:
+def adamw(params: list, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     # Decay matrices and embeddings (dim >= 2), not biases and norm gains: the nanoGPT convention.
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"]},
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     # fused: one kernel for the whole parameter update (torch has it for CUDA and CPU), same numbers
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type in ("cuda", "cpu"))
 
 
@@ -62,16 +63,16 @@ class Optimizers:
             opt.load_state_dict(s)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device, name: str = "the model"
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, name: str = "the model"
                    ) -> Optimizers:
     """train.optimizer: `adamw` (every parameter) or `muon` (hidden matrices; AdamW for the rest).
 
     Every param group records its peak learning rate as 'peak_lr': Muon's is train.muon_lr, AdamW's train.lr.
     """
-    if cfg["optimizer"] == "adamw":
+    if cfg.optimizer == "adamw":
         opt = adamw([p for p in model.parameters() if p.requires_grad], cfg, device)
         for g in opt.param_groups:
-            g["peak_lr"] = cfg["lr"]
+            g["peak_lr"] = cfg.lr
         return Optimizers(opt)
     hidden, rest = split_parameters(model)
     if not hidden:
@@ -79,11 +80,11 @@ def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device, name
                         f"embeddings, head, norms and biases); use train.optimizer: adamw for it")
     # adjust_lr_fn="original" scales each update by sqrt(max(1, rows / cols)) as Keller Jordan's Muon does,
     # so muon_lr means the same for square and rectangular matrices.
-    muon = torch.optim.Muon(hidden, lr=cfg["muon_lr"], momentum=cfg["muon_momentum"],
-                            weight_decay=cfg["muon_weight_decay"], adjust_lr_fn="original")
+    muon = torch.optim.Muon(hidden, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                            weight_decay=cfg.muon_weight_decay, adjust_lr_fn="original")
     rest_opt = adamw(rest, cfg, device)
     for g in muon.param_groups:
-        g["peak_lr"] = cfg["muon_lr"]
+        g["peak_lr"] = cfg.muon_lr
     for g in rest_opt.param_groups:
-        g["peak_lr"] = cfg["lr"]
+        g["peak_lr"] = cfg.lr
     return Optimizers(muon, rest_opt)

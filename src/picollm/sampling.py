@@ -9,6 +9,7 @@ import hashlib
 
 import torch
 
+from picollm.config import SamplingConfig
 from picollm.errors import PicoError
 
 
@@ -90,7 +91,7 @@ def decodings(p_values) -> list:
     return ["greedy", *[float(p) for p in p_values]]
 
 
-def sample_records(model, tokenizer, name: str, cfg: dict, seed: int) -> list[dict]:
+def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: int) -> list[dict]:
     """One record per (prompt, decoding, sample) for the sample stage's JSONL.
 
     Each prompt is preceded by the end-of-text token, as every training document is, so a prompt reads
@@ -98,16 +99,16 @@ def sample_records(model, tokenizer, name: str, cfg: dict, seed: int) -> list[di
     """
     eot = tokenizer.eot_token
     records = []
-    for prompt_index, prompt in enumerate(cfg["prompts"]):
+    for prompt_index, prompt in enumerate(sampling.prompts):
         prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
         if len(prompt_ids) > model.block_size:
             print(f"note: prompt {prompt_index} has {len(prompt_ids)} tokens, more than block_size "
                   f"{model.block_size}; the model sees its last {model.block_size}")
-        for decoding in decodings(cfg["p_values"]):
-            for sample in range(1 if decoding == "greedy" else cfg["num_samples"]):
+        for decoding in decodings(sampling.p_values):
+            for sample in range(1 if decoding == "greedy" else sampling.num_samples):
                 s = sample_seed(seed, name, prompt, decoding, sample)
-                out = generate(model, prompt_ids, cfg["max_new_tokens"], p=None if decoding == "greedy" else decoding,
-                               seed=s, stop_token=eot if cfg["stop_at_eot"] else None)
+                out = generate(model, prompt_ids, sampling.max_new_tokens, p=None if decoding == "greedy" else decoding,
+                               seed=s, stop_token=eot if sampling.stop_at_eot else None)
                 new = out[len(prompt_ids):].tolist()
                 if eot in new:
                     new = new[:new.index(eot)]
@@ -115,3 +116,13 @@ def sample_records(model, tokenizer, name: str, cfg: dict, seed: int) -> list[di
                                 "p": None if decoding == "greedy" else decoding, "sample": sample, "seed": s,
                                 "text": tokenizer.decode(new), "new_tokens": len(new), "token_ids": new})
     return records
+
+
+def sweep_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: int) -> list[dict]:
+    """Samples at the sweep_p_values the sample stage did not draw (a denser p sweep, for the evaluate stage),
+    seeded as sample_records seeds them."""
+    extra = sorted({float(p) for p in sampling.sweep_p_values} - {float(p) for p in sampling.p_values})
+    if not extra:
+        return []
+    records = sample_records(model, tokenizer, name, sampling.model_copy(update={"p_values": extra}), seed)
+    return [{**r, "origin": "sweep"} for r in records if r["decoding"] != "greedy"]

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from picollm import distributed
-from picollm.config import model_defaults, train_defaults
+from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import PicoError
@@ -38,7 +38,6 @@ from picollm.models import build_model, checkpoint_dict, count_parameters, outpu
 from picollm.optim import Optimizers, make_optimizer
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
-WALL_CLOCK_COLUMNS = ["elapsed_s"]
 SNAPSHOTS, SNAPSHOTS_STAGED = "snapshots", "snapshots.partial"
 
 
@@ -47,40 +46,22 @@ def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
     return Path(out_dir) / (SNAPSHOTS_STAGED if staged else SNAPSHOTS) / f"step{step}.pt"
 
 
-def snapshot_steps(cfg: dict) -> list[int]:
-    """train.snapshot_steps, sorted, each checked to lie within the run."""
-    steps = sorted({int(s) for s in cfg.get("snapshot_steps") or []})
-    if steps and cfg.get("max_minutes") is not None:
-        raise PicoError("train.snapshot_steps needs a run of known length, and train.max_minutes stops it whenever "
-                        "the time is up; drop one of the two")
-    outside = [s for s in steps if not 0 <= s <= cfg["max_steps"]]
-    if outside:
-        raise PicoError(f"train.snapshot_steps has step {outside[-1]}, outside 0..train.max_steps = "
-                        f"{cfg['max_steps']}; drop it or raise train.max_steps")
-    return steps
+def is_log_step(step: int, train_cfg: TrainConfig) -> bool:
+    return step % train_cfg.log_interval == 0 or step == train_cfg.max_steps
 
 
-def is_log_step(step: int, cfg: dict) -> bool:
-    return step % cfg["log_interval"] == 0 or step == cfg["max_steps"]
-
-
-def lr_scale(step: int, cfg: dict, elapsed_s: float = 0.0) -> float:
+def lr_scale(step: int, train_cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
     """The schedule as a fraction of the peak: linear warm-up to 1, then cosine decay to min_lr_ratio at
     max_steps, or, under train.max_minutes, at the end of the time (progress is then the clock's
     elapsed_s / budget, since the number of steps the time allows is not known up front). Every param
     group's lr is its own peak (train.lr, or train.muon_lr) times this."""
-    if step < cfg["warmup_steps"]:
-        return (step + 1) / cfg["warmup_steps"]
-    floor = cfg["min_lr_ratio"]
-    progress = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
-    if cfg.get("max_minutes") is not None:
-        progress = max(progress, elapsed_s / (60 * cfg["max_minutes"]))
+    if step < train_cfg.warmup_steps:
+        return (step + 1) / train_cfg.warmup_steps
+    floor = train_cfg.min_lr_ratio
+    progress = (step - train_cfg.warmup_steps) / max(1, train_cfg.max_steps - train_cfg.warmup_steps)
+    if train_cfg.max_minutes is not None:
+        progress = max(progress, elapsed_s / (60 * train_cfg.max_minutes))
     return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def lr_at(step: int, cfg: dict) -> float:
-    """train.lr on the schedule: the learning rate metrics.csv logs (AdamW's)."""
-    return cfg["lr"] * lr_scale(step, cfg)
 
 
 def fingerprint(*parts) -> str:
@@ -126,19 +107,19 @@ class TrainState:
     grad_norm: float = float("nan")
     act_rms: float = float("nan")
     health: list = dataclasses.field(default_factory=list)  # layer_health.csv so far
-    scale: float = float("nan")  # lr_scale of the last step taken (metrics.csv's lr is train.lr times it)
+    scale: float = float("nan")  # lr_scale of the last step taken, or of step 0 (metrics.csv's lr is train.lr times it)
 
 
 @dataclasses.dataclass
 class Run:
     """What one training job works with: built once by `setup`, read by every step."""
     name: str
-    model_cfg: dict
+    model_cfg: ModelConfig
     model: torch.nn.Module
     optimizer: Optimizers
     sampler: WindowSampler
     val_tokens: np.ndarray
-    cfg: dict  # the train section
+    train_cfg: TrainConfig
     device: torch.device
     autocast: object  # a torch.autocast context, or None
     block_size: int
@@ -153,7 +134,7 @@ class Run:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.cfg["batch_size"] * self.block_size
+        return self.train_cfg.batch_size * self.block_size
 
     def elapsed(self, state: TrainState) -> float:
         return state.elapsed_before + time.perf_counter() - self.t0
@@ -161,28 +142,27 @@ class Run:
     def clock(self, state: TrainState) -> float:
         """Rank 0's elapsed seconds on every rank under train.max_minutes, so that all ranks follow one
         schedule and stop at one step; 0 for a run of fixed length, whose schedule the clock never moves."""
-        if self.cfg.get("max_minutes") is None:
+        if self.train_cfg.max_minutes is None:
             return 0.0
         return distributed.from_main(self.elapsed(state), self.device)
 
     def out_of_time(self, clock: float) -> bool:
-        return self.cfg.get("max_minutes") is not None and clock >= 60 * self.cfg["max_minutes"]
+        return self.train_cfg.max_minutes is not None and clock >= 60 * self.train_cfg.max_minutes
 
 
-def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, block_size, device, weights,
-          compact_vocab, provenance=None) -> Run:
-    snapshots = snapshot_steps(train_cfg)  # before any work: a bad step fails at once
+def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
+          device, weights, compact_vocab, provenance=None) -> Run:
     meta = read_meta(tokens_dir / "meta.json")
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
     if len(val_tokens) < block_size + 1:
         raise PicoError(f"the validation split has {len(val_tokens)} tokens, fewer than block_size + 1 = "
                         f"{block_size + 1}; add validation text or lower block_size")
-    dev = distributed.start(resolve_device(device), train_cfg["batch_size"])  # this rank's device under torchrun
+    dev = distributed.start(resolve_device(device), train_cfg.batch_size)  # this rank's device under torchrun
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    autocast = autocast_for(dev, train_cfg["precision"])
+    autocast = autocast_for(dev, train_cfg.precision)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -190,12 +170,13 @@ def setup(name, model_cfg, train_cfg, tokens_dir: Path, out_dir: Path, seed, blo
     model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
-    run_id = fingerprint(model_cfg, train_cfg, seed, block_size, meta["raw_sha256"], meta["tokenizer"], compact_vocab)
+    run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(), seed, block_size, meta["raw_sha256"],
+                         meta["tokenizer"], compact_vocab)
     optimizer = make_optimizer(model, train_cfg, dev, name)
-    if train_cfg["compile"]:
+    if train_cfg.compile:
         compile_model(model)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
-               autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=snapshots,
+               autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
                blocks=transformer_blocks(model), provenance=provenance, loss=distributed.wrap(model))
 
 
@@ -213,17 +194,17 @@ def save_checkpoint(run: Run, state: TrainState) -> None:
 def log_row(run: Run, state: TrainState, last: bool = False) -> None:
     """Append a metrics row at logging, evaluation and snapshot steps and at the `last` step (once per step,
     also after a resume), and stage the snapshot of a snapshot step."""
-    cfg, step = run.cfg, state.step
+    train_cfg, step = run.train_cfg, state.step
     snapshot_now = step in run.snapshot_steps
-    eval_now = step % cfg["eval_interval"] == 0 or last or snapshot_now
+    eval_now = step % train_cfg.eval_interval == 0 or last or snapshot_now
     logged = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None  # before a resume
-    if not (is_log_step(step, cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
+    if not (is_log_step(step, train_cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
         return
     val_loss = float("nan")
     if eval_now:  # by rank 0 alone (the same windows on every rank would only repeat it); the others wait
         if distributed.is_main():
-            val_loss = validation_loss(run.model, run.val_tokens, run.block_size, cfg["batch_size"], run.device,
-                                       max_windows=cfg["eval_batches"] * cfg["batch_size"], autocast=run.autocast)
+            val_loss = validation_loss(run.model, run.val_tokens, run.block_size, train_cfg.batch_size, run.device,
+                                       max_windows=train_cfg.eval_batches * train_cfg.batch_size, autocast=run.autocast)
         val_loss = distributed.from_main(val_loss, run.device)
     if logged:  # a time-stopped run's last row, logged before its resume without a validation loss
         state.rows.pop()
@@ -231,7 +212,7 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
         "step": step, "tokens_seen": step * run.tokens_per_step,
         "train_loss": float(np.mean(state.window_losses)) if state.window_losses else
         (logged["train_loss"] if logged else float("nan")),
-        "val_loss": val_loss, "lr": cfg["lr"] * (state.scale if step else lr_scale(0, cfg)),
+        "val_loss": val_loss, "lr": train_cfg.lr * state.scale,
         "grad_norm": state.grad_norm,
         "act_rms": state.act_rms, "elapsed_s": round(run.elapsed(state), 3)})
     state.window_losses = []
@@ -243,9 +224,9 @@ def save_snapshot(run: Run, row: dict) -> None:
     """The model as it is at row['step'], in model.pt's format (load_model reads it), staged until the end."""
     meta = run.meta
     train_loss = row["train_loss"] if math.isfinite(row["train_loss"]) else None  # step 0 has none
-    summary = {"model": run.name, "type": run.model_cfg["type"], "step": row["step"],
+    summary = {"model": run.name, "type": run.model_cfg.type, "step": row["step"],
                "tokens_seen": row["tokens_seen"], "val_loss": row["val_loss"], "train_loss": train_loss}
-    ckpt = checkpoint_dict(run.model, run.model_cfg, meta["vocab_size"], run.block_size, tokenizer=meta["tokenizer"],
+    ckpt = checkpoint_dict(run.model, run.model_cfg.model_dump(), meta["vocab_size"], run.block_size, tokenizer=meta["tokenizer"],
                            tokenizer_json=meta.get("tokenizer_json"), eot_token=meta["eot_token"], summary=summary,
                            provenance=json.dumps(run.provenance, default=str))
     ckpt["state_dict"] = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
@@ -272,13 +253,13 @@ def publish_snapshots(run: Run) -> None:
 
 def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
     """One optimizer step on a fresh batch (`clock`: Run.clock, for a time-budgeted schedule); returns its loss."""
-    scale = state.scale = lr_scale(state.step, run.cfg, clock)
+    scale = state.scale = lr_scale(state.step, run.train_cfg, clock)
     for group in run.optimizer.param_groups:
         group["lr"] = group["peak_lr"] * scale
-    rows = distributed.my_rows(run.cfg["batch_size"])  # every rank draws the global batch, keeps its share
-    x, y = (t[rows].to(run.device, non_blocking=True) for t in run.sampler.batch(run.cfg["batch_size"]))
+    rows = distributed.my_rows(run.train_cfg.batch_size)  # every rank draws the global batch, keeps its share
+    x, y = (t[rows].to(run.device, non_blocking=True) for t in run.sampler.batch(run.train_cfg.batch_size))
     activations = {"rms": torch.tensor(float("nan"))}  # lm_loss records the RMS entering the head here
-    blocks = run.blocks if is_log_step(state.step + 1, run.cfg) else []  # layer health on logged steps only
+    blocks = run.blocks if is_log_step(state.step + 1, run.train_cfg) else []  # layer health on logged steps only
     with (eager(run.model, when=bool(blocks)), residual_rms(blocks) as resid,
           run.autocast or torch.autocast(run.device.type, enabled=False)):
         rank_loss = run.loss(x, y, stats=activations)  # the mean over this rank's rows
@@ -292,7 +273,7 @@ def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
     if blocks:  # before clipping, which scales the gradients in place
         resid[:] = distributed.rms(torch.stack(resid)).unbind() if resid else resid  # over the global batch
         state.health += health_rows(state.step + 1, (state.step + 1) * run.tokens_per_step, blocks, resid)
-    clip = run.cfg["grad_clip"] or float("inf")
+    clip = run.train_cfg.grad_clip or float("inf")
     state.grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
     state.act_rms = distributed.rms(activations["rms"]).item()
     run.optimizer.step()
@@ -303,7 +284,7 @@ def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
 
 def train_loop(run: Run, state: TrainState) -> None:
     """Steps until max_steps (or train.max_minutes); on SIGTERM/SIGINT, checkpoint and exit (the rerun resumes)."""
-    max_steps = run.cfg["max_steps"]
+    max_steps = run.train_cfg.max_steps
     stop = StopRequested()
     run.model.train()
     bar = tqdm(total=max_steps, initial=state.step, desc=f"train {run.name}", unit="step", mininterval=5,
@@ -324,14 +305,14 @@ def train_loop(run: Run, state: TrainState) -> None:
             bar.update(1)
             tok_s = (state.step - first) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
-            if state.step % run.cfg["checkpoint_interval"] == 0 and state.step < max_steps:
+            if state.step % run.train_cfg.checkpoint_interval == 0 and state.step < max_steps:
                 save_checkpoint(run, state)
     finally:
         bar.close()
         stop.restore()
 
 
-def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenance) -> dict:
+def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     """metrics.csv, layer_health.csv, snapshots/, summary.json and model.pt; the rolling checkpoint and the
     staged snapshots are then removed."""
     wall = run.elapsed(state)
@@ -343,8 +324,8 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
     publish_snapshots(run)
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step
-    summary = {"model": run.name, "type": model_cfg["type"], **count_parameters(run.model), "steps": state.step,
-               "stopped_by": "max_steps" if state.step == run.cfg["max_steps"] else "max_minutes",
+    summary = {"model": run.name, "type": run.model_cfg.type, **count_parameters(run.model), "steps": state.step,
+               "stopped_by": "max_steps" if state.step == run.train_cfg.max_steps else "max_minutes",
                "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens, "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
                "precision": "bf16" if run.autocast is not None else "fp32",
@@ -352,7 +333,7 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
                "final_val_loss": float(val.iloc[-1]), "first_val_loss": float(val.iloc[0]),
                "provenance": provenance}
     meta = run.meta
-    ckpt = checkpoint_dict(run.model.cpu(), model_cfg, meta["vocab_size"], run.block_size,
+    ckpt = checkpoint_dict(run.model.cpu(), run.model_cfg.model_dump(), meta["vocab_size"], run.block_size,
                            tokenizer=meta["tokenizer"], tokenizer_json=meta.get("tokenizer_json"),
                            eot_token=meta["eot_token"], summary={k: v for k, v in summary.items() if k != "provenance"},
                            provenance=json.dumps(provenance, default=str))
@@ -364,25 +345,27 @@ def finish(run: Run, state: TrainState, model_cfg: dict, out_dir: Path, provenan
     return summary
 
 
-def train(name: str, model_cfg: dict, train_cfg: dict, *, tokens_dir, out_dir, seed: int, block_size: int,
-          device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
+def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict, *, tokens_dir, out_dir, seed: int,
+          block_size: int, device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
           provenance: dict | None = None) -> dict:
-    """Train one model to train_cfg['max_steps'], resuming from out_dir/last.pt when it matches."""
+    """Train one model to train_cfg.max_steps, resuming from out_dir/last.pt when it matches. The configs are
+    objects of picollm.config (or mappings of their keys, for callers outside the workflow). model.pt and the
+    resume fingerprint spell out every hyperparameter, defaults included: a default that changes later then
+    neither rebuilds this checkpoint as another network nor resumes it as one."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = train_defaults(train_cfg)
-    # Every hyperparameter spelt out in model.pt and the resume fingerprint: a schema default that changes later
-    # then neither rebuilds this checkpoint as another network nor resumes it as one.
-    model_cfg = model_defaults(model_cfg)
+    model_cfg = model_config(model_cfg)
+    train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
     try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
         run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                     compact_vocab, provenance)
-        state = _resume(run) if run.ckpt_path.exists() else TrainState()  # every rank loads the same last.pt
+        # every rank loads the same last.pt
+        state = _resume(run) if run.ckpt_path.exists() else TrainState(scale=lr_scale(0, train_cfg))
         if state.step == 0 and distributed.is_main():  # starting over: earlier staged snapshots must not be published
             shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
         run.t0 = time.perf_counter()
         train_loop(run, state)
-        return finish(run, state, model_cfg, out_dir, provenance) if distributed.is_main() else {}
+        return finish(run, state, out_dir, provenance) if distributed.is_main() else {}
     finally:
         distributed.stop()
 
@@ -393,10 +376,10 @@ def _resume(run: Run) -> TrainState:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0", file=sys.stderr)
-        return TrainState()
+        return TrainState(scale=lr_scale(0, run.train_cfg))
     if ckpt.get("run_id") != run.run_id:
         tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0", file=sys.stderr)
-        return TrainState()
+        return TrainState(scale=lr_scale(0, run.train_cfg))
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.sampler.generator.set_state(ckpt["sampler"])

@@ -6,11 +6,13 @@ from pathlib import Path
 
 ROOT = Path(workflow.basedir).parent
 SRC = str(ROOT / "src")
+# This checkout's own code, also where picollm is not installed (the conda environments) or another checkout's
+# is (one venv for several clones): the Snakefile plans jobs with the code its rules run.
 sys.path.insert(0, SRC)
 
 from picollm import jobs  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
-from picollm.config import DEFAULT_STUDY, load_study, model_train, runs  # noqa: E402
+from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
 if Path.cwd().resolve() == Path(workflow.basedir).resolve():
@@ -27,7 +29,7 @@ try:
 except PicoError as exc:
     sys.exit(f"config error: {exc}")
 config.clear()
-config.update(CFG)
+config.update(CFG.model_dump(mode="json"))
 
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
@@ -35,14 +37,14 @@ config.update(CFG)
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
-R = f"results/{CFG['experiment']}"
-SOURCES = [s["name"] for s in CFG["data"]["sources"]]
-RUNS = runs(CFG)  # {run: model entry}: every model, then every sweep point
-SEEDS = CFG["seeds"]
+R = f"results/{CFG.experiment}"
+SOURCES = [s.name for s in CFG.data.sources]
+RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
+SEEDS = CFG.seeds
 FIRST = SEEDS[
     0
 ]  # the seed whose samples, snapshots and attention maps the tables and figures show
-TRANSFORMERS = [r for r, entry in RUNS.items() if entry["type"] == "transformer"]
+TRANSFORMERS = [r for r, entry in RUNS.items() if entry.type == "transformer"]
 # tokenizer: bpe:N, learnt from the study's text by the train_tokenizer rule
 TRAINED_TOKENIZER = jobs.trains_tokenizer(CFG)
 TOKENIZER_JSON = f"{R}/data/tokenizer.json"
@@ -70,8 +72,8 @@ def as_json(obj):
 
 def source_files(wildcards):
     """Local files a `text` source reads: editing one reruns its download."""
-    src = jobs.source(CFG, wildcards.source)
-    return [*src.get("train_files", []), *src.get("val_files", [])]
+    src = CFG.data.source(wildcards.source)
+    return [*src.train_files, *src.val_files] if src.kind == "text" else []
 
 
 def per_run(pattern, runs=None):
@@ -119,9 +121,9 @@ if TRANSFORMERS:
         inputs=first_seed(f"{MODEL_DIR}/layer_health.csv", TRANSFORMERS),
         job=jobs.experiment,
     )
-if CFG["sweep"]:
+if CFG.sweep:
     FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
-SNAPSHOTS = any(model_train(CFG, r)["snapshot_steps"] for r in RUNS)
+SNAPSHOTS = any(CFG.train_of(r).snapshot_steps for r in RUNS)
 if SNAPSHOTS:
     FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
 

@@ -18,7 +18,7 @@ rule evaluate:
         ENV
     threads: lambda wc: jobs.model_threads(CFG, wc.run)
     resources:
-        gpu=int(jobs.needs_gpu(CFG["device"])),
+        gpu=int(jobs.needs_gpu(CFG.device)),
     params:
         config=lambda wc: as_json(jobs.evaluate(CFG, wc.run, int(wc.seed))),
         code=lambda wc: jobs.model_code("evaluate", CFG, wc.run),

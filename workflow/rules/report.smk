@@ -11,7 +11,7 @@ rule study_config:
     conda:
         ENV
     params:
-        config=as_json(jobs.study(CFG)),
+        config=as_json(jobs.study_file(CFG)),
     shell:
         "printf '%s\\n' {params.config:q} > {output} 2> {log}"
 

@@ -3,7 +3,7 @@ import importlib
 import json
 
 from picollm import provenance
-from picollm.config import validate_part
+from picollm.config import FigureJob, parse
 from picollm.errors import PicoError
 
 
@@ -29,18 +29,17 @@ def _paths(inputs) -> list:
 
 
 def run(args):
-    cfg = validate_part(args.config, required=("experiment",))
+    job = parse(FigureJob, args.config)
     name = args.figure.replace("-", "_")
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
     rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
-    figures = cfg.get("figures", {})
     options = {}
-    if figures.get("attention_prompt") is not None:
-        options["prompt"] = figures["attention_prompt"]
-    if figures.get("loss_zoom"):
+    if job.figures.attention_prompt is not None:
+        options["prompt"] = job.figures.attention_prompt
+    if job.figures.loss_zoom:
         options["ylim"] = "auto"
-    if figures.get("loss_logy"):
+    if job.figures.loss_logy:
         options["logy"] = True
-    module.plot(inputs, args.out, cfg["experiment"], provenance=rec, **options)
+    module.plot(inputs, args.out, job.experiment, provenance=rec, **options)
     provenance.write(args.provenance, rec)

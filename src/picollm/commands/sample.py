@@ -4,7 +4,7 @@ import json
 import torch
 
 from picollm import provenance
-from picollm.config import validate_part
+from picollm.config import SampleJob, parse
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.device import resolve_device, use_threads
 from picollm.io import atomic_path
@@ -13,13 +13,13 @@ from picollm.sampling import sample_records
 
 
 def run(args):
-    cfg = validate_part(args.config, optional=("seed", "sampling"))
-    seed = cfg["seed"]
+    job = parse(SampleJob, args.config)
+    seed = job.seed
     use_threads(args.threads)
     torch.manual_seed(seed)
     model = load_model(args.model_path, resolve_device(args.device))
     tokenizer = checkpoint_tokenizer(model.checkpoint)
-    records = sample_records(model, tokenizer, args.name, cfg["sampling"], seed)
+    records = sample_records(model, tokenizer, args.name, job.sampling, seed)
     for rec in records:  # so every table and figure built from samples can state the training tokens
         rec["train_tokens"] = model.checkpoint["summary"]["tokens_seen"]
     with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as fh:

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from picollm import provenance
-from picollm.config import validate_part
+from picollm.config import SnapshotsJob, parse
 from picollm.device import use_threads
 from picollm.errors import PicoError
 from picollm.snapshots import snapshot_table
@@ -20,12 +20,12 @@ def _snapshot_files(text: str) -> dict:
 
 
 def run(args):
-    cfg = validate_part(args.config, required=("experiment",), optional=("sampling",))
+    job = parse(SnapshotsJob, args.config)
     use_threads(args.threads)
     inputs = _snapshot_files(args.inputs)
-    prompt, length = cfg["sampling"]["prompts"][0], cfg["sampling"]["max_new_tokens"]
+    prompt, length = job.sampling.prompts[0], job.sampling.max_new_tokens
     rec = provenance.record("snapshots", config=args.config, inputs=[p for ps in inputs.values() for p in ps],
                             outputs=[args.csv, args.md])
-    snapshot_table(inputs, args.csv, args.md, cfg["experiment"], prompt, length)
+    snapshot_table(inputs, args.csv, args.md, job.experiment, prompt, length)
     provenance.write(args.provenance, rec)
     print(f"{sum(map(len, inputs.values()))} snapshots -> {args.csv}")

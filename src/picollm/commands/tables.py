@@ -2,7 +2,7 @@
 import json
 
 from picollm import provenance, tables
-from picollm.config import validate_part
+from picollm.config import TablesJob, parse
 from picollm.errors import PicoError
 
 
@@ -17,7 +17,7 @@ def _by_run_and_seed(text):
 
 
 def run(args):
-    experiment = validate_part(args.config, required=("experiment",))["experiment"]
+    experiment = parse(TablesJob, args.config).experiment
     if args.samples:
         tables.samples_table(args.samples, args.samples_csv, args.samples_md, experiment)
     if args.summaries:

@@ -3,18 +3,18 @@ import json
 from pathlib import Path
 
 from picollm import provenance
-from picollm.config import validate_part
+from picollm.config import TokenizerJob, parse
 from picollm.data.tokens import tokenize
 from picollm.device import use_threads
 
 
 def run(args):
-    cfg = validate_part(args.config, required=("tokenizer",))
+    job = parse(TokenizerJob, args.config)
     use_threads(args.threads)
     raw = {name: {s: str(Path(args.raw_dir) / name / f"{s}.txt") for s in ("train", "val")} for name in args.sources}
     inputs = [p for r in raw.values() for p in r.values()] + ([args.tokenizer_json] if args.tokenizer_json else [])
     rec = provenance.record("tokenize", config={**args.config, "sources": args.sources}, inputs=inputs)
-    meta = tokenize(cfg["tokenizer"], raw, args.out_dir, args.threads, provenance=rec,
+    meta = tokenize(job.tokenizer, raw, args.out_dir, args.threads, provenance=rec,
                     tokenizer_json=args.tokenizer_json)
     provenance.write(args.provenance, rec)
     print(json.dumps({s: v["tokens"] for s, v in meta["splits"].items()}))

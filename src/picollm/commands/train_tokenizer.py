@@ -2,16 +2,16 @@
 import json
 
 from picollm import provenance
-from picollm.config import bpe_vocab_size, validate_part
+from picollm.config import TokenizerJob, bpe_vocab_size, parse
 from picollm.data.bpe import use_threads, write_tokenizer
 from picollm.errors import PicoError
 
 
 def run(args):
-    cfg = validate_part(args.config, required=("tokenizer",))
-    size = bpe_vocab_size(cfg["tokenizer"])
+    job = parse(TokenizerJob, args.config)
+    size = bpe_vocab_size(job.tokenizer)
     if size is None:
-        raise PicoError(f"train-tokenizer learns a bpe:N tokenizer, not {cfg['tokenizer']!r}; "
+        raise PicoError(f"train-tokenizer learns a bpe:N tokenizer, not {job.tokenizer!r}; "
                         f"give --config '{{\"tokenizer\": \"bpe:4096\"}}' (any N in 257..65536)")
     use_threads(args.threads)
     rec = provenance.record("train_tokenizer", config=args.config, inputs=args.train, outputs=[args.out])
@@ -20,4 +20,4 @@ def run(args):
     provenance.write(args.provenance, rec)
     if tokenizer.n_vocab < size:  # the text ran out of pairs to merge
         print(f"note: the training text gives only {tokenizer.n_vocab} of the {size} tokens asked for")
-    print(json.dumps({"tokenizer": cfg["tokenizer"], "vocab_size": tokenizer.n_vocab, "sha256": tokenizer.sha256}))
+    print(json.dumps({"tokenizer": job.tokenizer, "vocab_size": tokenizer.n_vocab, "sha256": tokenizer.sha256}))

@@ -5,6 +5,7 @@ from picollm.config import load_study
 
 
 def run(args):
-    cfg = load_study(args.config)
+    study = load_study(args.config)
     names = " + ".join(args.config)
-    print(json.dumps(cfg, indent=2) if args.show else f"{names}: valid ({len(cfg['models'])} models)")
+    print(json.dumps(study.model_dump(mode="json"), indent=2) if args.show else
+          f"{names}: valid ({len(study.models)} models)")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from picollm.config.study import Source
 from picollm.errors import PicoError
 from picollm.io import atomic_path
 
@@ -170,32 +171,32 @@ def _first_line(exc: BaseException) -> str:
 
 # --- one entry point per source kind ----------------------------------------------------------------
 
-def download(src: dict, seed: int, val_fraction: float, train_out, val_out) -> dict:
+def download(src: Source, seed: int, val_fraction: float, train_out, val_out) -> dict:
     """Fetch or generate one source's raw text; return counts for the provenance record."""
-    kind = src["kind"]
+    kind = src.kind
     if kind == "tinystories":
         # Both files appear together or not at all: a stream that fails in validation leaves no train.txt.
         with atomic_path(train_out) as train_tmp, atomic_path(val_out) as val_tmp:
-            args = src["dataset"], src["revision"]
-            n_train = write_documents(train_tmp, tinystories("train", src["train_stories"], *args), "tinystories train")
-            n_val = write_documents(val_tmp, tinystories("validation", src["val_stories"], *args),
+            args = src.dataset, src.revision
+            n_train = write_documents(train_tmp, tinystories("train", src.train_stories, *args), "tinystories train")
+            n_val = write_documents(val_tmp, tinystories("validation", src.val_stories, *args),
                                     "tinystories validation")
     elif kind == "3seqs":
-        lines = three_seqs(src["num_sequences"], src["max_terms"], seed)
-        n_held = max(1, round(src["num_sequences"] * val_fraction))  # the first sequences are held out
+        lines = three_seqs(src.num_sequences, src.max_terms, seed)
+        n_held = max(1, round(src.num_sequences * val_fraction))  # the first sequences are held out
         n_val = write_documents(val_out, itertools.islice(lines, n_held), desc="3seqs val")
         n_train = write_documents(train_out, lines, desc="3seqs train")
     elif kind == "text":
         # streamed in two passes (count, then write) so a file of any size needs constant memory
-        n_docs = sum(1 for _ in _documents(src["train_files"], src.get("max_documents")))
-        n_held = 0 if src["val_files"] else max(1, round(n_docs * val_fraction))
+        n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents))
+        n_held = 0 if src.val_files else max(1, round(n_docs * val_fraction))
         if n_docs - n_held < 1:
-            raise PicoError(f"source {src['name']!r} has {n_docs} document(s), too few to hold out validation "
+            raise PicoError(f"source {src.name!r} has {n_docs} document(s), too few to hold out validation "
                             f"text; add text or give val_files")
-        docs = _documents(src["train_files"], src.get("max_documents"))
+        docs = _documents(src.train_files, src.max_documents)
         n_train = write_documents(train_out, itertools.islice(docs, n_docs - n_held), desc="text train")
         # no val_files: hold out the last documents (deterministic; no story is split across the two)
-        n_val = write_documents(val_out, docs if n_held else _documents(src["val_files"], None), desc="text val")
+        n_val = write_documents(val_out, docs if n_held else _documents(src.val_files, None), desc="text val")
     else:
         raise PicoError(f"unknown data source kind {kind!r}; use tinystories, text or 3seqs")
     return {"train_documents": n_train, "val_documents": n_val}

@@ -8,12 +8,11 @@ more than `block_size` tokens of context in training; generation slides the wind
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
 
 import torch
 
-from picollm.config import model_defaults
+from picollm.config import ModelConfig, model_config
 from picollm.errors import PicoError
 from picollm.model_types import MODEL_TYPES
 from picollm.models.compact import CompactVocab
@@ -29,30 +28,18 @@ def model_class(model_type: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def hyperparameters(model_type: str) -> list[str]:
-    """The hyperparameters a model type's constructor takes."""
-    params = inspect.signature(model_class(model_type).__init__).parameters
-    return [n for n in params if n not in ("self", "vocab_size", "block_size")]
-
-
-def build_model(model_cfg: dict, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:
-    """Build a freshly initialised model from its config entry ({type: ..., hyperparameters}).
+def build_model(model_cfg: ModelConfig | dict, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:
+    """Build a freshly initialised model from its config (picollm.config's object for its type, or a mapping
+    {type: ..., hyperparameters}, which is checked and given the type's defaults).
 
     With `compact_ids` (the token ids seen in training), the model's own vocabulary is those ids plus one
     "other" class, wrapped so that it still maps full-vocabulary ids to full-vocabulary logits.
     """
+    cfg = model_config(model_cfg)
     if compact_ids is not None:
-        inner = build_model(model_cfg, len(set(compact_ids)) + 1, block_size)
+        inner = build_model(cfg, len(set(compact_ids)) + 1, block_size)
         return CompactVocab(inner, compact_ids, vocab_size)
-    cfg = model_defaults(model_cfg) if model_cfg.get("type") in MODEL_TYPES else dict(model_cfg)
-    cfg.pop("train", None)
-    model_type = cfg.pop("type", None)
-    cls = model_class(model_type)
-    allowed = hyperparameters(model_type)
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise PicoError(f"model type {model_type!r} has no hyperparameter {unknown[0]!r}; allowed: {sorted(allowed)}")
-    return cls(vocab_size=vocab_size, block_size=block_size, **cfg)
+    return model_class(cfg.type)(vocab_size=vocab_size, block_size=block_size, **cfg.hyperparameters())
 
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:

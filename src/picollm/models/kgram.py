@@ -25,10 +25,6 @@ class KGramMLP(nn.Module):
     def __init__(self, vocab_size: int, block_size: int, *, k: int, embed_dim: int, hidden_dim: int,
                  num_inner_layers: int, input: str):
         super().__init__()
-        if input not in ("embedding", "onehot"):
-            raise ValueError(f"unknown kgram input {input!r}; use 'embedding' or 'onehot'")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
         self.vocab_size, self.block_size = vocab_size, block_size
         self.k, self.input = k, input
         self.pad = vocab_size

@@ -2,10 +2,10 @@
 self-attention and an MLP -> final norm -> linear head, with rotary positions as an option and a KV cache
 for generation.
 
-The defaults are LLaMA's RMSNorm and bias-free layers with GPT-2's tanh-GELU MLP (it trained better than SiLU
-at equal steps, README); `norm: layernorm, bias: true` with learned positions and a tied head is GPT-2's
-network exactly (tests/test_models.py checks it against transformers' GPT2LMHeadModel), so the two families
-can be compared in one study.
+The defaults are LLaMA's RMSNorm and bias-free layers with GPT-2's tanh-GELU MLP; `norm: layernorm, bias: true`
+with learned positions and a tied head is GPT-2's network exactly (tests/test_models.py checks it against
+transformers' GPT2LMHeadModel), so the two families can be compared in one study. The hyperparameters arrive
+checked (picollm.config.TransformerConfig: heads divide d_model, rope's head width is even, the enums).
 """
 from __future__ import annotations
 
@@ -137,17 +137,7 @@ class Transformer(nn.Module):
                  mlp: str, pos_encoding: str, dropout: float, tie_weights: bool, rope_base: float, norm: str,
                  bias: bool):
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if mlp not in ("silu", "gelu", "swiglu"):
-            raise ValueError(f"unknown mlp {mlp!r}; use 'silu', 'gelu' or 'swiglu'")
-        if norm not in ("rmsnorm", "layernorm"):
-            raise ValueError(f"unknown norm {norm!r}; use 'rmsnorm' or 'layernorm'")
-        if pos_encoding not in ("learned", "rope"):
-            raise ValueError(f"unknown pos_encoding {pos_encoding!r}; use 'learned' or 'rope'")
         head_dim = d_model // n_heads
-        if pos_encoding == "rope" and head_dim % 2 != 0:
-            raise ValueError(f"rope rotates pairs of channels, so head_dim = d_model / n_heads ({head_dim}) must be even")
         if mlp_hidden is None:
             # SwiGLU has three weight matrices instead of two: 2/3 of 4*d_model keeps the parameter count.
             mlp_hidden = 8 * d_model // 3 if mlp == "swiglu" else 4 * d_model

@@ -1,0 +1,177 @@
+"""Study files to a Study: the `base:` chain, `--config` overrides, and one line per mistake.
+
+Study files are read in order (each after its own `base:` chain), then the command line's `--config`
+overrides, deep-merged in that order; pydantic does the rest (defaults, coercion, checks). A bad key or
+value stops the run with one line naming the key and what to do.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from picollm.config.study import Study
+from picollm.errors import PicoError
+
+DEFAULT_STUDY = "config/config.yaml"
+JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "list": "array",
+              "dict": "object", "model": "object"}
+
+
+class Replace:
+    """`key: !replace VALUE` in a study file: VALUE replaces what the base has under key instead of merging."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class _StudyLoader(yaml.SafeLoader):
+    pass
+
+
+def _replace(loader, node):
+    if isinstance(node, yaml.ScalarNode):
+        return Replace(loader.construct_scalar(node) or None)  # `key: !replace` alone: drop the key
+    construct = loader.construct_sequence if isinstance(node, yaml.SequenceNode) else loader.construct_mapping
+    return Replace(construct(node, deep=True))
+
+
+_StudyLoader.add_constructor("!replace", _replace)
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` onto `base`: mappings merge key by key, anything else (lists included) is replaced; a
+    Replace(value) replaces even a mapping, and Replace(None) removes the key."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Replace):
+            if value.value is None:
+                out.pop(key, None)
+            else:
+                out[key] = _unwrap(value.value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = _unwrap(copy.deepcopy(value))
+    return out
+
+
+def _unwrap(value):
+    """A value with any nested Replace markers turned into their plain values (nothing to merge them into)."""
+    if isinstance(value, Replace):
+        return _unwrap(value.value)
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items() if not (isinstance(v, Replace) and v.value is None)}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def read_study_file(path, _chain: tuple = ()) -> dict:
+    """One study file with its `base:` chain resolved (paths relative to the file naming them)."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise PicoError(f"config file {path}: 'base' loops back to itself "
+                        f"({' -> '.join(p.name for p in [*_chain, path.resolve()])}); remove one 'base:'")
+    if not path.is_file():
+        named = f" (named by 'base:' in {_chain[-1]})" if _chain else ""
+        raise PicoError(f"config file {path} does not exist{named}; fix the path")
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise PicoError(f"config file {path} is not UTF-8 (invalid byte at offset {exc.start}); save it as "
+                        f"UTF-8, or if it is no study file, check that a target did not follow --configfile") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PicoError(f"config file {path} is not valid YAML{where}: {why}") from None
+    if not isinstance(raw, dict):
+        raise PicoError(f"config file {path} must hold a mapping of config keys, not {type(raw).__name__}; "
+                        f"if it is no study file, check that a target did not follow --configfile")
+    if "base" not in raw:
+        return _unwrap(raw)
+    if not isinstance(raw["base"], str):
+        raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
+    parent = read_study_file(path.parent / raw["base"], (*_chain, path.resolve()))
+    return deep_merge(parent, {k: v for k, v in raw.items() if k != "base"})
+
+
+def load_study(files=(), overrides: dict | None = None) -> Study:
+    """Study files (default: config/config.yaml) merged in order, then `--config` overrides, validated."""
+    merged = {}
+    for path in files or [DEFAULT_STUDY]:
+        merged = deep_merge(merged, read_study_file(path))
+    return parse(Study, deep_merge(merged, dict(overrides or {})))
+
+
+def parse(cls: type[BaseModel], data, at: tuple = (), run: str | None = None):
+    """`cls` built from `data`, or PicoError with one line naming the first bad key (`at`: where data sits)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise PicoError(one_line(exc.errors()[0], cls, at, run)) from None
+
+
+def _tag_classes() -> dict:
+    """Union tag -> class: pydantic puts the tag (a model's type, a source's kind) into error locations."""
+    from picollm.config.study import MODEL_CLASSES, SOURCE_CLASSES
+    return {**MODEL_CLASSES, **SOURCE_CLASSES}
+
+
+def _clean_path(loc: tuple) -> list:
+    """A pydantic error location without its union tags (models.m.lstm.hidden_dim -> models.m.hidden_dim)."""
+    tags = _tag_classes()
+    return [p for i, p in enumerate(loc) if not (p in tags and i >= 2 and loc[i - 2] in ("models", "sources"))]
+
+
+def _holder(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The class whose field the last part of `loc` would be."""
+    tags = _tag_classes()
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if part in tags:
+            cls = tags[part]
+        elif field is not None:
+            cls = next((t for t in (field.annotation, *get_args(field.annotation))
+                        if isinstance(t, type) and issubclass(t, BaseModel)), cls)
+    return cls
+
+
+def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = None) -> str:
+    """One pydantic error as the line the user sees: the key, what it is, and what is allowed."""
+    path = [*at, *_clean_path(err["loc"])]
+    kind, value, msg = err["type"], err.get("input"), err["msg"].removeprefix("Value error, ")
+    sub = re.match(r"([a-z_0-9]+): (.*)", msg) if kind == "value_error" else None
+    if sub:
+        path, msg = [*path, sub.group(1)], sub.group(2)
+    where = ".".join(map(str, path)) or "(top level)"
+    of_run = f" of run {run}" if run else ""
+    if kind == "extra_forbidden":
+        return f"unknown config key '{where}'; allowed here: {', '.join(sorted(_holder(cls, err['loc']).model_fields))}"
+    if kind == "union_tag_invalid":
+        tags = err["ctx"]["expected_tags"].replace("'", "")
+        field = err["ctx"]["discriminator"].strip("'")
+        return f"config key '{where}.{field}' is {err['ctx']['tag']!r}; allowed: {tags}"
+    if kind == "union_tag_not_found":
+        field = err["ctx"]["discriminator"].strip("'")
+        return f"config key '{where}' is missing '{field}'"
+    if kind == "literal_error":
+        return f"config key '{where}' is {value!r}; allowed: {err['ctx']['expected'].replace(chr(39), '')}"
+    if kind == "missing":
+        return f"config key '{'.'.join(map(str, path[:-1])) or '(top level)'}' is missing '{path[-1]}'"
+    if kind == "too_short" and path == ["seeds"]:
+        return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
+    if path[:2] in (["sampling", "p_values"], ["sampling", "sweep_p_values"]):
+        if len(path) == 2 and kind == "list_type":
+            return f"config key '{where}' is {value!r}; give a list of p values, e.g. [{value}]"
+        if len(path) == 3:
+            return f"config key '{where}' is {value!r}; each p must be in (0, 1] (greedy decoding is always included)"
+    type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
+    if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
+        return f"config key '{where}'{of_run}: {value!r} is not of type '{type_name}'"
+    return f"config key '{where}'{of_run}: {msg}"
