@@ -20,10 +20,10 @@ CPU = torch.device("cpu")
 
 
 @functools.cache
-def default_train_cfg() -> dict:
-    """config/config.yaml's train section, validated with every default filled in (lr, betas, decay, clip)."""
+def default_train_cfg():
+    """config/config.yaml's train section (a TrainConfig: lr, betas, decay, clip, optimizer)."""
     from picollm.config import load_study
-    return load_study([REPO / "config" / "config.yaml"]).train.model_dump()
+    return load_study([REPO / "config" / "config.yaml"]).train
 
 
 def transformer_cfg(sz: Sizes) -> dict:
@@ -94,7 +94,7 @@ class RandomTokens:
         return WindowSampler(self.tokens, self.sources, {"bench": 1.0}, block, seed)
 
 
-def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg: dict | None = None):
+def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: int, train_cfg=None):
     """One trainer step as a callable: draw a window batch, loss, zero_grad, backward, clip, AdamW step.
 
     The optimizer is picollm.train.make_optimizer with config/config.yaml's train settings, for every model.
@@ -102,7 +102,7 @@ def train_step(model: torch.nn.Module, loss_fn, sampler: WindowSampler, batch: i
     cfg = train_cfg or default_train_cfg()
     model.train()
     optimizer = make_optimizer(model, cfg, CPU)
-    clip = cfg["grad_clip"] or float("inf")
+    clip = cfg.grad_clip or float("inf")
 
     def step():
         x, y = sampler.batch(batch)
