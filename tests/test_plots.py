@@ -9,8 +9,8 @@ import torch
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (attention_heads, grad_norms, loss_curves, lr_schedule, p_sweep, plt, raw_and_smoothed,
-                           sample_comparison, sample_slide, save, smoothing_window, sweep)
+from picollm.plots import (attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep, plt,
+                           raw_and_smoothed, sample_comparison, sample_slide, save, smoothing_window, sweep)
 
 
 def assert_png_and_svg(png):
@@ -77,6 +77,20 @@ def test_loss_curves_average_over_seeds(tmp_path):
     one = loss_curves.read_metrics(write_metrics(tmp_path / "one", seeds=(1,)))
     assert loss_curves.over_seeds(one[one["model"] == "lstm"], "val_loss")["std"].isna().all()
     assert loss_curves.band_note(one) == "one seed per run: no band"
+
+
+def test_loss_curves_legend_says_its_plus_minus_is_a_std(tmp_path):
+    """eval.md's ± is a 95% interval of the whole split; the legend's is 1 std of training's subset."""
+    frame = loss_curves.read_metrics(write_metrics(tmp_path, seeds=(1, 2, 3)))
+    val = loss_curves.over_seeds(frame[frame["model"] == "lstm"], "val_loss")
+    final = loss_curves.final_val(val)
+    assert final == f"{2.2 + 8 * np.exp(-6) + 2 / 50:.3f} ± 0.020 std"  # the std to two significant digits
+    fig, ax = plt.subplots()
+    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {"every logged step"}, "note")
+    legend = ax.get_legend()
+    assert "training's val subset, mean ± 1 std over seeds" in legend.get_title().get_text()
+    assert legend.get_texts()[0].get_text() == f"lstm (val {final})"
+    plt.close(fig)
 
 
 def test_auto_ylim_leaves_out_the_first_steps():
@@ -191,6 +205,7 @@ def test_attention_figure_from_a_checkpoint(tmp_path):
     tokenizer = get_tokenizer("byte")
     labels = [attention_heads.token_label(tokenizer, i) for i in [tokenizer.eot_token, *b"a \n\t"]]
     assert labels == ["<eot>", "a", "␣", "⏎", "→"]
+
 
 
 def test_same_figure_same_bytes(tmp_path):

@@ -134,6 +134,10 @@ def test_eval_table_means_and_t_intervals_over_seeds(tmp_path):
     body = md[md.index("| run"):]
     assert body.index("transformer") < body.index("lstm") < body.index("kgram_mlp")  # sorted by bpb
     assert "| 2.5 " in md and "1.500 ± 0.000" in md  # one seed: the value alone; no spread: a zero half-width
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    for name in ["val_loss", "perplexity", "bpb"]:  # which ± it is, unlike loss_curves.png's legend (1 std)
+        assert f"{name} (mean ± 95% CI)" in header
+    assert "loss_curves.png's legend gives another ±: 1 standard deviation" in md
 
 
 def test_eval_table_per_source_rows_and_capped_note(tmp_path):

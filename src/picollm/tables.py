@@ -118,7 +118,8 @@ def train_tokens_note(tokens_by_model: dict) -> str:
 METRICS = {"val_loss": "loss", "perplexity": "perplexity", "bpb": "bpb"}
 CI_NOTE = ("Each value is the mean over training seeds ± the half-width of its 95% Student-t confidence interval "
            "(t with n − 1 degrees of freedom over the n seeds: the spread between seeds, not the evaluation's "
-           "own sampling error); a run with one seed shows its value alone.")
+           "own sampling error); a run with one seed shows its value alone. (loss_curves.png's legend gives "
+           "another ±: 1 standard deviation over seeds of the loss on training's fixed validation subset.)")
 
 
 def seed_paths(inputs) -> dict:
@@ -193,8 +194,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     def cells(rows, columns):
         table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
         for name in METRICS:
-            table[name] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"], r[f"{name}_ci_high"])
-                           for _, r in rows.iterrows()]
+            table[f"{name} (mean ± 95% CI)"] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"],
+                                                            r[f"{name}_ci_high"]) for _, r in rows.iterrows()]
         return table.to_markdown(index=False, floatfmt=".4g", intfmt=",")
 
     first = {run: next(iter(by_seed.values())) for run, by_seed in runs.items()}
