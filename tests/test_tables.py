@@ -84,6 +84,17 @@ def test_models_table_writes_csv_and_markdown(tmp_path):
     assert "params_embedding" in (tmp_path / "models.md").read_text()
 
 
+def test_models_table_marks_timings_as_machine_dependent(tmp_path):
+    summary = {"model": "lstm", "type": "lstm", "tokens_seen": 5120, "wall_s": 1.2, "tokens_per_s": 4149.3}
+    (tmp_path / "lstm.json").write_text(json.dumps(summary))
+    tables.models_table([tmp_path / "lstm.json"], tmp_path / "models.md", "exp", out_csv=tmp_path / "models.csv")
+    md = (tmp_path / "models.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "wall_s (machine-dependent)" in header and "tokens_per_s (machine-dependent)" in header
+    assert md.index(tables.TIMING_NOTE) > md.index("| lstm")  # the note under the table
+    assert {"wall_s", "tokens_per_s"} <= set(pd.read_csv(tmp_path / "models.csv").columns)  # names code reads
+
+
 # --- evaluation over seeds -------------------------------------------------------------------------------
 
 T_975_2 = 4.302652729749462  # Student t, 97.5% quantile, 2 degrees of freedom

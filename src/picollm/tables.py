@@ -85,6 +85,13 @@ MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "
                  "tokens_seen", "wall_s", "tokens_per_s", "device", "final_train_loss", "final_val_loss"]
 
 
+# Timings measure the machine as much as the model: its speed and whatever else ran on it at the time.
+TIMING_HEADERS = {"wall_s": "wall_s (machine-dependent)", "tokens_per_s": "tokens_per_s (machine-dependent)"}
+TIMING_NOTE = ("wall_s and tokens_per_s are machine-dependent: each run's wall-clock time on the machine that "
+               "trained it, slowed by whatever else ran there at the time; compare them between runs only when "
+               "those shared one otherwise idle machine.")
+
+
 def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.DataFrame:
     """One row per model: parameters (params = embedding + head + core), tokens seen, wall time, tokens/s,
     device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
@@ -96,10 +103,11 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False)
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
+    shown = frame.rename(columns=TIMING_HEADERS)
     text = (f"# Models: experiment `{experiment}`, {note}\n\n"
             "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
             "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count).\n\n"
-            + frame.to_markdown(index=False, floatfmt=".4g", intfmt=",") + "\n")
+            + shown.to_markdown(index=False, floatfmt=".4g", intfmt=",") + f"\n\n{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
 
