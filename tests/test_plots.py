@@ -6,11 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep, plt,
-                           raw_and_smoothed, sample_comparison, sample_slide, save, smoothing_window, sweep)
+from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep,
+                           plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save, smoothing_window,
+                           sweep)
+
+SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
 
 
 def assert_png_and_svg(png):
@@ -39,12 +43,24 @@ def write_metrics(tmp_path, n_points: int = 40, seeds=(1, 2)) -> dict:
     return paths
 
 
-def write_samples_csv(path) -> None:
+def write_samples_csv(path, models=("kgram_mlp", "lstm", "transformer"), text=None) -> None:
+    """tables/samples.csv: the lstm's samples are newlines (unless `text` = {model: text} says otherwise)."""
+    def sample(m):
+        return (text or {}).get(m, "\n" * 57 + "The" if m == "lstm" else " there was a girl. " * 8)
     rows = [{"model": m, "train_tokens": 512, "prompt": prompt, "decoding": d, "sample": 0, "seed": 1,
-             "new_tokens": 60, "text": "\n" * 57 + "The" if m == "lstm" else " there was a girl. " * 8}
-            for m in ["kgram_mlp", "lstm", "transformer"] for prompt in ["Once upon a time", "Lily"]
-            for d in ["greedy", "p=0.8", "p=1"]]
+             "new_tokens": 60, "text": sample(m)}
+            for m in models for prompt in ["Once upon a time", "Lily"] for d in ["greedy", "p=0.8", "p=0.95", "p=1"]]
     pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def aspect(path) -> float:
+    width, height = png_size(path)
+    return width / height
 
 
 def test_smoothing_only_with_enough_points():
@@ -193,6 +209,21 @@ def test_sample_figures_show_newlines(tmp_path):
     sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt="Lily")
     for name in ["sample_comparison", "sample_slide"]:
         assert_png_and_svg(tmp_path / f"{name}.png")
+
+
+def test_run_labels_put_the_swept_setting_under_the_model():
+    assert run_label("transformer.d_model=64") == "transformer\nd_model=64"
+    assert run_label("lstm.train.lr=0.03") == "lstm\ntrain.lr=0.03"
+    assert run_label("kgram_mlp") == "kgram_mlp"
+
+
+def test_sample_comparison_is_a_slide_wide_whatever_the_runs(tmp_path):
+    """4,693 px wide with five runs before: too small to read once a page or slide scales it down."""
+    runs = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32", "transformer.d_model=128"]
+    write_samples_csv(tmp_path / "samples.csv", runs, text={"lstm": ""})
+    sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "sample_comparison.png", "exp")
+    width, height = png_size(tmp_path / "sample_comparison.png")
+    assert width <= 1.02 * SLIDE_PX and height > 0
 
 
 def test_attention_figure_from_a_checkpoint(tmp_path):
