@@ -13,6 +13,7 @@ from picollm.models import build_model, checkpoint_dict
 from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep,
                            plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save, smoothing_window,
                            sweep)
+from picollm.tables import ENDED_AT_ONCE
 
 SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
 
@@ -224,6 +225,7 @@ def test_sample_comparison_is_a_slide_wide_whatever_the_runs(tmp_path):
     sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "sample_comparison.png", "exp")
     width, height = png_size(tmp_path / "sample_comparison.png")
     assert width <= 1.02 * SLIDE_PX and height > 0
+    assert sample_comparison.cell_text("", width=40, max_chars=100) == ENDED_AT_ONCE
 
 
 def test_attention_figure_from_a_checkpoint(tmp_path):

@@ -40,6 +40,15 @@ def test_samples_table_shows_and_counts_newlines(tmp_path):
     assert len(frame) == 2
 
 
+def test_an_empty_sample_says_the_model_ended_at_once(tmp_path):
+    """Sampling cuts a sample at its first end-of-text: an empty one is a story ended at once, not "(empty)"."""
+    write_samples(tmp_path / "s.jsonl", {"lstm": ""})
+    tables.samples_table([tmp_path / "s.jsonl"], tmp_path / "samples.csv", tmp_path / "samples.md", "exp")
+    csv = pd.read_csv(tmp_path / "samples.csv", keep_default_na=False).set_index("model")
+    assert csv.loc["lstm", "text"] == "" and csv.loc["lstm", "shown"] == "ended at once (end-of-text)"
+    assert "| greedy | lstm | 4 | 0 | ended at once (end-of-text) |" in (tmp_path / "samples.md").read_text()
+
+
 def models():
     """Every model type, with the head untied and (for the Transformer) tied, full and compact vocabulary."""
     cfgs = [{"type": "kgram_mlp"}, {"type": "kgram_mlp", "input": "onehot"}, {"type": "lstm"},

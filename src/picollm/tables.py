@@ -40,21 +40,32 @@ def show_whitespace(text: str) -> str:
     return re.sub(r"[^\S ]", lambda m: WHITESPACE_SIGNS.get(m.group(), "␣"), text)
 
 
+# What an empty sample means: sampling cuts a sample at its first end-of-text, and every token decodes to at
+# least one byte, so a sample is empty only when the model ended the story at once.
+ENDED_AT_ONCE = "ended at once (end-of-text)"
+
+
 def _cell(text: str, width: int = 240) -> str:
     text = show_whitespace(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
-    return text.replace("|", "\\|") or "(empty)"
+    return text.replace("|", "\\|") or ENDED_AT_ONCE
+
+
+def shown_text(text: str) -> str:
+    """A sample as a table shows it: whitespace made visible, and an empty one said to have ended at once."""
+    return show_whitespace(text) or ENDED_AT_ONCE
 
 
 def samples_table(paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
     """Every model x decoding x prompt: CSV with every sample, Markdown with the first of each.
 
     `text` is the sample exactly; `shown` is it with whitespace made visible (HTML and Markdown collapse
-    runs of whitespace, so a sample of newlines would read as empty) and `newlines` counts its line breaks.
+    runs of whitespace, so a sample of newlines would read as empty; an empty sample says it ended at once)
+    and `newlines` counts its line breaks.
     """
     frame = read_samples(paths)
     frame["newlines"] = frame["text"].str.count("\n")
-    frame["shown"] = frame["text"].map(show_whitespace)
+    frame["shown"] = frame["text"].map(shown_text)
     columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "newlines", "shown",
                "text"]
     with atomic_path(out_csv) as tmp:
@@ -71,7 +82,8 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
              "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
-             "show); `newlines` counts the line breaks in the continuation.", ""]
+             f"show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
+             "whose first new token was end-of-text.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
         lines += [f"## Prompt: “{show_whitespace(prompt)}”", "",
                   "| decoding | model | new tokens | newlines | text |", "|---|---|--:|--:|---|"]

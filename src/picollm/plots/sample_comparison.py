@@ -6,6 +6,7 @@ The figure is a slide's width whatever the number of runs (the model columns sha
 to fit), so that the report shows its text at a readable size; more runs make it taller, not wider.
 Whitespace is drawn as signs (⏎ newline, → tab, ␣ a space that would not show) and a cell whose sample
 holds line breaks says how many: a sample of newlines must not read as an empty or one-character cell.
+A sample the model ended at once (its first token end-of-text) says so.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import textwrap
 import pandas as pd
 
 from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, save
-from picollm.tables import show_whitespace, train_tokens_note
+from picollm.tables import ENDED_AT_ONCE, show_whitespace, train_tokens_note
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
 PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns share the rest of a slide
@@ -36,7 +37,7 @@ def cell_text(text: str, width: int, max_chars: int) -> str:
     text = show_whitespace(text).strip()
     text = re.sub(r"([⏎→␣⇤])\1{3,}", lambda m: f"{m.group(1)}×{len(m.group())} ", text)
     text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-    return textwrap.fill(text, width) if text else "(empty)"
+    return textwrap.fill(text, width) if text else ENDED_AT_ONCE
 
 
 def chars_per_line(inches: float, fontsize: float) -> int:
@@ -49,6 +50,13 @@ def fitting_fontsize(cells: list[list[str]], pad: float, largest: float = 14, sm
     """The largest font size (within bounds) at which the table still fits a slide's height."""
     lines = sum(row_lines([["header"], *cells], pad))
     return max(smallest, min(largest, (SLIDE[1] - 0.9) * 72 / (lines * LINE_HEIGHT)))
+
+
+def mark_ended(table) -> None:
+    """Grey italics for a sample the model ended at once: it is a note, not text the model wrote."""
+    for cell in table.get_celld().values():
+        if cell.get_text().get_text() == ENDED_AT_ONCE:
+            cell.set_text_props(color="0.4", style="italic")
 
 
 def row_lines(rows: list[list[str]], pad: float) -> list[float]:
@@ -108,7 +116,8 @@ def plot(samples_csv, out, experiment: str, provenance=None, *, max_chars: int =
     cells = sample_cells(first, models, chars_per_line(column, fontsize), max_chars)
     header = ["prompt, decoding", *map(run_label, models)]
     fig, ax = table_figure(cells, SLIDE[0], fontsize, header=header)
-    text_table(ax, cells, header, [PROMPT_WIDTH, *[column] * len(models)], fontsize)
+    table = text_table(ax, cells, header, [PROMPT_WIDTH, *[column] * len(models)], fontsize)
+    mark_ended(table)
     tokens = train_tokens_note(dict(zip(first["model"], first["train_tokens"])))
     ax.set_title(f"Samples — {experiment}, {tokens}   (⏎ newline, ␣ extra space)")
     save(fig, out, experiment, provenance)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, save
-from picollm.plots.sample_comparison import cell_text, fitting_fontsize, table_figure, text_table
+from picollm.plots.sample_comparison import cell_text, fitting_fontsize, mark_ended, table_figure, text_table
 from picollm.tables import show_whitespace
 
 COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation (⏎ newline, ␣ extra space)"]
@@ -42,6 +42,7 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     cells, fontsize = layout(frame, max_chars, pad)
     fig, ax = table_figure(cells, SLIDE[0], fontsize, pad=pad)
     table = text_table(ax, cells, COLUMNS, WIDTHS, fontsize, pad=pad)
+    mark_ended(table)
     styles = model_styles(runs)
     for r, row in enumerate(cells, start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[row[0].replace("\n", "")]["color"], 0.25))
