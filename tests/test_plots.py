@@ -218,6 +218,33 @@ def test_run_labels_put_the_swept_setting_under_the_model():
     assert run_label("kgram_mlp") == "kgram_mlp"
 
 
+def test_sample_slide_names_runs_whole_without_overlap_or_zero_columns(tmp_path):
+    runs = ["kgram_mlp", "transformer", "transformer.d_model=128", "lstm.train.lr=0.0003"]
+    write_samples_csv(tmp_path / "samples.csv", runs, text={"lstm.train.lr=0.0003": "", "kgram_mlp": " 1 2 3"})
+    first = sample_comparison.read_first_samples(tmp_path / "samples.csv")
+    rows = first[first["prompt"] == "Lily"]
+    assert sample_slide.run_cells(rows["model"])[4:12] == ["transformer", "", "", "", "transformer", "d_model=128", "",
+                                                          ""]
+    assert sample_slide.run_cells(pd.Series(["a.b=1", "c"])) == ["a\nb=1", "c"]  # one row: both lines in it
+    assert sample_slide.columns(rows) == ["run", "decoding", sample_slide.SAMPLE]  # no column of zeros
+    fig, table = sample_slide.figure(rows, "Lily", "exp")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for (r, c), cell in table.get_celld().items():  # every short column's text inside its cell
+        if c < 2:
+            text, box = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
+            assert box.x0 <= text.x0 and text.x1 <= box.x1, cell.get_text().get_text()
+    ended = [cell for cell in table.get_celld().values() if cell.get_text().get_text() == ENDED_AT_ONCE]
+    assert len(ended) == 4 and ended[0].get_text().get_style() == "italic"  # the lr sweep run, every decoding
+    plt.close(fig)
+    sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt="Lily")
+    width, _ = png_size(tmp_path / "sample_slide.png")
+    assert width <= 1.02 * SLIDE_PX and 1.6 < aspect(tmp_path / "sample_slide.png") < 2.0  # a 16:9 slide
+    write_samples_csv(tmp_path / "newlines.csv")
+    first = sample_comparison.read_first_samples(tmp_path / "newlines.csv")
+    assert "newlines" in sample_slide.columns(first)  # the lstm's samples hold 57
+
+
 def test_sample_comparison_is_a_slide_wide_whatever_the_runs(tmp_path):
     """4,693 px wide with five runs before: too small to read once a page or slide scales it down."""
     runs = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32", "transformer.d_model=128"]
