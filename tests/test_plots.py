@@ -126,6 +126,23 @@ def test_training_dynamics_figures(tmp_path):
         assert_png_and_svg(tmp_path / f"{name}.png")
 
 
+def test_lr_schedule_draws_a_shared_schedule_once_with_the_legend_off_the_curve(tmp_path):
+    metrics = write_metrics(tmp_path, n_points=12)  # every run the same schedule ...
+    frame = loss_curves.read_metrics(metrics)
+    assert [runs for runs, _ in lr_schedule.schedule_groups(frame, "step")] == [["kgram_mlp", "lstm", "transformer"]]
+    for path in metrics["transformer"].values():  # ... but the transformer's, now twice as high
+        rows = pd.read_csv(path)
+        rows.assign(lr=2 * rows["lr"]).to_csv(path, index=False)
+    fig = lr_schedule.figure(metrics, "exp")
+    labels = [t.get_text().replace("\u00a0", " ").replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert labels == ["kgram_mlp, lstm (same schedule): peak 0.001, last 0.001", "transformer: peak 0.002, last 0.002"]
+    assert len(fig.axes[0].lines) == 2  # one line per schedule, not per run
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    assert not fig.legends[0].get_window_extent(renderer).overlaps(fig.axes[0].get_window_extent(renderer))
+    plt.close(fig)
+
+
 def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
     rows = [{"experiment": "exp", "run": m, "seed": seed, "model": m, "decoding": d, "p": p, "samples": 2,
              "distinct_1": 0.5 + seed / 10, "distinct_2": 0.6, "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0,
