@@ -2,6 +2,7 @@
 seeds average into lines with bands or error bars."""
 import json
 
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +63,13 @@ def png_size(path) -> tuple[int, int]:
 def aspect(path) -> float:
     width, height = png_size(path)
     return width / height
+
+
+def overlapping(texts, renderer) -> list[tuple[str, str]]:
+    """Pairs of drawn texts whose boxes overlap by more than a pixel."""
+    boxes = [(t.get_text(), t.get_window_extent(renderer).padded(-1)) for t in texts
+             if t.get_visible() and t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
 
 
 def test_smoothing_only_with_enough_points():
@@ -272,6 +280,30 @@ def test_sample_comparison_is_a_slide_wide_whatever_the_runs(tmp_path):
     assert sample_comparison.cell_text("", width=40, max_chars=100) == ENDED_AT_ONCE
 
 
+def fake_maps(n_tokens: int, layers: int = 2, heads: int = 4, seed: int = 0) -> list:
+    """Causal attention weights: `layers` arrays of (heads, T, T), each row summing to 1."""
+    rng = np.random.default_rng(seed)
+    weights = np.tril(rng.random((layers, heads, n_tokens, n_tokens)))
+    return list(weights / weights.sum(-1, keepdims=True))
+
+
+def test_attention_blocks_fill_a_landscape_grid_without_label_collisions():
+    assert attention_heads.block_grid(1, 2, 4) == (1, 1)
+    assert attention_heads.block_grid(3, 2, 4) == (2, 2)  # 4 x 8 panels, not 6 x 4 (portrait) or 2 x 12
+    assert attention_heads.block_grid(2, 6, 6) == (1, 2)
+    assert attention_heads.block_grid(2, 2, 4) == (1, 2)  # wide rather than square: landscape
+    labels = ["<eot>", *("·" if c == " " else c for c in "Once upon a time, there")]
+    drawn = {run: (labels, fake_maps(len(labels), seed=i))
+             for i, run in enumerate(["transformer", "transformer.d_model=128", "transformer.d_model=32"])}
+    fig = attention_heads.draw(drawn, attention_heads.PANEL, "title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert not overlapping(fig.findobj(matplotlib.text.Text), renderer)  # every label, title and token
+    bottom = [ax for ax in fig.axes if ax.get_xticklabels() and ax.get_xticklabels()[0].get_text()]
+    assert {t.get_rotation() for ax in bottom for t in ax.get_xticklabels() if t.get_text() == "·"} == {0}
+    plt.close(fig)
+
+
 def test_attention_figure_from_a_checkpoint(tmp_path):
     cfg = {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 2}
     model = build_model(cfg, 257, 32)
@@ -281,8 +313,25 @@ def test_attention_figure_from_a_checkpoint(tmp_path):
     assert_png_and_svg(tmp_path / "attention_heads.png")
     tokenizer = get_tokenizer("byte")
     labels = [attention_heads.token_label(tokenizer, i) for i in [tokenizer.eot_token, *b"a \n\t"]]
-    assert labels == ["<eot>", "a", "␣", "⏎", "→"]
+    assert labels == ["<eot>", "a", "·", "⏎", "→"]  # a space as a middle dot: a rotated ␣ read as a stray glyph
 
+
+def test_attention_figures_are_landscape_and_one_per_run(tmp_path):
+    """Portrait (2883 x 4063 px for three runs) before; now every run's figure and theirs together ~16:9."""
+    models = {}
+    for name, d_model in [("transformer", 16), ("transformer.d_model=8", 8), ("transformer.d_model=32", 32)]:
+        cfg = {"type": "transformer", "d_model": d_model, "n_heads": 4, "n_layers": 2}
+        torch.save(checkpoint_dict(build_model(cfg, 257, 32), cfg, 257, 32, tokenizer="byte",
+                                   summary={"tokens_seen": 512}), tmp_path / f"{name}.pt")
+        models[name] = tmp_path / f"{name}.pt"
+    out = tmp_path / "figures" / "attention_heads.png"
+    out.parent.mkdir()
+    attention_heads.plot(models, out, "exp", prompt="0 1 1 2 3")
+    assert 1.5 < aspect(out) < 2.2
+    for name in models:
+        per_run = tmp_path / "figures" / "attention_heads" / f"{name}.png"
+        assert_png_and_svg(per_run)
+        assert 1.5 < aspect(per_run) < 2.2 and png_size(per_run)[0] <= 1.1 * SLIDE_PX
 
 
 def test_same_figure_same_bytes(tmp_path):
