@@ -2,15 +2,21 @@
 seeds average into lines with bands or error bars."""
 import json
 
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (attention_heads, grad_norms, loss_curves, lr_schedule, p_sweep, plt, raw_and_smoothed,
-                           sample_comparison, sample_slide, save, smoothing_window, sweep)
+from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep,
+                           plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save, smoothing_window,
+                           sweep)
+from picollm.tables import ENDED_AT_ONCE
+
+SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
 
 
 def assert_png_and_svg(png):
@@ -39,12 +45,31 @@ def write_metrics(tmp_path, n_points: int = 40, seeds=(1, 2)) -> dict:
     return paths
 
 
-def write_samples_csv(path) -> None:
+def write_samples_csv(path, models=("kgram_mlp", "lstm", "transformer"), text=None) -> None:
+    """tables/samples.csv: the lstm's samples are newlines (unless `text` = {model: text} says otherwise)."""
+    def sample(m):
+        return (text or {}).get(m, "\n" * 57 + "The" if m == "lstm" else " there was a girl. " * 8)
     rows = [{"model": m, "train_tokens": 512, "prompt": prompt, "decoding": d, "sample": 0, "seed": 1,
-             "new_tokens": 60, "text": "\n" * 57 + "The" if m == "lstm" else " there was a girl. " * 8}
-            for m in ["kgram_mlp", "lstm", "transformer"] for prompt in ["Once upon a time", "Lily"]
-            for d in ["greedy", "p=0.8", "p=1"]]
+             "new_tokens": 60, "text": sample(m)}
+            for m in models for prompt in ["Once upon a time", "Lily"] for d in ["greedy", "p=0.8", "p=0.95", "p=1"]]
     pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def aspect(path) -> float:
+    width, height = png_size(path)
+    return width / height
+
+
+def overlapping(texts, renderer) -> list[tuple[str, str]]:
+    """Pairs of drawn texts whose boxes overlap by more than a pixel."""
+    boxes = [(t.get_text(), t.get_window_extent(renderer).padded(-1)) for t in texts
+             if t.get_visible() and t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
 
 
 def test_smoothing_only_with_enough_points():
@@ -79,6 +104,20 @@ def test_loss_curves_average_over_seeds(tmp_path):
     assert loss_curves.band_note(one) == "one seed per run: no band"
 
 
+def test_loss_curves_legend_says_its_plus_minus_is_a_std(tmp_path):
+    """eval.md's ± is a 95% interval of the whole split; the legend's is 1 std of training's subset."""
+    frame = loss_curves.read_metrics(write_metrics(tmp_path, seeds=(1, 2, 3)))
+    val = loss_curves.over_seeds(frame[frame["model"] == "lstm"], "val_loss")
+    final = loss_curves.final_val(val)
+    assert final == f"{2.2 + 8 * np.exp(-6) + 2 / 50:.3f} ± 0.020 std"  # the std to two significant digits
+    fig, ax = plt.subplots()
+    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {"every logged step"}, "note")
+    legend = ax.get_legend()
+    assert "training's val subset, mean ± 1 std over seeds" in legend.get_title().get_text()
+    assert legend.get_texts()[0].get_text() == f"lstm (val {final})"
+    plt.close(fig)
+
+
 def test_auto_ylim_leaves_out_the_first_steps():
     frame = pd.DataFrame({"tokens_seen": [0, 100, 200, 300, 400], "train_loss": [10.8, 6, 3, 2.5, 2.4],
                           "val_loss": [10.9, np.nan, np.nan, np.nan, 2.6]})
@@ -93,6 +132,23 @@ def test_training_dynamics_figures(tmp_path):
     lr_schedule.plot(metrics, tmp_path / "lr_tokens.png", "exp", x="tokens_seen")
     for name in ["grad_norms", "lr_schedule", "lr_tokens"]:
         assert_png_and_svg(tmp_path / f"{name}.png")
+
+
+def test_lr_schedule_draws_a_shared_schedule_once_with_the_legend_off_the_curve(tmp_path):
+    metrics = write_metrics(tmp_path, n_points=12)  # every run the same schedule ...
+    frame = loss_curves.read_metrics(metrics)
+    assert [runs for runs, _ in lr_schedule.schedule_groups(frame, "step")] == [["kgram_mlp", "lstm", "transformer"]]
+    for path in metrics["transformer"].values():  # ... but the transformer's, now twice as high
+        rows = pd.read_csv(path)
+        rows.assign(lr=2 * rows["lr"]).to_csv(path, index=False)
+    fig = lr_schedule.figure(metrics, "exp")
+    labels = [t.get_text().replace("\u00a0", " ").replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert labels == ["kgram_mlp, lstm (same schedule): peak 0.001, last 0.001", "transformer: peak 0.002, last 0.002"]
+    assert len(fig.axes[0].lines) == 2  # one line per schedule, not per run
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    assert not fig.legends[0].get_window_extent(renderer).overlaps(fig.axes[0].get_window_extent(renderer))
+    plt.close(fig)
 
 
 def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
@@ -181,6 +237,73 @@ def test_sample_figures_show_newlines(tmp_path):
         assert_png_and_svg(tmp_path / f"{name}.png")
 
 
+def test_run_labels_put_the_swept_setting_under_the_model():
+    assert run_label("transformer.d_model=64") == "transformer\nd_model=64"
+    assert run_label("lstm.train.lr=0.03") == "lstm\ntrain.lr=0.03"
+    assert run_label("kgram_mlp") == "kgram_mlp"
+
+
+def test_sample_slide_names_runs_whole_without_overlap_or_zero_columns(tmp_path):
+    runs = ["kgram_mlp", "transformer", "transformer.d_model=128", "lstm.train.lr=0.0003"]
+    write_samples_csv(tmp_path / "samples.csv", runs, text={"lstm.train.lr=0.0003": "", "kgram_mlp": " 1 2 3"})
+    first = sample_comparison.read_first_samples(tmp_path / "samples.csv")
+    rows = first[first["prompt"] == "Lily"]
+    assert sample_slide.run_cells(rows["model"])[4:12] == ["transformer", "", "", "", "transformer", "d_model=128", "",
+                                                          ""]
+    assert sample_slide.run_cells(pd.Series(["a.b=1", "c"])) == ["a\nb=1", "c"]  # one row: both lines in it
+    assert sample_slide.columns(rows) == ["run", "decoding", sample_slide.SAMPLE]  # no column of zeros
+    fig, table = sample_slide.figure(rows, "Lily", "exp")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for (r, c), cell in table.get_celld().items():  # every short column's text inside its cell
+        if c < 2:
+            text, box = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
+            assert box.x0 <= text.x0 and text.x1 <= box.x1, cell.get_text().get_text()
+    ended = [cell for cell in table.get_celld().values() if cell.get_text().get_text() == ENDED_AT_ONCE]
+    assert len(ended) == 4 and ended[0].get_text().get_style() == "italic"  # the lr sweep run, every decoding
+    plt.close(fig)
+    sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt="Lily")
+    width, _ = png_size(tmp_path / "sample_slide.png")
+    assert width <= 1.02 * SLIDE_PX and 1.6 < aspect(tmp_path / "sample_slide.png") < 2.0  # a 16:9 slide
+    write_samples_csv(tmp_path / "newlines.csv")
+    first = sample_comparison.read_first_samples(tmp_path / "newlines.csv")
+    assert "newlines" in sample_slide.columns(first)  # the lstm's samples hold 57
+
+
+def test_sample_comparison_is_a_slide_wide_whatever_the_runs(tmp_path):
+    """4,693 px wide with five runs before: too small to read once a page or slide scales it down."""
+    runs = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32", "transformer.d_model=128"]
+    write_samples_csv(tmp_path / "samples.csv", runs, text={"lstm": ""})
+    sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "sample_comparison.png", "exp")
+    width, height = png_size(tmp_path / "sample_comparison.png")
+    assert width <= 1.02 * SLIDE_PX and height > 0
+    assert sample_comparison.cell_text("", width=40, max_chars=100) == ENDED_AT_ONCE
+
+
+def fake_maps(n_tokens: int, layers: int = 2, heads: int = 4, seed: int = 0) -> list:
+    """Causal attention weights: `layers` arrays of (heads, T, T), each row summing to 1."""
+    rng = np.random.default_rng(seed)
+    weights = np.tril(rng.random((layers, heads, n_tokens, n_tokens)))
+    return list(weights / weights.sum(-1, keepdims=True))
+
+
+def test_attention_blocks_fill_a_landscape_grid_without_label_collisions():
+    assert attention_heads.block_grid(1, 2, 4) == (1, 1)
+    assert attention_heads.block_grid(3, 2, 4) == (2, 2)  # 4 x 8 panels, not 6 x 4 (portrait) or 2 x 12
+    assert attention_heads.block_grid(2, 6, 6) == (1, 2)
+    assert attention_heads.block_grid(2, 2, 4) == (1, 2)  # wide rather than square: landscape
+    labels = ["<eot>", *("·" if c == " " else c for c in "Once upon a time, there")]
+    drawn = {run: (labels, fake_maps(len(labels), seed=i))
+             for i, run in enumerate(["transformer", "transformer.d_model=128", "transformer.d_model=32"])}
+    fig = attention_heads.draw(drawn, attention_heads.PANEL, "title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert not overlapping(fig.findobj(matplotlib.text.Text), renderer)  # every label, title and token
+    bottom = [ax for ax in fig.axes if ax.get_xticklabels() and ax.get_xticklabels()[0].get_text()]
+    assert {t.get_rotation() for ax in bottom for t in ax.get_xticklabels() if t.get_text() == "·"} == {0}
+    plt.close(fig)
+
+
 def test_attention_figure_from_a_checkpoint(tmp_path):
     cfg = {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 2}
     model = build_model(cfg, 257, 32)
@@ -190,7 +313,25 @@ def test_attention_figure_from_a_checkpoint(tmp_path):
     assert_png_and_svg(tmp_path / "attention_heads.png")
     tokenizer = get_tokenizer("byte")
     labels = [attention_heads.token_label(tokenizer, i) for i in [tokenizer.eot_token, *b"a \n\t"]]
-    assert labels == ["<eot>", "a", "␣", "⏎", "→"]
+    assert labels == ["<eot>", "a", "·", "⏎", "→"]  # a space as a middle dot: a rotated ␣ read as a stray glyph
+
+
+def test_attention_figures_are_landscape_and_one_per_run(tmp_path):
+    """Portrait (2883 x 4063 px for three runs) before; now every run's figure and theirs together ~16:9."""
+    models = {}
+    for name, d_model in [("transformer", 16), ("transformer.d_model=8", 8), ("transformer.d_model=32", 32)]:
+        cfg = {"type": "transformer", "d_model": d_model, "n_heads": 4, "n_layers": 2}
+        torch.save(checkpoint_dict(build_model(cfg, 257, 32), cfg, 257, 32, tokenizer="byte",
+                                   summary={"tokens_seen": 512}), tmp_path / f"{name}.pt")
+        models[name] = tmp_path / f"{name}.pt"
+    out = tmp_path / "figures" / "attention_heads.png"
+    out.parent.mkdir()
+    attention_heads.plot(models, out, "exp", prompt="0 1 1 2 3")
+    assert 1.5 < aspect(out) < 2.2
+    for name in models:
+        per_run = tmp_path / "figures" / "attention_heads" / f"{name}.png"
+        assert_png_and_svg(per_run)
+        assert 1.5 < aspect(per_run) < 2.2 and png_size(per_run)[0] <= 1.1 * SLIDE_PX
 
 
 def test_same_figure_same_bytes(tmp_path):

@@ -40,6 +40,15 @@ def test_samples_table_shows_and_counts_newlines(tmp_path):
     assert len(frame) == 2
 
 
+def test_an_empty_sample_says_the_model_ended_at_once(tmp_path):
+    """Sampling cuts a sample at its first end-of-text: an empty one is a story ended at once, not "(empty)"."""
+    write_samples(tmp_path / "s.jsonl", {"lstm": ""})
+    tables.samples_table([tmp_path / "s.jsonl"], tmp_path / "samples.csv", tmp_path / "samples.md", "exp")
+    csv = pd.read_csv(tmp_path / "samples.csv", keep_default_na=False).set_index("model")
+    assert csv.loc["lstm", "text"] == "" and csv.loc["lstm", "shown"] == "ended at once (end-of-text)"
+    assert "| greedy | lstm | 4 | 0 | ended at once (end-of-text) |" in (tmp_path / "samples.md").read_text()
+
+
 def models():
     """Every model type, with the head untied and (for the Transformer) tied, full and compact vocabulary."""
     cfgs = [{"type": "kgram_mlp"}, {"type": "kgram_mlp", "input": "onehot"}, {"type": "lstm"},
@@ -82,6 +91,17 @@ def test_models_table_writes_csv_and_markdown(tmp_path):
     assert csv.loc["transformer", "head_tied"] and csv.loc["transformer", "params_head"] == 0
     assert csv.loc["lstm", "tokens_per_s"] == 4149 and csv.loc["lstm", "final_val_loss"] == 2.4568
     assert "params_embedding" in (tmp_path / "models.md").read_text()
+
+
+def test_models_table_marks_timings_as_machine_dependent(tmp_path):
+    summary = {"model": "lstm", "type": "lstm", "tokens_seen": 5120, "wall_s": 1.2, "tokens_per_s": 4149.3}
+    (tmp_path / "lstm.json").write_text(json.dumps(summary))
+    tables.models_table([tmp_path / "lstm.json"], tmp_path / "models.md", "exp", out_csv=tmp_path / "models.csv")
+    md = (tmp_path / "models.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "wall_s (machine-dependent)" in header and "tokens_per_s (machine-dependent)" in header
+    assert md.index(tables.TIMING_NOTE) > md.index("| lstm")  # the note under the table
+    assert {"wall_s", "tokens_per_s"} <= set(pd.read_csv(tmp_path / "models.csv").columns)  # names code reads
 
 
 # --- evaluation over seeds -------------------------------------------------------------------------------
@@ -134,6 +154,10 @@ def test_eval_table_means_and_t_intervals_over_seeds(tmp_path):
     body = md[md.index("| run"):]
     assert body.index("transformer") < body.index("lstm") < body.index("kgram_mlp")  # sorted by bpb
     assert "| 2.5 " in md and "1.500 ± 0.000" in md  # one seed: the value alone; no spread: a zero half-width
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    for name in ["val_loss", "perplexity", "bpb"]:  # which ± it is, unlike loss_curves.png's legend (1 std)
+        assert f"{name} (mean ± 95% CI)" in header
+    assert "loss_curves.png's legend gives another ±: 1 standard deviation" in md
 
 
 def test_eval_table_per_source_rows_and_capped_note(tmp_path):

@@ -40,21 +40,32 @@ def show_whitespace(text: str) -> str:
     return re.sub(r"[^\S ]", lambda m: WHITESPACE_SIGNS.get(m.group(), "␣"), text)
 
 
+# What an empty sample means: sampling cuts a sample at its first end-of-text, and every token decodes to at
+# least one byte, so a sample is empty only when the model ended the story at once.
+ENDED_AT_ONCE = "ended at once (end-of-text)"
+
+
 def _cell(text: str, width: int = 240) -> str:
     text = show_whitespace(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
-    return text.replace("|", "\\|") or "(empty)"
+    return text.replace("|", "\\|") or ENDED_AT_ONCE
+
+
+def shown_text(text: str) -> str:
+    """A sample as a table shows it: whitespace made visible, and an empty one said to have ended at once."""
+    return show_whitespace(text) or ENDED_AT_ONCE
 
 
 def samples_table(paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
     """Every model x decoding x prompt: CSV with every sample, Markdown with the first of each.
 
     `text` is the sample exactly; `shown` is it with whitespace made visible (HTML and Markdown collapse
-    runs of whitespace, so a sample of newlines would read as empty) and `newlines` counts its line breaks.
+    runs of whitespace, so a sample of newlines would read as empty; an empty sample says it ended at once)
+    and `newlines` counts its line breaks.
     """
     frame = read_samples(paths)
     frame["newlines"] = frame["text"].str.count("\n")
-    frame["shown"] = frame["text"].map(show_whitespace)
+    frame["shown"] = frame["text"].map(shown_text)
     columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "newlines", "shown",
                "text"]
     with atomic_path(out_csv) as tmp:
@@ -71,7 +82,8 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
              "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
-             "show); `newlines` counts the line breaks in the continuation.", ""]
+             f"show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
+             "whose first new token was end-of-text.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
         lines += [f"## Prompt: “{show_whitespace(prompt)}”", "",
                   "| decoding | model | new tokens | newlines | text |", "|---|---|--:|--:|---|"]
@@ -85,6 +97,13 @@ MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "
                  "tokens_seen", "wall_s", "tokens_per_s", "device", "final_train_loss", "final_val_loss"]
 
 
+# Timings measure the machine as much as the model: its speed and whatever else ran on it at the time.
+TIMING_HEADERS = {"wall_s": "wall_s (machine-dependent)", "tokens_per_s": "tokens_per_s (machine-dependent)"}
+TIMING_NOTE = ("wall_s and tokens_per_s are machine-dependent: each run's wall-clock time on the machine that "
+               "trained it, slowed by whatever else ran there at the time; compare them between runs only when "
+               "those shared one otherwise idle machine.")
+
+
 def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.DataFrame:
     """One row per model: parameters (params = embedding + head + core), tokens seen, wall time, tokens/s,
     device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
@@ -96,10 +115,11 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False)
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
+    shown = frame.rename(columns=TIMING_HEADERS)
     text = (f"# Models: experiment `{experiment}`, {note}\n\n"
             "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
             "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count).\n\n"
-            + frame.to_markdown(index=False, floatfmt=".4g", intfmt=",") + "\n")
+            + shown.to_markdown(index=False, floatfmt=".4g", intfmt=",") + f"\n\n{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
 
@@ -118,7 +138,8 @@ def train_tokens_note(tokens_by_model: dict) -> str:
 METRICS = {"val_loss": "loss", "perplexity": "perplexity", "bpb": "bpb"}
 CI_NOTE = ("Each value is the mean over training seeds ± the half-width of its 95% Student-t confidence interval "
            "(t with n − 1 degrees of freedom over the n seeds: the spread between seeds, not the evaluation's "
-           "own sampling error); a run with one seed shows its value alone.")
+           "own sampling error); a run with one seed shows its value alone. (loss_curves.png's legend gives "
+           "another ±: 1 standard deviation over seeds of the loss on training's fixed validation subset.)")
 
 
 def seed_paths(inputs) -> dict:
@@ -193,8 +214,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     def cells(rows, columns):
         table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
         for name in METRICS:
-            table[name] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"], r[f"{name}_ci_high"])
-                           for _, r in rows.iterrows()]
+            table[f"{name} (mean ± 95% CI)"] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"],
+                                                            r[f"{name}_ci_high"]) for _, r in rows.iterrows()]
         return table.to_markdown(index=False, floatfmt=".4g", intfmt=",")
 
     first = {run: next(iter(by_seed.values())) for run, by_seed in runs.items()}

@@ -1,5 +1,9 @@
 # One rule per figure of the registry (common.smk: FIGURES), each drawn by picollm.plots.<name>.
 
+# Figures that picollm.plots.<name> also draws one run per file (its inputs are {run: path}),
+# figures/<name>/<run>.png and .svg beside figures/<name>.png, for slides: every run together is too large.
+PER_RUN_FIGURES = {"attention_heads"}
+
 
 for name, fig in FIGURES.items():
 
@@ -9,6 +13,13 @@ for name, fig in FIGURES.items():
         input:
             paths(fig["inputs"]) if isinstance(fig["inputs"], dict) else fig["inputs"],
         output:
+            **{
+                f"runs_{ext}": [
+                    f"{R}/figures/{name}/{run}.{ext}" for run in fig["inputs"]
+                ]
+                for ext in ("png", "svg")
+                if name in PER_RUN_FIGURES
+            },
             png=in_report(figure_path(name), name, "Figures"),
             svg=figure_path(name, "svg"),
             provenance=f"{R}/provenance/figures/{name}.json",

@@ -21,6 +21,7 @@ from picollm.io import atomic_path  # noqa: E402
 
 SLIDE = (13.33, 7.5)  # inches: a 16:9 slide, so a figure projects at its drawn font size
 DPI = 200
+CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little over, so that lines fit)
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per model, so overlapping models stay apart
 sns.set_theme(context="talk", style="whitegrid", palette="tab10",
               rc={"svg.hashsalt": "picollm", "legend.framealpha": 0.85})  # fixed SVG ids: same data, same bytes
@@ -54,6 +55,13 @@ def model_styles(models) -> dict:
     """{model: {color, marker}}, the same for a model in every figure."""
     colors = sns.color_palette("tab10", len(models))
     return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(models, colors))}
+
+
+def run_label(run: str) -> str:
+    """A sweep run's name (transformer.d_model=64) as its model over the swept setting, on two lines
+    ("transformer" over "d_model=64"): whole, it is wider than a table column holds. Other names as they are."""
+    model, dot, setting = run.partition(".")
+    return f"{model}\n{setting}" if dot else run
 
 
 def tokens_axis(ax, ticks: int = 5) -> None:

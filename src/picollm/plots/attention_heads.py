@@ -1,30 +1,38 @@
 """figures/attention_heads.png: every head of every layer of each Transformer on one prompt (the caller's,
-figures.attention_prompt in the config).
+figures.attention_prompt in the config), and figures/attention_heads/<run>.png: one run per figure, for a
+slide.
 
 Built from model.pt alone: the checkpoint names its tokenizer, so the prompt is tokenized the way the
 model was trained (end-of-text first, as before every training document). Token labels show whitespace
-(GPT-2 tokens carry their leading space: "␣upon"), and one colour bar reads every panel.
+(a space as a middle dot, GPT-2 tokens carrying theirs in front: "·upon"; ⏎ newline), and one colour bar
+reads every panel. Each run is a block of layers (rows) by heads (columns); the blocks are laid out in the
+grid whose shape is nearest a 16:9 slide.
 """
 from __future__ import annotations
 
+import math
+import textwrap
+from pathlib import Path
+
 import numpy as np
-import seaborn as sns
 import torch
 
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.models import load_model
-from picollm.plots import plt, save
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, save
 from picollm.tables import WHITESPACE_SIGNS, show_whitespace, train_tokens_note
 
-PANEL = 3.2  # inches per head panel
+PANEL = 2.6  # inches per head panel in the figure of every run
+SPACE = "·"  # a middle dot: a rotated ␣ under a narrow column reads as a stray glyph
+ASPECT = 16 / 9
 
 
 def token_label(tokenizer, token: int) -> str:
-    """A token's text with every whitespace character as a sign; end-of-text as <eot>."""
+    """A token's text with every whitespace character as a sign (a space as ·); end-of-text as <eot>."""
     if token == tokenizer.eot_token:
         return "<eot>"
     text = tokenizer.decode_single_token_bytes(token).decode("utf-8", errors="replace")
-    return "".join(WHITESPACE_SIGNS.get(c, "␣" if c.isspace() else c) for c in text)
+    return "".join(WHITESPACE_SIGNS.get(c, SPACE if c.isspace() else c) for c in text)
 
 
 def prompt_maps(model, prompt: str, max_tokens: int):
@@ -36,31 +44,103 @@ def prompt_maps(model, prompt: str, max_tokens: int):
     return [token_label(tokenizer, i) for i in ids], [m[0].numpy() for m in maps]
 
 
+def canvas(rows: int, cols: int, layers: int, heads: int, panel: float) -> tuple[float, float]:
+    """(width, height) in inches of `rows` x `cols` run blocks of layers x heads panels, with room for the
+    token labels, titles and the colour bar."""
+    return cols * heads * panel + 2.5, rows * (layers * panel + 0.8) + 1.2
+
+
+def block_grid(n_runs: int, layers: int, heads: int, panel: float = PANEL) -> tuple[int, int]:
+    """(rows, columns) of run blocks whose figure is nearest 16:9 among the landscape ones (ties: fewer
+    columns); the widest when none is landscape."""
+    def aspect(cols: int) -> float:
+        width, height = canvas(math.ceil(n_runs / cols), cols, layers, heads, panel)
+        return width / height
+    landscape = [c for c in range(1, n_runs + 1) if aspect(c) >= 1] or [n_runs]
+    cols = min(landscape, key=lambda c: abs(math.log(aspect(c) / ASPECT)))
+    return math.ceil(n_runs / cols), cols
+
+
+def tick_fontsize(panel: float, n_labels: int) -> float:
+    """Points for one token label per row of a panel `panel` inches tall."""
+    return float(np.clip(0.7 * panel * 72 / n_labels, 5, 12))
+
+
+def upright_key_labels(ax) -> None:
+    """Key-token labels of one or two characters (bytes) upright, so that a space's dot reads as a dot;
+    longer ones (<eot>, words) turned on their side, where they do not run into their neighbours."""
+    for label in ax.get_xticklabels():
+        label.set_rotation(0 if len(label.get_text()) <= 2 else 90)
+
+
+def heatmap(ax, weights, labels: list[str], keys: bool, queries: bool, fontsize: float) -> None:
+    """One head's (T, T) weights, token labels on the key (x) and query (y) axes where asked for. Plain
+    imshow: seaborn's heatmap draws the whole figure to check its labels, once per panel."""
+    ax.imshow(weights, vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+    ax.grid(False)
+    ax.set_xticks(range(len(labels)), labels if keys else [])
+    ax.set_yticks(range(len(labels)), labels if queries else [])
+    ax.tick_params(labelsize=fontsize, length=0)
+    upright_key_labels(ax)
+
+
+def draw_run(subfig, name: str, labels: list[str], maps: list, panel: float) -> None:
+    """One run's block: a row per layer, a column per head, the run's full name above it."""
+    heads = maps[0].shape[0]
+    axes = subfig.subplots(len(maps), heads, squeeze=False)
+    fontsize = tick_fontsize(panel, len(labels))
+    for layer, weights in enumerate(maps):
+        for head, ax in enumerate(axes[layer]):
+            heatmap(ax, weights[head], labels, keys=layer == len(maps) - 1, queries=head == 0, fontsize=fontsize)
+            ax.set_title(f"head {head}" if layer == 0 else "", fontsize="small")
+        right = axes[layer, -1].yaxis  # on the right: the left holds the query tokens and their axis label
+        right.set_label_position("right")
+        right.set_label_text(f"layer {layer}", fontsize="small", rotation=270, va="bottom")
+    subfig.suptitle(name, fontsize="medium", fontweight="bold")
+    # the block's own axis labels: constrained layout keeps them clear of its tick labels, a figure's does not
+    subfig.supxlabel("key token (columns)", fontsize="small")
+    subfig.supylabel("query token (rows: where it attends)", fontsize="small")
+
+
+def draw(drawn: dict, panel: float, title: str):
+    """A figure of every run in `drawn` ({name: (labels, maps)}), blocks on block_grid, one colour bar."""
+    layers = max(len(maps) for _, maps in drawn.values())
+    heads = max(maps[0].shape[0] for _, maps in drawn.values())
+    rows, cols = block_grid(len(drawn), layers, heads, panel)
+    width, height = canvas(rows, cols, layers, heads, panel)
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    body, bar = fig.subfigures(1, 2, width_ratios=[width - 1, 1])
+    blocks = body.subfigures(rows, cols, squeeze=False).ravel()
+    for block, (name, (labels, maps)) in zip(blocks, drawn.items()):
+        draw_run(block, name, labels, maps, panel)
+    cax = bar.add_axes((0.15, 0.25, 0.25, 0.5))  # a fixed strip: the colour bar reads every block
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), cax=cax,
+                 label="attention weight")
+    fig.suptitle(textwrap.fill(title, int(width * 72 / (CHAR_WIDTH * plt.rcParams["font.size"]))),
+                 fontsize="medium")  # wrapped: a long prompt would widen the figure past a slide
+    return fig
+
+
+def run_figure_path(out, run: str) -> Path:
+    """figures/attention_heads/<run>.png beside figures/attention_heads.png."""
+    return Path(out).with_suffix("") / f"{run}.png"
+
+
+def slide_panel(layers: int, heads: int) -> float:
+    """Inches per panel at which one run's layers x heads fill a slide."""
+    return min((SLIDE[0] - 2.5) / heads, (SLIDE[1] - 2.0) / layers)
+
+
 def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, max_tokens: int = 24) -> None:
-    """models: {name: model.pt path}. Rows: (model, layer); columns: heads."""
+    """models: {name: model.pt path}. Writes `out` (every run) and run_figure_path(out, name) per run."""
     loaded = {name: load_model(path) for name, path in models.items()}
     drawn = {name: prompt_maps(m, prompt, max_tokens) for name, m in loaded.items()}
-    n_rows = sum(len(maps) for _, maps in drawn.values())
-    n_cols = max(maps[0].shape[0] for _, maps in drawn.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(PANEL * n_cols + 1.5, PANEL * n_rows + 1), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
-        ax.set_visible(False)
-    r = 0
-    for name, (labels, maps) in drawn.items():
-        fontsize = np.clip(0.8 * PANEL * 72 / len(labels), 6, 14)  # points: one label per row of the map
-        for layer, weights in enumerate(maps):
-            for head, ax in enumerate(axes[r, : len(weights)]):
-                ax.set_visible(True)
-                sns.heatmap(weights[head], ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, square=True,
-                            xticklabels=labels if layer == len(maps) - 1 else False,
-                            yticklabels=labels if head == 0 else False)
-                ax.tick_params(labelsize=fontsize, length=0)
-                ax.set_title(f"head {head}" if layer == 0 else "", fontsize="small")
-            axes[r, 0].set_ylabel(f"{name}\nlayer {layer}\nquery token", fontsize="small")
-            r += 1
-        axes[r - 1, 0].set_xlabel("key token", fontsize="small")
-    fig.colorbar(axes[0, 0].collections[0], ax=axes, shrink=0.6, label="attention weight")
     tokens = train_tokens_note({name: m.checkpoint["summary"]["tokens_seen"] for name, m in loaded.items()})
-    fig.suptitle(f"Attention weights on “{show_whitespace(prompt)}” — {experiment}, {tokens}", fontsize="medium")
-    save(fig, out, experiment, provenance)
+    title = f"Attention weights on “{show_whitespace(prompt)}” (·\u00a0space, ⏎\u00a0newline) — {experiment}"
+    save(draw(drawn, PANEL, f"{title}, {tokens}"), out, experiment, provenance)
+    for name, (labels, maps) in drawn.items():
+        panel = slide_panel(len(maps), maps[0].shape[0])
+        tokens = train_tokens_note({name: loaded[name].checkpoint["summary"]["tokens_seen"]})
+        path = run_figure_path(out, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(draw({name: (labels, maps)}, panel, f"{title}, {tokens}"), path, experiment, provenance)

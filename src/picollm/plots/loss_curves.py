@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 
 from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, smoothed, smoothing_window,
                            tokens_axis)
-from picollm.tables import seed_paths
+from picollm.tables import plus_minus, seed_paths
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
@@ -73,11 +73,15 @@ def auto_ylim(frame: pd.DataFrame, skip: float = 0.25) -> tuple[float, float]:
 
 
 def final_val(stat: pd.DataFrame) -> str:
-    """'2.345 ± 0.012' (mean ± std over seeds) at the last validation step, or the value alone for one seed."""
+    """'2.345 ± 0.012 std' (mean ± 1 std over seeds, the std to two significant digits) at the last
+    validation step, or the value alone for one seed. The "std" keeps it apart from eval.md's ±, a 95%
+    interval of the whole split's loss."""
     if stat.empty:
         return "n/a"
     last = stat.iloc[-1]
-    return f"{last['mean']:.3f}" if last["seeds"] < 2 else f"{last['mean']:.3f} ± {last['std']:.3f}"
+    if last["seeds"] < 2:
+        return f"{last['mean']:.4g}"
+    return plus_minus(last["mean"], last["mean"] - last["std"], last["mean"] + last["std"]) + " std"
 
 
 def legend(ax, styles: dict, finals: dict, shown: set, note: str) -> None:
@@ -88,7 +92,8 @@ def legend(ax, styles: dict, finals: dict, shown: set, note: str) -> None:
     handles += [Line2D([], [], color="0.3", lw=2.5, label="train — " + "; ".join(sorted(shown))),
                 Line2D([], [], color="0.3", ls="--", marker="o", ms=6, lw=1.5, label="validation")]
     outside = len(styles) > 4
-    ax.legend(handles=handles, title=f"final val loss; {note}", fontsize="x-small" if outside else "small",
+    title = f"final val loss on training's val subset, mean ± 1 std over seeds\n{note}"
+    ax.legend(handles=handles, title=title, fontsize="x-small" if outside else "small",
               title_fontsize="x-small", **(dict(loc="upper left", bbox_to_anchor=(1.01, 1)) if outside else {}))
 
 

@@ -1,8 +1,12 @@
 """figures/sample_comparison.png: the sample table as a figure (first sample per cell), every prompt and
-decoding by every model, for the report; figures/sample_slide.png (plots/sample_slide.py) is one prompt.
+decoding by every model, for the report; figures/sample_slide.png (plots/sample_slide.py) is one prompt,
+for a slide.
 
+The figure is a slide's width whatever the number of runs (the model columns share it, their text wrapped
+to fit), so that the report shows its text at a readable size; more runs make it taller, not wider.
 Whitespace is drawn as signs (⏎ newline, → tab, ␣ a space that would not show) and a cell whose sample
 holds line breaks says how many: a sample of newlines must not read as an empty or one-character cell.
+A sample the model ended at once (its first token end-of-text) says so.
 """
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import textwrap
 
 import pandas as pd
 
-from picollm.plots import plt, save
-from picollm.tables import show_whitespace, train_tokens_note
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, save
+from picollm.tables import ENDED_AT_ONCE, show_whitespace, train_tokens_note
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
+PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns share the rest of a slide
 
 
 def read_first_samples(samples_csv) -> pd.DataFrame:
@@ -32,7 +37,26 @@ def cell_text(text: str, width: int, max_chars: int) -> str:
     text = show_whitespace(text).strip()
     text = re.sub(r"([⏎→␣⇤])\1{3,}", lambda m: f"{m.group(1)}×{len(m.group())} ", text)
     text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-    return textwrap.fill(text, width) if text else "(empty)"
+    return textwrap.fill(text, width) if text else ENDED_AT_ONCE
+
+
+def chars_per_line(inches: float, fontsize: float) -> int:
+    """How many characters of text at `fontsize` points fit a column `inches` wide, less the cell's padding
+    (text_table: 2% of the width each side)."""
+    return max(8, int(0.95 * inches * 72 / (CHAR_WIDTH * fontsize)))
+
+
+def fitting_fontsize(cells: list[list[str]], pad: float, largest: float = 14, smallest: float = 9) -> float:
+    """The largest font size (within bounds) at which the table still fits a slide's height."""
+    lines = sum(row_lines([["header"], *cells], pad))
+    return max(smallest, min(largest, (SLIDE[1] - 0.9) * 72 / (lines * LINE_HEIGHT)))
+
+
+def mark_ended(table) -> None:
+    """Grey italics for a sample the model ended at once: it is a note, not text the model wrote."""
+    for cell in table.get_celld().values():
+        if cell.get_text().get_text() == ENDED_AT_ONCE:
+            cell.set_text_props(color="0.4", style="italic")
 
 
 def row_lines(rows: list[list[str]], pad: float) -> list[float]:
@@ -58,10 +82,11 @@ def text_table(ax, cells: list[list[str]], col_labels: list[str], col_widths: li
     return table
 
 
-def table_figure(cells: list[list[str]], width: float, fontsize: float, pad: float = 1.0):
+def table_figure(cells: list[list[str]], width: float, fontsize: float, pad: float = 1.0,
+                 header: list[str] = ("header",)):
     """A figure `width` inches wide whose one axes, edge to edge under a title, is as tall as the
-    text_table of `cells` (and a one-line header) needs."""
-    lines = sum(row_lines([["header"], *cells], pad))
+    text_table of `cells` and its `header` (one line unless given) needs."""
+    lines = sum(row_lines([list(header), *cells], pad))
     table_h, margin = lines * LINE_HEIGHT * fontsize / 72, 0.9  # inches: title above, stamp below
     fig, ax = plt.subplots(figsize=(width, table_h + margin))
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.35 / (table_h + margin),
@@ -69,10 +94,8 @@ def table_figure(cells: list[list[str]], width: float, fontsize: float, pad: flo
     return fig, ax
 
 
-def plot(samples_csv, out, experiment: str, provenance=None, *, width: int = 50, max_chars: int = 240,
-         fontsize: float = 10) -> None:
-    first = read_first_samples(samples_csv)
-    models = list(dict.fromkeys(first["model"]))
+def sample_cells(first: pd.DataFrame, models: list[str], width: int, max_chars: int) -> list[list[str]]:
+    """A row per prompt and decoding: the prompt, then each model's sample wrapped to `width` characters."""
     cells = []
     for (prompt, decoding), group in first.groupby(["prompt", "decoding"], sort=False):
         by_model = group.set_index("model")
@@ -82,8 +105,19 @@ def plot(samples_csv, out, experiment: str, provenance=None, *, width: int = 50,
             text = "" if hit is None else cell_text(hit["text"], width, max_chars)
             row.append(text + (f"\n[{hit['newlines']} newlines]" if hit is not None and hit["newlines"] else ""))
         cells.append(row)
-    fig, ax = table_figure(cells, 2.5 + 4.2 * len(models), fontsize)
-    text_table(ax, cells, ["prompt, decoding", *models], [2.5, *[4.2] * len(models)], fontsize)
+    return cells
+
+
+def plot(samples_csv, out, experiment: str, provenance=None, *, max_chars: int = 240,
+         fontsize: float = 10) -> None:
+    first = read_first_samples(samples_csv)
+    models = list(dict.fromkeys(first["model"]))
+    column = (SLIDE[0] - PROMPT_WIDTH) / len(models)  # inches per model
+    cells = sample_cells(first, models, chars_per_line(column, fontsize), max_chars)
+    header = ["prompt, decoding", *map(run_label, models)]
+    fig, ax = table_figure(cells, SLIDE[0], fontsize, header=header)
+    table = text_table(ax, cells, header, [PROMPT_WIDTH, *[column] * len(models)], fontsize)
+    mark_ended(table)
     tokens = train_tokens_note(dict(zip(first["model"], first["train_tokens"])))
     ax.set_title(f"Samples — {experiment}, {tokens}   (⏎ newline, ␣ extra space)")
     save(fig, out, experiment, provenance)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, save
-from picollm.plots.sample_comparison import LINE_HEIGHT, cell_text, row_lines, table_figure, text_table
+from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, save
+from picollm.plots.sample_comparison import cell_text, fitting_fontsize, mark_ended, table_figure, text_table
 from picollm.tables import show_whitespace
 
 COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation (⏎ newline, ␣ extra space)"]
 WIDTHS = [2.0, 0.9, 1.5, 1.2, 7.7]  # inches, 16:9 in all
-CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little over, so that lines fit)
-
-
-def fitting_fontsize(cells: list[list[str]], pad: float, largest: float = 14, smallest: float = 9) -> float:
-    """The largest font size (within bounds) at which the table still fits a slide's height."""
-    lines = sum(row_lines([["header"], *cells], pad))
-    return max(smallest, min(largest, (SLIDE[1] - 0.9) * 72 / (lines * LINE_HEIGHT)))
 
 
 def layout(frame: pd.DataFrame, max_chars: int, pad: float) -> tuple[list[list[str]], float]:
@@ -49,6 +42,7 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     cells, fontsize = layout(frame, max_chars, pad)
     fig, ax = table_figure(cells, SLIDE[0], fontsize, pad=pad)
     table = text_table(ax, cells, COLUMNS, WIDTHS, fontsize, pad=pad)
+    mark_ended(table)
     styles = model_styles(runs)
     for r, row in enumerate(cells, start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[row[0].replace("\n", "")]["color"], 0.25))
