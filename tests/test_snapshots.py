@@ -79,3 +79,9 @@ def test_figures(runs, tmp_path):
     for name in ("snapshots", "layer_health", "none", "seeds"):
         for ext in ("png", "svg"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 1000
+
+
+def test_an_empty_continuation_says_the_model_ended_at_once():
+    from picollm.snapshots import _cell
+    from picollm.tables import ENDED_AT_ONCE
+    assert _cell("") == ENDED_AT_ONCE and _cell("a|b") == "a\\|b"

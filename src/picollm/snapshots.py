@@ -14,7 +14,7 @@ from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
 from picollm.sampling import generate
-from picollm.tables import show_whitespace
+from picollm.tables import ENDED_AT_ONCE, show_whitespace
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
 
@@ -77,7 +77,7 @@ def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, 
 def _cell(text: str, width: int = 240) -> str:
     text = shown(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
-    return text.replace("|", "\\|") or "(empty)"
+    return text.replace("|", "\\|") or ENDED_AT_ONCE
 
 
 def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new_tokens: int) -> str:
