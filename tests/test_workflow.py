@@ -261,6 +261,18 @@ def test_snakemake_from_workflow_folder_is_refused():
     assert result.returncode != 0 and f"run snakemake from the project root ({ROOT})" in result.stderr
 
 
+def test_snakemake_from_another_folder_is_refused_unless_named_with_directory(tmp_path):
+    """`snakemake -s pico-llm/workflow/Snakefile` from the parent folder would put results/ there."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "-n", "--cores", "1"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=local_run_env())
+    assert result.returncode != 0 and f"not from {tmp_path}" in result.stderr and "--directory" in result.stderr
+    assert not (tmp_path / "results").exists()
+    cfg = write_config(tmp_path / "study.yaml", tiny_offline_config())
+    named = subprocess.run([*cmd, "--directory", str(tmp_path), "--configfile", str(cfg)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, env=local_run_env())
+    assert named.returncode == 0, named.stderr[-2000:]
+
+
 def test_export_rule_names_the_fix_for_a_learned_position_transformer(offline_run):
     work, cfg = offline_run
     target = "results/tiny/hf/transformer/seed7"

@@ -15,8 +15,17 @@ from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
-if Path.cwd().resolve() == Path(workflow.basedir).resolve():
-    sys.exit(f"error: run snakemake from the project root ({ROOT}), not from workflow/")
+# results/ and the relative paths of the study files land in the working directory: the project root, or one
+# named on purpose with --directory (jobs that Snakemake itself starts inherit it).
+if (
+    workflow.is_main_process
+    and workflow.overwrite_workdir is None
+    and Path.cwd().resolve() != ROOT.resolve()
+):
+    sys.exit(
+        f"error: run snakemake from the project root ({ROOT}), not from {Path.cwd()}; "
+        f"or name the working directory on purpose with --directory DIR"
+    )
 
 # Study files (--configfile, or the default study) each with its `base:` chain, then --config overrides
 # on top: built here rather than by Snakemake's own merge, so a study file replaces the default study.

@@ -32,5 +32,5 @@ rule report:
     shell:
         # The study's validated config is a study file of its own, so the inner run sees the same DAG; it runs
         # alongside this one (--nolock: it only reads).
-        "python -m snakemake -s {params.snakefile:q} --nolock --workflow-profile none"
+        "python -m snakemake -s {params.snakefile:q} --directory . --nolock --workflow-profile none"
         " --report {output} --configfile {input.study} > {log} 2>&1"
