@@ -137,7 +137,7 @@ def test_tokenizer_gives_pico_ids_without_pico_code(tmp_path, tokenizer):
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     for text in TEXTS:
         ids = tok.encode_ordinary(text)
-        assert hf_tok.encode(text) == ids, text
+        assert hf_tok.encode(text, add_special_tokens=False) == ids, text
         assert hf_tok.decode(ids) == text == tok.decode(ids)
     assert hf_tok.eos_token_id == tok.eot_token == hf_tok.convert_tokens_to_ids("<|endoftext|>")
     assert hf_tok.decode([*tok.encode_ordinary("Hi"), tok.eot_token], skip_special_tokens=True) == "Hi"
@@ -155,7 +155,7 @@ def test_trained_bpe_exports_as_itself_from_the_checkpoint(tmp_path):
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     for text in TEXTS:
         ids = tok.encode_ordinary(text)
-        assert hf_tok.encode(text) == ids, text
+        assert hf_tok.encode(text, add_special_tokens=False) == ids, text
         assert hf_tok.decode(ids) == text == tok.decode(ids)
     assert hf_tok.eos_token_id == tok.eot_token == load_hf(tmp_path / "hf").config.eos_token_id
 
@@ -166,7 +166,7 @@ def test_gpt2_tokenizer_matches_tiktoken_on_tinystories():
     """The merges rebuilt from tiktoken's ranks give tiktoken's ids on real stories, not just a few strings."""
     enc, hf_tok = get_tokenizer("gpt2"), hf_tokenizer("gpt2", 50257, 128)
     stories = TINYSTORIES_VALID.read_text(encoding="utf-8").split("<|endoftext|>")[:300]
-    assert all(hf_tok.encode(story) == enc.encode_ordinary(story) for story in stories)
+    assert all(hf_tok.encode(story, add_special_tokens=False) == enc.encode_ordinary(story) for story in stories)
 
 
 def test_folder_generates_in_a_process_without_picollm(tmp_path):
@@ -179,16 +179,33 @@ def test_folder_generates_in_a_process_without_picollm(tmp_path):
         "import torch, transformers\n"
         "tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1])\n"
         "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
-        "ids = torch.tensor([[tok.eos_token_id, *tok.encode('Once upon a time')]])\n"
+        "ids = tok('Once upon a time', return_tensors='pt').input_ids\n"  # end-of-text first, as pico-llm prompts
         "out = model.generate(ids, max_new_tokens=7, do_sample=False)\n"
-        "print(repr(tok.decode(out[0, ids.size(1):], skip_special_tokens=True)))\n")
+        "print(repr(tok.decode(out[0, ids.size(1):], skip_special_tokens=True)))\n"
+        "pipe = transformers.pipeline('text-generation', model=model, tokenizer=tok)\n"
+        "print(repr(pipe('Once upon a time', max_new_tokens=7, do_sample=False, return_full_text=False)"
+        "[0]['generated_text']))\n")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hf")], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     prompt = [tok.eot_token, *tok.encode_ordinary("Once upon a time")]
     new = generate(load_model(ckpt), prompt, 7, stop_token=tok.eot_token)[len(prompt):].tolist()
     expected = tok.decode(new[:new.index(tok.eot_token)] if tok.eot_token in new else new)
-    assert proc.stdout.strip().splitlines()[-1] == repr(expected)
+    generated, piped = proc.stdout.strip().splitlines()[-2:]
+    assert generated == repr(expected)
+    assert piped == repr(expected)  # the pipeline as users call it: end-of-text added as BOS, same text
+
+
+def test_export_is_readable_by_others(tmp_path):
+    """Every file of the folder gets the user's usual mode (safetensors alone writes 0600 files)."""
+    old = os.umask(0o022)
+    try:
+        export_model(save_checkpoint(tmp_path / "model.pt", ROPE), tmp_path / "hf")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
 
 
 @pytest.mark.parametrize("cfg, compact, needle", [

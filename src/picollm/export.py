@@ -43,6 +43,7 @@ def export_model(model_path, out_dir) -> dict:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         diff = check_logits(model, tmp)  # measured on the folder as written, loaded the way users load it
+        _readable_by_all(tmp)
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,6 +189,16 @@ def check_logits(model, folder, batch: int = 2, seed: int = 0) -> float:
     return diff
 
 
+def _readable_by_all(folder: Path) -> None:
+    """The modes a plain file and folder get under the user's umask: some writers (safetensors) create files
+    readable by their owner alone, which others on a shared cluster could then not load."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Put folder `src` at `dst`, replacing an old `dst`: a reader sees the old folder or the new one."""
     old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
@@ -207,6 +218,7 @@ def eot_id(name: str, tokenizer_json=None) -> int:
 def hf_tokenizer(name: str, vocab_size: int, block_size: int, tokenizer_json=None):
     """A `transformers` fast tokenizer giving the same ids as pico-llm's `name` for ordinary text
     (`tokenizer_json`: a trained `bpe:N` tokenizer's JSON, as its checkpoint carries it)."""
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     from picollm.data.tokenizer import get_tokenizer
@@ -221,6 +233,10 @@ def hf_tokenizer(name: str, vocab_size: int, block_size: int, tokenizer_json=Non
         tok = Tokenizer.from_str(enc.json)
     else:
         tok = tiktoken_tokenizer(enc)
+    # pico-llm starts every prompt with end-of-text, as every training document starts after one: the export
+    # adds it as BOS, so transformers' pipeline continues "Once upon a time" as the sample table does.
+    tok.post_processor = processors.TemplateProcessing(single=f"{EOT_TEXT} $A", pair=f"{EOT_TEXT} $A {EOT_TEXT} $B",
+                                                       special_tokens=[(EOT_TEXT, enc.eot_token)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT_TEXT, eos_token=EOT_TEXT, pad_token=EOT_TEXT,
                                    model_max_length=block_size, clean_up_tokenization_spaces=False)
 
