@@ -24,7 +24,8 @@ def test_documents_separated_by_endoftext_lines(tmp_path):
 def test_one_document_per_line_without_separator(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("first line\n\nsecond line\n")
-    assert list(iter_documents(f)) == ["first line", "second line"]
+    assert sources.detect_split([f]) == "line"
+    assert list(iter_documents(f, sources.detect_split([f]))) == ["first line", "second line"]
 
 
 def test_write_then_read_roundtrip(tmp_path):
@@ -56,7 +57,7 @@ def test_text_source_empty_file_and_holdout(tmp_path):
     full.write_text("\n".join(f"doc {i}" for i in range(20)))
     src = src.model_copy(update={"train_files": [str(full)]})
     counts = sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
-    assert counts == {"train_documents": 18, "val_documents": 2}
+    assert counts == {"train_documents": 18, "val_documents": 2, "split_on": "line"}
     assert list(iter_documents(tmp_path / "va.txt")) == ["doc 18", "doc 19"]
 
 
@@ -186,3 +187,26 @@ def test_token_ids_that_do_not_fit_the_dtype(tmp_path, monkeypatch):
     with pytest.raises(PicoError, match="does not fit uint16"):
         tokenize("byte", raw, tmp_path / "tok", threads=1)
     assert not (tmp_path / "tok" / "train.bin").exists()
+
+
+def test_text_source_split_rules(tmp_path):
+    """eot, blank_line, line and none cut one file four ways; end-of-text lines are never text."""
+    path = tmp_path / "t.txt"
+    path.write_text("a1\na2\n\nb1\n<|endoftext|>\nc1\n\nc2\n")
+    assert list(iter_documents(path, "eot")) == ["a1\na2\n\nb1", "c1\n\nc2"]
+    assert list(iter_documents(path, "blank_line")) == ["a1\na2", "b1", "c1", "c2"]
+    assert list(iter_documents(path, "line")) == ["a1", "a2", "b1", "c1", "c2"]
+    assert list(iter_documents(path, "none")) == ["a1\na2\n\nb1\nc1\n\nc2"]
+
+
+def test_validation_files_are_split_as_the_train_files(tmp_path, capsys):
+    """A validation file without end-of-text lines is not cut per line when the train files hold such lines."""
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    train.write_text("one story\n\nits second paragraph\n<|endoftext|>\nanother story\n<|endoftext|>\n")
+    val.write_text("a held-out story\n\nits second paragraph\n")
+    src = TextSource(kind="text", name="t", train_files=[str(train)], val_files=[str(val)])
+    counts = sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
+    assert counts == {"train_documents": 2, "val_documents": 1, "split_on": "eot"}
+    assert "split_on not given; its files are cut at <|endoftext|> lines (split_on: eot)" in capsys.readouterr().err
+    line = TextSource(kind="text", name="t", train_files=[str(train)], val_files=[str(val)], split_on="blank_line")
+    assert sources.download(line, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")["val_documents"] == 2

@@ -230,10 +230,14 @@ class TinyStoriesSource(SourceBase):
 class TextSource(SourceBase):
     kind: Literal["text"]
     train_files: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description=(
-        "UTF-8 files; documents separated by <|endoftext|> lines, else one per line"))
+        "UTF-8 files, cut into documents as split_on says"))
     val_files: list[Annotated[str, Field(min_length=1)]] = Field([], description=(
         "validation files; empty: hold out data.val_fraction of the train documents"))
     max_documents: Optional[int] = Field(None, ge=1, description="take at most this many training documents")
+    split_on: Optional[Literal["eot", "blank_line", "line", "none"]] = Field(None, description=(
+        "how the files are cut into documents, train and validation alike: at <|endoftext|> lines (eot), at blank "
+        "lines (blank_line), at every line (line), or not at all (none: a file is one document); null: eot if a "
+        "train file holds an <|endoftext|> line, else line (the download job says which on the terminal)"))
 
 
 class ThreeSeqsSource(SourceBase):

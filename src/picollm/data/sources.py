@@ -1,12 +1,13 @@
 """Raw-text sources. Each writes data/raw/<name>/{train,val}.txt in one format: documents separated by
-lines holding only `<|endoftext|>`, which `iter_documents` reads back (files without such a line are read
-as one document per line).
+lines holding only `<|endoftext|>`, which `iter_documents` reads back. A `text` source's own files are cut
+into documents by its `split_on` (at end-of-text lines, blank lines, every line, or not at all).
 """
 from __future__ import annotations
 
 import itertools
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
@@ -18,35 +19,54 @@ from picollm.errors import PicoError
 from picollm.io import atomic_path
 
 EOT_LINE = "<|endoftext|>"
+SPLIT_WORDS = {"eot": "<|endoftext|> lines", "blank_line": "blank lines", "line": "every line",
+               "none": "nothing (a file is one document)"}
 
 
-def iter_documents(path) -> Iterator[str]:
-    """Documents of a local UTF-8 text file, streamed (constant memory for any file size)."""
+def has_eot_line(path) -> bool:
+    with open(path, "rb") as fh:
+        return any(line.strip() == EOT_LINE.encode() for line in fh)
+
+
+def detect_split(paths) -> str:
+    """`eot` when a file holds an end-of-text line, else `line`: how a text source's files are cut when its
+    split_on is not given (decided once, on its train files, for its validation files too)."""
+    return "eot" if any(has_eot_line(p) for p in paths if Path(p).is_file()) else "line"
+
+
+def iter_documents(path, split_on: str = "eot") -> Iterator[str]:
+    """Documents of a local UTF-8 text file, streamed (constant memory for any file size), cut at
+    end-of-text lines (`eot`), blank lines (`blank_line`), every line (`line`) or not at all (`none`)."""
     path = Path(path)
     if not path.is_file():
         raise PicoError(f"data file {path} does not exist; fix the path in data.sources")
+    if split_on == "line":
+        yield from (line.rstrip("\n") for line in _lines(path) if line.strip() and line.strip() != EOT_LINE)
+        return
+    doc = []
+    for line in _lines(path):
+        if (split_on in ("eot", "blank_line") and line.strip() == EOT_LINE) or (
+                split_on == "blank_line" and not line.strip()):
+            if text := "".join(doc).strip():
+                yield text
+            doc = []
+        elif line.strip() != EOT_LINE:
+            doc.append(line)
+    if text := "".join(doc).strip():
+        yield text
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, a byte that is not UTF-8 named by its offset."""
     with open(path, "rb") as fh:
-        has_separator = any(line.strip() == EOT_LINE.encode() for line in fh)
-    with open(path, "rb") as fh:
-        offset, doc = 0, []
+        offset = 0
         for raw in fh:
             try:
-                line = raw.decode("utf-8")
+                yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise PicoError(f"data file {path} is not UTF-8: invalid byte at offset {offset + exc.start}; "
                                 f"convert it (e.g. iconv -t UTF-8)") from None
             offset += len(raw)
-            if not has_separator:
-                if line.strip():
-                    yield line.rstrip("\n")
-            elif line.strip() == EOT_LINE:
-                if text := "".join(doc).strip():
-                    yield text
-                doc = []
-            else:
-                doc.append(line)
-        if has_separator and (text := "".join(doc).strip()):
-            yield text
 
 
 def write_documents(path, documents: Iterable[str], desc: str = "") -> int:
@@ -187,29 +207,34 @@ def download(src: Source, seed: int, val_fraction: float, train_out, val_out) ->
         n_val = write_documents(val_out, itertools.islice(lines, n_held), desc="3seqs val")
         n_train = write_documents(train_out, lines, desc="3seqs train")
     elif kind == "text":
+        split = src.split_on or detect_split(src.train_files)
+        if src.split_on is None:
+            print(f"note: source {src.name!r}: split_on not given; its files are cut at {SPLIT_WORDS[split]} "
+                  f"(split_on: {split}), the validation files alike", file=sys.stderr)
         # streamed in two passes (count, then write) so a file of any size needs constant memory
-        n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents))
+        n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents, split))
         n_held = 0 if src.val_files else max(1, round(n_docs * val_fraction))
         if n_docs - n_held < 1:
             raise PicoError(f"source {src.name!r} has {n_docs} document(s), too few to hold out validation "
                             f"text; add text or give val_files")
-        docs = _documents(src.train_files, src.max_documents)
+        docs = _documents(src.train_files, src.max_documents, split)
         n_train = write_documents(train_out, itertools.islice(docs, n_docs - n_held), desc="text train")
         # no val_files: hold out the last documents (deterministic; no story is split across the two)
-        n_val = write_documents(val_out, docs if n_held else _documents(src.val_files, None), desc="text val")
+        n_val = write_documents(val_out, docs if n_held else _documents(src.val_files, None, split), desc="text val")
+        return {"train_documents": n_train, "val_documents": n_val, "split_on": split}
     else:
         raise PicoError(f"unknown data source kind {kind!r}; use tinystories, text or 3seqs")
     return {"train_documents": n_train, "val_documents": n_val}
 
 
-def _documents(paths, limit) -> Iterator[str]:
-    docs = itertools.chain.from_iterable(_non_empty(path) for path in paths)
+def _documents(paths, limit, split_on: str) -> Iterator[str]:
+    docs = itertools.chain.from_iterable(_non_empty(path, split_on) for path in paths)
     return itertools.islice(docs, limit)
 
 
-def _non_empty(path) -> Iterator[str]:
+def _non_empty(path, split_on: str) -> Iterator[str]:
     found = False
-    for doc in iter_documents(path):
+    for doc in iter_documents(path, split_on):
         found = True
         yield doc
     if not found:
