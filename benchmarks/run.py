@@ -27,6 +27,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "tokenize": "benchmarks.tokenize_speed",
     "budget": "benchmarks.budget",
     "recipe": "benchmarks.recipe",
+    "vocab": "benchmarks.vocab",
 }
 MARKDOWN = "benchmarks.md"
 

@@ -154,3 +154,12 @@ def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
         assert list(result["seeds"]) == ["1400"], name  # JSON keys
         assert (result["vs_baseline"] is None) == (name == "pico defaults"), name
     assert record["targets"][0]["target"].startswith("pico defaults do not lose to nanoGPT-style")
+
+
+def test_vocab_report_pairs_the_vocabularies_by_seed():
+    from benchmarks.vocab import report
+    runs = {"lstm": {"gpt2 compact": {s: {"bpb": 1.40 + d, "output_vocab": 9000} for s, d in ((1, 0.0), (2, 0.01))},
+                     "bpe:4096 full": {s: {"bpb": 1.38 + d, "output_vocab": 4096} for s, d in ((1, 0.0), (2, 0.012))}}}
+    out = report(runs, ["gpt2 compact", "bpe:4096 full"], [1, 2], 600)
+    diff = out["results"]["lstm"]["vs_gpt2_compact"]
+    assert diff["mean_diff"] == pytest.approx(-0.019) and out["table"]["rows"][0][-2:] == [9000, 4096]
