@@ -374,8 +374,9 @@ def benchmark_records(folder: Path) -> list[dict]:
         record["_file"] = path.name
         records.append(record)
     order = {name: i for i, name in enumerate(BENCHMARK_SECTIONS)}
-    return sorted(records, key=lambda r: (order.get(r["benchmark"], len(order)), r["benchmark"],
-                                         str(r["started_utc"]), r["_file"]))
+    records.sort(key=lambda r: (r["title"], r["_file"]))
+    records.sort(key=lambda r: str(r["started_utc"]), reverse=True)  # the newest first within a benchmark
+    return sorted(records, key=lambda r: (order.get(r["benchmark"], len(order)), r["benchmark"]))
 
 
 def machine_text(machine) -> str:
