@@ -90,6 +90,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# /proc/cpuinfo flags that decide a CPU run's speed and precision (precision: auto is bf16 with native bf16)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS the CPU has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def _version(name: str):
     try:
         return importlib.metadata.version(name)
@@ -105,6 +121,7 @@ def machine_info(threads: int) -> dict:
         memory_gib = None
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "threads_requested": threads,

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -55,6 +56,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
     from benchmarks.common import CLEAN_RULE, machine_info, now_utc, peak_matmul, sizes
     from picollm.io import write_json, write_text
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
             result = {"title": f"{name} (FAILED)", "error": f"{type(exc).__name__}: {exc}"[-4000:],
                       "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
                       "table": {"columns": [], "rows": []}}
-        result = {"benchmark": name, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
+        result = {"benchmark": name, "command": command, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
                   "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
                   "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
         write_json(out / f"{name}.json", result)
@@ -112,7 +114,7 @@ def markdown(out: Path) -> str:
         if path.exists():
             results.append(json.loads(path.read_text()))
     lines = ["# pico-llm benchmarks", "",
-             "Written by `python -m benchmarks` (see the README, \"Benchmarks\"). Each comparison ran side by side in one "
+             "Written by `python -m benchmarks` (see docs/benchmarks.md). Each comparison ran side by side in one "
              "process, interleaved, after warm-up; times are medians of >= 5 measured repetitions. The machine may be "
              f"shared, so {CLEAN_RULE}.", ""]
     machines = {json.dumps({k: r["machine"][k] for k in ("cpu_model", "torch_threads", "torch", "device")}) for r in results}

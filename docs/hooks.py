@@ -1,0 +1,468 @@
+"""MkDocs hook (mkdocs.yml `hooks:`): pages generated at build time, so they cannot drift from their sources.
+
+- `<!-- config-reference -->` in a page becomes the study config's key reference: one table per object of the
+  schema that `picollm.config.schema()` returns (key path, type, default, description). The walker reads any
+  JSON Schema: `properties`, `$ref` into `$defs`, `allOf` (plain composition, or `if`/`then` branches keyed by
+  a `const`), `anyOf`/`oneOf` (a nullable value, a union of scalars, or a union of objects told apart by a
+  `const` property such as `type` or `kind`: one table per variant), `additionalProperties` as a map
+  (`models.<name>`), and arrays of objects (`data.sources[]`).
+- `<!-- benchmarks -->` becomes every benchmark record in docs/benchmarks/*.json: the records that
+  `python -m benchmarks` writes (results/benchmarks/<name>.json), each with its date, machine and command.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_MARKER = "<!-- config-reference -->"
+BENCHMARKS_MARKER = "<!-- benchmarks -->"
+# the placeholder of a map's keys in a key path; any other map: <name>
+MAP_KEY = {"sweep": "<model>", "sweep.<model>": "<key>"}
+# the benchmark sections in order (benchmarks/run.py BENCHMARKS) and their headings; others follow by name
+BENCHMARK_SECTIONS = {
+    "study": "Study wall time",
+    "train": "Training speed",
+    "kgram": "k-gram MLP training speed",
+    "generation": "Generation speed",
+    "memory": "Training memory",
+    "compact": "Compact vocabulary",
+    "tokenize": "Tokenizing",
+    "budget": "Best bits per byte in a fixed CPU budget",
+    "recipe": "The default Transformer against nanoGPT-style",
+}
+
+
+# ---------------------------------------------------------------- hook entry point
+
+def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    if CONFIG_MARKER in markdown:
+        markdown = markdown.replace(CONFIG_MARKER, config_reference(load_schema()))
+    if BENCHMARKS_MARKER in markdown:
+        markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_markdown(Path(config["docs_dir"]) / "benchmarks"))
+    return markdown
+
+
+def load_schema() -> dict:
+    """The schema of this checkout (its src/ first on the path, before any installed picollm)."""
+    src = str(ROOT / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    from picollm.config import schema
+    return schema()
+
+
+# ---------------------------------------------------------------- the config reference
+
+class Section:
+    def __init__(self, title: str, path: str, description: str, short: str):
+        self.title, self.path, self.description, self.short, self.rows = title, path, description, short, []
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` on top of `base`; properties and required lists are united (a property `true` keeps base's)."""
+    out = {**base, **{k: v for k, v in extra.items() if k not in ("properties", "required")}}
+    props = dict(base.get("properties", {}))
+    for key, sub in extra.get("properties", {}).items():
+        if isinstance(sub, dict) or key not in props:
+            props[key] = sub
+    if props:
+        out["properties"] = props
+    required = list(dict.fromkeys([*base.get("required", []), *extra.get("required", [])]))
+    if required:
+        out["required"] = required
+    return out
+
+
+def const_of(node) -> object:
+    """The single value a property schema allows (`const`, or an `enum` of one), else None."""
+    if not isinstance(node, dict):
+        return None
+    if "const" in node:
+        return node["const"]
+    if isinstance(node.get("enum"), list) and len(node["enum"]) == 1:
+        return node["enum"][0]
+    return None
+
+
+class SchemaWalker:
+    def __init__(self, schema: dict):
+        self.root = schema
+        self.sections: list[Section] = []
+        self.by_keys: dict[frozenset, str] = {}  # property names of a rendered object -> its section's path
+
+    # ---- reading the schema
+
+    def pointer(self, ref: str) -> dict:
+        if not ref.startswith("#"):
+            raise ValueError(f"config reference: only local $refs are supported, not {ref!r}")
+        node = self.root
+        for part in ref.lstrip("#").strip("/").split("/"):
+            if part:
+                node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def resolve(self, node) -> dict:
+        """Follow `$ref`s (their siblings win) and plain `allOf` composition (no if/then)."""
+        if not isinstance(node, dict):
+            return {}
+        for _ in range(50):  # a $ref chain longer than this is a cycle
+            if "$ref" in node:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                node = {**self.pointer(node["$ref"]), **rest}
+                continue
+            parts = node.get("allOf")
+            if parts and not any(isinstance(p, dict) and "if" in p for p in parts):
+                out = {k: v for k, v in node.items() if k != "allOf"}
+                for part in parts:
+                    out = merge(self.resolve(part), out)
+                node = out
+                continue
+            return node
+        raise ValueError("config reference: a $ref cycle in the schema")
+
+    def normalize(self, node) -> tuple[dict, bool]:
+        """(schema, nullable): a union with `null` loses it; a union left with one member becomes that member."""
+        node = self.resolve(node)
+        nullable = False
+        types = node.get("type")
+        if isinstance(types, list) and "null" in types:
+            nullable = True
+            rest = [t for t in types if t != "null"]
+            node = {**node, "type": rest[0] if len(rest) == 1 else rest}
+        for key in ("anyOf", "oneOf"):
+            if key not in node:
+                continue
+            members = [self.resolve(m) for m in node[key]]
+            if any(m.get("type") == "null" for m in members):
+                nullable = True
+                members = [m for m in members if m.get("type") != "null"]
+            outer = {k: v for k, v in node.items() if k != key}
+            if len(members) == 1:
+                inner, inner_nullable = self.normalize(members[0])
+                node = {**inner, **{k: v for k, v in outer.items() if k not in ("discriminator", "type")}}
+                nullable = nullable or inner_nullable
+            else:
+                node = {**outer, key: members}
+        return node, nullable
+
+    def variants(self, node: dict) -> list[tuple[str, object, dict]]:
+        """[(discriminating key, its value, object schema)] when `node` is a union of objects, else []."""
+        for key in ("oneOf", "anyOf"):
+            members = node.get(key)
+            if not members:
+                continue
+            members = [self.resolve(m) for m in members]
+            if not all(m.get("properties") for m in members):
+                return []
+            names = [node["discriminator"]["propertyName"]] if isinstance(node.get("discriminator"), dict) else \
+                list(members[0]["properties"])
+            for name in names:
+                values = [const_of(self.resolve(m["properties"].get(name))) for m in members]
+                if all(v is not None for v in values):
+                    return [(name, v, m) for v, m in zip(values, members)]
+            return []
+        branches = [b for b in node.get("allOf", []) if isinstance(b, dict) and "if" in b and "then" in b]
+        out = []
+        base = {k: v for k, v in node.items() if k != "allOf"}
+        for branch in branches:
+            condition = branch["if"].get("properties", {})
+            for name, sub in condition.items():
+                value = const_of(sub)
+                if value is not None:
+                    out.append((name, value, merge(base, self.resolve(branch["then"]))))
+                    break
+        return out
+
+    def kind(self, node: dict) -> str:
+        if self.variants(node):
+            return "variants"
+        if node.get("properties"):
+            return "object"
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            return "map"
+        if node.get("type") == "array" or "items" in node:
+            items, _ = self.normalize(node.get("items", {}))
+            if self.kind(items) in ("object", "variants"):
+                return "array"
+        return "leaf"
+
+    # ---- writing the tables
+
+    def walk(self) -> list[Section]:
+        root, _ = self.normalize(self.root)
+        self.section("Top-level keys", "", root)
+        return self.sections
+
+    def section(self, title: str, path: str, node: dict, short: str | None = None) -> None:
+        sec = Section(title, path, text(node.get("description", "")), short or title)
+        self.sections.append(sec)
+        self.by_keys.setdefault(frozenset(node["properties"]), path)
+        required = set(node.get("required", []))
+        for name, sub in node["properties"].items():
+            if sub is True and path:  # "allowed, as the base says": already a row of this table's base
+                continue
+            self.child(f"{path}.{name}" if path else name, sub, sec.rows, name in required)
+
+    def child(self, path: str, sub, rows: list, required: bool) -> None:
+        node, nullable = self.normalize(sub)
+        kind = self.kind(node)
+        same = self.by_keys.get(frozenset(node.get("properties", {}))) if kind == "object" else None
+        if same is not None:
+            rows.append(self.row(path, node, nullable, required, see=[(f"`{same}`", same)]))
+            return
+        row_at = len(rows)
+        rows.append(None)
+        start = len(self.sections)
+        inner = path
+        if kind in ("object", "variants"):
+            self.element(path, node, rows)
+        elif kind == "map":
+            inner = self.map_child(path, node, rows)
+        elif kind == "array":
+            items, _ = self.normalize(node.get("items", {}))
+            inner = f"{path}[]"
+            self.element(inner, items, rows)
+        # a container's row links to the tables of its own keys
+        see = [(sec.short, sec.title) for sec in self.sections[start:] if sec.path == inner]
+        rows[row_at] = self.row(path, node, nullable, required, see=see or None)
+
+    def element(self, path: str, node: dict, rows: list) -> None:
+        """The value schema of a map or an array: an object or union gets its section(s), a leaf a row here."""
+        kind = self.kind(node)
+        if kind == "object":
+            self.section(f"`{path}`", path, node)
+        elif kind == "variants":
+            self.variant_sections(path, node)
+        elif kind == "map":
+            self.map_child(path, node, rows)
+        else:
+            node, nullable = self.normalize(node)
+            rows.append(self.row(path, node, nullable, False))
+
+    def map_child(self, path: str, node: dict, rows: list) -> str:
+        """Walks the values of a map at `path`; returns their key path (`models.<name>`)."""
+        value, _ = self.normalize(node["additionalProperties"])
+        inner = f"{path}.{MAP_KEY.get(path, '<name>')}"
+        self.element(inner, value, rows)
+        return inner
+
+    def variant_sections(self, path: str, node: dict) -> None:
+        for key, value, sub in self.variants(node):
+            sub, _ = self.normalize(sub)
+            # the discriminating key holds this variant's value only (an if/then base may list them all)
+            props = dict(sub["properties"])
+            disc = {k: v for k, v in self.resolve(props.get(key, {})).items() if k not in ("enum", "default")}
+            props[key] = {**disc, "const": value}
+            self.section(f"`{path}` ({key}: `{value}`)", path, {**sub, "properties": props}, short=f"{key}: `{value}`")
+
+    def row(self, path: str, node: dict, nullable: bool, required: bool, see: list | None = None) -> tuple:
+        """(key, type, default, description); `see`: [(title, section title)] of the tables holding its keys."""
+        if "default" in node:
+            default = code(json.dumps(node["default"], ensure_ascii=False))
+        else:
+            default = "required" if required else "&mdash;"
+        description = text(node.get("description", ""))
+        if see:
+            if description and description[-1] not in ".)":
+                description += "."
+            links = ", ".join(f"[{title}](#{anchor(target)})" for title, target in see)
+            description = (description + " " if description else "") + f"Keys: {links}."
+        return code(path), describe(node, nullable, self), default, description
+
+    def markdown(self) -> str:
+        out = []
+        for sec in self.walk():
+            out += [f"### {sec.title} {{#{anchor(sec.title)}}}", ""]
+            if sec.description:
+                out += [sec.description, ""]
+            out += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+            out += ["| " + " | ".join(cell.replace("\n", " ") for cell in row) + " |" for row in sec.rows]
+            out.append("")
+        return "\n".join(out)
+
+
+def describe(node: dict, nullable: bool, walker: SchemaWalker) -> str:
+    """A short type: `integer ≥ 1`, `one of a, b`, `list of string`, `integer or null` ..."""
+    value = const_of(node)
+    if value is not None:
+        out = code(json.dumps(value))
+    elif "enum" in node:
+        out = "one of " + ", ".join(code(json.dumps(v) if not isinstance(v, str) else v) for v in node["enum"])
+    elif walker.variants(node):
+        out = "object (one of the tables below)"
+    elif node.get("anyOf") or node.get("oneOf"):
+        members = [walker.normalize(m)[0] for m in node.get("anyOf") or node.get("oneOf")]
+        out = " or ".join(describe(m, False, walker) for m in members)
+        if node.get("type") and not any(m.get("type") for m in members):
+            out = f"{node['type']}: {out}"
+    else:
+        types = node.get("type")
+        if isinstance(types, list):
+            out = " or ".join(types)
+        elif types == "array" or "items" in node:
+            items, items_nullable = walker.normalize(node.get("items", {}))
+            if not items:
+                inner = ""
+            elif walker.kind(items) in ("object", "variants"):
+                inner = "objects"
+            else:
+                inner = describe(items, items_nullable, walker)
+                inner = f"({inner})" if " " in inner else inner
+            out = f"list of {inner}" if inner else "list"
+        elif types == "object" or node.get("properties") or isinstance(node.get("additionalProperties"), dict):
+            out = "mapping" if walker.kind(node) == "map" else "object"
+        elif types:
+            out = types
+        elif "pattern" in node:
+            out = ""
+        else:
+            out = "any"
+    limits = []
+    for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
+        if isinstance(node.get(key), (int, float)) and not isinstance(node.get(key), bool):
+            limits.append(f"{sign} {node[key]:g}")
+    for key, what in (("minItems", "items"), ("minLength", "characters"), ("minProperties", "entries")):
+        if node.get(key):
+            limits.append(f"≥ {node[key]} {what}")
+    if "pattern" in node:
+        limits.append("matching " + code(node["pattern"]))
+    if limits:
+        out = f"{out}{', ' if out.startswith(('list', 'mapping')) else ' '}{limits[0]}".strip() + "".join(f", {limit}" for limit in limits[1:])
+    return f"{out} or null" if nullable else out
+
+
+def code(value: str) -> str:
+    """A Markdown code span that survives a table cell."""
+    value = str(value).replace("|", "\\|")
+    fence = "``" if "`" in value else "`"
+    return f"{fence}{value}{fence}" if fence == "`" else f"{fence} {value} {fence}"
+
+
+def text(value: str) -> str:
+    """Schema prose for a table cell: one line, HTML-escaped outside code spans, pipes escaped."""
+    value = " ".join(str(value).split())
+    parts = re.split(r"(`[^`]*`)", value)
+    return "".join(p.replace("|", "\\|") if p.startswith("`") else html.escape(p, quote=False).replace("|", "\\|")
+                   for p in parts)
+
+
+def anchor(title: str) -> str:
+    return "key-" + (re.sub(r"[^a-z0-9]+", "-", re.sub(r"[`<>]", "", title).lower()).strip("-") or "top")
+
+
+def config_reference(schema: dict) -> str:
+    return SchemaWalker(schema).markdown()
+
+
+def key_paths(schema: dict) -> list[str]:
+    """Every key path the reference lists (for tests and for looking a key up)."""
+    walker = SchemaWalker(schema)
+    return [row[0].strip("`") for sec in walker.walk() for row in sec.rows]
+
+
+# ---------------------------------------------------------------- benchmarks
+
+def benchmark_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        record["_file"] = path.name
+        records.append(record)
+    order = {name: i for i, name in enumerate(BENCHMARK_SECTIONS)}
+    records.sort(key=lambda r: (r["title"], r["_file"]))
+    records.sort(key=lambda r: str(r["started_utc"]), reverse=True)  # the newest first within a benchmark
+    return sorted(records, key=lambda r: (order.get(r["benchmark"], len(order)), r["benchmark"]))
+
+
+def machine_text(machine) -> str:
+    """One line per machine: CPU, logical CPUs, the bf16-relevant flags, torch, threads."""
+    if isinstance(machine, list):
+        return "; ".join(machine_text(m) for m in machine)
+    parts = [machine.get("cpu_model", "unknown CPU")]
+    details = []
+    if machine.get("logical_cpus"):
+        details.append(f"{machine['logical_cpus']} logical CPUs")
+    if "cpu_flags" in machine:
+        flags = machine["cpu_flags"]
+        details.append(", ".join(code(f) for f in flags) if flags else "no AVX-512")
+        if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+            details.append("no native bf16")
+    elif machine.get("cpu_capability"):
+        details.append(f"{machine['cpu_capability']}; bf16 flags not recorded")
+    else:
+        details.append("CPU flags not recorded")
+    if machine.get("torch"):
+        details.append(f"torch {machine['torch']}")
+    if machine.get("torch_threads"):
+        details.append(f"{machine['torch_threads']} torch threads")
+    if machine.get("device") and machine["device"] != "cpu":
+        details.append(machine["device"])
+    if machine.get("note"):
+        details.append(machine["note"])
+    text_ = parts[0] + (f" ({', '.join(details)})" if details else "")
+    if machine.get("used_for"):
+        text_ += f": {machine['used_for']}"
+    return text_
+
+
+def cell(value) -> str:
+    if isinstance(value, float):
+        value = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = f"{value:,}"
+    elif value is None:
+        value = ""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def record_markdown(record: dict) -> list[str]:
+    date = str(record["started_utc"])[:10]
+    if record.get("ended_utc"):
+        date += f" to {str(record['ended_utc'])[:10]}"
+    out = [f"### {record['title']}", ""]
+    line = f"Measured **{date}** on {machine_text(record['machine'])}"
+    peak = record.get("peak_matmul") or {}
+    if peak.get("peak_gflops"):
+        line += f"; peak fp32 matmul {cell(peak['peak_gflops'])} GFLOP/s"
+        if peak.get("method"):
+            line += f" ({peak['method']})"
+    out += [line + ".", ""]
+    command = record.get("command") or f"python -m benchmarks --only {record['benchmark']}"
+    source = f"; moved from the {record['source']}" if record.get("source") else ""
+    out += [f"Command: `{command}` (record `docs/benchmarks/{record['_file']}`{source}).", ""]
+    if record.get("quick"):
+        out += ["!!! warning", "    Measured with `--quick`: tiny sizes, the numbers mean nothing.", ""]
+    if record.get("description"):
+        out += [record["description"], ""]
+    table = record.get("table") or {}
+    if table.get("rows"):
+        out.append("| " + " | ".join(cell(c) for c in table["columns"]) + " |")
+        out.append("| " + " | ".join("---" for _ in table["columns"]) + " |")
+        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table["rows"]]
+        out.append("")
+    for target in record.get("targets", []):
+        shown = target.get("display") or cell(target.get("value"))
+        out.append(f"- Target: {target['target']}: **{shown}**, {'met' if target['met'] else 'missed'}.")
+    for note in record.get("notes", []):
+        out.append(f"- {note}")
+    if record.get("error"):
+        out += ["", f"Failed: `{record['error'].splitlines()[0]}`"]
+    out.append("")
+    return out
+
+
+def benchmarks_markdown(folder: Path) -> str:
+    out = []
+    current = None
+    for record in benchmark_records(folder):
+        if record["benchmark"] != current:
+            current = record["benchmark"]
+            heading = BENCHMARK_SECTIONS.get(current, current)
+            out += [f"## {heading} (`{current}`) {{#bench-{current}}}", ""]
+        out += record_markdown(record)
+    return "\n".join(out) if out else "No benchmark records in `docs/benchmarks/`."
