@@ -61,6 +61,7 @@ class Sizes:
     recipes: tuple = ()
     full_vocab: bool = False
     out: str = "results/benchmarks"  # where a benchmark may keep finished runs between invocations
+    device: str = "auto"  # the gpu benchmark's device: auto (CUDA if present), cuda, or cpu (with --quick only)
 
     def as_dict(self) -> dict:
         return asdict(self)

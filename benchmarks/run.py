@@ -1,7 +1,9 @@
-"""`python -m benchmarks [--only NAME ...] [--quick] [--out results/benchmarks] [--threads N] [--minutes M]`.
+"""`python -m benchmarks [--only NAME ...] [--quick] [--out results/benchmarks] [--threads N] [--minutes M] [--device D]`.
 
 Runs the benchmarks in order, writes <out>/<name>.json after each, and rebuilds <out>/benchmarks.md from
-every JSON in <out> (so `--only` refreshes one section and keeps the others).
+every JSON in <out> (so `--only` refreshes one section and keeps the others). A benchmark that cannot run here
+(the gpu benchmark without a CUDA GPU) says so in one line and writes no JSON, so a section measured elsewhere
+stays.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "budget": "benchmarks.budget",
     "recipe": "benchmarks.recipe",
     "vocab": "benchmarks.vocab",
+    "gpu": "benchmarks.gpu",
 }
 MARKDOWN = "benchmarks.md"
 
@@ -51,6 +54,9 @@ def parse_args(argv=None):
                     help="only these rows of the recipe benchmark (default: all)")
     ap.add_argument("--full-vocab", action="store_true",
                     help="recipe benchmark: train and score over the full vocabulary, not the compact output layer")
+    ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                    help="gpu benchmark: auto (the CUDA GPU if there is one, else nothing measured), cuda, or cpu "
+                         "(with --quick: every check at tiny sizes on the CPU, to test the harness)")
     return ap.parse_args(argv)
 
 
@@ -68,14 +74,24 @@ def main(argv=None) -> int:
         sz = dataclasses.replace(sz, recipe_seeds=args.seeds)
     if args.first_seed is not None:
         sz = dataclasses.replace(sz, first_seed=args.first_seed)
-    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out)
+    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out,
+                             device=args.device)
+    names = args.only or list(BENCHMARKS)
+    failed = []
+    for name in list(names):
+        module = importlib.import_module(BENCHMARKS[name])
+        why = module.unavailable(sz) if hasattr(module, "unavailable") else None
+        if why:  # (line, whether that is a failure): said once, nothing written
+            print(why[0], flush=True)
+            names.remove(name)
+            failed += [name] if why[1] else []
+    if not names:
+        return 1 if failed else 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = args.only or list(BENCHMARKS)
     print(f"benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''} -> {out}", flush=True)
     peak = peak_matmul(sz.peak_sizes)
     print(f"  peak fp32 matmul: {peak['peak_gflops']:.0f} GFLOP/s", flush=True)
-    failed = []
     for name in names:
         t = time.perf_counter()
         started = now_utc()
@@ -101,7 +117,7 @@ def main(argv=None) -> int:
     write_text(out / MARKDOWN, markdown(out))
     print(f"wrote {out / MARKDOWN}")
     if failed:
-        print(f"failed: {', '.join(failed)} (see the 'error' in their JSON)", file=sys.stderr)
+        print(f"failed: {', '.join(failed)} (see the 'error' or 'errors' in their JSON)", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -117,9 +133,12 @@ def markdown(out: Path) -> str:
              "Written by `python -m benchmarks` (see docs/benchmarks.md). Each comparison ran side by side in one "
              "process, interleaved, after warm-up; times are medians of >= 5 measured repetitions. The machine may be "
              f"shared, so {CLEAN_RULE}.", ""]
-    machines = {json.dumps({k: r["machine"][k] for k in ("cpu_model", "torch_threads", "torch", "device")}) for r in results}
+    # The machine table describes the CPU benchmarks; the gpu section names its own GPU machine.
+    cpu_results = [r for r in results if r["benchmark"] != "gpu"] or results
+    machines = {json.dumps({k: r["machine"][k] for k in ("cpu_model", "torch_threads", "torch", "device")})
+                for r in cpu_results}
     if results:
-        m, p = results[-1]["machine"], results[-1]["peak_matmul"]
+        m, p = cpu_results[-1]["machine"], cpu_results[-1]["peak_matmul"]
         lines += ["| machine | |", "| --- | --- |",
                   f"| CPU | {m['cpu_model']} ({m['logical_cpus']} logical CPUs, {m['cpu_capability']}) |",
                   f"| torch threads | {m['torch_threads']} |",

@@ -163,3 +163,74 @@ def test_vocab_report_pairs_the_vocabularies_by_seed():
     out = report(runs, ["gpt2 compact", "bpe:4096 full"], [1, 2], 600)
     diff = out["results"]["lstm"]["vs_gpt2_compact"]
     assert diff["mean_diff"] == pytest.approx(-0.019) and out["table"]["rows"][0][-2:] == [9000, 4096]
+
+
+GPU_CHECKS = {"train_fp32_eager", "train_bf16_eager", "train_bf16_compile", "loss_curves_fp32_vs_bf16",
+              "greedy_cpu_vs_cpu", "eval_cpu_vs_cpu", "resume_exact", "torchrun_1_device"}
+
+
+def test_gpu_check_runs_every_check_on_the_cpu(tmp_path):
+    """The GPU check's harness at tiny sizes (--quick --device cpu): every check runs through the code it runs on a
+    GPU (child processes, SIGTERM and resume, torchrun with gloo) and passes, since the CPU is deterministic."""
+    from picollm.device import native_bf16_cpu
+    out = tmp_path / "bench"
+    proc = run_benchmarks(out, "--only", "gpu", "--device", "cpu")
+    record = json.loads((out / "gpu.json").read_text())
+    check_common(record, "gpu")
+    assert record["measured"] is True and record["device"] == "cpu" and record["gpu"] is None
+    results = record["results"]
+    if not native_bf16_cpu():  # fp32 only: no bf16 rows, and the curve check says why it was skipped
+        assert results.pop("loss_curves_fp32_vs_bf16")["skipped"]
+        assert set(results) == {n.replace("bf16", "fp32") for n in GPU_CHECKS if n != "loss_curves_fp32_vs_bf16"}
+    else:
+        assert set(results) == GPU_CHECKS
+    for name, r in results.items():
+        assert r["pass"] is True, (name, r)
+        assert f"  {name} " in proc.stdout  # one line per check
+        assert {"criterion", "display", "check_wall_s"} <= set(r)
+    for name in (n for n in results if n.startswith("train_")):
+        assert results[name]["tokens_per_s"] > 0 and results[name]["peak_mib"] > 0
+        assert results[name]["mfu"] is None  # no GPU peak on a CPU
+    assert results["train_bf16_compile" if native_bf16_cpu() else "train_fp32_compile"]["compile_s"] is not None
+    if native_bf16_cpu():
+        assert 0 <= results["loss_curves_fp32_vs_bf16"]["mean_abs_diff"] < 0.05
+    assert results["greedy_cpu_vs_cpu"]["identical"] and results["greedy_cpu_vs_cpu"]["new_tokens"] > 0
+    assert results["eval_cpu_vs_cpu"]["relative_diff"] == 0 and results["eval_cpu_vs_cpu"]["bpb"]["cpu"] > 0
+    assert results["resume_exact"]["resumed_at"] == record["plan"]["stop_at"] and results["resume_exact"]["bitwise"]
+    torchrun = results["torchrun_1_device"]
+    assert torchrun["backend"] == "gloo" and torchrun["loss_module"] == "DistributedDataParallel" and torchrun["bitwise"]
+    assert record["extrapolation"]["total_s"] > 0 and not record["errors"] and not record["skipped"]
+    assert "gpu.yaml wall time (estimate)" in proc.stdout
+    assert f"## {record['title']}" in (out / "benchmarks.md").read_text()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a CUDA GPU")
+def test_gpu_check_without_a_gpu_says_so_and_writes_nothing(tmp_path):
+    from benchmarks.gpu import NO_GPU
+    out = tmp_path / "bench"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for args, rc in (([], 0), (["--device", "cuda"], 1), (["--device", "cpu"], 1)):  # cpu: only with --quick
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "gpu", "--out", str(out), *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == rc, proc.stderr[-2000:]
+        assert len(proc.stdout.strip().splitlines()) == 1 and not proc.stderr.strip(), (proc.stdout, proc.stderr)
+        assert proc.stdout.strip() == NO_GPU if not args else proc.stdout.startswith("gpu: ")
+    assert not out.exists()  # no JSON, no Markdown: a gpu.json measured elsewhere would stay as it is
+    # the prepared one-shot script takes the same path once its installation is skipped
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=REPO, capture_output=True, text=True,
+                          env={**env, "PICOLLM_SKIP_INSTALL": "1", "PYTHON": sys.executable, "OUT": str(out)},
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == NO_GPU, proc.stderr[-2000:]
+    assert not list(out.glob("*.json"))
+
+
+def test_gpu_peak_table_matches_device_names():
+    from benchmarks.gpu import peak_for
+    assert peak_for("NVIDIA H100 80GB HBM3")["tflops"] == 989.4  # the SXM part
+    assert peak_for("NVIDIA H100 PCIe")["tflops"] == 756.0
+    assert peak_for("NVIDIA H200")["matched"] == "H200 / GH200"
+    assert peak_for("NVIDIA A100-SXM4-80GB")["tflops"] == peak_for("NVIDIA A100 80GB PCIe")["tflops"] == 312.0
+    assert [peak_for(f"NVIDIA {n}")["matched"] for n in ("L40S", "L40", "L4", "A10")] == ["L40S", "L40", "L4", "A10"]
+    assert peak_for("NVIDIA GeForce RTX 4090")["tflops"] == 165.2
+    assert peak_for("Tesla V100-SXM2-16GB")["dtype"] == "fp16"
+    assert peak_for("NVIDIA A10G") is None and peak_for("Some Future GPU") is None  # MFU null, with a note

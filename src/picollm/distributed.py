@@ -96,8 +96,9 @@ def relaunch(argv: list, devices: int, nodes: int, threads: int, device: torch.d
 
 def start(device: torch.device, batch_size: int) -> torch.device:
     """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); returns this rank's device.
-    One process (no torchrun): nothing to join, `device` as it is."""
-    if world_size() == 1:
+    One process (no torchrun): nothing to join, `device` as it is. Under torchrun one rank joins too, so
+    `--nproc-per-node 1` runs the code of several devices on one (benchmarks/gpu.py checks NCCL that way)."""
+    if not under_torchrun():
         return device
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     check_world(world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", world_size())), batch_size, device, gpus)
@@ -181,7 +182,7 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     checkpoints; DDP's gradient hooks sit on the parameters, so they fire for the compiled model too).
     """
     loss = Loss(model)
-    if world_size() == 1:
+    if not dist.is_initialized():  # one process without torchrun (start joined no group)
         return loss
     # Buffers are sent from rank 0 once, at the start, not before every forward: no model here changes a
     # buffer in training (no batch norm), and resumed ranks all load the same checkpoint.
