@@ -52,7 +52,22 @@ def load_schema() -> dict:
     if src not in sys.path:
         sys.path.insert(0, src)
     from picollm.config import schema
-    return schema()
+    return maps_as_additional(schema())
+
+
+def maps_as_additional(node):
+    """A map whose keys must match one pattern (pydantic writes `patternProperties: {pattern: value}`) read as
+    `additionalProperties: value`, the one form of a map the walker follows."""
+    if isinstance(node, list):
+        return [maps_as_additional(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: maps_as_additional(v) for k, v in node.items()}
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+        node["additionalProperties"] = next(iter(patterns.values()))
+        del node["patternProperties"]
+    return node
 
 
 # ---------------------------------------------------------------- the config reference

@@ -1,4 +1,4 @@
-"""The DAG reruns exactly what changed: every row of the README's "you edit -> these jobs rerun" table, checked
+"""The DAG reruns exactly what changed: every row of docs/reruns.md's "you edit -> these jobs rerun" table, checked
 by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only)."""
 import re
 import shutil

@@ -1,6 +1,6 @@
 """The study on a real SLURM cluster: a single-node cluster on this machine (tests/slurm_cluster.py).
 
-Runs the README's cluster command (`snakemake --profile profiles/slurm --workflow-profile none all
+Runs docs/cluster.md's cluster command (`snakemake --profile profiles/slurm --workflow-profile none all
 --configfile ...`; no `--sdm conda`, conda channels are out of reach here) on a shortened copy of
 config/offline.yaml, and checks that every job ran as a SLURM job with the CPUs its rule asked for and
 no GPU, and that the outputs carry the same numbers as a local run of the same config. A job that fails
@@ -203,7 +203,7 @@ def runs(cluster, tmp_path_factory):
         "slurm": Run("slurm", project_copy(tmp / "slurm"), cfg["experiment"],
                      [*SLURM_PROFILE, *FAST_STATUS, *targets, *(["--set-resources", *extra] if extra else []),
                       "--configfile", str(config)]),
-        # the README's local command (profiles/default), up to what the comparison reads
+        # the docs' local command (profiles/default), up to what the comparison reads
         "local": Run("local", project_copy(tmp / "local"), cfg["experiment"],
                      ["--cores", "2", f"{r}/tables/samples.csv", "--configfile", str(config)]),
         "bad": Run("bad", project_copy(tmp / "bad"), "slurm_bad",

@@ -43,7 +43,7 @@ def autocast_for(device: torch.device, precision: str):
 
     auto means bf16 on CUDA GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere: where the CPU
     has to emulate bf16 it is slower than fp32. The CPU half of that rests on `python -m benchmarks --only
-    budget` (README, "Best bits per byte in a fixed CPU budget"), which measures it on your machine too.
+    budget` (docs/benchmarks.md), which measures it on your machine too.
     """
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
     use_bf16 = precision == "bf16" or (precision == "auto" and native)

@@ -84,7 +84,7 @@ def relaunch(argv: list, devices: int, nodes: int, threads: int, device: torch.d
     """Check a data-parallel launch (one line naming the fix) and replace this process by torchrun."""
     if nodes > 1 and "SLURM_JOB_ID" not in os.environ:
         raise PicoError(f"train.nodes is {nodes} but this is not a SLURM job (srun starts one torchrun per node); "
-                        f"run snakemake with --profile profiles/slurm (README), or set train.nodes: 1")
+                        f"run snakemake with --profile profiles/slurm (docs/cluster.md), or set train.nodes: 1")
     check_world(devices * nodes, devices, batch_size, device, torch.cuda.device_count() if device.type == "cuda" else 0)
     command = launch_command(argv, devices, nodes, threads, device.type == "cuda")
     # each rank's torch threads come from --threads; OMP_NUM_THREADS set keeps torchrun from warning about it
