@@ -6,6 +6,7 @@ tests give it addmm's. On the CPU it sees no scaled_dot_product_attention and ha
 so those two parts are checked on their own: attention run as explicit matmuls, and the LSTM as an explicit
 cell of nn.Linear layers with nn.LSTM's weights (the same numbers, so the same network).
 """
+import json
 import math
 
 import pytest
@@ -14,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop
 
+from conftest import byte_tokens
 from picollm.flops import flops_per_token, forward_flops
 from picollm.loss import lm_loss
 from picollm.models import build_model
+from picollm.train import train
 
 B, T, V = 3, 16, 61
 KGRAM = {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 24, "num_inner_layers": 2}
@@ -136,3 +139,31 @@ def test_compact_head_counts_its_real_width(cfg):
     if cfg["type"] == "transformer":
         predicted -= 3 * forward_flops(cfg, V, T)["attention"]  # the fused kernel the counter does not see
     assert agreement(counted_step(model), predicted * B * T) < TOLERANCE
+
+
+TRAIN = {"batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "eval_interval": 20,
+         "eval_batches": 4, "checkpoint_interval": 10, "log_interval": 5, "threads": 1}
+SMALL = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory):
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+def test_summary_evaluation_tables_and_sweep_figure_carry_the_counts(tokens_dir, tmp_path):
+    from picollm import tables
+    from picollm.evaluate import evaluate_model
+    from picollm.plots import sweep
+    summary = train("m", SMALL, {**TRAIN, "max_steps": 2}, tokens_dir=tokens_dir, out_dir=tmp_path / "m", seed=3,
+                    block_size=32)
+    assert summary["train_flops"] == flops_per_token(SMALL, 257, 32) * 2 * TRAIN["batch_size"] * 32
+    ev, _ = evaluate_model("m", tmp_path / "m" / "model.pt", tokens_dir)
+    assert (ev["flops_per_token"], ev["train_flops"]) == (summary["flops_per_token"], summary["train_flops"])
+    (tmp_path / "ev.json").write_text(json.dumps(ev))
+    evals = {"m": {"3": str(tmp_path / "ev.json")}}
+    models = tables.models_table([tmp_path / "m" / "summary.json"], tmp_path / "models.md", "exp")
+    evaluated = tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    for frame in (models, evaluated, sweep.read_runs(evals)):
+        assert frame["train_flops"].iloc[0] == summary["train_flops"]
+    assert models["flops_per_token"].iloc[0] == evaluated["flops_per_token"].iloc[0] == summary["flops_per_token"]

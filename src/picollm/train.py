@@ -31,6 +31,7 @@ from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import PicoError
+from picollm.flops import flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
 from picollm.loss import validation_loss
@@ -127,6 +128,7 @@ class Run:
     run_id: str  # what a checkpoint must match to be resumed
     ckpt_path: Path
     snapshot_steps: list = dataclasses.field(default_factory=list)
+    flops_per_token: int = 0  # training FLOPs per token (picollm.flops)
     blocks: list = dataclasses.field(default_factory=list)  # a Transformer's blocks, for layer health
     provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
@@ -153,6 +155,7 @@ class Run:
 def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
           device, weights, compact_vocab, provenance=None) -> Run:
     meta = read_meta(tokens_dir / "meta.json")
+    step_flops = flops_per_token(model_cfg, meta["vocab_size"], block_size, output_vocab(meta, compact_vocab))
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
     if len(val_tokens) < block_size + 1:
@@ -177,7 +180,8 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
         compile_model(model)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
-               blocks=transformer_blocks(model), provenance=provenance, loss=distributed.wrap(model))
+               flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
+               loss=distributed.wrap(model))
 
 
 def save_checkpoint(run: Run, state: TrainState) -> None:
@@ -326,7 +330,9 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     tokens = state.step * run.tokens_per_step
     summary = {"model": run.name, "type": run.model_cfg.type, **count_parameters(run.model), "steps": state.step,
                "stopped_by": "max_steps" if state.step == run.train_cfg.max_steps else "max_minutes",
-               "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens, "wall_s": round(wall, 2),
+               "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens,
+               "flops_per_token": run.flops_per_token, "train_flops": run.flops_per_token * tokens,
+               "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
                "precision": "bf16" if run.autocast is not None else "fp32",
                "final_train_loss": float(train_loss.iloc[-1]) if len(train_loss) else None,
