@@ -9,17 +9,24 @@ cell of nn.Linear layers with nn.LSTM's weights (the same numbers, so the same n
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop
 
 from conftest import byte_tokens
+from picollm import jobs, tables
+from picollm.config import Study, TrainConfig, TrainJob, load_study, parse
+from picollm.errors import PicoError
+from picollm.evaluate import evaluate_model
 from picollm.flops import flops_per_token, forward_flops
 from picollm.loss import lm_loss
 from picollm.models import build_model
-from picollm.train import train
+from picollm.plots import sweep
+from picollm.train import lr_scale, train, within_budget
 
 B, T, V = 3, 16, 61
 KGRAM = {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 24, "num_inner_layers": 2}
@@ -141,6 +148,8 @@ def test_compact_head_counts_its_real_width(cfg):
     assert agreement(counted_step(model), predicted * B * T) < TOLERANCE
 
 
+# --- train.flops: a compute budget --------------------------------------------------------------------
+
 TRAIN = {"batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "eval_interval": 20,
          "eval_batches": 4, "checkpoint_interval": 10, "log_interval": 5, "threads": 1}
 SMALL = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1}
@@ -151,13 +160,104 @@ def tokens_dir(tmp_path_factory):
     return byte_tokens(tmp_path_factory.mktemp("tokens"))
 
 
+def step_flops(model=SMALL, block_size=32, vocab=257):
+    return flops_per_token(model, vocab, block_size) * TRAIN["batch_size"] * block_size
+
+
+def test_a_budget_trains_exactly_the_steps_it_pays_for(tokens_dir, tmp_path):
+    budget = 12.7 * step_flops()
+    summary = train("m", SMALL, {**TRAIN, "flops": budget}, tokens_dir=tokens_dir, out_dir=tmp_path / "budget",
+                    seed=3, block_size=32)
+    assert summary["steps"] == 12 and summary["stopped_by"] == "flops" and summary["flops_budget"] == budget
+    assert summary["flops_per_token"] == flops_per_token(SMALL, 257, 32)
+    assert summary["train_flops"] == summary["flops_per_token"] * summary["tokens_seen"]
+    assert summary["train_flops"] <= budget < summary["train_flops"] + step_flops()
+    assert json.loads((tmp_path / "budget" / "summary.json").read_text())["train_flops"] == summary["train_flops"]
+    # step for step the run of max_steps: 12, so its schedule, logging and evaluation follow the derived steps
+    train("m", SMALL, {**TRAIN, "max_steps": 12}, tokens_dir=tokens_dir, out_dir=tmp_path / "steps", seed=3,
+          block_size=32)
+    budgeted, fixed = (pd.read_csv(tmp_path / d / "metrics.csv").drop(columns="elapsed_s") for d in ("budget", "steps"))
+    pd.testing.assert_frame_equal(budgeted, fixed)
+    assert budgeted["step"].iloc[-1] == 12 and pd.notna(budgeted["val_loss"].iloc[-1])
+
+
+def test_the_schedule_decays_to_its_floor_at_the_derived_last_step():
+    cfg = within_budget(TrainConfig(**TRAIN, flops=40.5 * step_flops()), flops_per_token(SMALL, 257, 32), 32, "m")
+    assert cfg.max_steps == 40
+    assert lr_scale(40, cfg) == pytest.approx(TRAIN["min_lr_ratio"]) and lr_scale(39, cfg) > lr_scale(40, cfg)
+    assert within_budget(TrainConfig(**TRAIN), 123, 32, "m").max_steps == 1000  # no budget: max_steps
+
+
+def test_a_compact_head_buys_more_steps(tokens_dir, tmp_path):
+    budget = 5 * step_flops()
+    summary = train("m", SMALL, {**TRAIN, "flops": budget}, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3,
+                    block_size=32, compact_vocab=True)
+    assert summary["flops_per_token"] == flops_per_token(SMALL, 257, 32, summary["output_vocab"])
+    assert summary["steps"] == budget // (summary["flops_per_token"] * TRAIN["batch_size"] * 32) > 5
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"flops": 1000.0}, "config key 'train.flops' of run m is 1000, less than one step: 8 x 32 tokens x "),
+    ({"flops": 10.5 * step_flops(), "snapshot_steps": [11]}, "config key 'train.snapshot_steps' of run m: step 11 "
+                                                              "is past the end, as train.flops"),
+])
+def test_a_budget_that_does_not_fit_stops_the_train_job_in_one_line(tokens_dir, tmp_path, changes, message):
+    with pytest.raises(PicoError) as err:
+        train("m", SMALL, {**TRAIN, **changes}, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3, block_size=32)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+STUDY = {"experiment": "x", "block_size": 32, "models": {"m": SMALL}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"flops": 1e12, "max_steps": 100}}, "config key 'train.flops': the budget sets the number of steps, "
+                                                   "and train.max_steps (100) sets it too; drop max_steps"),
+    ({"train": {"flops": 1e12, "max_minutes": 5}}, "config key 'train.flops': a budget of FLOPs fixes the steps"),
+    ({"train": {"flops": 1e12}, "models": {"m": {**SMALL, "train": {"max_steps": 10}}}},
+     "config key 'train.flops' of run m: the budget sets the number of steps"),
+    ({"train": {"max_steps": 10}, "sweep": {"m": {"train.flops": [1e12]}}},
+     "config key 'train.flops' of run m.train.flops=1000000000000.0: the budget sets"),
+    ({"train": {"flops": 0}}, "config key 'train.flops'"),
+    # the head's width is known only after tokenizing: what the model costs without it already exceeds 1e6
+    ({"train": {"flops": 1e6}}, "config key 'train.flops' of run m is 1e+06, less than one step: 16 x 32 tokens x "
+                                "more than "),
+    ({"train": {"flops": 1e9, "snapshot_steps": [10 ** 6]}}, "step 1000000 is past the end"),
+])
+def test_bad_budgets_are_one_line(change, message):
+    with pytest.raises(PicoError) as err:
+        parse(Study, {**STUDY, **change})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_max_steps_from_a_base_file_counts_as_given(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**STUDY, "train": {"max_steps": 50}}))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "train": {"flops": 1e12}}))
+    with pytest.raises(PicoError, match=r"config key 'train.flops': the budget sets the number of steps, and "
+                                        r"train.max_steps \(50\) sets it too"):
+        load_study([tmp_path / "study.yaml"])
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(STUDY))  # max_steps left to its default: the budget rules
+    assert load_study([tmp_path / "study.yaml"]).train_of("m").flops == 1e12
+
+
+def test_a_budget_reaches_the_train_job_and_changes_it():
+    plain = parse(Study, STUDY)
+    budgeted = parse(Study, {**STUDY, "models": {"m": {**SMALL, "train": {"flops": 1e12}}},
+                             "sweep": {"m": {"train.flops": [2e12]}}})
+    job = jobs.train(budgeted, "m", 1)
+    assert job != jobs.train(plain, "m", 1)  # a new param: Snakemake reruns the run's training
+    assert job["train"]["flops"] == 1e12 and "max_steps" not in job["train"]  # derived, so not given
+    assert parse(TrainJob, job).train.flops == 1e12  # the train command reads it back
+    assert budgeted.train_of("m.train.flops=2000000000000.0").flops == 2e12
+    assert "max_steps" not in jobs.study_file(parse(Study, {**STUDY, "train": {"flops": 1e12}}))["train"]
+
+
 def test_summary_evaluation_tables_and_sweep_figure_carry_the_counts(tokens_dir, tmp_path):
-    from picollm import tables
-    from picollm.evaluate import evaluate_model
-    from picollm.plots import sweep
     summary = train("m", SMALL, {**TRAIN, "max_steps": 2}, tokens_dir=tokens_dir, out_dir=tmp_path / "m", seed=3,
                     block_size=32)
     assert summary["train_flops"] == flops_per_token(SMALL, 257, 32) * 2 * TRAIN["batch_size"] * 32
+    assert summary["flops_budget"] is None and summary["stopped_by"] == "max_steps"
     ev, _ = evaluate_model("m", tmp_path / "m" / "model.pt", tokens_dir)
     assert (ev["flops_per_token"], ev["train_flops"]) == (summary["flops_per_token"], summary["train_flops"])
     (tmp_path / "ev.json").write_text(json.dumps(ev))
