@@ -349,7 +349,8 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     from picollm.data.tokenizer import checkpoint_tokenizer
     from picollm.data.tokens import load_tokens, read_meta
     from picollm.device import resolve_device
-    from picollm.models import count_parameters, load_model
+    from picollm.flops import flops_per_token
+    from picollm.models import count_parameters, load_model, output_vocab_size
 
     if max_tokens is not None and max_tokens < 1:
         raise PicoError(f"evaluate max_tokens = {max_tokens} is not a positive number of tokens; "
@@ -370,8 +371,12 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev,
                             max_tokens=max_tokens, desc=f"val loss {name}")
     summary = ckpt.get("summary") or {}
+    # counted from the checkpoint, so that a model trained before FLOPs were recorded has them too
+    per_token = flops_per_token(ckpt["model_cfg"], ckpt["vocab_size"], block_size, output_vocab_size(model))
+    seen = summary.get("tokens_seen")
     out = {"model": name, "type": ckpt["model_cfg"]["type"], **count_parameters(model),
-           "tokens_seen": summary.get("tokens_seen"), "tokenizer": ckpt["tokenizer"], "block_size": block_size,
+           "tokens_seen": seen, "flops_per_token": per_token, "train_flops": None if seen is None else per_token * seen,
+           "flops_budget": summary.get("flops_budget"), "tokenizer": ckpt["tokenizer"], "block_size": block_size,
            "split": "val", "device": str(dev), "batch_size": batch,
            "val_loss": result["all"]["loss"], "perplexity": result["all"]["perplexity"], "bpb": result["all"]["bpb"],
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],

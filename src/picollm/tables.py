@@ -94,7 +94,14 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
 
 
 MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
-                 "tokens_seen", "wall_s", "tokens_per_s", "device", "final_train_loss", "final_val_loss"]
+                 "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
+                 "final_train_loss", "final_val_loss"]
+
+
+# How picollm.flops counts, said above models.md's table (the figures' captions say the same).
+FLOPS_NOTE = ("flops_per_token: training FLOPs per token counted per architecture (picollm.flops): every matmul, "
+              "forward + backward = 3 x forward, the head at its real width, attention over the full block_size "
+              "window (not the causal half); train_flops = flops_per_token x tokens_seen.")
 
 
 # Timings measure the machine as much as the model: its speed and whatever else ran on it at the time.
@@ -118,7 +125,8 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     shown = frame.rename(columns=TIMING_HEADERS)
     text = (f"# Models: experiment `{experiment}`, {note}\n\n"
             "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
-            "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count).\n\n"
+            "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count). "
+            f"{FLOPS_NOTE}\n\n"
             + shown.to_markdown(index=False, floatfmt=".4g", intfmt=",") + f"\n\n{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
@@ -166,9 +174,10 @@ def source_records(ev: dict) -> dict:
 
 
 def train_flops(ev: dict) -> int:
-    """The evaluation's train_flops, else 6 x (core + head parameters) x tokens seen: forward and backward
-    multiply-adds (Kaplan et al.); a table lookup multiplies nothing, but a head tied to the token table
-    still multiplies by all of it."""
+    """The evaluation's train_flops (picollm.flops: counted per architecture), else, for an evaluation written
+    before those were recorded, 6 x (core + head parameters) x tokens seen: forward and backward multiply-adds
+    (Kaplan et al.); a table lookup multiplies nothing, but a head tied to the token table still multiplies by
+    all of it."""
     if ev.get("train_flops") is not None:
         return int(ev["train_flops"])
     head = ev["params_embedding"] if ev.get("head_tied") else ev.get("params_head", 0)
@@ -184,7 +193,8 @@ def eval_rows(runs: dict, experiment: str) -> list[dict]:
         sweep = first.get("sweep") or {}
         run_columns = {"type": first["type"], "seeds": " ".join(map(str, by_seed)), "params": first["params"],
                        "params_core": first.get("params_core", first.get("params_non_embedding")),
-                       "train_tokens": first["tokens_seen"], "train_flops": train_flops(first),
+                       "train_tokens": first["tokens_seen"], "flops_per_token": first.get("flops_per_token"),
+                       "train_flops": train_flops(first),
                        "sweep_model": sweep.get("model"), "sweep_key": sweep.get("key"),
                        "sweep_value": sweep.get("value"), "tokenizer": first.get("tokenizer")}
         parts = [source_records(ev) for ev in by_seed.values()]

@@ -31,6 +31,7 @@ from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import PicoError
+from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
 from picollm.loss import validation_loss
@@ -127,6 +128,7 @@ class Run:
     run_id: str  # what a checkpoint must match to be resumed
     ckpt_path: Path
     snapshot_steps: list = dataclasses.field(default_factory=list)
+    flops_per_token: int = 0  # training FLOPs per token (picollm.flops)
     blocks: list = dataclasses.field(default_factory=list)  # a Transformer's blocks, for layer health
     provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
@@ -153,6 +155,8 @@ class Run:
 def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
           device, weights, compact_vocab, provenance=None) -> Run:
     meta = read_meta(tokens_dir / "meta.json")
+    step_flops = flops_per_token(model_cfg, meta["vocab_size"], block_size, output_vocab(meta, compact_vocab))
+    train_cfg = within_budget(train_cfg, step_flops, block_size, name)
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
     if len(val_tokens) < block_size + 1:
@@ -177,7 +181,17 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
         compile_model(model)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
-               blocks=transformer_blocks(model), provenance=provenance, loss=distributed.wrap(model))
+               flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
+               loss=distributed.wrap(model))
+
+
+def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
+    """train_cfg with max_steps set to the steps train.flops pays for (unchanged without a budget), so the
+    schedule, logging, snapshots and the stop all follow them. Checked here, at the start of the train job,
+    since the FLOPs per token depend on the vocabulary."""
+    if train_cfg.flops is None:
+        return train_cfg
+    return train_cfg.model_copy(update={"max_steps": budget_steps(train_cfg, step_flops, block_size, name)})
 
 
 def save_checkpoint(run: Run, state: TrainState) -> None:
@@ -312,6 +326,12 @@ def train_loop(run: Run, state: TrainState) -> None:
         stop.restore()
 
 
+def stopped_by(run: Run, state: TrainState) -> str:
+    if state.step < run.train_cfg.max_steps:
+        return "max_minutes"
+    return "max_steps" if run.train_cfg.flops is None else "flops"
+
+
 def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     """metrics.csv, layer_health.csv, snapshots/, summary.json and model.pt; the rolling checkpoint and the
     staged snapshots are then removed."""
@@ -325,8 +345,10 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step
     summary = {"model": run.name, "type": run.model_cfg.type, **count_parameters(run.model), "steps": state.step,
-               "stopped_by": "max_steps" if state.step == run.train_cfg.max_steps else "max_minutes",
-               "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens, "wall_s": round(wall, 2),
+               "stopped_by": stopped_by(run, state), "flops_budget": run.train_cfg.flops,
+               "output_vocab": output_vocab_size(run.model), "tokens_seen": tokens,
+               "flops_per_token": run.flops_per_token, "train_flops": run.flops_per_token * tokens,
+               "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
                "precision": "bf16" if run.autocast is not None else "fp32",
                "final_train_loss": float(train_loss.iloc[-1]) if len(train_loss) else None,
@@ -348,10 +370,11 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
 def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict, *, tokens_dir, out_dir, seed: int,
           block_size: int, device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
           provenance: dict | None = None) -> dict:
-    """Train one model to train_cfg.max_steps, resuming from out_dir/last.pt when it matches. The configs are
-    objects of picollm.config (or mappings of their keys, for callers outside the workflow). model.pt and the
-    resume fingerprint spell out every hyperparameter, defaults included: a default that changes later then
-    neither rebuilds this checkpoint as another network nor resumes it as one."""
+    """Train one model to train_cfg.max_steps (or the steps train_cfg.flops pays for), resuming from
+    out_dir/last.pt when it matches. The configs are objects of picollm.config (or mappings of their keys, for
+    callers outside the workflow). model.pt and the resume fingerprint spell out every hyperparameter, defaults
+    included: a default that changes later then neither rebuilds this checkpoint as another network nor resumes
+    it as one."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = model_config(model_cfg)

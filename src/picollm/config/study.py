@@ -73,6 +73,12 @@ class TrainConfig(Section):
         "max_steps, if sooner), with the cosine decay run over the time instead of the steps. How many steps that "
         "is depends on the machine, so such a run is not reproducible step for step; summary.json records the "
         "steps reached. null: train exactly max_steps"))
+    flops: Optional[float] = Field(None, gt=0, description=(
+        "a compute budget instead of max_steps: train the most steps whose training FLOPs (picollm.flops: "
+        "matmuls, forward + backward, per model type) stay within it, floor(flops / (FLOPs per token x "
+        "batch_size x block_size)). The count is known before training starts (once the vocabulary is), so the "
+        "run is reproducible step for step, and the schedule and snapshot_steps follow it; summary.json "
+        "records the steps. Leave max_steps and max_minutes unset with it. null: train max_steps"))
     batch_size: int = Field(16, ge=1, description=(
         "windows per optimizer step, the global batch: split evenly over the devices x nodes ranks of a "
         "data-parallel run (each takes batch_size / ranks), so it must be a multiple of devices x nodes"))
@@ -116,11 +122,26 @@ class TrainConfig(Section):
         "torchrun per node with srun; scheduling only: changing it reruns nothing)"))
 
     @model_validator(mode="after")
+    def _one_length(self):
+        """A budget sets the run's length, so it takes the place of the other two; max_steps counts as given
+        only when a study file, its base or a model's `train:` sets it (its default gives way)."""
+        if self.flops is None:
+            return self
+        if "max_steps" in self.model_fields_set:
+            raise ValueError(f"flops: the budget sets the number of steps, and train.max_steps ({self.max_steps}) "
+                             f"sets it too; drop max_steps (or flops) wherever it is set")
+        if self.max_minutes is not None:
+            raise ValueError("flops: a budget of FLOPs fixes the steps before training, and train.max_minutes stops "
+                             "on the clock; drop one of the two")
+        return self
+
+    @model_validator(mode="after")
     def _fits_the_run(self):
         if self.snapshot_steps and self.max_minutes is not None:
             raise ValueError("snapshot_steps: needs a run of known length, and train.max_minutes stops it "
                              "whenever the time is up; drop one of the two")
-        late = [s for s in self.snapshot_steps if s > self.max_steps]
+        # under a budget the steps are known once the vocabulary is: picollm.flops.budget_steps checks them
+        late = [s for s in self.snapshot_steps if s > self.max_steps and self.flops is None]
         if late:
             raise ValueError(f"snapshot_steps: step {late[0]} is beyond train.max_steps ({self.max_steps}); "
                              f"drop it or raise max_steps")
@@ -129,6 +150,15 @@ class TrainConfig(Section):
             raise ValueError(f"batch_size: {self.batch_size} does not split evenly over train.devices x "
                              f"train.nodes = {ranks} ranks; make it a multiple of {ranks}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _derived_steps_left_out(self, handler):
+        """Under a budget max_steps is derived, not given: its default stays out of the dump, so that the dump
+        parses back (train_of, the train job's --config) without reading as max_steps given with flops."""
+        out = handler(self)
+        if self.flops is not None and "max_steps" not in self.model_fields_set:
+            out.pop("max_steps", None)
+        return out
 
     @property
     def kept_steps(self) -> list[int]:
@@ -377,8 +407,18 @@ class Study(Section):
         if twice:
             raise PicoError(f"config key 'seeds' lists seed {twice[0]} twice; give each seed once")
         for run in self.runs:
-            self.train_of(run)
+            train = self.train_of(run)
+            if train.flops is not None:
+                self._check_budget(run, train)
         return self
+
+    def _check_budget(self, run: str, train: TrainConfig) -> None:
+        """Stop a budget below one step now if even the model without its head costs more (the head's width,
+        the vocabulary, is known only once the text is tokenized); the train job checks the exact count."""
+        from picollm.flops import budget_steps, flops_per_token
+        without_head = flops_per_token(self.runs[run], 0, self.block_size)
+        if without_head:
+            budget_steps(train, without_head, self.block_size, run, lower_bound=True)
 
     @cached_property
     def runs(self) -> dict[str, ModelConfig]:
@@ -389,7 +429,9 @@ class Study(Section):
     def train_of(self, run: str) -> TrainConfig:
         """The train section with the run's own `train:` overrides (e.g. a smaller lr) applied."""
         from picollm.config.load import parse
-        return parse(TrainConfig, {**self.train.model_dump(), **self.runs[run].overrides()}, at=("train",), run=run)
+        # only the keys the study sets: a default does not count as given (train.flops with max_steps)
+        given = self.train.model_dump(exclude_unset=True)
+        return parse(TrainConfig, {**given, **self.runs[run].overrides()}, at=("train",), run=run)
 
     def sweep_point(self, run: str) -> dict | None:
         """{model, key, value} of a sweep run, None for a model of the config."""

@@ -2,11 +2,13 @@
 compute (or parameter count) for every run.
 
 One panel per swept key (d_model, train.lr, ...) holding the sweep points and their base run, one line per
-base model; then a panel with every run against training FLOPs (x="params": parameter count), one colour
-per model type and a line through the best run of each type at each x. Points are means over seeds with
-error bars of the 95% Student-t interval over seeds (none for a single seed). The base run sits on its
-line when its value of the key is known (the sweep points' `base_value`, or the base evaluation's
-`config`); otherwise it is a dotted horizontal line with its interval shaded.
+base model; then a panel with every run against training FLOPs as picollm.flops counts them (every matmul,
+forward + backward, the head at its real width, attention over the full block_size window rather than the
+causal half) times the tokens seen (x="params": parameter count), one colour per model type and a line
+through the best run of each type at each x. Points are means over seeds with error bars of the 95%
+Student-t interval over seeds (none for a single seed). The base run sits on its line when its value of the
+key is known (the sweep points' `base_value`, or the base evaluation's `config`); otherwise it is a dotted
+horizontal line with its interval shaded.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from picollm.plots import SLIDE, model_styles, plt, save
 from picollm.stats import t_interval
 from picollm.tables import read_evals, train_flops
 
-X_LABELS = {"train_flops": "training compute (FLOPs ≈ 6 × core+head params × tokens)", "params": "parameters"}
+# picollm.flops: every matmul, forward + backward, attention over the full window (not the causal half)
+X_LABELS = {"train_flops": "training compute (FLOPs: matmuls, fwd + bwd, attention over the full window)",
+            "params": "parameters"}
 
 
 def read_runs(evals: dict) -> pd.DataFrame:

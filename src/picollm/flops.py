@@ -1,0 +1,111 @@
+"""Training FLOPs per token of each model type, counted from its architecture, and the steps a `train.flops`
+budget buys.
+
+Only matrix multiplications count, at 2 FLOPs per multiply-add; embeddings (lookups), biases, activations,
+norms, softmax and the loss add a few per element, far below a matmul's, and are left out. Training costs
+3 x the forward pass: the backward pass multiplies every matrix twice, once for the gradient of its input
+and once for that of its weight (every matmul's input here comes from learned parameters, an embedding table
+at least, so needs a gradient). tests/test_flops.py checks each type against torch.utils.flop_counter on real steps.
+
+Pure Python (no torch): the study config checks a budget with it when the workflow is parsed.
+"""
+from __future__ import annotations
+
+from picollm.config import model_config
+from picollm.errors import PicoError
+
+TRAIN_FACTOR = 3  # forward + backward (grad of input and of weight) per matmul
+
+
+def matmul(n_in: int, n_out: int) -> int:
+    """Forward FLOPs per token of a (n_in -> n_out) linear map."""
+    return 2 * n_in * n_out
+
+
+def kgram_parts(cfg, block_size: int) -> dict:
+    # onehot's first layer gathers k weight columns (kgram.py), a lookup like an embedding: no matmul
+    first = matmul(cfg.k * cfg.embed_dim, cfg.hidden_dim) if cfg.input == "embedding" else 0
+    return {"input": first, "core": cfg.num_inner_layers * matmul(cfg.hidden_dim, cfg.hidden_dim)}
+
+
+def lstm_parts(cfg, block_size: int) -> dict:
+    # each layer's four gates: an input projection (embed_dim wide for the first layer, hidden_dim above)
+    # and a recurrent projection of the previous hidden state (at the first step the zero initial state,
+    # whose gradient autograd skips: 1 / (3 block_size) of the recurrent part counted beyond what runs)
+    inputs = [cfg.embed_dim] + [cfg.hidden_dim] * (cfg.num_layers - 1)
+    return {"input": sum(matmul(n, 4 * cfg.hidden_dim) for n in inputs),
+            "recurrent": cfg.num_layers * matmul(cfg.hidden_dim, 4 * cfg.hidden_dim)}
+
+
+def mlp_width(cfg) -> int:
+    """The Transformer MLP's hidden width (models/transformer.py's default when mlp_hidden is null)."""
+    if cfg.mlp_hidden is not None:
+        return cfg.mlp_hidden
+    return 8 * cfg.d_model // 3 if cfg.mlp == "swiglu" else 4 * cfg.d_model
+
+
+def transformer_parts(cfg, block_size: int) -> dict:
+    d, hidden = cfg.d_model, mlp_width(cfg)
+    up = matmul(d, 2 * hidden if cfg.mlp == "swiglu" else hidden)  # SwiGLU's gate and up in one matrix
+    layer = matmul(d, 3 * d) + matmul(d, d) + up + matmul(hidden, d)  # qkv, output projection, MLP
+    # q k^T and (weights) v: each query against all block_size keys, over every head (n_heads x head_dim = d)
+    attention = 2 * matmul(block_size, d)
+    return {"core": cfg.n_layers * layer, "attention": cfg.n_layers * attention}
+
+
+PARTS = {"kgram_mlp": kgram_parts, "lstm": lstm_parts, "transformer": transformer_parts}
+
+
+def head_width(cfg) -> int:
+    """The features the output layer reads."""
+    return cfg.d_model if cfg.type == "transformer" else cfg.hidden_dim
+
+
+def forward_flops(model_cfg, vocab_size: int, block_size: int, output_vocab: int | None = None) -> dict:
+    """{part: forward FLOPs per token}: `input` (k-gram first layer, LSTM input projections), `recurrent`
+    (LSTM), `core` (hidden layers; a Transformer's qkv, projections and MLPs), `attention` and `head`.
+
+    The head is output_vocab wide: the vocabulary (vocab_size, the default), or with compact_vocab the kept ids
+    + 1; a head tied to the token table multiplies all the same. Attention is counted over the full window,
+    not the causal half: every query of a block_size window against all block_size keys, as attention's plain
+    math runs (the causal mask blanks the upper half of the product; a fused kernel may skip some of it) and
+    as nanoGPT's and PaLM's MFU count it (benchmarks/ too); the causal half is what the tokens use. Training
+    windows are always block_size long, so every token has the same share.
+    """
+    cfg = model_config(model_cfg)
+    parts = {"input": 0, "recurrent": 0, "core": 0, "attention": 0, **PARTS[cfg.type](cfg, block_size)}
+    parts["head"] = matmul(head_width(cfg), vocab_size if output_vocab is None else output_vocab)
+    return parts
+
+
+def flops_per_token(model_cfg, vocab_size: int, block_size: int, output_vocab: int | None = None) -> int:
+    """Training FLOPs per token (forward + backward = 3 x forward_flops), matmuls only; see forward_flops."""
+    return TRAIN_FACTOR * sum(forward_flops(model_cfg, vocab_size, block_size, output_vocab).values())
+
+
+def output_vocab(meta: dict, compact_vocab: bool) -> int:
+    """The head's width for a token folder's meta.json: the vocabulary, or its training ids + "other"."""
+    return len(set(meta["train_vocab"])) + 1 if compact_vocab else meta["vocab_size"]
+
+
+def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:
+    """The steps train.flops pays for: the most whose FLOPs stay within it, floor(flops / FLOPs per step).
+
+    PicoError when it pays for no step, or a snapshot step lies beyond them. `lower_bound`: flops_per_token
+    leaves out what is not known yet (the head, before tokenizing), so only a budget that is surely too small
+    stops here; the train job checks again with the exact count.
+    """
+    per_step = flops_per_token * train_cfg.batch_size * block_size
+    steps = int(train_cfg.flops) // per_step if per_step else 0  # int: exact for any integral budget
+    of_run = f" of run {run}" if run else ""
+    more, at_most = ("more than ", "at most ") if lower_bound else ("", "")
+    if steps < 1:
+        raise PicoError(
+            f"config key 'train.flops'{of_run} is {train_cfg.flops:g}, less than one step: {train_cfg.batch_size} "
+            f"x {block_size} tokens x {more}{flops_per_token:,} FLOPs per token = {more}{per_step:,} FLOPs; "
+            f"raise train.flops to {more or 'at least '}that (or lower train.batch_size)")
+    late = [s for s in train_cfg.kept_steps if s > steps]
+    if late:
+        raise PicoError(f"config key 'train.snapshot_steps'{of_run}: step {late[0]} is past the end, as train.flops "
+                        f"({train_cfg.flops:g}) pays for {at_most}{steps} steps; drop it or raise train.flops")
+    return steps
