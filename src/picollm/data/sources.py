@@ -34,12 +34,14 @@ def detect_split(paths) -> str:
     return "eot" if any(has_eot_line(p) for p in paths if Path(p).is_file()) else "line"
 
 
-def iter_documents(path, split_on: str = "eot") -> Iterator[str]:
+def iter_documents(path, split_on: str | None = None) -> Iterator[str]:
     """Documents of a local UTF-8 text file, streamed (constant memory for any file size), cut at
-    end-of-text lines (`eot`), blank lines (`blank_line`), every line (`line`) or not at all (`none`)."""
+    end-of-text lines (`eot`), blank lines (`blank_line`), every line (`line`) or not at all (`none`);
+    None: as detect_split finds for this file alone."""
     path = Path(path)
     if not path.is_file():
         raise PicoError(f"data file {path} does not exist; fix the path in data.sources")
+    split_on = split_on or detect_split([path])
     if split_on == "line":
         yield from (line.rstrip("\n") for line in _lines(path) if line.strip() and line.strip() != EOT_LINE)
         return
