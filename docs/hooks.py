@@ -33,6 +33,7 @@ BENCHMARK_SECTIONS = {
     "tokenize": "Tokenizing",
     "budget": "Best bits per byte in a fixed CPU budget",
     "recipe": "The default Transformer against nanoGPT-style",
+    "vocab": "The default study's vocabulary",
 }
 
 
