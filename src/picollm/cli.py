@@ -11,10 +11,12 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 
-from picollm.errors import PicoError
+from picollm import io
+from picollm.errors import Interrupted, PicoError
 
 
 def _json(text: str):
@@ -126,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder to write (replaced atomically)")
     p.set_defaults(command="export")
 
+    p = sub.add_parser("report", help="Snakemake's report of the study (snakemake --report), a failure in one line")
+    p.add_argument("--snakefile", required=True)
+    p.add_argument("--configfile", required=True, help="the study file the report shows (provenance/study.json)")
+    p.add_argument("--out", required=True, help="report.html")
+    p.set_defaults(command="report")
+
     p = sub.add_parser("provenance-table", help="every job's provenance record as one CSV row")
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")
     p.add_argument("--out", required=True)
@@ -139,8 +147,59 @@ def _output_to(path):
     if not path:
         yield
         return
-    with open(path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield
+    log = open(path, "w", encoding="utf-8")
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        with contextlib.suppress(OSError):  # a full disk may refuse the log's last lines; the terminal has the gist
+            log.close()
+
+
+def _interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def _tell(line: str, log, terminal, rank: int) -> None:
+    """One line in the log (when there is one) and, from rank 0, on the terminal. A stream that fails (a full
+    disk under the log) does not keep it from the other."""
+    streams = ([sys.stderr] if log or not rank else []) + ([terminal] if log and not rank else [])
+    for stream in streams:
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=stream, flush=True)
+
+
+def _run(args, terminal, rank: int) -> int:
+    """Run the stage; every way it can end but a bug is one line (see _tell) and an exit status."""
+    try:
+        # Only the command that runs is imported: each stage's code identity is its own module's imports.
+        importlib.import_module(f"picollm.commands.{args.command}").run(args)
+        return 0
+    except (KeyboardInterrupt, Interrupted) as exc:
+        for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C while stopping adds no traceback
+            signal.signal(s, signal.SIG_IGN)
+        _tell("interrupted; rerun to continue", args.log, terminal, rank)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    except PicoError as exc:
+        _tell(f"error: {exc}", args.log, terminal, rank)
+        return 1
+    except OSError as exc:
+        if exc.errno not in io.NO_SPACE:
+            return _bug(exc, args.log, terminal)
+        where = exc.filename or args.log or os.path.join(os.getcwd(), "")
+        _tell(f"error: {io.no_space(where)}", args.log, terminal, rank)
+        return 1
+    except Exception as exc:
+        return _bug(exc, args.log, terminal)
+
+
+def _bug(exc: Exception, log, terminal) -> int:
+    """A bug, not bad input: the traceback in the log, its gist on the terminal."""
+    if not log:
+        raise exc
+    traceback.print_exc()
+    print(f"error: {type(exc).__name__}: {exc} (traceback in {log})", file=terminal)
+    return 1
 
 
 def main(argv=None) -> int:
@@ -152,23 +211,18 @@ def main(argv=None) -> int:
     rank = int(os.environ.get("RANK", 0))
     if args.log and rank:
         args.log = f"{args.log}.rank{rank}"
-    with _output_to(args.log):
-        try:
-            # Only the command that runs is imported: each stage's code identity is its own module's imports.
-            importlib.import_module(f"picollm.commands.{args.command}").run(args)
-        except PicoError as exc:
-            if args.log or not rank:
-                print(f"error: {exc}", file=sys.stderr)
-            if args.log and not rank:
-                print(f"error: {exc}", file=terminal)
-            return 1
-        except Exception as exc:  # a bug, not bad input: the traceback in the log, its gist on the terminal
-            if not args.log:
-                raise
-            traceback.print_exc()
-            print(f"error: {type(exc).__name__}: {exc} (traceback in {args.log})", file=terminal)
-            return 1
-    return 0
+    # SIGTERM (Snakemake stopping a job, SLURM's time limit) ends a stage as Ctrl-C does: one line, no traceback
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if previous[signal.SIGTERM] == signal.SIG_DFL:  # left alone where the caller ignores it
+        signal.signal(signal.SIGTERM, _interrupted)
+    io.terminal = terminal if args.log and not rank else None  # where io.note() also writes
+    try:
+        with _output_to(args.log):
+            return _run(args, terminal, rank)
+    finally:
+        io.terminal = None
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,37 @@
-"""Small file helpers shared by every stage: atomic writes and hashing."""
+"""Small file helpers shared by every stage: atomic writes, hashing, the full-disk message and notes that
+reach the terminal."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
+
+from picollm.errors import PicoError
+
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # a full disk, or a full quota: the same fix
+# torch.save reports a failed write (a full disk among other causes) as a RuntimeError of its zip writer
+TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "unexpected pos")
+
+terminal = None  # the CLI's terminal stream while stdout and stderr go to a --log file (picollm.cli)
+
+
+def no_space(path) -> PicoError:
+    """The one line for a write that found the disk (or the quota) full."""
+    path = Path(path)
+    return PicoError(f"no space left on {path.parent} (writing {path.name}); free some space there, then rerun: "
+                     f"finished work is kept")
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether a failed write in `folder` is explained by a full disk (a failed write leaves less than a block)."""
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(folder).free < (1 << 16)
+    return False
 
 
 @contextlib.contextmanager
@@ -13,7 +39,7 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block finishes.
 
     Snakemake (and a user) must never see a half-written output as complete: a crash leaves at most a
-    `.tmp` file, never a truncated `path`.
+    `.tmp` file, never a truncated `path`. A full disk ends in one line naming the folder (no_space).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +47,14 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise no_space(path) from None
+        raise
+    except RuntimeError as exc:
+        if any(sign in str(exc) for sign in TORCH_WRITE_FAILED) and disk_full(path.parent):
+            raise no_space(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -41,3 +75,13 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def note(text: str) -> None:
+    """`note: text` on stdout (the job's log under --log) and on the terminal too: something the user should
+    see without opening the log."""
+    line = f"note: {text}"
+    print(line, flush=True)
+    if terminal is not None and terminal is not sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=terminal, flush=True)

@@ -11,6 +11,7 @@ import torch
 
 from picollm.config import SamplingConfig
 from picollm.errors import PicoError
+from picollm.io import note
 
 
 def nucleus_sample(logits: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -102,8 +103,8 @@ def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: 
     for prompt_index, prompt in enumerate(sampling.prompts):
         prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
         if len(prompt_ids) > model.block_size:
-            print(f"note: prompt {prompt_index} has {len(prompt_ids)} tokens, more than block_size "
-                  f"{model.block_size}; the model sees its last {model.block_size}")
+            note(f"prompt {prompt_index} has {len(prompt_ids)} tokens, more than block_size "
+                 f"{model.block_size}; the model sees its last {model.block_size}")
         for decoding in decodings(sampling.p_values):
             for sample in range(1 if decoding == "greedy" else sampling.num_samples):
                 s = sample_seed(seed, name, prompt, decoding, sample)

@@ -30,7 +30,7 @@ from picollm import distributed
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
-from picollm.errors import PicoError
+from picollm.errors import Interrupted, PicoError
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
@@ -314,7 +314,8 @@ def train_loop(run: Run, state: TrainState) -> None:
             if distributed.any_rank(stop.signum is not None, run.device):  # all ranks stop at the same step
                 save_checkpoint(run, state)
                 distributed.barrier()  # the other ranks exit once rank 0 has written the checkpoint
-                raise SystemExit(128 + (stop.signum or signal.SIGTERM))
+                tqdm.write(f"stopped at step {state.step}; {run.ckpt_path} holds it", file=sys.stderr)
+                raise Interrupted(stop.signum or signal.SIGTERM)
             loss = train_step(run, state, clock)
             bar.update(1)
             tok_s = (state.step - first) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)

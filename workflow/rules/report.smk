@@ -31,6 +31,6 @@ rule report:
         snakefile=workflow.main_snakefile,
     shell:
         # The study's validated config is a study file of its own, so the inner run sees the same DAG; it runs
-        # alongside this one (--nolock: it only reads).
-        "python -m snakemake -s {params.snakefile:q} --directory . --nolock --workflow-profile none"
-        " --report {output} --configfile {input.study} > {log} 2>&1"
+        # alongside this one (--nolock: it only reads). `picollm report` runs it and says why it failed.
+        "python -m picollm --log {log} report --snakefile {params.snakefile:q} --configfile {input.study}"
+        " --out {output}"

@@ -5,6 +5,7 @@ from picollm import provenance
 from picollm.config import TokenizerJob, bpe_vocab_size, parse
 from picollm.data.bpe import use_threads, write_tokenizer
 from picollm.errors import PicoError
+from picollm.io import note
 
 
 def run(args):
@@ -19,5 +20,5 @@ def run(args):
     rec["tokenizer"] = {"vocab_size": tokenizer.n_vocab, "sha256": tokenizer.sha256}
     provenance.write(args.provenance, rec)
     if tokenizer.n_vocab < size:  # the text ran out of pairs to merge
-        print(f"note: the training text gives only {tokenizer.n_vocab} of the {size} tokens asked for")
+        note(f"the training text gives only {tokenizer.n_vocab} of the {size} tokens asked for")
     print(json.dumps({"tokenizer": job.tokenizer, "vocab_size": tokenizer.n_vocab, "sha256": tokenizer.sha256}))

@@ -1,0 +1,172 @@
+"""Issue 23, "nothing lost when things go wrong": each fault, with real processes and signals where it has
+them, ends in one line on the terminal, and the rerun continues without losing finished work."""
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, byte_tokens
+from picollm.train import train
+
+TRAIN = {"max_steps": 10, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "eval_interval": 5, "eval_batches": 2,
+         "checkpoint_interval": 5, "log_interval": 5, "threads": 1}
+TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+INTERRUPTED = "interrupted; rerun to continue\n"
+
+
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory):
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+@pytest.fixture(scope="module")
+def model_path(tokens_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    return out / "model.pt"
+
+
+def with_ctrl_c():
+    """In the child: SIGINT as a terminal's foreground job has it (a test runner started in the background may
+    pass it on ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(*args, **kwargs) -> subprocess.Popen:
+    """`python -m picollm ...` as Snakemake starts it from a terminal, running on."""
+    return subprocess.Popen([sys.executable, "-m", "picollm", *map(str, args)], env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=with_ctrl_c, **kwargs)
+
+
+def wait_for(condition, proc=None, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        assert proc is None or proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
+# --- Ctrl-C and SIGTERM outside training: one line, no traceback ----------------------------------------
+
+def long_sampling() -> str:
+    return json.dumps({"sampling": {"prompts": ["1 2 3"], "p_values": [1.0], "max_new_tokens": 4000,
+                                    "num_samples": 200, "stop_at_eot": False}})
+
+
+@pytest.mark.parametrize("stage, sig", [("sample", signal.SIGINT), ("evaluate", signal.SIGTERM),
+                                        ("sample", signal.SIGTERM)])
+def test_a_signal_stops_a_stage_with_one_line(stage, sig, model_path, tokens_dir, tmp_path):
+    log = tmp_path / "stage.log"
+    common = ["--name", "m", "--model-path", model_path, "--config", long_sampling()]
+    if stage == "sample":
+        args = ["sample", *common, "--out", tmp_path / "s.jsonl"]
+    else:
+        samples = tmp_path / "s.jsonl"
+        samples.write_text(json.dumps({"model": "m", "prompt": "1 2 3", "decoding": 1.0, "p": 1.0, "sample": 0,
+                                       "seed": 1, "text": "", "new_tokens": 1, "token_ids": [5]}) + "\n")
+        args = ["evaluate", *common, "--tokens-dir", tokens_dir, "--samples", samples, "--out", tmp_path / "e.json"]
+    proc = start("--log", log, *args)
+    wait_for(log.exists, proc)  # the CLI is up and owns the signals
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (128 + sig, INTERRUPTED)
+    assert log.read_text().endswith(INTERRUPTED) and "Traceback" not in log.read_text()
+
+
+def test_ctrl_c_without_a_log_is_one_line_too(model_path, tmp_path):
+    proc = start("sample", "--name", "m", "--model-path", model_path, "--config", long_sampling(),
+                 "--out", tmp_path / "s.jsonl")
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, INTERRUPTED)
+
+
+def test_a_prompt_past_block_size_is_noted_on_the_terminal(model_path, tmp_path):
+    cfg = {"sampling": {"prompts": ["1 2 3 " * 20], "p_values": [1.0], "max_new_tokens": 2, "num_samples": 1}}
+    log = tmp_path / "sample.log"
+    result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(log), "sample", "--name", "m",
+                             "--model-path", str(model_path), "--config", json.dumps(cfg), "--out",
+                             str(tmp_path / "s.jsonl")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, log.read_text()
+    line = "note: prompt 0 has 121 tokens, more than block_size 32; the model sees its last 32\n"
+    assert result.stderr == line and line in log.read_text()
+
+
+# --- a full disk --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` at `folder` (root only: skipped, with the reason, elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def grow(folder: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
+
+
+def train_command(tokens_dir, out_dir, steps=10, **changes):
+    job = {"models": {"m": TRANSFORMER}, "train": {**TRAIN, "max_steps": steps, **changes}, "seed": 3,
+           "block_size": 32, "device": "cpu"}
+    return ["train", "--config", json.dumps(job), "--tokens-dir", tokens_dir, "--out-dir", out_dir]
+
+
+def test_a_full_disk_in_training_is_one_line_and_the_rerun_finishes(tokens_dir, tmp_path):
+    with small_disk(tmp_path / "disk", "200k") as disk:
+        out = disk / "m"
+        log = tmp_path / "train.log"  # the log elsewhere: its tail shows what training did
+        result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(log),
+                                 *map(str, train_command(tokens_dir, out))], env=ENV, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 1, log.read_text()
+        assert result.stderr.startswith(f"error: no space left on {out} (writing ") and result.stderr.count("\n") == 1
+        assert not list(out.glob(".*.tmp"))  # the half-written file is gone
+        grow(disk, "4m")
+        again = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out))], env=ENV,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert (out / "model.pt").is_file()
+
+
+def test_a_full_disk_under_the_log_still_reaches_the_terminal(model_path, tmp_path):
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        with contextlib.suppress(OSError):
+            (disk / "filler").write_bytes(b"\0" * (1 << 20))
+        result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(disk / "sample.log"), "sample",
+                                 "--name", "m", "--model-path", str(model_path), "--config", "{}", "--out",
+                                 str(disk / "s.jsonl")], env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1
+        assert result.stderr == f"error: no space left on {disk} (writing s.jsonl); free some space there, then " \
+                                f"rerun: finished work is kept\n"
+
+
+def test_a_full_disk_under_the_report_is_one_line(tmp_path):
+    (tmp_path / "Snakefile").write_text("rule all:\n    output: 'a.txt'\n    shell: 'touch {output}'\n")
+    (tmp_path / "study.yaml").write_text("{}\n")
+    with small_disk(tmp_path / "disk", "16k") as disk:
+        with contextlib.suppress(OSError):
+            (disk / "filler").write_bytes(b"\0" * (1 << 20))
+        result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / "report.log"), "report",
+                                 "--snakefile", str(tmp_path / "Snakefile"), "--configfile",
+                                 str(tmp_path / "study.yaml"), "--out", str(disk / "report.html")],
+                                env={**ENV, "PATH": f"{Path(sys.executable).parent}:{ROOT / 'tests/no-slurm-bin'}:"
+                                                    f"{os.environ['PATH']}"},
+                                capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 1, (tmp_path / "report.log").read_text()[-3000:]
+        assert result.stderr.startswith(f"error: no space left on {disk} (writing report.html)"), result.stderr
