@@ -3,6 +3,8 @@ them, ends in one line on the terminal, and the rerun continues without losing f
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, byte_tokens
+from conftest import ROOT, byte_tokens, snakemake, tiny_offline_config, write_config
 from picollm.train import train
 
 TRAIN = {"max_steps": 10, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "eval_interval": 5, "eval_batches": 2,
@@ -170,3 +172,74 @@ def test_a_full_disk_under_the_report_is_one_line(tmp_path):
                                 capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert result.returncode == 1, (tmp_path / "report.log").read_text()[-3000:]
         assert result.stderr.startswith(f"error: no space left on {disk} (writing report.html)"), result.stderr
+
+
+# --- damaged token files ------------------------------------------------------------------------------
+
+def damage(folder: Path, how: str, split: str = "train") -> Path:
+    """Damage one file of a token folder as a crash, a full disk or a stray write would; returns it."""
+    tokens, meta = folder / f"{split}.bin", folder / "meta.json"
+    data = tokens.read_bytes()
+    if how == "truncated":
+        tokens.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        tokens.write_bytes(b"")
+    elif how == "odd length":
+        tokens.write_bytes(data + b"\0")
+    elif how == "overwritten":  # same size, bytes changed in the middle
+        middle = len(data) // 2
+        tokens.write_bytes(data[:middle] + bytes(range(256)) * 4 + data[middle + 1024:])
+    elif how == "garbage meta.json":
+        meta.write_bytes(b"\x89PNG\r\n\x1a\n not json")
+        return meta
+    return tokens
+
+
+DAMAGES = ["truncated", "empty", "odd length", "overwritten", "garbage meta.json"]
+SAYS = {"truncated": r"is damaged: [\d,]+ bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
+        "empty": r"is damaged: 0 bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
+        "odd length": r"is damaged: [\d,]+ bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
+        "overwritten": "is damaged: its sha256 is not the one meta.json records",
+        "garbage meta.json": r"is not valid JSON \(.*\)"}
+REBUILD = r"; delete it and rerun: tokenize rebuilds it \(models trained on it are kept\)$"
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_token_file_stops_training_and_evaluation_in_one_line(how, tokens_dir, model_path, tmp_path):
+    from picollm.errors import PicoError
+    from picollm.evaluate import evaluate_model
+    for split in ("train", "val"):
+        folder = Path(shutil.copytree(tokens_dir, tmp_path / split))
+        path = damage(folder, how, split)
+        with pytest.raises(PicoError, match=f"^{re.escape(str(path))} {SAYS[how]}{REBUILD}"):
+            train("m", TRANSFORMER, TRAIN, tokens_dir=folder, out_dir=tmp_path / "out", seed=3, block_size=32)
+        assert not (tmp_path / "out" / "last.pt").exists()
+    with pytest.raises(PicoError, match=f"^{re.escape(str(path))} {SAYS[how]}{REBUILD}"):  # val.bin, or meta.json
+        evaluate_model("m", model_path, folder)
+
+
+def test_a_damaged_token_file_is_one_line_on_the_terminal(tokens_dir, tmp_path):
+    folder = Path(shutil.copytree(tokens_dir, tmp_path / "tok"))
+    path = damage(folder, "truncated")
+    result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / "t.log"),
+                             *map(str, train_command(folder, tmp_path / "out"))], env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {path} is damaged: ")
+
+
+def test_the_workflow_refuses_damaged_tokens_before_any_job(tmp_path):
+    cfg = write_config(tmp_path / "study.yaml", tiny_offline_config())
+    tokens = tmp_path / "results/tiny/data/tokens"
+    made = snakemake(tmp_path, "--cores", "1", "results/tiny/data/tokens/meta.json", "--configfile", cfg)
+    assert made.returncode == 0, made.stderr[-3000:]
+    good = shutil.copytree(tokens, tmp_path / "good")
+    for how in ("truncated", "overwritten", "garbage meta.json"):
+        path = damage(tokens, how)
+        result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", cfg)
+        assert result.returncode == 1
+        lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        assert len(lines) == 1, result.stderr
+        assert re.match(f"^error: results/tiny/data/tokens/{path.name} {SAYS[how]}{REBUILD}", lines[0])
+        assert "Building DAG" not in result.stdout + result.stderr  # stopped at parse time
+        shutil.copy2(good / path.name, path)

@@ -13,6 +13,7 @@ sys.path.insert(0, SRC)
 from picollm import jobs  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
+from picollm.data.check import check_folder  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
 # results/ and the relative paths of the study files land in the working directory: the project root, or one
@@ -47,6 +48,13 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = f"results/{CFG.experiment}"
+# Token files that no longer match their meta.json stop the run here, before Snakemake reruns (and so
+# deletes) anything downstream of them. Checksums of files up to 256 MiB, which cost little at every
+# parse; the train and evaluate jobs check the larger ones before they read them.
+try:
+    check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
+except PicoError as exc:
+    sys.exit(f"error: {exc}")
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
 SEEDS = CFG.seeds

@@ -7,13 +7,13 @@ meta.json records where each source's tokens start and end, so the sampler can m
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from picollm.data.check import check_split, read_meta  # noqa: F401 (read_meta: imported from here)
 from picollm.data.sources import iter_documents
 from picollm.data.tokenizer import get_tokenizer, token_dtype
 from picollm.errors import PicoError
@@ -70,7 +70,8 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
     for split in ("train", "val"):
         files = {name: paths[split] for name, paths in raw.items()}
         sources = tokenize_split(tokenizer, files, out_dir / f"{split}.bin", threads)
-        meta["splits"][split] = {"tokens": max(r["end"] for r in sources.values()), "sources": sources}
+        meta["splits"][split] = {"tokens": max(r["end"] for r in sources.values()), "sources": sources,
+                                 "sha256": sha256_file(out_dir / f"{split}.bin")}  # what check_split compares
         for name, path in files.items():
             meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
             meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
@@ -82,18 +83,10 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
     return meta
 
 
-def read_meta(path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise PicoError(f"{path} does not exist; run the tokenize stage first")
-    return json.loads(path.read_text())
-
-
 def load_tokens(path, meta: dict) -> np.ndarray:
-    """Memory-map a split: the OS pages tokens in as windows touch them, so RAM stays flat."""
-    path = Path(path)
-    if not path.exists():
-        raise PicoError(f"{path} does not exist; run the tokenize stage first")
+    """Memory-map a split, checked against meta.json first (picollm.data.check): the OS pages tokens in as
+    windows touch them, so RAM stays flat."""
+    check_split(path, meta)
     return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
 
 
