@@ -3,6 +3,7 @@ them, ends in one line on the terminal, and the rerun continues without losing f
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -243,3 +244,90 @@ def test_the_workflow_refuses_damaged_tokens_before_any_job(tmp_path):
         assert re.match(f"^error: results/tiny/data/tokens/{path.name} {SAYS[how]}{REBUILD}", lines[0])
         assert "Building DAG" not in result.stdout + result.stderr  # stopped at parse time
         shutil.copy2(good / path.name, path)
+
+
+# --- a checkpoint damaged in place ----------------------------------------------------------------------
+
+def overwrite_middle(path: Path, n: int = 2000, seed: int = 0) -> None:
+    """`n` random bytes written over the middle of the file, its size unchanged."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = random.Random(seed).randbytes(n)
+    path.write_bytes(bytes(data))
+
+
+DAMAGED_CHECKPOINT = r"checkpoint .* is (damaged: its weights do not match the checksum saved with them|truncated " \
+                     r"or corrupt \(\w+\)); delete it and rerun training"
+
+
+def test_a_checkpoint_damaged_in_place_is_refused_in_one_line(model_path, tokens_dir, tmp_path):
+    from picollm.errors import PicoError
+    from picollm.models import load_model
+    bad = tmp_path / "model.pt"
+    shutil.copy(model_path, bad)
+    overwrite_middle(bad)
+    with pytest.raises(PicoError, match="^" + DAMAGED_CHECKPOINT.replace(".*", re.escape(str(bad)))):
+        load_model(bad)
+    for stage in ("sample", "evaluate"):
+        result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / f"{stage}.log"), stage,
+                                 "--name", "m", "--model-path", str(bad), "--config", "{}", "--out",
+                                 str(tmp_path / "out"), *(["--tokens-dir", str(tokens_dir)] if stage == "evaluate" else [])],
+                                env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and re.fullmatch(f"error: {DAMAGED_CHECKPOINT}\n", result.stderr), result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_weights_checksum_is_checked_not_only_the_file(model_path, tmp_path):
+    """Bytes changed in the weights alone (the zip still reads) are caught by the checksum."""
+    import torch
+
+    from picollm.errors import PicoError
+    from picollm.models import load_model
+    ckpt = torch.load(model_path, weights_only=True)
+    name = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][name].view(-1)[0] += 1.0
+    torch.save(ckpt, tmp_path / "changed.pt")
+    with pytest.raises(PicoError, match="is damaged: its weights do not match the checksum saved with them"):
+        load_model(tmp_path / "changed.pt")
+
+
+def test_a_damaged_rolling_checkpoint_is_not_resumed(tokens_dir, tmp_path):
+    """A last.pt whose bytes changed in place is set aside with a line in the log; training starts over."""
+    import torch
+
+    from picollm.models import tensors_sha256
+    out = tmp_path / "out"
+    proc = start(*train_command(tokens_dir, out, steps=400, checkpoint_interval=5))
+    wait_for((out / "last.pt").exists, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["sha256"] == tensors_sha256({k: v for k, v in ckpt.items() if k != "sha256"})
+    next(iter(ckpt["model"].values())).view(-1)[0] += 1.0
+    torch.save(ckpt, out / "last.pt")
+    result = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out, steps=10))],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert (f"ignoring damaged checkpoint {out / 'last.pt'} (its tensors do not match their checksum); starting from "
+            f"step 0") in result.stderr
+
+
+def test_evaluate_writes_no_nan_result(model_path, tokens_dir, tmp_path):
+    """A model whose weights are not finite (its checksum intact: written so by training) gives no eval json."""
+    import torch
+
+    from picollm.models import tensors_sha256
+    ckpt = torch.load(model_path, weights_only=True)
+    for tensor in ckpt["state_dict"].values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    ckpt["sha256"] = tensors_sha256(ckpt["state_dict"])
+    torch.save(ckpt, tmp_path / "nan.pt")
+    result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / "e.log"), "evaluate", "--name",
+                             "m", "--model-path",
+                             str(tmp_path / "nan.pt"), "--tokens-dir", str(tokens_dir), "--config", "{}",
+                             "--out", str(tmp_path / "e.json")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not (tmp_path / "e.json").exists()
+    assert result.stderr == (f"error: evaluating m gave val_loss nan, perplexity nan, bpb nan: the model's outputs are "
+                             f"not finite numbers; {tmp_path / 'nan.pt'} is damaged or its training diverged: delete "
+                             f"it and rerun training\n")

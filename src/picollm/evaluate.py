@@ -214,7 +214,8 @@ def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
 
 def loss_record(nats: float, tokens: int, n_bytes: int) -> dict:
     loss = nats / tokens if tokens else float("nan")
-    return {"loss": loss, "perplexity": math.exp(loss) if tokens else float("nan"),
+    perplexity = float("inf") if loss > 709 else math.exp(loss)  # math.exp raises past 709.78
+    return {"loss": loss, "perplexity": perplexity if tokens else float("nan"),
             "bpb": nats / (LN2 * n_bytes) if n_bytes else float("nan"),
             "tokens": int(tokens), "bytes": int(n_bytes), "nats": nats}
 

@@ -35,7 +35,8 @@ from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
 from picollm.loss import validation_loss
-from picollm.models import build_model, checkpoint_dict, count_parameters, output_vocab_size
+from picollm.models import (build_model, checkpoint_dict, count_parameters, damaged, output_vocab_size,
+                            tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
@@ -201,6 +202,7 @@ def save_checkpoint(run: Run, state: TrainState) -> None:
             "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
             "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
             "last_norms": (state.grad_norm, state.act_rms, state.scale), "elapsed_s": run.elapsed(state)}
+    ckpt["sha256"] = tensors_sha256(ckpt)
     with atomic_path(run.ckpt_path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -400,6 +402,10 @@ def _resume(run: Run) -> TrainState:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0", file=sys.stderr)
+        return TrainState(scale=lr_scale(0, run.train_cfg))
+    if damaged(ckpt, {k: v for k, v in ckpt.items() if k != "sha256"}):
+        tqdm.write(f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); starting from "
+                   f"step 0", file=sys.stderr)
         return TrainState(scale=lr_scale(0, run.train_cfg))
     if ckpt.get("run_id") != run.run_id:
         tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0", file=sys.stderr)

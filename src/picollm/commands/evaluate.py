@@ -1,5 +1,6 @@
 """`picollm evaluate`: whole-split validation loss, perplexity, bits per byte and sampling measures."""
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +9,7 @@ import torch
 from picollm import provenance
 from picollm.config import EvaluateJob, parse
 from picollm.device import use_threads
+from picollm.errors import PicoError
 from picollm.evaluate import evaluate_model
 from picollm.io import atomic_path, write_json
 
@@ -24,6 +26,11 @@ def run(args):
     result, rows = evaluate_model(args.name, args.model_path, tokens, device=job.device,
                                   max_tokens=job.evaluate.max_tokens, samples_path=args.samples,
                                   sampling=job.sampling, seed=job.seed)
+    not_finite = {k: result[k] for k in ("val_loss", "perplexity", "bpb") if not math.isfinite(result[k])}
+    if not_finite:  # never a result: a table would average it in
+        raise PicoError(f"evaluating {args.name} gave {', '.join(f'{k} {v}' for k, v in not_finite.items())}: the "
+                        f"model's outputs are not finite numbers; {args.model_path} is damaged or its training "
+                        f"diverged: delete it and rerun training")
     point = next(({"model": m, "key": k, "value": v[0]} for m, grid in job.sweep.items() for k, v in grid.items()),
                  None)
     write_json(args.out, {**result, "run": args.name, "seed": job.seed, "sweep": point,

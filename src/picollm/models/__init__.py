@@ -7,6 +7,7 @@ more than `block_size` tokens of context in training; generation slides the wind
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 from pathlib import Path
 
@@ -47,8 +48,37 @@ def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, bl
     and a model of a trained tokenizer (`bpe:N`) carries its JSON as `tokenizer_json`, so sampling, evaluation
     and export need no file beside the checkpoint."""
     compact_ids = model.kept_ids if isinstance(model, CompactVocab) else None
+    state_dict = model.state_dict()
     return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
-            "block_size": block_size, "compact_ids": compact_ids, "state_dict": model.state_dict(), **extra}
+            "block_size": block_size, "compact_ids": compact_ids, "state_dict": state_dict,
+            "sha256": tensors_sha256(state_dict), **extra}
+
+
+def tensors_sha256(obj) -> str:
+    """sha256 over every tensor in `obj` (nested dicts, lists and tuples): each one's place, dtype, shape and
+    bytes. torch.load checks no checksum of its own, so bytes changed in place would load as other weights."""
+    digest = hashlib.sha256()
+    _update(digest, obj, "")
+    return digest.hexdigest()
+
+
+def _update(digest, obj, place: str) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        digest.update(f"{place}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            _update(digest, obj[key], f"{place}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _update(digest, value, f"{place}/{i}")
+
+
+def damaged(ckpt: dict, tensors) -> bool:
+    """Whether a checkpoint's tensors no longer match the checksum saved with them (one without a checksum,
+    from before checksums, passes)."""
+    return "sha256" in ckpt and tensors_sha256(tensors) != ckpt["sha256"]
 
 
 def read_checkpoint(path) -> dict:
@@ -63,6 +93,9 @@ def read_checkpoint(path) -> dict:
                         f"delete it and rerun training") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise PicoError(f"{path} is not a pico-llm model checkpoint; rerun training to rebuild it")
+    if damaged(ckpt, ckpt["state_dict"]):
+        raise PicoError(f"checkpoint {path} is damaged: its weights do not match the checksum saved with them; "
+                        f"delete it and rerun training")
     return ckpt
 
 
