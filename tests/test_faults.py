@@ -331,3 +331,53 @@ def test_evaluate_writes_no_nan_result(model_path, tokens_dir, tmp_path):
     assert result.stderr == (f"error: evaluating m gave val_loss nan, perplexity nan, bpb nan: the model's outputs are "
                              f"not finite numbers; {tmp_path / 'nan.pt'} is damaged or its training diverged: delete "
                              f"it and rerun training\n")
+
+
+# --- divergence -----------------------------------------------------------------------------------------
+
+def test_an_exploding_loss_stops_training_with_the_step_and_the_key(tokens_dir, tmp_path):
+    from picollm.errors import PicoError
+    with pytest.raises(PicoError, match=r"^training m diverged: a loss at step \d+ of [\d.e+]+, over 10 x ln\(vocab\) = "
+                                        r"55\.5; (no checkpoint was written yet|the checkpoint of step \d+ is kept in "
+                                        r".*last\.pt); lower train\.lr \(now 100\)$"):
+        train("m", TRANSFORMER, {**TRAIN, "lr": 100, "max_steps": 16}, tokens_dir=tokens_dir, out_dir=tmp_path,
+              seed=7, block_size=32)
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("grad_clip, at, kept", [
+    (1.0, 7, "the checkpoint of step 5 is kept in {out}/last.pt; lower train.lr (now 0.003)"),
+    (0.0, 3, "no checkpoint was written yet; lower train.lr (now 0.003) or set train.grad_clip (now 0: off)")])
+def test_a_nan_loss_says_what_is_kept_and_what_to_change(grad_clip, at, kept, tokens_dir, tmp_path, monkeypatch):
+    from picollm import distributed
+    from picollm.errors import PicoError
+    calls = []
+
+    def average(value):  # the step's loss: NaN from step `at` on
+        calls.append(1)
+        return value * float("nan") if len(calls) >= at else value
+    monkeypatch.setattr(distributed, "average", average)
+    with pytest.raises(PicoError) as error:
+        train("m", TRANSFORMER, {**TRAIN, "grad_clip": grad_clip}, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3,
+              block_size=32)
+    assert str(error.value) == f"training m hit a nan loss at step {at}; " + kept.format(out=tmp_path)
+
+
+def test_a_flat_model_with_no_gradient_stops_training(tokens_dir, tmp_path, monkeypatch):
+    """All weights zero: a uniform guess whose gradient is exactly zero, which no step can leave."""
+    import torch
+
+    from picollm import train as train_module
+    from picollm.errors import PicoError
+    build = train_module.build_model
+
+    def flat(*args, **kwargs):
+        model = build(*args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return model
+    monkeypatch.setattr(train_module, "build_model", flat)
+    with pytest.raises(PicoError, match=r"^training m collapsed to a flat model: a zero gradient and a loss at step 1 "
+                                        r"of 5\.5491 = ln\(vocab\); no checkpoint was written yet; lower train\.lr"):
+        train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3, block_size=32)

@@ -280,10 +280,7 @@ def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
           run.autocast or torch.autocast(run.device.type, enabled=False)):
         rank_loss = run.loss(x, y, stats=activations)  # the mean over this rank's rows
     loss = distributed.average(rank_loss)  # the global batch's mean: logged and checked alike on every rank
-    if not torch.isfinite(loss):  # on every rank at once, since all see the same number
-        kept = run.ckpt_path if run.ckpt_path.exists() else "no checkpoint yet"
-        raise PicoError(f"training {run.name} hit a {loss.item()} loss at step {state.step + 1}; the last good "
-                        f"checkpoint is kept in {kept}; lower train.lr or set train.grad_clip")
+    check_loss(run, state.step + 1, loss.item())  # on every rank at once, since all see the same number
     run.optimizer.zero_grad(set_to_none=True)
     rank_loss.backward()  # under DDP, also averages the gradients over the ranks
     if blocks:  # before clipping, which scales the gradients in place
@@ -291,11 +288,48 @@ def train_step(run: Run, state: TrainState, clock: float = 0.0) -> float:
         state.health += health_rows(state.step + 1, (state.step + 1) * run.tokens_per_step, blocks, resid)
     clip = run.train_cfg.grad_clip or float("inf")
     state.grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
+    check_gradient(run, state.step + 1, loss.item(), state.grad_norm)
     state.act_rms = distributed.rms(activations["rms"]).item()
     run.optimizer.step()
     state.step += 1
     state.window_losses.append(loss.item())
     return loss.item()
+
+
+# A loss this many times ln(vocab), what a uniform guess scores, is no longer learning: it has diverged.
+DIVERGED = 10
+
+
+def check_loss(run: Run, step: int, loss: float) -> None:
+    """Stop, in one line, on a loss that is not finite or has exploded past DIVERGED x ln(vocab)."""
+    uniform = math.log(run.meta["vocab_size"])
+    if not math.isfinite(loss):
+        raise PicoError(f"training {run.name} hit a {loss} loss at step {step}; {_kept(run)}; {_fix(run.train_cfg)}")
+    if loss > DIVERGED * uniform:
+        raise PicoError(f"training {run.name} diverged: a loss at step {step} of {loss:.4g}, over {DIVERGED} x "
+                        f"ln(vocab) = {DIVERGED * uniform:.1f}; {_kept(run)}; {_fix(run.train_cfg)}")
+
+
+def check_gradient(run: Run, step: int, loss: float, grad_norm: float) -> None:
+    """Stop on a collapse: no gradient at all with the loss at the uniform level, a flat model that learns no more."""
+    uniform = math.log(run.meta["vocab_size"])
+    if grad_norm == 0.0 and abs(loss - uniform) < 1e-3:
+        raise PicoError(f"training {run.name} collapsed to a flat model: a zero gradient and a loss at step {step} "
+                        f"of {loss:.4f} = ln(vocab); {_kept(run)}; {_fix(run.train_cfg)}")
+
+
+def _kept(run: Run) -> str:
+    """What a rerun resumes from, in words."""
+    try:
+        step = torch.load(run.ckpt_path, map_location="cpu", mmap=True, weights_only=False)["step"]
+    except Exception:  # none (or unreadable): a rerun starts over either way
+        return "no checkpoint was written yet"
+    return f"the checkpoint of step {step} is kept in {run.ckpt_path}"
+
+
+def _fix(train_cfg: TrainConfig) -> str:
+    clip = " or set train.grad_clip (now 0: off)" if not train_cfg.grad_clip else ""
+    return f"lower train.lr (now {train_cfg.lr:g}){clip}"
 
 
 def train_loop(run: Run, state: TrainState) -> None:
