@@ -31,6 +31,7 @@ from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import Interrupted, PicoError
+from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
@@ -172,7 +173,10 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     np.random.seed(seed)
     random.seed(seed)
     compact_ids = meta["train_vocab"] if compact_vocab else None
-    model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
+    sizes = (name, model_cfg, meta["vocab_size"], block_size, compact_ids, dev)
+    check_fits(*sizes)  # a model too large for the device: one line before anything is allocated
+    with allocation_is_one_line(*sizes):
+        model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(), seed, block_size, meta["raw_sha256"],
