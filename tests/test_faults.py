@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, byte_tokens, snakemake, tiny_offline_config, write_config
+from conftest import (ROOT, byte_tokens, local_run_env, snakemake, snakemake_command, tiny_offline_config,
+                      write_config)
+from picollm.owner import alive
 from picollm.train import train
 
 TRAIN = {"max_steps": 10, "batch_size": 8, "lr": 0.003, "warmup_steps": 2, "eval_interval": 5, "eval_batches": 2,
@@ -407,3 +409,86 @@ def test_an_allocation_that_fails_anyway_is_one_line(tokens_dir, tmp_path, monke
     with pytest.raises(PicoError, match=r"^model m ran out of memory on cpu while being built \([\d,]+ parameters, "
                                         r"[\d.]+ KB to train\); lower models\.m\.d_model \(32\)$"):
         train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3, block_size=32)
+
+
+# --- one trainer per folder, none without its Snakemake --------------------------------------------------
+
+def test_a_second_trainer_for_the_same_folder_is_refused_in_one_line(tokens_dir, tmp_path):
+    import socket
+    out = tmp_path / "out"
+    first = start(*train_command(tokens_dir, out, steps=100000))
+    try:
+        wait_for((out / "last.pt").exists, first)
+        second = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / "second.log"),
+                                 *map(str, train_command(tokens_dir, out, steps=100000))], env=ENV,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith(f"error: {out} is being trained by pid {first.pid} on host "
+                                        f"{socket.gethostname()} since ")
+        assert f"(lock {out / 'train.lock'}); wait for that job or stop it, then rerun; if that process is gone, " \
+               f"delete {out / 'train.lock'}" in second.stderr
+        assert first.poll() is None  # the first goes on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143 and not (out / "train.lock").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_one_of_another_host_is_not(tokens_dir, tmp_path):
+    import socket
+
+    from picollm.errors import PicoError
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / "train.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    assert (out / "model.pt").exists() and not lock.exists()
+    lock.write_text(json.dumps({"host": "node-17", "pid": 4242, "started": "2026-01-01T00:00:00"}))
+    with pytest.raises(PicoError, match=rf"^{re.escape(str(out))} is being trained by pid 4242 on host node-17 since "
+                                        r"2026-01-01T00:00:00 \(lock .*\); .* if that process is gone, delete "):
+        train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    assert lock.exists()  # not ours to remove
+
+
+def test_training_stops_after_a_checkpoint_when_its_snakemake_is_killed(tmp_path):
+    """kill -9 of Snakemake: its training job checkpoints and stops by itself (it would otherwise run on beside
+    the one the rerun starts); `--unlock`, then the same command with --rerun-incomplete resumes it."""
+    steps = 3000
+    cfg = tiny_offline_config(steps=steps)
+    cfg["models"] = {"lstm": cfg["models"]["lstm"]}
+    cfg["train"]["checkpoint_interval"] = 10
+    path = write_config(tmp_path / "study.yaml", cfg)
+    model = tmp_path / "results/tiny/models/lstm/seed7"
+    target = ["--cores", "1", "results/tiny/models/lstm/seed7/model.pt", "--configfile", path]
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(snakemake_command(tmp_path, *target), stdout=log, stderr=subprocess.STDOUT,
+                                 env=local_run_env(), start_new_session=True)
+    try:
+        wait_for((model / "last.pt").exists, first, timeout=300)
+        trainer = json.loads((model / "train.lock").read_text())["pid"]
+        first.send_signal(signal.SIGKILL)  # Snakemake alone: its job lives on
+        first.wait(timeout=60)
+        wait_for(lambda: not (model / "train.lock").exists(), timeout=120)  # it stops by itself
+        wait_for(lambda: not alive(trainer), timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    log = (tmp_path / "results/tiny/logs/train/lstm/seed7.log").read_text()
+    stopped = torch_step(model / "last.pt")
+    assert "is gone; stopping" in log and f"stopped at step {stopped}" in log and 0 < stopped < steps
+    assert snakemake(tmp_path, "--unlock", *target).returncode == 0
+    rerun = snakemake(tmp_path, *target)
+    if rerun.returncode != 0:  # Snakemake asks for it when the job had begun to write its outputs
+        assert "IncompleteFilesException" in rerun.stderr and "--rerun-incomplete" in rerun.stderr
+        rerun = snakemake(tmp_path, *target, "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / "results/tiny/logs/train/lstm/seed7.log").read_text()
+    assert f"resuming from results/tiny/models/lstm/seed7/last.pt at step {stopped}" in log
+    assert json.loads((model / "summary.json").read_text())["steps"] == steps
+
+
+def torch_step(path: Path) -> int:
+    import torch
+    return torch.load(path, weights_only=False)["step"]

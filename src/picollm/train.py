@@ -9,6 +9,7 @@ staged in snapshots.partial/ beside it for the same reason, and published to sna
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,6 +40,7 @@ from picollm.loss import validation_loss
 from picollm.models import (build_model, checkpoint_dict, count_parameters, damaged, output_vocab_size,
                             tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
+from picollm.owner import ParentWatch, folder_lock
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 SNAPSHOTS, SNAPSHOTS_STAGED = "snapshots", "snapshots.partial"
@@ -86,14 +88,22 @@ def set_rng_states(states: dict) -> None:
 
 
 class StopRequested:
-    """SIGTERM (SLURM time limit, Snakemake) or SIGINT (Ctrl-C): finish the step, checkpoint, then exit."""
+    """SIGTERM (SLURM time limit, Snakemake) or SIGINT (Ctrl-C), or the Snakemake that started the job gone
+    (owner.ParentWatch): finish the step, checkpoint, then exit."""
 
     def __init__(self):
         self.signum = None
+        self.parent = ParentWatch()
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
         self.signum = signum
+
+    def requested(self) -> bool:
+        if self.signum is None and self.parent.gone():
+            tqdm.write(f"the process that started this job (pid {self.parent.pid}) is gone; stopping", file=sys.stderr)
+            self.signum = signal.SIGTERM
+        return self.signum is not None
 
     def restore(self):
         for s, handler in self._previous.items():
@@ -351,7 +361,7 @@ def train_loop(run: Run, state: TrainState) -> None:
             log_row(run, state, last)
             if last:
                 return
-            if distributed.any_rank(stop.signum is not None, run.device):  # all ranks stop at the same step
+            if distributed.any_rank(stop.requested(), run.device):  # all ranks stop at the same step
                 save_checkpoint(run, state)
                 distributed.barrier()  # the other ranks exit once rank 0 has written the checkpoint
                 tqdm.write(f"stopped at step {state.step}; {run.ckpt_path} holds it", file=sys.stderr)
@@ -420,7 +430,10 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
     out_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = model_config(model_cfg)
     train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
+    owned = contextlib.ExitStack()
     try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
+        if distributed.is_main():  # one job per folder: rank 0 holds the lock for its ranks
+            owned.enter_context(folder_lock(out_dir))
         run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                     compact_vocab, provenance)
         # every rank loads the same last.pt
@@ -432,6 +445,7 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
         return finish(run, state, out_dir, provenance) if distributed.is_main() else {}
     finally:
         distributed.stop()
+        owned.close()
 
 
 def _resume(run: Run) -> TrainState:

@@ -28,9 +28,12 @@ rule train:
         code=lambda wc: jobs.model_code("train", CFG, wc.run),
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         out_dir=lambda wc, output: Path(output.model).parent,
-    # --devices/--nodes above 1: the command checks the launch and runs itself through torchrun (distributed.py)
+    # --devices/--nodes above 1: the command checks the launch and runs itself through torchrun (distributed.py).
+    # PICOLLM_PARENT_PID: this Snakemake ($PPID of the job's shell); if it is killed, training checkpoints and
+    # stops instead of running on beside the job a rerun starts (picollm.owner).
     shell:
-        "python -m picollm --log {log:q} train --config {params.config:q} --tokens-dir {params.tokens_dir}"
+        "PICOLLM_PARENT_PID=$PPID python -m picollm --log {log:q} train --config {params.config:q}"
+        " --tokens-dir {params.tokens_dir}"
         " --out-dir {params.out_dir:q} --threads {threads} --devices {resources.devices}"
         " --nodes {resources.nodes} --provenance {output.provenance:q}"
 
