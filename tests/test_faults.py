@@ -492,3 +492,99 @@ def test_training_stops_after_a_checkpoint_when_its_snakemake_is_killed(tmp_path
 def torch_step(path: Path) -> int:
     import torch
     return torch.load(path, weights_only=False)["step"]
+
+
+# --- a finished training is never trained again --------------------------------------------------------
+
+def test_a_finished_training_whose_outputs_were_deleted_is_restored_not_retrained(tokens_dir, tmp_path):
+    """What --rerun-incomplete does after a Ctrl-C that landed as the job ended: delete the outputs, rerun."""
+    import torch
+    out = tmp_path / "out"
+    changes = {"snapshot_steps": [5, 10]}
+    first = train("m", TRANSFORMER, {**TRAIN, **changes}, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    weights = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    for name in ("model.pt", "metrics.csv", "summary.json", "layer_health.csv"):
+        (out / name).unlink()
+    shutil.rmtree(out / "snapshots")
+    proc = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out, **changes))],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out} finished training before (its outputs are kept in {out / 'finished'}); restored them" in proc.stderr
+    assert "train m" not in proc.stderr  # no progress bar: not one step trained
+    again = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step10.pt", "step5.pt"]
+    assert json.loads(proc.stdout.splitlines()[-1])["final_val_loss"] == first["final_val_loss"]
+    assert not (out / "last.pt").exists() and not (out / "snapshots.partial").exists()
+
+
+def test_another_config_trains_anew_in_a_folder_that_finished(tokens_dir, tmp_path):
+    out = tmp_path / "out"
+    train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    summary = train("m", TRANSFORMER, {**TRAIN, "max_steps": 12}, tokens_dir=tokens_dir, out_dir=out, seed=3,
+                    block_size=32)
+    assert summary["steps"] == 12 and json.loads((out / "finished/summary.json").read_text())["steps"] == 12
+
+
+def test_an_interruption_while_the_outputs_are_written_resumes_at_the_last_step(tokens_dir, tmp_path, monkeypatch):
+    from picollm import train as train_module
+    out = tmp_path / "out"
+    real = train_module.finish
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    monkeypatch.setattr(train_module, "finish", real)
+    assert torch_step(out / "last.pt") == TRAIN["max_steps"] and not (out / "train.lock").exists()
+
+
+def test_reruns_after_a_late_ctrl_c_and_a_rebuilt_token_file_keep_the_finished_model(tmp_path):
+    """Ctrl-C (SIGINT to Snakemake and its job) as training ends, then the README's recovery; then a token file
+    damaged, refused at parse time, deleted and rebuilt: the model is restored each time, never trained again."""
+    import torch
+    steps = 300
+    cfg = tiny_offline_config(steps=steps)
+    cfg["models"] = {"lstm": cfg["models"]["lstm"]}
+    path = write_config(tmp_path / "study.yaml", cfg)
+    model = tmp_path / "results/tiny/models/lstm/seed7"
+    log = tmp_path / "results/tiny/logs/train/lstm/seed7.log"
+    target = ["results/tiny/models/lstm/seed7/model.pt"]
+    options = ["--cores", "1", "--configfile", path]
+    with open(tmp_path / "first.log", "w") as out:
+        first = subprocess.Popen(snakemake_command(tmp_path, *target, *options), stdout=out, stderr=subprocess.STDOUT,
+                                 env=local_run_env(), start_new_session=True, preexec_fn=with_ctrl_c)
+    try:
+        wait_for((model / "summary.json").exists, first, timeout=300)
+        os.killpg(first.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches Snakemake and its job alike
+        first.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    weights = torch.load(model / "finished/model.pt", weights_only=True)["state_dict"]
+
+    def rerun(*more):
+        assert snakemake(tmp_path, "--unlock", *options).returncode == 0
+        result = snakemake(tmp_path, *target, *more, *options)
+        if result.returncode != 0:  # Snakemake asks for it when it did not see the job end
+            assert "IncompleteFilesException" in result.stderr and "--rerun-incomplete" in result.stderr
+            result = snakemake(tmp_path, *target, *more, "--rerun-incomplete", *options)
+        assert result.returncode == 0, result.stderr[-3000:]
+        if "train" in result.stdout + result.stderr and log.exists():  # the job ran: it trained no step again
+            said = log.read_text()
+            assert "restored them, nothing to train" in said or f"at step {steps}" in said, said[-3000:]
+        got = torch.load(model / "model.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(weights[k], got[k]) for k in weights)
+        assert json.loads((model / "summary.json").read_text())["steps"] == steps
+
+    rerun()
+    tokens = tmp_path / "results/tiny/data/tokens"
+    damage(tokens, "truncated")
+    refused = snakemake(tmp_path, *target, *options)
+    assert refused.returncode == 1 and "error: results/tiny/data/tokens/train.bin is damaged" in refused.stderr
+    assert (model / "model.pt").exists()  # nothing downstream touched
+    (tokens / "train.bin").unlink()
+    log.unlink()
+    rerun("results/tiny/data/tokens/train.bin")  # rebuilt: the train job below it runs again
+    assert "restored them, nothing to train" in log.read_text()

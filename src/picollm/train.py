@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from picollm import distributed
+from picollm import distributed, finished
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
@@ -145,6 +145,7 @@ class Run:
     provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     loss: torch.nn.Module | None = None  # the model's training loss; under torchrun the DDP module (distributed.wrap)
+    identity: str = ""  # what finished/ records for a rerun to restore instead of train (finished_identity)
 
     @property
     def tokens_per_step(self) -> int:
@@ -413,6 +414,7 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(ckpt, tmp)
     write_json(out_dir / "summary.json", summary)
+    finished.keep(out_dir, run.identity)  # before the checkpoint goes: one of the two is always there
     run.ckpt_path.unlink(missing_ok=True)  # finished: model.pt supersedes the rolling checkpoint
     shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
     return summary
@@ -434,18 +436,48 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
     try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
         if distributed.is_main():  # one job per folder: rank 0 holds the lock for its ranks
             owned.enter_context(folder_lock(out_dir))
+        identity = finished_identity(model_cfg, train_cfg, seed, block_size, read_meta(tokens_dir / "meta.json"),
+                                     compact_vocab, weights)
+        if (done := _restore(out_dir, identity)) is not None:
+            return done
         run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                     compact_vocab, provenance)
+        run.identity = identity
         # every rank loads the same last.pt
         state = _resume(run) if run.ckpt_path.exists() else TrainState(scale=lr_scale(0, train_cfg))
         if state.step == 0 and distributed.is_main():  # starting over: earlier staged snapshots must not be published
             shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
         run.t0 = time.perf_counter()
         train_loop(run, state)
+        save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
         return finish(run, state, out_dir, provenance) if distributed.is_main() else {}
     finally:
         distributed.stop()
         owned.close()
+
+
+def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: dict, compact_vocab,
+                      weights) -> str:
+    """What a kept finished training (picollm.finished) must match to be restored rather than trained again:
+    the resume fingerprint's parts, the sources' weights, the tokens' checksums and the training code."""
+    tokens = {split: info.get("sha256") for split, info in (meta.get("splits") or {}).items()}
+    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(), seed, block_size, meta.get("raw_sha256"),
+                       meta.get("tokenizer"), compact_vocab, weights, tokens, finished.code(model_cfg.type))
+
+
+def _restore(out_dir: Path, identity: str) -> dict | None:
+    """The summary of a finished training kept in out_dir/finished/ that matches `identity`, its outputs put
+    back ({} on ranks but 0, which write nothing); None when there is none, and what was kept is dropped."""
+    main = distributed.is_main()
+    done = finished.restore(out_dir, identity, link=main)
+    if done is None:
+        if main:
+            finished.forget(out_dir)
+        return None
+    if main:  # what an interruption between keeping the outputs and cleaning up left behind
+        (out_dir / "last.pt").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
+    return done if main else {}
 
 
 def _resume(run: Run) -> TrainState:

@@ -1,0 +1,87 @@
+"""A finished training is never trained again: its outputs are kept as hard links in <out-dir>/finished/.
+
+Snakemake deletes a job's outputs before it runs the job again, and it runs a finished training job again
+when the job's end was not recorded (Ctrl-C or a kill as the job ended: IncompleteFilesException, then
+--rerun-incomplete), or when a job upstream reruns (a rebuilt token file). The rolling checkpoint is gone
+by then. finished/ holds a second name for each output (no extra space) and the identity of the training
+that made them (config, seed, data, tokens, code); a training job whose identity matches links them back
+at once instead of training. A changed config, data or training code trains anew. On a file system without
+hard links nothing is kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from picollm import codehash
+from picollm.model_types import type_module
+
+KEPT, STAGED, IDENTITY = "finished", "finished.partial", "identity.json"
+OUTPUTS = ("model.pt", "metrics.csv", "summary.json", "layer_health.csv")
+
+
+def code(model_type: str) -> str:
+    """The training job's code identity, as the workflow's rule computes it (picollm.jobs.model_code)."""
+    return codehash.code_hash("picollm.commands.train", type_module(model_type))
+
+
+def _files(folder: Path) -> list[Path]:
+    """The outputs of a training folder, relative to it: OUTPUTS and every snapshot."""
+    snapshots = sorted(p.relative_to(folder) for p in (folder / "snapshots").glob("step*.pt"))
+    return [Path(name) for name in OUTPUTS] + snapshots
+
+
+def keep(out_dir, identity: str) -> None:
+    """Link the finished outputs into out_dir/finished/ with `identity` (replacing what was kept before)."""
+    out_dir = Path(out_dir)
+    staged, kept = out_dir / STAGED, out_dir / KEPT
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        for rel in _files(out_dir):
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(out_dir / rel, staged / rel)
+    except OSError:  # no hard links here (or an output missing): nothing kept, a rerun trains again
+        shutil.rmtree(staged, ignore_errors=True)
+        return
+    (staged / IDENTITY).write_text(json.dumps({"identity": identity}) + "\n")
+    shutil.rmtree(kept, ignore_errors=True)
+    os.replace(staged, kept)
+
+
+def kept_identity(out_dir) -> str | None:
+    try:
+        return json.loads((Path(out_dir) / KEPT / IDENTITY).read_text())["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def restore(out_dir, identity: str, link: bool = True) -> dict | None:
+    """The kept summary when out_dir/finished/ matches `identity`, its outputs linked back into place (with
+    `link`; under torchrun rank 0 links, the other ranks only learn that there is nothing to train)."""
+    out_dir = Path(out_dir)
+    kept = out_dir / KEPT
+    if kept_identity(out_dir) != identity:
+        return None
+    if link:
+        for rel in _files(kept):
+            target = out_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.link(kept / rel, tmp)
+            os.replace(tmp, target)
+            os.utime(target)  # newer than the inputs, as a freshly made output is
+        (out_dir / "snapshots").mkdir(exist_ok=True)  # a workflow output, also when no step is kept
+        tqdm.write(f"{out_dir} finished training before (its outputs are kept in {kept}); restored them, nothing "
+                   f"to train", file=sys.stderr)
+    return json.loads((kept / "summary.json").read_text())
+
+
+def forget(out_dir) -> None:
+    """Drop what was kept (another training starts in the folder): the old outputs' space is freed with them."""
+    shutil.rmtree(Path(out_dir) / KEPT, ignore_errors=True)
