@@ -97,5 +97,6 @@ def allocation_is_one_line(name: str, model_cfg: ModelConfig, vocab_size: int, b
             raise
         model = shape_model(model_cfg, vocab_size, block_size, compact_ids)
         params = sum(p.numel() for p in model.parameters())
+        need = size(params * BYTES_PER_PARAM)
         raise PicoError(f"model {name} ran out of memory on {device} while being built ({params:,} parameters, "
-                        f"{size(params * BYTES_PER_PARAM)} to train); lower {size_keys(name, model_cfg, model)}") from None
+                        f"{need} to train); lower {size_keys(name, model_cfg, model)}") from None

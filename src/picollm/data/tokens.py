@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from picollm.data.check import check_split, read_meta  # noqa: F401 (read_meta: imported from here)
+from picollm.data import check
 from picollm.data.sources import iter_documents
 from picollm.data.tokenizer import get_tokenizer, token_dtype
 from picollm.errors import PicoError
 from picollm.io import atomic_path, sha256_file, write_json
 
 DOCS_PER_BATCH = 1024  # documents per tiktoken batch: large enough to use every thread, small in memory
+read_meta = check.read_meta  # a token folder's meta.json, read (and checked) as the stages read it
 
 
 def flat_ids(encoded: list[list[int]], eot: int) -> np.ndarray:
@@ -86,7 +87,7 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
 def load_tokens(path, meta: dict) -> np.ndarray:
     """Memory-map a split, checked against meta.json first (picollm.data.check): the OS pages tokens in as
     windows touch them, so RAM stays flat."""
-    check_split(path, meta)
+    check.check_split(path, meta)
     return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
 
 
