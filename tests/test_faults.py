@@ -452,6 +452,27 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_one_of_another_host_is_not(
     assert lock.exists()  # not ours to remove
 
 
+def test_training_stops_after_a_checkpoint_when_its_parent_is_gone(tokens_dir, tmp_path):
+    parent = subprocess.Popen(["sleep", "600"])  # stands in for the Snakemake that started the job
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out, steps=100000))],
+                            env={**ENV, "PICOLLM_PARENT_PID": str(parent.pid)}, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for((out / "last.pt").exists, proc)
+        parent.kill()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        parent.kill()
+        parent.wait()
+        if proc.poll() is None:
+            proc.kill()
+    stopped = torch_step(out / "last.pt")
+    assert proc.returncode == 143 and err.endswith(INTERRUPTED), err[-2000:]
+    assert f"the process that started this job (pid {parent.pid}) is gone; stopping" in err
+    assert f"stopped at step {stopped}" in err and not (out / "train.lock").exists()
+
+
 def test_training_stops_after_a_checkpoint_when_its_snakemake_is_killed(tmp_path):
     """kill -9 of Snakemake: its training job checkpoints and stops by itself (it would otherwise run on beside
     the one the rerun starts); `--unlock`, then the same command with --rerun-incomplete resumes it."""

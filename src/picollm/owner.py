@@ -98,7 +98,8 @@ def _take(path: Path) -> int:
         holder = _holder(fd)
         mine = holder.get("host") == HOST and holder.get("pid") == os.getpid()
         # on this host a live holder holds the flock too: a pid still running but without it reused the number
-        stale = holder.get("host") == HOST and (locked or not alive(int(holder.get("pid", 0))))
+        pid = holder.get("pid") if isinstance(holder.get("pid"), int) else 0
+        stale = holder.get("host") == HOST and (locked or not alive(pid))
         if locked is False or (holder and not (mine or stale)):
             os.close(fd)
             raise _refusal(path, holder)
@@ -130,7 +131,10 @@ class ParentWatch:
 
     def __init__(self, interval: float = 1.0):
         value = os.environ.get(PARENT_ENV, "")
-        self.pid = int(value) if value.isdigit() else None
+        # the pid is one of the first node's: ranks on the other nodes of a multi-node job (torchrun's
+        # GROUP_RANK > 0) do not watch it, and stop with the first node's ranks (distributed.any_rank)
+        first_node = int(os.environ.get("GROUP_RANK", 0)) == 0
+        self.pid = int(value) if value.isdigit() and first_node else None
         self.seen = _started(self.pid) if self.pid else None
         self.interval, self.next_check, self.lost = interval, 0.0, False
 
