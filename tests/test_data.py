@@ -207,6 +207,6 @@ def test_validation_files_are_split_as_the_train_files(tmp_path, capsys):
     src = TextSource(kind="text", name="t", train_files=[str(train)], val_files=[str(val)])
     counts = sources.download(src, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")
     assert counts == {"train_documents": 2, "val_documents": 1, "split_on": "eot"}
-    assert "split_on not given; its files are cut at <|endoftext|> lines (split_on: eot)" in capsys.readouterr().err
+    assert "split_on not given; its files are cut at <|endoftext|> lines (split_on: eot)" in capsys.readouterr().out
     line = TextSource(kind="text", name="t", train_files=[str(train)], val_files=[str(val)], split_on="blank_line")
     assert sources.download(line, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")["val_documents"] == 2

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from picollm.config.study import Source
 from picollm.errors import PicoError
-from picollm.io import atomic_path
+from picollm.io import atomic_path, note
 
 EOT_LINE = "<|endoftext|>"
 SPLIT_WORDS = {"eot": "<|endoftext|> lines", "blank_line": "blank lines", "line": "every line",
@@ -211,8 +210,8 @@ def download(src: Source, seed: int, val_fraction: float, train_out, val_out) ->
     elif kind == "text":
         split = src.split_on or detect_split(src.train_files)
         if src.split_on is None:
-            print(f"note: source {src.name!r}: split_on not given; its files are cut at {SPLIT_WORDS[split]} "
-                  f"(split_on: {split}), the validation files alike", file=sys.stderr)
+            note(f"source {src.name!r}: split_on not given; its files are cut at {SPLIT_WORDS[split]} "
+                 f"(split_on: {split}), the validation files alike")
         # streamed in two passes (count, then write) so a file of any size needs constant memory
         n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents, split))
         n_held = 0 if src.val_files else max(1, round(n_docs * val_fraction))
