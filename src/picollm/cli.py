@@ -169,11 +169,28 @@ def _tell(line: str, log, terminal, rank: int) -> None:
             print(line, file=stream, flush=True)
 
 
+def _import_stage(command: str):
+    """The stage's module. Only the command that runs is imported: each stage's code identity is its own
+    module's imports. A signal while it imports waits until the import is done: one that lands inside a C
+    extension's initialisation (numpy, torch) can leave it half-loaded, and the stage then fails with an
+    ImportError instead of stopping."""
+    pending = []
+    deferred = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)}
+    try:
+        module = importlib.import_module(f"picollm.commands.{command}")
+    finally:
+        for s, handler in deferred.items():
+            signal.signal(s, handler)
+    if pending:
+        raise Interrupted(pending[0])
+    return module
+
+
 def _run(args, terminal, rank: int) -> int:
     """Run the stage; every way it can end but a bug is one line (see _tell) and an exit status."""
     try:
-        # Only the command that runs is imported: each stage's code identity is its own module's imports.
-        importlib.import_module(f"picollm.commands.{args.command}").run(args)
+        _import_stage(args.command).run(args)
         return 0
     except (KeyboardInterrupt, Interrupted) as exc:
         for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C while stopping adds no traceback
