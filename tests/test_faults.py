@@ -390,9 +390,9 @@ def test_a_flat_model_with_no_gradient_stops_training(tokens_dir, tmp_path, monk
 def test_a_model_too_large_is_one_line_before_it_is_built(tokens_dir, tmp_path):
     from picollm.errors import PicoError
     huge = {**TRANSFORMER, "d_model": 100000}
-    with pytest.raises(PicoError, match=r"^model big needs 1\.92 TB to train \(120,029,200,000 parameters x 16 bytes: "
-                                        r"weights, gradients, AdamW moments\), more than the .* free on cpu; lower "
-                                        r"models\.big\.d_model \(100000\)$"):
+    with pytest.raises(PicoError, match=r"^model big needs 960 GB for its weights and gradients alone "
+                                        r"\(120,029,200,000 parameters x 8 bytes; the optimizer needs more\), more "
+                                        r"than the .* free on cpu; lower models\.big\.d_model \(100000\)$"):
         train("big", huge, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3, block_size=32)
 
 
@@ -407,7 +407,7 @@ def test_an_allocation_that_fails_anyway_is_one_line(tokens_dir, tmp_path, monke
     monkeypatch.setattr(fits, "free_memory", lambda device: None)  # the estimate cannot tell
     monkeypatch.setattr(train_module, "build_model", no_memory)
     with pytest.raises(PicoError, match=r"^model m ran out of memory on cpu while being built \([\d,]+ parameters, "
-                                        r"[\d.]+ KB to train\); lower models\.m\.d_model \(32\)$"):
+                                        r"[\d.]+ KB for weights and gradients\); lower models\.m\.d_model \(32\)$"):
         train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=3, block_size=32)
 
 

@@ -3,8 +3,10 @@ line naming the run, the size keys to lower and the bytes it needs, instead of a
 minutes of initialisation.
 
 The model is first built on torch's meta device (shapes, no storage) to count its parameters. Training holds
-about BYTES_PER_PARAM bytes per parameter (fp32 weights, their gradients, AdamW's two moments), activations
-not counted; an allocation that fails anyway while the model is built is turned into the same line.
+at least BYTES_PER_PARAM bytes per parameter, its fp32 weights and their gradients (the optimizer's state and
+the activations come on top, and depend on the optimizer and the batch): a model whose weights and gradients
+alone exceed the free memory cannot train. An allocation that fails anyway while the model is built is turned
+into the same kind of line.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from picollm.config import ModelConfig
 from picollm.errors import PicoError
 from picollm.models import build_model
 
-BYTES_PER_PARAM = 16
+BYTES_PER_PARAM = 8
 
 
 def size(n: float) -> str:
@@ -82,9 +84,9 @@ def check_fits(name: str, model_cfg: ModelConfig, vocab_size: int, block_size: i
     need = params * BYTES_PER_PARAM * (int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if device.type == "cpu" else 1)
     free = free_memory(device)
     if free is not None and need > free:
-        raise PicoError(f"model {name} needs {size(need)} to train ({params:,} parameters x {BYTES_PER_PARAM} bytes: "
-                        f"weights, gradients, AdamW moments), more than the {size(free)} free on {device}; lower "
-                        f"{size_keys(name, model_cfg, model)}")
+        raise PicoError(f"model {name} needs {size(need)} for its weights and gradients alone ({params:,} parameters "
+                        f"x {BYTES_PER_PARAM} bytes; the optimizer needs more), more than the {size(free)} free on "
+                        f"{device}; lower {size_keys(name, model_cfg, model)}")
 
 
 @contextlib.contextmanager
@@ -99,4 +101,4 @@ def allocation_is_one_line(name: str, model_cfg: ModelConfig, vocab_size: int, b
         params = sum(p.numel() for p in model.parameters())
         need = size(params * BYTES_PER_PARAM)
         raise PicoError(f"model {name} ran out of memory on {device} while being built ({params:,} parameters, "
-                        f"{need} to train); lower {size_keys(name, model_cfg, model)}") from None
+                        f"{need} for weights and gradients); lower {size_keys(name, model_cfg, model)}") from None
