@@ -426,18 +426,25 @@ class Study(Section):
         from picollm.config.sweep import expand
         return expand(self)
 
-    def train_of(self, run: str) -> TrainConfig:
-        """The train section with the run's own `train:` overrides (e.g. a smaller lr) applied."""
+    @cached_property
+    def _train_configs(self) -> dict[str, TrainConfig]:
+        """{run: its train section}, built and checked once (the workflow asks for it once per job)."""
         from picollm.config.load import parse
         # only the keys the study sets: a default does not count as given (train.flops with max_steps)
         given = self.train.model_dump(exclude_unset=True)
-        return parse(TrainConfig, {**given, **self.runs[run].overrides()}, at=("train",), run=run)
+        return {run: parse(TrainConfig, {**given, **entry.overrides()}, at=("train",), run=run)
+                for run, entry in self.runs.items()}
+
+    def train_of(self, run: str) -> TrainConfig:
+        """The train section with the run's own `train:` overrides (e.g. a smaller lr) applied."""
+        return self._train_configs[run]
 
     def sweep_point(self, run: str) -> dict | None:
         """{model, key, value} of a sweep run, None for a model of the config."""
+        from picollm.config.sweep import run_name
         for model, grid in self.sweep.items():
             for key, values in grid.items():
                 for value in values:
-                    if run == f"{model}.{key}={value}":
+                    if run == run_name(model, key, value):
                         return {"model": model, "key": key, "value": value}
         return None
