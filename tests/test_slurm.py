@@ -124,9 +124,10 @@ def memory_overrides(cluster) -> list[str]:
 
 
 def comparable(results: Path) -> dict[str, object]:
-    """The outputs that carry the study's numbers, with run-dependent fields (times, paths) left out."""
+    """The outputs that carry the study's numbers, with run-dependent fields (times, paths) left out. A
+    training's finished/ folder (second names of the same files, picollm.finished) is not an output."""
     out = {}
-    for path in sorted(results.rglob("metrics.csv")):
+    for path in sorted(results.glob("models/*/*/metrics.csv")):
         out[str(path.relative_to(results))] = pd.read_csv(path).drop(columns="elapsed_s").to_csv(index=False)
     for pattern in ("samples/*/*.jsonl", "tables/samples.csv", "data/raw/*/*.txt", "data/tokens/*.bin"):
         for path in sorted(results.glob(pattern)):
