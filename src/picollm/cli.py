@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling-inputs", help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
     p.add_argument("--sampling-csv")
 
+    p = _stage(sub, "scaling", "each model type's compute frontier and power-law fit, from every run's curves",
+               '{"experiment": NAME}')
+    p.add_argument("--metrics", required=True, help='{"run": {"seed": "models/<run>/seed<k>/metrics.csv"}} as JSON')
+    p.add_argument("--evals", required=True, help='{"run": {"seed": "eval/<run>/seed<k>.json"}} as JSON')
+    p.add_argument("--csv", required=True, help="tables/scaling.csv: per model type, the fit with 95%% intervals")
+    p.add_argument("--points", required=True, help="tables/scaling_points.csv: every point in bits per byte")
+
     p = _stage(sub, "figure", "rebuild one figure from files on disk",
                '{"experiment": NAME, "figures": {"attention_prompt": TEXT}}')
     p.add_argument("figure", help="a module of picollm.plots, e.g. loss_curves")

@@ -23,7 +23,7 @@ from picollm.model_types import type_module
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "tables", "figure",
-                  "provenance_table", "snapshots", "export")}
+                  "provenance_table", "snapshots", "scaling", "export")}
 
 
 def _dump(job) -> dict:

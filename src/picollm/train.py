@@ -227,7 +227,7 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
     also after a resume), and stage the snapshot of a snapshot step."""
     train_cfg, step = run.train_cfg, state.step
     snapshot_now = step in run.snapshot_steps
-    eval_now = step % train_cfg.eval_interval == 0 or last or snapshot_now
+    eval_now = train_cfg.is_eval_step(step) or last or snapshot_now
     logged = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None  # before a resume
     if not (is_log_step(step, train_cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
         return

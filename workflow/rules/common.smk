@@ -140,6 +140,9 @@ if TRANSFORMERS:
     )
 if CFG.sweep:
     FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
+SCALING = {"points": f"{R}/tables/scaling_points.csv", "fits": f"{R}/tables/scaling.csv"}
+if CFG.figures.scaling:
+    FIGURES["scaling"] = dict(inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"])
 SNAPSHOTS = any(CFG.train_of(r).snapshot_steps for r in RUNS)
 if SNAPSHOTS:
     FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
@@ -154,6 +157,8 @@ TABLES = {
 }
 if SNAPSHOTS:
     TABLES["snapshots_table"] = f"{R}/tables/snapshots.csv"
+if CFG.figures.scaling:
+    TABLES["scaling_table"] = SCALING["fits"]
 
 
 def figure_path(name, ext="png"):
@@ -186,6 +191,7 @@ def job_records():
         f"{R}/provenance/tables.json",
         f"{R}/provenance/eval_tables.json",
         *([f"{R}/provenance/snapshots.json"] if SNAPSHOTS else []),
+        *([f"{R}/provenance/scaling.json"] if CFG.figures.scaling else []),
         *[f"{R}/provenance/figures/{name}.json" for name in FIGURES],
     ]
 
@@ -199,6 +205,7 @@ def all_results():
         f"{R}/tables/models.md",
         f"{R}/tables/eval.md",
         *([f"{R}/tables/snapshots.md"] if SNAPSHOTS else []),
+        *([SCALING["points"]] if CFG.figures.scaling else []),
         *paths(EVALS),
     ]
 

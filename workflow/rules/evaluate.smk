@@ -55,3 +55,30 @@ rule eval_tables:
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --compare-csv {output.compare_csv}"
         " --sampling-inputs {params.sampling:q} --sampling-csv {output.sampling_csv}"
         " --provenance {output.provenance}"
+
+
+# Only when the study asks for the scaling figure (figures.scaling).
+if CFG.figures.scaling:
+
+    rule scaling:
+        input:
+            metrics=paths(METRICS),
+            evals=paths(EVALS),
+        output:
+            fits=table("scaling_table"),
+            points=SCALING["points"],
+            provenance=f"{R}/provenance/scaling.json",
+        log:
+            f"{R}/logs/scaling.log",
+        conda:
+            ENV
+        threads: 1
+        params:
+            config=as_json(jobs.experiment(CFG)),
+            code=jobs.code("scaling"),
+            metrics=as_json(METRICS),
+            evals=as_json(EVALS),
+        shell:
+            "python -m picollm --log {log} scaling --config {params.config:q} --metrics {params.metrics:q}"
+            " --evals {params.evals:q} --csv {output.fits} --points {output.points}"
+            " --provenance {output.provenance}"

@@ -1,19 +1,7 @@
 """`picollm tables`: samples.csv/.md, models.csv/.md, eval.csv/.md, compare.csv, sampling.csv."""
-import json
-
 from picollm import provenance, tables
+from picollm.commands import by_run_and_seed
 from picollm.config import TablesJob, parse
-from picollm.errors import PicoError
-
-
-def _by_run_and_seed(text):
-    """'{"run": {"seed": path}}' -> {run: {int seed: path}}; empty -> {}."""
-    if not text:
-        return {}
-    try:
-        return {run: {int(s): p for s, p in seeds.items()} for run, seeds in json.loads(text).items()}
-    except (json.JSONDecodeError, AttributeError, ValueError):
-        raise PicoError(f'expected {{"run": {{"seed": "path"}}}} as JSON, got {text[:80]!r}') from None
 
 
 def run(args):
@@ -22,7 +10,7 @@ def run(args):
         tables.samples_table(args.samples, args.samples_csv, args.samples_md, experiment)
     if args.summaries:
         tables.models_table(args.summaries, args.models_md, experiment, out_csv=args.models_csv)
-    evals, sampling = _by_run_and_seed(args.evals), _by_run_and_seed(args.sampling_inputs)
+    evals, sampling = by_run_and_seed(args.evals), by_run_and_seed(args.sampling_inputs)
     if evals:
         tables.eval_table(evals, args.eval_csv, args.eval_md, experiment)
         if args.compare_csv:

@@ -6,6 +6,7 @@ else. The JSON schema (config/config.schema.yaml) and the docs' key reference ar
 """
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -92,6 +93,13 @@ class TrainConfig(Section):
     grad_clip: float = Field(1.0, ge=0, description="global gradient-norm clip (0 disables)")
     eval_interval: int = Field(100, ge=1, description="steps between validation-loss measurements")
     eval_batches: int = Field(20, ge=1, description="validation batches per measurement (fixed windows)")
+    eval_schedule: Literal["interval", "log"] = Field("interval", description=(
+        "when the validation loss is measured: every eval_interval steps (interval), or at eval_points steps "
+        "spread evenly in log steps, and so in log compute (log: a scaling frontier gets points at small compute "
+        "too); both at step 0 and at the last step as well"))
+    eval_points: int = Field(20, ge=2, description=(
+        "validation measurements of eval_schedule: log, from step 1 to the last (fewer when a short run rounds "
+        "two of them to the same step)"))
     checkpoint_interval: int = Field(200, ge=1, description=(
         "steps between rolling checkpoints (models/<m>/last.pt; resume is exact, so changing it reruns nothing)"))
     log_interval: int = Field(10, ge=1, description="steps between train-loss rows in metrics.csv")
@@ -164,6 +172,19 @@ class TrainConfig(Section):
     def kept_steps(self) -> list[int]:
         """snapshot_steps, sorted, each once."""
         return sorted(set(self.snapshot_steps))
+
+    def is_eval_step(self, step: int) -> bool:
+        """Whether the schedule measures the validation loss at `step` (the last step always is one)."""
+        if self.eval_schedule == "log":
+            return step in log_steps(self.max_steps, self.eval_points)
+        return step % self.eval_interval == 0
+
+
+@functools.lru_cache(maxsize=64)
+def log_steps(max_steps: int, points: int) -> frozenset[int]:
+    """Step 0 and `points` steps from 1 to max_steps spaced evenly in log(step), rounded."""
+    ratio = max_steps ** (1 / (points - 1)) if points > 1 else 1.0
+    return frozenset({0, max_steps} | {round(ratio ** i) for i in range(points)})
 
 
 class _Overrides(Section):
@@ -333,6 +354,11 @@ class FiguresConfig(Section):
     loss_zoom: bool = Field(False, description=(
         "figures/loss_curves.png: cut the first steps' large losses off the y axis to show the later ones"))
     loss_logy: bool = Field(False, description="figures/loss_curves.png: log-scale y axis")
+    scaling: bool = Field(False, description=(
+        "figures/scaling.png and tables/scaling.csv: validation bits per byte against training FLOPs per model "
+        "type, each type's compute frontier and fitted power law E + A C^-alpha (picollm.scaling). Needs a model "
+        "type with two runs or more, e.g. a sweep of sizes; train.eval_schedule: log gives the curves points at "
+        "small compute"))
 
 
 def _parsed(values):
@@ -410,6 +436,11 @@ class Study(Section):
             train = self.train_of(run)
             if train.flops is not None:
                 self._check_budget(run, train)
+        types = [entry.type for entry in self.runs.values()]
+        if self.figures.scaling and max(map(types.count, types)) < 2:
+            raise PicoError("config key 'figures.scaling' is true, but no model type has two runs to draw a scaling "
+                            "curve through; sweep a size (e.g. sweep: {transformer: {d_model: [64, 128]}}) or set "
+                            "figures.scaling: false")
         return self
 
     def _check_budget(self, run: str, train: TrainConfig) -> None:

@@ -1,0 +1,75 @@
+"""figures/scaling.png: validation bits per byte against training compute per model type (log-log), with
+each type's compute frontier and fitted power law, and final bits per byte against non-embedding parameters.
+
+Left: one faint line per run along its training (the mean over seeds of its validation points), the
+frontier of each type drawn bold over them, and its fit bpb(C) = E + A C^-alpha dashed over the compute it
+was fitted on (picollm.scaling says which points and how). Right: the evaluation's whole-split bits per byte
+at the end of each run against its non-embedding parameters, mean over seeds with 95% t intervals.
+"""
+from __future__ import annotations
+
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from picollm import scaling
+from picollm.plots import SLIDE, log_y, model_styles, plt, save
+from picollm.plots.sweep import log_x, power_of_ten
+from picollm.stats import t_interval
+
+
+def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) -> None:
+    means = scaling.mean_curves(points[points["kind"] == "curve"])
+    for kind, rows in means.groupby("type", sort=False):
+        color = styles[kind]["color"]
+        for _, run in rows.groupby("run", sort=False):
+            ax.plot(run["train_flops"], run["bpb"], color=color, alpha=0.25, lw=1)
+        front = scaling.frontier(rows)
+        row = fits.set_index("type").loc[kind]
+        ax.plot(front["train_flops"], front["bpb"], color=color, lw=3, marker=styles[kind]["marker"], ms=6,
+                label=f"{kind} frontier — {scaling.fit_note(row)}")
+        if row["fitted"]:
+            used = scaling.fit_points(front)["train_flops"]
+            grid = np.geomspace(used.min(), used.max(), 100)
+            ax.plot(grid, scaling.predict(row, grid), color=color, ls=(0, (4, 2)), lw=2, alpha=0.9)
+            ax.plot(grid, scaling.predict(row, grid), color="black", ls=(0, (1, 5)), lw=1)  # dashed on any colour
+    ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% bootstrap intervals)")
+    ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
+    log_x(ax)
+    log_y(ax)
+    ax.set(xlabel="training compute C (FLOPs: matmuls, fwd + bwd)", ylabel="validation bits per byte",
+           title="against compute: each type's frontier (bold) and fit")
+
+
+def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
+    finals = points[points["kind"] == "final"]
+    for kind, rows in finals.groupby("type", sort=False):
+        stats = pd.DataFrame([{"params": g["params_non_embedding"].iloc[0], **t_interval(g["bpb"])}
+                              for _, g in rows.groupby("run", sort=False)])
+        best = stats.loc[stats.groupby("params")["mean"].idxmin()].sort_values("params")  # several budgets: the best
+        err = np.nan_to_num(np.vstack([stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]]))
+        ax.errorbar(stats["params"], stats["mean"], yerr=err, ls="none", marker=styles[kind]["marker"], ms=8,
+                    capsize=4, color=styles[kind]["color"], label=kind)
+        ax.plot(best["params"], best["mean"], color=styles[kind]["color"], lw=2)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # a narrow panel: few labels
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel="non-embedding parameters", title="at the end of training (whole split)")
+    ax.legend(fontsize="x-small")
+
+
+def plot(inputs: dict, out, experiment: str, provenance=None) -> None:
+    """inputs: {"points": tables/scaling_points.csv, "fits": tables/scaling.csv}."""
+    points, fits = pd.read_csv(inputs["points"]), pd.read_csv(inputs["fits"])
+    styles = model_styles(list(dict.fromkeys(points["type"])))
+    fig, (left, right) = plt.subplots(1, 2, figsize=SLIDE, width_ratios=[1.8, 1], layout="constrained")
+    fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))  # room for the experiment stamp under the legend
+    compute_panel(left, points, fits, styles)
+    params_panel(right, points, styles)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower left", ncols=2, fontsize="x-small")  # clear of the curves
+    seeds = int(fits["seeds"].min())
+    fig.suptitle(f"Scaling — {experiment}: validation bits per byte (lower is better), {seeds} seed"
+                 f"{'s' if seeds > 1 else ''} per run", fontsize="medium")
+    save(fig, out, experiment, provenance)

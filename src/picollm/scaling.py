@@ -1,0 +1,203 @@
+"""How each model type's validation loss falls with training compute: its compute frontier and a fitted
+saturating power law bpb(C) = E + A * C^(-alpha), with 95% intervals from a bootstrap over seeds.
+
+Points. Every validation measurement along a training run (metrics.csv's val_loss, on training's fixed
+validation windows) is a point at compute C = FLOPs per token (picollm.flops) x tokens seen, its loss turned
+into bits per byte with the bytes per token of the whole validation split (the evaluation's val_bytes /
+val_tokens_scored). A run's curve is the mean over its seeds at each step.
+
+Frontier. The lower envelope of a type's curves: a point is on it when no point of that type at a smaller or
+equal compute reached a lower bits per byte. It says what the type achieves at each compute with the best
+size among those trained, as in Kaplan et al. (2020), Fig. 7.
+
+Fit. bpb(C) = E + A C^-alpha by least squares on log bpb, over the frontier's points from the end of warm-up
+on (during warm-up the learning rate, not the compute, limits the loss), when there are at least
+MIN_FIT_POINTS of them; with fewer the points are shown unfitted. E is the loss no amount of compute removes
+at this data and these sizes, alpha how fast the rest falls.
+
+Intervals. Each bootstrap replicate redraws every run's seeds with replacement, averages them again, and
+redoes the frontier and the fit; the 2.5% and 97.5% quantiles of each parameter are its interval (none with
+one seed per run). With few seeds this is coarse: two seeds give each run three distinct means.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from picollm.io import atomic_path
+
+MIN_FIT_POINTS = 5  # three parameters, and two points to spare so that the fit is tested by the data
+BOOTSTRAP = 400
+POINT_COLUMNS = ["type", "run", "seed", "kind", "step", "tokens_seen", "train_flops", "params_non_embedding",
+                 "after_warmup", "bpb"]
+
+
+def run_points(run: str, seed: int, metrics_csv, eval_json) -> pd.DataFrame:
+    """One run and seed: its validation points along training (kind `curve`) and the evaluation's whole-split
+    bits per byte at the end (kind `final`)."""
+    ev = json.loads(Path(eval_json).read_text())
+    rows = pd.read_csv(metrics_csv)
+    bytes_per_token = ev["val_bytes"] / ev["val_tokens_scored"]
+    peak = rows.loc[rows["lr"].idxmax(), "step"] if rows["lr"].notna().any() else 0  # end of warm-up
+    val = rows.dropna(subset=["val_loss"])
+    val = val[val["step"] > 0]  # step 0 has spent no compute: no place on a log axis
+    common = {"type": ev["type"], "run": run, "seed": seed, "params_non_embedding": ev["params_non_embedding"]}
+    curve = pd.DataFrame({**common, "kind": "curve", "step": val["step"], "tokens_seen": val["tokens_seen"],
+                          "train_flops": val["tokens_seen"] * ev["flops_per_token"], "after_warmup": val["step"] >= peak,
+                          "bpb": val["val_loss"] / math.log(2) / bytes_per_token})
+    final = pd.DataFrame([{**common, "kind": "final", "step": ev.get("steps", int(rows["step"].max())),
+                           "tokens_seen": ev["tokens_seen"], "train_flops": ev["train_flops"], "after_warmup": True,
+                           "bpb": ev["bpb"]}])
+    return pd.concat([curve, final], ignore_index=True)[POINT_COLUMNS]
+
+
+def read_points(metrics: dict, evals: dict) -> pd.DataFrame:
+    """Every run's points from metrics = {run: {seed: metrics.csv}} and evals = {run: {seed: eval json}}."""
+    return pd.concat([run_points(run, seed, path, evals[run][seed])
+                      for run, seeds in metrics.items() for seed, path in seeds.items()], ignore_index=True)
+
+
+def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Each run's validation curve averaged over its seeds, step by step."""
+    return (curves.groupby(["type", "run", "step"], sort=False)
+            .agg(train_flops=("train_flops", "mean"), after_warmup=("after_warmup", "all"), bpb=("bpb", "mean"))
+            .reset_index())
+
+
+def frontier(curves: pd.DataFrame) -> pd.DataFrame:
+    """The points of one type's curves that no point at a smaller or equal compute beats, by compute."""
+    ordered = curves.sort_values(["train_flops", "bpb"], kind="stable")
+    best_before = ordered["bpb"].cummin().shift(fill_value=np.inf)
+    return ordered[ordered["bpb"] < best_before]
+
+
+def fit_power_law(flops, bpb) -> dict | None:
+    """{E, A, alpha} of bpb = E + A C^-alpha, least squares on log bpb; None when it does not converge.
+
+    C is scaled by its smallest value while fitting, so that A stays of the order of the losses."""
+    c, y = np.asarray(flops, float), np.asarray(bpb, float)
+    scale = c.min()
+    x = c / scale
+
+    def residuals(p):
+        e, b, alpha = p
+        return np.log(e + b * x ** -alpha) - np.log(y)
+
+    start = [0.5 * y.min(), max(y.max() - 0.5 * y.min(), 1e-3), 0.3]
+    result = least_squares(residuals, start, bounds=([0, 1e-9, 1e-4], [y.min(), np.inf, 5]))
+    if not result.success:
+        return None
+    e, b, alpha = result.x
+    return {"E": float(e), "A": float(b * scale ** alpha), "alpha": float(alpha)}
+
+
+def predict(fit: dict, flops) -> np.ndarray:
+    return fit["E"] + fit["A"] * np.asarray(flops, float) ** -fit["alpha"]
+
+
+def fit_points(front: pd.DataFrame) -> pd.DataFrame:
+    return front[front["after_warmup"]]
+
+
+def fit_type(curves: pd.DataFrame) -> dict | None:
+    """The fit of one type's mean curves, None when the frontier has fewer than MIN_FIT_POINTS to fit."""
+    points = fit_points(frontier(curves))
+    if len(points) < MIN_FIT_POINTS:
+        return None
+    return fit_power_law(points["train_flops"], points["bpb"])
+
+
+def bootstrap(curves: pd.DataFrame, kind: str, replicates: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+    """The fit of one type over `replicates` redraws of every run's seeds (rows of fits that converged)."""
+    rng = np.random.default_rng(seed)
+    by_run = {run: rows for run, rows in curves.groupby("run", sort=False)}
+    fits = []
+    for _ in range(replicates):
+        drawn = []
+        for run, rows in by_run.items():
+            seeds = rows["seed"].unique()
+            for i, s in enumerate(rng.choice(seeds, size=len(seeds))):
+                drawn.append(rows[rows["seed"] == s].assign(seed=i))
+        fit = fit_type(mean_curves(pd.concat(drawn)))
+        if fit is not None:
+            fits.append(fit)
+    return pd.DataFrame(fits, columns=["E", "A", "alpha"]).assign(type=kind)
+
+
+def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
+    """Computes where frontier a's line (straight between its points in log compute) crosses frontier b's,
+    within the compute both cover."""
+    low = max(a["train_flops"].min(), b["train_flops"].min())
+    high = min(a["train_flops"].max(), b["train_flops"].max())
+    if not low < high:
+        return []
+    grid = np.geomspace(low, high, 400)
+    diff = (np.interp(np.log(grid), np.log(a["train_flops"]), a["bpb"])
+            - np.interp(np.log(grid), np.log(b["train_flops"]), b["bpb"]))
+    out = []
+    for i in np.flatnonzero(np.sign(diff[:-1]) * np.sign(diff[1:]) < 0):
+        t = diff[i] / (diff[i] - diff[i + 1])  # the zero between two grid points, in log compute
+        out.append(float(np.exp(np.log(grid[i]) + t * (np.log(grid[i + 1]) - np.log(grid[i])))))
+    return out
+
+
+def interval(values: pd.Series) -> tuple[float, float]:
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    return float(values.quantile(0.025)), float(values.quantile(0.975))
+
+
+def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """tables/scaling.csv's rows: per model type its fit with 95% bootstrap intervals, the points used, and
+    the computes at which its frontier crosses each other type's."""
+    curves = points[points["kind"] == "curve"]
+    means = mean_curves(curves)
+    types = list(dict.fromkeys(means["type"]))
+    fronts = {t: frontier(means[means["type"] == t]) for t in types}
+    rows = []
+    for kind in types:
+        own = curves[curves["type"] == kind]
+        fit = fit_type(means[means["type"] == kind])
+        seeds = own.groupby("run")["seed"].nunique()
+        row = {"experiment": experiment, "type": kind, "runs": own["run"].nunique(), "seeds": int(seeds.min()),
+               "frontier_points": len(fronts[kind]), "fit_points": len(fit_points(fronts[kind])),
+               "fitted": fit is not None, "flops_min": own["train_flops"].min(), "flops_max": own["train_flops"].max()}
+        draws = bootstrap(own, kind) if fit is not None and seeds.min() > 1 else pd.DataFrame()
+        for name in ("alpha", "E", "A"):
+            low, high = interval(draws[name]) if len(draws) else (float("nan"), float("nan"))
+            row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
+        for other in types:
+            if other != kind:
+                found = crossings(fronts[kind], fronts[other])
+                row[f"crosses_{other}_at_flops"] = " ".join(f"{c:.3g}" for c in found)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fit_note(row) -> str:
+    """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31]', or why there is no fit."""
+    if not row["fitted"]:
+        return f"no fit: {row['fit_points']} frontier points after warm-up, {MIN_FIT_POINTS} needed"
+
+    def one(name, form):
+        low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+        ci = f" [{low:{form}}, {high:{form}}]" if low == low else ""
+        return f"{name} {row[name]:{form}}{ci}"
+    return f"{one('alpha', '.3g')}, {one('E', '.3f')} bpb"
+
+
+def write_tables(metrics: dict, evals: dict, out_csv, points_csv, experiment: str) -> pd.DataFrame:
+    """tables/scaling.csv (fit_rows) and tables/scaling_points.csv (every validation point along training and
+    every final evaluation, in bits per byte at its training compute)."""
+    points = read_points(metrics, evals)
+    fits = fit_rows(points, experiment)
+    with atomic_path(points_csv) as tmp:
+        points.to_csv(tmp, index=False)
+    with atomic_path(out_csv) as tmp:
+        fits.to_csv(tmp, index=False)
+    return fits

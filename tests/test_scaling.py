@@ -1,0 +1,199 @@
+"""Scaling: compute frontiers, power-law fits with bootstrap intervals, frontier crossings, the log evaluation
+schedule, compute-matched comparisons, and a tiny scaling study end to end (two model types x three sizes)."""
+import json
+import re
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import snakemake, tiny_offline_config, write_config
+from picollm import scaling, tables
+from picollm.config import Study, TrainConfig, parse
+from picollm.errors import PicoError
+
+
+def law(flops, e=1.2, a=40.0, alpha=0.25):
+    return e + a * np.asarray(flops, float) ** -alpha
+
+
+def curve(kind, run, seed, flops, bpb):
+    n = len(flops)
+    return pd.DataFrame({"type": kind, "run": run, "seed": seed, "kind": "curve", "step": np.arange(1, n + 1),
+                         "tokens_seen": np.arange(1, n + 1), "train_flops": flops, "params_non_embedding": 1,
+                         "after_warmup": True, "bpb": bpb})
+
+
+def test_fit_recovers_a_hand_made_power_law():
+    flops = np.geomspace(1e8, 1e12, 12)
+    fit = scaling.fit_power_law(flops, law(flops))
+    assert fit["alpha"] == pytest.approx(0.25, rel=1e-4)
+    assert fit["E"] == pytest.approx(1.2, rel=1e-4)
+    assert fit["A"] == pytest.approx(40.0, rel=1e-3)
+    assert scaling.predict(fit, [1e10]) == pytest.approx(law(1e10), rel=1e-6)
+
+
+def test_frontier_is_the_lower_envelope_over_runs():
+    # a small model fast at first then flat, a large one slow at first then lower
+    small = curve("t", "small", 1, [1, 2, 4, 8], [3.0, 2.0, 1.9, 1.85])
+    large = curve("t", "large", 1, [2, 4, 8, 16], [3.5, 2.2, 1.5, 1.2])
+    front = scaling.frontier(scaling.mean_curves(pd.concat([small, large])))
+    assert list(front["train_flops"]) == [1, 2, 4, 8, 16]
+    assert list(front["run"]) == ["small", "small", "small", "large", "large"]
+    assert list(front["bpb"]) == [3.0, 2.0, 1.9, 1.5, 1.2]
+
+
+def test_crossing_of_two_frontiers_at_a_known_compute():
+    flops = np.geomspace(1, 1e4, 5)  # 1, 10, ..., 1e4
+    a = pd.DataFrame({"train_flops": flops, "bpb": 5 - np.log10(flops)})  # 5, 4, 3, 2, 1
+    b = pd.DataFrame({"train_flops": flops, "bpb": 4 - 0.5 * np.log10(flops)})  # 4, 3.5, 3, 2.5, 2
+    assert scaling.crossings(a, b) == [pytest.approx(100, rel=1e-2)]
+    assert scaling.crossings(a, a.assign(bpb=a["bpb"] + 1)) == []  # parallel: never
+    assert scaling.crossings(a, b.assign(train_flops=b["train_flops"] * 1e6)) == []  # no common compute
+
+
+def two_seed_family(kind, sizes, noise, rng):
+    """Runs whose curves follow one law with a size-dependent floor, each seed with its own noise."""
+    frames = []
+    for size in sizes:
+        flops = np.geomspace(1e8, 1e10 * size, 10)
+        for seed in (1, 2):
+            bpb = law(flops) + 2.0 / size * (flops / flops.max()) ** 2 + rng.normal(0, noise, len(flops))
+            frames.append(curve(kind, f"{kind}{size}", seed, flops, bpb))
+    return frames
+
+
+def test_fit_rows_give_intervals_around_the_truth_and_say_when_too_few_points():
+    rng = np.random.default_rng(0)
+    frames = two_seed_family("transformer", [1, 2, 4], 0.002, rng)
+    frames.append(curve("lstm", "lstm", 1, [1e9, 1e10], [2.5, 2.4]))
+    rows = scaling.fit_rows(pd.concat(frames), "hand").set_index("type")
+    t = rows.loc["transformer"]
+    assert t["fitted"] and t["runs"] == 3 and t["seeds"] == 2 and t["fit_points"] >= scaling.MIN_FIT_POINTS
+    assert t["alpha_ci_low"] < t["alpha"] < t["alpha_ci_high"]
+    assert t["alpha_ci_low"] < 0.25 * 1.2 and t["alpha_ci_high"] > 0.25 * 0.8
+    lstm = rows.loc["lstm"]
+    assert not lstm["fitted"] and math.isnan(lstm["alpha"])
+    assert scaling.fit_note(lstm) == f"no fit: 2 frontier points after warm-up, {scaling.MIN_FIT_POINTS} needed"
+    assert "crosses_lstm_at_flops" in rows.columns and "crosses_transformer_at_flops" in rows.columns
+
+
+def test_one_seed_gives_a_fit_without_an_interval():
+    flops = np.geomspace(1e8, 1e12, 8)
+    rows = scaling.fit_rows(curve("t", "r", 1, flops, law(flops)), "hand")
+    assert rows.loc[0, "alpha"] == pytest.approx(0.25, rel=1e-3)
+    assert math.isnan(rows.loc[0, "alpha_ci_low"]) and math.isnan(rows.loc[0, "alpha_ci_high"])
+
+
+def test_log_eval_schedule_spreads_points_evenly_in_log_steps():
+    cfg = TrainConfig(max_steps=1000, eval_schedule="log", eval_points=4)
+    steps = [s for s in range(1001) if cfg.is_eval_step(s)]
+    assert steps == [0, 1, 10, 100, 1000]
+    assert [s for s in range(101) if TrainConfig(max_steps=100, eval_interval=50).is_eval_step(s)] == [0, 50, 100]
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("eval_schedule", "weekly", ["eval_schedule", "interval", "log"]),
+    ("eval_points", 1, ["eval_points"]),
+])
+def test_bad_eval_schedule_is_one_line(key, value, words):
+    with pytest.raises(PicoError) as err:
+        parse(TrainConfig, {key: value}, at=("train",))
+    assert "\n" not in str(err.value) and all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_scaling_figure_with_one_run_per_type_is_one_line():
+    cfg = tiny_offline_config(figures={"scaling": True})
+    with pytest.raises(PicoError, match=r"config key 'figures.scaling'.*sweep a size") as err:
+        Study.model_validate(cfg)
+    assert "\n" not in str(err.value)
+    cfg["sweep"] = {"lstm": {"hidden_dim": [16]}}
+    assert Study.model_validate(cfg).figures.scaling
+
+
+def write_eval(path, bpb, budget):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bpb": bpb, "flops_budget": budget}))
+    return str(path)
+
+
+def test_compare_pairs_runs_only_at_the_same_budget(tmp_path):
+    evals = {}
+    for run, budget, bpb in [("lstm_a", 1e12, (2.0, 2.1, 2.2)), ("tf_a", 1e12, (1.8, 1.89, 1.97)),
+                             ("tf_b", 3e12, (1.6, 1.7, 1.8)), ("base", None, (2.5, 2.6, 2.7)),
+                             ("other", None, (2.5, 2.61, 2.7))]:
+        evals[run] = {s: write_eval(tmp_path / run / f"{s}.json", v, budget) for s, v in zip((1, 2, 3), bpb)}
+    frame = tables.compare_table(evals, tmp_path / "compare.csv", "hand")
+    assert {(r.a, r.b) for r in frame.itertuples()} == {("lstm_a", "tf_a"), ("base", "other")}
+    row = frame[frame["a"] == "lstm_a"].iloc[0]
+    assert row["flops_budget"] == 1e12 and row["verdict"] == "b better"
+    assert row["statement"].startswith("at 1e+12 FLOPs: tf_a better than lstm_a by 0.2133 bpb (95% CI ")
+    assert pd.read_csv(tmp_path / "compare.csv").shape == frame.shape
+
+
+# --- a tiny scaling study, end to end ---------------------------------------------------------------------
+
+BUDGET = 6e8
+
+
+def scaling_config() -> dict:
+    cfg = tiny_offline_config(experiment="scaling_tiny", seeds=[1, 2], figures={"scaling": True})
+    cfg["train"] = {**{k: v for k, v in cfg["train"].items() if k != "max_steps"}, "flops": BUDGET,
+                    "eval_schedule": "log", "eval_points": 8, "warmup_steps": 3}
+    models = cfg["models"]
+    cfg["models"] = {"lstm": {**models["lstm"], "hidden_dim": 16},
+                     "transformer": {**models["transformer"], "d_model": 16}}
+    cfg["sweep"] = {"lstm": {"hidden_dim": [24, 32]}, "transformer": {"d_model": [24, 32]}}
+    cfg["sampling"] = {"prompts": ["1 2 3"], "p_values": [1.0], "max_new_tokens": 8, "num_samples": 1}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def scaling_study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scaling")
+    config = write_config(work / "study.yaml", scaling_config())
+    result = snakemake(work, "all", "--cores", "2", "--configfile", config)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, config, work / "results" / "scaling_tiny"
+
+
+def test_tiny_scaling_study_writes_every_output(scaling_study):
+    _, _, results = scaling_study
+    for name in ("figures/scaling.png", "figures/scaling.svg", "tables/scaling.csv", "tables/scaling_points.csv",
+                 "provenance/scaling.json", "report.html"):
+        assert (results / name).stat().st_size > 0, name
+    fits = pd.read_csv(results / "tables/scaling.csv").set_index("type")
+    assert set(fits.index) == {"lstm", "transformer"}
+    assert (fits["runs"] == 3).all() and (fits["seeds"] == 2).all()
+    assert "crosses_transformer_at_flops" in fits.columns
+    points = pd.read_csv(results / "tables/scaling_points.csv")
+    assert (points["train_flops"] <= BUDGET).all()
+    for run, rows in points[points["kind"] == "curve"].groupby(["run", "seed"]):
+        assert len(rows) >= 6, run  # eval_points 8 on a log grid, fewer only where short runs round together
+        flops = np.sort(rows["train_flops"].to_numpy())
+        assert np.ptp(np.log10(flops)) > 1  # spread over more than a decade of compute
+    for type_, row in fits.iterrows():
+        if row["fitted"]:  # the table's fit is the fit of its own points
+            means = scaling.mean_curves(points[(points["kind"] == "curve") & (points["type"] == type_)])
+            redo = scaling.fit_type(means)
+            assert redo["alpha"] == pytest.approx(row["alpha"], rel=1e-6)
+
+
+def test_equal_budgets_are_paired_as_compute_matched(scaling_study):
+    _, _, results = scaling_study
+    compare = pd.read_csv(results / "tables/compare.csv")
+    assert len(compare) == 15 and (compare["flops_budget"] == BUDGET).all()  # 6 runs, one budget
+    assert compare["statement"].str.startswith("at 6e+08 FLOPs: ").all()
+
+
+def test_adding_a_size_or_a_budget_runs_only_the_new_runs_and_the_aggregates(scaling_study):
+    work, config, _ = scaling_study
+    result = snakemake(work, "all", "-n", "--cores", "2", "--configfile", config, "--config",
+                       "sweep={lstm: {hidden_dim: [24, 32, 40]}, transformer: {d_model: [24, 32], train.flops: [1.2e9]}}",
+                       "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    assert {k: int(counts[k]) for k in ("train", "sample", "evaluate")} == {"train": 4, "sample": 4, "evaluate": 4}
+    assert int(counts["scaling"]) == 1 and int(counts["figure_scaling"]) == 1
+    assert "download" not in counts and "tokenize" not in counts
