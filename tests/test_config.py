@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, picollm, tiny_offline_config, write_config
+from conftest import ROOT, local_run_env, picollm, tiny_offline_config, write_config
 from picollm.config import Study, load_study, parse
 from picollm.errors import PicoError
 
@@ -161,6 +161,24 @@ def test_a_study_file_replaces_or_removes_what_its_base_gives(tmp_path):
     (tmp_path / "drop.yaml").write_text("base: base.yaml\nsweep: !replace\nmodels:\n  kgram_mlp: !replace\n")
     dropped = load_study([tmp_path / "drop.yaml"])
     assert dropped.sweep == {} and set(dropped.models) == {"lstm", "transformer"}
+
+
+def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
+    """`replace: [keys]` (plain YAML) replaces or drops inherited keys like `!replace`, and unlike the tag it
+    passes Snakemake's own reading of a --configfile."""
+    write_config(tmp_path / "base.yaml", {**tiny_offline_config(), "sweep": {"transformer": {"d_model": [16, 64]}}})
+    (tmp_path / "swap.yaml").write_text("base: base.yaml\nreplace: [sweep, models.kgram_mlp]\n"
+                                        "sweep: {lstm: {hidden_dim: [8]}}\n")
+    swapped = load_study([tmp_path / "swap.yaml"])
+    assert swapped.sweep == {"lstm": {"hidden_dim": [8]}} and set(swapped.models) == {"lstm", "transformer"}
+    (tmp_path / "bad.yaml").write_text("base: base.yaml\nreplace: sweep\n")
+    with pytest.raises(PicoError, match=r"bad.yaml: 'replace' must be a list of keys, e.g. replace: \[train"):
+        load_study([tmp_path / "bad.yaml"])
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "-n",
+                             "--directory", str(tmp_path), "all", "--configfile", str(tmp_path / "swap.yaml")],
+                            capture_output=True, text=True, timeout=300, env=local_run_env())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "run=lstm.hidden_dim=8" in result.stdout and "run=transformer.d_model" not in result.stdout
 
 
 def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):

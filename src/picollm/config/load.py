@@ -93,12 +93,30 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
     if not isinstance(raw, dict):
         raise PicoError(f"config file {path} must hold a mapping of config keys, not {type(raw).__name__}; "
                         f"if it is no study file, check that a target did not follow --configfile")
+    replaced = raw.pop("replace", [])
     if "base" not in raw:
         return _unwrap(raw)
     if not isinstance(raw["base"], str):
         raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
     parent = read_study_file(path.parent / raw["base"], (*_chain, path.resolve()))
-    return deep_merge(parent, {k: v for k, v in raw.items() if k != "base"})
+    return deep_merge(without(parent, replaced, path), {k: v for k, v in raw.items() if k != "base"})
+
+
+def without(study: dict, keys, path) -> dict:
+    """`study` (a base) without the dotted `keys` a file's `replace:` lists: the file's own values of those keys
+    take their place whole, and a key the file does not give is gone."""
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise PicoError(f"config file {path}: 'replace' must be a list of keys, e.g. replace: [train, sweep.lstm], "
+                        f"not {keys!r}")
+    out = copy.deepcopy(study)
+    for key in keys:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
 
 
 def load_study(files=(), overrides: dict | None = None) -> Study:

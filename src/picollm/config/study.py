@@ -380,6 +380,10 @@ class Study(Section):
         "another study file (path relative to this one) that this file starts from: this file names only what "
         "differs, deep-merged onto the base (a base may have a base of its own; `key: !replace VALUE` replaces "
         "an inherited mapping or list instead of merging into it)"))
+    replace: list[str] = Field([], exclude=True, description=(
+        "keys (dotted for nested ones, e.g. [train, sweep.lstm]) whose values from the base this file replaces "
+        "whole instead of merging into them; a listed key the file does not give is dropped. Plain YAML, so it "
+        "also works in the file given to snakemake with --configfile, where a `!replace` tag cannot be read"))
     experiment: Annotated[Name, AfterValidator(_check_experiment)] = Field(description=(
         "name of the study; every output goes under results/<experiment>/"))
     seed: Seed = Field(1337, description=(
