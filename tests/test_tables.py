@@ -176,8 +176,8 @@ def test_compare_table_pairs_runs_by_seed(tmp_path):
                                    "c": {1: 1.5, 2: 1.6, 3: 1.6}})
     frame = tables.compare_table(evals, tmp_path / "compare.csv", "exp")
     csv = pd.read_csv(tmp_path / "compare.csv")
-    assert list(csv.columns) == ["experiment", "a", "b", "n", "bpb_diff_mean", "bpb_diff_ci_low",
-                                 "bpb_diff_ci_high", "verdict"]
+    assert list(csv.columns) == ["experiment", "a", "b", "n", "flops_budget", "bpb_diff_mean", "bpb_diff_ci_low",
+                                 "bpb_diff_ci_high", "verdict", "statement"]
     assert [(r.a, r.b) for r in csv.itertuples()] == [("a", "b"), ("a", "c"), ("b", "c")]
     ab = frame.iloc[0]
     diffs = np.array([-0.5, -0.4, -0.55])
@@ -185,6 +185,8 @@ def test_compare_table_pairs_runs_by_seed(tmp_path):
     assert ab["n"] == 3 and ab["bpb_diff_mean"] == pytest.approx(diffs.mean())
     assert ab["bpb_diff_ci_low"] == pytest.approx(diffs.mean() - half) and ab["verdict"] == "a better"
     assert frame.iloc[2]["verdict"] == "within noise"  # b - c = 0, 0, 0.05
+    assert ab["statement"].startswith("a better than b by 0.4833 bpb (95% CI ")  # no budget: no "at ... FLOPs"
+    assert frame.iloc[2]["statement"] == "b and c within noise (b - c = +0.0167 bpb, 3 seeds paired)"
     assert len(tables.compare_table({"a": evals["a"]}, tmp_path / "one.csv", "exp")) == 0
     assert pd.read_csv(tmp_path / "one.csv").columns[1] == "a"  # a header even with nothing to compare
 
