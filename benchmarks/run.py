@@ -31,6 +31,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "budget": "benchmarks.budget",
     "recipe": "benchmarks.recipe",
     "vocab": "benchmarks.vocab",
+    "scaling": "benchmarks.scaling",
     "gpu": "benchmarks.gpu",
 }
 MARKDOWN = "benchmarks.md"

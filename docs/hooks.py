@@ -7,7 +7,8 @@
   `const` property such as `type` or `kind`: one table per variant), `additionalProperties` as a map
   (`models.<name>`), and arrays of objects (`data.sources[]`).
 - `<!-- benchmarks -->` becomes every benchmark record in docs/benchmarks/*.json: the records that
-  `python -m benchmarks` writes (results/benchmarks/<name>.json), each with its date, machine and command.
+  `python -m benchmarks` writes (results/benchmarks/<name>.json), each with its date, machine and command;
+  `<!-- benchmark:NAME -->` becomes the newest record of one benchmark, in the page that explains it.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ BENCHMARK_SECTIONS = {
     "recipe": "The default Transformer against nanoGPT-style",
     "vocab": "The default study's vocabulary",
 }
+# benchmarks shown in the page that explains them (`<!-- benchmark:NAME -->`), not on the benchmarks page
+ELSEWHERE = {"scaling": "scaling.md"}
 
 
 # ---------------------------------------------------------------- hook entry point
@@ -42,6 +45,9 @@ BENCHMARK_SECTIONS = {
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     if CONFIG_MARKER in markdown:
         markdown = markdown.replace(CONFIG_MARKER, config_reference(load_schema()))
+    for name in re.findall(r"<!-- benchmark:(\w+) -->", markdown):
+        markdown = markdown.replace(f"<!-- benchmark:{name} -->",
+                                    one_benchmark_markdown(Path(config["docs_dir"]) / "benchmarks", name))
     if BENCHMARKS_MARKER in markdown:
         markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_markdown(Path(config["docs_dir"]) / "benchmarks"))
     return markdown
@@ -472,10 +478,33 @@ def record_markdown(record: dict) -> list[str]:
     return out
 
 
+def table_markdown(table: dict) -> list[str]:
+    if not table.get("rows"):
+        return []
+    return ["| " + " | ".join(cell(c) for c in table["columns"]) + " |",
+            "| " + " | ".join("---" for _ in table["columns"]) + " |",
+            *["| " + " | ".join(cell(c) for c in row) + " |" for row in table["rows"]], ""]
+
+
+def one_benchmark_markdown(folder: Path, name: str) -> str:
+    """`<!-- benchmark:NAME -->`: the newest record of one benchmark, in the page that explains it (and so not
+    on the benchmarks page), with any further tables the record holds (e.g. the scaling study's `repeats`)."""
+    records = [r for r in benchmark_records(folder) if r["benchmark"] == name]
+    if not records:
+        return f"No record of the `{name}` benchmark in `docs/benchmarks/`."
+    record = records[0]
+    out = record_markdown(record)[2:]  # the page's own heading introduces it
+    if record.get("repeats"):
+        out += ["Where each run starts to repeat its training text:", "", *table_markdown(record["repeats"])]
+    return "\n".join(out)
+
+
 def benchmarks_markdown(folder: Path) -> str:
     out = []
     current = None
     for record in benchmark_records(folder):
+        if record["benchmark"] in ELSEWHERE:
+            continue
         if record["benchmark"] != current:
             current = record["benchmark"]
             heading = BENCHMARK_SECTIONS.get(current, current)
