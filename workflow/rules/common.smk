@@ -159,6 +159,12 @@ if SNAPSHOTS:
     TABLES["snapshots_table"] = f"{R}/tables/snapshots.csv"
 if CFG.figures.scaling:
     TABLES["scaling_table"] = SCALING["fits"]
+# Where the study's time went, from every job's benchmark file (rules/resources.smk). Built after every job it
+# measures, so that none of them depends on it: only the report reads the table and its figure.
+TABLES["resources_table"] = f"{R}/tables/resources.csv"
+COST_FIGURES = {
+    "resources": dict(inputs=TABLES["resources_table"], job=jobs.experiment),
+}
 
 
 def figure_path(name, ext="png"):
@@ -196,10 +202,37 @@ def job_records():
     ]
 
 
+def job_benchmarks():
+    """The benchmark file of every job upstream of the report but the resources jobs themselves:
+    benchmarks/<rule>[/<run or source>][/seed<k>].tsv, what tables/resources.csv reads.
+    """
+    return [
+        *expand(f"{R}/benchmarks/download/{{source}}.tsv", source=SOURCES),
+        *([f"{R}/benchmarks/train_tokenizer.tsv"] if TRAINED_TOKENIZER else []),
+        f"{R}/benchmarks/tokenize.tsv",
+        *expand(
+            f"{R}/benchmarks/{{stage}}/{{run}}/seed{{seed}}.tsv",
+            stage=["train", "sample", "evaluate"],
+            run=RUNS,
+            seed=SEEDS,
+        ),
+        f"{R}/benchmarks/tables.tsv",
+        f"{R}/benchmarks/eval_tables.tsv",
+        *([f"{R}/benchmarks/snapshots.tsv"] if SNAPSHOTS else []),
+        *([f"{R}/benchmarks/scaling.tsv"] if CFG.figures.scaling else []),
+        *[f"{R}/benchmarks/figure_{name}.tsv" for name in FIGURES],
+        f"{R}/benchmarks/provenance_table.tsv",
+    ]
+
+
 def all_results():
     """Every figure and table of the study: what the report shows."""
     return [
-        *[figure_path(name, ext) for name in FIGURES for ext in ("png", "svg")],
+        *[
+            figure_path(name, ext)
+            for name in {**FIGURES, **COST_FIGURES}
+            for ext in ("png", "svg")
+        ],
         *TABLES.values(),
         f"{R}/tables/samples.md",
         f"{R}/tables/models.md",

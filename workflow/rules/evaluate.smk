@@ -14,6 +14,8 @@ rule evaluate:
         provenance=f"{R}/provenance/evaluate/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/evaluate/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{run}}/seed{{seed}}.tsv"
     conda:
         ENV
     threads: lambda wc: jobs.model_threads(CFG, wc.run)
@@ -42,6 +44,8 @@ rule eval_tables:
         provenance=f"{R}/provenance/eval_tables.json",
     log:
         f"{R}/logs/eval_tables.log",
+    benchmark:
+        f"{R}/benchmarks/eval_tables.tsv"
     conda:
         ENV
     threads: 1
@@ -70,6 +74,8 @@ if CFG.figures.scaling:
             provenance=f"{R}/provenance/scaling.json",
         log:
             f"{R}/logs/scaling.log",
+        benchmark:
+            f"{R}/benchmarks/scaling.tsv"
         conda:
             ENV
         threads: 1

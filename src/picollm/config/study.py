@@ -128,6 +128,12 @@ class TrainConfig(Section):
     nodes: int = Field(1, ge=1, description=(
         "machines per training job, each running `devices` processes (SLURM only: profiles/slurm starts one "
         "torchrun per node with srun; scheduling only: changing it reruns nothing)"))
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field([], description=(
+        "live trackers that get every metrics.csv row as it is written, the run's config and seed, and its "
+        "summary (picollm.tracking; metrics.csv is always written): tensorboard (results/<experiment>/"
+        "tensorboard/<run>/seed<k>/), mlflow (MLFLOW_TRACKING_URI, else results/<experiment>/mlruns/) and wandb "
+        "(WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY). Needs `pip install -e .[tracking]` (watching only: changing "
+        "it reruns nothing)"))
 
     @model_validator(mode="after")
     def _one_length(self):
