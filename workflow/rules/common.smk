@@ -140,9 +140,14 @@ if TRANSFORMERS:
     )
 if CFG.sweep:
     FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
-SCALING = {"points": f"{R}/tables/scaling_points.csv", "fits": f"{R}/tables/scaling.csv"}
+SCALING = {
+    "points": f"{R}/tables/scaling_points.csv",
+    "fits": f"{R}/tables/scaling.csv",
+}
 if CFG.figures.scaling:
-    FIGURES["scaling"] = dict(inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"])
+    FIGURES["scaling"] = dict(
+        inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"]
+    )
 SNAPSHOTS = any(CFG.train_of(r).snapshot_steps for r in RUNS)
 if SNAPSHOTS:
     FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
