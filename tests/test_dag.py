@@ -93,6 +93,13 @@ def test_p_values_rerun_sampling_and_evaluation(study):
     assert planned(study, "sampling={p_values: [0.5]}") == expected | shown | STUDY
 
 
+def test_num_samples_reruns_sampling_evaluation_and_the_real_stories(study):
+    expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS)) | {"sampling_reference"}
+    shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
+             "figure_p_sweep", "report"}
+    assert planned(study, "sampling={num_samples: 3}") == expected | shown | STUDY
+
+
 def test_sweep_p_values_rerun_evaluation_only(study):
     expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table", "report"}
     expected |= STUDY | COST

@@ -51,6 +51,8 @@ def test_where_a_job_is_read_from_its_path(tmp_path):
     assert job_of(tmp_path / "download/seed5.tsv", tmp_path) == {"rule": "download", "run": "seed5", "seed": None}
     assert job_of(tmp_path / "evaluate/m/seed12.tsv", tmp_path) == {"rule": "evaluate", "run": "m", "seed": 12}
     assert job_of(tmp_path / "report.tsv", tmp_path) == {"rule": "report", "run": None, "seed": None}
+    assert job_of(tmp_path / "sampling_reference/seed3.tsv", tmp_path) == {"rule": "sampling_reference", "run": None,
+                                                                           "seed": 3}
 
 
 def test_a_file_that_is_no_benchmark_is_one_line(tmp_path):

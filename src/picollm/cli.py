@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-csv", help="every pair of runs: bits-per-byte difference paired by seed, 95%% CI")
     p.add_argument("--sampling-inputs", help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
     p.add_argument("--sampling-csv")
+    p.add_argument("--reference-inputs", help='{"seed": "eval/reference/seed<k>.csv"} as JSON: the reference rows '
+                                              'of --sampling-csv')
 
     p = _stage(sub, "scaling", "each model type's compute frontier and power-law fit, from every run's curves",
                '{"experiment": NAME}')
@@ -132,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="eval/<model>.json")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
+
+    p = _stage(sub, "reference", "the sampling measures of real validation stories cut to the samples' length",
+               '{"sampling": {"prompts": [...], "num_samples": N, "max_new_tokens": N}, "seed": N, "data": {...}}')
+    p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
+    p.add_argument("--out", required=True, help="eval/reference/seed<k>.csv")
 
     p = _stage(sub, "snapshots", "each run's greedy continuation of the first prompt at every kept training step",
                '{"experiment": NAME, "sampling": {"prompts": [...], "max_new_tokens": N}}')

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import EvaluateJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size
+from picollm.config import (EvaluateJob, ReferenceJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob,
+                            bpe_vocab_size)
 from picollm.model_types import type_module
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
@@ -23,8 +24,8 @@ from picollm.model_types import type_module
 # process's run up to float rounding. The loggers only watch a run (picollm.tracking).
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
-                 ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "tables", "figure",
-                  "provenance_table", "snapshots", "scaling", "export", "resources")}
+                 ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
+                  "figure", "provenance_table", "snapshots", "scaling", "export", "resources")}
 
 
 def _dump(job) -> dict:
@@ -116,9 +117,20 @@ def evaluate(study: Study, run: str, seed: int) -> dict:
     # a sweep run records its point in eval/<run>/seed<k>.json, for the sweep figure
     sweep = {point["model"]: {point["key"]: [point["value"]]}} if point else {}
     out = _dump(EvaluateJob(seed=seed, device=study.device, sampling=study.sampling, evaluate=study.evaluate,
-                            sweep=sweep))
+                            sweep=sweep, data={"sources": study.data.sources}))
     if not point:
         out.pop("sweep")
+    out["data"] = {"sources": out["data"]["sources"]}  # whether the text is English (english_word_share)
+    return out
+
+
+def reference(study: Study, seed: int) -> dict:
+    """Real validation stories to read the samples' measures against: as many and as long as a nucleus
+    decoding's samples (sampling.prompts x num_samples, max_new_tokens), drawn with `seed`; the sources say
+    whether the text is English. The p values are not read: changing them reruns no reference."""
+    out = _dump(ReferenceJob(seed=seed, sampling=study.sampling, data={"sources": study.data.sources}))
+    out["sampling"] = {k: out["sampling"][k] for k in ("prompts", "num_samples", "max_new_tokens")}
+    out["data"] = {"sources": out["data"]["sources"]}
     return out
 
 

@@ -23,8 +23,9 @@ def job_of(path, root) -> dict:
     has none; `run` is the data source of a download job)."""
     rule, *rest = Path(path).relative_to(root).with_suffix("").parts
     seed = None
-    if len(rest) == 2 and re.fullmatch(r"seed\d+", rest[1]):
-        seed, rest = int(rest[1][4:]), rest[:1]
+    # <run>/seed<k>, or seed<k> alone for a job per seed (a download's one part is its source, whatever its name)
+    if rest and re.fullmatch(r"seed\d+", rest[-1]) and (len(rest) == 2 or rule != "download"):
+        seed, rest = int(rest[-1][4:]), rest[:-1]
     return {"rule": rule, "run": rest[0] if rest else None, "seed": seed}
 
 

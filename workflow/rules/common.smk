@@ -116,6 +116,8 @@ def paths(nested):
 MODEL_DIR = f"{R}/models/{{run}}/seed{{seed}}"
 METRICS = per_run(f"{MODEL_DIR}/metrics.csv")
 EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
+# the sampling measures of real validation stories, one draw per seed
+REFERENCE = {s: f"{R}/eval/reference/seed{s}.csv" for s in SEEDS}
 
 # --- the registry: every figure and table, its caption (workflow/report/<name>.rst) and where it comes from --
 # A figure is drawn by `picollm figure <name>` from `inputs` ({run: {seed: path}}, {run: path} or one path);
@@ -199,6 +201,7 @@ def job_records():
             run=RUNS,
             seed=SEEDS,
         ),
+        *expand(f"{R}/provenance/reference/seed{{seed}}.json", seed=SEEDS),
         f"{R}/provenance/tables.json",
         f"{R}/provenance/eval_tables.json",
         *([f"{R}/provenance/snapshots.json"] if SNAPSHOTS else []),
@@ -221,6 +224,7 @@ def job_benchmarks():
             run=RUNS,
             seed=SEEDS,
         ),
+        *expand(f"{R}/benchmarks/sampling_reference/seed{{seed}}.tsv", seed=SEEDS),
         f"{R}/benchmarks/tables.tsv",
         f"{R}/benchmarks/eval_tables.tsv",
         *([f"{R}/benchmarks/snapshots.tsv"] if SNAPSHOTS else []),

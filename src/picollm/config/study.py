@@ -337,6 +337,12 @@ class DataConfig(Section):
     def source(self, name: str) -> Source:
         return next(s for s in self.sources if s.name == name)
 
+    @property
+    def english(self) -> bool:
+        """Whether the study's text is English words (a tinystories or text source), so that a share of words
+        found in an English word list means something; 3seqs text is numbers."""
+        return any(s.kind != "3seqs" for s in self.sources)
+
 
 class SamplingConfig(Section):
     prompts: list[str] = Field(["Once upon a time"], min_length=1)
