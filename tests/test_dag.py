@@ -8,11 +8,17 @@ import sys
 import pytest
 
 from conftest import ROOT, local_run_env, tiny_offline_config, write_config
+from picollm import tracking
 
 MODELS = ("kgram_mlp", "lstm", "transformer")
 AGGREGATES = {"tables", "eval_tables", "provenance_table", "figure_loss_curves", "figure_lr_schedule",
               "figure_grad_norms", "figure_sample_comparison", "figure_sample_slide", "figure_p_sweep", "report"}
 STUDY = {"study_config"}  # the validated config the report shows: any config key but the scheduling ones
+# tables/resources.csv and its figure read every job's benchmark file: they follow whatever job runs, and only the
+# report reads them
+COST = {"resources", "figure_resources"}
+AGGREGATES |= COST
+LOGGERS = ["tensorboard"] if tracking.installed("tensorboard") else []  # the study's, with the tracking extra
 
 
 def model_jobs(model, stages=("train", "sample", "evaluate")):
@@ -29,6 +35,7 @@ def study(tmp_path_factory):
     (project / "story.txt").write_text("".join(f"story {i} of a cat and a dog.\n<|endoftext|>\n" for i in range(60)))
     cfg = tiny_offline_config(steps=10, tokenizer="bpe:300")
     cfg["data"]["sources"].append({"kind": "text", "name": "stories", "train_files": ["story.txt"]})
+    cfg["train"]["loggers"] = LOGGERS
     write_config(project / "study.yaml", cfg)
     result = run(project, "--cores", "2", "all")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -71,16 +78,31 @@ def test_threads_rerun_nothing(study):
     assert planned(study, "models={lstm: {train: {threads: 2}}}") == set()
 
 
+def test_adding_or_removing_a_logger_reruns_nothing(study):
+    """The study was logged to TensorBoard (with the tracking extra): trackers only watch a training."""
+    assert all((study / "results" / "tiny" / "tensorboard" / m / "seed7").is_dir() == bool(LOGGERS) for m in MODELS)
+    assert planned(study, "train={loggers: [tensorboard, mlflow, wandb]}") == set()
+    assert planned(study, "models={lstm: {train: {loggers: [wandb]}}}") == set()
+    assert planned(study, "train={loggers: []}") == set()
+
+
 def test_p_values_rerun_sampling_and_evaluation(study):
     expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS))
     shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
-             "figure_p_sweep", "report"}  # the training curves stay: they read metrics.csv only
+             "figure_p_sweep", "report", *COST}  # the training curves stay: they read metrics.csv only
     assert planned(study, "sampling={p_values: [0.5]}") == expected | shown | STUDY
+
+
+def test_num_samples_reruns_sampling_evaluation_and_the_real_stories(study):
+    expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS)) | {"sampling_reference"}
+    shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
+             "figure_p_sweep", "report"}
+    assert planned(study, "sampling={num_samples: 3}") == expected | shown | STUDY
 
 
 def test_sweep_p_values_rerun_evaluation_only(study):
     expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table", "report"}
-    expected |= STUDY
+    expected |= STUDY | COST
     assert planned(study, "sampling={sweep_p_values: [0.3, 0.6]}") == expected
 
 
@@ -123,10 +145,14 @@ def edited(study, module: str, text: str):
 def test_editing_a_figure_module_reruns_that_figure_only(study):
     # grad_norms and lr_schedule import read_metrics from loss_curves, so they follow it
     slide = edited(study, "plots/sample_slide.py", "\nEDITED = 1\n")
-    assert slide == {"figure_sample_slide", "provenance_table", "report"}
+    assert slide == {"figure_sample_slide", "provenance_table", "report"} | COST
     jobs = edited(study, "plots/loss_curves.py", "\nEDITED = 1\n")
-    assert {"figure_loss_curves", "provenance_table", "report"} <= jobs <= {
-        "figure_loss_curves", "figure_grad_norms", "figure_lr_schedule", "provenance_table", "report"}
+    assert {"figure_loss_curves", "provenance_table", "report"} | COST <= jobs <= {
+        "figure_loss_curves", "figure_grad_norms", "figure_lr_schedule", "provenance_table", "report"} | COST
+
+
+def test_editing_the_cost_figure_reruns_it_alone(study):
+    assert edited(study, "plots/resources.py", "\nEDITED = 1\n") == {"figure_resources", "report"}
 
 
 def test_editing_the_transformer_reruns_the_transformer_only(study):

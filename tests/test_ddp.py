@@ -122,6 +122,21 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_pa
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
+def test_rank_0_alone_logs_to_the_trackers(tokens_dir, tmp_path):
+    """Two ranks with train.loggers: one TensorBoard event file, rank 0's, with every row of metrics.csv."""
+    pytest.importorskip("tensorboard", reason="the tracking extra: pip install -e .[tracking]")
+    from test_tracking import assert_same, expected, tensorboard_scalars
+    cfg = study(2, max_steps=20, eval_interval=10, loggers=["tensorboard"])
+    out = tmp_path / "ranks2"
+    command = (f"{train_command(tokens_dir, out, 2, cfg=cfg)} --loggers {jobs.train_loggers(cfg, 'm')} "
+               f"--tracking-dir {tmp_path / 'exp'}")
+    proc = subprocess.run(["bash", "-c", command], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:] + open(f"{out}.log").read()[-3000:]
+    log_dir = tmp_path / "exp" / "tensorboard" / "m" / "seed3"
+    assert len(list(log_dir.iterdir())) == 1
+    assert_same(tensorboard_scalars(log_dir)[0], expected(out))
+
+
 def test_two_ranks_stop_together_on_a_time_budget(tokens_dir, tmp_path):
     """train.max_minutes under DDP: rank 0's clock decides for both ranks (else one would wait forever in the
     next all-reduce), and the schedule follows that one clock."""

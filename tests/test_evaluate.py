@@ -1,5 +1,6 @@
-"""Evaluation metrics on hand-made inputs: distinct-n, repeated 4-grams, whole-split scoring (every token
-once, tail included), bits per byte, per-source aggregation, sample log-likelihood, and the eval tables."""
+"""Evaluation metrics on hand-made inputs: distinct-n, repeated 4-grams, English words, the reference of real
+stories, whole-split scoring (every token once, tail included), bits per byte, per-source aggregation, sample
+log-likelihood, and the eval tables."""
 import json
 import math
 
@@ -93,6 +94,71 @@ def test_a_loop_without_spaces_is_caught_on_tokens_not_words():
     row = ev.sampling_metrics([rec])[0]
     assert row["distinct_1"] == pytest.approx(1 / 40) and row["rep_4"] == pytest.approx(36 / 37)
     assert row["mean_words"] == 0 and math.isnan(row["words_distinct_1"])
+
+
+def test_english_word_share_of_a_hand_made_text():
+    # words: the, cat, didn't, see, zzgr, qwv (digits and signs split words, case is ignored)
+    assert ev.english_word_share(["The cat didn\u2019t see 42 zzgr-qwv!"]) == pytest.approx(4 / 6)
+    assert ev.english_word_share(["Lily ran", "xq"]) == pytest.approx(2 / 3)  # pooled over the texts
+    assert ev.WORD.findall("once upon a time, lily's dog") == ["once", "upon", "a", "time", "lily's", "dog"]
+    assert math.isnan(ev.english_word_share(["0 1 1 2 3", "\n\n"]))  # no words at all
+
+
+def test_english_word_share_is_not_applicable_to_a_text_that_is_not_english():
+    rec = {"model": "m", "prompt": "", "decoding": "greedy", "text": "the dog ran", "new_tokens": 3,
+           "token_ids": [1, 2, 3], "ended": True}
+    assert ev.sampling_metrics([rec])[0]["english_word_share"] == 1.0
+    row = ev.sampling_metrics([rec], english=False)[0]
+    assert math.isnan(row["english_word_share"]) and row["ended_share"] == 1.0
+
+
+STORIES = ["the cat sat on the mat", "a dog ran", "once upon a time a bird sang and sang", "the end"]
+
+
+def byte_split(stories) -> tuple[np.ndarray, dict]:
+    """A split of byte tokens, every story followed by end-of-text, as one source; and its sources."""
+    ids = [t for story in stories for t in (*story.encode(), ByteTokenizer.eot_token)]
+    return np.array(ids, dtype=np.uint16), {"s": {"start": 0, "end": len(ids)}}
+
+
+def test_reference_stories_are_real_stories_cut_like_samples():
+    tokens, sources = byte_split(STORIES)
+    starts = ev.story_starts(tokens, sources, 256)
+    assert starts.tolist() == [0, 23, 33, 71]
+    recs = ev.reference_records(tokens, sources, ByteTokenizer(), count=4, max_new_tokens=12, seed=1)
+    assert sorted(r["text"] for r in recs) == sorted(s[:12] for s in STORIES)  # each story once, from its start
+    assert [r["ended"] for r in sorted(recs, key=lambda r: r["document"])] == [False, True, False, True]
+    assert all(r["new_tokens"] == len(r["token_ids"]) == len(r["text"]) <= 12 for r in recs)
+    again = ev.reference_records(tokens, sources, ByteTokenizer(), count=2, max_new_tokens=12, seed=1)
+    assert again == ev.reference_records(tokens, sources, ByteTokenizer(), count=2, max_new_tokens=12, seed=1)
+    assert len(again) == 2 and len({r["document"] for r in again}) == 2  # distinct stories, fixed by the seed
+    assert len(ev.reference_records(tokens, sources, ByteTokenizer(), 10, 12, seed=1)) == 4  # no more than there are
+
+
+def test_reference_measures_of_hand_made_stories(tmp_path, capsys):
+    from picollm.data.tokens import tokenize
+    (tmp_path / "train.txt").write_text("\n".join(STORIES))
+    (tmp_path / "val.txt").write_text("\n".join(STORIES))  # one story per line
+    tokenize("byte", {"s": {"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt")}},
+             tmp_path / "tok", 1)
+    sampling = SamplingConfig(prompts=["a", "b"], num_samples=2, max_new_tokens=1000)  # 4 stories: all of them
+    row, = ev.reference_measures(tmp_path / "tok", sampling, seed=3)
+    words = [w for story in STORIES for w in story.split()]
+    assert row["decoding"] == row["model"] == "reference" and math.isnan(row["p"]) and row["samples"] == 4
+    assert row["ended_share"] == 1.0 and row["mean_words"] == len(words) / 4
+    assert row["mean_tokens"] == sum(map(len, STORIES)) / 4 and math.isnan(row["mean_loglik"])
+    assert row["words_distinct_1"] == pytest.approx(len(set(words)) / len(words))
+    assert row["english_word_share"] == 1.0
+    assert math.isnan(ev.reference_measures(tmp_path / "tok", sampling, seed=3, english=False)[0]["english_word_share"])
+    # 10 tokens: "a dog ran" (9) and "the end" (7) end within them, their end-of-text included
+    short, = ev.reference_measures(tmp_path / "tok", sampling.model_copy(update={"max_new_tokens": 10}), seed=3)
+    assert short["ended_share"] == 2 / 4 and short["mean_tokens"] == (10 + 9 + 10 + 7) / 4
+    shorter, = ev.reference_measures(tmp_path / "tok", sampling.model_copy(update={"max_new_tokens": 9}), seed=3)
+    assert shorter["ended_share"] == 1 / 4  # "a dog ran" fills the 9 tokens: its end-of-text would be the 10th
+    assert "fewer than" not in capsys.readouterr().out
+    more, = ev.reference_measures(tmp_path / "tok", sampling.model_copy(update={"num_samples": 3}), seed=3)
+    assert more["samples"] == 4
+    assert "note: the validation split holds 4 stories, fewer than the 6" in capsys.readouterr().out
 
 
 # --- whole-split scoring and bits per byte ----------------------------------------------------------

@@ -2,7 +2,7 @@
 import pytest
 
 from picollm import codehash, jobs
-from picollm.config import Study, parse
+from picollm.config import DataConfig, ReferenceJob, Study, parse
 from picollm.errors import PicoError
 
 from conftest import tiny_offline_config
@@ -26,6 +26,22 @@ def test_sample_and_evaluate_jobs_read_only_their_keys(cfg):
     evaluate = jobs.evaluate(cfg, "lstm.train.lr=0.01", 7)
     assert "sweep_p_values" in evaluate["sampling"] and evaluate["sweep"] == {"lstm": {"train.lr": [0.01]}}
     assert "sweep" not in jobs.evaluate(cfg, "lstm", 7)
+    assert set(evaluate["data"]) == {"sources"}  # whether the text is English
+
+
+def test_reference_job_reads_how_many_and_how_long_the_samples_are(cfg):
+    job = jobs.reference(cfg, 8)
+    assert set(job) == {"seed", "sampling", "data"} and job["seed"] == 8
+    assert set(job["sampling"]) == {"prompts", "num_samples", "max_new_tokens"}  # not the p values
+    assert parse(ReferenceJob, job).data.english is False  # 3seqs numbers
+
+
+def test_only_a_study_of_numbers_alone_is_not_english():
+    text = {"kind": "text", "train_files": ["a.txt"]}
+    numbers = {"kind": "3seqs"}
+    assert not DataConfig(sources=[numbers]).english
+    assert DataConfig(sources=[text]).english and DataConfig(sources=[numbers, text]).english
+    assert DataConfig(sources=[{"kind": "tinystories"}]).english
 
 
 def test_generated_data_follow_the_data_seed(cfg):

@@ -170,6 +170,41 @@ def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
     plt.close(fig)
 
 
+def p_sweep_rows(english: bool) -> list[dict]:
+    """Two runs and the reference rows over three seeds, every measure of the figure."""
+    def measures(seed, base):
+        return {"distinct_1": base + seed / 10, "distinct_2": base, "distinct_3": base, "rep_4": 1 - base,
+                "english_word_share": base if english else np.nan, "ended_share": base, "mean_tokens": 40 * base,
+                "mean_words": 10 * base}
+    rows = [{"experiment": "exp", "run": m, "seed": seed, "model": m, "decoding": d, "p": p, "samples": 4,
+             "mean_loglik": -1.0, "train_tokens": 512, **measures(seed, 0.4 + (p if p == p else 0) / 4)}
+            for m in ["a", "b.d_model=8"] for seed in [1, 2, 3]
+            for d, p in [("greedy", np.nan), ("p=0.8", 0.8), ("p=0.95", 0.95), ("p=1", 1.0)]]
+    return rows + [{"experiment": "exp", "run": "reference", "seed": seed, "model": "reference",
+                    "decoding": "reference", "p": np.nan, "samples": 4, "mean_loglik": np.nan,
+                    "train_tokens": np.nan, **measures(seed, 0.75)} for seed in [1, 2, 3]]
+
+
+@pytest.mark.parametrize("english", [True, False])
+def test_p_sweep_draws_the_real_stories_as_a_reference_line(tmp_path, english):
+    pd.DataFrame(p_sweep_rows(english)).to_csv(tmp_path / "s.csv", index=False)
+    p_sweep.plot(tmp_path / "s.csv", tmp_path / "p.png", "exp")
+    assert_png_and_svg(tmp_path / "p.png")
+    means = p_sweep.seed_means(pd.read_csv(tmp_path / "s.csv"))
+    reference = means[means["decoding"] == "reference"].iloc[0]
+    assert reference["distinct_1"] == pytest.approx(0.95) and reference["distinct_1_std"] == pytest.approx(0.1)
+    fig = p_sweep.figure(tmp_path / "s.csv", "exp")
+    panels = dict(zip([c for c, _ in p_sweep.PANELS], fig.axes))
+    dashed = [line for line in panels["distinct_2"].lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(0.75)  # across the panel
+    assert not [line for line in panels["mean_loglik"].lines if line.get_linestyle() == "--"]  # no model: none
+    assert [t.get_text() for t in fig.legends[0].get_texts()][2:] == [
+        "greedy", "real stories (4, ± 1 std)"]
+    notes = [t.get_text() for t in panels["english_word_share"].texts]
+    assert notes == ([] if english else [p_sweep.NOT_ENGLISH])
+    plt.close(fig)
+
+
 def test_p_sweep_of_one_seed_without_run_column(tmp_path):
     """An eval/sampling.csv from before seeds: one seed per model, no error bars."""
     rows = [{"model": m, "decoding": d, "p": p, "samples": 2, "distinct_1": 0.5, "distinct_2": 0.6,

@@ -1,12 +1,16 @@
 """Nucleus sampling against its definition (exactly and statistically) and a library version;
-generate() for every model type: greedy = argmax, seeded reproducibility, past block_size."""
+generate() for every model type: greedy = argmax, seeded reproducibility, past block_size; sample records
+say whether the story ended."""
 import numpy as np
 import pytest
 import torch
 
+from picollm.config import SamplingConfig
+from picollm.data.tokenizer import ByteTokenizer
 from picollm.errors import PicoError
+from picollm.evaluate import sampling_metrics
 from picollm.models import build_model
-from picollm.sampling import decodings, generate, nucleus_sample, sample_seed
+from picollm.sampling import decodings, generate, nucleus_sample, sample_records, sample_seed
 
 MODELS = {
     "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 16},
@@ -119,3 +123,35 @@ def test_sample_seeds_and_decodings():
     assert sample_seed(1, "m", "prompt", 0.9, 0) == sample_seed(1, "m", "prompt", 0.9, 0)
     assert sample_seed(1, "m", "prompt", 0.9, 0) != sample_seed(1, "m", "prompt", 0.9, 1)
     assert decodings([0.8, 1]) == ["greedy", 0.8, 1.0]
+
+
+def saying(token: int, vocab_size: int = 257, also: int | None = None):
+    """An LSTM over byte ids whose next token is always `token` (or, with `also`, one of the two, equally)."""
+    model = build_model(MODELS["lstm"], vocab_size=vocab_size, block_size=8)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-100.0)
+        model.head.bias[token] = 100.0
+        if also is not None:
+            model.head.bias[also] = 100.0
+    return model
+
+
+@pytest.mark.parametrize("stop_at_eot", [True, False])
+def test_records_say_whether_the_story_ended_and_the_share_is_measured(stop_at_eot):
+    tokenizer = ByteTokenizer()
+    cfg = SamplingConfig(prompts=["Once", ""], p_values=[1.0], max_new_tokens=6, num_samples=3,
+                         stop_at_eot=stop_at_eot)
+    ends = sample_records(saying(tokenizer.eot_token), tokenizer, "ends", cfg, seed=0)
+    goes_on = sample_records(saying(ord("a")), tokenizer, "goes_on", cfg, seed=0)
+    assert all(r["ended"] and r["text"] == "" and r["new_tokens"] == 0 for r in ends)
+    assert not any(r["ended"] for r in goes_on) and {r["text"] for r in goes_on} == {"aaaaaa"}
+    assert [row["ended_share"] for row in sampling_metrics(ends + goes_on)] == [0.5, 0.5]  # greedy, p=1
+    # a coin between 'a' and end-of-text: a sample ends within 6 tokens unless it draws 'a' six times
+    coin = sample_records(saying(ord("a"), also=tokenizer.eot_token), tokenizer, "coin", cfg.model_copy(
+        update={"num_samples": 200, "prompts": [""]}), seed=0)
+    nucleus = [r for r in coin if r["decoding"] == 1.0]
+    assert all(r["ended"] == (r["new_tokens"] < 6) for r in nucleus)
+    assert sampling_metrics(nucleus)[0]["ended_share"] == pytest.approx(1 - 0.5 ** 6, abs=0.05)
+    # records from before `ended` was recorded: no share rather than a made-up one
+    assert np.isnan(sampling_metrics([{k: v for k, v in r.items() if k != "ended"} for r in ends])[0]["ended_share"])

@@ -206,3 +206,12 @@ def test_sampling_table_adds_run_and_seed(tmp_path):
     assert list(zip(csv["run"], csv["seed"])) == [("lstm", 1), ("lstm", 2), ("lstm.train.lr=0.01", 1),
                                                   ("lstm.train.lr=0.01", 2)]
     assert set(frame["train_tokens"]) == {512}
+    # the real stories' rows come last, one per seed, run and decoding `reference`
+    reference = {}
+    for seed in [1, 2]:
+        reference[str(seed)] = tmp_path / f"reference{seed}.csv"
+        pd.DataFrame([{"model": "reference", "decoding": "reference", "p": None, "samples": 4, "distinct_1": 0.7,
+                       "ended_share": 0.25, "seed": seed}]).to_csv(reference[str(seed)], index=False)
+    frame = tables.sampling_table(inputs, tmp_path / "sampling.csv", "exp", reference=reference)
+    assert list(zip(frame["run"], frame["seed"]))[4:] == [("reference", 1), ("reference", 2)]
+    assert list(frame["decoding"].iloc[4:]) == ["reference"] * 2 and frame["train_tokens"].iloc[4:].isna().all()

@@ -46,7 +46,15 @@ def test_offline_study_produces_every_output(offline_run):
     assert len(samples) == 3 * 2 * (1 + 2 * 2)
     assert set(samples["decoding"]) == {"greedy", "p=0.9", "p=1"}
     record = json.loads((res / "samples/lstm/seed7.jsonl").read_text().splitlines()[0])
-    assert {"prompt", "decoding", "seed", "text", "new_tokens"} <= set(record)
+    assert {"prompt", "decoding", "seed", "text", "new_tokens", "ended"} <= set(record)
+    sampling = pd.read_csv(res / "eval/sampling.csv")
+    reference = sampling[sampling["decoding"] == "reference"]
+    # real validation stories after the runs: one draw, as many as a nucleus decoding's samples (2 prompts x 2)
+    assert list(reference["run"]) == ["reference"] and sampling.index[-1] == reference.index[0]
+    assert reference["samples"].item() == 4 and 0 < reference["mean_tokens"].item() <= 12
+    assert reference[["distinct_2", "rep_4", "ended_share", "mean_words"]].notna().all(axis=None)
+    assert sampling["ended_share"].between(0, 1).all()
+    assert sampling["english_word_share"].isna().all()  # 3seqs numbers: not applicable
     models_md = (res / "tables/models.md").read_text()
     assert all(m in models_md for m in ("kgram_mlp", "lstm", "transformer"))
     for m in ("kgram_mlp", "lstm", "transformer"):
@@ -170,6 +178,10 @@ def test_tinystories_text_with_gpt2(tmp_path):
         val = pd.read_csv(res / f"models/{m}/seed7/metrics.csv")["val_loss"].dropna()
         assert val.iloc[-1] < val.iloc[0]
     assert (res / "figures/loss_curves.png").is_file()
+    sampling = pd.read_csv(res / "eval/sampling.csv").set_index("run")
+    # English text: real stories are nearly all dictionary words (names aside), and the samples' share is measured
+    assert sampling.loc["reference", "english_word_share"] > 0.9
+    assert sampling.drop("reference")["english_word_share"].between(0, 1).any()
 
 
 def test_failed_job_keeps_earlier_outputs(offline_run, tmp_path):
@@ -239,6 +251,7 @@ def test_snakemake_report_holds_every_figure_table_caption_and_the_config(offlin
         first_words = caption.read_text().split("``")[0].split()[:4]
         assert " ".join(first_words) in page, caption.name
     assert "num_sequences" in page  # the validated config, in the workflow description
+    assert "Here it does not apply" in page and "The English word panel is empty: not applicable" in page
 
 
 def test_dry_run_parses_without_torch(tmp_path):

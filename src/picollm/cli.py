@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the job on each node (split over its devices)")
     p.add_argument("--devices", type=int, default=1, help="data-parallel processes per node (torchrun is started)")
     p.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM job, one torchrun on each (srun)")
+    p.add_argument("--loggers", help="live trackers, comma-separated (train.loggers: tensorboard, "
+                                                 "mlflow, wandb); they watch the run and change nothing in it")
+    p.add_argument("--tracking-dir", help="results/<experiment>: the trackers' files go under it and take its name "
+                                          "(default: --out-dir)")
 
     p = _stage(sub, "sample", "greedy and nucleus samples of one model -> JSONL",
                '{"sampling": {"prompts": [...], "p_values": [...], ...}, "seed": N}')
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-csv", help="every pair of runs: bits-per-byte difference paired by seed, 95%% CI")
     p.add_argument("--sampling-inputs", help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
     p.add_argument("--sampling-csv")
+    p.add_argument("--reference-inputs", help='{"seed": "eval/reference/seed<k>.csv"} as JSON: the reference rows '
+                                              'of --sampling-csv')
 
     p = _stage(sub, "scaling", "each model type's compute frontier and power-law fit, from every run's curves",
                '{"experiment": NAME}')
@@ -105,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", required=True, help='{"run": {"seed": "eval/<run>/seed<k>.json"}} as JSON')
     p.add_argument("--csv", required=True, help="tables/scaling.csv: per model type, the fit with 95%% intervals")
     p.add_argument("--points", required=True, help="tables/scaling_points.csv: every point in bits per byte")
+
+    p = _stage(sub, "resources", "every job's wall time, peak memory and CPU time from its benchmark file -> CSV",
+               '{"experiment": NAME}')
+    p.add_argument("--root", required=True, help="results/<experiment>/benchmarks: a path under it names the job")
+    p.add_argument("--benchmarks", nargs="+", required=True, help="benchmarks/<rule>[/<run>][/seed<k>].tsv files")
+    p.add_argument("--out", required=True, help="tables/resources.csv")
 
     p = _stage(sub, "figure", "rebuild one figure from files on disk",
                '{"experiment": NAME, "figures": {"attention_prompt": TEXT}}')
@@ -122,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="eval/<model>.json")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
+
+    p = _stage(sub, "reference", "the sampling measures of real validation stories cut to the samples' length",
+               '{"sampling": {"prompts": [...], "num_samples": N, "max_new_tokens": N}, "seed": N, "data": {...}}')
+    p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
+    p.add_argument("--out", required=True, help="eval/reference/seed<k>.csv")
 
     p = _stage(sub, "snapshots", "each run's greedy continuation of the first prompt at every kept training step",
                '{"experiment": NAME, "sampling": {"prompts": [...], "max_new_tokens": N}}')

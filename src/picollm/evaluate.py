@@ -25,13 +25,24 @@ generated tokens (the prompt excluded):
   mean_tokens, mean_words   mean sample length (new tokens; whitespace-separated words)
   mean_loglik  mean log-probability per new token (nats) the model gives its own samples, under its full
                distribution (not the truncated nucleus one), each token given the prompt and the sample so far
+  ended_share  share of samples that end their story: emit end-of-text within max_new_tokens (the record's
+               `ended`; NaN for records that do not say)
   words_distinct_n, words_rep_4   the same on whitespace-separated words of the decoded text: comparable across
                tokenizers, but blind to loops without spaces ("......", runs of newlines), hence tokens first.
+  english_word_share   lowercase alphabetic words (apostrophes inside kept: "didn't") found in pyspellchecker's
+               English word list, over all such words, pooled over the samples; NaN for a study whose text is not
+               English (3seqs numbers) or samples with no such word
+
+The reference (`reference_records`): real stories of the study's validation split, as many as a nucleus
+decoding has samples, each from its first token and cut where a sample is cut (max_new_tokens, or its
+end-of-text), drawn with a fixed seed; the same measures on them say what real text gives.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -40,6 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from picollm.errors import PicoError
+from picollm.io import note
 from picollm.models.compact import CompactVocab
 from picollm.config import SamplingConfig
 from picollm.sampling import decodings, sweep_records
@@ -71,6 +83,26 @@ def repeated_ngram_rate(seq, n: int = 4) -> float:
 
 def words(text: str) -> list[str]:
     return str(text).split()
+
+
+# A word: lowercase letters, with apostrophes inside it ("didn't", "lily's"); digits and signs split words.
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+@functools.cache
+def english_word_list() -> frozenset[str]:
+    """pyspellchecker's English word list: 138k lowercase words, inflections, contractions and common names
+    included, shipped inside the package (nothing is downloaded)."""
+    from spellchecker import SpellChecker
+    return frozenset(SpellChecker(language="en", distance=1).word_frequency.keys())
+
+
+def english_word_share(texts) -> float:
+    """Words of `texts` (lowercase alphabetic, see WORD) found in the English word list, over all such words,
+    pooled over the texts; NaN when they hold none. english_word_share(["The cat sat, zzgr!"]) = 3 / 4."""
+    found = [w for text in texts for w in WORD.findall(str(text).lower().replace("\u2019", "'"))]
+    known = english_word_list()
+    return sum(w in known for w in found) / len(found) if found else float("nan")
 
 
 def diversity(seqs) -> dict:
@@ -272,8 +304,13 @@ def sequence_logprobs(model, ids, block_size: int) -> torch.Tensor:
 
 # --- samples ----------------------------------------------------------------------------------------
 
+REFERENCE = "reference"  # the decoding (and run) of real validation stories in the sampling tables
+
+
 def _decoding_label(decoding) -> str:
-    return "greedy" if decoding in ("greedy", None) else f"p={float(decoding):g}"
+    if decoding in ("greedy", None, REFERENCE):
+        return decoding or "greedy"
+    return f"p={float(decoding):g}"
 
 
 def sample_loglik(model, tokenizer, record: dict) -> tuple[float, int]:
@@ -286,12 +323,19 @@ def sample_loglik(model, tokenizer, record: dict) -> tuple[float, int]:
     return float(logp[len(prompt_ids) - 1:].sum()), len(new)
 
 
-def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str = "sample log-likelihood"
-                     ) -> list[dict]:
+def ended_share(records: list[dict]) -> float:
+    """Share of the records that ended their story (emitted end-of-text); NaN when none says."""
+    ended = [bool(r["ended"]) for r in records if r.get("ended") is not None]
+    return float(np.mean(ended)) if ended else float("nan")
+
+
+def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str = "sample log-likelihood",
+                     english: bool = True) -> list[dict]:
     """One row per decoding (in order of first appearance) with the measures in the module docstring.
 
     Without a model, mean_loglik is NaN (the text measures need only the records); with one, a progress bar
-    (stderr) counts the samples scored."""
+    (stderr) counts the samples scored. english=False: the study's text is not English, english_word_share
+    is NaN."""
     groups: dict = {}
     for rec in records:
         groups.setdefault(_decoding_label(rec["decoding"]), []).append(rec)
@@ -310,15 +354,68 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str 
         first = recs[0]
         rows.append({
             "model": first["model"], "decoding": label,
-            "p": float("nan") if label == "greedy" else float(first["decoding"]),
+            "p": float("nan") if label in ("greedy", REFERENCE) else float(first["decoding"]),
             "samples": len(recs), **diversity(seqs),
             "mean_tokens": float(np.mean([len(s) for s in seqs])),
             "mean_words": float(np.mean([len(s) for s in word_seqs])),
+            "ended_share": ended_share(recs),
             "mean_loglik": mean_ll, "self_perplexity": math.exp(-mean_ll) if ll_count else float("nan"),
             **{f"words_{k}": v for k, v in diversity(word_seqs).items()},
+            "english_word_share": english_word_share(r["text"] for r in recs) if english else float("nan"),
             "origin": first.get("origin", "samples")})
     bar.close()
     return rows
+
+
+def story_starts(tokens: np.ndarray, sources: dict, eot: int) -> np.ndarray:
+    """Token offset of every document of a split whose sources are `sources` (every document is followed by
+    end-of-text, so one starts at each source's start and after each end-of-text but the source's last)."""
+    starts = []
+    for r in sources.values():
+        ends = np.flatnonzero(np.asarray(tokens[r["start"]:r["end"]]) == eot) + r["start"]
+        starts.append(np.concatenate([[r["start"]], ends[:-1] + 1]))
+    return np.concatenate(starts).astype(np.int64)
+
+
+def reference_records(tokens: np.ndarray, sources: dict, tokenizer, count: int, max_new_tokens: int, seed: int
+                      ) -> list[dict]:
+    """`count` distinct real stories of a split (all of them if it holds fewer), drawn with `seed`, each from its
+    first token and cut as a sample is cut: after max_new_tokens tokens, or at its end-of-text, which then counts
+    as the story ended. Records shaped like the sample stage's, with decoding `reference`."""
+    eot = tokenizer.eot_token
+    starts = story_starts(tokens, sources, eot)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(starts), size=min(count, len(starts)), replace=False))
+    records = []
+    for sample, doc in enumerate(chosen.tolist()):
+        ids = np.asarray(tokens[starts[doc]:starts[doc] + max_new_tokens], dtype=np.int64).tolist()
+        ended = eot in ids
+        ids = ids[:ids.index(eot)] if ended else ids
+        records.append({"model": REFERENCE, "prompt": "", "decoding": REFERENCE, "p": None, "sample": sample,
+                        "document": doc, "seed": seed, "text": tokenizer.decode(ids), "new_tokens": len(ids),
+                        "token_ids": ids, "ended": ended, "origin": "validation"})
+    return records
+
+
+def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english: bool = True) -> list[dict]:
+    """The sampling measures (one row, decoding `reference`) of real stories of the validation split in
+    tokens_dir: as many as a nucleus decoding has samples (prompts x num_samples), cut to max_new_tokens."""
+    from pathlib import Path
+
+    from picollm.data.tokenizer import get_tokenizer
+    from picollm.data.tokens import load_tokens, read_meta
+
+    tokens_dir = Path(tokens_dir)
+    meta = read_meta(tokens_dir / "meta.json")
+    tokenizer = get_tokenizer(meta["tokenizer"], meta.get("tokenizer_json"))
+    val = load_tokens(tokens_dir / "val.bin", meta)
+    count = len(sampling.prompts) * sampling.num_samples
+    records = reference_records(val, meta["splits"]["val"]["sources"], tokenizer, count, sampling.max_new_tokens,
+                                seed)
+    if len(records) < count:
+        note(f"the validation split holds {len(records)} stories, fewer than the {count} of a nucleus decoding; the "
+             f"reference measures those (cut the validation text into stories to have more: a text source's "
+             f"split_on, or <|endoftext|> lines between its stories)")
+    return sampling_metrics(records, english=english)
 
 
 def scoring_method(block_size: int, max_tokens: int | None, capped: bool) -> str:
@@ -340,11 +437,12 @@ def run_config(ckpt: dict) -> dict:
 
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
                    max_tokens: int | None = None, samples_path=None, sampling: SamplingConfig | None = None,
-                   seed: int = 1337) -> tuple:
+                   seed: int = 1337, english: bool = True) -> tuple:
     """(eval dict for eval/<model>.json, sampling rows) of one trained model.
 
     max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
-    pass (None: eval_batch_size). With `sampling`, the samples are joined by samples at its sweep_p_values."""
+    pass (None: eval_batch_size). With `sampling`, the samples are joined by samples at its sweep_p_values.
+    english=False: the study's text is not English (english_word_share NaN)."""
     from pathlib import Path
 
     from picollm.data.tokenizer import checkpoint_tokenizer
@@ -391,7 +489,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
             records = [json.loads(line) for line in fh if line.strip()]
         if sampling is not None:
             records += sweep_records(model, tokenizer, name, sampling, seed)
-        rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}")
+        rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}", english=english)
         order = {label: i for i, label in enumerate(map(_decoding_label, decodings(sorted(
             {r["p"] for r in rows if not math.isnan(r["p"])}))))}
         rows.sort(key=lambda r: order.get(r["decoding"], len(order)))

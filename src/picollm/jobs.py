@@ -4,9 +4,10 @@ Each rule passes its stage's slice (`train(study, run, seed)`, `sample(study, se
 `--config JSON` and puts it and the job's `code(...)` hash in the rule's `params`, so a job reruns when, and
 only when, something it reads or runs changes. A slice is an object of its stage's class
 (picollm.config.stages), dumped to JSON; the command parses the JSON back into that class.
-`train.threads`, `train.devices` and `train.nodes` only schedule work and are left out: changing them reruns
-nothing. The train rule passes them as its threads and resources (which, unlike params, trigger no rerun):
-they reserve the job's CPUs, GPUs and nodes, and `picollm train --devices N --nodes M` starts torchrun.
+`train.threads`, `train.devices` and `train.nodes` only schedule work, and `train.loggers` only watches it:
+they are left out, so changing them reruns nothing. The train rule passes them as its threads and resources
+(which, unlike params, trigger no rerun): they reserve the job's CPUs, GPUs and nodes, `picollm train
+--devices N --nodes M` starts torchrun, and `--loggers` names the live trackers (picollm.tracking).
 Pure Python (no torch): it runs whenever the Snakefile is parsed.
 """
 from __future__ import annotations
@@ -14,16 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import EvaluateJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size
+from picollm.config import (EvaluateJob, ReferenceJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob,
+                            bpe_vocab_size)
 from picollm.model_types import type_module
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
 # the same global batch (train.batch_size) over more processes, which tests/test_ddp.py finds equal to one
-# process's run up to float rounding.
-SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes"}
+# process's run up to float rounding. The loggers only watch a run (picollm.tracking).
+SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
-                 ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "tables", "figure",
-                  "provenance_table", "snapshots", "scaling", "export")}
+                 ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
+                  "figure", "provenance_table", "snapshots", "scaling", "export", "resources")}
 
 
 def _dump(job) -> dict:
@@ -92,6 +94,11 @@ def train_devices(study: Study, run: str) -> int:
     return study.train_of(run).devices
 
 
+def train_loggers(study: Study, run: str) -> str:
+    """A run's train.loggers as `picollm train --loggers` takes them: comma-separated, "" for none."""
+    return ",".join(study.train_of(run).loggers)
+
+
 def needs_gpu(device: str) -> bool:
     """Whether a job on this `device` setting holds a GPU (Snakemake's `gpu` resource). `auto` counts only
     where an NVIDIA driver is loaded, so a CPU laptop trains its models side by side; on a cluster say
@@ -110,9 +117,20 @@ def evaluate(study: Study, run: str, seed: int) -> dict:
     # a sweep run records its point in eval/<run>/seed<k>.json, for the sweep figure
     sweep = {point["model"]: {point["key"]: [point["value"]]}} if point else {}
     out = _dump(EvaluateJob(seed=seed, device=study.device, sampling=study.sampling, evaluate=study.evaluate,
-                            sweep=sweep))
+                            sweep=sweep, data={"sources": study.data.sources}))
     if not point:
         out.pop("sweep")
+    out["data"] = {"sources": out["data"]["sources"]}  # whether the text is English (english_word_share)
+    return out
+
+
+def reference(study: Study, seed: int) -> dict:
+    """Real validation stories to read the samples' measures against: as many and as long as a nucleus
+    decoding's samples (sampling.prompts x num_samples, max_new_tokens), drawn with `seed`; the sources say
+    whether the text is English. The p values are not read: changing them reruns no reference."""
+    out = _dump(ReferenceJob(seed=seed, sampling=study.sampling, data={"sources": study.data.sources}))
+    out["sampling"] = {k: out["sampling"][k] for k in ("prompts", "num_samples", "max_new_tokens")}
+    out["data"] = {"sources": out["data"]["sources"]}
     return out
 
 

@@ -96,7 +96,8 @@ def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: 
     """One record per (prompt, decoding, sample) for the sample stage's JSONL.
 
     Each prompt is preceded by the end-of-text token, as every training document is, so a prompt reads
-    as the start of a story and an empty prompt means 'start a new story'.
+    as the start of a story and an empty prompt means 'start a new story'. A sample is cut at its first
+    end-of-text; `ended` says whether it emitted one within max_new_tokens (ended its story).
     """
     eot = tokenizer.eot_token
     records = []
@@ -111,11 +112,13 @@ def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: 
                 out = generate(model, prompt_ids, sampling.max_new_tokens, p=None if decoding == "greedy" else decoding,
                                seed=s, stop_token=eot if sampling.stop_at_eot else None)
                 new = out[len(prompt_ids):].tolist()
-                if eot in new:
+                ended = eot in new  # the story ended within max_new_tokens
+                if ended:
                     new = new[:new.index(eot)]
                 records.append({"model": name, "prompt": prompt, "decoding": decoding,
                                 "p": None if decoding == "greedy" else decoding, "sample": sample, "seed": s,
-                                "text": tokenizer.decode(new), "new_tokens": len(new), "token_ids": new})
+                                "text": tokenizer.decode(new), "new_tokens": len(new), "token_ids": new,
+                                "ended": ended})
     return records
 
 

@@ -300,11 +300,15 @@ def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
     return frame
 
 
-def sampling_table(inputs, out_csv, experiment: str) -> pd.DataFrame:
+def sampling_table(inputs, out_csv, experiment: str, reference=None) -> pd.DataFrame:
     """eval/sampling.csv: the sampling measures of every run and seed (eval/sampling/<run>/seed<k>.csv) in one
-    file, with `run` and `seed` columns taken from `inputs` = {run: {seed: path}}."""
+    file, with `run` and `seed` columns taken from `inputs` = {run: {seed: path}}, then the rows of real
+    validation stories (run, model and decoding `reference`) from `reference` = {seed: eval/reference/seed<k>.csv}."""
     frames = [pd.read_csv(path).drop(columns=["run", "seed"], errors="ignore").assign(run=run, seed=seed)
               for run, seeds in seed_paths(inputs).items() for seed, path in seeds.items()]
+    frames += [pd.read_csv(path).drop(columns=["run", "seed"], errors="ignore").assign(run=lambda f: f["model"],
+                                                                                     seed=seed)
+               for seed, path in seed_paths({"reference": reference or {}})["reference"].items()]
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[["run", "seed", *(c for c in frame.columns if c not in ("run", "seed"))]]
     frame.insert(0, "experiment", experiment)

@@ -6,12 +6,14 @@ Outputs in models/<name>/: model.pt (written only at the end), metrics.csv, summ
 train.snapshot_steps (model.pt's format, with the validation loss at that step). The rolling checkpoint
 last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes; snapshots are
 staged in snapshots.partial/ beside it for the same reason, and published to snapshots/ at the end.
+train.loggers also send every metrics row, as it is written, to live trackers (picollm.tracking).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -27,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from picollm import distributed, finished
+from picollm import distributed, finished, tracking
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
@@ -67,6 +69,10 @@ def lr_scale(step: int, train_cfg: TrainConfig, elapsed_s: float = 0.0) -> float
     if train_cfg.max_minutes is not None:
         progress = max(progress, elapsed_s / (60 * train_cfg.max_minutes))
     return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# train keys that watch a run without changing it: no part of what a checkpoint or a finished run must match
+WATCHING = {"loggers"}
 
 
 def fingerprint(*parts) -> str:
@@ -146,6 +152,7 @@ class Run:
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     loss: torch.nn.Module | None = None  # the model's training loss; under torchrun the DDP module (distributed.wrap)
     identity: str = ""  # what finished/ records for a rerun to restore instead of train (finished_identity)
+    tracking: tracking.Tracking = dataclasses.field(default_factory=lambda: tracking.Tracking({}))  # train.loggers
 
     @property
     def tokens_per_step(self) -> int:
@@ -190,8 +197,8 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
         model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
-    run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(), seed, block_size, meta["raw_sha256"],
-                         meta["tokenizer"], compact_vocab)
+    run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
+                         meta["raw_sha256"], meta["tokenizer"], compact_vocab)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
@@ -247,6 +254,7 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
         "grad_norm": state.grad_norm,
         "act_rms": state.act_rms, "elapsed_s": round(run.elapsed(state), 3)})
     state.window_losses = []
+    run.tracking.row(state.rows[-1], list(itertools.takewhile(lambda h: h["step"] == step, reversed(state.health))))
     if snapshot_now and distributed.is_main():
         save_snapshot(run, state.rows[-1])
 
@@ -414,6 +422,7 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(ckpt, tmp)
     write_json(out_dir / "summary.json", summary)
+    run.tracking.summary(state.step, summary)
     finished.keep(out_dir, run.identity)  # before the checkpoint goes: one of the two is always there
     run.ckpt_path.unlink(missing_ok=True)  # finished: model.pt supersedes the rolling checkpoint
     shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
@@ -422,38 +431,53 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
 
 def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict, *, tokens_dir, out_dir, seed: int,
           block_size: int, device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
-          provenance: dict | None = None) -> dict:
+          provenance: dict | None = None, tracking_dir=None) -> dict:
     """Train one model to train_cfg.max_steps (or the steps train_cfg.flops pays for), resuming from
     out_dir/last.pt when it matches. The configs are objects of picollm.config (or mappings of their keys, for
     callers outside the workflow). model.pt and the resume fingerprint spell out every hyperparameter, defaults
     included: a default that changes later then neither rebuilds this checkpoint as another network nor resumes
-    it as one."""
+    it as one. train_cfg.loggers log under `tracking_dir` (results/<experiment>, whose name names the MLflow
+    experiment and W&B project; default: out_dir)."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = model_config(model_cfg)
     train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
-    owned = contextlib.ExitStack()
-    try:  # under torchrun: every rank trains, rank 0 alone writes (its summary is returned, {} elsewhere)
-        if distributed.is_main():  # one job per folder: rank 0 holds the lock for its ranks
-            owned.enter_context(folder_lock(out_dir))
-        identity = finished_identity(model_cfg, train_cfg, seed, block_size, read_meta(tokens_dir / "meta.json"),
-                                     compact_vocab, weights)
-        if (done := _restore(out_dir, identity)) is not None:
-            return done
-        run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
-                    compact_vocab, provenance)
-        run.identity = identity
-        # every rank loads the same last.pt
-        state = _resume(run) if run.ckpt_path.exists() else TrainState(scale=lr_scale(0, train_cfg))
-        if state.step == 0 and distributed.is_main():  # starting over: earlier staged snapshots must not be published
-            shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
-        run.t0 = time.perf_counter()
-        train_loop(run, state)
-        save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
-        return finish(run, state, out_dir, provenance) if distributed.is_main() else {}
-    finally:
-        distributed.stop()
-        owned.close()
+    main = distributed.is_main()  # under torchrun every rank trains, rank 0 alone writes and logs
+    with contextlib.ExitStack() as owned:
+        try:
+            if main:  # one job per folder: rank 0 holds the lock for its ranks
+                owned.enter_context(folder_lock(out_dir))
+                tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
+            identity = finished_identity(model_cfg, train_cfg, seed, block_size, read_meta(tokens_dir / "meta.json"),
+                                         compact_vocab, weights)
+            if (done := _restore(out_dir, identity)) is not None:
+                return done
+            run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
+                        compact_vocab, provenance)
+            run.identity = identity
+            # every rank loads the same last.pt
+            state = _resume(run) if run.ckpt_path.exists() else TrainState(scale=lr_scale(0, train_cfg))
+            if state.step == 0 and main:  # starting over: earlier staged snapshots must not be published
+                shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
+            if main:  # closed as training ends, with how it ended (finished, interrupted or failed)
+                root = Path(tracking_dir or out_dir)
+                run.tracking = owned.enter_context(start_tracking(run, state, seed, compact_vocab, root))
+            run.t0 = time.perf_counter()
+            train_loop(run, state)
+            save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
+            return finish(run, state, out_dir, provenance) if main else {}
+        finally:
+            distributed.stop()
+
+
+def start_tracking(run: Run, state: TrainState, seed: int, compact_vocab: bool, root: Path) -> tracking.Tracking:
+    """The run's train.loggers, from the step it trains from, with its config and seed as parameters."""
+    params = {"run": run.name, "seed": seed, "block_size": run.block_size, "compact_vocab": compact_vocab,
+              "device": str(run.device), "model": run.model_cfg.model_dump(),
+              "train": run.train_cfg.model_dump(exclude=WATCHING)}
+    target = tracking.Target(root, root.resolve().name, run.name, seed, run.ckpt_path.parent)
+    return tracking.start(run.train_cfg.loggers, target, params, run.run_id, state.step,
+                          state.rows[-1] if state.rows else None)
 
 
 def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: dict, compact_vocab,
@@ -461,8 +485,9 @@ def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, bloc
     """What a kept finished training (picollm.finished) must match to be restored rather than trained again:
     the resume fingerprint's parts, the sources' weights, the tokens' checksums and the training code."""
     tokens = {split: info.get("sha256") for split, info in (meta.get("splits") or {}).items()}
-    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(), seed, block_size, meta.get("raw_sha256"),
-                       meta.get("tokenizer"), compact_vocab, weights, tokens, finished.code(model_cfg.type))
+    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
+                       meta.get("raw_sha256"), meta.get("tokenizer"), compact_vocab, weights, tokens,
+                       finished.code(model_cfg.type))
 
 
 def _restore(out_dir: Path, identity: str) -> dict | None:

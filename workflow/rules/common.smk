@@ -116,6 +116,8 @@ def paths(nested):
 MODEL_DIR = f"{R}/models/{{run}}/seed{{seed}}"
 METRICS = per_run(f"{MODEL_DIR}/metrics.csv")
 EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
+# the sampling measures of real validation stories, one draw per seed
+REFERENCE = {s: f"{R}/eval/reference/seed{s}.csv" for s in SEEDS}
 
 # --- the registry: every figure and table, its caption (workflow/report/<name>.rst) and where it comes from --
 # A figure is drawn by `picollm figure <name>` from `inputs` ({run: {seed: path}}, {run: path} or one path);
@@ -140,9 +142,14 @@ if TRANSFORMERS:
     )
 if CFG.sweep:
     FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
-SCALING = {"points": f"{R}/tables/scaling_points.csv", "fits": f"{R}/tables/scaling.csv"}
+SCALING = {
+    "points": f"{R}/tables/scaling_points.csv",
+    "fits": f"{R}/tables/scaling.csv",
+}
 if CFG.figures.scaling:
-    FIGURES["scaling"] = dict(inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"])
+    FIGURES["scaling"] = dict(
+        inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"]
+    )
 SNAPSHOTS = any(CFG.train_of(r).snapshot_steps for r in RUNS)
 if SNAPSHOTS:
     FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
@@ -159,6 +166,12 @@ if SNAPSHOTS:
     TABLES["snapshots_table"] = f"{R}/tables/snapshots.csv"
 if CFG.figures.scaling:
     TABLES["scaling_table"] = SCALING["fits"]
+# Where the study's time went, from every job's benchmark file (rules/resources.smk). Built after every job it
+# measures, so that none of them depends on it: only the report reads the table and its figure.
+TABLES["resources_table"] = f"{R}/tables/resources.csv"
+COST_FIGURES = {
+    "resources": dict(inputs=TABLES["resources_table"], job=jobs.experiment),
+}
 
 
 def figure_path(name, ext="png"):
@@ -188,6 +201,7 @@ def job_records():
             run=RUNS,
             seed=SEEDS,
         ),
+        *expand(f"{R}/provenance/reference/seed{{seed}}.json", seed=SEEDS),
         f"{R}/provenance/tables.json",
         f"{R}/provenance/eval_tables.json",
         *([f"{R}/provenance/snapshots.json"] if SNAPSHOTS else []),
@@ -196,10 +210,38 @@ def job_records():
     ]
 
 
+def job_benchmarks():
+    """The benchmark file of every job upstream of the report but the resources jobs themselves:
+    benchmarks/<rule>[/<run or source>][/seed<k>].tsv, what tables/resources.csv reads.
+    """
+    return [
+        *expand(f"{R}/benchmarks/download/{{source}}.tsv", source=SOURCES),
+        *([f"{R}/benchmarks/train_tokenizer.tsv"] if TRAINED_TOKENIZER else []),
+        f"{R}/benchmarks/tokenize.tsv",
+        *expand(
+            f"{R}/benchmarks/{{stage}}/{{run}}/seed{{seed}}.tsv",
+            stage=["train", "sample", "evaluate"],
+            run=RUNS,
+            seed=SEEDS,
+        ),
+        *expand(f"{R}/benchmarks/sampling_reference/seed{{seed}}.tsv", seed=SEEDS),
+        f"{R}/benchmarks/tables.tsv",
+        f"{R}/benchmarks/eval_tables.tsv",
+        *([f"{R}/benchmarks/snapshots.tsv"] if SNAPSHOTS else []),
+        *([f"{R}/benchmarks/scaling.tsv"] if CFG.figures.scaling else []),
+        *[f"{R}/benchmarks/figure_{name}.tsv" for name in FIGURES],
+        f"{R}/benchmarks/provenance_table.tsv",
+    ]
+
+
 def all_results():
     """Every figure and table of the study: what the report shows."""
     return [
-        *[figure_path(name, ext) for name in FIGURES for ext in ("png", "svg")],
+        *[
+            figure_path(name, ext)
+            for name in {**FIGURES, **COST_FIGURES}
+            for ext in ("png", "svg")
+        ],
         *TABLES.values(),
         f"{R}/tables/samples.md",
         f"{R}/tables/models.md",

@@ -7,6 +7,8 @@ rule download:
         provenance=f"{R}/provenance/download/{{source}}.json",
     log:
         f"{R}/logs/download/{{source}}.log",
+    benchmark:
+        f"{R}/benchmarks/download/{{source}}.tsv"
     conda:
         ENV
     threads: 1
@@ -29,6 +31,8 @@ if TRAINED_TOKENIZER:
             provenance=f"{R}/provenance/train_tokenizer.json",
         log:
             f"{R}/logs/train_tokenizer.log",
+        benchmark:
+            f"{R}/benchmarks/train_tokenizer.tsv"
         conda:
             ENV
         threads: 2
@@ -52,6 +56,8 @@ rule tokenize:
         provenance=f"{R}/provenance/tokenize.json",
     log:
         f"{R}/logs/tokenize.log",
+    benchmark:
+        f"{R}/benchmarks/tokenize.tsv"
     conda:
         ENV
     threads: 2

@@ -1,5 +1,6 @@
 # Evaluation: whole-split validation loss / perplexity / bits per byte and sampling measures per run and
-# seed, then the tables over seeds (mean, spread, 95% interval) and the paired comparison of every two runs.
+# seed, the same sampling measures on real validation stories, then the tables over seeds (mean, spread, 95%
+# interval) and the paired comparison of every two runs.
 
 
 rule evaluate:
@@ -14,6 +15,8 @@ rule evaluate:
         provenance=f"{R}/provenance/evaluate/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/evaluate/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{run}}/seed{{seed}}.tsv"
     conda:
         ENV
     threads: lambda wc: jobs.model_threads(CFG, wc.run)
@@ -30,10 +33,36 @@ rule evaluate:
         " --provenance {output.provenance:q}"
 
 
+# Real validation stories, as many and as long as a decoding's samples: what the sampling measures give on real
+# text, one draw per seed (the reference rows of eval/sampling.csv).
+rule sampling_reference:
+    input:
+        val=f"{R}/data/tokens/val.bin",
+        meta=f"{R}/data/tokens/meta.json",
+    output:
+        sampling=f"{R}/eval/reference/seed{{seed}}.csv",
+        provenance=f"{R}/provenance/reference/seed{{seed}}.json",
+    log:
+        f"{R}/logs/reference/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/sampling_reference/seed{{seed}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        config=lambda wc: as_json(jobs.reference(CFG, int(wc.seed))),
+        code=jobs.code("reference"),
+        tokens_dir=lambda wc, input: Path(input.meta).parent,
+    shell:
+        "python -m picollm --log {log:q} reference --config {params.config:q} --tokens-dir {params.tokens_dir}"
+        " --out {output.sampling:q} --provenance {output.provenance:q}"
+
+
 rule eval_tables:
     input:
         evals=paths(EVALS),
         sampling=paths(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
+        reference=REFERENCE.values(),
     output:
         eval_csv=table("eval_table"),
         eval_md=f"{R}/tables/eval.md",
@@ -42,6 +71,8 @@ rule eval_tables:
         provenance=f"{R}/provenance/eval_tables.json",
     log:
         f"{R}/logs/eval_tables.log",
+    benchmark:
+        f"{R}/benchmarks/eval_tables.tsv"
     conda:
         ENV
     threads: 1
@@ -50,11 +81,12 @@ rule eval_tables:
         code=jobs.code("tables"),
         evals=as_json(EVALS),
         sampling=as_json(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
+        reference=as_json(REFERENCE),
     shell:
         "python -m picollm --log {log} tables --config {params.config:q} --evals {params.evals:q}"
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --compare-csv {output.compare_csv}"
-        " --sampling-inputs {params.sampling:q} --sampling-csv {output.sampling_csv}"
-        " --provenance {output.provenance}"
+        " --sampling-inputs {params.sampling:q} --reference-inputs {params.reference:q}"
+        " --sampling-csv {output.sampling_csv} --provenance {output.provenance}"
 
 
 # Only when the study asks for the scaling figure (figures.scaling).
@@ -70,6 +102,8 @@ if CFG.figures.scaling:
             provenance=f"{R}/provenance/scaling.json",
         log:
             f"{R}/logs/scaling.log",
+        benchmark:
+            f"{R}/benchmarks/scaling.tsv"
         conda:
             ENV
         threads: 1

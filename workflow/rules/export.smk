@@ -10,6 +10,8 @@ rule export:
         directory(f"{R}/hf/{{run}}/seed{{seed}}"),
     log:
         f"{R}/logs/export/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/export/{{run}}/seed{{seed}}.tsv"
     conda:
         ENV
     threads: 1

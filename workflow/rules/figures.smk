@@ -1,11 +1,11 @@
-# One rule per figure of the registry (common.smk: FIGURES), each drawn by picollm.plots.<name>.
+# One rule per figure of the registry (common.smk: FIGURES and COST_FIGURES), each drawn by picollm.plots.<name>.
 
 # Figures that picollm.plots.<name> also draws one run per file (its inputs are {run: path}),
 # figures/<name>/<run>.png and .svg beside figures/<name>.png, for slides: every run together is too large.
 PER_RUN_FIGURES = {"attention_heads"}
 
 
-for name, fig in FIGURES.items():
+for name, fig in {**FIGURES, **COST_FIGURES}.items():
 
     rule:
         name:
@@ -25,6 +25,8 @@ for name, fig in FIGURES.items():
             provenance=f"{R}/provenance/figures/{name}.json",
         log:
             f"{R}/logs/figures/{name}.log",
+        benchmark:
+            f"{R}/benchmarks/figure_{name}.tsv"
         conda:
             ENV
         threads: 1

@@ -8,6 +8,8 @@ rule provenance_table:
         csv=table("provenance_table"),
     log:
         f"{R}/logs/provenance_table.log",
+    benchmark:
+        f"{R}/benchmarks/provenance_table.tsv"
     conda:
         ENV
     threads: 1

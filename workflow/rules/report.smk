@@ -24,6 +24,8 @@ rule report:
         f"{R}/report.html",
     log:
         f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"

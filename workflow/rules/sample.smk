@@ -6,6 +6,8 @@ rule sample:
         provenance=f"{R}/provenance/sample/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/sample/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{{run}}/seed{{seed}}.tsv"
     conda:
         ENV
     threads: 1
@@ -31,6 +33,8 @@ rule tables:
         provenance=f"{R}/provenance/tables.json",
     log:
         f"{R}/logs/tables.log",
+    benchmark:
+        f"{R}/benchmarks/tables.tsv"
     conda:
         ENV
     threads: 1

@@ -12,22 +12,28 @@ rule train:
         provenance=f"{R}/provenance/train/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/train/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{run}}/seed{{seed}}.tsv"
     wildcard_constraints:
         run=one_of(r for r in RUNS if r not in NODES_RUNS),
     conda:
         ENV
     # train.devices processes of train.threads each: SLURM's --cpus-per-task, and --gpus on CUDA. Threads and
-    # resources, unlike params, trigger no rerun: devices and nodes change no result (jobs.SCHEDULING_TRAIN_KEYS).
+    # resources, unlike params, trigger no rerun: devices and nodes change no result, and the loggers
+    # (train.loggers, the live trackers) only watch it (jobs.SCHEDULING_TRAIN_KEYS).
     threads: lambda wc: jobs.train_threads(CFG, wc.run)
     resources:
         gpu=lambda wc: jobs.train_gpus(CFG, wc.run),
         devices=lambda wc: jobs.train_devices(CFG, wc.run),
         nodes=1,
+        loggers=lambda wc: jobs.train_loggers(CFG, wc.run),
     params:
         config=lambda wc: as_json(jobs.train(CFG, wc.run, int(wc.seed))),
         code=lambda wc: jobs.model_code("train", CFG, wc.run),
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         out_dir=lambda wc, output: Path(output.model).parent,
+        # results/<experiment>: the trackers' files (tensorboard/, mlruns/, wandb/) and their names
+        tracking_dir=lambda wc, output: Path(output.model).parents[3],
     # --devices/--nodes above 1: the command checks the launch and runs itself through torchrun (distributed.py).
     # PICOLLM_PARENT_PID: this Snakemake ($PPID of the job's shell); if it is killed, training checkpoints and
     # stops instead of running on beside the job a rerun starts (picollm.owner).
@@ -35,7 +41,8 @@ rule train:
         "PICOLLM_PARENT_PID=$PPID python -m picollm --log {log:q} train --config {params.config:q}"
         " --tokens-dir {params.tokens_dir}"
         " --out-dir {params.out_dir:q} --threads {threads} --devices {resources.devices}"
-        " --nodes {resources.nodes} --provenance {output.provenance:q}"
+        " --nodes {resources.nodes} --loggers={resources.loggers:q} --tracking-dir {params.tracking_dir:q}"
+        " --provenance {output.provenance:q}"
 
 
 # One SLURM job over train.nodes machines: one task per node (`tasks`; `mpi` makes the plugin run the
@@ -50,6 +57,7 @@ if NODES_RUNS:
             gpu=0,
             devices=lambda wc: jobs.train_devices(CFG, wc.run),
             nodes=lambda wc: jobs.train_nodes(CFG, wc.run),
+            loggers=lambda wc: jobs.train_loggers(CFG, wc.run),
             tasks=lambda wc: jobs.train_nodes(CFG, wc.run),
             mpi="srun",
             slurm_extra=lambda wc: (
@@ -71,6 +79,8 @@ if SNAPSHOTS:
             provenance=f"{R}/provenance/snapshots.json",
         log:
             f"{R}/logs/snapshots.log",
+        benchmark:
+            f"{R}/benchmarks/snapshots.tsv"
         conda:
             ENV
         threads: 1

@@ -10,7 +10,11 @@ from picollm.train import train
 
 
 def run(args):
-    job = parse(TrainJob, args.config)
+    config = args.config
+    if args.loggers is not None:  # apart from --config, which holds what the run's results depend on (picollm.jobs)
+        loggers = [name.strip() for name in args.loggers.split(",") if name.strip()]
+        config = {**config, "train": {**config.get("train", {}), "loggers": loggers}}
+    job = parse(TrainJob, config)
     model_class(job.model.type)  # imported now, so the provenance record's code identity holds it
     if args.devices * args.nodes > 1 and not distributed.under_torchrun():
         return distributed.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),
@@ -20,7 +24,7 @@ def run(args):
     rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"])
     summary = train(job.name, job.model, job.train, tokens_dir=tokens, out_dir=args.out_dir, seed=job.seed,
                     block_size=job.block_size, device=job.device, weights=job.weights,
-                    compact_vocab=job.compact_vocab, provenance=rec)
+                    compact_vocab=job.compact_vocab, provenance=rec, tracking_dir=args.tracking_dir)
     if not distributed.is_main():  # under torchrun, rank 0 wrote the outputs and reports them
         return
     provenance.write(args.provenance, rec)

@@ -128,6 +128,12 @@ class TrainConfig(Section):
     nodes: int = Field(1, ge=1, description=(
         "machines per training job, each running `devices` processes (SLURM only: profiles/slurm starts one "
         "torchrun per node with srun; scheduling only: changing it reruns nothing)"))
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field([], description=(
+        "live trackers that get every metrics.csv row as it is written, the run's config and seed, and its "
+        "summary (picollm.tracking; metrics.csv is always written): tensorboard (results/<experiment>/"
+        "tensorboard/<run>/seed<k>/), mlflow (MLFLOW_TRACKING_URI, else results/<experiment>/mlruns/) and wandb "
+        "(WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY). Needs `pip install -e .[tracking]` (watching only: changing "
+        "it reruns nothing)"))
 
     @model_validator(mode="after")
     def _one_length(self):
@@ -330,6 +336,12 @@ class DataConfig(Section):
 
     def source(self, name: str) -> Source:
         return next(s for s in self.sources if s.name == name)
+
+    @property
+    def english(self) -> bool:
+        """Whether the study's text is English words (a tinystories or text source), so that a share of words
+        found in an English word list means something; 3seqs text is numbers."""
+        return any(s.kind != "3seqs" for s in self.sources)
 
 
 class SamplingConfig(Section):

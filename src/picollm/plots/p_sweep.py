@@ -1,12 +1,16 @@
-"""figures/p_sweep.png: diversity, repetition, length and self-likelihood of samples against nucleus p.
+"""figures/p_sweep.png: diversity, repetition, length, story endings, English words and self-likelihood of
+samples against nucleus p, read against real validation stories.
 
 One line per run over the p values in eval/sampling.csv (the config's sampling.p_values, plus any denser
 sweep the evaluate stage drew), the p values evenly spaced so that close ones (0.95, 1) stay readable,
 and greedy decoding, the p -> 0 limit, one slot to their left. Each point is the mean over the run's
 seeds with an error bar of ± 1 std over seeds (none for one seed). Runs are dodged sideways and drawn
-with their own markers, so equal values do not hide one another.
+with their own markers, so equal values do not hide one another. The reference rows (real validation stories
+cut to the samples' length) are a dashed grey line across each panel, in a band of ± 1 std over their draws.
 """
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -15,7 +19,14 @@ from picollm.tables import train_tokens_note
 
 PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct-2 (token bigrams)"),
           ("distinct_3", "distinct-3 (token trigrams)"), ("rep_4", "repeated 4-grams in a sample"),
-          ("mean_loglik", "own-sample log-likelihood\n(nats/token)"), ("mean_tokens", "sample length (tokens)")]
+          ("english_word_share", "words in an English word list"),
+          ("ended_share", "stories ended (end-of-text\nwithin max_new_tokens)"),
+          ("mean_tokens", "sample length (tokens)"), ("mean_words", "sample length (words)"),
+          ("mean_loglik", "own-sample log-likelihood\n(nats/token)")]
+REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.evaluate.REFERENCE)
+NOT_ENGLISH = "not applicable:\nthe study's text\nis not English"
+REFERENCE_STYLE = dict(color="0.3", ls="--", lw=2, zorder=1.5)
+REFERENCE_LABEL = "real stories"  # of the validation split: the caption says so
 
 
 def slot_axis(ax, p_values: list[float]) -> None:
@@ -29,46 +40,73 @@ def slot_axis(ax, p_values: list[float]) -> None:
 
 def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run and decoding: p, the mean and std over seeds (<column>_std) of every panel's measure,
-    samples per seed and how many seeds. A sampling.csv without run and seed columns is one seed per model."""
+    samples per seed and how many seeds. A sampling.csv without run and seed columns is one seed per model;
+    a measure it lacks is NaN."""
     if "run" not in frame:
         frame = frame.assign(run=frame["model"])
     if "seed" not in frame:
         frame = frame.assign(seed=0)
     columns = [c for c, _ in PANELS]
+    frame = frame.assign(**{c: math.nan for c in columns if c not in frame})
     groups = frame.groupby(["run", "decoding"], sort=False, dropna=False)
     out = groups[columns].mean().join(groups[columns].std().add_suffix("_std"))
     out = out.join(groups.agg(p=("p", "first"), samples=("samples", "max"), seeds=("seed", "nunique")))
     return out.reset_index()
 
 
-def plot(sampling_csv, out, experiment: str, provenance=None, *, dodge: float = 0.12) -> None:
+def draw_reference(ax, reference: pd.DataFrame, column: str) -> None:
+    """The real stories' value as a dashed line across the panel, ± 1 std over its draws as a band."""
+    if reference.empty or pd.isna(reference[column].iloc[0]):
+        return
+    mean, std = reference[column].iloc[0], reference[f"{column}_std"].iloc[0]
+    if std > 0:
+        ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.15, lw=0, zorder=1)
+    ax.axhline(mean, **REFERENCE_STYLE)
+
+
+def figure(sampling_csv, experiment: str, dodge: float = 0.12):
     raw = pd.read_csv(sampling_csv)
-    frame = seed_means(raw)
+    means = seed_means(raw)
+    is_reference = means["decoding"] == REFERENCE
+    reference, frame = means[is_reference], means[~is_reference].copy()
     runs = list(dict.fromkeys(frame["run"]))
     styles = model_styles(runs)
     greedy = frame["decoding"] == "greedy"
     p_values = sorted(frame.loc[~greedy, "p"].unique())
     frame["slot"] = frame["p"].map({p: i + 1 for i, p in enumerate(p_values)}).where(~greedy, 0)
     dodge = min(dodge, 0.8 / len(runs))  # many runs still fit between two p slots
-    fig, axes = plt.subplots(2, 3, figsize=SLIDE, sharex=True, layout="constrained")
+    fig, axes = plt.subplots(3, 3, figsize=SLIDE, sharex=True, layout="constrained")
     for ax, (column, title) in zip(axes.flat, PANELS):
+        draw_reference(ax, reference, column)
         for i, name in enumerate(runs):
             rows = frame[frame["run"] == name].sort_values("slot")
             x = rows["slot"] + (i - (len(runs) - 1) / 2) * dodge
             style = dict(marker=styles[name]["marker"], color=styles[name]["color"], capsize=3, elinewidth=1.5)
-            for part, line in [(rows["decoding"] != "greedy", dict(ls="-", ms=8, lw=2, alpha=0.8, label=name)),
-                               (rows["decoding"] == "greedy", dict(ls="none", ms=11, mec="black", mew=1.2,
+            for part, line in [(rows["decoding"] != "greedy", dict(ls="-", ms=7, lw=2, alpha=0.8, label=name)),
+                               (rows["decoding"] == "greedy", dict(ls="none", ms=9, mec="black", mew=1.2,
                                                                    alpha=0.9))]:
                 ax.errorbar(x[part], rows.loc[part, column], yerr=rows.loc[part, f"{column}_std"].fillna(0),
                             **style, **line)
-        ax.set_title(title, fontsize="medium")
+        if column == "english_word_share" and column in raw and means[column].isna().all():
+            ax.text(0.5, 0.5, NOT_ENGLISH, transform=ax.transAxes, ha="center", va="center", fontsize="small",
+                    color="0.35")
+            ax.set_yticks([])
+        ax.margins(y=0.15)  # a reference line at the edge of the data stays off the frame
+        ax.set_title(title, fontsize="small")
+        ax.tick_params(axis="y", labelsize="x-small")
         slot_axis(ax, p_values)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("nucleus p (evenly spaced)", fontsize="small")
-    axes.flat[0].plot([], [], ls="none", marker="o", ms=11, color="0.8", mec="black", mew=1.2, label="greedy")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    order = [*range(1, len(labels)), 0]  # the runs (error-bar containers) first, then the greedy key;
-    # the legend starts at the left, leaving the lower right corner to the experiment stamp
+    key = axes.flat[0]
+    key.plot([], [], ls="none", marker="o", ms=9, color="0.8", mec="black", mew=1.2, label="greedy")
+    if not reference.empty:
+        band = ", ± 1 std" if reference["seeds"].max() > 1 else ""
+        key.plot([], [], **REFERENCE_STYLE, label=f"{REFERENCE_LABEL} ({int(reference['samples'].max())}{band})")
+    handles, labels = key.get_legend_handles_labels()
+    # the runs (error-bar containers) first, then the greedy and reference keys (lines, listed first by
+    # matplotlib); the legend starts at the left, leaving the lower right corner to the experiment stamp
+    keys = len(labels) - len(runs)
+    order = [*range(keys, len(labels)), *range(keys)]
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower left",
                ncols=min(len(labels), 5), fontsize="small" if len(runs) <= 4 else "x-small")
     runs_tokens = dict(zip(raw.get("run", raw["model"]), raw["train_tokens"])) if "train_tokens" in raw else {}
@@ -78,4 +116,8 @@ def plot(sampling_csv, out, experiment: str, provenance=None, *, dodge: float = 
     spread = f"mean over up to {seeds} seeds, bars ± 1 std over seeds" if seeds > 1 else "one seed per run"
     fig.suptitle(f"Sampling measures against nucleus p — {experiment}, {tokens}\n"
                  f"up to {n} samples per point and seed; {spread}", fontsize="medium")
-    save(fig, out, experiment, provenance)
+    return fig
+
+
+def plot(sampling_csv, out, experiment: str, provenance=None, *, dodge: float = 0.12) -> None:
+    save(figure(sampling_csv, experiment, dodge), out, experiment, provenance)

@@ -1,0 +1,10 @@
+"""`picollm resources`: tables/resources.csv from every job's benchmark file."""
+from picollm import provenance
+from picollm.config import TablesJob, parse
+from picollm.resources import resources_table
+
+
+def run(args):
+    parse(TablesJob, args.config)
+    resources_table(args.benchmarks, args.root, args.out)
+    provenance.write(args.provenance, provenance.record("resources", config=args.config, inputs=args.benchmarks))

@@ -1,0 +1,49 @@
+"""Where a study's time went: every job's Snakemake benchmark file (`benchmark:` in workflow/rules/) in one table.
+
+A job's benchmark file is benchmarks/<rule>[/<run or source>][/seed<k>].tsv under results/<experiment>/, one
+row per measurement: the wall-clock seconds (`s`), the peak resident memory of the job's processes in MiB
+(`max_rss`) and their CPU seconds (`cpu_time`); NA where the job ended before Snakemake's first sample.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from picollm.errors import PicoError
+from picollm.io import atomic_path
+
+COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s"]
+MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Snakemake's column -> ours
+
+
+def job_of(path, root) -> dict:
+    """{rule, run, seed} of a benchmark file from where it lies under `root` (run and seed None where the job
+    has none; `run` is the data source of a download job)."""
+    rule, *rest = Path(path).relative_to(root).with_suffix("").parts
+    seed = None
+    # <run>/seed<k>, or seed<k> alone for a job per seed (a download's one part is its source, whatever its name)
+    if rest and re.fullmatch(r"seed\d+", rest[-1]) and (len(rest) == 2 or rule != "download"):
+        seed, rest = int(rest[-1][4:]), rest[:-1]
+    return {"rule": rule, "run": rest[0] if rest else None, "seed": seed}
+
+
+def read_benchmark(path) -> dict:
+    """The mean of a benchmark file's measurements (more than one under Snakemake's repeat())."""
+    try:
+        frame = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise PicoError(f"cannot read the benchmark file {path} ({type(exc).__name__}); rerun its job") from None
+    if not set(MEASURES) <= set(frame.columns) or frame.empty:
+        raise PicoError(f"{path} is not a Snakemake benchmark file (no {', '.join(MEASURES)} columns); rerun its job")
+    return {ours: pd.to_numeric(frame[theirs], errors="coerce").mean() for theirs, ours in MEASURES.items()}
+
+
+def resources_table(paths, root, out_csv) -> pd.DataFrame:
+    """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s), in the order given."""
+    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p)} for p in paths], columns=COLUMNS)
+    frame["seed"] = frame["seed"].astype("Int64")
+    with atomic_path(out_csv) as tmp:
+        frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}).to_csv(tmp, index=False)
+    return frame

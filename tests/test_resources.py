@@ -1,0 +1,88 @@
+"""Per-job cost: tables/resources.csv from the jobs' Snakemake benchmark files, and figures/resources.png."""
+import json
+
+import pandas as pd
+import pytest
+
+from picollm import cli
+from picollm.errors import PicoError
+from picollm.resources import job_of, resources_table
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench(root, job: str, *rows: tuple) -> str:
+    """A benchmark file as Snakemake writes it: one (s, max_rss, cpu_time) row per measurement."""
+    path = root / f"{job}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(f"{s}\t0:00:01\t{rss}\t1.0\t1.0\t1.0\t0.00\t0.00\t50.0\t{cpu}\n"
+                                     for s, rss, cpu in rows))
+    return str(path)
+
+
+@pytest.fixture
+def benchmarks(tmp_path):
+    root = tmp_path / "results" / "exp" / "benchmarks"
+    paths = [bench(root, "download/my.text", (1.5, 40.0, 0.5)),
+             bench(root, "tokenize", (4.0, 230.0, 3.0)),
+             bench(root, "train/lstm.hidden_dim=24/seed7", (30.0, 400.0, 28.0), (34.0, 410.0, 30.0)),  # repeat()
+             bench(root, "train/transformer/seed8", (60.0, 500.0, 55.0)),
+             bench(root, "sample/lstm.hidden_dim=24/seed7", (9.0, 250.0, 2.0)),
+             bench(root, "figure_loss_curves", (0.4, "NA", "NA"))]  # over before Snakemake's first sample
+    return root, paths
+
+
+def test_one_row_per_job_from_its_benchmark_file(benchmarks, tmp_path):
+    root, paths = benchmarks
+    table = resources_table(paths, root, tmp_path / "resources.csv")
+    read = pd.read_csv(tmp_path / "resources.csv")
+    assert list(read.columns) == ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s"]
+    assert list(read["rule"]) == ["download", "tokenize", "train", "train", "sample", "figure_loss_curves"]
+    assert read["run"].fillna("").tolist() == ["my.text", "", "lstm.hidden_dim=24", "transformer", "lstm.hidden_dim=24",
+                                                ""]
+    assert read["seed"].tolist()[2:5] == [7, 8, 7] and read["seed"].iloc[[0, 1, 5]].isna().all()
+    train = read.iloc[2]
+    assert (train["wall_s"], train["max_rss_mib"], train["cpu_s"]) == (32.0, 405.0, 29.0)  # the mean of the repeats
+    assert read.iloc[5][["max_rss_mib", "cpu_s"]].isna().all() and read.iloc[5]["wall_s"] == 0.4
+    assert len(table) == len(paths)
+
+
+def test_where_a_job_is_read_from_its_path(tmp_path):
+    assert job_of(tmp_path / "download/seed5.tsv", tmp_path) == {"rule": "download", "run": "seed5", "seed": None}
+    assert job_of(tmp_path / "evaluate/m/seed12.tsv", tmp_path) == {"rule": "evaluate", "run": "m", "seed": 12}
+    assert job_of(tmp_path / "report.tsv", tmp_path) == {"rule": "report", "run": None, "seed": None}
+    assert job_of(tmp_path / "sampling_reference/seed3.tsv", tmp_path) == {"rule": "sampling_reference", "run": None,
+                                                                           "seed": 3}
+
+
+def test_a_file_that_is_no_benchmark_is_one_line(tmp_path):
+    (tmp_path / "tables.tsv").write_text("not\ta benchmark\n1\t2\n")
+    with pytest.raises(PicoError) as err:
+        resources_table([tmp_path / "tables.tsv"], tmp_path, tmp_path / "out.csv")
+    assert "\n" not in str(err.value) and "not a Snakemake benchmark file" in str(err.value)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_command_and_the_figure(benchmarks, tmp_path):
+    root, paths = benchmarks
+    csv, png = tmp_path / "tables" / "resources.csv", tmp_path / "figures" / "resources.png"
+    config = json.dumps({"experiment": "exp"})
+    assert cli.main(["resources", "--config", config, "--root", str(root), "--benchmarks", *paths, "--out", str(csv),
+                     "--provenance", str(tmp_path / "prov.json")]) == 0
+    assert set(json.loads((tmp_path / "prov.json").read_text())["inputs"]) == set(paths)
+    assert cli.main(["figure", "resources", "--config", config, "--inputs", str(csv), "--out", str(png)]) == 0
+    assert png.stat().st_size > 0 and png.with_suffix(".svg").stat().st_size > 0
+
+
+def test_the_figure_sums_each_stage_by_run(benchmarks, tmp_path):
+    from picollm.plots.resources import STUDY_WIDE, by_stage, figure
+    root, paths = benchmarks
+    frame = resources_table(paths, root, tmp_path / "resources.csv")
+    fig = figure(tmp_path / "resources.csv", "exp")
+    wall, cpu = fig.axes[:2]
+    assert [t.get_text() for t in wall.get_yticklabels()] == ["download", "tokenize", "train", "sample", "figures"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lstm.hidden_dim=24", "transformer", STUDY_WIDE]
+    frame["stage"], frame["who"] = frame["rule"], frame["run"].where(frame["seed"].notna(), STUDY_WIDE)
+    table = by_stage(frame, "wall_s", ["train"], ["lstm.hidden_dim=24", "transformer", STUDY_WIDE])
+    assert table.loc["train"].tolist() == [32.0, 60.0, 0.0]
+    assert "peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)

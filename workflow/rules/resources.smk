@@ -1,0 +1,24 @@
+# tables/resources.csv: every job's wall time, peak memory and CPU time from its `benchmark:` file. Only the
+# report (through figures/resources.png) reads it, so a benchmark file that changes reruns nothing else.
+
+
+rule resources:
+    input:
+        job_benchmarks(),
+    output:
+        csv=table("resources_table"),
+        provenance=f"{R}/provenance/resources.json",
+    log:
+        f"{R}/logs/resources.log",
+    benchmark:
+        f"{R}/benchmarks/resources.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        config=as_json(jobs.experiment(CFG)),
+        code=jobs.code("resources"),
+        root=lambda wc, output: Path(output.csv).parents[1] / "benchmarks",
+    shell:
+        "python -m picollm --log {log} resources --config {params.config:q} --root {params.root:q}"
+        " --benchmarks {input:q} --out {output.csv} --provenance {output.provenance}"
