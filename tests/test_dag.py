@@ -96,7 +96,7 @@ def test_p_values_rerun_sampling_and_evaluation(study):
 def test_num_samples_reruns_sampling_evaluation_and_the_real_stories(study):
     expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS)) | {"sampling_reference"}
     shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
-             "figure_p_sweep", "report"}
+             "figure_p_sweep", "report", *COST}
     assert planned(study, "sampling={num_samples: 3}") == expected | shown | STUDY
 
 
