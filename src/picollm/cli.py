@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder to write (replaced atomically)")
     p.set_defaults(command="export")
 
+    p = _stage(sub, "lm-eval-task", "the study's validation text as an lm-evaluation-harness task (YAML + JSONL)",
+               '{"experiment": NAME, "models": {NAME: MODEL}, "compact_vocab": BOOL}')
+    p.add_argument("--raw-dir", required=True, help="folder holding <source>/val.txt")
+    p.add_argument("--sources", nargs="+", required=True, help="source names, in config order")
+    p.add_argument("--out-dir", required=True, help="folder to write <task>.yaml and <task>.jsonl into")
+
     p = sub.add_parser("report", help="Snakemake's report of the study (snakemake --report), a failure in one line")
     p.add_argument("--snakefile", required=True)
     p.add_argument("--configfile", required=True, help="the study file the report shows (provenance/study.json)")

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import EvaluateJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size
+from picollm.config import (EvaluateJob, LmEvalTaskJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob,
+                            bpe_vocab_size)
 from picollm.model_types import type_module
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
@@ -23,7 +24,7 @@ from picollm.model_types import type_module
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "tables", "figure",
-                  "provenance_table", "snapshots", "export")}
+                  "provenance_table", "snapshots", "export", "lm_eval_task")}
 
 
 def _dump(job) -> dict:
@@ -114,6 +115,12 @@ def evaluate(study: Study, run: str, seed: int) -> dict:
     if not point:
         out.pop("sweep")
     return out
+
+
+def lm_eval_task(study: Study) -> dict:
+    """The harness task's name comes from the experiment; the runs' models say whether any exports."""
+    models = {run: entry.model_copy(update={"train": None}) for run, entry in study.runs.items()}
+    return _dump(LmEvalTaskJob(experiment=study.experiment, compact_vocab=study.compact_vocab, models=models))
 
 
 def study_file(study: Study) -> dict:

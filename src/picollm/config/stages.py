@@ -49,3 +49,4 @@ EvaluateJob = slice_of("EvaluateJob", "seed", "device", "sampling", "evaluate", 
 TablesJob = slice_of("TablesJob", "experiment")
 FigureJob = slice_of("FigureJob", "experiment", "figures")
 SnapshotsJob = slice_of("SnapshotsJob", "experiment", "sampling")
+LmEvalTaskJob = slice_of("LmEvalTaskJob", "experiment", "compact_vocab", "models")
