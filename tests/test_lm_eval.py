@@ -113,6 +113,7 @@ def test_lm_eval_scores_the_export_as_per_document_evaluate(tmp_path, tokenizer)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ours = json.loads(evaluated.read_text())
     assert ours["scoring"] == "per_document" and ours["val_tokens_scored"] == ours["val_tokens_in_split"]
-    theirs = harness_bits_per_byte(python, results / "hf/llama/seed7", results / "hf/lm_eval_task", tmp_path / "lm_eval")
+    theirs = harness_bits_per_byte(python, results / "hf/llama/seed7", results / "hf/lm_eval_task",
+                                   tmp_path / "lm_eval")
     print(f"\n{tokenizer}: lm_eval bits_per_byte {theirs:.8f}, evaluate per_document bpb {ours['bpb']:.8f}")
     assert abs(theirs - ours["bpb"]) <= AGREEMENT * ours["bpb"]
