@@ -17,7 +17,7 @@ predictions in a few hundred steps and greedy decoding has no near ties):
       the bf16 run again, stopped by SIGTERM after step 73 (mid-way between checkpoints), then rerun: it resumes
       from last.pt and must end with the uninterrupted run's metrics.csv.
   torchrun_1_device
-      the bf16 run again through torchrun (distributed.launch_command, one process): NCCL process group, DDP.
+      the bf16 run again through torchrun (launch.launch_command, one process): NCCL process group, DDP.
 
 Every training run is its own process (`python -m benchmarks.gpu_child`, the train rule's command watched),
 so each starts cold and reports its own peak memory. What each part should cost on an H100 or H200, estimated
@@ -356,9 +356,9 @@ def start_train(plan: Plan, config: dict, tokens: Path, out: Path, clock: Deadli
 
 
 def start_torchrun(plan: Plan, config: dict, tokens: Path, out: Path, clock: Deadline) -> Child:
-    """The same run through torchrun with one process, as distributed.launch_command builds it (its
+    """The same run through torchrun with one process, as launch.launch_command builds it (its
     `-m picollm` replaced by the watched gpu_child)."""
-    from picollm.distributed import launch_command
+    from picollm.launch import launch_command
     command = launch_command(train_argv(config, tokens, out, plan.threads), 1, 1, plan.threads, plan.device == "cuda")
     command[command.index("picollm")] = "benchmarks.gpu_child"
     return Child(command, out, clock, {"OMP_NUM_THREADS": str(plan.threads)})

@@ -1,6 +1,8 @@
 """Data-parallel training (train.devices > 1): two gloo ranks on this CPU, started by the train rule's command
 (`picollm train --devices 2`, which runs itself through torchrun), against one process on the same seed and
-global batch; a killed two-rank run resumes to the uninterrupted one; and each bad launch is one line."""
+global batch; a killed two-rank run resumes to the uninterrupted one; and each bad launch is one line.
+Several nodes (train.nodes: 2): the train_nodes rule's command with an srun stand-in that starts one torchrun
+agent per node on this machine, against one process; a rank that dies ends the job in one line."""
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT, byte_tokens, tiny_offline_config
-from picollm import distributed, jobs
+from picollm import distributed, jobs, launch
 from picollm.config import Study, parse
 from picollm.errors import PicoError
 from picollm.models import load_model
@@ -152,6 +154,75 @@ def test_two_ranks_stop_together_on_a_time_budget(tokens_dir, tmp_path):
     assert last["step"] == summary["steps"] and pd.notna(last["val_loss"])
 
 
+# --- several nodes: the SLURM rule's srun launch, two nodes' worth of processes on this machine ----------------
+
+SRUN_STANDIN = ROOT / "tests" / "srun-standin"  # an `srun` that starts one task per node here
+
+
+def nodes_env() -> dict:
+    """The environment of the train_nodes job's command on the first node: a SLURM job (SLURM_JOB_ID) whose srun
+    is the stand-in."""
+    environ = env()
+    return {**environ, "PATH": os.pathsep.join([str(SRUN_STANDIN), environ["PATH"]]),
+            "SLURM_JOB_ID": f"{os.getpid()}{time.monotonic_ns() % 10 ** 6}"}
+
+
+def start_nodes(tokens_dir, out_dir, nodes: int = 2) -> subprocess.Popen:
+    """The rule's command, `PICOLLM_PARENT_PID=$PPID python -m picollm ... train --nodes 2`: it runs srun, which
+    starts a torchrun agent per node; the agents meet at the c10d rendezvous on this machine."""
+    command = f"PICOLLM_PARENT_PID=$PPID {train_command(tokens_dir, out_dir, 1, nodes)}"
+    return subprocess.Popen(["bash", "-c", command], env=nodes_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_two_nodes_train_as_one_process(tokens_dir, runs, tmp_path):
+    out = tmp_path / "nodes2"
+    proc = start_nodes(tokens_dir, out)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and stdout == stderr == "", stderr[-3000:] + open(f"{out}.log").read()[-3000:]
+    one, two = metrics(runs[1]), metrics(out)
+    assert list(one["step"]) == list(two["step"]) and list(one["tokens_seen"]) == list(two["tokens_seen"])
+    diff = (one - two).abs()
+    print(f"\nmax |1 process - 2 nodes| in metrics.csv: train_loss {diff['train_loss'].max():.2e}, "
+          f"val_loss {diff['val_loss'].max():.2e}, grad_norm {diff['grad_norm'].max():.2e}")
+    for column in ("train_loss", "val_loss", "grad_norm", "act_rms", "lr"):
+        pd.testing.assert_series_equal(one[column], two[column], atol=ATOL, rtol=0)
+    a, b = (torch.load(r / "model.pt", weights_only=True)["state_dict"] for r in (runs[1], out))
+    assert all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
+    assert open(f"{out}.log.rank1").read() == ""  # the second node's rank writes nothing; rank 0 reports
+    assert sorted(p.name for p in tmp_path.glob("nodes2.log*")) == [
+        "nodes2.log", "nodes2.log.node0", "nodes2.log.node1", "nodes2.log.rank1"]
+
+
+@pytest.mark.parametrize("node", [1, pytest.param(0, marks=pytest.mark.slow)])
+def test_a_rank_that_dies_ends_every_node_in_one_line(tokens_dir, tmp_path, node):
+    """SIGKILL (the kernel's out-of-memory killer, say) to the rank on one node: the other rank fails at its next
+    collective, srun ends the other node, and the job's terminal has one line naming the dead rank."""
+    import psutil
+    out = tmp_path / "killed"
+    proc = start_nodes(tokens_dir, out)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before a rank could be killed"
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
+             if "LOCAL_RANK" in p.environ() and p.environ().get("SLURM_NODEID") == str(node)]
+    assert len(ranks) == 1
+    rank = ranks[0].environ()["RANK"]
+    family = psutil.Process(proc.pid).children(recursive=True)
+    killed_at = time.monotonic()
+    ranks[0].kill()
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - killed_at
+    assert took < 60 and proc.returncode == 1
+    assert stderr.count("\n") == 1 and stderr.startswith(f"error: rank {rank} died of SIGKILL"), stderr
+    assert "rerun to resume" in stderr and not (out / "model.pt").exists()
+    assert open(f"{out}.log").read().endswith(stderr)  # the launcher's line ends rank 0's log too
+    psutil.wait_procs(family, timeout=10)
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # no rank left behind
+    print(f"\nrank {rank} on node {node} killed: the job ended {took:.1f} s later with: {stderr.strip()}")
+
+
 def one_line(exc_info) -> str:
     message = str(exc_info.value)
     assert "\n" not in message
@@ -207,10 +278,11 @@ def test_devices_and_nodes_only_schedule(monkeypatch):
     one, two = study(1), study(2, nodes=2)
     assert jobs.train(one, "m", 3) == jobs.train(two, "m", 3)
     assert jobs.train_threads(two, "m") == 2 and jobs.train_gpus(two, "m") == 0 and jobs.train_nodes(two, "m") == 2
-    one_node = distributed.launch_command(["train"], 2, 1, 2, gpus=False)
-    assert one_node[1:] == ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "picollm",
+    one_node = launch.launch_command(["train"], 2, 1, 2, gpus=False)
+    assert one_node[1:] == ["-m", "picollm.launch", "--nproc-per-node", "2", "--standalone", "-m", "picollm",
                             "--", "train"]
     monkeypatch.setenv("SLURM_JOB_ID", "7")
-    nodes = distributed.launch_command(["train"], 4, 2, 8, gpus=True)
-    assert nodes[:5] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=8", "--gpus-per-node=4"]
+    nodes = launch.launch_command(["train"], 4, 2, 8, gpus=True)
+    assert nodes[:6] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=8", "--kill-on-bad-exit=1",
+                         "--gpus-per-node=4"]
     assert "--nnodes" in nodes and "--rdzv-endpoint" in nodes and nodes[-2:] == ["--", "train"]

@@ -63,7 +63,7 @@ def test_commands_put_targets_before_configfile():
 
 def test_site_builds_strict_with_every_page(site):
     nav_pages = ["pipeline", "configuration", "config-walk", "reruns", "running", "scaling", "cluster", "export-api",
-                 "benchmarks"]
+                 "lm-eval", "benchmarks"]
     for page in nav_pages:
         assert (site / page / "index.html").exists(), page
     assert (site / "index.html").exists()

@@ -306,6 +306,88 @@ def test_a_capped_split_scores_whole_windows_spread_over_it():
         ev.split_windows(sources, block, max_tokens=7)
 
 
+# --- per-document scoring: lm-evaluation-harness's loglikelihood_rolling ----------------------------------
+
+def harness_rolling_windows(token_list, prefix_token, max_seq_len):
+    """lm_eval.utils.get_rolling_token_windows (context_len=1) + make_disjoint_window, as lm_eval 0.4.13 has
+    them: [(context, continuation)] token lists, the model reading (context + continuation)[:-1]."""
+    pred_len, predicted = max_seq_len, 0
+    first = min(max_seq_len, len(token_list))
+    pairs = [([prefix_token] + token_list[:first - 1], token_list[:first])] if token_list else []
+    predicted += first
+    while token_list and predicted < len(token_list):
+        n = min(len(token_list) - predicted, pred_len)
+        end = predicted + n
+        pairs.append((token_list[end - max_seq_len - 1:end - 1], token_list[end - n:end]))
+        predicted += n
+    return [(a[:len(a) - (len(b) - 1)], b) for a, b in pairs]
+
+
+def harness_nats(model, documents, eot, block):
+    """Total nats of the documents as the harness's HF model scores them, one window at a time."""
+    total = 0.0
+    for doc in documents:
+        for context, continuation in harness_rolling_windows(doc, eot, block):
+            ids = torch.tensor((context + continuation)[-(block + 1):])
+            logp = torch.log_softmax(model(ids[None, :-1])[0].float(), -1)
+            total -= logp[-len(continuation):].gather(1, torch.tensor(continuation)[:, None]).sum().item()
+    return total
+
+
+def documents_split(lengths_per_source, eot, vocab, seed=0):
+    """Token array of sources of documents (each closed by eot), its meta-style sources and the documents."""
+    rng = np.random.default_rng(seed)
+    tokens, sources, docs = [], {}, []
+    for name, lengths in lengths_per_source.items():
+        start = len(tokens)
+        for n in lengths:
+            doc = rng.integers(0, eot, n).tolist()
+            docs.append(doc)
+            tokens += doc + [eot]
+        sources[name] = {"start": start, "end": len(tokens)}
+    return np.array(tokens, dtype=np.uint16), sources, docs
+
+
+@pytest.mark.parametrize("model_type", ["transformer", "lstm"])
+def test_per_document_scoring_is_the_harness_rolling_loglikelihood(model_type, monkeypatch):
+    """Documents shorter than, as long as, and 1, 2, 3 windows longer than block_size, over two sources (the
+    first document of the split has no end-of-text before it in the array)."""
+    monkeypatch.setattr(ev, "LENGTH_STEP", 4)  # several padded lengths
+    vocab, block, eot = 30, 8, 29
+    model = tiny(model_type, vocab, block)
+    tokens, sources, docs = documents_split({"a": [1, 8, 9, 17, 3], "b": [20, 2, 16, 7]}, eot, vocab)
+    lengths = np.ones(vocab, dtype=np.int64)
+    lengths[eot] = 0
+    for batch in (1, 3, 64):
+        res = ev.evaluate_split(model, tokens, sources, lengths, block, batch, "cpu", scoring="per_document", eot=eot)
+        assert res["all"]["nats"] == pytest.approx(harness_nats(model, docs, eot, block), rel=1e-5)
+        assert res["sources"]["a"]["nats"] == pytest.approx(harness_nats(model, docs[:5], eot, block), rel=1e-5)
+        # every document token once, no end-of-text: tokens and bytes are the documents' own
+        assert res["all"]["tokens"] == res["all"]["bytes"] == res["tokens_in_split"] == sum(map(len, docs))
+        assert not res["capped"]
+
+
+def test_document_windows_read_at_most_block_size_tokens():
+    tokens, sources, docs = documents_split({"a": [5, 8, 19]}, 29, 30)
+    w = ev.document_windows(tokens, 0, len(tokens), 29, 8)
+    assert w.tolist() == [[-1, 5, 0],  # from the prefix end-of-text
+                          [5, 14, 6],  # an exactly-full document: one window
+                          [14, 23, 15], [22, 31, 23], [25, 34, 31]]  # 8 + 8 + 3: the last reads 8 tokens
+    assert ev.predictions(w) == 5 + 8 + 19 and ((w[:, 1] - w[:, 0]) <= 9).all()
+
+
+def test_per_document_scoring_capped_and_uniform():
+    tok = ByteTokenizer()
+    lengths = ev.token_byte_lengths(tok, tok.n_vocab)
+    tokens, sources, docs = documents_split({"a": [30, 4, 12], "b": [25, 9]}, tok.eot_token, tok.n_vocab)
+    res = ev.evaluate_split(Uniform(), tokens, sources, lengths, 8, 4, "cpu", scoring="per_document",
+                            eot=tok.eot_token)
+    assert res["all"]["bpb"] == pytest.approx(math.log2(257))  # one byte per token, none for end-of-text
+    capped = ev.evaluate_split(Uniform(), tokens, sources, lengths, 8, 4, "cpu", max_tokens=40,
+                               scoring="per_document", eot=tok.eot_token)
+    assert capped["capped"] and 32 < capped["all"]["tokens"] <= 40 and capped["tokens_in_split"] == 80
+
+
 def test_split_scoring_shows_progress_on_stderr(capsys):
     tokens = np.arange(40, dtype=np.uint16) % 30
     ev.evaluate_split(tiny(), tokens, {"s": {"start": 0, "end": 40}}, np.ones(30, np.int64), 8, 2, "cpu",

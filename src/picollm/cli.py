@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 
 from picollm import io
@@ -152,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder to write (replaced atomically)")
     p.set_defaults(command="export")
 
+    p = _stage(sub, "lm-eval-task", "the study's validation text as an lm-evaluation-harness task (YAML + JSONL)",
+               '{"experiment": NAME, "models": {NAME: MODEL}, "compact_vocab": BOOL}')
+    p.add_argument("--raw-dir", required=True, help="folder holding <source>/val.txt")
+    p.add_argument("--sources", nargs="+", required=True, help="source names, in config order")
+    p.add_argument("--out-dir", required=True, help="folder to write <task>.yaml and <task>.jsonl into")
+
     p = sub.add_parser("report", help="Snakemake's report of the study (snakemake --report), a failure in one line")
     p.add_argument("--snakefile", required=True)
     p.add_argument("--configfile", required=True, help="the study file the report shows (provenance/study.json)")
@@ -166,18 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _output_to(path):
-    """Send stdout and stderr (tqdm's progress bars included) to `path`, or leave them where they are."""
+def _output_to(path, fresh: bool = True):
+    """Send stdout and stderr (tqdm's progress bars included) to `path`, or leave them where they are.
+    Writes append, so that a data-parallel job's launcher and its rank 0, which share the log, never write
+    over each other; `fresh` empties it first."""
     if not path:
         yield
         return
-    log = open(path, "w", encoding="utf-8")
+    if fresh:
+        open(path, "w").close()
+    log = open(path, "a", encoding="utf-8")
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
     finally:
         with contextlib.suppress(OSError):  # a full disk may refuse the log's last lines; the terminal has the gist
             log.close()
+
+
+# A rank of a data-parallel job whose collective lost another rank says so in this line (picollm.launch tells the
+# terminal another one first), then waits LOST_GRACE seconds before it exits: its node's torchrun then fails,
+# and srun ends the other nodes, only after the dead rank's torchrun (which notices within its 0.1 s monitor
+# interval) has noted how it died.
+LOST = "lost another rank of this job"
+LOST_GRACE = 2.0
 
 
 def _interrupted(signum, frame):
@@ -231,7 +250,20 @@ def _run(args, terminal, rank: int) -> int:
         _tell(f"error: {io.no_space(where)}", args.log, terminal, rank)
         return 1
     except Exception as exc:
+        if _lost_peer(exc):  # another rank died first: its own line (or its agent's) says why
+            _tell(f"error: {LOST} ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})", args.log, terminal,
+                  rank)
+            with contextlib.suppress(Interrupted, KeyboardInterrupt):
+                time.sleep(LOST_GRACE)
+            return 1
         return _bug(exc, args.log, terminal)
+
+
+def _lost_peer(exc: Exception) -> bool:
+    """A rank of a data-parallel job whose collective failed because another rank is gone."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1 or "picollm.distributed" not in sys.modules:
+        return False
+    return sys.modules["picollm.distributed"].peer_lost(exc)
 
 
 def _bug(exc: Exception, log, terminal) -> int:
@@ -258,7 +290,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, _interrupted)
     io.terminal = terminal if args.log and not rank else None  # where io.note() also writes
     try:
-        with _output_to(args.log):
+        # rank 0 of a data-parallel job adds to the log of the `picollm train` that launched it (picollm.launch)
+        with _output_to(args.log, fresh=rank > 0 or "LOCAL_RANK" not in os.environ):
             return _run(args, terminal, rank)
     finally:
         io.terminal = None

@@ -1,18 +1,17 @@
 """Data-parallel training: the process group, the rank helpers and the DDP wrapper.
 
 A job with train.devices x train.nodes > 1 runs one process per device: `picollm train --devices N --nodes M`
-checks the launch and replaces itself with torchrun running the same command N times (on M nodes, srun starts
-one torchrun per node), which sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. Every rank draws the whole global batch (train.batch_size
-windows) from the same seeded sampler and keeps its own contiguous slice of rows, so N ranks take exactly
-the optimizer steps one process would take (up to float rounding). Without torchrun's variables nothing
-here starts a process group and every helper is the identity: one process trains as before.
+checks the launch and runs torchrun with the same command N times (on M nodes, srun starts one torchrun per
+node: picollm.launch), which sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. Every rank draws the
+whole global batch (train.batch_size windows) from the same seeded sampler and keeps its own contiguous slice
+of rows, so N ranks take exactly the optimizer steps one process would take (up to float rounding). Without
+torchrun's variables nothing here starts a process group and every helper is the identity: one process trains
+as before.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import socket
-import sys
 
 import torch
 import torch.distributed as dist
@@ -64,34 +63,11 @@ def check_world(world: int, local_world: int, batch_size: int, device: torch.dev
                         f"set train.devices: 1 and train.nodes: 1 on {device.type}")
 
 
-def launch_command(argv: list, devices: int, nodes: int, threads: int, gpus: bool) -> list[str]:
-    """torchrun (`python -m torch.distributed.run`: this Python's, wherever its `torchrun` script is) running
-    `python -m picollm <argv>` on `devices` processes; on several nodes, under srun in the SLURM job, with a
-    c10d rendezvous on this (the job's first) node. `--` ends torchrun's options: its --log-dir would take
-    picollm's --log."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(devices)]
-    script = ["-m", "picollm", "--", *argv]
-    if nodes == 1:
-        return [*torchrun, "--standalone", *script]
-    srun = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={threads}",
-            *([f"--gpus-per-node={devices}"] if gpus else [])]
-    rendezvous = ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-id", os.environ["SLURM_JOB_ID"],
-                  "--rdzv-endpoint", f"{socket.gethostname()}:29400"]
-    return [*srun, *torchrun, *rendezvous, *script]
-
-
-def relaunch(argv: list, devices: int, nodes: int, threads: int, device: torch.device, batch_size: int):
-    """Check a data-parallel launch (one line naming the fix) and replace this process by torchrun."""
-    if nodes > 1 and "SLURM_JOB_ID" not in os.environ:
-        raise PicoError(f"train.nodes is {nodes} but this is not a SLURM job (srun starts one torchrun per node); "
-                        f"run snakemake with --profile profiles/slurm (docs/cluster.md), or set train.nodes: 1")
-    check_world(devices * nodes, devices, batch_size, device, torch.cuda.device_count() if device.type == "cuda" else 0)
-    command = launch_command(argv, devices, nodes, threads, device.type == "cuda")
-    # each rank's torch threads come from --threads; OMP_NUM_THREADS set keeps torchrun from warning about it
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // devices))}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(command[0], command, env)  # signals (SLURM's SIGTERM) now reach torchrun, which passes them on
+def peer_lost(exc: BaseException) -> bool:
+    """Whether a rank's error is a collective that lost another rank (killed, crashed): torch's DistError
+    family, or gloo's and NCCL's errors, which reach Python as RuntimeErrors naming the library."""
+    named = isinstance(exc, RuntimeError) and any(library in str(exc) for library in ("gloo", "NCCL"))
+    return world_size() > 1 and (isinstance(exc, dist.DistError) or named)
 
 
 def start(device: torch.device, batch_size: int) -> torch.device:

@@ -10,6 +10,12 @@ Many windows share a forward pass, and the head's logits are computed a chunk of
 for a whole batch. `max_tokens` caps the work: whole windows evenly spread over the split, at most
 max_tokens predictions, and the result says it was capped.
 
+`evaluate.scoring: per_document` scores the same tokens the way EleutherAI's lm-evaluation-harness scores a
+`loglikelihood_rolling` task (`document_windows`): each document on its own, its first token predicted from
+end-of-text, its closing end-of-text not scored; a document longer than block_size goes on in windows of
+block_size predictions, each starting one token before them, and its last window is a full one whose earlier
+tokens are context only. Its bits per byte is the harness's `bits_per_byte` of the same text (docs/lm-eval.md).
+
 Bits per byte = total nats / (ln 2 * UTF-8 bytes of the scored tokens). A token's bytes are its own
 bytes (`decode_single_token_bytes`), so the sum is the byte length of the text the tokens decode to;
 the end-of-text token is not text and counts 0 bytes (its prediction cost stays in the numerator; every
@@ -122,33 +128,69 @@ def source_windows(start: int, end: int, block_size: int) -> np.ndarray:
     return np.stack([firsts, np.minimum(firsts + block_size + 1, end)], axis=1)
 
 
+def document_windows(tokens: np.ndarray, start: int, end: int, eot: int, block_size: int) -> np.ndarray:
+    """(first, stop, scored) rows scoring every document of tokens[start:end] (each closed by `eot`) as
+    lm-evaluation-harness's loglikelihood_rolling does (its get_rolling_token_windows with context_len 1 and
+    max_seq_len block_size): a window reads tokens[first:stop - 1] and scores its predictions of
+    tokens[scored:stop]. A document's first window starts at the end-of-text before it (offset -1 for the
+    split's first document: see window_nats' `prefix`) and scores up to block_size tokens; each further one
+    scores the next block_size tokens (fewer in the last), reading the block_size tokens before its end. The
+    closing end-of-text is never scored."""
+    closing = start + np.flatnonzero(np.asarray(tokens[start:end]) == eot)
+    doc_start = np.concatenate([[start], closing[:-1] + 1]).astype(np.int64)[:len(closing)]
+    n = closing - doc_start
+    count = -(-n // block_size)  # windows per document (none for an empty one)
+    doc = np.repeat(np.arange(len(n)), count)
+    k = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)  # window index in its document
+    scored = doc_start[doc] + k * block_size
+    stop = np.minimum(scored + block_size, closing[doc])
+    first = np.where(k == 0, scored - 1, stop - block_size - 1)
+    return np.stack([first, stop, scored], axis=1).astype(np.int64).reshape(-1, 3)
+
+
+def scored_from(windows: np.ndarray) -> np.ndarray:
+    """The first scored token of each window: its third column, else the token after its first."""
+    return windows[:, 2] if windows.shape[1] > 2 else windows[:, 0] + 1
+
+
 def spread(n: int, k: int) -> np.ndarray:
     """k of the indices 0 .. n - 1, evenly spread and distinct (k <= n), as eval_windows picks its subset."""
     return np.linspace(0, n - 1, k).round().astype(np.int64)
 
 
-def split_windows(sources: dict, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(windows, source index of each window) scoring a split whose sources are `sources`.
+def cap_windows(per_source: list, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, source index of each window) of the sources' windows `per_source`.
 
-    Windows never cross a source boundary. With max_tokens below the split's predictions, only
-    max_tokens // block_size of the windows are kept, evenly spread over the split (so over its sources, in
-    proportion to their size, rather than its head only): at most max_tokens predictions, the same every run.
+    With max_tokens below their predictions, only as many whole windows are kept as fit max_tokens, evenly
+    spread over the split (so over its sources, in proportion to their size, rather than its head only): at
+    most max_tokens predictions, the same every run.
     """
-    per_source = [source_windows(r["start"], r["end"], block_size) for r in sources.values()]
-    windows = np.concatenate([np.zeros((0, 2), np.int64), *per_source])
+    width = per_source[0].shape[1] if per_source else 2
+    windows = np.concatenate([np.zeros((0, width), np.int64), *per_source])
     owner = np.repeat(np.arange(len(per_source)), [len(w) for w in per_source])
-    if max_tokens is None or max_tokens >= predictions(windows):
+    total = predictions(windows)
+    if max_tokens is None or max_tokens >= total:
         return windows, owner
     if max_tokens < block_size:
         raise PicoError(f"evaluate max_tokens = {max_tokens} is below block_size {block_size} (the cap keeps whole "
                         f"windows); set it to at least {block_size}, or to null for the whole split")
-    keep = spread(len(windows), max_tokens // block_size)
+    k = min(len(windows), max_tokens * len(windows) // total)  # as many as windows of the mean size allow
+    while predictions(windows[spread(len(windows), k)]) > max_tokens:
+        k -= 1
+    keep = spread(len(windows), k)
     return windows[keep], owner[keep]
+
+
+def split_windows(sources: dict, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, source index of each window) scoring a split whose sources are `sources` in source_windows
+    (windows never cross a source boundary), capped at max_tokens predictions (cap_windows)."""
+    return cap_windows([source_windows(r["start"], r["end"], block_size) for r in sources.values()], block_size,
+                       max_tokens)
 
 
 def predictions(windows: np.ndarray) -> int:
     """Tokens the windows predict (each window's first token is context only)."""
-    return int((windows[:, 1] - windows[:, 0] - 1).sum())
+    return int((windows[:, 1] - scored_from(windows)).sum())
 
 
 # Next-token predictions per forward pass (windows x their length): large matmuls, small activations.
@@ -204,29 +246,42 @@ def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.T
     return losses.view(y.shape)
 
 
-@torch.no_grad()
-def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int, device, desc: str = "score"
-                ) -> np.ndarray:
-    """Summed next-token loss (nats) of each window tokens[first:stop] (rows of `windows`).
+# Window lengths rounded up to a multiple of this share a forward pass (the tail is padded with the tokens that
+# follow it, which a causal model's earlier predictions never see): few passes for documents of every length.
+LENGTH_STEP = 64
 
-    Windows of the same length (all full windows; a tail is shorter) go through the model batch_size at a
-    time; the progress bar (stderr) counts predicted tokens.
+
+@torch.no_grad()
+def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int, device, desc: str = "score",
+                prefix: int | None = None) -> np.ndarray:
+    """Summed next-token loss (nats) of each window's scored tokens (rows of `windows`: (first, stop) scores
+    tokens[first + 1:stop], (first, stop, scored) tokens[scored:stop]); `prefix` is the token read at offset -1.
+
+    Windows of about the same length (all full windows; a tail is shorter) go through the model batch_size
+    at a time; the progress bar (stderr) counts scored tokens.
     """
     device = torch.device(device)
     nats = np.zeros(len(windows))
-    lengths = windows[:, 1] - windows[:, 0]
+    firsts, stops, scored = windows[:, 0], windows[:, 1], scored_from(windows)
+    lengths = stops - firsts
+    padded = np.minimum(-(-lengths // LENGTH_STEP) * LENGTH_STEP, lengths.max(initial=0))
     was_training = model.training
     model.eval()
     with tqdm(total=predictions(windows), desc=desc, unit="tok", unit_scale=True, mininterval=5) as bar:
-        for length in np.unique(lengths)[::-1]:
-            same = np.flatnonzero(lengths == length)
+        for length in np.unique(padded)[::-1]:
+            same = np.flatnonzero(padded == length)
             for i in range(0, len(same), batch_size):
                 rows = same[i:i + batch_size]
-                ids = np.asarray(tokens[windows[rows, :1] + np.arange(length)], dtype=np.int64)
+                at = firsts[rows, None] + np.arange(length)
+                ids = np.asarray(tokens[np.clip(at, 0, len(tokens) - 1)], dtype=np.int64)
+                if prefix is not None:
+                    ids[at < 0] = prefix
                 ids = torch.from_numpy(ids).to(device)
                 losses = token_losses(model, ids[:, :-1], ids[:, 1:], HEAD_CHUNK[device_kind(device)])
-                nats[rows] = losses.double().sum(1).cpu().numpy()
-                bar.update(len(rows) * (int(length) - 1))
+                targets = at[:, 1:]
+                keep = torch.from_numpy((targets >= scored[rows, None]) & (targets < stops[rows, None])).to(device)
+                nats[rows] = torch.where(keep, losses.double(), 0.0).sum(1).cpu().numpy()
+                bar.update(int(keep.sum()))
     model.train(was_training)
     return nats
 
@@ -253,25 +308,31 @@ def loss_record(nats: float, tokens: int, n_bytes: int) -> dict:
 
 
 def evaluate_split(model, tokens: np.ndarray, sources: dict, byte_lengths: np.ndarray, block_size: int,
-                   batch_size: int, device, max_tokens: int | None = None, desc: str = "val loss") -> dict:
+                   batch_size: int, device, max_tokens: int | None = None, desc: str = "val loss",
+                   scoring: str = "windows", eot: int | None = None) -> dict:
     """{"all": record, "sources": {name: record}, "tokens_in_split": .., "capped": ..} over a split whose sources
-    are `sources` ({name: {"start": .., "end": ..}} token offsets, as in meta.json), with at most max_tokens
-    predicted tokens scored (None: all of them; see split_windows)."""
-    windows, owner = split_windows(sources, block_size, max_tokens)
-    nats = window_nats(model, tokens, windows, batch_size, device, desc)
-    # bytes of each window's targets tokens[first + 1:stop], from the running byte count over the split
-    ends = np.cumsum(byte_lengths[np.asarray(tokens, dtype=np.int64)])
-    n_bytes = ends[windows[:, 1] - 1] - ends[windows[:, 0]] if len(windows) else np.zeros(0, np.int64)
-    count = windows[:, 1] - windows[:, 0] - 1
+    are `sources` ({name: {"start": .., "end": ..}} token offsets, as in meta.json), scored in source_windows
+    (`windows`) or per document from end-of-text `eot` (`per_document`: document_windows), with at most
+    max_tokens predicted tokens scored (None: all of them; see cap_windows)."""
+    if scoring == "per_document":
+        per_source = [document_windows(tokens, r["start"], r["end"], eot, block_size) for r in sources.values()]
+    else:
+        per_source = [source_windows(r["start"], r["end"], block_size) for r in sources.values()]
+    windows, owner = cap_windows(per_source, block_size, max_tokens)
+    nats = window_nats(model, tokens, windows, batch_size, device, desc, prefix=eot)
+    # bytes of each window's scored tokens tokens[scored:stop], from the running byte count over the split
+    ends = np.concatenate([[0], np.cumsum(byte_lengths[np.asarray(tokens, dtype=np.int64)])])
+    n_bytes = ends[windows[:, 1]] - ends[scored_from(windows)]
+    count = windows[:, 1] - scored_from(windows)
 
     def total(values, source):
         return values[owner == source].sum()
 
-    per_source = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)))
-                  for i, name in enumerate(sources)}
-    in_split = sum(max(0, r["end"] - r["start"] - 1) for r in sources.values())
-    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum())), "sources": per_source,
-            "tokens_in_split": in_split, "capped": int(count.sum()) < in_split}
+    per_source_records = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)))
+                          for i, name in enumerate(sources)}
+    in_split = sum(predictions(w) for w in per_source)
+    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum())),
+            "sources": per_source_records, "tokens_in_split": in_split, "capped": int(count.sum()) < in_split}
 
 
 @torch.no_grad()
@@ -418,14 +479,21 @@ def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english:
     return sampling_metrics(records, english=english)
 
 
-def scoring_method(block_size: int, max_tokens: int | None, capped: bool) -> str:
+def scoring_method(block_size: int, max_tokens: int | None, capped: bool, scoring: str = "windows") -> str:
     """How the split was scored, in words, for eval/<model>.json."""
-    windows = (f"per source, non-overlapping windows of block_size = {block_size} tokens + one shorter tail "
-               "window, the first token of each window context only")
+    if scoring == "per_document":
+        windows = (f"per document as lm-evaluation-harness's loglikelihood_rolling, in windows of block_size = "
+                   f"{block_size} predictions: each document's first token predicted from end-of-text, its closing "
+                   f"end-of-text not scored")
+        scored = "every document token scored once"
+    else:
+        windows = (f"per source, non-overlapping windows of block_size = {block_size} tokens + one shorter tail "
+                   "window, the first token of each window context only")
+        scored = "every token but each source's first scored once"
     if not capped:
-        return f"whole split, {windows}: every token but each source's first scored once; end-of-text counts 0 bytes"
-    return (f"capped at max_tokens = {max_tokens}: {max_tokens // block_size} of the split's windows, evenly spread "
-            f"over it ({windows}); end-of-text counts 0 bytes")
+        return f"whole split, {windows}: {scored}; end-of-text counts 0 bytes"
+    return (f"capped at max_tokens = {max_tokens}: whole windows evenly spread over the split ({windows}); "
+            f"end-of-text counts 0 bytes")
 
 
 def run_config(ckpt: dict) -> dict:
@@ -437,12 +505,13 @@ def run_config(ckpt: dict) -> dict:
 
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
                    max_tokens: int | None = None, samples_path=None, sampling: SamplingConfig | None = None,
-                   seed: int = 1337, english: bool = True) -> tuple:
+                   seed: int = 1337, english: bool = True, scoring: str = "windows") -> tuple:
     """(eval dict for eval/<model>.json, sampling rows) of one trained model.
 
     max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
-    pass (None: eval_batch_size). With `sampling`, the samples are joined by samples at its sweep_p_values.
-    english=False: the study's text is not English (english_word_share NaN)."""
+    pass (None: eval_batch_size); scoring: `windows` or `per_document` (evaluate_split). With `sampling`, the
+    samples are joined by samples at its sweep_p_values. english=False: the study's text is not English
+    (english_word_share NaN)."""
     from pathlib import Path
 
     from picollm.data.tokenizer import checkpoint_tokenizer
@@ -468,7 +537,8 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     val = load_tokens(tokens_dir / "val.bin", meta)
     lengths = token_byte_lengths(tokenizer, meta["vocab_size"])
     result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev,
-                            max_tokens=max_tokens, desc=f"val loss {name}")
+                            max_tokens=max_tokens, desc=f"val loss {name}", scoring=scoring,
+                            eot=tokenizer.eot_token)
     summary = ckpt.get("summary") or {}
     # counted from the checkpoint, so that a model trained before FLOPs were recorded has them too
     per_token = flops_per_token(ckpt["model_cfg"], ckpt["vocab_size"], block_size, output_vocab_size(model))
@@ -479,10 +549,11 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
            "split": "val", "device": str(dev), "batch_size": batch,
            "val_loss": result["all"]["loss"], "perplexity": result["all"]["perplexity"], "bpb": result["all"]["bpb"],
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
-           "val_capped": result["capped"], "max_tokens": max_tokens, "val_bytes": result["all"]["bytes"],
+           "val_capped": result["capped"], "max_tokens": max_tokens, "scoring": scoring,
+           "val_bytes": result["all"]["bytes"],
            "sources": result["sources"],
            "train_final_val_loss": summary.get("final_val_loss"), "config": run_config(ckpt),
-           "method": scoring_method(block_size, max_tokens, result["capped"])}
+           "method": scoring_method(block_size, max_tokens, result["capped"], scoring)}
     rows = []
     if samples_path is not None:
         with open(samples_path, encoding="utf-8") as fh:

@@ -54,26 +54,35 @@ def export_model(model_path, out_dir) -> dict:
 
 # --- the model ---------------------------------------------------------------------------------------------
 
+def unexportable(model_cfg: dict, compact_vocab: bool = False) -> str | None:
+    """Why a model of this config (a study's model entry, or a checkpoint's model_cfg) has no exact
+    `transformers` form, naming what to train instead, in one line; None when it exports."""
+    if model_cfg.get("type") != "transformer":
+        return (f"only Transformer models can be exported to Hugging Face format, not {model_cfg.get('type')!r}; "
+                f"export a transformer with pos_encoding: rope")
+    if compact_vocab:
+        # Unseen ids share the "other" logit minus log(#unseen): a per-token output bias that Llama's head lacks.
+        return ("a compact-vocabulary model has no exact Llama form (its 'other' class needs an output bias); "
+                "train it with compact_vocab: false to export it")
+    learned = model_cfg.get("pos_encoding", "learned") == "learned"
+    layernorm = model_cfg.get("norm", "rmsnorm") == "layernorm"
+    if learned and not layernorm:
+        return ("a Transformer with learned positions and RMSNorm has no exact Hugging Face equivalent; "
+                "train it with pos_encoding: rope (a Llama) or with norm: layernorm (a GPT-2)")
+    if learned and model_cfg.get("mlp", "gelu") == "swiglu":
+        return ("GPT-2 (learned positions, LayerNorm) has no gated MLP; train it with mlp: gelu or silu, "
+                "or with pos_encoding: rope and norm: rmsnorm (a Llama)")
+    if not learned and layernorm:
+        return ("a Transformer with rotary positions and LayerNorm has no exact Hugging Face equivalent; "
+                "train it with norm: rmsnorm (a Llama) or with pos_encoding: learned (a GPT-2)")
+    return None
+
+
 def _refuse_unexportable(model, ckpt) -> None:
     """One line naming why a model has no exact `transformers` form and what to train instead."""
-    if isinstance(model, CompactVocab):
-        # Unseen ids share the "other" logit minus log(#unseen): a per-token output bias that Llama's head lacks.
-        raise PicoError("a compact-vocabulary model has no exact Llama form (its 'other' class needs an output "
-                        "bias); train it with compact_vocab: false to export it")
-    model_type = ckpt["model_cfg"].get("type")
-    if model_type != "transformer":
-        raise PicoError(f"only Transformer models can be exported to Hugging Face format, not {model_type!r}; "
-                        f"export a transformer with pos_encoding: rope")
-    layernorm = isinstance(model.norm, torch.nn.LayerNorm)
-    if model.pos_emb is not None and not layernorm:
-        raise PicoError("a Transformer with learned positions and RMSNorm has no exact Hugging Face equivalent; "
-                        "train it with pos_encoding: rope (a Llama) or with norm: layernorm (a GPT-2)")
-    if model.pos_emb is not None and model.blocks[0].mlp.gated:
-        raise PicoError("GPT-2 (learned positions, LayerNorm) has no gated MLP; train it with mlp: gelu or silu, "
-                        "or with pos_encoding: rope and norm: rmsnorm (a Llama)")
-    if model.pos_emb is None and layernorm:
-        raise PicoError("a Transformer with rotary positions and LayerNorm has no exact Hugging Face equivalent; "
-                        "train it with norm: rmsnorm (a Llama) or with pos_encoding: learned (a GPT-2)")
+    reason = unexportable(ckpt["model_cfg"], isinstance(model, CompactVocab))
+    if reason:
+        raise PicoError(reason)
 
 
 def hf_config(model, ckpt):

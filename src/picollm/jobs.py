@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import (EvaluateJob, ReferenceJob, SampleJob, Study, TablesJob, TokenizerJob, TrainJob,
-                            bpe_vocab_size)
+from picollm.config import (EvaluateJob, LmEvalTaskJob, ReferenceJob, SampleJob, Study, TablesJob, TokenizerJob,
+                            TrainJob, bpe_vocab_size)
 from picollm.model_types import type_module
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
@@ -25,7 +25,7 @@ from picollm.model_types import type_module
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
-                  "figure", "provenance_table", "snapshots", "scaling", "export", "resources")}
+                  "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task", "resources")}
 
 
 def _dump(job) -> dict:
@@ -132,6 +132,12 @@ def reference(study: Study, seed: int) -> dict:
     out["sampling"] = {k: out["sampling"][k] for k in ("prompts", "num_samples", "max_new_tokens")}
     out["data"] = {"sources": out["data"]["sources"]}
     return out
+
+
+def lm_eval_task(study: Study) -> dict:
+    """The harness task's name comes from the experiment; the runs' models say whether any exports."""
+    models = {run: entry.model_copy(update={"train": None}) for run, entry in study.runs.items()}
+    return _dump(LmEvalTaskJob(experiment=study.experiment, compact_vocab=study.compact_vocab, models=models))
 
 
 def study_file(study: Study) -> dict:

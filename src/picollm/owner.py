@@ -131,9 +131,10 @@ class ParentWatch:
 
     def __init__(self, interval: float = 1.0):
         value = os.environ.get(PARENT_ENV, "")
-        # the pid is one of the first node's: ranks on the other nodes of a multi-node job (torchrun's
-        # GROUP_RANK > 0) do not watch it, and stop with the first node's ranks (distributed.any_rank)
-        first_node = int(os.environ.get("GROUP_RANK", 0)) == 0
+        # the pid is one of the first node's (srun's node 0, where the job's command runs): ranks on the other
+        # nodes of a multi-node job do not watch it, and stop with the first node's ranks (distributed.any_rank).
+        # Without srun, torchrun's GROUP_RANK tells the node (the rendezvous numbers nodes in order of arrival).
+        first_node = int(os.environ.get("SLURM_NODEID", os.environ.get("GROUP_RANK", 0))) == 0
         self.pid = int(value) if value.isdigit() and first_node else None
         self.seen = _started(self.pid) if self.pid else None
         self.interval, self.next_check, self.lost = interval, 0.0, False

@@ -25,7 +25,8 @@ def run(args):
                             outputs=[args.out, *([args.sampling_out] if args.sampling_out else [])])
     result, rows = evaluate_model(args.name, args.model_path, tokens, device=job.device,
                                   max_tokens=job.evaluate.max_tokens, samples_path=args.samples,
-                                  sampling=job.sampling, seed=job.seed, english=job.data.english)
+                                  sampling=job.sampling, seed=job.seed, english=job.data.english,
+                                  scoring=job.evaluate.scoring)
     not_finite = {k: result[k] for k in ("val_loss", "perplexity", "bpb") if not math.isfinite(result[k])}
     if not_finite:  # never a result: a table would average it in
         raise PicoError(f"evaluating {args.name} gave {', '.join(f'{k} {v}' for k, v in not_finite.items())}: the "

@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from picollm import distributed, provenance
+from picollm import distributed, launch, provenance
 from picollm.config import TrainJob, parse
 from picollm.device import resolve_device, use_threads
 from picollm.models import model_class
@@ -17,8 +17,8 @@ def run(args):
     job = parse(TrainJob, config)
     model_class(job.model.type)  # imported now, so the provenance record's code identity holds it
     if args.devices * args.nodes > 1 and not distributed.under_torchrun():
-        return distributed.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),
-                                    job.train.batch_size)
+        return launch.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),
+                               job.train.batch_size)
     use_threads(distributed.threads_per_rank(args.threads))
     tokens = Path(args.tokens_dir)
     rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"])

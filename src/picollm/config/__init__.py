@@ -6,15 +6,15 @@ its runs; stages.py names the slice each stage command is given. Nothing here im
 workflow stays cheap.
 """
 from picollm.config.load import DEFAULT_STUDY, deep_merge, load_study, parse, read_study_file
-from picollm.config.stages import (DownloadJob, EvaluateJob, FigureJob, ReferenceJob, SampleJob, SnapshotsJob,
-                                   TablesJob, TokenizerJob, TrainJob)
+from picollm.config.stages import (DownloadJob, EvaluateJob, FigureJob, LmEvalTaskJob, ReferenceJob, SampleJob,
+                                   SnapshotsJob, TablesJob, TokenizerJob, TrainJob)
 from picollm.config.study import (MODEL_CLASSES, DataConfig, EvaluateConfig, FiguresConfig, ModelConfig,
                                   SamplingConfig, Study, TrainConfig, bpe_vocab_size)
 
 __all__ = ["DEFAULT_STUDY", "deep_merge", "load_study", "parse", "read_study_file", "DownloadJob", "EvaluateJob",
-           "FigureJob", "ReferenceJob", "SampleJob", "SnapshotsJob", "TablesJob", "TokenizerJob", "TrainJob",
-           "MODEL_CLASSES", "DataConfig", "EvaluateConfig", "FiguresConfig", "ModelConfig", "SamplingConfig", "Study",
-           "TrainConfig", "bpe_vocab_size", "model_config", "schema"]
+           "FigureJob", "LmEvalTaskJob", "ReferenceJob", "SampleJob", "SnapshotsJob", "TablesJob", "TokenizerJob",
+           "TrainJob", "MODEL_CLASSES", "DataConfig", "EvaluateConfig", "FiguresConfig", "ModelConfig", "SamplingConfig",
+           "Study", "TrainConfig", "bpe_vocab_size", "model_config", "schema"]
 
 
 def model_config(entry) -> ModelConfig:

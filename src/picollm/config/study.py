@@ -358,6 +358,10 @@ class SamplingConfig(Section):
 class EvaluateConfig(Section):
     max_tokens: Optional[int] = Field(None, ge=1, description=(
         "validation tokens scored per model by the evaluate stage (null: the whole split)"))
+    scoring: Literal["windows", "per_document"] = Field("windows", description=(
+        "windows: each source in non-overlapping windows of block_size tokens that run across documents, "
+        "end-of-text tokens scored too; per_document: each document on its own from end-of-text, its closing "
+        "end-of-text not scored, as lm-evaluation-harness's loglikelihood_rolling tasks do (docs/lm-eval.md)"))
 
 
 class FiguresConfig(Section):
