@@ -465,7 +465,11 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
             run.t0 = time.perf_counter()
             train_loop(run, state)
             save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
-            return finish(run, state, out_dir, provenance) if main else {}
+            summary = finish(run, state, out_dir, provenance) if main else {}
+            # the ranks tear the process group down together: a rank that closes gloo while rank 0 still writes
+            # the outputs can abort at exit ("terminate called without an active exception")
+            distributed.barrier()
+            return summary
         finally:
             distributed.stop()
 
