@@ -284,3 +284,12 @@ def test_layer_health_of_a_model_without_blocks_is_the_header(tokens_dir, tmp_pa
     run(tokens_dir, tmp_path, model={"type": "lstm", "embed_dim": 16, "hidden_dim": 32}, max_steps=10)
     assert (tmp_path / "layer_health.csv").read_text().strip() == \
         "step,tokens_seen,block,attn_grad_norm,mlp_grad_norm,resid_rms"
+
+
+def test_summary_records_the_head_plan_it_trained_with(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path, max_steps=2, eval_interval=2, log_interval=1)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    head = summary["head_loss"]
+    assert head["source"] in ("measured", "cache") and head["machine"]["device"] == "cpu"
+    assert {"chunk", "logits", "grad_h", "decode", "plain_rows"} == set(head["plan"])
+    assert "head_loss" not in load_model(tmp_path / "model.pt").checkpoint["summary"]  # the machine's, not the model's

@@ -180,7 +180,9 @@ def plan_record(vocab: int, hidden: int, device: torch.device) -> dict:
     elif device.type not in ("cpu", "cuda"):  # no timer to trust: torch's matmuls, today's chunk
         record = {"plan": dataclasses.asdict(HeadPlan(128)), "source": "default", "machine": machine}
     else:
-        plan, timings = measure(vocab, hidden, device)
+        # the first call may come from inside no_grad (validation) or autocast: measure as training runs
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            plan, timings = measure(vocab, hidden, device)
         record = {"plan": dataclasses.asdict(plan), "source": "measured", "machine": machine, "vocab": vocab,
                   "hidden": hidden, "timings_ms": timings,
                   "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
