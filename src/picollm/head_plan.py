@@ -1,5 +1,6 @@
 """How the fused LM head + loss (picollm.loss.linear_cross_entropy) runs on this machine: the rows per chunk,
-and the library that multiplies each of its two vocabulary-wide matmuls, chosen by timing the candidates once.
+the library that multiplies each of its vocabulary-wide matmuls, and below how many rows plain autograd is
+faster, chosen by timing the candidates once.
 
 No choice here is right on every machine. Which library is faster at these shapes depends on the CPU: torch's
 own BLAS, or oneDNN's fp32 inner product, which on some CPUs runs at a multiple of the BLAS's rate (the BLAS
@@ -24,12 +25,12 @@ from picollm.errors import PicoError
 from picollm.io import write_json
 
 LIBRARIES = ("torch", "onednn")
-# The largest fp32 (chunk, V) block a plan may use: the fused head's whole working set, which keeps a training
-# step's peak memory where the (N, V) logits, their log-softmax and their gradient would each be N / chunk x it.
+# The largest fp32 (chunk, V) block a plan may use, and the most that plain autograd's three (N, V) tensors may
+# take where it runs instead: a training step's peak memory stays that of a fused head at any vocabulary.
 BLOCK_BYTES = 48 * 2 ** 20
 CHUNKS = (32, 64, 128, 192, 256, 512, 1024)
-PLAIN_ROWS = (16, 64, 256, 1024)
-MEASURED_ROWS = 1024  # the most rows a measurement multiplies: chunks beyond it gain little and cost seconds  # row counts at which the fused head is timed against plain autograd
+PLAIN_ROWS = (16, 64, 256, 1024)  # row counts at which the fused head is timed against plain autograd
+MEASURED_ROWS = 1024  # the most rows a measurement multiplies: chunks beyond it gain little and cost seconds
 CACHE_FILE = "head_plans.json"
 _plans: dict[tuple, dict] = {}  # this process's records: measured or read once, then a lookup per call
 
