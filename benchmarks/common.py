@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # the checkout's own picollm, as the Snakemake rules use
     sys.path.insert(0, str(REPO / "src"))
 
+from picollm.device import cpu_caches, cpu_flags, cpu_model  # noqa: E402  (after the path is set)
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -81,32 +83,6 @@ def sizes(quick: bool, threads: int) -> Sizes:
 
 # --- the machine ---------------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# /proc/cpuinfo flags that decide a CPU run's speed and precision (precision: auto is bf16 with native bf16)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> list[str]:
-    """Which of CPU_FLAGS the CPU has (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [flag for flag in CPU_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
-
-
 def _version(name: str):
     try:
         return importlib.metadata.version(name)
@@ -122,7 +98,8 @@ def machine_info(threads: int) -> dict:
         memory_gib = None
     return {
         "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": list(cpu_flags()),
+        "cpu_caches": cpu_caches(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "threads_requested": threads,
@@ -145,20 +122,43 @@ def now_utc() -> str:
 
 
 def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
-    """fp32 torch.mm GFLOP/s on square matrices: median of `reps` after one warm-up, per size; peak = the best."""
-    per_size = {}
-    for n in sizes_:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)
+    """Matmul GFLOP/s on square matrices, median of `reps` after one warm-up: fp32 through torch.mm (the BLAS) per
+    size, and at the largest size fp32 through oneDNN (where torch has it) and bf16 through torch.mm. The peak is
+    the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach."""
+    from picollm.head_plan import block_logits, onednn_available
+
+    def rate(fn, n):
+        fn()
         times = []
         for _ in range(reps):
             t = time.perf_counter()
-            torch.mm(a, b)
+            fn()
             times.append(time.perf_counter() - t)
-        per_size[str(n)] = round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
-    return {"gflops_by_size": per_size, "peak_gflops": max(per_size.values()),
-            "method": f"fp32 torch.mm of n x n matrices, n in {list(sizes_)}, median of {reps} after a warm-up; "
-                      f"the peak is the best size"}
+        return round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
+
+    per_size = {}
+    for n in sizes_:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        per_size[str(n)] = rate(lambda: torch.mm(a, b), n)
+    n = max(sizes_)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    onednn = rate(lambda: block_logits(a, b, None, "onednn"), n) if onednn_available() else None
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    bf16 = rate(lambda: torch.mm(a16, b16), n)
+    return {"gflops_by_size": per_size, "onednn_fp32_gflops": onednn, "bf16_gflops": bf16,
+            "peak_gflops": max([*per_size.values(), onednn or 0.0]),
+            "method": f"fp32 torch.mm of n x n matrices, n in {list(sizes_)}, and at n = {n} fp32 through oneDNN "
+                      f"(torch.ops.mkldnn._linear_pointwise) and bf16 torch.mm; median of {reps} after a warm-up; "
+                      f"the peak is the best fp32 rate"}
+
+
+def machine_line(machine: dict, peak: dict) -> str:
+    """The machine in one line: CPU, flags, caches, threads, torch, and its matmul rates."""
+    caches = ", ".join(f"{k} {v}" for k, v in (machine.get("cpu_caches") or {}).items()) or "caches unknown"
+    onednn = f", oneDNN {peak['onednn_fp32_gflops']:.0f}" if peak.get("onednn_fp32_gflops") else ""
+    return (f"{machine['cpu_model']} ({', '.join(machine.get('cpu_flags') or []) or 'no AVX-512'}; {caches}), "
+            f"{machine['torch_threads']} threads, torch {machine['torch']}; matmul GFLOP/s: fp32 "
+            f"{max(peak['gflops_by_size'].values()):.0f}{onednn}, bf16 {peak['bf16_gflops']:.0f}")
 
 
 # --- timing --------------------------------------------------------------------------------------------
@@ -301,7 +301,8 @@ def profile_breakdown(fn, vocab: int, top: int = 10) -> dict:
     }
 
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+           "mkldnn::_linear_pointwise")
 CE_OPS = ("aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss", "aten::nll_loss_forward",
           "aten::nll_loss_backward", "aten::nll_loss2d_forward", "aten::logsumexp", "aten::_softmax",
           "aten::exp", "aten::exp_", "aten::sub_", "aten::softmax")

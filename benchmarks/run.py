@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
-    from benchmarks.common import CLEAN_RULE, machine_info, now_utc, peak_matmul, sizes
+    from benchmarks.common import CLEAN_RULE, machine_info, machine_line, now_utc, peak_matmul, sizes
     from picollm.io import write_json, write_text
 
     sz = sizes(args.quick, args.threads)
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''} -> {out}", flush=True)
     peak = peak_matmul(sz.peak_sizes)
-    print(f"  peak fp32 matmul: {peak['peak_gflops']:.0f} GFLOP/s", flush=True)
+    print(f"  machine: {machine_line(machine_info(args.threads), peak)}", flush=True)
     for name in names:
         t = time.perf_counter()
         started = now_utc()
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
         status = f"FAILED: {error.splitlines()[0]}" if error else \
             ("missed: " + "; ".join(missed) if missed else "")
         print(f"  {name}: {result['wall_s']:.0f} s {status}", flush=True)
+        if result.get("headline"):  # the ratios that benchmark exists for, on this machine
+            print(f"    {result['headline']}", flush=True)
     write_text(out / MARKDOWN, markdown(out))
     print(f"wrote {out / MARKDOWN}")
     if failed:
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
 
 def markdown(out: Path) -> str:
     """One Markdown document from every <name>.json in `out`, in benchmark order."""
-    from benchmarks.common import CLEAN_RULE, fmt
+    from benchmarks.common import CLEAN_RULE, fmt, machine_line
     results = []
     for name in BENCHMARKS:
         path = out / f"{name}.json"
@@ -145,7 +147,8 @@ def markdown(out: Path) -> str:
                   f"| torch threads | {m['torch_threads']} |",
                   f"| torch / transformers | {m['torch']} / {m['transformers']} |",
                   f"| device | {m['device']} |",
-                  f"| peak fp32 matmul | {p['peak_gflops']:,.0f} GFLOP/s ({p['method']}) |", ""]
+                  f"| peak fp32 matmul | {p['peak_gflops']:,.0f} GFLOP/s ({p['method']}) |",
+                  f"| in one line | {machine_line(m, p) if 'bf16_gflops' in p else m['cpu_model']} |", ""]
         if len(machines) > 1:
             lines += ["**Note:** these sections were measured on different machines or settings; see each JSON's "
                       "`machine`.", ""]

@@ -499,10 +499,70 @@ def one_benchmark_markdown(folder: Path, name: str) -> str:
     return "\n".join(out)
 
 
+def _ratio(text) -> float | None:
+    """1.48 from a table cell such as '1.48x' or '10.1x recompute, 1.62x HF' (the last 'x HF' figure)."""
+    match = re.findall(r"([0-9.]+)x(?: HF)?", str(text))
+    return float(match[-1]) if match else None
+
+
+def train_vs_hf(record: dict):
+    if record.get("ratio_vs_hf") is not None:
+        return record["ratio_vs_hf"]
+    rows = (record.get("table") or {}).get("rows") or []
+    return _ratio(rows[0][-1]) if rows else None
+
+
+def generation_vs_hf(record: dict):
+    if (record.get("ratios") or {}).get("cached_vs_hf") is not None:
+        return record["ratios"]["cached_vs_hf"]
+    rows = (record.get("table") or {}).get("rows") or []
+    return _ratio(rows[0][-1]) if rows and "HF" in str(rows[0][-1]) else None
+
+
+def speed_by_machine(records: list[dict]) -> list[str]:
+    """One row per machine type (CPU model, flags, threads, torch): the newest training and generation records'
+    speed against Hugging Face there, with the machine's caches and matmul rates. A ratio measured on one machine
+    does not carry to the next, so each machine keeps its own dated row."""
+    machines: dict[tuple, dict] = {}
+    for record in records:
+        if record["benchmark"] not in ("train", "generation") or record.get("quick") \
+                or not isinstance(record.get("machine"), dict):
+            continue
+        m = record["machine"]
+        key = (m.get("cpu_model"), tuple(m.get("cpu_flags") or ()), m.get("torch_threads"), m.get("torch"))
+        newest = machines.setdefault(key, {})
+        if record["benchmark"] not in newest or str(record["started_utc"]) > str(newest[record["benchmark"]]["started_utc"]):
+            newest[record["benchmark"]] = record
+    if not machines:
+        return []
+    out = ["## Speed against Hugging Face, by machine {#bench-by-machine}", "",
+           "The newest `train` and `generation` records of each machine type: tokens/s of a training step and "
+           "of greedy generation (batch 1, fp32) over Hugging Face's, measured side by side in one process; the "
+           "fused head + loss over plain autograd at the training step's rows. Blank: not measured there.", "",
+           "| measured | machine | caches | fp32 / oneDNN fp32 / bf16 matmul GFLOP/s | training vs HF | "
+           "head + loss fused vs plain | generation vs HF |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for newest in machines.values():
+        train, gen = newest.get("train"), newest.get("generation")
+        some = train or gen
+        peak = some.get("peak_matmul") or {}
+        rates = " / ".join(cell(x) if x else "" for x in (
+            max((peak.get("gflops_by_size") or {}).values(), default=peak.get("peak_gflops")),
+            peak.get("onednn_fp32_gflops"), peak.get("bf16_gflops")))
+        caches = ", ".join(f"{k} {v}" for k, v in (some["machine"].get("cpu_caches") or {}).items())
+        dates = sorted({str(r["started_utc"])[:10] for r in (train, gen) if r})
+        ratios = [train_vs_hf(train) if train else None,
+                  (train.get("head_loss") or {}).get("fused_vs_plain") if train else None,
+                  generation_vs_hf(gen) if gen else None]
+        out.append(f"| {', '.join(dates)} | {cell(machine_text(some['machine']))} | {cell(caches)} | {rates} | "
+                   + " | ".join(f"{x:.2f}x" if x else "" for x in ratios) + " |")
+    return out + [""]
+
+
 def benchmarks_markdown(folder: Path) -> str:
-    out = []
+    records = benchmark_records(folder)
+    out = speed_by_machine(records)
     current = None
-    for record in benchmark_records(folder):
+    for record in records:
         if record["benchmark"] in ELSEWHERE:
             continue
         if record["benchmark"] != current:

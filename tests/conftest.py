@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ TIKTOKEN_CACHE = SHARED / "tiktoken-cache"
 
 if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE.resolve())
+# Measurements of the machine (picollm.head_plan) go to a folder of this test session, not the user's cache.
+os.environ.setdefault("PICOLLM_CACHE_DIR", tempfile.mkdtemp(prefix="picollm-test-cache-"))
 
 
 def gpt2_available() -> bool:

@@ -159,3 +159,24 @@ def test_benchmarks_page_shows_every_record_with_its_date_and_machine(site):
         assert f"Measured {date}" in text, (path.name, date)
         assert f"on {machine}" in text, (path.name, machine)
         assert path.name in text, path.name
+
+
+def test_speed_table_keeps_one_dated_row_per_machine_type():
+    hooks = load_hooks()
+
+    def record(benchmark, cpu, day, ratio):
+        machine = {"cpu_model": cpu, "cpu_flags": ["avx2"], "torch_threads": 2, "torch": "2.13.0",
+                   "cpu_caches": {"L2": "1024K"}}
+        extra = {"ratio_vs_hf": ratio, "head_loss": {"fused_vs_plain": 1.8}} if benchmark == "train" else \
+            {"ratios": {"cached_vs_hf": ratio}}
+        return {"benchmark": benchmark, "started_utc": f"2026-12-0{day}T00:00:00+00:00", "machine": machine,
+                "peak_matmul": {"gflops_by_size": {"4096": 200.0}, "onednn_fp32_gflops": 440.0, "bf16_gflops": 800.0},
+                "table": {"columns": [], "rows": []}, **extra}
+
+    rows = [line for line in hooks.speed_by_machine([
+        record("train", "CPU A", 1, 1.2), record("train", "CPU A", 3, 1.9), record("generation", "CPU A", 2, 1.6),
+        record("train", "CPU B", 4, 1.1)]) if line.startswith("| 2026")]
+    assert len(rows) == 2
+    assert "CPU A" in rows[0] and "2026-12-02, 2026-12-03" in rows[0] and "1.90x" in rows[0] and "1.60x" in rows[0]
+    assert "1.80x" in rows[0] and "200 / 440 / 800" in rows[0] and "L2 1024K" in rows[0]
+    assert "CPU B" in rows[1] and "1.10x" in rows[1]

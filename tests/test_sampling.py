@@ -155,3 +155,26 @@ def test_records_say_whether_the_story_ended_and_the_share_is_measured(stop_at_e
     assert sampling_metrics(nucleus)[0]["ended_share"] == pytest.approx(1 - 0.5 ** 6, abs=0.05)
     # records from before `ended` was recorded: no share rather than a made-up one
     assert np.isnan(sampling_metrics([{k: v for k, v in r.items() if k != "ended"} for r in ends])[0]["ended_share"])
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.3])  # peaked: the nucleus is within the first 64; flat: k must grow
+def test_nucleus_over_a_large_vocabulary_stays_in_transformers_kept_set(scale):
+    transformers = pytest.importorskip("transformers")
+    logits = torch.randn(32, 3000, generator=torch.Generator().manual_seed(0)) * scale
+    for p in (0.5, 0.9, 0.99):
+        lib_kept = torch.isfinite(transformers.TopPLogitsWarper(top_p=p)(None, logits.clone()))
+        for seed in range(5):
+            draws = nucleus_sample(logits, p, torch.Generator().manual_seed(seed))
+            assert lib_kept[torch.arange(32), draws].all()
+    assert torch.equal(nucleus_sample(logits, 1e-6), logits.argmax(-1))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_batch_with_a_seed_per_row_draws_what_each_row_draws_alone(name):
+    torch.manual_seed(0)
+    model = build_model(MODELS[name], vocab_size=30, block_size=8)
+    seeds = [11, 12, 13]
+    batch = generate(model, [[1, 2, 3]] * 3, max_new_tokens=12, p=0.9, seed=seeds)
+    for row, seed in zip(batch, seeds):
+        assert torch.equal(row, generate(model, [1, 2, 3], max_new_tokens=12, p=0.9, seed=seed))
+    assert not torch.equal(batch[0], batch[1])

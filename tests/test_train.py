@@ -206,25 +206,6 @@ def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
     assert result.returncode == 1 and result.stderr.startswith("error: checkpoint") and not (tmp_path / "s.jsonl").exists()
 
 
-def test_fused_linear_cross_entropy_matches_pytorch():
-    from picollm.loss import linear_cross_entropy
-    torch.manual_seed(0)
-    h = torch.randn(300, 16, requires_grad=True)
-    w = torch.randn(50, 16, requires_grad=True)
-    b = torch.randn(50, requires_grad=True)
-    y = torch.randint(0, 50, (300,))
-    ours = linear_cross_entropy(h, w, b, y, chunk=64)
-    ours.backward()
-    grads = [t.grad.clone() for t in (h, w, b)]
-    for t in (h, w, b):
-        t.grad = None
-    ref = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), y)
-    ref.backward()
-    assert torch.allclose(ours, ref, atol=1e-5)
-    for got, t in zip(grads, (h, w, b)):
-        assert torch.allclose(got, t.grad, atol=1e-5)
-
-
 def test_snapshots_at_the_listed_steps_with_their_validation_loss(tokens_dir, tmp_path):
     run(tokens_dir, tmp_path / "plain", max_steps=40)
     out = tmp_path / "snap"
@@ -303,3 +284,12 @@ def test_layer_health_of_a_model_without_blocks_is_the_header(tokens_dir, tmp_pa
     run(tokens_dir, tmp_path, model={"type": "lstm", "embed_dim": 16, "hidden_dim": 32}, max_steps=10)
     assert (tmp_path / "layer_health.csv").read_text().strip() == \
         "step,tokens_seen,block,attn_grad_norm,mlp_grad_norm,resid_rms"
+
+
+def test_summary_records_the_head_plan_it_trained_with(tokens_dir, tmp_path):
+    run(tokens_dir, tmp_path, max_steps=2, eval_interval=2, log_interval=1)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    head = summary["head_loss"]
+    assert head["source"] in ("measured", "cache") and head["machine"]["device"] == "cpu"
+    assert {"chunk", "logits", "grad_h", "decode", "plain_rows"} == set(head["plan"])
+    assert "head_loss" not in load_model(tmp_path / "model.pt").checkpoint["summary"]  # the machine's, not the model's

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import os
+import platform
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -30,6 +35,75 @@ def use_threads(threads: int) -> None:
     """Use exactly the cores Snakemake gave this job, so `--cores N` never oversubscribes the CPU."""
     torch.set_num_threads(max(1, int(threads)))
 
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# /proc/cpuinfo flags that decide a CPU run's speed and precision (precision: auto is bf16 with native bf16)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@functools.cache
+def cpu_flags() -> tuple[str, ...]:
+    """Which of CPU_FLAGS the CPU has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(flag for flag in CPU_FLAGS if flag in have)
+    except OSError:
+        pass
+    return ()
+
+
+def cpu_caches() -> dict:
+    """The first CPU's data caches by level, as the kernel reports them: {"L1d": "48K", "L2": "1024K", ...}."""
+    return dict(_cpu_caches())
+
+
+@functools.cache
+def _cpu_caches() -> tuple:
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches.append((f"L{level}{'d' if kind == 'Data' else ''}", size))
+    return tuple(caches)
+
+
+def machine_identity(device: torch.device) -> dict:
+    """What a speed measurement holds for: the processor (model, flags, caches), torch, the threads, the device.
+
+    A measurement cached under this identity is reused only where all of it is the same."""
+    identity = {"cpu_model": cpu_model(), "cpu_flags": list(cpu_flags()), "cpu_caches": cpu_caches(),
+                "torch": str(torch.__version__), "threads": torch.get_num_threads(), "device": device.type}
+    if device.type == "cuda":
+        identity["device"] = f"cuda: {torch.cuda.get_device_name(device)}"
+    return identity
+
+
+def identity_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where measurements of this machine are kept between runs: $PICOLLM_CACHE_DIR, else
+    $XDG_CACHE_HOME/picollm (~/.cache/picollm)."""
+    if os.environ.get("PICOLLM_CACHE_DIR"):
+        return Path(os.environ["PICOLLM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "picollm"
 
 
 def native_bf16_cpu() -> bool:

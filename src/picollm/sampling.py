@@ -15,33 +15,51 @@ from picollm.io import note
 
 
 def nucleus_sample(logits: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of `logits` (..., vocab) -> LongTensor (...)."""
+    """One token id per row of `logits` (..., vocab) -> LongTensor (...), on the logits' device.
+
+    Only the most probable tokens are sorted: the top k, for the first k in 64, 512, ... whose mass reaches p in
+    every row, since the nucleus then ends inside them (a full sort of the vocabulary per token would cost more
+    than the model). p = 1.0 draws from the whole distribution, unsorted. `generator` may live on another device
+    than the logits (the sample stage's is on the CPU, so a seed draws the same tokens on every device): the
+    draw then moves only the kept probabilities there and the chosen rank back.
+    """
     if not 0.0 < p <= 1.0:
         raise ValueError(f"p must be in (0, 1], got {p}")
-    probs = torch.softmax(logits.float(), dim=-1)
-    sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-    if p < 1.0:
-        # keep token i if the mass strictly before it is < p: the smallest prefix reaching p, first token always kept
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs * (mass_before < p)
-    sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
-    flat = sorted_probs.reshape(-1, sorted_probs.size(-1))
-    if generator is not None and generator.device != flat.device:
-        flat = flat.to(generator.device)
-    choice = torch.multinomial(flat, 1, generator=generator).to(sorted_ids.device)  # (N, 1) rank in sorted order
-    return sorted_ids.reshape(-1, sorted_ids.size(-1)).gather(1, choice).reshape(logits.shape[:-1])
+    probs = torch.softmax(logits.float(), dim=-1).reshape(-1, logits.size(-1))  # (N, V)
+    if p == 1.0:
+        return _draw(probs, generator).reshape(logits.shape[:-1])
+    k = min(64, probs.size(-1))
+    while True:
+        top, ids = probs.topk(k, dim=-1)  # (N, k), most probable first
+        mass = top.cumsum(dim=-1)
+        if k == probs.size(-1) or bool((mass[:, -1] >= p).all()):
+            break
+        k = min(8 * k, probs.size(-1))
+    # keep token i if the mass strictly before it is < p: the smallest prefix reaching p, first token always kept
+    kept = top * (mass - top < p)
+    rank = _draw(kept / kept.sum(dim=-1, keepdim=True), generator)  # (N,) rank among the top k
+    return ids.gather(1, rank[:, None]).reshape(logits.shape[:-1])
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of probs (N, n), drawn with `generator` on its own device."""
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float | None = None,
-             seed: int | None = None, stop_token: int | None = None) -> torch.Tensor:
-    """Continue `prompt_ids` ((T,) or (B, T)) by up to `max_new_tokens`; returns prompt + new tokens.
+             seed: int | list[int] | None = None, stop_token: int | None = None) -> torch.Tensor:
+    """Continue `prompt_ids` ((T,) or (B, T)) by up to `max_new_tokens`; returns prompt + new tokens (on the CPU).
 
     p=None is greedy. The model's incremental state (KV cache, LSTM state, k-gram context) is carried
     between steps, so each new token costs one position. A prompt longer than block_size keeps its last
     block_size tokens; for a Transformer, when the cache fills, it restarts from the last block_size // 2
     tokens (a sliding window that costs one prefill every block_size // 2 tokens). With `stop_token`,
     generation ends once every row has produced it (rows that finished early are padded with it).
+    `seed` may be one seed per row: row i then draws exactly the tokens it would draw alone with seed[i]
+    (given the same logits), so a prompt's samples can run as one batch.
     """
     ids = torch.as_tensor(prompt_ids, dtype=torch.long)
     squeeze = ids.dim() == 1
@@ -50,7 +68,7 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float |
         raise PicoError("the prompt tokenizes to nothing; give at least one token (the sample stage prepends "
                         "end-of-text, so an empty prompt string works there)")
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    generators = row_generators(seed, ids.size(0))
     limit, bounded = model.block_size, getattr(model, "context_limited", False)
     was_training = model.training
     model.eval()
@@ -59,26 +77,45 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float |
     logits, state = model.forward_step(context, None)
     n_cached = context.size(1)
     new_tokens = []
-    finished = torch.zeros(ids.size(0), dtype=torch.bool)
+    finished = torch.zeros(ids.size(0), dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
-        last = logits[:, -1, :].float().cpu()
-        token = last.argmax(dim=-1) if p is None else nucleus_sample(last, p, generator)
+        last = logits[:, -1, :]  # stays on the model's device: no per-token copy of the vocabulary's logits
+        token = last.argmax(dim=-1) if p is None else sample_rows(last, p, generators)
         if stop_token is not None:
             token = torch.where(finished, torch.full_like(token, stop_token), token)
             finished |= token == stop_token
         new_tokens.append(token)
-        if stop_token is not None and finished.all():
+        if stop_token is not None and bool(finished.all()):
             break
         if bounded and n_cached + 1 > limit:
-            recent = torch.cat([ids, torch.stack(new_tokens, dim=1)], dim=1)[:, -(limit // 2):]
-            logits, state = model.forward_step(recent.to(device), None)
+            recent = torch.cat([ids.to(device), torch.stack(new_tokens, dim=1)], dim=1)[:, -(limit // 2):]
+            logits, state = model.forward_step(recent, None)
             n_cached = recent.size(1)
         else:
-            logits, state = model.forward_step(token.view(-1, 1).to(device), state)
+            logits, state = model.forward_step(token.view(-1, 1), state)
             n_cached += 1
     model.train(was_training)
-    out = torch.cat([ids, torch.stack(new_tokens, dim=1)], dim=1) if new_tokens else ids
+    out = torch.cat([ids, torch.stack(new_tokens, dim=1).cpu()], dim=1) if new_tokens else ids
     return out[0] if squeeze else out
+
+
+def row_generators(seed, rows: int) -> list | None:
+    """None (torch's global generator), or one CPU generator per row: from one seed for every row together, or
+    from each row's own seed."""
+    if seed is None:
+        return None
+    if isinstance(seed, int):
+        return [torch.Generator().manual_seed(seed)]
+    if len(seed) != rows:
+        raise ValueError(f"{len(seed)} seeds for {rows} rows")
+    return [torch.Generator().manual_seed(int(s)) for s in seed]
+
+
+def sample_rows(logits: torch.Tensor, p: float, generators: list | None) -> torch.Tensor:
+    """nucleus_sample of each row (B, V) -> (B,): with one generator for all rows, or each row with its own."""
+    if generators is None or len(generators) == 1:
+        return nucleus_sample(logits, p, generators[0] if generators else None)
+    return torch.cat([nucleus_sample(row[None], p, g) for row, g in zip(logits, generators)])
 
 
 def sample_seed(base_seed: int, *keys) -> int:
@@ -107,11 +144,14 @@ def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: 
             note(f"prompt {prompt_index} has {len(prompt_ids)} tokens, more than block_size "
                  f"{model.block_size}; the model sees its last {model.block_size}")
         for decoding in decodings(sampling.p_values):
-            for sample in range(1 if decoding == "greedy" else sampling.num_samples):
-                s = sample_seed(seed, name, prompt, decoding, sample)
-                out = generate(model, prompt_ids, sampling.max_new_tokens, p=None if decoding == "greedy" else decoding,
-                               seed=s, stop_token=eot if sampling.stop_at_eot else None)
-                new = out[len(prompt_ids):].tolist()
+            # a prompt's samples at one p run as one batch, each row drawing with its own seed
+            count = 1 if decoding == "greedy" else sampling.num_samples
+            seeds = [sample_seed(seed, name, prompt, decoding, sample) for sample in range(count)]
+            out = generate(model, [prompt_ids] * count, sampling.max_new_tokens,
+                           p=None if decoding == "greedy" else decoding, seed=seeds,
+                           stop_token=eot if sampling.stop_at_eot else None)
+            for sample, (s, row) in enumerate(zip(seeds, out)):
+                new = row[len(prompt_ids):].tolist()
                 ended = eot in new  # the story ended within max_new_tokens
                 if ended:
                     new = new[:new.index(eot)]

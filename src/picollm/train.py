@@ -38,7 +38,7 @@ from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
-from picollm.loss import validation_loss
+from picollm.loss import head_plan_record, validation_loss
 from picollm.models import (build_model, checkpoint_dict, count_parameters, damaged, output_vocab_size,
                             tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
@@ -153,6 +153,7 @@ class Run:
     loss: torch.nn.Module | None = None  # the model's training loss; under torchrun the DDP module (distributed.wrap)
     identity: str = ""  # what finished/ records for a rerun to restore instead of train (finished_identity)
     tracking: tracking.Tracking = dataclasses.field(default_factory=lambda: tracking.Tracking({}))  # train.loggers
+    head_plan: dict | None = None  # how the fused head + loss runs on this machine (picollm.loss.head_plan_record)
 
     @property
     def tokens_per_step(self) -> int:
@@ -202,10 +203,11 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
+    head_plan = head_plan_record(model, dev)  # timed here on a machine's first run, before the clock starts
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
                flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
-               loss=distributed.wrap(model))
+               loss=distributed.wrap(model), head_plan=head_plan)
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -410,14 +412,14 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
                "flops_per_token": run.flops_per_token, "train_flops": run.flops_per_token * tokens,
                "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None, "device": str(run.device),
-               "precision": "bf16" if run.autocast is not None else "fp32",
+               "precision": "bf16" if run.autocast is not None else "fp32", "head_loss": run.head_plan,
                "final_train_loss": float(train_loss.iloc[-1]) if len(train_loss) else None,
                "final_val_loss": float(val.iloc[-1]), "first_val_loss": float(val.iloc[0]),
                "provenance": provenance}
     meta = run.meta
     ckpt = checkpoint_dict(run.model.cpu(), run.model_cfg.model_dump(), meta["vocab_size"], run.block_size,
                            tokenizer=meta["tokenizer"], tokenizer_json=meta.get("tokenizer_json"),
-                           eot_token=meta["eot_token"], summary={k: v for k, v in summary.items() if k != "provenance"},
+                           eot_token=meta["eot_token"], summary={k: v for k, v in summary.items() if k not in ("provenance", "head_loss")},
                            provenance=json.dumps(provenance, default=str))
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(ckpt, tmp)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from picollm.models.head import Head
+
 
 class KGramMLP(nn.Module):
     context_limited = False  # the state is always the last k - 1 tokens, however long generation runs
@@ -35,7 +37,7 @@ class KGramMLP(nn.Module):
             self.fc_in = nn.Linear(k * vocab_size, hidden_dim)
         self.inner = nn.Sequential(*(nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.SiLU())
                                      for _ in range(num_inner_layers)))
-        self.head = nn.Linear(hidden_dim, vocab_size)
+        self.head = Head(hidden_dim, vocab_size)
 
     def first_layer(self, context: torch.Tensor) -> torch.Tensor:
         """The first Linear layer on each window of k token ids, context (B, T, k) -> (B, T, hidden)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from picollm.models.head import Head
+
 
 class LSTMLM(nn.Module):
     context_limited = False  # (h, c) summarises any length of context
@@ -14,7 +16,7 @@ class LSTMLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
-        self.head = nn.Linear(hidden_dim, vocab_size)
+        self.head = Head(hidden_dim, vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_step(idx, None)[0]  # (B, T, V)

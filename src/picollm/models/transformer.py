@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from picollm.models.head import Head
+
 
 class RMSNorm(nn.Module):
     """Scale each vector to unit root-mean-square, then by a learned per-channel gain (no centring, no bias)."""
@@ -149,7 +151,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_hidden, mlp, dropout, norm, bias)
                                     for _ in range(n_layers))
         self.norm = make_norm(norm, d_model, bias)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.head = Head(d_model, vocab_size, bias=False)
         if tie_weights:
             self.head.weight = self.tok_emb.weight
         if pos_encoding == "rope":

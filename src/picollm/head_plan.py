@@ -1,0 +1,217 @@
+"""How the fused LM head + loss (picollm.loss.linear_cross_entropy) runs on this machine: the rows per chunk,
+the library that multiplies each of its vocabulary-wide matmuls, and below how many rows plain autograd is
+faster, chosen by timing the candidates once.
+
+No choice here is right on every machine. Which library is faster at these shapes depends on the CPU: torch's
+own BLAS, or oneDNN's fp32 inner product, which on some CPUs runs at a multiple of the BLAS's rate (the BLAS
+picks a narrower code path on processors it was not tuned for); and which chunk is best depends on the caches
+the (chunk, V) block meets. So the first run on a machine times every candidate on the real shapes, keeps the
+fastest, and caches it under the machine's identity (picollm.device.machine_identity) with the timings, where
+every later run finds it; the training summary records which plan ran and where it came from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from picollm.device import cache_dir, identity_key, machine_identity
+from picollm.errors import PicoError
+from picollm.io import write_json
+
+LIBRARIES = ("torch", "onednn")
+# The largest fp32 (chunk, V) block a plan may use, and the most that plain autograd's three (N, V) tensors may
+# take where it runs instead: a training step's peak memory stays that of a fused head at any vocabulary.
+BLOCK_BYTES = 48 * 2 ** 20
+CHUNKS = (32, 64, 128, 192, 256, 512, 1024)
+PLAIN_ROWS = (16, 64, 256, 1024)  # row counts at which the fused head is timed against plain autograd
+MEASURED_ROWS = 1024  # the most rows a measurement multiplies: chunks beyond it gain little and cost seconds
+CACHE_FILE = "head_plans.json"
+_plans: dict[tuple, dict] = {}  # this process's records: measured or read once, then a lookup per call
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadPlan:
+    chunk: int  # rows of h per (chunk, V) block of logits
+    logits: str = "torch"  # the library of h_c @ W^T
+    grad_h: str = "torch"  # the library of G_c @ W
+    decode: str = "torch"  # the library of one row's logits without autograd: a generated token's head
+    plain_rows: int = 0  # up to this many rows plain autograd measured faster, and linear_cross_entropy runs it
+    # G_c^T @ h_c always runs in torch's addmm_, which accumulates grad W in place: oneDNN's inner product
+    # returns a new (V, H) tensor per chunk, one more weight-sized tensor and one more pass over it.
+
+
+@functools.cache
+def onednn_available() -> bool:
+    """Whether torch has oneDNN's dense-tensor linear (torch.ops.mkldnn._linear_pointwise, as Inductor's CPU
+    code calls it) and it runs here."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x, w = torch.randn(2, 3), torch.randn(4, 3)
+        return torch.backends.mkldnn.is_available() and torch.allclose(op(x, w, None, "none", [], ""), x @ w.t(),
+                                                                       atol=1e-5)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def block_logits(hc: torch.Tensor, weight: torch.Tensor, bias, library: str, out=None) -> torch.Tensor:
+    """hc @ weight^T + bias, (c, V) fp32: into `out` with torch's BLAS, a new tensor with oneDNN."""
+    if library == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(hc, weight, bias, "none", [], "")
+    if bias is None:
+        return torch.mm(hc, weight.t(), out=out)
+    return torch.addmm(bias, hc, weight.t(), out=out)
+
+
+def times_weight(grad: torch.Tensor, weight: torch.Tensor, library: str, out: torch.Tensor) -> None:
+    """out = grad @ weight: (c, V) x (V, H)."""
+    if library == "onednn":  # an inner product with weight^T as its weight: a strided view, no copy
+        out.copy_(torch.ops.mkldnn._linear_pointwise(grad, weight.t(), None, "none", [], ""))
+    else:
+        torch.mm(grad, weight, out=out)
+
+
+def chunk_candidates(vocab: int) -> list[int]:
+    fits = [c for c in CHUNKS if c * vocab * 4 <= BLOCK_BYTES]
+    return fits or [max(1, BLOCK_BYTES // (4 * vocab))]
+
+
+def libraries(device: torch.device) -> list[str]:
+    return ["torch", "onednn"] if device.type == "cpu" and onednn_available() else ["torch"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fastest(calls: dict, device: torch.device, reps: int, min_s: float = 0.02) -> dict:
+    """Seconds of each call: the fastest of at least `reps` rounds, taken in turn (A B C A B C ...) after one
+    warm-up each, and of more rounds (up to 20) while a round lasts under `min_s`. On a shared machine other
+    work only ever adds time, so the minimum is the call's own cost."""
+    start = time.perf_counter()
+    for fn in calls.values():
+        fn()
+    rounds = min(20, max(reps, int(min_s / max(time.perf_counter() - start, 1e-6))))
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def measure(vocab: int, hidden: int, device: torch.device, reps: int = 5) -> tuple[HeadPlan, dict]:
+    """On random data of the real shapes: each matmul's faster library (logits and G @ W on a block of rows, and
+    one row's logits); then the whole fused forward and backward over the largest chunk's rows at every chunk
+    size; then, at row counts whose plain (N, V) tensors stay within BLOCK_BYTES, the fused head against plain
+    autograd, which can win where the rows are few and each call's fixed cost dominates."""
+    from picollm.loss import linear_cross_entropy  # the function being tuned; it reads plans from here
+
+    gen = torch.Generator().manual_seed(0)
+    rows = min(max(chunk_candidates(vocab)), MEASURED_ROWS)
+    chunks, libs = [c for c in chunk_candidates(vocab) if c <= rows], libraries(device)
+    weight = (torch.randn(vocab, hidden, generator=gen) * 0.02).to(device)
+    h = torch.randn(rows, hidden, generator=gen).to(device)
+    targets = torch.randint(0, vocab, (rows,), generator=gen).to(device)
+    c = min(rows, 128)
+    block, grad_h = block_logits(h[:c], weight, None, "torch"), torch.empty(c, hidden, device=device)
+    parts = fastest({**{f"logits_{lib}": functools.partial(block_logits, h[:c], weight, None, lib, block)
+                        for lib in libs},
+                     **{f"grad_h_{lib}": functools.partial(times_weight, block, weight, lib, grad_h) for lib in libs},
+                     **{f"decode_{lib}": functools.partial(block_logits, h[:1], weight, None, lib) for lib in libs}},
+                    device, reps)
+    logits, grad_h_lib, decode = (min(libs, key=lambda lib: parts[f"{op}_{lib}"]) for op in ("logits", "grad_h",
+                                                                                            "decode"))
+    h.requires_grad_()
+    weight.requires_grad_()
+
+    def fused_call(plan, n):
+        return lambda: linear_cross_entropy(h[:n], weight, None, targets[:n], plan).backward()
+
+    def plain_call(n):
+        return lambda: F.cross_entropy(F.linear(h[:n], weight), targets[:n]).backward()
+
+    by_chunk = fastest({c: fused_call(HeadPlan(c, logits, grad_h_lib, decode), rows) for c in chunks}, device, reps)
+    plan = HeadPlan(min(by_chunk, key=by_chunk.get), logits, grad_h_lib, decode)
+    timings = {"block_rows": c, **{k: round(v * 1e3, 3) for k, v in parts.items()},
+               "fused_rows": rows, "fused_by_chunk": {str(k): round(v * 1e3, 3) for k, v in by_chunk.items()},
+               "fused_vs_plain": {}}
+    plain_rows = 0
+    for n in (n for n in PLAIN_ROWS if n <= rows and 3 * n * vocab * 4 <= BLOCK_BYTES):
+        pair = fastest({"fused": fused_call(plan, n), "plain": plain_call(n)}, device, reps)
+        timings["fused_vs_plain"][str(n)] = {k: round(v * 1e3, 3) for k, v in pair.items()}
+        if pair["plain"] < pair["fused"]:
+            plain_rows = n
+    return dataclasses.replace(plan, plain_rows=plain_rows), timings
+
+
+def softmax_grad_(block: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """In place: logits (c, V) -> softmax - one_hot(targets), the gradient of the summed cross-entropy.
+    Returns it and the summed cross-entropy. One fused log-softmax pass, one exp pass, no (c, V) temporaries."""
+    logp = torch.log_softmax(block, dim=-1, out=block)
+    loss = -logp.gather(1, targets[:, None]).sum()
+    grad = logp.exp_()
+    grad[torch.arange(targets.numel(), device=block.device), targets] -= 1.0
+    return grad, loss
+
+
+def plan_record(vocab: int, hidden: int, device: torch.device) -> dict:
+    """The plan for a (vocab, hidden) head on this machine, with where it came from: this process's memory, the
+    cache file, or a measurement now (then written to the cache). {"plan", "source", "machine", "timings_ms",
+    "measured_utc", "cache"}."""
+    device = torch.device(device)
+    here = (vocab, hidden, str(device), torch.get_num_threads())  # what can change within one process
+    if here in _plans:
+        return _plans[here]
+    machine = machine_identity(device)
+    key = identity_key({**machine, "vocab": vocab, "hidden": hidden})
+    path = cache_dir() / CACHE_FILE
+    cached = _read(path).get(key)
+    if cached is not None and cached.get("machine") == machine:
+        record = {**cached, "source": "cache"}
+    elif device.type not in ("cpu", "cuda"):  # no timer to trust: torch's matmuls, today's chunk
+        record = {"plan": dataclasses.asdict(HeadPlan(128)), "source": "default", "machine": machine}
+    else:
+        # the first call may come from inside no_grad (validation) or autocast: measure as training runs
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            plan, timings = measure(vocab, hidden, device)
+        record = {"plan": dataclasses.asdict(plan), "source": "measured", "machine": machine, "vocab": vocab,
+                  "hidden": hidden, "timings_ms": timings,
+                  "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        _write(path, key, record)
+    record["cache"] = str(path)
+    _plans[here] = record
+    return record
+
+
+def plan_for(vocab: int, hidden: int, device) -> HeadPlan:
+    """plan_record's plan: on every call after the first, one dictionary lookup."""
+    record = plan_record(vocab, hidden, device)
+    if "_plan" not in record:
+        record["_plan"] = HeadPlan(**record["plan"])
+    return record["_plan"]
+
+
+def _read(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: measure again
+        return {}
+
+
+def _write(path, key: str, record: dict) -> None:
+    """Add one record to the cache file; a cache that cannot be written only costs a measurement next time."""
+    try:
+        write_json(path, {**_read(path), key: {k: v for k, v in record.items() if k not in ("source", "_plan")}})
+    except (OSError, PicoError):
+        pass
+
