@@ -134,8 +134,10 @@ def comparable(results: Path) -> dict[str, object]:
             out[str(path.relative_to(results))] = path.read_bytes()
     for path in sorted(results.glob("models/*/*/summary.json")):
         summary = json.loads(path.read_text())
-        out[str(path.relative_to(results))] = {k: v for k, v in summary.items()
-                                               if k not in ("wall_s", "tokens_per_s", "provenance")}
+        kept = {k: v for k, v in summary.items() if k not in ("wall_s", "tokens_per_s", "provenance", "head_loss")}
+        # the head's plan sets the numerics; whether this job measured it or read the cache depends on job order
+        kept["head_plan"] = (summary.get("head_loss") or {}).get("plan")
+        out[str(path.relative_to(results))] = kept
     return out
 
 
