@@ -17,6 +17,7 @@ import yaml
 
 from benchmarks.common import REPO, Sizes
 from benchmarks.study import LAST_RUN, TINYSTORIES_TRAIN, snakemake
+from picollm.scaling import with_interval
 
 TITLE = "The scaling study (config/scaling.yaml)"
 CONFIG = REPO / "config" / "scaling.yaml"
@@ -28,11 +29,6 @@ def unavailable(sz: Sizes):
     return None
 
 
-def interval(row, name: str, form: str) -> str:
-    low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
-    return f"{row[name]:{form}} [{low:{form}}, {high:{form}}]" if low == low else f"{row[name]:{form}}"
-
-
 def fit_table(fits: pd.DataFrame) -> dict:
     others = [c for c in fits.columns if c.startswith("crosses_")]
     rows = []
@@ -41,7 +37,7 @@ def fit_table(fits: pd.DataFrame) -> dict:
                              for c in others if isinstance(r[c], str) and r[c].strip()) or "none"
         fitted = bool(r["fitted"])
         rows.append([r["type"], int(r["runs"]), int(r["fit_points"]),
-                     interval(r, "alpha", ".3f") if fitted else "no fit", interval(r, "E", ".3f") if fitted else "",
+                     with_interval(r, "alpha", ".3f") if fitted else "no fit", with_interval(r, "E", ".3f") if fitted else "",
                      crossing])
     return {"columns": ["type", "runs", "frontier points fitted", "alpha [95% CI]", "E bpb [95% CI]",
                         "frontier crosses"], "rows": rows}

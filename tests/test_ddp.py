@@ -81,14 +81,19 @@ def metrics(out_dir) -> pd.DataFrame:
     return pd.read_csv(out_dir / "metrics.csv").drop(columns=["elapsed_s"])
 
 
-def test_two_ranks_train_as_one_process(runs):
-    one, two = metrics(runs[1]), metrics(runs[2])
+def assert_same_metrics(one: pd.DataFrame, two: pd.DataFrame, label: str) -> None:
+    """Two runs' metrics.csv rows at the same steps, every measure within ATOL (the largest gaps printed)."""
     assert list(one["step"]) == list(two["step"]) and list(one["tokens_seen"]) == list(two["tokens_seen"])
     diff = (one - two).abs()
-    print(f"\nmax |1 process - 2 ranks| in metrics.csv: train_loss {diff['train_loss'].max():.2e}, "
+    print(f"\nmax |1 process - {label}| in metrics.csv: train_loss {diff['train_loss'].max():.2e}, "
           f"val_loss {diff['val_loss'].max():.2e}, grad_norm {diff['grad_norm'].max():.2e}")
     for column in ("train_loss", "val_loss", "grad_norm", "act_rms", "lr"):
         pd.testing.assert_series_equal(one[column], two[column], atol=ATOL, rtol=0)
+
+
+def test_two_ranks_train_as_one_process(runs):
+    one, two = metrics(runs[1]), metrics(runs[2])
+    assert_same_metrics(one, two, "2 ranks")
     assert one["val_loss"].dropna().iloc[-1] < one["val_loss"].dropna().iloc[0] - 1.0  # it learned
     # layer health: gradients are the all-reduced ones, residual RMS is reduced over the global batch
     pd.testing.assert_frame_equal(pd.read_csv(runs[1] / "layer_health.csv"), pd.read_csv(runs[2] / "layer_health.csv"),
@@ -180,13 +185,7 @@ def test_two_nodes_train_as_one_process(tokens_dir, runs, tmp_path):
     proc = start_nodes(tokens_dir, out)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0 and stdout == stderr == "", stderr[-3000:] + open(f"{out}.log").read()[-3000:]
-    one, two = metrics(runs[1]), metrics(out)
-    assert list(one["step"]) == list(two["step"]) and list(one["tokens_seen"]) == list(two["tokens_seen"])
-    diff = (one - two).abs()
-    print(f"\nmax |1 process - 2 nodes| in metrics.csv: train_loss {diff['train_loss'].max():.2e}, "
-          f"val_loss {diff['val_loss'].max():.2e}, grad_norm {diff['grad_norm'].max():.2e}")
-    for column in ("train_loss", "val_loss", "grad_norm", "act_rms", "lr"):
-        pd.testing.assert_series_equal(one[column], two[column], atol=ATOL, rtol=0)
+    assert_same_metrics(metrics(runs[1]), metrics(out), "2 nodes")
     a, b = (torch.load(r / "model.pt", weights_only=True)["state_dict"] for r in (runs[1], out))
     assert all(torch.allclose(a[k], b[k], atol=ATOL) for k in a)
     assert open(f"{out}.log.rank1").read() == ""  # the second node's rank writes nothing; rank 0 reports

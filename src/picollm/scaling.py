@@ -184,11 +184,13 @@ def fit_note(row) -> str:
     if not row["fitted"]:
         return f"no fit: {row['fit_points']} frontier points after warm-up, {MIN_FIT_POINTS} needed"
 
-    def one(name, form):
-        low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
-        ci = f" [{low:{form}}, {high:{form}}]" if low == low else ""
-        return f"{name} {row[name]:{form}}{ci}"
-    return f"{one('alpha', '.3g')}, {one('E', '.3f')} bpb"
+    return f"alpha {with_interval(row, 'alpha', '.3g')}, E {with_interval(row, 'E', '.3f')} bpb"
+
+
+def with_interval(row, name: str, form: str) -> str:
+    """'0.385 [0.319, 0.422]': a fitted parameter of a tables/scaling.csv row and its interval (if any)."""
+    low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+    return f"{row[name]:{form}} [{low:{form}}, {high:{form}}]" if low == low else f"{row[name]:{form}}"
 
 
 def write_tables(metrics: dict, evals: dict, out_csv, points_csv, experiment: str) -> pd.DataFrame:
