@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, local_run_env, picollm, tiny_offline_config, write_config
+from conftest import ROOT, local_run_env, picollm, snakemake_command, tiny_offline_config, write_config
 from picollm.config import Study, load_study, parse
 from picollm.errors import PicoError
 
@@ -193,6 +193,31 @@ def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
         load_study([tmp_path / "tabs.yaml"])
     result = picollm("validate-config", tmp_path / "latin1.yaml")
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0 and "not UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("files, needle", [
+    (["latin1.yaml"], "latin1.yaml is not UTF-8 (invalid byte at offset 15); save it as UTF-8"),
+    (["ok.yaml", "figure.png"], "figure.png is not UTF-8 (invalid byte at offset 0); save it as UTF-8, or if it is "
+                                "no study file, check that a target did not follow --configfile"),
+    (["ok.yaml", "all"], "config file all does not exist; if it is a target, put targets before --configfile"),
+    (["broken.yaml"], "broken.yaml is not valid YAML at line 2"),
+    (["tagged.yaml"], "tagged.yaml uses the tag '!replace', which Snakemake cannot read in a --configfile; "
+                      "list the keys under 'replace: [...]' instead"),
+], ids=["latin1", "figure-after-configfile", "target-after-configfile", "yaml-syntax", "replace-tag"])
+def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle):
+    """Snakemake reads --configfile before any workflow code; the project's profile checks the files earlier."""
+    (tmp_path / "latin1.yaml").write_bytes("experiment: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (tmp_path / "broken.yaml").write_text("experiment: [x\n")
+    write_config(tmp_path / "ok.yaml", tiny_offline_config())
+    (tmp_path / "tagged.yaml").write_text("base: ok.yaml\nsweep: !replace {}\n")
+    paths = [tmp_path / f if (tmp_path / f).exists() else f for f in files]  # "all": a target typed after them
+    cmd = snakemake_command(tmp_path, "-n", "--configfile", *paths)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=local_run_env(), cwd=ROOT)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stderr.strip().splitlines()
+    assert out[-1].startswith("error: config file ") and needle in out[-1], result.stderr
+    assert "Traceback" not in result.stderr and len(out) <= 2, result.stderr  # the profile's note + the line
 
 
 def test_stage_slices_are_the_study_keys_they_read():
