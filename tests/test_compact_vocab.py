@@ -30,8 +30,9 @@ def test_full_distribution_and_equal_loss(cfg, tmp_path):
     assert torch.allclose(probs[..., unseen], probs[..., unseen[:1]].expand(-1, -1, len(unseen)), atol=1e-7)
     full_ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
     assert torch.allclose(lm_loss(model, x, y), full_ce, atol=1e-5)
-    # a compact model starts near uniform over K + 1 classes, with unseen ids sharing one class's mass
-    assert abs(probs[0, 0, unseen].sum().item() - 1 / (len(KEPT) + 1)) < 0.1
+    # the unseen ids share one row, so each one's logit is that row's: the model starts near uniform over all V
+    assert torch.equal(logits[..., unseen], logits[..., unseen[:1]].expand(-1, -1, len(unseen)))
+    assert abs(probs[0, 0, unseen].sum().item() - len(unseen) / V) < 0.1
 
     torch.save(checkpoint_dict(model, cfg, V, 16), tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
@@ -43,3 +44,24 @@ def test_full_distribution_and_equal_loss(cfg, tmp_path):
 def test_uniform_other_mass_gives_log_unseen_penalty():
     model = build_model({"type": "lstm", "embed_dim": 4, "hidden_dim": 4}, V, 8, compact_ids=KEPT)
     assert model.log_unseen == pytest.approx(math.log(V - len(KEPT)))
+
+
+def test_evaluation_losses_equal_the_full_logits_cross_entropy():
+    """evaluate's chunked head (the compact columns, log(n) on the shared one) scores as the full logits do."""
+    from picollm.evaluate import token_losses
+    torch.manual_seed(0)
+    model = build_model({"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1}, V, 16, compact_ids=KEPT)
+    x, y = torch.randint(0, V, (2, 12)), torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        want = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1), reduction="none").view(2, 12)
+        assert torch.allclose(token_losses(model, x, y, chunk=5), want, atol=1e-5)
+
+
+def test_a_compact_checkpoint_of_another_form_is_refused_in_one_line(tmp_path):
+    from picollm.errors import PicoError
+    cfg = {"type": "lstm", "embed_dim": 4, "hidden_dim": 4}
+    ckpt = checkpoint_dict(build_model(cfg, V, 8, compact_ids=KEPT), cfg, V, 8)
+    del ckpt["compact_form"]  # as an older pico-llm wrote it
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(PicoError, match="older pico-llm.*rerun training"):
+        load_model(tmp_path / "model.pt")

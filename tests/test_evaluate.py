@@ -250,7 +250,7 @@ def test_head_losses_match_cross_entropy_across_chunks(bias):
     h, y = torch.randn(23, 16), torch.randint(0, 50, (23,))
     want = F.cross_entropy(head(h), y, reduction="none")
     for chunk in (1, 7, 23, 64):  # chunk boundaries inside, at and past the rows
-        assert torch.allclose(ev.head_losses(h, head, y, chunk), want, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(ev.head_losses(h, head.weight, head.bias, y, chunk), want, rtol=1e-5, atol=1e-6)
 
 
 def reference_split_nats(model, tokens, sources, block):

@@ -91,6 +91,27 @@ def test_silu_mlp_becomes_arcee(tmp_path):
     assert all(ours == theirs for ours, theirs in pairs), pairs
 
 
+@pytest.mark.parametrize("tokenizer, tie", [("byte", True), ("byte", False), pytest.param("gpt2", True, marks=needs_gpt2)])
+def test_compact_vocabulary_exports_as_a_full_vocabulary_llama(tmp_path, tokenizer, tie):
+    """The unseen ids' shared row, written once per unseen id: the same logits over the whole vocabulary (the
+    unseen ids' included), the same greedy tokens, and a tied head stays tied."""
+    tok = get_tokenizer(tokenizer)
+    kept = sorted(set(tok.encode_ordinary("Once upon a time there was a little dog. Lily wanted to play.")))
+    ckpt = save_checkpoint(tmp_path / "model.pt", {**ROPE, "tie_weights": tie}, tokenizer, tok.n_vocab,
+                           compact_ids=[*kept, tok.eot_token])
+    summary = export_model(ckpt, tmp_path / "hf")
+    model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
+    assert summary["vocab_size"] == hf_model.config.vocab_size == tok.n_vocab
+    assert hf_model.config.tie_word_embeddings is tie and summary["max_logit_diff"] < 1e-4
+    assert max_logit_diff(model, hf_model) < 1e-4
+    unseen = [i for i in range(tok.n_vocab) if i not in kept and i != tok.eot_token][:50]
+    ids = torch.tensor([[tok.eot_token, *unseen[:10], *kept[:5]]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids), hf_model(ids).logits, atol=1e-4)
+    pairs = list(greedy_pairs(model, hf_model, tok, ["Once upon a time", "Lily"]))
+    assert all(ours == theirs for ours, theirs in pairs), pairs
+
+
 GPT2_NET = {**ROPE, "pos_encoding": "learned", "norm": "layernorm", "bias": True, "mlp": "gelu"}
 
 
@@ -215,8 +236,7 @@ def test_export_is_readable_by_others(tmp_path):
     ({"type": "lstm", "embed_dim": 16, "hidden_dim": 32, "num_layers": 1, "dropout": 0.0}, False, "'lstm'"),
     ({"type": "kgram_mlp", "k": 3, "embed_dim": 16, "hidden_dim": 32, "num_inner_layers": 1, "input": "embedding"},
      False, "'kgram_mlp'"),
-    (ROPE, True, "compact_vocab"),
-], ids=["learned-rmsnorm", "rope-layernorm", "learned-swiglu", "lstm", "kgram", "compact-vocab"])
+], ids=["learned-rmsnorm", "rope-layernorm", "learned-swiglu", "lstm", "kgram"])
 def test_unexportable_models_are_refused_in_one_line(tmp_path, cfg, compact, needle):
     out = tmp_path / "hf"
     out.mkdir()
@@ -226,7 +246,7 @@ def test_unexportable_models_are_refused_in_one_line(tmp_path, cfg, compact, nee
         export_model(ckpt, out)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg, msg
-    assert any(fix in msg for fix in ("pos_encoding: rope", "norm: rmsnorm", "compact_vocab"))  # the fix
+    assert any(fix in msg for fix in ("pos_encoding: rope", "norm: rmsnorm"))  # the fix
     assert sorted(os.listdir(tmp_path)) == ["hf", "model.pt"] and os.listdir(out) == ["keep.txt"]  # nothing touched
 
 

@@ -210,21 +210,23 @@ def eval_batch_size(block_size: int, device="cpu") -> int:
 
 
 @torch.no_grad()  # out= buffers take no gradients: for scoring only
-def head_losses(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-    """F.cross_entropy(head(h), targets, reduction="none") for h (N, H), as fp32 (N,), chunk rows at a time.
+def head_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk: int) -> torch.Tensor:
+    """F.cross_entropy(F.linear(h, weight, bias), targets, reduction="none") for h (N, H), as fp32 (N,), chunk
+    rows at a time.
 
     Each chunk's logits go into the same buffer and are turned into exp(logits - max) in place, so the
     (N, V) logits never exist and no (chunk, V) tensor is allocated after the first.
     """
     losses = torch.empty(h.size(0), dtype=torch.float32, device=h.device)
-    buffer = torch.empty(min(chunk, h.size(0)), head.out_features, dtype=h.dtype, device=h.device)
+    buffer = torch.empty(min(chunk, h.size(0)), weight.size(0), dtype=h.dtype, device=h.device)
     for s in range(0, h.size(0), chunk):
         hc, yc = h[s:s + chunk], targets[s:s + chunk]
         logits = buffer[:hc.size(0)]
-        if head.bias is None:
-            torch.mm(hc, head.weight.t(), out=logits)
+        if bias is None:
+            torch.mm(hc, weight.t(), out=logits)
         else:
-            torch.addmm(head.bias, hc, head.weight.t(), out=logits)
+            torch.addmm(bias, hc, weight.t(), out=logits)
         target_logit = logits.gather(1, yc[:, None])[:, 0].float()
         top = logits.amax(1, keepdim=True)
         logsumexp = logits.sub_(top).exp_().sum(1).float().log() + top[:, 0].float()
@@ -238,11 +240,12 @@ def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.T
     if not hasattr(model, "features"):  # any other module mapping ids to logits: one window's logits at a time
         return torch.stack([F.cross_entropy(model(xi[None])[0].float(), yi, reduction="none") for xi, yi in zip(x, y)])
     h = model.features(x).flatten(0, 1)
-    if isinstance(model, CompactVocab):  # head over the kept ids + "other", spread evenly over the unseen ids
+    if isinstance(model, CompactVocab):  # head over the kept ids + the unseen ids' shared column
         target = model.to_compact[y.flatten()]
-        losses = head_losses(h, model.inner.head, target, chunk) + (target == model.other) * model.log_unseen
+        losses = head_losses(h, model.inner.head.weight, model.head_bias(), target, chunk) \
+            + (target == model.other) * model.log_unseen
     else:
-        losses = head_losses(h, model.head, y.flatten(), chunk)
+        losses = head_losses(h, model.head.weight, model.head.bias, y.flatten(), chunk)
     return losses.view(y.shape)
 
 

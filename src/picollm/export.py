@@ -31,10 +31,13 @@ def export_model(model_path, out_dir) -> dict:
     """Write `out_dir` (atomically) from the checkpoint `model_path`; return a summary of what was written."""
     model = load_model(model_path)
     ckpt = model.checkpoint
-    config = hf_config(model, ckpt)
+    _refuse_unexportable(ckpt)
+    # a compact vocabulary's unseen ids share one row: written out once per id, it is a plain model
+    network = model.expanded() if isinstance(model, CompactVocab) else model
+    config = hf_config(network, ckpt)
     tokenizer = hf_tokenizer(ckpt.get("tokenizer", "gpt2"), ckpt["vocab_size"], model.block_size,
                              ckpt.get("tokenizer_json"))
-    hf_model = _hf_model(config, hf_state_dict(model))
+    hf_model = _hf_model(config, hf_state_dict(network))
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
@@ -54,16 +57,12 @@ def export_model(model_path, out_dir) -> dict:
 
 # --- the model ---------------------------------------------------------------------------------------------
 
-def unexportable(model_cfg: dict, compact_vocab: bool = False) -> str | None:
+def unexportable(model_cfg: dict) -> str | None:
     """Why a model of this config (a study's model entry, or a checkpoint's model_cfg) has no exact
     `transformers` form, naming what to train instead, in one line; None when it exports."""
     if model_cfg.get("type") != "transformer":
         return (f"only Transformer models can be exported to Hugging Face format, not {model_cfg.get('type')!r}; "
                 f"export a transformer with pos_encoding: rope")
-    if compact_vocab:
-        # Unseen ids share the "other" logit minus log(#unseen): a per-token output bias that Llama's head lacks.
-        return ("a compact-vocabulary model has no exact Llama form (its 'other' class needs an output bias); "
-                "train it with compact_vocab: false to export it")
     learned = model_cfg.get("pos_encoding", "learned") == "learned"
     layernorm = model_cfg.get("norm", "rmsnorm") == "layernorm"
     if learned and not layernorm:
@@ -78,9 +77,9 @@ def unexportable(model_cfg: dict, compact_vocab: bool = False) -> str | None:
     return None
 
 
-def _refuse_unexportable(model, ckpt) -> None:
+def _refuse_unexportable(ckpt) -> None:
     """One line naming why a model has no exact `transformers` form and what to train instead."""
-    reason = unexportable(ckpt["model_cfg"], isinstance(model, CompactVocab))
+    reason = unexportable(ckpt["model_cfg"])
     if reason:
         raise PicoError(reason)
 
@@ -88,7 +87,7 @@ def _refuse_unexportable(model, ckpt) -> None:
 def hf_config(model, ckpt):
     """The `transformers` config of the same network: GPT-2 for learned positions, else Llama for a SwiGLU MLP
     and Arcee for a SiLU or GELU one."""
-    _refuse_unexportable(model, ckpt)
+    _refuse_unexportable(ckpt)
     from transformers import ArceeConfig, GPT2Config, LlamaConfig
 
     block = model.blocks[0]

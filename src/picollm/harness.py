@@ -33,9 +33,9 @@ def task_config(name: str, data_file: Path) -> dict:
             "doc_to_target": "text", "metric_list": [{"metric": m} for m in METRICS], "metadata": {"version": 1.0}}
 
 
-def check_exportable(experiment: str, models: dict, compact_vocab: bool) -> list[str]:
+def check_exportable(experiment: str, models: dict) -> list[str]:
     """The runs of `models` ({run: model config dict}) that `picollm export` can write; none: one line."""
-    reasons = {run: unexportable(cfg, compact_vocab) for run, cfg in models.items()}
+    reasons = {run: unexportable(cfg) for run, cfg in models.items()}
     runs = [run for run, reason in reasons.items() if reason is None]
     if not runs:
         run, reason = next(iter(reasons.items()))

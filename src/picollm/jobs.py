@@ -137,7 +137,7 @@ def reference(study: Study, seed: int) -> dict:
 def lm_eval_task(study: Study) -> dict:
     """The harness task's name comes from the experiment; the runs' models say whether any exports."""
     models = {run: entry.model_copy(update={"train": None}) for run, entry in study.runs.items()}
-    return _dump(LmEvalTaskJob(experiment=study.experiment, compact_vocab=study.compact_vocab, models=models))
+    return _dump(LmEvalTaskJob(experiment=study.experiment, models=models))
 
 
 def study_file(study: Study) -> dict:

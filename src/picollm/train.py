@@ -39,7 +39,7 @@ from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, write_json
 from picollm.loss import head_plan_record, validation_loss
-from picollm.models import (build_model, checkpoint_dict, count_parameters, damaged, output_vocab_size,
+from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, damaged, output_vocab_size,
                             tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
 from picollm.owner import ParentWatch, folder_lock
@@ -199,7 +199,7 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
-                         meta["raw_sha256"], meta["tokenizer"], compact_vocab)
+                         meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)

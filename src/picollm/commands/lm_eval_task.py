@@ -9,7 +9,7 @@ from picollm.harness import check_exportable, task_name, write_task
 
 def run(args):
     job = parse(LmEvalTaskJob, args.config)
-    runs = check_exportable(job.experiment, {r: m.model_dump() for r, m in job.models.items()}, job.compact_vocab)
+    runs = check_exportable(job.experiment, {r: m.model_dump() for r, m in job.models.items()})
     val_files = [Path(args.raw_dir) / source / "val.txt" for source in args.sources]
     rec = provenance.record("lm_eval_task", config={**args.config, "sources": args.sources}, inputs=val_files)
     summary = write_task(task_name(job.experiment), val_files, args.out_dir)

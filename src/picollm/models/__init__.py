@@ -16,6 +16,7 @@ import torch
 from picollm.config import ModelConfig, model_config
 from picollm.errors import PicoError
 from picollm.model_types import MODEL_TYPES
+from picollm.models import compact
 from picollm.models.compact import CompactVocab
 
 CHECKPOINT_FORMAT = "picollm.model/1"
@@ -51,7 +52,7 @@ def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, bl
     state_dict = model.state_dict()
     return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
             "block_size": block_size, "compact_ids": compact_ids, "state_dict": state_dict,
-            "sha256": tensors_sha256(state_dict), **extra}
+            "sha256": tensors_sha256(state_dict), **({"compact_form": compact.FORM} if compact_ids else {}), **extra}
 
 
 def tensors_sha256(obj) -> str:
@@ -93,6 +94,9 @@ def read_checkpoint(path) -> dict:
                         f"delete it and rerun training") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise PicoError(f"{path} is not a pico-llm model checkpoint; rerun training to rebuild it")
+    if ckpt.get("compact_ids") is not None and ckpt.get("compact_form") != compact.FORM:
+        raise PicoError(f"checkpoint {path} has a compact output vocabulary of an older pico-llm, whose unseen ids' "
+                        f"logits this one defines otherwise; rerun training to rebuild it")
     if damaged(ckpt, ckpt["state_dict"]):
         raise PicoError(f"checkpoint {path} is damaged: its weights do not match the checksum saved with them; "
                         f"delete it and rerun training")

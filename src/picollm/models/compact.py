@@ -1,17 +1,23 @@
-"""A compact output vocabulary: the model predicts only the tokens seen in the training split, plus one
-"other" class whose probability is spread evenly over every unseen token of the full vocabulary.
+"""A compact output vocabulary: the model predicts the tokens seen in the training split one by one, and every
+unseen token of the full vocabulary shares one embedding row and one output row.
 
-The wrapped model still defines a probability for every token id, so losses and bits per byte stay
-comparable with a full-vocabulary model, while the output projection and softmax shrink from V to K + 1
-columns (TinyStories uses a small part of GPT-2's 50,257 tokens).
+It is a full-vocabulary model whose unseen rows are tied: its logits over all V ids are the kept ids' logits
+plus the shared row's logit at each unseen id, so it exports as a plain Llama (picollm.export writes the shared
+row once per unseen id) and its losses and bits per byte compare with any full-vocabulary model. Its head and
+softmax run over K + 1 columns: the shared row's column stands for all n unseen ids, so log(n) is added to it.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Written into checkpoints and training's resume fingerprint: a compact model of another form (the unseen ids'
+# logits defined otherwise) is not loaded or resumed as this one.
+FORM = "shared-row"
 
 
 class CompactVocab(nn.Module):
@@ -25,9 +31,11 @@ class CompactVocab(nn.Module):
         to_compact[kept] = torch.arange(other)
         self.inner, self.vocab_size, self.other = inner, vocab_size, other
         self.register_buffer("to_compact", to_compact)
-        # log of how many ids share the "other" mass: subtracted from the other-logit of each unseen id
+        # the shared row's column holds n ids' probability: log(n) on that column, 0 on the kept ids'
         self.log_unseen = math.log(vocab_size - other)
-        self.register_buffer("logit_shift", (to_compact == other).float() * self.log_unseen)
+        shift = torch.zeros(other + 1)
+        shift[other] = self.log_unseen
+        self.register_buffer("column_shift", shift, persistent=False)
 
     @property
     def block_size(self):
@@ -45,8 +53,8 @@ class CompactVocab(nn.Module):
         return self.inner.attention_maps(self.to_compact[idx])
 
     def full_logits(self, compact_logits: torch.Tensor) -> torch.Tensor:
-        """(..., K + 1) -> (..., V): log-probabilities up to the same normalizer as the compact logits."""
-        return compact_logits.index_select(-1, self.to_compact) - self.logit_shift
+        """(..., K + 1) -> (..., V): each unseen id takes the shared row's logit."""
+        return compact_logits.index_select(-1, self.to_compact)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.full_logits(self.inner(self.to_compact[idx]))  # (B, T, V)
@@ -64,9 +72,27 @@ class CompactVocab(nn.Module):
         """(B, T) full-vocabulary ids -> the inner model's features before its head."""
         return self.inner.features(self.to_compact[idx])
 
+    def head_bias(self) -> torch.Tensor:
+        """What the compact softmax adds to the head's output: its own bias (if any) and log(n) on the shared
+        column, so that the K + 1 columns' normalizer is the full vocabulary's."""
+        bias = self.inner.head.bias
+        return self.column_shift if bias is None else bias + self.column_shift
+
     def loss_from_features(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V))."""
-        logits = self.inner.head(h)  # (B, T, K + 1)
+        """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V)).
+        An unseen target's probability is its column's share: 1/n of it, so log(n) more loss."""
+        logits = F.linear(h, self.inner.head.weight, self.head_bias())  # (B, T, K + 1)
         target = self.to_compact[y].reshape(-1)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target, reduction="none")
         return (loss + (target == self.other) * self.log_unseen).mean()
+
+    def expanded(self) -> nn.Module:
+        """The same network as a plain full-vocabulary model: the shared rows copied to every unseen id."""
+        full = copy.deepcopy(self.inner)
+        tied = full.head.weight is full.tok_emb.weight
+        full.tok_emb.weight = nn.Parameter(full.tok_emb.weight.detach()[self.to_compact])
+        full.head.weight = full.tok_emb.weight if tied else nn.Parameter(full.head.weight.detach()[self.to_compact])
+        if full.head.bias is not None:
+            full.head.bias = nn.Parameter(full.head.bias.detach()[self.to_compact])
+        full.tok_emb.num_embeddings = full.head.out_features = full.vocab_size = self.vocab_size
+        return full
