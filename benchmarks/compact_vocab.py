@@ -2,7 +2,7 @@
 
 Both runs train config/config.yaml's Transformer with picollm.train.train on the local TinyStories text
 (../shared/tinystories, GPT-2 BPE), same seed, same batches; the compact one has `compact_vocab: true`
-(output layer over the token ids seen in training + one "other" class). The validation loss is over the
+(output layer over the token ids seen in training + one row shared by the unseen ids). The validation loss is over the
 full GPT-2 vocabulary in both (the same fixed validation windows), so the two are directly comparable.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ default before GELU). Rows are paired by seed with "pico defaults" (the same see
 the table gives each change's paired difference and its 95% Student-t interval.
 
 The runs use the compact output layer (compact_vocab: the head scores the ids seen in training plus one
-"other" class; losses stay full-vocabulary nats) so that a seed costs minutes: every row has the same head,
+row shared by the unseen ids; losses stay full-vocabulary nats) so that a seed costs minutes: every row has the same head,
 so the network and optimizer differences compare as they would at the full vocabulary.
 `--full-vocab` scores and trains over all 50,257 ids instead.
 

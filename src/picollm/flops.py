@@ -84,7 +84,7 @@ def flops_per_token(model_cfg, vocab_size: int, block_size: int, output_vocab: i
 
 
 def output_vocab(meta: dict, compact_vocab: bool) -> int:
-    """The head's width for a token folder's meta.json: the vocabulary, or its training ids + "other"."""
+    """The head's width for a token folder's meta.json: the vocabulary, or its training ids + one shared row."""
     return len(set(meta["train_vocab"])) + 1 if compact_vocab else meta["vocab_size"]
 
 

@@ -419,8 +419,9 @@ class Study(Section):
         "a tiktoken encoding, 'byte' (UTF-8 bytes + end-of-text, fully offline) or 'bpe:N' (a byte-level BPE of "
         "N tokens, 257..65536, trained on the study's training text by the train_tokenizer job; fully offline)"))
     compact_vocab: bool = Field(False, description=(
-        "output layer only over the token ids seen in the training split plus one \"other\" class spread evenly "
-        "over every unseen id; losses stay comparable with the full vocabulary, training is faster"))
+        "the ids never seen in the training split share one embedding row and one output row, so the output "
+        "layer is as wide as the ids seen plus one; losses stay full-vocabulary, training is faster, and a "
+        "Transformer still exports to Hugging Face (the shared row written once per unseen id)"))
     block_size: int = Field(128, ge=2, description="context length in tokens of the training windows")
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()

@@ -35,7 +35,7 @@ def build_model(model_cfg: ModelConfig | dict, vocab_size: int, block_size: int,
     {type: ..., hyperparameters}, which is checked and given the type's defaults).
 
     With `compact_ids` (the token ids seen in training), the model's own vocabulary is those ids plus one
-    "other" class, wrapped so that it still maps full-vocabulary ids to full-vocabulary logits.
+    row shared by every unseen id, wrapped so that it still maps full-vocabulary ids to full-vocabulary logits.
     """
     cfg = model_config(model_cfg)
     if compact_ids is not None:
@@ -117,7 +117,7 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
 
 
 def output_vocab_size(model: torch.nn.Module) -> int:
-    """Classes the model's head scores: the vocabulary, or a compact vocabulary's kept ids + "other"."""
+    """Classes the model's head scores: the vocabulary, or a compact vocabulary's kept ids + its shared row."""
     return model.other + 1 if isinstance(model, CompactVocab) else model.head.out_features
 
 

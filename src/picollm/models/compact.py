@@ -24,7 +24,7 @@ class CompactVocab(nn.Module):
     def __init__(self, inner: nn.Module, kept_ids, vocab_size: int):
         super().__init__()
         kept = torch.as_tensor(sorted(set(int(i) for i in kept_ids)), dtype=torch.long)
-        other = len(kept)  # the compact index of the "other" class
+        other = len(kept)  # the compact index of the unseen ids' shared row
         if other >= vocab_size:
             raise ValueError("a compact vocabulary must leave at least one token out")
         to_compact = torch.full((vocab_size,), other, dtype=torch.long)
