@@ -23,8 +23,8 @@ PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns 
 
 
 def read_first_samples(samples_csv) -> pd.DataFrame:
-    """tables/samples.csv's first sample of each model, prompt and decoding, with `newlines` counted
-    (files written before that column existed are counted here)."""
+    """tables/samples.csv's first sample of each model, prompt and decoding, with its `newlines` counted from
+    the text itself."""
     frame = pd.read_csv(samples_csv, keep_default_na=False)
     frame["newlines"] = frame["text"].str.count("\n")
     return frame[frame["sample"] == 0]
