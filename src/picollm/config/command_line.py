@@ -2,8 +2,9 @@
 
 Snakemake loads each `--configfile` itself, before any workflow code runs, and a file it cannot read ends in a
 long traceback: a Latin-1 file, a figure or a target that followed `--configfile` (its nargs="+" takes every
-word up to the next option), a missing file. The project's profiles (profiles/*/config.yaml) call `main()`
-while Snakemake parses them, which is earlier, so each of those is one line naming the file and the fix.
+word up to the next option), a missing file. The project's profiles (profiles/*/config.yaml) call
+`profile_check()` while Snakemake parses them, which is earlier, so each of those is one line naming the file
+and the fix.
 """
 from __future__ import annotations
 
@@ -58,3 +59,15 @@ def main(argv: list[str] | None = None) -> None:
         if line:
             print(f"error: {line}", file=sys.stderr)
             sys.exit(1)
+
+
+def profile_check() -> None:
+    """main(), as the profiles run it inside Snakemake's own process, which they gave this checkout's src/: then
+    src/ and every picollm module are dropped again, so that the Snakefile imports the code of the checkout it
+    belongs to (workflow/rules/common.smk), which need not be this one."""
+    main()
+    src = str(Path(__file__).resolve().parents[2])
+    if src in sys.path:
+        sys.path.remove(src)
+    for name in [m for m in sys.modules if m == "picollm" or m.startswith("picollm.")]:
+        del sys.modules[name]
