@@ -125,13 +125,14 @@ def hf_row(data: Path, budget_s: float, threads: int) -> dict:
 
 
 def greedy_text(model_path: Path) -> str:
+    from picollm.config import SamplingConfig
     from picollm.data.tokenizer import checkpoint_tokenizer
     from picollm.models import load_model
     from picollm.sampling import sample_records
     model = load_model(model_path)
     tokenizer = checkpoint_tokenizer(model.checkpoint)
-    cfg = {"prompts": ["Once upon a time"], "p_values": [], "max_new_tokens": 60, "num_samples": 1,
-           "stop_at_eot": True}
+    # greedy decoding is always drawn; one p value is the least a sampling section holds
+    cfg = SamplingConfig(prompts=["Once upon a time"], p_values=[1.0], max_new_tokens=60, num_samples=1)
     records = sample_records(model, tokenizer, "m", cfg, 1337)
     return "Once upon a time" + next(r["text"] for r in records if r["decoding"] == "greedy")
 
