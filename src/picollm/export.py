@@ -5,8 +5,9 @@ linears with or without biases. Its SwiGLU MLP is Llama's gate/up/down MLP; its 
 Arcee's up/down MLP (Arcee is Llama with a non-gated MLP). One with learned positions and LayerNorm is a
 GPT-2 (GPT2LMHeadModel; a network without biases gets zero ones). Other combinations (learned positions with
 RMSNorm, rotary positions with LayerNorm, a gated MLP with learned positions) have no counterpart in
-`transformers`, so those models (and the LSTM and k-gram models) are refused. The folder holds config.json,
-model.safetensors, generation_config.json and the study's tokenizer (tokenizer.json and
+`transformers`, so those models (and the LSTM and k-gram models) are refused. A compact-vocabulary model is
+written at the full vocabulary, its unseen ids' shared row once per id (picollm.models.compact). The folder
+holds config.json, model.safetensors, generation_config.json and the study's tokenizer (tokenizer.json and
 tokenizer_config.json); the export loads it back and checks its logits against pico-llm's before the folder
 appears.
 """
