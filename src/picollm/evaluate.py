@@ -241,9 +241,8 @@ def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.T
         return torch.stack([F.cross_entropy(model(xi[None])[0].float(), yi, reduction="none") for xi, yi in zip(x, y)])
     h = model.features(x).flatten(0, 1)
     if isinstance(model, CompactVocab):  # head over the kept ids + the unseen ids' shared column
-        target = model.to_compact[y.flatten()]
-        losses = head_losses(h, model.inner.head.weight, model.head_bias(), target, chunk) \
-            + (target == model.other) * model.log_unseen
+        target, unseen_nats = model.targets(y)
+        losses = head_losses(h, model.inner.head.weight, model.head_bias(), target, chunk) + unseen_nats
     else:
         losses = head_losses(h, model.head.weight, model.head.bias, y.flatten(), chunk)
     return losses.view(y.shape)

@@ -78,13 +78,18 @@ class CompactVocab(nn.Module):
         bias = self.inner.head.bias
         return self.column_shift if bias is None else bias + self.column_shift
 
-    def loss_from_features(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V)).
-        An unseen target's probability is its column's share: 1/n of it, so log(n) more loss."""
-        logits = F.linear(h, self.inner.head.weight, self.head_bias())  # (B, T, K + 1)
+    def targets(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-vocabulary target ids -> their compact columns (flattened), and the nats each adds to its
+        column's cross-entropy: an unseen id has 1/n of its column's probability, so log(n) more loss."""
         target = self.to_compact[y].reshape(-1)
+        return target, (target == self.other) * self.log_unseen
+
+    def loss_from_features(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V))."""
+        logits = F.linear(h, self.inner.head.weight, self.head_bias())  # (B, T, K + 1)
+        target, unseen_nats = self.targets(y)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target, reduction="none")
-        return (loss + (target == self.other) * self.log_unseen).mean()
+        return (loss + unseen_nats).mean()
 
     def expanded(self) -> nn.Module:
         """The same network as a plain full-vocabulary model: the shared rows copied to every unseen id."""
