@@ -344,9 +344,16 @@ def fmt(x, digits: int = 1) -> str:
 
 # --- runs in fresh processes ---------------------------------------------------------------------------
 
+def child_environ(**extra: str) -> dict:
+    """This process's environment for a child `python -m benchmarks...`: the checkout (benchmarks and its src/) first
+    on PYTHONPATH, and the caller's PYTHONPATH kept after it (packages installed with --target on an offline node)."""
+    path = [str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)), **extra}
+
+
 def run_child(module: str, spec: dict, what: str, env: dict | None = None) -> dict:
     """`python -m <module> <spec as JSON>` with this checkout on the path; its last stdout line, as JSON."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]), **(env or {})}
+    env = child_environ(**(env or {}))
     proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], env=env, capture_output=True, text=True,
                           cwd=REPO)
     if proc.returncode != 0:

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import REPO, Sizes, matmul_params, train_flops_per_token
+from benchmarks.common import REPO, Sizes, child_environ, matmul_params, train_flops_per_token
 
 TITLE = "GPU check: config/gpu.yaml's Transformer on one CUDA GPU"
 NO_GPU = ("gpu: no CUDA GPU here; nothing measured (python -m benchmarks --only gpu --quick --device cpu checks "
@@ -299,8 +299,7 @@ def train_argv(config: dict, tokens: Path, out: Path, threads: int) -> list[str]
 
 def child_env(extra: dict | None = None) -> dict:
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])  # torchrun's python
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]), "PATH": path,
-            **(extra or {})}
+    return child_environ(PATH=path, **(extra or {}))
 
 
 class Child:
@@ -333,8 +332,9 @@ class Child:
             raise OutOfTime(f"the deadline came {time.perf_counter() - self.t:.0f} s into the run") from None
         wall = time.perf_counter() - self.t
         stdout, stderr = (path.read_text(errors="replace") for path in self.logs)
-        if rc != self.expect_rc:
-            raise RuntimeError(f"training exited {rc} (expected {self.expect_rc}): {stderr.strip()[-1500:]}")
+        if rc != self.expect_rc:  # the first line names the cause, the tail follows
+            raise RuntimeError(f"training exited {rc} (expected {self.expect_rc}): {cause(stderr)}\n"
+                               f"{stderr.strip()[-1500:]}")
         lines = stdout.strip().splitlines()
         try:
             report = json.loads(lines[-1]) if lines else {}
@@ -344,6 +344,14 @@ class Child:
         return {"returncode": rc, "report": report, "stderr": stderr, "wall_s": wall, "out": self.out,
                 "summary": json.loads(summary.read_text()) if summary.exists() else None,
                 "metrics": pd.read_csv(metrics) if metrics.exists() else None}
+
+
+def cause(stderr: str) -> str:
+    """The line of a failed run's stderr that names why: the last exception line of a traceback (torchrun
+    prefixes each worker line with `[rank0]: ` and ends with its own summary), else the last line."""
+    lines = [re.sub(r"^\[rank\d+\]:\s*", "", line) for line in stderr.strip().splitlines()]
+    exceptions = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Interrupt|Exit)\b.*", line)]
+    return (exceptions or lines or ["no output on stderr"])[-1]
 
 
 def start_train(plan: Plan, config: dict, tokens: Path, out: Path, clock: Deadline, env: dict | None = None,

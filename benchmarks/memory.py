@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-from benchmarks.common import REPO, Sizes
+from benchmarks.common import REPO, Sizes, child_environ
 from benchmarks.memory_step import MODELS
 
 TITLE = "Peak resident memory (RSS) of a training step"
@@ -18,8 +17,7 @@ def measure(model: str, sz: Sizes, steps: int = 2) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.memory_step", model, "--threads", str(sz.threads), "--steps", str(steps)]
     if sz.quick:
         cmd.append("--quick")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, env=child_environ(), capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"memory_step {model} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

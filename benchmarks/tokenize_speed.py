@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, Sizes
+from benchmarks.common import REPO, Sizes, child_environ
 
 TITLE = "Tokenize throughput: our tokenize stage vs the tokenizer library alone"
 SAMPLE = REPO.parent / "shared" / "tinystories" / "TinyStories-train-head.txt"
@@ -110,8 +110,8 @@ def _status_mib(field: str) -> float:
 
 
 def child(*args) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.tokenize_speed", *map(str, args)], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.tokenize_speed", *map(str, args)], cwd=REPO,
+                          env=child_environ(),
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child {args[:2]} failed: {proc.stderr[-2000:]}")

@@ -226,6 +226,50 @@ def test_gpu_check_without_a_gpu_says_so_and_writes_nothing(tmp_path):
     assert not list(out.glob("*.json"))
 
 
+def wheel_of_installed(package: str, dest: Path) -> Path:
+    """A pure-Python wheel of an installed package, built from its files here (no index needed)."""
+    import importlib.metadata
+    import zipfile
+    dist = importlib.metadata.distribution(package)
+    name, version = dist.metadata["Name"].replace("-", "_"), dist.version
+    info = f"{name}-{version}.dist-info"
+    source = Path(__import__(package).__file__).parent
+    path = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for file in source.rglob("*.py"):
+            whl.write(file, f"{package}/{file.relative_to(source)}")
+        whl.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a CUDA GPU")
+def test_gpu_check_names_a_missing_package_and_installs_wheels_offline(tmp_path):
+    """A node's own Python without one of pico-llm's packages: gpu_check.sh says so in one line before any check;
+    with WHEELS=<folder> it installs that folder's wheels (no index) onto PYTHONPATH and runs."""
+    from benchmarks.gpu import NO_GPU
+    blocked = tmp_path / "blocked"  # first on PYTHONPATH: annotated_types (which pydantic imports) is "not installed"
+    (blocked / "annotated_types").mkdir(parents=True)
+    (blocked / "annotated_types" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'annotated_types'\", name='annotated_types')\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel_of_installed("annotated_types", wheels)
+    env = {**os.environ, "PYTHONPATH": str(blocked), "PICOLLM_SKIP_INSTALL": "1", "PYTHON": sys.executable,
+           "OUT": str(tmp_path / "bench"), "TMPDIR": str(tmp_path)}
+    script = ["bash", str(REPO / "benchmarks" / "gpu_check.sh")]
+    proc = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not proc.stdout.strip(), (proc.stdout, proc.stderr)
+    assert proc.stderr.strip().splitlines() == [
+        f"gpu_check: {sys.executable} cannot run the check: ModuleNotFoundError: No module named 'annotated_types'; "
+        "install pico-llm's packages (pip install -e .), or offline pass WHEELS=<folder> (docs/gpu.md)"]
+    proc = subprocess.run(script, cwd=REPO, env={**env, "WHEELS": str(wheels)}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == NO_GPU, proc.stderr[-2000:]
+    assert (tmp_path / "picollm-gpu-site" / "annotated_types" / "__init__.py").exists()
+
+
 def test_gpu_peak_table_matches_device_names():
     from benchmarks.gpu import peak_for
     assert peak_for("NVIDIA H100 80GB HBM3")["tflops"] == 989.4  # the SXM part

@@ -11,6 +11,7 @@ as before.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 
 import torch
@@ -160,6 +161,10 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     loss = Loss(model)
     if not dist.is_initialized():  # one process without torchrun (start joined no group)
         return loss
-    # Buffers are sent from rank 0 once, at the start, not before every forward: no model here changes a
-    # buffer in training (no batch norm), and resumed ranks all load the same checkpoint.
-    return torch.nn.parallel.DistributedDataParallel(loss, forward_sync_buffers=False)
+    # Buffers are not synced before every forward: no model here changes a buffer in training (no batch norm),
+    # every rank builds the same ones, and resumed ranks all load the same checkpoint. torch 2.13 names this
+    # forward_sync_buffers; an older torch (a cluster's or a GPU image's own) only has broadcast_buffers.
+    ddp = torch.nn.parallel.DistributedDataParallel
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else "broadcast_buffers")
+    return ddp(loss, **{no_sync: False})
