@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -509,7 +510,7 @@ def check_greedy(model_path: Path, plan: Plan, val: np.ndarray) -> dict:
 
 def check_eval(model_path: Path, tokens: Path, plan: Plan) -> dict:
     from picollm.evaluate import evaluate_model
-    with strict_fp32():
+    with strict_fp32(), contextlib.redirect_stderr(io.StringIO()):  # its progress bars: one line per check
         bpb = {d: evaluate_model("transformer", model_path, tokens, device=d, max_tokens=plan.eval_tokens)[0]["bpb"]
                for d in (plan.device, "cpu")}
     rel = abs(bpb[plan.device] - bpb["cpu"]) / bpb["cpu"]
