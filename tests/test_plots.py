@@ -378,3 +378,16 @@ def test_same_figure_same_bytes(tmp_path):
     for suffix in [".png", ".svg"]:
         assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
     assert "<title>exp</title>" in (tmp_path / "a.svg").read_text()
+
+
+def test_a_run_has_one_colour_whatever_order_a_figure_reads_its_runs_in():
+    """{run: path} inputs arrive as sorted JSON, tables in the study's order: both draw a run alike."""
+    from picollm.plots import run_order
+    study = ["transformer", "lstm", "kgram_mlp", "transformer.d_model=32", "transformer.d_model=128"]
+    assert run_order(study) == ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32",
+                                "transformer.d_model=128"]
+    assert model_styles(study) == model_styles(sorted(study)) == model_styles(reversed(study))
+    assert list(model_styles(sorted(study))) == run_order(study)
+    # a figure of model types alone colours each type as the model of that name
+    types = model_styles(["transformer", "lstm", "kgram_mlp"])
+    assert all(types[t] == model_styles(study)[t] for t in types)

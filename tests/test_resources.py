@@ -77,12 +77,19 @@ def test_the_command_and_the_figure(benchmarks, tmp_path):
 def test_the_figure_sums_each_stage_by_run(benchmarks, tmp_path):
     from picollm.plots.resources import STUDY_WIDE, by_stage, figure
     root, paths = benchmarks
+    paths = [*paths[:-1], bench(root, "sampling_reference/seed7", (2.0, 300.0, 1.5)), paths[-1]]  # per seed, no run
     frame = resources_table(paths, root, tmp_path / "resources.csv")
     fig = figure(tmp_path / "resources.csv", "exp")
     wall, cpu = fig.axes[:2]
-    assert [t.get_text() for t in wall.get_yticklabels()] == ["download", "tokenize", "train", "sample", "figures"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lstm.hidden_dim=24", "transformer", STUDY_WIDE]
-    frame["stage"], frame["who"] = frame["rule"], frame["run"].where(frame["seed"].notna(), STUDY_WIDE)
-    table = by_stage(frame, "wall_s", ["train"], ["lstm.hidden_dim=24", "transformer", STUDY_WIDE])
+    assert [t.get_text() for t in wall.get_yticklabels()] == ["download", "tokenize", "train", "sample",
+                                                              "sampling_reference", "figures"]
+    # the runs in every figure's order (models, then sweep points); the reference job is study-wide, not "nan"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["transformer", "lstm.hidden_dim=24", STUDY_WIDE]
+    frame["stage"] = frame["rule"]
+    frame["who"] = frame["run"].where(frame["seed"].notna() & frame["run"].notna(), STUDY_WIDE)
+    table = by_stage(frame, "wall_s", ["train", "sampling_reference"], ["lstm.hidden_dim=24", "transformer", STUDY_WIDE])
     assert table.loc["train"].tolist() == [32.0, 60.0, 0.0]
+    assert table.loc["sampling_reference"].tolist() == [0.0, 0.0, 2.0]
+    stacked = {name: [bar.get_width() for bar in bars] for bars in wall.containers for name in [bars.get_label()]}
+    assert stacked[STUDY_WIDE][4] == 2.0  # the sampling_reference bar is grey
     assert "peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -51,8 +52,20 @@ def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: 
     return f"faint: every logged step; solid: mean of {window}"
 
 
+def run_order(runs) -> list[str]:
+    """Runs in the order every figure draws and colours them, whatever order its input file lists them in (a
+    {run: path} mapping travels as sorted JSON, a table in the study's order): the models first, then the sweep
+    points (<model>.<key>=<value>), each by name with numbers compared as numbers (d_model=32 before 128)."""
+    def key(run: str):
+        chunks = re.split(r"(\d+)", run)
+        return "." in run, [int(c) if i % 2 else c for i, c in enumerate(chunks)]
+    return sorted(dict.fromkeys(runs), key=key)
+
+
 def model_styles(models) -> dict:
-    """{model: {color, marker}}, the same for a model in every figure."""
+    """{model: {color, marker}} in run_order: a model has the same colour in every figure that shows every
+    model (a figure of model types alone colours each type as the model of that name)."""
+    models = run_order(models)
     colors = sns.color_palette("tab10", len(models))
     return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(models, colors))}
 
@@ -86,12 +99,18 @@ def log_y(ax) -> None:
 
 
 def save(fig, path, experiment: str, provenance: dict | None = None) -> None:
-    """Save `path` (PNG) and the same figure as SVG beside it, atomically, with the experiment in a corner
-    and the provenance in their metadata.
+    """Save `path` (PNG) and the same figure as SVG beside it, atomically, with the experiment above its top right
+    corner and the provenance in their metadata.
 
     No timestamp goes into either file, so rebuilding from the same data gives the same bytes.
     """
-    fig.text(0.995, 0.005, f"experiment: {experiment}", ha="right", va="bottom", fontsize=10, color="0.4")
+    # The experiment goes above the top right corner of everything drawn (bbox_inches="tight" grows the canvas to
+    # hold it), where it overlaps nothing: not below, since a saved figure's legends sit at its bottom edge.
+    fig.set_dpi(DPI)
+    fig.draw_without_rendering()  # the layout, as the PNG is drawn
+    drawn = fig.get_tightbbox()  # inches
+    fig.text(drawn.x1 / fig.get_figwidth(), drawn.y1 / fig.get_figheight(), f"experiment: {experiment}",
+             ha="right", va="bottom", fontsize=10, color="0.4")
     metadata = {"Title": f"{experiment}", "Description": json.dumps(provenance or {}, default=str, sort_keys=True)}
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=metadata)

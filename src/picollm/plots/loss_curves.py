@@ -10,15 +10,18 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, smoothed, smoothing_window,
-                           tokens_axis)
+from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, run_order, save, smoothed,
+                           smoothing_window, tokens_axis)
 from picollm.tables import plus_minus, seed_paths
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
-    """Every logged row of metrics = {run: {seed: metrics.csv}}, with `model` (the run) and `seed` columns."""
+    """Every logged row of metrics = {run: {seed: metrics.csv}}, with `model` (the run) and `seed` columns,
+    runs in run_order."""
+    order = run_order(metrics)
     frames = [pd.read_csv(path).assign(model=run, seed=seed)
-              for run, seeds in seed_paths(metrics).items() for seed, path in seeds.items()]
+              for run, seeds in sorted(seed_paths(metrics).items(), key=lambda item: order.index(item[0]))
+              for seed, path in seeds.items()]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, plt, save
+from picollm.plots import SLIDE, model_styles, plt, run_order, save
 from picollm.tables import train_tokens_note
 
 PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct-2 (token bigrams)"),
@@ -69,7 +69,7 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
     means = seed_means(raw)
     is_reference = means["decoding"] == REFERENCE
     reference, frame = means[is_reference], means[~is_reference].copy()
-    runs = list(dict.fromkeys(frame["run"]))
+    runs = run_order(frame["run"])
     styles = model_styles(runs)
     greedy = frame["decoding"] == "greedy"
     p_values = sorted(frame.loc[~greedy, "p"].unique())
@@ -104,7 +104,7 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
         key.plot([], [], **REFERENCE_STYLE, label=f"{REFERENCE_LABEL} ({int(reference['samples'].max())}{band})")
     handles, labels = key.get_legend_handles_labels()
     # the runs (error-bar containers) first, then the greedy and reference keys (lines, listed first by
-    # matplotlib); the legend starts at the left, leaving the lower right corner to the experiment stamp
+    # matplotlib)
     keys = len(labels) - len(runs)
     order = [*range(keys, len(labels)), *range(keys)]
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower left",

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, plt, save
+from picollm.plots import SLIDE, model_styles, plt, run_order, save
 
 # the pipeline's order; a stage not named here comes after these, alphabetically
-STAGES = ["download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "snapshots", "tables",
-          "eval_tables", "figures", "provenance_table", "export"]
+STAGES = ["download", "train_tokenizer", "tokenize", "train", "sample", "sampling_reference", "evaluate", "snapshots",
+          "tables", "eval_tables", "figures", "provenance_table", "export"]
 STUDY_WIDE = "study-wide jobs"
 GREY = "0.65"
 
@@ -38,9 +38,10 @@ def figure(path, experiment: str):
     """The figure plot() saves."""
     frame = pd.read_csv(path)
     frame["stage"] = frame["rule"].map(stage_of)
-    frame["who"] = np.where(frame["seed"].notna(), frame["run"].astype(str), STUDY_WIDE)
+    # a job of one run and seed; a per-seed job of no run (the reference samples) is study-wide
+    frame["who"] = np.where(frame["seed"].notna() & frame["run"].notna(), frame["run"].astype(str), STUDY_WIDE)
     stages = sorted(frame["stage"].unique(), key=lambda s: (STAGES.index(s) if s in STAGES else len(STAGES), s))
-    runs = list(dict.fromkeys(frame.loc[frame["who"] != STUDY_WIDE, "who"]))
+    runs = run_order(frame.loc[frame["who"] != STUDY_WIDE, "who"])
     who = [*runs, STUDY_WIDE]
     colors = {**{r: style["color"] for r, style in model_styles(runs).items()}, STUDY_WIDE: GREY}
     peak = frame.groupby("stage")["max_rss_mib"].max().reindex(stages)
