@@ -1,5 +1,6 @@
 """The config contract: defaults filled from the typed classes, and one clear line for each kind of mistake."""
 import os
+import re
 import subprocess
 import sys
 
@@ -218,6 +219,36 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
     out = result.stderr.strip().splitlines()
     assert out[-1].startswith("error: config file ") and needle in out[-1], result.stderr
     assert "Traceback" not in result.stderr and len(out) <= 2, result.stderr  # the profile's note + the line
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config", "train.max_steps=50"], "error: --config train.max_steps=50: Snakemake sets top-level keys only; write "
+     "the nested key as --config 'train={max_steps: 50}' (the other keys under train keep their values)"),
+    (["--config=models.lstm.hidden_dim=24"], "error: --config models.lstm.hidden_dim=24: Snakemake sets top-level keys "
+     "only; write the nested key as --config 'models={lstm: {hidden_dim: 24}}' (the other keys under models keep "
+     "their values)"),
+    (["--config", "seed=3", "all"], "error: --config takes KEY=VALUE words and 'all' is none; if it is a target, put "
+     "targets before --config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
+], ids=["dotted-key", "dotted-key-equals-form", "target-after-config"])
+def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, line):
+    """Snakemake parses --config before any workflow code and ends in a traceback; the profile checks it earlier."""
+    write_config(tmp_path / "ok.yaml", tiny_offline_config())
+    cmd = snakemake_command(tmp_path, "-n", "--configfile", tmp_path / "ok.yaml", *args)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=local_run_env(), cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == line, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_the_nested_override_the_error_suggests_is_one_snakemake_takes(tmp_path):
+    from picollm.config.command_line import override_problem
+    write_config(tmp_path / "ok.yaml", tiny_offline_config())
+    suggested = re.search(r"--config '(.*)' \(", override_problem("train.max_steps=7")).group(1)
+    assert override_problem(suggested) is None
+    result = subprocess.run(snakemake_command(tmp_path, "-n", "--configfile", tmp_path / "ok.yaml", "--config",
+                                              suggested, "--printshellcmds"),
+                            capture_output=True, text=True, timeout=300, env=local_run_env(), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"max_steps": 7' in result.stdout, result.stdout[-3000:]
 
 
 def test_stage_slices_are_the_study_keys_they_read():

@@ -1,13 +1,15 @@
-"""The study files on Snakemake's command line, checked before Snakemake reads them.
+"""The study files and `--config` overrides on Snakemake's command line, checked before Snakemake reads them.
 
 Snakemake loads each `--configfile` itself, before any workflow code runs, and a file it cannot read ends in a
 long traceback: a Latin-1 file, a figure or a target that followed `--configfile` (its nargs="+" takes every
-word up to the next option), a missing file. The project's profiles (profiles/*/config.yaml) call
-`profile_check()` while Snakemake parses them, which is earlier, so each of those is one line naming the file
-and the fix.
+word up to the next option), a missing file. So does a `--config` word it cannot parse: a nested key written
+with dots (train.max_steps=50), or a target that followed `--config` (nargs="*"). The project's profiles
+(profiles/*/config.yaml) call `profile_check()` while Snakemake parses them, which is earlier, so each of
+those is one line naming the file or the word, and the fix.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,23 +19,49 @@ from picollm.config.load import read_study_file
 from picollm.errors import PicoError
 
 OPTIONS = ("--configfile", "--configfiles")
+CONFIG_OPTIONS = ("--config", "-C")
 TARGET_HINT = "put targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"
+CONFIG_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")  # the keys Snakemake's parse_config accepts
 
 
-def configfiles(argv: list[str]) -> list[str]:
-    """The files argparse would give --configfile: every word after it up to the next option."""
-    files, taking = [], False
+def option_words(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """The words argparse would give one of `options` (nargs "+" or "*"): every word after it up to the next option,
+    or the value of `--option=value`."""
+    words, taking = [], False
     for word in argv:
         if word == "--":
             taking = False
         elif word.startswith("-"):
             option, _, value = word.partition("=")
-            taking = option in OPTIONS and not value
-            if option in OPTIONS and value:
-                files.append(value)
+            taking = option in options and not value
+            if option in options and value:
+                words.append(value)
         elif taking:
-            files.append(word)
-    return files
+            words.append(word)
+    return words
+
+
+def configfiles(argv: list[str]) -> list[str]:
+    """The files argparse would give --configfile."""
+    return option_words(argv, OPTIONS)
+
+
+def override_problem(word: str) -> str | None:
+    """What keeps Snakemake from parsing the `--config` word `word`, in one line naming the fix; None when it parses."""
+    key, eq, value = word.partition("=")
+    if not eq:
+        return (f"--config takes KEY=VALUE words and {word!r} is none; if it is a target, put targets before "
+                f"--config (snakemake --cores 4 TARGET --config KEY=VALUE)")
+    if CONFIG_KEY.match(key):
+        return None
+    if "." in key and all(CONFIG_KEY.match(part) for part in key.split(".")):
+        *outer, last = key.split(".")
+        nested = f"{last}: {value}"
+        for part in reversed(outer[1:]):
+            nested = f"{part}: {{{nested}}}"
+        return (f"--config {word}: Snakemake sets top-level keys only; write the nested key as "
+                f"--config '{outer[0]}={{{nested}}}' (the other keys under {outer[0]} keep their values)")
+    return f"--config {word}: {key!r} is no config key (letters, digits, _ and -, starting with a letter or _)"
 
 
 def problem(path: str) -> str | None:
@@ -53,12 +81,12 @@ def problem(path: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Exit with one line on stderr when a --configfile of this command line cannot be read."""
-    for path in configfiles(sys.argv[1:] if argv is None else argv):
-        line = problem(path)
-        if line:
-            print(f"error: {line}", file=sys.stderr)
-            sys.exit(1)
+    """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read."""
+    argv = sys.argv[1:] if argv is None else argv
+    lines = [*map(problem, configfiles(argv)), *map(override_problem, option_words(argv, CONFIG_OPTIONS))]
+    for line in filter(None, lines):
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
 
 
 def profile_check() -> None:
