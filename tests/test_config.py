@@ -229,7 +229,9 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
      "their values)"),
     (["--config", "seed=3", "all"], "error: --config takes KEY=VALUE words and 'all' is none; if it is a target, put "
      "targets before --config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
-], ids=["dotted-key", "dotted-key-equals-form", "target-after-config"])
+    (["--config", "seed=2", "models={lstm:", "{hidden_dim:", "8}}"], "error: --config models={lstm: {hidden_dim: 8}}: "
+     "the shell split one value at its spaces; quote it: --config 'models={lstm: {hidden_dim: 8}}'"),
+], ids=["dotted-key", "dotted-key-equals-form", "target-after-config", "unquoted-mapping"])
 def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, line):
     """Snakemake parses --config before any workflow code and ends in a traceback; the profile checks it earlier."""
     write_config(tmp_path / "ok.yaml", tiny_offline_config())

@@ -46,6 +46,20 @@ def configfiles(argv: list[str]) -> list[str]:
     return option_words(argv, OPTIONS)
 
 
+def unquoted_mapping(words: list[str]) -> str | None:
+    """`train={max_steps: 50}` typed without quotes, which the shell splits into words at its spaces: one line
+    naming the fix; None when every mapping is one word."""
+    for i, word in enumerate(words):
+        joined = word
+        for more in words[i + 1:]:
+            if joined.count("{") <= joined.count("}"):
+                break
+            joined += " " + more
+        if joined != word:
+            return f"--config {joined}: the shell split one value at its spaces; quote it: --config '{joined}'"
+    return None
+
+
 def override_problem(word: str) -> str | None:
     """What keeps Snakemake from parsing the `--config` word `word`, in one line naming the fix; None when it parses."""
     key, eq, value = word.partition("=")
@@ -83,7 +97,8 @@ def problem(path: str) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read."""
     argv = sys.argv[1:] if argv is None else argv
-    lines = [*map(problem, configfiles(argv)), *map(override_problem, option_words(argv, CONFIG_OPTIONS))]
+    overrides = option_words(argv, CONFIG_OPTIONS)
+    lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides)]
     for line in filter(None, lines):
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
