@@ -241,6 +241,34 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
 
 
+@pytest.mark.parametrize("args, line", [
+    (["results/offline/figures/loss_curves.png"], "error: target results/offline/figures/loss_curves.png is an output "
+     "of experiment 'offline', but this command's study (config/config.yaml, the default study) is experiment "
+     "'tinystories'; name its study: TARGET --configfile config/offline.yaml"),
+    (["--cores", "1", "--configfile", "config/offline.yaml", "--", "results/tinystories/figures/p_sweep.png"],
+     "error: target results/tinystories/figures/p_sweep.png is an output of experiment 'tinystories', but this "
+     "command's study (config/offline.yaml) is experiment 'offline'; name its study instead: TARGET --configfile "
+     "config/config.yaml"),
+    (["results/mine/tables/eval.md", "--configfile", "config/offline.yaml"], "error: target results/mine/tables/eval.md "
+     "is an output of experiment 'mine', but this command's study (config/offline.yaml) is experiment 'offline'; "
+     "name its study instead: TARGET --configfile FILE, FILE being the study file with experiment: mine"),
+], ids=["default-study", "after-double-dash", "unknown-experiment"])
+def test_a_target_of_another_study_is_one_line(args, line):
+    """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], capture_output=True, text=True,
+                            timeout=300, env=local_run_env(), cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == line, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_a_target_of_the_study_named_is_not_refused():
+    from picollm.config.command_line import main
+    for argv in (["results/offline/figures/loss_curves.png", "--configfile", "config/offline.yaml"],
+                 ["results/x/figures/loss_curves.png", "--configfile", "config/offline.yaml", "--config", "experiment=x"],
+                 ["all"], ["--help"], ["results/benchmarks/gpu.json"]):
+        main(argv)  # no SystemExit
+
+
 def test_the_nested_override_the_error_suggests_is_one_snakemake_takes(tmp_path):
     from picollm.config.command_line import override_problem
     write_config(tmp_path / "ok.yaml", tiny_offline_config())

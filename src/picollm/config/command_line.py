@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from picollm.config.load import read_study_file
+from picollm.config.load import DEFAULT_STUDY, read_study_file
 from picollm.errors import PicoError
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout, whose config/config.yaml is the default study
 
 OPTIONS = ("--configfile", "--configfiles")
 CONFIG_OPTIONS = ("--config", "-C")
@@ -94,11 +96,61 @@ def problem(path: str) -> str | None:
     return None
 
 
+def targets(argv: list[str]) -> list[str]:
+    """The targets Snakemake's own parser finds on this command line (its first pass, without profiles)."""
+    from snakemake.cli import get_argument_parser
+    if {"-h", "--help", "--version", "-v"} & set(argv):  # answered before any profile is read; never print twice
+        return []
+    try:
+        args, _ = get_argument_parser().parse_known_args(argv)
+    except SystemExit:  # --help, --version or a usage error: Snakemake answers those itself
+        return []
+    return list(args.targets or [])
+
+
+def experiment_of(argv: list[str]) -> str | None:
+    """The experiment of this command line's study: its last study file that names one, or a --config override."""
+    experiment = None
+    for path in configfiles(argv) or [ROOT / DEFAULT_STUDY]:
+        experiment = read_study_file(path).get("experiment", experiment)
+    for word in option_words(argv, CONFIG_OPTIONS):
+        key, _, value = word.partition("=")
+        experiment = value if key == "experiment" else experiment
+    return experiment
+
+
+def target_problem(target: str, experiment: str | None, argv: list[str]) -> str | None:
+    """A target under results/<other>/ when the study writes results/<experiment>/: Snakemake would say only
+    "No rule to produce" it. One line naming the study file that writes it (a config/*.yaml of that experiment)."""
+    parts = Path(target).parts
+    if experiment is None or len(parts) < 3 or parts[0] != "results" or parts[1] in (experiment, "benchmarks"):
+        return None
+    other = parts[1]
+    studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
+    given = configfiles(argv)
+    named = " ".join(given) or f"{DEFAULT_STUDY}, the default study"
+    study = str(studies[0].relative_to(ROOT)) if studies else "FILE"
+    fix = f"name its study{' instead' if given else ''}: TARGET --configfile {study}" + (
+        "" if studies else f", FILE being the study file with experiment: {other}")
+    return (f"target {target} is an output of experiment '{other}', but this command's study ({named}) is "
+            f"experiment '{experiment}'; {fix}")
+
+
+def _experiment_in(path: Path) -> str | None:
+    try:
+        return read_study_file(path).get("experiment")
+    except PicoError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
     lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides)]
+    if not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
+        experiment = experiment_of(argv)
+        lines = [target_problem(target, experiment, argv) for target in targets(argv)]
     for line in filter(None, lines):
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
