@@ -262,11 +262,12 @@ def test_a_target_of_another_study_is_one_line(args, line):
 
 
 def test_a_target_of_the_study_named_is_not_refused():
+    from snakemake.cli import get_argument_parser
     from picollm.config.command_line import main
     for argv in (["results/offline/figures/loss_curves.png", "--configfile", "config/offline.yaml"],
                  ["results/x/figures/loss_curves.png", "--configfile", "config/offline.yaml", "--config", "experiment=x"],
                  ["all"], ["--help"], ["results/benchmarks/gpu.json"]):
-        main(argv)  # no SystemExit
+        main(argv, get_argument_parser)  # no SystemExit
 
 
 def test_the_nested_override_the_error_suggests_is_one_snakemake_takes(tmp_path):

@@ -96,13 +96,13 @@ def problem(path: str) -> str | None:
     return None
 
 
-def targets(argv: list[str]) -> list[str]:
-    """The targets Snakemake's own parser finds on this command line (its first pass, without profiles)."""
-    from snakemake.cli import get_argument_parser
+def targets(argv: list[str], parser) -> list[str]:
+    """The targets Snakemake's own argument parser (`parser`, snakemake.cli.get_argument_parser: its first pass,
+    without profiles) finds on this command line."""
     if {"-h", "--help", "--version", "-v"} & set(argv):  # answered before any profile is read; never print twice
         return []
     try:
-        args, _ = get_argument_parser().parse_known_args(argv)
+        args, _ = parser().parse_known_args(argv)
     except SystemExit:  # --help, --version or a usage error: Snakemake answers those itself
         return []
     return list(args.targets or [])
@@ -143,24 +143,26 @@ def _experiment_in(path: Path) -> str | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read."""
+def main(argv: list[str] | None = None, parser=None) -> None:
+    """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read, or
+    (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
     lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides)]
-    if not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
+    if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
-        lines = [target_problem(target, experiment, argv) for target in targets(argv)]
+        lines = [target_problem(target, experiment, argv) for target in targets(argv, parser)]
     for line in filter(None, lines):
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
 
 
-def profile_check() -> None:
-    """main(), as the profiles run it inside Snakemake's own process, which they gave this checkout's src/: then
-    src/ and every picollm module are dropped again, so that the Snakefile imports the code of the checkout it
-    belongs to (workflow/rules/common.smk), which need not be this one."""
-    main()
+def profile_check(parser=None) -> None:
+    """main(), as the profiles run it inside Snakemake's own process (which gives them its argument `parser`, so
+    that picollm itself needs no snakemake), with this checkout's src/ on the path: then src/ and every picollm
+    module are dropped again, so that the Snakefile imports the code of the checkout it belongs to
+    (workflow/rules/common.smk), which need not be this one."""
+    main(parser=parser)
     src = str(Path(__file__).resolve().parents[2])
     if src in sys.path:
         sys.path.remove(src)
