@@ -270,6 +270,16 @@ def test_a_target_of_the_study_named_is_not_refused():
         main(argv, get_argument_parser)  # no SystemExit
 
 
+def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, monkeypatch):
+    """The target check names no experiment then: the workflow's own one-line config error follows."""
+    from picollm.config import command_line
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("experiment: [x\n")
+    monkeypatch.setattr(command_line, "ROOT", tmp_path)
+    assert command_line.experiment_of(["results/offline/figures/loss_curves.png"]) is None
+    assert command_line.target_problem("results/offline/figures/loss_curves.png", None, []) is None
+
+
 def test_the_nested_override_the_error_suggests_is_one_snakemake_takes(tmp_path):
     from picollm.config.command_line import override_problem
     write_config(tmp_path / "ok.yaml", tiny_offline_config())

@@ -112,7 +112,10 @@ def experiment_of(argv: list[str]) -> str | None:
     """The experiment of this command line's study: its last study file that names one, or a --config override."""
     experiment = None
     for path in configfiles(argv) or [ROOT / DEFAULT_STUDY]:
-        experiment = read_study_file(path).get("experiment", experiment)
+        try:
+            experiment = read_study_file(path).get("experiment", experiment)
+        except PicoError:  # a default study that does not read: the workflow says so in one line itself
+            return None
     for word in option_words(argv, CONFIG_OPTIONS):
         key, _, value = word.partition("=")
         experiment = value if key == "experiment" else experiment
