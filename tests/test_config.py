@@ -252,7 +252,11 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
     (["results/mine/tables/eval.md", "--configfile", "config/offline.yaml"], "error: target results/mine/tables/eval.md "
      "is an output of experiment 'mine', but this command's study (config/offline.yaml) is experiment 'offline'; "
      "name its study instead: TARGET --configfile FILE, FILE being the study file with experiment: mine"),
-], ids=["default-study", "after-double-dash", "unknown-experiment"])
+    (["results/offline/figures/loss_curve.png", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/figures/loss_curve.png is no figure; did you mean results/offline/figures/loss_curves.png? the "
+     "figures are attention_heads, grad_norms, layer_health, loss_curves, lr_schedule, p_sweep, resources, "
+     "sample_comparison, sample_slide, scaling, snapshots, sweep (.png or .svg)"),
+], ids=["default-study", "after-double-dash", "unknown-experiment", "figure-name-typo"])
 def test_a_target_of_another_study_is_one_line(args, line):
     """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], capture_output=True, text=True,
@@ -266,7 +270,9 @@ def test_a_target_of_the_study_named_is_not_refused():
     from picollm.config.command_line import main
     for argv in (["results/offline/figures/loss_curves.png", "--configfile", "config/offline.yaml"],
                  ["results/x/figures/loss_curves.png", "--configfile", "config/offline.yaml", "--config", "experiment=x"],
-                 ["all"], ["--help"], ["results/benchmarks/gpu.json"]):
+                 ["all"], ["--help"], ["results/benchmarks/gpu.json"],
+                 ["results/offline/figures/p_sweep.svg", "--configfile", "config/offline.yaml"],
+                 ["results/offline/figures/attention_heads/transformer.png", "--configfile", "config/offline.yaml"]):
         main(argv, get_argument_parser)  # no SystemExit
 
 

@@ -9,6 +9,7 @@ those is one line naming the file or the word, and the fix.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -122,12 +123,27 @@ def experiment_of(argv: list[str]) -> str | None:
     return experiment
 
 
+def figure_problem(target: str) -> str | None:
+    """results/<experiment>/figures/<name>.png (or .svg) with a name no figure has: Snakemake would say only
+    "No rule to produce" it. One line naming the closest figure (one module of picollm.plots per figure)."""
+    parts = Path(target).parts
+    if len(parts) != 4 or parts[0] != "results" or parts[2] != "figures":
+        return None
+    name, ext = Path(parts[3]).stem, Path(parts[3]).suffix
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "plots").glob("*.py") if p.stem != "__init__")
+    if name in names and ext in (".png", ".svg"):
+        return None
+    close = difflib.get_close_matches(name, names, n=1)
+    guess = f"did you mean {Path(*parts[:3], close[0] + '.png')}? " if close else ""
+    return f"target {target} is no figure; {guess}the figures are {', '.join(names)} (.png or .svg)"
+
+
 def target_problem(target: str, experiment: str | None, argv: list[str]) -> str | None:
     """A target under results/<other>/ when the study writes results/<experiment>/: Snakemake would say only
     "No rule to produce" it. One line naming the study file that writes it (a config/*.yaml of that experiment)."""
     parts = Path(target).parts
     if experiment is None or len(parts) < 3 or parts[0] != "results" or parts[1] in (experiment, "benchmarks"):
-        return None
+        return figure_problem(target) if experiment is not None else None
     other = parts[1]
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
