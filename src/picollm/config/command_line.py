@@ -109,14 +109,20 @@ def targets(argv: list[str], parser) -> list[str]:
     return list(args.targets or [])
 
 
+def _experiment_in(path: Path) -> str | None:
+    """The experiment a study file names; None where it names none or does not read (the --configfile checks, or
+    for the default study the workflow's own config error, say why in one line)."""
+    try:
+        return read_study_file(path).get("experiment")
+    except PicoError:
+        return None
+
+
 def experiment_of(argv: list[str]) -> str | None:
     """The experiment of this command line's study: its last study file that names one, or a --config override."""
     experiment = None
     for path in configfiles(argv) or [ROOT / DEFAULT_STUDY]:
-        try:
-            experiment = read_study_file(path).get("experiment", experiment)
-        except PicoError:  # a default study that does not read: the workflow says so in one line itself
-            return None
+        experiment = _experiment_in(path) or experiment
     for word in option_words(argv, CONFIG_OPTIONS):
         key, _, value = word.partition("=")
         experiment = value if key == "experiment" else experiment
@@ -143,7 +149,7 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     "No rule to produce" it. One line naming the study file that writes it (a config/*.yaml of that experiment)."""
     parts = Path(target).parts
     if experiment is None or len(parts) < 3 or parts[0] != "results" or parts[1] in (experiment, "benchmarks"):
-        return figure_problem(target) if experiment is not None else None
+        return None
     other = parts[1]
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
@@ -155,13 +161,6 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
             f"experiment '{experiment}'; {fix}")
 
 
-def _experiment_in(path: Path) -> str | None:
-    try:
-        return read_study_file(path).get("experiment")
-    except PicoError:
-        return None
-
-
 def main(argv: list[str] | None = None, parser=None) -> None:
     """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read, or
     (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
@@ -170,7 +169,8 @@ def main(argv: list[str] | None = None, parser=None) -> None:
     lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides)]
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
-        lines = [target_problem(target, experiment, argv) for target in targets(argv, parser)]
+        lines = [target_problem(target, experiment, argv) or figure_problem(target)
+                 for target in targets(argv, parser)]
     for line in filter(None, lines):
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)

@@ -18,10 +18,9 @@ from picollm.tables import plus_minus, seed_paths
 def read_metrics(metrics: dict) -> pd.DataFrame:
     """Every logged row of metrics = {run: {seed: metrics.csv}}, with `model` (the run) and `seed` columns,
     runs in run_order."""
-    order = run_order(metrics)
+    paths = seed_paths(metrics)
     frames = [pd.read_csv(path).assign(model=run, seed=seed)
-              for run, seeds in sorted(seed_paths(metrics).items(), key=lambda item: order.index(item[0]))
-              for seed, path in seeds.items()]
+              for run in run_order(paths) for seed, path in paths[run].items()]
     return pd.concat(frames, ignore_index=True)
 
 
