@@ -125,7 +125,7 @@ def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     """Matmul GFLOP/s on square matrices, median of `reps` after one warm-up: fp32 through torch.mm (the BLAS) per
     size, and at the largest size fp32 through oneDNN (where torch has it) and bf16 through torch.mm. The peak is
     the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach."""
-    from picollm.head_plan import block_logits, onednn_available
+    from picollm.fused_head import block_logits, onednn_available
 
     def rate(fn, n):
         fn()

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from benchmarks.common import (FLOPS_FORMULA, Sizes, interleaved, matmul_params, profile_breakdown,
                                train_flops_per_token)
 from benchmarks.models import LOSSES, RandomTokens, hf_gpt2, ours, train_step, transformer_cfg
-from picollm.head_plan import HeadPlan, plan_record
+from picollm.fused_head import HeadPlan
+from picollm.head_plan import plan_record
 from picollm.loss import linear_cross_entropy
 
 TITLE = "Training throughput: our Transformer vs Hugging Face GPT2LMHeadModel"

@@ -403,7 +403,7 @@ for f in (h.http_backoff, h.http_stream_backoff.__wrapped__):
 # picollm.data.sources.download, as the download stage calls it, with the CLI's one-line error handling.
 DOWNLOAD = """
 import json, sys
-from picollm.config.study import SOURCE_CLASSES
+from picollm.config.sections import SOURCE_CLASSES
 from picollm.data.sources import download
 from picollm.errors import PicoError
 src, train, val = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -11,7 +11,7 @@ from picollm.data import sources
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
 from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
-from picollm.config.study import TextSource, TinyStoriesSource
+from picollm.config.sections import TextSource, TinyStoriesSource
 from picollm.errors import PicoError
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from picollm.head_plan import LIBRARIES, HeadPlan, chunk_candidates, libraries, plan_record
+from picollm.fused_head import LIBRARIES, HeadPlan
+from picollm.head_plan import chunk_candidates, libraries, plan_record
 from picollm.loss import linear_cross_entropy
 
 ROOT = Path(__file__).resolve().parents[1]

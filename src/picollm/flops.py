@@ -11,7 +11,7 @@ Pure Python (no torch): the study config checks a budget with it when the workfl
 """
 from __future__ import annotations
 
-from picollm.config import model_config
+from picollm.config.validation import model_config
 from picollm.errors import PicoError
 
 TRAIN_FACTOR = 3  # forward + backward (grad of input and of weight) per matmul

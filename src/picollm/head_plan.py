@@ -1,4 +1,4 @@
-"""How the fused LM head + loss (picollm.loss.linear_cross_entropy) runs on this machine: the rows per chunk,
+"""How the fused LM head + loss (picollm.fused_head) runs on this machine: the rows per chunk,
 the library that multiplies each of its vocabulary-wide matmuls, and below how many rows plain autograd is
 faster, chosen by timing the candidates once.
 
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from picollm.device import cache_dir, identity_key, machine_identity
 from picollm.errors import PicoError
+from picollm.fused_head import HeadPlan, block_logits, fused_cross_entropy, onednn_available, times_weight
 from picollm.io import write_json
 
-LIBRARIES = ("torch", "onednn")
 # The largest fp32 (chunk, V) block a plan may use, and the most that plain autograd's three (N, V) tensors may
 # take where it runs instead: a training step's peak memory stays that of a fused head at any vocabulary.
 BLOCK_BYTES = 48 * 2 ** 20
@@ -33,47 +33,6 @@ PLAIN_ROWS = (16, 64, 256, 1024)  # row counts at which the fused head is timed 
 MEASURED_ROWS = 1024  # the most rows a measurement multiplies: chunks beyond it gain little and cost seconds
 CACHE_FILE = "head_plans.json"
 _plans: dict[tuple, dict] = {}  # this process's records: measured or read once, then a lookup per call
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadPlan:
-    chunk: int  # rows of h per (chunk, V) block of logits
-    logits: str = "torch"  # the library of h_c @ W^T
-    grad_h: str = "torch"  # the library of G_c @ W
-    decode: str = "torch"  # the library of one row's logits without autograd: a generated token's head
-    plain_rows: int = 0  # up to this many rows plain autograd measured faster, and linear_cross_entropy runs it
-    # G_c^T @ h_c always runs in torch's addmm_, which accumulates grad W in place: oneDNN's inner product
-    # returns a new (V, H) tensor per chunk, one more weight-sized tensor and one more pass over it.
-
-
-@functools.cache
-def onednn_available() -> bool:
-    """Whether torch has oneDNN's dense-tensor linear (torch.ops.mkldnn._linear_pointwise, as Inductor's CPU
-    code calls it) and it runs here."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        x, w = torch.randn(2, 3), torch.randn(4, 3)
-        return torch.backends.mkldnn.is_available() and torch.allclose(op(x, w, None, "none", [], ""), x @ w.t(),
-                                                                       atol=1e-5)
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-
-
-def block_logits(hc: torch.Tensor, weight: torch.Tensor, bias, library: str, out=None) -> torch.Tensor:
-    """hc @ weight^T + bias, (c, V) fp32: into `out` with torch's BLAS, a new tensor with oneDNN."""
-    if library == "onednn":
-        return torch.ops.mkldnn._linear_pointwise(hc, weight, bias, "none", [], "")
-    if bias is None:
-        return torch.mm(hc, weight.t(), out=out)
-    return torch.addmm(bias, hc, weight.t(), out=out)
-
-
-def times_weight(grad: torch.Tensor, weight: torch.Tensor, library: str, out: torch.Tensor) -> None:
-    """out = grad @ weight: (c, V) x (V, H)."""
-    if library == "onednn":  # an inner product with weight^T as its weight: a strided view, no copy
-        out.copy_(torch.ops.mkldnn._linear_pointwise(grad, weight.t(), None, "none", [], ""))
-    else:
-        torch.mm(grad, weight, out=out)
 
 
 def chunk_candidates(vocab: int) -> list[int]:
@@ -114,8 +73,6 @@ def measure(vocab: int, hidden: int, device: torch.device, reps: int = 5) -> tup
     one row's logits); then the whole fused forward and backward over the largest chunk's rows at every chunk
     size; then, at row counts whose plain (N, V) tensors stay within BLOCK_BYTES, the fused head against plain
     autograd, which can win where the rows are few and each call's fixed cost dominates."""
-    from picollm.loss import linear_cross_entropy  # the function being tuned; it reads plans from here
-
     gen = torch.Generator().manual_seed(0)
     rows = min(max(chunk_candidates(vocab)), MEASURED_ROWS)
     chunks, libs = [c for c in chunk_candidates(vocab) if c <= rows], libraries(device)
@@ -135,7 +92,7 @@ def measure(vocab: int, hidden: int, device: torch.device, reps: int = 5) -> tup
     weight.requires_grad_()
 
     def fused_call(plan, n):
-        return lambda: linear_cross_entropy(h[:n], weight, None, targets[:n], plan).backward()
+        return lambda: fused_cross_entropy(h[:n], weight, None, targets[:n], plan).backward()
 
     def plain_call(n):
         return lambda: F.cross_entropy(F.linear(h[:n], weight), targets[:n]).backward()
@@ -152,16 +109,6 @@ def measure(vocab: int, hidden: int, device: torch.device, reps: int = 5) -> tup
         if pair["plain"] < pair["fused"]:
             plain_rows = n
     return dataclasses.replace(plan, plain_rows=plain_rows), timings
-
-
-def softmax_grad_(block: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """In place: logits (c, V) -> softmax - one_hot(targets), the gradient of the summed cross-entropy.
-    Returns it and the summed cross-entropy. One fused log-softmax pass, one exp pass, no (c, V) temporaries."""
-    logp = torch.log_softmax(block, dim=-1, out=block)
-    loss = -logp.gather(1, targets[:, None]).sum()
-    grad = logp.exp_()
-    grad[torch.arange(targets.numel(), device=block.device), targets] -= 1.0
-    return grad, loss
 
 
 def plan_record(vocab: int, hidden: int, device: torch.device) -> dict:

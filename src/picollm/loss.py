@@ -1,15 +1,16 @@
 """The training loss: next-token cross-entropy over the full vocabulary, with the LM head and the loss fused
-so that the (batch x time x vocabulary) logits are never built, and the validation loss over fixed windows.
+(picollm.fused_head, in the plan picollm.head_plan measured for this machine) so that the (batch x time x
+vocabulary) logits are never built, and the validation loss over fixed windows.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from picollm.data.tokens import eval_windows
-from picollm.head_plan import HeadPlan, block_logits, plan_for, plan_record, softmax_grad_, times_weight
+from picollm.fused_head import HeadPlan, fused_cross_entropy
+from picollm.head_plan import plan_for, plan_record
 from picollm.models import CompactVocab
 
 
@@ -41,60 +42,6 @@ def head_plan_record(model: torch.nn.Module, device) -> dict | None:
     return {k: record[k] for k in ("plan", "source", "machine", "measured_utc", "cache") if k in record}
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(h_i W^T + b, y_i), chunk by chunk of rows, with the gradients computed in the forward pass.
-
-    Each chunk's logits become, in place, their log-softmax (one fused pass), then softmax - one_hot(y) (one exp
-    pass), which is multiplied straight into grad h and, accumulating in place, grad W: no (N, V) tensor and no
-    (chunk, V) temporary besides the one block ever exist. On a large vocabulary the (N, V) tensors are most of a
-    small model's step time and set its peak memory. `plan` (picollm.head_plan) sets the chunk and the library
-    of each vocabulary-wide matmul; the gradient's 1/N is applied once, to the small grad h and as addmm_'s alpha.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, targets, plan, with_grad):
-        n, vocab = h.size(0), weight.size(0)
-        chunk = min(plan.chunk, n)
-        # Under autocast the logits take its precision through F.linear, as the plain head would; the gradient's
-        # matmuls stay in the weight's fp32, accumulated over every chunk.
-        autocast = torch.is_autocast_enabled(h.device.type) or weight.dtype != torch.float32 \
-            or h.dtype != torch.float32
-        block = None if autocast or plan.logits != "torch" else torch.empty(chunk, vocab, device=h.device)
-        # the sum of N per-row losses in float64 (where the device has it): its rounding stays below the rows'
-        loss = torch.zeros((), dtype=torch.float32 if h.device.type == "mps" else torch.float64, device=h.device)
-        grad_h = torch.empty(h.shape, dtype=weight.dtype, device=h.device) if with_grad else None
-        grad_w = torch.zeros_like(weight) if with_grad else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if with_grad and bias is not None else None
-        for s in range(0, n, chunk):
-            hc, yc = h[s:s + chunk], targets[s:s + chunk]
-            if autocast:
-                logits = F.linear(hc, weight, bias).float()
-            else:
-                logits = block_logits(hc, weight, bias, plan.logits, None if block is None else block[:hc.size(0)])
-            grad, chunk_loss = softmax_grad_(logits, yc)  # (c, V), in place of the logits
-            loss += chunk_loss
-            if with_grad:
-                grad = grad.to(weight.dtype)
-                times_weight(grad, weight, plan.grad_h, out=grad_h[s:s + chunk])
-                grad_w.addmm_(grad.t(), hc.to(weight.dtype), alpha=1.0 / n)  # in place: no (V, H) per chunk
-                if grad_b is not None:
-                    grad_b += grad.float().sum(0)
-        if with_grad:
-            grad_h.mul_(1.0 / n)
-            # kept as attributes, not saved tensors: backward scales them in place, once, and lets them go
-            ctx.grads = (grad_h, grad_w, None if grad_b is None else grad_b.div_(n).to(bias.dtype))
-            ctx.h_dtype = h.dtype
-        return (loss / n).float()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.grads
-        ctx.grads = None  # a second backward through the same graph has nothing left to give
-        return (grad_h.mul_(grad_out).to(ctx.h_dtype), grad_w.mul_(grad_out),
-                None if grad_b is None else grad_b.mul_(grad_out), None, None, None)
-
-
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor,
                          plan: HeadPlan | None = None) -> torch.Tensor:
     """F.cross_entropy(F.linear(h, weight, bias).float(), targets) for h (N, H), without the (N, V) logits.
@@ -105,8 +52,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias, targets: t
     plan = plan or plan_for(weight.size(0), weight.size(1), h.device)
     if h.size(0) <= plan.plain_rows:  # few rows: plain autograd measured faster, and its (N, V) tensors are small
         return F.cross_entropy(F.linear(h, weight, bias).float(), targets)
-    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(h, weight, bias, targets, plan, with_grad)
+    return fused_cross_entropy(h, weight, bias, targets, plan)
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pydantic import create_model, model_validator
 
-from picollm.config.study import Section, Study
+from picollm.config.sections import Section
+from picollm.config.study import Study
 from picollm.errors import PicoError
 
 

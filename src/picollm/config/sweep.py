@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from picollm.config.study import MODEL_CLASSES, TrainConfig
+from picollm.config.sections import MODEL_CLASSES, TrainConfig
 from picollm.errors import PicoError
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from picollm.config.study import Source
+from picollm.config.sections import Source
 from picollm.errors import PicoError
 from picollm.io import atomic_path, note
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from picollm.head_plan import block_logits, plan_for
+from picollm.fused_head import block_logits
+from picollm.head_plan import plan_for
 
 
 class Head(nn.Linear):

@@ -1,0 +1,91 @@
+"""A typed config object from plain data, or one line naming the first bad key: what every study file, `--config`
+override and job slice goes through.
+"""
+from __future__ import annotations
+
+import re
+from typing import get_args
+
+from pydantic import BaseModel, ValidationError
+
+from picollm.config.sections import MODEL_CLASSES, SOURCE_CLASSES, ModelConfig
+from picollm.errors import PicoError
+
+JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "list": "array",
+              "dict": "object", "model": "object"}
+
+
+def parse(cls: type[BaseModel], data, at: tuple = (), run: str | None = None):
+    """`cls` built from `data`, or PicoError with one line naming the first bad key (`at`: where data sits)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise PicoError(one_line(exc.errors()[0], cls, at, run)) from None
+
+
+def _tag_classes() -> dict:
+    """Union tag -> class: pydantic puts the tag (a model's type, a source's kind) into error locations."""
+    return {**MODEL_CLASSES, **SOURCE_CLASSES}
+
+
+def _clean_path(loc: tuple) -> list:
+    """A pydantic error location without its union tags (models.m.lstm.hidden_dim -> models.m.hidden_dim)."""
+    tags = _tag_classes()
+    return [p for i, p in enumerate(loc) if not (p in tags and i >= 2 and loc[i - 2] in ("models", "sources"))]
+
+
+def _holder(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The class whose field the last part of `loc` would be."""
+    tags = _tag_classes()
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if part in tags:
+            cls = tags[part]
+        elif field is not None:
+            cls = next((t for t in (field.annotation, *get_args(field.annotation))
+                        if isinstance(t, type) and issubclass(t, BaseModel)), cls)
+    return cls
+
+
+def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = None) -> str:
+    """One pydantic error as the line the user sees: the key, what it is, and what is allowed."""
+    path = [*at, *_clean_path(err["loc"])]
+    kind, value, msg = err["type"], err.get("input"), err["msg"].removeprefix("Value error, ")
+    sub = re.match(r"([a-z_0-9]+): (.*)", msg) if kind == "value_error" else None
+    if sub:
+        path, msg = [*path, sub.group(1)], sub.group(2)
+    where = ".".join(map(str, path)) or "(top level)"
+    of_run = f" of run {run}" if run else ""
+    if kind == "extra_forbidden":
+        return f"unknown config key '{where}'; allowed here: {', '.join(sorted(_holder(cls, err['loc']).model_fields))}"
+    if kind == "union_tag_invalid":
+        tags = err["ctx"]["expected_tags"].replace("'", "")
+        field = err["ctx"]["discriminator"].strip("'")
+        return f"config key '{where}.{field}' is {err['ctx']['tag']!r}; allowed: {tags}"
+    if kind == "union_tag_not_found":
+        field = err["ctx"]["discriminator"].strip("'")
+        return f"config key '{where}' is missing '{field}'"
+    if kind == "literal_error":
+        return f"config key '{where}' is {value!r}; allowed: {err['ctx']['expected'].replace(chr(39), '')}"
+    if kind == "missing":
+        return f"config key '{'.'.join(map(str, path[:-1])) or '(top level)'}' is missing '{path[-1]}'"
+    if kind == "too_short" and path == ["seeds"]:
+        return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
+    if path[:2] in (["sampling", "p_values"], ["sampling", "sweep_p_values"]):
+        if len(path) == 2 and kind == "list_type":
+            return f"config key '{where}' is {value!r}; give a list of p values, e.g. [{value}]"
+        if len(path) == 3:
+            return f"config key '{where}' is {value!r}; each p must be in (0, 1] (greedy decoding is always included)"
+    type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
+    if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
+        return f"config key '{where}'{of_run}: {value!r} is not of type '{type_name}'"
+    return f"config key '{where}'{of_run}: {msg}"
+
+
+def model_config(entry) -> ModelConfig:
+    """A model config from a mapping ({type: ..., hyperparameters}), or the object itself."""
+    if not isinstance(entry, dict):
+        return entry
+    if entry.get("type") not in MODEL_CLASSES:
+        raise PicoError(f"unknown model type {entry.get('type')!r}; use one of {sorted(MODEL_CLASSES)}")
+    return parse(MODEL_CLASSES[entry["type"]], entry)
