@@ -8,7 +8,7 @@ import torch
 from picollm.config import SamplingConfig
 from picollm.data.tokenizer import ByteTokenizer
 from picollm.errors import PicoError
-from picollm.evaluate import sampling_metrics
+from picollm.sample_metrics import sampling_metrics
 from picollm.models import build_model
 from picollm.sampling import decodings, generate, nucleus_sample, sample_records, sample_seed
 

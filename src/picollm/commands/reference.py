@@ -6,7 +6,7 @@ import pandas as pd
 
 from picollm import provenance
 from picollm.config import ReferenceJob, parse
-from picollm.evaluate import reference_measures
+from picollm.sample_metrics import reference_measures
 from picollm.io import atomic_path
 
 

@@ -23,7 +23,7 @@ PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct
           ("ended_share", "stories ended (end-of-text\nwithin max_new_tokens)"),
           ("mean_tokens", "sample length (tokens)"), ("mean_words", "sample length (words)"),
           ("mean_loglik", "own-sample log-likelihood\n(nats/token)")]
-REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.evaluate.REFERENCE)
+REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.sample_metrics.REFERENCE)
 NOT_ENGLISH = "not applicable:\nthe study's text\nis not English"
 REFERENCE_STYLE = dict(color="0.3", ls="--", lw=2, zorder=1.5)
 REFERENCE_LABEL = "real stories"  # of the validation split: the caption says so
