@@ -1,6 +1,8 @@
 """Nucleus sampling against its definition (exactly and statistically) and a library version;
 generate() for every model type: greedy = argmax, seeded reproducibility, past block_size; sample records
-say whether the story ended."""
+say whether the story ended; `picollm generate` draws the sample stage's samples."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +10,11 @@ import torch
 from picollm.config import SamplingConfig
 from picollm.data.tokenizer import ByteTokenizer
 from picollm.errors import PicoError
-from picollm.sample_metrics import sampling_metrics
 from picollm.models import build_model
+from picollm.sample_metrics import sampling_metrics
 from picollm.sampling import decodings, generate, nucleus_sample, sample_records, sample_seed
+
+from conftest import byte_tokens, picollm
 
 MODELS = {
     "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 16},
@@ -178,3 +182,57 @@ def test_a_batch_with_a_seed_per_row_draws_what_each_row_draws_alone(name):
     for row, seed in zip(batch, seeds):
         assert torch.equal(row, generate(model, [1, 2, 3], max_new_tokens=12, p=0.9, seed=seed))
     assert not torch.equal(batch[0], batch[1])
+
+
+# --- picollm generate: the sample stage's draws, for prompts of one's own --------------------------------
+
+def trained_and_sampled(root) -> tuple:
+    """A model trained by `picollm train` (seed 5) and its samples from `picollm sample`, as the workflow runs
+    them: (model.pt, the sample stage's records)."""
+    tokens = byte_tokens(root)
+    train = {"max_steps": 4, "batch_size": 4, "warmup_steps": 1, "eval_interval": 2, "eval_batches": 1}
+    proc = picollm("train", "--config", json.dumps({"models": {"m": MODELS["lstm"]}, "train": train, "seed": 5,
+                                                     "block_size": 16}),
+                   "--tokens-dir", tokens, "--out-dir", root / "m")
+    assert proc.returncode == 0, proc.stderr
+    sampling = {"prompts": ["1 2 3", ""], "p_values": [0.7], "num_samples": 2, "max_new_tokens": 9}
+    proc = picollm("sample", "--config", json.dumps({"sampling": sampling, "seed": 5}), "--name", "m",
+                   "--model-path", root / "m" / "model.pt", "--out", root / "samples.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    return root / "m" / "model.pt", [json.loads(line) for line in (root / "samples.jsonl").read_text().splitlines()]
+
+
+def test_generate_draws_the_sample_stages_samples(tmp_path):
+    model, records = trained_and_sampled(tmp_path)
+    table = {(r["prompt"], r["decoding"], r["sample"]): {k: v for k, v in r.items() if k != "train_tokens"}
+             for r in records}
+    for args, decoding in ((["--p", "0.7", "--num-samples", "2"], 0.7), ([], "greedy")):
+        proc = picollm("generate", model, "1 2 3", "", "--max-new-tokens", "9", "--jsonl", *args)
+        assert proc.returncode == 0, proc.stderr
+        drawn = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert len(drawn) == (2 if decoding == 0.7 else 1) * 2
+        assert all(r == table[(r["prompt"], decoding, r["sample"])] for r in drawn)
+    text = picollm("generate", model, "1 2 3", "--p", "0.7", "--max-new-tokens", "9").stdout.splitlines()
+    first = table[("1 2 3", 0.7, 0)]
+    assert text == [f"--- m, p=0.7, sample 0, seed {first['seed']}",
+                    "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else "")]
+    other = picollm("generate", model, "1 2 3", "--p", "0.7", "--seed", "6", "--jsonl").stdout
+    assert json.loads(other)["seed"] != first["seed"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--p", "1.5"], "error: --p 1.5 is no nucleus probability; give one in (0, 1], e.g. --p 0.9 (leave it out for "
+                     "greedy decoding)"),
+    (["--num-samples", "3"], "error: --num-samples 3 without --p: greedy decoding gives one continuation; add --p "
+                             "(e.g. --p 0.9) to draw 3 samples"),
+    (["--max-new-tokens", "0"], "error: --max-new-tokens 0 is not a positive count; give 1 or more"),
+])
+def test_generate_refuses_bad_arguments_in_one_line(tmp_path, args, line):
+    proc = picollm("generate", tmp_path / "model.pt", "Once", *args)
+    assert proc.returncode == 1 and proc.stderr.strip() == line and not proc.stdout
+
+
+def test_generate_names_a_missing_model(tmp_path):
+    proc = picollm("generate", tmp_path / "model.pt", "Once")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: checkpoint {tmp_path / 'model.pt'} does not exist")

@@ -89,6 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("generate", help="a trained model's continuations of your prompts, drawn as the sample stage "
+                                        "draws them")
+    p.add_argument("model_path", help="model.pt, e.g. results/offline/models/transformer/seed1337/model.pt")
+    p.add_argument("prompts", nargs="*", default=[""], help="prompts to continue (default: one empty prompt, a new "
+                                                             "story)")
+    p.add_argument("--p", type=float, help="nucleus sampling with this top-p (default: greedy decoding)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (with --p)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens per continuation at most (default: the schema's "
+                                                      "sampling.max_new_tokens)")
+    p.add_argument("--seed", type=int, help="the samples' base seed (default: the seed the model was trained with, "
+                                            "as the sample stage uses)")
+    p.add_argument("--no-stop", action="store_true", help="go on past the end-of-text token instead of ending there")
+    p.add_argument("--jsonl", action="store_true", help="print the sample stage's records, one JSON line each")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(command="generate")
+
     p = _stage(sub, "tables", "sample, model and evaluation tables from the stage outputs", '{"experiment": NAME}')
     p.add_argument("--samples", nargs="*", default=[])
     p.add_argument("--samples-csv")

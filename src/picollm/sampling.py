@@ -130,35 +130,43 @@ def decodings(p_values) -> list:
 
 
 def sample_records(model, tokenizer, name: str, sampling: SamplingConfig, seed: int) -> list[dict]:
-    """One record per (prompt, decoding, sample) for the sample stage's JSONL.
-
-    Each prompt is preceded by the end-of-text token, as every training document is, so a prompt reads
-    as the start of a story and an empty prompt means 'start a new story'. A sample is cut at its first
-    end-of-text; `ended` says whether it emitted one within max_new_tokens (ended its story).
-    """
-    eot = tokenizer.eot_token
+    """One record per (prompt, decoding, sample) for the sample stage's JSONL: greedy, then each p."""
     records = []
     for prompt_index, prompt in enumerate(sampling.prompts):
-        prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
-        if len(prompt_ids) > model.block_size:
-            note(f"prompt {prompt_index} has {len(prompt_ids)} tokens, more than block_size "
-                 f"{model.block_size}; the model sees its last {model.block_size}")
-        for decoding in decodings(sampling.p_values):
-            # a prompt's samples at one p run as one batch, each row drawing with its own seed
-            count = 1 if decoding == "greedy" else sampling.num_samples
-            seeds = [sample_seed(seed, name, prompt, decoding, sample) for sample in range(count)]
-            out = generate(model, [prompt_ids] * count, sampling.max_new_tokens,
-                           p=None if decoding == "greedy" else decoding, seed=seeds,
-                           stop_token=eot if sampling.stop_at_eot else None)
-            for sample, (s, row) in enumerate(zip(seeds, out)):
-                new = row[len(prompt_ids):].tolist()
-                ended = eot in new  # the story ended within max_new_tokens
-                if ended:
-                    new = new[:new.index(eot)]
-                records.append({"model": name, "prompt": prompt, "decoding": decoding,
-                                "p": None if decoding == "greedy" else decoding, "sample": sample, "seed": s,
-                                "text": tokenizer.decode(new), "new_tokens": len(new), "token_ids": new,
-                                "ended": ended})
+        for decoding in decodings(sampling.p_values):  # greedy first: a long prompt is noted there, once
+            count, label = (1, f"prompt {prompt_index}") if decoding == "greedy" else (sampling.num_samples, None)
+            records += continuations(model, tokenizer, name, prompt, decoding, count, sampling.max_new_tokens,
+                                     sampling.stop_at_eot, seed, label)
+    return records
+
+
+def continuations(model, tokenizer, name: str, prompt: str, decoding, count: int, max_new_tokens: int,
+                  stop_at_eot: bool, seed: int, label: str | None = None) -> list[dict]:
+    """`count` records of one prompt under one decoding ("greedy" or a p), run as one batch, each row drawing
+    with its own stable seed (sample_seed of the run's name and seed), so any of them can be drawn again alone.
+
+    The prompt is preceded by the end-of-text token, as every training document is, so it reads as the start
+    of a story and an empty prompt means 'start a new story'. A sample is cut at its first end-of-text;
+    `ended` says whether it emitted one within max_new_tokens (ended its story). A prompt longer than the model's
+    context is noted, as `label` (None: silently).
+    """
+    eot = tokenizer.eot_token
+    prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
+    if label and len(prompt_ids) > model.block_size:
+        note(f"{label} has {len(prompt_ids)} tokens, more than block_size {model.block_size}; the model sees its "
+             f"last {model.block_size}")
+    seeds = [sample_seed(seed, name, prompt, decoding, sample) for sample in range(count)]
+    out = generate(model, [prompt_ids] * count, max_new_tokens, p=None if decoding == "greedy" else decoding,
+                   seed=seeds, stop_token=eot if stop_at_eot else None)
+    records = []
+    for sample, (s, row) in enumerate(zip(seeds, out)):
+        new = row[len(prompt_ids):].tolist()
+        ended = eot in new  # the story ended within max_new_tokens
+        if ended:
+            new = new[:new.index(eot)]
+        records.append({"model": name, "prompt": prompt, "decoding": decoding,
+                        "p": None if decoding == "greedy" else decoding, "sample": sample, "seed": s,
+                        "text": tokenizer.decode(new), "new_tokens": len(new), "token_ids": new, "ended": ended})
     return records
 
 

@@ -1,0 +1,55 @@
+"""`picollm generate`: a trained model's continuations of your own prompts, on the terminal (or as JSONL).
+
+Drawn as the sample stage draws them: the same end-of-text before the prompt, and each sample's seed derived
+from the run's name and seed, so the study's prompt, p and max_new_tokens give the sample table's very samples.
+"""
+import json
+
+from picollm.config import SamplingConfig, Study
+from picollm.data.tokenizer import checkpoint_tokenizer
+from picollm.device import resolve_device, use_threads
+from picollm.errors import PicoError
+from picollm.models import load_model
+from picollm.sampling import continuations
+
+
+def trained_as(ckpt: dict) -> tuple[str, int]:
+    """(run name, seed) of a checkpoint, from its summary and provenance; the schema's default seed where the
+    model was trained outside the workflow without a provenance record."""
+    record = json.loads(ckpt.get("provenance") or "null") or {}
+    name = (ckpt.get("summary") or {}).get("model") or "model"
+    return name, record.get("seed", Study.model_fields["seed"].default)
+
+
+def check(args) -> None:
+    if args.max_new_tokens is None:
+        args.max_new_tokens = SamplingConfig.model_fields["max_new_tokens"].default
+    if args.p is not None and not 0 < args.p <= 1:
+        raise PicoError(f"--p {args.p:g} is no nucleus probability; give one in (0, 1], e.g. --p 0.9 (leave it out "
+                        f"for greedy decoding)")
+    if args.p is None and args.num_samples > 1:
+        raise PicoError(f"--num-samples {args.num_samples} without --p: greedy decoding gives one continuation; add "
+                        f"--p (e.g. --p 0.9) to draw {args.num_samples} samples")
+    for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            raise PicoError(f"{flag} {value} is not a positive count; give 1 or more")
+
+
+def run(args):
+    check(args)
+    use_threads(args.threads)
+    model = load_model(args.model_path, resolve_device(args.device))
+    tokenizer = checkpoint_tokenizer(model.checkpoint)
+    name, trained_seed = trained_as(model.checkpoint)
+    seed = trained_seed if args.seed is None else args.seed
+    decoding = "greedy" if args.p is None else args.p
+    for index, prompt in enumerate(args.prompts):
+        records = continuations(model, tokenizer, name, prompt, decoding, args.num_samples, args.max_new_tokens,
+                                not args.no_stop, seed, label=f"prompt {index}")
+        for rec in records:
+            if args.jsonl:
+                print(json.dumps(rec, ensure_ascii=False))
+                continue
+            how = "greedy" if decoding == "greedy" else f"p={decoding:g}, sample {rec['sample']}, seed {rec['seed']}"
+            print(f"--- {name}, {how}")
+            print(prompt + rec["text"] + (" [end of story]" if rec["ended"] else ""), flush=True)
