@@ -1,5 +1,6 @@
 """The DAG reruns exactly what changed: every row of docs/reruns.md's "you edit -> these jobs rerun" table, checked
-by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only)."""
+by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only). The copy's path
+holds a space, as a checkout under "My Documents" does, so every rule's command runs from such a path."""
 import re
 import shutil
 import subprocess
@@ -28,8 +29,8 @@ def model_jobs(model, stages=("train", "sample", "evaluate")):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A finished two-source tiny study (3seqs + a local text file) with its own tokenizer (bpe:300), run from a
-    copy of src/ and workflow/."""
-    project = tmp_path_factory.mktemp("project")
+    copy of src/ and workflow/ in a folder whose name holds a space."""
+    project = tmp_path_factory.mktemp("my project")
     for folder in ("src", "workflow", "config"):
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (project / "story.txt").write_text("".join(f"story {i} of a cat and a dog.\n<|endoftext|>\n" for i in range(60)))

@@ -1,6 +1,7 @@
 # The study config, what every job is given, and the registry of figures and tables.
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,9 +44,11 @@ config.update(CFG.model_dump(mode="json"))
 
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
-# removes PYTHONPATH from a job's environment, and the env has no picollm installed).
+# removes PYTHONPATH from a job's environment, and the env has no picollm installed). The path is quoted
+# for the shell (a checkout under "My Documents") and its braces escaped from Snakemake's formatting.
+SRC_SHELL = shlex.quote(SRC).replace("{", "{{").replace("}", "}}")
 shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = f"results/{CFG.experiment}"
 # Token files that no longer match their meta.json stop the run here, before Snakemake reruns (and so
