@@ -218,6 +218,10 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
                     "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else "")]
     other = picollm("generate", model, "1 2 3", "--p", "0.7", "--seed", "6", "--jsonl").stdout
     assert json.loads(other)["seed"] != first["seed"]
+    # a prompt past the context is noted on stderr: stdout stays the records alone
+    long = picollm("generate", model, "1 " * 20, "--max-new-tokens", "2", "--jsonl")
+    assert json.loads(long.stdout)["prompt"] == "1 " * 20
+    assert long.stderr == "note: prompt 0 has 41 tokens, more than block_size 16; the model sees its last 16\n"
 
 
 @pytest.mark.parametrize("args, line", [

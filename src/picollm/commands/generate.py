@@ -3,7 +3,9 @@
 Drawn as the sample stage draws them: the same end-of-text before the prompt, and each sample's seed derived
 from the run's name and seed, so the study's prompt, p and max_new_tokens give the sample table's very samples.
 """
+import contextlib
 import json
+import sys
 
 from picollm.config import SamplingConfig, Study
 from picollm.data.tokenizer import checkpoint_tokenizer
@@ -37,19 +39,23 @@ def check(args) -> None:
 
 def run(args):
     check(args)
-    use_threads(args.threads)
-    model = load_model(args.model_path, resolve_device(args.device))
-    tokenizer = checkpoint_tokenizer(model.checkpoint)
-    name, trained_seed = trained_as(model.checkpoint)
-    seed = trained_seed if args.seed is None else args.seed
-    decoding = "greedy" if args.p is None else args.p
-    for index, prompt in enumerate(args.prompts):
-        records = continuations(model, tokenizer, name, prompt, decoding, args.num_samples, args.max_new_tokens,
-                                not args.no_stop, seed, label=f"prompt {index}")
-        for rec in records:
-            if args.jsonl:
-                print(json.dumps(rec, ensure_ascii=False))
-                continue
-            how = "greedy" if decoding == "greedy" else f"p={decoding:g}, sample {rec['sample']}, seed {rec['seed']}"
-            print(f"--- {name}, {how}")
-            print(prompt + rec["text"] + (" [end of story]" if rec["ended"] else ""), flush=True)
+    output = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # notes (a prompt longer than the context) are no output
+        use_threads(args.threads)
+        model = load_model(args.model_path, resolve_device(args.device))
+        tokenizer = checkpoint_tokenizer(model.checkpoint)
+        name, trained_seed = trained_as(model.checkpoint)
+        seed = trained_seed if args.seed is None else args.seed
+        decoding = "greedy" if args.p is None else args.p
+        for index, prompt in enumerate(args.prompts):
+            for rec in continuations(model, tokenizer, name, prompt, decoding, args.num_samples, args.max_new_tokens,
+                                     not args.no_stop, seed, label=f"prompt {index}"):
+                print(json.dumps(rec, ensure_ascii=False) if args.jsonl else shown(rec), file=output, flush=True)
+
+
+def shown(rec: dict) -> str:
+    """A record as two lines: which decoding and seed, then the prompt and its continuation."""
+    how = "greedy"
+    if rec["decoding"] != "greedy":
+        how = f"p={rec['decoding']:g}, sample {rec['sample']}, seed {rec['seed']}"
+    return f"--- {rec['model']}, {how}\n{rec['prompt']}{rec['text']}" + (" [end of story]" if rec["ended"] else "")
