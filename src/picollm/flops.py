@@ -53,7 +53,11 @@ def transformer_parts(cfg, block_size: int) -> dict:
     return {"core": cfg.n_layers * layer, "attention": cfg.n_layers * attention}
 
 
-PARTS = {"kgram_mlp": kgram_parts, "lstm": lstm_parts, "transformer": transformer_parts}
+PARTS = {  # a model type's forward FLOPs per token by part (forward_flops adds the head)
+    "kgram_mlp": kgram_parts,
+    "lstm": lstm_parts,
+    "transformer": transformer_parts,
+}
 
 
 def head_width(cfg) -> int:

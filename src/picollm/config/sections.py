@@ -259,8 +259,13 @@ class TransformerConfig(ModelBase):
         return self
 
 
-ModelConfig = Annotated[Union[KGramConfig, LSTMConfig, TransformerConfig], Field(discriminator="type")]
-MODEL_CLASSES = {"kgram_mlp": KGramConfig, "lstm": LSTMConfig, "transformer": TransformerConfig}
+# A model type's config class, by its `type`; the union every `models:` entry is read as follows from it.
+MODEL_CLASSES = {
+    "kgram_mlp": KGramConfig,
+    "lstm": LSTMConfig,
+    "transformer": TransformerConfig,
+}
+ModelConfig = Annotated[Union[tuple(MODEL_CLASSES.values())], Field(discriminator="type")]
 
 
 class SourceBase(Section):
@@ -297,7 +302,7 @@ class ThreeSeqsSource(SourceBase):
 
 
 SOURCE_CLASSES = {"tinystories": TinyStoriesSource, "text": TextSource, "3seqs": ThreeSeqsSource}
-Source = Annotated[Union[TinyStoriesSource, TextSource, ThreeSeqsSource], Field(discriminator="kind")]
+Source = Annotated[Union[tuple(SOURCE_CLASSES.values())], Field(discriminator="kind")]
 
 
 class DataConfig(Section):

@@ -1,0 +1,93 @@
+"""docs/extending.md works as written: its code blocks, applied to a copy of the project, add a GRU model type
+that a study trains, samples, evaluates and draws, at a FLOPs budget, with the schema regenerated."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, local_run_env, tiny_offline_config, write_config
+
+GUIDE = ROOT / "docs" / "extending.md"
+# a block's first line: "# <file> (a new file)", "# <file>: above NAME" or "# <file>: a line in NAME"
+HEADER = re.compile(r"# (\S+)(?: \(a new file\)|: above (\w+)|: a line in (\w+))$")
+
+
+def guide_blocks() -> list[tuple[str, str | None, str | None, str]]:
+    """(file, above NAME, in NAME, code) of every python block of the guide."""
+    blocks = []
+    for code in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S):
+        first, _, body = code.partition("\n")
+        match = HEADER.fullmatch(first)
+        assert match, f"a python block of {GUIDE.name} starts with {first!r}, not a file and a place"
+        blocks.append((match.group(1), match.group(2), match.group(3), body))
+    return blocks
+
+
+def apply(project, file: str, above: str | None, within: str | None, code: str) -> None:
+    """One block: a new file; code above the line `NAME = {`; or lines before that dict's closing brace."""
+    path = project / file
+    if above is None and within is None:
+        path.write_text(code)
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{above or within} = {{"))
+    if above:
+        lines[start:start] = [code, "\n\n"]
+    else:
+        end = next(i for i in range(start, len(lines)) if lines[i].startswith("}"))
+        lines[end:end] = [code]
+    path.write_text("".join(lines))
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory):
+    """A copy of the project with the guide's four edits and its schema regenerated."""
+    project = tmp_path_factory.mktemp("extended")
+    for folder in ("src", "workflow", "config"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for block in guide_blocks():
+        apply(project, *block)
+    schema = subprocess.run([sys.executable, "-m", "picollm.config"], capture_output=True, text=True,
+                            env={**local_run_env(), "PYTHONPATH": str(project / "src")}, cwd=project)
+    assert schema.returncode == 0, schema.stderr
+    (project / "config" / "config.schema.yaml").write_text(schema.stdout)
+    return project
+
+
+def test_the_guide_names_every_place_a_type_is_registered():
+    places = {(file, above or within) for file, above, within, _ in guide_blocks()}
+    assert places == {("src/picollm/models/gru.py", None), ("src/picollm/model_types.py", "MODEL_TYPES"),
+                      ("src/picollm/config/sections.py", "MODEL_CLASSES"), ("src/picollm/flops.py", "PARTS")}
+
+
+def test_a_study_trains_samples_evaluates_and_draws_the_new_type(extended):
+    cfg = tiny_offline_config(steps=10, models={"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32}},
+                              sweep={"gru": {"hidden_dim": [16]}})
+    cfg["train"]["flops"] = 3e8  # equal compute: the budget sets the steps from the GRU's FLOPs per token
+    cfg["train"].pop("max_steps")
+    write_config(extended / "study.yaml", cfg)
+    r = "results/tiny"
+    targets = [f"{r}/tables/eval.md", f"{r}/tables/samples.md", f"{r}/figures/loss_curves.png"]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(extended / "workflow" / "Snakefile"),
+                           "--directory", str(extended), "--cores", "2", *targets, "--configfile",
+                           str(extended / "study.yaml")], capture_output=True, text=True, timeout=900,
+                          env=local_run_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for run in ("gru", "gru.hidden_dim=16"):
+        result = json.loads((extended / r / "eval" / run / "seed7.json").read_text())
+        summary = json.loads((extended / r / "models" / run / "seed7" / "summary.json").read_text())
+        assert result["type"] == "gru" and result["val_loss"] > 0 and summary["flops_budget"] == 3e8
+        assert 0 < summary["train_flops"] <= 3e8 < summary["train_flops"] + summary["flops_per_token"] * 8 * 32
+    assert "| gru " in (extended / r / "tables" / "eval.md").read_text()
+
+
+def test_a_bad_key_of_the_new_type_is_one_line(extended):
+    write_config(extended / "bad.yaml", tiny_offline_config(models={"gru": {"type": "gru", "hiden_dim": 32}}))
+    proc = subprocess.run([sys.executable, "-m", "picollm", "validate-config", str(extended / "bad.yaml")],
+                          capture_output=True, text=True, env={**local_run_env(), "PYTHONPATH": str(extended / "src")})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("error: unknown config key 'models.gru.hiden_dim'; allowed here: embed_dim, "
+                                   "hidden_dim, num_layers, train, type")
