@@ -1,5 +1,6 @@
 """docs/extending.md works as written: its code blocks, applied to a copy of the project, add a GRU model type
-that a study trains, samples, evaluates and draws, at a FLOPs budget, with the schema regenerated."""
+that a study trains, samples, evaluates and draws at a FLOPs budget (the schema regenerated), and a figure that
+the study draws with its caption in the report."""
 import json
 import re
 import shutil
@@ -11,14 +12,15 @@ import pytest
 from conftest import ROOT, local_run_env, tiny_offline_config, write_config
 
 GUIDE = ROOT / "docs" / "extending.md"
-# a block's first line: "# <file> (a new file)", "# <file>: above NAME" or "# <file>: a line in NAME"
-HEADER = re.compile(r"# (\S+)(?: \(a new file\)|: above (\w+)|: a line in (\w+))$")
+# a block's first line, a comment ("# " or rst's ".. "): "<file> (a new file)", "<file>: above NAME" or
+# "<file>: a line in NAME"
+HEADER = re.compile(r"(?:#|\.\.) (\S+)(?: \(a new file\)|: above (\w+)|: a line in (\w+))$")
 
 
 def guide_blocks() -> list[tuple[str, str | None, str | None, str]]:
-    """(file, above NAME, in NAME, code) of every python block of the guide."""
+    """(file, above NAME, in NAME, code) of every python and rst block of the guide."""
     blocks = []
-    for code in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S):
+    for code in re.findall(r"```(?:python|rst)\n(.*?)```", GUIDE.read_text(), re.S):
         first, _, body = code.partition("\n")
         match = HEADER.fullmatch(first)
         assert match, f"a python block of {GUIDE.name} starts with {first!r}, not a file and a place"
@@ -44,7 +46,7 @@ def apply(project, file: str, above: str | None, within: str | None, code: str) 
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory):
-    """A copy of the project with the guide's four edits and its schema regenerated."""
+    """A copy of the project with the guide's edits and its schema regenerated."""
     project = tmp_path_factory.mktemp("extended")
     for folder in ("src", "workflow", "config"):
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -60,17 +62,19 @@ def extended(tmp_path_factory):
 def test_the_guide_names_every_place_a_type_is_registered():
     places = {(file, above or within) for file, above, within, _ in guide_blocks()}
     assert places == {("src/picollm/models/gru.py", None), ("src/picollm/model_types.py", "MODEL_TYPES"),
-                      ("src/picollm/config/sections.py", "MODEL_CLASSES"), ("src/picollm/flops.py", "PARTS")}
+                      ("src/picollm/config/sections.py", "MODEL_CLASSES"), ("src/picollm/flops.py", "PARTS"),
+                      ("src/picollm/plots/bpb_by_run.py", None), ("workflow/rules/common.smk", "FIGURES"),
+                      ("workflow/report/bpb_by_run.rst", None)}
 
 
-def test_a_study_trains_samples_evaluates_and_draws_the_new_type(extended):
+def test_a_study_trains_samples_evaluates_and_draws_the_new_type_and_figure(extended):
     cfg = tiny_offline_config(steps=10, models={"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32}},
                               sweep={"gru": {"hidden_dim": [16]}})
     cfg["train"]["flops"] = 3e8  # equal compute: the budget sets the steps from the GRU's FLOPs per token
     cfg["train"].pop("max_steps")
     write_config(extended / "study.yaml", cfg)
     r = "results/tiny"
-    targets = [f"{r}/tables/eval.md", f"{r}/tables/samples.md", f"{r}/figures/loss_curves.png"]
+    targets = [f"{r}/tables/eval.md", f"{r}/tables/samples.md", f"{r}/figures/loss_curves.png", f"{r}/report.html"]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(extended / "workflow" / "Snakefile"),
                            "--directory", str(extended), "--cores", "2", *targets, "--configfile",
                            str(extended / "study.yaml")], capture_output=True, text=True, timeout=900,
@@ -82,6 +86,10 @@ def test_a_study_trains_samples_evaluates_and_draws_the_new_type(extended):
         assert result["type"] == "gru" and result["val_loss"] > 0 and summary["flops_budget"] == 3e8
         assert 0 < summary["train_flops"] <= 3e8 < summary["train_flops"] + summary["flops_per_token"] * 8 * 32
     assert "| gru " in (extended / r / "tables" / "eval.md").read_text()
+    assert (extended / r / "figures" / "bpb_by_run.svg").is_file()
+    record = json.loads((extended / r / "provenance" / "figures" / "bpb_by_run.json").read_text())
+    assert record["stage"] == "figure bpb_by_run" and "picollm.plots.bpb_by_run" in record["code"]
+    assert "each dot one seed's model" in (extended / r / "report.html").read_text()  # the caption
 
 
 def test_a_bad_key_of_the_new_type_is_one_line(extended):
