@@ -188,6 +188,10 @@ def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(PicoError, match="truncated or corrupt"):
         load_model(tmp_path / "junk.pt")
+    (tmp_path / "meta.json").write_text("{}")  # another file named by mistake: no advice to delete it
+    with pytest.raises(PicoError, match=r"meta.json is no PyTorch checkpoint; give the model.pt that picollm train "
+                                        r"wrote \(results/<experiment>/models/<run>/seed<k>/model.pt\)$"):
+        load_model(tmp_path / "meta.json")
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
     ckpt["model_cfg"]["d_model"] = 64  # a different model config than the weights
     torch.save(ckpt, tmp_path / "other.pt")

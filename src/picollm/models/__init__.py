@@ -20,6 +20,8 @@ from picollm.models import compact
 from picollm.models.compact import CompactVocab
 
 CHECKPOINT_FORMAT = "picollm.model/1"
+# How torch.save's files begin: its zip archive (the default format), or the legacy format's pickle protocol 2
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 
 
 def model_class(model_type: str) -> type:
@@ -87,13 +89,19 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise PicoError(f"checkpoint {path} does not exist; train the model first (snakemake ... {path})")
+    with open(path, "rb") as fh:
+        foreign = not fh.read(4).startswith(TORCH_MAGIC)
+    if foreign and path.suffix != ".pt":  # another file named by mistake, not a damaged one to delete
+        raise PicoError(f"{path} is no PyTorch checkpoint; give the model.pt that picollm train wrote "
+                        f"(results/<experiment>/models/<run>/seed<k>/model.pt)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise PicoError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); "
                         f"delete it and rerun training") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise PicoError(f"{path} is not a pico-llm model checkpoint; rerun training to rebuild it")
+        raise PicoError(f"{path} is not a pico-llm model checkpoint; give the model.pt that picollm train wrote, "
+                        f"or rerun training to rebuild it")
     if ckpt.get("compact_ids") is not None and ckpt.get("compact_form") != compact.FORM:
         raise PicoError(f"checkpoint {path} has a compact output vocabulary of an older pico-llm, whose unseen ids' "
                         f"logits this one defines otherwise; rerun training to rebuild it")
