@@ -76,6 +76,12 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
             return f"config key '{where}' is {value!r}; give a list of p values, e.g. [{value}]"
         if len(path) == 3:
             return f"config key '{where}' is {value!r}; each p must be in (0, 1] (greedy decoding is always included)"
+    if kind == "list_type" and not isinstance(value, (list, dict)):  # one value where YAML needs a list
+        single = f" (or seed: {value} for a single seed)" if path == ["seeds"] else ""
+        return f"config key '{where}'{of_run} is {value!r}; give a list, e.g. [{value!r}]{single}"
+    if kind == "string_type" and isinstance(value, (bool, int, float)):  # experiment: 2024, name: yes
+        read_as = "true/false" if isinstance(value, bool) else "a number"
+        return f"config key '{where}'{of_run} is {value!r}, which YAML reads as {read_as}; quote it: '{value}'"
     type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
     if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
         return f"config key '{where}'{of_run}: {value!r} is not of type '{type_name}'"
