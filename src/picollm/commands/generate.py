@@ -23,22 +23,23 @@ def trained_as(ckpt: dict) -> tuple[str, int]:
     return name, record.get("seed", Study.model_fields["seed"].default)
 
 
-def check(args) -> None:
-    if args.max_new_tokens is None:
-        args.max_new_tokens = SamplingConfig.model_fields["max_new_tokens"].default
-    if args.p is not None and not 0 < args.p <= 1:
-        raise PicoError(f"--p {args.p:g} is no nucleus probability; give one in (0, 1], e.g. --p 0.9 (leave it out "
-                        f"for greedy decoding)")
-    if args.p is None and args.num_samples > 1:
-        raise PicoError(f"--num-samples {args.num_samples} without --p: greedy decoding gives one continuation; add "
-                        f"--p (e.g. --p 0.9) to draw {args.num_samples} samples")
-    for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
+def check(p: float | None, num_samples: int, max_new_tokens: int) -> None:
+    if p is not None and not 0 < p <= 1:
+        raise PicoError(f"--p {p:g} is no nucleus probability; give one in (0, 1], e.g. --p 0.9 (leave it out for "
+                        f"greedy decoding)")
+    if p is None and num_samples > 1:
+        raise PicoError(f"--num-samples {num_samples} without --p: greedy decoding gives one continuation; add --p "
+                        f"(e.g. --p 0.9) to draw {num_samples} samples")
+    for flag, value in (("--num-samples", num_samples), ("--max-new-tokens", max_new_tokens)):
         if value < 1:
             raise PicoError(f"{flag} {value} is not a positive count; give 1 or more")
 
 
 def run(args):
-    check(args)
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None:  # the sample stage's default
+        max_new_tokens = SamplingConfig.model_fields["max_new_tokens"].default
+    check(args.p, args.num_samples, max_new_tokens)
     output = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # notes (a prompt longer than the context) are no output
         use_threads(args.threads)
@@ -48,7 +49,7 @@ def run(args):
         seed = trained_seed if args.seed is None else args.seed
         decoding = "greedy" if args.p is None else args.p
         for index, prompt in enumerate(args.prompts):
-            for rec in continuations(model, tokenizer, name, prompt, decoding, args.num_samples, args.max_new_tokens,
+            for rec in continuations(model, tokenizer, name, prompt, decoding, args.num_samples, max_new_tokens,
                                      not args.no_stop, seed, label=f"prompt {index}"):
                 print(json.dumps(rec, ensure_ascii=False) if args.jsonl else shown(rec), file=output, flush=True)
 
