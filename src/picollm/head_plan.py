@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from picollm.device import cache_dir, identity_key, machine_identity
 from picollm.errors import PicoError
-from picollm.fused_head import HeadPlan, block_logits, fused_cross_entropy, onednn_available, times_weight
+from picollm.fused_head import (LIBRARIES, HeadPlan, block_logits, fused_cross_entropy, onednn_available,
+                                times_weight)
 from picollm.io import write_json
 
 # The largest fp32 (chunk, V) block a plan may use, and the most that plain autograd's three (N, V) tensors may
@@ -41,7 +42,7 @@ def chunk_candidates(vocab: int) -> list[int]:
 
 
 def libraries(device: torch.device) -> list[str]:
-    return ["torch", "onednn"] if device.type == "cpu" and onednn_available() else ["torch"]
+    return list(LIBRARIES) if device.type == "cpu" and onednn_available() else ["torch"]
 
 
 def _sync(device: torch.device) -> None:
