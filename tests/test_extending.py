@@ -1,6 +1,6 @@
 """docs/extending.md works as written: its code blocks, applied to a copy of the project, add a GRU model type
-that a study trains, samples, evaluates and draws at a FLOPs budget (the schema regenerated), and a figure that
-the study draws with its caption in the report."""
+that a study trains, samples, evaluates and draws at a FLOPs budget beside an LSTM (the schema regenerated), whose
+jobs alone an edit of its module reruns, and a figure that the study draws with its caption in the report."""
 import json
 import re
 import shutil
@@ -67,29 +67,54 @@ def test_the_guide_names_every_place_a_type_is_registered():
                       ("workflow/report/bpb_by_run.rst", None)}
 
 
-def test_a_study_trains_samples_evaluates_and_draws_the_new_type_and_figure(extended):
-    cfg = tiny_offline_config(steps=10, models={"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32}},
+R = "results/tiny"
+TARGETS = [f"{R}/tables/eval.md", f"{R}/tables/samples.md", f"{R}/figures/loss_curves.png", f"{R}/report.html"]
+
+
+def snakemake(project, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(project / "workflow" / "Snakefile"),
+                           "--directory", str(project), "--configfile", str(project / "study.yaml"), *args],
+                          capture_output=True, text=True, timeout=900, env=local_run_env())
+
+
+@pytest.fixture(scope="module")
+def study(extended):
+    """A finished study of the GRU, a sweep point of it and an LSTM, at a FLOPs budget."""
+    cfg = tiny_offline_config(steps=10, models={"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32},
+                                                "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 32}},
                               sweep={"gru": {"hidden_dim": [16]}})
-    cfg["train"]["flops"] = 3e8  # equal compute: the budget sets the steps from the GRU's FLOPs per token
+    cfg["train"]["flops"] = 3e8  # equal compute: the budget sets the steps from each type's FLOPs per token
     cfg["train"].pop("max_steps")
     write_config(extended / "study.yaml", cfg)
-    r = "results/tiny"
-    targets = [f"{r}/tables/eval.md", f"{r}/tables/samples.md", f"{r}/figures/loss_curves.png", f"{r}/report.html"]
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(extended / "workflow" / "Snakefile"),
-                           "--directory", str(extended), "--cores", "2", *targets, "--configfile",
-                           str(extended / "study.yaml")], capture_output=True, text=True, timeout=900,
-                          env=local_run_env())
+    proc = snakemake(extended, "--cores", "2", *TARGETS)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return extended
+
+
+def test_a_study_trains_samples_evaluates_and_draws_the_new_type_and_figure(study):
     for run in ("gru", "gru.hidden_dim=16"):
-        result = json.loads((extended / r / "eval" / run / "seed7.json").read_text())
-        summary = json.loads((extended / r / "models" / run / "seed7" / "summary.json").read_text())
+        result = json.loads((study / R / "eval" / run / "seed7.json").read_text())
+        summary = json.loads((study / R / "models" / run / "seed7" / "summary.json").read_text())
         assert result["type"] == "gru" and result["val_loss"] > 0 and summary["flops_budget"] == 3e8
         assert 0 < summary["train_flops"] <= 3e8 < summary["train_flops"] + summary["flops_per_token"] * 8 * 32
-    assert "| gru " in (extended / r / "tables" / "eval.md").read_text()
-    assert (extended / r / "figures" / "bpb_by_run.svg").is_file()
-    record = json.loads((extended / r / "provenance" / "figures" / "bpb_by_run.json").read_text())
+    assert "| gru " in (study / R / "tables" / "eval.md").read_text()
+    assert (study / R / "figures" / "bpb_by_run.svg").is_file()
+    record = json.loads((study / R / "provenance" / "figures" / "bpb_by_run.json").read_text())
     assert record["stage"] == "figure bpb_by_run" and "picollm.plots.bpb_by_run" in record["code"]
-    assert "each dot one seed's model" in (extended / r / "report.html").read_text()  # the caption
+    assert "each dot one seed's model" in (study / R / "report.html").read_text()  # the caption
+
+
+def test_editing_the_new_module_reruns_its_runs_and_no_others(study):
+    module = study / "src" / "picollm" / "models" / "gru.py"
+    code = module.read_text()
+    module.write_text(code + "\nEDITED = True\n")
+    try:
+        plan = snakemake(study, "-n", *TARGETS)
+    finally:
+        module.write_text(code)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    jobs = set(re.findall(r"rule (train|sample|evaluate):\n(?:    .*\n)*?    wildcards: run=([^,\s]+)", plan.stdout))
+    assert jobs == {(stage, run) for stage in ("train", "sample", "evaluate") for run in ("gru", "gru.hidden_dim=16")}
 
 
 def test_a_bad_key_of_the_new_type_is_one_line(extended):
