@@ -77,6 +77,9 @@ def forward_flops(model_cfg, vocab_size: int, block_size: int, output_vocab: int
     windows are always block_size long, so every token has the same share.
     """
     cfg = model_config(model_cfg)
+    if cfg.type not in PARTS:
+        raise PicoError(f"model type {cfg.type!r} has no FLOPs count: add a function of its parts to "
+                        f"picollm.flops.PARTS (docs/extending.md, step 4)")
     parts = {"input": 0, "recurrent": 0, "core": 0, "attention": 0, **PARTS[cfg.type](cfg, block_size)}
     parts["head"] = matmul(head_width(cfg), vocab_size if output_vocab is None else output_vocab)
     return parts
