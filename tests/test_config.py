@@ -99,6 +99,20 @@ def test_bad_config_gives_one_line(change, message):
     assert message in text and "\n" not in text
 
 
+def test_a_seed_over_a_seeds_list_is_one_line(tmp_path):
+    """`seed` set over a study whose `seeds` list decides the seeds would change nothing: refused, with the fix."""
+    base = write_config(tmp_path / "base.yaml", {"experiment": "x", "seeds": [1, 2], "models": {"m": {"type": "lstm"}}})
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nseed: 42\n")
+    with pytest.raises(PicoError, match=r"^config file \S*child.yaml sets seed: 42, but its base base.yaml gives seeds: "
+                                        r"\[1, 2\], which decide the seeds that run; set seeds: \[42\] instead$"):
+        load_study([tmp_path / "child.yaml"])
+    with pytest.raises(PicoError, match=r"^--config sets seed: 3, but the study file gives seeds: \[1, 2\], which "
+                                        r"decide the seeds that run; set --config 'seeds=\[3\]' instead$"):
+        load_study([base], {"seed": 3})
+    assert load_study([base], {"seeds": [3]}).seeds == [3]
+    assert load_study([base], {"seed": 1, "seeds": [1]}).seeds == [1]
+
+
 def test_validate_config_command(tmp_path):
     good = write_config(tmp_path / "good.yaml", tiny_offline_config())
     assert picollm("validate-config", good).returncode == 0

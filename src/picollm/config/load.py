@@ -95,7 +95,17 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
     if not isinstance(raw["base"], str):
         raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
     parent = read_study_file(path.parent / raw["base"], (*_chain, path.resolve()))
+    check_seed(parent, raw, f"config file {path}", f"its base {raw['base']}")
     return deep_merge(without(parent, replaced, path), {k: v for k, v in raw.items() if k != "base"})
+
+
+def check_seed(lower: dict, upper: dict, where: str, below: str) -> None:
+    """A `seed` set on top of a study whose `seeds` list decides which seeds run would change nothing: say so."""
+    seeds, seed = lower.get("seeds"), upper.get("seed")
+    if seed is not None and "seeds" not in upper and seeds is not None and seeds != [seed]:
+        instead = f"--config 'seeds=[{seed}]'" if where == "--config" else f"seeds: [{seed}]"
+        raise PicoError(f"{where} sets seed: {seed}, but {below} gives seeds: {seeds}, which decide the seeds that "
+                        f"run; set {instead} instead")
 
 
 def without(study: dict, keys, path) -> dict:
@@ -119,5 +129,8 @@ def load_study(files=(), overrides: dict | None = None) -> Study:
     """Study files (default: config/config.yaml) merged in order, then `--config` overrides, validated."""
     merged = {}
     for path in files or [DEFAULT_STUDY]:
-        merged = deep_merge(merged, read_study_file(path))
+        layer = read_study_file(path)
+        check_seed(merged, layer, f"config file {path}", "the study files before it")
+        merged = deep_merge(merged, layer)
+    check_seed(merged, dict(overrides or {}), "--config", "the study file")
     return parse(Study, deep_merge(merged, dict(overrides or {})))
