@@ -2,6 +2,10 @@
 generate() for every model type: greedy = argmax, seeded reproducibility, past block_size; sample records
 say whether the story ended; `picollm generate` draws the sample stage's samples."""
 import json
+import os
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from picollm.models import build_model
 from picollm.sample_metrics import sampling_metrics
 from picollm.sampling import decodings, generate, nucleus_sample, sample_records, sample_seed
 
-from conftest import byte_tokens, picollm
+from conftest import ROOT, byte_tokens, picollm
 
 MODELS = {
     "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 16},
@@ -218,6 +222,15 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
                     "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else "")]
     other = picollm("generate", model, "1 2 3", "--p", "0.7", "--seed", "6", "--jsonl").stdout
     assert json.loads(other)["seed"] != first["seed"]
+    # prompts may follow the options too
+    after = picollm("generate", model, "--p", "0.7", "--num-samples", "2", "--max-new-tokens", "9", "--jsonl", "1 2 3")
+    assert [json.loads(line) for line in after.stdout.splitlines()] == [table[("1 2 3", 0.7, s)] for s in (0, 1)]
+    assert "unrecognized arguments: --bogus" in picollm("generate", model, "1", "--bogus").stderr
+    # output piped into a reader that stops early (| head -1): no traceback
+    command = f"{sys.executable} -m picollm generate {shlex.quote(str(model))} '1 2' --p 0.7 --num-samples 3000 --max-new-tokens 2"
+    piped = subprocess.run(f"{command} | head -1", shell=True, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert piped.stdout.startswith("--- m, p=0.7, sample 0") and "Traceback" not in piped.stderr, piped.stderr
     # a prompt past the context is noted on stderr: stdout stays the records alone
     long = picollm("generate", model, "1 " * 20, "--max-new-tokens", "2", "--jsonl")
     assert json.loads(long.stdout)["prompt"] == "1 " * 20

@@ -1,5 +1,6 @@
 """The trainer: learning, determinism, exact resume after a real kill, and clear failures."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -188,6 +189,8 @@ def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(PicoError, match="truncated or corrupt"):
         load_model(tmp_path / "junk.pt")
+    with pytest.raises(PicoError, match=f"^{re.escape(f'{tmp_path} is a folder, not a checkpoint; give {tmp_path}/model.pt')}$"):
+        load_model(tmp_path)  # the run's folder, not its model.pt
     (tmp_path / "meta.json").write_text("{}")  # another file named by mistake: no advice to delete it
     with pytest.raises(PicoError, match=r"meta.json is no PyTorch checkpoint; give the model.pt that picollm train "
                                         r"wrote \(results/<experiment>/models/<run>/seed<k>/model.pt\)$"):

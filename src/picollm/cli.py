@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="a trained model's continuations of your prompts, drawn as the sample stage "
                                         "draws them")
     p.add_argument("model_path", help="model.pt, e.g. results/offline/models/transformer/seed1337/model.pt")
-    p.add_argument("prompts", nargs="*", default=[""], help="prompts to continue (default: one empty prompt, a new "
-                                                             "story)")
+    p.add_argument("prompts", nargs="*", help="prompts to continue, before or after the options (default: one empty "
+                                           "prompt, a new story)")
     p.add_argument("--p", type=float, help="nucleus sampling with this top-p (default: greedy decoding)")
     p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (with --p)")
     p.add_argument("--max-new-tokens", type=int, help="tokens per continuation at most (default: the schema's "
@@ -260,6 +260,9 @@ def _run(args, terminal, rank: int) -> int:
     except PicoError as exc:
         _tell(f"error: {exc}", args.log, terminal, rank)
         return 1
+    except BrokenPipeError:  # output piped into a reader that stopped (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails silently
+        return 1
     except OSError as exc:
         if exc.errno not in io.NO_SPACE:
             return _bug(exc, args.log, terminal)
@@ -292,8 +295,21 @@ def _bug(exc: Exception, log, terminal) -> int:
     return 1
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """The command line; `picollm generate`'s prompts may also follow its options (argparse takes a positional
+    list only before them)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.stage == "generate":
+        args.prompts = [*args.prompts, *extra] or [""]
+        extra = [word for word in extra if word.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what `picollm train --devices N` runs N times
     terminal = sys.stderr
     # Under torchrun (train.devices x train.nodes > 1) every rank runs this: rank k > 0 logs to <log>.rank<k>,

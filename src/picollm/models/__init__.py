@@ -89,6 +89,10 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise PicoError(f"checkpoint {path} does not exist; train the model first (snakemake ... {path})")
+    if path.is_dir():
+        inside = path / "model.pt"
+        fix = f"give {inside}" if inside.is_file() else "give the model.pt inside one of its seed<k>/ folders"
+        raise PicoError(f"{path} is a folder, not a checkpoint; {fix}")
     with open(path, "rb") as fh:
         foreign = not fh.read(4).startswith(TORCH_MAGIC)
     if foreign and path.suffix != ".pt":  # another file named by mistake, not a damaged one to delete
