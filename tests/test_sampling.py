@@ -227,7 +227,8 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
     assert [json.loads(line) for line in after.stdout.splitlines()] == [table[("1 2 3", 0.7, s)] for s in (0, 1)]
     assert "unrecognized arguments: --bogus" in picollm("generate", model, "1", "--bogus").stderr
     # output piped into a reader that stops early (| head -1): no traceback
-    command = f"{sys.executable} -m picollm generate {shlex.quote(str(model))} '1 2' --p 0.7 --num-samples 3000 --max-new-tokens 2"
+    command = (f"{sys.executable} -m picollm generate {shlex.quote(str(model))} '1 2' --p 0.7 --num-samples 3000 "
+               f"--max-new-tokens 2")
     piped = subprocess.run(f"{command} | head -1", shell=True, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert piped.stdout.startswith("--- m, p=0.7, sample 0") and "Traceback" not in piped.stderr, piped.stderr
