@@ -124,3 +124,15 @@ def test_a_bad_key_of_the_new_type_is_one_line(extended):
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("error: unknown config key 'models.gru.hiden_dim'; allowed here: embed_dim, "
                                    "hidden_dim, num_layers, train, type")
+
+
+def test_the_guides_study_file_names_the_new_type(extended):
+    """The study file of "Run it" reads, with the GRU beside the offline study's models."""
+    study = next(code for code in re.findall(r"```yaml\n(.*?)```", GUIDE.read_text(), re.S) if "base:" in code)
+    (extended / "config" / "gru.yaml").write_text(study)
+    proc = subprocess.run([sys.executable, "-m", "picollm", "validate-config", "config/gru.yaml", "--show"],
+                          capture_output=True, text=True, cwd=extended,
+                          env={**local_run_env(), "PYTHONPATH": str(extended / "src")})
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["models"]["gru"]["type"] == "gru" and {"kgram_mlp", "lstm", "transformer"} <= set(shown["models"])
