@@ -47,6 +47,7 @@ BAD = [
     ({"block_size": 0}, "'block_size'"),
     ({"train": {"batch_size": -1}}, "'train.batch_size'"),
     ({"train": {"lrr": 1}}, "unknown config key 'train.lrr'"),
+    ({"train": {"max_step": 9}}, "unknown config key 'train.max_step'; did you mean 'max_steps'? allowed here: "),
     ({"models": {"m": {"type": "transformer", "d_model": 30, "n_heads": 4}}}, "divisible"),
     ({"models": {"m": {"type": "lstm", "hidden_dim": 0}}}, "'models.m.hidden_dim'"),
     ({"models": {"m": {"type": "lstm", "hiden_dim": 8}}}, "hiden_dim"),

@@ -3,6 +3,7 @@ override and job slice goes through.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import get_args
 
@@ -57,7 +58,10 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     where = ".".join(map(str, path)) or "(top level)"
     of_run = f" of run {run}" if run else ""
     if kind == "extra_forbidden":
-        return f"unknown config key '{where}'; allowed here: {', '.join(sorted(_holder(cls, err['loc']).model_fields))}"
+        allowed = sorted(_holder(cls, err["loc"]).model_fields)
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown config key '{where}'; {guess}allowed here: {', '.join(allowed)}"
     if kind == "union_tag_invalid":
         tags = err["ctx"]["expected_tags"].replace("'", "")
         field = err["ctx"]["discriminator"].strip("'")
