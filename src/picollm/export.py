@@ -63,7 +63,8 @@ def unexportable(model_cfg: dict) -> str | None:
     `transformers` form, naming what to train instead, in one line; None when it exports."""
     if model_cfg.get("type") != "transformer":
         return (f"only Transformer models can be exported to Hugging Face format, not {model_cfg.get('type')!r}; "
-                f"export a transformer (rope and rmsnorm: a Llama; learned positions and layernorm: a GPT-2)")
+                f"export a transformer: pos_encoding: rope and norm: rmsnorm (a Llama), or pos_encoding: learned and "
+                f"norm: layernorm (a GPT-2)")
     learned = model_cfg.get("pos_encoding", "learned") == "learned"
     layernorm = model_cfg.get("norm", "rmsnorm") == "layernorm"
     if learned and not layernorm:

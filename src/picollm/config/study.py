@@ -87,10 +87,6 @@ class Study(Section):
             return data
         data = dict(data)
         seed = data.get("seed", cls.model_fields["seed"].default)
-        if "seed" in data and data.get("seeds") not in (None, [seed]):  # seeds decides: seed would be ignored
-            raise PicoError(f"config keys 'seed' ({seed}) and 'seeds' ({data['seeds']}) are both set, and seeds "
-                            f"decides which seeds run; for that one seed set seeds: [{seed}] (--config "
-                            f"'seeds=[{seed}]'), or drop seed")
         if data.get("seeds") is None and isinstance(seed, int) and not isinstance(seed, bool):
             data["seeds"] = [seed]
         seeds = data.get("seeds")
