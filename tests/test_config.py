@@ -222,10 +222,12 @@ def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
     (["ok.yaml", "figure.png"], "figure.png is not UTF-8 (invalid byte at offset 0); save it as UTF-8, or if it is "
                                 "no study file, check that a target did not follow --configfile"),
     (["ok.yaml", "all"], "config file all does not exist; if it is a target, put targets before --configfile"),
+    (["okk.yaml"], "okk.yaml does not exist; did you mean "),  # ... <tmp>/ok.yaml?
     (["broken.yaml"], "broken.yaml is not valid YAML at line 2"),
     (["tagged.yaml"], "tagged.yaml uses the tag '!replace', which Snakemake cannot read in a --configfile; "
                       "list the keys under 'replace: [...]' instead"),
-], ids=["latin1", "figure-after-configfile", "target-after-configfile", "yaml-syntax", "replace-tag"])
+], ids=["latin1", "figure-after-configfile", "target-after-configfile", "misspelt-study", "yaml-syntax",
+        "replace-tag"])
 def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle):
     """Snakemake reads --configfile before any workflow code; the project's profile checks the files earlier."""
     (tmp_path / "latin1.yaml").write_bytes("experiment: caf\xe9\n".encode("latin-1"))
@@ -233,12 +235,14 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
     (tmp_path / "broken.yaml").write_text("experiment: [x\n")
     write_config(tmp_path / "ok.yaml", tiny_offline_config())
     (tmp_path / "tagged.yaml").write_text("base: ok.yaml\nsweep: !replace {}\n")
-    paths = [tmp_path / f if (tmp_path / f).exists() else f for f in files]  # "all": a target typed after them
+    # "all": a target typed after them; a study file's name is in tmp_path, found or not
+    paths = [tmp_path / f if (tmp_path / f).exists() or f.endswith(".yaml") else f for f in files]
     cmd = snakemake_command(tmp_path, "-n", "--configfile", *paths)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=local_run_env(), cwd=ROOT)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stderr.strip().splitlines()
     assert out[-1].startswith("error: config file ") and needle in out[-1], result.stderr
+    assert "okk.yaml" not in files or out[-1].endswith(f"{tmp_path / 'ok.yaml'}?")
     assert "Traceback" not in result.stderr and len(out) <= 2, result.stderr  # the profile's note + the line
 
 

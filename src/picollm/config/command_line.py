@@ -84,7 +84,7 @@ def override_problem(word: str) -> str | None:
 def problem(path: str) -> str | None:
     """What keeps Snakemake from reading study file `path`, in one line naming the fix; None when it reads."""
     if not Path(path).is_file():
-        return f"config file {path} does not exist; if it is a target, {TARGET_HINT}"
+        return f"config file {path} does not exist; {missing_study_fix(Path(path))}"
     try:
         read_study_file(path)  # its base: chain too, with the same one-line errors the workflow gives
     except PicoError as exc:
@@ -95,6 +95,15 @@ def problem(path: str) -> str | None:
         return (f"config file {path} uses the tag {exc.problem.split()[-1] if exc.problem else '!replace'}, which "
                 f"Snakemake cannot read in a --configfile; list the keys under 'replace: [...]' instead")
     return None
+
+
+def missing_study_fix(path: Path) -> str:
+    """A study file's name misspelt (the closest study file beside it), or a target typed after --configfile."""
+    if path.suffix not in (".yaml", ".yml"):
+        return f"if it is a target, {TARGET_HINT}"
+    studies = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, studies, n=1)
+    return f"did you mean {path.parent / close[0]}?" if close else "fix the path"
 
 
 def targets(argv: list[str], parser) -> list[str]:
