@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from picollm import provenance
 from picollm.errors import PicoError
 from picollm.models.compact import CompactVocab
 from picollm.config import SamplingConfig
@@ -280,7 +281,7 @@ def scoring_method(block_size: int, max_tokens: int | None, capped: bool, scorin
 def run_config(ckpt: dict) -> dict:
     """The run's hyperparameters, its train keys under "train", as training recorded them in model.pt (the
     sweep figure reads a base run's value of a swept key here)."""
-    trained = (json.loads(ckpt.get("provenance") or "null") or {}).get("config") or {}
+    trained = provenance.of_checkpoint(ckpt).get("config") or {}
     return {**ckpt["model_cfg"], "train": trained.get("train", {})}
 
 

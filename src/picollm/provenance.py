@@ -71,6 +71,11 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -
     }
 
 
+def of_checkpoint(ckpt: dict) -> dict:
+    """The provenance record training saved in a model.pt ({} for a model trained without one)."""
+    return json.loads(ckpt.get("provenance") or "null") or {}
+
+
 def write(path, rec: dict) -> None:
     """Write the record, its code identity brought up to date with the modules the job went on to load."""
     rec["code"] = code_state()

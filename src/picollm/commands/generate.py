@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 
+from picollm import provenance
 from picollm.config import SamplingConfig, Study
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.device import resolve_device, use_threads
@@ -18,9 +19,8 @@ from picollm.sampling import continuations
 def trained_as(ckpt: dict) -> tuple[str, int]:
     """(run name, seed) of a checkpoint, from its summary and provenance; the schema's default seed where the
     model was trained outside the workflow without a provenance record."""
-    record = json.loads(ckpt.get("provenance") or "null") or {}
     name = (ckpt.get("summary") or {}).get("model") or "model"
-    return name, record.get("seed", Study.model_fields["seed"].default)
+    return name, provenance.of_checkpoint(ckpt).get("seed", Study.model_fields["seed"].default)
 
 
 def check(p: float | None, num_samples: int, max_new_tokens: int) -> None:
