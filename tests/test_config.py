@@ -301,6 +301,49 @@ def test_a_target_of_the_study_named_is_not_refused():
         main(argv, get_argument_parser)  # no SystemExit
 
 
+@pytest.mark.parametrize("args, line", [
+    (["results/offline/figures/scaling.png", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/figures/scaling.png is not made by this study (config/offline.yaml): the scaling figure needs "
+     "figures: {scaling: true} in the study file"),
+    (["results/tinystories/figures/sweep.svg"], "error: target results/tinystories/figures/sweep.svg is not made by "
+     "this study (config/config.yaml): the sweep figure needs a sweep: section in the study file "
+     "(docs/configuration.md)"),
+    (["results/offline/models/transfomer/seed1337/model.pt", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/models/transfomer/seed1337/model.pt names the run 'transfomer', which this study "
+     "(config/offline.yaml) has not got; did you mean 'transformer'? its runs are kgram_mlp, lstm, transformer, "
+     "transformer.d_model=32, transformer.d_model=128"),
+    (["results/offline/figures/attention_heads/lstm.png", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/figures/attention_heads/lstm.png: this study's (config/offline.yaml) attention_heads figure "
+     "draws the runs transformer, transformer.d_model=32, transformer.d_model=128, and not 'lstm'"),
+], ids=["figure-left-out", "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run"])
+def test_a_target_the_study_does_not_make_is_one_line(args, line):
+    """A figure the study leaves out, or a run it has not got: Snakemake would say only "No rule to produce" it."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], capture_output=True, text=True,
+                            timeout=300, env=local_run_env(), cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == line, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+def test_targets_the_study_makes_pass_the_study_check(tmp_path, monkeypatch):
+    from picollm.config.command_line import study_target_problem
+    runs, not_made = ["lstm", "transformer"], {"scaling": "figures: {scaling: true}", "snapshots": "snapshot_steps"}
+    figure_runs = {"attention_heads": ["transformer"]}
+    monkeypatch.chdir(tmp_path)
+    for target in ["results/x/models/lstm/seed1/model.pt", "results/x/eval/reference/seed3.csv",
+                   "results/x/benchmarks/sampling_reference/seed3.tsv", "results/x/eval/sampling/lstm/seed1.csv",
+                   "results/x/figures/loss_curves.png", "results/x/figures/attention_heads/transformer.svg",
+                   "results/x/tables/eval.csv", "results/y/figures/scaling.png", "all", "results/x/report.html"]:
+        assert study_target_problem(target, "s.yaml", "results/x", runs, not_made, figure_runs) is None, target
+    assert "snapshots table needs snapshot_steps" in study_target_problem(
+        "results/x/tables/snapshots.md", "s.yaml", "results/x", runs, not_made, figure_runs)
+    assert "'lstn'" in study_target_problem("results/x/provenance/train/lstn/seed1.json", "s.yaml", "results/x", runs,
+                                            not_made, figure_runs)
+    (tmp_path / "results/x/figures").mkdir(parents=True)
+    (tmp_path / "results/x/figures/scaling.png").write_bytes(b"drawn by an earlier study")
+    assert study_target_problem("results/x/figures/scaling.png", "s.yaml", "results/x", runs, not_made,
+                                figure_runs) is None  # on disk: Snakemake has nothing to do, and says so
+
+
 def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, monkeypatch):
     """The target check names no experiment then: the workflow's own one-line config error follows."""
     from picollm.config import command_line

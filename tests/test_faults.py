@@ -609,3 +609,62 @@ def test_reruns_after_a_late_ctrl_c_and_a_rebuilt_token_file_keep_the_finished_m
     log.unlink()
     rerun("results/tiny/data/tokens/train.bin")  # rebuilt: the train job below it runs again
     assert "restored them, nothing to train" in log.read_text()
+
+
+# --- a run that stopped ends with each stopped job's own line, not under Snakemake's error blocks ---------
+
+def test_ctrl_c_of_a_run_ends_with_each_stopped_jobs_line(tmp_path):
+    """Ctrl-C stops Snakemake and both training jobs; the last lines name each job, its checkpoint's step and
+    the rerun, below Snakemake's error block of each job; the rerun resumes both."""
+    cfg = tiny_offline_config(steps=3000)
+    cfg["models"] = {name: cfg["models"][name] for name in ("kgram_mlp", "lstm")}
+    path = write_config(tmp_path / "study.yaml", cfg)
+    models = [tmp_path / f"results/tiny/models/{run}/seed7" for run in ("kgram_mlp", "lstm")]
+    targets = [f"results/tiny/models/{run}/seed7/model.pt" for run in ("kgram_mlp", "lstm")]
+    with open(tmp_path / "first.log", "w") as out:
+        first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "2", *targets, "--configfile", path),
+                                 stdout=subprocess.DEVNULL, stderr=out, env=local_run_env(), start_new_session=True,
+                                 preexec_fn=with_ctrl_c)
+    try:
+        wait_for(lambda: all((m / "last.pt").exists() for m in models), first, timeout=300)
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    said = (tmp_path / "first.log").read_text()
+    tail = said[said.rindex("Error in rule"):].splitlines()
+    start = tail.index("pico-llm: stopped by Ctrl-C: 2 job(s) did not finish; every finished output is kept.")
+    for run, model in zip(("kgram_mlp", "lstm"), models):
+        step = torch_step(model / "last.pt")
+        assert f"  train/{run}/seed7: interrupted, stopped at step {step}; results/tiny/models/{run}/seed7/last.pt " \
+               f"holds it  (results/tiny/logs/train/{run}/seed7.log)" in tail[start + 1:start + 3], said[-3000:]
+    assert tail[start + 3] == "pico-llm: rerun the same command to continue (training resumes from its last " \
+                              "checkpoint).", said[-3000:]
+    rerun = snakemake(tmp_path, "--cores", "2", *targets, "--configfile", path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
+def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
+    """From Snakemake's log of a run: every "Error in rule" block, its job's closing line (a bug's last
+    traceback line when it wrote none), and a job without a log named by its rule."""
+    from picollm.stopped import summary
+    logs = tmp_path / "results/x/logs"
+    (logs / "evaluate/lstm").mkdir(parents=True)
+    (logs / "evaluate/lstm/seed1.log").write_text("loading\nerror: evaluating lstm gave val_loss nan; ...\n")
+    (logs / "sample.log").write_text("Traceback (most recent call last):\n  ...\nValueError: bad\n")
+    block = ("Error in rule {rule}:\n    message: None\n    jobid: 3\n    output: a, b\n{log}    shell:\n"
+             "        python -m picollm ...\n        (command exited with non-zero exit code)\n")
+    (tmp_path / "run.log").write_text("Select jobs to execute...\n" + "".join([
+        block.format(rule="evaluate", log=f"    log: {logs}/evaluate/lstm/seed1.log (check log file(s) for error "
+                                          f"details)\n"),
+        block.format(rule="tables", log=f"    log: {logs}/sample.log\n"),
+        block.format(rule="study_config", log=""),
+    ]) + "Complete log(s): run.log\n")
+    assert summary(tmp_path / "run.log") == [
+        "pico-llm: 3 job(s) failed; every finished output is kept.",
+        f"  evaluate/lstm/seed1: error: evaluating lstm gave val_loss nan; ...  ({logs}/evaluate/lstm/seed1.log)",
+        f"  sample: ValueError: bad  ({logs}/sample.log)",
+        "  study_config: see its error block above",
+        "pico-llm: fix what each line names, then rerun the same command.",
+    ]

@@ -1,5 +1,6 @@
 # The study config, what every job is given, and the registry of figures and tables.
 import json
+import os
 import re
 import shlex
 import sys
@@ -11,9 +12,9 @@ SRC = str(ROOT / "src")
 # is (one venv for several clones): the Snakefile plans jobs with the code its rules run.
 sys.path.insert(0, SRC)
 
-from picollm import jobs  # noqa: E402
+from picollm import jobs, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
-from picollm.config import DEFAULT_STUDY, load_study  # noqa: E402
+from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
@@ -133,7 +134,23 @@ FIGURES = {
     "sample_slide": dict(inputs=f"{R}/tables/samples.csv", job=jobs.experiment),
     "p_sweep": dict(inputs=f"{R}/eval/sampling.csv", job=jobs.experiment),
 }
-if TRANSFORMERS:
+# Figures that picollm.plots.<name> also draws one run per file (its inputs are {run: path}),
+# figures/<name>/<run>.png and .svg beside figures/<name>.png, for slides: every run together is too large.
+PER_RUN_FIGURES = {"attention_heads"}
+# The figures (and their tables) a study can leave out: {name: what the study must set to make it}, for the
+# one-line error a target of one that is left out gets (check_targets).
+NOT_MADE = {}
+
+
+def makes(names, on, needs):
+    """Whether the study makes the figures `names`; when it does not, what it `needs` to."""
+    NOT_MADE.update({} if on else dict.fromkeys(names, needs))
+    return on
+
+
+if makes(
+    ["attention_heads", "layer_health"], TRANSFORMERS, "a model of type transformer"
+):
     FIGURES["attention_heads"] = dict(
         inputs=first_seed(f"{MODEL_DIR}/model.pt", TRANSFORMERS),
         job=jobs.attention_heads,
@@ -143,18 +160,22 @@ if TRANSFORMERS:
         inputs=first_seed(f"{MODEL_DIR}/layer_health.csv", TRANSFORMERS),
         job=jobs.experiment,
     )
-if CFG.sweep:
+if makes(
+    ["sweep"], CFG.sweep, "a sweep: section in the study file (docs/configuration.md)"
+):
     FIGURES["sweep"] = dict(inputs=EVALS, job=jobs.experiment)
 SCALING = {
     "points": f"{R}/tables/scaling_points.csv",
     "fits": f"{R}/tables/scaling.csv",
 }
-if CFG.figures.scaling:
+if makes(
+    ["scaling"], CFG.figures.scaling, "figures: {scaling: true} in the study file"
+):
     FIGURES["scaling"] = dict(
         inputs=SCALING, job=jobs.experiment, code=["picollm.scaling"]
     )
 SNAPSHOTS = any(CFG.train_of(r).snapshot_steps for r in RUNS)
-if SNAPSHOTS:
+if makes(["snapshots"], SNAPSHOTS, "train: {snapshot_steps: [...]} in the study file"):
     FIGURES["snapshots"] = dict(inputs=f"{R}/tables/snapshots.csv", job=jobs.experiment)
 
 TABLES = {
@@ -175,6 +196,37 @@ TABLES["resources_table"] = f"{R}/tables/resources.csv"
 COST_FIGURES = {
     "resources": dict(inputs=TABLES["resources_table"], job=jobs.experiment),
 }
+
+
+def check_targets():
+    """One line, rather than Snakemake's "No rule to produce", for a target under this study's results folder
+    that none of its rules makes (command_line.study_target_problem). Snakemake hands the workflow its targets
+    only after parsing it, so they are read from the command line, as the profile's checks read them.
+    """
+    if not workflow.is_main_process or "snakemake" not in Path(sys.argv[0]).as_posix():
+        return
+    from snakemake.cli import get_argument_parser
+
+    study = " ".join(
+        (
+            os.path.relpath(f)
+            if Path(f).resolve().is_relative_to(Path.cwd().resolve())
+            else str(f)
+        )
+        for f in workflow.overwrite_configfiles or [DEFAULT_STUDY]
+    )
+    figure_runs = {
+        n: list(FIGURES[n]["inputs"]) for n in PER_RUN_FIGURES & set(FIGURES)
+    }
+    for target in command_line.targets(sys.argv[1:], get_argument_parser):
+        problem = command_line.study_target_problem(
+            target, study, R, list(RUNS), NOT_MADE, figure_runs
+        )
+        if problem:
+            sys.exit(f"error: {problem}")
+
+
+check_targets()
 
 
 def figure_path(name, ext="png"):

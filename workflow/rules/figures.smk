@@ -1,9 +1,5 @@
 # One rule per figure of the registry (common.smk: FIGURES and COST_FIGURES), each drawn by picollm.plots.<name>.
 
-# Figures that picollm.plots.<name> also draws one run per file (its inputs are {run: path}),
-# figures/<name>/<run>.png and .svg beside figures/<name>.png, for slides: every run together is too large.
-PER_RUN_FIGURES = {"attention_heads"}
-
 
 for name, fig in {**FIGURES, **COST_FIGURES}.items():
 

@@ -153,6 +153,40 @@ def figure_problem(target: str) -> str | None:
     return f"target {target} is no figure; {guess}the figures are {', '.join(names)} (.png or .svg)"
 
 
+SEED_PART = re.compile(r"seed\d+(\.\w+)?$")  # seed1337/ or seed1337.json: the part before it names a run...
+NOT_RUNS = {"reference", "sampling_reference"}  # ...but for the real stories' sampling measures (rules/evaluate.smk)
+
+
+def study_target_problem(target: str, study: str, results: str, runs: list[str], not_made: dict[str, str],
+                         figure_runs: dict[str, list[str]]) -> str | None:
+    """A target under this study's `results` folder that no rule of the study makes, in one line naming why and the
+    fix: a figure or table the study (named by its files, `study`) leaves out (`not_made`: {figure: what the study must set to make it}), a run
+    name it has not got (`runs`), a per-run figure of a run that figure does not draw (`figure_runs`). Snakemake
+    would say only "No rule to produce" it. None for any other target, and for one already on disk."""
+    parts, top = Path(target).parts, Path(results).parts
+    if parts[:len(top)] != top or len(parts) < len(top) + 2 or Path(target).exists():
+        return None
+    folder, *rest = parts[len(top):]
+    if folder in ("figures", "tables"):
+        name = rest[0] if len(rest) > 1 else Path(rest[0]).stem
+        for off, needs in not_made.items():
+            if name == off or name.startswith(off + "_"):
+                return f"target {target} is not made by this study ({study}): the {off} {folder[:-1]} needs {needs}"
+        if folder == "figures" and len(rest) == 2 and name in figure_runs:
+            run, drawn = Path(rest[1]).stem, figure_runs[name]
+            if run not in drawn:
+                return (f"target {target}: this study's ({study}) {name} figure draws the runs {', '.join(drawn)}, "
+                        f"and not {run!r}")
+    for run, after in zip(rest, rest[1:]):
+        if SEED_PART.match(after) and run not in runs and run not in NOT_RUNS:
+            close = difflib.get_close_matches(run, runs, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+            return (f"target {target} names the run {run!r}, which this study ({study}) has not "
+                    f"got; {guess}its runs are {shown}")
+    return None
+
+
 def target_problem(target: str, experiment: str | None, argv: list[str]) -> str | None:
     """A target under results/<other>/ when the study writes results/<experiment>/: Snakemake would say only
     "No rule to produce" it. One line naming the study file that writes it (a config/*.yaml of that experiment)."""

@@ -1,0 +1,80 @@
+"""What a Snakemake run that stopped says last: one line per job that did not finish, with that job's own words.
+
+When a job fails, or Ctrl-C stops every running job, Snakemake prints a block of some twenty lines per job
+(its command, inputs, outputs), and the one line each job wrote (`error: ...`, or `interrupted; rerun to
+continue`) scrolls away above them. The Snakefile's `onerror:` hook calls `tell()` with Snakemake's log of the
+run: it finds each failed job's log there and repeats the job's last word under the blocks, where the eye is.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+FAILED = re.compile(r"Error in rule (\S+):$")
+LOG = re.compile(r"\s+log: (.+?)(?: \(check log file\(s\) for error details\))?$")
+CTRL_C = "Terminating processes on user request"  # what Snakemake logs when SIGINT stops it
+SAID = re.compile(r"(error: |interrupted|stopped at step )")  # the lines picollm writes as a stage ends
+TAIL = 64 << 10  # the end of a job's log holds its last word: a training log can be long
+
+
+def stopped_jobs(snakemake_log: str | Path) -> list[tuple[str, str | None]]:
+    """(rule, its log or None) of every "Error in rule" block in Snakemake's log of the run."""
+    jobs = []
+    for line in Path(snakemake_log).read_text(errors="replace").splitlines():
+        if match := FAILED.match(line):
+            jobs.append((match.group(1), None))
+        elif jobs and jobs[-1][1] is None and (match := LOG.match(line)):
+            jobs[-1] = (jobs[-1][0], match.group(1).split(", ")[0])
+    return jobs
+
+
+def last_word(job_log: str | Path) -> str | None:
+    """The job's closing line (for an interrupted training, the step its checkpoint holds), else the log's last
+    line; None when the log is missing or empty."""
+    try:
+        with open(job_log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - TAIL))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
+    # a progress bar leaves its last frame unended: a line said after it follows on the same line
+    said = [line[match.start():] for line in lines if (match := SAID.search(line))]
+    if not said:
+        return lines[-1] if lines else None
+    stopped = [line for line in said if line.startswith("stopped at step ")]
+    return f"interrupted, {stopped[-1]}" if said[-1].startswith("interrupted") and stopped else said[-1]
+
+
+def summary(snakemake_log: str | Path) -> list[str]:
+    """The lines tell() prints: each stopped job's last word, then what to do."""
+    log_text = Path(snakemake_log).read_text(errors="replace")
+    interrupted = CTRL_C in log_text
+    lines = []
+    for rule, job_log in stopped_jobs(snakemake_log):
+        said = last_word(job_log) if job_log else None
+        name = _job_name(rule, job_log)
+        lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
+    head = (f"stopped by Ctrl-C: {len(lines)} job(s) did not finish" if interrupted
+            else f"{len(lines)} job(s) failed")
+    fix = ("rerun the same command to continue (training resumes from its last checkpoint)" if interrupted
+           else "fix what each line names, then rerun the same command")
+    return [f"pico-llm: {head}; every finished output is kept.", *lines, f"pico-llm: {fix}."]
+
+
+def _job_name(rule: str, job_log: str | None) -> str:
+    """train/lstm/seed7 for the log results/<experiment>/logs/train/lstm/seed7.log; the rule without a log."""
+    if not job_log:
+        return rule
+    parts = Path(job_log).with_suffix("").parts
+    return "/".join(parts[parts.index("logs") + 1:]) if "logs" in parts else rule
+
+
+def tell(snakemake_logs: list[str] | str | None) -> None:
+    """Print summary() on stderr, from the run's log (Snakemake's onerror hook gives a list of its log files);
+    nothing when there is none to read."""
+    logs = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else snakemake_logs or []
+    for log in filter(lambda path: Path(path).is_file(), logs):
+        print("", *summary(log), sep="\n", file=sys.stderr, flush=True)
+        return
