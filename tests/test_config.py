@@ -219,8 +219,8 @@ def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("files, needle", [
     (["latin1.yaml"], "latin1.yaml is not UTF-8 (invalid byte at offset 15); save it as UTF-8"),
-    (["ok.yaml", "figure.png"], "figure.png is not UTF-8 (invalid byte at offset 0); save it as UTF-8, or if it is "
-                                "no study file, check that a target did not follow --configfile"),
+    (["ok.yaml", "figure.png"], "figure.png is no study file (not text, and not .yaml); if it is a target, put "
+                                "targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"),
     (["ok.yaml", "all"], "config file all does not exist; if it is a target, put targets before --configfile"),
     (["okk.yaml"], "okk.yaml does not exist; did you mean "),  # ... <tmp>/ok.yaml?
     (["broken.yaml"], "broken.yaml is not valid YAML at line 2"),
@@ -256,7 +256,10 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
      "targets before --config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
     (["--config", "seed=2", "models={lstm:", "{hidden_dim:", "8}}"], "error: --config models={lstm: {hidden_dim: 8}}: "
      "the shell split one value at its spaces; quote it: --config 'models={lstm: {hidden_dim: 8}}'"),
-], ids=["dotted-key", "dotted-key-equals-form", "target-after-config", "unquoted-mapping"])
+    (["--config", "experiment=my", "run"], "error: --config takes KEY=VALUE words and 'run' is none; if it is part of "
+     "the value before it, quote the two: --config 'experiment=my run'; if it is a target, put targets before "
+     "--config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
+], ids=["dotted-key", "dotted-key-equals-form", "target-after-config", "unquoted-mapping", "unquoted-words"])
 def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, line):
     """Snakemake parses --config before any workflow code and ends in a traceback; the profile checks it earlier."""
     write_config(tmp_path / "ok.yaml", tiny_offline_config())

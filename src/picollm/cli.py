@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", help="write all output (progress bars, errors) to this file; the one-line "
                                       "error of a failure also goes to the terminal")
     sub = parser.add_subparsers(dest="stage", required=True)
+    parser.stages = sub.choices  # {stage: its parser}, whose usage an error in its arguments shows
 
     p = sub.add_parser("validate-config", help="check study files as the workflow does")
     p.add_argument("config", nargs="+", help="study file(s), merged in order (each may name a base:)")
@@ -304,7 +305,7 @@ def parse(argv=None) -> argparse.Namespace:
         args.prompts = [*args.prompts, *extra] or [""]
         extra = [word for word in extra if word.startswith("-")]
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.stages[args.stage].error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from picollm.config.load import DEFAULT_STUDY, read_study_file
+from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file
 from picollm.errors import PicoError
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout, whose config/config.yaml is the default study
 
 OPTIONS = ("--configfile", "--configfiles")
 CONFIG_OPTIONS = ("--config", "-C")
-TARGET_HINT = "put targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"
 CONFIG_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")  # the keys Snakemake's parse_config accepts
 
 
@@ -63,12 +62,15 @@ def unquoted_mapping(words: list[str]) -> str | None:
     return None
 
 
-def override_problem(word: str) -> str | None:
-    """What keeps Snakemake from parsing the `--config` word `word`, in one line naming the fix; None when it parses."""
+def override_problem(word: str, before: str | None = None) -> str | None:
+    """What keeps Snakemake from parsing the `--config` word `word` (`before`: the --config word ahead of it), in
+    one line naming the fix; None when it parses."""
     key, eq, value = word.partition("=")
     if not eq:
-        return (f"--config takes KEY=VALUE words and {word!r} is none; if it is a target, put targets before "
-                f"--config (snakemake --cores 4 TARGET --config KEY=VALUE)")
+        split = (f"if it is part of the value before it, quote the two: --config '{before} {word}'; "
+                 if before and "=" in before and word != "all" and not Path(word).suffix else "")
+        return (f"--config takes KEY=VALUE words and {word!r} is none; {split}if it is a target, put targets "
+                f"before --config (snakemake --cores 4 TARGET --config KEY=VALUE)")
     if CONFIG_KEY.match(key):
         return None
     if "." in key and all(CONFIG_KEY.match(part) for part in key.split(".")):
@@ -99,7 +101,7 @@ def problem(path: str) -> str | None:
 
 def missing_study_fix(path: Path) -> str:
     """A study file's name misspelt (the closest study file beside it), or a target typed after --configfile."""
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix not in STUDY_SUFFIXES:
         return f"if it is a target, {TARGET_HINT}"
     studies = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
     close = difflib.get_close_matches(path.name, studies, n=1)
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None, parser=None) -> None:
     (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
-    lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides)]
+    lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides, [None, *overrides])]
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
         lines = [target_problem(target, experiment, argv) or figure_problem(target)

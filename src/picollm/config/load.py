@@ -16,6 +16,10 @@ from picollm.config.validation import parse
 from picollm.errors import PicoError
 
 DEFAULT_STUDY = "config/config.yaml"
+STUDY_SUFFIXES = (".yaml", ".yml", ".json")
+# A target typed after --configfile (argparse gives that option every word up to the next option) is read as a
+# study file: the fix, in the one line that says so.
+TARGET_HINT = "put targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"
 
 
 class Replace:
@@ -79,6 +83,9 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
     except UnicodeDecodeError as exc:
+        if path.suffix not in STUDY_SUFFIXES:  # a figure or a model: a target typed after --configfile
+            raise PicoError(f"config file {path} is no study file (not text, and not .yaml); if it is a target, "
+                            f"{TARGET_HINT}") from None
         raise PicoError(f"config file {path} is not UTF-8 (invalid byte at offset {exc.start}); save it as "
                         f"UTF-8, or if it is no study file, check that a target did not follow --configfile") from None
     except yaml.YAMLError as exc:
