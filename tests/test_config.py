@@ -259,7 +259,11 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
     (["--config", "experiment=my", "run"], "error: --config takes KEY=VALUE words and 'run' is none; if it is part of "
      "the value before it, quote the two: --config 'experiment=my run'; if it is a target, put targets before "
      "--config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
-], ids=["dotted-key", "dotted-key-equals-form", "target-after-config", "unquoted-mapping", "unquoted-words"])
+    (["--config", "models={lstm: {hidden_dim: 8}}", "--config", "seed=2"], "error: --config is given 2 times, and "
+     "Snakemake would keep only the last one's words; give them all after one: --config "
+     "'models={lstm: {hidden_dim: 8}}' seed=2"),
+], ids=["dotted-key", "dotted-key-equals-form", "target-after-config", "unquoted-mapping", "unquoted-words",
+        "config-twice"])
 def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, line):
     """Snakemake parses --config before any workflow code and ends in a traceback; the profile checks it earlier."""
     write_config(tmp_path / "ok.yaml", tiny_offline_config())
@@ -336,15 +340,17 @@ def test_targets_the_study_makes_pass_the_study_check(tmp_path, monkeypatch):
                    "results/x/benchmarks/sampling_reference/seed3.tsv", "results/x/eval/sampling/lstm/seed1.csv",
                    "results/x/figures/loss_curves.png", "results/x/figures/attention_heads/transformer.svg",
                    "results/x/tables/eval.csv", "results/y/figures/scaling.png", "all", "results/x/report.html"]:
-        assert study_target_problem(target, "s.yaml", "results/x", runs, not_made, figure_runs) is None, target
-    assert "snapshots table needs snapshot_steps" in study_target_problem(
-        "results/x/tables/snapshots.md", "s.yaml", "results/x", runs, not_made, figure_runs)
-    assert "'lstn'" in study_target_problem("results/x/provenance/train/lstn/seed1.json", "s.yaml", "results/x", runs,
-                                            not_made, figure_runs)
+        assert study_target_problem(target, "s.yaml", "results/x", runs, [1, 3], not_made, figure_runs) is None, target
+    def problem(target):
+        return study_target_problem(target, "s.yaml", "results/x", runs, [1, 3], not_made, figure_runs)
+    assert "snapshots table needs snapshot_steps" in problem("results/x/tables/snapshots.md")
+    assert "'lstn'" in problem("results/x/provenance/train/lstn/seed1.json")
+    assert problem("results/x/models/lstm/seed42/model.pt") == (
+        "target results/x/models/lstm/seed42/model.pt names seed 42, which this study (s.yaml) does not train; add "
+        "it to the study's seeds (seeds: [1, 3, 42]) to train it and compare it with the others")
     (tmp_path / "results/x/figures").mkdir(parents=True)
     (tmp_path / "results/x/figures/scaling.png").write_bytes(b"drawn by an earlier study")
-    assert study_target_problem("results/x/figures/scaling.png", "s.yaml", "results/x", runs, not_made,
-                                figure_runs) is None  # on disk: Snakemake has nothing to do, and says so
+    assert problem("results/x/figures/scaling.png") is None  # on disk: Snakemake has nothing to do, and says so
 
 
 def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, monkeypatch):
@@ -355,6 +361,14 @@ def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, mo
     monkeypatch.setattr(command_line, "ROOT", tmp_path)
     assert command_line.experiment_of(["results/offline/figures/loss_curves.png"]) is None
     assert command_line.target_problem("results/offline/figures/loss_curves.png", None, []) is None
+
+
+def test_an_option_given_twice_is_refused_as_snakemake_would_drop_the_first():
+    from picollm.config.command_line import repeated_option
+    assert repeated_option(["--configfile", "a.yaml", "all", "--configfile=b.yaml"]) == (
+        "--configfile is given 2 times, and Snakemake would keep only the last one's words; give them all after "
+        "one: --configfile a.yaml all b.yaml")
+    assert repeated_option(["--configfile", "a.yaml", "b.yaml", "--config", "seed=3", "--", "--config"]) is None
 
 
 def test_the_nested_override_the_error_suggests_is_one_snakemake_takes(tmp_path):

@@ -653,6 +653,7 @@ def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
     (logs / "evaluate/lstm").mkdir(parents=True)
     (logs / "evaluate/lstm/seed1.log").write_text("loading\nerror: evaluating lstm gave val_loss nan; ...\n")
     (logs / "sample.log").write_text("Traceback (most recent call last):\n  ...\nValueError: bad\n")
+    (logs / "train.log").write_text("train lstm: 100%|...\n{\"steps\": 20}\n")  # stopped from outside
     block = ("Error in rule {rule}:\n    message: None\n    jobid: 3\n    output: a, b\n{log}    shell:\n"
              "        python -m picollm ...\n        (command exited with non-zero exit code)\n")
     (tmp_path / "run.log").write_text("Select jobs to execute...\n" + "".join([
@@ -660,11 +661,18 @@ def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
                                           f"details)\n"),
         block.format(rule="tables", log=f"    log: {logs}/sample.log\n"),
         block.format(rule="study_config", log=""),
+        block.format(rule="train", log=f"    log: {logs}/train.log\n"),
     ]) + "Complete log(s): run.log\n")
     assert summary(tmp_path / "run.log") == [
-        "pico-llm: 3 job(s) failed; every finished output is kept.",
+        "pico-llm: 4 job(s) failed; every finished output is kept.",
         f"  evaluate/lstm/seed1: error: evaluating lstm gave val_loss nan; ...  ({logs}/evaluate/lstm/seed1.log)",
         f"  sample: ValueError: bad  ({logs}/sample.log)",
         "  study_config: see its error block above",
+        f"  train: see its error block above  ({logs}/train.log)",
         "pico-llm: fix what each line names, then rerun the same command.",
     ]
+    # jobs stopped by a signal that Snakemake itself did not see (it ignored SIGINT) are interrupted all the same
+    for log in logs.rglob("*.log"):
+        log.write_text("step 5\ninterrupted; rerun to continue\n")
+    assert summary(tmp_path / "run.log")[0] == "pico-llm: stopped by a signal: 4 job(s) did not finish; every " \
+                                               "finished output is kept."

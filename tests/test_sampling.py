@@ -227,6 +227,9 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
     assert [json.loads(line) for line in after.stdout.splitlines()] == [table[("1 2 3", 0.7, s)] for s in (0, 1)]
     bogus = picollm("generate", model, "1", "--bogus").stderr
     assert "picollm generate: error: unrecognized arguments: --bogus" in bogus and "model_path" in bogus  # its usage
+    swapped = picollm("generate", "1 2 3", model).stderr.strip()
+    assert swapped == f"error: the model comes first, then the prompts: picollm generate {shlex.quote(str(model))} " \
+                      f"'1 2 3'", swapped
     # output piped into a reader that stops early (| head -1): no traceback
     command = (f"{sys.executable} -m picollm generate {shlex.quote(str(model))} '1 2' --p 0.7 --num-samples 3000 "
                f"--max-new-tokens 2")

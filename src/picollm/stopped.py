@@ -15,6 +15,7 @@ FAILED = re.compile(r"Error in rule (\S+):$")
 LOG = re.compile(r"\s+log: (.+?)(?: \(check log file\(s\) for error details\))?$")
 CTRL_C = "Terminating processes on user request"  # what Snakemake logs when SIGINT stops it
 SAID = re.compile(r"(error: |interrupted|stopped at step )")  # the lines picollm writes as a stage ends
+EXCEPTION = re.compile(r"[\w.]*(Error|Exception|Interrupt)\b.*")  # a traceback's last line
 TAIL = 64 << 10  # the end of a job's log holds its last word: a training log can be long
 
 
@@ -30,8 +31,9 @@ def stopped_jobs(snakemake_log: str | Path) -> list[tuple[str, str | None]]:
 
 
 def last_word(job_log: str | Path) -> str | None:
-    """The job's closing line (for an interrupted training, the step its checkpoint holds), else the log's last
-    line; None when the log is missing or empty."""
+    """The job's closing line (for an interrupted training, the step its checkpoint holds), else the last
+    exception a traceback in it names; None when it has neither (the job was stopped from outside, or its log
+    is missing)."""
     try:
         with open(job_log, "rb") as f:
             f.seek(max(0, f.seek(0, 2) - TAIL))
@@ -41,22 +43,27 @@ def last_word(job_log: str | Path) -> str | None:
     lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
     # a progress bar leaves its last frame unended: a line said after it follows on the same line
     said = [line[match.start():] for line in lines if (match := SAID.search(line))]
-    if not said:
-        return lines[-1] if lines else None
+    if not said:  # a bug's traceback ends in its exception; any other last line would mislead
+        raised = [line for line in lines if EXCEPTION.match(line)]
+        return raised[-1] if raised else None
     stopped = [line for line in said if line.startswith("stopped at step ")]
     return f"interrupted, {stopped[-1]}" if said[-1].startswith("interrupted") and stopped else said[-1]
 
 
 def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
-    log_text = Path(snakemake_log).read_text(errors="replace")
-    interrupted = CTRL_C in log_text
-    lines = []
+    lines, words = [], []
     for rule, job_log in stopped_jobs(snakemake_log):
         said = last_word(job_log) if job_log else None
+        words.append(said or "")
         name = _job_name(rule, job_log)
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
-    head = (f"stopped by Ctrl-C: {len(lines)} job(s) did not finish" if interrupted
+    # Ctrl-C reaches Snakemake (which logs it) and its jobs; jobs stopped by a signal Snakemake did not get
+    # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
+    ctrl_c = CTRL_C in Path(snakemake_log).read_text(errors="replace")
+    said = [word for word in words if word]
+    interrupted = ctrl_c or (said and all(word.startswith("interrupted") for word in said))
+    head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
             else f"{len(lines)} job(s) failed")
     fix = ("rerun the same command to continue (training resumes from its last checkpoint)" if interrupted
            else "fix what each line names, then rerun the same command")

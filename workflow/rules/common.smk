@@ -220,7 +220,7 @@ def check_targets():
     }
     for target in command_line.targets(sys.argv[1:], get_argument_parser):
         problem = command_line.study_target_problem(
-            target, study, R, list(RUNS), NOT_MADE, figure_runs
+            target, study, R, list(RUNS), SEEDS, NOT_MADE, figure_runs
         )
         if problem:
             sys.exit(f"error: {problem}")

@@ -5,7 +5,9 @@ from the run's name and seed, so the study's prompt, p and max_new_tokens give t
 """
 import contextlib
 import json
+import shlex
 import sys
+from pathlib import Path
 
 from picollm import provenance
 from picollm.config import SamplingConfig, Study
@@ -35,7 +37,16 @@ def check(p: float | None, num_samples: int, max_new_tokens: int) -> None:
             raise PicoError(f"{flag} {value} is not a positive count; give 1 or more")
 
 
+def check_model_first(model_path: str, prompts: list[str]) -> None:
+    """A prompt typed before the model (generate "Once upon" MODEL.pt) would be read as the checkpoint."""
+    if not Path(model_path).exists() and any(p.endswith(".pt") and Path(p).is_file() for p in prompts):
+        model = next(p for p in prompts if p.endswith(".pt"))
+        raise PicoError(f"the model comes first, then the prompts: picollm generate {shlex.quote(model)} "
+                        f"{shlex.quote(model_path)}")
+
+
 def run(args):
+    check_model_first(args.model_path, args.prompts)
     max_new_tokens = args.max_new_tokens
     if max_new_tokens is None:  # the sample stage's default
         max_new_tokens = SamplingConfig.model_fields["max_new_tokens"].default

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -81,6 +82,19 @@ def override_problem(word: str, before: str | None = None) -> str | None:
         return (f"--config {word}: Snakemake sets top-level keys only; write the nested key as "
                 f"--config '{outer[0]}={{{nested}}}' (the other keys under {outer[0]} keep their values)")
     return f"--config {word}: {key!r} is no config key (letters, digits, _ and -, starting with a letter or _)"
+
+
+def repeated_option(argv: list[str]) -> str | None:
+    """--config (or --configfile) given twice: argparse keeps the last one's words alone, and the first one's
+    overrides (or study files) are dropped without a word. One line naming the fix; None when each is given once."""
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    for options in (CONFIG_OPTIONS, OPTIONS):
+        given = [word.partition("=")[0] for word in words if word.partition("=")[0] in options]
+        if len(given) > 1:
+            joined = " ".join(map(shlex.quote, option_words(argv, options)))
+            return (f"{given[0]} is given {len(given)} times, and Snakemake would keep only the last one's words; "
+                    f"give them all after one: {given[0]} {joined}")
+    return None
 
 
 def problem(path: str) -> str | None:
@@ -155,16 +169,18 @@ def figure_problem(target: str) -> str | None:
     return f"target {target} is no figure; {guess}the figures are {', '.join(names)} (.png or .svg)"
 
 
-SEED_PART = re.compile(r"seed\d+(\.\w+)?$")  # seed1337/ or seed1337.json: the part before it names a run...
+SEED_PART = re.compile(r"seed(\d+)(\.\w+)?$")  # seed1337/ or seed1337.json: the part before it names a run...
 NOT_RUNS = {"reference", "sampling_reference"}  # ...but for the real stories' sampling measures (rules/evaluate.smk)
 
 
-def study_target_problem(target: str, study: str, results: str, runs: list[str], not_made: dict[str, str],
-                         figure_runs: dict[str, list[str]]) -> str | None:
-    """A target under this study's `results` folder that no rule of the study makes, in one line naming why and the
-    fix: a figure or table the study (named by its files, `study`) leaves out (`not_made`: {figure: what the study must set to make it}), a run
-    name it has not got (`runs`), a per-run figure of a run that figure does not draw (`figure_runs`). Snakemake
-    would say only "No rule to produce" it. None for any other target, and for one already on disk."""
+def study_target_problem(target: str, study: str, results: str, runs: list[str], seeds: list[int],
+                         not_made: dict[str, str], figure_runs: dict[str, list[str]]) -> str | None:
+    """A target under this study's `results` folder that none of its rules makes, in one line naming why and the
+    fix (Snakemake would say only "No rule to produce" it): a figure or table the study (`study`: its files)
+    leaves out (`not_made`: {figure: what the study must set to make it}), a run it has not got (`runs`), a
+    per-run figure of a run that figure does not draw (`figure_runs`). Also a seed outside its `seeds`, which
+    Snakemake would train, apart from the seeds every table compares. None for any other target, and for one
+    already on disk."""
     parts, top = Path(target).parts, Path(results).parts
     if parts[:len(top)] != top or len(parts) < len(top) + 2 or Path(target).exists():
         return None
@@ -180,6 +196,36 @@ def study_target_problem(target: str, study: str, results: str, runs: list[str],
                 return (f"target {target}: this study's ({study}) {name} figure draws the runs {', '.join(drawn)}, "
                         f"and not {run!r}")
     for run, after in zip(rest, rest[1:]):
+        if not (match := SEED_PART.match(after)):
+            continue
+        if int(match.group(1)) not in seeds:
+            seed, listed = match.group(1), ", ".join(map(str, seeds))
+            return (f"target {target} names seed {seed}, which this study ({study}) does not train; add it to the "
+                    f"study's seeds (seeds: [{listed}, {seed}]) to train it and compare it with the others")
+        if run not in runs and run not in NOT_RUNS:
+            close = difflib.get_close_matches(run, runs, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+            return (f"target {target} names the run {run!r}, which this study ({study}) has not got; {guess}its "
+                    f"runs are {shown}")
+    return None
+    folder, *rest = parts[len(top):]
+    if folder in ("figures", "tables"):
+        name = rest[0] if len(rest) > 1 else Path(rest[0]).stem
+        for off, needs in not_made.items():
+            if name == off or name.startswith(off + "_"):
+                return f"target {target} is not made by this study ({study}): the {off} {folder[:-1]} needs {needs}"
+        if folder == "figures" and len(rest) == 2 and name in figure_runs:
+            run, drawn = Path(rest[1]).stem, figure_runs[name]
+            if run not in drawn:
+                return (f"target {target}: this study's ({study}) {name} figure draws the runs {', '.join(drawn)}, "
+                        f"and not {run!r}")
+    for run, after in zip(rest, rest[1:]):
+        if SEED_PART.match(after) and int(re.match(r"seed(\d+)", after).group(1)) not in seeds:
+            seed = int(re.match(r"seed(\d+)", after).group(1))
+            listed = ", ".join(map(str, seeds))
+            return (f"target {target} names seed {seed}, which this study ({study}) does not train; add it to the "
+                    f"study's seeds (seeds: [{listed}, {seed}]) to train and compare it with the others")
         if SEED_PART.match(after) and run not in runs and run not in NOT_RUNS:
             close = difflib.get_close_matches(run, runs, n=1)
             guess = f"did you mean {close[0]!r}? " if close else ""
@@ -211,7 +257,7 @@ def main(argv: list[str] | None = None, parser=None) -> None:
     (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
-    lines = [*map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides, [None, *overrides])]
+    lines = [repeated_option(argv), *map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides, [None, *overrides])]
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
         lines = [target_problem(target, experiment, argv) or figure_problem(target)
