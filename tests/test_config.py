@@ -79,7 +79,12 @@ BAD = [
     ({"sweep": {"m": {"hidden_dim": ["big"]}}}, "config key 'sweep.m.hidden_dim': value 'big' does not fit"),
     ({"sweep": {"m": {"train.lr": [-1]}}}, "config key 'sweep.m.train.lr': value -1 does not fit"),
     ({"sweep": {"m": {"hidden_dim": [8, 8]}}}, "two runs are named 'm.hidden_dim=8'"),
-    ({"train": {"max_steps": 100, "snapshot_steps": [50, 200]}}, "step 200 is beyond train.max_steps (100)"),
+    ({"train": {"max_steps": 100, "snapshot_steps": [50, 200]}}, "step 200 is beyond train.max_steps (100); keep "
+     "the steps up to it (train: {max_steps: 100, snapshot_steps: [50]}) or raise max_steps"),
+    ({"train": {"snapshot_steps": None}}, "config key 'train.snapshot_steps' is empty; give a list, e.g. [] for none"),
+    ({"seeds": "null"}, "config key 'seeds' is empty; give a list, e.g. [1337, 1338] (or seed: 1337 for a single "
+     "seed)"),
+    ({"train": {"snapshot_steps": "100"}}, "config key 'train.snapshot_steps' is '100'; give a list, e.g. [100]"),
     ({"train": {"max_minutes": 5, "snapshot_steps": [0]}}, "needs a run of known length"),
     ({"sweep": {"m": {"hidden_dim": [8, 16], "train.lr": [0.01]}}}, None),
 ]

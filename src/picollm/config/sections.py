@@ -150,8 +150,10 @@ class TrainConfig(Section):
         # under a budget the steps are known once the vocabulary is: picollm.flops.budget_steps checks them
         late = [s for s in self.snapshot_steps if s > self.max_steps and self.flops is None]
         if late:
-            raise ValueError(f"snapshot_steps: step {late[0]} is beyond train.max_steps ({self.max_steps}); "
-                             f"drop it or raise max_steps")
+            kept = [s for s in self.snapshot_steps if s <= self.max_steps]
+            raise ValueError(f"snapshot_steps: step {late[0]} is beyond train.max_steps ({self.max_steps}); keep "
+                             f"the steps up to it (train: {{max_steps: {self.max_steps}, snapshot_steps: {kept}}}) or "
+                             f"raise max_steps")
         ranks = self.devices * self.nodes
         if self.batch_size % ranks:
             raise ValueError(f"batch_size: {self.batch_size} does not split evenly over train.devices x "

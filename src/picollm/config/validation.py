@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from picollm.config.sections import MODEL_CLASSES, SOURCE_CLASSES, ModelConfig
 from picollm.errors import PicoError
 
+NUMBER = re.compile(r"-?\d+(\.\d*)?")  # a --config value, which reaches the schema as text
 JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "list": "array",
               "dict": "object", "model": "object"}
 
@@ -81,8 +82,12 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
         if len(path) == 3:
             return f"config key '{where}' is {value!r}; each p must be in (0, 1] (greedy decoding is always included)"
     if kind == "list_type" and not isinstance(value, (list, dict)):  # one value where YAML needs a list
-        single = f" (or seed: {value} for a single seed)" if path == ["seeds"] else ""
-        return f"config key '{where}'{of_run} is {value!r}; give a list, e.g. [{value!r}]{single}"
+        if value in (None, "null", "~", ""):  # --config's words reach the schema as text
+            example = "[1337, 1338] (or seed: 1337 for a single seed)" if path == ["seeds"] else "[] for none"
+            return f"config key '{where}'{of_run} is empty; give a list, e.g. {example}"
+        shown = value if isinstance(value, str) and NUMBER.fullmatch(value) else repr(value)
+        single = f" (or seed: {shown} for a single seed)" if path == ["seeds"] else ""
+        return f"config key '{where}'{of_run} is {value!r}; give a list, e.g. [{shown}]{single}"
     if kind == "string_type" and isinstance(value, (bool, int, float)):  # experiment: 2024, name: yes
         read_as = "true/false" if isinstance(value, bool) else "a number"
         return f"config key '{where}'{of_run} is {value!r}, which YAML reads as {read_as}; quote it: '{value}'"
