@@ -126,6 +126,22 @@ def test_a_source_file_reruns_its_download_and_everything_after(study):
     assert {"tokenize", *model_jobs("lstm"), *model_jobs("transformer")} <= jobs
 
 
+@pytest.mark.parametrize("deleted, runs", [
+    ("results/tiny/models/lstm/seed7/model.pt", {"train[lstm]", "sample[lstm]", "evaluate[lstm]"}),
+    ("results/tiny/models/lstm/seed7", {"train[lstm]", "sample[lstm]", "evaluate[lstm]"}),
+    ("results/tiny/data/tokens/train.bin", {"tokenize", *model_jobs("lstm"), *model_jobs("transformer")}),
+], ids=["model", "run-folder", "token-file"])
+def test_a_deleted_model_or_token_file_is_made_again_by_all(study, deleted, runs):
+    """Snakemake rebuilds a missing file only when a job that is to run asks for it; `all` asks for these."""
+    path, aside = study / deleted, study / "aside"
+    path.rename(aside)
+    try:
+        jobs = planned(study)
+    finally:
+        aside.rename(path)
+    assert runs <= jobs and "download[3seqs]" not in jobs
+
+
 def test_block_size_retrains_every_model_but_keeps_the_data(study):
     jobs = planned(study, "block_size=24")
     assert all(model_jobs(m) <= jobs for m in MODELS)

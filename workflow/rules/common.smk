@@ -119,6 +119,7 @@ def paths(nested):
 
 MODEL_DIR = f"{R}/models/{{run}}/seed{{seed}}"
 METRICS = per_run(f"{MODEL_DIR}/metrics.csv")
+MODELS = per_run(f"{MODEL_DIR}/model.pt")
 EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
 # the sampling measures of real validation stories, one draw per seed
 REFERENCE = {s: f"{R}/eval/reference/seed{s}.csv" for s in SEEDS}
@@ -308,4 +309,7 @@ def all_results():
 
 
 def all_outputs():
-    return [*all_results(), f"{R}/report.html"]
+    """The report and what it shows; and the token files and models, which Snakemake rebuilds only when a job
+    that is to run asks for them: named here, one deleted (to rebuild or retrain it) is made again by `all`."""
+    tokens = [f"{R}/data/tokens/{name}" for name in ("train.bin", "val.bin", "meta.json")]
+    return [*all_results(), f"{R}/report.html", *tokens, *paths(MODELS)]
