@@ -676,3 +676,16 @@ def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
         log.write_text("step 5\ninterrupted; rerun to continue\n")
     assert summary(tmp_path / "run.log")[0] == "pico-llm: stopped by a signal: 4 job(s) did not finish; every " \
                                                "finished output is kept."
+
+
+def test_a_missing_local_data_file_is_one_line_before_any_job(tmp_path):
+    """A `text` source's file that is not there (a clone without ../shared beside it): Snakemake would stop at
+    the download job's missing input in a block of its own."""
+    cfg = tiny_offline_config()
+    cfg["data"]["sources"].append({"kind": "text", "name": "stories", "train_files": ["stories/train.txt"]})
+    path = write_config(tmp_path / "study.yaml", cfg)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        f"error: data file stories/train.txt does not exist (a relative path starts at {tmp_path}); fix the path in "
+        f"the study's data.sources (train_files of source 'stories')"), result.stderr[-2000:]
+    assert "MissingInputException" not in result.stderr

@@ -16,6 +16,7 @@ from picollm import jobs, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
+from picollm.data.sources import check_local_files  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
 
 # results/ and the relative paths of the study files land in the working directory: the project root, or one
@@ -54,9 +55,11 @@ shell.prefix(
 R = f"results/{CFG.experiment}"
 # Token files that no longer match their meta.json stop the run here, before Snakemake reruns (and so
 # deletes) anything downstream of them. Checksums of files up to 256 MiB, which cost little at every
-# parse; the train and evaluate jobs check the larger ones before they read them.
+# parse; the train and evaluate jobs check the larger ones before they read them. So does a local data file
+# that is missing.
 try:
     check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
+    check_local_files(CFG.data.sources)
 except PicoError as exc:
     sys.exit(f"error: {exc}")
 SOURCES = [s.name for s in CFG.data.sources]

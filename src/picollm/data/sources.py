@@ -33,6 +33,19 @@ def detect_split(paths) -> str:
     return "eot" if any(has_eot_line(p) for p in paths if Path(p).is_file()) else "line"
 
 
+def check_local_files(sources) -> None:
+    """Every file a `text` source names exists, else one line naming it (Snakemake would otherwise stop at the
+    download job's missing input, in a block of its own)."""
+    for src in sources:
+        if src.kind != "text":
+            continue
+        for key in ("train_files", "val_files"):
+            for path in getattr(src, key):
+                if not Path(path).is_file():
+                    raise PicoError(f"data file {path} does not exist (a relative path starts at {Path.cwd()}); "
+                                    f"fix the path in the study's data.sources ({key} of source '{src.name}')")
+
+
 def iter_documents(path, split_on: str | None = None) -> Iterator[str]:
     """Documents of a local UTF-8 text file, streamed (constant memory for any file size), cut at
     end-of-text lines (`eot`), blank lines (`blank_line`), every line (`line`) or not at all (`none`);
