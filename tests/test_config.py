@@ -102,6 +102,17 @@ def test_bad_config_gives_one_line(change, message):
     assert message in text and "\n" not in text
 
 
+def test_a_study_file_with_a_base_is_its_own_experiment(tmp_path):
+    """Named after its file where it names none: it never writes over its base's results/<experiment>/."""
+    write_config(tmp_path / "base.yaml", {"experiment": "x", "models": {"m": {"type": "lstm"}}})
+    (tmp_path / "my study.yaml").write_text("base: base.yaml\ntrain: {lr: 0.001}\n")
+    (tmp_path / "named.yaml").write_text("base: my study.yaml\nexperiment: x\n")
+    assert load_study([tmp_path / "base.yaml"]).experiment == "x"
+    assert load_study([tmp_path / "my study.yaml"]).experiment == "my-study"
+    assert load_study([tmp_path / "named.yaml"]).experiment == "x"  # shared on purpose
+    assert load_study([tmp_path / "base.yaml"], {"train": {"lr": 0.1}}).experiment == "x"  # --config: the same study
+
+
 def test_a_seed_over_a_seeds_list_is_one_line(tmp_path):
     """`seed` set over a study whose `seeds` list decides the seeds would change nothing: refused, with the fix."""
     base = write_config(tmp_path / "base.yaml", {"experiment": "x", "seeds": [1, 2], "models": {"m": {"type": "lstm"}}})

@@ -7,6 +7,7 @@ value stops the run with one line naming the key and what to do.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -103,6 +104,8 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
         raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
     parent = read_study_file(path.parent / raw["base"], (*_chain, path.resolve()))
     check_seed(parent, raw, f"config file {path}", f"its base {raw['base']}")
+    # a study of its own: inheriting its base's experiment, it would write over the base's results/<experiment>/
+    raw.setdefault("experiment", re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem))
     return deep_merge(without(parent, replaced, path), {k: v for k, v in raw.items() if k != "base"})
 
 

@@ -41,7 +41,8 @@ class Study(Section):
     base: Optional[str] = Field(None, min_length=1, exclude=True, description=(
         "another study file (path relative to this one) that this file starts from: this file names only what "
         "differs, deep-merged onto the base (a base may have a base of its own; `key: !replace VALUE` replaces "
-        "an inherited mapping or list instead of merging into it)"))
+        "an inherited mapping or list instead of merging into it). A file with a base that names no experiment "
+        "is the experiment named after the file (mine.yaml: results/mine/), never its base's"))
     replace: list[str] = Field([], exclude=True, description=(
         "keys (dotted for nested ones, e.g. [train, sweep.lstm]) whose values from the base this file replaces "
         "whole instead of merging into them; a listed key the file does not give is dropped. Plain YAML, so it "
