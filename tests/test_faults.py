@@ -689,3 +689,26 @@ def test_a_missing_local_data_file_is_one_line_before_any_job(tmp_path):
         f"error: data file stories/train.txt does not exist (a relative path starts at {tmp_path}); fix the path in "
         f"the study's data.sources (train_files of source 'stories')"), result.stderr[-2000:]
     assert "MissingInputException" not in result.stderr
+
+
+def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
+    """--unlock would let a second run write over the running one's files: refused in one line naming it."""
+    cfg = tiny_offline_config(steps=3000)
+    cfg["models"] = {"lstm": cfg["models"]["lstm"]}
+    path = write_config(tmp_path / "study.yaml", cfg)
+    model = tmp_path / "results/tiny/models/lstm/seed7"
+    first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", "all", "--configfile", path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=local_run_env(),
+                             start_new_session=True)
+    try:
+        wait_for((model / "last.pt").exists, first, timeout=300)
+        refused = snakemake(tmp_path, "--unlock", "--configfile", path)
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == (
+            f"error: --unlock while snakemake (pid {first.pid}) runs in this directory would let two runs write the "
+            f"same files; wait for it to end (or stop it: kill {first.pid}); --unlock is for the lock of a snakemake "
+            f"that is gone"), refused.stderr[-2000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    assert snakemake(tmp_path, "--unlock", "--configfile", path).returncode == 0  # gone: its lock is taken

@@ -147,3 +147,28 @@ class ParentWatch:
             self.next_check = now + self.interval
             self.lost = _started(self.pid) != self.seen
         return self.lost
+
+
+# --- the snakemakes of a directory ------------------------------------------------------------------------
+
+def snakemakes_in(directory) -> list[int]:
+    """Pids of the snakemake processes on this host (but this one) working in `directory`: what `--unlock`
+    must not take the lock from. Where /proc cannot tell (another OS, another user's process), none."""
+    here, found = Path(directory).resolve(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if int(proc.name) == os.getpid() or not _is_snakemake(argv):
+                continue
+            if Path(os.readlink(proc / "cwd")).resolve() == here and alive(int(proc.name)):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def _is_snakemake(argv: list[str]) -> bool:
+    """`snakemake ...` or `python -m snakemake ...` (a job's own shell command is neither)."""
+    return bool(argv) and (Path(argv[0]).name == "snakemake" or argv[1:3] == ["-m", "snakemake"]
+                           or (len(argv) > 1 and Path(argv[0]).name.startswith("python")
+                               and Path(argv[1]).name == "snakemake"))

@@ -18,6 +18,7 @@ from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
 from picollm.data.sources import check_local_files  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
+from picollm.owner import snakemakes_in  # noqa: E402
 
 # results/ and the relative paths of the study files land in the working directory: the project root, or one
 # named on purpose with --directory (jobs that Snakemake itself starts inherit it).
@@ -29,6 +30,20 @@ if (
     sys.exit(
         f"error: run snakemake from the project root ({ROOT}), not from {Path.cwd()}; "
         f"or name the working directory on purpose with --directory DIR"
+    )
+
+# --unlock takes the lock from whatever holds it: refused while a snakemake still runs here, whose files a
+# second run would then write over. It is for a lock left by a snakemake that is gone (killed, a power loss).
+if (
+    workflow.is_main_process
+    and "--unlock" in sys.argv
+    and (running := snakemakes_in(Path.cwd()))
+):
+    pids = ", ".join(map(str, running))
+    sys.exit(
+        f"error: --unlock while snakemake (pid {pids}) runs in this directory would let two runs write the "
+        f"same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of a snakemake "
+        f"that is gone"
     )
 
 # Study files (--configfile, or the default study) each with its `base:` chain, then --config overrides
@@ -313,6 +328,9 @@ def all_results():
 
 def all_outputs():
     """The report and what it shows; and the token files and models, which Snakemake rebuilds only when a job
-    that is to run asks for them: named here, one deleted (to rebuild or retrain it) is made again by `all`."""
-    tokens = [f"{R}/data/tokens/{name}" for name in ("train.bin", "val.bin", "meta.json")]
+    that is to run asks for them: named here, one deleted (to rebuild or retrain it) is made again by `all`.
+    """
+    tokens = [
+        f"{R}/data/tokens/{name}" for name in ("train.bin", "val.bin", "meta.json")
+    ]
     return [*all_results(), f"{R}/report.html", *tokens, *paths(MODELS)]
