@@ -209,30 +209,6 @@ def study_target_problem(target: str, study: str, results: str, runs: list[str],
             return (f"target {target} names the run {run!r}, which this study ({study}) has not got; {guess}its "
                     f"runs are {shown}")
     return None
-    folder, *rest = parts[len(top):]
-    if folder in ("figures", "tables"):
-        name = rest[0] if len(rest) > 1 else Path(rest[0]).stem
-        for off, needs in not_made.items():
-            if name == off or name.startswith(off + "_"):
-                return f"target {target} is not made by this study ({study}): the {off} {folder[:-1]} needs {needs}"
-        if folder == "figures" and len(rest) == 2 and name in figure_runs:
-            run, drawn = Path(rest[1]).stem, figure_runs[name]
-            if run not in drawn:
-                return (f"target {target}: this study's ({study}) {name} figure draws the runs {', '.join(drawn)}, "
-                        f"and not {run!r}")
-    for run, after in zip(rest, rest[1:]):
-        if SEED_PART.match(after) and int(re.match(r"seed(\d+)", after).group(1)) not in seeds:
-            seed = int(re.match(r"seed(\d+)", after).group(1))
-            listed = ", ".join(map(str, seeds))
-            return (f"target {target} names seed {seed}, which this study ({study}) does not train; add it to the "
-                    f"study's seeds (seeds: [{listed}, {seed}]) to train and compare it with the others")
-        if SEED_PART.match(after) and run not in runs and run not in NOT_RUNS:
-            close = difflib.get_close_matches(run, runs, n=1)
-            guess = f"did you mean {close[0]!r}? " if close else ""
-            shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
-            return (f"target {target} names the run {run!r}, which this study ({study}) has not "
-                    f"got; {guess}its runs are {shown}")
-    return None
 
 
 def target_problem(target: str, experiment: str | None, argv: list[str]) -> str | None:
