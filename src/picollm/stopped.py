@@ -19,10 +19,10 @@ EXCEPTION = re.compile(r"[\w.]*(Error|Exception|Interrupt)\b.*")  # a traceback'
 TAIL = 64 << 10  # the end of a job's log holds its last word: a training log can be long
 
 
-def stopped_jobs(snakemake_log: str | Path) -> list[tuple[str, str | None]]:
-    """(rule, its log or None) of every "Error in rule" block in Snakemake's log of the run."""
+def stopped_jobs(run_log: str) -> list[tuple[str, str | None]]:
+    """(rule, its log or None) of every "Error in rule" block in `run_log`, the text of Snakemake's log."""
     jobs = []
-    for line in Path(snakemake_log).read_text(errors="replace").splitlines():
+    for line in run_log.splitlines():
         if match := FAILED.match(line):
             jobs.append((match.group(1), None))
         elif jobs and jobs[-1][1] is None and (match := LOG.match(line)):
@@ -52,15 +52,16 @@ def last_word(job_log: str | Path) -> str | None:
 
 def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
+    run_log = Path(snakemake_log).read_text(errors="replace")
     lines, words = [], []
-    for rule, job_log in stopped_jobs(snakemake_log):
+    for rule, job_log in stopped_jobs(run_log):
         said = last_word(job_log) if job_log else None
         words.append(said or "")
         name = _job_name(rule, job_log)
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
     # Ctrl-C reaches Snakemake (which logs it) and its jobs; jobs stopped by a signal Snakemake did not get
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
-    ctrl_c = CTRL_C in Path(snakemake_log).read_text(errors="replace")
+    ctrl_c = CTRL_C in run_log
     said = [word for word in words if word]
     interrupted = ctrl_c or (said and all(word.startswith("interrupted") for word in said))
     head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
@@ -82,6 +83,6 @@ def tell(snakemake_logs: list[str] | str | None) -> None:
     """Print summary() on stderr, from the run's log (Snakemake's onerror hook gives a list of its log files);
     nothing when there is none to read."""
     logs = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else snakemake_logs or []
-    for log in filter(lambda path: Path(path).is_file(), logs):
+    log = next((path for path in logs if Path(path).is_file()), None)
+    if log:
         print("", *summary(log), sep="\n", file=sys.stderr, flush=True)
-        return

@@ -1,6 +1,5 @@
 # The study config, what every job is given, and the registry of figures and tables.
 import json
-import os
 import re
 import shlex
 import sys
@@ -157,7 +156,7 @@ FIGURES = {
 # figures/<name>/<run>.png and .svg beside figures/<name>.png, for slides: every run together is too large.
 PER_RUN_FIGURES = {"attention_heads"}
 # The figures (and their tables) a study can leave out: {name: what the study must set to make it}, for the
-# one-line error a target of one that is left out gets (check_targets).
+# one-line error a target of one that is left out gets.
 NOT_MADE = {}
 
 
@@ -217,35 +216,25 @@ COST_FIGURES = {
 }
 
 
-def check_targets():
-    """One line, rather than Snakemake's "No rule to produce", for a target under this study's results folder
-    that none of its rules makes (command_line.study_target_problem). Snakemake hands the workflow its targets
-    only after parsing it, so they are read from the command line, as the profile's checks read them.
-    """
-    if not workflow.is_main_process or "snakemake" not in Path(sys.argv[0]).as_posix():
-        return
+# A target under this study's results folder that none of its rules makes: one line naming why, rather than
+# Snakemake's "No rule to produce" it.
+if workflow.is_main_process:
     from snakemake.cli import get_argument_parser
 
-    study = " ".join(
-        (
-            os.path.relpath(f)
-            if Path(f).resolve().is_relative_to(Path.cwd().resolve())
-            else str(f)
-        )
-        for f in workflow.overwrite_configfiles or [DEFAULT_STUDY]
+    problem = command_line.study_targets_problem(
+        sys.argv,
+        get_argument_parser,
+        workflow.overwrite_configfiles,
+        results=R,
+        runs=list(RUNS),
+        seeds=SEEDS,
+        not_made=NOT_MADE,
+        figure_runs={
+            n: list(FIGURES[n]["inputs"]) for n in PER_RUN_FIGURES & set(FIGURES)
+        },
     )
-    figure_runs = {
-        n: list(FIGURES[n]["inputs"]) for n in PER_RUN_FIGURES & set(FIGURES)
-    }
-    for target in command_line.targets(sys.argv[1:], get_argument_parser):
-        problem = command_line.study_target_problem(
-            target, study, R, list(RUNS), SEEDS, NOT_MADE, figure_runs
-        )
-        if problem:
-            sys.exit(f"error: {problem}")
-
-
-check_targets()
+    if problem:
+        sys.exit(f"error: {problem}")
 
 
 def figure_path(name, ext="png"):
@@ -330,7 +319,12 @@ def all_outputs():
     """The report and what it shows; and the token files and models, which Snakemake rebuilds only when a job
     that is to run asks for them: named here, one deleted (to rebuild or retrain it) is made again by `all`.
     """
-    tokens = [
-        f"{R}/data/tokens/{name}" for name in ("train.bin", "val.bin", "meta.json")
+    tokens = rules.tokenize.output
+    return [
+        *all_results(),
+        f"{R}/report.html",
+        tokens.train,
+        tokens.val,
+        tokens.meta,
+        *paths(MODELS),
     ]
-    return [*all_results(), f"{R}/report.html", *tokens, *paths(MODELS)]

@@ -10,6 +10,7 @@ those is one line naming the file or the word, and the fix.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shlex
 import sys
@@ -209,6 +210,19 @@ def study_target_problem(target: str, study: str, results: str, runs: list[str],
             return (f"target {target} names the run {run!r}, which this study ({study}) has not got; {guess}its "
                     f"runs are {shown}")
     return None
+
+
+def study_targets_problem(argv: list[str], parser, study_files: list, **study) -> str | None:
+    """study_target_problem() for each target of Snakemake's command line `argv` (sys.argv: the Snakefile is
+    parsed before Snakemake hands the workflow its targets), the study named by its files as given; None for a
+    process that is no snakemake command (the Python API)."""
+    if not argv or "snakemake" not in Path(argv[0]).as_posix():
+        return None
+    here = Path.cwd().resolve()
+    named = " ".join(os.path.relpath(f) if Path(f).resolve().is_relative_to(here) else str(f)
+                     for f in study_files or [DEFAULT_STUDY])
+    problems = (study_target_problem(target, named, **study) for target in targets(argv[1:], parser))
+    return next(filter(None, problems), None)
 
 
 def target_problem(target: str, experiment: str | None, argv: list[str]) -> str | None:
