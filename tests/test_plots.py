@@ -391,3 +391,16 @@ def test_a_run_has_one_colour_whatever_order_a_figure_reads_its_runs_in():
     # a figure of model types alone colours each type as the model of that name
     types = model_styles(["transformer", "lstm", "kgram_mlp"])
     assert all(types[t] == model_styles(study)[t] for t in types)
+
+
+def test_the_model_types_keep_their_colours_when_a_model_joins_or_a_figure_shows_some_runs():
+    """A GRU added to a study, or a figure of two runs, repaints none of the built-in model types."""
+    study = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32"]
+    before, after = model_styles(study), model_styles(study + ["gru"])
+    assert all(after[run] == before[run] for run in ["kgram_mlp", "lstm", "transformer"])
+    assert model_styles(["lstm", "transformer"]) == {run: before[run] for run in ["lstm", "transformer"]}
+    # no two runs of a figure share both colour and marker, also past the palette's end
+    many = study + [f"run{i}" for i in range(30)]
+    assert len({(tuple(s["color"]), s["marker"]) for s in model_styles(many).values()}) == len(many)
+    # the first nine runs each have a colour of their own (tab10 less grey, the figures' reference colour)
+    assert len({tuple(s["color"]) for s in model_styles(many[:9]).values()}) == 9

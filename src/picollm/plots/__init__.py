@@ -24,8 +24,10 @@ SLIDE = (13.33, 7.5)  # inches: a 16:9 slide, so a figure projects at its drawn 
 DPI = 200
 CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little over, so that lines fit)
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per model, so overlapping models stay apart
+BUILT_IN = ("kgram_mlp", "lstm", "transformer")  # the model types every study knows: tab10's first colours
 sns.set_theme(context="talk", style="whitegrid", palette="tab10",
               rc={"svg.hashsalt": "picollm", "legend.framealpha": 0.85})  # fixed SVG ids: same data, same bytes
+PALETTE = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # grey: the figures' references
 
 
 def smoothing_window(n_points: int, smooth: int) -> int:
@@ -63,11 +65,14 @@ def run_order(runs) -> list[str]:
 
 
 def model_styles(models) -> dict:
-    """{model: {color, marker}} in run_order: a model has the same colour in every figure that shows every
-    model (a figure of model types alone colours each type as the model of that name)."""
-    models = run_order(models)
-    colors = sns.color_palette("tab10", len(models))
-    return {m: {"color": c, "marker": MARKERS[i % len(MARKERS)]} for i, (m, c) in enumerate(zip(models, colors))}
+    """{run: {color, marker}} in run_order. The built-in model types keep their colours in every figure, whatever
+    other runs it shows (a GRU added to a study repaints none of them); other runs take the next colours in
+    run_order, and past the palette's end its colours again with other markers."""
+    runs = run_order(models)
+    others = [run for run in runs if run not in BUILT_IN]
+    slots = {run: BUILT_IN.index(run) if run in BUILT_IN else len(BUILT_IN) + others.index(run) for run in runs}
+    return {run: {"color": PALETTE[slot % len(PALETTE)], "marker": MARKERS[(slot + slot // len(PALETTE)) % len(MARKERS)]}
+            for run, slot in slots.items()}
 
 
 def run_label(run: str) -> str:
