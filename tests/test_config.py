@@ -401,3 +401,16 @@ def test_stage_slices_are_the_study_keys_they_read():
         parse(SampleJob, {"experiment": "x"})
     with pytest.raises(PicoError, match="config key 'seed': Input should be less than or equal to 4294967295"):
         parse(SampleJob, {"seed": 2 ** 32})
+
+
+def test_changes_name_each_key_a_whole_section_once_and_sources_by_index():
+    from picollm.config.changes import changes
+    before = {"train": {"lr": 0.003, "max_steps": 10}, "models": {"lstm": {"hidden_dim": 32}},
+              "data": {"sources": [{"name": "a", "num_sequences": 600}]}, "sampling": {"prompts": ["x"]}}
+    now = {"train": {"lr": 0.003, "max_steps": 20}, "models": {"gru": {"hidden_dim": 8}},
+           "data": {"sources": [{"name": "a", "num_sequences": 100}]}, "sampling": {"prompts": ["y" * 60]},
+           "seed": 3}
+    assert changes(before, now) == [
+        "data.sources[0].num_sequences: 600 -> 100", "models.gru: added", "models.lstm: removed",
+        'sampling.prompts: ["x"] -> ["' + "y" * 35 + '...', "seed: added (3)", "train.max_steps: 10 -> 20"]
+    assert changes(before, before) == []

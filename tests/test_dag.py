@@ -74,6 +74,17 @@ def test_one_model_learning_rate_reruns_that_model_only(study):
     assert planned(study, "models={lstm: {train: {lr: 0.01}}}") == model_jobs("lstm") | AGGREGATES | STUDY
 
 
+def test_a_dry_run_ends_with_the_keys_that_changed_since_the_last_build(study):
+    """One line names each key that differs from the study's last build (provenance/study.json): the reason its
+    jobs rerun, rather than each job's whole config slice before and after. Scheduling keys are no change."""
+    result = run(study, "--config", "models={lstm: {hidden_dim: 48}}", "train={lr: 0.01, threads: 2}", dry=True)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "pico-llm: the study differs from its last build (results/tiny/provenance/study.json), so the jobs that read"
+        " these keys rerun: models.lstm.hidden_dim: 32 -> 48; train.lr: 0.003 -> 0.01")
+    for unchanged in ([], ["--config", "train={threads: 2}"]):
+        assert "pico-llm: the study differs" not in run(study, *unchanged, dry=True).stderr
+
+
 def test_threads_rerun_nothing(study):
     assert planned(study, "train={threads: 2}") == set()
     assert planned(study, "models={lstm: {train: {threads: 2}}}") == set()

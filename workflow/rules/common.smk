@@ -1,4 +1,5 @@
 # The study config, what every job is given, and the registry of figures and tables.
+import atexit
 import json
 import re
 import shlex
@@ -14,6 +15,7 @@ sys.path.insert(0, SRC)
 from picollm import jobs, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
+from picollm.config.changes import since_last_build  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
 from picollm.data.sources import check_local_files  # noqa: E402
 from picollm.errors import PicoError  # noqa: E402
@@ -235,6 +237,20 @@ if workflow.is_main_process:
     )
     if problem:
         sys.exit(f"error: {problem}")
+
+# Why jobs rerun, key by key, rather than in each job's whole config slice before and after: said below a dry
+# run's plan, and at the start of a run (the Snakefile's onstart).
+CHANGED = workflow.is_main_process and since_last_build(
+    Path(f"{R}/provenance/study.json"), jobs.study_file(CFG)
+)
+
+
+def tell_changes():
+    if CHANGED:
+        print(f"pico-llm: {CHANGED}", file=sys.stderr)
+
+
+atexit.register(lambda: workflow.dryrun and tell_changes())
 
 
 def figure_path(name, ext="png"):
