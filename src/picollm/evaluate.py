@@ -336,16 +336,23 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
            "sources": result["sources"],
            "train_final_val_loss": summary.get("final_val_loss"), "config": run_config(ckpt),
            "method": scoring_method(block_size, max_tokens, result["capped"], scoring)}
-    rows = []
-    if samples_path is not None:
-        with open(samples_path, encoding="utf-8") as fh:
-            records = [json.loads(line) for line in fh if line.strip()]
-        if sampling is not None:
-            records += sweep_records(model, tokenizer, name, sampling, seed)
-        rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}", english=english)
-        order = {label: i for i, label in enumerate(map(decoding_label, decodings(sorted(
-            {r["p"] for r in rows if not math.isnan(r["p"])}))))}
-        rows.sort(key=lambda r: order.get(r["decoding"], len(order)))
-        for r in rows:
-            r["train_tokens"] = summary.get("tokens_seen")
-    return out, rows
+    if samples_path is None:
+        return out, []
+    return out, sampling_rows(samples_path, model, tokenizer, name, sampling, seed, english, seen)
+
+
+def sampling_rows(samples_path, model, tokenizer, name: str, sampling: SamplingConfig | None, seed: int,
+                  english: bool, tokens_seen) -> list[dict]:
+    """The sampling measures of the sample stage's records (and, with `sampling`, of samples at its
+    sweep_p_values), one row per decoding in the decodings' order, each with the model's training tokens."""
+    with open(samples_path, encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    if sampling is not None:
+        records += sweep_records(model, tokenizer, name, sampling, seed)
+    rows = sampling_metrics(records, model, tokenizer, desc=f"sample log-likelihood {name}", english=english)
+    order = {label: i for i, label in enumerate(map(decoding_label, decodings(sorted(
+        {r["p"] for r in rows if not math.isnan(r["p"])}))))}
+    rows.sort(key=lambda r: order.get(r["decoding"], len(order)))
+    for r in rows:
+        r["train_tokens"] = tokens_seen
+    return rows
