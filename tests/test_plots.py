@@ -2,6 +2,7 @@
 seeds average into lines with bands or error bars."""
 import json
 
+import matplotlib.colors
 import matplotlib.text
 import numpy as np
 import pandas as pd
@@ -81,6 +82,22 @@ def test_smoothing_only_with_enough_points():
         shown = raw_and_smoothed(ax, pd.Series(range(n)), pd.Series(np.random.rand(n)), 10, "C0", "m")
         assert len(ax.lines) == lines and note in shown
         plt.close(fig)
+
+
+def test_the_running_mean_starts_and_ends_at_the_data_and_is_pandas_centred_mean_between():
+    """A falling loss curve's smoothed line starts at its first point, not at a mean of the later, lower ones."""
+    from picollm.plots import smoothed
+    loss = pd.Series(10 * np.exp(-np.arange(100) / 10) + np.random.default_rng(0).normal(0, 0.05, 100))
+    for window in (5, 10):
+        line = smoothed(loss, window)
+        assert line.iloc[0] == pytest.approx(loss.iloc[0]) and line.iloc[-1] == pytest.approx(loss.iloc[-1], abs=1e-9)
+        assert line.iloc[1] == pytest.approx(loss.iloc[:3].mean())
+        centred = loss.rolling(window, center=True).mean()
+        assert np.allclose(line[window:-window], centred[window:-window])
+        assert abs(line.iloc[:5] - loss.iloc[:5]).max() < abs(loss.rolling(window, 1, center=True).mean().iloc[:5]
+                                                              - loss.iloc[:5]).max() / 3
+    gappy = pd.Series([1.0, np.nan, 3.0, 4.0])
+    assert smoothed(gappy, 3).tolist() == [1.0, 2.0, 3.5, 4.0]  # a missing value is skipped, as pandas does
 
 
 @pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}, {"seeds": (1,)}])
@@ -394,10 +411,15 @@ def test_a_run_has_one_colour_whatever_order_a_figure_reads_its_runs_in():
 
 
 def test_the_model_types_keep_their_colours_when_a_model_joins_or_a_figure_shows_some_runs():
-    """A GRU added to a study, or a figure of two runs, repaints none of the built-in model types."""
-    study = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32"]
+    """A GRU added to a study, or a figure of two runs, repaints none of the built-in model types nor their sweep
+    points, which are shades of their model's colour."""
+    study = ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32", "transformer.d_model=128"]
     before, after = model_styles(study), model_styles(study + ["gru"])
-    assert all(after[run] == before[run] for run in ["kgram_mlp", "lstm", "transformer"])
+    assert all(after[run] == before[run] for run in study)
+    hue = lambda run: matplotlib.colors.rgb_to_hsv(before[run]["color"])  # noqa: E731
+    light, dark = hue("transformer.d_model=32"), hue("transformer.d_model=128")
+    assert light[0] == pytest.approx(hue("transformer")[0], abs=0.01) == dark[0]
+    assert light[2] > dark[2] and len({before[run]["color"] for run in study}) == len(study)
     assert model_styles(["lstm", "transformer"]) == {run: before[run] for run in ["lstm", "transformer"]}
     # no two runs of a figure share both colour and marker, also past the palette's end
     many = study + [f"run{i}" for i in range(30)]

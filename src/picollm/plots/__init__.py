@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")  # headless: rules run without a display
@@ -38,8 +39,21 @@ def smoothing_window(n_points: int, smooth: int) -> int:
 
 
 def smoothed(series: pd.Series, window: int) -> pd.Series:
-    """Centred running mean: a trailing mean lags the raw curve (drawing train loss above validation loss)."""
-    return series.rolling(window, min_periods=1, center=True).mean()
+    """Centred running mean over `window` points, narrowing evenly towards either end (the first point is its
+    own mean, the second the mean of three): a trailing mean lags the raw curve, and a centred window cut off
+    at an end averages one side only, drawing a falling loss curve's start well below its data. Missing
+    values are skipped, as pandas' rolling mean skips them."""
+    values = series.to_numpy(dtype=float)
+    index = np.arange(len(values))
+    to_end = np.minimum(index, len(values) - 1 - index)
+    start = index - np.minimum(window // 2, to_end)
+    stop = index + np.minimum((window - 1) // 2, to_end) + 1
+    present = ~np.isnan(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(present, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(present)])
+    with np.errstate(invalid="ignore"):  # a window of missing values only: missing
+        means = (sums[stop] - sums[start]) / (counts[stop] - counts[start])
+    return pd.Series(means, index=series.index)
 
 
 def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str) -> str:
@@ -65,14 +79,30 @@ def run_order(runs) -> list[str]:
 
 
 def model_styles(models) -> dict:
-    """{run: {color, marker}} in run_order. The built-in model types keep their colours in every figure, whatever
-    other runs it shows (a GRU added to a study repaints none of them); other runs take the next colours in
-    run_order, and past the palette's end its colours again with other markers."""
+    """{run: {color, marker}} in run_order. A model's sweep points are shades of its colour, light to dark in
+    run_order, so a model and its sweep read as one family. The built-in model types keep their colours in
+    every figure, whatever other runs it shows (a GRU added to a study repaints none of them); other models
+    take the next colours in run_order, and past the palette's end its colours again with other markers."""
     runs = run_order(models)
-    others = [run for run in runs if run not in BUILT_IN]
-    slots = {run: BUILT_IN.index(run) if run in BUILT_IN else len(BUILT_IN) + others.index(run) for run in runs}
-    return {run: {"color": PALETTE[slot % len(PALETTE)], "marker": MARKERS[(slot + slot // len(PALETTE)) % len(MARKERS)]}
-            for run, slot in slots.items()}
+    families = run_order(run.partition(".")[0] for run in runs)
+    others = [model for model in families if model not in BUILT_IN]
+    styles = {}
+    for model in families:
+        slot = BUILT_IN.index(model) if model in BUILT_IN else len(BUILT_IN) + others.index(model)
+        color, marker = PALETTE[slot % len(PALETTE)], (slot + slot // len(PALETTE)) % len(MARKERS)
+        styles[model] = {"color": color, "marker": MARKERS[marker]}
+        points = [run for run in runs if run.startswith(model + ".")]
+        for i, (run, shade) in enumerate(zip(points, shades(color, len(points)))):
+            styles[run] = {"color": shade, "marker": MARKERS[(marker + i + 1) % len(MARKERS)]}
+    return {run: styles[run] for run in runs}
+
+
+def shades(color, n: int) -> list:
+    """n shades of `color` from light to dark, none of them the colour itself: the lighter half mixed with
+    white, the darker half with black."""
+    light, dark = (n + 1) // 2, n // 2
+    mixes = [(1.0, a) for a in np.linspace(0.5, 0.25, light)] + [(0.0, a) for a in np.linspace(0.25, 0.5, dark)]
+    return [tuple(c + (end - c) * amount for c in color) for end, amount in mixes]
 
 
 def run_label(run: str) -> str:

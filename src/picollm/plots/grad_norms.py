@@ -3,32 +3,35 @@ the activation scale (RMS) in a second panel when metrics.csv has an `act_rms` c
 over seeds, bands ± 1 std over seeds."""
 from __future__ import annotations
 
+from matplotlib.lines import Line2D
+
 from picollm.plots import SLIDE, log_y, model_styles, plt, save, tokens_axis
 from picollm.plots.loss_curves import band_note, mean_and_band, over_seeds, read_metrics
 
 
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 5) -> None:
-    """metrics: {run: {seed: metrics.csv path}}."""
+    """metrics: {run: {seed: metrics.csv path}}. One legend right of the panels, off every curve, with each
+    run's last value in each panel."""
     frame = read_metrics(metrics)
     styles = model_styles(list(metrics))
-    panels = [("grad_norm", "Global gradient norm, before clipping")]
+    panels = [("grad_norm", "Global gradient norm, before clipping", "L2 norm of all gradients", "norm")]
     if "act_rms" in frame and frame["act_rms"].notna().any():
-        panels.append(("act_rms", "RMS of the activations entering the LM head"))
-    fig, axes = plt.subplots(1, len(panels), figsize=SLIDE, squeeze=False)
-    for ax, (column, title) in zip(axes[0], panels):
-        shown = set()
+        panels.append(("act_rms", "RMS of the activations\nentering the LM head", "root mean square", "RMS"))
+    fig, axes = plt.subplots(1, len(panels), figsize=SLIDE, squeeze=False, layout="constrained")
+    shown, lasts = set(), {name: [] for name in styles}
+    for ax, (column, title, ylabel, short) in zip(axes[0], panels):
         for name, group in frame.groupby("model", sort=False):
             if group[column].notna().any():
-                last = over_seeds(group, column)["mean"].iloc[-1]
-                shown.add(mean_and_band(ax, group, column, smooth, styles[name]["color"],
-                                        f"{name} (last {last:.3g})"))
+                lasts[name].append(f"{short} {over_seeds(group, column)['mean'].iloc[-1]:.3g}")
+                shown.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name))
         log_y(ax)
-        ax.set(xlabel="tokens seen", title=title)
-        tokens_axis(ax)
-        ax.legend(title="; ".join(sorted(shown)), fontsize="small" if len(metrics) <= 4 else "x-small",
-                  title_fontsize="x-small")
+        ax.set(xlabel="tokens seen", ylabel=ylabel, title=title)
+        tokens_axis(ax, ticks=3 if len(panels) > 1 else 5)
+    handles = [Line2D([], [], color=styles[name]["color"], lw=2.5, label=f"{name}\n(last {', '.join(last)})")
+               for name, last in lasts.items() if last]
+    fig.legend(handles=handles, loc="outside right center", title="\n".join(sorted(shown)),
+               fontsize="small" if len(handles) <= 4 else "x-small", title_fontsize="x-small")
     tokens = int(frame["tokens_seen"].max())
     fig.suptitle(f"Training dynamics — {experiment}, {tokens:,} training tokens per model\n{band_note(frame)}",
                  fontsize="medium")
-    fig.tight_layout()
     save(fig, out, experiment, provenance)
