@@ -13,6 +13,7 @@ import pandas as pd
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
+from picollm.plots import run_order
 from picollm.sampling import generate
 from picollm.tables import ENDED_AT_ONCE, show_whitespace
 
@@ -61,8 +62,8 @@ def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, 
     table per run."""
     inputs = {f"{run} seed {seed}" if isinstance(v, dict) else run: paths
               for run, v in inputs.items() for seed, paths in (v.items() if isinstance(v, dict) else [(None, v)])}
-    frame = pd.DataFrame([{"run": run, **row} for run, paths in inputs.items()
-                          for row in snapshot_rows(paths, prompt, max_new_tokens, device)],
+    frame = pd.DataFrame([{"run": run, **row} for run in run_order(inputs)  # d_model=32 before 128
+                          for row in snapshot_rows(inputs[run], prompt, max_new_tokens, device)],
                          columns=[c for c in SNAPSHOT_COLUMNS if c not in ("newlines", "shown")])
     frame["newlines"] = frame["text"].str.count("\n")
     frame["shown"] = frame["text"].map(shown)

@@ -19,7 +19,7 @@ import torch
 
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.models import load_model
-from picollm.plots import CHAR_WIDTH, SLIDE, plt, save
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_order, save
 from picollm.tables import WHITESPACE_SIGNS, show_whitespace, train_tokens_note
 
 PANEL = 2.6  # inches per head panel in the figure of every run
@@ -133,7 +133,7 @@ def slide_panel(layers: int, heads: int) -> float:
 
 def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, max_tokens: int = 24) -> None:
     """models: {name: model.pt path}. Writes `out` (every run) and run_figure_path(out, name) per run."""
-    loaded = {name: load_model(path) for name, path in models.items()}
+    loaded = {name: load_model(models[name]) for name in run_order(models)}  # JSON sorts 128 before 32
     drawn = {name: prompt_maps(m, prompt, max_tokens) for name, m in loaded.items()}
     tokens = train_tokens_note({name: m.checkpoint["summary"]["tokens_seen"] for name, m in loaded.items()})
     title = f"Attention weights on “{show_whitespace(prompt)}” (·\u00a0space, ⏎\u00a0newline) — {experiment}"

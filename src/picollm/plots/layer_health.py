@@ -13,7 +13,7 @@ import matplotlib.lines
 import pandas as pd
 import seaborn as sns
 
-from picollm.plots import SLIDE, log_y, plt, save, smoothed, smoothing_window, tokens_axis
+from picollm.plots import SLIDE, log_y, plt, run_order, save, smoothed, smoothing_window, tokens_axis
 
 PANELS = [("attn_grad_norm", "Attention weights:\ngradient norm"), ("mlp_grad_norm", "MLP weights:\ngradient norm"),
           ("resid_rms", "Residual stream after\nthe block: RMS")]
@@ -27,7 +27,7 @@ def flat(inputs: dict) -> dict:
 
 
 def read_health(inputs: dict) -> pd.DataFrame:
-    frames = [pd.read_csv(path).assign(run=run) for run, path in inputs.items()]
+    frames = [pd.read_csv(inputs[run]).assign(run=run) for run in run_order(inputs)]  # d_model=32 before 128
     return pd.concat(frames, ignore_index=True)
 
 
@@ -35,7 +35,7 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
     """inputs: {run: layer_health.csv path} or {run: {seed: layer_health.csv path}}."""
     inputs = flat(inputs)
     frame = read_health(inputs)
-    runs = [r for r in inputs if (frame["run"] == r).any()]
+    runs = [r for r in run_order(inputs) if (frame["run"] == r).any()]
     fig, axes = plt.subplots(1, len(PANELS), figsize=SLIDE, sharex=True)
     if not runs:
         fig.text(0.5, 0.5, "no Transformer runs: nothing to show", ha="center", va="center", fontsize=20)
