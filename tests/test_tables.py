@@ -93,6 +93,22 @@ def test_models_table_writes_csv_and_markdown(tmp_path):
     assert "params_embedding" in (tmp_path / "models.md").read_text()
 
 
+def test_models_table_names_each_runs_optimizer_and_learning_rates(tmp_path):
+    """Runs given recipes of their own (a model's `train:`) say so beside their numbers."""
+    paths = []
+    for name, train in [("lstm", {"optimizer": "adamw", "lr": 0.006, "muon_lr": 0.02}),
+                        ("transformer", {"optimizer": "muon", "lr": 0.002, "muon_lr": 0.02}), ("old", None)]:
+        summary = {"model": name, "type": "lstm", "tokens_seen": 5120}
+        if train:
+            summary["provenance"] = {"config": {"train": train}}
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(summary))
+    frame = tables.models_table(paths, tmp_path / "models.md", "exp", out_csv=tmp_path / "models.csv")
+    assert list(frame["optimizer"][:2]) == ["adamw lr 0.006", "muon lr 0.02, adamw lr 0.002"]
+    assert pd.isna(frame["optimizer"][2])  # a summary without its job's config: blank, not a guess
+    assert "muon lr 0.02, adamw lr 0.002" in (tmp_path / "models.md").read_text()
+
+
 def test_models_table_marks_timings_as_machine_dependent(tmp_path):
     summary = {"model": "lstm", "type": "lstm", "tokens_seen": 5120, "wall_s": 1.2, "tokens_per_s": 4149.3}
     (tmp_path / "lstm.json").write_text(json.dumps(summary))

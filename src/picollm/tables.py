@@ -94,7 +94,7 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
 
 
 MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
-                 "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
+                 "optimizer", "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
                  "final_train_loss", "final_val_loss"]
 
 
@@ -115,6 +115,7 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     """One row per model: parameters (params = embedding + head + core), tokens seen, wall time, tokens/s,
     device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
+    rows = [{**row, "optimizer": optimizer(row)} for row in rows]
     frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # summaries from before a column existed: blank
     frame = frame.round({"wall_s": 1, "final_train_loss": 4, "final_val_loss": 4})
     frame["tokens_per_s"] = frame["tokens_per_s"].round().astype("Int64")
@@ -130,6 +131,18 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
             + shown.to_markdown(index=False, floatfmt=".4g", intfmt=",") + f"\n\n{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
+
+
+def optimizer(summary: dict) -> str | None:
+    """A run's optimizer and peak learning rates ("adamw lr 0.002", "muon lr 0.02, adamw lr 0.002"), from the
+    config its training job was given: a model's own `train:` gives it a recipe of its own, which a comparison
+    of models weighs with the architectures."""
+    train = ((summary.get("provenance") or {}).get("config") or {}).get("train")
+    if not train:
+        return None
+    if train.get("optimizer") == "muon":
+        return f"muon lr {train['muon_lr']:g}, adamw lr {train['lr']:g}"
+    return f"{train.get('optimizer', 'adamw')} lr {train['lr']:g}"
 
 
 def train_tokens_note(tokens_by_model: dict) -> str:
