@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from picollm import tables
+from picollm import evaluate, tables
 from picollm.models import build_model, count_parameters
 
 VOCAB, BLOCK = 50, 16
@@ -185,6 +185,14 @@ def test_eval_table_per_source_rows_and_capped_note(tmp_path):
     assert stories["bpb_mean"] == 4 and stories["bpb_std"] == pytest.approx(2)
     md = (tmp_path / "eval.md").read_text()
     assert "## Per data source" in md and "Capped by evaluate.max_tokens: lstm 100 of 100 tokens" in md
+
+
+def test_eval_markdown_says_how_the_split_was_scored_as_the_evaluations_say(tmp_path):
+    method = evaluate.scoring_method(32, None, False)
+    evals = write_evals(tmp_path, {"lstm": {1: 1.0, 2: 2.0}}, method=method)
+    tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    assert f"Scored: {method}." in (tmp_path / "eval.md").read_text()
+    assert "every token but each source's first scored once" in method
 
 
 def test_compare_table_pairs_runs_by_seed(tmp_path):

@@ -232,6 +232,21 @@ def plus_minus(mean: float, low: float, high: float) -> str:
     return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
 
 
+def scoring_note(runs: dict) -> str:
+    """How eval.md's numbers were scored, as each evaluation says (evaluate.scoring_method), or which runs
+    evaluate.max_tokens capped. runs: {run: {seed: eval dict}}."""
+    first = {run: next(iter(by_seed.values())) for run, by_seed in runs.items()}
+    capped = {run: ev for run, ev in first.items() if any(e.get("val_capped") for e in runs[run].values())}
+    if capped:
+        return ("Capped by evaluate.max_tokens: " + ", ".join(
+            f"{run} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens" for run, ev in capped.items())
+            + " (whole windows spread evenly over the split).")
+    methods = list(dict.fromkeys(ev["method"] for ev in first.values() if ev.get("method")))
+    if not methods:  # evaluations from before they named their method
+        return "Whole validation split (non-overlapping windows of block_size plus the tail)."
+    return "Scored: " + "; ".join(methods) + "."
+
+
 def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted."""
     def cells(rows, columns):
@@ -242,12 +257,7 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
         return table.to_markdown(index=False, floatfmt=".4g", intfmt=",")
 
     first = {run: next(iter(by_seed.values())) for run, by_seed in runs.items()}
-    capped = {run: ev for run, ev in first.items() if any(e.get("val_capped") for e in runs[run].values())}
-    scope = ("Whole validation split, every token scored once (non-overlapping windows of block_size plus the "
-             "tail)." if not capped else
-             "Capped by evaluate.max_tokens: " + ", ".join(
-                 f"{run} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens"
-                 for run, ev in capped.items()) + " (whole windows spread evenly over the split).")
+    scope = scoring_note(runs)
     note = train_tokens_note({run: ev["tokens_seen"] for run, ev in first.items()})
     tokenizers = ", ".join(sorted({str(ev.get("tokenizer")) for ev in first.values()}))
     whole = frame[frame["source"] == "all"].sort_values("bpb_mean", kind="stable")
