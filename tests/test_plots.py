@@ -387,11 +387,12 @@ def test_attention_figures_are_landscape_and_one_per_run(tmp_path):
 
 
 def test_same_figure_same_bytes(tmp_path):
-    """No timestamp in either file: rebuilding from the same data must not change the outputs."""
-    for name in ["a", "b"]:
+    """No timestamp in either file, not even the job's (its provenance record keeps it): rebuilding from the same
+    data must not change the outputs."""
+    for name, when in [("a", "2026-01-01T00:00:00+00:00"), ("b", "2026-01-02T00:00:00+00:00")]:
         fig, ax = plt.subplots()
         ax.plot([0, 1], [1, 0])
-        save(fig, tmp_path / f"{name}.png", "exp", {"inputs": ["x"]})
+        save(fig, tmp_path / f"{name}.png", "exp", {"inputs": ["x"], "created_utc": when})
     for suffix in [".png", ".svg"]:
         assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
     assert "<title>exp</title>" in (tmp_path / "a.svg").read_text()

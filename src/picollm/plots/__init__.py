@@ -146,7 +146,8 @@ def save(fig, path, experiment: str, provenance: dict | None = None) -> None:
     drawn = fig.get_tightbbox()  # inches
     fig.text(drawn.x1 / fig.get_figwidth(), drawn.y1 / fig.get_figheight(), f"experiment: {experiment}",
              ha="right", va="bottom", fontsize=10, color="0.4")
-    metadata = {"Title": f"{experiment}", "Description": json.dumps(provenance or {}, default=str, sort_keys=True)}
+    stamped = {k: v for k, v in (provenance or {}).items() if k != "created_utc"}  # the job's record keeps it
+    metadata = {"Title": f"{experiment}", "Description": json.dumps(stamped, default=str, sort_keys=True)}
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=metadata)
     with atomic_path(Path(path).with_suffix(".svg")) as tmp:
