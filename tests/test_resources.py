@@ -93,3 +93,5 @@ def test_the_figure_sums_each_stage_by_run(benchmarks, tmp_path):
     stacked = {name: [bar.get_width() for bar in bars] for bars in wall.containers for name in [bars.get_label()]}
     assert stacked[STUDY_WIDE][4] == 2.0  # the sampling_reference bar is grey
     assert "peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)
+    # the figure job ended before Snakemake's first sample: said, not drawn as 0 s and 0 MiB
+    assert cpu.texts[-1].get_text().strip() == "ended before it was sampled"

@@ -4,7 +4,8 @@ Two panels, one bar per stage in pipeline order (every figure_* rule is one stag
 wall-clock seconds and their CPU seconds, summed. A bar is split by run for the stages that run once per run
 and seed (train, sample, evaluate: the sum over seeds), in the run's colour of every other figure; study-wide
 jobs are grey. Each bar ends with its total, and the CPU panel's with the peak memory of the stage's largest
-job. Jobs run side by side, so the wall-clock bars add up to more than the study took.
+job; a stage whose jobs ended before Snakemake first sampled them says so rather than showing 0. Jobs run side
+by side, so the wall-clock bars add up to more than the study took.
 """
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def figure(path, experiment: str):
             left += table[name].to_numpy()
         for i, total in enumerate(left):
             note = seconds(total)
-            if column == "cpu_s" and pd.notna(peak.iloc[i]):
+            if column == "cpu_s" and total == 0:  # Snakemake samples a job's CPU and memory now and then
+                note = "ended before it was sampled"
+            elif column == "cpu_s" and peak.iloc[i] >= 1:  # under 1 MiB: a sample of the job's shell alone
                 note += f", peak {peak.iloc[i]:,.0f} MiB"
             ax.text(total, i, f" {note}", va="center", fontsize="x-small")
         ax.set_xlim(0, left.max() * (1.45 if column == "wall_s" else 1.8) or 1)  # room for the notes at the bars' ends
