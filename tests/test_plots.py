@@ -216,7 +216,7 @@ def test_p_sweep_draws_the_real_stories_as_a_reference_line(tmp_path, english):
     assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(0.75)  # across the panel
     assert not [line for line in panels["mean_loglik"].lines if line.get_linestyle() == "--"]  # no model: none
     assert [t.get_text() for t in fig.legends[0].get_texts()][2:] == [
-        "greedy", "real stories (4, ± 1 std)"]
+        "greedy", "validation text (4 excerpts, ± 1 std)"]
     notes = [t.get_text() for t in panels["english_word_share"].texts]
     assert notes == ([] if english else [p_sweep.NOT_ENGLISH])
     plt.close(fig)

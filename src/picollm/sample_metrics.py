@@ -229,7 +229,8 @@ def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english:
     records = reference_records(val, meta["splits"]["val"]["sources"], tokenizer, count, sampling.max_new_tokens,
                                 seed)
     if len(records) < count:
-        note(f"the validation split holds {len(records)} stories, fewer than the {count} of a nucleus decoding; the "
+        stories = f"{len(records)} {'story' if len(records) == 1 else 'stories'}"
+        note(f"the validation split holds {stories}, fewer than the {count} of a nucleus decoding; the "
              f"reference measures those (cut the validation text into stories to have more: a text source's "
              f"split_on, or <|endoftext|> lines between its stories)")
     return sampling_metrics(records, english=english)

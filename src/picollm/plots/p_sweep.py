@@ -26,7 +26,11 @@ PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct
 REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.sample_metrics.REFERENCE)
 NOT_ENGLISH = "not applicable:\nthe study's text\nis not English"
 REFERENCE_STYLE = dict(color="0.3", ls="--", lw=2, zorder=1.5)
-REFERENCE_LABEL = "real stories"  # of the validation split: the caption says so
+REFERENCE_LABEL = "validation text"  # real documents of the validation split cut to the samples' length
+
+
+def excerpts(n: int) -> str:
+    return f"{n} excerpt{'' if n == 1 else 's'}"
 
 
 def slot_axis(ax, p_values: list[float]) -> None:
@@ -101,7 +105,7 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
     key.plot([], [], ls="none", marker="o", ms=9, color="0.8", mec="black", mew=1.2, label="greedy")
     if not reference.empty:
         band = ", ± 1 std" if reference["seeds"].max() > 1 else ""
-        key.plot([], [], **REFERENCE_STYLE, label=f"{REFERENCE_LABEL} ({int(reference['samples'].max())}{band})")
+        key.plot([], [], **REFERENCE_STYLE, label=f"{REFERENCE_LABEL} ({excerpts(int(reference['samples'].max()))}{band})")
     handles, labels = key.get_legend_handles_labels()
     # the runs (error-bar containers) first, then the greedy and reference keys (lines, listed first by
     # matplotlib)
