@@ -54,7 +54,7 @@ def test_snapshot_table(runs, tmp_path):
     inputs = {name: paths(folder) for name, folder in runs.items()}
     snapshot_table(inputs, tmp_path / "snapshots.csv", tmp_path / "snapshots.md", "tiny", "1 2 3", 12)
     frame = pd.read_csv(tmp_path / "snapshots.csv", keep_default_na=False)
-    assert list(frame.columns) == ["run", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines",
+    assert list(frame.columns) == ["run", "train_seed", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines",
                                    "shown", "text"]
     # runs in the order every figure draws them (plots.run_order), whatever order the inputs name them in
     assert list(zip(frame["run"], frame["step"])) == [(r, s) for r in sorted(MODELS) for s in STEPS]

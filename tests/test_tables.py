@@ -40,6 +40,22 @@ def test_samples_table_shows_and_counts_newlines(tmp_path):
     assert len(frame) == 2
 
 
+def test_samples_name_the_training_seed_their_path_names_beside_the_sampling_seed(tmp_path):
+    """Tables and figures of one seed say which trained model they show (a record's `seed` is its sampling seed)."""
+    path = tmp_path / "samples" / "lstm" / "seed1337.jsonl"
+    path.parent.mkdir(parents=True)
+    write_samples(path, {"lstm": " upon"})
+    tables.samples_table([path], tmp_path / "samples.csv", tmp_path / "samples.md", "exp")
+    csv = pd.read_csv(tmp_path / "samples.csv")
+    assert csv.loc[0, "train_seed"] == 1337 and csv.loc[0, "seed"] == 1
+    assert (tmp_path / "samples.md").read_text().startswith("# Samples: experiment `exp`, 512 training tokens per "
+                                                            "model, training seed 1337")
+    assert tables.seed_note([1338, 1337.0, "", None]) == "training seeds 1337, 1338"
+    from picollm.plots import sample_comparison
+    sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "samples.png", "exp")
+    assert "training seed 1337" in (tmp_path / "samples.svg").read_text()
+
+
 def test_an_empty_sample_says_the_model_ended_at_once(tmp_path):
     """Sampling cuts a sample at its first end-of-text: an empty one is a story ended at once, not "(empty)"."""
     write_samples(tmp_path / "s.jsonl", {"lstm": ""})

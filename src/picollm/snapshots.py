@@ -15,7 +15,7 @@ from picollm.io import atomic_path, write_text
 from picollm.models import load_model
 from picollm.plots import run_order
 from picollm.sampling import generate
-from picollm.tables import ENDED_AT_ONCE, show_whitespace
+from picollm.tables import ENDED_AT_ONCE, path_seed, seed_note, show_whitespace
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
 
@@ -30,7 +30,7 @@ def shown(text: str) -> str:
     return show_whitespace(CONTROL.sub(escape, str(text)))
 
 
-SNAPSHOT_COLUMNS = ["run", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines", "shown", "text"]
+SNAPSHOT_COLUMNS = ["run", "train_seed", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines", "shown", "text"]
 
 
 def greedy_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
@@ -62,7 +62,8 @@ def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, 
     table per run."""
     inputs = {f"{run} seed {seed}" if isinstance(v, dict) else run: paths
               for run, v in inputs.items() for seed, paths in (v.items() if isinstance(v, dict) else [(None, v)])}
-    frame = pd.DataFrame([{"run": run, **row} for run in run_order(inputs)  # d_model=32 before 128
+    frame = pd.DataFrame([{"run": run, "train_seed": path_seed(inputs[run][0]) if inputs[run] else None, **row}
+                          for run in run_order(inputs)  # d_model=32 before 128
                           for row in snapshot_rows(inputs[run], prompt, max_new_tokens, device)],
                          columns=[c for c in SNAPSHOT_COLUMNS if c not in ("newlines", "shown")])
     frame["newlines"] = frame["text"].str.count("\n")
@@ -82,7 +83,7 @@ def _cell(text: str, width: int = 240) -> str:
 
 
 def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new_tokens: int) -> str:
-    lines = [f"# Snapshots: experiment `{experiment}`", "",
+    lines = [f"# Snapshots: experiment `{experiment}`, {seed_note(frame['train_seed'])}", "",
              f"Greedy continuation of “{show_whitespace(prompt)}” (up to {max_new_tokens} tokens, stopped at "
              "end-of-text) by each run's model at each snapshot step, beside the validation loss measured at that "
              "step. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not show).", ""]

@@ -16,13 +16,29 @@ from picollm.stats import paired_difference, t_interval
 
 
 def read_samples(paths) -> pd.DataFrame:
+    """Every record of the sample stage's files, each with the training seed its path names (train_seed; a
+    record's own `seed` is its sampling seed)."""
     rows = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
-            rows.extend(json.loads(line) for line in fh if line.strip())
+            rows.extend({**json.loads(line), "train_seed": path_seed(path)} for line in fh if line.strip())
     frame = pd.DataFrame(rows)
     frame["decoding"] = frame["decoding"].map(lambda d: d if d == "greedy" else f"p={float(d):g}")
     return frame
+
+
+def path_seed(path) -> int | None:
+    """The training seed a run's file is of, from its path (models/<run>/seed<k>/..., samples/<run>/seed<k>.jsonl)."""
+    found = re.findall(r"seed(\d+)", str(path))
+    return int(found[-1]) if found else None
+
+
+def seed_note(seeds) -> str:
+    """'training seed 1337' (or 'seeds 1337, 1338'): which trained model a table or figure of one seed shows."""
+    seeds = sorted({int(float(s)) for s in seeds if str(s).strip() not in ("", "nan", "None", "<NA>")})  # CSV blanks
+    if not seeds:
+        return "training seed unknown"
+    return f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 # Signs for whitespace a reader cannot see in a table cell; every glyph is in matplotlib's DejaVu Sans.
@@ -66,8 +82,8 @@ def samples_table(paths, out_csv, out_md, experiment: str) -> pd.DataFrame:
     frame = read_samples(paths)
     frame["newlines"] = frame["text"].str.count("\n")
     frame["shown"] = frame["text"].map(shown_text)
-    columns = ["model", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "newlines", "shown",
-               "text"]
+    columns = ["model", "train_seed", "train_tokens", "prompt", "decoding", "sample", "seed", "new_tokens", "newlines",
+               "shown", "text"]
     with atomic_path(out_csv) as tmp:
         # quote every text field: a sample may hold any character, a bare carriage return included
         frame[columns].to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
@@ -79,7 +95,7 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     """One table per prompt, one row per decoding and model (first sample), whitespace shown as signs."""
     first = frame[frame["sample"] == 0]
     tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
-    lines = [f"# Samples: experiment `{experiment}`, {tokens}", "",
+    lines = [f"# Samples: experiment `{experiment}`, {tokens}, {seed_note(frame['train_seed'])}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
              "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
              f"show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "

@@ -20,7 +20,7 @@ import torch
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.models import load_model
 from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_order, save
-from picollm.tables import WHITESPACE_SIGNS, show_whitespace, train_tokens_note
+from picollm.tables import WHITESPACE_SIGNS, path_seed, seed_note, show_whitespace, train_tokens_note
 
 PANEL = 2.6  # inches per head panel in the figure of every run
 SPACE = "·"  # a middle dot: a rotated ␣ under a narrow column reads as a stray glyph
@@ -137,10 +137,12 @@ def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, ma
     drawn = {name: prompt_maps(m, prompt, max_tokens) for name, m in loaded.items()}
     tokens = train_tokens_note({name: m.checkpoint["summary"]["tokens_seen"] for name, m in loaded.items()})
     title = f"Attention weights on “{show_whitespace(prompt)}” (·\u00a0space, ⏎\u00a0newline) — {experiment}"
-    save(draw(drawn, PANEL, f"{title}, {tokens}"), out, experiment, provenance)
+    seeds = seed_note(path_seed(path) for path in models.values())
+    save(draw(drawn, PANEL, f"{title}, {tokens}, {seeds}"), out, experiment, provenance)
     for name, (labels, maps) in drawn.items():
         panel = slide_panel(len(maps), maps[0].shape[0])
         tokens = train_tokens_note({name: loaded[name].checkpoint["summary"]["tokens_seen"]})
         path = run_figure_path(out, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save(draw({name: (labels, maps)}, panel, f"{title}, {tokens}"), path, experiment, provenance)
+        seed = seed_note([path_seed(models[name])])
+        save(draw({name: (labels, maps)}, panel, f"{title}, {tokens}, {seed}"), path, experiment, provenance)

@@ -16,7 +16,7 @@ import textwrap
 import pandas as pd
 
 from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, save
-from picollm.tables import ENDED_AT_ONCE, show_whitespace, train_tokens_note
+from picollm.tables import ENDED_AT_ONCE, seed_note, show_whitespace, train_tokens_note
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
 PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns share the rest of a slide
@@ -119,5 +119,6 @@ def plot(samples_csv, out, experiment: str, provenance=None, *, max_chars: int =
     table = text_table(ax, cells, header, [PROMPT_WIDTH, *[column] * len(models)], fontsize)
     mark_ended(table)
     tokens = train_tokens_note(dict(zip(first["model"], first["train_tokens"])))
-    ax.set_title(f"Samples — {experiment}, {tokens}   (⏎ newline, ␣ extra space)")
+    seeds = seed_note(first.get("train_seed", []))
+    ax.set_title(f"Samples — {experiment}, {tokens}, {seeds}   (⏎ newline, ␣ extra space)")
     save(fig, out, experiment, provenance)

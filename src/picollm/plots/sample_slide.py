@@ -14,7 +14,7 @@ from picollm.errors import PicoError
 from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, run_label, save
 from picollm.plots.sample_comparison import (cell_text, chars_per_line, fitting_fontsize, mark_ended,
                                              read_first_samples, table_figure, text_table)
-from picollm.tables import show_whitespace, train_tokens_note
+from picollm.tables import seed_note, show_whitespace, train_tokens_note
 
 SAMPLE = "sample (⏎ newline, ␣ extra space)"
 PAD = 0.6  # lines of padding per row
@@ -74,7 +74,7 @@ def figure(rows: pd.DataFrame, prompt: str, experiment: str, max_chars: int = 15
     for r, run in enumerate(rows["model"], start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[run]["color"], 0.25))
     tokens = train_tokens_note(dict(zip(rows["model"], rows["train_tokens"])))
-    ax.set_title(f"“{show_whitespace(prompt)}…” — {experiment}, {tokens}")
+    ax.set_title(f"“{show_whitespace(prompt)}…” — {experiment}, {tokens}, {seed_note(rows.get('train_seed', []))}")
     return fig, table
 
 

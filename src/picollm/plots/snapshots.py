@@ -10,7 +10,7 @@ import pandas as pd
 
 from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, save
 from picollm.plots.sample_comparison import cell_text, fitting_fontsize, mark_ended, table_figure, text_table
-from picollm.tables import show_whitespace
+from picollm.tables import seed_note, show_whitespace
 
 COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation (⏎ newline, ␣ extra space)"]
 WIDTHS = [2.0, 0.9, 1.5, 1.2, 7.7]  # inches, 16:9 in all
@@ -47,7 +47,8 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     for r, row in enumerate(cells, start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[row[0].replace("\n", "")]["color"], 0.25))
     prompt = frame["prompt"].iloc[0] if len(frame) else ""
-    ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}")
+    seeds = seed_note(frame.get("train_seed", []))
+    ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}, {seeds}")
     save(fig, out, experiment, provenance)
 
 
