@@ -15,7 +15,7 @@ import textwrap
 
 import pandas as pd
 
-from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, save
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, run_order, save
 from picollm.tables import ENDED_AT_ONCE, seed_note, show_whitespace, train_tokens_note
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
@@ -111,7 +111,7 @@ def sample_cells(first: pd.DataFrame, models: list[str], width: int, max_chars: 
 def plot(samples_csv, out, experiment: str, provenance=None, *, max_chars: int = 240,
          fontsize: float = 10) -> None:
     first = read_first_samples(samples_csv)
-    models = list(dict.fromkeys(first["model"]))
+    models = run_order(first["model"])  # as every figure orders runs, whatever order the table lists them in
     column = (SLIDE[0] - PROMPT_WIDTH) / len(models)  # inches per model
     cells = sample_cells(first, models, chars_per_line(column, fontsize), max_chars)
     header = ["prompt, decoding", *map(run_label, models)]
