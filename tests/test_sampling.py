@@ -4,6 +4,7 @@ say whether the story ended; `picollm generate` draws the sample stage's samples
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -222,6 +223,16 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
                     "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else "")]
     other = picollm("generate", model, "1 2 3", "--p", "0.7", "--seed", "6", "--jsonl").stdout
     assert json.loads(other)["seed"] != first["seed"]
+    # without --max-new-tokens, the study's (its provenance/study.json beside models/<run>/seed<k>/), as sampled
+    study = tmp_path / "results" / "exp"
+    (study / "models" / "m" / "seed5").mkdir(parents=True)
+    (study / "provenance").mkdir()
+    (study / "provenance" / "study.json").write_text(json.dumps({"sampling": {"max_new_tokens": 9}}))
+    placed = study / "models" / "m" / "seed5" / "model.pt"
+    shutil.copy(model, placed)
+    assert json.loads(picollm("generate", placed, "1 2 3", "--p", "0.7", "--jsonl").stdout) == first
+    outside = json.loads(picollm("generate", model, "1 2 3", "--no-stop", "--jsonl").stdout)  # no study: the schema's
+    assert outside["new_tokens"] == SamplingConfig.model_fields["max_new_tokens"].default
     # prompts may follow the options too
     after = picollm("generate", model, "--p", "0.7", "--num-samples", "2", "--max-new-tokens", "9", "--jsonl", "1 2 3")
     assert [json.loads(line) for line in after.stdout.splitlines()] == [table[("1 2 3", 0.7, s)] for s in (0, 1)]

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "prompt, a new story)")
     p.add_argument("--p", type=float, help="nucleus sampling with this top-p (default: greedy decoding)")
     p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (with --p)")
-    p.add_argument("--max-new-tokens", type=int, help="tokens per continuation at most (default: the schema's "
-                                                      "sampling.max_new_tokens)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens per continuation at most (default: the "
+                   "sampling.max_new_tokens of the model's study, from results/<experiment>/provenance/study.json; "
+                   "else the schema's)")
     p.add_argument("--seed", type=int, help="the samples' base seed (default: the seed the model was trained with, "
                                             "as the sample stage uses)")
     p.add_argument("--no-stop", action="store_true", help="go on past the end-of-text token instead of ending there")
@@ -182,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", required=True, help="the study file the report shows (provenance/study.json)")
     p.add_argument("--out", required=True, help="report.html")
     p.set_defaults(command="report")
+
+    p = _stage(sub, "report-tables", "tables as HTML pages, which Snakemake's report shows inline (a CSV it "
+                                     "only offers as a download)", '{"experiment": NAME}')
+    p.add_argument("--pages", required=True, help='{"tables/<name>.html": "tables/<name>.md or .csv"} as JSON')
 
     p = sub.add_parser("provenance-table", help="every job's provenance record as one CSV row")
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")

@@ -45,11 +45,22 @@ def check_model_first(model_path: str, prompts: list[str]) -> None:
                         f"{shlex.quote(model_path)}")
 
 
+def study_max_new_tokens(model_path) -> int:
+    """The sample stage's max_new_tokens for this model: that of the study it lies in (results/<experiment>/
+    models/<run>/seed<k>/model.pt, the study as last built in results/<experiment>/provenance/study.json), else
+    the schema's default."""
+    try:
+        study = Path(model_path).resolve().parents[3] / "provenance" / "study.json"
+        return int(json.loads(study.read_text())["sampling"]["max_new_tokens"])
+    except (IndexError, OSError, ValueError, KeyError, TypeError):  # a model outside a study's results
+        return SamplingConfig.model_fields["max_new_tokens"].default
+
+
 def run(args):
     check_model_first(args.model_path, args.prompts)
     max_new_tokens = args.max_new_tokens
-    if max_new_tokens is None:  # the sample stage's default
-        max_new_tokens = SamplingConfig.model_fields["max_new_tokens"].default
+    if max_new_tokens is None:  # as the sample stage drew the model's samples
+        max_new_tokens = study_max_new_tokens(args.model_path)
     check(args.p, args.num_samples, max_new_tokens)
     output = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # notes (a prompt longer than the context) are no output
