@@ -8,7 +8,9 @@
   (`models.<name>`), and arrays of objects (`data.sources[]`).
 - `<!-- benchmarks -->` becomes every benchmark record in docs/benchmarks/*.json: the records that
   `python -m benchmarks` writes (results/benchmarks/<name>.json), each with its date, machine and command;
-  `<!-- benchmark:NAME -->` becomes the newest record of one benchmark, in the page that explains it.
+  `<!-- benchmark:NAME -->` becomes the newest record of one benchmark, in the page that explains it. The
+  `study` records open with their history, study file by study file: what each ran (its study file as of the
+  record's commit), newest first, which record a newer run supersedes, and the run the README quotes.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ BENCHMARK_SECTIONS = {
 }
 # benchmarks shown in the page that explains them (`<!-- benchmark:NAME -->`), not on the benchmarks page
 ELSEWHERE = {"scaling": "scaling.md"}
+# the README's section that quotes the current run of a study (its result and wall time)
+README_STUDY_SECTION = "The default study"
 
 
 # ---------------------------------------------------------------- hook entry point
@@ -397,8 +401,164 @@ def benchmark_records(folder: Path) -> list[dict]:
         records.append(record)
     order = {name: i for i, name in enumerate(BENCHMARK_SECTIONS)}
     records.sort(key=lambda r: (r["title"], r["_file"]))
-    records.sort(key=lambda r: str(r["started_utc"]), reverse=True)  # the newest first within a benchmark
+    records.sort(key=record_time, reverse=True)  # the newest first within a benchmark
     return sorted(records, key=lambda r: (order.get(r["benchmark"], len(order)), r["benchmark"]))
+
+
+def record_time(record: dict) -> tuple[str, str]:
+    """(day, finer time) to order records by: records of one day by their commit's time where they name one."""
+    return str(record["started_utc"])[:10], str(record.get("commit_utc") or record["started_utc"])
+
+
+def record_anchor(record: dict) -> str:
+    return "record-" + re.sub(r"[^a-z0-9]+", "-", record["_file"].removesuffix(".json").lower()).strip("-")
+
+
+def commits_of(record: dict) -> list[str]:
+    commit = record.get("commit")
+    return [] if not commit else [commit] if isinstance(commit, str) else list(commit)
+
+
+def as_of(record: dict) -> str:
+    """When a record's study files were as it measured them: its (newest) commit, else its date."""
+    commits = commits_of(record)
+    return commits[-1] if commits else str(record["started_utc"])[:10]
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def ran_text(study: dict, names: bool = True) -> str:
+    """'3 runs (kgram_mlp, lstm, transformer) x 1 seed (1337), 600 steps each: 3 trainings; data `tinystories`
+    (10,000 stories)' from a study file's summary (`runs`, `seeds`, `max_steps`, `data`); without the names of
+    the runs and seeds where `names` is false."""
+    runs, seeds = study["runs"], study["seeds"]
+    data = ", ".join(code(d["kind"]) + (f" ({d['train_stories']:,} stories)" if d.get("train_stories") else "")
+                     for d in study.get("data", []))
+    run_names = f" ({', '.join(runs)})" if names else ""
+    seed_names = f" ({', '.join(map(str, seeds))})" if names else ""
+    return (f"{plural(len(runs), 'run')}{run_names} x {plural(len(seeds), 'seed')}{seed_names}, "
+            f"{study['max_steps']:,} steps each: {plural(len(runs) * len(seeds), 'training')}"
+            + (f"; data {data}" if data else ""))
+
+
+def study_files(record: dict) -> list[str]:
+    """The study files a `study` record ran: its `configs`, else the config/*.yaml its table, notes and
+    description name."""
+    if record.get("configs"):
+        return list(record["configs"])
+    blob = json.dumps([record.get(k) for k in ("table", "notes", "description")])
+    return sorted(set(re.findall(r"config/[\w.-]+\.yaml", blob)))
+
+
+def today_study(path: str) -> dict | None:
+    """A study file of this checkout as `ran_text` reads it, or None where it is gone or does not load."""
+    if not (ROOT / path).is_file():
+        return None
+    src = str(ROOT / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    try:
+        from picollm.config import load_study
+        study = load_study([str(ROOT / path)])
+    except Exception:  # noqa: BLE001 - a study file that no longer loads is reported as such
+        return None
+    data = [{"kind": s.kind, **({"train_stories": s.train_stories} if getattr(s, "train_stories", None) else {})}
+            for s in study.data.sources]
+    return {"runs": list(study.runs), "seeds": list(study.seeds), "max_steps": study.train.max_steps, "data": data}
+
+
+def readme_study_run(readme: Path = ROOT / "README.md") -> dict | None:
+    """The run the README's "The default study" section quotes: {config, date, commit}, or None."""
+    if not readme.is_file():
+        return None
+    parts = re.split(r"^## +", readme.read_text(), flags=re.M)
+    section = next((p for p in parts if p.startswith(README_STUDY_SECTION)), None)
+    if section is None:
+        return None
+    section = " ".join(section.split())
+    run = re.search(r"\brun on (\d{4}-\d{2}-\d{2})", section)
+    if not run:
+        return None
+    after = section[run.end():run.end() + 500]
+    config = re.search(r"--configfile\s+(config/[\w.-]+\.yaml)", after)
+    commit = re.search(r"\bcommit ([0-9a-f]{7,40})\b", after)
+    if not config:
+        return None
+    return {"config": config.group(1), "date": run.group(1), "commit": commit.group(1) if commit else None}
+
+
+def machine_short(machine) -> str:
+    if isinstance(machine, list):
+        return "; ".join(machine_short(m) for m in machine)
+    return machine.get("cpu_model", "unknown CPU")
+
+
+def study_history(records: list[dict], readme_run: dict | None, all_records: list[dict]) -> tuple[list[str], dict]:
+    """The `study` section's opening: per study file, what today's file runs and a table of the runs of it,
+    newest first (the README's run, then each record: what it ran, the file as of its commit, and whether a newer
+    run supersedes it); and {record file: [lines]} naming, in each record, the numbers that are not current."""
+    by_file: dict[str, list[dict]] = {}
+    for record in records:
+        for path in study_files(record):
+            by_file.setdefault(path, []).append(record)
+    if not by_file:
+        return [], {}
+    notes: dict[str, list[str]] = {}
+    readme_section = f"the README's section *{README_STUDY_SECTION}*"
+    out = ["A study record measured its study files as they were at its commit (or on its date), and they may "
+           "have changed since: so each record says what it ran, read from its study file at that commit. Below, each "
+           "study file's runs are listed newest first, and a run that a newer one replaces is marked superseded. "
+           f"The current result and wall time of the default study are in {readme_section}"
+           + (f" (its run of `{readme_run['config']}` on {readme_run['date']}, which has no study record here)"
+              if readme_run else "") + ".", ""]
+    for path in sorted(by_file, key=lambda p: (readme_run is None or p != readme_run["config"], p)):
+        runs = sorted(by_file[path], key=record_time, reverse=True)
+        newer_readme = readme_run is not None and readme_run["config"] == path and \
+            readme_run["date"] >= str(runs[0]["started_utc"])[:10]
+        today = today_study(path)
+        out += [f"**`{path}`**" + (f", today: {ran_text(today, names=False)}." if today else
+                                   ": no longer in this checkout."), "",
+                "| run | what it ran | status |", "| --- | --- | --- |"]
+        if newer_readme:
+            others = [r for r in all_records if r["benchmark"] != "study" and readme_run["commit"]
+                      and path in json.dumps([r.get("command"), r.get("description")])
+                      and readme_run["commit"] in json.dumps([r.get("command"), r.get("description")])]
+            also = "".join(f"; the [{r['benchmark']} record of {str(r['started_utc'])[:10]}](#{record_anchor(r)}) "
+                           "uses this run" for r in others)
+            commit = f", commit {readme_run['commit']}" if readme_run["commit"] else ""
+            out.append(f"| {readme_run['date']}{commit}: the README's run | see {readme_section} | "
+                       f"**current**; no study record{also} |")
+        for i, record in enumerate(runs):
+            ran = (record.get("configs") or {}).get(path)
+            newest = runs[0]
+            current = False
+            if newer_readme and i == 0:
+                status = "superseded by the README's run"
+                note = f"superseded by the run of {readme_run['date']} that {readme_section} quotes"
+            elif i > 0:
+                status = f"superseded by the {machine_short(newest['machine'])} record at {as_of(newest)}"
+                note = (f"superseded by the {str(newest['started_utc'])[:10]} {machine_short(newest['machine'])} "
+                        f"record at {as_of(newest)} ([{newest['_file']}](#{record_anchor(newest)}))")
+            elif today is None:
+                status = note = f"the newest record, but `{path}` is no longer in this checkout"
+            elif ran and {k: today[k] for k in ("runs", "seeds", "max_steps")} != \
+                    {k: ran[k] for k in ("runs", "seeds", "max_steps")}:
+                status = "the newest record, but the file has changed since"
+                note = (f"the newest record of this file, but the file has changed since: today "
+                        f"{ran_text(today, names=False)}")
+            else:
+                current = True
+                status = "**the newest record**" + ("; today's file has the same runs, seeds and steps" if ran else "")
+            if not current:
+                notes.setdefault(record["_file"], []).append(f"`{path}`: {note}.")
+            label = ", ".join([str(record["started_utc"])[:10], machine_short(record["machine"]),
+                               *commits_of(record)])
+            out.append(f"| [{cell(label)}](#{record_anchor(record)}) | "
+                       f"{cell(ran_text(ran, names=False)) if ran else 'not recorded'} | {status} |")
+        out.append("")
+    return out, notes
 
 
 def machine_text(machine) -> str:
@@ -442,36 +602,57 @@ def cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def record_markdown(record: dict) -> list[str]:
+def dated_paths(value, record: dict):
+    """A study record's text with each study file it names dated: `config/offline.yaml as of 417ce2a` (the
+    record measured the file as it was then, not as it is now); other values as they are."""
+    if record["benchmark"] != "study" or not isinstance(value, str):
+        return value
+    when = as_of(record)
+    return re.sub(r"(config/[\w.-]+\.yaml)(?!\w| as of)", rf"\1 as of {when}", value)
+
+
+def record_markdown(record: dict, superseded: list[str] | None = None) -> list[str]:
+    """A record's section; `superseded`: one line per study file whose numbers here are not current (a newer run
+    supersedes them, or the file has changed since)."""
     date = str(record["started_utc"])[:10]
     if record.get("ended_utc"):
         date += f" to {str(record['ended_utc'])[:10]}"
-    out = [f"### {record['title']}", ""]
+    out = [f"### {record['title']} {{#{record_anchor(record)}}}", ""]
+    if superseded:
+        title = "Superseded" if all(": superseded" in line for line in superseded) else "Not current"
+        out += [f'!!! note "{title}"', "", *[f"    - {line}" for line in superseded], ""]
     line = f"Measured **{date}** on {machine_text(record['machine'])}"
     peak = record.get("peak_matmul") or {}
     if peak.get("peak_gflops"):
         line += f"; peak fp32 matmul {cell(peak['peak_gflops'])} GFLOP/s"
         if peak.get("method"):
             line += f" ({peak['method']})"
+    if commits_of(record):
+        line += f"; commit {', '.join(commits_of(record))}"
     out += [line + ".", ""]
     command = record.get("command") or f"python -m benchmarks --only {record['benchmark']}"
     source = f"; moved from the {record['source']}" if record.get("source") else ""
     out += [f"Command: `{command}` (record `docs/benchmarks/{record['_file']}`{source}).", ""]
+    if record.get("configs"):
+        commits = commits_of(record)
+        at = f"commit{'s' if len(commits) > 1 else ''} {' and '.join(commits)}" if commits else "that date"
+        out += [f"What it ran, each study file as it was at {at}:", ""]
+        out += [f"- `{path}`: {ran_text(study)}" for path, study in record["configs"].items()] + [""]
     if record.get("quick"):
         out += ["!!! warning", "    Measured with `--quick`: tiny sizes, the numbers mean nothing.", ""]
     if record.get("description"):
-        out += [record["description"], ""]
+        out += [dated_paths(record["description"], record), ""]
     table = record.get("table") or {}
     if table.get("rows"):
         out.append("| " + " | ".join(cell(c) for c in table["columns"]) + " |")
         out.append("| " + " | ".join("---" for _ in table["columns"]) + " |")
-        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table["rows"]]
+        out += ["| " + " | ".join(cell(dated_paths(c, record)) for c in row) + " |" for row in table["rows"]]
         out.append("")
     for target in record.get("targets", []):
         shown = target.get("display") or cell(target.get("value"))
         out.append(f"- Target: {target['target']}: **{shown}**, {'met' if target['met'] else 'missed'}.")
     for note in record.get("notes", []):
-        out.append(f"- {note}")
+        out.append(f"- {dated_paths(note, record)}")
     if record.get("error"):
         out += ["", f"Failed: `{record['error'].splitlines()[0]}`"]
     out.append("")
@@ -558,9 +739,11 @@ def speed_by_machine(records: list[dict]) -> list[str]:
     return out + [""]
 
 
-def benchmarks_markdown(folder: Path) -> str:
+def benchmarks_markdown(folder: Path, readme: Path = ROOT / "README.md") -> str:
     records = benchmark_records(folder)
     out = speed_by_machine(records)
+    history, superseded = study_history([r for r in records if r["benchmark"] == "study"],
+                                        readme_study_run(readme), records)
     current = None
     for record in records:
         if record["benchmark"] in ELSEWHERE:
@@ -569,5 +752,7 @@ def benchmarks_markdown(folder: Path) -> str:
             current = record["benchmark"]
             heading = BENCHMARK_SECTIONS.get(current, current)
             out += [f"## {heading} (`{current}`) {{#bench-{current}}}", ""]
-        out += record_markdown(record)
+            if current == "study":
+                out += history
+        out += record_markdown(record, superseded.get(record["_file"]))
     return "\n".join(out) if out else "No benchmark records in `docs/benchmarks/`."

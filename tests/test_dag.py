@@ -19,6 +19,9 @@ STUDY = {"study_config"}  # the validated config the report shows: any config ke
 # report reads them
 COST = {"resources", "figure_resources"}
 AGGREGATES |= COST
+# the report's pages of the tables (rules/report.smk): they follow the tables and eval_tables jobs
+PAGES = {"report_tables"}
+AGGREGATES |= PAGES
 LOGGERS = ["tensorboard"] if tracking.installed("tensorboard") else []  # the study's, with the tracking extra
 
 
@@ -101,20 +104,20 @@ def test_adding_or_removing_a_logger_reruns_nothing(study):
 def test_p_values_rerun_sampling_and_evaluation(study):
     expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS))
     shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
-             "figure_p_sweep", "report", *COST}  # the training curves stay: they read metrics.csv only
+             "figure_p_sweep", "report", *COST, *PAGES}  # the training curves stay: they read metrics.csv only
     assert planned(study, "sampling={p_values: [0.5]}") == expected | shown | STUDY
 
 
 def test_num_samples_reruns_sampling_evaluation_and_the_real_stories(study):
     expected = set().union(*(model_jobs(m, ("sample", "evaluate")) for m in MODELS)) | {"sampling_reference"}
     shown = {"tables", "eval_tables", "provenance_table", "figure_sample_comparison", "figure_sample_slide",
-             "figure_p_sweep", "report", *COST}
+             "figure_p_sweep", "report", *COST, *PAGES}
     assert planned(study, "sampling={num_samples: 3}") == expected | shown | STUDY
 
 
 def test_sweep_p_values_rerun_evaluation_only(study):
     expected = {f"evaluate[{m}]" for m in MODELS} | {"eval_tables", "figure_p_sweep", "provenance_table", "report"}
-    expected |= STUDY | COST
+    expected |= STUDY | COST | PAGES
     assert planned(study, "sampling={sweep_p_values: [0.3, 0.6]}") == expected
 
 

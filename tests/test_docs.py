@@ -180,3 +180,117 @@ def test_speed_table_keeps_one_dated_row_per_machine_type():
     assert "CPU A" in rows[0] and "2026-12-02, 2026-12-03" in rows[0] and "1.90x" in rows[0] and "1.60x" in rows[0]
     assert "1.80x" in rows[0] and "200 / 440 / 800" in rows[0] and "L2 1024K" in rows[0]
     assert "CPU B" in rows[1] and "1.10x" in rows[1]
+
+
+def study_record(name, day, configs, commit=None, commit_utc=None, rows=()):
+    return {"_file": f"{name}.json", "benchmark": "study", "title": name, "started_utc": day,
+            "machine": {"cpu_model": f"CPU {name}"}, "table": {"columns": ["study", "wall time"], "rows": list(rows)},
+            **({"commit": commit, "commit_utc": commit_utc} if commit else {}), "configs": configs}
+
+
+def test_study_records_are_dated_and_superseded_by_newer_runs(tmp_path):
+    """A study record names its study files as of its commit, never as today's; the older of two records of one
+    study file is marked superseded, and so is the newest where the README quotes a later run of the file."""
+    hooks = load_hooks()
+    ran = {"runs": ["lstm", "transformer"], "seeds": [1], "max_steps": 10, "data": [{"kind": "3seqs"}]}
+    old = study_record("old", "2026-01-01", {"config/offline.yaml": ran}, "aaaaaaa", "2026-01-01T08:00:00+00:00",
+                       rows=[["offline (config/offline.yaml: one seed)", "9 s"]])
+    new = study_record("new", "2026-01-01", {"config/offline.yaml": {**ran, "seeds": [1, 2]},
+                                             "config/tinystories-local.yaml": ran},
+                       "bbbbbbb", "2026-01-01T20:00:00+00:00")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## The default study\n\nIts run on 2026-02-01 (`snakemake --cores 2 all --configfile\n"
+                      "config/tinystories-local.yaml`, commit ccccccc) took 1 minute.\n\n## Next\n")
+    assert hooks.readme_study_run(readme) == {"config": "config/tinystories-local.yaml", "date": "2026-02-01",
+                                              "commit": "ccccccc"}
+    history, notes = hooks.study_history([old, new], hooks.readme_study_run(readme), [old, new])
+    text = "\n".join(history)
+    assert "2 runs x 2 seeds, 10 steps each: 4 trainings" in text and "2 runs x 1 seed, 10 steps each: 2 trainings" in text
+    assert text.index("CPU new, bbbbbbb") < text.index("CPU old, aaaaaaa")  # newest first, by commit time within a day
+    assert "**current**" in text and "2026-02-01, commit ccccccc" in text
+    assert "superseded by the 2026-01-01 CPU new record at bbbbbbb" in " ".join(notes["old.json"])
+    assert "superseded by the run of 2026-02-01" in " ".join(notes["new.json"])
+    page = "\n".join(hooks.record_markdown(old, notes["old.json"]))
+    assert '!!! note "Superseded"' in page and "commit aaaaaaa" in page
+    assert "offline (config/offline.yaml as of aaaaaaa: one seed)" in page  # the file as it was, not as it is
+
+
+def test_study_records_configs_are_their_commits_study_files():
+    """A study record's `configs` is its study files as they were at its commit (derived, not typed), where that
+    commit is in this clone's history."""
+    import yaml
+
+    def at(commit, path):
+        proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
+        if proc.returncode:
+            return None
+        study = yaml.safe_load(proc.stdout)
+        base = study.pop("base", None)
+        if base:
+            below = at(commit, str(Path(path).parent / base))
+            study = {**below, **{k: {**below[k], **v} if isinstance(v, dict) and isinstance(below.get(k), dict) else v
+                                 for k, v in study.items()}}
+        return study
+
+    for path in sorted((ROOT / "docs" / "benchmarks").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["benchmark"] != "study":
+            continue
+        commits = [record["commit"]] if isinstance(record.get("commit"), str) else record.get("commit") or []
+        for commit in commits:
+            for config, ran in record["configs"].items():
+                study = at(commit, config)
+                if study is None:
+                    continue  # a shallow clone: the commit is not here
+                runs = list(study["models"]) + [f"{m}.{k}={v}" for m, grid in (study.get("sweep") or {}).items()
+                                                for k, values in grid.items() for v in values]
+                assert ran["runs"] == runs, (path.name, commit, config)
+                assert ran["seeds"] == (study.get("seeds") or [study.get("seed")]), (path.name, commit, config)
+                assert ran["max_steps"] == study["train"]["max_steps"], (path.name, commit, config)
+
+
+def test_benchmarks_page_points_to_the_readme_run_and_dates_study_files(site):
+    hooks = load_hooks()
+    run = hooks.readme_study_run()
+    assert run, "README.md's section 'The default study' names no run (`run on YYYY-MM-DD ... --configfile ...`)"
+    text = page_text(site, "benchmarks")
+    assert f"its run of {run['config']} on {run['date']}" in text
+    for path in sorted((ROOT / "docs" / "benchmarks").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["benchmark"] == "study" and run["config"] in hooks.study_files(record):
+            assert str(record["started_utc"])[:10] <= run["date"], \
+                f"{path.name} is newer than the run README.md quotes: quote it there (and keep it here once)"
+    raw = (site / "benchmarks" / "index.html").read_text()
+    section = raw[raw.index('id="bench-study"'):raw.index("<h2", raw.index('id="bench-study"') + 1)]
+    for row in re.findall(r"<tr>(.*?)</tr>", section, re.S):
+        first = html.unescape(re.sub(r"<[^>]+>", "", re.findall(r"<td>(.*?)</td>", row, re.S)[0] if "<td>" in row else ""))
+        for name in re.findall(r"config/[\w.-]+\.yaml(?! as of)", first):
+            pytest.fail(f"a study record's row names {name} as today's file: {first}")
+
+
+def test_rule_graph_is_the_documented_command_output(tmp_path):
+    """docs/img/rulegraph.svg is what the command in docs/pipeline.md draws: the same rules and arrows, the same
+    font size (the layout itself may differ between Graphviz versions)."""
+    import shutil
+    if not (shutil.which("dot") and shutil.which("tred") and shutil.which("snakemake")):
+        pytest.skip("needs snakemake and Graphviz (dot, tred) on PATH")
+    command = re.search(r"```bash\n(snakemake --rulegraph .*?)```", (ROOT / "docs" / "pipeline.md").read_text(),
+                        re.S).group(1)
+    assert command.rstrip().endswith("> docs/img/rulegraph.svg"), command
+    out = tmp_path / "rulegraph.svg"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command.rstrip().removesuffix("docs/img/rulegraph.svg")
+                           + str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def graph(svg: str):
+        labels, edges, sizes = {}, set(), set(re.findall(r'font-size="([0-9.]+)"', svg))
+        for kind, body in re.findall(r'<g id="\w+" class="(node|edge)">(.*?)</g>', svg, re.S):
+            title = html.unescape(re.search(r"<title>(.*?)</title>", body, re.S).group(1))
+            if kind == "node":
+                labels[title] = "".join(html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", body, re.S))
+            else:
+                edges.add(tuple(title.split("->")))
+        return set(labels.values()), {(labels[a], labels[b]) for a, b in edges}, sizes
+
+    assert graph(out.read_text()) == graph((ROOT / "docs" / "img" / "rulegraph.svg").read_text()), \
+        "docs/img/rulegraph.svg is stale: rerun the command in docs/pipeline.md"

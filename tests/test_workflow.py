@@ -14,6 +14,8 @@ import pytest
 
 from conftest import (ROOT, TINYSTORIES_TRAIN, TINYSTORIES_VALID, local_run_env, needs_gpt2, needs_tinystories,
                       snakemake, snakemake_command, tiny_offline_config, write_config)
+from picollm import tables
+from test_report import report_results, result_text, shown_config, table_rows, workflow_description
 
 BACKBONE_OUTPUTS = [
     "data/raw/3seqs/train.txt", "data/raw/3seqs/val.txt", "data/tokens/train.bin", "data/tokens/val.bin",
@@ -260,6 +262,33 @@ def test_snakemake_report_holds_every_figure_table_caption_and_the_config(offlin
         assert " ".join(first_words) in page, caption.name
     assert "num_sequences" in page  # the validated config, in the workflow description
     assert "Here it does not apply" in page and "The English word panel is empty: not applicable" in page
+
+
+def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from(offline_run):
+    """Snakemake's report opens an .html result in the page (a .csv it only offers as a download): the tables are
+    there as pages, each holding its table's rows, beside their CSVs. Its description lists provenance/study.json,
+    not the defaults its own run fills in for the scheduling keys that file leaves out (the study set threads: 1)."""
+    work, _ = offline_run
+    res = work / "results" / "tiny"
+    page = (res / "report.html").read_text()
+    results = report_results(page)
+    for name in ("eval", "compare", "models", "samples", "sampling"):
+        entry = results[f"results/tiny/tables/{name}.html"]
+        assert entry["mime_type"] == "text/html" and entry["caption"], name
+    assert results["results/tiny/tables/eval.csv"]["mime_type"] == "text/csv"  # the CSVs stay
+    pages = {name: result_text(results[f"results/tiny/tables/{name}.html"]) for name in ("eval", "compare", "models")}
+    evaluation = pd.read_csv(res / "tables/eval.csv")
+    shown_runs = [row[0] for row in table_rows(pages["eval"])]  # eval.md's order: by bits per byte
+    assert shown_runs == list(evaluation.sort_values("bpb_mean", kind="stable")["run"])
+    by_run = evaluation.set_index("run")
+    assert [row[-1] for row in table_rows(pages["eval"])] == [  # bpb: the mean ± the 95% interval's half-width
+        tables.plus_minus(*by_run.loc[run, ["bpb_mean", "bpb_ci_low", "bpb_ci_high"]]) for run in shown_runs]
+    compare = pd.read_csv(res / "tables/compare.csv")
+    assert [row[:4] for row in table_rows(pages["compare"])] == compare[["a", "b", "verdict", "statement"]
+                                                                       ].values.tolist()
+    assert {row[0] for row in table_rows(pages["models"])} == {"kgram_mlp", "lstm", "transformer"}
+    study = json.loads((res / "provenance/study.json").read_text())
+    assert shown_config(workflow_description(page)) == study and "threads" not in study["train"]
 
 
 def test_dry_run_parses_without_torch(tmp_path):

@@ -25,7 +25,8 @@ from picollm.model_types import type_module
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
-                  "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task", "resources")}
+                  "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task", "resources",
+                  "report_tables")}
 
 
 def _dump(job) -> dict:

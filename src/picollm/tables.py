@@ -95,7 +95,8 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     """One table per prompt, one row per decoding and model (first sample), whitespace shown as signs."""
     first = frame[frame["sample"] == 0]
     tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
-    lines = [f"# Samples: experiment `{experiment}`, {tokens}, {seed_note(frame['train_seed'])}", "",
+    seeds = f", {seed_note(frame['train_seed'])}" if "train_seed" in frame else ""  # read_samples adds it
+    lines = [f"# Samples: experiment `{experiment}`, {tokens}{seeds}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
              "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
              f"show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
@@ -129,7 +130,7 @@ TIMING_NOTE = ("wall_s and tokens_per_s are machine-dependent: each run's wall-c
 
 def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.DataFrame:
     """One row per model: parameters (params = embedding + head + core), tokens seen, wall time, tokens/s,
-    device, losses; Markdown, and CSV for Snakemake's report (which renders a .csv as a table)."""
+    device, losses; Markdown (which the report shows as a page, picollm.report_tables), and CSV."""
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
     rows = [{**row, "optimizer": optimizer(row)} for row in rows]
     frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # summaries from before a column existed: blank

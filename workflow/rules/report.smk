@@ -1,6 +1,18 @@
 # results/<experiment>/report.html: Snakemake's own report of the study (every figure and table with its
 # caption, the config, the provenance table), built as the last job of `all`.
 
+# The tables the report shows inline, as HTML pages (it only offers a .csv as a download): {page: (what it is
+# made from, the caption it shares with its table)}. A Markdown file is rendered as it reads, a CSV as one table.
+REPORT_PAGES = {
+    "eval": (f"{R}/tables/eval.md", "eval_table"),
+    "compare": (TABLES["compare_table"], "compare_table"),
+    "models": (f"{R}/tables/models.md", "models_table"),
+    "samples": (f"{R}/tables/samples.md", "samples_table"),
+    "sampling": (TABLES["sampling_table"], "sampling_table"),
+}
+if SNAPSHOTS:
+    REPORT_PAGES["snapshots"] = (f"{R}/tables/snapshots.md", "snapshots_table")
+
 
 rule study_config:
     output:
@@ -16,9 +28,35 @@ rule study_config:
         "printf '%s\\n' {params.config:q} > {output} 2> {log}"
 
 
+rule report_tables:
+    input:
+        **{page: source for page, (source, _) in REPORT_PAGES.items()},
+    output:
+        **{
+            page: in_report(f"{R}/tables/{page}.html", caption, "Tables")
+            for page, (_, caption) in REPORT_PAGES.items()
+        },
+    log:
+        f"{R}/logs/report_tables.log",
+    benchmark:
+        f"{R}/benchmarks/report_tables.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        config=as_json(jobs.experiment(CFG)),
+        code=jobs.code("report_tables"),
+        pages=lambda wc, input, output: as_json(
+            {output[page]: input[page] for page in REPORT_PAGES}
+        ),
+    shell:
+        "python -m picollm --log {log} report-tables --config {params.config:q} --pages {params.pages:q}"
+
+
 rule report:
     input:
         results=all_results(),
+        pages=rules.report_tables.output,
         study=f"{R}/provenance/study.json",
     output:
         f"{R}/report.html",
