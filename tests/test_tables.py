@@ -208,6 +208,7 @@ def test_eval_markdown_says_how_the_split_was_scored_as_the_evaluations_say(tmp_
     evals = write_evals(tmp_path, {"lstm": {1: 1.0, 2: 2.0}}, method=method)
     tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
     assert f"Scored: {method}." in (tmp_path / "eval.md").read_text()
+    assert tables.MULTIPLE_NOTE in (tmp_path / "eval.md").read_text()  # many pairs, each at 95%: said
     assert "every token but each source's first scored once" in method
 
 

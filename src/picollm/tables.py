@@ -249,6 +249,12 @@ def plus_minus(mean: float, low: float, high: float) -> str:
     return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
 
 
+# compare.csv tests every pair of runs at 95% each, uncorrected: a reader weighs one verdict among many.
+MULTIPLE_NOTE = ("Each of its verdicts is a 95% interval of its own, not corrected for how many pairs there are: "
+                 "among 20 pairs of equally good runs, about one would still read \"better\" by chance; and with "
+                 "few seeds the intervals are wide (t with 1 degree of freedom is 12.7).")
+
+
 def scoring_note(runs: dict) -> str:
     """How eval.md's numbers were scored, as each evaluation says (evaluate.scoring_method), or which runs
     evaluate.max_tokens capped. runs: {run: {seed: eval dict}}."""
@@ -281,7 +287,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
              f"{scope} val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
              f"(comparable across tokenizers). Tokenizer: {tokenizers}.", "",
-             f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed.",
+             f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed. "
+             f"{MULTIPLE_NOTE}",
              "", cells(whole, ["type", "params", "train_tokens"]), ""]
     per_source = frame[frame["source"] != "all"]
     if len(per_source):
