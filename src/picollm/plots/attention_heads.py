@@ -141,7 +141,7 @@ def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, ma
     save(draw(drawn, PANEL, f"{title}, {tokens}, {seeds}"), out, experiment, provenance)
     for name, (labels, maps) in drawn.items():
         panel = slide_panel(len(maps), maps[0].shape[0])
-        tokens = train_tokens_note({name: loaded[name].checkpoint["summary"]["tokens_seen"]})
+        tokens = f"{int(loaded[name].checkpoint['summary']['tokens_seen']):,} training tokens"  # one model's
         path = run_figure_path(out, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         seed = seed_note([path_seed(models[name])])
