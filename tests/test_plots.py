@@ -100,6 +100,16 @@ def test_the_running_mean_starts_and_ends_at_the_data_and_is_pandas_centred_mean
     assert smoothed(gappy, 3).tolist() == [1.0, 2.0, 3.5, 4.0]  # a missing value is skipped, as pandas does
 
 
+def test_loss_curves_of_many_runs_keep_the_slide_size(tmp_path):
+    """Past four runs the legend moves beside the curves: the axes narrow, the figure stays a slide wide."""
+    from PIL import Image
+    metrics = write_metrics(tmp_path)
+    metrics.update({f"transformer.d_model={d}": metrics["transformer"] for d in (16, 32, 64)})
+    loss_curves.plot(metrics, tmp_path / "loss.png", "exp")
+    width, height = Image.open(tmp_path / "loss.png").size
+    assert width <= SLIDE[0] * DPI * 1.02 and height <= SLIDE[1] * DPI * 1.05, (width, height)  # the stamp above
+
+
 @pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}, {"seeds": (1,)}])
 def test_loss_curves(tmp_path, options):
     metrics = write_metrics(tmp_path, seeds=options.pop("seeds", (1, 2, 3)))

@@ -104,7 +104,7 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     """metrics: {run: {seed: metrics.csv path}}."""
     frame = read_metrics(metrics)
     styles = model_styles(list(metrics))
-    fig, ax = plt.subplots(figsize=SLIDE)
+    fig, ax = plt.subplots(figsize=SLIDE, layout="constrained")  # a legend outside narrows the axes, not the slide
     shown, finals = set(), {}
     for name, group in frame.groupby("model", sort=False):
         style = styles[name]
