@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from benchmarks.common import CLEAN_RULE, machine_info, machine_line, now_utc, peak_matmul, sizes
     from picollm.io import write_json, write_text
+    from picollm.provenance import git_state
 
     sz = sizes(args.quick, args.threads)
     if args.minutes is not None:
@@ -104,7 +105,10 @@ def main(argv=None) -> int:
             result = {"title": f"{name} (FAILED)", "error": f"{type(exc).__name__}: {exc}"[-4000:],
                       "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
                       "table": {"columns": [], "rows": []}}
+        # the commit measured, which the docs' benchmarks page names and dates the record's study files by
+        commit = git_state()["commit"]
         result = {"benchmark": name, "command": command, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
+                  "commit": commit[:7] if commit else None, "dirty": git_state()["dirty"],
                   "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
                   "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
         write_json(out / f"{name}.json", result)

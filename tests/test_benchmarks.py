@@ -19,7 +19,8 @@ pytest.importorskip("transformers")
 
 
 def run_benchmarks(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "src"),
+                                                                      os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -29,6 +30,8 @@ def run_benchmarks(out: Path, *args: str, timeout: int = 600) -> subprocess.Comp
 def check_common(record: dict, name: str) -> None:
     assert COMMON_KEYS <= set(record), COMMON_KEYS - set(record)
     assert record["benchmark"] == name and record["quick"] is True
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    assert record["commit"] == (head.stdout.strip() if head.returncode == 0 else None)  # what the docs date it by
     assert MACHINE_KEYS <= set(record["machine"]), MACHINE_KEYS - set(record["machine"])
     assert record["machine"]["device"] == "cpu"
     assert record["peak_matmul"]["peak_gflops"] > 0
