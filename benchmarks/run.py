@@ -106,9 +106,9 @@ def main(argv=None) -> int:
                       "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
                       "table": {"columns": [], "rows": []}}
         # the commit measured, which the docs' benchmarks page names and dates the record's study files by
-        commit = git_state()["commit"]
+        git = git_state()
         result = {"benchmark": name, "command": command, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
-                  "commit": commit[:7] if commit else None, "dirty": git_state()["dirty"],
+                  "commit": git["commit"] and git["commit"][:7], "dirty": git["dirty"],
                   "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
                   "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
         write_json(out / f"{name}.json", result)

@@ -99,7 +99,10 @@ def test_the_command_writes_each_page(tmp_path):
     (tmp_path / "compare.csv").write_text("experiment,a,b,verdict\ntiny,lstm,gru,within noise\n")
     pages = {str(tmp_path / "eval.html"): str(tmp_path / "eval.md"),
              str(tmp_path / "compare.html"): str(tmp_path / "compare.csv")}
-    assert cli.main(["report-tables", "--config", '{"experiment": "tiny"}', "--pages", json.dumps(pages)]) == 0
+    record = tmp_path / "provenance.json"
+    assert cli.main(["report-tables", "--config", '{"experiment": "tiny"}', "--pages", json.dumps(pages),
+                     "--provenance", str(record)]) == 0
+    assert set(json.loads(record.read_text())["inputs"]) == set(pages.values())  # each page's source, hashed
     eval_page, compare_page = (tmp_path / "eval.html").read_text(), (tmp_path / "compare.html").read_text()
     assert eval_page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in eval_page
     assert table_rows(eval_page) == [["lstm", "1.2 ± 0.1"]]
@@ -134,7 +137,8 @@ def render_description(config: dict) -> str:
 
 def test_the_description_shows_the_study_file_the_report_was_built_from():
     """The report's inner run reads provenance/study.json (jobs.study_file: scheduling keys left out), and its
-    schema fills those keys in again with their defaults; the description shows the study file, not them."""
+    schema fills those keys in again with their defaults; the Snakefile hands Snakemake's `config` (what the
+    description shows) the study file again, not them."""
     cfg = tiny_offline_config()
     cfg["train"].update(threads=3, devices=1, nodes=1)
     cfg["models"]["lstm"]["train"] = {"lr": 0.01, "threads": 2}
@@ -142,7 +146,7 @@ def test_the_description_shows_the_study_file_the_report_was_built_from():
     study_json = jobs.study_file(parse(Study, cfg))
     inner = parse(Study, study_json).model_dump(mode="json")  # the report's run: defaults back in
     assert inner["train"]["threads"] == 2 and inner["train"]["loggers"] == []
-    description = render_description(inner)
+    description = render_description(jobs.study_file(parse(Study, inner)))  # common.smk's `config`
     assert shown_config(description) == study_json
     shown = shown_config(description)
     assert not {"threads", "devices", "nodes", "loggers"} & set(shown["train"])

@@ -35,7 +35,7 @@ def path_seed(path) -> int | None:
 
 def seed_note(seeds) -> str:
     """'training seed 1337' (or 'seeds 1337, 1338'): which trained model a table or figure of one seed shows."""
-    seeds = sorted({int(float(s)) for s in seeds if str(s).strip() not in ("", "nan", "None", "<NA>")})  # CSV blanks
+    seeds = sorted(set(pd.to_numeric(pd.Series(list(seeds), dtype=object), errors="coerce").dropna().astype(int)))
     if not seeds:
         return "training seed unknown"
     return f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"

@@ -57,8 +57,11 @@ try:
     check_syntax()
 except PicoError as exc:
     sys.exit(f"config error: {exc}")
+# Snakemake's `config`, which the report shows: the validated study as a study file (jobs.study_file, as
+# provenance/study.json holds it), the scheduling keys that change no result left out.
+STUDY_FILE = jobs.study_file(CFG)
 config.clear()
-config.update(CFG.model_dump(mode="json"))
+config.update(STUDY_FILE)
 
 # The rules run the checkout's own code (`python -m picollm`), whichever Python (venv or conda env) runs
 # them: every shell command exports PYTHONPATH itself, after a conda env is activated (`--sdm conda`
@@ -241,7 +244,7 @@ if workflow.is_main_process:
 # Why jobs rerun, key by key, rather than in each job's whole config slice before and after: said below a dry
 # run's plan, and at the start of a run (the Snakefile's onstart).
 CHANGED = workflow.is_main_process and since_last_build(
-    Path(f"{R}/provenance/study.json"), jobs.study_file(CFG)
+    Path(f"{R}/provenance/study.json"), STUDY_FILE
 )
 
 

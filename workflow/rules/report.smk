@@ -23,7 +23,7 @@ rule study_config:
     conda:
         ENV
     params:
-        config=as_json(jobs.study_file(CFG)),
+        config=as_json(STUDY_FILE),
     shell:
         "printf '%s\\n' {params.config:q} > {output} 2> {log}"
 
@@ -36,6 +36,7 @@ rule report_tables:
             page: in_report(f"{R}/tables/{page}.html", caption, "Tables")
             for page, (_, caption) in REPORT_PAGES.items()
         },
+        provenance=f"{R}/provenance/report_tables.json",
     log:
         f"{R}/logs/report_tables.log",
     benchmark:
@@ -51,6 +52,7 @@ rule report_tables:
         ),
     shell:
         "python -m picollm --log {log} report-tables --config {params.config:q} --pages {params.pages:q}"
+        " --provenance {output.provenance:q}"
 
 
 rule report:

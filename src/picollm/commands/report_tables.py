@@ -2,7 +2,7 @@
 (picollm.report_tables)."""
 import json
 
-from picollm import report_tables
+from picollm import provenance, report_tables
 from picollm.config import TablesJob, parse
 from picollm.errors import PicoError
 
@@ -20,6 +20,9 @@ def _pages(text) -> dict:
 
 def run(args):
     experiment = parse(TablesJob, args.config).experiment
-    for out, source in _pages(args.pages).items():
+    pages = _pages(args.pages)
+    for out, source in pages.items():
         report_tables.render(source, out, experiment)
         print(f"{source} -> {out}")
+    provenance.write(args.provenance, provenance.record("report_tables", config=args.config,
+                                                        inputs=list(pages.values()), outputs=list(pages)))
