@@ -297,6 +297,18 @@ def test_sample_figures_show_newlines(tmp_path):
     sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt="Lily")
     for name in ["sample_comparison", "sample_slide"]:
         assert_png_and_svg(tmp_path / f"{name}.png")
+        assert "⏎ newline" in (tmp_path / f"{name}.svg").read_text()
+        assert "not UTF-8" not in (tmp_path / f"{name}.svg").read_text()  # no such sign here, so no key to it
+
+
+def test_sample_figures_key_the_replacement_sign_where_a_sample_holds_one(tmp_path):
+    """A model's bytes that do not decode show as �; the figure's key says what that is."""
+    write_samples_csv(tmp_path / "samples.csv", text={"lstm": " 16 32 64 12\ufffd6"})
+    sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "sample_comparison.png", "exp")
+    sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt="Lily")
+    for name in ["sample_comparison", "sample_slide"]:
+        assert "\ufffd bytes that are not UTF-8" in (tmp_path / f"{name}.svg").read_text()
+        assert png_size(tmp_path / f"{name}.png")[0] <= 1.02 * SLIDE_PX  # the longer key does not widen it
 
 
 def test_run_labels_put_the_swept_setting_under_the_model():
@@ -317,10 +329,11 @@ def test_sample_slide_names_runs_whole_without_overlap_or_zero_columns(tmp_path)
     fig, table = sample_slide.figure(rows, "Lily", "exp")
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    for (r, c), cell in table.get_celld().items():  # every short column's text inside its cell
+    pad = sample_comparison.CELL_PAD * fig.dpi / 2  # pixels: at least half the padding asked for
+    for (r, c), cell in table.get_celld().items():  # every short column's text inside its cell, off its edges
         if c < 2:
             text, box = cell.get_text().get_window_extent(renderer), cell.get_window_extent(renderer)
-            assert box.x0 <= text.x0 and text.x1 <= box.x1, cell.get_text().get_text()
+            assert box.x0 + pad <= text.x0 and text.x1 <= box.x1, cell.get_text().get_text()
     ended = [cell for cell in table.get_celld().values() if cell.get_text().get_text() == ENDED_AT_ONCE]
     assert len(ended) == 4 and ended[0].get_text().get_style() == "italic"  # the lr sweep run, every decoding
     plt.close(fig)

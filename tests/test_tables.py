@@ -40,6 +40,16 @@ def test_samples_table_shows_and_counts_newlines(tmp_path):
     assert len(frame) == 2
 
 
+def test_the_key_names_each_sign_the_text_holds(tmp_path):
+    """⏎ and ␣ always; �, tab and escapes only where a sample holds them, so no reader meets an unexplained glyph."""
+    assert tables.sign_key(["Once upon"]) == "⏎ newline, ␣ extra space"
+    assert tables.sign_key(["a→b", "12\ufffd6"]) == "⏎ newline, ␣ extra space, → tab, \ufffd bytes that are not UTF-8"
+    assert tables.sign_key(["\\x1d\\x1d"]).endswith("\\xNN control character")
+    write_samples(tmp_path / "s.jsonl", {"lstm": " 12\ufffd6"})
+    tables.samples_table([tmp_path / "s.jsonl"], tmp_path / "samples.csv", tmp_path / "samples.md", "exp")
+    assert "\ufffd bytes that are not UTF-8" in (tmp_path / "samples.md").read_text()
+
+
 def test_samples_name_the_training_seed_their_path_names_beside_the_sampling_seed(tmp_path):
     """Tables and figures of one seed say which trained model they show (a record's `seed` is its sampling seed)."""
     path = tmp_path / "samples" / "lstm" / "seed1337.jsonl"

@@ -15,7 +15,7 @@ from picollm.io import atomic_path, write_text
 from picollm.models import load_model
 from picollm.plots import run_order
 from picollm.sampling import generate
-from picollm.tables import ENDED_AT_ONCE, path_seed, seed_note, show_whitespace
+from picollm.tables import ENDED_AT_ONCE, path_seed, seed_note, show_whitespace, sign_key
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
 
@@ -86,7 +86,7 @@ def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new
     lines = [f"# Snapshots: experiment `{experiment}`, {seed_note(frame['train_seed'])}", "",
              f"Greedy continuation of “{show_whitespace(prompt)}” (up to {max_new_tokens} tokens, stopped at "
              "end-of-text) by each run's model at each snapshot step, beside the validation loss measured at that "
-             "step. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not show).", ""]
+             f"step. Signs in the text: {sign_key(frame['text'].map(_cell))}.", ""]
     for run, group in frame.groupby("run", sort=False):
         lines += [f"## {run}", "", "| step | tokens seen | val loss | new tokens | continuation |",
                   "|--:|--:|--:|--:|---|"]

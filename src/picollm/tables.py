@@ -56,6 +56,20 @@ def show_whitespace(text: str) -> str:
     return re.sub(r"[^\S ]", lambda m: WHITESPACE_SIGNS.get(m.group(), "␣"), text)
 
 
+# What each sign in a shown sample stands for. The first two read any sample; the others are named only where
+# a figure's text holds them (an untrained model's bytes, a character cut between two tokens).
+SIGN_MEANINGS = {"⏎": "newline", "␣": "extra space", "→": "tab", "⇤": "carriage return",
+                 "\ufffd": "bytes that are not UTF-8", "\\xNN": "control character"}
+
+
+def sign_key(shown_texts) -> str:
+    """The key to the signs of `shown_texts` (text as a figure draws it): "⏎ newline, ␣ extra space", then
+    any other sign they hold, e.g. "� bytes that are not UTF-8" (\\xNN: any escape \\x00 to \\x7f)."""
+    held = "".join(map(str, shown_texts))
+    return ", ".join(f"{sign} {meaning}" for i, (sign, meaning) in enumerate(SIGN_MEANINGS.items())
+                     if i < 2 or sign[:2] in held)
+
+
 # What an empty sample means: sampling cuts a sample at its first end-of-text, and every token decodes to at
 # least one byte, so a sample is empty only when the model ended the story at once.
 ENDED_AT_ONCE = "ended at once (end-of-text)"
@@ -98,8 +112,8 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     seeds = f", {seed_note(frame['train_seed'])}" if "train_seed" in frame else ""  # read_samples adds it
     lines = [f"# Samples: experiment `{experiment}`, {tokens}{seeds}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
-             "each continuation. Whitespace is drawn as ⏎ (newline), → (tab) and ␣ (a space that would not "
-             f"show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
+             f"each continuation. Signs in the text: {sign_key(first['text'].map(_cell))} (a space that would "
+             f"not show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
              "whose first new token was end-of-text.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
         lines += [f"## Prompt: “{show_whitespace(prompt)}”", "",

@@ -4,8 +4,9 @@ for a slide.
 
 The figure is a slide's width whatever the number of runs (the model columns share it, their text wrapped
 to fit), so that the report shows its text at a readable size; more runs make it taller, not wider.
-Whitespace is drawn as signs (⏎ newline, → tab, ␣ a space that would not show) and a cell whose sample
-holds line breaks says how many: a sample of newlines must not read as an empty or one-character cell.
+Whitespace is drawn as signs (⏎ newline, → tab, ␣ a space that would not show; the title keys those the text
+holds, with � for bytes that are not UTF-8) and a cell whose sample holds line breaks says how many: a sample
+of newlines must not read as an empty or one-character cell.
 A sample the model ended at once (its first token end-of-text) says so.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ import textwrap
 import pandas as pd
 
 from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, run_order, save
-from picollm.tables import ENDED_AT_ONCE, seed_note, show_whitespace, train_tokens_note
+from picollm.tables import ENDED_AT_ONCE, seed_note, show_whitespace, sign_key, train_tokens_note
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
 PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns share the rest of a slide
+CELL_PAD = 0.08  # inches between a cell's text and its left edge, whatever the column's width
 
 
 def read_first_samples(samples_csv) -> pd.DataFrame:
@@ -42,8 +44,8 @@ def cell_text(text: str, width: int, max_chars: int) -> str:
 
 def chars_per_line(inches: float, fontsize: float) -> int:
     """How many characters of text at `fontsize` points fit a column `inches` wide, less the cell's padding
-    (text_table: 2% of the width each side)."""
-    return max(8, int(0.95 * inches * 72 / (CHAR_WIDTH * fontsize)))
+    (CELL_PAD each side)."""
+    return max(8, int((inches - 2 * CELL_PAD) * 72 / (CHAR_WIDTH * fontsize)))
 
 
 def fitting_fontsize(cells: list[list[str]], pad: float, largest: float = 14, smallest: float = 9) -> float:
@@ -68,17 +70,18 @@ def text_table(ax, cells: list[list[str]], col_labels: list[str], col_widths: li
                pad: float = 1.0):
     """ax.table of wrapped text with each row as tall as its most-wrapped cell plus `pad` lines (ax.table
     alone gives every row one height). Fills the axes: draw it on table_figure's axes.
-    col_widths: relative widths of the columns."""
-    col_widths = [w / sum(col_widths) for w in col_widths]
+    col_widths: the columns' widths in inches, which fill the figure's width."""
+    inches = col_widths
+    col_widths = [w / sum(inches) for w in inches]
     lines = row_lines([col_labels, *cells], pad)
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=col_labels, colWidths=col_widths, bbox=(0, 0, 1, 1), cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(fontsize)
-    for (r, _), cell in table.get_celld().items():
+    for (r, c), cell in table.get_celld().items():
         cell.set_height(lines[r] / sum(lines))
         cell.set_text_props(va="center")
-        cell.PAD = 0.02
+        cell.PAD = CELL_PAD / inches[c]  # matplotlib's padding is a share of the cell's width
     return table
 
 
@@ -120,5 +123,6 @@ def plot(samples_csv, out, experiment: str, provenance=None, *, max_chars: int =
     mark_ended(table)
     tokens = train_tokens_note(dict(zip(first["model"], first["train_tokens"])))
     seeds = seed_note(first.get("train_seed", []))
-    ax.set_title(f"Samples — {experiment}, {tokens}, {seeds}   (⏎ newline, ␣ extra space)")
+    # the key on a line of its own: with � named it is too long to share the title's line within a slide
+    ax.set_title(f"Samples — {experiment}, {tokens}, {seeds}\n{sign_key(map(str, cells))}")
     save(fig, out, experiment, provenance)

@@ -14,9 +14,9 @@ from picollm.errors import PicoError
 from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, run_label, save
 from picollm.plots.sample_comparison import (cell_text, chars_per_line, fitting_fontsize, mark_ended,
                                              read_first_samples, table_figure, text_table)
-from picollm.tables import seed_note, show_whitespace, train_tokens_note
+from picollm.tables import seed_note, show_whitespace, sign_key, train_tokens_note
 
-SAMPLE = "sample (⏎ newline, ␣ extra space)"
+SAMPLE = "sample"  # its header adds the key to the signs its text holds
 PAD = 0.6  # lines of padding per row
 
 
@@ -68,7 +68,8 @@ def figure(rows: pd.DataFrame, prompt: str, experiment: str, max_chars: int = 15
     """(figure, its table) of one prompt's first samples, `rows` of tables/samples.csv."""
     names, cells, widths, fontsize = layout(rows, max_chars)
     fig, ax = table_figure(cells, SLIDE[0], fontsize, pad=PAD)
-    table = text_table(ax, cells, names, widths, fontsize, pad=PAD)
+    header = [*names[:-1], f"{SAMPLE} ({sign_key(row[-1] for row in cells)})"]
+    table = text_table(ax, cells, header, widths, fontsize, pad=PAD)
     mark_ended(table)
     styles = model_styles(list(dict.fromkeys(rows["model"])))
     for r, run in enumerate(rows["model"], start=1):  # the run's colour, as in the other figures, to group its rows
