@@ -23,8 +23,10 @@ import torch
 import yaml
 
 from benchmarks.common import METER, REPO, Sizes
+from picollm.config import load_study
 
 TITLE = "Study wall time on this machine"
+STUDY_FILES = ["config/offline.yaml", "config/config.yaml"]  # the studies timed, as the record names them
 SHARED = REPO.parent / "shared"
 TINYSTORIES_TRAIN = SHARED / "tinystories" / "TinyStories-train-head.txt"
 TINYSTORIES_VALID = SHARED / "tinystories" / "TinyStories-valid-head.txt"
@@ -210,4 +212,9 @@ def run(sz: Sizes, peak: dict) -> dict:
         rows.append(["TinyStories (config/config.yaml)", "skipped", ts.get("skipped", "")])
     notes += [f"FAILED {e}" for e in errors]
     return {"title": TITLE, "results": results, "errors": errors, "targets": [], "notes": notes,
-            "table": {"columns": ["study", "how", "wall time"], "rows": rows}}
+            "table": {"columns": ["study", "how", "wall time"], "rows": rows}, "configs": outlines(STUDY_FILES)}
+
+
+def outlines(paths) -> dict:
+    """{study file: what it ran} (Study.outline) for the record: the docs compare it with the file of today."""
+    return {path: load_study([str(REPO / path)]).outline() for path in paths}

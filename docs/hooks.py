@@ -461,12 +461,9 @@ def today_study(path: str) -> dict | None:
         sys.path.insert(0, src)
     try:
         from picollm.config import load_study
-        study = load_study([str(ROOT / path)])
+        return load_study([str(ROOT / path)]).outline()
     except Exception:  # noqa: BLE001 - a study file that no longer loads is reported as such
         return None
-    data = [{"kind": s.kind, **({"train_stories": s.train_stories} if getattr(s, "train_stories", None) else {})}
-            for s in study.data.sources]
-    return {"runs": list(study.runs), "seeds": list(study.seeds), "max_steps": study.train.max_steps, "data": data}
 
 
 def readme_study_run(readme: Path = ROOT / "README.md") -> dict | None:

@@ -215,6 +215,20 @@ def test_study_records_are_dated_and_superseded_by_newer_runs(tmp_path):
     assert "offline (config/offline.yaml as of aaaaaaa: one seed)" in page  # the file as it was, not as it is
 
 
+def test_a_study_record_outlines_the_study_files_it_timed_as_the_page_reads_them_today(monkeypatch):
+    """python -m benchmarks --only study keeps `configs`, each file's Study.outline(): the benchmarks page compares
+    it with the file of today to say whether a record still describes it."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import study
+
+    outlines = study.outlines(study.STUDY_FILES)
+    assert list(outlines) == ["config/offline.yaml", "config/config.yaml"]
+    for path, outline in outlines.items():
+        assert outline == load_hooks().today_study(path) and outline["runs"][:3] == ["kgram_mlp", "lstm", "transformer"]
+    assert outlines["config/config.yaml"]["data"][0]["kind"] == "tinystories"
+    assert outlines["config/config.yaml"]["data"][0]["train_stories"] > 0
+
+
 def test_study_records_configs_are_their_commits_study_files():
     """A study record's `configs` is its study files as they were at its commit (derived, not typed), where that
     commit is in this clone's history."""

@@ -137,6 +137,13 @@ class Study(Section):
         """The train section with the run's own `train:` overrides (e.g. a smaller lr) applied."""
         return self._train_configs[run]
 
+    def outline(self) -> dict:
+        """What the study runs, in brief: its runs, seeds, steps and data sources. A study benchmark record
+        keeps the outline of each study file it ran, so the docs can tell when a file has changed since."""
+        data = [{"kind": s.kind, **({"train_stories": s.train_stories} if getattr(s, "train_stories", None) else {})}
+                for s in self.data.sources]
+        return {"runs": list(self.runs), "seeds": list(self.seeds), "max_steps": self.train.max_steps, "data": data}
+
     def sweep_point(self, run: str) -> dict | None:
         """{model, key, value} of a sweep run, None for a model of the config."""
         for model, grid in self.sweep.items():
