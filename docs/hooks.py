@@ -492,6 +492,9 @@ def machine_short(machine) -> str:
     return machine.get("cpu_model", "unknown CPU")
 
 
+README_SECTION = f"the README's section *{README_STUDY_SECTION}*"
+
+
 def study_history(records: list[dict], readme_run: dict | None, all_records: list[dict]) -> tuple[list[str], dict]:
     """The `study` section's opening: per study file, what today's file runs and a table of the runs of it,
     newest first (the README's run, then each record: what it ran, the file as of its commit, and whether a newer
@@ -503,52 +506,26 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
     if not by_file:
         return [], {}
     notes: dict[str, list[str]] = {}
-    readme_section = f"the README's section *{README_STUDY_SECTION}*"
     out = ["A study record measured its study files as they were at its commit (or on its date), and they may "
            "have changed since: so each record says what it ran, read from its study file at that commit. Below, each "
            "study file's runs are listed newest first, and a run that a newer one replaces is marked superseded. "
-           f"The current result and wall time of the default study are in {readme_section}"
+           f"The current result and wall time of the default study are in {README_SECTION}"
            + (f" (its run of `{readme_run['config']}` on {readme_run['date']}, which has no study record here)"
               if readme_run else "") + ".", ""]
     for path in sorted(by_file, key=lambda p: (readme_run is None or p != readme_run["config"], p)):
         runs = sorted(by_file[path], key=record_time, reverse=True)
-        newer_readme = readme_run is not None and readme_run["config"] == path and \
+        readme_newer = readme_run is not None and readme_run["config"] == path and \
             readme_run["date"] >= str(runs[0]["started_utc"])[:10]
         today = today_study(path)
         out += [f"**`{path}`**" + (f", today: {ran_text(today, names=False)}." if today else
                                    ": no longer in this checkout."), "",
                 "| run | what it ran | status |", "| --- | --- | --- |"]
-        if newer_readme:
-            others = [r for r in all_records if r["benchmark"] != "study" and readme_run["commit"]
-                      and path in json.dumps([r.get("command"), r.get("description")])
-                      and readme_run["commit"] in json.dumps([r.get("command"), r.get("description")])]
-            also = "".join(f"; the [{r['benchmark']} record of {str(r['started_utc'])[:10]}](#{record_anchor(r)}) "
-                           "uses this run" for r in others)
-            commit = f", commit {readme_run['commit']}" if readme_run["commit"] else ""
-            out.append(f"| {readme_run['date']}{commit}: the README's run | see {readme_section} | "
-                       f"**current**; no study record{also} |")
+        if readme_newer:
+            out.append(readme_row(path, readme_run, all_records))
         for i, record in enumerate(runs):
             ran = (record.get("configs") or {}).get(path)
-            newest = runs[0]
-            current = False
-            if newer_readme and i == 0:
-                status = "superseded by the README's run"
-                note = f"superseded by the run of {readme_run['date']} that {readme_section} quotes"
-            elif i > 0:
-                status = f"superseded by the {machine_short(newest['machine'])} record at {as_of(newest)}"
-                note = (f"superseded by the {str(newest['started_utc'])[:10]} {machine_short(newest['machine'])} "
-                        f"record at {as_of(newest)} ([{newest['_file']}](#{record_anchor(newest)}))")
-            elif today is None:
-                status = note = f"the newest record, but `{path}` is no longer in this checkout"
-            elif ran and {k: today[k] for k in ("runs", "seeds", "max_steps")} != \
-                    {k: ran[k] for k in ("runs", "seeds", "max_steps")}:
-                status = "the newest record, but the file has changed since"
-                note = (f"the newest record of this file, but the file has changed since: today "
-                        f"{ran_text(today, names=False)}")
-            else:
-                current = True
-                status = "**the newest record**" + ("; today's file has the same runs, seeds and steps" if ran else "")
-            if not current:
+            status, note = record_status(path, runs, i, ran, today, readme_run if readme_newer else None)
+            if note:
                 notes.setdefault(record["_file"], []).append(f"`{path}`: {note}.")
             label = ", ".join([str(record["started_utc"])[:10], machine_short(record["machine"]),
                                *commits_of(record)])
@@ -556,6 +533,39 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
                        f"{cell(ran_text(ran, names=False)) if ran else 'not recorded'} | {status} |")
         out.append("")
     return out, notes
+
+
+def readme_row(path: str, readme_run: dict, all_records: list[dict]) -> str:
+    """The history table's row of the README's run of `path`, with the other records that use that run."""
+    def names_run(r: dict) -> bool:
+        text = json.dumps([r.get("command"), r.get("description")])
+        return r["benchmark"] != "study" and bool(readme_run["commit"]) and path in text and readme_run["commit"] in text
+    also = "".join(f"; the [{r['benchmark']} record of {str(r['started_utc'])[:10]}](#{record_anchor(r)}) uses this run"
+                   for r in all_records if names_run(r))
+    commit = f", commit {readme_run['commit']}" if readme_run["commit"] else ""
+    return f"| {readme_run['date']}{commit}: the README's run | see {README_SECTION} | **current**; no study record{also} |"
+
+
+def record_status(path: str, runs: list[dict], i: int, ran: dict | None, today: dict | None,
+                  newer_readme_run: dict | None) -> tuple[str, str | None]:
+    """(status cell, note for the record or None when it is current) of runs[i], the records of `path` newest
+    first; newer_readme_run: the README's run where it is newer than every record."""
+    newest = runs[0]
+    if newer_readme_run and i == 0:
+        return ("superseded by the README's run",
+                f"superseded by the run of {newer_readme_run['date']} that {README_SECTION} quotes")
+    if i > 0:
+        return (f"superseded by the {machine_short(newest['machine'])} record at {as_of(newest)}",
+                f"superseded by the {str(newest['started_utc'])[:10]} {machine_short(newest['machine'])} "
+                f"record at {as_of(newest)} ([{newest['_file']}](#{record_anchor(newest)}))")
+    if today is None:
+        note = f"the newest record, but `{path}` is no longer in this checkout"
+        return note, note
+    keys = ("runs", "seeds", "max_steps")
+    if ran and {k: today[k] for k in keys} != {k: ran[k] for k in keys}:
+        return ("the newest record, but the file has changed since",
+                f"the newest record of this file, but the file has changed since: today {ran_text(today, names=False)}")
+    return "**the newest record**" + ("; today's file has the same runs, seeds and steps" if ran else ""), None
 
 
 def machine_text(machine) -> str:
