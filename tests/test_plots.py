@@ -377,6 +377,14 @@ def test_attention_blocks_fill_a_landscape_grid_without_label_collisions():
     bottom = [ax for ax in fig.axes if ax.get_xticklabels() and ax.get_xticklabels()[0].get_text()]
     assert {t.get_rotation() for ax in bottom for t in ax.get_xticklabels() if t.get_text() == "·"} == {0}
     plt.close(fig)
+    short = {run: (labels[:8], [m[:, :8, :8] for m in maps]) for run, (labels, maps) in drawn.items()}
+    panel = attention_heads.grid_panel(3, 2, 4, n_labels=8)  # a short prompt: the panels shrink to fit a slide
+    assert panel < attention_heads.PANEL and attention_heads.tick_fontsize(panel, 8) >= attention_heads.READABLE_PT
+    fig = attention_heads.draw(short, panel, "title")
+    fig.canvas.draw()
+    assert not overlapping(fig.findobj(matplotlib.text.Text), fig.canvas.get_renderer())
+    plt.close(fig)
+    assert attention_heads.grid_panel(3, 2, 4, n_labels=24) == attention_heads.PANEL  # else its labels would not fit
 
 
 def test_attention_figure_from_a_checkpoint(tmp_path):
@@ -402,7 +410,7 @@ def test_attention_figures_are_landscape_and_one_per_run(tmp_path):
     out = tmp_path / "figures" / "attention_heads.png"
     out.parent.mkdir()
     attention_heads.plot(models, out, "exp", prompt="0 1 1 2 3")
-    assert 1.5 < aspect(out) < 2.2
+    assert 1.5 < aspect(out) < 2.2 and png_size(out)[0] <= 1.1 * SLIDE_PX  # a short prompt's runs fit a slide
     for name in models:
         per_run = tmp_path / "figures" / "attention_heads" / f"{name}.png"
         assert_png_and_svg(per_run)

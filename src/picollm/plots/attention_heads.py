@@ -6,7 +6,8 @@ Built from model.pt alone: the checkpoint names its tokenizer, so the prompt is 
 model was trained (end-of-text first, as before every training document). Token labels show whitespace
 (a space as a middle dot, GPT-2 tokens carrying theirs in front: "·upon"; ⏎ newline), and one colour bar
 reads every panel. Each run is a block of layers (rows) by heads (columns); the blocks are laid out in the
-grid whose shape is nearest a 16:9 slide.
+grid whose shape is nearest a 16:9 slide, at the panel size that fits the grid onto a slide where the token
+labels stay readable (a short prompt), larger where they would not.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from picollm.models import load_model
 from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_order, save
 from picollm.tables import WHITESPACE_SIGNS, path_seed, seed_note, show_whitespace, train_tokens_note
 
-PANEL = 2.6  # inches per head panel in the figure of every run
+PANEL = 2.6  # inches per head panel at most (one run's figure: a slide's worth)
+MIN_PANEL = 1.0  # inches per head panel at least, however short the prompt
+READABLE_PT = 7  # the token labels' smallest size in the figure of every run
 SPACE = "·"  # a middle dot: a rotated ␣ under a narrow column reads as a stray glyph
 ASPECT = 16 / 9
 
@@ -98,8 +101,9 @@ def draw_run(subfig, name: str, labels: list[str], maps: list, panel: float) -> 
         right.set_label_text(f"layer {layer}", fontsize="small", rotation=270, va="bottom")
     subfig.suptitle(name, fontsize="medium", fontweight="bold")
     # the block's own axis labels: constrained layout keeps them clear of its tick labels, a figure's does not
-    subfig.supxlabel("key token (columns)", fontsize="small")
-    subfig.supylabel("query token (rows: where it attends)", fontsize="small")
+    # short labels: a block of two small panels is barely taller than "query token (row)"
+    subfig.supxlabel("key token (column): attended to", fontsize="small")
+    subfig.supylabel("query token (row)", fontsize="small")
 
 
 def draw(drawn: dict, panel: float, title: str):
@@ -131,6 +135,19 @@ def slide_panel(layers: int, heads: int) -> float:
     return min((SLIDE[0] - 2.5) / heads, (SLIDE[1] - 2.0) / layers)
 
 
+def grid_panel(n_runs: int, layers: int, heads: int, n_labels: int) -> float:
+    """Inches per panel at which every run's block, on its block_grid, fits a slide, so that the figure of every
+    run reads at a slide's size as the others do; but no smaller than keeps `n_labels` token labels per panel
+    at READABLE_PT (tick_fontsize), and larger figures where that needs it."""
+    smallest = min(PANEL, max(MIN_PANEL, n_labels * READABLE_PT / (0.7 * 72)))
+    panel = PANEL
+    for _ in range(2):  # the grid's shape depends a little on the panel's size (the margins do not scale)
+        rows, cols = block_grid(n_runs, layers, heads, panel)
+        fit = min((SLIDE[0] - 2.5) / (cols * heads), ((SLIDE[1] - 1.2) / rows - 0.8) / layers)
+        panel = float(np.clip(fit, smallest, PANEL))
+    return panel
+
+
 def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, max_tokens: int = 24) -> None:
     """models: {name: model.pt path}. Writes `out` (every run) and run_figure_path(out, name) per run."""
     loaded = {name: load_model(models[name]) for name in run_order(models)}  # JSON sorts 128 before 32
@@ -138,7 +155,10 @@ def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, ma
     tokens = train_tokens_note({name: m.checkpoint["summary"]["tokens_seen"] for name, m in loaded.items()})
     title = f"Attention weights on “{show_whitespace(prompt)}” (·\u00a0space, ⏎\u00a0newline) — {experiment}"
     seeds = seed_note(path_seed(path) for path in models.values())
-    save(draw(drawn, PANEL, f"{title}, {tokens}, {seeds}"), out, experiment, provenance)
+    layers = max(len(maps) for _, maps in drawn.values())
+    heads = max(maps[0].shape[0] for _, maps in drawn.values())
+    panel = grid_panel(len(drawn), layers, heads, max(len(labels) for labels, _ in drawn.values()))
+    save(draw(drawn, panel, f"{title}, {tokens}, {seeds}"), out, experiment, provenance)
     for name, (labels, maps) in drawn.items():
         panel = slide_panel(len(maps), maps[0].shape[0])
         tokens = f"{int(loaded[name].checkpoint['summary']['tokens_seen']):,} training tokens"  # one model's
