@@ -6,7 +6,7 @@ import pytest
 
 from picollm import cli
 from picollm.errors import PicoError
-from picollm.resources import job_of, resources_table
+from picollm.resources import job_of, record_of, resources_table
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -36,7 +36,8 @@ def test_one_row_per_job_from_its_benchmark_file(benchmarks, tmp_path):
     root, paths = benchmarks
     table = resources_table(paths, root, tmp_path / "resources.csv")
     read = pd.read_csv(tmp_path / "resources.csv")
-    assert list(read.columns) == ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s"]
+    assert list(read.columns) == ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
+    assert set(read["measured_by"]) == {"snakemake samples"}  # no provenance records given
     assert list(read["rule"]) == ["download", "tokenize", "train", "train", "sample", "figure_loss_curves"]
     assert read["run"].fillna("").tolist() == ["my.text", "", "lstm.hidden_dim=24", "transformer", "lstm.hidden_dim=24",
                                                 ""]
@@ -45,6 +46,34 @@ def test_one_row_per_job_from_its_benchmark_file(benchmarks, tmp_path):
     assert (train["wall_s"], train["max_rss_mib"], train["cpu_s"]) == (32.0, 405.0, 29.0)  # the mean of the repeats
     assert read.iloc[5][["max_rss_mib", "cpu_s"]].isna().all() and read.iloc[5]["wall_s"] == 0.4
     assert len(table) == len(paths)
+
+
+def test_a_jobs_own_count_of_cpu_and_memory_replaces_snakemakes_samples(benchmarks, tmp_path):
+    """Snakemake samples a job every 0.5 s for 15 s, then every 30 s: a 33 s training read 13.5 CPU seconds. The
+    job's provenance record holds the kernel's count (provenance.usage), which the table takes instead."""
+    from picollm import provenance
+    root, paths = benchmarks
+    records = {}
+    for job, prov in [("train/transformer/seed8", "train/transformer/seed8"),
+                      ("figure_loss_curves", "figures/loss_curves")]:
+        record = root.parent / "provenance" / f"{prov}.json"
+        assert record_of(root / f"{job}.tsv", root) == record
+        record.parent.mkdir(parents=True, exist_ok=True)
+        provenance.write(record, provenance.record("x"))
+        records[job] = json.loads(record.read_text())["usage"]
+    assert record_of(root / "provenance_table.tsv", root) is None
+    assert record_of(root / "sampling_reference/seed3.tsv", root) == root.parent / "provenance/reference/seed3.json"
+    own = records["train/transformer/seed8"]
+    assert own["cpu_s"] > 0 and own["max_rss_mib"] > 10  # this test's process: it has imported pandas and torch
+    given = [root.parent / "provenance" / p for p in ("train/transformer/seed8.json", "figures/loss_curves.json")]
+    read = resources_table(paths, root, tmp_path / "resources.csv", records=given).set_index("rule")
+    train = read.loc["train"].set_index("run").loc["transformer"]
+    assert (train["cpu_s"], train["max_rss_mib"], train["measured_by"]) == (own["cpu_s"], own["max_rss_mib"], "job")
+    assert train["wall_s"] == 60.0  # the wall time stays Snakemake's: the job's whole life, start-up included
+    assert read.loc["figure_loss_curves", "measured_by"] == "job" and read.loc["figure_loss_curves", "cpu_s"] > 0
+    assert read.loc["tokenize", "measured_by"] == "snakemake samples" and read.loc["tokenize", "cpu_s"] == 3.0
+    unlisted = resources_table(paths, root, tmp_path / "r2.csv", records=given[:1]).set_index("rule")
+    assert unlisted.loc["figure_loss_curves", "measured_by"] == "snakemake samples"  # only the records given
 
 
 def test_where_a_job_is_read_from_its_path(tmp_path):
@@ -95,3 +124,6 @@ def test_the_figure_sums_each_stage_by_run(benchmarks, tmp_path):
     assert "peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)
     # the figure job ended before Snakemake's first sample: said, not drawn as 0 s and 0 MiB
     assert cpu.texts[-1].get_text().strip() == "ended before it was sampled"
+    assert cpu.get_title() == "CPU seconds: 91.0 s in all" and wall.get_title() == "wall-clock seconds: 109 s in all"
+    # no job's own count here: Snakemake's samples miss what ran after the last one
+    assert "at least 84.0 s (sampled), peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)

@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                '{"experiment": NAME}')
     p.add_argument("--root", required=True, help="results/<experiment>/benchmarks: a path under it names the job")
     p.add_argument("--benchmarks", nargs="+", required=True, help="benchmarks/<rule>[/<run>][/seed<k>].tsv files")
+    p.add_argument("--records", nargs="*", default=[],
+                   help="the jobs' provenance records, whose CPU seconds and peak memory replace Snakemake's samples")
     p.add_argument("--out", required=True, help="tables/resources.csv")
 
     p = _stage(sub, "figure", "rebuild one figure from files on disk",
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--model-path", required=True)
     p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
-    p.add_argument("--samples", help="samples/<model>.jsonl: diversity, repetition and self-likelihood per decoding")
+    p.add_argument("--samples", help="samples/<run>/seed<k>.jsonl: diversity, repetition and self-likelihood per decoding")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="eval/<model>.json")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snakefile", required=True)
     p.add_argument("--configfile", required=True, help="the study file the report shows (provenance/study.json)")
     p.add_argument("--out", required=True, help="report.html")
+    p.add_argument("--stylesheet", help="CSS added to the report's own (workflow/report/report.css)")
     p.set_defaults(command="report")
 
     p = _stage(sub, "report-tables", "tables as HTML pages, which Snakemake's report shows inline (a CSV it "

@@ -10,6 +10,7 @@ import functools
 import importlib.metadata
 import json
 import platform
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -76,9 +77,21 @@ def of_checkpoint(ckpt: dict) -> dict:
     return json.loads(ckpt.get("provenance") or "null") or {}
 
 
+def usage() -> dict:
+    """This process's CPU seconds and peak resident memory so far, its finished child processes' (torchrun's
+    workers) included: counted by the kernel, where Snakemake's `benchmark:` samples a job now and then (every
+    0.5 s for its first 15 s, then every 30 s) and misses what ran in between."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"cpu_s": round(cpu, 3), "max_rss_mib": round(max(own.ru_maxrss, children.ru_maxrss) * rss_unit / 2**20, 1)}
+
+
 def write(path, rec: dict) -> None:
-    """Write the record, its code identity brought up to date with the modules the job went on to load."""
+    """Write the record, its code identity brought up to date with the modules the job went on to load, and the
+    job's CPU seconds and peak memory until now (usage; tables/resources.csv reads them)."""
     rec["code"] = code_state()
+    rec["usage"] = usage()
     if path:
         write_json(path, rec)
 

@@ -3,9 +3,12 @@
 A job's benchmark file is benchmarks/<rule>[/<run or source>][/seed<k>].tsv under results/<experiment>/, one
 row per measurement: the wall-clock seconds (`s`), the peak resident memory of the job's processes in MiB
 (`max_rss`) and their CPU seconds (`cpu_time`); NA where the job ended before Snakemake's first sample.
+Snakemake samples CPU and memory now and then, so a job's own count replaces them where it wrote one: the
+`usage` of its provenance record (picollm.provenance.usage), counted by the kernel. `measured_by` says which.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,8 +17,11 @@ import pandas as pd
 from picollm.errors import PicoError
 from picollm.io import atomic_path
 
-COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s"]
+COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
 MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Snakemake's column -> ours
+# where a rule's provenance record lies, when not under its own name: provenance/<dir>/<run>/seed<k>.json
+RECORD_DIRS = {"sampling_reference": "reference"}
+NO_RECORD = {"provenance_table"}  # rules that write no provenance record
 
 
 def job_of(path, root) -> dict:
@@ -40,9 +46,36 @@ def read_benchmark(path) -> dict:
     return {ours: pd.to_numeric(frame[theirs], errors="coerce").mean() for theirs, ours in MEASURES.items()}
 
 
-def resources_table(paths, root, out_csv) -> pd.DataFrame:
-    """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s), in the order given."""
-    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p)} for p in paths], columns=COLUMNS)
+def record_of(benchmark, root) -> Path | None:
+    """The provenance record that the job of a benchmark file wrote (None for a rule that writes none):
+    benchmarks/figure_<name>.tsv -> provenance/figures/<name>.json, else the same path under provenance/."""
+    rule, *rest = Path(benchmark).relative_to(root).with_suffix("").parts
+    if rule in NO_RECORD:
+        return None
+    folder = ["figures", rule.removeprefix("figure_")] if rule.startswith("figure_") else [RECORD_DIRS.get(rule, rule)]
+    return Path(root).parent.joinpath("provenance", *folder, *rest).with_suffix(".json")
+
+
+def job_usage(benchmark, root, records: set) -> dict:
+    """{cpu_s, max_rss_mib, measured_by: "job"} from the job's provenance record where it is among `records` and
+    holds its usage; {measured_by: "snakemake samples"} otherwise."""
+    record = record_of(benchmark, root)
+    if record is not None and str(record) in records:
+        try:
+            usage = json.loads(record.read_text()).get("usage")
+        except (OSError, ValueError):
+            raise PicoError(f"cannot read the provenance record {record}; rerun its job") from None
+        if usage:
+            return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"], "measured_by": "job"}
+    return {"measured_by": "snakemake samples"}
+
+
+def resources_table(paths, root, out_csv, records=()) -> pd.DataFrame:
+    """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by), in the
+    order given; CPU and memory from the job's own provenance record where `records` holds it."""
+    records = {str(Path(r)) for r in records}
+    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p), **job_usage(p, root, records)} for p in paths],
+                         columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")
     with atomic_path(out_csv) as tmp:
         frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}).to_csv(tmp, index=False)

@@ -1,10 +1,12 @@
-# tables/resources.csv: every job's wall time, peak memory and CPU time from its `benchmark:` file. Only the
-# report (through figures/resources.png) reads it, so a benchmark file that changes reruns nothing else.
+# tables/resources.csv: every job's wall time from its `benchmark:` file, its CPU time and peak memory from its
+# provenance record (counted by the job, where Snakemake samples them). Only the report (through
+# figures/resources.png) reads it, so a benchmark file that changes reruns nothing else.
 
 
 rule resources:
     input:
-        job_benchmarks(),
+        benchmarks=job_benchmarks(),
+        records=job_records(),
     output:
         csv=table("resources_table"),
         provenance=f"{R}/provenance/resources.json",
@@ -21,4 +23,5 @@ rule resources:
         root=lambda wc, output: Path(output.csv).parents[1] / "benchmarks",
     shell:
         "python -m picollm --log {log} resources --config {params.config:q} --root {params.root:q}"
-        " --benchmarks {input:q} --out {output.csv} --provenance {output.provenance}"
+        " --benchmarks {input.benchmarks:q} --records {input.records:q} --out {output.csv}"
+        " --provenance {output.provenance}"

@@ -6,5 +6,6 @@ from picollm.resources import resources_table
 
 def run(args):
     parse(TablesJob, args.config)
-    resources_table(args.benchmarks, args.root, args.out)
-    provenance.write(args.provenance, provenance.record("resources", config=args.config, inputs=args.benchmarks))
+    resources_table(args.benchmarks, args.root, args.out, args.records)
+    provenance.write(args.provenance, provenance.record("resources", config=args.config,
+                                                        inputs=[*args.benchmarks, *args.records]))

@@ -4,8 +4,10 @@ Two panels, one bar per stage in pipeline order (every figure_* rule is one stag
 wall-clock seconds and their CPU seconds, summed. A bar is split by run for the stages that run once per run
 and seed (train, sample, evaluate: the sum over seeds), in the run's colour of every other figure; study-wide
 jobs are grey. Each bar ends with its total, and the CPU panel's with the peak memory of the stage's largest
-job; a stage whose jobs ended before Snakemake first sampled them says so rather than showing 0. Jobs run side
-by side, so the wall-clock bars add up to more than the study took.
+job. CPU and memory are what each job counted (its provenance record); where Snakemake's samples stand in for
+them (a job that wrote no record), the stage's CPU seconds say "at least", and a stage whose jobs ended before
+Snakemake first sampled them says so rather than showing 0. Jobs run side by side, so the
+wall-clock bars add up to more than the study took.
 """
 from __future__ import annotations
 
@@ -35,6 +37,16 @@ def by_stage(frame: pd.DataFrame, column: str, stages: list, who: list) -> pd.Da
     return table.reindex(index=stages, columns=who, fill_value=0.0).fillna(0.0)
 
 
+def bar_note(column: str, total: float, sampled: bool, peak: float) -> str:
+    """The text at a bar's end: its seconds, and on the CPU panel the stage's peak memory."""
+    if column != "cpu_s":
+        return seconds(total)
+    if total == 0:  # Snakemake samples a job's CPU and memory now and then
+        return "ended before it was sampled"
+    note = f"at least {seconds(total)} (sampled)" if sampled else seconds(total)  # samples miss the last seconds
+    return note + (f", peak {peak:,.0f} MiB" if peak >= 1 else "")  # under 1 MiB: a sample of the job's shell alone
+
+
 def figure(path, experiment: str):
     """The figure plot() saves."""
     frame = pd.read_csv(path)
@@ -46,6 +58,9 @@ def figure(path, experiment: str):
     who = [*runs, STUDY_WIDE]
     colors = {**{r: style["color"] for r, style in model_styles(runs).items()}, STUDY_WIDE: GREY}
     peak = frame.groupby("stage")["max_rss_mib"].max().reindex(stages)
+    # a stage with a job whose CPU and memory only Snakemake's samples measured (it wrote no usage of its own)
+    measured_by = frame.get("measured_by", pd.Series("snakemake samples", index=frame.index))
+    sampled = (measured_by != "job").groupby(frame["stage"]).any().reindex(stages)
 
     fig, axes = plt.subplots(1, 2, figsize=SLIDE, sharey=True, layout="constrained")
     y = np.arange(len(stages))
@@ -56,12 +71,8 @@ def figure(path, experiment: str):
             ax.barh(y, table[name], left=left, color=colors[name], label=name if column == "wall_s" else None)
             left += table[name].to_numpy()
         for i, total in enumerate(left):
-            note = seconds(total)
-            if column == "cpu_s" and total == 0:  # Snakemake samples a job's CPU and memory now and then
-                note = "ended before it was sampled"
-            elif column == "cpu_s" and peak.iloc[i] >= 1:  # under 1 MiB: a sample of the job's shell alone
-                note += f", peak {peak.iloc[i]:,.0f} MiB"
-            ax.text(total, i, f" {note}", va="center", fontsize="x-small")
+            ax.text(total, i, f" {bar_note(column, total, sampled.iloc[i], peak.iloc[i])}", va="center",
+                    fontsize="x-small")
         ax.set_xlim(0, left.max() * (1.45 if column == "wall_s" else 1.8) or 1)  # room for the notes at the bars' ends
         ax.set(xlabel=label, title=f"{label}: {seconds(left.sum())} in all")
         ax.grid(axis="y", visible=False)
