@@ -77,8 +77,9 @@ def test_a_pandas_markdown_table_keeps_its_alignment():
 
 
 def test_a_csv_becomes_one_table(tmp_path):
-    """compare.csv: its rows, each pair's verdict first, floats to 4 significant digits, an empty cell empty, the
-    study's name in the heading rather than in a column, and a column empty in every row named, not shown."""
+    """compare.csv: its rows, each pair's verdict first, then the numbers it rests on, its sentence last; floats
+    to 4 significant digits, an empty cell empty, the study's name in the heading rather than in a column, and a
+    column empty in every row named, not shown."""
     csv = tmp_path / "compare.csv"
     pd.DataFrame([{"experiment": "tiny", "a": "lstm", "b": "gru", "n": 2, "flops_budget": None,
                    "bpb_diff_mean": 0.123456789, "bpb_diff_ci_low": None, "verdict": "b better",
@@ -88,8 +89,8 @@ def test_a_csv_becomes_one_table(tmp_path):
                  ).to_csv(csv, index=False)
     page = report_tables.csv_html(csv, "tiny")
     assert page.startswith("<h1>Comparison of every two runs: experiment <code>tiny</code></h1>")
-    assert table_rows(page) == [["lstm", "gru", "b better", "gru better <by far>", "2", "0.1235", ""],
-                                ["lstm", "mlp", "within noise", "alike", "1", "-2", "-3"]]
+    assert table_rows(page) == [["lstm", "gru", "b better", "0.1235", "", "2", "gru better <by far>"],
+                                ["lstm", "mlp", "within noise", "-2", "-3", "1", "alike"]]
     assert ">experiment</th>" not in page and "&lt;by far&gt;" in page
     assert "Empty in every row, so not shown: <code>flops_budget</code>" in page
 
@@ -107,6 +108,131 @@ def test_the_command_writes_each_page(tmp_path):
     assert eval_page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in eval_page
     assert table_rows(eval_page) == [["lstm", "1.2 ± 0.1"]]
     assert table_rows(compare_page) == [["lstm", "gru", "within noise"]]
+
+
+def table_headers(page: str) -> list[list[str]]:
+    """The header names of each table of an HTML page, in order."""
+    return [[html.unescape(re.sub(r"<[^>]+>", "", cell))
+             for cell in re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table, re.S)]
+            for table in re.findall(r"<table\b.*?</table>", page, re.S)]
+
+
+def test_every_table_scrolls_in_a_box_of_its_own(tmp_path):
+    """Each table, from Markdown or a CSV, sits in a box that scrolls both ways and is at most 80% of the window
+    high, so its sticky header row sticks and its horizontal scrollbar is in view (a table that scrolled itself,
+    display: block, showed that scrollbar only below its last row, and its header never stuck)."""
+    (tmp_path / "eval.md").write_text("# Evaluation\n\n| run | bpb |\n|:--|--:|\n| lstm | 1.2 ± 0.1 |\n\n"
+                                      "## Per data source\n\n| run | source |\n|:--|:--|\n| lstm | a |\n")
+    (tmp_path / "compare.csv").write_text("experiment,a,b,verdict\ntiny,lstm,gru,within noise\n")
+    for source in ("eval.md", "compare.csv"):
+        report_tables.render(tmp_path / source, tmp_path / "page.html", "tiny")
+        page = (tmp_path / "page.html").read_text()
+        tables_ = re.findall(r"<table\b", page)
+        assert tables_ and len(re.findall(r'<div class="table-scroll"><table\b', page)) == len(tables_), source
+        assert page.count("</table></div>") == len(tables_), source
+    style = re.search(r"\.table-scroll \{(.*?)\}", report_tables.STYLE, re.S)[1]
+    assert "max-height: 80vh" in style and "overflow: auto" in style
+    assert "display: block" not in report_tables.STYLE
+    assert re.search(r"th \{[^}]*position: sticky; top: 0", report_tables.STYLE)
+
+
+def test_a_column_that_repeats_another_in_every_row_is_named_not_shown(tmp_path):
+    """sampling.csv's `model` is its `run` in every row: the page names it below the table rather than showing it
+    twice (the CSV keeps it); where they differ in a single row, both are shown."""
+    csv = tmp_path / "sampling.csv"
+    frame = pd.DataFrame({"experiment": "tiny", "run": ["lstm", "reference"], "seed": [1337, 1337],
+                          "model": ["lstm", "reference"], "decoding": ["greedy", "reference"],
+                          "distinct_1": [0.0847457627118644, 0.5]})
+    frame.to_csv(csv, index=False)
+    before = csv.read_bytes()
+    page = report_tables.csv_html(csv, "tiny")
+    assert table_headers(page) == [["run", "seed", "decoding", "distinct_1"]]
+    assert table_rows(page) == [["lstm", "1337", "greedy", "0.08475"], ["reference", "1337", "reference", "0.5"]]
+    assert "The same as <code>run</code> in every row, so not shown: <code>model</code>." in page
+    assert csv.read_bytes() == before
+    frame.loc[1, "model"] = "other"
+    frame.to_csv(csv, index=False)
+    page = report_tables.csv_html(csv, "tiny")
+    assert table_headers(page) == [["run", "seed", "model", "decoding", "distinct_1"]]
+    assert "so not shown" not in page
+
+
+def test_compare_shows_the_interval_behind_each_verdict_before_its_sentence(tmp_path):
+    """compare.csv as picollm.tables writes it: the pair, the verdict and the interval it reads come first, the
+    long sentence last, so at a narrow width the numbers are in view and the sentence is what scrolls."""
+    csv = tmp_path / "compare.csv"
+    pd.DataFrame([{"experiment": "tiny", "a": "lstm", "b": "gru", "n": 2, "flops_budget": None,
+                   "bpb_diff_mean": 0.04, "bpb_diff_ci_low": 0.031, "bpb_diff_ci_high": 0.053,
+                   "verdict": "b better", "statement": "gru better than lstm by 0.0400 bpb (95% CI 0.0310 to 0.0530, "
+                                                      "2 seeds paired)"}],
+                 columns=tables.COMPARE_COLUMNS).to_csv(csv, index=False)
+    page = report_tables.csv_html(csv, "tiny")
+    [headers] = table_headers(page)
+    assert headers[:6] == ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high"]
+    assert headers[-1] == "statement"
+    assert "bpb_diff_ci_low to bpb_diff_ci_high" in page  # the note says what the verdict reads
+    assert '<td class="prose">gru better than lstm' in page  # the sentence has room to read
+
+
+def test_the_models_page_shows_the_training_outcome_in_a_table_of_its_own(tmp_path):
+    """models.md's columns (16) are two tables, each led by the model's name: the training outcome (final losses,
+    tokens seen, train FLOPs, the timings its note speaks of), narrow enough to read without scrolling sideways,
+    then the size and setup; every column is in one of them, and the notes stay."""
+    paths = []
+    for name in ("lstm", "transformer.d_model=128"):
+        summary = {"model": name, "type": "lstm", "params": 426752, "params_embedding": 32896, "params_head": 0,
+                   "head_tied": True, "params_core": 393856, "tokens_seen": 819200, "flops_per_token": 2753280,
+                   "train_flops": 2255486976000, "wall_s": 42.71, "tokens_per_s": 19203.4, "device": "cpu",
+                   "final_train_loss": 0.456789, "final_val_loss": 0.49371,
+                   "provenance": {"config": {"train": {"optimizer": "adamw", "lr": 0.003}}}}
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(summary))
+    tables.models_table(paths, tmp_path / "models.md", "tiny")
+    report_tables.render(tmp_path / "models.md", tmp_path / "models.html", "tiny")
+    page = (tmp_path / "models.html").read_text()
+    outcome, size = [[name.split(" (")[0] for name in names] for names in table_headers(page)]
+    assert outcome[0] == size[0] == "model" and len(outcome) <= 8
+    assert {"final_train_loss", "final_val_loss", "tokens_seen", "train_flops", "wall_s", "tokens_per_s"} <= set(
+        outcome)
+    assert set(outcome[1:]) | set(size[1:]) == set(tables.MODEL_COLUMNS[1:])
+    assert not set(outcome[1:]) & set(size[1:])
+    assert page.index("<h2>Training outcome</h2>") < page.index("<table") < page.index("<h2>Size and setup</h2>")
+    assert [row[0] for row in table_rows(page)] == ["lstm", "transformer.d_model=128"] * 2
+    assert table_rows(page)[1][1:5] == ["0.4568", "0.4937", "819,200", "2,255,486,976,000"]
+    assert "wall_s (machine-dependent)" in table_headers(page)[0]
+    assert page.index(tables.TIMING_NOTE.split(":")[0]) > page.rindex("</table>")  # the note, below the tables
+    assert "train_flops = flops_per_token x tokens_seen" in page
+
+
+@pytest.mark.parametrize("value, count, label, shown", [
+    (819200.0, True, False, "819,200"),  # a count read as floats (a blank elsewhere in its column)
+    (1337, True, True, "1337"),  # a seed: a name, not a count
+    (0.0847457627118644, False, False, "0.08475"),
+    (12345.678, False, False, "12,346"),  # not 1.235e+04
+    (-2.0, False, False, "-2"),
+    (float("nan"), False, False, ""),
+])
+def test_numbers_are_compact(value, count, label, shown):
+    assert report_tables.number(value, count, label) == shown
+
+
+def test_a_sampling_page_shows_counts_in_full(tmp_path):
+    """sampling.csv's train_tokens is blank for the reference rows, so pandas reads it as floats: the page shows
+    819,200, not 8.192e+05."""
+    csv = tmp_path / "sampling.csv"
+    csv.write_text("experiment,run,seed,model,train_tokens\ntiny,lstm,1337,lstm,819200.0\n"
+                   "tiny,reference,1337,reference,\n")
+    assert table_rows(report_tables.csv_html(csv, "tiny")) == [["lstm", "1337", "819,200"], ["reference", "1337", ""]]
+
+
+@pytest.mark.parametrize("header, shown", [
+    ("params_embedding", "params_<wbr>embedding"),
+    ("bpb_diff_ci_high", "bpb_diff_<wbr>ci_high"),
+    ("distinct_1", "distinct_1"),
+    ("wall_s (machine-dependent)", "wall_s (machine-dependent)"),
+])
+def test_a_header_breaks_at_most_once_at_an_underscore(header, shown):
+    assert report_tables.breakable(header) == shown
 
 
 @pytest.mark.parametrize("pages, message", [

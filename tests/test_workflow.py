@@ -284,11 +284,18 @@ def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from
     assert [row[-1] for row in table_rows(pages["eval"])] == [  # bpb: the mean ± the 95% interval's half-width
         tables.plus_minus(*by_run.loc[run, ["bpb_mean", "bpb_ci_low", "bpb_ci_high"]]) for run in shown_runs]
     compare = pd.read_csv(res / "tables/compare.csv")
-    assert [row[:4] for row in table_rows(pages["compare"])] == compare[["a", "b", "verdict", "statement"]
-                                                                       ].values.tolist()
+    # the verdict's interval columns come before the sentence that says it, which is last
+    assert [row[:3] + row[-1:] for row in table_rows(pages["compare"])] == compare[["a", "b", "verdict", "statement"]
+                                                                                 ].values.tolist()
     assert {row[0] for row in table_rows(pages["models"])} == {"kgram_mlp", "lstm", "transformer"}
     study = json.loads((res / "provenance/study.json").read_text())
     assert shown_config(workflow_description(page)) == study and "threads" not in study["train"]
+    # listed by name and format, not by path (which widened the menu); the eval table as a page and a CSV
+    assert results["results/tiny/tables/eval.html"]["labels"] == {"name": "eval", "format": "page"}
+    assert results["results/tiny/tables/eval.csv"]["labels"] == {"name": "eval", "format": "CSV download"}
+    assert results["results/tiny/figures/loss_curves.png"]["labels"] == {"name": "loss_curves", "format": "figure"}
+    # workflow/report/report.css: a description taller than the window scrolls from its top, not from its middle
+    assert (ROOT / "workflow" / "report" / "report.css").read_text().split("*/", 1)[1].strip() in page
 
 
 def test_dry_run_parses_without_torch(tmp_path):

@@ -2,13 +2,19 @@
 own), while a .csv it only offers as a download.
 
 A Markdown table file (tables/eval.md, models.md, samples.md, snapshots.md, as picollm.tables writes them) is
-rendered by Python-Markdown with its pipe tables, raw HTML off (a sample's "<b>" is text); a CSV (tables/
-compare.csv, eval/sampling.csv) becomes one table by pandas, its floats to 4 significant digits (every digit
-stays in the CSV). Each page is one self-contained file, its style included.
+rendered by Python-Markdown with its pipe tables, raw HTML off (a sample's "<b>" is text). A CSV (tables/
+compare.csv, eval/sampling.csv) becomes one table: the columns a reader reads first (compare.csv's verdicts and
+the intervals behind them) first, a column that repeats another in every row (sampling.csv's `model`, the same as
+`run`) named below it rather than shown, floats to 4 significant digits and counts with thousands separators
+(every digit stays in the CSV). Every table sits in a box that scrolls both ways, so its header row and its
+first column stay in view, and so does the horizontal scrollbar. Each page is one self-contained file, its style
+included.
 """
 from __future__ import annotations
 
 import html
+import math
+import re
 from pathlib import Path
 
 import markdown
@@ -18,26 +24,49 @@ from picollm.errors import PicoError
 from picollm.io import write_text
 
 STYLE = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2937; margin: 12px 16px; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2937; margin: 12px 10px; }
 h1 { font-size: 1.3em; margin: 0.2em 0 0.6em; } h2 { font-size: 1.1em; margin: 1.2em 0 0.5em; }
 p { max-width: 70em; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; background: #f3f4f6; padding: 0 3px;
        border-radius: 3px; }
-table { display: block; overflow-x: auto; border-collapse: collapse; font-variant-numeric: tabular-nums;
-        margin: 0.6em 0 1em; }
-th, td { padding: 3px 10px; border: 0; border-bottom: 1px solid #e5e7eb; vertical-align: top; max-width: 40em; }
-th { background: #f3f4f6; border-bottom: 2px solid #d1d5db; position: sticky; top: 0; text-align: left; }
+.table-scroll { max-height: 80vh; overflow: auto; width: fit-content; max-width: 100%; margin: 0.6em 0 1em;
+                border: 1px solid #e5e7eb; }
+table { border-collapse: separate; border-spacing: 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 8px; border: 0; border-bottom: 1px solid #e5e7eb; vertical-align: top; max-width: 40em; }
+th { background: #f3f4f6; border-bottom: 2px solid #d1d5db; position: sticky; top: 0; z-index: 1;
+     text-align: left; }
+th:first-child, td:first-child { position: sticky; left: 0; box-shadow: inset -1px 0 #d1d5db; }
+th:first-child { z-index: 2; }
+td:first-child { background: inherit; }
+td.prose { min-width: 22em; } td.short { white-space: nowrap; }
+tbody tr { background: #fff; }
 tbody tr:nth-child(even) { background: #fafafa; }
 tbody tr:hover { background: #eef2ff; }
 """
 
-# A page rendered from a CSV, by the CSV's name: its title (a Markdown file has its own heading), and the columns
-# it shows first, the ones a reader reads (each pair's verdict in a sentence), before the numbers behind them.
+# A page rendered from a CSV, by the CSV's name: its title (a Markdown file has its own heading), a note on what
+# its numbers are, the columns it shows first, the ones the note and the verdicts speak of, and those it shows
+# last (compare.csv's sentence: its numbers are in the columns before it).
 CSV_PAGES = {
-    "compare": {"title": "Comparison of every two runs", "first": ["a", "b", "verdict", "statement"]},
-    "sampling": {"title": "Sampling measures", "first": []},
+    "compare": {"title": "Comparison of every two runs",
+                "note": "bpb_diff = bpb(a) − bpb(b), paired by seed: its mean over the n seeds and its 95% t "
+                        "interval (bpb_diff_ci_low to bpb_diff_ci_high), which each verdict reads: “a better” when "
+                        "the interval is below 0, “b better” when it is above, “within noise” when it holds 0 "
+                        "(or one seed gives none).",
+                "first": ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "n",
+                          "flops_budget"],
+                "last": ["statement"]},
+    "sampling": {"title": "Sampling measures"},
 }
 
+# A column that may repeat another in every row ({column: the one it repeats}): then it is named, not shown.
+SAME_AS = {"model": "run"}
+
+# A CSV's text column whose cells are all at most this many characters long is kept on one line.
+SHORT = 16
+
+# Integer columns that name rather than count: shown without thousands separators.
+LABELS = {"seed", "step"}
 
 def markdown_html(text: str) -> str:
     """The Markdown that picollm.tables writes -> HTML; any HTML in it (a sample's text) stays text."""
@@ -47,30 +76,109 @@ def markdown_html(text: str) -> str:
     return md.convert(text)
 
 
+def _is_count(values: pd.Series) -> bool:
+    """Integers, or floats that are whole numbers (an integer column with a blank in it reads as floats)."""
+    values = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        return False
+    return bool(len(values)) and bool(values.map(lambda v: float(v).is_integer()).all())
+
+
+def number(value, count: bool, label: bool = False) -> str:
+    """A cell's number, compact: a count in full with thousands separators (1,234,567; a label such as a seed
+    without them), other floats to 4 significant digits, large ones to the unit (12,346 rather than 1.235e+04);
+    blank for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if count:
+        return f"{int(value)}" if label else f"{int(value):,}"
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def frame_html(frame: pd.DataFrame) -> str:
+    """A table of `frame`'s rows, each cell escaped; numbers aligned right, as a Markdown `--:` column is."""
+    right = ' style="text-align: right;"'
+    columns = []
+    for name in frame.columns:
+        values = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if numeric:
+            count = _is_count(values)
+            shown = [number(v, count, name in LABELS) for v in values]
+        else:
+            shown = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
+        # a column of sentences (compare.csv's statement) is given room to read rather than a word a line, one of
+        # short phrases ("within noise") is kept on one line
+        longest = max(map(len, shown), default=0)
+        columns.append((name, right if numeric else ' class="prose"' if longest > 40
+                        else ' class="short"' if longest <= SHORT else "", shown))
+    head = "".join(f"<th{align if 'style' in align else ''}>{html.escape(str(name))}</th>"
+                   for name, align, _ in columns)
+    body = "".join("<tr>" + "".join(f"<td{align}>{html.escape(shown[i])}</td>" for _, align, shown in columns)
+                   + "</tr>\n" for i in range(len(frame)))
+    return f"<table>\n<thead>\n<tr>{head}</tr>\n</thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+
+
+def _codes(names) -> str:
+    return ", ".join(f"<code>{html.escape(str(c))}</code>" for c in names)
+
+
 def csv_html(path, experiment: str) -> str:
-    """A CSV -> a heading (its title, the experiment) and one table: floats to 4 significant digits, empty cells
-    empty. An `experiment` column that holds only this study's name is said in the heading instead, and a column
-    empty in every row is named below the table rather than shown."""
+    """A CSV -> a heading (its title, the experiment) and one table: floats to 4 significant digits, counts with
+    thousands separators, empty cells empty. An `experiment` column that holds only this study's name is said in
+    the heading instead; a column empty in every row, or the same as another in every row (SAME_AS), is named
+    below the table rather than shown."""
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     name = Path(path).stem
-    spec = CSV_PAGES.get(name, {"title": name, "first": []})
+    spec = {"title": name, "note": "", "first": [], "last": [], **CSV_PAGES.get(name, {})}
     if "experiment" in frame.columns and set(frame["experiment"].astype(str)) <= {experiment}:
         frame = frame.drop(columns="experiment")
     empty = [c for c in frame.columns if len(frame) and frame[c].isna().all()]
-    first = [c for c in spec["first"] if c in frame.columns]
-    frame = frame[first + [c for c in frame.columns if c not in first and c not in empty]]
-    table = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+    same = {c: other for c, other in SAME_AS.items() if len(frame) and c in frame.columns and other in frame.columns
+            and c not in empty and (frame[c].astype(str) == frame[other].astype(str)).all()}
+    shown = [c for c in frame.columns if c not in empty and c not in same]
+    first = [c for c in spec["first"] if c in shown]
+    last = [c for c in spec["last"] if c in shown and c not in first]
+    frame = frame[first + [c for c in shown if c not in first and c not in last] + last]
     title = f"{spec['title']}: experiment <code>{html.escape(experiment)}</code>"
     note = (f"<p>{len(frame)} rows of <code>{html.escape(Path(path).name)}</code>, floats shown to 4 significant "
-            f"digits (the CSV has every digit).</p>")
-    left_out = (f"<p>Empty in every row, so not shown: {', '.join(f'<code>{html.escape(c)}</code>' for c in empty)}"
-                f".</p>" if empty else "")
-    return f"<h1>{title}</h1>\n{note}\n{table}{left_out}"
+            f"digits (the CSV has every digit).{' ' + html.escape(spec['note']) if spec['note'] else ''}</p>")
+    left_out = "".join([
+        f"<p>Empty in every row, so not shown: {_codes(empty)}.</p>" if empty else "",
+        *(f"<p>The same as <code>{html.escape(other)}</code> in every row, so not shown: {_codes([c])}.</p>"
+          for c, other in same.items()),
+    ])
+    return f"<h1>{title}</h1>\n{note}\n{frame_html(frame)}{left_out}"
+
+
+def breakable(header: str) -> str:
+    """A header's name with one place to break it in two (<wbr>), after the underscore nearest its middle that
+    leaves at least 3 characters on each side: params_<wbr>embedding, bpb_diff_<wbr>ci_high; distinct_1 and
+    wall_s stay whole. What follows a space (" (machine-dependent)") breaks at the space."""
+    name, space, rest = header.partition(" ")
+    cuts = [i + 1 for i, char in enumerate(name) if char == "_" and i >= 3 and len(name) - i - 1 >= 3]
+    if not cuts:
+        return header
+    cut = min(cuts, key=lambda i: abs(2 * i - len(name)))
+    return f"{name[:cut]}<wbr>{name[cut:]}{space}{rest}"
+
+
+def scrolling_tables(body: str) -> str:
+    """Each table in a box that scrolls both ways (at most 80% of the window high), so its sticky header row
+    stays at the top and its horizontal scrollbar in view; each header breakable in two (breakable)."""
+    body = re.sub(r"<th([^>]*)>(.*?)</th>", lambda m: f"<th{m[1]}>{breakable(m[2])}</th>", body, flags=re.S)
+    # a value with its interval ("0.798 ± 0.039") on one line
+    body = re.sub(r"<td([^>]*)>([^<]*±[^<]*)</td>", lambda m: f'<td{m[1]} class="short">{m[2]}</td>'
+                  if "class=" not in m[1] and len(html.unescape(m[2])) <= 2 * SHORT else m[0], body)
+    return re.sub(r"<table\b", '<div class="table-scroll"><table', body).replace("</table>", "</table></div>")
 
 
 def page(body: str, title: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<style>{STYLE}</style>\n</head>\n<body>\n{scrolling_tables(body)}\n</body>\n</html>\n")
 
 
 def render(source, out, experiment: str) -> None:

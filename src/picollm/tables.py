@@ -127,6 +127,12 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
 MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
                  "optimizer", "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
                  "final_train_loss", "final_val_loss"]
+# models.md's two tables, each led by the model: the outcome (what the notes speak of) narrow enough to read
+# without scrolling sideways, then the size and setup; models.csv keeps MODEL_COLUMNS in one table
+MODEL_PARTS = {"Training outcome": ["final_train_loss", "final_val_loss", "tokens_seen", "train_flops", "wall_s",
+                                    "tokens_per_s", "device"],
+               "Size and setup": ["type", "params", "params_embedding", "params_head", "head_tied", "params_core",
+                                  "flops_per_token", "optimizer"]}
 
 
 # How picollm.flops counts, said above models.md's table (the figures' captions say the same).
@@ -154,12 +160,12 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False)
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
-    shown = frame.rename(columns=TIMING_HEADERS)
+    parts = "".join(f"## {heading}\n\n" + frame[["model", *columns]].rename(columns=TIMING_HEADERS).to_markdown(
+        index=False, floatfmt=".4g", intfmt=",") + "\n\n" for heading, columns in MODEL_PARTS.items())
     text = (f"# Models: experiment `{experiment}`, {note}\n\n"
             "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
             "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count). "
-            f"{FLOPS_NOTE}\n\n"
-            + shown.to_markdown(index=False, floatfmt=".4g", intfmt=",") + f"\n\n{TIMING_NOTE}\n")
+            f"{FLOPS_NOTE}\n\n{parts}{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
 

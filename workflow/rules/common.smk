@@ -260,9 +260,23 @@ def figure_path(name, ext="png"):
     return f"{R}/figures/{name}.{ext}"
 
 
+# how the report names a result's file by its ending: a table comes as a page to read and a CSV to download
+FORMATS = {"png": "figure", "html": "page", "csv": "CSV download"}
+
+
 def in_report(path, name, category):
-    """An output shown in `snakemake --report` with its caption workflow/report/<name>.rst."""
-    return report(path, caption=f"../report/{name}.rst", category=category)
+    """An output shown in `snakemake --report` with its caption workflow/report/<name>.rst, listed by name
+    and format rather than by its path (which widens the report's menu past a third of a laptop screen).
+    """
+    return report(
+        path,
+        caption=f"../report/{name}.rst",
+        category=category,
+        labels={
+            "name": name.removesuffix("_table"),
+            "format": FORMATS[Path(path).suffix[1:]],
+        },
+    )
 
 
 def table(name):

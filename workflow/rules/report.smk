@@ -60,6 +60,7 @@ rule report:
         results=all_results(),
         pages=rules.report_tables.output,
         study=f"{R}/provenance/study.json",
+        stylesheet=workflow.source_path("../report/report.css"),
     output:
         f"{R}/report.html",
     log:
@@ -75,4 +76,4 @@ rule report:
         # The study's validated config is a study file of its own, so the inner run sees the same DAG; it runs
         # alongside this one (--nolock: it only reads). `picollm report` runs it and says why it failed.
         "python -m picollm --log {log} report --snakefile {params.snakefile:q} --configfile {input.study}"
-        " --out {output}"
+        " --stylesheet {input.stylesheet:q} --out {output}"

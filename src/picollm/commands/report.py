@@ -14,7 +14,8 @@ from picollm.io import disk_full, no_space
 def run(args):
     # --nolock: the inner run only reads, alongside the run that started this job
     command = [sys.executable, "-m", "snakemake", "-s", args.snakefile, "--directory", ".", "--nolock",
-               "--workflow-profile", "none", "--report", args.out, "--configfile", args.configfile]
+               "--workflow-profile", "none", "--report", args.out, "--configfile", args.configfile,
+               *(["--report-stylesheet", args.stylesheet] if args.stylesheet else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     print(result.stdout + result.stderr, end="")
     if result.returncode == 0:
