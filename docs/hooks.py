@@ -25,6 +25,17 @@ CONFIG_MARKER = "<!-- config-reference -->"
 BENCHMARKS_MARKER = "<!-- benchmarks -->"
 # the placeholder of a map's keys in a key path; any other map: <name>
 MAP_KEY = {"sweep": "<model>", "sweep.<model>": "<key>"}
+# descriptions of key paths the schema gives none (a map's values have no field to hang one on)
+DESCRIPTIONS = {
+    "sweep.<model>.<key>": "the values to try for one key of the model `<model>` (a name under `models`), a run "
+                           "per value: a key of that model's own table (e.g. `d_model`), or `train.<key>` for one of "
+                           "its train keys (e.g. `train.lr`)",
+}
+# above the tables: what the default column means (readers take config/config.yaml's values for the defaults)
+DEFAULTS_NOTE = ("The *default* column is the value a key takes when the study file leaves it out (*required*: it "
+                 "cannot be left out; &mdash;: no value, the key exists only where a file writes it). It is the "
+                 "schema's default, not what `config/config.yaml` (the default TinyStories study) sets: that file "
+                 "gives many keys values of its own.")
 # the benchmark sections in order (benchmarks/run.py BENCHMARKS) and their headings; others follow by name
 BENCHMARK_SECTIONS = {
     "study": "Study wall time",
@@ -288,11 +299,14 @@ class SchemaWalker:
 
     def row(self, path: str, node: dict, nullable: bool, required: bool, see: list | None = None) -> tuple:
         """(key, type, default, description); `see`: [(title, section title)] of the tables holding its keys."""
-        if "default" in node:
+        if isinstance(node.get("default"), dict) and node["default"] and see and len(see) == 1:
+            # an object's default is its keys' defaults, which its own table lists key by key: a link, not a blob
+            default = f"see [{see[0][0]}](#{anchor(see[0][1])})"
+        elif "default" in node:
             default = code(json.dumps(node["default"], ensure_ascii=False))
         else:
             default = "required" if required else "&mdash;"
-        description = text(node.get("description", ""))
+        description = text(node.get("description") or DESCRIPTIONS.get(path, ""))
         if see:
             if description and description[-1] not in ".)":
                 description += "."
@@ -301,7 +315,7 @@ class SchemaWalker:
         return code(path), describe(node, nullable, self), default, description
 
     def markdown(self) -> str:
-        out = []
+        out = [DEFAULTS_NOTE, ""]
         for sec in self.walk():
             out += [f"### {sec.title} {{#{anchor(sec.title)}}}", ""]
             if sec.description:
@@ -351,7 +365,7 @@ def describe(node: dict, nullable: bool, walker: SchemaWalker) -> str:
     limits = []
     for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
         if isinstance(node.get(key), (int, float)) and not isinstance(node.get(key), bool):
-            limits.append(f"{sign} {node[key]:g}")
+            limits.append(f"{sign} {number(node[key])}")
     for key, what in (("minItems", "items"), ("minLength", "characters"), ("minProperties", "entries")):
         if node.get(key):
             limits.append(f"≥ {node[key]} {what}")
@@ -360,6 +374,13 @@ def describe(node: dict, nullable: bool, walker: SchemaWalker) -> str:
     if limits:
         out = f"{out}{', ' if out.startswith(('list', 'mapping')) else ' '}{limits[0]}".strip() + "".join(f", {limit}" for limit in limits[1:])
     return f"{out} or null" if nullable else out
+
+
+def number(value: int | float) -> str:
+    """A bound as written: an integer in full (2**32 - 1 is 4294967295, not 4.29497e+09), a fraction short."""
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):  # 1e30 stays 1e+30
+        return str(int(value))
+    return f"{value:g}"
 
 
 def code(value: str) -> str:

@@ -23,6 +23,21 @@ def load_hooks():
     return module
 
 
+def nav_pages() -> list[str]:
+    """The Markdown files mkdocs.yml's nav names, in order, through its dropdown sections."""
+    import yaml
+
+    def files(items):
+        for item in items:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            if isinstance(value, list):
+                yield from files(value)
+            else:
+                yield value
+
+    return list(files(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]))
+
+
 def page_text(site: Path, page: str) -> str:
     """The visible text of a built page: tags dropped, entities decoded, whitespace collapsed."""
     raw = (site / page / "index.html").read_text()
@@ -62,12 +77,33 @@ def test_commands_put_targets_before_configfile():
 
 
 def test_site_builds_strict_with_every_page(site):
-    nav_pages = ["pipeline", "configuration", "config-walk", "reruns", "running", "scaling", "cluster", "export-api",
-                 "lm-eval", "benchmarks"]
-    for page in nav_pages:
+    pages = ["pipeline", "configuration", "config-walk", "reruns", "running", "scaling", "cluster", "export-api",
+             "lm-eval", "benchmarks"]
+    pages += [page.removesuffix(".md") for page in nav_pages() if page != "index.md"]  # and every page of the nav
+    for page in pages:
         assert (site / page / "index.html").exists(), page
     assert (site / "index.html").exists()
     assert (site / "img" / "rulegraph.svg").exists()
+
+
+def test_index_lists_every_nav_page():
+    """docs/index.md's table of pages is the way in to the pages the navbar folds into dropdowns."""
+    rows = [line for line in (ROOT / "docs" / "index.md").read_text().splitlines() if line.startswith("| [")]
+    linked = [re.match(r"\| \[[^]]+\]\(([^)#]+)\)", row).group(1) for row in rows]
+    missing = [page for page in nav_pages() if page != "index.md" and page not in linked]
+    assert not missing, f"pages of the nav missing from docs/index.md's table: {missing}"
+    assert set(linked) <= set(nav_pages()), "docs/index.md's table links a page that is not in the nav"
+
+
+def test_navbar_fits_one_row():
+    """The mkdocs theme puts every top-level nav entry in the navbar: 14 long ones wrapped it onto 4 rows at 1280
+    px. Pages go into dropdown sections (nested nav); the top level stays a few short titles (about 45 characters
+    in all fit one row beside Search, Previous and Next from 992 px, below which the theme folds the navbar)."""
+    import yaml
+
+    top = [next(iter(item)) if isinstance(item, dict) else item
+           for item in yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]]
+    assert len(top) <= 7 and sum(len(title) for title in top) <= 45, top
 
 
 def test_configuration_page_lists_every_key_of_the_schema(site):
@@ -141,6 +177,44 @@ def test_reference_walker_reads_pydantic_style_schemas():
     assert "(type: `lstm`)" in page and "(type: `transformer`)" in page and "(kind: `3seqs`)" in page
     assert "integer ≥ 1 or null" in page  # a nullable key keeps its type and bound
     assert "[`train`](#key-train)" in page  # the per-model overrides point at train's table, not a copy of it
+
+
+def test_reference_prints_bounds_defaults_and_map_values_plainly():
+    """An integer bound in full, an object's default as a link to its table, a description for a map's values
+    the schema leaves undescribed, and a sentence that says what the default column means."""
+    hooks = load_hooks()
+    schema = {"type": "object", "properties": {
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2 ** 32 - 1, "default": 1337},
+        "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1.0, "minimum": 0.05},
+        "train": {"type": "object", "default": {"lr": 0.001, "max_steps": 1000}, "properties": {
+            "lr": {"type": "number", "default": 0.001}, "max_steps": {"type": "integer", "default": 1000}}},
+        "sweep": {"type": "object", "default": {}, "additionalProperties": {
+            "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}},
+    }}
+    page = hooks.config_reference(schema)
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in page.splitlines() if line.startswith("| `")}
+    assert rows["seed"][1] == "integer ≥ 0, ≤ 4294967295", rows["seed"]
+    assert rows["p"][1] == "number ≥ 0.05, > 0, ≤ 1", rows["p"]
+    assert rows["train"][2] == "see [`train`](#key-train)", rows["train"]  # not the JSON of every train key
+    assert rows["train.lr"][2] == "`0.001`"
+    assert rows["sweep"][2] == "`{}`"  # an empty mapping has no table to point at
+    assert "train.<key>" in rows["sweep.<model>.<key>"][3]
+    assert page.index(hooks.DEFAULTS_NOTE) < page.index("| key |")
+    assert "config/config.yaml" in hooks.DEFAULTS_NOTE and "leaves it out" in hooks.DEFAULTS_NOTE
+
+
+def test_configuration_page_defines_defaults_and_shows_no_blobs(site):
+    text = page_text(site, "configuration")
+    assert "The default column is the value a key takes when the study file leaves it out" in text
+    raw = (site / "configuration" / "index.html").read_text()
+    rows = {html.unescape(re.sub(r"<[^>]+>", "", cells[0])): cells
+            for cells in (re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", raw, re.S))
+            if len(cells) == 4}
+    for key, (_, kind, default, _) in rows.items():
+        assert not re.search(r"\de\+\d", kind), f"{key}: a bound in float notation (4.29497e+09): {kind}"
+        assert len(default) < 300, f"{key}: a default too long for its cell, link to its table instead: {default}"
+    assert 'href="#key-train"' in rows["train"][2]
+    assert rows["sweep.<model>.<key>"][3].strip()
 
 
 def test_benchmarks_page_shows_every_record_with_its_date_and_machine(site):
