@@ -25,12 +25,6 @@ CONFIG_MARKER = "<!-- config-reference -->"
 BENCHMARKS_MARKER = "<!-- benchmarks -->"
 # the placeholder of a map's keys in a key path; any other map: <name>
 MAP_KEY = {"sweep": "<model>", "sweep.<model>": "<key>"}
-# descriptions of key paths the schema gives none (a map's values have no field to hang one on)
-DESCRIPTIONS = {
-    "sweep.<model>.<key>": "the values to try for one key of the model `<model>` (a name under `models`), a run "
-                           "per value: a key of that model's own table (e.g. `d_model`), or `train.<key>` for one of "
-                           "its train keys (e.g. `train.lr`)",
-}
 # above the tables: what the default column means (readers take config/config.yaml's values for the defaults)
 DEFAULTS_NOTE = ("The *default* column is the value a key takes when the study file leaves it out (*required*: it "
                  "cannot be left out; &mdash;: no value, the key exists only where a file writes it). It is the "
@@ -306,7 +300,7 @@ class SchemaWalker:
             default = code(json.dumps(node["default"], ensure_ascii=False))
         else:
             default = "required" if required else "&mdash;"
-        description = text(node.get("description") or DESCRIPTIONS.get(path, ""))
+        description = text(node.get("description", ""))
         if see:
             if description and description[-1] not in ".)":
                 description += "."

@@ -180,8 +180,8 @@ def test_reference_walker_reads_pydantic_style_schemas():
 
 
 def test_reference_prints_bounds_defaults_and_map_values_plainly():
-    """An integer bound in full, an object's default as a link to its table, a description for a map's values
-    the schema leaves undescribed, and a sentence that says what the default column means."""
+    """An integer bound in full, an object's default as a link to its table, a map's values described, and a
+    sentence that says what the default column means."""
     hooks = load_hooks()
     schema = {"type": "object", "properties": {
         "seed": {"type": "integer", "minimum": 0, "maximum": 2 ** 32 - 1, "default": 1337},
@@ -189,7 +189,8 @@ def test_reference_prints_bounds_defaults_and_map_values_plainly():
         "train": {"type": "object", "default": {"lr": 0.001, "max_steps": 1000}, "properties": {
             "lr": {"type": "number", "default": 0.001}, "max_steps": {"type": "integer", "default": 1000}}},
         "sweep": {"type": "object", "default": {}, "additionalProperties": {
-            "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}},
+            "type": "object", "additionalProperties": {"type": "array", "minItems": 1,
+                                                       "description": "the values of train.<key>"}}},
     }}
     page = hooks.config_reference(schema)
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in page.splitlines() if line.startswith("| `")}

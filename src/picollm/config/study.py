@@ -31,7 +31,9 @@ def _parsed(values):
     return [yaml.safe_load(v) if isinstance(v, str) and v.strip() else v for v in values]
 
 
-SweepValues = Annotated[list[Any], BeforeValidator(_parsed), Field(min_length=1)]
+SweepValues = Annotated[list[Any], BeforeValidator(_parsed), Field(min_length=1, description=(
+    "the values to try for one key of the model <model> (a name under models), a run per value: a key of that "
+    "model's own table (e.g. d_model), or train.<key> for one of its train keys (e.g. train.lr)"))]
 Sweep = dict[Name, Annotated[dict[str, SweepValues], Field(min_length=1)]]
 
 
