@@ -190,7 +190,7 @@ def test_reference_prints_bounds_defaults_and_map_values_plainly():
             "lr": {"type": "number", "default": 0.001}, "max_steps": {"type": "integer", "default": 1000}}},
         "sweep": {"type": "object", "default": {}, "additionalProperties": {
             "type": "object", "additionalProperties": {"type": "array", "minItems": 1,
-                                                       "description": "the values of train.<key>"}}},
+                                                       "description": "the values to try"}}},
     }}
     page = hooks.config_reference(schema)
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in page.splitlines() if line.startswith("| `")}
@@ -199,7 +199,7 @@ def test_reference_prints_bounds_defaults_and_map_values_plainly():
     assert rows["train"][2] == "see [`train`](#key-train)", rows["train"]  # not the JSON of every train key
     assert rows["train.lr"][2] == "`0.001`"
     assert rows["sweep"][2] == "`{}`"  # an empty mapping has no table to point at
-    assert "train.<key>" in rows["sweep.<model>.<key>"][3]
+    assert "the values to try" in rows["sweep.<model>.<key>"][3]
     assert page.index(hooks.DEFAULTS_NOTE) < page.index("| key |")
     assert "config/config.yaml" in hooks.DEFAULTS_NOTE and "leaves it out" in hooks.DEFAULTS_NOTE
 
