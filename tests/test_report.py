@@ -146,14 +146,15 @@ def test_a_column_that_repeats_another_in_every_row_is_named_not_shown(tmp_path)
     frame.to_csv(csv, index=False)
     before = csv.read_bytes()
     page = report_tables.csv_html(csv, "tiny")
-    assert table_headers(page) == [["run", "seed", "decoding", "distinct_1"]]
-    assert table_rows(page) == [["lstm", "1337", "greedy", "0.08475"], ["reference", "1337", "reference", "0.5"]]
+    # run, seed and decoding name a row together, in the first column, which stays in view (sticky)
+    assert table_headers(page) == [["run · seed · decoding", "distinct_1"]]
+    assert table_rows(page) == [["lstm · 1337 · greedy", "0.08475"], ["reference · 1337 · reference", "0.5"]]
     assert "The same as <code>run</code> in every row, so not shown: <code>model</code>." in page
     assert csv.read_bytes() == before
     frame.loc[1, "model"] = "other"
     frame.to_csv(csv, index=False)
     page = report_tables.csv_html(csv, "tiny")
-    assert table_headers(page) == [["run", "seed", "model", "decoding", "distinct_1"]]
+    assert table_headers(page) == [["run · seed · decoding", "model", "distinct_1"]]
     assert "so not shown" not in page
 
 
@@ -222,7 +223,7 @@ def test_a_sampling_page_shows_counts_in_full(tmp_path):
     csv = tmp_path / "sampling.csv"
     csv.write_text("experiment,run,seed,model,train_tokens\ntiny,lstm,1337,lstm,819200.0\n"
                    "tiny,reference,1337,reference,\n")
-    assert table_rows(report_tables.csv_html(csv, "tiny")) == [["lstm", "1337", "819,200"], ["reference", "1337", ""]]
+    assert table_rows(report_tables.csv_html(csv, "tiny")) == [["lstm · 1337", "819,200"], ["reference · 1337", ""]]
 
 
 @pytest.mark.parametrize("header, shown", [

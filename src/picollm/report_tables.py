@@ -37,7 +37,7 @@ th { background: #f3f4f6; border-bottom: 2px solid #d1d5db; position: sticky; to
      text-align: left; }
 th:first-child, td:first-child { position: sticky; left: 0; box-shadow: inset -1px 0 #d1d5db; }
 th:first-child { z-index: 2; }
-td:first-child { background: inherit; }
+td:first-child { background: inherit; white-space: nowrap; }  /* a run name, the row's label, on one line */
 td.prose { min-width: 22em; } td.short { white-space: nowrap; }
 tbody tr { background: #fff; }
 tbody tr:nth-child(even) { background: #fafafa; }
@@ -56,7 +56,8 @@ CSV_PAGES = {
                 "first": ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "n",
                           "flops_budget"],
                 "last": ["statement"]},
-    "sampling": {"title": "Sampling measures"},
+    # the row's run, seed and decoding in one first column, which stays in view as the measures scroll by
+    "sampling": {"title": "Sampling measures", "label": ["run", "seed", "decoding"]},
 }
 
 # A column that may repeat another in every row ({column: the one it repeats}): then it is named, not shown.
@@ -98,6 +99,13 @@ def number(value, count: bool, label: bool = False) -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
+def label_text(value) -> str:
+    """A value naming a row (a run, a seed, a decoding): a seed read as a float (1337.0) as the integer."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def frame_html(frame: pd.DataFrame) -> str:
     """A table of `frame`'s rows, each cell escaped; numbers aligned right, as a Markdown `--:` column is."""
     right = ' style="text-align: right;"'
@@ -133,7 +141,7 @@ def csv_html(path, experiment: str) -> str:
     below the table rather than shown."""
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     name = Path(path).stem
-    spec = {"title": name, "note": "", "first": [], "last": [], **CSV_PAGES.get(name, {})}
+    spec = {"title": name, "note": "", "first": [], "last": [], "label": [], **CSV_PAGES.get(name, {})}
     if "experiment" in frame.columns and set(frame["experiment"].astype(str)) <= {experiment}:
         frame = frame.drop(columns="experiment")
     empty = [c for c in frame.columns if len(frame) and frame[c].isna().all()]
@@ -143,6 +151,11 @@ def csv_html(path, experiment: str) -> str:
     first = [c for c in spec["first"] if c in shown]
     last = [c for c in spec["last"] if c in shown and c not in first]
     frame = frame[first + [c for c in shown if c not in first and c not in last] + last]
+    label = [c for c in spec["label"] if c in frame.columns]
+    if label:  # one column, first: the table's first column is the one that stays put (sticky)
+        joined = frame[label].apply(lambda row: " · ".join(map(label_text, row)), axis=1)
+        frame = frame.drop(columns=label)
+        frame.insert(0, " · ".join(label), joined)
     title = f"{spec['title']}: experiment <code>{html.escape(experiment)}</code>"
     note = (f"<p>{len(frame)} rows of <code>{html.escape(Path(path).name)}</code>, floats shown to 4 significant "
             f"digits (the CSV has every digit).{' ' + html.escape(spec['note']) if spec['note'] else ''}</p>")
