@@ -79,6 +79,28 @@ def test_docstrings_and_comments_do_not_change_a_module_hash(tmp_path, monkeypat
     (package / "m.py").write_text("X = 2\n")
     codehash._tree.cache_clear()
     assert codehash.module_hash.__wrapped__("picollm.m") != first
+
+
+def test_help_and_description_text_do_not_change_a_module_hash(tmp_path, monkeypatch):
+    """A command's --help or a config key's description is reworded without retraining every model (every job
+    runs picollm.cli; most read picollm.config); a changed default or choice still reruns."""
+    package = tmp_path / "picollm"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(codehash, "SRC", tmp_path)
+
+    def module_hash(text: str) -> str:
+        (package / "m.py").write_text(text)
+        codehash._tree.cache_clear()
+        return codehash.module_hash.__wrapped__("picollm.m")
+
+    first = module_hash('p.add_argument("--n", type=int, default=3, help="samples")\nF = Field(1, description="a")\n')
+    assert module_hash('p.add_argument("--n", type=int, default=3, help="samples " "per prompt")\n'
+                       'F = Field(1, description=f"another {X}")\n') == first
+    assert module_hash('p.add_argument("--n", type=int, default=4, help="samples")\n'
+                       'F = Field(1, description="a")\n') != first  # the default is code
+    assert module_hash('p.add_argument("--n", type=int, default=3, help=HELP)\n'
+                       'F = Field(1, description="a")\n') != first  # a name is code, whatever it holds
     (package / "m.py").write_text("X = (\n")
     codehash._tree.cache_clear()
     with pytest.raises(PicoError, match=r"m.py has a syntax error at line 1"):
