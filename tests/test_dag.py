@@ -207,6 +207,17 @@ def test_comment_and_docstring_edits_rerun_nothing(study):
     assert edited(study, "models/transformer.py", "\n# a comment\n\n\n") == set()
 
 
+def test_rewording_a_commands_help_reruns_nothing(study):
+    """cli.py is run by every job: a reworded --help must not retrain the study."""
+    path = study / "src" / "picollm" / "cli.py"
+    original = path.read_text()
+    try:
+        path.write_text(original.replace('help="', 'help="reworded: ', 1))
+        assert path.read_text() != original and planned(study) == set()
+    finally:
+        path.write_text(original)
+
+
 def test_adding_a_seed_runs_only_its_jobs_and_the_aggregates(study):
     jobs = planned(study, "seeds=[7, 8]")  # the study's seed is 7
     per_seed = {j for j in jobs if j.startswith(("train[", "sample[", "evaluate["))}
