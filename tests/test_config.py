@@ -212,6 +212,18 @@ def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
     (tmp_path / "bad.yaml").write_text("base: base.yaml\nreplace: sweep\n")
     with pytest.raises(PicoError, match=r"bad.yaml: 'replace' must be a list of keys, e.g. replace: \[train"):
         load_study([tmp_path / "bad.yaml"])
+    # a misspelt key would replace nothing, and the student would train the sweep they meant to drop
+    (tmp_path / "typo.yaml").write_text("base: base.yaml\nreplace: [sweeps]\n")
+    with pytest.raises(PicoError, match=r"typo.yaml: replace lists 'sweeps', which its base does not set; "
+                                        r"did you mean 'sweep'\?"):
+        load_study([tmp_path / "typo.yaml"])
+    (tmp_path / "deep.yaml").write_text("base: base.yaml\nreplace: [models.gru]\n")
+    with pytest.raises(PicoError, match=r"replace lists 'models.gru', which its base does not set; its keys there: "
+                                        r"kgram_mlp, lstm, transformer"):
+        load_study([tmp_path / "deep.yaml"])
+    (tmp_path / "alone.yaml").write_text("replace: [sweep]\nexperiment: x\n")
+    with pytest.raises(PicoError, match=r"alone.yaml: 'replace' lists keys of a base, but the file has no 'base:'"):
+        load_study([tmp_path / "alone.yaml"])
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "-n",
                              "--directory", str(tmp_path), "all", "--configfile", str(tmp_path / "swap.yaml")],
                             capture_output=True, text=True, timeout=300, env=local_run_env())

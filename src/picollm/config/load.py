@@ -7,6 +7,7 @@ value stops the run with one line naming the key and what to do.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
                         f"if it is no study file, check that a target did not follow --configfile")
     replaced = raw.pop("replace", [])
     if "base" not in raw:
+        if replaced:  # it would be dropped without a word: there is nothing to replace
+            raise PicoError(f"config file {path}: 'replace' lists keys of a base, but the file has no 'base:'; "
+                            f"add base: <study file>, or remove replace")
         return _unwrap(raw)
     if not isinstance(raw["base"], str):
         raise PicoError(f"config file {path}: 'base' must be a file path, not {raw['base']!r}")
@@ -130,8 +134,13 @@ def without(study: dict, keys, path) -> dict:
         node = out
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
+        if not isinstance(node, dict) or last not in node:  # a misspelt key would replace nothing, silently
+            given = sorted(node) if isinstance(node, dict) else []
+            close = difflib.get_close_matches(last, given, n=1)
+            hint = f"did you mean {'.'.join([*parents, close[0]])!r}?" if close else \
+                f"its keys there: {', '.join(given) or 'none'}"
+            raise PicoError(f"config file {path}: replace lists {key!r}, which its base does not set; {hint}")
+        node.pop(last)
     return out
 
 
