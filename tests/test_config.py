@@ -1,4 +1,5 @@
 """The config contract: defaults filled from the typed classes, and one clear line for each kind of mistake."""
+import json
 import os
 import re
 import subprocess
@@ -426,3 +427,20 @@ def test_changes_name_each_key_a_whole_section_once_and_sources_by_index():
         "data.sources[0].num_sequences: 600 -> 100", "models.gru: added", "models.lstm: removed",
         'sampling.prompts: ["x"] -> ["' + "y" * 35 + '...', "seed: added (3)", "train.max_steps: 10 -> 20"]
     assert changes(before, before) == []
+
+
+def test_the_change_line_says_when_runs_are_retrained_in_place(tmp_path):
+    """A changed hyperparameter retrains its runs into the same folders (the old model is gone); a new model,
+    seed or sweep point trains beside them, and a sampling key retrains nothing: only the first gets the warning."""
+    from picollm.config.changes import retrains, since_last_build
+    study_json = tmp_path / "results" / "x" / "provenance" / "study.json"
+    study_json.parent.mkdir(parents=True)
+    study_json.write_text(json.dumps({"models": {"lstm": {"hidden_dim": 32}}, "seeds": [1], "sampling": {"p": 0.9}}))
+    line = since_last_build(study_json, {"models": {"lstm": {"hidden_dim": 48}}, "seeds": [1], "sampling": {"p": 0.9}})
+    assert line.endswith(f"replace their models in {tmp_path / 'results/x/models'} (to keep those, run the change "
+                         "as a study of its own: --config experiment=NAME)")
+    kept = since_last_build(study_json, {"models": {"lstm": {"hidden_dim": 32}, "gru": {}}, "seeds": [1, 2],
+                                         "sampling": {"p": 0.8}})
+    assert "models.gru: added" in kept and "replace" not in kept
+    assert retrains("train.lr: 0.003 -> 0.01") and retrains("data.sources[0].num_sequences: 600 -> 100")
+    assert not retrains("models.gru: removed") and not retrains("sweep.lstm.hidden_dim: [8] -> [8, 16]")

@@ -83,7 +83,9 @@ def test_a_dry_run_ends_with_the_keys_that_changed_since_the_last_build(study):
     result = run(study, "--config", "models={lstm: {hidden_dim: 48}}", "train={lr: 0.01, threads: 2}", dry=True)
     assert result.stderr.strip().splitlines()[-1] == (
         "pico-llm: the study differs from its last build (results/tiny/provenance/study.json), so the jobs that read"
-        " these keys rerun: models.lstm.hidden_dim: 32 -> 48; train.lr: 0.003 -> 0.01")
+        " these keys rerun: models.lstm.hidden_dim: 32 -> 48; train.lr: 0.003 -> 0.01. The runs they retrain replace"
+        " their models in results/tiny/models (to keep those, run the change as a study of its own: --config"
+        " experiment=NAME)")
     for unchanged in ([], ["--config", "train={threads: 2}"]):
         assert "pico-llm: the study differs" not in run(study, *unchanged, dry=True).stderr
 

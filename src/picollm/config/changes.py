@@ -9,6 +9,9 @@ import json
 from pathlib import Path
 
 SHOWN = 6  # changes listed in the line; the rest are counted
+# top-level keys whose change retrains runs in place (their models/<run>/seed<k>/ folders), where adding a model,
+# a seed or a sweep point trains a run of its own beside the others
+RETRAIN = {"models", "train", "block_size", "tokenizer", "data", "data_seed", "compact_vocab", "device"}
 WIDTH = 40  # characters of one value shown
 ABSENT = object()
 
@@ -53,5 +56,17 @@ def since_last_build(study_json: Path, now: dict) -> str | None:
     if not found:
         return None
     more = f"; and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-    return (f"the study differs from its last build ({study_json}), so the jobs that read these keys rerun: "
+    line = (f"the study differs from its last build ({study_json}), so the jobs that read these keys rerun: "
             + "; ".join(found[:SHOWN]) + more)
+    if any(retrains(change) for change in found):
+        line += (f". The runs they retrain replace their models in {study_json.parent.parent / 'models'} (to keep "
+                 f"those, run the change as a study of its own: --config experiment=NAME)")
+    return line
+
+
+def retrains(change: str) -> bool:
+    """Whether a change ("models.lstm.hidden_dim: 32 -> 48") retrains runs in place: not a model added or removed
+    whole, nor a key outside RETRAIN (seeds, sweep points: runs of their own; sampling, figures)."""
+    key = change.split(":", 1)[0]
+    whole_model = key.startswith("models.") and key.count(".") == 1
+    return key.split(".")[0].split("[")[0] in RETRAIN and not whole_model
