@@ -507,6 +507,8 @@ def test_training_stops_after_a_checkpoint_when_its_snakemake_is_killed(tmp_path
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (tmp_path / "results/tiny/logs/train/lstm/seed7.log").read_text()
     assert f"resuming from results/tiny/models/lstm/seed7/last.pt at step {stopped}" in log
+    # and on the terminal, so the user sees the finished steps kept, not only in the log
+    assert f"resuming from results/tiny/models/lstm/seed7/last.pt at step {stopped}" in rerun.stdout + rerun.stderr
     assert json.loads((model / "summary.json").read_text())["steps"] == steps
 
 

@@ -77,6 +77,15 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tell(text: str) -> None:
+    """`text` on stderr (the job's log under --log) and on the terminal too: what a job does that the user should
+    see as it happens (a training resuming where it stopped), which is no warning."""
+    print(text, file=sys.stderr, flush=True)
+    if terminal is not None and terminal is not sys.stderr:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=terminal, flush=True)
+
+
 def note(text: str) -> None:
     """`note: text` on stdout (the job's log under --log) and on the terminal too: something the user should
     see without opening the log."""

@@ -37,7 +37,7 @@ from picollm.errors import Interrupted, PicoError
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
-from picollm.io import atomic_path, write_json
+from picollm.io import atomic_path, tell, write_json
 from picollm.loss import head_plan_record, validation_loss
 from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, damaged, output_vocab_size,
                             tensors_sha256)
@@ -516,20 +516,19 @@ def _resume(run: Run) -> TrainState:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        tqdm.write(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0", file=sys.stderr)
+        tell(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0")
         return TrainState(scale=lr_scale(0, run.train_cfg))
     if damaged(ckpt, {k: v for k, v in ckpt.items() if k != "sha256"}):
-        tqdm.write(f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); starting from "
-                   f"step 0", file=sys.stderr)
+        tell(f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); starting from step 0")
         return TrainState(scale=lr_scale(0, run.train_cfg))
     if ckpt.get("run_id") != run.run_id:
-        tqdm.write(f"ignoring {path}: it is from a different config or data; starting from step 0", file=sys.stderr)
+        tell(f"ignoring {path}: it is from a different config or data; starting from step 0")
         return TrainState(scale=lr_scale(0, run.train_cfg))
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.sampler.generator.set_state(ckpt["sampler"])
     set_rng_states(ckpt["rng"])
-    tqdm.write(f"resuming from {path} at step {ckpt['step']}", file=sys.stderr)
+    tell(f"resuming from {path} at step {ckpt['step']}")
     grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,
                       ckpt.get("health", []), scale)
