@@ -57,7 +57,10 @@ BAD = [
     ({"sampling": {"p_values": [1.2]}}, "'sampling.p_values.0'"),
     ({"sampling": {"p_values": []}}, "'sampling.p_values'"),
     ({"sampling": {"p_values": 0.9}}, "config key 'sampling.p_values' is 0.9; give a list of p values, e.g. [0.9]"),
-    ({"seed": 4294967296}, "config key 'seed': Input should be less than or equal to 4294967295"),
+    ({"seed": 4294967296}, "config key 'seed' is 4294967296; it must be ≤ 4294967295"),
+    ({"train": {"lr": -0.001}}, "config key 'train.lr' is -0.001; it must be > 0"),
+    ({"models": {"my lstm": {"type": "lstm"}}}, "config key 'models': the name 'my lstm' is not allowed; a name may "
+                                                "hold only the characters A-Za-z0-9_.=- (no spaces)"),
     ({"seed": "1e3"}, "config key 'seed': '1e3' is not of type 'integer'"),
     ({"seeds": 3}, "config key 'seeds' is 3; give a list, e.g. [3] (or seed: 3 for a single seed)"),
     ({"sampling": {"prompts": "Once upon a time"}},
@@ -412,7 +415,7 @@ def test_stage_slices_are_the_study_keys_they_read():
     assert TrainJob.model_fields["train"].annotation is Study.model_fields["train"].annotation
     with pytest.raises(PicoError, match="unknown config key 'experiment'"):
         parse(SampleJob, {"experiment": "x"})
-    with pytest.raises(PicoError, match="config key 'seed': Input should be less than or equal to 4294967295"):
+    with pytest.raises(PicoError, match="config key 'seed' is 4294967296; it must be ≤ 4294967295"):
         parse(SampleJob, {"seed": 2 ** 32})
 
 

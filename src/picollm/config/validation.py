@@ -13,6 +13,7 @@ from picollm.config.sections import MODEL_CLASSES, SOURCE_CLASSES, ModelConfig
 from picollm.errors import PicoError
 
 NUMBER = re.compile(r"-?\d+(\.\d*)?")  # a --config value, which reaches the schema as text
+BOUNDS = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}
 JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "list": "array",
               "dict": "object", "model": "object"}
 
@@ -91,9 +92,19 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     if kind == "string_type" and isinstance(value, (bool, int, float)):  # experiment: 2024, name: yes
         read_as = "true/false" if isinstance(value, bool) else "a number"
         return f"config key '{where}'{of_run} is {value!r}, which YAML reads as {read_as}; quote it: '{value}'"
+    # a --config value reaches the schema as text: a number is shown as the number it reads as
+    shown = value if isinstance(value, str) and NUMBER.fullmatch(value) else repr(value)
     type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
     if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
-        return f"config key '{where}'{of_run}: {value!r} is not of type '{type_name}'"
+        return f"config key '{where}'{of_run}: {shown} is not of type '{type_name}'"
+    if kind in BOUNDS:  # the value given and the bound it breaks, not pydantic's "Input should be ..."
+        sign, bound = next((BOUNDS[kind], err["ctx"][key]) for key in ("gt", "ge", "lt", "le") if key in err["ctx"])
+        return f"config key '{where}'{of_run} is {shown}; it must be {sign} {bound if isinstance(bound, int) else f'{bound:g}'}"
+    if kind == "string_pattern_mismatch" and path[-1] == "[key]":  # a name of a mapping (a model's, a sweep's)
+        chars = re.fullmatch(r"\^\[(.*)\]\+\$", err["ctx"]["pattern"])
+        allowed = f"only the characters {chars.group(1)}" if chars else f"to match {err['ctx']['pattern']}"
+        return (f"config key '{'.'.join(map(str, path[:-2]))}'{of_run}: the name {value!r} is not allowed; a name "
+                f"may hold {allowed} (no spaces)")
     return f"config key '{where}'{of_run}: {msg}"
 
 
