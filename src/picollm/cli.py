@@ -41,10 +41,17 @@ def _stage(sub, name: str, help: str, config_help: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="picollm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="picollm", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands for you: validate-config, generate, export; the others are the workflow's stages\n"
+               "(`snakemake -n -p TARGET` prints the exact command a job runs)\n"
+               "examples:\n"
+               "  picollm validate-config config/offline.yaml --show\n"
+               "  picollm generate results/offline/models/transformer/seed1337/model.pt \"0 1 1 2\" --p 0.9\n"
+               "  picollm generate --help")
     parser.add_argument("--log", help="write all output (progress bars, errors) to this file; the one-line "
                                       "error of a failure also goes to the terminal")
-    sub = parser.add_subparsers(dest="stage", required=True)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="COMMAND")
     parser.stages = sub.choices  # {stage: its parser}, whose usage an error in its arguments shows
 
     p = sub.add_parser("validate-config", help="check study files as the workflow does")
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompts", nargs="*", help="prompts to continue, before or after the options (default: one empty "
                                            "prompt, a new story)")
     p.add_argument("--p", type=float, help="nucleus sampling with this top-p (default: greedy decoding)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (with --p)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (with --p; default: 1)")
     p.add_argument("--max-new-tokens", type=int, help="tokens per continuation at most (default: the "
                    "sampling.max_new_tokens of the model's study, from results/<experiment>/provenance/study.json; "
                    "else the schema's)")
@@ -104,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "as the sample stage uses)")
     p.add_argument("--no-stop", action="store_true", help="go on past the end-of-text token instead of ending there")
     p.add_argument("--jsonl", action="store_true", help="print the sample stage's records, one JSON line each")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or mps")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads torch uses (default: 1)")
     p.set_defaults(command="generate")
 
     p = _stage(sub, "tables", "sample, model and evaluation tables from the stage outputs", '{"experiment": NAME}')

@@ -2,11 +2,10 @@
 
 The workflow puts this hash in each rule's `params`, so editing a module reruns exactly the jobs whose
 stage imports it (directly or through other modules, function-level imports included). Modules are hashed
-by their syntax tree without docstrings and without the text of `help=` and `description=` arguments
-(argparse's help, pydantic's field descriptions: what a command or key is said to do, never what it does):
-comments, blank lines, formatting and such text can change without rerunning anything; any change to code
-does. Pure standard library: parsing the Snakefile must
-stay cheap (no torch).
+by their syntax tree without docstrings and without the text of `help=`, `description=`, `epilog=` and
+`metavar=` arguments (argparse's help, pydantic's field descriptions: what a command or key is said to do, never
+what it does): comments, blank lines, formatting and such text can change without rerunning anything; any
+change to code does. Pure standard library: parsing the Snakefile must stay cheap (no torch).
 """
 from __future__ import annotations
 
@@ -51,11 +50,11 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
 
 
 # keyword arguments whose text documents a call rather than steers it
-TEXT_KEYWORDS = {"help", "description"}
+TEXT_KEYWORDS = {"help", "description", "epilog", "metavar"}
 
 
 def _without_help_text(tree: ast.Module) -> ast.Module:
-    """Every help= and description= argument given as text (a string, implicitly concatenated or an f-string)
+    """Every TEXT_KEYWORDS argument given as text (a string, implicitly concatenated or an f-string)
     replaced by an empty string: its wording never changes an output."""
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg in TEXT_KEYWORDS and (
