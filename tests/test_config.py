@@ -205,6 +205,22 @@ def test_a_study_file_replaces_or_removes_what_its_base_gives(tmp_path):
     assert dropped.sweep == {} and set(dropped.models) == {"lstm", "transformer"}
 
 
+def test_a_model_given_another_type_does_not_inherit_its_bases_hyperparameters(tmp_path):
+    """base lstm {hidden_dim, embed_dim} made a transformer: its keys are an LSTM's, so the entry is replaced
+    whole (merged, they were an unknown key 'models.lstm.embed_dim' the user never wrote)."""
+    cfg = tiny_offline_config()
+    cfg["models"]["lstm"].update(hidden_dim=24, embed_dim=16)
+    write_config(tmp_path / "base.yaml", cfg)
+    (tmp_path / "retyped.yaml").write_text("base: base.yaml\nmodels: {lstm: {type: transformer, d_model: 32}}\n")
+    model = load_study([tmp_path / "retyped.yaml"]).models["lstm"]
+    assert model.type == "transformer" and model.d_model == 32
+    (tmp_path / "same.yaml").write_text("base: base.yaml\nmodels: {lstm: {type: lstm, hidden_dim: 32}}\n")
+    kept = load_study([tmp_path / "same.yaml"]).models["lstm"]
+    assert (kept.hidden_dim, kept.embed_dim) == (32, 16)  # the same type still merges
+    assert load_study([tmp_path / "base.yaml"], {"models": {"lstm": {"type": "kgram_mlp"}}}).models["lstm"].type == \
+        "kgram_mlp"  # a --config override alike
+
+
 def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
     """`replace: [keys]` (plain YAML) replaces or drops inherited keys like `!replace`, and unlike the tag it
     passes Snakemake's own reading of a --configfile."""

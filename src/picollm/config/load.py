@@ -47,7 +47,8 @@ _StudyLoader.add_constructor("!replace", _replace)
 
 def deep_merge(base: dict, top: dict) -> dict:
     """`top` onto `base`: mappings merge key by key, anything else (lists included) is replaced; a
-    Replace(value) replaces even a mapping, and Replace(None) removes the key."""
+    Replace(value) replaces even a mapping, and Replace(None) removes the key. A model given another `type`
+    replaces its base's whole: the base's hyperparameters are another type's keys."""
     out = copy.deepcopy(base)
     for key, value in top.items():
         if isinstance(value, Replace):
@@ -55,11 +56,16 @@ def deep_merge(base: dict, top: dict) -> dict:
                 out.pop(key, None)
             else:
                 out[key] = _unwrap(value.value)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and not _retyped(out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = _unwrap(copy.deepcopy(value))
     return out
+
+
+def _retyped(base: dict, top: dict) -> bool:
+    """Whether `top` makes a model of `base` another type (lstm -> transformer)."""
+    return "type" in top and base.get("type") not in (None, top["type"])
 
 
 def _unwrap(value):
