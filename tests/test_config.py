@@ -241,6 +241,10 @@ def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
     with pytest.raises(PicoError, match=r"replace lists 'models.gru', which its base does not set; its keys there: "
                                         r"kgram_mlp, lstm, transformer"):
         load_study([tmp_path / "deep.yaml"])
+    (tmp_path / "misspelt.yaml").write_text("base: bsae.yaml\n")
+    with pytest.raises(PicoError, match=r"bsae.yaml does not exist \(named by 'base:' in .*misspelt.yaml\); did you "
+                                        r"mean .*base.yaml\?"):
+        load_study([tmp_path / "misspelt.yaml"])
     (tmp_path / "alone.yaml").write_text("replace: [sweep]\nexperiment: x\n")
     with pytest.raises(PicoError, match=r"alone.yaml: 'replace' lists keys of a base, but the file has no 'base:'"):
         load_study([tmp_path / "alone.yaml"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file
+from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file, similar_study
 from picollm.errors import PicoError
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout, whose config/config.yaml is the default study
@@ -118,9 +118,8 @@ def missing_study_fix(path: Path) -> str:
     """A study file's name misspelt (the closest study file beside it), or a target typed after --configfile."""
     if path.suffix not in STUDY_SUFFIXES:
         return f"if it is a target, {TARGET_HINT}"
-    studies = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
-    close = difflib.get_close_matches(path.name, studies, n=1)
-    return f"did you mean {path.parent / close[0]}?" if close else "fix the path"
+    close = similar_study(path)
+    return f"did you mean {close}?" if close else "fix the path"
 
 
 def targets(argv: list[str], parser) -> list[str]:

@@ -79,6 +79,13 @@ def _unwrap(value):
     return value
 
 
+def similar_study(path: Path) -> Path | None:
+    """The study file beside `path` whose name is closest to its misspelt one, if any is close."""
+    studies = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, studies, n=1)
+    return path.parent / close[0] if close else None
+
+
 def read_study_file(path, _chain: tuple = ()) -> dict:
     """One study file with its `base:` chain resolved (paths relative to the file naming them)."""
     path = Path(path)
@@ -87,7 +94,9 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
                         f"({' -> '.join(p.name for p in [*_chain, path.resolve()])}); remove one 'base:'")
     if not path.is_file():
         named = f" (named by 'base:' in {_chain[-1]})" if _chain else ""
-        raise PicoError(f"config file {path} does not exist{named}; fix the path")
+        close = similar_study(path)
+        raise PicoError(f"config file {path} does not exist{named}; "
+                        + (f"did you mean {close}?" if close else "fix the path"))
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
     except UnicodeDecodeError as exc:
