@@ -92,7 +92,7 @@ def test_validate_config_reports_a_bad_size(tmp_path):
     cfg = write_config(tmp_path / "study.yaml", tiny_offline_config(tokenizer="bpe:100"))
     result = picollm("validate-config", cfg)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: config key 'tokenizer' is 'bpe:100'")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {cfg}: config key 'tokenizer' is 'bpe:100'")
     assert load_study([cfg], {"tokenizer": "bpe:257"}).tokenizer == "bpe:257"
 
 

@@ -138,6 +138,7 @@ def test_validate_config_command(tmp_path):
     result = picollm("validate-config", bad)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "typo_key" in result.stderr
+    assert result.stderr.startswith(f"error: {bad}: unknown config key 'typo_key'")  # which file holds it
 
 
 def test_config_file_errors(tmp_path):
