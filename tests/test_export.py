@@ -108,8 +108,12 @@ def test_compact_vocabulary_exports_as_a_full_vocabulary_llama(tmp_path, tokeniz
     ids = torch.tensor([[tok.eot_token, *unseen[:10], *kept[:5]]])
     with torch.no_grad():
         assert torch.allclose(model(ids), hf_model(ids).logits, atol=1e-4)
-    pairs = list(greedy_pairs(model, hf_model, tok, ["Once upon a time", "Lily"]))
-    assert all(ours == theirs for ours, theirs in pairs), pairs
+    # every unseen id is the one shared row (logit and embedding alike), so an unseen id is the same greedy pick
+    # whichever of them an argmax over tied logits returns: the exported matmul may rank the ties otherwise
+    known = {*kept, tok.eot_token}
+    same = [[i if i in known else "unseen" for i in seq] for pair in
+            greedy_pairs(model, hf_model, tok, ["Once upon a time", "Lily"]) for seq in pair]
+    assert same[0::2] == same[1::2], same
 
 
 GPT2_NET = {**ROPE, "pos_encoding": "learned", "norm": "layernorm", "bias": True, "mlp": "gelu"}
