@@ -222,6 +222,22 @@ def test_a_model_given_another_type_does_not_inherit_its_bases_hyperparameters(t
         "kgram_mlp"  # a --config override alike
 
 
+@pytest.mark.parametrize("text, message", [
+    # a misspelt key would replace nothing, and the student would train the sweep they meant to drop
+    ("base: base.yaml\nreplace: [sweeps]\n", r"mine.yaml: replace lists 'sweeps', which its base does not set; did "
+                                             r"you mean 'sweep'\?"),
+    ("base: base.yaml\nreplace: [models.gru]\n", r"replace lists 'models.gru', which its base does not set; its keys "
+                                                 r"there: kgram_mlp, lstm, transformer"),
+    ("base: bsae.yaml\n", r"bsae.yaml does not exist \(named by 'base:' in .*mine.yaml\); did you mean .*base.yaml\?"),
+    ("replace: [sweep]\nexperiment: x\n", r"mine.yaml: 'replace' lists keys of a base, but the file has no 'base:'"),
+])
+def test_a_base_or_replace_that_names_nothing_is_one_line(tmp_path, text, message):
+    write_config(tmp_path / "base.yaml", {**tiny_offline_config(), "sweep": {"transformer": {"d_model": [16, 64]}}})
+    (tmp_path / "mine.yaml").write_text(text)
+    with pytest.raises(PicoError, match=message):
+        load_study([tmp_path / "mine.yaml"])
+
+
 def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
     """`replace: [keys]` (plain YAML) replaces or drops inherited keys like `!replace`, and unlike the tag it
     passes Snakemake's own reading of a --configfile."""
@@ -233,22 +249,6 @@ def test_replace_key_does_what_the_tag_does_and_snakemake_reads_it(tmp_path):
     (tmp_path / "bad.yaml").write_text("base: base.yaml\nreplace: sweep\n")
     with pytest.raises(PicoError, match=r"bad.yaml: 'replace' must be a list of keys, e.g. replace: \[train"):
         load_study([tmp_path / "bad.yaml"])
-    # a misspelt key would replace nothing, and the student would train the sweep they meant to drop
-    (tmp_path / "typo.yaml").write_text("base: base.yaml\nreplace: [sweeps]\n")
-    with pytest.raises(PicoError, match=r"typo.yaml: replace lists 'sweeps', which its base does not set; "
-                                        r"did you mean 'sweep'\?"):
-        load_study([tmp_path / "typo.yaml"])
-    (tmp_path / "deep.yaml").write_text("base: base.yaml\nreplace: [models.gru]\n")
-    with pytest.raises(PicoError, match=r"replace lists 'models.gru', which its base does not set; its keys there: "
-                                        r"kgram_mlp, lstm, transformer"):
-        load_study([tmp_path / "deep.yaml"])
-    (tmp_path / "misspelt.yaml").write_text("base: bsae.yaml\n")
-    with pytest.raises(PicoError, match=r"bsae.yaml does not exist \(named by 'base:' in .*misspelt.yaml\); did you "
-                                        r"mean .*base.yaml\?"):
-        load_study([tmp_path / "misspelt.yaml"])
-    (tmp_path / "alone.yaml").write_text("replace: [sweep]\nexperiment: x\n")
-    with pytest.raises(PicoError, match=r"alone.yaml: 'replace' lists keys of a base, but the file has no 'base:'"):
-        load_study([tmp_path / "alone.yaml"])
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "-n",
                              "--directory", str(tmp_path), "all", "--configfile", str(tmp_path / "swap.yaml")],
                             capture_output=True, text=True, timeout=300, env=local_run_env())
