@@ -122,7 +122,8 @@ def test_a_bad_key_of_the_new_type_is_one_line(extended):
     proc = subprocess.run([sys.executable, "-m", "picollm", "validate-config", str(extended / "bad.yaml")],
                           capture_output=True, text=True, env={**local_run_env(), "PYTHONPATH": str(extended / "src")})
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("error: unknown config key 'models.gru.hiden_dim'; did you mean 'hidden_dim'? "
+    assert proc.stderr.strip() == (f"error: {extended / 'bad.yaml'}: unknown config key 'models.gru.hiden_dim'; "
+                                   "did you mean 'hidden_dim'? "
                                    "allowed here: embed_dim, "
                                    "hidden_dim, num_layers, train, type")
 
