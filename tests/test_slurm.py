@@ -73,8 +73,35 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
+HEAD_PLANS: list[Path] = []  # the fused head's plan cache every run of this module reads (seed_head_plans)
+
+
+def seed_head_plans(cfg: dict, cache: Path) -> None:
+    """Time the fused head's plan of each of the study's models once, into `cache`, at the threads its train job
+    runs with. A machine's first run times it: two runs timing it at once, each under the other's load, may keep
+    different plans, whose sums differ in the last bits; the SLURM and the local run must read one plan."""
+    from picollm.loss import head_plan_record
+    from picollm.models import build_model
+
+    before_env, before_threads = os.environ.get("PICOLLM_CACHE_DIR"), torch.get_num_threads()
+    os.environ["PICOLLM_CACHE_DIR"] = str(cache)
+    torch.set_num_threads(cfg["train"]["threads"])
+    try:
+        for model in cfg["models"].values():
+            head_plan_record(build_model(model, 257, cfg["block_size"]), "cpu")  # the byte tokenizer's vocabulary
+    finally:
+        torch.set_num_threads(before_threads)
+        if before_env is None:
+            os.environ.pop("PICOLLM_CACHE_DIR")
+        else:
+            os.environ["PICOLLM_CACHE_DIR"] = before_env
+    HEAD_PLANS[:] = [cache]
+
+
 def snakemake_env() -> dict:
     env = dict(os.environ)
+    if HEAD_PLANS:
+        env["PICOLLM_CACHE_DIR"] = str(HEAD_PLANS[0])
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the jobs run `python`
     for var in ("SNAKEMAKE_PROFILE", "PYTHONPATH"):
         env.pop(var, None)
@@ -196,6 +223,7 @@ def runs(cluster, tmp_path_factory):
     t0 = time.monotonic()
     cfg = tiny_config("slurm_tiny")
     config = write_config(cfg, tmp / "tiny.yaml")
+    seed_head_plans(cfg, tmp / "picollm-cache")
     r = f"results/{cfg['experiment']}"
     # Data, models, samples and the samples table: 5 jobs deep, each level slow on SLURM (each job starts
     # snakemake twice; the plugin polls). `all` adds figures, evaluation and report, 4 levels more:
