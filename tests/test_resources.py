@@ -49,8 +49,8 @@ def test_one_row_per_job_from_its_benchmark_file(benchmarks, tmp_path):
 
 
 def test_a_jobs_own_count_of_cpu_and_memory_replaces_snakemakes_samples(benchmarks, tmp_path):
-    """Snakemake samples a job every 0.5 s for 15 s, then every 30 s: a 33 s training read 13.5 CPU seconds. The
-    job's provenance record holds the kernel's count (provenance.usage), which the table takes instead."""
+    """Snakemake samples a job every 0.5 s for 15 s, then every 30 s, and misses what ran after its last sample.
+    The job's provenance record holds the kernel's count (provenance.usage), which the table takes instead."""
     from picollm import provenance
     root, paths = benchmarks
     records = {}
