@@ -13,7 +13,6 @@ included.
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def number(value, count: bool, label: bool = False) -> str:
     """A cell's number, compact: a count in full with thousands separators (1,234,567; a label such as a seed
     without them), other floats to 4 significant digits, large ones to the unit (12,346 rather than 1.235e+04);
     blank for a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if pd.isna(value):
         return ""
     if count:
         return f"{int(value)}" if label else f"{int(value):,}"
@@ -100,10 +99,11 @@ def number(value, count: bool, label: bool = False) -> str:
 
 
 def label_text(value) -> str:
-    """A value naming a row (a run, a seed, a decoding): a seed read as a float (1337.0) as the integer."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    """A value as text (a run, a seed, a decoding), blank where missing: a seed read as a float (1337.0) as the
+    integer."""
+    if pd.isna(value):
+        return ""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def frame_html(frame: pd.DataFrame) -> str:
@@ -117,7 +117,7 @@ def frame_html(frame: pd.DataFrame) -> str:
             count = _is_count(values)
             shown = [number(v, count, name in LABELS) for v in values]
         else:
-            shown = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
+            shown = [label_text(v) for v in values]
         # a column of sentences (compare.csv's statement) is given room to read rather than a word a line, one of
         # short phrases ("within noise") is kept on one line
         longest = max(map(len, shown), default=0)
