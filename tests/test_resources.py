@@ -6,7 +6,7 @@ import pytest
 
 from picollm import cli
 from picollm.errors import PicoError
-from picollm.resources import job_of, record_of, resources_table
+from picollm.resources import job_of, resources_table
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -53,26 +53,23 @@ def test_a_jobs_own_count_of_cpu_and_memory_replaces_snakemakes_samples(benchmar
     The job's provenance record holds the kernel's count (provenance.usage), which the table takes instead."""
     from picollm import provenance
     root, paths = benchmarks
-    records = {}
+    given, usage = {}, {}  # {benchmark file: its job's record}, as the resources rule passes them (common.smk)
     for job, prov in [("train/transformer/seed8", "train/transformer/seed8"),
                       ("figure_loss_curves", "figures/loss_curves")]:
         record = root.parent / "provenance" / f"{prov}.json"
-        assert record_of(root / f"{job}.tsv", root) == record
         record.parent.mkdir(parents=True, exist_ok=True)
         provenance.write(record, provenance.record("x"))
-        records[job] = json.loads(record.read_text())["usage"]
-    assert record_of(root / "provenance_table.tsv", root) is None
-    assert record_of(root / "sampling_reference/seed3.tsv", root) == root.parent / "provenance/reference/seed3.json"
-    own = records["train/transformer/seed8"]
+        given[str(root / f"{job}.tsv")], usage[job] = str(record), json.loads(record.read_text())["usage"]
+    own = usage["train/transformer/seed8"]
     assert own["cpu_s"] > 0 and own["max_rss_mib"] > 10  # this test's process: it has imported pandas and torch
-    given = [root.parent / "provenance" / p for p in ("train/transformer/seed8.json", "figures/loss_curves.json")]
     read = resources_table(paths, root, tmp_path / "resources.csv", records=given).set_index("rule")
     train = read.loc["train"].set_index("run").loc["transformer"]
     assert (train["cpu_s"], train["max_rss_mib"], train["measured_by"]) == (own["cpu_s"], own["max_rss_mib"], "job")
     assert train["wall_s"] == 60.0  # the wall time stays Snakemake's: the job's whole life, start-up included
     assert read.loc["figure_loss_curves", "measured_by"] == "job" and read.loc["figure_loss_curves", "cpu_s"] > 0
     assert read.loc["tokenize", "measured_by"] == "snakemake samples" and read.loc["tokenize", "cpu_s"] == 3.0
-    unlisted = resources_table(paths, root, tmp_path / "r2.csv", records=given[:1]).set_index("rule")
+    first = dict(list(given.items())[:1])
+    unlisted = resources_table(paths, root, tmp_path / "r2.csv", records=first).set_index("rule")
     assert unlisted.loc["figure_loss_curves", "measured_by"] == "snakemake samples"  # only the records given
 
 

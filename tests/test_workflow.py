@@ -290,6 +290,11 @@ def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from
     assert {row[0] for row in table_rows(pages["models"])} == {"kgram_mlp", "lstm", "transformer"}
     study = json.loads((res / "provenance/study.json").read_text())
     assert shown_config(workflow_description(page)) == study and "threads" not in study["train"]
+    # every job's CPU and memory are its own count, paired with its record by common.smk's job_files; only
+    # provenance_table, which writes no record, is Snakemake's samples
+    cost = pd.read_csv(res / "tables/resources.csv")
+    assert set(cost.loc[cost["measured_by"] != "job", "rule"]) == {"provenance_table"}
+    assert {"train", "figure_loss_curves", "sampling_reference"} <= set(cost.loc[cost["measured_by"] == "job", "rule"])
     # listed by name and format, not by path (which widened the menu); the eval table as a page and a CSV
     assert results["results/tiny/tables/eval.html"]["labels"] == {"name": "eval", "format": "page"}
     assert results["results/tiny/tables/eval.csv"]["labels"] == {"name": "eval", "format": "CSV download"}

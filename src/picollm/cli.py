@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                '{"experiment": NAME}')
     p.add_argument("--root", required=True, help="results/<experiment>/benchmarks: a path under it names the job")
     p.add_argument("--benchmarks", nargs="+", required=True, help="benchmarks/<rule>[/<run>][/seed<k>].tsv files")
-    p.add_argument("--records", nargs="*", default=[],
-                   help="the jobs' provenance records, whose CPU seconds and peak memory replace Snakemake's samples")
+    p.add_argument("--records", default="{}",
+                   help='{"benchmarks/<rule>/...tsv": "provenance/<stage>/...json"} as JSON: the jobs\' provenance '
+                        "records, whose CPU seconds and peak memory replace Snakemake's samples")
     p.add_argument("--out", required=True, help="tables/resources.csv")
 
     p = _stage(sub, "figure", "rebuild one figure from files on disk",

@@ -19,9 +19,6 @@ from picollm.io import atomic_path
 
 COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
 MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Snakemake's column -> ours
-# where a rule's provenance record lies, when not under its own name: provenance/<dir>/<run>/seed<k>.json
-RECORD_DIRS = {"sampling_reference": "reference"}
-NO_RECORD = {"provenance_table"}  # rules that write no provenance record
 
 
 def job_of(path, root) -> dict:
@@ -46,23 +43,12 @@ def read_benchmark(path) -> dict:
     return {ours: pd.to_numeric(frame[theirs], errors="coerce").mean() for theirs, ours in MEASURES.items()}
 
 
-def record_of(benchmark, root) -> Path | None:
-    """The provenance record that the job of a benchmark file wrote (None for a rule that writes none):
-    benchmarks/figure_<name>.tsv -> provenance/figures/<name>.json, else the same path under provenance/."""
-    rule, *rest = Path(benchmark).relative_to(root).with_suffix("").parts
-    if rule in NO_RECORD:
-        return None
-    folder = ["figures", rule.removeprefix("figure_")] if rule.startswith("figure_") else [RECORD_DIRS.get(rule, rule)]
-    return Path(root).parent.joinpath("provenance", *folder, *rest).with_suffix(".json")
-
-
-def job_usage(benchmark, root, records: set) -> dict:
-    """{cpu_s, max_rss_mib, measured_by: "job"} from the job's provenance record where it is among `records` and
+def job_usage(record) -> dict:
+    """{cpu_s, max_rss_mib, measured_by: "job"} from a job's provenance record (None: the job wrote none) where it
     holds its usage; {measured_by: "snakemake samples"} otherwise."""
-    record = record_of(benchmark, root)
-    if record is not None and str(record) in records:
+    if record is not None:
         try:
-            usage = json.loads(record.read_text()).get("usage")
+            usage = json.loads(Path(record).read_text()).get("usage")
         except (OSError, ValueError):
             raise PicoError(f"cannot read the provenance record {record}; rerun its job") from None
         if usage:
@@ -70,12 +56,12 @@ def job_usage(benchmark, root, records: set) -> dict:
     return {"measured_by": "snakemake samples"}
 
 
-def resources_table(paths, root, out_csv, records=()) -> pd.DataFrame:
+def resources_table(paths, root, out_csv, records: dict | None = None) -> pd.DataFrame:
     """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by), in the
-    order given; CPU and memory from the job's own provenance record where `records` holds it."""
-    records = {str(Path(r)) for r in records}
-    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p), **job_usage(p, root, records)} for p in paths],
-                         columns=COLUMNS)
+    order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record})."""
+    records = {str(Path(k)): v for k, v in (records or {}).items()}
+    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p), **job_usage(records.get(str(Path(p))))}
+                          for p in paths], columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")
     with atomic_path(out_csv) as tmp:
         frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}).to_csv(tmp, index=False)

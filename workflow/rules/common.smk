@@ -285,49 +285,47 @@ def table(name):
     )
 
 
+def job_files():
+    """(benchmark file, provenance record) of every job upstream of the report but the resources jobs
+    themselves: benchmarks/<rule>[/<run or source>][/seed<k>].tsv, what tables/resources.csv reads, beside the
+    record the job writes (None: provenance_table writes none), what tables/provenance.csv reads.
+    """
+    per_seed = [
+        (f"{stage}/{run}/seed{seed}",) * 2
+        for stage in ("train", "sample", "evaluate")
+        for run in RUNS
+        for seed in SEEDS
+    ]
+    jobs = [
+        *[(f"download/{source}",) * 2 for source in SOURCES],
+        *([("train_tokenizer",) * 2] if TRAINED_TOKENIZER else []),
+        ("tokenize", "tokenize"),
+        *per_seed,
+        *[
+            (f"sampling_reference/seed{seed}", f"reference/seed{seed}")
+            for seed in SEEDS
+        ],
+        ("tables", "tables"),
+        ("eval_tables", "eval_tables"),
+        *([("snapshots", "snapshots")] if SNAPSHOTS else []),
+        *([("scaling", "scaling")] if CFG.figures.scaling else []),
+        *[(f"figure_{name}", f"figures/{name}") for name in FIGURES],
+        ("provenance_table", None),
+    ]
+    return [
+        (f"{R}/benchmarks/{bench}.tsv", record and f"{R}/provenance/{record}.json")
+        for bench, record in jobs
+    ]
+
+
 def job_records():
     """The provenance record of every job upstream of the report."""
-    return [
-        *expand(f"{R}/provenance/download/{{source}}.json", source=SOURCES),
-        *([f"{R}/provenance/train_tokenizer.json"] if TRAINED_TOKENIZER else []),
-        f"{R}/provenance/tokenize.json",
-        *expand(
-            f"{R}/provenance/{{stage}}/{{run}}/seed{{seed}}.json",
-            stage=["train", "sample", "evaluate"],
-            run=RUNS,
-            seed=SEEDS,
-        ),
-        *expand(f"{R}/provenance/reference/seed{{seed}}.json", seed=SEEDS),
-        f"{R}/provenance/tables.json",
-        f"{R}/provenance/eval_tables.json",
-        *([f"{R}/provenance/snapshots.json"] if SNAPSHOTS else []),
-        *([f"{R}/provenance/scaling.json"] if CFG.figures.scaling else []),
-        *[f"{R}/provenance/figures/{name}.json" for name in FIGURES],
-    ]
+    return [record for _, record in job_files() if record]
 
 
 def job_benchmarks():
-    """The benchmark file of every job upstream of the report but the resources jobs themselves:
-    benchmarks/<rule>[/<run or source>][/seed<k>].tsv, what tables/resources.csv reads.
-    """
-    return [
-        *expand(f"{R}/benchmarks/download/{{source}}.tsv", source=SOURCES),
-        *([f"{R}/benchmarks/train_tokenizer.tsv"] if TRAINED_TOKENIZER else []),
-        f"{R}/benchmarks/tokenize.tsv",
-        *expand(
-            f"{R}/benchmarks/{{stage}}/{{run}}/seed{{seed}}.tsv",
-            stage=["train", "sample", "evaluate"],
-            run=RUNS,
-            seed=SEEDS,
-        ),
-        *expand(f"{R}/benchmarks/sampling_reference/seed{{seed}}.tsv", seed=SEEDS),
-        f"{R}/benchmarks/tables.tsv",
-        f"{R}/benchmarks/eval_tables.tsv",
-        *([f"{R}/benchmarks/snapshots.tsv"] if SNAPSHOTS else []),
-        *([f"{R}/benchmarks/scaling.tsv"] if CFG.figures.scaling else []),
-        *[f"{R}/benchmarks/figure_{name}.tsv" for name in FIGURES],
-        f"{R}/benchmarks/provenance_table.tsv",
-    ]
+    """The benchmark file of every job upstream of the report but the resources jobs themselves."""
+    return [bench for bench, _ in job_files()]
 
 
 def all_results():

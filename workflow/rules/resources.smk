@@ -21,7 +21,8 @@ rule resources:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("resources"),
         root=lambda wc, output: Path(output.csv).parents[1] / "benchmarks",
+        records=as_json({bench: record for bench, record in job_files() if record}),
     shell:
         "python -m picollm --log {log} resources --config {params.config:q} --root {params.root:q}"
-        " --benchmarks {input.benchmarks:q} --records {input.records:q} --out {output.csv}"
+        " --benchmarks {input.benchmarks:q} --records {params.records:q} --out {output.csv}"
         " --provenance {output.provenance}"
