@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -297,6 +298,25 @@ def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle)
     assert out[-1].startswith("error: config file ") and needle in out[-1], result.stderr
     assert "okk.yaml" not in files or out[-1].endswith(f"{tmp_path / 'ok.yaml'}?")
     assert "Traceback" not in result.stderr and len(out) <= 2, result.stderr  # the profile's note + the line
+
+
+def test_the_profile_checks_a_run_from_another_folder_with_its_own_checkouts_code(tmp_path):
+    """workflow/profiles/default/ sits beside the Snakefile, so Snakemake reads it for `-s .../Snakefile` from any
+    working directory; its checks are the code of that Snakefile's checkout, not of the working directory."""
+    checkout = tmp_path / "checkout"
+    for part in ("src", "workflow"):
+        shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+    checks = checkout / "src" / "picollm" / "config" / "command_line.py"
+    checks.write_text(checks.read_text().replace("does not exist", "is not there (the copy's check)"))
+    (tmp_path / "elsewhere").mkdir()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(checkout / "workflow" / "Snakefile"), "-n",
+           "--configfile", "nowhere.yaml"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=local_run_env(),
+                            cwd=tmp_path / "elsewhere")
+    out = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and out[-1].startswith("error: config file nowhere.yaml is not there (the copy's "
+                                                         "check)"), result.stderr
+    assert "Using workflow specific profile" in out[0] and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args, line", [

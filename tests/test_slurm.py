@@ -234,7 +234,7 @@ def runs(cluster, tmp_path_factory):
         "slurm": Run("slurm", project_copy(tmp / "slurm"), cfg["experiment"],
                      [*SLURM_PROFILE, *FAST_STATUS, *targets, *(["--set-resources", *extra] if extra else []),
                       "--configfile", str(config)]),
-        # the docs' local command (profiles/default), up to what the comparison reads
+        # the docs' local command (workflow/profiles/default), up to what the comparison reads
         "local": Run("local", project_copy(tmp / "local"), cfg["experiment"],
                      ["--cores", "2", f"{r}/tables/samples.csv", "--configfile", str(config)]),
         "bad": Run("bad", project_copy(tmp / "bad"), "slurm_bad",
@@ -296,7 +296,7 @@ def test_outputs_match_a_local_run(runs):
     slurm, local = runs["slurm"], runs["local"]
     assert slurm.rc == 0, f"snakemake on SLURM failed:\n{slurm.out[-8000:]}"
     assert local.rc == 0, f"the local run failed:\n{local.out[-8000:]}"
-    assert "Using workflow specific profile profiles/default" in local.out
+    assert "Using workflow specific profile workflow/profiles/default" in local.out
     on_slurm, here = comparable(slurm.results), comparable(local.results)
     assert sum(k.endswith("metrics.csv") for k in here) == len(runs["config"]["models"])
     assert any(k.startswith("samples/") for k in here)

@@ -4,7 +4,7 @@ Snakemake loads each `--configfile` itself, before any workflow code runs, and a
 long traceback: a Latin-1 file, a figure or a target that followed `--configfile` (its nargs="+" takes every
 word up to the next option), a missing file. So does a `--config` word it cannot parse: a nested key written
 with dots (train.max_steps=50), or a target that followed `--config` (nargs="*"). The project's profiles
-(profiles/*/config.yaml) call `profile_check()` while Snakemake parses them, which is earlier, so each of
+(workflow/profiles/default/ and profiles/slurm/) call `profile_check()` while Snakemake parses them, which is earlier, so each of
 those is one line naming the file or the word, and the fix.
 """
 from __future__ import annotations
