@@ -19,12 +19,12 @@ predictions in a few hundred steps and greedy decoding has no near ties):
   torchrun_1_device
       the bf16 run again through torchrun (launch.launch_command, one process): NCCL process group, DDP.
 
-Every training run is its own process (`python -m benchmarks.gpu_child`, the train rule's command watched),
-so each starts cold and reports its own peak memory. What each part should cost on an H100 or H200, estimated
-from its FLOPs and process starts (nothing was measured on a GPU when this was written; each check's JSON
-record has its check_wall_s): start-up, the CPU peak matmul and the data about 10 s; the two eager throughput
-runs 30 s; the two curve runs, side by side, 30 s; greedy and evaluation 20 s (the CPU halves dominate); resume
-and torchrun, side by side, 40 s; the compile run 60-120 s (a cold inductor cache). About 4 of the 8 minutes.
+Every training run is its own process (`python -m benchmarks.gpu_child`, the train rule's command watched), so each
+starts cold and reports its own peak memory. What each part should cost on an H100 or H200, estimated from its FLOPs
+and process starts (each check's JSON record has the measured check_wall_s): start-up, the CPU peak matmul and the
+data about 10 s; the two eager throughput runs 30 s; the two curve runs, side by side, 30 s; greedy and evaluation
+20 s (the CPU halves dominate); resume and torchrun, side by side, 40 s; the compile run 60-120 s (a cold inductor
+cache). About 4 of the 8 minutes.
 The compile run goes last: on a slower GPU it is the one that the deadline cuts.
 
 Deadline: 8 minutes from the start of the process, less a reserve for writing the results. A check that

@@ -134,7 +134,7 @@ def test_budget_levers_change_the_model_or_the_trainer_on_top_of_the_previous_de
     assert both["model"] == {"mlp": "gelu"} and both["train"] == {**BASE["train"], "optimizer": "muon"}
 
 
-@pytest.mark.slow  # about a minute on 2 idle cores: eight recipes, each in its own process
+@pytest.mark.slow  # eight recipes, each in its own process
 def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     record, rows = quick_record(tmp_path, "budget")
     assert {"hf GPT2LMHeadModel + AdamW", "previous default", "+ muon", "+ bf16 autocast", "+ gelu",
@@ -150,7 +150,7 @@ def test_budget_benchmark_ranks_recipes_against_hugging_face(tmp_path):
     assert set(record["winners"]) <= {"bpe:512 vocabulary", "muon", "bf16 autocast", "gelu"}
 
 
-@pytest.mark.slow  # about 1.5 minutes on 2 idle cores: nine recipes, 20 steps each, in their own processes
+@pytest.mark.slow  # nine recipes, 20 steps each, in their own processes
 def test_recipe_benchmark_pairs_each_change_with_the_defaults(tmp_path):
     record, rows = quick_record(tmp_path, "recipe", "--first-seed", "1400")
     assert {"pico defaults", "nanoGPT-style", "+ beta2 0.95", "+ layernorm", "+ bias", "+ silu"} <= set(rows)

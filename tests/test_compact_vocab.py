@@ -61,7 +61,7 @@ def test_a_compact_checkpoint_of_another_form_is_refused_in_one_line(tmp_path):
     from picollm.errors import PicoError
     cfg = {"type": "lstm", "embed_dim": 4, "hidden_dim": 4}
     ckpt = checkpoint_dict(build_model(cfg, V, 8, compact_ids=KEPT), cfg, V, 8)
-    del ckpt["compact_form"]  # as an older pico-llm wrote it
+    del ckpt["compact_form"]  # a checkpoint saved without its compact form
     torch.save(ckpt, tmp_path / "model.pt")
     with pytest.raises(PicoError, match="older pico-llm.*rerun training"):
         load_model(tmp_path / "model.pt")

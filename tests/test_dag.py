@@ -1,6 +1,7 @@
 """The DAG reruns exactly what changed: every row of docs/reruns.md's "you edit -> these jobs rerun" table, checked
 by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only). The copy's path
 holds a space, as a checkout under "My Documents" does, so every rule's command runs from such a path."""
+import os
 import re
 import shutil
 import subprocess
@@ -186,6 +187,23 @@ def test_editing_a_figure_module_reruns_that_figure_only(study):
 
 def test_editing_the_cost_figure_reruns_it_alone(study):
     assert edited(study, "plots/resources.py", "\nEDITED = 1\n") == {"figure_resources", "report"}
+
+
+def test_editing_the_provenance_table_command_reruns_that_table(study):
+    jobs = edited(study, "commands/provenance_table.py", "\nEDITED = 1\n")
+    assert jobs == {"provenance_table", "report"} | COST
+
+
+def test_editing_a_caption_rebuilds_the_report_alone(study):
+    """The captions are the report's words (workflow/report/*.rst): the report reads them, nothing else does."""
+    path = study / "workflow" / "report" / "loss_curves.rst"
+    original, stat = path.read_text(), path.stat()
+    try:
+        path.write_text(original + "\nEdited.\n")
+        assert planned(study) == {"report"}
+    finally:
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as it was: the next tests plan nothing
 
 
 def test_editing_the_transformer_reruns_the_transformer_only(study):

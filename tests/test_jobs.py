@@ -66,6 +66,13 @@ def test_each_model_type_has_its_own_code_identity(cfg):
     assert "picollm.models.lstm" in modules and "picollm.models.transformer" not in modules
 
 
+def test_only_figures_hold_the_figure_code():
+    """A figure's style (picollm.plots) is the figures' code alone: restyling one reruns no sampling or table."""
+    for stage in ("snapshots", "tables", "sample", "evaluate", "train"):
+        assert not [m for m in codehash.closure(jobs.STAGE_MODULES[stage]) if m.startswith("picollm.plots")], stage
+    assert "picollm.plots" in codehash.closure(jobs.STAGE_MODULES["figure"], "picollm.plots.loss_curves")
+
+
 def test_docstrings_and_comments_do_not_change_a_module_hash(tmp_path, monkeypatch):
     package = tmp_path / "picollm"
     package.mkdir()

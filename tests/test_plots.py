@@ -254,12 +254,12 @@ def write_sweep_evals(tmp_path, seeds=(1, 2, 3), extra_keys=()) -> dict:
     for key, value in extra_keys:  # more swept keys, for a two-row layout
         runs[f"lstm.{key}={value}"] = ("lstm", ("lstm", key, value, None), 2.1, 6000)
     paths = {}
-    for run, (kind, sweep, bpb, params) in runs.items():
+    for run, (kind, point, bpb, params) in runs.items():
         for seed in seeds:
             ev = {"model": run, "run": run, "seed": seed, "type": kind, "params": params, "params_embedding": 100,
                   "params_head": 100, "params_core": params - 200, "head_tied": False, "tokens_seen": 5120,
                   "bpb": bpb + seed / 100,
-                  "sweep": None if sweep is None else dict(zip(["model", "key", "value", "base_value"], sweep))}
+                  "sweep": None if point is None else dict(zip(["model", "key", "value", "base_value"], point))}
             if run == "lstm":
                 ev["config"] = {"type": "lstm", "train": {"lr": 0.003}}
             path = tmp_path / "eval" / run / f"seed{seed}.json"
@@ -400,7 +400,7 @@ def test_attention_figure_from_a_checkpoint(tmp_path):
 
 
 def test_attention_figures_are_landscape_and_one_per_run(tmp_path):
-    """Portrait (2883 x 4063 px for three runs) before; now every run's figure and theirs together ~16:9."""
+    """Every run's figure, and the one of all runs together, is landscape (about 16:9), not portrait."""
     models = {}
     for name, d_model in [("transformer", 16), ("transformer.d_model=8", 8), ("transformer.d_model=32", 32)]:
         cfg = {"type": "transformer", "d_model": d_model, "n_heads": 4, "n_layers": 2}
@@ -431,7 +431,7 @@ def test_same_figure_same_bytes(tmp_path):
 
 def test_a_run_has_one_colour_whatever_order_a_figure_reads_its_runs_in():
     """{run: path} inputs arrive as sorted JSON, tables in the study's order: both draw a run alike."""
-    from picollm.plots import run_order
+    from picollm.tables import run_order
     study = ["transformer", "lstm", "kgram_mlp", "transformer.d_model=32", "transformer.d_model=128"]
     assert run_order(study) == ["kgram_mlp", "lstm", "transformer", "transformer.d_model=32",
                                 "transformer.d_model=128"]

@@ -162,7 +162,7 @@ def test_records_say_whether_the_story_ended_and_the_share_is_measured(stop_at_e
     nucleus = [r for r in coin if r["decoding"] == 1.0]
     assert all(r["ended"] == (r["new_tokens"] < 6) for r in nucleus)
     assert sampling_metrics(nucleus)[0]["ended_share"] == pytest.approx(1 - 0.5 ** 6, abs=0.05)
-    # records from before `ended` was recorded: no share rather than a made-up one
+    # records without `ended`: no share rather than a made-up one
     assert np.isnan(sampling_metrics([{k: v for k, v in r.items() if k != "ended"} for r in ends])[0]["ended_share"])
 
 

@@ -217,7 +217,7 @@ def bad_data_config(tmp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
-    """Three snakemake runs at once (this machine has 2 cores and SLURM jobs mostly wait):
+    """Three snakemake runs at once (SLURM jobs mostly wait, so they overlap):
     the small study on SLURM, the same study run locally, and a study whose data file is bad, on SLURM."""
     tmp = tmp_path_factory.mktemp("slurm")
     t0 = time.monotonic()
@@ -363,7 +363,7 @@ def test_whole_study_on_slurm(cluster, tmp_path):
 @pytest.mark.slow
 def test_training_resumes_after_the_time_limit(cluster, tmp_path):
     """A training job that outlives its SLURM time limit (1 minute) checkpoints on SIGTERM; running the
-    same command again resumes it from last.pt (~5 min here: two runs past the time limit)."""
+    same command again resumes it from last.pt (two runs, each past the time limit)."""
     cfg = tiny_config("slurm_timeout")
     cfg["models"] = {"transformer": cfg["models"]["transformer"]}
     cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)

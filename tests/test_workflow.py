@@ -2,6 +2,7 @@
 determinism across runs, one-line config errors, and the lock against concurrent runs."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,6 +122,21 @@ def test_lint_and_format_are_clean():
     fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(ROOT / "workflow")],
                          capture_output=True, text=True, timeout=120)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_every_rule_reruns_when_the_code_of_its_command_changes():
+    """Each rule running `python -m picollm COMMAND` has the code identity of that command's stage as a param
+    (jobs.code and its kin), so an edit of the command's module reruns the rule's jobs."""
+    commands = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
+            rule = re.match(r"\s*rule (\w+):", block)
+            command = re.search(r"python -m picollm --log \{log(?::q)?\} ([\w-]+)", block)
+            if rule and command:
+                stage = re.search(r"jobs\.(?:code|model_code|types_code)\(\"(\w+)\"", block)
+                commands[rule.group(1)] = (command.group(1).replace("-", "_"), stage and stage.group(1))
+    assert len(commands) >= 15 and {"train", "provenance_table", "report"} <= commands.keys()
+    assert {rule: pair for rule, pair in commands.items() if pair[0] != pair[1]} == {}
 
 
 def test_second_concurrent_run_is_refused(tmp_path):

@@ -322,7 +322,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
                             max_tokens=max_tokens, desc=f"val loss {name}", scoring=scoring,
                             eot=tokenizer.eot_token)
     summary = ckpt.get("summary") or {}
-    # counted from the checkpoint, so that a model trained before FLOPs were recorded has them too
+    # counted from the checkpoint's config, so that a checkpoint whose summary holds no FLOPs has them too
     per_token = flops_per_token(ckpt["model_cfg"], ckpt["vocab_size"], block_size, output_vocab_size(model))
     seen = summary.get("tokens_seen")
     out = {"model": name, "type": ckpt["model_cfg"]["type"], **count_parameters(model),

@@ -26,7 +26,7 @@ SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
                   "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task", "resources",
-                  "report_tables")}
+                  "report_tables", "report")}
 
 
 def _dump(job) -> dict:

@@ -13,9 +13,8 @@ import pandas as pd
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
-from picollm.plots import run_order
 from picollm.sampling import generate
-from picollm.tables import ENDED_AT_ONCE, path_seed, seed_note, show_whitespace, sign_key
+from picollm.tables import ENDED_AT_ONCE, path_seed, run_order, seed_note, show_whitespace, sign_key
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
 

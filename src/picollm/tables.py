@@ -15,6 +15,16 @@ from picollm.io import atomic_path, write_text
 from picollm.stats import paired_difference, t_interval
 
 
+def run_order(runs) -> list[str]:
+    """Runs in the order every figure draws and colours them, whatever order its input file lists them in (a
+    {run: path} mapping travels as sorted JSON, a table in the study's order): the models first, then the sweep
+    points (<model>.<key>=<value>), each by name with numbers compared as numbers (d_model=32 before 128)."""
+    def key(run: str):
+        chunks = re.split(r"(\d+)", run)
+        return "." in run, [int(c) if i % 2 else c for i, c in enumerate(chunks)]
+    return sorted(dict.fromkeys(runs), key=key)
+
+
 def read_samples(paths) -> pd.DataFrame:
     """Every record of the sample stage's files, each with the training seed its path names (train_seed; a
     record's own `seed` is its sampling seed)."""
@@ -153,7 +163,7 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     device, losses; Markdown (which the report shows as a page, picollm.report_tables), and CSV."""
     rows = [json.loads(Path(p).read_text()) for p in summary_paths]
     rows = [{**row, "optimizer": optimizer(row)} for row in rows]
-    frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # summaries from before a column existed: blank
+    frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # a column a summary lacks: blank
     frame = frame.round({"wall_s": 1, "final_train_loss": 4, "final_val_loss": 4})
     frame["tokens_per_s"] = frame["tokens_per_s"].round().astype("Int64")
     if out_csv is not None:
@@ -224,8 +234,8 @@ def source_records(ev: dict) -> dict:
 
 
 def train_flops(ev: dict) -> int:
-    """The evaluation's train_flops (picollm.flops: counted per architecture), else, for an evaluation written
-    before those were recorded, 6 x (core + head parameters) x tokens seen: forward and backward multiply-adds
+    """The evaluation's train_flops (picollm.flops: counted per architecture), else, for an evaluation without
+    it, 6 x (core + head parameters) x tokens seen: forward and backward multiply-adds
     (Kaplan et al.); a table lookup multiplies nothing, but a head tied to the token table still multiplies by
     all of it."""
     if ev.get("train_flops") is not None:
@@ -285,7 +295,7 @@ def scoring_note(runs: dict) -> str:
             f"{run} {ev['val_tokens_scored']:,} of {ev['val_tokens_in_split']:,} tokens" for run, ev in capped.items())
             + " (whole windows spread evenly over the split).")
     methods = list(dict.fromkeys(ev["method"] for ev in first.values() if ev.get("method")))
-    if not methods:  # evaluations from before they named their method
+    if not methods:  # evaluations that name no method
         return "Whole validation split (non-overlapping windows of block_size plus the tail)."
     return "Scored: " + "; ".join(methods) + "."
 

@@ -14,6 +14,6 @@ rule provenance_table:
         ENV
     threads: 1
     params:
-        code=jobs.code("tables"),
+        code=jobs.code("provenance_table"),
     shell:
         "python -m picollm --log {log} provenance-table --records {input} --out {output.csv}"

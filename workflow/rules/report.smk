@@ -19,6 +19,8 @@ rule study_config:
         f"{R}/provenance/study.json",
     log:
         f"{R}/logs/study_config.log",
+    benchmark:
+        f"{R}/benchmarks/study_config.tsv"
     localrule: True
     conda:
         ENV
@@ -61,6 +63,8 @@ rule report:
         pages=rules.report_tables.output,
         study=f"{R}/provenance/study.json",
         stylesheet=workflow.source_path("../report/report.css"),
+        # its words: an edited caption or description rebuilds the report
+        captions=sorted(map(str, Path(workflow.basedir, "report").glob("*.rst"))),
     output:
         f"{R}/report.html",
     log:
@@ -72,6 +76,7 @@ rule report:
         "../envs/report.yaml"
     params:
         snakefile=workflow.main_snakefile,
+        code=jobs.code("report"),
     shell:
         # The study's validated config is a study file of its own, so the inner run sees the same DAG; it runs
         # alongside this one (--nolock: it only reads). `picollm report` runs it and says why it failed.

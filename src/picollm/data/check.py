@@ -34,7 +34,7 @@ def read_meta(path) -> dict:
 
 def check_split(path, meta: dict, checksum: bool = True) -> None:
     """`path` ({split}.bin) holds what meta.json says: its token count in meta's dtype and, with `checksum`,
-    the recorded sha256. A meta.json without them (an older tokenize) is checked for what it has."""
+    the recorded sha256. A meta.json without them is checked for what it has."""
     path = Path(path)
     if not path.exists():
         raise PicoError(f"{path} does not exist; run the tokenize stage first")

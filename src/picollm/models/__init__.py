@@ -79,8 +79,8 @@ def _update(digest, obj, place: str) -> None:
 
 
 def damaged(ckpt: dict, tensors) -> bool:
-    """Whether a checkpoint's tensors no longer match the checksum saved with them (one without a checksum,
-    from before checksums, passes)."""
+    """Whether a checkpoint's tensors no longer match the checksum saved with them (one saved without a
+    checksum passes)."""
     return "sha256" in ckpt and tensors_sha256(tensors) != ckpt["sha256"]
 
 

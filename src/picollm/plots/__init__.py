@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +19,7 @@ import matplotlib.ticker  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from picollm.io import atomic_path  # noqa: E402
+from picollm.tables import run_order  # noqa: E402
 
 SLIDE = (13.33, 7.5)  # inches: a 16:9 slide, so a figure projects at its drawn font size
 DPI = 200
@@ -66,16 +66,6 @@ def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: 
     ax.plot(x, y, color=color, alpha=0.3, lw=1)
     ax.plot(x, smoothed(y, window), color=color, lw=2.5, label=label)
     return f"faint: every logged step; solid: mean of {window}"
-
-
-def run_order(runs) -> list[str]:
-    """Runs in the order every figure draws and colours them, whatever order its input file lists them in (a
-    {run: path} mapping travels as sorted JSON, a table in the study's order): the models first, then the sweep
-    points (<model>.<key>=<value>), each by name with numbers compared as numbers (d_model=32 before 128)."""
-    def key(run: str):
-        chunks = re.split(r"(\d+)", run)
-        return "." in run, [int(c) if i % 2 else c for i, c in enumerate(chunks)]
-    return sorted(dict.fromkeys(runs), key=key)
 
 
 def model_styles(models) -> dict:

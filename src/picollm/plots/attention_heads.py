@@ -20,8 +20,9 @@ import torch
 
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.models import load_model
-from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_order, save
-from picollm.tables import WHITESPACE_SIGNS, path_seed, seed_note, show_whitespace, train_tokens_note
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, save
+from picollm.tables import (WHITESPACE_SIGNS, path_seed, run_order, seed_note, show_whitespace,
+                            train_tokens_note)
 
 PANEL = 2.6  # inches per head panel at most (one run's figure: a slide's worth)
 MIN_PANEL = 1.0  # inches per head panel at least, however short the prompt

@@ -13,8 +13,8 @@ import matplotlib.lines
 import pandas as pd
 import seaborn as sns
 
-from picollm.plots import SLIDE, log_y, plt, run_order, save, smoothed, smoothing_window, tokens_axis
-from picollm.tables import path_seed, seed_note
+from picollm.plots import SLIDE, log_y, plt, save, smoothed, smoothing_window, tokens_axis
+from picollm.tables import path_seed, run_order, seed_note
 
 PANELS = [("attn_grad_norm", "Attention weights:\ngradient norm"), ("mlp_grad_norm", "MLP weights:\ngradient norm"),
           ("resid_rms", "Residual stream after\nthe block: RMS")]

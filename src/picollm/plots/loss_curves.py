@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, run_order, save, smoothed,
+from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
                            smoothing_window, tokens_axis)
-from picollm.tables import plus_minus, seed_paths
+from picollm.tables import plus_minus, run_order, seed_paths
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:

@@ -14,8 +14,8 @@ import math
 
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, plt, run_order, save
-from picollm.tables import train_tokens_note
+from picollm.plots import SLIDE, model_styles, plt, save
+from picollm.tables import run_order, train_tokens_note
 
 PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct-2 (token bigrams)"),
           ("distinct_3", "distinct-3 (token trigrams)"), ("rep_4", "repeated 4-grams in a sample"),

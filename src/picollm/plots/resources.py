@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, plt, run_order, save
+from picollm.plots import SLIDE, model_styles, plt, save
+from picollm.tables import run_order
 
 # the pipeline's order; a stage not named here comes after these, alphabetically
 STAGES = ["download", "train_tokenizer", "tokenize", "train", "sample", "sampling_reference", "evaluate", "snapshots",

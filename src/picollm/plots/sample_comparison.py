@@ -16,8 +16,9 @@ import textwrap
 
 import pandas as pd
 
-from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, run_order, save
-from picollm.tables import ENDED_AT_ONCE, seed_note, show_whitespace, sign_key, train_tokens_note
+from picollm.plots import CHAR_WIDTH, SLIDE, plt, run_label, save
+from picollm.tables import (ENDED_AT_ONCE, run_order, seed_note, show_whitespace, sign_key,
+                            train_tokens_note)
 
 LINE_HEIGHT = 1.35  # a text line's height, in font sizes
 PROMPT_WIDTH = 2.0  # inches: the prompt and decoding column; the model columns share the rest of a slide
