@@ -84,9 +84,8 @@ except PicoError as exc:
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
 SEEDS = CFG.seeds
-FIRST = SEEDS[
-    0
-]  # the seed whose samples, snapshots and attention maps the tables and figures show
+# the seed whose samples, snapshots and attention maps the tables and figures show
+FIRST = SEEDS[0]
 TRANSFORMERS = [r for r, entry in RUNS.items() if entry.type == "transformer"]
 # tokenizer: bpe:N, learnt from the study's text by the train_tokenizer rule
 TRAINED_TOKENIZER = jobs.trains_tokenizer(CFG)
@@ -143,6 +142,7 @@ MODEL_DIR = f"{R}/models/{{run}}/seed{{seed}}"
 METRICS = per_run(f"{MODEL_DIR}/metrics.csv")
 MODELS = per_run(f"{MODEL_DIR}/model.pt")
 EVALS = per_run(f"{R}/eval/{{run}}/seed{{seed}}.json")
+SAMPLING_PATTERN = f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv"  # the sampling measures of one run's samples
 # the sampling measures of real validation stories, one draw per seed
 REFERENCE = {s: f"{R}/eval/reference/seed{s}.csv" for s in SEEDS}
 

@@ -11,7 +11,7 @@ rule evaluate:
         samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",
     output:
         eval=f"{R}/eval/{{run}}/seed{{seed}}.json",
-        sampling=f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv",
+        sampling=SAMPLING_PATTERN,
         provenance=f"{R}/provenance/evaluate/{{run}}/seed{{seed}}.json",
     log:
         f"{R}/logs/evaluate/{{run}}/seed{{seed}}.log",
@@ -61,7 +61,7 @@ rule sampling_reference:
 rule eval_tables:
     input:
         evals=paths(EVALS),
-        sampling=paths(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
+        sampling=paths(per_run(SAMPLING_PATTERN)),
         reference=REFERENCE.values(),
     output:
         eval_csv=table("eval_table"),
@@ -80,7 +80,7 @@ rule eval_tables:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("tables"),
         evals=as_json(EVALS),
-        sampling=as_json(per_run(f"{R}/eval/sampling/{{run}}/seed{{seed}}.csv")),
+        sampling=as_json(per_run(SAMPLING_PATTERN)),
         reference=as_json(REFERENCE),
     shell:
         "python -m picollm --log {log} tables --config {params.config:q} --evals {params.evals:q}"
