@@ -83,6 +83,6 @@ def test_figures(runs, tmp_path):
 
 
 def test_an_empty_continuation_says_the_model_ended_at_once():
-    from picollm.snapshots import _cell
-    from picollm.tables import ENDED_AT_ONCE
-    assert _cell("") == ENDED_AT_ONCE and _cell("a|b") == "a\\|b"
+    from picollm.snapshots import shown
+    from picollm.tables import ENDED_AT_ONCE, cell
+    assert cell("", shown) == ENDED_AT_ONCE and cell("a|b", shown) == "a\\|b"

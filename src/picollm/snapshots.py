@@ -14,7 +14,7 @@ from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
 from picollm.sampling import generate
-from picollm.tables import ENDED_AT_ONCE, path_seed, run_order, seed_note, show_whitespace, sign_key
+from picollm.tables import cell, path_seed, run_order, seed_note, show_whitespace, sign_key
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
 
@@ -75,21 +75,15 @@ def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, 
     return frame
 
 
-def _cell(text: str, width: int = 240) -> str:
-    text = shown(text)
-    text = text if len(text) <= width else text[: width - 1] + "…"
-    return text.replace("|", "\\|") or ENDED_AT_ONCE
-
-
 def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new_tokens: int) -> str:
     lines = [f"# Snapshots: experiment `{experiment}`, {seed_note(frame['train_seed'])}", "",
              f"Greedy continuation of “{show_whitespace(prompt)}” (up to {max_new_tokens} tokens, stopped at "
              "end-of-text) by each run's model at each snapshot step, beside the validation loss measured at that "
-             f"step. Signs in the text: {sign_key(frame['text'].map(_cell))}.", ""]
+             f"step. Signs in the text: {sign_key(frame['text'].map(lambda text: cell(text, shown)))}.", ""]
     for run, group in frame.groupby("run", sort=False):
         lines += [f"## {run}", "", "| step | tokens seen | val loss | new tokens | continuation |",
                   "|--:|--:|--:|--:|---|"]
-        lines += [f"| {r.step} | {r.tokens_seen:,} | {_loss(r.val_loss)} | {r.new_tokens} | {_cell(r.text)} |"
+        lines += [f"| {r.step} | {r.tokens_seen:,} | {_loss(r.val_loss)} | {r.new_tokens} | {cell(r.text, shown)} |"
                   for r in group.itertuples()]
         lines.append("")
     return "\n".join(lines)

@@ -85,8 +85,9 @@ def sign_key(shown_texts) -> str:
 ENDED_AT_ONCE = "ended at once (end-of-text)"
 
 
-def _cell(text: str, width: int = 240) -> str:
-    text = show_whitespace(text)
+def cell(text: str, show=show_whitespace, width: int = 240) -> str:
+    """A sample in a Markdown table's cell: `show`n (whitespace made visible), cut at `width` characters."""
+    text = show(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
     return text.replace("|", "\\|") or ENDED_AT_ONCE
 
@@ -122,13 +123,13 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     seeds = f", {seed_note(frame['train_seed'])}" if "train_seed" in frame else ""  # read_samples adds it
     lines = [f"# Samples: experiment `{experiment}`, {tokens}{seeds}", "",
              "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
-             f"each continuation. Signs in the text: {sign_key(first['text'].map(_cell))} (a space that would "
+             f"each continuation. Signs in the text: {sign_key(first['text'].map(cell))} (a space that would "
              f"not show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
              "whose first new token was end-of-text.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
         lines += [f"## Prompt: “{show_whitespace(prompt)}”", "",
                   "| decoding | model | new tokens | newlines | text |", "|---|---|--:|--:|---|"]
-        lines += [f"| {r.decoding} | {r.model} | {r.new_tokens} | {r.newlines} | {_cell(r.text)} |"
+        lines += [f"| {r.decoding} | {r.model} | {r.new_tokens} | {r.newlines} | {cell(r.text)} |"
                   for r in group.itertuples()]
         lines.append("")
     return "\n".join(lines)
