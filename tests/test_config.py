@@ -22,6 +22,10 @@ def test_shipped_configs_are_valid():
     for name in ("config.yaml", "offline.yaml"):
         cfg = load_study([ROOT / "config" / name])
         assert {m.type for m in cfg.models.values()} == {"kgram_mlp", "lstm", "transformer"}
+    studies = [path for path in (ROOT / "config").glob("*.yaml") if path.name != "config.schema.yaml"]
+    assert len(studies) >= 5
+    for path in studies:  # every study file the docs name loads, bases and replace: included
+        assert load_study([path]).experiment, path
 
 
 def test_defaults_are_filled():
