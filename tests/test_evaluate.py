@@ -318,4 +318,5 @@ def test_evaluate_model_and_tables(tmp_path):
 
 def test_train_tokens_note():
     assert tables.train_tokens_note({"a": 1000, "b": 1000}) == "1,000 training tokens per model"
-    assert tables.train_tokens_note({"a": 1000, "b": 2000}) == "training tokens: a 1,000, b 2,000"
+    assert tables.train_tokens_note({"a": 1000, "b": 2000, "c": 1500}) == ("1,000 to 2,000 training tokens per model "
+                                                                          "(each: tables/models.csv)")

@@ -12,9 +12,9 @@ from PIL import Image
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, loss_curves, lr_schedule, model_styles, p_sweep,
-                           plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save, smoothing_window,
-                           sweep)
+from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, lines_note, loss_curves, lr_schedule, model_styles,
+                           p_sweep, plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save,
+                           smoothing_window, sweep)
 from picollm.tables import ENDED_AT_ONCE
 
 SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
@@ -79,9 +79,12 @@ def test_smoothing_only_with_enough_points():
     assert smoothing_window(1000, 10) == 10
     for n, lines, note in [(20, 1, "every logged step"), (200, 2, "mean of 10")]:
         fig, ax = plt.subplots()
-        shown = raw_and_smoothed(ax, pd.Series(range(n)), pd.Series(np.random.rand(n)), 10, "C0", "m")
-        assert len(ax.lines) == lines and note in shown
+        window = raw_and_smoothed(ax, pd.Series(range(n)), pd.Series(np.random.rand(n)), 10, "C0", "m")
+        assert len(ax.lines) == lines and note in lines_note({window})
         plt.close(fig)
+    # one wording for a figure whose runs are smoothed differently, or some not at all
+    assert lines_note({1, 10, 5}) == ("faint: every logged step; solid: mean of 5 or 10; a solid line alone: every "
+                                      "logged step (too few to smooth)")
 
 
 def test_the_running_mean_starts_and_ends_at_the_data_and_is_pandas_centred_mean_between():
@@ -100,14 +103,25 @@ def test_the_running_mean_starts_and_ends_at_the_data_and_is_pandas_centred_mean
     assert smoothed(gappy, 3).tolist() == [1.0, 2.0, 3.5, 4.0]  # a missing value is skipped, as pandas does
 
 
-def test_loss_curves_of_many_runs_keep_the_slide_size(tmp_path):
-    """Past four runs the legend moves beside the curves: the axes narrow, the figure stays a slide wide."""
+def test_loss_curves_of_many_runs_keep_the_slide_size(tmp_path, monkeypatch):
+    """Past four runs the legend moves under the curves, in columns: the axes keep most of the slide's width
+    (beside them, it left a blank block under itself) and the figure stays a slide in size."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
     metrics = write_metrics(tmp_path)
     metrics.update({f"transformer.d_model={d}": metrics["transformer"] for d in (16, 32, 64)})
+    drawn, save = [], loss_curves.save
+    monkeypatch.setattr(loss_curves, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
     loss_curves.plot(metrics, tmp_path / "loss.png", "exp")
     width, height = Image.open(tmp_path / "loss.png").size
     assert width <= SLIDE[0] * DPI * 1.02 and height <= SLIDE[1] * DPI * 1.05, (width, height)  # the stamp above
+    fig, = drawn
+    ax, legend = fig.axes[0], fig.legends[0]
+    canvas = FigureCanvasAgg(fig)  # saved and closed: laid out again on a canvas of its own
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert ax.get_position().width > 0.8 and legend.get_window_extent(renderer).y1 < ax.get_tightbbox(renderer).y0
+    assert legend.get_texts()[6].get_text().startswith("train — faint: every logged step;\nsolid: mean of")
 
 
 @pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}, {"seeds": (1,)}])
@@ -138,7 +152,7 @@ def test_loss_curves_legend_says_its_plus_minus_is_a_std(tmp_path):
     final = loss_curves.final_val(val)
     assert final == f"{2.2 + 8 * np.exp(-6) + 2 / 50:.3f} ± 0.020 std"  # the std to two significant digits
     fig, ax = plt.subplots()
-    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {"every logged step"}, "note")
+    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {1}, "note")
     legend = ax.get_legend()
     assert "training's val subset, mean ± 1 std over seeds" in legend.get_title().get_text()
     assert legend.get_texts()[0].get_text() == f"lstm (val {final})"

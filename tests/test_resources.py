@@ -1,9 +1,11 @@
 """Per-job cost: tables/resources.csv from the jobs' Snakemake benchmark files, and figures/resources.png."""
 import json
+import re
 
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from picollm import cli
 from picollm.errors import PicoError
 from picollm.resources import job_of, resources_table
@@ -124,3 +126,13 @@ def test_the_figure_sums_each_stage_by_run(benchmarks, tmp_path):
     assert cpu.get_title() == "CPU seconds: 91.0 s in all" and wall.get_title() == "wall-clock seconds: 109 s in all"
     # no job's own count here: Snakemake's samples miss what ran after the last one
     assert "at least 84.0 s (sampled), peak 500 MiB" in " ".join(t.get_text() for t in cpu.texts)
+
+
+def test_every_measured_rule_has_its_place_in_the_pipeline_order():
+    """The figure lists the stages in the order they run (STAGES): every rule whose benchmark it reads has one."""
+    from picollm.plots.resources import STAGES, stage_of
+    rules = {match.group(1) for smk in (ROOT / "workflow" / "rules").glob("*.smk")
+             for match in re.finditer(r"^\s*rule (\w+):", smk.read_text(), re.M)}
+    unmeasured = {"study_config", "report_tables", "report", "resources", "lm_eval_task"}  # after it, or not in `all`
+    assert "scaling" in rules and {stage_of(rule) for rule in rules - unmeasured} <= set(STAGES)
+    assert STAGES.index("eval_tables") < STAGES.index("scaling") < STAGES.index("figures")

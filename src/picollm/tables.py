@@ -194,13 +194,14 @@ def optimizer(summary: dict) -> str | None:
 
 
 def train_tokens_note(tokens_by_model: dict) -> str:
-    """'307,200 training tokens per model', or each model's count when they differ."""
+    """'307,200 training tokens per model', or their range when they differ (as under a FLOP budget): a title
+    cannot hold every run's count, which tables/models.csv gives."""
     counts = {m: int(t) for m, t in tokens_by_model.items() if t is not None and t == t}
     if not counts:
         return "training tokens unknown"
     if len(set(counts.values())) == 1:
         return f"{next(iter(counts.values())):,} training tokens per model"
-    return "training tokens: " + ", ".join(f"{m} {t:,}" for m, t in counts.items())
+    return f"{min(counts.values()):,} to {max(counts.values()):,} training tokens per model (each: tables/models.csv)"
 
 
 # eval.csv column prefix: key of an evaluation record (the whole split's, or one source's)

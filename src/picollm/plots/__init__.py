@@ -56,16 +56,26 @@ def smoothed(series: pd.Series, window: int) -> pd.Series:
     return pd.Series(means, index=series.index)
 
 
-def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str) -> str:
+def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str) -> int:
     """Every logged point as a faint line under its running mean, or as one solid line when there are too
-    few points to smooth. Returns what the lines show, for the legend's title."""
+    few points to smooth. Returns the running mean's window (1: not smoothed), for lines_note."""
     window = smoothing_window(len(y), smooth)
     if window == 1:
         ax.plot(x, y, color=color, lw=2.5, label=label)
-        return "every logged step"
+        return 1
     ax.plot(x, y, color=color, alpha=0.3, lw=1)
     ax.plot(x, smoothed(y, window), color=color, lw=2.5, label=label)
-    return f"faint: every logged step; solid: mean of {window}"
+    return window
+
+
+def lines_note(windows) -> str:
+    """What a figure's solid and faint lines show, from the windows raw_and_smoothed returned for its runs: one
+    wording for all of them, also when some runs logged too few steps to smooth."""
+    means = sorted(w for w in set(windows) if w > 1)
+    if not means:
+        return "every logged step"
+    note = "faint: every logged step; solid: mean of " + " or ".join(map(str, means))
+    return note + ("; a solid line alone: every logged step (too few to smooth)" if 1 in windows else "")
 
 
 def model_styles(models) -> dict:

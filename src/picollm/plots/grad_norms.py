@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from matplotlib.lines import Line2D
 
-from picollm.plots import SLIDE, log_y, model_styles, plt, save, tokens_axis
-from picollm.plots.loss_curves import band_note, mean_and_band, over_seeds, read_metrics
+from picollm.plots import SLIDE, lines_note, log_y, model_styles, plt, save, tokens_axis
+from picollm.plots.loss_curves import band_note, mean_and_band, over_seeds, read_metrics, tokens_note
 
 
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 5) -> None:
@@ -18,20 +18,19 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     if "act_rms" in frame and frame["act_rms"].notna().any():
         panels.append(("act_rms", "RMS of the activations\nentering the LM head", "root mean square", "RMS"))
     fig, axes = plt.subplots(1, len(panels), figsize=SLIDE, squeeze=False, layout="constrained")
-    shown, lasts = set(), {name: [] for name in styles}
+    windows, lasts = set(), {name: [] for name in styles}
     for ax, (column, title, ylabel, short) in zip(axes[0], panels):
         for name, group in frame.groupby("model", sort=False):
             if group[column].notna().any():
                 lasts[name].append(f"{short} {over_seeds(group, column)['mean'].iloc[-1]:.3g}")
-                shown.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name))
+                windows.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name))
         log_y(ax)
-        ax.set(xlabel="tokens seen", ylabel=ylabel, title=title)
+        ax.set(xlabel="tokens seen", ylabel=f"{ylabel} (log scale)", title=title)
         tokens_axis(ax, ticks=3 if len(panels) > 1 else 5)
     handles = [Line2D([], [], color=styles[name]["color"], lw=2.5, label=f"{name}\n(last {', '.join(last)})")
                for name, last in lasts.items() if last]
-    fig.legend(handles=handles, loc="outside right center", title="\n".join(sorted(shown)),
+    fig.legend(handles=handles, loc="outside right center", title=lines_note(windows).replace("; ", "\n"),
                fontsize="small" if len(handles) <= 4 else "x-small", title_fontsize="x-small")
-    tokens = int(frame["tokens_seen"].max())
-    fig.suptitle(f"Training dynamics — {experiment}, {tokens:,} training tokens per model\n{band_note(frame)}",
+    fig.suptitle(f"Training dynamics — {experiment}, {tokens_note(frame)}\n{band_note(frame)}",
                  fontsize="medium")
     save(fig, out, experiment, provenance)

@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from picollm.plots import SLIDE, log_y, plt, save, smoothed, smoothing_window, tokens_axis
-from picollm.tables import path_seed, run_order, seed_note
+from picollm.tables import path_seed, run_order, seed_note, train_tokens_note
 
 PANELS = [("attn_grad_norm", "Attention weights:\ngradient norm"), ("mlp_grad_norm", "MLP weights:\ngradient norm"),
           ("resid_rms", "Residual stream after\nthe block: RMS")]
@@ -59,9 +59,9 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
         ax.set(title=title, xlabel="tokens seen")
         tokens_axis(ax, ticks=3)  # three panels side by side
     legend(fig, colors, styles)
-    tokens = int(frame["tokens_seen"].max())
+    tokens = train_tokens_note(frame.groupby("run", sort=False)["tokens_seen"].max().to_dict())
     seeds = seed_note(path_seed(path) for path in inputs.values())
-    fig.suptitle(f"Layer health per Transformer block — {experiment}, {tokens:,} training tokens, {seeds}")
+    fig.suptitle(f"Layer health per Transformer block — {experiment}, {tokens}, {seeds}")
     fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below
     save(fig, out, experiment, provenance)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from picollm.plots import (SLIDE, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
+from picollm.plots import (SLIDE, lines_note, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
                            smoothing_window, tokens_axis)
-from picollm.tables import plus_minus, run_order, seed_paths
+from picollm.tables import plus_minus, run_order, seed_paths, train_tokens_note
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
@@ -41,14 +41,19 @@ def seed_band(ax, x, centre, std, color, alpha: float = 0.2) -> None:
         ax.fill_between(x, centre - std, centre + std, color=color, alpha=alpha, lw=0)
 
 
-def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str) -> str:
+def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str) -> int:
     """`column` of one run against tokens seen: the mean over seeds as raw_and_smoothed draws it, and a band
-    of ± 1 std over seeds around its running mean. Returns what the lines show, for the legend's title."""
+    of ± 1 std over seeds around its running mean. Returns the running mean's window, for lines_note."""
     window = smoothing_window(rows.dropna(subset=[column]).groupby("seed").size().max(), smooth)
     stat = over_seeds(rows, column, window)
     shown = raw_and_smoothed(ax, stat["tokens_seen"], stat["mean"], smooth, color, label)
     seed_band(ax, stat["tokens_seen"], smoothed(stat["mean"], window), stat["std"], color)
     return shown
+
+
+def tokens_note(frame: pd.DataFrame) -> str:
+    """How many tokens each run trained on (its last logged tokens_seen), as train_tokens_note says it."""
+    return train_tokens_note(frame.groupby("model", sort=False)["tokens_seen"].max().to_dict())
 
 
 def seeds_note(frame: pd.DataFrame) -> str:
@@ -86,17 +91,20 @@ def final_val(stat: pd.DataFrame) -> str:
     return plus_minus(last["mean"], last["mean"] - last["std"], last["mean"] + last["std"]) + " std"
 
 
-def legend(ax, styles: dict, finals: dict, shown: set, note: str) -> None:
+def legend(ax, styles: dict, finals: dict, windows: set, note: str) -> None:
     """One entry per run (its colour and marker, final validation loss), then what solid, faint and dashed
-    lines and the bands mean; outside the axes when there are more runs than fit over the curves."""
+    lines and the bands mean; in columns under the axes when there are more runs than fit over the curves
+    (beside them, a legend taller than it is wide would leave a blank column under it)."""
     handles = [Line2D([], [], color=s["color"], marker=s["marker"], lw=2.5, ms=8, label=f"{name} (val {finals[name]})")
                for name, s in styles.items()]
-    handles += [Line2D([], [], color="0.3", lw=2.5, label="train — " + "; ".join(sorted(shown))),
+    handles += [Line2D([], [], color="0.3", lw=2.5, label="train — " + lines_note(windows).replace("; ", ";\n")),
                 Line2D([], [], color="0.3", ls="--", marker="o", ms=6, lw=1.5, label="validation")]
-    outside = len(styles) > 4
     title = f"final val loss on training's val subset, mean ± 1 std over seeds\n{note}"
-    ax.legend(handles=handles, title=title, fontsize="x-small" if outside else "small",
-              title_fontsize="x-small", **(dict(loc="upper left", bbox_to_anchor=(1.01, 1)) if outside else {}))
+    if len(styles) <= 4:
+        ax.legend(handles=handles, title=title, fontsize="small", title_fontsize="x-small")
+    else:
+        ax.figure.legend(handles=handles, title=title, loc="outside lower center", ncols=3, fontsize="x-small",
+                         title_fontsize="x-small")
 
 
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 10, ylim=None,
@@ -105,10 +113,10 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     frame = read_metrics(metrics)
     styles = model_styles(list(metrics))
     fig, ax = plt.subplots(figsize=SLIDE, layout="constrained")  # a legend outside narrows the axes, not the slide
-    shown, finals = set(), {}
+    windows, finals = set(), {}
     for name, group in frame.groupby("model", sort=False):
         style = styles[name]
-        shown.add(mean_and_band(ax, group, "train_loss", smooth, style["color"], f"{name} train"))
+        windows.add(mean_and_band(ax, group, "train_loss", smooth, style["color"], f"{name} train"))
         val = over_seeds(group, "val_loss")
         ax.plot(val["tokens_seen"], val["mean"], ls="--", marker=style["marker"], color=style["color"], ms=8,
                 lw=1.5)
@@ -118,10 +126,9 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
         ax.set_ylim(auto_ylim(frame) if ylim == "auto" else ylim)
     if logy:
         log_y(ax)
-    tokens = int(frame["tokens_seen"].max())
     zoom = "\n(y zoomed: earlier, higher losses run off the top)" if ylim == "auto" else ""
-    ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)",
-           title=f"Loss curves — {experiment}, {tokens:,} training tokens per model{zoom}")
+    ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)" + (", log scale" if logy else ""),
+           title=f"Loss curves — {experiment}, {tokens_note(frame)}{zoom}")
     tokens_axis(ax)
-    legend(ax, styles, finals, shown, band_note(frame))
+    legend(ax, styles, finals, windows, band_note(frame))
     save(fig, out, experiment, provenance)

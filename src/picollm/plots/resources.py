@@ -11,6 +11,7 @@ wall-clock bars add up to more than the study took.
 """
 from __future__ import annotations
 
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -19,7 +20,7 @@ from picollm.tables import run_order
 
 # the pipeline's order; a stage not named here comes after these, alphabetically
 STAGES = ["download", "train_tokenizer", "tokenize", "train", "sample", "sampling_reference", "evaluate", "snapshots",
-          "tables", "eval_tables", "figures", "provenance_table", "export"]
+          "tables", "eval_tables", "scaling", "figures", "provenance_table", "export"]
 STUDY_WIDE = "study-wide jobs"
 GREY = "0.65"
 
@@ -76,6 +77,7 @@ def figure(path, experiment: str):
                     fontsize="x-small")
         ax.set_xlim(0, left.max() * (1.45 if column == "wall_s" else 1.8) or 1)  # room for the notes at the bars' ends
         ax.set(xlabel=label, title=f"{label}: {seconds(left.sum())} in all")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))  # as the notes: 1,378 s
         ax.grid(axis="y", visible=False)
     axes[0].set_yticks(y, stages)
     axes[0].invert_yaxis()  # the pipeline reads top to bottom
