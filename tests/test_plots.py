@@ -1,6 +1,7 @@
 """Figures: each writes a PNG and an SVG beside it from files on disk; smoothing, zoom and labels behave;
 seeds average into lines with bands or error bars."""
 import json
+from pathlib import Path
 
 import matplotlib.colors
 import matplotlib.text
@@ -247,7 +248,7 @@ def test_p_sweep_draws_the_real_stories_as_a_reference_line(tmp_path, english):
 
 
 def test_p_sweep_of_one_seed_without_run_column(tmp_path):
-    """An eval/sampling.csv from before seeds: one seed per model, no error bars."""
+    """An eval/sampling.csv of one seed per model, without a run column: no error bars."""
     rows = [{"model": m, "decoding": d, "p": p, "samples": 2, "distinct_1": 0.5, "distinct_2": 0.6,
              "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0, "mean_tokens": 10}
             for m in ["a", "b"] for d, p in [("greedy", np.nan), ("p=1", 1.0)]]
@@ -289,6 +290,22 @@ def test_sweep_figure(tmp_path, options):
     evals = write_sweep_evals(tmp_path, seeds=options.pop("seeds", (1, 2, 3)), extra_keys=options.pop("extra_keys", ()))
     sweep.plot(evals, tmp_path / "sweep.png", "exp", **options)
     assert_png_and_svg(tmp_path / "sweep.png")
+
+
+def test_sweep_of_runs_on_one_flop_budget_draws_them_by_size(tmp_path, monkeypatch):
+    """Under train.flops every run's compute is the same up to step rounding: a compute axis would crowd its
+    ticks and draw a trend through rounding, so the every-run panel is against parameters, and says why."""
+    evals = write_sweep_evals(tmp_path)
+    for by_seed in evals.values():
+        for i, path in enumerate(by_seed.values()):
+            ev = json.loads(Path(path).read_text())
+            Path(path).write_text(json.dumps({**ev, "train_flops": 5e11 * (1 + i / 100)}))
+    drawn, save = [], sweep.save
+    monkeypatch.setattr(sweep, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    sweep.plot(evals, tmp_path / "sweep.png", "exp")
+    panel = [ax for ax in drawn[0].axes if ax.get_visible()][-1]
+    assert panel.get_xlabel() == "parameters" and "one FLOP budget" in panel.get_title()
+    assert not sweep.one_budget(sweep.read_runs(write_sweep_evals(tmp_path / "spread")))
 
 
 def test_sweep_reads_runs_and_finds_base_values(tmp_path):

@@ -23,9 +23,8 @@ from picollm.plots import SLIDE, model_styles, plt, save
 from picollm.stats import t_interval
 from picollm.tables import read_evals, train_flops
 
-# picollm.flops: every matmul, forward + backward, attention over the full window (not the causal half)
-X_LABELS = {"train_flops": "training compute (FLOPs: matmuls, fwd + bwd, attention over the full window)",
-            "params": "parameters"}
+# picollm.flops counts them (every matmul, forward + backward, attention over the full window); the caption says so
+X_LABELS = {"train_flops": "training compute (FLOPs)", "params": "parameters"}
 
 
 def read_runs(evals: dict) -> pd.DataFrame:
@@ -131,8 +130,15 @@ def beside_base(runs: pd.DataFrame, x: str) -> pd.Series:
     return runs["key"].notna() & np.isclose(runs["base"].map(base_x).astype(float), runs[x].astype(float))
 
 
-def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict) -> None:
-    """bpb of every run against training FLOPs or parameters (log x), coloured by type."""
+def one_budget(runs: pd.DataFrame) -> bool:
+    """Whether every run trained on about the same compute (train.flops): then a compute axis is one point wide,
+    its ticks crowd, and a line through the runs traces step rounding, not a trend."""
+    return bool(runs["train_flops"].max() < 2 * runs["train_flops"].min())
+
+
+def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict, why: str = "") -> None:
+    """bpb of every run against training FLOPs or parameters (log x), coloured by type; `why`: a note on the
+    choice of x, for the title."""
     hollow = beside_base(runs, x)
     for kind, rows in runs.groupby("type", sort=False):
         style = dict(color=styles[kind]["color"], marker=styles[kind]["marker"], ms=9, ls="none", capsize=4)
@@ -149,7 +155,8 @@ def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict) -> None:
     log_x(ax)
     note = "\nhollow: sweep points at their base run's x" if hollow.any() else ""
     ax.set_xlabel(X_LABELS[x])
-    ax.set_title(f"every run — line: best of each type{note}", fontsize="small" if note else "medium")
+    head = f"every run{why}" + ("\n" if why else " — ")
+    ax.set_title(f"{head}line: best of each type{note}", fontsize="small" if note or why else "medium")
 
 
 def power_of_ten(x: float, _=None) -> str:
@@ -173,7 +180,8 @@ def log_x(ax) -> None:
 
 
 def plot(evals: dict, out, experiment: str, provenance=None, *, x: str = "train_flops") -> None:
-    """evals: {run: {seed: eval/<run>/seed<k>.json}}; x: "train_flops" or "params" for the last panel."""
+    """evals: {run: {seed: eval/<run>/seed<k>.json}}; x: "train_flops" or "params" for the last panel
+    (parameters, whatever x says, when every run had one FLOP budget: one_budget)."""
     runs = read_runs(evals)
     styles = model_styles(list(dict.fromkeys(runs["type"])))
     keys = list(runs["key"].dropna().unique())
@@ -186,7 +194,10 @@ def plot(evals: dict, out, experiment: str, provenance=None, *, x: str = "train_
     fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))  # room for the experiment stamp under the last panel
     for ax, key in zip(axes.flat, keys):
         key_panel(ax, runs, key, styles)
-    compute_panel(axes.flat[len(keys)], runs, x, styles)
+    why = ""
+    if x == "train_flops" and one_budget(runs):
+        x, why = "params", " by size (all on one FLOP budget)"
+    compute_panel(axes.flat[len(keys)], runs, x, styles, why)
     handles, labels = axes.flat[len(keys)].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower left", ncols=len(labels), fontsize="small",
                title="model type", title_fontsize="small")  # below the panels, clear of the labelled points
