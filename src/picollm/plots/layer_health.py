@@ -56,12 +56,12 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
                 ax.plot(x, y, color=colors[block], alpha=0.2, lw=1)
             ax.plot(x, smoothed(y, window), color=colors[block], ls=styles[run], lw=2.5)
         log_y(ax)
-        ax.set(title=title, xlabel="tokens seen")
+        ax.set(title=title, xlabel="tokens seen", ylabel="log scale")
         tokens_axis(ax, ticks=3)  # three panels side by side
     legend(fig, colors, styles)
     tokens = train_tokens_note(frame.groupby("run", sort=False)["tokens_seen"].max().to_dict())
     seeds = seed_note(path_seed(path) for path in inputs.values())
-    fig.suptitle(f"Layer health per Transformer block — {experiment}, {tokens}, {seeds}")
+    fig.suptitle(f"Layer health per Transformer block — {experiment}\n{tokens}, {seeds}", fontsize="medium")
     fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below
     save(fig, out, experiment, provenance)
 
@@ -72,7 +72,7 @@ def legend(fig, colors, styles: dict) -> None:
     if len(styles) > 1:
         handles += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, lw=2.5, label=run)
                     for run, ls in styles.items()]
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(len(handles), 6),
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(len(handles), 4),
                fontsize="small", frameon=False,
                title="colour: depth (block 0 nearest the input)" + ("; line style: run" if len(styles) > 1 else ""),
                title_fontsize="small")

@@ -37,7 +37,7 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
     ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
     log_x(ax)
     log_y(ax)
-    ax.set(xlabel="training compute C (FLOPs: matmuls, fwd + bwd)", ylabel="validation bits per byte",
+    ax.set(xlabel="training compute C (FLOPs: matmuls, fwd + bwd)", ylabel="validation bits per byte (log scale)",
            title="against compute: each type's frontier (bold) and fit")
 
 
@@ -55,7 +55,8 @@ def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # a narrow panel: few labels
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel="non-embedding parameters", title="at the end of training (whole split)")
+    ax.set(xlabel="non-embedding parameters", ylabel="validation bits per byte (linear scale)",
+           title="at the end of training (whole split)")
     ax.legend(fontsize="x-small")
 
 
@@ -70,6 +71,6 @@ def plot(inputs: dict, out, experiment: str, provenance=None) -> None:
     handles, labels = left.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower left", ncols=2, fontsize="x-small")  # clear of the curves
     seeds = int(fits["seeds"].min())
-    fig.suptitle(f"Scaling — {experiment}: validation bits per byte (lower is better), {seeds} seed"
+    fig.suptitle(f"How each model type scales — {experiment}: validation bits per byte (lower is better), {seeds} seed"
                  f"{'s' if seeds > 1 else ''} per run", fontsize="medium")
     save(fig, out, experiment, provenance)
