@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from picollm import codehash
-from picollm.config import (EvaluateJob, LmEvalTaskJob, ReferenceJob, SampleJob, Study, TablesJob, TokenizerJob,
-                            TrainJob, bpe_vocab_size)
+from picollm.config import (DownloadJob, EvaluateJob, FigureJob, LmEvalTaskJob, ReferenceJob, SampleJob,
+                            SnapshotsJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size)
 from picollm.model_types import type_module
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
@@ -29,19 +29,22 @@ STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                   "report_tables", "report")}
 
 
-def _dump(job) -> dict:
-    return job.model_dump(mode="json")
+def _dump(job, only: dict | None = None, drop: dict | None = None) -> dict:
+    """The job as JSON: of a section named in `only`, only the keys it lists; of one named in `drop`, all but
+    those (pydantic's include and exclude). What a stage does not read is not in its slice, so changing it
+    reruns nothing; the command fills it with its default, which the stage never reads."""
+    include = {field: (only or {}).get(field, True) for field in type(job).model_fields}
+    return job.model_dump(mode="json", include=include, exclude=drop)
 
 
 def download(study: Study, name: str) -> dict:
+    """One source's download: not its weight (the sampler's), the held-out share only where it splits the text
+    itself, the seed only where it generates the text (the same for every replicate: data_seed)."""
     src = study.data.source(name)
-    data = {"sources": [src.model_dump(exclude={"weight"})]}
-    job = {"data": data}
-    if src.kind == "3seqs" or (src.kind == "text" and not src.val_files):
-        data["val_fraction"] = study.data.val_fraction  # held-out share
-    if src.kind == "3seqs":
-        job["seed"] = study.data_seed  # generates the sequences: the same for every replicate
-    return job
+    splits = src.kind == "3seqs" or (src.kind == "text" and not src.val_files)
+    job = DownloadJob(data={"sources": [src], "val_fraction": study.data.val_fraction}, seed=study.data_seed)
+    return _dump(job, only={"data": {"sources", *(["val_fraction"] if splits else [])}},
+                 drop={"data": {"sources": {"__all__": {"weight"}}}, **({} if src.kind == "3seqs" else {"seed": True})})
 
 
 def trains_tokenizer(study: Study) -> bool:
@@ -64,10 +67,7 @@ def train(study: Study, run: str, seed: int) -> dict:
                    models={run: study.runs[run].model_copy(update={"train": None})}, train=study.train_of(run),
                    # the sampler reads each source's name and weight; entries stay whole to remain valid config
                    data={"sources": study.data.sources})
-    out = _dump(job)
-    out["train"] = {k: v for k, v in out["train"].items() if k not in SCHEDULING_TRAIN_KEYS}
-    out["data"] = {"sources": out["data"]["sources"]}
-    return out
+    return _dump(job, only={"data": {"sources"}}, drop={"train": SCHEDULING_TRAIN_KEYS})
 
 
 def model_threads(study: Study, run: str) -> int:
@@ -108,31 +108,26 @@ def needs_gpu(device: str) -> bool:
 
 
 def sample(study: Study, seed: int) -> dict:
-    out = _dump(SampleJob(seed=seed, sampling=study.sampling))
-    out["sampling"].pop("sweep_p_values")  # only the evaluate stage reads it
-    return out
+    # sweep_p_values: only the evaluate stage reads them
+    return _dump(SampleJob(seed=seed, sampling=study.sampling), drop={"sampling": {"sweep_p_values"}})
 
 
 def evaluate(study: Study, run: str, seed: int) -> dict:
     point = study.sweep_point(run)
     # a sweep run records its point in eval/<run>/seed<k>.json, for the sweep figure
     sweep = {point["model"]: {point["key"]: [point["value"]]}} if point else {}
-    out = _dump(EvaluateJob(seed=seed, device=study.device, sampling=study.sampling, evaluate=study.evaluate,
-                            sweep=sweep, data={"sources": study.data.sources}))
-    if not point:
-        out.pop("sweep")
-    out["data"] = {"sources": out["data"]["sources"]}  # whether the text is English (english_word_share)
-    return out
+    job = EvaluateJob(seed=seed, device=study.device, sampling=study.sampling, evaluate=study.evaluate,
+                      sweep=sweep, data={"sources": study.data.sources})
+    # the sources say whether the text is English (english_word_share)
+    return _dump(job, only={"data": {"sources"}}, drop=None if point else {"sweep": True})
 
 
 def reference(study: Study, seed: int) -> dict:
     """Real validation stories to read the samples' measures against: as many and as long as a nucleus
     decoding's samples (sampling.prompts x num_samples, max_new_tokens), drawn with `seed`; the sources say
     whether the text is English. The p values are not read: changing them reruns no reference."""
-    out = _dump(ReferenceJob(seed=seed, sampling=study.sampling, data={"sources": study.data.sources}))
-    out["sampling"] = {k: out["sampling"][k] for k in ("prompts", "num_samples", "max_new_tokens")}
-    out["data"] = {"sources": out["data"]["sources"]}
-    return out
+    job = ReferenceJob(seed=seed, sampling=study.sampling, data={"sources": study.data.sources})
+    return _dump(job, only={"sampling": {"prompts", "num_samples", "max_new_tokens"}, "data": {"sources"}})
 
 
 def lm_eval_task(study: Study) -> dict:
@@ -158,19 +153,23 @@ def experiment(study: Study) -> dict:
 
 
 def loss_curves(study: Study) -> dict:
-    figures = study.figures.model_dump(include={"loss_zoom", "loss_logy"})
-    return {"experiment": study.experiment, "figures": figures}
+    job = FigureJob(experiment=study.experiment, figures=study.figures)
+    return _dump(job, only={"figures": {"loss_zoom", "loss_logy"}})
 
 
 def attention_heads(study: Study) -> dict:
+    """The prompt whose attention the figure draws: figures.attention_prompt, else the first sampling prompt."""
     prompt = study.figures.attention_prompt
-    return {"experiment": study.experiment,
-            "figures": {"attention_prompt": study.sampling.prompts[0] if prompt is None else prompt}}
+    figures = study.figures.model_copy(update={"attention_prompt": study.sampling.prompts[0] if prompt is None
+                                               else prompt})
+    return _dump(FigureJob(experiment=study.experiment, figures=figures), only={"figures": {"attention_prompt"}})
 
 
 def snapshots(study: Study) -> dict:
-    return {"experiment": study.experiment,
-            "sampling": {"prompts": study.sampling.prompts[:1], "max_new_tokens": study.sampling.max_new_tokens}}
+    """Each snapshot continues the first sampling prompt greedily."""
+    sampling = study.sampling.model_copy(update={"prompts": study.sampling.prompts[:1]})
+    job = SnapshotsJob(experiment=study.experiment, sampling=sampling)
+    return _dump(job, only={"sampling": {"prompts", "max_new_tokens"}})
 
 
 def code(stage: str, *modules: str) -> str:
