@@ -1,11 +1,13 @@
 """Training snapshots as a table and a figure, and the layer-health figure, from a real tiny training run."""
 import pandas as pd
 import pytest
+from PIL import Image
 
 from picollm.data.sources import three_seqs, write_documents
 from picollm.data.tokenizer import get_tokenizer
 from picollm.data.tokens import tokenize
 from picollm.models import load_model
+from picollm.plots import DPI, SLIDE
 from picollm.plots import layer_health as layer_health_figure
 from picollm.plots import snapshots as snapshots_figure
 from picollm.config import SamplingConfig
@@ -80,6 +82,8 @@ def test_figures(runs, tmp_path):
     for name in ("snapshots", "layer_health", "none", "seeds"):
         for ext in ("png", "svg"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 1000
+        # a slide wide: few rows draw a large font, and no header or title runs past the table
+        assert Image.open(tmp_path / f"{name}.png").width <= SLIDE[0] * DPI * 1.02, name
 
 
 def test_an_empty_continuation_says_the_model_ended_at_once():

@@ -81,7 +81,7 @@ def snapshot_markdown(frame: pd.DataFrame, experiment: str, prompt: str, max_new
              "end-of-text) by each run's model at each snapshot step, beside the validation loss measured at that "
              f"step. Signs in the text: {sign_key(frame['text'].map(lambda text: cell(text, shown)))}.", ""]
     for run, group in frame.groupby("run", sort=False):
-        lines += [f"## {run}", "", "| step | tokens seen | val loss | new tokens | continuation |",
+        lines += [f"## {run}", "", "| step | tokens seen | val loss (nats/token) | new tokens | continuation |",
                   "|--:|--:|--:|--:|---|"]
         lines += [f"| {r.step} | {r.tokens_seen:,} | {_loss(r.val_loss)} | {r.new_tokens} | {cell(r.text, shown)} |"
                   for r in group.itertuples()]

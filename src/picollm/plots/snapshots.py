@@ -12,7 +12,7 @@ from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, save
 from picollm.plots.sample_comparison import cell_text, fitting_fontsize, mark_ended, table_figure, text_table
 from picollm.tables import seed_note, show_whitespace, sign_key
 
-COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation"]  # the last adds the key to its signs
+COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation"]
 WIDTHS = [2.0, 0.9, 1.5, 1.2, 7.7]  # inches, 16:9 in all
 
 
@@ -41,15 +41,17 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     pad = 0.6
     cells, fontsize = layout(frame, max_chars, pad)
     fig, ax = table_figure(cells, SLIDE[0], fontsize, pad=pad)
-    header = [*COLUMNS[:-1], f"{COLUMNS[-1]} ({sign_key(row[-1] for row in cells)})"]
-    table = text_table(ax, cells, header, WIDTHS, fontsize, pad=pad)
+    table = text_table(ax, cells, COLUMNS, WIDTHS, fontsize, pad=pad)
     mark_ended(table)
     styles = model_styles(runs)
     for r, row in enumerate(cells, start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[row[0].replace("\n", "")]["color"], 0.25))
     prompt = frame["prompt"].iloc[0] if len(frame) else ""
     seeds = seed_note(frame.get("train_seed", []))
-    ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}, {seeds}")
+    # the key to the signs on a line of its own: in the column's header, it ran past a few rows' large font
+    ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}, {seeds}\n"
+                 f"val loss: nats per token on training's validation subset\nsigns: {sign_key(r[-1] for r in cells)}",
+                 fontsize="medium")
     save(fig, out, experiment, provenance)
 
 
