@@ -277,6 +277,9 @@ def test_devices_and_nodes_only_schedule(monkeypatch):
     one, two = study(1), study(2, nodes=2)
     assert jobs.train(one, "m", 3) == jobs.train(two, "m", 3)
     assert jobs.train_threads(two, "m") == 2 and jobs.train_gpus(two, "m") == 0 and jobs.train_nodes(two, "m") == 2
+    # sbatch asks for GPUs on each node only where the ranks run on CUDA
+    on_cuda = study(2, nodes=2, device="cuda")
+    assert jobs.slurm_gpus(two, "m") == "" and jobs.slurm_gpus(on_cuda, "m") == "--gpus-per-node=2"
     one_node = launch.launch_command(["train"], 2, 1, 2, gpus=False)
     assert one_node[1:] == ["-m", "picollm.launch", "--nproc-per-node", "2", "--standalone", "-m", "picollm",
                             "--", "train"]

@@ -87,6 +87,12 @@ def train_gpus(study: Study, run: str) -> int:
     return study.train_of(run).devices if needs_gpu(study.device) else 0
 
 
+def slurm_gpus(study: Study, run: str) -> str:
+    """sbatch's request for a several-node train job's GPUs (its train_gpus on each node), "" for none."""
+    gpus = train_gpus(study, run)
+    return f"--gpus-per-node={gpus}" if gpus else ""
+
+
 def train_nodes(study: Study, run: str) -> int:
     return study.train_of(run).nodes
 

@@ -60,11 +60,7 @@ if NODES_RUNS:
             loggers=lambda wc: jobs.train_loggers(CFG, wc.run),
             tasks=lambda wc: jobs.train_nodes(CFG, wc.run),
             mpi="srun",
-            slurm_extra=lambda wc: (
-                f"--gpus-per-node={jobs.train_gpus(CFG, wc.run)}"
-                if jobs.train_gpus(CFG, wc.run)
-                else ""
-            ),
+            slurm_extra=lambda wc: jobs.slurm_gpus(CFG, wc.run),
 
 
 # Only when some run keeps snapshots (train.snapshot_steps).
