@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import TINYSTORIES_VALID, needs_gpt2, needs_tinystories
+from conftest import TINYSTORIES_VALID, needs_gpt2, needs_tinystories, picollm
 from picollm.data.tokenizer import get_tokenizer
 from picollm.errors import PicoError
 from picollm.export import export_model, hf_tokenizer
@@ -264,3 +264,20 @@ def test_export_replaces_an_old_folder_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["hf", "model.pt"]  # no temporary folder left beside it
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in os.listdir(out))  # safetensors only
     load_model(ckpt)  # model.pt keeps working
+
+
+def test_export_refuses_a_folder_that_holds_other_work(tmp_path):
+    """An export replaces its folder whole: a results folder, a checkout or the working directory is refused in one
+    line and left as it was; the command says so on the terminal, with no traceback."""
+    (tmp_path / "results" / "models").mkdir(parents=True)
+    ckpt = save_checkpoint(tmp_path / "results" / "model.pt", ROPE)
+    before = sorted(p.name for p in (tmp_path / "results").iterdir())
+    with pytest.raises(PicoError, match=r"results exists and is no Hugging Face export \(it holds model.pt, "
+                                        r"models/\).*give a new or empty folder"):
+        export_model(ckpt, tmp_path / "results")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before
+    result = picollm("export", ckpt, ".", cwd=tmp_path / "results")
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'results'} exists and is no Hugging Face export (it holds model.pt, models/), and an "
+        "export replaces its folder whole; give a new or empty folder, e.g. results/<experiment>/hf/<run>/seed<k>"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before

@@ -30,9 +30,11 @@ MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of 
 
 def export_model(model_path, out_dir) -> dict:
     """Write `out_dir` (atomically) from the checkpoint `model_path`; return a summary of what was written."""
+    out_dir = Path(out_dir).resolve()  # "." has no name to put a temporary folder beside
     model = load_model(model_path)
     ckpt = model.checkpoint
     _refuse_unexportable(ckpt)
+    check_out_dir(out_dir)
     # a compact vocabulary's unseen ids share one row: written out once per id, it is a plain model
     network = model.expanded() if isinstance(model, CompactVocab) else model
     config = hf_config(network, ckpt)
@@ -40,7 +42,6 @@ def export_model(model_path, out_dir) -> dict:
                              ckpt.get("tokenizer_json"))
     hf_model = _hf_model(config, hf_state_dict(network))
 
-    out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -196,6 +197,27 @@ def check_logits(model, folder, batch: int = 2, seed: int = 0) -> float:
         raise PicoError(f"the exported model's logits differ from pico-llm's by {diff:.2e}; nothing was written "
                         f"(an export bug: please report it with the checkpoint's model config)")
     return diff
+
+
+# The files save_pretrained writes (.bin: older transformers' weights): a folder of such files alone is an
+# earlier export, which an export replaces; any other folder holds work of its own.
+EXPORT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".jinja", ".model"}
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """An export replaces `out_dir` whole: refuse a folder that is not missing, empty or an earlier export (a
+    results folder, a checkout), whose files the replacement would delete."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise PicoError(f"{out_dir} is a file, not a folder; give the export a folder of its own "
+                        "(e.g. results/<experiment>/hf/<run>/seed<k>)")
+    foreign = sorted(p.name + "/" * p.is_dir() for p in out_dir.iterdir()
+                     if p.is_dir() or p.suffix not in EXPORT_SUFFIXES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise PicoError(f"{out_dir} exists and is no Hugging Face export (it holds {shown}), and an export replaces "
+                        "its folder whole; give a new or empty folder, e.g. results/<experiment>/hf/<run>/seed<k>")
 
 
 def _readable_by_all(folder: Path) -> None:
