@@ -58,7 +58,7 @@ def wait_for(condition, proc=None, timeout=120):
         time.sleep(0.05)
 
 
-# --- Ctrl-C and SIGTERM outside training: one line, no traceback ----------------------------------------
+# --- Ctrl-C, SIGTERM and SIGHUP outside training: one line, no traceback --------------------------------
 
 def long_sampling() -> str:
     return json.dumps({"sampling": {"prompts": ["1 2 3"], "p_values": [1.0], "max_new_tokens": 4000,
@@ -66,7 +66,7 @@ def long_sampling() -> str:
 
 
 @pytest.mark.parametrize("stage, sig", [("sample", signal.SIGINT), ("evaluate", signal.SIGTERM),
-                                        ("sample", signal.SIGTERM)])
+                                        ("sample", signal.SIGTERM), ("sample", signal.SIGHUP)])
 def test_a_signal_stops_a_stage_with_one_line(stage, sig, model_path, tokens_dir, tmp_path):
     log = tmp_path / "stage.log"
     common = ["--name", "m", "--model-path", model_path, "--config", long_sampling()]
@@ -177,6 +177,19 @@ def test_a_full_disk_under_the_report_is_one_line(tmp_path):
         assert result.stderr.startswith(f"error: no space left on {disk} (writing report.html)"), result.stderr
 
 
+def test_a_run_on_a_full_disk_is_one_line_before_snakemake_writes(tmp_path):
+    """Snakemake writes its lock in .snakemake/ before any job: on a full disk, that ends in its own traceback."""
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        write_config(disk / "study.yaml", tiny_offline_config())
+        with contextlib.suppress(OSError):
+            (disk / "filler").write_bytes(b"\0" * (1 << 20))
+        result = snakemake(disk, "--cores", "1", "all", "--configfile", disk / "study.yaml")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: no space left on {disk} (Snakemake writes its lock and records in .snakemake/ there before any "
+            "job); free some space there, then rerun: finished work is kept"), result.stderr[-3000:]
+
+
 # --- damaged token files ------------------------------------------------------------------------------
 
 def damage(folder: Path, how: str, split: str = "train") -> Path:
@@ -195,15 +208,20 @@ def damage(folder: Path, how: str, split: str = "train") -> Path:
     elif how == "garbage meta.json":
         meta.write_bytes(b"\x89PNG\r\n\x1a\n not json")
         return meta
+    elif how == "incomplete meta.json":  # still JSON, without what the stages read
+        whole = json.loads(meta.read_text())
+        meta.write_text(json.dumps({k: v for k, v in whole.items() if k not in ("vocab_size", "splits")}))
+        return meta
     return tokens
 
 
-DAMAGES = ["truncated", "empty", "odd length", "overwritten", "garbage meta.json"]
+DAMAGES = ["truncated", "empty", "odd length", "overwritten", "garbage meta.json", "incomplete meta.json"]
 SAYS = {"truncated": r"is damaged: [\d,]+ bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
         "empty": r"is damaged: 0 bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
         "odd length": r"is damaged: [\d,]+ bytes where meta.json says [\d,]+ uint16 tokens \([\d,]+ bytes\)",
         "overwritten": "is damaged: its sha256 is not the one meta.json records",
-        "garbage meta.json": r"is not valid JSON \(.*\)"}
+        "garbage meta.json": r"is not valid JSON \(.*\)",
+        "incomplete meta.json": r"is not a whole meta.json \(no valid vocab_size, splits\)"}
 REBUILD = r"; delete it and rerun: tokenize rebuilds it \(models trained on it are kept\)$"
 
 
@@ -237,7 +255,7 @@ def test_the_workflow_refuses_damaged_tokens_before_any_job(tmp_path):
     made = snakemake(tmp_path, "--cores", "1", "results/tiny/data/tokens/meta.json", "--configfile", cfg)
     assert made.returncode == 0, made.stderr[-3000:]
     good = shutil.copytree(tokens, tmp_path / "good")
-    for how in ("truncated", "overwritten", "garbage meta.json"):
+    for how in ("truncated", "overwritten", "garbage meta.json", "incomplete meta.json"):
         path = damage(tokens, how)
         result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", cfg)
         assert result.returncode == 1
@@ -541,12 +559,49 @@ def test_a_finished_training_whose_outputs_were_deleted_is_restored_not_retraine
     assert not (out / "last.pt").exists() and not (out / "snapshots.partial").exists()
 
 
+def test_a_model_damaged_in_place_is_trained_anew_not_restored_damaged(tokens_dir, tmp_path):
+    """finished/ holds a second name of each output, not a copy: bytes written over model.pt damage the kept one
+    too. Its recorded sha256 tells, so following the error's advice (delete it, rerun) trains anew."""
+    out = tmp_path / "out"
+    first = train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    overwrite_middle(out / "model.pt")
+    assert (out / "finished/model.pt").read_bytes() == (out / "model.pt").read_bytes()  # one file, two names
+    (out / "model.pt").unlink()
+    proc = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out,
+                                                                                     steps=TRAIN["max_steps"]))],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"{out} finished training before, but its kept outputs have changed since (model.pt in "
+            f"{out / 'finished'}); training it anew") in proc.stderr
+    from picollm.models import load_model
+    load_model(out / "model.pt")  # whole again
+    assert json.loads(proc.stdout.splitlines()[-1])["final_val_loss"] == first["final_val_loss"]
+
+
 def test_another_config_trains_anew_in_a_folder_that_finished(tokens_dir, tmp_path):
     out = tmp_path / "out"
     train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
     summary = train("m", TRANSFORMER, {**TRAIN, "max_steps": 12}, tokens_dir=tokens_dir, out_dir=out, seed=3,
                     block_size=32)
     assert summary["steps"] == 12 and json.loads((out / "finished/summary.json").read_text())["steps"] == 12
+
+
+def test_a_new_training_that_fails_keeps_the_finished_one(tokens_dir, tmp_path, monkeypatch):
+    """finished/ is replaced when a new training ends, not when it starts: one that fails first (a bug, a
+    damaged input) leaves the last finished training, restored when its config comes back."""
+    from picollm import train as train_module
+    out = tmp_path / "out"
+    first = train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("a bug in the new training")
+    monkeypatch.setattr(train_module, "setup", fails)
+    with pytest.raises(RuntimeError):
+        train("m", TRANSFORMER, {**TRAIN, "max_steps": 12}, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    assert json.loads((out / "finished/summary.json").read_text())["steps"] == first["steps"]
+    monkeypatch.undo()
+    again = train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    assert again["final_val_loss"] == first["final_val_loss"] and again["steps"] == first["steps"]
 
 
 def test_an_interruption_while_the_outputs_are_written_resumes_at_the_last_step(tokens_dir, tmp_path, monkeypatch):
@@ -678,6 +733,31 @@ def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
         log.write_text("step 5\ninterrupted; rerun to continue\n")
     assert summary(tmp_path / "run.log")[0] == "pico-llm: stopped by a signal: 4 job(s) did not finish; every " \
                                                "finished output is kept."
+
+
+def test_a_job_killed_or_stopped_as_it_finished_says_so(tmp_path):
+    """A training the out-of-memory killer ended writes no line: Snakemake's CalledProcessError above its block
+    names the signal. One that wrote its summary finished: Snakemake, stopped then, asks for --rerun-incomplete."""
+    from picollm.stopped import summary
+    logs = tmp_path / "results/x/logs/train/lstm"
+    logs.mkdir(parents=True)
+    (logs / "seed1.log").write_text("train lstm:  40%|████      | 40/100\n")
+    (logs / "seed2.log").write_text('train lstm: 100%|██████████| 100/100\n{"model": "lstm", "steps": 100}\n')
+    block = ("Command 'set -euo pipefail;  python -m picollm train ...' {how}.\nError in rule train:\n"
+             "    jobid: 3\n    log: {log} (check log file(s) for error details)\n    shell:\n        python ...\n")
+    (tmp_path / "run.log").write_text(
+        block.format(how="died with <Signals.SIGKILL: 9>", log=logs / "seed1.log")
+        + "Terminating processes on user request, this might take some time.\n"
+        + block.format(how="returned non-zero exit status 130", log=logs / "seed2.log"))
+    assert summary(tmp_path / "run.log") == [
+        "pico-llm: stopped by Ctrl-C: 2 job(s) did not finish; every finished output is kept.",
+        "  train/lstm/seed1: killed by SIGKILL (most often the out-of-memory killer: `dmesg` says); a rerun resumes "
+        f"a training from its last checkpoint  ({logs / 'seed1.log'})",
+        f"  train/lstm/seed2: finished, but stopped before Snakemake saw it end: its outputs are kept  "
+        f"({logs / 'seed2.log'})",
+        "pico-llm: rerun the same command to continue (training resumes from its last checkpoint); add "
+        "--rerun-incomplete where Snakemake asks for it (a finished training is restored, not retrained).",
+    ]
 
 
 def test_a_missing_local_data_file_is_one_line_before_any_job(tmp_path):

@@ -17,7 +17,7 @@ import time
 import traceback
 
 from picollm import io
-from picollm.errors import Interrupted, PicoError
+from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
 
 
 def _json(text: str):
@@ -243,7 +243,7 @@ def _tell(line: str, log, terminal, rank: int) -> None:
     streams = ([sys.stderr] if log or not rank else []) + ([terminal] if log and not rank else [])
     for stream in streams:
         with contextlib.suppress(OSError, ValueError):
-            print(line, file=stream, flush=True)
+            io.say(line, stream)
 
 
 def _import_stage(command: str):
@@ -253,7 +253,7 @@ def _import_stage(command: str):
     ImportError instead of stopping."""
     pending = []
     deferred = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)}
+                for s in STOP_SIGNALS if signal.getsignal(s) not in (signal.SIG_IGN, None)}
     try:
         module = importlib.import_module(f"picollm.commands.{command}")
     finally:
@@ -270,7 +270,7 @@ def _run(args, terminal, rank: int) -> int:
         _import_stage(args.command).run(args)
         return 0
     except (KeyboardInterrupt, Interrupted) as exc:
-        for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C while stopping adds no traceback
+        for s in STOP_SIGNALS:  # a second Ctrl-C while stopping adds no traceback
             signal.signal(s, signal.SIG_IGN)
         _tell("interrupted; rerun to continue", args.log, terminal, rank)
         return 128 + getattr(exc, "signum", signal.SIGINT)
@@ -334,10 +334,12 @@ def main(argv=None) -> int:
     rank = int(os.environ.get("RANK", 0))
     if args.log and rank:
         args.log = f"{args.log}.rank{rank}"
-    # SIGTERM (Snakemake stopping a job, SLURM's time limit) ends a stage as Ctrl-C does: one line, no traceback
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    if previous[signal.SIGTERM] == signal.SIG_DFL:  # left alone where the caller ignores it
-        signal.signal(signal.SIGTERM, _interrupted)
+    # SIGTERM (Snakemake stopping a job, SLURM's time limit) and SIGHUP (the terminal closed) end a stage as
+    # Ctrl-C does: one line, no traceback, a training checkpointed first
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if previous[s] == signal.SIG_DFL:  # left alone where the caller ignores it (nohup)
+            signal.signal(s, _interrupted)
     io.terminal = terminal if args.log and not rank else None  # where io.note() also writes
     try:
         # rank 0 of a data-parallel job adds to the log of the `picollm train` that launched it (picollm.launch)

@@ -6,7 +6,9 @@ when the job's end was not recorded (Ctrl-C or a kill as the job ended: Incomple
 by then. finished/ holds a second name for each output (no extra space) and the identity of the training
 that made them (config, seed, data, tokens, code); a training job whose identity matches links them back
 at once instead of training. A changed config, data or training code trains anew. On a file system without
-hard links nothing is kept.
+hard links nothing is kept. A second name is no copy: a file damaged in place (truncated, written over) is
+damaged under both names, so each kept file's sha256 is recorded beside the identity, and a kept training whose
+files no longer match it is trained anew rather than restored.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from picollm import codehash
+from picollm.io import sha256_file, tell
 from picollm.model_types import type_module
 
 KEPT, STAGED, IDENTITY = "finished", "finished.partial", "identity.json"
@@ -48,7 +51,8 @@ def keep(out_dir, identity: str) -> None:
     except OSError:  # no hard links here (or an output missing): nothing kept, a rerun trains again
         shutil.rmtree(staged, ignore_errors=True)
         return
-    (staged / IDENTITY).write_text(json.dumps({"identity": identity}) + "\n")
+    sums = {str(rel): sha256_file(staged / rel) for rel in _files(out_dir)}
+    (staged / IDENTITY).write_text(json.dumps({"identity": identity, "sha256": sums}) + "\n")
     shutil.rmtree(kept, ignore_errors=True)
     os.replace(staged, kept)
 
@@ -60,12 +64,28 @@ def kept_identity(out_dir) -> str | None:
         return None
 
 
+def damaged_files(kept: Path) -> list[str]:
+    """The kept files that no longer hold what was kept (or are gone, or were never summed): all of them when
+    the record is unreadable."""
+    try:
+        sums = json.loads((kept / IDENTITY).read_text())["sha256"]
+        files = [str(rel) for rel in _files(kept)]
+        return [rel for rel in sorted(set(files) | set(sums))
+                if rel not in sums or not (kept / rel).is_file() or sha256_file(kept / rel) != sums[rel]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ["identity.json"]
+
+
 def restore(out_dir, identity: str, link: bool = True) -> dict | None:
     """The kept summary when out_dir/finished/ matches `identity`, its outputs linked back into place (with
     `link`; under torchrun rank 0 links, the other ranks only learn that there is nothing to train)."""
     out_dir = Path(out_dir)
     kept = out_dir / KEPT
     if kept_identity(out_dir) != identity:
+        return None
+    if damage := damaged_files(kept):
+        tell(f"{out_dir} finished training before, but its kept outputs have changed since ({', '.join(damage)} "
+             f"in {kept}); training it anew")
         return None
     if link:
         for rel in _files(kept):

@@ -27,6 +27,16 @@ def no_space(path) -> PicoError:
                      f"finished work is kept")
 
 
+def check_room(folder, needed: int = 1 << 20) -> None:
+    """One line when `folder`'s disk has less than `needed` bytes free: Snakemake writes its lock and metadata
+    (.snakemake/) before any job, and a full disk there ends in its own long traceback."""
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < needed:
+            raise PicoError(f"no space left on {Path(folder).resolve()} (Snakemake writes its lock and records in "
+                            f".snakemake/ there before any job); free some space there, then rerun: finished work "
+                            f"is kept")
+
+
 def disk_full(folder: Path) -> bool:
     """Whether a failed write in `folder` is explained by a full disk (a failed write leaves less than a block)."""
     with contextlib.suppress(OSError):
@@ -77,20 +87,27 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def say(line: str, stream) -> None:
+    """`line` and its newline in one write: jobs side by side share the terminal, and print's two writes (the
+    text, then the newline) let another job's line land between them."""
+    stream.write(line + "\n")
+    stream.flush()
+
+
 def tell(text: str) -> None:
     """`text` on stderr (the job's log under --log) and on the terminal too: what a job does that the user should
     see as it happens (a training resuming where it stopped), which is no warning."""
-    print(text, file=sys.stderr, flush=True)
+    say(text, sys.stderr)
     if terminal is not None and terminal is not sys.stderr:
         with contextlib.suppress(OSError, ValueError):
-            print(text, file=terminal, flush=True)
+            say(text, terminal)
 
 
 def note(text: str) -> None:
     """`note: text` on stdout (the job's log under --log) and on the terminal too: something the user should
     see without opening the log."""
     line = f"note: {text}"
-    print(line, flush=True)
+    say(line, sys.stdout)
     if terminal is not None and terminal is not sys.stdout:
         with contextlib.suppress(OSError, ValueError):
-            print(line, file=terminal, flush=True)
+            say(line, terminal)

@@ -8,6 +8,7 @@ run: it finds each failed job's log there and repeats the job's last word under 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -17,17 +18,32 @@ CTRL_C = "Terminating processes on user request"  # what Snakemake logs when SIG
 SAID = re.compile(r"(error: |interrupted|stopped at step )")  # the lines picollm writes as a stage ends
 EXCEPTION = re.compile(r"[\w.]*(Error|Exception|Interrupt)\b.*")  # a traceback's last line
 TAIL = 64 << 10  # the end of a job's log holds its last word: a training log can be long
+KILLED = re.compile(r"died with <Signals\.(SIG[A-Z]+): \d+>|exit status (13[0-9]|14[0-9])\b")  # a job's signal
+# a training's last line is its summary (JSON): a job that wrote it finished, whatever stopped it after
+FINISHED = re.compile(r'^\{"model": .*"steps": \d+')
+FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs are kept"
 
 
-def stopped_jobs(run_log: str) -> list[tuple[str, str | None]]:
-    """(rule, its log or None) of every "Error in rule" block in `run_log`, the text of Snakemake's log."""
-    jobs = []
+def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None]]:
+    """(rule, its log or None, the signal that killed it or None) of every "Error in rule" block in `run_log`,
+    the text of Snakemake's log."""
+    jobs, killed = [], None
     for line in run_log.splitlines():
-        if match := FAILED.match(line):
-            jobs.append((match.group(1), None))
+        if match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
+            killed = match.group(1) or signal_name(int(match.group(2)) - 128)
+        elif match := FAILED.match(line):
+            jobs.append([match.group(1), None, killed])
+            killed = None
         elif jobs and jobs[-1][1] is None and (match := LOG.match(line)):
-            jobs[-1] = (jobs[-1][0], match.group(1).split(", ")[0])
-    return jobs
+            jobs[-1][1] = match.group(1).split(", ")[0]
+    return [tuple(job) for job in jobs]
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def last_word(job_log: str | Path) -> str | None:
@@ -43,6 +59,8 @@ def last_word(job_log: str | Path) -> str | None:
     lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
     # a progress bar leaves its last frame unended: a line said after it follows on the same line
     said = [line[match.start():] for line in lines if (match := SAID.search(line))]
+    if not said and lines and FINISHED.match(lines[-1]):
+        return FINISHED_WORD
     if not said:  # a bug's traceback ends in its exception; any other last line would mislead
         raised = [line for line in lines if EXCEPTION.match(line)]
         return raised[-1] if raised else None
@@ -54,8 +72,11 @@ def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
     run_log = Path(snakemake_log).read_text(errors="replace")
     lines, words = [], []
-    for rule, job_log in stopped_jobs(run_log):
+    for rule, job_log, killed in stopped_jobs(run_log):
         said = last_word(job_log) if job_log else None
+        if said is None and killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
+            said = (f"killed by {killed}" + (" (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL"
+                                             else "") + "; a rerun resumes a training from its last checkpoint")
         words.append(said or "")
         name = _job_name(rule, job_log)
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
@@ -63,11 +84,13 @@ def summary(snakemake_log: str | Path) -> list[str]:
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
     ctrl_c = CTRL_C in run_log
     said = [word for word in words if word]
-    interrupted = ctrl_c or (said and all(word.startswith("interrupted") for word in said))
+    interrupted = ctrl_c or (said and all(word.startswith(("interrupted", FINISHED_WORD)) for word in said))
     head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
             else f"{len(lines)} job(s) failed")
     fix = ("rerun the same command to continue (training resumes from its last checkpoint)" if interrupted
            else "fix what each line names, then rerun the same command")
+    if FINISHED_WORD in words:
+        fix += "; add --rerun-incomplete where Snakemake asks for it (a finished training is restored, not retrained)"
     return [f"pico-llm: {head}; every finished output is kept.", *lines, f"pico-llm: {fix}."]
 
 

@@ -33,7 +33,7 @@ from picollm import distributed, finished, tracking
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
-from picollm.errors import Interrupted, PicoError
+from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
@@ -94,13 +94,14 @@ def set_rng_states(states: dict) -> None:
 
 
 class StopRequested:
-    """SIGTERM (SLURM time limit, Snakemake) or SIGINT (Ctrl-C), or the Snakemake that started the job gone
-    (owner.ParentWatch): finish the step, checkpoint, then exit."""
+    """SIGTERM (SLURM time limit, Snakemake), SIGINT (Ctrl-C) or SIGHUP (the terminal closed), or the Snakemake
+    that started the job gone (owner.ParentWatch): finish the step, checkpoint, then exit."""
 
     def __init__(self):
         self.signum = None
         self.parent = ParentWatch()
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS
+                          if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN}  # nohup's stays
 
     def _handle(self, signum, frame):
         self.signum = signum
@@ -498,12 +499,11 @@ def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, bloc
 
 def _restore(out_dir: Path, identity: str) -> dict | None:
     """The summary of a finished training kept in out_dir/finished/ that matches `identity`, its outputs put
-    back ({} on ranks but 0, which write nothing); None when there is none, and what was kept is dropped."""
+    back ({} on ranks but 0, which write nothing); None when there is none. What is kept stays until a new
+    training ends (finished.keep replaces it): one that fails first leaves it to be restored."""
     main = distributed.is_main()
     done = finished.restore(out_dir, identity, link=main)
     if done is None:
-        if main:
-            finished.forget(out_dir)
         return None
     if main:  # what an interruption between keeping the outputs and cleaning up left behind
         (out_dir / "last.pt").unlink(missing_ok=True)

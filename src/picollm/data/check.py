@@ -16,6 +16,7 @@ from picollm.io import sha256_file
 
 ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
 REBUILD = "delete it and rerun: tokenize rebuilds it (models trained on it are kept)"
+REQUIRED = {"vocab_size": int, "splits": dict}  # meta.json's keys every stage reads, and their types
 
 
 def read_meta(path) -> dict:
@@ -29,6 +30,10 @@ def read_meta(path) -> dict:
         raise PicoError(f"{path} is not valid JSON ({getattr(exc, 'msg', exc)}); {REBUILD}") from None
     if not isinstance(meta, dict) or meta.get("dtype") not in ITEMSIZE:
         raise PicoError(f"{path} is not a token folder's meta.json (no known dtype); {REBUILD}")
+    # what every stage reads: a file without them would fail deep inside a job
+    missing = [key for key in REQUIRED if not isinstance(meta.get(key), REQUIRED[key])]
+    if missing:
+        raise PicoError(f"{path} is not a whole meta.json (no valid {', '.join(missing)}); {REBUILD}")
     return meta
 
 
