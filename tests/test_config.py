@@ -28,6 +28,19 @@ def test_shipped_configs_are_valid():
         assert load_study([path]).experiment, path
 
 
+@pytest.mark.parametrize("entry, line", [
+    ("train: {max_steps: yes}", "config key 'train.max_steps': true is a yes/no; give a number"),
+    ("models: {m: {type: lstm, hidden_dim: true}}", "config key 'models.m.hidden_dim': true is a yes/no; give a number"),
+    ("train: {lr: .inf}", "config key 'train.lr' is inf; give a finite number"),
+], ids=["yes-for-steps", "true-for-a-width", "infinite-rate"])
+def test_a_yes_no_or_an_infinite_number_is_no_number(tmp_path, entry, line):
+    """pydantic alone would read `max_steps: yes` as 1 and `lr: .inf` as a rate: each is one line instead."""
+    (tmp_path / "study.yaml").write_text(f"experiment: x\nmodels: {{m: {{type: lstm}}}}\n{entry}\n")
+    with pytest.raises(PicoError) as err:
+        load_study([tmp_path / "study.yaml"])
+    assert str(err.value) == line
+
+
 def test_defaults_are_filled():
     cfg = validate({"experiment": "x", "models": {"m": {"type": "lstm"}}})
     assert cfg.seed == 1337 and cfg.tokenizer == "gpt2" and cfg.device == "auto"

@@ -9,7 +9,8 @@ else. picollm.config.study holds the sections in a Study, with the study's own t
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal, Optional, Union
+import types
+from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_serializer, model_validator
 from pydantic import StringConstraints
@@ -24,8 +25,24 @@ BPE_MIN_VOCAB, BPE_MAX_VOCAB = 257, 65536
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, and a built object never changes."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section: unknown keys are errors, and a built object never changes. A number is finite, and no
+    yes/no: pydantic would read `max_steps: yes` as 1 and `lr: .inf` as a rate."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_yes_no_for_a_number(cls, data):
+        for key, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(key)
+            if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+                raise ValueError(f"{key}: {str(value).lower()} is a yes/no; give a number")
+        return data
+
+
+def _is_number(annotation) -> bool:
+    """Whether a field takes a number (int or float, maybe optional) and no bool."""
+    kinds = set(get_args(annotation)) if get_origin(annotation) in (Union, types.UnionType) else {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def bpe_vocab_size(name: str) -> int | None:

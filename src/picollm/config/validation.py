@@ -97,6 +97,8 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
     if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
         return f"config key '{where}'{of_run}: {shown} is not of type '{type_name}'"
+    if kind == "finite_number":  # .inf, .nan
+        return f"config key '{where}'{of_run} is {shown}; give a finite number"
     if kind in BOUNDS:  # the value given and the bound it breaks, not pydantic's "Input should be ..."
         sign, bound = next((BOUNDS[kind], err["ctx"][key]) for key in ("gt", "ge", "lt", "le") if key in err["ctx"])
         return f"config key '{where}'{of_run} is {shown}; it must be {sign} {bound if isinstance(bound, int) else f'{bound:g}'}"
