@@ -794,3 +794,19 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
             os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
     assert snakemake(tmp_path, "--unlock", "--configfile", path).returncode == 0  # gone: its lock is taken
+
+
+# --- commands run by hand ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, line", [
+    (["generate", "{model}", "1 2", "--device", "gpu"], "error: device 'gpu' is none of auto, cpu, cuda (or cuda:N) "
+                                                        "and mps"),
+    (["figure", "loss_curve", "--config", '{{"experiment": "x"}}', "--inputs", "{model}", "--out", "{tmp}/f.png"],
+     "error: no figure is named 'loss_curve'; the figures are attention_heads, grad_norms, layer_health, loss_curves, "
+     "lr_schedule, p_sweep, resources, sample_comparison, sample_slide, scaling, snapshots, sweep"),
+], ids=["unknown-device", "unknown-figure"])
+def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
+    args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
+    result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and result.stderr.strip() == line, result.stderr

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def resolve_device(name: str) -> torch.device:
                         "use device: auto or device: cpu")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise PicoError("device: mps was asked for but MPS is not available here; use device: auto or device: cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise PicoError(f"device {name!r} is none of auto, cpu, cuda (or cuda:N) and mps")
     return torch.device(name)
 
 

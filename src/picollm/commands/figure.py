@@ -1,8 +1,10 @@
 """`picollm figure NAME`: rebuild one figure (module picollm.plots.NAME) from files on disk."""
 import importlib
+import importlib.util
 import json
+import pkgutil
 
-from picollm import provenance
+from picollm import plots, provenance
 from picollm.config import FigureJob, parse
 from picollm.errors import PicoError
 
@@ -31,6 +33,9 @@ def _paths(inputs) -> list:
 def run(args):
     job = parse(FigureJob, args.config)
     name = args.figure.replace("-", "_")
+    if importlib.util.find_spec(f"picollm.plots.{name}") is None:
+        known = sorted(m.name for m in pkgutil.iter_modules(plots.__path__))
+        raise PicoError(f"no figure is named {args.figure!r}; the figures are {', '.join(known)}")
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
     rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
