@@ -37,8 +37,14 @@ def test_write_then_read_roundtrip(tmp_path):
 def test_not_utf8_names_byte_offset(tmp_path):
     f = tmp_path / "bad.txt"
     f.write_bytes(b"hello\nwor\xffld\n")
-    with pytest.raises(PicoError, match=r"offset 9"):
+    with pytest.raises(PicoError, match=r"offset 9; convert it \(e.g. iconv -t UTF-8\)$"):
         list(iter_documents(f))
+    # a raw file the download stage wrote (results/<experiment>/data/raw/<source>/) is made again, not converted
+    raw = tmp_path / "data" / "raw" / "stories" / "train.txt"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(f.read_bytes())
+    with pytest.raises(PicoError, match=r"offset 9; delete it and rerun: download makes it again$"):
+        list(iter_documents(raw))
 
 
 def test_missing_file(tmp_path):

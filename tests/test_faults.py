@@ -733,6 +733,9 @@ def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
         log.write_text("step 5\ninterrupted; rerun to continue\n")
     assert summary(tmp_path / "run.log")[0] == "pico-llm: stopped by a signal: 4 job(s) did not finish; every " \
                                                "finished output is kept."
+    # no job stopped (a SIGTERM to Snakemake alone, which waits for its jobs): nothing to fix in any job
+    (tmp_path / "run.log").write_text("Select jobs to execute...\nComplete log(s): run.log\n")
+    assert summary(tmp_path / "run.log") == []
 
 
 def test_a_job_killed_or_stopped_as_it_finished_says_so(tmp_path):

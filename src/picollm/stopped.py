@@ -83,6 +83,9 @@ def summary(snakemake_log: str | Path) -> list[str]:
     # Ctrl-C reaches Snakemake (which logs it) and its jobs; jobs stopped by a signal Snakemake did not get
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
     ctrl_c = CTRL_C in run_log
+    if not lines:  # no job stopped: Snakemake's own error (a signal to it alone, a DAG error) says it all
+        return ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
+                "pico-llm: rerun the same command to continue."] if ctrl_c else []
     said = [word for word in words if word]
     interrupted = ctrl_c or (said and all(word.startswith(("interrupted", FINISHED_WORD)) for word in said))
     head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
@@ -107,5 +110,6 @@ def tell(snakemake_logs: list[str] | str | None) -> None:
     nothing when there is none to read."""
     logs = [snakemake_logs] if isinstance(snakemake_logs, (str, Path)) else snakemake_logs or []
     log = next((path for path in logs if Path(path).is_file()), None)
-    if log:
-        print("", *summary(log), sep="\n", file=sys.stderr, flush=True)
+    lines = summary(log) if log else []
+    if lines:
+        print("", *lines, sep="\n", file=sys.stderr, flush=True)

@@ -78,8 +78,10 @@ def _lines(path: Path) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                made = path.parent.parent.name == "raw"  # results/<experiment>/data/raw/<source>/: download's
+                fix = "delete it and rerun: download makes it again" if made else "convert it (e.g. iconv -t UTF-8)"
                 raise PicoError(f"data file {path} is not UTF-8: invalid byte at offset {offset + exc.start}; "
-                                f"convert it (e.g. iconv -t UTF-8)") from None
+                                f"{fix}") from None
             offset += len(raw)
 
 
