@@ -297,6 +297,24 @@ def test_a_checkpoint_damaged_in_place_is_refused_in_one_line(model_path, tokens
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("change, reason", [
+    (lambda ckpt: ckpt["model_cfg"].update(ZZZZZZZ=1), "unknown config key 'ZZZZZZZ'"),
+    (lambda ckpt: ckpt.pop("vocab_size"), "no 'vocab_size'"),
+], ids=["config-key", "missing-size"])
+def test_a_checkpoint_whose_config_was_changed_names_the_file(change, reason, model_path, tmp_path):
+    """The checksum covers the weights; a checkpoint's config changed in place is named as damaged all the same."""
+    import torch
+
+    from picollm.errors import PicoError
+    from picollm.models import load_model
+    ckpt = torch.load(model_path, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(PicoError, match=f"^checkpoint {re.escape(str(tmp_path / 'model.pt'))} is damaged: its model "
+                                        f"does not build from it \\({reason}.*\\); delete it and rerun training$"):
+        load_model(tmp_path / "model.pt")
+
+
 def test_the_weights_checksum_is_checked_not_only_the_file(model_path, tmp_path):
     """Bytes changed in the weights alone (the zip still reads) are caught by the checksum."""
     import torch

@@ -118,7 +118,12 @@ def read_checkpoint(path) -> dict:
 def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild a model from a model.pt written by training (weights + config + vocab size)."""
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model_cfg"], ckpt["vocab_size"], ckpt["block_size"], ckpt.get("compact_ids"))
+    try:  # the checksum covers the weights: a config or size changed in place shows here
+        model = build_model(ckpt["model_cfg"], ckpt["vocab_size"], ckpt["block_size"], ckpt.get("compact_ids"))
+    except (PicoError, KeyError, TypeError, ValueError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise PicoError(f"checkpoint {path} is damaged: its model does not build from it ({reason}); delete it and "
+                        f"rerun training") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
