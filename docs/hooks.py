@@ -62,11 +62,16 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     return markdown
 
 
-def load_schema() -> dict:
-    """The schema of this checkout (its src/ first on the path, before any installed picollm)."""
+def checkout_first() -> None:
+    """This checkout's src/ first on the path, before any installed picollm: the docs describe its code."""
     src = str(ROOT / "src")
     if src not in sys.path:
         sys.path.insert(0, src)
+
+
+def load_schema() -> dict:
+    """The schema of this checkout."""
+    checkout_first()
     from picollm.config import schema
     return maps_as_additional(schema())
 
@@ -471,9 +476,7 @@ def today_study(path: str) -> dict | None:
     """A study file of this checkout as `ran_text` reads it, or None where it is gone or does not load."""
     if not (ROOT / path).is_file():
         return None
-    src = str(ROOT / "src")
-    if src not in sys.path:
-        sys.path.insert(0, src)
+    checkout_first()
     try:
         from picollm.config import load_study
         return load_study([str(ROOT / path)]).outline()
