@@ -14,6 +14,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import psutil
 import torch
 
 from picollm.config import ModelConfig
@@ -52,16 +53,9 @@ def free_memory(device: torch.device) -> int | None:
         return torch.cuda.mem_get_info(device)[0]
     if device.type != "cpu":
         return None
-    free = [_meminfo_available(), _cgroup_room()]
+    free = [psutil.virtual_memory().available, _cgroup_room()]
     free = [f for f in free if f is not None]
     return min(free) if free else None
-
-
-def _meminfo_available() -> int | None:
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
-        return int(line.split()[1]) * 1024
-    return None
 
 
 def _cgroup_room() -> int | None:

@@ -22,6 +22,8 @@ import socket
 import time
 from pathlib import Path
 
+import psutil
+
 from picollm.errors import PicoError
 
 LOCK = "train.lock"
@@ -30,22 +32,15 @@ HOST = socket.gethostname()
 
 
 def _started(pid: int) -> str | None:
-    """When a live process started (its /proc start time), None when it is gone or a zombie (dead, not yet
-    reaped); "" for a live one where /proc cannot tell."""
+    """When a live process started (psutil's create time, on Linux and macOS alike), None when it is gone or a
+    zombie (dead, not yet reaped); "" for a live one the system will not describe (another user's)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return None if fields[0] in "ZX" else fields[19]
-    except FileNotFoundError:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else repr(proc.create_time())
+    except (psutil.NoSuchProcess, ValueError):
         return None
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # another user's process: alive
-        pass
-    return ""
+    except psutil.AccessDenied:
+        return ""
 
 
 def alive(pid: int) -> bool:
@@ -153,16 +148,15 @@ class ParentWatch:
 
 def snakemakes_in(directory) -> list[int]:
     """Pids of the snakemake processes on this host (but this one) working in `directory`: what `--unlock`
-    must not take the lock from. Where /proc cannot tell (another OS, another user's process), none."""
+    must not take the lock from. Another user's processes, which the system will not describe, are none."""
     here, found = Path(directory).resolve(), []
-    for proc in Path("/proc").glob("[0-9]*"):
+    for proc in psutil.process_iter():
         try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            if int(proc.name) == os.getpid() or not _is_snakemake(argv):
+            if proc.pid == os.getpid() or not _is_snakemake(proc.cmdline()):
                 continue
-            if Path(os.readlink(proc / "cwd")).resolve() == here and alive(int(proc.name)):
-                found.append(int(proc.name))
-        except (OSError, ValueError):
+            if Path(proc.cwd()).resolve() == here and alive(proc.pid):
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
             continue
     return sorted(found)
 
