@@ -75,6 +75,12 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_csv(path, frame) -> None:
+    """A pandas DataFrame as CSV, without its index, atomically (io.py needs no pandas itself)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from picollm import codehash
-from picollm.io import sha256_file, write_json
+from picollm.io import sha256_file, write_csv, write_json
 
 PACKAGES = ["torch", "numpy", "tiktoken", "datasets", "pandas", "matplotlib", "seaborn", "snakemake", "picollm"]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,6 @@ def table(record_paths, out) -> None:
     """One CSV row per job record: stage, the file, commit, code hash, seed, config and input hashes."""
     import pandas as pd
 
-    from picollm.io import atomic_path
     rows = []
     for path in record_paths:
         rec = json.loads(Path(path).read_text())
@@ -113,5 +112,4 @@ def table(record_paths, out) -> None:
                      "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
                      "torch": (rec.get("versions") or {}).get("torch"), "platform": rec.get("platform")})
     frame = pd.DataFrame(rows).astype({"seed": "Int64"})
-    with atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(out, frame)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from picollm.errors import PicoError
-from picollm.io import atomic_path
+from picollm.io import write_csv
 
 COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
 MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Snakemake's column -> ours
@@ -63,6 +63,5 @@ def resources_table(paths, root, out_csv, records: dict | None = None) -> pd.Dat
     frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p), **job_usage(records.get(str(Path(p))))}
                           for p in paths], columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")
-    with atomic_path(out_csv) as tmp:
-        frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}).to_csv(tmp, index=False)
+    write_csv(out_csv, frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}))
     return frame

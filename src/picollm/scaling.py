@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from picollm.io import atomic_path
+from picollm.io import write_csv
 
 MIN_FIT_POINTS = 5  # three parameters, and two points to spare so that the fit is tested by the data
 BOOTSTRAP = 400
@@ -198,8 +198,6 @@ def write_tables(metrics: dict, evals: dict, out_csv, points_csv, experiment: st
     every final evaluation, in bits per byte at its training compute)."""
     points = read_points(metrics, evals)
     fits = fit_rows(points, experiment)
-    with atomic_path(points_csv) as tmp:
-        points.to_csv(tmp, index=False)
-    with atomic_path(out_csv) as tmp:
-        fits.to_csv(tmp, index=False)
+    write_csv(points_csv, points)
+    write_csv(out_csv, fits)
     return fits

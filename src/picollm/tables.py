@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from picollm.io import atomic_path, write_text
+from picollm.io import atomic_path, write_csv, write_text
 from picollm.stats import paired_difference, t_interval
 
 
@@ -168,8 +168,7 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     frame = frame.round({"wall_s": 1, "final_train_loss": 4, "final_val_loss": 4})
     frame["tokens_per_s"] = frame["tokens_per_s"].round().astype("Int64")
     if out_csv is not None:
-        with atomic_path(out_csv) as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(out_csv, frame)
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
     parts = "".join(f"## {heading}\n\n" + frame[["model", *columns]].rename(columns=TIMING_HEADERS).to_markdown(
         index=False, floatfmt=".4g", intfmt=",") + "\n\n" for heading, columns in MODEL_PARTS.items())
@@ -336,8 +335,7 @@ def eval_table(evals, out_csv, out_md, experiment: str) -> pd.DataFrame:
     _ci_high over seeds for val_loss, perplexity and bpb."""
     runs = read_evals(evals)
     frame = pd.DataFrame(eval_rows(runs, experiment))
-    with atomic_path(out_csv) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(out_csv, frame)
     write_text(out_md, eval_markdown(frame, runs, experiment))
     return frame
 
@@ -374,8 +372,7 @@ def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
                      "bpb_diff_mean": d["mean_diff"], "bpb_diff_ci_low": d["ci_low"], "bpb_diff_ci_high": d["ci_high"],
                      "verdict": d["verdict"], "statement": comparison(a, b, d, budget[a])})
     frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)  # the header even for a single run
-    with atomic_path(out_csv) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(out_csv, frame)
     return frame
 
 
@@ -391,6 +388,5 @@ def sampling_table(inputs, out_csv, experiment: str, reference=None) -> pd.DataF
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[["run", "seed", *(c for c in frame.columns if c not in ("run", "seed"))]]
     frame.insert(0, "experiment", experiment)
-    with atomic_path(out_csv) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(out_csv, frame)
     return frame

@@ -37,7 +37,7 @@ from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
-from picollm.io import atomic_path, tell, write_json
+from picollm.io import atomic_path, tell, write_csv, write_json
 from picollm.loss import head_plan_record, validation_loss
 from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, damaged, output_vocab_size,
                             tensors_sha256)
@@ -400,10 +400,8 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     staged snapshots are then removed."""
     wall = run.elapsed(state)
     metrics = pd.DataFrame(state.rows, columns=METRIC_COLUMNS)
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        metrics.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "layer_health.csv") as tmp:
-        pd.DataFrame(state.health, columns=HEALTH_COLUMNS).to_csv(tmp, index=False)
+    write_csv(out_dir / "metrics.csv", metrics)
+    write_csv(out_dir / "layer_health.csv", pd.DataFrame(state.health, columns=HEALTH_COLUMNS))
     publish_snapshots(run)
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step

@@ -11,7 +11,7 @@ from picollm.config import EvaluateJob, parse
 from picollm.device import use_threads
 from picollm.errors import PicoError
 from picollm.evaluate import evaluate_model
-from picollm.io import atomic_path, write_json
+from picollm.io import write_csv, write_json
 
 
 def run(args):
@@ -37,7 +37,6 @@ def run(args):
     write_json(args.out, {**result, "run": args.name, "seed": job.seed, "sweep": point,
                           "provenance": rec})
     if args.sampling_out:
-        with atomic_path(args.sampling_out) as tmp:
-            pd.DataFrame(rows).assign(seed=job.seed).to_csv(tmp, index=False)
+        write_csv(args.sampling_out, pd.DataFrame(rows).assign(seed=job.seed))
     provenance.write(args.provenance, rec)
     print(json.dumps({k: result[k] for k in ("model", "val_loss", "perplexity", "bpb", "val_tokens_scored")}))

@@ -7,7 +7,7 @@ import pandas as pd
 from picollm import provenance
 from picollm.config import ReferenceJob, parse
 from picollm.sample_metrics import reference_measures
-from picollm.io import atomic_path
+from picollm.io import write_csv
 
 
 def run(args):
@@ -16,8 +16,7 @@ def run(args):
     rec = provenance.record("reference", seed=job.seed, config=args.config,
                             inputs=[tokens / "meta.json", tokens / "val.bin"], outputs=[args.out])
     rows = reference_measures(tokens, job.sampling, job.seed, english=job.data.english)
-    with atomic_path(args.out) as tmp:
-        pd.DataFrame(rows).assign(seed=job.seed).to_csv(tmp, index=False)
+    write_csv(args.out, pd.DataFrame(rows).assign(seed=job.seed))
     provenance.write(args.provenance, rec)
     print(json.dumps({k: rows[0][k] for k in ("samples", "distinct_2", "rep_4", "mean_words", "ended_share",
                                               "english_word_share")}))
