@@ -53,12 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                                       "error of a failure also goes to the terminal")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="COMMAND")
     parser.stages = sub.choices  # {stage: its parser}, whose usage an error in its arguments shows
+    _config_commands(sub)
+    _data_stages(sub)
+    _model_commands(sub)
+    _table_stages(sub)
+    _evaluation_stages(sub)
+    _sharing_commands(sub)
+    return parser
 
+
+def _config_commands(sub) -> None:
+    """validate-config: study files checked as the workflow checks them."""
     p = sub.add_parser("validate-config", help="check study files as the workflow does")
     p.add_argument("config", nargs="+", help="study file(s), merged in order (each may name a base:)")
     p.add_argument("--show", action="store_true", help="print the config with every default filled in")
     p.set_defaults(command="validate_config")
 
+
+def _data_stages(sub) -> None:
+    """The data stages: each source's raw text, a tokenizer learnt from it, the token arrays."""
     p = _stage(sub, "download", "fetch or generate one data source's raw train/val text",
                '{"data": {"sources": [SOURCE]}, "seed": N}')
     p.add_argument("--train", required=True, help="output train.txt")
@@ -77,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tokenizer-json", help="tokenizer.json of a bpe:N tokenizer (the train-tokenizer output)")
 
+
+def _model_commands(sub) -> None:
+    """Training, and a model's continuations: the sample stage's, and generate's of your prompts."""
     p = _stage(sub, "train", "train one model; resumes from <out-dir>/last.pt if present",
                '{"models": {NAME: MODEL}, "train": {...}, "seed": N, "block_size": N, ...}')
     p.add_argument("--tokens-dir", required=True)
@@ -115,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads torch uses (default: 1)")
     p.set_defaults(command="generate")
 
+
+def _table_stages(sub) -> None:
+    """Tables, scaling fits, per-job costs and figures, from the stages' outputs."""
     p = _stage(sub, "tables", "sample, model and evaluation tables from the stage outputs", '{"experiment": NAME}')
     p.add_argument("--samples", nargs="*", default=[])
     p.add_argument("--samples-csv")
@@ -155,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='one JSON object ({"run": path} or {"run": {"seed": path}}), NAME=PATH pairs, or one file')
     p.add_argument("--out", required=True)
 
+
+def _evaluation_stages(sub) -> None:
+    """Evaluation, its reference measures of real text, and the snapshots along training."""
     p = _stage(sub, "evaluate", "whole-split validation loss, perplexity, bits per byte and sampling measures",
                '{"sampling": {...}, "evaluate": {"max_tokens": N}, "seed": N, "device": NAME}')
     p.add_argument("--name", required=True)
@@ -177,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", required=True, help="tables/snapshots.md")
     p.add_argument("--threads", type=int, default=1)
 
+
+def _sharing_commands(sub) -> None:
+    """What leaves the study: an export, a harness task, the report and its pages, the provenance table."""
     p = sub.add_parser("export", help="a Transformer model.pt -> a Hugging Face folder that transformers loads alone")
     p.add_argument("model_path", help="model.pt of a Transformer with pos_encoding: rope")
     p.add_argument("out_dir", help="folder to write (replaced atomically)")
@@ -203,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")
     p.add_argument("--out", required=True)
     p.set_defaults(command="provenance_table")
-    return parser
 
 
 @contextlib.contextmanager
