@@ -179,7 +179,10 @@ def test_missing_token_files(tmp_path):
         read_meta(tmp_path / "meta.json")
     with pytest.raises(PicoError, match="tokenize stage"):
         load_tokens(tmp_path / "train.bin", {"dtype": "uint16"})
-    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16"}))
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16"}))  # JSON, without what the stages read
+    with pytest.raises(PicoError, match=r"is not a whole meta.json \(no valid vocab_size, splits\)"):
+        read_meta(tmp_path / "meta.json")
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257, "splits": {}}))
     assert read_meta(tmp_path / "meta.json")["dtype"] == "uint16"
 
 
