@@ -39,9 +39,10 @@ def model_path(tokens_dir, tmp_path_factory):
 
 
 def with_ctrl_c():
-    """In the child: SIGINT as a terminal's foreground job has it (a test runner started in the background may
-    pass it on ignored)."""
+    """In the child: SIGINT and SIGHUP as a terminal's foreground job has them (a test runner started in the
+    background, or under nohup, may pass them on ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start(*args, **kwargs) -> subprocess.Popen:

@@ -161,7 +161,8 @@ def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig, chan
     assert subprocess.run(ref_cmd, env=env, capture_output=True).returncode == 0
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps, **changes), env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps, **changes), env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # as from a terminal
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
