@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from picollm.stats import paired_difference, t_interval
+from picollm.stats import few_seeds_note, paired_difference, t_interval
 
 T_975_2 = 4.302652729749462  # Student t, 97.5% quantile, 2 degrees of freedom (tables give 4.303)
 
@@ -61,3 +61,8 @@ def test_within_noise():
     assert one["n"] == 1 and one["verdict"] == "within noise" and math.isnan(one["ci_low"])
     none = paired_difference({1: 1.0}, {2: 2.0})
     assert none["n"] == 0 and none["verdict"] == "within noise"
+
+
+def test_few_seeds_say_why_their_intervals_are_wide():
+    assert few_seeds_note(2) == "with 2 seeds the 95% t factor is 12.7: wide intervals by construction"
+    assert "4.3" in few_seeds_note(3) and few_seeds_note(1) == few_seeds_note(4) == ""

@@ -33,6 +33,14 @@ def t_interval(values, confidence: float = 0.95) -> dict:
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
+def few_seeds_note(n: int, confidence: float = 0.95) -> str:
+    """Why an interval over `n` seeds is wide, for a figure's title: "" from 4 seeds on."""
+    if not 2 <= n <= 3:
+        return ""
+    factor = float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    return f"with {n} seeds the 95% t factor is {factor:.3g}: wide intervals by construction"
+
+
 def paired_difference(a: dict, b: dict, confidence: float = 0.95) -> dict:
     """{n, mean_diff, ci_low, ci_high, verdict} of a - b over the seeds both runs have.
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from picollm.plots import SLIDE, model_styles, plt, save
-from picollm.stats import t_interval
+from picollm.stats import few_seeds_note, t_interval
 from picollm.tables import read_evals, train_flops
 
 # picollm.flops counts them (every matmul, forward + backward, attention over the full window); the caption says so
@@ -205,9 +205,11 @@ def plot(evals: dict, out, experiment: str, provenance=None, *, x: str = "train_
         ax.set_visible(False)
     fig.supylabel("validation bits per byte")  # once: per-row labels collide on two short rows
     seeds = runs["n"]
-    count = f"{seeds.max()} seeds" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()} seeds per run"
+    count = (f"{seeds.max()} seed{'s' if seeds.max() > 1 else ''}" if seeds.min() == seeds.max()
+             else f"{seeds.min()}–{seeds.max()} seeds per run")
     bars = "error bars: 95% Student-t interval over seeds" if seeds.max() > 1 else "one seed per run: no error bars"
     bars += " (none for a single seed)" if seeds.min() == 1 < seeds.max() else ""
+    bars += f"\n{note}" if (note := few_seeds_note(int(seeds.min()))) else ""
     fig.suptitle(f"Validation bits per byte (lower is better) — {experiment}\nmean over {count}; {bars}",
                  fontsize="medium")
     save(fig, out, experiment, provenance)
