@@ -68,7 +68,7 @@ def test_each_model_type_has_its_own_code_identity(cfg):
 
 def test_only_figures_hold_the_figure_code():
     """A figure's style (picollm.plots) is the figures' code alone: restyling one reruns no sampling or table."""
-    for stage in ("snapshots", "tables", "sample", "evaluate", "train"):
+    for stage in ("snapshots", "tables", "eval_tables", "sample", "evaluate", "train"):
         assert not [m for m in codehash.closure(jobs.STAGE_MODULES[stage]) if m.startswith("picollm.plots")], stage
     assert "picollm.plots" in codehash.closure(jobs.STAGE_MODULES["figure"], "picollm.plots.loss_curves")
 

@@ -134,22 +134,27 @@ def _model_commands(sub) -> None:
 
 def _table_stages(sub) -> None:
     """Tables, scaling fits, per-job costs and figures, from the stages' outputs."""
-    p = _stage(sub, "tables", "sample, model and evaluation tables from the stage outputs", '{"experiment": NAME}')
-    p.add_argument("--samples", nargs="*", default=[])
-    p.add_argument("--samples-csv")
-    p.add_argument("--samples-md")
-    p.add_argument("--summaries", nargs="*", default=[])
-    p.add_argument("--models-csv")
-    p.add_argument("--models-md")
-    p.add_argument("--evals", help='{"run": {"seed": "eval/<run>/seed<k>.json"}} as JSON -> --eval-csv, --eval-md, '
-                                    '--compare-csv')
-    p.add_argument("--eval-csv")
-    p.add_argument("--eval-md")
-    p.add_argument("--compare-csv", help="every pair of runs: bits-per-byte difference paired by seed, 95%% CI")
-    p.add_argument("--sampling-inputs", help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
-    p.add_argument("--sampling-csv")
-    p.add_argument("--reference-inputs", help='{"seed": "eval/reference/seed<k>.csv"} as JSON: the reference rows '
-                                              'of --sampling-csv')
+    p = _stage(sub, "tables", "the sample and model tables from the samples and training summaries",
+               '{"experiment": NAME}')
+    p.add_argument("--samples", nargs="+", required=True, help="samples/<run>/seed<k>.jsonl files")
+    p.add_argument("--samples-csv", required=True)
+    p.add_argument("--samples-md", required=True)
+    p.add_argument("--summaries", nargs="+", required=True, help="models/<run>/seed<k>/summary.json files")
+    p.add_argument("--models-csv", required=True)
+    p.add_argument("--models-md", required=True)
+
+    p = _stage(sub, "eval-tables", "the evaluation, comparison and sampling tables from every evaluation",
+               '{"experiment": NAME}')
+    p.add_argument("--evals", required=True, help='{"run": {"seed": "eval/<run>/seed<k>.json"}} as JSON')
+    p.add_argument("--eval-csv", required=True)
+    p.add_argument("--eval-md", required=True)
+    p.add_argument("--compare-csv", required=True,
+                   help="every pair of runs: bits-per-byte difference paired by seed, 95%% CI")
+    p.add_argument("--sampling-inputs", required=True,
+                   help='{"run": {"seed": "eval/sampling/<run>/seed<k>.csv"}} as JSON')
+    p.add_argument("--sampling-csv", required=True)
+    p.add_argument("--reference-inputs", default="{}",
+                   help='{"seed": "eval/reference/seed<k>.csv"} as JSON: the reference rows of --sampling-csv')
 
     p = _stage(sub, "scaling", "each model type's compute frontier and power-law fit, from every run's curves",
                '{"experiment": NAME}')

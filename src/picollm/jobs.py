@@ -25,8 +25,8 @@ from picollm.model_types import type_module
 SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
-                  "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task", "resources",
-                  "report_tables", "report")}
+                  "eval_tables", "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task",
+                  "resources", "report_tables", "report")}
 
 
 def _dump(job, only: dict | None = None, drop: dict | None = None) -> dict:

@@ -78,12 +78,12 @@ rule eval_tables:
     threads: 1
     params:
         config=as_json(jobs.experiment(CFG)),
-        code=jobs.code("tables"),
+        code=jobs.code("eval_tables"),
         evals=as_json(EVALS),
         sampling=as_json(per_run(SAMPLING_PATTERN)),
         reference=as_json(REFERENCE),
     shell:
-        "python -m picollm --log {log} tables --config {params.config:q} --evals {params.evals:q}"
+        "python -m picollm --log {log} eval-tables --config {params.config:q} --evals {params.evals:q}"
         " --eval-csv {output.eval_csv} --eval-md {output.eval_md} --compare-csv {output.compare_csv}"
         " --sampling-inputs {params.sampling:q} --reference-inputs {params.reference:q}"
         " --sampling-csv {output.sampling_csv} --provenance {output.provenance}"
