@@ -30,17 +30,16 @@ def no_space(path) -> PicoError:
 def check_room(folder, needed: int = 1 << 20) -> None:
     """One line when `folder`'s disk has less than `needed` bytes free: Snakemake writes its lock and metadata
     (.snakemake/) before any job, and a full disk there ends in its own long traceback."""
-    with contextlib.suppress(OSError):
-        if shutil.disk_usage(folder).free < needed:
-            raise PicoError(f"no space left on {Path(folder).resolve()} (Snakemake writes its lock and records in "
-                            f".snakemake/ there before any job); free some space there, then rerun: finished work "
-                            f"is kept")
+    if disk_full(folder, below=needed):
+        raise PicoError(f"no space left on {Path(folder).resolve()} (Snakemake writes its lock and records in "
+                        f".snakemake/ there before any job); free some space there, then rerun: finished work is kept")
 
 
-def disk_full(folder: Path) -> bool:
-    """Whether a failed write in `folder` is explained by a full disk (a failed write leaves less than a block)."""
+def disk_full(folder: Path, below: int = 1 << 16) -> bool:
+    """Whether `folder`'s disk has less than `below` bytes free: by default, whether a failed write there is
+    explained by a full disk (a failed write leaves less than a block)."""
     with contextlib.suppress(OSError):
-        return shutil.disk_usage(folder).free < (1 << 16)
+        return shutil.disk_usage(folder).free < below
     return False
 
 
