@@ -524,15 +524,17 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
     if not by_file:
         return [], {}
     notes: dict[str, list[str]] = {}
+    quoted = next((r for r in records if is_readme_run(r, readme_run)), None)
     out = ["A study record measured its study files as they were at its commit (or on its date), and they may "
            "have changed since: so each record says what it ran, read from its study file at that commit. Below, each "
            "study file's runs are listed newest first, and a run that a newer one replaces is marked superseded. "
            f"The current result and wall time of the default study are in {README_SECTION}"
-           + (f" (its run of `{readme_run['config']}` on {readme_run['date']}, which has no study record here)"
+           + (f" (its run of `{readme_run['config']}` on {readme_run['date']}, "
+              + (f"generated from [its record](#{record_anchor(quoted)}))" if quoted else "which has no study record here)")
               if readme_run else "") + ".", ""]
     for path in sorted(by_file, key=lambda p: (readme_run is None or p != readme_run["config"], p)):
         runs = sorted(by_file[path], key=record_time, reverse=True)
-        readme_newer = readme_run is not None and readme_run["config"] == path and \
+        readme_newer = readme_run is not None and readme_run["config"] == path and quoted is None and \
             readme_run["date"] >= str(runs[0]["started_utc"])[:10]
         today = today_study(path)
         out += [f"**`{path}`**" + (f", today: {ran_text(today, names=False)}." if today else
@@ -543,6 +545,8 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
         for i, record in enumerate(runs):
             ran = (record.get("configs") or {}).get(path)
             status, note = record_status(path, runs, i, ran, today, readme_run if readme_newer else None)
+            if record is quoted and i == 0:
+                status = f"**current**: the run {README_SECTION} quotes, its table generated from this record"
             if note:
                 notes.setdefault(record["_file"], []).append(f"`{path}`: {note}.")
             label = ", ".join([str(record["started_utc"])[:10], machine_short(record["machine"]),
@@ -551,6 +555,12 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
                        f"{cell(ran_text(ran, names=False)) if ran else 'not recorded'} | {status} |")
         out.append("")
     return out, notes
+
+
+def is_readme_run(record: dict, readme_run: dict | None) -> bool:
+    """Whether `record` is the run README.md quotes (written by python -m benchmarks.readme_study record)."""
+    return bool(readme_run and record.get("readme") and readme_run["config"] in study_files(record)
+                and str(record["started_utc"])[:10] == readme_run["date"] and record.get("commit") == readme_run["commit"])
 
 
 def readme_row(path: str, readme_run: dict, all_records: list[dict]) -> str:

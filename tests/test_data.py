@@ -10,7 +10,7 @@ from conftest import TINYSTORIES_TRAIN, needs_gpt2, needs_tinystories
 from picollm.data import sources
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
-from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
+from picollm.data.tokens import WindowSampler, documents_in_train, eval_windows, load_tokens, read_meta, tokenize
 from picollm.config.sections import TextSource, TinyStoriesSource
 from picollm.errors import PicoError
 
@@ -136,6 +136,18 @@ def test_tokenize_writes_bins_and_meta(tmp_path):
     assert meta["splits"]["train"]["sources"] == {"a": {"start": 0, "end": 5, "documents": 2},
                                                   "b": {"start": 5, "end": 9, "documents": 1}}
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 257 and len(meta["raw_sha256"]) == 4
+    assert meta["splits"]["val"]["sources"]["a"]["documents_in_train"] == 0
+
+
+def test_tokenize_counts_validation_documents_found_in_training(tmp_path):
+    """meta.json says how many validation documents also appear word for word in training (evaluation's note
+    that their loss measures recall); 3seqs' small space of sequences repeats most of them."""
+    raw = {"a": _raw(tmp_path, "a", ["one", "two", "two", "three"], ["two", "four", "one", "five"])}
+    meta = tokenize("byte", raw, tmp_path / "tok", threads=1)
+    assert meta["splits"]["val"]["sources"]["a"]["documents_in_train"] == 2
+    lines = list(three_seqs(4000, 10, 1337))  # config/offline.yaml's: the first 200 are held out
+    raw = _raw(tmp_path, "s", lines[200:], lines[:200])
+    assert 0.5 < documents_in_train(raw["train"], raw["val"]) / 200 < 1
 
 
 @needs_gpt2
@@ -162,6 +174,16 @@ def test_window_sampler_shapes_targets_and_mixing(tmp_path):
     assert int(y[x[:, 0] < 500].max()) < 500  # a window never runs past its source's tokens
     again = WindowSampler(tokens, ranges, {"a": 3.0, "b": 1.0}, block_size=16, seed=0).batch(4000)[0]
     assert torch.equal(x, again)
+
+
+def test_window_sampler_reaches_every_start_of_a_large_source():
+    """Starts are drawn in float64: a source past 2^24 tokens gets odd starts and its last ones, which float32
+    draws (2^24 values) would skip."""
+    span = 2 ** 25 + 5
+    tokens = np.arange(span + 15, dtype=np.uint32)  # a token is its own offset
+    sampler = WindowSampler(tokens, {"a": {"start": 0, "end": span + 15}}, {"a": 1.0}, block_size=15, seed=0)
+    starts = sampler.batch(200_000)[0][:, 0]
+    assert (starts % 2 == 1).float().mean() > 0.4 and int(starts.max()) < span
 
 
 def test_too_few_tokens_for_a_window():

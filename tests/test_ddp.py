@@ -288,3 +288,30 @@ def test_devices_and_nodes_only_schedule(monkeypatch):
     assert nodes[:6] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=8", "--kill-on-bad-exit=1",
                          "--gpus-per-node=4"]
     assert "--nnodes" in nodes and "--rdzv-endpoint" in nodes and nodes[-2:] == ["--", "train"]
+
+
+def test_two_ranks_with_dropout_draw_their_own_masks_and_resume_exactly(tokens_dir, tmp_path):
+    """With dropout, rank 1 (rows of its own) draws from a stream of its own; last.pt keeps each rank's, so a
+    killed two-rank run resumes to the uninterrupted one."""
+    cfg = study(2, max_steps=60, checkpoint_interval=20)
+    cfg = cfg.model_copy(update={"models": {"m": cfg.models["m"].model_copy(update={"dropout": 0.2})}})
+
+    def command(out):
+        return ["bash", "-c", train_command(tokens_dir, out, 2, cfg=cfg)]
+
+    whole = tmp_path / "whole"
+    subprocess.run(command(whole), env=env(), check=True, capture_output=True, timeout=300)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(out), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    states = torch.load(out / "last.pt", weights_only=False)["rng"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+    subprocess.run(command(out), env=env(), check=True, capture_output=True, timeout=300)
+    assert "resuming from" in open(f"{out}.log").read()
+    pd.testing.assert_frame_equal(metrics(whole), metrics(out))

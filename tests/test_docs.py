@@ -290,6 +290,37 @@ def test_study_records_are_dated_and_superseded_by_newer_runs(tmp_path):
     assert "offline (config/offline.yaml as of aaaaaaa: one seed)" in page  # the file as it was, not as it is
 
 
+def test_the_readme_run_with_a_record_is_that_record_not_a_second_row(tmp_path):
+    """A record written by python -m benchmarks.readme_study (readme: true) of the run README.md quotes is the
+    current row of its study file: no extra 'no study record' row, and the older record superseded by it."""
+    hooks = load_hooks()
+    ran = {"runs": ["lstm"], "seeds": [1], "max_steps": 10, "data": [{"kind": "3seqs"}]}
+    old = study_record("old", "2026-01-01", {"config/tinystories-local.yaml": ran}, "aaaaaaa", "2026-01-01T08:00:00+00:00")
+    quoted = {**study_record("quoted", "2026-02-01T10:00:00+00:00", {"config/tinystories-local.yaml": ran},
+                             "ccccccc", "2026-02-01T09:00:00+00:00"), "readme": True}
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## The default study\n\nIts run on 2026-02-01 (`snakemake --cores 2 all --configfile "
+                      "config/tinystories-local.yaml`, the `src/picollm` of commit ccccccc) took 1 minute.\n")
+    history, notes = hooks.study_history([old, quoted], hooks.readme_study_run(readme), [old, quoted])
+    text = "\n".join(history)
+    assert "no study record" not in text and "generated from [its record]" in text
+    assert "**current**: the run" in text and "superseded by the CPU quoted record at ccccccc" in text
+    assert "superseded" in " ".join(notes["old.json"]) and "superseded" not in " ".join(notes.get("quoted.json", []))
+
+
+def test_readme_study_numbers_are_generated_from_their_record(monkeypatch):
+    """README.md's run sentence, figure and table are the block `python -m benchmarks.readme_study readme` writes
+    from the newest record with readme: true, and that record is the run the docs' benchmarks page finds."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import readme_study
+
+    record = readme_study.newest_record()
+    assert readme_study.readme_block((ROOT / "README.md").read_text()) == readme_study.block(record), \
+        "README.md's study block is not its record's: run python -m benchmarks.readme_study readme"
+    assert load_hooks().readme_study_run() == {"config": next(iter(record["configs"])),
+                                               "date": record["started_utc"][:10], "commit": record["commit"]}
+
+
 def test_a_study_record_outlines_the_study_files_it_timed_as_the_page_reads_them_today(monkeypatch):
     """python -m benchmarks --only study keeps `configs`, each file's Study.outline(): the benchmarks page compares
     it with the file of today to say whether a record still describes it."""

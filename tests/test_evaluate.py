@@ -320,3 +320,26 @@ def test_train_tokens_note():
     assert tables.train_tokens_note({"a": 1000, "b": 1000}) == "1,000 training tokens per model"
     assert tables.train_tokens_note({"a": 1000, "b": 2000, "c": 1500}) == ("1,000 to 2,000 training tokens per model "
                                                                           "(each: tables/models.csv)")
+
+
+@pytest.mark.parametrize("scoring", ["windows", "per_document"])
+def test_scaling_curves_convert_training_loss_with_the_windows_bytes_per_token(tmp_path, scoring):
+    """Training's validation loss is on packed windows, end-of-text targets included: a uniform model's curve
+    point is its windows' true bits per byte whichever way the final evaluation scored (per_document leaves
+    the closing end-of-text tokens out of its own count)."""
+    from picollm.scaling import run_points
+
+    tok, vocab = ByteTokenizer(), 257
+    ids = [t for doc in ["1 2 3", "4 9 16 25", "0 0"] * 20 for t in [*doc.encode(), tok.eot_token]]
+    tokens, sources = np.array(ids, np.uint16), {"s": {"start": 0, "end": len(ids)}}
+    lengths = ev.token_byte_lengths(tok, vocab)
+    true_bpb = math.log(vocab) * (len(ids) - 1) / (math.log(2) * int(lengths[tokens[1:]].sum()))
+    scored = ev.evaluate_split(Uniform(vocab, 8), tokens, sources, lengths, 8, 4, "cpu", scoring=scoring,
+                               eot=tok.eot_token)
+    pd.DataFrame({"step": [0, 10], "tokens_seen": [0, 100], "train_loss": [np.nan, 5.0],
+                  "val_loss": [math.log(vocab)] * 2, "lr": [0.1, 1.0]}).to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "type": "x", "params_non_embedding": 1, "flops_per_token": 1, "tokens_seen": 100, "train_flops": 100,
+        "bpb": scored["all"]["bpb"], "val_bytes_per_window_token": ev.bytes_per_window_token(tokens, sources, lengths)}))
+    points = run_points("r", 1, tmp_path / "metrics.csv", tmp_path / "eval.json")
+    assert points.loc[points["kind"] == "curve", "bpb"].item() == pytest.approx(true_bpb, rel=1e-9)

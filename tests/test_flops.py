@@ -231,7 +231,9 @@ STUDY = {"experiment": "x", "block_size": 32, "models": {"m": SMALL}}
     # the head's width is known only after tokenizing: what the model costs without it already exceeds 1e6
     ({"train": {"flops": 1e6}}, "config key 'train.flops' of run m is 1e+06, less than one step: 16 x 32 tokens x "
                                 "more than "),
-    ({"train": {"flops": 1e9, "snapshot_steps": [10 ** 6]}}, "step 1000000 is past the end"),
+    ({"train": {"flops": 1e9, "warmup_steps": 0, "snapshot_steps": [10 ** 6]}}, "step 1000000 is past the end"),
+    ({"train": {"flops": 1e9}}, "steps, no more than train.warmup_steps (50): the learning rate would never finish "
+                                "warming up; raise train.flops or lower train.warmup_steps"),
 ])
 def test_bad_budgets_are_one_line(change, message):
     with pytest.raises(PicoError) as err:

@@ -94,6 +94,19 @@ def test_the_plan_is_measured_once_per_machine_then_read_from_the_cache(tmp_path
     assert plan_in_child(tmp_path)["source"] == "measured"
 
 
+def test_measuring_a_plan_leaves_the_seeded_random_state_alone(tmp_path):
+    """A seeded run draws the same dropout masks whether this machine measured its head plan now or read it
+    from the cache: the measurement draws from forked random states."""
+    code = ("import json, torch; from picollm.head_plan import plan_record; torch.manual_seed(5); "
+            "source = plan_record(300, 24, torch.device('cpu'))['source']; "
+            "print(json.dumps([source, torch.rand(3).tolist(), torch.manual_seed(5) and torch.rand(3).tolist()]))")
+    env = {**os.environ, "PICOLLM_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                      timeout=120, check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert [r[0] for r in runs] == ["measured", "cache"]
+    assert all(r[1] == r[2] for r in runs)  # the draws after the lookup are the seed's own
+
+
 def test_a_plan_is_kept_in_the_process_after_its_first_lookup():
     first = plan_record(100, 8, torch.device("cpu"))
     assert plan_record(100, 8, torch.device("cpu")) is first

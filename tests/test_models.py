@@ -188,3 +188,17 @@ def test_bad_hyperparameter_values_raise(cfg, message):
     """Checked once, by the model's config class (picollm.config), before any module is built."""
     with pytest.raises(PicoError, match=message):
         models.build_model(cfg, VOCAB, BLOCK)
+
+
+def test_the_one_hot_first_layer_counts_and_trains_as_a_table():
+    """The one-hot k-gram's first layer picks columns (0 FLOPs, picollm.flops): it is embedding in the
+    parameter split (not Kaplan's N) and AdamW's under optimizer: muon, like nn.Embedding in the other form."""
+    from picollm.optim import split_parameters
+
+    vocab, k, hidden = 50, 3, 16
+    onehot = models.build_model({"type": "kgram_mlp", "k": k, "hidden_dim": hidden, "input": "onehot"}, vocab, 16)
+    counts = models.count_parameters(onehot)
+    assert counts["params_embedding"] == k * vocab * hidden
+    assert counts["params_non_embedding"] == counts["params"] - k * vocab * hidden - counts["params_head"]
+    muon, adamw = split_parameters(onehot)
+    assert any(p is onehot.fc_in.weight for p in adamw) and not any(p is onehot.fc_in.weight for p in muon)

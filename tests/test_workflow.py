@@ -58,6 +58,8 @@ def test_offline_study_produces_every_output(offline_run):
     assert reference[["distinct_2", "rep_4", "ended_share", "mean_words"]].notna().all(axis=None)
     assert sampling["ended_share"].between(0, 1).all()
     assert sampling["english_word_share"].isna().all()  # 3seqs numbers: not applicable
+    # 3seqs repeats most sequences: eval.md says how many validation ones training also holds
+    assert re.search(r"appear word for word in the training split: 3seqs \d+ of 30 ", (res / "tables/eval.md").read_text())
     models_md = (res / "tables/models.md").read_text()
     assert all(m in models_md for m in ("kgram_mlp", "lstm", "transformer"))
     for m in ("kgram_mlp", "lstm", "transformer"):
@@ -66,6 +68,41 @@ def test_offline_study_produces_every_output(offline_run):
         prov = json.loads((res / f"provenance/train/{m}/seed7.json").read_text())
         assert prov["seed"] == 7 and prov["versions"]["torch"] and prov["inputs"]
     assert "train transformer" in (res / "logs/train/transformer/seed7.log").read_text()  # the progress bar
+
+
+def test_readme_study_block_is_generated_from_the_run(offline_run, monkeypatch):
+    """python -m benchmarks.readme_study record: the README's table is the run's eval.csv (best bits per byte
+    first) and compare.csv (each pair said once), and its sentence names the run the docs' benchmarks page finds."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import readme_study
+    from test_docs import load_hooks
+
+    work, cfg = offline_run
+    res = work / "results" / "tiny"
+    (work / "run.json").write_text(json.dumps({
+        "config": "config/offline.yaml", "cores": 2, "started_utc": "2026-01-02T03:04:05+00:00", "wall_s": 90.0,
+        "other_processes_cores": 0.5, "command": "snakemake --cores 2 all --configfile config/offline.yaml",
+        "machine": {"cpu_model": "CPU X", "logical_cpus": 2, "cpu_flags": ["avx512_bf16"]}}))
+    record = readme_study.record(work)
+    evals = pd.read_csv(res / "tables/eval.csv").sort_values("bpb_mean")
+    rows = record["table"]["rows"]
+    assert [r[0] for r in rows] == list(evals["run"]) and [r[1] for r in rows] == [f"{p:,}" for p in evals["params"]]
+    cells = {r[0]: r[5] for r in rows}
+    order = list(evals["run"])
+    for _, pair in pd.read_csv(res / "tables/compare.csv").iterrows():
+        first, second = sorted((pair["a"], pair["b"]), key=order.index)  # said on the better row only
+        words = "within noise of" if pair["verdict"] == "within noise" else "than"
+        assert second in cells[first].split(words, 1)[-1] and first not in cells[second], (pair.to_dict(), cells)
+    meta = json.loads((res / "data/tokens/meta.json").read_text())
+    assert record["data"]["train_tokens"] == meta["splits"]["train"]["tokens"] and record["trainings"] == 3
+    assert record["commit"] and record["precision"] in ("fp32", "bf16")
+    block = readme_study.block(record)
+    assert block.startswith(readme_study.BEGIN) and block.endswith(readme_study.END)
+    assert "took 1.5 minutes of wall time, while other processes used 0.5 of the 2 cores" in block
+    readme = work / "README.md"
+    readme.write_text(f"# x\n\n## The default study\n\n{block}\n\n## Next\n")
+    assert load_hooks().readme_study_run(readme) == {"config": "config/offline.yaml", "date": "2026-01-02",
+                                                     "commit": record["commit"]}
 
 
 def test_nothing_to_do_then_one_figure_alone(offline_run):

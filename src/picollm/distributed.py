@@ -4,7 +4,8 @@ A job with train.devices x train.nodes > 1 runs one process per device: `picollm
 checks the launch and runs torchrun with the same command N times (on M nodes, srun starts one torchrun per
 node: picollm.launch), which sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. Every rank draws the
 whole global batch (train.batch_size windows) from the same seeded sampler and keeps its own contiguous slice
-of rows, so N ranks take exactly the optimizer steps one process would take (up to float rounding). Without
+of rows, so N ranks take exactly the optimizer steps one process would take (up to float rounding; with
+dropout, each rank draws its own masks from a stream of its own, so the same training in law, not in numbers). Without
 torchrun's variables nothing here starts a process group and every helper is the identity: one process trains
 as before.
 """
@@ -129,6 +130,15 @@ def from_main(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return t.item()
+
+
+def gather(obj) -> list:
+    """Every rank's obj in rank order, on every rank (a collective: every rank calls it); [obj] alone."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

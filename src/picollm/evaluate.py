@@ -212,6 +212,14 @@ def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int,
     return nats
 
 
+def bytes_per_window_token(val: np.ndarray, sources: dict, lengths: np.ndarray) -> float:
+    """UTF-8 bytes per predicted token of packed windows over the split (every token but each source's first,
+    end-of-text included at 0 bytes): what turns training's validation loss (picollm.loss.validation_loss, on
+    such windows) into bits per byte, whichever way the final evaluation scores."""
+    total = sum(int(lengths[val[r["start"] + 1:r["end"]]].sum()) for r in sources.values())
+    return total / sum(r["end"] - r["start"] - 1 for r in sources.values())
+
+
 def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
     """UTF-8 byte length of every token id; end-of-text (and ids the tokenizer cannot decode) count 0."""
     lengths = np.zeros(vocab_size, dtype=np.int64)
@@ -333,6 +341,9 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
            "val_capped": result["capped"], "max_tokens": max_tokens, "scoring": scoring,
            "val_bytes": result["all"]["bytes"],
+           "val_bytes_per_window_token": bytes_per_window_token(val, meta["splits"]["val"]["sources"], lengths),
+           "val_documents_in_train": {name: {"in_train": src.get("documents_in_train"), "of": src["documents"]}
+                                      for name, src in meta["splits"]["val"]["sources"].items()},
            "sources": result["sources"],
            "train_final_val_loss": summary.get("final_val_loss"), "config": run_config(ckpt),
            "method": scoring_method(block_size, max_tokens, result["capped"], scoring)}

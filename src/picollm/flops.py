@@ -98,7 +98,7 @@ def output_vocab(meta: dict, compact_vocab: bool) -> int:
 def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:
     """The steps train.flops pays for: the most whose FLOPs stay within it, floor(flops / FLOPs per step).
 
-    PicoError when it pays for no step, or a snapshot step lies beyond them. `lower_bound`: flops_per_token
+    PicoError when it pays for no step, for no more than the warm-up, or a snapshot step lies beyond them. `lower_bound`: flops_per_token
     leaves out what is not known yet (the head, before tokenizing), so only a budget that is surely too small
     stops here; the train job checks again with the exact count.
     """
@@ -111,6 +111,11 @@ def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, low
             f"config key 'train.flops'{of_run} is {train_cfg.flops:g}, less than one step: {train_cfg.batch_size} "
             f"x {block_size} tokens x {more}{flops_per_token:,} FLOPs per token = {more}{per_step:,} FLOPs; "
             f"raise train.flops to {more or 'at least '}that (or lower train.batch_size)")
+    if steps <= train_cfg.warmup_steps:  # a derived run this short would stop before its lr peaks or decays
+        raise PicoError(
+            f"config key 'train.flops'{of_run} is {train_cfg.flops:g}, which pays for {at_most}{steps} steps, no more "
+            f"than train.warmup_steps ({train_cfg.warmup_steps}): the learning rate would never finish warming up; "
+            f"raise train.flops or lower train.warmup_steps")
     late = [s for s in train_cfg.kept_steps if s > steps]
     if late:
         raise PicoError(f"config key 'train.snapshot_steps'{of_run}: step {late[0]} is past the end, as train.flops "

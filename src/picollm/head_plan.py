@@ -129,8 +129,10 @@ def plan_record(vocab: int, hidden: int, device: torch.device) -> dict:
     elif device.type not in ("cpu", "cuda"):  # no timer to trust: torch's matmuls, today's chunk
         record = {"plan": dataclasses.asdict(HeadPlan(128)), "source": "default", "machine": machine}
     else:
-        # the first call may come from inside no_grad (validation) or autocast: measure as training runs
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        # the first call may come from inside no_grad (validation) or autocast: measure as training runs; and on
+        # forked random states, so that a seeded run draws the same dropout masks whether or not it measured
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False), \
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             plan, timings = measure(vocab, hidden, device)
         record = {"plan": dataclasses.asdict(plan), "source": "measured", "machine": machine, "vocab": vocab,
                   "hidden": hidden, "timings_ms": timings,

@@ -11,14 +11,13 @@ import torch
 
 from picollm.config import TrainConfig
 from picollm.errors import PicoError
-from picollm.models import CompactVocab
+from picollm.models import CompactVocab, table_parameters
 
 
 def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
     """(hidden 2-D weight matrices, everything else): the parameters Muon may update, and the rest."""
     inner = model.inner if isinstance(model, CompactVocab) else model
-    tables = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    tables |= {id(p) for p in inner.head.parameters()}
+    tables = {id(p) for p in table_parameters(model) | set(inner.head.parameters())}
     params = [p for p in model.parameters() if p.requires_grad]
     hidden = [p for p in params if p.dim() == 2 and id(p) not in tables]
     rest = [p for p in params if p.dim() != 2 or id(p) in tables]

@@ -3,8 +3,8 @@ saturating power law bpb(C) = E + A * C^(-alpha), with 95% intervals from a boot
 
 Points. Every validation measurement along a training run (metrics.csv's val_loss, on training's fixed
 validation windows) is a point at compute C = FLOPs per token (picollm.flops) x tokens seen, its loss turned
-into bits per byte with the bytes per token of the whole validation split (the evaluation's val_bytes /
-val_tokens_scored). A run's curve is the mean over its seeds at each step.
+into bits per byte with the bytes per token of packed windows over the whole validation split (the
+evaluation's val_bytes_per_window_token, whichever way it scored). A run's curve is the mean over its seeds at each step.
 
 Frontier. The lower envelope of a type's curves: a point is on it when no point of that type at a smaller or
 equal compute reached a lower bits per byte. It says what the type achieves at each compute with the best
@@ -42,7 +42,7 @@ def run_points(run: str, seed: int, metrics_csv, eval_json) -> pd.DataFrame:
     bits per byte at the end (kind `final`)."""
     ev = json.loads(Path(eval_json).read_text())
     rows = pd.read_csv(metrics_csv)
-    bytes_per_token = ev["val_bytes"] / ev["val_tokens_scored"]
+    bytes_per_token = ev["val_bytes_per_window_token"]
     peak = rows.loc[rows["lr"].idxmax(), "step"] if rows["lr"].notna().any() else 0  # end of warm-up
     val = rows.dropna(subset=["val_loss"])
     val = val[val["step"] > 0]  # step 0 has spent no compute: no place on a log axis

@@ -301,6 +301,16 @@ def scoring_note(runs: dict) -> str:
     return "Scored: " + "; ".join(methods) + "."
 
 
+def overlap_note(ev: dict) -> str:
+    """'' or a sentence naming each source whose validation documents also appear word for word in training."""
+    shared = {name: n for name, n in (ev.get("val_documents_in_train") or {}).items() if n.get("in_train")}
+    if not shared:
+        return ""
+    return ("Validation documents that also appear word for word in the training split: " + ", ".join(
+        f"{name} {n['in_train']:,} of {n['of']:,} ({n['in_train'] / n['of']:.0%})" for name, n in shared.items())
+        + "; there the validation loss partly measures recall of training text, not generalization. ")
+
+
 def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted."""
     def cells(rows, columns):
@@ -317,7 +327,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     whole = frame[frame["source"] == "all"].sort_values("bpb_mean", kind="stable")
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
              f"{scope} val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
-             f"(comparable across tokenizers). Tokenizer: {tokenizers}.", "",
+             f"(comparable across tokenizers). Tokenizer: {tokenizers}. "
+             f"{overlap_note(next(iter(first.values())))}".rstrip(), "",
              f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed. "
              f"{MULTIPLE_NOTE}",
              "", cells(whole, ["type", "params", "train_tokens"]), ""]

@@ -85,6 +85,16 @@ def rng_states() -> dict:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
+RANK_STREAM = 1_000_003  # rank r > 0 draws dropout masks from seed + r * RANK_STREAM, not rank 0's stream
+
+
+def rank_stream(seed: int) -> None:
+    """After the model is built alike on every rank: a random stream per rank, so that ranks, which hold
+    different rows of the batch, do not draw the same dropout masks. One process keeps the seed's stream."""
+    if distributed.rank():
+        torch.manual_seed(seed + RANK_STREAM * distributed.rank())
+
+
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     np.random.set_state(states["numpy"])
@@ -200,11 +210,12 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
-                         meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM)
+                         meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM, WindowSampler.DRAWS)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
     head_plan = head_plan_record(model, dev)  # timed here on a machine's first run, before the clock starts
+    rank_stream(seed)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
                flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
@@ -221,11 +232,12 @@ def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name
 
 
 def save_checkpoint(run: Run, state: TrainState) -> None:
+    rng = distributed.gather(rng_states())  # each rank's own random streams (its dropout masks)
     if not distributed.is_main():  # every rank holds the same model, optimizer and sampler: rank 0 writes
         return
     ckpt = {"run_id": run.run_id, "step": state.step, "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
-            "rng": rng_states(), "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
+            "rng": rng, "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
             "last_norms": (state.grad_norm, state.act_rms, state.scale), "elapsed_s": run.elapsed(state)}
     ckpt["sha256"] = tensors_sha256(ckpt)
     with atomic_path(run.ckpt_path) as tmp:
@@ -525,7 +537,10 @@ def _resume(run: Run) -> TrainState:
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.sampler.generator.set_state(ckpt["sampler"])
-    set_rng_states(ckpt["rng"])
+    states = ckpt["rng"]  # one per rank that saved it
+    set_rng_states(states[min(distributed.rank(), len(states) - 1)])
+    if distributed.rank() >= len(states):  # resumed on more ranks than it was saved from: a stream of its own
+        torch.manual_seed(torch.initial_seed() + RANK_STREAM * distributed.rank())
     tell(f"resuming from {path} at step {ckpt['step']}")
     grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,

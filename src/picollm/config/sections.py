@@ -134,7 +134,8 @@ class TrainConfig(Section):
         "training processes per node (data parallel; on CUDA one GPU each, so at most the GPUs a node has). Above "
         "1 (or with nodes > 1) the train job runs through torchrun and DDP averages the gradients; batch_size "
         "stays the global batch, split evenly over devices x nodes ranks, so the result is one process's up to "
-        "float rounding (scheduling only: changing it reruns nothing)"))
+        "float rounding (with dropout, each rank draws masks of its own: the same training in law, not in "
+        "numbers; scheduling only: changing it reruns nothing)"))
     nodes: int = Field(1, ge=1, description=(
         "machines per training job, each running `devices` processes (SLURM only: profiles/slurm starts one "
         "torchrun per node with srun; scheduling only: changing it reruns nothing)"))

@@ -6,6 +6,7 @@ meta.json records where each source's tokens start and end, so the sampler can m
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -56,6 +57,20 @@ def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
     return ranges
 
 
+def _digests(path) -> np.ndarray:
+    """A 64-bit digest of each document of a raw file, sorted (8 bytes a document, whatever its length)."""
+    digest = (int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=8).digest(), "little")
+              for doc in iter_documents(path))
+    return np.sort(np.fromiter(digest, dtype=np.uint64))
+
+
+def documents_in_train(train_path, val_path) -> int:
+    """How many validation documents also appear, word for word, among the training documents: the share of
+    the validation loss that measures recall of training text rather than generalization."""
+    train, val = _digests(train_path), _digests(val_path)
+    return int(np.isin(val, train, assume_unique=False).sum())
+
+
 def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None,
              tokenizer_json=None) -> dict:
     """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json.
@@ -76,6 +91,8 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
         for name, path in files.items():
             meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
             meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
+    for name, paths in raw.items():
+        meta["splits"]["val"]["sources"][name]["documents_in_train"] = documents_in_train(paths["train"], paths["val"])
     train = load_tokens(out_dir / "train.bin", meta)
     counts = sum(np.bincount(train[i:i + (1 << 24)], minlength=tokenizer.n_vocab) for i in range(0, len(train), 1 << 24))
     meta["train_vocab"] = np.flatnonzero(counts).tolist()  # ids seen in training: the compact vocabulary
@@ -95,8 +112,11 @@ class WindowSampler:
     """Random packed windows of block_size + 1 tokens, the source of each row drawn by weight.
 
     All randomness comes from one torch.Generator, so its state (saved in checkpoints) fixes every
-    future batch; a resumed run draws exactly the batches the uninterrupted one would have.
+    future batch; a resumed run draws exactly the batches the uninterrupted one would have. DRAWS names how
+    batches are drawn from that state: the resume fingerprint holds it, so a checkpoint is never resumed by
+    a sampler that draws differently.
     """
+    DRAWS = "float64 offsets"
 
     def __init__(self, tokens: np.ndarray, sources: dict, weights: dict, block_size: int, seed: int):
         self.tokens, self.block_size = tokens, block_size
@@ -114,7 +134,9 @@ class WindowSampler:
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         src = torch.multinomial(self.probs, batch_size, replacement=True, generator=self.generator)
-        offsets = (torch.rand(batch_size, generator=self.generator) * self.spans[src]).long() + self.starts[src]
+        # float64 draws: float32 has 2^24 values, too few to reach every start of a larger source
+        draws = torch.rand(batch_size, generator=self.generator, dtype=torch.float64)
+        offsets = (draws * self.spans[src]).long() + self.starts[src]
         rows = offsets.numpy()[:, None] + np.arange(self.block_size + 1)  # (B, T+1) fancy index, no Python loop
         window = torch.from_numpy(self.tokens[rows].astype(np.int64))
         return window[:, :-1], window[:, 1:]  # inputs, next-token targets

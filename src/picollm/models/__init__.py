@@ -138,15 +138,22 @@ def output_vocab_size(model: torch.nn.Module) -> int:
     return model.other + 1 if isinstance(model, CompactVocab) else model.head.out_features
 
 
+def table_parameters(model: torch.nn.Module) -> set:
+    """The lookup tables: every nn.Embedding's weight, and the weights a model names in lookup_tables()."""
+    tables = {p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return tables | {p for m in model.modules() if hasattr(m, "lookup_tables") for p in m.lookup_tables()}
+
+
 def count_parameters(model: torch.nn.Module) -> dict:
     """Parameters split the same way for every model type, params = embedding + head + core:
-    embedding: the token and learned position tables (every nn.Embedding);
+    embedding: the token and learned position tables (table_parameters: every nn.Embedding, and the k-gram's
+               one-hot first layer);
     head:      the output layer, 0 when tied to the token table (counted once, as embedding; head_tied);
     core:      everything else, also reported as params_non_embedding (Kaplan et al.'s N: no tables, no head).
     A CompactVocab has no parameters of its own; its inner model's head is the head.
     """
     head_module = (model.inner if isinstance(model, CompactVocab) else model).head
-    embedding = {p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    embedding = table_parameters(model)
     head = set(head_module.parameters()) - embedding  # a tied head's weight is the token table itself
     counts = {"params": sum(p.numel() for p in model.parameters()),  # parameters() yields a shared one once
               "params_embedding": sum(p.numel() for p in embedding), "params_head": sum(p.numel() for p in head)}

@@ -39,6 +39,11 @@ class KGramMLP(nn.Module):
                                      for _ in range(num_inner_layers)))
         self.head = Head(hidden_dim, vocab_size)
 
+    def lookup_tables(self) -> list[nn.Parameter]:
+        """Weights used as lookup tables rather than multiplied: the one-hot first layer picks k of its columns
+        per position (no FLOPs, picollm.flops), so it counts as embedding and trains with AdamW, as a table."""
+        return [self.fc_in.weight] if self.input == "onehot" else []
+
     def first_layer(self, context: torch.Tensor) -> torch.Tensor:
         """The first Linear layer on each window of k token ids, context (B, T, k) -> (B, T, hidden)."""
         if self.input == "embedding":
