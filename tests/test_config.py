@@ -446,6 +446,19 @@ def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, mo
     assert command_line.target_problem("results/offline/figures/loss_curves.png", None, []) is None
 
 
+def test_two_study_files_are_refused_rather_than_merged(capsys):
+    """Two --configfile files that each name an experiment would merge into a mixed study writing into the last
+    one's folder; a file of overrides without an experiment still merges."""
+    from picollm.config import command_line
+    offline, local = (str(ROOT / "config" / f) for f in ("offline.yaml", "tinystories-local.yaml"))
+    with pytest.raises(SystemExit):
+        command_line.main(["all", "--configfile", offline, local])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--configfile got 2 study files" in err
+    assert "writing into results/tinystories-local/; give one study file" in err
+    assert command_line.several_studies([offline, str(ROOT / "workflow" / "profiles" / "default" / "config.yaml")]) is None
+
+
 def test_an_option_given_twice_is_refused_as_snakemake_would_drop_the_first():
     from picollm.config.command_line import repeated_option
     assert repeated_option(["--configfile", "a.yaml", "all", "--configfile=b.yaml"]) == (

@@ -138,3 +138,16 @@ def test_the_guides_study_file_names_the_new_type(extended):
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
     assert shown["models"]["gru"]["type"] == "gru" and {"kgram_mlp", "lstm", "transformer"} <= set(shown["models"])
+
+
+def test_a_type_left_out_of_model_types_is_one_line_at_validation(monkeypatch):
+    """Step 2 forgotten: the config class exists, the implementation is not registered; validate-config (and
+    the workflow, which parses the study the same way) says which step, rather than a KeyError later."""
+    from picollm import model_types
+    from picollm.config import Study, parse
+    from picollm.errors import PicoError
+
+    monkeypatch.delitem(model_types.MODEL_TYPES, "lstm")
+    with pytest.raises(PicoError, match=r"^model type 'lstm' has a config class but no entry in "
+                                        r"picollm.model_types.MODEL_TYPES; add one \(docs/extending.md, step 2\)$"):
+        parse(Study, tiny_offline_config())

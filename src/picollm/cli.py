@@ -127,7 +127,7 @@ def _model_commands(sub) -> None:
                                             "as the sample stage uses)")
     p.add_argument("--no-stop", action="store_true", help="go on past the end-of-text token instead of ending there")
     p.add_argument("--jsonl", action="store_true", help="print the sample stage's records, one JSON line each")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or mps")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), auto, cuda (or cuda:N) or mps")
     p.add_argument("--threads", type=int, default=1, help="CPU threads torch uses (default: 1)")
     p.set_defaults(command="generate")
 
@@ -189,7 +189,7 @@ def _evaluation_stages(sub) -> None:
     p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
     p.add_argument("--samples", help="samples/<run>/seed<k>.jsonl: diversity, repetition and self-likelihood per decoding")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", required=True, help="eval/<model>.json")
+    p.add_argument("--out", required=True, help="the evaluation's JSON (the workflow's: eval/<run>/seed<k>.json)")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
 
     p = _stage(sub, "reference", "the sampling measures of real validation stories cut to the samples' length",
@@ -208,7 +208,8 @@ def _evaluation_stages(sub) -> None:
 def _sharing_commands(sub) -> None:
     """What leaves the study: an export, a harness task, the report and its pages, the provenance table."""
     p = sub.add_parser("export", help="a Transformer model.pt -> a Hugging Face folder that transformers loads alone")
-    p.add_argument("model_path", help="model.pt of a Transformer with pos_encoding: rope")
+    p.add_argument("model_path", help="model.pt of a Transformer: rope with RMSNorm (Llama) or learned "
+                                      "positions with LayerNorm (GPT-2)")
     p.add_argument("out_dir", help="folder to write (replaced atomically)")
     p.set_defaults(command="export")
 

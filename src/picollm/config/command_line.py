@@ -143,6 +143,17 @@ def _experiment_in(path: Path) -> str | None:
         return None
 
 
+def several_studies(files: list[str]) -> str | None:
+    """Two --configfile files that each name an experiment: Snakemake would merge them key by key into a study
+    that is neither, writing into the last one's results/ folder."""
+    studies = [f for f in files if _experiment_in(Path(f))]
+    if len(studies) < 2:
+        return None
+    return (f"--configfile got {len(studies)} study files ({', '.join(studies)}), which Snakemake would merge key by "
+            f"key into a mixed study writing into results/{_experiment_in(Path(studies[-1]))}/; give one study file "
+            f"(one study builds on another with base:, docs/configuration.md)")
+
+
 def experiment_of(argv: list[str]) -> str | None:
     """The experiment of this command line's study: its last study file that names one, or a --config override."""
     experiment = None
@@ -246,7 +257,9 @@ def main(argv: list[str] | None = None, parser=None) -> None:
     (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
-    lines = [repeated_option(argv), *map(problem, configfiles(argv)), unquoted_mapping(overrides), *map(override_problem, overrides, [None, *overrides])]
+    lines = [repeated_option(argv), *map(problem, configfiles(argv)), unquoted_mapping(overrides),
+             *map(override_problem, overrides, [None, *overrides])]
+    lines.append(None if any(lines) else several_studies(configfiles(argv)))
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
         lines = [target_problem(target, experiment, argv) or figure_problem(target)
