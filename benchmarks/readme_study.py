@@ -119,7 +119,10 @@ def record(workdir: Path) -> dict:
                  "train_tokens": train["tokens"], "val_tokens": meta["splits"]["val"]["tokens"]},
         "steps": steps, "tokens_per_step": tokens_seen // steps, "tokens_seen": tokens_seen,
         "trainings": len(summaries),
-        "description": "The run README.md quotes: its table, wall time and data, generated from this record.",
+        "description": f"The run README.md quotes (its sentence, figure and table are generated from this record): "
+                       f"`all` in {timing['wall_s'] / 60:.1f} minutes of wall time, {len(summaries)} trainings of "
+                       f"{steps} steps each, while other processes used {timing['other_processes_cores']} cores on "
+                       f"average. Mean ± the half-width of the 95% Student-t interval over the seeds.",
         "table": {"columns": COLUMNS, "rows": table_rows(out / "tables")},
         "targets": [], "notes": [], "configs": outlines([timing["config"]]),
     }

@@ -151,3 +151,21 @@ def test_a_type_left_out_of_model_types_is_one_line_at_validation(monkeypatch):
     with pytest.raises(PicoError, match=r"^model type 'lstm' has a config class but no entry in "
                                         r"picollm.model_types.MODEL_TYPES; add one \(docs/extending.md, step 2\)$"):
         parse(Study, tiny_offline_config())
+
+
+def test_a_figure_without_its_caption_is_one_line_before_any_job(extended):
+    """Step 3 forgotten: the report job, the last of a run, would fail; the workflow says so when it parses."""
+    write_config(extended / "nocaption.yaml", tiny_offline_config())
+    caption = extended / "workflow" / "report" / "bpb_by_run.rst"
+    text = caption.read_text()
+    caption.unlink()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(extended / "workflow" / "Snakefile"),
+                               "--directory", str(extended), "-n", "all", "--configfile",
+                               str(extended / "nocaption.yaml")], capture_output=True, text=True, timeout=300,
+                              env=local_run_env())
+    finally:
+        caption.write_text(text)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: bpb_by_run has no report caption {caption}; write one "
+                                                    "(docs/extending.md: a figure of your own)")

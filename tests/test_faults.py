@@ -826,9 +826,18 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     (["figure", "loss_curve", "--config", '{{"experiment": "x"}}', "--inputs", "{model}", "--out", "{tmp}/f.png"],
      "error: no figure is named 'loss_curve'; the figures are attention_heads, grad_norms, layer_health, loss_curves, "
      "lr_schedule, p_sweep, resources, sample_comparison, sample_slide, scaling, snapshots, sweep"),
-], ids=["unknown-device", "unknown-figure"])
+    (["figure", "loss_curve", "--inputs", "{model}", "--out", "{tmp}/f.png"],  # no --config: the name first
+     "error: no figure is named 'loss_curve'; the figures are attention_heads, grad_norms, layer_health, loss_curves, "
+     "lr_schedule, p_sweep, resources, sample_comparison, sample_slide, scaling, snapshots, sweep"),
+    (["figure", "loss_curves", "--inputs", "m={model}", "--out", "{tmp}/f.png"],
+     "error: a figure names its study: give --config '{{\"experiment\": NAME}}', or an --out under "
+     "results/<experiment>/"),
+    (["figure", "loss_curves", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
+     "error: this takes one file per run and seed, {{run: {{seed: path}}}}, not {{'m': '{model}'}}; give --inputs "
+     "that JSON, e.g. --inputs '{{\"lstm\": {{\"1337\": \"results/offline/models/lstm/seed1337/metrics.csv\"}}}}'"),
+], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape"])
 def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
     args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 1 and result.stderr.strip() == line, result.stderr
+    assert result.returncode == 1 and result.stderr.strip() == line.format(model=model_path), result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from picollm.errors import PicoError
 from picollm.io import atomic_path, write_csv, write_text
 from picollm.stats import paired_difference, t_interval
 
@@ -214,10 +215,12 @@ CI_NOTE = ("Each value is the mean over training seeds ± the half-width of its 
 def seed_paths(inputs) -> dict:
     """{run: {seed: Path}} with integer seeds in increasing order, from {run: {seed: path}} (the command line
     passes it as JSON, which turns the seeds into strings)."""
+    example = """'{"lstm": {"1337": "results/offline/models/lstm/seed1337/metrics.csv"}}'"""
+    if not isinstance(inputs, dict) or not all(isinstance(seeds, dict) for seeds in inputs.values()):
+        raise PicoError(f"this takes one file per run and seed, {{run: {{seed: path}}}}, not {inputs!r}; give "
+                        f"--inputs that JSON, e.g. --inputs {example}")
     out = {}
     for run, seeds in inputs.items():
-        if not isinstance(seeds, dict):
-            raise TypeError(f"run {run!r}: expected {{seed: path}}, got {seeds!r}")
         out[run] = {int(s): Path(p) for s, p in sorted(seeds.items(), key=lambda kv: int(kv[0]))}
     return out
 

@@ -222,6 +222,14 @@ TABLES["resources_table"] = f"{R}/tables/resources.csv"
 COST_FIGURES = {
     "resources": dict(inputs=TABLES["resources_table"], job=jobs.experiment),
 }
+# A result without its caption would stop only the report job, the run's last: say so before the first job.
+CAPTIONS = ROOT / "workflow" / "report"
+for name in [*FIGURES, *TABLES, *COST_FIGURES]:
+    if not (CAPTIONS / f"{name}.rst").is_file():
+        sys.exit(
+            f"error: {name} has no report caption {CAPTIONS / name}.rst; write one "
+            "(docs/extending.md: a figure of your own)"
+        )
 
 
 # A target under this study's results folder that none of its rules makes: one line naming why, rather than

@@ -3,6 +3,7 @@ import importlib
 import importlib.util
 import json
 import pkgutil
+from pathlib import Path
 
 from picollm import plots, provenance
 from picollm.config import FigureJob, parse
@@ -30,12 +31,21 @@ def _paths(inputs) -> list:
     return [inputs]
 
 
+def _experiment(out: str) -> str:
+    """The study a figure belongs to, which it prints: results/<experiment>/... in its --out path."""
+    parts = Path(out).resolve().parts
+    if "results" in parts[:-2]:
+        return parts[parts.index("results") + 1]
+    raise PicoError("a figure names its study: give --config '{\"experiment\": NAME}', or an --out under "
+                    "results/<experiment>/")
+
+
 def run(args):
-    job = parse(FigureJob, args.config)
     name = args.figure.replace("-", "_")
-    if importlib.util.find_spec(f"picollm.plots.{name}") is None:
+    if importlib.util.find_spec(f"picollm.plots.{name}") is None:  # before the config, which may be missing
         known = sorted(m.name for m in pkgutil.iter_modules(plots.__path__))
         raise PicoError(f"no figure is named {args.figure!r}; the figures are {', '.join(known)}")
+    job = parse(FigureJob, {"experiment": _experiment(args.out), **args.config})
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
     rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
