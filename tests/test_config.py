@@ -79,6 +79,13 @@ BAD = [
     ({"train": {"lr": -0.001}}, "config key 'train.lr' is -0.001; it must be > 0"),
     ({"models": {"my lstm": {"type": "lstm"}}}, "config key 'models': the name 'my lstm' is not allowed; a name may "
                                                 "hold only the characters A-Za-z0-9_.=- (no spaces)"),
+    ({"experiment": "my run"}, "config key 'experiment': the name 'my run' is not allowed; a name may hold only the "
+                               "characters A-Za-z0-9_.- (no spaces)"),
+    ({"sampling": {"prompts": []}}, "config key 'sampling.prompts' is empty; give at least one entry"),
+    ({"models": {"transfomer": {"d_model": 32}}}, "config key 'models.transfomer' is missing 'type' (a model of type "
+                                                  "'transformer'? give it type: transformer)"),
+    ({"models": {"t": {"type": "transfomer"}}}, "config key 'models.t.type' is 'transfomer'; did you mean "
+                                                "'transformer'? allowed: kgram_mlp, lstm, transformer"),
     ({"seed": "1e3"}, "config key 'seed': '1e3' is not of type 'integer'"),
     ({"seeds": 3}, "config key 'seeds' is 3; give a list, e.g. [3] (or seed: 3 for a single seed)"),
     ({"sampling": {"prompts": "Once upon a time"}},

@@ -67,10 +67,14 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     if kind == "union_tag_invalid":
         tags = err["ctx"]["expected_tags"].replace("'", "")
         field = err["ctx"]["discriminator"].strip("'")
-        return f"config key '{where}.{field}' is {err['ctx']['tag']!r}; allowed: {tags}"
+        close = difflib.get_close_matches(str(err["ctx"]["tag"]), tags.split(", "), n=1)
+        guess = f"did you mean '{close[0]}'? " if close else ""
+        return f"config key '{where}.{field}' is {err['ctx']['tag']!r}; {guess}allowed: {tags}"
     if kind == "union_tag_not_found":
         field = err["ctx"]["discriminator"].strip("'")
-        return f"config key '{where}' is missing '{field}'"
+        close = difflib.get_close_matches(str(path[-1]), MODEL_CLASSES, n=1) if field == "type" else []
+        guess = f" (a model of type '{close[0]}'? give it type: {close[0]})" if close else ""
+        return f"config key '{where}' is missing '{field}'{guess}"
     if kind == "literal_error":
         return f"config key '{where}' is {value!r}; allowed: {err['ctx']['expected'].replace(chr(39), '')}"
     if kind == "missing":
@@ -102,11 +106,15 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     if kind in BOUNDS:  # the value given and the bound it breaks, not pydantic's "Input should be ..."
         sign, bound = next((BOUNDS[kind], err["ctx"][key]) for key in ("gt", "ge", "lt", "le") if key in err["ctx"])
         return f"config key '{where}'{of_run} is {shown}; it must be {sign} {bound if isinstance(bound, int) else f'{bound:g}'}"
-    if kind == "string_pattern_mismatch" and path[-1] == "[key]":  # a name of a mapping (a model's, a sweep's)
+    if kind == "string_pattern_mismatch":  # a name: the experiment's, a model's or a sweep's (a mapping's key)
         chars = re.fullmatch(r"\^\[(.*)\]\+\$", err["ctx"]["pattern"])
         allowed = f"only the characters {chars.group(1)}" if chars else f"to match {err['ctx']['pattern']}"
-        return (f"config key '{'.'.join(map(str, path[:-2]))}'{of_run}: the name {value!r} is not allowed; a name "
-                f"may hold {allowed} (no spaces)")
+        key = ".".join(map(str, path[:-2])) if path[-1] == "[key]" else where
+        return (f"config key '{key}'{of_run}: the name {value!r} is not allowed; a name may hold {allowed} "
+                f"(no spaces)")
+    if kind == "too_short":
+        least = err["ctx"]["min_length"]
+        return f"config key '{where}'{of_run} is empty; give at least {'one entry' if least == 1 else f'{least} entries'}"
     return f"config key '{where}'{of_run}: {msg}"
 
 
