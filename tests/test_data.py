@@ -196,6 +196,15 @@ def test_eval_windows_tile_without_overlap():
     assert starts.tolist() == list(range(0, 90, 10)) and eval_windows(100, 10, 3).tolist() == [0, 40, 80]
 
 
+def test_a_token_folder_one_level_up_names_the_right_one(tmp_path):
+    byte = tokenize("byte", {"a": _raw(tmp_path, "a", ["ab"], ["c"])}, tmp_path / "data" / "tokens", threads=1)
+    assert byte["vocab_size"] == 257
+    with pytest.raises(PicoError) as err:
+        read_meta(tmp_path / "data" / "meta.json")
+    assert str(err.value) == (f"{tmp_path / 'data' / 'meta.json'} does not exist; the token folder is "
+                              f"{tmp_path / 'data' / 'tokens'}: give that")
+
+
 def test_missing_token_files(tmp_path):
     with pytest.raises(PicoError, match="tokenize stage"):
         read_meta(tmp_path / "meta.json")

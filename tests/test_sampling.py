@@ -268,4 +268,8 @@ def test_generate_refuses_bad_arguments_in_one_line(tmp_path, args, line):
 def test_generate_names_a_missing_model(tmp_path):
     proc = picollm("generate", tmp_path / "model.pt", "Once")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith(f"error: checkpoint {tmp_path / 'model.pt'} does not exist")
+    assert proc.stderr == (f"error: checkpoint {tmp_path / 'model.pt'} does not exist; give the path of a model.pt "
+                           "(results/<experiment>/models/<run>/seed<k>/model.pt)\n")
+    built = "results/x/models/lstm/seed1/model.pt"  # a workflow output not built yet: how to build it
+    assert picollm("generate", built, "Once").stderr == (f"error: checkpoint {built} does not exist; train the model "
+                                                         f"first (snakemake --cores N {built} --configfile STUDY.yaml)\n")

@@ -23,6 +23,9 @@ def read_meta(path) -> dict:
     """A token folder's meta.json, as a dict; a missing, garbled or non-object file is one line."""
     path = Path(path)
     if not path.exists():
+        nearby = path.parent / "tokens" / path.name  # results/<experiment>/data given for data/tokens
+        if nearby.is_file():
+            raise PicoError(f"{path} does not exist; the token folder is {nearby.parent}: give that")
         raise PicoError(f"{path} does not exist; run the tokenize stage first")
     try:
         meta = json.loads(path.read_bytes())

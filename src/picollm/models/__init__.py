@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -88,7 +89,10 @@ def read_checkpoint(path) -> dict:
     """Load a model.pt dict, turning a truncated or foreign file into one clear error."""
     path = Path(path)
     if not path.exists():
-        raise PicoError(f"checkpoint {path} does not exist; train the model first (snakemake ... {path})")
+        built = re.fullmatch(r"(?:.*/)?results/[^/]+/models/[^/]+/seed\d+/model\.pt", path.as_posix())
+        fix = f"train the model first (snakemake --cores N {path} --configfile STUDY.yaml)" if built else \
+            "give the path of a model.pt (results/<experiment>/models/<run>/seed<k>/model.pt)"
+        raise PicoError(f"checkpoint {path} does not exist; {fix}")
     if path.is_dir():
         inside = path / "model.pt"
         fix = f"give {inside}" if inside.is_file() else "give the model.pt inside one of its seed<k>/ folders"
