@@ -523,5 +523,9 @@ def test_the_change_line_says_when_runs_are_retrained_in_place(tmp_path):
     kept = since_last_build(study_json, {"models": {"lstm": {"hidden_dim": 32}, "gru": {}}, "seeds": [1, 2],
                                          "sampling": {"p": 0.8}})
     assert "models.gru: added" in kept and "replace" not in kept
+    reseeded = since_last_build(study_json, {"models": {"lstm": {"hidden_dim": 32}}, "seeds": [7], "data_seed": 7,
+                                             "sampling": {"p": 0.9}})
+    assert reseeded.endswith("The data follow the first seed unless the study sets data_seed: set it to the old first "
+                             "seed to keep the data; the folders of seeds no longer listed stay as they are")
     assert retrains("train.lr: 0.003 -> 0.01") and retrains("data.sources[0].num_sequences: 600 -> 100")
     assert not retrains("models.gru: removed") and not retrains("sweep.lstm.hidden_dim: [8] -> [8, 16]")

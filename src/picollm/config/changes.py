@@ -61,6 +61,10 @@ def since_last_build(study_json: Path, now: dict) -> str | None:
     if any(retrains(change) for change in found):
         line += (f". The runs they retrain replace their models in {study_json.parent.parent / 'models'} (to keep "
                  f"those, run the change as a study of its own: --config experiment=NAME)")
+    keys = {change.split(":", 1)[0] for change in found}
+    if {"seeds", "data_seed"} <= keys:  # data_seed follows the first seed unless the study sets it
+        line += (". The data follow the first seed unless the study sets data_seed: set it to the old first seed to "
+                 "keep the data; the folders of seeds no longer listed stay as they are")
     return line
 
 
