@@ -298,7 +298,7 @@ def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
 @pytest.mark.parametrize("files, needle", [
     (["latin1.yaml"], "latin1.yaml is not UTF-8 (invalid byte at offset 15); save it as UTF-8"),
     (["ok.yaml", "figure.png"], "figure.png is no study file (not text, and not .yaml); if it is a target, put "
-                                "targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"),
+                                "targets before --configfile (snakemake --cores N TARGET --configfile FILE)"),
     (["ok.yaml", "all"], "config file all does not exist; if it is a target, put targets before --configfile"),
     (["okk.yaml"], "okk.yaml does not exist; did you mean "),  # ... <tmp>/ok.yaml?
     (["broken.yaml"], "broken.yaml is not valid YAML at line 2"),
@@ -350,12 +350,12 @@ def test_the_profile_checks_a_run_from_another_folder_with_its_own_checkouts_cod
      "only; write the nested key as --config 'models={lstm: {hidden_dim: 24}}' (the other keys under models keep "
      "their values)"),
     (["--config", "seed=3", "all"], "error: --config takes KEY=VALUE words and 'all' is none; if it is a target, put "
-     "targets before --config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
+     "targets before --config (snakemake --cores N TARGET --config KEY=VALUE)"),
     (["--config", "seed=2", "models={lstm:", "{hidden_dim:", "8}}"], "error: --config models={lstm: {hidden_dim: 8}}: "
      "the shell split one value at its spaces; quote it: --config 'models={lstm: {hidden_dim: 8}}'"),
     (["--config", "experiment=my", "run"], "error: --config takes KEY=VALUE words and 'run' is none; if it is part of "
      "the value before it, quote the two: --config 'experiment=my run'; if it is a target, put targets before "
-     "--config (snakemake --cores 4 TARGET --config KEY=VALUE)"),
+     "--config (snakemake --cores N TARGET --config KEY=VALUE)"),
     (["--config", "models={lstm: {hidden_dim: 8}}", "--config", "seed=2"], "error: --config is given 2 times, and "
      "Snakemake would keep only the last one's words; give them all after one: --config "
      "'models={lstm: {hidden_dim: 8}}' seed=2"),

@@ -220,7 +220,8 @@ def test_generate_draws_the_sample_stages_samples(tmp_path):
     text = picollm("generate", model, "1 2 3", "--p", "0.7", "--max-new-tokens", "9").stdout.splitlines()
     first = table[("1 2 3", 0.7, 0)]
     assert text == [f"--- m, p=0.7, sample 0, seed {first['seed']}",
-                    "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else "")]
+                    "1 2 3" + first["text"] + (" [end of story]" if first["ended"] else
+                                               f" [cut at {first['new_tokens']} new tokens]")]
     other = picollm("generate", model, "1 2 3", "--p", "0.7", "--seed", "6", "--jsonl").stdout
     assert json.loads(other)["seed"] != first["seed"]
     # without --max-new-tokens, the study's (its provenance/study.json beside models/<run>/seed<k>/), as sampled

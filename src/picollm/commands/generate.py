@@ -81,4 +81,5 @@ def shown(rec: dict) -> str:
     how = "greedy"
     if rec["decoding"] != "greedy":
         how = f"p={rec['decoding']:g}, sample {rec['sample']}, seed {rec['seed']}"
-    return f"--- {rec['model']}, {how}\n{rec['prompt']}{rec['text']}" + (" [end of story]" if rec["ended"] else "")
+    end = " [end of story]" if rec["ended"] else f" [cut at {rec['new_tokens']} new tokens]"
+    return f"--- {rec['model']}, {how}\n{rec['prompt']}{rec['text']}{end}"

@@ -72,7 +72,7 @@ def override_problem(word: str, before: str | None = None) -> str | None:
         split = (f"if it is part of the value before it, quote the two: --config '{before} {word}'; "
                  if before and "=" in before and word != "all" and not Path(word).suffix else "")
         return (f"--config takes KEY=VALUE words and {word!r} is none; {split}if it is a target, put targets "
-                f"before --config (snakemake --cores 4 TARGET --config KEY=VALUE)")
+                f"before --config (snakemake --cores N TARGET --config KEY=VALUE)")
     if CONFIG_KEY.match(key):
         return None
     if "." in key and all(CONFIG_KEY.match(part) for part in key.split(".")):

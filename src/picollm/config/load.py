@@ -21,7 +21,7 @@ DEFAULT_STUDY = "config/config.yaml"
 STUDY_SUFFIXES = (".yaml", ".yml", ".json")
 # A target typed after --configfile (argparse gives that option every word up to the next option) is read as a
 # study file: the fix, in the one line that says so.
-TARGET_HINT = "put targets before --configfile (snakemake --cores 4 TARGET --configfile FILE)"
+TARGET_HINT = "put targets before --configfile (snakemake --cores N TARGET --configfile FILE)"
 
 
 class Replace:
