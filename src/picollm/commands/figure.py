@@ -45,10 +45,11 @@ def run(args):
     if importlib.util.find_spec(f"picollm.plots.{name}") is None:  # before the config, which may be missing
         known = sorted(m.name for m in pkgutil.iter_modules(plots.__path__))
         raise PicoError(f"no figure is named {args.figure!r}; the figures are {', '.join(known)}")
-    job = parse(FigureJob, {"experiment": _experiment(args.out), **args.config})
+    config = args.config if "experiment" in args.config else {**args.config, "experiment": _experiment(args.out)}
+    job = parse(FigureJob, config)
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
-    rec = provenance.record(f"figure {name}", config=args.config, inputs=_paths(inputs), outputs=[args.out])
+    rec = provenance.record(f"figure {name}", config=config, inputs=_paths(inputs), outputs=[args.out])
     options = {}
     if job.figures.attention_prompt is not None:
         options["prompt"] = job.figures.attention_prompt
