@@ -64,8 +64,6 @@ def paired_cell(run_name: str, below: list[str], compare: pd.DataFrame) -> str:
         else:
             low, high = sorted((sign * row["bpb_diff_ci_low"], sign * row["bpb_diff_ci_high"]))
             beats.append((other, sign * row["bpb_diff_mean"], low, high))
-    if any(d < 0 for _, d, _, _ in beats):  # paired over fewer seeds than the means: the order may disagree
-        return "; ".join(f"{'better' if d > 0 else 'worse'} than {o} by {abs(d):.3f} bpb" for o, d, _, _ in beats)
     parts = [f"than {o} by {d:.3f}" + (" bpb (95% CI " if i == 0 else " (") + f"{lo:.3f}-{hi:.3f})"
              for i, (o, d, lo, hi) in enumerate(sorted(beats, key=lambda b: b[1]))]
     text = ("better " + ", ".join(parts)) if parts else ""
@@ -86,6 +84,11 @@ def table_rows(tables: Path) -> list[list[str]]:
              paired_cell(r["run"], order[i + 1:], compare)] for i, (_, r) in enumerate(evals.iterrows())]
 
 
+def results_of(workdir: Path) -> Path:
+    """results/<experiment>/ of a `run` folder (it builds one study)."""
+    return next((workdir / "results").iterdir())
+
+
 def one(values, what: str):
     """The single value every job of the run agrees on (a run made by one commit, one precision)."""
     values = set(values)
@@ -97,7 +100,7 @@ def one(values, what: str):
 def record(workdir: Path) -> dict:
     """The study record of a finished `run` in workdir: its timing, what it trained on, and the README table."""
     timing = json.loads((workdir / "run.json").read_text())
-    out = next((workdir / "results").iterdir())
+    out = results_of(workdir)
     meta = json.loads((out / "data" / "tokens" / "meta.json").read_text())
     summaries = [json.loads(p.read_text()) for p in sorted(out.glob("models/*/seed*/summary.json"))]
     provenance = [json.loads(p.read_text()) for p in sorted(out.glob("provenance/train/*/seed*.json"))]
@@ -112,7 +115,8 @@ def record(workdir: Path) -> dict:
         "title": f"The README's run of `{timing['config']}` (`--cores {timing['cores']}`)",
         "started_utc": timing["started_utc"], "command": timing["command"], "machine": timing["machine"],
         "wall_s": timing["wall_s"], "other_processes_cores": timing["other_processes_cores"],
-        "commit": commit[:7], "commit_utc": shown.stdout.strip() or None, "dirty": any(p["git"]["dirty"] for p in provenance),
+        "commit": commit[:7], "commit_utc": shown.stdout.strip() or None,
+        "dirty": any(p["git"]["dirty"] for p in provenance),
         "precision": one((s["precision"] for s in summaries), "training precisions"),
         "torch": one((p["versions"]["torch"] for p in provenance), "torch versions"),
         "data": {"train_documents": sum(s["documents"] for s in train["sources"].values()),
@@ -135,7 +139,7 @@ def write_record(workdir: Path) -> Path:
     experiment = Path(next(iter(rec["configs"]))).stem
     path = RECORDS / f"{rec['started_utc'][:10]}-study-{cpu}-{experiment}.json"
     path.write_text(json.dumps(rec, indent=1) + "\n")
-    shutil.copyfile(next((workdir / "results").iterdir()) / "figures" / "loss_curves.png", FIGURE)
+    shutil.copyfile(results_of(workdir) / "figures" / "loss_curves.png", FIGURE)
     return path
 
 

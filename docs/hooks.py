@@ -544,9 +544,7 @@ def study_history(records: list[dict], readme_run: dict | None, all_records: lis
             out.append(readme_row(path, readme_run, all_records))
         for i, record in enumerate(runs):
             ran = (record.get("configs") or {}).get(path)
-            status, note = record_status(path, runs, i, ran, today, readme_run if readme_newer else None)
-            if record is quoted and i == 0:
-                status = f"**current**: the run {README_SECTION} quotes, its table generated from this record"
+            status, note = record_status(path, runs, i, ran, today, readme_run if readme_newer else None, quoted)
             if note:
                 notes.setdefault(record["_file"], []).append(f"`{path}`: {note}.")
             label = ", ".join([str(record["started_utc"])[:10], machine_short(record["machine"]),
@@ -575,10 +573,13 @@ def readme_row(path: str, readme_run: dict, all_records: list[dict]) -> str:
 
 
 def record_status(path: str, runs: list[dict], i: int, ran: dict | None, today: dict | None,
-                  newer_readme_run: dict | None) -> tuple[str, str | None]:
+                  newer_readme_run: dict | None, quoted: dict | None = None) -> tuple[str, str | None]:
     """(status cell, note for the record or None when it is current) of runs[i], the records of `path` newest
-    first; newer_readme_run: the README's run where it is newer than every record."""
+    first; newer_readme_run: the README's run where it is newer than every record; quoted: the record of the run
+    the README quotes, if there is one."""
     newest = runs[0]
+    if quoted is not None and runs[i] is quoted and i == 0:
+        return f"**current**: the run {README_SECTION} quotes, its table generated from this record", None
     if newer_readme_run and i == 0:
         return ("superseded by the README's run",
                 f"superseded by the run of {newer_readme_run['date']} that {README_SECTION} quotes")

@@ -10,7 +10,7 @@ from conftest import TINYSTORIES_TRAIN, needs_gpt2, needs_tinystories
 from picollm.data import sources
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
-from picollm.data.tokens import WindowSampler, documents_in_train, eval_windows, load_tokens, read_meta, tokenize
+from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
 from picollm.config.sections import TextSource, TinyStoriesSource
 from picollm.errors import PicoError
 
@@ -146,8 +146,8 @@ def test_tokenize_counts_validation_documents_found_in_training(tmp_path):
     meta = tokenize("byte", raw, tmp_path / "tok", threads=1)
     assert meta["splits"]["val"]["sources"]["a"]["documents_in_train"] == 2
     lines = list(three_seqs(4000, 10, 1337))  # config/offline.yaml's: the first 200 are held out
-    raw = _raw(tmp_path, "s", lines[200:], lines[:200])
-    assert 0.5 < documents_in_train(raw["train"], raw["val"]) / 200 < 1
+    meta = tokenize("byte", {"s": _raw(tmp_path, "s", lines[200:], lines[:200])}, tmp_path / "tok3", threads=1)
+    assert 0.5 < meta["splits"]["val"]["sources"]["s"]["documents_in_train"] / 200 < 1
 
 
 @needs_gpt2

@@ -5,8 +5,8 @@ checks the launch and runs torchrun with the same command N times (on M nodes, s
 node: picollm.launch), which sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE. Every rank draws the
 whole global batch (train.batch_size windows) from the same seeded sampler and keeps its own contiguous slice
 of rows, so N ranks take exactly the optimizer steps one process would take (up to float rounding; with
-dropout, each rank draws its own masks from a stream of its own, so the same training in law, not in numbers). Without
-torchrun's variables nothing here starts a process group and every helper is the identity: one process trains
+dropout, each rank draws its masks from a stream of its own: the same training in law, not in numbers).
+Without torchrun's variables nothing here starts a process group and every helper is the identity: one process trains
 as before.
 """
 from __future__ import annotations

@@ -98,9 +98,9 @@ def output_vocab(meta: dict, compact_vocab: bool) -> int:
 def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:
     """The steps train.flops pays for: the most whose FLOPs stay within it, floor(flops / FLOPs per step).
 
-    PicoError when it pays for no step, for no more than the warm-up, or a snapshot step lies beyond them. `lower_bound`: flops_per_token
-    leaves out what is not known yet (the head, before tokenizing), so only a budget that is surely too small
-    stops here; the train job checks again with the exact count.
+    PicoError when it pays for no step, for no more than the warm-up, or a snapshot step lies beyond them.
+    `lower_bound`: flops_per_token leaves out what is not known yet (the head, before tokenizing), so only a
+    budget that is surely too small stops here; the train job checks again with the exact count.
     """
     per_step = flops_per_token * train_cfg.batch_size * block_size
     steps = int(train_cfg.flops) // per_step if per_step else 0  # int: exact for any integral budget

@@ -149,8 +149,9 @@ def several_studies(files: list[str]) -> str | None:
     studies = [f for f in files if _experiment_in(Path(f))]
     if len(studies) < 2:
         return None
+    last = _experiment_in(Path(studies[-1]))
     return (f"--configfile got {len(studies)} study files ({', '.join(studies)}), which Snakemake would merge key by "
-            f"key into a mixed study writing into results/{_experiment_in(Path(studies[-1]))}/; give one study file "
+            f"key into a mixed study writing into results/{last}/; give one study file "
             f"(one study builds on another with base:, docs/configuration.md)")
 
 
@@ -258,8 +259,7 @@ def main(argv: list[str] | None = None, parser=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
     lines = [repeated_option(argv), *map(problem, configfiles(argv)), unquoted_mapping(overrides),
-             *map(override_problem, overrides, [None, *overrides])]
-    lines.append(None if any(lines) else several_studies(configfiles(argv)))
+             *map(override_problem, overrides, [None, *overrides]), several_studies(configfiles(argv))]
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
         lines = [target_problem(target, experiment, argv) or figure_problem(target)

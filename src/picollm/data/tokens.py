@@ -35,12 +35,13 @@ def flat_ids(encoded: list[list[int]], eot: int) -> np.ndarray:
 
 
 def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
-    """Stream each source's documents through the tokenizer into one .bin; return per-source ranges."""
+    """Stream each source's documents through the tokenizer into one .bin; return per-source ranges, each with
+    its documents' digests (a NumPy array, for the train/validation overlap; not written to meta.json)."""
     dtype = token_dtype(tokenizer.n_vocab)
     ranges, start = {}, 0
     with atomic_path(out_path) as tmp, open(tmp, "wb") as out:
         for name, path in raw_files.items():
-            n_docs, docs, source_start = 0, iter_documents(path), start
+            n_docs, docs, source_start, seen = 0, iter_documents(path), start, []
             with tqdm(desc=f"tokenize {name} {Path(out_path).stem}", unit="doc", mininterval=2) as bar:
                 while batch := list(itertools.islice(docs, DOCS_PER_BATCH)):
                     flat = flat_ids(tokenizer.encode_ordinary_batch(batch, num_threads=threads), tokenizer.eot_token)
@@ -48,27 +49,26 @@ def tokenize_split(tokenizer, raw_files: dict, out_path, threads: int) -> dict:
                         raise PicoError(f"token id {flat.max()} does not fit {np.dtype(dtype).name}; "
                                         f"the tokenizer's vocabulary is larger than it reports")
                     out.write(flat.astype(dtype).tobytes())
+                    seen.append(digests(batch))
                     n_docs += len(batch)
                     start += flat.size
                     bar.update(len(batch))
             if n_docs == 0:
                 raise PicoError(f"{path} holds no documents; check the source {name!r}")
-            ranges[name] = {"start": source_start, "end": start, "documents": n_docs}
+            ranges[name] = {"start": source_start, "end": start, "documents": n_docs, "digests": np.concatenate(seen)}
     return ranges
 
 
-def _digests(path) -> np.ndarray:
-    """A 64-bit digest of each document of a raw file, sorted (8 bytes a document, whatever its length)."""
-    digest = (int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=8).digest(), "little")
-              for doc in iter_documents(path))
-    return np.sort(np.fromiter(digest, dtype=np.uint64))
+def digests(docs: list[str]) -> np.ndarray:
+    """A 64-bit digest of each document (8 bytes a document, whatever its length)."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(d.encode(), digest_size=8).digest(), "little") for d in docs),
+                       dtype=np.uint64, count=len(docs))
 
 
-def documents_in_train(train_path, val_path) -> int:
-    """How many validation documents also appear, word for word, among the training documents: the share of
-    the validation loss that measures recall of training text rather than generalization."""
-    train, val = _digests(train_path), _digests(val_path)
-    return int(np.isin(val, train, assume_unique=False).sum())
+def documents_in_train(train: np.ndarray, val: np.ndarray) -> int:
+    """How many validation documents (their digests) also appear, word for word, among the training documents:
+    the share of the validation loss that measures recall of training text rather than generalization."""
+    return int(np.isin(val, train).sum())
 
 
 def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None,
@@ -83,16 +83,19 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
             "dtype": np.dtype(token_dtype(tokenizer.n_vocab)).name, "splits": {}, "raw_sha256": {}, "raw_bytes": {}}
     if hasattr(tokenizer, "json"):  # a trained BPE
         meta |= {"tokenizer_sha256": tokenizer.sha256, "tokenizer_json": tokenizer.json}
+    found = {}  # {split: {source: document digests}}
     for split in ("train", "val"):
         files = {name: paths[split] for name, paths in raw.items()}
         sources = tokenize_split(tokenizer, files, out_dir / f"{split}.bin", threads)
+        found[split] = {name: r.pop("digests") for name, r in sources.items()}
         meta["splits"][split] = {"tokens": max(r["end"] for r in sources.values()), "sources": sources,
                                  "sha256": sha256_file(out_dir / f"{split}.bin")}  # what check_split compares
         for name, path in files.items():
             meta["raw_sha256"][f"{name}/{split}"] = sha256_file(path)
             meta["raw_bytes"][f"{name}/{split}"] = Path(path).stat().st_size
-    for name, paths in raw.items():
-        meta["splits"]["val"]["sources"][name]["documents_in_train"] = documents_in_train(paths["train"], paths["val"])
+    for name in raw:
+        meta["splits"]["val"]["sources"][name]["documents_in_train"] = documents_in_train(found["train"][name],
+                                                                                          found["val"][name])
     train = load_tokens(out_dir / "train.bin", meta)
     counts = sum(np.bincount(train[i:i + (1 << 24)], minlength=tokenizer.n_vocab) for i in range(0, len(train), 1 << 24))
     meta["train_vocab"] = np.flatnonzero(counts).tolist()  # ids seen in training: the compact vocabulary
