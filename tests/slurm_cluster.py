@@ -242,7 +242,8 @@ class Cluster:
             return
         # -c: a fresh cluster, without the jobs and node states of an earlier run
         _run(["slurmctld", "-c"], timeout=30)
-        _wait(self.ctld_ok, 30, "slurmctld to answer `scontrol ping`", self.dir / "slurmctld.log")
+        # a controller that recovers an earlier run's state (on a loaded 2-core machine) can take a minute to answer
+        _wait(self.ctld_ok, 120, "slurmctld to answer `scontrol ping`", self.dir / "slurmctld.log")
         pid = _read_pid(self.dir / "slurmctld.pid")
         if not _alive(pid, "slurmctld"):
             raise ClusterError("slurmctld answers but its pid file names no slurmctld process")
