@@ -108,10 +108,11 @@ def run_key(spec: dict) -> str:
     (an edit to the trainer, the model, the evaluation or a schema default makes the earlier results stale)."""
     from picollm.codehash import code_hash
     from picollm.config import TrainConfig, model_config
+    from picollm.model_types import model_type
     model_cfg, train_cfg = recipe_configs(spec["recipe"], spec["quick"])
     # with the defaults filled in: a changed default makes "pico defaults" stale too
     configs = [model_config(model_cfg).model_dump(), TrainConfig(**train_cfg).model_dump()]
-    code = code_hash("picollm.train", "picollm.evaluate", "picollm.models.transformer")
+    code = code_hash("picollm.train", "picollm.evaluate", *model_type("transformer").modules)
     digest = hashlib.sha256(json.dumps([configs, spec["seed"], spec["full_vocab"], code], sort_keys=True).encode())
     return f"{spec['recipe'].replace(' ', '_').replace('+_', '')}-seed{spec['seed']}-{digest.hexdigest()[:10]}.json"
 

@@ -206,10 +206,28 @@ def test_editing_a_caption_rebuilds_the_report_alone(study):
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as it was: the next tests plan nothing
 
 
-def test_editing_the_transformer_reruns_the_transformer_only(study):
-    jobs = edited(study, "models/transformer.py", "\nEDITED = 1\n")
+@pytest.mark.parametrize("module", ["models/transformer.py", "model_types/transformer.py"])
+def test_editing_the_transformer_reruns_the_transformer_only(study, module):
+    jobs = edited(study, module, "\nEDITED = 1\n")
     assert model_jobs("transformer") | {"figure_attention_heads"} <= jobs
     assert not jobs & (model_jobs("lstm") | model_jobs("kgram_mlp"))
+
+
+def test_adding_a_model_type_reruns_nothing(study):
+    """A type is two new files (docs/extending.md; tests/test_extending.py builds one): no other job runs them."""
+    files = {study / "src" / "picollm" / "models" / "rnn.py": "from torch import nn\n\n\nclass RNNLM(nn.Module):\n"
+                                                             "    pass\n",
+             study / "src" / "picollm" / "model_types" / "rnn.py": (
+                 "from picollm.model_types import ModelKeys, matmul\n\nIMPLEMENTATION = 'picollm.models.rnn:RNNLM'\n\n\n"
+                 "class RNNConfig(ModelKeys):\n    hidden_dim: int = 32\n\n\n"
+                 "def flops_parts(cfg, block_size):\n    return {'recurrent': matmul(cfg.hidden_dim, cfg.hidden_dim)}\n")}
+    try:
+        for path, code in files.items():
+            path.write_text(code)
+        assert planned(study) == set()
+    finally:
+        for path in files:
+            path.unlink()
 
 
 def test_tokenizer_size_retrains_the_tokenizer_and_everything_after(study):

@@ -1,6 +1,8 @@
-"""docs/extending.md works as written: its code blocks, applied to a copy of the project, add a GRU model type
-that a study trains, samples, evaluates and draws at a FLOPs budget beside an LSTM (the schema regenerated), whose
-jobs alone an edit of its module reruns, and a figure that the study draws with its caption in the report."""
+"""docs/extending.md works as written: its code blocks, applied to a copy of the project with a finished study,
+add a GRU model type and a figure. The finished study keeps every job (only the report takes the figure in); the
+GRU joins it, trained, sampled, evaluated and drawn at a FLOPs budget beside the LSTM trained before (the schema
+regenerated); an edit of a GRU file reruns the GRU's jobs alone; and the figure is drawn with its caption in the
+report. A type module that lacks a part is one line when the workflow parses."""
 import json
 import re
 import shutil
@@ -44,31 +46,9 @@ def apply(project, file: str, above: str | None, within: str | None, code: str) 
     path.write_text("".join(lines))
 
 
-@pytest.fixture(scope="module")
-def extended(tmp_path_factory):
-    """A copy of the project with the guide's edits and its schema regenerated."""
-    project = tmp_path_factory.mktemp("extended")
-    for folder in ("src", "workflow", "config"):
-        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for block in guide_blocks():
-        apply(project, *block)
-    schema = subprocess.run([sys.executable, "-m", "picollm.config"], capture_output=True, text=True,
-                            env={**local_run_env(), "PYTHONPATH": str(project / "src")}, cwd=project)
-    assert schema.returncode == 0, schema.stderr
-    (project / "config" / "config.schema.yaml").write_text(schema.stdout)
-    return project
-
-
-def test_the_guide_names_every_place_a_type_is_registered():
-    places = {(file, above or within) for file, above, within, _ in guide_blocks()}
-    assert places == {("src/picollm/models/gru.py", None), ("src/picollm/model_types.py", "MODEL_TYPES"),
-                      ("src/picollm/config/sections.py", "MODEL_CLASSES"), ("src/picollm/flops.py", "PARTS"),
-                      ("src/picollm/plots/bpb_by_run.py", None), ("workflow/rules/common.smk", "FIGURES"),
-                      ("workflow/report/bpb_by_run.rst", None)}
-
-
 R = "results/tiny"
 TARGETS = [f"{R}/tables/eval.md", f"{R}/tables/samples.md", f"{R}/figures/loss_curves.png", f"{R}/report.html"]
+LSTM = {"type": "lstm", "embed_dim": 16, "hidden_dim": 32}
 
 
 def snakemake(project, *args) -> subprocess.CompletedProcess:
@@ -77,21 +57,82 @@ def snakemake(project, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, env=local_run_env())
 
 
-@pytest.fixture(scope="module")
-def study(extended):
-    """A finished study of the GRU, a sweep point of it and an LSTM, at a FLOPs budget."""
-    cfg = tiny_offline_config(steps=10, models={"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32},
-                                                "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 32}},
-                              sweep={"gru": {"hidden_dim": [16]}})
+def study_config(models: dict, **overrides) -> dict:
+    cfg = tiny_offline_config(steps=10, models=models, **overrides)
     cfg["train"]["flops"] = 3e8  # equal compute: the budget sets the steps from each type's FLOPs per token
     cfg["train"].pop("max_steps")
-    write_config(extended / "study.yaml", cfg)
+    return cfg
+
+
+def planned(plan: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(rule, run or "") of every job a dry run lists."""
+    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)*)", plan.stdout, re.M)
+    return {(rule, (re.findall(r"wildcards: run=([^,\s]+)", body) or [""])[0]) for rule, body in jobs}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A copy of the project and a study of an LSTM built in it, before anything of the guide."""
+    project = tmp_path_factory.mktemp("extended")
+    for folder in ("src", "workflow", "config"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_config(project / "study.yaml", study_config({"lstm": LSTM}))
+    proc = snakemake(project, "--cores", "2", *TARGETS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return project
+
+
+@pytest.fixture(scope="module")
+def extended(built):
+    """The built project with the guide's edits and its schema regenerated."""
+    for block in guide_blocks():
+        apply(built, *block)
+    schema = subprocess.run([sys.executable, "-m", "picollm.config"], capture_output=True, text=True,
+                            env={**local_run_env(), "PYTHONPATH": str(built / "src")}, cwd=built)
+    assert schema.returncode == 0, schema.stderr
+    (built / "config" / "config.schema.yaml").write_text(schema.stdout)
+    return built
+
+
+def test_the_guide_names_every_place_a_type_is_registered():
+    places = {(file, above or within) for file, above, within, _ in guide_blocks()}
+    # two new files for the type: no shared file changes, so no other type's job changes
+    assert places == {("src/picollm/models/gru.py", None), ("src/picollm/model_types/gru.py", None),
+                      ("src/picollm/plots/bpb_by_run.py", None), ("workflow/rules/common.smk", "FIGURES"),
+                      ("workflow/report/bpb_by_run.rst", None)}
+
+
+def test_a_study_built_before_keeps_every_job_but_the_report(extended):
+    """The type adds no job to a study without it. The figure is a new job, so the report that shows it and the
+    summaries of every job for the report (their provenance and resources) are redrawn; nothing else is."""
+    plan = snakemake(extended, "-n", *TARGETS)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert planned(plan) == {("figure_bpb_by_run", ""), ("provenance_table", ""), ("resources", ""),
+                             ("figure_resources", ""), ("report", "")}
+
+
+@pytest.fixture(scope="module")
+def study(extended):
+    """The study with the GRU and a sweep point of it added beside its LSTM."""
+    lstm_model = extended / R / "models" / "lstm" / "seed7" / "model.pt"
+    trained = lstm_model.stat().st_mtime_ns
+    write_config(extended / "study.yaml", study_config(
+        {"gru": {"type": "gru", "embed_dim": 16, "hidden_dim": 32}, "lstm": LSTM}, sweep={"gru": {"hidden_dim": [16]}}))
+    plan = snakemake(extended, "-n", *TARGETS)
     proc = snakemake(extended, "--cores", "2", *TARGETS)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return extended
+    assert lstm_model.stat().st_mtime_ns == trained  # the LSTM trained before is kept
+    return extended, planned(plan)
+
+
+def test_a_type_added_to_a_built_study_runs_its_own_jobs_and_the_summaries(study):
+    _, plan = study
+    assert {(rule, run) for rule, run in plan if run} == {
+        (stage, run) for stage in ("train", "sample", "evaluate") for run in ("gru", "gru.hidden_dim=16")}
 
 
 def test_a_study_trains_samples_evaluates_and_draws_the_new_type_and_figure(study):
+    study, _ = study
     for run in ("gru", "gru.hidden_dim=16"):
         result = json.loads((study / R / "eval" / run / "seed7.json").read_text())
         summary = json.loads((study / R / "models" / run / "seed7" / "summary.json").read_text())
@@ -104,16 +145,18 @@ def test_a_study_trains_samples_evaluates_and_draws_the_new_type_and_figure(stud
     assert "each dot one seed's model" in (study / R / "report.html").read_text()  # the caption
 
 
-def test_editing_the_new_module_reruns_its_runs_and_no_others(study):
-    module = study / "src" / "picollm" / "models" / "gru.py"
-    code = module.read_text()
-    module.write_text(code + "\nEDITED = True\n")
+@pytest.mark.parametrize("module", ["models/gru.py", "model_types/gru.py"])
+def test_editing_a_module_of_the_new_type_reruns_its_runs_and_no_others(study, module):
+    study, _ = study
+    path = study / "src" / "picollm" / module
+    code = path.read_text()
+    path.write_text(code + "\nEDITED = True\n")
     try:
         plan = snakemake(study, "-n", *TARGETS)
     finally:
-        module.write_text(code)
+        path.write_text(code)
     assert plan.returncode == 0, plan.stderr[-2000:]
-    jobs = set(re.findall(r"rule (train|sample|evaluate):\n(?:    .*\n)*?    wildcards: run=([^,\s]+)", plan.stdout))
+    jobs = {(rule, run) for rule, run in planned(plan) if rule in ("train", "sample", "evaluate")}
     assert jobs == {(stage, run) for stage in ("train", "sample", "evaluate") for run in ("gru", "gru.hidden_dim=16")}
 
 
@@ -140,17 +183,40 @@ def test_the_guides_study_file_names_the_new_type(extended):
     assert shown["models"]["gru"]["type"] == "gru" and {"kgram_mlp", "lstm", "transformer"} <= set(shown["models"])
 
 
-def test_a_type_left_out_of_model_types_is_one_line_at_validation(monkeypatch):
-    """Step 2 forgotten: the config class exists, the implementation is not registered; validate-config (and
-    the workflow, which parses the study the same way) says which step, rather than a KeyError later."""
-    from picollm import model_types
-    from picollm.config import Study, parse
-    from picollm.errors import PicoError
+GRU_TYPE = "src/picollm/model_types/gru.py"
+FLOPS = "def flops_parts(cfg, block_size: int) -> dict:"
+# (what a type module gets wrong, the edit that makes the mistake, the line the workflow stops with)
+MISTAKES = [
+    ("no keys class", ("class GRUConfig(ModelKeys):", "class GRUConfig:"),
+     f"{GRU_TYPE} defines 0 subclasses of ModelKeys; give it exactly one, the type's keys (docs/extending.md, step 2)"),
+    ("no FLOPs", (FLOPS, "def gru_flops(cfg, block_size: int) -> dict:"),
+     f"{GRU_TYPE} has no flops_parts(cfg, block_size), the type's FLOPs; add it (docs/extending.md, step 2)"),
+    ("no model", ('IMPLEMENTATION = "picollm.models.gru:GRULM"', ""),
+     f'{GRU_TYPE} needs IMPLEMENTATION = "picollm.<module>:<Class>", the type\'s nn.Module (docs/extending.md, '
+     "step 2)"),
+    ("a model file missing", ("picollm.models.gru:GRULM", "picollm.models.grus:GRULM"),
+     f"{GRU_TYPE} names IMPLEMENTATION 'picollm.models.grus:GRULM', but src/picollm/models/grus.py is missing; "
+     "write it (docs/extending.md, step 1)"),
+    ("a syntax error", (FLOPS, FLOPS.removesuffix(":")),
+     "{path} has a syntax error at line 17 (expected ':'); fix it, then rerun"),
+]
 
-    monkeypatch.delitem(model_types.MODEL_TYPES, "lstm")
-    with pytest.raises(PicoError, match=r"^model type 'lstm' has a config class but no entry in "
-                                        r"picollm.model_types.MODEL_TYPES; add one \(docs/extending.md, step 2\)$"):
-        parse(Study, tiny_offline_config())
+
+@pytest.mark.parametrize("mistake, edit, line", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_a_type_module_that_misses_a_part_is_one_line_when_the_workflow_parses(extended, mistake, edit, line):
+    path = extended / GRU_TYPE
+    code = path.read_text()
+    assert edit[0] in code
+    path.write_text(code.replace(edit[0], edit[1]))
+    try:
+        plan = snakemake(extended, "-n", *TARGETS)
+        check = subprocess.run([sys.executable, "-m", "picollm", "validate-config", "study.yaml"], cwd=extended,
+                               capture_output=True, text=True, env={**local_run_env(), "PYTHONPATH": str(extended / "src")})
+    finally:
+        path.write_text(code)
+    line = line.format(path=path)
+    assert plan.returncode == 1 and plan.stderr.strip().splitlines()[-1] == f"error: {line}"
+    assert check.returncode == 1 and check.stderr.strip() == f"error: {line}"
 
 
 def test_a_figure_without_its_caption_is_one_line_before_any_job(extended):

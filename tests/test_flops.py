@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop
 
 from conftest import byte_tokens
-from picollm import flops, jobs, tables
+from picollm import jobs, tables
 from picollm.config import Study, TrainConfig, TrainJob, load_study, parse
 from picollm.errors import PicoError
 from picollm.evaluate import evaluate_model
@@ -278,10 +278,3 @@ def test_summary_evaluation_tables_and_sweep_figure_carry_the_counts(tokens_dir,
         assert frame["train_flops"].iloc[0] == summary["train_flops"]
     assert models["flops_per_token"].iloc[0] == evaluated["flops_per_token"].iloc[0] == summary["flops_per_token"]
 
-
-def test_a_model_type_without_a_flops_count_is_one_line(monkeypatch):
-    """A model type added without step 4 of docs/extending.md: its train job stops in one line, not a KeyError."""
-    monkeypatch.delitem(flops.PARTS, "lstm")
-    with pytest.raises(PicoError, match=r"^model type 'lstm' has no FLOPs count: add a function of its parts to "
-                                        r"picollm.flops.PARTS \(docs/extending.md, step 4\)$"):
-        forward_flops(LSTM, V, T)

@@ -22,15 +22,15 @@ from tqdm import tqdm
 
 from picollm import codehash
 from picollm.io import sha256_file, tell
-from picollm.model_types import type_module
+from picollm.model_types import model_type
 
 KEPT, STAGED, IDENTITY = "finished", "finished.partial", "identity.json"
 OUTPUTS = ("model.pt", "metrics.csv", "summary.json", "layer_health.csv")
 
 
-def code(model_type: str) -> str:
+def code(type_name: str) -> str:
     """The training job's code identity, as the workflow's rule computes it (picollm.jobs.model_code)."""
-    return codehash.code_hash("picollm.commands.train", type_module(model_type))
+    return codehash.code_hash("picollm.commands.train", *model_type(type_name).modules)
 
 
 def _files(folder: Path) -> list[Path]:

@@ -1,5 +1,5 @@
-"""Training FLOPs per token of each model type, counted from its architecture, and the steps a `train.flops`
-budget buys.
+"""Training FLOPs per token of each model type, counted from its architecture (its parts by its module in
+picollm.model_types, the output layer here), and the steps a `train.flops` budget buys.
 
 Only matrix multiplications count, at 2 FLOPs per multiply-add; embeddings (lookups), biases, activations,
 norms, softmax and the loss add a few per element, far below a matmul's, and are left out. Training costs
@@ -13,56 +13,9 @@ from __future__ import annotations
 
 from picollm.config.validation import model_config
 from picollm.errors import PicoError
+from picollm.model_types import matmul, model_type
 
 TRAIN_FACTOR = 3  # forward + backward (grad of input and of weight) per matmul
-
-
-def matmul(n_in: int, n_out: int) -> int:
-    """Forward FLOPs per token of a (n_in -> n_out) linear map."""
-    return 2 * n_in * n_out
-
-
-def kgram_parts(cfg, block_size: int) -> dict:
-    # onehot's first layer gathers k weight columns (kgram.py), a lookup like an embedding: no matmul
-    first = matmul(cfg.k * cfg.embed_dim, cfg.hidden_dim) if cfg.input == "embedding" else 0
-    return {"input": first, "core": cfg.num_inner_layers * matmul(cfg.hidden_dim, cfg.hidden_dim)}
-
-
-def lstm_parts(cfg, block_size: int) -> dict:
-    # each layer's four gates: an input projection (embed_dim wide for the first layer, hidden_dim above)
-    # and a recurrent projection of the previous hidden state (at the first step the zero initial state,
-    # whose gradient autograd skips: 1 / (3 block_size) of the recurrent part counted beyond what runs)
-    inputs = [cfg.embed_dim] + [cfg.hidden_dim] * (cfg.num_layers - 1)
-    return {"input": sum(matmul(n, 4 * cfg.hidden_dim) for n in inputs),
-            "recurrent": cfg.num_layers * matmul(cfg.hidden_dim, 4 * cfg.hidden_dim)}
-
-
-def mlp_width(cfg) -> int:
-    """The Transformer MLP's hidden width (models/transformer.py's default when mlp_hidden is null)."""
-    if cfg.mlp_hidden is not None:
-        return cfg.mlp_hidden
-    return 8 * cfg.d_model // 3 if cfg.mlp == "swiglu" else 4 * cfg.d_model
-
-
-def transformer_parts(cfg, block_size: int) -> dict:
-    d, hidden = cfg.d_model, mlp_width(cfg)
-    up = matmul(d, 2 * hidden if cfg.mlp == "swiglu" else hidden)  # SwiGLU's gate and up in one matrix
-    layer = matmul(d, 3 * d) + matmul(d, d) + up + matmul(hidden, d)  # qkv, output projection, MLP
-    # q k^T and (weights) v: each query against all block_size keys, over every head (n_heads x head_dim = d)
-    attention = 2 * matmul(block_size, d)
-    return {"core": cfg.n_layers * layer, "attention": cfg.n_layers * attention}
-
-
-PARTS = {  # a model type's forward FLOPs per token by part (forward_flops adds the head)
-    "kgram_mlp": kgram_parts,
-    "lstm": lstm_parts,
-    "transformer": transformer_parts,
-}
-
-
-def head_width(cfg) -> int:
-    """The features the output layer reads."""
-    return cfg.d_model if cfg.type == "transformer" else cfg.hidden_dim
 
 
 def forward_flops(model_cfg, vocab_size: int, block_size: int, output_vocab: int | None = None) -> dict:
@@ -77,11 +30,9 @@ def forward_flops(model_cfg, vocab_size: int, block_size: int, output_vocab: int
     windows are always block_size long, so every token has the same share.
     """
     cfg = model_config(model_cfg)
-    if cfg.type not in PARTS:
-        raise PicoError(f"model type {cfg.type!r} has no FLOPs count: add a function of its parts to "
-                        f"picollm.flops.PARTS (docs/extending.md, step 4)")
-    parts = {"input": 0, "recurrent": 0, "core": 0, "attention": 0, **PARTS[cfg.type](cfg, block_size)}
-    parts["head"] = matmul(head_width(cfg), vocab_size if output_vocab is None else output_vocab)
+    kind = model_type(cfg.type)  # its module's flops_parts and head_width
+    parts = {"input": 0, "recurrent": 0, "core": 0, "attention": 0, **kind.flops_parts(cfg, block_size)}
+    parts["head"] = matmul(kind.head_width(cfg), vocab_size if output_vocab is None else output_vocab)
     return parts
 
 

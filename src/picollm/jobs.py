@@ -17,7 +17,7 @@ from pathlib import Path
 from picollm import codehash
 from picollm.config import (DownloadJob, EvaluateJob, FigureJob, LmEvalTaskJob, ReferenceJob, SampleJob,
                             SnapshotsJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size)
-from picollm.model_types import type_module
+from picollm.model_types import model_type
 
 # How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
 # the same global batch (train.batch_size) over more processes, which tests/test_ddp.py finds equal to one
@@ -185,9 +185,9 @@ def code(stage: str, *modules: str) -> str:
 
 def types_code(stage: str, study: Study) -> str:
     """A job over every run's model (e.g. the snapshots table): the stage and every model type in use."""
-    return code(stage, *sorted({type_module(entry.type) for entry in study.runs.values()}))
+    return code(stage, *sorted({m for entry in study.runs.values() for m in model_type(entry.type).modules}))
 
 
 def model_code(stage: str, study: Study, run: str) -> str:
     """A run's train/sample/evaluate code: the stage's modules and its own type's module, not the others'."""
-    return code(stage, type_module(study.runs[run].type))
+    return code(stage, *model_type(study.runs[run].type).modules)

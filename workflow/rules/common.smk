@@ -12,13 +12,21 @@ SRC = str(ROOT / "src")
 # is (one venv for several clones): the Snakefile plans jobs with the code its rules run.
 sys.path.insert(0, SRC)
 
+from picollm.errors import PicoError  # noqa: E402
+from picollm.model_types import model_types  # noqa: E402
+
+# Every model type's module, read before the config classes are built from them: a part missing is one line.
+try:
+    model_types()
+except PicoError as exc:
+    sys.exit(f"error: {exc}")
+
 from picollm import jobs, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
 from picollm.data.sources import check_local_files  # noqa: E402
-from picollm.errors import PicoError  # noqa: E402
 from picollm.io import check_room  # noqa: E402
 from picollm.owner import snakemakes_in  # noqa: E402
 

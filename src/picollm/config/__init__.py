@@ -1,7 +1,7 @@
 """The study config: typed, frozen pydantic objects, built once from YAML (a study) or JSON (a job's slice).
 
-sections.py declares every key of a study's sections (type, default, bounds, meaning) and study.py the study's
-own keys, its runs and the checks that span sections; validation.py turns plain data into those objects, or a
+sections.py declares every key of a study's sections (type, default, bounds, meaning; a model type's own keys
+come from picollm.model_types) and study.py the study's own keys, its runs and the checks that span sections; validation.py turns plain data into those objects, or a
 mistake into one line; load.py reads study files (`base:` chains, `--config` overrides); sweep.py expands a
 study into its runs; stages.py names the slice each stage command is given. Nothing here imports torch, so
 parsing the workflow stays cheap.

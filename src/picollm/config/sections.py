@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model,
 from pydantic import StringConstraints
 
 from picollm.errors import PicoError
+from picollm.model_types import model_types
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 TIKTOKEN_ENCODINGS = ("gpt2", "r50k_base", "p50k_base", "p50k_edit", "cl100k_base", "o200k_base", "o200k_harmony")
@@ -226,6 +227,7 @@ TrainOverrides = _overrides_of(TrainConfig)
 
 class ModelBase(Section):
     train: Optional[TrainOverrides] = Field(None, exclude_if=lambda v: v is None)
+    type: str  # each type's class narrows it to its name (and the keys follow it, as a study file lists them)
 
     def hyperparameters(self) -> dict:
         """What the model class's constructor takes: every key but `type` and `train`."""
@@ -236,55 +238,15 @@ class ModelBase(Section):
         return self.train.model_dump() if self.train else {}
 
 
-class KGramConfig(ModelBase):
-    type: Literal["kgram_mlp"]
-    k: int = Field(3, ge=1, description="tokens of context")
-    embed_dim: int = Field(64, ge=1, description="token embedding width (unused with input: onehot)")
-    hidden_dim: int = Field(256, ge=1)
-    num_inner_layers: int = Field(1, ge=0, description="hidden-to-hidden layers after the first")
-    input: Literal["embedding", "onehot"] = Field("embedding", description="how the k tokens enter the MLP")
-
-
-class LSTMConfig(ModelBase):
-    type: Literal["lstm"]
-    embed_dim: int = Field(128, ge=1)
-    hidden_dim: int = Field(256, ge=1)
-    num_layers: int = Field(1, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1, description="between LSTM layers")
-
-
-class TransformerConfig(ModelBase):
-    type: Literal["transformer"]
-    d_model: int = Field(128, ge=1, description="residual stream width")
-    n_heads: int = Field(4, ge=1, description="attention heads (must divide d_model)")
-    n_layers: int = Field(2, ge=1)
-    mlp_hidden: Optional[int] = Field(None, ge=1, description="MLP width; null: 4 d_model (gelu, silu) or 8/3 d_model (swiglu)")
-    mlp: Literal["gelu", "silu", "swiglu"] = Field("gelu", description=(
-        "gelu (GPT-2's tanh GELU) or silu: act(x W1) W2; swiglu: (silu(x W_gate) * x W_up) W2"))
-    norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description=(
-        "the pre-norm of every block and the final norm: RMSNorm (LLaMA) or LayerNorm (GPT-2)"))
-    bias: bool = Field(False, description="biases in every Linear layer and LayerNorm (GPT-2: true; LLaMA: false)")
-    pos_encoding: Literal["learned", "rope"] = "learned"
-    dropout: float = Field(0.0, ge=0, lt=1)
-    tie_weights: bool = Field(True, description="the LM head shares the token embedding")
-    rope_base: float = Field(10000.0, gt=0)
-
-    @model_validator(mode="after")
-    def _heads_fit(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
-            raise ValueError(f"rope rotates pairs of channels, so d_model / n_heads ({self.d_model // self.n_heads}) "
-                             f"must be even")
-        return self
+def _config_class(model_type) -> type[ModelBase]:
+    """A type's `models:` entry: its keys (picollm.model_types.<type>), its `type` tag and its train overrides."""
+    keys = model_type.keys
+    return create_model(keys.__name__, __base__=(keys, ModelBase), __module__=keys.__module__, __doc__=keys.__doc__,
+                        type=(Literal[model_type.name], ...))
 
 
 # A model type's config class, by its `type`; the union every `models:` entry is read as follows from it.
-MODEL_CLASSES = {
-    "kgram_mlp": KGramConfig,
-    "lstm": LSTMConfig,
-    "transformer": TransformerConfig,
-}
+MODEL_CLASSES = {name: _config_class(model_type) for name, model_type in model_types().items()}
 ModelConfig = Annotated[Union[tuple(MODEL_CLASSES.values())], Field(discriminator="type")]
 
 

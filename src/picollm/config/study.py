@@ -102,9 +102,7 @@ class Study(Section):
         twice = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
         if twice:
             raise PicoError(f"config key 'seeds' lists seed {twice[0]} twice; give each seed once")
-        from picollm.model_types import type_module
         for run in self.runs:
-            type_module(self.runs[run].type)  # a type with a config class but no implementation: one line now
             train = self.train_of(run)
             if train.flops is not None:
                 self._check_budget(run, train)

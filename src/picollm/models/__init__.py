@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from picollm.config import ModelConfig, model_config
+from picollm import model_types
 from picollm.errors import PicoError
-from picollm.model_types import MODEL_TYPES
 from picollm.models import compact
 from picollm.models.compact import CompactVocab
 
@@ -27,9 +27,7 @@ TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 
 def model_class(model_type: str) -> type:
     """A type's class, imported now: a model's code identity holds its own type's module only."""
-    if model_type not in MODEL_TYPES:
-        raise PicoError(f"unknown model type {model_type!r}; use one of {sorted(MODEL_TYPES)}")
-    module, name = MODEL_TYPES[model_type].split(":")
+    module, name = model_types.model_type(model_type).implementation.split(":")
     return getattr(importlib.import_module(module), name)
 
 

@@ -5,7 +5,7 @@ for generation.
 The defaults are LLaMA's RMSNorm and bias-free layers with GPT-2's tanh-GELU MLP; `norm: layernorm, bias: true`
 with learned positions and a tied head is GPT-2's network exactly (tests/test_models.py checks it against
 transformers' GPT2LMHeadModel), so the two families can be compared in one study. The hyperparameters arrive
-checked (picollm.config.TransformerConfig: heads divide d_model, rope's head width is even, the enums).
+checked (picollm.model_types.transformer: heads divide d_model, rope's head width is even, the enums).
 """
 from __future__ import annotations
 
