@@ -85,7 +85,7 @@ def test_on_tinystories_bytes_match_and_batch_equals_single(bpe):
 def test_bad_tokenizer_is_one_line(name, message):
     with pytest.raises(PicoError) as err:
         load_study(["config/offline.yaml"], {"tokenizer": name})
-    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"--config: {message}") and "\n" not in str(err.value)
 
 
 def test_validate_config_reports_a_bad_size(tmp_path):

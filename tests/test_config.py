@@ -38,7 +38,7 @@ def test_a_yes_no_or_an_infinite_number_is_no_number(tmp_path, entry, line):
     (tmp_path / "study.yaml").write_text(f"experiment: x\nmodels: {{m: {{type: lstm}}}}\n{entry}\n")
     with pytest.raises(PicoError) as err:
         load_study([tmp_path / "study.yaml"])
-    assert str(err.value) == line
+    assert str(err.value) == f"{tmp_path / 'study.yaml'}: {line}"
 
 
 def test_defaults_are_filled():
@@ -154,6 +154,26 @@ def test_a_seed_over_a_seeds_list_is_one_line(tmp_path):
         load_study([base], {"seed": 3})
     assert load_study([base], {"seeds": [3]}).seeds == [3]
     assert load_study([base], {"seed": 1, "seeds": [1]}).seeds == [1]
+
+
+def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
+    """Through a `base:` chain and --config: the line names the layer that sets the key (or the nearest key above
+    it, for a key that is missing), so a mistake in a base file is not looked for in the file that was run."""
+    write_config(tmp_path / "base.yaml", {**tiny_offline_config(), "seeds": [1, 1]})
+    (tmp_path / "mid.yaml").write_text("base: base.yaml\ntrain: {lr: -1}\n")
+    (tmp_path / "top.yaml").write_text("base: mid.yaml\nseeds: [1, 2]\nmodels: {g: {hidden_dim: 8}}\n")
+    (tmp_path / "fixed.yaml").write_text("base: mid.yaml\ntrain: {lr: 0.1}\n")
+    cases = [
+        ("top.yaml", {}, f"{tmp_path / 'mid.yaml'} (the base of {tmp_path / 'top.yaml'}): config key 'train.lr' is -1"),
+        ("top.yaml", {"train": {"lr": 0.1}}, f"{tmp_path / 'top.yaml'}: config key 'models.g' is missing 'type'"),
+        ("fixed.yaml", {}, f"{tmp_path / 'base.yaml'} (the base of {tmp_path / 'mid.yaml'}): config key 'seeds' lists "
+                           "seed 1 twice"),
+        ("fixed.yaml", {"seeds": [3, 3]}, "--config: config key 'seeds' lists seed 3 twice"),
+    ]
+    for study, overrides, start in cases:
+        with pytest.raises(PicoError) as err:
+            load_study([tmp_path / study], overrides)
+        assert str(err.value).startswith(start), str(err.value)
 
 
 def test_validate_config_command(tmp_path):

@@ -136,7 +136,7 @@ def test_bad_config_key_stops_with_one_line(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg))
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert lines == ["config error: unknown config key 'lerning_rate'; allowed here: base, block_size, compact_vocab, "
+    assert lines == [f"config error: {cfg}: unknown config key 'lerning_rate'; allowed here: base, block_size, compact_vocab, "
                      "data, data_seed, device, evaluate, experiment, figures, models, replace, sampling, seed, seeds, "
                      "sweep, tokenizer, train"]
 

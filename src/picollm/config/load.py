@@ -160,11 +160,50 @@ def without(study: dict, keys, path) -> dict:
 
 
 def load_study(files=(), overrides: dict | None = None) -> Study:
-    """Study files (default: config/config.yaml) merged in order, then `--config` overrides, validated."""
+    """Study files (default: config/config.yaml) merged in order, then `--config` overrides, validated; a bad
+    key's line names the file that gives it."""
+    files, overrides = list(files or [DEFAULT_STUDY]), dict(overrides or {})
     merged = {}
-    for path in files or [DEFAULT_STUDY]:
+    for path in files:
         layer = read_study_file(path)
         check_seed(merged, layer, f"config file {path}", "the study files before it")
         merged = deep_merge(merged, layer)
-    check_seed(merged, dict(overrides or {}), "--config", "the study file")
-    return parse(Study, deep_merge(merged, dict(overrides or {})))
+    check_seed(merged, overrides, "--config", "the study file")
+    try:
+        return parse(Study, deep_merge(merged, overrides))
+    except PicoError as exc:
+        raise PicoError(f"{giver(str(exc), files, overrides)}: {exc}") from None
+
+
+def _layers(path, below: str = "") -> list[tuple[str, dict]]:
+    """(name, own keys) of a study file and then of each file of its `base:` chain (read before, so readable)."""
+    raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StudyLoader)
+    name = f"{path} (the base of {below})" if below else str(path)
+    base = raw.get("base")
+    return [(name, raw), *(_layers(Path(path).parent / base, str(path)) if isinstance(base, str) else [])]
+
+
+def _gives(layer: dict, key: list[str]) -> bool:
+    """Whether a layer's own keys give `key`, or a list or value above it (which replaces the base's whole)."""
+    node = layer
+    for part in key:
+        node = node.value if isinstance(node, Replace) else node
+        if not isinstance(node, dict):
+            return node is not layer
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def giver(message: str, files: list, overrides: dict) -> str:
+    """The study file (or --config) that gives the key a config error names: the last to set it, or the one
+    holding the nearest key above it (a missing key's model); every file where none does."""
+    named = re.match(r"(?:unknown )?config key '([^']+)'", message)
+    layers = [("--config", overrides)] + [layer for path in reversed(files) for layer in _layers(path)]
+    key = named.group(1).split(".") if named else []
+    for depth in range(len(key), 0, -1):
+        for name, layer in layers:
+            if _gives(layer, key[:depth]):
+                return name
+    return " + ".join(map(str, files))
