@@ -170,6 +170,24 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
                            "seed 1 twice"),
         ("fixed.yaml", {"seeds": [3, 3]}, "--config: config key 'seeds' lists seed 3 twice"),
     ]
+    # a model name and a sweep key with dots in them; a run's own train key; a check across a model's keys
+    dots = tiny_offline_config(models={"gpt.small": {"type": "transformer", "d_model": 32, "n_heads": 4},
+                                       "lstm": {"type": "lstm", "train": {"flops": 10}}},
+                               sweep={"lstm": {"train.lr": [-1]}})
+    dots["train"].pop("max_steps")
+    write_config(tmp_path / "dots.yaml", dots)
+    (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt.small: {n_heads: 3}}\n")
+    (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt.small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    cases += [
+        ("over.yaml", {}, f"{tmp_path / 'over.yaml'}, {tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): "
+                          "config key 'models.gpt.small': d_model (32) must be divisible by n_heads (3)"),
+        ("on.yaml", {}, f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key "
+                        "'sweep.lstm.train.lr'"),
+        ("on.yaml", {"sweep": {"lstm": {"train.lr": [0.1]}}},
+         f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key 'train.flops' of run lstm is 10"),
+        ("empty.yaml", {}, f"{tmp_path / 'empty.yaml'}: config key '(top level)' is missing 'experiment'"),
+    ]
     for study, overrides, start in cases:
         with pytest.raises(PicoError) as err:
             load_study([tmp_path / study], overrides)

@@ -184,21 +184,43 @@ def test_the_guides_study_file_names_the_new_type(extended):
 
 
 GRU_TYPE = "src/picollm/model_types/gru.py"
+GRU_MODEL = "src/picollm/models/gru.py"
 FLOPS = "def flops_parts(cfg, block_size: int) -> dict:"
-# (what a type module gets wrong, the edit that makes the mistake, the line the workflow stops with)
+STEP = "docs/extending.md, adding a model type, step"
+# (what a type module gets wrong, the edit of gru.py or the file beside it that makes the mistake, the line the
+# workflow stops with: {path} is gru.py's, {folder} its folder's, {model} the GRU's model file)
 MISTAKES = [
     ("no keys class", ("class GRUConfig(ModelKeys):", "class GRUConfig:"),
-     f"{GRU_TYPE} defines 0 subclasses of ModelKeys; give it exactly one, the type's keys (docs/extending.md, step 2)"),
+     f"{{path}} defines 0 subclasses of ModelKeys; give it exactly one, the type's keys ({STEP} 2; a helper "
+     "module's name starts with _)"),
     ("no FLOPs", (FLOPS, "def gru_flops(cfg, block_size: int) -> dict:"),
-     f"{GRU_TYPE} has no flops_parts(cfg, block_size), the type's FLOPs; add it (docs/extending.md, step 2)"),
+     f"{{path}} has no flops_parts(cfg, block_size), the type's FLOPs; add it ({STEP} 2)"),
     ("no model", ('IMPLEMENTATION = "picollm.models.gru:GRULM"', ""),
-     f'{GRU_TYPE} needs IMPLEMENTATION = "picollm.<module>:<Class>", the type\'s nn.Module (docs/extending.md, '
-     "step 2)"),
+     f'{{path}} needs IMPLEMENTATION = "picollm.<module>:<Class>", the type\'s nn.Module ({STEP} 2)'),
     ("a model file missing", ("picollm.models.gru:GRULM", "picollm.models.grus:GRULM"),
-     f"{GRU_TYPE} names IMPLEMENTATION 'picollm.models.grus:GRULM', but src/picollm/models/grus.py is missing; "
-     "write it (docs/extending.md, step 1)"),
+     f"{{path}} names IMPLEMENTATION 'picollm.models.grus:GRULM', but src/picollm/models/grus.py is missing; "
+     f"write it ({STEP} 1)"),
+    ("a model class misspelt", ("picollm.models.gru:GRULM", "picollm.models.gru:GRU"),
+     "{path} names IMPLEMENTATION 'picollm.models.gru:GRU', but {model} defines no class GRU; name the class it "
+     "defines"),
+    ("no head width", ("    hidden_dim: int = Field(256", "    state_dim: int = Field(256"),
+     f"{{path}}: GRUConfig has no hidden_dim, the width the output layer reads; name that key hidden_dim, or "
+     f"define head_width(cfg) ({STEP} 2)"),
     ("a syntax error", (FLOPS, FLOPS.removesuffix(":")),
      "{path} has a syntax error at line 17 (expected ':'); fix it, then rerun"),
+    ("a name not imported", ("from pydantic import Field", "import pydantic"),
+     "{path} at line 12: NameError: name 'Field' is not defined; fix it, then rerun"),
+    ("an import of a module that reads every type", (
+        "from picollm.model_types import ModelKeys, matmul", "from picollm.flops import matmul; from picollm.model_types "
+                                                              "import ModelKeys"),
+     "{path} imports a module that reads every model type; a type module imports only pydantic, typing and "
+     "picollm.model_types"),
+    ("a copy of the module", ("gru_backup.py", None),
+     "model types 'gru' and 'gru_backup' (src/picollm/model_types/) both name picollm.models.gru:GRULM; a copy of "
+     "a type's module is a type of its own: move one out of the folder, or start its name with _"),
+    ("a copy under another name", ("gru copy.py", None),
+     "{folder}/gru copy.py is no model type: a type is a module named in lower case letters, digits and _ "
+     "(gru.py); move it out of the folder, or start a helper module's name with _"),
 ]
 
 
@@ -206,15 +228,21 @@ MISTAKES = [
 def test_a_type_module_that_misses_a_part_is_one_line_when_the_workflow_parses(extended, mistake, edit, line):
     path = extended / GRU_TYPE
     code = path.read_text()
-    assert edit[0] in code
-    path.write_text(code.replace(edit[0], edit[1]))
+    copy = path.parent / edit[0] if edit[1] is None else None  # a second file beside gru.py: gru.py's copy
+    if copy:
+        copy.write_text(code)
+    else:
+        assert edit[0] in code
+        path.write_text(code.replace(edit[0], edit[1]))
     try:
         plan = snakemake(extended, "-n", *TARGETS)
         check = subprocess.run([sys.executable, "-m", "picollm", "validate-config", "study.yaml"], cwd=extended,
                                capture_output=True, text=True, env={**local_run_env(), "PYTHONPATH": str(extended / "src")})
     finally:
         path.write_text(code)
-    line = line.format(path=path)
+        if copy:
+            copy.unlink()
+    line = line.format(path=path, folder=path.parent, model=extended / GRU_MODEL)
     assert plan.returncode == 1 and plan.stderr.strip().splitlines()[-1] == f"error: {line}"
     assert check.returncode == 1 and check.stderr.strip() == f"error: {line}"
 

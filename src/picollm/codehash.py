@@ -40,6 +40,11 @@ def _tree(module: str) -> ast.Module:
         raise PicoError(f"{path} has a syntax error at line {exc.lineno} ({exc.msg}); fix it, then rerun") from None
 
 
+def top_level_classes(module: str) -> set[str]:
+    """The classes a module defines at its top level, read without importing it (no torch)."""
+    return {node.name for node in _tree(module).body if isinstance(node, ast.ClassDef)}
+
+
 def _without_docstrings(tree: ast.Module) -> ast.Module:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)

@@ -189,5 +189,6 @@ def types_code(stage: str, study: Study) -> str:
 
 
 def model_code(stage: str, study: Study, run: str) -> str:
-    """A run's train/sample/evaluate code: the stage's modules and its own type's module, not the others'."""
+    """A run's train/sample/evaluate/export code: the stage's modules and its own type's two modules, not the
+    others'."""
     return code(stage, *model_type(study.runs[run].type).modules)

@@ -13,7 +13,7 @@ SRC = str(ROOT / "src")
 sys.path.insert(0, SRC)
 
 from picollm.errors import PicoError  # noqa: E402
-from picollm.model_types import model_types  # noqa: E402
+from picollm.model_types import model_type, model_types  # noqa: E402
 
 # Every model type's module, read before the config classes are built from them: a part missing is one line.
 try:
@@ -188,7 +188,7 @@ if makes(
     FIGURES["attention_heads"] = dict(
         inputs=first_seed(f"{MODEL_DIR}/model.pt", TRANSFORMERS),
         job=jobs.attention_heads,
-        code=["picollm.models.transformer"],
+        code=model_type("transformer").modules,
     )
     FIGURES["layer_health"] = dict(
         inputs=first_seed(f"{MODEL_DIR}/layer_health.csv", TRANSFORMERS),

@@ -16,7 +16,7 @@ rule export:
         ENV
     threads: 1
     params:
-        code=jobs.code("export"),
+        code=lambda wc: jobs.model_code("export", CFG, wc.run),
     shell:
         "python -m picollm --log {log:q} export {input.model:q} {output:q}"
 

@@ -177,33 +177,54 @@ def load_study(files=(), overrides: dict | None = None) -> Study:
 
 def _layers(path, below: str = "") -> list[tuple[str, dict]]:
     """(name, own keys) of a study file and then of each file of its `base:` chain (read before, so readable)."""
-    raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StudyLoader)
+    raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
     name = f"{path} (the base of {below})" if below else str(path)
     base = raw.get("base")
     return [(name, raw), *(_layers(Path(path).parent / base, str(path)) if isinstance(base, str) else [])]
 
 
-def _gives(layer: dict, key: list[str]) -> bool:
-    """Whether a layer's own keys give `key`, or a list or value above it (which replaces the base's whole)."""
-    node = layer
-    for part in key:
+MISSING = object()
+
+
+def _find(layer: dict, key: str):
+    """What a layer's own keys hold at the dotted `key` ("models.gpt.small.d_model": a name may hold dots), a list
+    or value above it (which replaces the base's whole), or MISSING where the layer does not give it."""
+    node, rest = layer, key
+    while rest:
         node = node.value if isinstance(node, Replace) else node
         if not isinstance(node, dict):
-            return node is not layer
-        if part not in node:
-            return False
-        node = node[part]
-    return True
+            return node
+        parts = rest.split(".")
+        step = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), None)
+        if step is None:
+            return MISSING
+        node, rest = node[step], rest[len(step) + 1:]
+    return node
+
+
+def _given(layers: list, key: str) -> list[tuple[str, object]]:
+    """(name, value) of every layer that gives `key`, top first; a layer whose `replace:` drops it gives it too."""
+    found = []
+    for name, layer in layers:
+        value = _find(layer, key)
+        replaced = layer.get("replace") if isinstance(layer.get("replace"), list) else []
+        if value is not MISSING or any(f"{r}.".startswith(f"{key}.") for r in replaced):
+            found.append((name, value))
+    return found
 
 
 def giver(message: str, files: list, overrides: dict) -> str:
-    """The study file (or --config) that gives the key a config error names: the last to set it, or the one
-    holding the nearest key above it (a missing key's model); every file where none does."""
-    named = re.match(r"(?:unknown )?config key '([^']+)'", message)
+    """The study file (or --config) that gives the key a config error names: the last to set its value; for a
+    mapping (a model missing its type, a check across its keys), every file that sets a key in it; every study
+    file where none does. A run's own `train:` key (`... of run lstm`) is looked for before the study's."""
+    named = re.match(r"(?:unknown )?config key '([^']+)'(?: of run (\S+))?", message)
     layers = [("--config", overrides)] + [layer for path in reversed(files) for layer in _layers(path)]
-    key = named.group(1).split(".") if named else []
-    for depth in range(len(key), 0, -1):
-        for name, layer in layers:
-            if _gives(layer, key[:depth]):
-                return name
+    if named:
+        key, run = named.groups()
+        model = run.split(".")[0] if run else None
+        own = [f"models.{run}.{key}", f"models.{model}.{key}", f"sweep.{model}.{key}"] if run else []
+        for candidate in [*own, key]:
+            given = _given(layers, candidate)
+            if given:
+                return given[0][0] if not isinstance(given[0][1], dict) else ", ".join(name for name, _ in given)
     return " + ".join(map(str, files))

@@ -241,8 +241,10 @@ class ModelBase(Section):
 def _config_class(model_type) -> type[ModelBase]:
     """A type's `models:` entry: its keys (picollm.model_types.<type>), its `type` tag and its train overrides."""
     keys = model_type.keys
-    return create_model(keys.__name__, __base__=(keys, ModelBase), __module__=keys.__module__, __doc__=keys.__doc__,
-                        type=(Literal[model_type.name], ...))
+    cls = create_model(keys.__name__, __base__=(keys, ModelBase), __module__=__name__, __doc__=keys.__doc__,
+                       type=(Literal[model_type.name], ...))
+    globals()[cls.__name__] = cls  # found by its name here, as a class written in this module is (pickle)
+    return cls
 
 
 # A model type's config class, by its `type`; the union every `models:` entry is read as follows from it.

@@ -123,5 +123,5 @@ def model_config(entry) -> ModelConfig:
     if not isinstance(entry, dict):
         return entry
     if entry.get("type") not in MODEL_CLASSES:
-        raise PicoError(f"unknown model type {entry.get('type')!r}; use one of {sorted(MODEL_CLASSES)}")
+        raise PicoError(f"unknown model type {entry.get('type')!r}; use one of {', '.join(MODEL_CLASSES)}")
     return parse(MODEL_CLASSES[entry["type"]], entry)

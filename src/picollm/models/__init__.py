@@ -1,4 +1,4 @@
-"""Model registry: build_model / load_model.
+"""Building and loading models: build_model / load_model (the types themselves: picollm.model_types).
 
 Every model maps a LongTensor (batch, seq) to logits (batch, seq, vocab), batch first, and offers
 `forward_step(idx, state) -> (logits, state)` for incremental generation: `idx` holds only the new
@@ -26,7 +26,7 @@ TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02")
 
 
 def model_class(model_type: str) -> type:
-    """A type's class, imported now: a model's code identity holds its own type's module only."""
+    """A type's class, imported now: a model's code identity holds its own type's modules only."""
     module, name = model_types.model_type(model_type).implementation.split(":")
     return getattr(importlib.import_module(module), name)
 
