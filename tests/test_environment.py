@@ -6,6 +6,7 @@ that covers everything `python -m picollm` imports. Conda can't be reached from 
 files, not a solved environment.
 """
 import ast
+import os
 import importlib.metadata
 import re
 import subprocess
@@ -165,3 +166,66 @@ def test_report_env_pins_match_pyproject():
     _, pins = conda_pins(ROOT / "workflow" / "envs" / "report.yaml")
     expected = pip_pins()
     assert pins == {n: expected[n] for n in pins} and "snakemake" in pins
+
+
+# Parse the workflow as the report rule's inner `snakemake --report` does, then import what `picollm report`
+# runs, and list the picollm modules that were loaded.
+PARSE = """
+import runpy, sys
+sys.argv = ["snakemake", "-n", "--cores", "1", "--quiet", "all", "--configfile", "config/offline.yaml"]
+try:
+    runpy.run_module("snakemake", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+import picollm.cli, picollm.commands.report
+print("loaded:", *sorted(m for m in sys.modules if m.split(".")[0] == "picollm"))
+"""
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Top-level names a module imports when it is imported: in its body and class bodies, not in functions."""
+    names, todo = set(), list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return names - set(sys.stdlib_module_names) - {"picollm", "__future__"}
+
+
+def with_requirements(names) -> set[str]:
+    """Distributions and everything they require (their installed metadata, no extras), canonical names."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in importlib.metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def test_report_env_has_what_parsing_the_workflow_imports():
+    """The report rule runs `picollm report` in workflow/envs/report.yaml, and it parses the Snakefile: every
+    module that parse loads may import at its top only what that environment's packages bring."""
+    proc = subprocess.run([sys.executable, "-c", PARSE], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = proc.stdout.splitlines()[-1].split()[1:]
+    assert "picollm.config.sections" in loaded and "picollm.commands.report" in loaded
+    _, pins = conda_pins(ROOT / "workflow" / "envs" / "report.yaml")
+    brought = with_requirements(pins)
+    owners = importlib.metadata.packages_distributions()
+    for module in loaded:
+        path = ROOT / "src" / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        for name in module_level_imports(path):
+            dists = {canonicalize_name(d) for d in owners.get(name, [name])}
+            assert dists & brought, (f"{module} imports {name} when the workflow is parsed, but "
+                                     f"workflow/envs/report.yaml brings no {sorted(dists)}")

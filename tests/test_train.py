@@ -134,7 +134,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoint(tokens_dir, tmp_path)
 def test_cuda_asked_without_cuda(tokens_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(PicoError, match="no usable CUDA"):
+    # a CPU build of torch (as CI's) or a CUDA build without a GPU: each its own line
+    with pytest.raises(PicoError, match=r"^device: cuda was asked for but this (torch .* is a CPU build|machine has "
+                                        r"no usable CUDA GPU)"):
         train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=tmp_path, seed=0, block_size=32, device="cuda")
 
 
@@ -303,3 +305,18 @@ def test_summary_records_the_head_plan_it_trained_with(tokens_dir, tmp_path):
     assert head["source"] in ("measured", "cache") and head["machine"]["device"] == "cpu"
     assert {"chunk", "logits", "grad_h", "decode", "plain_rows"} == set(head["plan"])
     assert "head_loss" not in load_model(tmp_path / "model.pt").checkpoint["summary"]  # the machine's, not the model's
+
+
+@pytest.mark.parametrize("cuda_build, gpu, line", [
+    (None, False, r"^device: cuda was asked for but this torch \(\S+\) is a CPU build; install its CUDA build "
+                  r"\(conda: CONDA_OVERRIDE_CUDA, docs/cluster.md\), or use device: cpu$"),
+    ("12.6", False, r"^device: cuda was asked for but this machine has no usable CUDA GPU; use device: auto or "
+                    r"device: cpu$"),
+])
+def test_device_cuda_without_one_says_whether_torch_or_the_machine_lacks_it(monkeypatch, cuda_build, gpu, line):
+    """A conda env solved without CONDA_OVERRIDE_CUDA holds a CPU torch: the line blames the build, not the node."""
+    from picollm.device import resolve_device
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    with pytest.raises(PicoError, match=line):
+        resolve_device("cuda")

@@ -24,6 +24,9 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name == "cuda" and torch.version.cuda is None:  # a CPU build of torch: no GPU would help
+        raise PicoError(f"device: cuda was asked for but this torch ({torch.__version__}) is a CPU build; install "
+                        f"its CUDA build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise PicoError("device: cuda was asked for but this machine has no usable CUDA GPU; "
                         "use device: auto or device: cpu")

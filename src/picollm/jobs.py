@@ -12,6 +12,7 @@ Pure Python (no torch): it runs whenever the Snakefile is parsed.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from picollm import codehash
@@ -106,11 +107,19 @@ def train_loggers(study: Study, run: str) -> str:
     return ",".join(study.train_of(run).loggers)
 
 
+# device: auto's answer as the snakemake that plans the jobs found it ("1": a GPU, "0": none); a SLURM job parses
+# the workflow again on its compute node, which must ask for the GPUs its sbatch asked for (sbatch --export=ALL)
+AUTO_GPU = "PICOLLM_AUTO_GPU"
+
+
 def needs_gpu(device: str) -> bool:
     """Whether a job on this `device` setting holds a GPU (Snakemake's `gpu` resource). `auto` counts only
     where an NVIDIA driver is loaded, so a CPU laptop trains its models side by side; on a cluster say
     `device: cuda` to request GPUs from a GPU-less login node. (No torch here: the Snakefile parses fast.)"""
-    return device == "cuda" or (device == "auto" and Path("/proc/driver/nvidia/version").exists())
+    if device != "auto":
+        return device == "cuda"
+    decided = os.environ.get(AUTO_GPU)
+    return decided == "1" if decided in ("0", "1") else Path("/proc/driver/nvidia/version").exists()
 
 
 def sample(study: Study, seed: int) -> dict:

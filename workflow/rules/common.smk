@@ -1,6 +1,7 @@
 # The study config, what every job is given, and the registry of figures and tables.
 import atexit
 import json
+import os
 import re
 import shlex
 import sys
@@ -94,6 +95,10 @@ except PicoError as exc:
     sys.exit(f"error: {exc}")
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
+# device: auto is decided once, here, and every job is handed the answer: a job that parses the workflow again on
+# a SLURM compute node then asks for the GPUs its sbatch was given, whatever that node has.
+if workflow.is_main_process:
+    os.environ.setdefault(jobs.AUTO_GPU, str(int(jobs.needs_gpu("auto"))))
 SEEDS = CFG.seeds
 # the seed whose samples, snapshots and attention maps the tables and figures show
 FIRST = SEEDS[0]
