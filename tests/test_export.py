@@ -14,6 +14,7 @@ from conftest import TINYSTORIES_VALID, needs_gpt2, needs_tinystories, picollm
 from picollm.data.tokenizer import get_tokenizer
 from picollm.errors import PicoError
 from picollm.export import export_model, hf_tokenizer
+from picollm.io import sha256_file
 from picollm.models import build_model, checkpoint_dict, load_model
 from picollm.sampling import generate
 
@@ -67,7 +68,11 @@ def test_rope_swiglu_transformer_becomes_llama(tmp_path, tokenizer):
 
     assert summary["architecture"] == "LlamaForCausalLM" and summary["max_logit_diff"] < 1e-4
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json"} <= set(summary["files"]) == set(os.listdir(tmp_path / "hf"))
+            "tokenizer_config.json", "picollm_provenance.json"} <= set(summary["files"]) == set(os.listdir(tmp_path / "hf"))
+    # the folder names its source: the checkpoint's sha256, this export's code, and the training's own record
+    record = json.loads((tmp_path / "hf" / "picollm_provenance.json").read_text())
+    assert record["stage"] == "export" and record["inputs"] == {str(ckpt): sha256_file(ckpt)}
+    assert record["max_logit_diff"] == summary["max_logit_diff"] and "training" in record
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["model_type"] == "llama" and "auto_map" not in config  # no custom code to trust
     model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")
@@ -279,5 +284,17 @@ def test_export_refuses_a_folder_that_holds_other_work(tmp_path):
     result = picollm("export", ckpt, ".", cwd=tmp_path / "results")
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'results'} exists and is no Hugging Face export (it holds model.pt, models/), and an "
-        "export replaces its folder whole; give a new or empty folder, e.g. results/<experiment>/hf/<run>/seed<k>"]
+        "export replaces its folder whole; give a new or empty folder (e.g. a new folder under "
+        "results/<experiment>/hf/)"]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == before
+
+
+def test_export_replaces_the_folder_snakemake_built(tmp_path):
+    """rule export's folder holds Snakemake's .snakemake_timestamp beside the export: exporting into it by hand
+    (another checkpoint, another seed's) replaces it as it would an earlier export."""
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE)
+    out = tmp_path / "hf" / "transformer" / "seed1"
+    export_model(ckpt, out)
+    (out / ".snakemake_timestamp").touch()
+    export_model(ckpt, out)
+    assert (out / "config.json").is_file()

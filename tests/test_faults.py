@@ -566,8 +566,10 @@ def test_a_finished_training_whose_outputs_were_deleted_is_restored_not_retraine
     for name in ("model.pt", "metrics.csv", "summary.json", "layer_health.csv"):
         (out / name).unlink()
     shutil.rmtree(out / "snapshots")
-    proc = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out, **changes))],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    # with a tracker whose server is down, which a restore never calls (it logs nothing)
+    unreachable = {**ENV, "WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out, **changes)),
+                           "--loggers", "wandb"], env=unreachable, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"{out} finished training before (its outputs are kept in {out / 'finished'}); restored them" in proc.stderr
     assert "train m" not in proc.stderr  # no progress bar: not one step trained
@@ -576,6 +578,26 @@ def test_a_finished_training_whose_outputs_were_deleted_is_restored_not_retraine
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step10.pt", "step5.pt"]
     assert json.loads(proc.stdout.splitlines()[-1])["final_val_loss"] == first["final_val_loss"]
     assert not (out / "last.pt").exists() and not (out / "snapshots.partial").exists()
+
+
+def test_a_restored_training_keeps_the_record_and_cost_of_the_job_that_trained(tokens_dir, tmp_path):
+    """The restore's record is the training's (its commit, code, seed and cost) with when it was restored, so
+    tables/provenance.csv names the code that trained the model and tables/resources.csv what training cost."""
+    from picollm.resources import job_usage
+    out, record = tmp_path / "out", tmp_path / "record.json"
+    command = [sys.executable, "-m", "picollm", *map(str, train_command(tokens_dir, out)), "--provenance", str(record)]
+    assert subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300).returncode == 0
+    trained = json.loads(record.read_text())
+    assert trained["usage"]["wall_s"] > 0 and "restored" not in trained
+    for name in ("model.pt", "metrics.csv", "summary.json", "layer_health.csv"):
+        (out / name).unlink()
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "restored them" in proc.stderr, proc.stderr
+    restored = json.loads(record.read_text())
+    assert {k: v for k, v in restored.items() if k != "restored"} == trained
+    assert restored["restored"]["created_utc"] >= trained["created_utc"]
+    assert job_usage(record) == {**{k: trained["usage"][k] for k in ("cpu_s", "max_rss_mib", "wall_s")},
+                                 "measured_by": "job, restored"}
 
 
 def test_a_model_damaged_in_place_is_trained_anew_not_restored_damaged(tokens_dir, tmp_path):

@@ -1,6 +1,8 @@
 """Per-job cost: tables/resources.csv from the jobs' Snakemake benchmark files, and figures/resources.png."""
 import json
+import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -136,3 +138,18 @@ def test_every_measured_rule_has_its_place_in_the_pipeline_order():
     unmeasured = {"study_config", "report_tables", "report", "resources", "lm_eval_task"}  # after it, or not in `all`
     assert "scaling" in rules and {stage_of(rule) for rule in rules - unmeasured} <= set(STAGES)
     assert STAGES.index("eval_tables") < STAGES.index("scaling") < STAGES.index("figures")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc: VmHWM")
+def test_a_jobs_peak_memory_is_its_own_not_its_parents(tmp_path):
+    """A job started by a large process (Snakemake) counts its own peak: Linux carries ru_maxrss over fork + exec,
+    so a small job would read the parent's."""
+    import subprocess
+    import sys
+    child = "from picollm.provenance import usage; print(usage()['max_rss_mib'])"
+    parent = ("import subprocess, sys; big = bytearray(400 << 20); big[::4096] = b'x' * len(big[::4096]); "
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 200  # the child's own: an interpreter and picollm.provenance, not the 400 MiB

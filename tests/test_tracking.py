@@ -1,6 +1,7 @@
 """train.loggers: every metrics.csv row, read back from each tracker with its library's own reader, the run's
 parameters and summary, a resumed run continuing the same tracked run, and each bad setup in one line."""
 import json
+import os
 import math
 import socket
 import struct
@@ -270,9 +271,15 @@ def test_a_tracking_server_that_never_answers_is_one_line_after_the_timeout(toke
 @needs_extra
 def test_a_tracker_that_fails_during_training_warns_once_and_training_goes_on(tokens_dir, tmp_path, monkeypatch,
                                                                               capsys):
+    closed = []
+
     class Broken(tracking.TensorBoard):
         def log(self, step, metrics):
             raise OSError("disk gone")
+
+        def close(self, status):
+            closed.append(status)
+            super().close(status)
 
     monkeypatch.setitem(tracking.LOGGERS, "tensorboard", Broken)
     out, summary = run(tokens_dir, tmp_path, ["tensorboard"])
@@ -280,6 +287,7 @@ def test_a_tracker_that_fails_during_training_warns_once_and_training_goes_on(to
     assert warnings == ["warning: tensorboard stopped logging (OSError: disk gone); training goes on and "
                         "metrics.csv has every row"]
     assert summary["steps"] == 12 and (out / "model.pt").exists()
+    assert closed == ["FAILED"]  # its run closed as failed when dropped (an MLflow run would not stay "running")
 
 
 @needs_extra
@@ -291,3 +299,18 @@ def test_wandb_takes_the_users_project_and_entity(tokens_dir, tmp_path, monkeypa
     record = next(r.run for r in wandb_records(path) if r.WhichOneof("record_type") == "run")
     assert (record.project, record.entity, record.display_name, record.run_group) == ("my-project", "my-team",
                                                                                       "m/seed3", "m")
+
+
+@needs_extra
+@pytest.mark.parametrize("users", [None, "5"])
+def test_mlflow_gives_up_on_a_server_gone_in_seconds_not_minutes(tokens_dir, tmp_path, monkeypatch, users):
+    """MLflow's defaults retry a vanished server 7 times, 120 s each, inside a training step: the logger lowers
+    them where the user has not set them, so the one warning comes in under a minute."""
+    for var in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(var, "")  # recorded, so the test leaves the variables as it found them
+        monkeypatch.delenv(var)
+    if users:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", users)
+    run(tokens_dir, tmp_path, ["mlflow"], max_steps=2)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == (users or "2")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "20"

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import torch
 
+from picollm import provenance
 from picollm.data.bpe import byte_chars
 from picollm.errors import PicoError
+from picollm.io import write_json
 from picollm.models import load_model
 from picollm.models.compact import CompactVocab
 
 EOT_TEXT = "<|endoftext|>"
 MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of different kernels is ~1e-6
+
+
+PROVENANCE = "picollm_provenance.json"
 
 
 def export_model(model_path, out_dir) -> dict:
@@ -48,6 +53,9 @@ def export_model(model_path, out_dir) -> dict:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         diff = check_logits(model, tmp)  # measured on the folder as written, loaded the way users load it
+        # where the folder came from: this export (model.pt's sha256, code, versions) and the training's record
+        export = provenance.record("export", inputs=[model_path], max_logit_diff=diff)
+        write_json(tmp / PROVENANCE, {**export, "training": provenance.of_checkpoint(ckpt)})
         _readable_by_all(tmp)
         _replace_dir(tmp, out_dir)
     finally:
@@ -202,6 +210,7 @@ def check_logits(model, folder, batch: int = 2, seed: int = 0) -> float:
 # The files save_pretrained writes (.bin: older transformers' weights): a folder of such files alone is an
 # earlier export, which an export replaces; any other folder holds work of its own.
 EXPORT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".jinja", ".model"}
+EXPORT_MARKERS = {".snakemake_timestamp"}  # what Snakemake adds to a directory() output it made (rule export)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -213,11 +222,11 @@ def check_out_dir(out_dir: Path) -> None:
         raise PicoError(f"{out_dir} is a file, not a folder; give the export a folder of its own "
                         "(e.g. results/<experiment>/hf/<run>/seed<k>)")
     foreign = sorted(p.name + "/" * p.is_dir() for p in out_dir.iterdir()
-                     if p.is_dir() or p.suffix not in EXPORT_SUFFIXES)
+                     if p.is_dir() or (p.suffix not in EXPORT_SUFFIXES and p.name not in EXPORT_MARKERS))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise PicoError(f"{out_dir} exists and is no Hugging Face export (it holds {shown}), and an export replaces "
-                        "its folder whole; give a new or empty folder, e.g. results/<experiment>/hf/<run>/seed<k>")
+                        "its folder whole; give a new or empty folder (e.g. a new folder under results/<experiment>/hf/)")
 
 
 def _readable_by_all(folder: Path) -> None:

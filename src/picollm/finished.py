@@ -21,10 +21,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from picollm import codehash
-from picollm.io import sha256_file, tell
+from picollm.io import sha256_file, tell, write_json
 from picollm.model_types import model_type
 
-KEPT, STAGED, IDENTITY = "finished", "finished.partial", "identity.json"
+KEPT, STAGED, IDENTITY, RECORD = "finished", "finished.partial", "identity.json", "record.json"
 OUTPUTS = ("model.pt", "metrics.csv", "summary.json", "layer_health.csv")
 
 
@@ -100,6 +100,23 @@ def restore(out_dir, identity: str, link: bool = True) -> dict | None:
         tqdm.write(f"{out_dir} finished training before (its outputs are kept in {kept}); restored them, nothing "
                    f"to train", file=sys.stderr)
     return json.loads((kept / "summary.json").read_text())
+
+
+def keep_record(out_dir, rec: dict) -> None:
+    """The provenance record of the job that trained what is kept (its commit, code and cost), kept with it."""
+    kept = Path(out_dir) / KEPT
+    if kept.is_dir():
+        write_json(kept / RECORD, rec)
+
+
+def restored_record(out_dir, rec: dict) -> dict | None:
+    """The kept record of the training that a restore put back, with `rec` (the restoring job's) as when and by
+    what it was restored; None where none was kept."""
+    try:
+        kept = json.loads((Path(out_dir) / KEPT / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return {**kept, "restored": {key: rec[key] for key in ("created_utc", "command", "git")}}
 
 
 def forget(out_dir) -> None:

@@ -77,21 +77,37 @@ def of_checkpoint(ckpt: dict) -> dict:
     return json.loads(ckpt.get("provenance") or "null") or {}
 
 
+def _own_peak_kib() -> int | None:
+    """This process's peak resident memory since it started its program (Linux's VmHWM), in KiB: ru_maxrss keeps
+    the parent's peak across fork + exec, so every job would read at least Snakemake's own."""
+    try:
+        return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def usage() -> dict:
-    """This process's CPU seconds and peak resident memory so far, its finished child processes' (torchrun's
-    workers) included: counted by the kernel, where Snakemake's `benchmark:` samples a job now and then (every
-    0.5 s for its first 15 s, then every 30 s) and misses what ran in between."""
+    """This process's CPU seconds and peak resident memory so far, its finished child processes' included:
+    counted by the kernel, where Snakemake's `benchmark:` samples a job now and then (every 0.5 s for its first
+    15 s, then every 30 s) and misses what ran in between. Under torchrun this is rank 0's (the process that
+    writes the record): the other ranks are not its children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"cpu_s": round(cpu, 3), "max_rss_mib": round(max(own.ru_maxrss, children.ru_maxrss) * rss_unit / 2**20, 1)}
+    if sys.platform == "darwin":  # ru_maxrss in bytes (and no /proc)
+        peak_mib = max(own.ru_maxrss, children.ru_maxrss) / 2**20
+    else:  # KiB; a child's own peak is counted from its fork by this process, whose memory it starts with
+        own_kib = _own_peak_kib()
+        peak_mib = max(own.ru_maxrss if own_kib is None else own_kib, children.ru_maxrss) / 2**10
+    return {"cpu_s": round(cpu, 3), "max_rss_mib": round(peak_mib, 1)}
 
 
 def write(path, rec: dict) -> None:
     """Write the record, its code identity brought up to date with the modules the job went on to load, and the
-    job's CPU seconds and peak memory until now (usage; tables/resources.csv reads them)."""
+    job's CPU seconds, peak memory and seconds since the record was made (usage; tables/resources.csv reads them)."""
     rec["code"] = code_state()
-    rec["usage"] = usage()
+    started = dt.datetime.fromisoformat(rec["created_utc"])
+    rec["usage"] = {**usage(), "wall_s": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)}
     if path:
         write_json(path, rec)
 

@@ -45,12 +45,17 @@ def read_benchmark(path) -> dict:
 
 def job_usage(record) -> dict:
     """{cpu_s, max_rss_mib, measured_by: "job"} from a job's provenance record (None: the job wrote none) where it
-    holds its usage; {measured_by: "snakemake samples"} otherwise."""
+    holds its usage; {measured_by: "snakemake samples"} otherwise. A training restored from finished/ costs what
+    its training did: the kept record's usage, its wall seconds too ("job, restored")."""
     if record is not None:
         try:
-            usage = json.loads(Path(record).read_text()).get("usage")
+            rec = json.loads(Path(record).read_text())
         except (OSError, ValueError):
             raise PicoError(f"cannot read the provenance record {record}; rerun its job") from None
+        usage = rec.get("usage")
+        if usage and rec.get("restored") and usage.get("wall_s") is not None:
+            return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"], "wall_s": usage["wall_s"],
+                    "measured_by": "job, restored"}
         if usage:
             return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"], "measured_by": "job"}
     return {"measured_by": "snakemake samples"}

@@ -157,6 +157,10 @@ class MLflow:
         from mlflow.tracking import MlflowClient
         local = target.root / "mlruns"
         uri = os.environ.get("MLFLOW_TRACKING_URI")
+        # MLflow's own defaults retry a server that went away for minutes (7 tries, 120 s each), inside a training
+        # step; a server that does not answer within these is dropped with one warning (a user's setting wins)
+        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+            os.environ.setdefault(var, value)
         try:
             with _store_lock(None if uri else local):  # parallel jobs would each create a new store's tables
                 self.client = MlflowClient(uri or f"sqlite:///{(local / 'mlflow.db').resolve()}")
@@ -286,6 +290,9 @@ class Tracking:
                 tqdm.write(f"warning: {name} stopped logging ({type(exc).__name__}: {first_line(exc)}); training "
                            f"goes on and metrics.csv has every row", file=sys.stderr)
                 del self.loggers[name]
+                if method != "close":  # its run marked failed where it can still be, not left "running"
+                    with contextlib.suppress(Exception):
+                        logger.close("FAILED")
 
     def __enter__(self):
         return self

@@ -460,11 +460,12 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
         try:
             if main:  # one job per folder: rank 0 holds the lock for its ranks
                 owned.enter_context(folder_lock(out_dir))
-                tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
             identity = finished_identity(model_cfg, train_cfg, seed, block_size, read_meta(tokens_dir / "meta.json"),
                                          compact_vocab, weights)
             if (done := _restore(out_dir, identity)) is not None:
-                return done
+                return done  # a restore logs nothing: it needs no tracker
+            if main:
+                tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
             run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                         compact_vocab, provenance)
             run.identity = identity
@@ -518,7 +519,7 @@ def _restore(out_dir: Path, identity: str) -> dict | None:
     if main:  # what an interruption between keeping the outputs and cleaning up left behind
         (out_dir / "last.pt").unlink(missing_ok=True)
         shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
-    return done if main else {}
+    return {**done, "restored": True} if main else {}
 
 
 def _resume(run: Run) -> TrainState:

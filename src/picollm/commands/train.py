@@ -2,9 +2,10 @@
 import json
 from pathlib import Path
 
-from picollm import distributed, launch, provenance
+from picollm import distributed, finished, launch, provenance
 from picollm.config import TrainJob, parse
 from picollm.device import resolve_device, use_threads
+from picollm.io import write_json
 from picollm.models import model_class
 from picollm.train import train
 
@@ -27,5 +28,12 @@ def run(args):
                     compact_vocab=job.compact_vocab, provenance=rec, tracking_dir=args.tracking_dir)
     if not distributed.is_main():  # under torchrun, rank 0 wrote the outputs and reports them
         return
-    provenance.write(args.provenance, rec)
+    # a restore's record is the training's (its commit, code and cost), with when it was restored
+    if summary.get("restored") and (kept := finished.restored_record(args.out_dir, rec)):
+        if args.provenance:
+            write_json(args.provenance, kept)
+    else:
+        provenance.write(args.provenance, rec)
+        if not summary.get("restored"):
+            finished.keep_record(args.out_dir, rec)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}))

@@ -62,7 +62,7 @@ def figure(path, experiment: str):
     peak = frame.groupby("stage")["max_rss_mib"].max().reindex(stages)
     # a stage with a job whose CPU and memory only Snakemake's samples measured (it wrote no usage of its own)
     measured_by = frame.get("measured_by", pd.Series("snakemake samples", index=frame.index))
-    sampled = (measured_by != "job").groupby(frame["stage"]).any().reindex(stages)
+    sampled = (~measured_by.str.startswith("job")).groupby(frame["stage"]).any().reindex(stages)
 
     fig, axes = plt.subplots(1, 2, figsize=SLIDE, sharey=True, layout="constrained")
     y = np.arange(len(stages))
