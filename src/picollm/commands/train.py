@@ -34,6 +34,6 @@ def run(args):
             write_json(args.provenance, kept)
     else:
         provenance.write(args.provenance, rec)
-        if not summary.get("restored"):
+        if not summary.get("restored"):  # (a folder kept with no record is restored with the restore's own)
             finished.keep_record(args.out_dir, rec)
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}))
