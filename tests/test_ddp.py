@@ -6,10 +6,12 @@ agent per node on this machine, against one process; a rank that dies ends the j
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,7 +54,7 @@ def train_command(tokens_dir, out_dir, devices: int, nodes: int = 1, cfg: dict |
     cfg = cfg or study(devices, nodes)
     return (f"python -m picollm --log {out_dir}.log train --config '{job_config(cfg)}' --tokens-dir {tokens_dir} "
             f"--out-dir {out_dir} --threads {jobs.train_threads(cfg, 'm')} --devices {jobs.train_devices(cfg, 'm')} "
-            f"--nodes {jobs.train_nodes(cfg, 'm')}")
+            f"--nodes {jobs.train_nodes(cfg, 'm')} --provenance {out_dir}.json")
 
 
 def env() -> dict:
@@ -72,10 +74,30 @@ def train_to_end(tokens_dir, out_dir, devices: int):
     return out_dir
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds of every process this one has waited for."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 @pytest.fixture(scope="module")
 def runs(tokens_dir, tmp_path_factory):
+    """{ranks: training folder} of the same study with 1 and 2 ranks; the CPU seconds of each job's processes
+    beside it, as the kernel counted them, at {-ranks: seconds}."""
     tmp = tmp_path_factory.mktemp("runs")
-    return {n: train_to_end(tokens_dir, tmp / f"ranks{n}", n) for n in (1, 2)}
+    out = {}
+    for n in (1, 2):
+        before = tree_cpu_s()
+        out[n] = train_to_end(tokens_dir, tmp / f"ranks{n}", n)
+        out[-n] = tree_cpu_s() - before
+    return out
+
+
+def test_the_cost_of_a_data_parallel_job_is_every_ranks(runs):
+    """The job's record (tables/resources.csv reads its usage) counts torchrun and both ranks, not rank 0 alone,
+    which wrote it: within the shell and interpreter start-up of the job's own process."""
+    usage = json.loads(Path(f"{runs[2]}.json").read_text())["usage"]
+    assert 0.8 * runs[-2] < usage["cpu_s"] <= runs[-2]
 
 
 def metrics(out_dir) -> pd.DataFrame:

@@ -91,7 +91,7 @@ def usage() -> dict:
     """This process's CPU seconds and peak resident memory so far, its finished child processes' included:
     counted by the kernel, where Snakemake's `benchmark:` samples a job now and then (every 0.5 s for its first
     15 s, then every 30 s) and misses what ran in between. Under torchrun this is rank 0's (the process that
-    writes the record): the other ranks are not its children."""
+    writes the record), which count_children then makes every rank's."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     if sys.platform == "darwin":  # ru_maxrss in bytes (and no /proc)
@@ -100,6 +100,22 @@ def usage() -> dict:
         own_kib = _own_peak_kib()
         peak_mib = max(own.ru_maxrss if own_kib is None else own_kib, children.ru_maxrss) / 2**10
     return {"cpu_s": round(cpu, 3), "max_rss_mib": round(peak_mib, 1)}
+
+
+def count_children(path) -> None:
+    """The record a child wrote (rank 0, under the torchrun this process waited for), its usage made the job's: the
+    CPU seconds of every process this one waited for (torchrun and the ranks of this node), the largest peak
+    among them. A restored training's record keeps its training's."""
+    if not path or not Path(path).is_file():
+        return
+    rec = json.loads(Path(path).read_text())
+    if rec.get("restored") or "usage" not in rec:
+        return
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    rec["usage"].update(cpu_s=round(children.ru_utime + children.ru_stime, 3),
+                        max_rss_mib=round(max(rec["usage"]["max_rss_mib"], children.ru_maxrss * rss_unit / 2**20), 1))
+    write_json(path, rec)
 
 
 def write(path, rec: dict) -> None:

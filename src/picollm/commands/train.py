@@ -18,8 +18,10 @@ def run(args):
     job = parse(TrainJob, config)
     model_class(job.model.type)  # imported now, so the provenance record's code identity holds it
     if args.devices * args.nodes > 1 and not distributed.under_torchrun():
-        return launch.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),
-                               job.train.batch_size)
+        launch.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),
+                        job.train.batch_size)
+        provenance.count_children(args.provenance)  # rank 0 wrote the record: the job's cost is every rank's
+        return
     use_threads(distributed.threads_per_rank(args.threads))
     tokens = Path(args.tokens_dir)
     rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"])
