@@ -314,3 +314,16 @@ def test_mlflow_gives_up_on_a_server_gone_in_seconds_not_minutes(tokens_dir, tmp
     run(tokens_dir, tmp_path, ["mlflow"], max_steps=2)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == (users or "2")
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "20"
+
+
+@needs_extra
+def test_tensorboard_added_to_a_resumed_training_gets_its_config(tmp_path):
+    """A tracker asked for when a training resumes from its checkpoint: TensorBoard has no events of the run yet,
+    so it writes the config and the HPARAMS entry as a training from step 0 does (from the checkpoint's step on)."""
+    for step in (0, 40):  # from the start; and resumed with TensorBoard new to it (another folder)
+        target = tracking.Target(tmp_path / f"at{step}", "exp", "m", 3, tmp_path / "m")
+        logger = tracking.TensorBoard(target, {"train.lr": 0.1}, step, {})
+        logger.log(step + 5, {"train_loss": 1.0})
+        logger.close("FINISHED")
+        _, events = tensorboard_scalars(tmp_path / f"at{step}" / "tensorboard" / "m" / "seed3")
+        assert "config/text_summary" in events.Tags()["tensors"], events.Tags()

@@ -127,9 +127,11 @@ class TensorBoard:
         log_dir = target.root / "tensorboard" / target.run / f"seed{target.seed}"
         if step == 0:  # a training that starts over: the curves of an earlier one would mix in
             shutil.rmtree(log_dir, ignore_errors=True)
+        # the run's first events: also a resumed training that TensorBoard was not watching before
+        first = not any(log_dir.glob("events.out.tfevents.*"))
         # a resumed run hides what was logged past its checkpoint, which the resumed steps log again
         self.writer = SummaryWriter(log_dir, purge_step=step + 1 if step else None)
-        if step == 0:
+        if first:
             # the HPARAMS dashboard: each run's config beside its latest losses
             for event in hparams(params, {"train_loss": 0.0, "val_loss": 0.0}):
                 self.writer.file_writer.add_summary(event)
