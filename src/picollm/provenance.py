@@ -87,6 +87,11 @@ def _own_peak_kib() -> int | None:
         return None
 
 
+def _mib(ru_maxrss: int) -> float:
+    """getrusage's peak memory in MiB: bytes on macOS, KiB on Linux."""
+    return ru_maxrss / 2**20 if sys.platform == "darwin" else ru_maxrss / 2**10
+
+
 def usage() -> dict:
     """This process's CPU seconds and peak resident memory so far, its finished child processes' included:
     counted by the kernel, where Snakemake's `benchmark:` samples a job now and then (every 0.5 s for its first
@@ -94,12 +99,10 @@ def usage() -> dict:
     writes the record), which count_children then makes every rank's."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    if sys.platform == "darwin":  # ru_maxrss in bytes (and no /proc)
-        peak_mib = max(own.ru_maxrss, children.ru_maxrss) / 2**20
-    else:  # KiB; a child's own peak is counted from its fork by this process, whose memory it starts with
-        own_kib = _own_peak_kib()
-        peak_mib = max(own.ru_maxrss if own_kib is None else own_kib, children.ru_maxrss) / 2**10
-    return {"cpu_s": round(cpu, 3), "max_rss_mib": round(peak_mib, 1)}
+    own_kib = _own_peak_kib()  # None off Linux (no /proc): ru_maxrss there
+    own_mib = _mib(own.ru_maxrss) if own_kib is None else own_kib / 2**10
+    # a child's own peak is counted from its fork by this process, whose memory it starts with
+    return {"cpu_s": round(cpu, 3), "max_rss_mib": round(max(own_mib, _mib(children.ru_maxrss)), 1)}
 
 
 def count_children(path) -> None:
@@ -112,9 +115,8 @@ def count_children(path) -> None:
     if rec.get("restored") or "usage" not in rec:
         return
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    rss_unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     rec["usage"].update(cpu_s=round(children.ru_utime + children.ru_stime, 3),
-                        max_rss_mib=round(max(rec["usage"]["max_rss_mib"], children.ru_maxrss * rss_unit / 2**20), 1))
+                        max_rss_mib=round(max(rec["usage"]["max_rss_mib"], _mib(children.ru_maxrss)), 1))
     write_json(path, rec)
 
 

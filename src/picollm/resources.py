@@ -53,11 +53,11 @@ def job_usage(record) -> dict:
         except (OSError, ValueError):
             raise PicoError(f"cannot read the provenance record {record}; rerun its job") from None
         usage = rec.get("usage")
-        if usage and rec.get("restored") and usage.get("wall_s") is not None:
-            return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"], "wall_s": usage["wall_s"],
-                    "measured_by": "job, restored"}
         if usage:
-            return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"], "measured_by": "job"}
+            restored = bool(rec.get("restored")) and usage.get("wall_s") is not None
+            return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"],
+                    **({"wall_s": usage["wall_s"]} if restored else {}),
+                    "measured_by": "job, restored" if restored else "job"}
     return {"measured_by": "snakemake samples"}
 
 

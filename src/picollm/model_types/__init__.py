@@ -123,10 +123,10 @@ def describe(name: str, module) -> ModelType:
 
 def _no_copies(types: dict[str, ModelType]) -> None:
     """A copy of a type's module (lstm_backup.py) would be a type of its own: refused, with the way out."""
-    for attribute in ("implementation", "keys_name"):
+    for named in (lambda kind: kind.implementation, lambda kind: kind.keys.__name__):
         seen = {}
         for name, kind in types.items():
-            value = kind.keys.__name__ if attribute == "keys_name" else kind.implementation
+            value = named(kind)
             if value in seen:
                 raise PicoError(f"model types {seen[value]!r} and {name!r} (src/picollm/model_types/) both name "
                                 f"{value}; a copy of a type's module is a type of its own: move one out of the "
