@@ -23,6 +23,19 @@ if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
 os.environ.setdefault("PICOLLM_CACHE_DIR", tempfile.mkdtemp(prefix="picollm-test-cache-"))
 
 
+# The modules whose tests take longest, longest first: pytest-xdist hands whole modules to its workers in this order
+# (pyproject's addopts), so that no long module is started last while the other workers sit idle. test_slurm
+# (a real SLURM cluster, with PICOLLM_SLURM_TESTS=1) mostly waits on it, beside the others.
+LONGEST_FIRST = ["test_slurm", "test_faults", "test_workflow", "test_dag", "test_ddp", "test_scaling",
+                 "test_benchmarks", "test_replicates", "test_extending", "test_train", "test_config", "test_plots",
+                 "test_hub", "test_sampling"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: a module's own order kept
+
+
 def gpt2_available() -> bool:
     try:
         import tiktoken

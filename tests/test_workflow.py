@@ -119,7 +119,9 @@ def test_nothing_to_do_then_one_figure_alone(offline_run):
 
 def test_same_config_same_numbers(offline_run, tmp_path):
     work, cfg = offline_run
-    result = snakemake(tmp_path, "--cores", "2", "all", "--configfile", str(cfg))
+    # a second build of what is compared below (tokens, trainings, samples and their tables), in another folder
+    targets = ["results/tiny/tables/samples.csv", "results/tiny/tables/samples.md"]
+    result = snakemake(tmp_path, "--cores", "2", *targets, "--configfile", str(cfg))
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = work / "results/tiny", tmp_path / "results/tiny"
     for m in ("kgram_mlp", "lstm", "transformer"):
@@ -178,42 +180,50 @@ def test_every_rule_reruns_when_the_code_of_its_command_changes():
 
 def test_second_concurrent_run_is_refused(tmp_path):
     """While one run trains, a second run on the same directory is refused and the first finishes intact."""
-    steps = 4000  # long enough for the two refused runs to start and stop while it trains
+    steps = 600
     slow = tiny_offline_config(steps=steps)
     slow["models"] = {"lstm": slow["models"]["lstm"]}
     cfg = write_config(tmp_path / "slow.yaml", slow)
+    target = "results/tiny/models/lstm/seed7/model.pt"  # the training alone: the lock is the whole point
     # output to a file (an unread pipe would fill and block it); its own session, so it can be stopped whole
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", "all", "--configfile", cfg), stdout=log,
+        first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", target, "--configfile", cfg), stdout=log,
                                  stderr=subprocess.STDOUT, env=local_run_env(), start_new_session=True)
     try:
-        # wait until the first run holds the lock and is training
+        # wait until the first run holds the lock and is training, then freeze it there (SIGSTOP to its whole
+        # process group) for as long as the refused runs take, however slow the machine
         train_log = tmp_path / "results/tiny/logs/train/lstm/seed7.log"
         deadline = time.time() + 120
         while not train_log.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert train_log.exists(), (tmp_path / "first.log").read_text()[-3000:]
-        # Both refused runs start at once, which keeps the first run (and the test) short.
-        # Snakemake checks for incomplete outputs before it takes the lock, so depending on when the running job
-        # marked its outputs, a plain rerun names them as incomplete or says the directory is locked; the flag the
-        # first message suggests, --rerun-incomplete, cannot touch the running job's files either: the lock refuses it.
-        with ThreadPoolExecutor(2) as pool:
-            second, third = pool.map(lambda extra: snakemake(tmp_path, "--cores", "1", "all", "--configfile", str(cfg),
-                                                             *extra), [(), ("--rerun-incomplete",)])
+        os.killpg(first.pid, signal.SIGSTOP)
+        summary = tmp_path / "results/tiny/models/lstm/seed7/summary.json"
+        try:
+            assert not summary.exists(), "the first run trained to the end before it was stopped; give it more steps"
+            # Snakemake checks for incomplete outputs before it takes the lock, so depending on when the running
+            # job marked its outputs, a plain rerun names them as incomplete or says the directory is locked; the
+            # flag the first message suggests, --rerun-incomplete, cannot touch the running job's files either:
+            # the lock refuses it.
+            with ThreadPoolExecutor(2) as pool:
+                second, third = pool.map(
+                    lambda extra: snakemake(tmp_path, "--cores", "1", target, "--configfile", str(cfg), *extra),
+                    [(), ("--rerun-incomplete",)])
+        finally:
+            os.killpg(first.pid, signal.SIGCONT)
         said = second.stderr + second.stdout
         assert second.returncode != 0, said[-3000:]
         assert "cannot be locked" in said or ("IncompleteFilesException" in said and "models/lstm/seed7/model.pt" in said)
         said = third.stderr + third.stdout
         assert third.returncode != 0 and "cannot be locked" in said, said[-3000:]
-        assert first.poll() is None, "the first run ended before the refusals were checked; give it more steps"
         assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=60)
     # nothing corrupted: the first run's outputs are complete and up to date
-    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg)).stdout
-    assert json.loads((tmp_path / "results/tiny/models/lstm/seed7/summary.json").read_text())["steps"] == steps
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--cores", "1", target, "--configfile", str(cfg)).stdout
+    assert json.loads(summary.read_text())["steps"] == steps
 
 
 @needs_gpt2
