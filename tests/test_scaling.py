@@ -79,6 +79,37 @@ def test_fit_rows_give_intervals_around_the_truth_and_say_when_too_few_points():
     assert "crosses_lstm_at_flops" in rows.columns and "crosses_transformer_at_flops" in rows.columns
 
 
+def pandas_bootstrap(curves, replicates, seed=0):
+    """The bootstrap written out plainly in pandas: each replicate redraws every run's seeds with replacement,
+    averages them again (mean_curves) and fits the frontier (fit_type)."""
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(replicates):
+        drawn = []
+        for _, rows in curves.groupby("run", sort=False):
+            seeds = rows["seed"].unique()
+            for i, s in enumerate(rng.choice(seeds, size=len(seeds))):
+                drawn.append(rows[rows["seed"] == s].assign(seed=i))
+        fit = scaling.fit_type(scaling.mean_curves(pd.concat(drawn)))
+        if fit is not None:
+            fits.append(fit)
+    return pd.DataFrame(fits, columns=["E", "A", "alpha"])
+
+
+def test_bootstrap_equals_redrawing_the_seeds_in_pandas():
+    rng = np.random.default_rng(1)
+    frames = two_seed_family("transformer", [1, 2, 4], 0.01, rng)
+    third = curve("transformer", "transformer4", 3, np.geomspace(1e8, 4e10, 10), law(np.geomspace(1e8, 4e10, 10)))
+    frames.append(third.iloc[:7])  # a third seed of one run, stopped early: fewer seeds at its last steps
+    frames[0] = frames[0].assign(after_warmup=frames[0]["step"] > 2)
+    curves = pd.concat(frames, ignore_index=True)
+    got = scaling.bootstrap(curves, "transformer", replicates=60, seed=5)
+    want = pandas_bootstrap(curves, replicates=60, seed=5)
+    assert len(got) == len(want) > 50 and (got["type"] == "transformer").all()
+    # the same draws; the means may differ in their last bit, which least squares carries to its tolerance (1e-8)
+    pd.testing.assert_frame_equal(got[["E", "A", "alpha"]], want, rtol=1e-6)
+
+
 def test_one_seed_gives_a_fit_without_an_interval():
     flops = np.geomspace(1e8, 1e12, 8)
     rows = scaling.fit_rows(curve("t", "r", 1, flops, law(flops)), "hand")

@@ -69,11 +69,16 @@ def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
+def on_frontier(flops: np.ndarray, bpb: np.ndarray) -> np.ndarray:
+    """Indices of the points no point at a smaller or equal compute beats, by compute (ties: lower bpb first)."""
+    order = np.lexsort((bpb, flops))
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(bpb[order])[:-1]])
+    return order[bpb[order] < best_before]
+
+
 def frontier(curves: pd.DataFrame) -> pd.DataFrame:
     """The points of one type's curves that no point at a smaller or equal compute beats, by compute."""
-    ordered = curves.sort_values(["train_flops", "bpb"], kind="stable")
-    best_before = ordered["bpb"].cummin().shift(fill_value=np.inf)
-    return ordered[ordered["bpb"] < best_before]
+    return curves.iloc[on_frontier(curves["train_flops"].to_numpy(float), curves["bpb"].to_numpy(float))]
 
 
 def fit_power_law(flops, bpb) -> dict | None:
@@ -106,24 +111,47 @@ def fit_points(front: pd.DataFrame) -> pd.DataFrame:
 
 def fit_type(curves: pd.DataFrame) -> dict | None:
     """The fit of one type's mean curves, None when the frontier has fewer than MIN_FIT_POINTS to fit."""
-    points = fit_points(frontier(curves))
-    if len(points) < MIN_FIT_POINTS:
+    return fit_frontier(curves["train_flops"].to_numpy(float), curves["bpb"].to_numpy(float),
+                        curves["after_warmup"].to_numpy(bool))
+
+
+def fit_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> dict | None:
+    """fit_type of mean curves given as arrays of their points."""
+    front = on_frontier(flops, bpb)
+    front = front[after_warmup[front]]
+    if len(front) < MIN_FIT_POINTS:
         return None
-    return fit_power_law(points["train_flops"], points["bpb"])
+    return fit_power_law(flops[front], bpb[front])
+
+
+def seed_grid(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One run's train_flops, bpb and after_warmup (0/1) as (seeds x steps) arrays, seeds in order of appearance,
+    NaN where a seed has no point at a step."""
+    seeds = rows["seed"].unique()
+    table = rows.assign(after_warmup=rows["after_warmup"].astype(float)).pivot(
+        index="seed", columns="step", values=["train_flops", "bpb", "after_warmup"]).reindex(seeds)
+    return tuple(table[name].to_numpy(float) for name in ("train_flops", "bpb", "after_warmup"))
+
+
+def redrawn_means(grid, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mean_curves of one run over the seeds `drawn` (row indices of its seed_grid, repeats counted): per step
+    that any drawn seed reached, its mean compute and bpb, and whether every drawn seed was past warm-up."""
+    flops, bpb, warm = (part[drawn] for part in grid)
+    present = ~np.isnan(bpb)
+    count = present.sum(axis=0)
+    kept = count > 0
+    mean = [np.where(present, part, 0.0).sum(axis=0)[kept] / count[kept] for part in (flops, bpb)]
+    return mean[0], mean[1], np.where(present, warm, 1.0).min(axis=0)[kept] == 1.0
 
 
 def bootstrap(curves: pd.DataFrame, kind: str, replicates: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """The fit of one type over `replicates` redraws of every run's seeds (rows of fits that converged)."""
     rng = np.random.default_rng(seed)
-    by_run = {run: rows for run, rows in curves.groupby("run", sort=False)}
+    grids = [seed_grid(rows) for _, rows in curves.groupby("run", sort=False)]
     fits = []
     for _ in range(replicates):
-        drawn = []
-        for run, rows in by_run.items():
-            seeds = rows["seed"].unique()
-            for i, s in enumerate(rng.choice(seeds, size=len(seeds))):
-                drawn.append(rows[rows["seed"] == s].assign(seed=i))
-        fit = fit_type(mean_curves(pd.concat(drawn)))
+        runs = [redrawn_means(grid, rng.integers(0, len(grid[0]), size=len(grid[0]))) for grid in grids]
+        fit = fit_frontier(*(np.concatenate(part) for part in zip(*runs)))
         if fit is not None:
             fits.append(fit)
     return pd.DataFrame(fits, columns=["E", "A", "alpha"]).assign(type=kind)
