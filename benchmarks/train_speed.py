@@ -91,7 +91,7 @@ def run(sz: Sizes, peak: dict) -> dict:
     head_share = share.get("lm_head_matmul", 0.0) + share.get("cross_entropy", 0.0)
     notes = [
         f"Both models: batch {sz.batch} x block {sz.block}, vocab {sz.vocab}, d_model {sz.d_model}, {sz.n_layers} layers, "
-        f"{sz.n_heads} heads, fp32, random init, the same AdamW (picollm.train.make_optimizer, config/config.yaml's "
+        f"{sz.n_heads} heads, fp32, random init, the same AdamW (picollm.optim.make_optimizer, config/config.yaml's "
         f"train settings), the same cross-entropy and clip_grad_norm_, batches from a memory-mapped token file "
         f"(WindowSampler). HF is GPT2LMHeadModel(GPT2Config(...), attn_implementation='sdpa'), called with "
         f"use_cache=False; ours is build_model({transformer_cfg(sz)}) and picollm.loss.lm_loss.",

@@ -44,7 +44,7 @@ BENCHMARK_SECTIONS = {
     "vocab": "The default study's vocabulary",
 }
 # benchmarks shown in the page that explains them (`<!-- benchmark:NAME -->`), not on the benchmarks page
-ELSEWHERE = {"scaling": "scaling.md"}
+ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md"}
 # the README's section that quotes the current run of a study (its result and wall time)
 README_STUDY_SECTION = "The default study"
 

@@ -73,7 +73,7 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float |
     was_training = model.training
     model.eval()
 
-    context = ids[:, -limit:].to(device)
+    context = (ids[:, -limit:] if bounded else ids).to(device)  # an LSTM's state summarises a prompt of any length
     logits, state = model.forward_step(context, None)
     n_cached = context.size(1)
     new_tokens = []

@@ -1,5 +1,5 @@
 # results/<experiment>/hf/<run>/seed<k>/: a Transformer as a Hugging Face folder (not in `all`: only
-# Transformers with rope positions export). E.g.
+# Transformers with a Hugging Face form export: rope + RMSNorm is Llama/Arcee, learned + LayerNorm is GPT-2). E.g.
 #   snakemake --cores 1 results/offline/hf/transformer/seed1337 --configfile config/offline.yaml
 
 
