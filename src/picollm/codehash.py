@@ -10,7 +10,6 @@ change to code does. Pure standard library: parsing the Snakefile must stay chea
 from __future__ import annotations
 
 import ast
-import copy
 import functools
 import hashlib
 from pathlib import Path
@@ -71,7 +70,9 @@ def _without_help_text(tree: ast.Module) -> ast.Module:
 
 @functools.cache
 def module_hash(module: str) -> str:
-    tree = _without_help_text(_without_docstrings(copy.deepcopy(_tree(module))))
+    _tree(module)  # a syntax error is one line
+    tree = ast.parse(module_path(module).read_text(encoding="utf-8"))  # a tree of its own to strip: parsing again
+    tree = _without_help_text(_without_docstrings(tree))  # is faster than copying the cached one
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
 
 
