@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,15 @@ def test_the_plan_is_measured_once_per_machine_then_read_from_the_cache(tmp_path
         record["machine"]["cpu_model"] = "another CPU"
     (tmp_path / "head_plans.json").write_text(json.dumps(cache))
     assert plan_in_child(tmp_path)["source"] == "measured"
+
+
+def test_jobs_that_start_together_on_a_new_machine_measure_once_and_share_the_plan(tmp_path):
+    """Parallel train jobs on a machine without a cache: one measures (holding the cache's lock), the others
+    wait and read its plan, so that every job of the study trains with the same one."""
+    with ThreadPoolExecutor(3) as pool:
+        records = list(pool.map(lambda _: plan_in_child(tmp_path), range(3)))
+    assert sorted(r["source"] for r in records) == ["cache", "cache", "measured"]
+    assert all(r["plan"] == records[0]["plan"] for r in records)
 
 
 def test_measuring_a_plan_leaves_the_seeded_random_state_alone(tmp_path):

@@ -108,15 +108,19 @@ def test_generate_greedy_is_argmax_of_full_forward(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_only_a_transformer_cuts_a_prompt_longer_than_block_size(name):
-    """The k-gram MLP and the LSTM carry a state over any length: they read the whole prompt, and continue it as
-    their forward pass over all of it does; a Transformer reads its last block_size tokens."""
+    """The k-gram MLP and the LSTM carry a state over any length: they read the whole prompt (a block at a time,
+    so that a long prompt holds one block's logits), and continue it as their forward pass over all of it does;
+    a Transformer reads its last block_size tokens."""
     torch.manual_seed(0)
     model = build_model(MODELS[name], vocab_size=30, block_size=8).eval()
     prompt = torch.randint(0, 30, (20,)).tolist()
     read, step = [], model.forward_step
     model.forward_step = lambda x, state: (read.append(x.size(1)), step(x, state))[1]
     out = generate(model, prompt, max_new_tokens=4)
-    assert read[0] == (8 if model.context_limited else 20)
+    if model.context_limited:
+        assert read[0] == 8  # the last block_size tokens
+    else:
+        assert read[:3] == [8, 8, 4]  # all 20, a block at a time
     if not model.context_limited:
         for t in range(20, 24):
             with torch.no_grad():

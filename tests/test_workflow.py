@@ -196,7 +196,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
         deadline = time.time() + 120
         while not train_log.exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        assert train_log.exists(), (tmp_path / "first.log").read_text()[-3000:]
+        assert train_log.exists() and first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(first.pid, signal.SIGSTOP)
         summary = tmp_path / "results/tiny/models/lstm/seed7/summary.json"
         try:

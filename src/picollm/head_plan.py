@@ -11,6 +11,7 @@ every later run finds it; the training summary records which plan ran and where 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -24,7 +25,7 @@ from picollm.device import cache_dir, identity_key, machine_identity
 from picollm.errors import PicoError
 from picollm.fused_head import (LIBRARIES, HeadPlan, block_logits, fused_cross_entropy, onednn_available,
                                 times_weight)
-from picollm.io import write_json
+from picollm.io import held_lock, write_json
 
 # The largest fp32 (chunk, V) block a plan may use, and the most that plain autograd's three (N, V) tensors may
 # take where it runs instead: a training step's peak memory stays that of a fused head at any vocabulary.
@@ -123,23 +124,32 @@ def plan_record(vocab: int, hidden: int, device: torch.device) -> dict:
     machine = machine_identity(device)
     key = identity_key({**machine, "vocab": vocab, "hidden": hidden})
     path = cache_dir() / CACHE_FILE
-    cached = _read(path).get(key)
-    if cached is not None and cached.get("machine") == machine:
-        record = {**cached, "source": "cache"}
-    elif device.type not in ("cpu", "cuda"):  # no timer to trust: torch's matmuls, today's chunk
-        record = {"plan": dataclasses.asdict(HeadPlan(128)), "source": "default", "machine": machine}
-    else:
-        # the first call may come from inside no_grad (validation) or autocast: measure as training runs; and on
-        # forked random states, so that a seeded run draws the same dropout masks whether or not it measured
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False), \
-                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            plan, timings = measure(vocab, hidden, device)
-        record = {"plan": dataclasses.asdict(plan), "source": "measured", "machine": machine, "vocab": vocab,
-                  "hidden": hidden, "timings_ms": timings,
-                  "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        _write(path, key, record)
+    with contextlib.ExitStack() as held:
+        # jobs that start together on a new machine: one measures, the others wait and read its plan, so that
+        # they train with the same one (a cache folder that cannot be written: each measures alone)
+        with contextlib.suppress(OSError):
+            held.enter_context(held_lock(path.with_suffix(".lock")))
+        record = _cached_or_measured(path, key, machine, vocab, hidden, device)
     record["cache"] = str(path)
     _plans[here] = record
+    return record
+
+
+def _cached_or_measured(path, key: str, machine: dict, vocab: int, hidden: int, device: torch.device) -> dict:
+    cached = _read(path).get(key)
+    if cached is not None and cached.get("machine") == machine:
+        return {**cached, "source": "cache"}
+    if device.type not in ("cpu", "cuda"):  # no timer to trust: torch's matmuls, today's chunk
+        return {"plan": dataclasses.asdict(HeadPlan(128)), "source": "default", "machine": machine}
+    # the first call may come from inside no_grad (validation) or autocast: measure as training runs; and on
+    # forked random states, so that a seeded run draws the same dropout masks whether or not it measured
+    with torch.enable_grad(), torch.autocast(device.type, enabled=False), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        plan, timings = measure(vocab, hidden, device)
+    record = {"plan": dataclasses.asdict(plan), "source": "measured", "machine": machine, "vocab": vocab,
+              "hidden": hidden, "timings_ms": timings,
+              "measured_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    _write(path, key, record)
     return record
 
 

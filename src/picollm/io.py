@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +19,17 @@ NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # a full disk, or a full quota: the sam
 TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "unexpected pos")
 
 terminal = None  # the CLI's terminal stream while stdout and stderr go to a --log file (picollm.cli)
+
+
+@contextlib.contextmanager
+def held_lock(path):
+    """An exclusive flock on the file `path` (created with its folder if need be) for the block: processes that
+    take it run the block one at a time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def no_space(path) -> PicoError:

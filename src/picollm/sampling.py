@@ -54,9 +54,10 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float |
     """Continue `prompt_ids` ((T,) or (B, T)) by up to `max_new_tokens`; returns prompt + new tokens (on the CPU).
 
     p=None is greedy. The model's incremental state (KV cache, LSTM state, k-gram context) is carried
-    between steps, so each new token costs one position. A prompt longer than block_size keeps its last
-    block_size tokens; for a Transformer, when the cache fills, it restarts from the last block_size // 2
-    tokens (a sliding window that costs one prefill every block_size // 2 tokens). With `stop_token`,
+    between steps, so each new token costs one position. A Transformer reads the last block_size tokens of a
+    longer prompt, and when its cache fills, restarts from the last block_size // 2 tokens (a sliding window that
+    costs one prefill every block_size // 2 tokens); the LSTM and the k-gram MLP read a prompt of any length, a
+    block_size of it at a time. With `stop_token`,
     generation ends once every row has produced it (rows that finished early are padded with it).
     `seed` may be one seed per row: row i then draws exactly the tokens it would draw alone with seed[i]
     (given the same logits), so a prompt's samples can run as one batch.
@@ -73,9 +74,13 @@ def generate(model: torch.nn.Module, prompt_ids, max_new_tokens: int, p: float |
     was_training = model.training
     model.eval()
 
-    context = (ids[:, -limit:] if bounded else ids).to(device)  # an LSTM's state summarises a prompt of any length
-    logits, state = model.forward_step(context, None)
-    n_cached = context.size(1)
+    if bounded:
+        logits, state = model.forward_step(ids[:, -limit:].to(device), None)
+    else:  # the state carries the whole prompt; block by block, so that no more than a block's logits are held
+        state = None
+        for start in range(0, ids.size(1), limit):
+            logits, state = model.forward_step(ids[:, start:start + limit].to(device), state)
+    n_cached = min(ids.size(1), limit)
     new_tokens = []
     finished = torch.zeros(ids.size(0), dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import importlib.util
 import json
 import math
@@ -29,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from picollm.errors import Interrupted, PicoError
-from picollm.io import write_json
+from picollm.io import held_lock, write_json
 
 EXTRA = "pip install -e .[tracking]"
 # logger -> the modules it needs (alembic: MLflow's local SQLite store)
@@ -254,9 +253,7 @@ def _store_lock(folder: Path | None):
     if folder is None:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with held_lock(folder / ".lock"):
         yield
 
 
