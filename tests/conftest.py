@@ -31,6 +31,12 @@ LONGEST_FIRST = ["test_slurm", "test_faults", "test_workflow", "test_dag", "test
                  "test_hub", "test_sampling"]
 
 
+def pytest_xdist_auto_num_workers(config):
+    """-n auto: one worker per CPU this process may run on (its affinity: a container's or a CI slot's share, not
+    the host's cores), at most 4, since each test's Snakemake runs jobs on two."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: a module's own order kept
