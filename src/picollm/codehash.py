@@ -30,13 +30,15 @@ def module_path(module: str) -> Path | None:
     return None
 
 
-@functools.cache
-def _tree(module: str) -> ast.Module:
+def _parse(module: str) -> ast.Module:
     path = module_path(module)
     try:
         return ast.parse(path.read_text(encoding="utf-8"))
     except SyntaxError as exc:
         raise PicoError(f"{path} has a syntax error at line {exc.lineno} ({exc.msg}); fix it, then rerun") from None
+
+
+_tree = functools.cache(_parse)  # read-only uses share one tree per module
 
 
 def top_level_classes(module: str) -> set[str]:
@@ -70,9 +72,8 @@ def _without_help_text(tree: ast.Module) -> ast.Module:
 
 @functools.cache
 def module_hash(module: str) -> str:
-    _tree(module)  # a syntax error is one line
-    tree = ast.parse(module_path(module).read_text(encoding="utf-8"))  # a tree of its own to strip: parsing again
-    tree = _without_help_text(_without_docstrings(tree))  # is faster than copying the cached one
+    # a tree of its own to strip (parsing again is faster than copying the shared one)
+    tree = _without_help_text(_without_docstrings(_parse(module)))
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
 
 

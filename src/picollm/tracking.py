@@ -163,7 +163,8 @@ class MLflow:
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
             os.environ.setdefault(var, value)
         try:
-            with _store_lock(None if uri else local):  # parallel jobs would each create a new store's tables
+            # parallel jobs would each create a new local store's tables (a server's store takes care of its clients)
+            with contextlib.nullcontext() if uri else held_lock(local / ".lock"):
                 self.client = MlflowClient(uri or f"sqlite:///{(local / 'mlflow.db').resolve()}")
                 experiment = self._experiment(target.experiment, None if uri else (local / "artifacts").resolve())
             self.run_id = ids.get("mlflow") if step else None
@@ -245,16 +246,6 @@ class WandB:
 
 
 LOGGERS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
-
-
-@contextlib.contextmanager
-def _store_lock(folder: Path | None):
-    """Hold folder/.lock (none for a server's store, which takes care of its own clients)."""
-    if folder is None:
-        yield
-        return
-    with held_lock(folder / ".lock"):
-        yield
 
 
 class Tracking:
