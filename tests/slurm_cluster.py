@@ -242,6 +242,9 @@ class Cluster:
             return
         # -c: a fresh cluster, without the jobs and node states of an earlier run
         _run(["slurmctld", "-c"], timeout=30)
+        pid = _read_pid(self.dir / "slurmctld.pid")
+        if _alive(pid, "slurmctld"):  # ours from now on: stop() ends it even if it never answers
+            self.started["slurmctld"] = pid
         # a controller that recovers an earlier run's state (on a loaded 2-core machine) can take a minute to answer
         _wait(self.ctld_ok, 120, "slurmctld to answer `scontrol ping`", self.dir / "slurmctld.log")
         pid = _read_pid(self.dir / "slurmctld.pid")
