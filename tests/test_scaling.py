@@ -110,6 +110,23 @@ def test_bootstrap_equals_redrawing_the_seeds_in_pandas():
     pd.testing.assert_frame_equal(got[["E", "A", "alpha"]], want, rtol=1e-6)
 
 
+def test_bootstrap_counts_a_repeated_step_once_as_its_mean():
+    rng = np.random.default_rng(2)
+    curves = pd.concat(two_seed_family("transformer", [1, 2, 4], 0.01, rng), ignore_index=True)
+    step3 = curves[curves["step"] == 3]
+    repeated = pd.concat([curves, step3.assign(bpb=step3["bpb"] + 0.02)], ignore_index=True)
+    averaged = curves.assign(bpb=np.where(curves["step"] == 3, curves["bpb"] + 0.01, curves["bpb"]))
+    got = scaling.bootstrap(repeated, "transformer", replicates=30, seed=3)
+    want = scaling.bootstrap(averaged, "transformer", replicates=30, seed=3)
+    pd.testing.assert_frame_equal(got, want, rtol=1e-6)
+
+
+def test_a_point_without_bpb_is_on_no_frontier_and_hides_none():
+    flops = np.array([1.0, 2.0, 4.0, 8.0])
+    assert list(scaling.on_frontier(flops, np.array([np.nan, 3.0, 2.0, 2.5]))) == [1, 2]
+    assert list(scaling.on_frontier(flops, np.array([3.0, np.nan, 2.0, 1.0]))) == [0, 2, 3]
+
+
 def test_one_seed_gives_a_fit_without_an_interval():
     flops = np.geomspace(1e8, 1e12, 8)
     rows = scaling.fit_rows(curve("t", "r", 1, flops, law(flops)), "hand")

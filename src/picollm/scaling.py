@@ -70,9 +70,10 @@ def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def on_frontier(flops: np.ndarray, bpb: np.ndarray) -> np.ndarray:
-    """Indices of the points no point at a smaller or equal compute beats, by compute (ties: lower bpb first)."""
+    """Indices of the points no point at a smaller or equal compute beats, by compute (ties: lower bpb first).
+    A point without a bpb (NaN) is on no frontier and hides no other point (fmin skips NaN)."""
     order = np.lexsort((bpb, flops))
-    best_before = np.concatenate([[np.inf], np.minimum.accumulate(bpb[order])[:-1]])
+    best_before = np.fmin.accumulate(np.concatenate([[np.inf], bpb[order]]))[:-1]
     return order[bpb[order] < best_before]
 
 
@@ -126,10 +127,11 @@ def fit_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -
 
 def seed_grid(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One run's train_flops, bpb and after_warmup (0/1) as (seeds x steps) arrays, seeds in order of appearance,
-    NaN where a seed has no point at a step."""
+    NaN where a seed has no point at a step; rows repeating a (seed, step) count once, as their mean."""
     seeds = rows["seed"].unique()
-    table = rows.assign(after_warmup=rows["after_warmup"].astype(float)).pivot(
-        index="seed", columns="step", values=["train_flops", "bpb", "after_warmup"]).reindex(seeds)
+    table = rows.assign(after_warmup=rows["after_warmup"].astype(float)).pivot_table(
+        index="seed", columns="step", values=["train_flops", "bpb", "after_warmup"], aggfunc="mean",
+        dropna=False).reindex(seeds)
     return tuple(table[name].to_numpy(float) for name in ("train_flops", "bpb", "after_warmup"))
 
 
