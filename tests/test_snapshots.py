@@ -19,13 +19,14 @@ TRAIN = {"max_steps": 40, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "wa
          "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,
          "checkpoint_interval": 10, "log_interval": 5, "threads": 1, "snapshot_steps": [0, 15, 40]}
 MODELS = {"transformer": {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 2},
-          "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 32}}
+          "lstm": {"type": "lstm", "embed_dim": 16, "hidden_dim": 32},
+          "kgram_mlp": {"type": "kgram_mlp", "k": 3, "embed_dim": 8, "hidden_dim": 32, "num_inner_layers": 1}}
 STEPS = TRAIN["snapshot_steps"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{run: its output folder}: a Transformer and an LSTM, each with snapshots at STEPS."""
+    """{run: its output folder}: one run of each model type, each with snapshots at STEPS."""
     root = tmp_path_factory.mktemp("snapshots")
     lines = list(three_seqs(1500, 8, seed=0))
     write_documents(root / "raw/s/train.txt", lines[100:])
@@ -61,7 +62,7 @@ def test_snapshot_table(runs, tmp_path):
     # runs in the order every figure draws them (plots.run_order), whatever order the inputs name them in
     assert list(zip(frame["run"], frame["step"])) == [(r, s) for r in sorted(MODELS) for s in STEPS]
     md = (tmp_path / "snapshots.md").read_text()
-    assert md.startswith("# Snapshots: experiment `tiny`") and "## transformer" in md and "## lstm" in md
+    assert md.startswith("# Snapshots: experiment `tiny`") and all(f"## {name}" in md for name in MODELS)
 
 
 def test_control_characters_and_whitespace_are_shown():
