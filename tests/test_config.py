@@ -204,6 +204,70 @@ def test_validate_config_command(tmp_path):
     assert result.stderr.startswith(f"error: {bad}: unknown config key 'typo_key'")  # which file holds it
 
 
+def test_validate_config_refuses_two_studies_as_the_workflow_does(tmp_path):
+    first = write_config(tmp_path / "first.yaml", tiny_offline_config())
+    second = write_config(tmp_path / "second.yaml", {**tiny_offline_config(), "experiment": "other"})
+    result = picollm("validate-config", first, second)
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
+    assert "--configfile got 2 study files" in result.stderr and "give one study file" in result.stderr
+    (tmp_path / "longer.yaml").write_text("train: {max_steps: 60}\n")  # no experiment: overrides, merged
+    result = picollm("validate-config", first, tmp_path / "longer.yaml")
+    assert result.returncode == 0 and result.stdout.strip().endswith("valid (3 models)"), result.stderr
+
+
+def test_an_output_after_configfile_is_named_a_target_before_it_is_read(tmp_path):
+    """Existing text outputs (a figure's .svg, a table, an eval .json under results/) typed after --configfile."""
+    figure = tmp_path / "results" / "x" / "figures" / "loss_curves.svg"
+    figure.parent.mkdir(parents=True)
+    figure.write_text('<svg xmlns="http://www.w3.org/2000/svg"><style>a: b</style></svg>\n')
+    scores = tmp_path / "results" / "x" / "eval" / "lstm" / "seed1337.json"
+    scores.parent.mkdir(parents=True)
+    scores.write_text(json.dumps({"seed": 1337, "val_loss": 2.5}))
+    table = tmp_path / "eval.md"
+    table.write_text("| run | bpb |\n| --- | --- |\n| lstm: a | 1.2 |\n")
+    good = write_config(tmp_path / "good.yaml", tiny_offline_config())
+    for output in (figure, scores, table):
+        with pytest.raises(PicoError) as caught:
+            load_study([good, output])
+        assert str(caught.value) == (f"config file {output} is no study file (an output of the workflow, not "
+                                     f".yaml); if it is a target, put targets before --configfile (snakemake "
+                                     f"--cores N TARGET --configfile FILE)")
+    (tmp_path / "broken.yaml").write_text("experiment: [x\n")
+    with pytest.raises(PicoError, match=r"not valid YAML at line 2.*check that a target did not follow --configfile"):
+        load_study([tmp_path / "broken.yaml"])
+
+
+def test_a_bare_study_name_is_found_in_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for typed in ("offline.yaml", "ofline.yaml", "config/offlin.yaml"):
+        with pytest.raises(PicoError, match=rf"^config file {typed} does not exist; did you mean config/offline.yaml\?$"):
+            load_study([typed])
+    with pytest.raises(PicoError, match="^config file nothing.yaml does not exist; fix the path$"):
+        load_study(["nothing.yaml"])  # only ".yaml" in common with config.yaml: no guess
+
+
+def test_a_check_across_keys_names_the_override_that_broke_it(tmp_path):
+    study = write_config(tmp_path / "s.yaml", {**tiny_offline_config(), "train": {
+        **tiny_offline_config()["train"], "max_steps": 100, "snapshot_steps": [0, 80]}})
+    with pytest.raises(PicoError, match=rf"^{re.escape(str(study))} with --config train.max_steps: config key "
+                                        r"'train.snapshot_steps': step 80 is beyond train.max_steps \(50\)"):
+        load_study([study], {"train": {"max_steps": 50}})
+
+
+def test_a_misspelt_dotted_override_gets_the_nested_form_of_the_key_it_meant():
+    from picollm.config.command_line import override_problem
+    assert override_problem("train.max_step=50") == (
+        "--config train.max_step=50: train has no key 'max_step' (did you mean 'max_steps'?), and Snakemake sets "
+        "top-level keys only: write --config 'train={max_steps: 50}' (the other keys under train keep their values)")
+    assert override_problem("trian.lr=0.1").endswith("write --config 'train={lr: 0.1}' (the other keys under train "
+                                                     "keep their values)")
+    assert override_problem("train.zzz=1").startswith("--config train.zzz=1: Snakemake sets top-level keys only, "
+                                                      "and train has no key 'zzz'; its keys: batch_size, ")
+    # below models (and sweep) the names are the study's own: taken as given
+    assert "write the nested key as --config 'models={lstm: {hidden_dim: 3}}'" in override_problem(
+        "models.lstm.hidden_dim=3")
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(PicoError, match="does not exist"):
         load_study([tmp_path / "missing.yaml"])

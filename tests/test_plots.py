@@ -176,6 +176,23 @@ def test_training_dynamics_figures(tmp_path):
         assert_png_and_svg(tmp_path / f"{name}.png")
 
 
+def test_one_gradient_spike_is_no_plateau_in_the_solid_line():
+    """A log-axis quantity: a single step's spike (x400 in one seed) lifts the solid line of a geometric running
+    mean by its fifth root, where an arithmetic one lifted it for the whole window to ~40x."""
+    steps = np.arange(1, 41)
+    rows = pd.DataFrame({"seed": np.repeat([1, 2], 40), "step": np.tile(steps, 2), "tokens_seen": np.tile(steps, 2),
+                         "grad_norm": 0.5})
+    rows.loc[(rows["seed"] == 2) & (rows["step"] == 20), "grad_norm"] = 200.0
+    fig, ax = plt.subplots()
+    assert loss_curves.mean_and_band(ax, rows, "grad_norm", 5, "C0", "run", geometric=True) == 4
+    faint, solid = (line.get_ydata() for line in ax.get_lines())
+    assert faint.max() == pytest.approx(10.0)  # the step itself: the geometric mean of 0.5 and 200
+    assert solid.max() == pytest.approx(0.5 * 20 ** 0.25) and solid[0] == pytest.approx(0.5)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert 0 < band.min() and band.max() < 5  # ± 1 std of the seeds' trends in the log (arithmetic: up to 28)
+    plt.close(fig)
+
+
 def test_lr_schedule_draws_a_shared_schedule_once_with_the_legend_off_the_curve(tmp_path):
     metrics = write_metrics(tmp_path, n_points=12)  # every run the same schedule ...
     frame = loss_curves.read_metrics(metrics)

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_commands(sub) -> None:
     """validate-config: study files checked as the workflow checks them."""
     p = sub.add_parser("validate-config", help="check study files as the workflow does")
-    p.add_argument("config", nargs="+", help="study file(s), merged in order (each may name a base:)")
+    p.add_argument("config", nargs="+", help="a study file (it may name a base:), then any files of overrides "
+                   "that name no experiment, merged in order, as --configfile takes them")
     p.add_argument("--show", action="store_true", help="print the config with every default filled in")
     p.set_defaults(command="validate_config")
 

@@ -2,9 +2,14 @@
 import json
 
 from picollm.config import load_study
+from picollm.config.command_line import several_studies
+from picollm.errors import PicoError
 
 
 def run(args):
+    mixed = several_studies(args.config)  # the workflow refuses the same files (its profile's check)
+    if mixed:
+        raise PicoError(mixed)
     study = load_study(args.config)  # a bad key's line names the file that gives it
     print(json.dumps(study.model_dump(mode="json"), indent=2) if args.show else
           f"{' + '.join(args.config)}: valid ({len(study.models)} models)")

@@ -15,9 +15,12 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import get_args
 
 import yaml
+from pydantic import BaseModel
 
+from picollm.config.study import Study
 from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file, similar_study
 from picollm.errors import PicoError
 
@@ -76,13 +79,39 @@ def override_problem(word: str, before: str | None = None) -> str | None:
     if CONFIG_KEY.match(key):
         return None
     if "." in key and all(CONFIG_KEY.match(part) for part in key.split(".")):
-        *outer, last = key.split(".")
+        parts, unknown = known_key(key.split("."))
+        if parts is None:
+            return f"--config {word}: Snakemake sets top-level keys only, and {unknown}"
+        *outer, last = parts
         nested = f"{last}: {value}"
         for part in reversed(outer[1:]):
             nested = f"{part}: {{{nested}}}"
-        return (f"--config {word}: Snakemake sets top-level keys only; write the nested key as "
-                f"--config '{outer[0]}={{{nested}}}' (the other keys under {outer[0]} keep their values)")
+        fixed = f"{unknown}, and Snakemake sets top-level keys only: write" if unknown else \
+            "Snakemake sets top-level keys only; write the nested key as"
+        return (f"--config {word}: {fixed} --config '{outer[0]}={{{nested}}}' (the other keys under {outer[0]} "
+                f"keep their values)")
     return f"--config {word}: {key!r} is no config key (letters, digits, _ and -, starting with a letter or _)"
+
+
+def known_key(parts: list[str]) -> tuple[list[str] | None, str]:
+    """A dotted key's parts with a misspelt one replaced by the schema's closest key, and what was replaced
+    ("" when nothing); (None, why) when no key is close. Below a mapping of the user's names (models, sweep)
+    every part is taken as given."""
+    cls, fixed = Study, ""
+    for depth, part in enumerate(parts):
+        if part not in cls.model_fields:
+            where = ".".join(parts[:depth]) or "the study"
+            close = difflib.get_close_matches(part, cls.model_fields, n=1)
+            if not close:
+                return None, f"{where} has no key {part!r}; its keys: {', '.join(sorted(cls.model_fields))}"
+            fixed = f"{where} has no key {part!r} (did you mean {close[0]!r}?)"
+            parts, part = [*parts[:depth], close[0], *parts[depth + 1:]], close[0]
+        annotation = cls.model_fields[part].annotation
+        cls = next((t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)),
+                   None)
+        if cls is None:
+            break
+    return parts, fixed
 
 
 def repeated_option(argv: list[str]) -> str | None:

@@ -22,6 +22,7 @@ STUDY_SUFFIXES = (".yaml", ".yml", ".json")
 # A target typed after --configfile (argparse gives that option every word up to the next option) is read as a
 # study file: the fix, in the one line that says so.
 TARGET_HINT = "put targets before --configfile (snakemake --cores N TARGET --configfile FILE)"
+TEXT_OUTPUTS = (".svg", ".md", ".csv", ".html", ".txt", ".log", ".tsv")  # what the workflow writes as text
 
 
 class Replace:
@@ -80,10 +81,26 @@ def _unwrap(value):
 
 
 def similar_study(path: Path) -> Path | None:
-    """The study file beside `path` whose name is closest to its misspelt one, if any is close."""
-    studies = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
-    close = difflib.get_close_matches(path.name, studies, n=1)
-    return path.parent / close[0] if close else None
+    """The study file whose name is closest to `path`'s misspelt one, if any is close: beside it, or in config/
+    for a bare name (`offline.yaml` for config/offline.yaml)."""
+    folders = [path.parent, *([Path("config")] if path.parent == Path(".") else [])]
+    for folder in reversed(folders):
+        studies = {p.stem: p for p in folder.glob("*.y*ml")} if folder.is_dir() else {}
+        close = difflib.get_close_matches(path.stem, studies, n=1)  # by stem: every name shares ".yaml"
+        if close:
+            return studies[close[0]]
+    return None
+
+
+def output_problem(path: Path, raw=None) -> None:
+    """A study file named on the command line that is a workflow output, so a target typed after --configfile:
+    a figure's .svg or a table's .md (before it is read as YAML), or a mapping under results/ that holds other
+    keys than a study's (an eval .json; the workflow's own provenance/study.json is a study)."""
+    output = path.suffix in TEXT_OUTPUTS if raw is None else (
+        "results" in path.parts and isinstance(raw, dict) and not set(raw) <= {*Study.model_fields, "base", "replace"})
+    if output:
+        raise PicoError(f"config file {path} is no study file (an output of the workflow, not .yaml); if it is a "
+                        f"target, {TARGET_HINT}")
 
 
 def read_study_file(path, _chain: tuple = ()) -> dict:
@@ -97,6 +114,8 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
         close = similar_study(path)
         raise PicoError(f"config file {path} does not exist{named}; "
                         + (f"did you mean {close}?" if close else "fix the path"))
+    if not _chain:
+        output_problem(path)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
     except UnicodeDecodeError as exc:
@@ -109,7 +128,10 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PicoError(f"config file {path} is not valid YAML{where}: {why}") from None
+        raise PicoError(f"config file {path} is not valid YAML{where}: {why}; if it is no study file, check that a "
+                        f"target did not follow --configfile") from None
+    if not _chain:
+        output_problem(path, raw)
     if not isinstance(raw, dict):
         raise PicoError(f"config file {path} must hold a mapping of config keys, not {type(raw).__name__}; "
                         f"if it is no study file, check that a target did not follow --configfile")
@@ -166,7 +188,7 @@ def load_study(files=(), overrides: dict | None = None) -> Study:
     merged = {}
     for path in files:
         layer = read_study_file(path)
-        check_seed(merged, layer, f"config file {path}", "the study files before it")
+        check_seed(merged, layer, f"config file {path}", "a study file before it")
         merged = deep_merge(merged, layer)
     check_seed(merged, overrides, "--config", "the study file")
     try:
@@ -219,12 +241,15 @@ def giver(message: str, files: list, overrides: dict) -> str:
     file where none does. A run's own `train:` key (`... of run lstm`) is looked for before the study's."""
     named = re.match(r"(?:unknown )?config key '([^']+)'(?: of run (\S+))?", message)
     layers = [("--config", overrides)] + [layer for path in reversed(files) for layer in _layers(path)]
+    source = " + ".join(map(str, files))
     if named:
         key, run = named.groups()
         model = run.split(".")[0] if run else None
         own = [f"models.{run}.{key}", f"models.{model}.{key}", f"sweep.{model}.{key}"] if run else []
-        for candidate in [*own, key]:
-            given = _given(layers, candidate)
-            if given:
-                return given[0][0] if not isinstance(given[0][1], dict) else ", ".join(name for name, _ in given)
-    return " + ".join(map(str, files))
+        given = next(filter(None, (_given(layers, candidate) for candidate in [*own, key])), None)
+        if given:
+            source = given[0][0] if not isinstance(given[0][1], dict) else ", ".join(name for name, _ in given)
+    # a check across keys (snapshot_steps beyond max_steps) may fail by the other key, given by --config
+    others = [k for k in re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+\b", message[named.end():] if named else message)
+              if _given([("--config", overrides)], k)]
+    return f"{source} with --config {others[0]}" if others and source != "--config" else source

@@ -56,25 +56,27 @@ def smoothed(series: pd.Series, window: int) -> pd.Series:
     return pd.Series(means, index=series.index)
 
 
-def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str) -> int:
+def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str, shown=None) -> int:
     """Every logged point as a faint line under its running mean, or as one solid line when there are too
-    few points to smooth. Returns the running mean's window (1: not smoothed), for lines_note."""
+    few points to smooth; `shown` maps y to what is drawn (np.exp for y given as logs: a geometric mean).
+    Returns the running mean's window (1: not smoothed), for lines_note."""
+    shown = shown or (lambda values: values)
     window = smoothing_window(len(y), smooth)
     if window == 1:
-        ax.plot(x, y, color=color, lw=2.5, label=label)
+        ax.plot(x, shown(y), color=color, lw=2.5, label=label)
         return 1
-    ax.plot(x, y, color=color, alpha=0.3, lw=1)
-    ax.plot(x, smoothed(y, window), color=color, lw=2.5, label=label)
+    ax.plot(x, shown(y), color=color, alpha=0.3, lw=1)
+    ax.plot(x, shown(smoothed(y, window)), color=color, lw=2.5, label=label)
     return window
 
 
-def lines_note(windows) -> str:
+def lines_note(windows, mean: str = "mean") -> str:
     """What a figure's solid and faint lines show, from the windows raw_and_smoothed returned for its runs: one
     wording for all of them, also when some runs logged too few steps to smooth."""
     means = sorted(w for w in set(windows) if w > 1)
     if not means:
         return "every logged step"
-    note = "faint: every logged step; solid: mean of " + " or ".join(map(str, means))
+    note = f"faint: every logged step; solid: {mean} of " + " or ".join(map(str, means))
     return note + ("; a solid line alone: every logged step (too few to smooth)" if 1 in windows else "")
 
 

@@ -107,8 +107,9 @@ def draw_run(subfig, name: str, labels: list[str], maps: list, panel: float) -> 
     subfig.supylabel("query token (row)", fontsize="small")
 
 
-def draw(drawn: dict, panel: float, title: str):
-    """A figure of every run in `drawn` ({name: (labels, maps)}), blocks on block_grid, one colour bar."""
+def draw(drawn: dict, panel: float, title: str, note: str = ""):
+    """A figure of every run in `drawn` ({name: (labels, maps)}), blocks on block_grid, one colour bar; `note`
+    in the grid's first empty block, or under the title when the grid has none."""
     layers = max(len(maps) for _, maps in drawn.values())
     heads = max(maps[0].shape[0] for _, maps in drawn.values())
     rows, cols = block_grid(len(drawn), layers, heads, panel)
@@ -118,10 +119,15 @@ def draw(drawn: dict, panel: float, title: str):
     blocks = body.subfigures(rows, cols, squeeze=False).ravel()
     for block, (name, (labels, maps)) in zip(blocks, drawn.items()):
         draw_run(block, name, labels, maps, panel)
+    if note and len(blocks) > len(drawn):
+        blocks[len(drawn)].text(0.5, 0.5, note, ha="center", va="center", fontsize="medium", wrap=True)
+    elif note:
+        title = f"{title}\n{' '.join(note.split())}"
     cax = bar.add_axes((0.15, 0.25, 0.25, 0.5))  # a fixed strip: the colour bar reads every block
     fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), cax=cax,
                  label="attention weight")
-    fig.suptitle(textwrap.fill(title, int(width * 72 / (CHAR_WIDTH * plt.rcParams["font.size"]))),
+    line = int(width * 72 / (CHAR_WIDTH * plt.rcParams["font.size"]))
+    fig.suptitle("\n".join(textwrap.fill(part, line) for part in title.split("\n")),
                  fontsize="medium")  # wrapped: a long prompt would widen the figure past a slide
     return fig
 
@@ -159,7 +165,8 @@ def plot(models: dict, out, experiment: str, provenance=None, *, prompt: str, ma
     layers = max(len(maps) for _, maps in drawn.values())
     heads = max(maps[0].shape[0] for _, maps in drawn.values())
     panel = grid_panel(len(drawn), layers, heads, max(len(labels) for labels, _ in drawn.values()))
-    save(draw(drawn, panel, f"{title}, {tokens}, {seeds}"), out, experiment, provenance)
+    note = "One run per figure, for a slide:\nfigures/attention_heads/<run>.png" if len(drawn) > 1 else ""
+    save(draw(drawn, panel, f"{title}, {tokens}, {seeds}", note), out, experiment, provenance)
     for name, (labels, maps) in drawn.items():
         panel = slide_panel(len(maps), maps[0].shape[0])
         tokens = f"{int(loaded[name].checkpoint['summary']['tokens_seen']):,} training tokens"  # one model's

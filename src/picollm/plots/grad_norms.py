@@ -1,8 +1,10 @@
 """figures/grad_norms.png: the global gradient norm (before clipping) against tokens seen, per run, and
-the activation scale (RMS) in a second panel when metrics.csv has an `act_rms` column. Lines are means
-over seeds, bands ± 1 std over seeds."""
+the activation scale (RMS) in a second panel when metrics.csv has an `act_rms` column. On their log axes,
+lines are geometric means (over seeds, and running over steps) and bands ± 1 std of the log over seeds:
+one step's spike stays one faint spike, not a plateau the width of the running mean."""
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.lines import Line2D
 
 from picollm.plots import SLIDE, lines_note, log_y, model_styles, plt, save, tokens_axis
@@ -22,15 +24,17 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     for ax, (column, title, ylabel, short) in zip(axes[0], panels):
         for name, group in frame.groupby("model", sort=False):
             if group[column].notna().any():
-                lasts[name].append(f"{short} {over_seeds(group, column)['mean'].iloc[-1]:.3g}")
-                windows.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name))
+                last = np.exp(over_seeds(group.assign(**{column: np.log(group[column])}), column)["mean"].iloc[-1])
+                lasts[name].append(f"{short} {last:.3g}")
+                windows.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name, geometric=True))
         log_y(ax)
         ax.set(xlabel="tokens seen", ylabel=f"{ylabel} (log scale)", title=title)
         tokens_axis(ax, ticks=3 if len(panels) > 1 else 5)
     handles = [Line2D([], [], color=styles[name]["color"], lw=2.5, label=f"{name}\n(last {', '.join(last)})")
                for name, last in lasts.items() if last]
-    fig.legend(handles=handles, loc="outside right center", title=lines_note(windows).replace("; ", "\n"),
+    note = lines_note(windows, "geometric mean").replace("; ", "\n")
+    fig.legend(handles=handles, loc="outside right center", title=note,
                fontsize="small" if len(handles) <= 4 else "x-small", title_fontsize="x-small")
-    fig.suptitle(f"Training dynamics — {experiment}, {tokens_note(frame)}\n{band_note(frame)}",
+    fig.suptitle(f"Training dynamics — {experiment}, {tokens_note(frame)}\n{band_note(frame, geometric=True)}",
                  fontsize="medium")
     save(fig, out, experiment, provenance)

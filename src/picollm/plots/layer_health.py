@@ -16,8 +16,9 @@ import seaborn as sns
 from picollm.plots import SLIDE, log_y, plt, save, smoothed, smoothing_window, tokens_axis
 from picollm.tables import path_seed, run_order, seed_note, train_tokens_note
 
-PANELS = [("attn_grad_norm", "Attention weights:\ngradient norm"), ("mlp_grad_norm", "MLP weights:\ngradient norm"),
-          ("resid_rms", "Residual stream after\nthe block: RMS")]
+PANELS = [("attn_grad_norm", "Attention weights:\ngradient norm", "gradient norm"),
+          ("mlp_grad_norm", "MLP weights:\ngradient norm", "gradient norm"),
+          ("resid_rms", "Residual stream after\nthe block: RMS", "root mean square")]
 LINESTYLES = ["-", "--", ":", "-."]
 
 
@@ -37,7 +38,7 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
     inputs = flat(inputs)
     frame = read_health(inputs)
     runs = [r for r in run_order(inputs) if (frame["run"] == r).any()]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=SLIDE, sharex=True)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=SLIDE, sharex=True, layout="constrained")
     if not runs:
         fig.text(0.5, 0.5, "no Transformer runs: nothing to show", ha="center", va="center", fontsize=20)
         for ax in axes:
@@ -48,7 +49,7 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
     n_blocks = int(frame["block"].max()) + 1
     colors = sns.color_palette("crest", n_blocks)  # light to dark, no end too pale to see on white
     styles = {run: LINESTYLES[i % len(LINESTYLES)] for i, run in enumerate(runs)}
-    for ax, (column, title) in zip(axes, PANELS):
+    for ax, (column, title, quantity) in zip(axes, PANELS):
         for (run, block), group in frame.groupby(["run", "block"], sort=False):
             window = smoothing_window(len(group), smooth)
             x, y = group["tokens_seen"], group[column]
@@ -56,13 +57,12 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
                 ax.plot(x, y, color=colors[block], alpha=0.2, lw=1)
             ax.plot(x, smoothed(y, window), color=colors[block], ls=styles[run], lw=2.5)
         log_y(ax)
-        ax.set(title=title, xlabel="tokens seen", ylabel="log scale")
+        ax.set(title=title, xlabel="tokens seen", ylabel=f"{quantity} (log scale)")
         tokens_axis(ax, ticks=3)  # three panels side by side
     legend(fig, colors, styles)
     tokens = train_tokens_note(frame.groupby("run", sort=False)["tokens_seen"].max().to_dict())
     seeds = seed_note(path_seed(path) for path in inputs.values())
     fig.suptitle(f"Layer health per Transformer block — {experiment}\n{tokens}, {seeds}", fontsize="medium")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below
     save(fig, out, experiment, provenance)
 
 
@@ -72,7 +72,7 @@ def legend(fig, colors, styles: dict) -> None:
     if len(styles) > 1:
         handles += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, lw=2.5, label=run)
                     for run, ls in styles.items()]
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(len(handles), 4),
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
                fontsize="small", frameon=False,
                title="colour: depth (block 0 nearest the input)" + ("; line style: run" if len(styles) > 1 else ""),
                title_fontsize="small")

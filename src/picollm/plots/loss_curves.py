@@ -7,6 +7,7 @@ pair; `logy` draws the loss on a log scale.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
@@ -35,19 +36,26 @@ def over_seeds(rows: pd.DataFrame, column: str, window: int = 1) -> pd.DataFrame
                  seeds=(column, "size")).reset_index())
 
 
-def seed_band(ax, x, centre, std, color, alpha: float = 0.2) -> None:
-    """Shade centre ± std (NaN with one seed, which draws nothing)."""
+def seed_band(ax, x, centre, std, color, alpha: float = 0.2, shown=None) -> None:
+    """Shade centre ± std (NaN with one seed, which draws nothing); `shown` as raw_and_smoothed takes it."""
+    shown = shown or (lambda values: values)
     if std.notna().any():
-        ax.fill_between(x, centre - std, centre + std, color=color, alpha=alpha, lw=0)
+        ax.fill_between(x, shown(centre - std), shown(centre + std), color=color, alpha=alpha, lw=0)
 
 
-def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str) -> int:
+def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str,
+                  geometric: bool = False) -> int:
     """`column` of one run against tokens seen: the mean over seeds as raw_and_smoothed draws it, and a band
-    of ± 1 std over seeds around its running mean. Returns the running mean's window, for lines_note."""
+    of ± 1 std over seeds around its running mean. `geometric`: means and std of the logs, for a quantity on a
+    log axis, where one spike would lift an arithmetic running mean for its whole window. Returns the running
+    mean's window, for lines_note."""
     window = smoothing_window(rows.dropna(subset=[column]).groupby("seed").size().max(), smooth)
+    if geometric:
+        rows = rows.assign(**{column: np.log(rows[column])})
     stat = over_seeds(rows, column, window)
-    shown = raw_and_smoothed(ax, stat["tokens_seen"], stat["mean"], smooth, color, label)
-    seed_band(ax, stat["tokens_seen"], smoothed(stat["mean"], window), stat["std"], color)
+    back = np.exp if geometric else None
+    shown = raw_and_smoothed(ax, stat["tokens_seen"], stat["mean"], smooth, color, label, back)
+    seed_band(ax, stat["tokens_seen"], smoothed(stat["mean"], window), stat["std"], color, shown=back)
     return shown
 
 
@@ -63,10 +71,12 @@ def seeds_note(frame: pd.DataFrame) -> str:
     return f"{high} seed{'s' if high > 1 else ''}" if low == high else f"{low}–{high} seeds per run"
 
 
-def band_note(frame: pd.DataFrame) -> str:
+def band_note(frame: pd.DataFrame, geometric: bool = False) -> str:
     """What a shaded band means, or that there are none (every run has one seed)."""
     if frame.groupby("model")["seed"].nunique().max() < 2:
         return "one seed per run: no band"
+    if geometric:
+        return f"lines: geometric mean over {seeds_note(frame)}, bands ± 1 std of the log"
     return f"lines: mean over {seeds_note(frame)}, bands ± 1 std"
 
 

@@ -149,9 +149,11 @@ def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict, why: str = "") -
         best = frontier(rows, x)
         ax.plot(best[x], best["mean"], color=style["color"], lw=2, alpha=0.7)
         for r in shown.itertuples():
-            ax.annotate(point_label(r), (getattr(r, x), r.mean), xytext=(6, 4), textcoords="offset points",
-                        fontsize="xx-small", color=style["color"])
-    ax.margins(x=0.12)  # room for the labels of the rightmost points
+            last = getattr(r, x) == runs[x].max()  # labelled to its left: to its right is the panel's edge
+            ax.annotate(point_label(r), (getattr(r, x), r.mean), xytext=(-6 if last else 6, 4),
+                        textcoords="offset points", ha="right" if last else "left", fontsize="xx-small",
+                        color=style["color"])
+    ax.margins(x=0.12)  # room beside the outermost points for their labels
     log_x(ax)
     note = "\nhollow: sweep points at their base run's x" if hollow.any() else ""
     ax.set_xlabel(X_LABELS[x])
