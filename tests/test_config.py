@@ -406,13 +406,16 @@ def test_config_file_that_is_not_utf8_or_not_yaml_is_one_line(tmp_path):
     (["broken.yaml"], "broken.yaml is not valid YAML at line 2"),
     (["tagged.yaml"], "tagged.yaml uses the tag '!replace', which Snakemake cannot read in a --configfile; "
                       "list the keys under 'replace: [...]' instead"),
+    (["empty.yaml"], "empty.yaml is empty (or only comments); give it a study's keys (experiment:, models:, ...), "
+                     "or build on one with base: offline.yaml"),
 ], ids=["latin1", "figure-after-configfile", "target-after-configfile", "misspelt-study", "yaml-syntax",
-        "replace-tag"])
+        "replace-tag", "empty"])
 def test_a_configfile_snakemake_cannot_read_is_one_line(tmp_path, files, needle):
     """Snakemake reads --configfile before any workflow code; the project's profile checks the files earlier."""
     (tmp_path / "latin1.yaml").write_bytes("experiment: caf\xe9\n".encode("latin-1"))
     (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     (tmp_path / "broken.yaml").write_text("experiment: [x\n")
+    (tmp_path / "empty.yaml").write_text("# a study, some day\n")
     write_config(tmp_path / "ok.yaml", tiny_offline_config())
     (tmp_path / "tagged.yaml").write_text("base: ok.yaml\nsweep: !replace {}\n")
     # "all": a target typed after them; a study file's name is in tmp_path, found or not

@@ -316,6 +316,18 @@ def test_evaluate_model_and_tables(tmp_path):
     assert set(sampling["experiment"]) == {"exp1"} and set(sampling["train_tokens"]) == {256}
 
 
+def test_a_model_is_scored_only_on_tokens_of_its_own_tokenizer():
+    byte = {"tokenizer": "byte", "vocab_size": 257}
+    gpt2 = {"tokenizer": "gpt2", "vocab_size": 50257}
+    ev.check_tokens_match(byte, None, byte, "m/model.pt", "tok")
+    with pytest.raises(PicoError, match=r"^m/model.pt was trained on gpt2 tokens \(50,257 ids\), but tok holds byte "
+                                        r"tokens \(257 ids\); evaluate it on the tokens it was trained on, or delete "
+                                        r"it and rerun training$"):
+        ev.check_tokens_match(gpt2, None, byte, "m/model.pt", "tok")
+    with pytest.raises(PicoError, match="was trained on byte tokens"):  # it would index past its embedding
+        ev.check_tokens_match(byte, None, gpt2, "m/model.pt", "tok")
+
+
 def test_train_tokens_note():
     assert tables.train_tokens_note({"a": 1000, "b": 1000}) == "1,000 training tokens per model"
     assert tables.train_tokens_note({"a": 1000, "b": 2000, "c": 1500}) == ("1,000 to 2,000 training tokens per model "

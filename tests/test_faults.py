@@ -110,10 +110,11 @@ def test_a_prompt_past_block_size_is_noted_on_the_terminal(model_path, tmp_path)
 # --- a full disk --------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def small_disk(folder: Path, size: str):
-    """A tmpfs of `size` at `folder` (root only: skipped, with the reason, elsewhere)."""
+def small_disk(folder: Path, size: str, options: str = ""):
+    """A tmpfs of `size` at `folder`, with more mount `options` (ro) if given (root only: skipped, with the
+    reason, elsewhere)."""
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
@@ -189,6 +190,25 @@ def test_a_run_on_a_full_disk_is_one_line_before_snakemake_writes(tmp_path):
         assert result.stderr.strip().splitlines()[-1] == (
             f"error: no space left on {disk} (Snakemake writes its lock and records in .snakemake/ there before any "
             "job); free some space there, then rerun: finished work is kept"), result.stderr[-3000:]
+
+
+def test_a_read_only_folder_is_one_line_for_an_output_a_log_and_a_run(model_path, tmp_path):
+    with small_disk(tmp_path / "ro", "64k", ",ro") as ro:
+        for log, out in [(tmp_path / "s.log", ro / "s.jsonl"), (ro / "s.log", tmp_path / "s.jsonl")]:
+            result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(log), "sample", "--name", "m",
+                                     "--model-path", str(model_path), "--config", "{}", "--out", str(out)], env=ENV,
+                                    capture_output=True, text=True, timeout=300)
+            written = out if log.parent == tmp_path else log
+            assert result.returncode == 1 and result.stderr == (
+                f"error: cannot write in {ro} (read-only file system; writing {written.name}); make it writable, "
+                f"then rerun: finished work is kept\n"), result.stderr
+        write_config(tmp_path / "study.yaml", {**tiny_offline_config(), "experiment": "ro"})
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / "ro").symlink_to(ro)
+        result = snakemake(tmp_path, "--cores", "1", "all", "--configfile", tmp_path / "study.yaml")
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+            f"error: cannot write in {ro} (read-only file system); make it writable, then rerun: finished work is "
+            f"kept"), result.stderr[-3000:]
 
 
 # --- damaged token files ------------------------------------------------------------------------------
@@ -857,7 +877,11 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     (["figure", "loss_curves", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
      "error: this takes one file per run and seed, {{run: {{seed: path}}}}, not {{'m': '{model}'}}; give --inputs "
      "that JSON, e.g. --inputs '{{\"lstm\": {{\"1337\": \"results/offline/models/lstm/seed1337/metrics.csv\"}}}}'"),
-], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape"])
+    (["figure", "attention_heads", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
+     "error: figure attention_heads draws the attention on a prompt: give --config '{{\"figures\": "
+     "{{\"attention_prompt\": \"Once upon a time\"}}}}'"),
+], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape",
+        "attention-no-prompt"])
 def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
     args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,

@@ -203,3 +203,21 @@ def test_the_one_hot_first_layer_counts_and_trains_as_a_table():
     assert counts["params_non_embedding"] == counts["params"] - k * vocab * hidden - counts["params_head"]
     muon, adamw = split_parameters(onehot)
     assert any(p is onehot.fc_in.weight for p in adamw) and not any(p is onehot.fc_in.weight for p in muon)
+
+
+class Sampler:
+    """Stands for the training state a resume point holds beside its weights, which weights_only refuses."""
+
+
+def test_an_undamaged_resume_point_is_never_called_corrupt(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(2)}, "sampler": Sampler()}, tmp_path / "last.pt")
+    with pytest.raises(PicoError, match=r"last.pt is the resume point of an unfinished training, not a model: keep "
+                                        r"it; rerun the training \(the same snakemake command\) to continue"):
+        models.read_checkpoint(tmp_path / "last.pt")
+    (tmp_path / "other.pt").write_bytes((tmp_path / "last.pt").read_bytes())
+    with pytest.raises(PicoError, match="other.pt is a whole PyTorch file but no pico-llm model"):
+        models.read_checkpoint(tmp_path / "other.pt")
+    whole = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(whole[: len(whole) - 40])  # its end cut off: damaged after all
+    with pytest.raises(PicoError, match="last.pt is truncated or corrupt .*; delete it and rerun training"):
+        models.read_checkpoint(tmp_path / "last.pt")

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from picollm import io
 from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
@@ -237,6 +238,18 @@ def _sharing_commands(sub) -> None:
     p.set_defaults(command="provenance_table")
 
 
+def writable_log(path) -> None:
+    """Exit with one line when the log cannot be written: it opens before any stage's own error handling."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        problem = io.write_problem(path, exc)
+        print(f"error: {problem or f'cannot write the log {path} ({exc.strerror})'}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 @contextlib.contextmanager
 def _output_to(path, fresh: bool = True):
     """Send stdout and stderr (tqdm's progress bars included) to `path`, or leave them where they are.
@@ -312,10 +325,10 @@ def _run(args, terminal, rank: int) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails silently
         return 1
     except OSError as exc:
-        if exc.errno not in io.NO_SPACE:
+        problem = io.write_problem(exc.filename or args.log or os.path.join(os.getcwd(), ""), exc)
+        if problem is None:
             return _bug(exc, args.log, terminal)
-        where = exc.filename or args.log or os.path.join(os.getcwd(), "")
-        _tell(f"error: {io.no_space(where)}", args.log, terminal, rank)
+        _tell(f"error: {problem}", args.log, terminal, rank)
         return 1
     except Exception as exc:
         if _lost_peer(exc):  # another rank died first: its own line (or its agent's) says why
@@ -372,6 +385,8 @@ def main(argv=None) -> int:
         if previous[s] == signal.SIG_DFL:  # left alone where the caller ignores it (nohup)
             signal.signal(s, _interrupted)
     io.terminal = terminal if args.log and not rank else None  # where io.note() also writes
+    if args.log:
+        writable_log(args.log)
     try:
         # rank 0 of a data-parallel job adds to the log of the `picollm train` that launched it (picollm.launch)
         with _output_to(args.log, fresh=rank > 0 or "LOCAL_RANK" not in os.environ):

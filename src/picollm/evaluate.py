@@ -293,6 +293,19 @@ def run_config(ckpt: dict) -> dict:
     return {**ckpt["model_cfg"], "train": trained.get("train", {})}
 
 
+def check_tokens_match(ckpt: dict, tokenizer, meta: dict, model_path, tokens_dir) -> None:
+    """A model scored on tokens of another tokenizer gives a loss that means nothing (or indexes past its
+    embedding): one line naming both instead."""
+    trained = (ckpt["tokenizer"], ckpt["vocab_size"])
+    if trained != (meta["tokenizer"], meta["vocab_size"]):
+        raise PicoError(f"{model_path} was trained on {trained[0]} tokens ({trained[1]:,} ids), but {tokens_dir} "
+                        f"holds {meta['tokenizer']} tokens ({meta['vocab_size']:,} ids); evaluate it on the tokens "
+                        f"it was trained on, or delete it and rerun training")
+    if meta.get("tokenizer_sha256", getattr(tokenizer, "sha256", None)) != getattr(tokenizer, "sha256", None):
+        raise PicoError(f"{model_path} was trained with another {ckpt['tokenizer']} tokenizer than the tokens in "
+                        f"{tokens_dir}; evaluate it on the tokens it was trained on (or retrain it)")
+
+
 def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
                    max_tokens: int | None = None, samples_path=None, sampling: SamplingConfig | None = None,
                    seed: int = 1337, english: bool = True, scoring: str = "windows") -> tuple:
@@ -319,9 +332,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     model = load_model(model_path, dev)
     ckpt = model.checkpoint
     tokenizer = checkpoint_tokenizer(ckpt)
-    if meta.get("tokenizer_sha256", getattr(tokenizer, "sha256", None)) != getattr(tokenizer, "sha256", None):
-        raise PicoError(f"{model_path} was trained with another {ckpt['tokenizer']} tokenizer than the tokens in "
-                        f"{tokens_dir}; evaluate it on the tokens it was trained on (or retrain it)")
+    check_tokens_match(ckpt, tokenizer, meta, model_path, tokens_dir)
     block_size = ckpt["block_size"]
     batch = batch_size or eval_batch_size(block_size, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)

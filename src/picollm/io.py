@@ -15,6 +15,7 @@ from pathlib import Path
 from picollm.errors import PicoError
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}  # a full disk, or a full quota: the same fix
+NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}  # a read-only mount, or a folder of another user
 # torch.save reports a failed write (a full disk among other causes) as a RuntimeError of its zip writer
 TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "unexpected pos")
 
@@ -39,12 +40,45 @@ def no_space(path) -> PicoError:
                      f"finished work is kept")
 
 
+def not_writable(path, exc: OSError) -> PicoError:
+    """The one line for a write refused by the file system (read-only, or not ours): the folder, not the
+    temporary name the write used."""
+    path = Path(path)
+    return PicoError(f"cannot write in {path.parent} ({exc.strerror.lower()}; writing {path.name}); make it "
+                     f"writable, then rerun: finished work is kept")
+
+
+def write_problem(path, exc: OSError) -> PicoError | None:
+    """The one line for a failed write to `path` that is the machine's, not a bug: full or not writable."""
+    if exc.errno in NO_SPACE:
+        return no_space(path)
+    if exc.errno in NOT_WRITABLE:
+        return not_writable(path, exc)
+    return None
+
+
 def check_room(folder, needed: int = 1 << 20) -> None:
     """One line when `folder`'s disk has less than `needed` bytes free: Snakemake writes its lock and metadata
     (.snakemake/) before any job, and a full disk there ends in its own long traceback."""
     if disk_full(folder, below=needed):
         raise PicoError(f"no space left on {Path(folder).resolve()} (Snakemake writes its lock and records in "
                         f".snakemake/ there before any job); free some space there, then rerun: finished work is kept")
+
+
+def check_writable(folder) -> None:
+    """One line when the study's results folder cannot be written (a read-only mount, another user's folder):
+    Snakemake would call its outputs write-protected, or end in a traceback on the first job's log."""
+    folder = Path(folder)
+    probe = folder / f".writable.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        raise PicoError(f"cannot write in {folder.resolve()} ({exc.strerror.lower()}); make it writable, then "
+                        f"rerun: finished work is kept") from None
 
 
 def disk_full(folder: Path, below: int = 1 << 16) -> bool:
@@ -69,8 +103,9 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.errno in NO_SPACE:
-            raise no_space(path) from None
+        problem = write_problem(path, exc)
+        if problem:
+            raise problem from None
         raise
     except RuntimeError as exc:
         if any(sign in str(exc) for sign in TORCH_WRITE_FAILED) and disk_full(path.parent):

@@ -28,7 +28,7 @@ from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
 from picollm.data.check import check_folder  # noqa: E402
 from picollm.data.sources import check_local_files  # noqa: E402
-from picollm.io import check_room  # noqa: E402
+from picollm.io import check_room, check_writable  # noqa: E402
 from picollm.owner import snakemakes_in  # noqa: E402
 
 # results/ and the relative paths of the study files land in the working directory: the project root, or one
@@ -82,13 +82,14 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = f"results/{CFG.experiment}"
-# A disk too full for Snakemake's own lock stops the run here, in one line. Token files that no longer match
-# their meta.json stop it too, before Snakemake reruns (and so deletes) anything downstream of them. Checksums of files up to 256 MiB, which cost little at every
-# parse; the train and evaluate jobs check the larger ones before they read them. So does a local data file
-# that is missing.
+# A disk too full for Snakemake's own lock, or a results folder that cannot be written, stops the run here, in
+# one line. Token files that no longer match their meta.json stop it too, before Snakemake reruns (and so
+# deletes) anything downstream of them. Checksums of files up to 256 MiB, which cost little at every parse; the
+# train and evaluate jobs check the larger ones before they read them. So does a local data file that is missing.
 try:
     if workflow.is_main_process and not workflow.dryrun:
         check_room(".")
+        check_writable(R)
     check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
     check_local_files(CFG.data.sources)
 except PicoError as exc:

@@ -53,6 +53,9 @@ def run(args):
     options = {}
     if job.figures.attention_prompt is not None:
         options["prompt"] = job.figures.attention_prompt
+    elif name == "attention_heads":  # the workflow fills in the first sampling prompt; by hand, nothing does
+        raise PicoError("figure attention_heads draws the attention on a prompt: give --config "
+                        "'{\"figures\": {\"attention_prompt\": \"Once upon a time\"}}'")
     if job.figures.loss_zoom:
         options["ylim"] = "auto"
     if job.figures.loss_logy:

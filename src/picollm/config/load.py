@@ -117,7 +117,7 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
     if not _chain:
         output_problem(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader)
     except UnicodeDecodeError as exc:
         if path.suffix not in STUDY_SUFFIXES:  # a figure or a model: a target typed after --configfile
             raise PicoError(f"config file {path} is no study file (not text, and not .yaml); if it is a target, "
@@ -130,6 +130,9 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PicoError(f"config file {path} is not valid YAML{where}: {why}; if it is no study file, check that a "
                         f"target did not follow --configfile") from None
+    if raw is None:  # Snakemake refuses it with a line that names neither the file nor the fix
+        raise PicoError(f"config file {path} is empty (or only comments); give it a study's keys (experiment:, "
+                        f"models:, ...), or build on one with base: offline.yaml")
     if not _chain:
         output_problem(path, raw)
     if not isinstance(raw, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -83,6 +84,25 @@ def damaged(ckpt: dict, tensors) -> bool:
     return "sha256" in ckpt and tensors_sha256(tensors) != ckpt["sha256"]
 
 
+def whole_archive(path: Path) -> bool:
+    """Whether `path` is an undamaged zip archive, as torch.save writes: every member's CRC checks."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def unloadable(path: Path) -> str:
+    """Why an undamaged checkpoint is no model: a training's resume point (last.pt holds its optimizer and
+    sampler state too), or another program's file."""
+    if path.name.startswith("last"):
+        return (f"{path} is the resume point of an unfinished training, not a model: keep it; rerun the training "
+                f"(the same snakemake command) to continue from it and write model.pt")
+    return (f"{path} is a whole PyTorch file but no pico-llm model (it holds more than weights); give the model.pt "
+            f"that picollm train wrote (results/<experiment>/models/<run>/seed<k>/model.pt)")
+
+
 def read_checkpoint(path) -> dict:
     """Load a model.pt dict, turning a truncated or foreign file into one clear error."""
     path = Path(path)
@@ -103,6 +123,8 @@ def read_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        if whole_archive(path):  # readable, but not as plain weights: never advise deleting it
+            raise PicoError(unloadable(path)) from None
         raise PicoError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); "
                         f"delete it and rerun training") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
