@@ -268,6 +268,13 @@ def test_a_misspelt_dotted_override_gets_the_nested_form_of_the_key_it_meant():
         "models.lstm.hidden_dim=3")
 
 
+def test_a_mapping_without_a_space_after_its_colon_is_named():
+    """--config 'train={max_steps:400}': YAML reads one key "max_steps:400" with no value."""
+    with pytest.raises(PicoError, match=r"^--config: config key 'train.max_steps:400' is no key: YAML needs a space "
+                                        r"after the colon; write 'max_steps: 400'$"):
+        load_study([ROOT / "config" / "offline.yaml"], {"train": {"max_steps:400": None}})
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(PicoError, match="does not exist"):
         load_study([tmp_path / "missing.yaml"])

@@ -877,13 +877,16 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     (["figure", "loss_curves", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
      "error: this takes one file per run and seed, {{run: {{seed: path}}}}, not {{'m': '{model}'}}; give --inputs "
      "that JSON, e.g. --inputs '{{\"lstm\": {{\"1337\": \"results/offline/models/lstm/seed1337/metrics.csv\"}}}}'"),
+    (["sample", "--name", "m", "--model-path", "{model}", "--config", "{{}}", "--out", "{tmp}"],
+     "error: {tmp} is a folder; give the path of the file to write (a name inside it)"),
     (["figure", "attention_heads", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
      "error: figure attention_heads draws the attention on a prompt: give --config '{{\"figures\": "
      "{{\"attention_prompt\": \"Once upon a time\"}}}}'"),
 ], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape",
-        "attention-no-prompt"])
+        "output-a-folder", "attention-no-prompt"])
 def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
     args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 1 and result.stderr.strip() == line.format(model=model_path), result.stderr
+    assert result.returncode == 1 and result.stderr.strip() == line.format(model=model_path, tmp=tmp_path), \
+        result.stderr

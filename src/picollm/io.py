@@ -97,6 +97,8 @@ def atomic_path(path):
     `.tmp` file, never a truncated `path`. A full disk ends in one line naming the folder (no_space).
     """
     path = Path(path)
+    if path.is_dir():  # the rename would fail naming the temporary file
+        raise PicoError(f"{path} is a folder; give the path of the file to write (a name inside it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

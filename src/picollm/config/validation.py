@@ -61,6 +61,10 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     of_run = f" of run {run}" if run else ""
     if kind == "extra_forbidden":
         allowed = sorted(_holder(cls, err["loc"]).model_fields)
+        key, colon, value = str(path[-1]).partition(":")
+        if colon and key in allowed:  # {max_steps:400}: YAML reads one key, "max_steps:400", with no value
+            return (f"config key '{where}' is no key: YAML needs a space after the colon; write "
+                    f"'{key}: {value.strip()}'")
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
         guess = f"did you mean '{close[0]}'? " if close else ""
         return f"unknown config key '{where}'; {guess}allowed here: {', '.join(allowed)}"
