@@ -4,6 +4,7 @@ When a job fails, or Ctrl-C stops every running job, Snakemake prints a block of
 (its command, inputs, outputs), and the one line each job wrote (`error: ...`, or `interrupted; rerun to
 continue`) scrolls away above them. The Snakefile's `onerror:` hook calls `tell()` with Snakemake's log of the
 run: it finds each failed job's log there and repeats the job's last word under the blocks, where the eye is.
+Its closing line says how to continue: with --rerun-incomplete when a stopped job left outputs on disk.
 """
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from pathlib import Path
 
 FAILED = re.compile(r"Error in rule (\S+):$")
 LOG = re.compile(r"\s+log: (.+?)(?: \(check log file\(s\) for error details\))?$")
+OUTPUT = re.compile(r"\s+output: (.+)$")
 CTRL_C = "Terminating processes on user request"  # what Snakemake logs when SIGINT stops it
+# what Snakemake logs when SIGTERM reaches it alone: it lets its running jobs finish, starts no other, and ends
+# in "At least one job did not complete successfully" though none failed
+SIGTERM = "Will exit after finishing currently running jobs"
+# its jobs all finished, and what it had not started a rerun starts
+STOPPED_BY_SIGTERM = ("pico-llm: stopped by SIGTERM after its running jobs finished; nothing is lost; rerun the same "
+                      "command to continue.")
+TRAINING = {"train", "train_nodes"}  # the rules whose jobs resume from a checkpoint
 SAID = re.compile(r"(error: |interrupted|stopped at step )")  # the lines picollm writes as a stage ends
 EXCEPTION = re.compile(r"[\w.]*(Error|Exception|Interrupt)\b.*")  # a traceback's last line
 TAIL = 64 << 10  # the end of a job's log holds its last word: a training log can be long
@@ -24,18 +33,22 @@ FINISHED = re.compile(r'^\{"model": .*"steps": \d+')
 FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs are kept"
 
 
-def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None]]:
-    """(rule, its log or None, the signal that killed it or None) of every "Error in rule" block in `run_log`,
-    the text of Snakemake's log."""
-    jobs, killed = [], None
+def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None, list[str]]]:
+    """(rule, its log or None, the signal that killed it or None, its outputs) of every "Error in rule" block in
+    `run_log`, the text of Snakemake's log."""
+    jobs, killed, block = [], None, False
     for line in run_log.splitlines():
         if match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
             killed = match.group(1) or signal_name(int(match.group(2)) - 128)
         elif match := FAILED.match(line):
-            jobs.append([match.group(1), None, killed])
-            killed = None
-        elif jobs and jobs[-1][1] is None and (match := LOG.match(line)):
+            jobs.append([match.group(1), None, killed, []])
+            killed, block = None, True
+        elif not line[:1].isspace():  # the block's lines are indented: a job started after it has its own
+            block = False
+        elif block and jobs[-1][1] is None and (match := LOG.match(line)):
             jobs[-1][1] = match.group(1).split(", ")[0]
+        elif block and not jobs[-1][3] and (match := OUTPUT.match(line)):
+            jobs[-1][3] = match.group(1).split(", ")
     return [tuple(job) for job in jobs]
 
 
@@ -71,30 +84,48 @@ def last_word(job_log: str | Path) -> str | None:
 def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
     run_log = Path(snakemake_log).read_text(errors="replace")
-    lines, words = [], []
-    for rule, job_log, killed in stopped_jobs(run_log):
+    lines, words, left, training = [], [], [], False
+    for rule, job_log, killed, outputs in stopped_jobs(run_log):
         said = last_word(job_log) if job_log else None
         if said is None and killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
-            said = (f"killed by {killed}" + (" (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL"
-                                             else "") + "; a rerun resumes a training from its last checkpoint")
+            oom = " (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL" else ""
+            resume = "; a rerun resumes a training from its last checkpoint" if rule in TRAINING else ""
+            said = f"killed by {killed}{oom}{resume}"
         words.append(said or "")
         name = _job_name(rule, job_log)
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
+        training = training or rule in TRAINING
+        # Snakemake removes a job's outputs before it runs it: any there now, this job wrote before it stopped
+        if any(Path(output).exists() for output in outputs):
+            left.append(name)
     # Ctrl-C reaches Snakemake (which logs it) and its jobs; jobs stopped by a signal Snakemake did not get
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
     ctrl_c = CTRL_C in run_log
-    if not lines:  # no job stopped: Snakemake's own error (a signal to it alone, a DAG error) says it all
-        return ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
-                "pico-llm: rerun the same command to continue."] if ctrl_c else []
+    if not lines:  # no job stopped: Snakemake's own error (a DAG error) says it all, but not that a signal did
+        if ctrl_c:
+            return ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
+                    "pico-llm: rerun the same command to continue."]
+        return [STOPPED_BY_SIGTERM] if SIGTERM in run_log else []
     said = [word for word in words if word]
     interrupted = ctrl_c or (said and all(word.startswith(("interrupted", FINISHED_WORD)) for word in said))
     head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
             else f"{len(lines)} job(s) failed")
-    fix = ("rerun the same command to continue (training resumes from its last checkpoint)" if interrupted
-           else "fix what each line names, then rerun the same command")
-    if FINISHED_WORD in words:
-        fix += "; add --rerun-incomplete where Snakemake asks for it (a finished training is restored, not retrained)"
-    return [f"pico-llm: {head}; every finished output is kept.", *lines, f"pico-llm: {fix}."]
+    return [f"pico-llm: {head}; every finished output is kept.", *lines,
+            f"pico-llm: {_fix(interrupted, training, left, FINISHED_WORD in words)}."]
+
+
+def _fix(interrupted: bool, training: bool, left: list[str], finished: bool) -> str:
+    """What to do next. A job stopped with outputs on disk (`left`) is refused by a plain rerun, which calls them
+    incomplete (IncompleteFilesException): --rerun-incomplete reruns just those jobs."""
+    rerun = "rerun the same command" + (" with --rerun-incomplete" if left else "")
+    fix = (f"{rerun} to continue" + (" (training resumes from its last checkpoint)" if training else "")
+           if interrupted else f"fix what each line names, then {rerun}")
+    restored = " (a finished training is restored, not retrained)" if finished else ""
+    if left:
+        return f"{fix}; it reruns just {', '.join(left)}, which stopped with outputs on disk{restored}"
+    if finished:  # a log without the job's outputs: Snakemake asks for --rerun-incomplete when it finds them
+        return f"{fix}; add --rerun-incomplete where Snakemake asks for it{restored}"
+    return fix
 
 
 def _job_name(rule: str, job_log: str | None) -> str:

@@ -1,0 +1,151 @@
+"""The closing lines of a stopped run (picollm.stopped, from hand-written Snakemake logs) and `picollm report`'s
+failure, which must leave no truncated report."""
+from __future__ import annotations
+
+import re
+import subprocess
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from picollm.commands import report
+from picollm.errors import PicoError
+from picollm.stopped import summary, tell
+
+FIGURE = "results/offline/figures/attention_heads"
+CTRL_C = "Terminating processes on user request, this might take some time.\n"
+
+
+def error_block(rule: str, outputs: list[str], log: str | None) -> str:
+    """Snakemake 9's block for a job that did not finish."""
+    return (f"Error in rule {rule}:\n    jobid: 3\n    input: results/offline/tables/attention.csv\n"
+            f"    output: {', '.join(outputs)}\n"
+            + (f"    log: {log} (check log file(s) for error details)\n" if log else "")
+            + "    shell:\n        python -m picollm ...\n        (command exited with non-zero exit code)\n")
+
+
+def stopped_figure(root: Path) -> Path:
+    """A Ctrl-C that stopped the attention_heads figure job; its log says so. Returns Snakemake's log."""
+    log = root / "results/offline/logs/figures/attention_heads.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("interrupted; rerun to continue\n")
+    outputs = [f"{FIGURE}.png", f"{FIGURE}.svg", "results/offline/provenance/figures/attention_heads.json"]
+    run_log = root / "run.log"
+    run_log.write_text(CTRL_C + error_block("figure_attention_heads", outputs, str(log.relative_to(root))))
+    return run_log
+
+
+def test_a_job_stopped_with_part_of_its_outputs_asks_for_rerun_incomplete(tmp_path, monkeypatch):
+    """Snakemake refuses a plain rerun over a stopped job's outputs (IncompleteFilesException): the closing line
+    says --rerun-incomplete and names the job; no training was stopped, so no word of a checkpoint."""
+    monkeypatch.chdir(tmp_path)  # Snakemake's outputs are relative to its working directory, the hook's too
+    run_log = stopped_figure(tmp_path)
+    assert summary(run_log)[-1] == "pico-llm: rerun the same command to continue."
+    (tmp_path / f"{FIGURE}.png").parent.mkdir(parents=True)
+    (tmp_path / f"{FIGURE}.png").write_bytes(b"\x89PNG")  # written; its .svg not yet
+    assert summary(run_log) == [
+        "pico-llm: stopped by Ctrl-C: 1 job(s) did not finish; every finished output is kept.",
+        "  figures/attention_heads: interrupted; rerun to continue  "
+        "(results/offline/logs/figures/attention_heads.log)",
+        "pico-llm: rerun the same command with --rerun-incomplete to continue; it reruns just "
+        "figures/attention_heads, which stopped with outputs on disk.",
+    ]
+
+
+def test_the_checkpoint_is_named_only_when_a_training_was_stopped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_log = stopped_figure(tmp_path)
+    train_log = tmp_path / "results/offline/logs/train/lstm/seed7.log"
+    train_log.parent.mkdir(parents=True)
+    train_log.write_text("stopped at step 40\ninterrupted; rerun to continue\n")
+    # a training stages its outputs until it ends: none is on disk
+    with open(run_log, "a") as f:
+        f.write(error_block("train", ["results/offline/models/lstm/seed7/model.pt"], str(train_log)))
+    assert summary(run_log)[-1] == "pico-llm: rerun the same command to continue (training resumes from its last " \
+                                   "checkpoint)."
+
+
+def test_outputs_of_a_job_started_after_the_block_are_not_the_stopped_jobs(tmp_path, monkeypatch):
+    """A block without output or log, followed by the description of a job that started: that job's outputs
+    (on disk) and log are its own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "done.csv").write_text("x\n")
+    run_log = tmp_path / "run.log"
+    run_log.write_text(CTRL_C + "Error in rule study_config:\n    jobid: 1\n" + "[Sun Dec  6 12:14:00 2026]\n"
+                       "localrule tables:\n    output: done.csv\n    log: results/offline/logs/tables.log\n")
+    assert summary(run_log) == [
+        "pico-llm: stopped by Ctrl-C: 1 job(s) did not finish; every finished output is kept.",
+        "  study_config: see its error block above",
+        "pico-llm: rerun the same command to continue.",
+    ]
+
+
+# The end of Snakemake 9's log after `kill -TERM <snakemake>`: it let its running job finish, then stopped.
+SIGTERM_LOG = """\
+localrule train:
+    output: results/tiny/models/lstm/seed7/model.pt, results/tiny/models/lstm/seed7/metrics.csv
+    log: results/tiny/logs/train/lstm/seed7.log
+    jobid: 0
+Will exit after finishing currently running jobs (scheduler).
+[Sun Dec  6 12:14:06 2026]
+Finished jobid: 0 (Rule: train)
+3 of 4 steps (75%) done
+Will exit after finishing currently running jobs (scheduler).
+Shutting down, this might take some time.
+"""
+
+
+def test_sigterm_to_snakemake_alone_is_one_line_that_nothing_is_lost(tmp_path, capsys):
+    """No job failed, yet Snakemake ends in "At least one job did not complete successfully": the hook says
+    why it stopped and that a rerun continues."""
+    (tmp_path / "run.log").write_text(SIGTERM_LOG)
+    line = ("pico-llm: stopped by SIGTERM after its running jobs finished; nothing is lost; rerun the same command "
+            "to continue.")
+    assert summary(tmp_path / "run.log") == [line]
+    tell([str(tmp_path / "run.log")])  # as the Snakefile's onerror hook calls it
+    assert capsys.readouterr().err == f"\n{line}\n"
+
+
+# --- picollm report: a failed snakemake --report leaves no truncated report ----------------------------------
+
+def fake_snakemake(returncode: int, said: str = ""):
+    """subprocess.run for `snakemake --report PATH`: writes part of a report to PATH, then ends with returncode."""
+    def run(command, **kwargs):
+        path = Path(command[command.index("--report") + 1])
+        assert path.name == "report.html"  # the suffix picks the report's format
+        path.write_text("<html>part of the new report")
+        return subprocess.CompletedProcess(command, returncode, stdout="", stderr=said)
+    return run
+
+
+def report_args(out: Path) -> Namespace:
+    return Namespace(snakefile="Snakefile", configfile="study.yaml", out=str(out), stylesheet=None)
+
+
+@pytest.mark.parametrize("said, line", [
+    ("OSError: [Errno 28] No space left on device\n", "no space left on"),
+    ("WorkflowError:\nsomething else\n", "snakemake --report failed (something else)"),
+])
+def test_a_failed_report_keeps_the_previous_one_and_leaves_no_part(said, line, tmp_path, monkeypatch):
+    out = tmp_path / "results/x/report.html"
+    out.parent.mkdir(parents=True)
+    out.write_text("<html>the previous report</html>")
+    monkeypatch.setattr(report.subprocess, "run", fake_snakemake(1, said))
+    with pytest.raises(PicoError, match=re.escape(line)):
+        report.run(report_args(out))
+    assert out.read_text() == "<html>the previous report</html>"
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temporary file left beside it
+    out.unlink()
+    with pytest.raises(PicoError):
+        report.run(report_args(out))
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_report_that_succeeds_replaces_the_previous_one(tmp_path, monkeypatch):
+    out = tmp_path / "report.html"
+    out.write_text("<html>the previous report</html>")
+    monkeypatch.setattr(report.subprocess, "run", fake_snakemake(0))
+    report.run(report_args(out))
+    assert out.read_text() == "<html>part of the new report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
