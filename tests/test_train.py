@@ -123,6 +123,7 @@ def test_stale_checkpoint_from_another_config_is_ignored(tokens_dir, tmp_path):
     run(tokens_dir, out, max_steps=20)
     pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
                                   metrics_without_clock(out / "metrics.csv"))
+    assert torch.load(out / "last.something-el.pt")["step"] == 10  # set aside for its run, not written over
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoint(tokens_dir, tmp_path):
@@ -278,6 +279,87 @@ def test_resume_keeps_snapshots_identical(tokens_dir, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
                                   metrics_without_clock(out / "metrics.csv"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref/layer_health.csv"), pd.read_csv(out / "layer_health.csv"))
+
+
+def interrupted(tokens_dir, out_dir, monkeypatch, at, **train_changes):
+    """A run killed as it starts step `at`, which leaves the checkpoint before it in last.pt."""
+    import picollm.train as trainer
+    real_step = trainer.train_step
+
+    def dying_step(r, state, *clock):
+        if state.step == at:
+            raise Killed
+        return real_step(r, state, *clock)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(trainer, "train_step", dying_step)
+        run(tokens_dir, out_dir, **train_changes)
+    return torch.load(out_dir / "last.pt", weights_only=False)["run_id"][:12]
+
+
+def test_another_config_sets_the_checkpoint_aside_and_the_first_resumes_it(tokens_dir, tmp_path, monkeypatch, capsys):
+    """Stopped at 30, then the folder trained with another lr (stopped at 20): neither run writes over the
+    other's last.pt. The first config again resumes at 30 and ends as if never stopped, its staged snapshots
+    with it; the other's checkpoint stays set aside past that end, and resumes in turn."""
+    first = dict(max_steps=40, checkpoint_interval=10, snapshot_steps=[10, 25, 40])
+    other = {**first, "lr": 0.001}
+    run(tokens_dir, tmp_path / "ref", **first)
+    out = tmp_path / "x"
+    first_id = interrupted(tokens_dir, out, monkeypatch, 31, **first)
+    capsys.readouterr()
+    other_id = interrupted(tokens_dir, out, monkeypatch, 21, **other)
+    err = capsys.readouterr().err
+    assert (f"ignoring {out / 'last.pt'}: it is from a different config or data; starting from step 0; moved it to "
+            f"{out / f'last.{first_id}.pt'}: running with that config again resumes from it") in err
+    assert torch.load(out / f"last.{first_id}.pt", weights_only=False)["step"] == 30
+
+    run(tokens_dir, out, **first)
+    err = capsys.readouterr().err
+    assert (f"ignoring {out / 'last.pt'}: it is from a different config or data; resuming "
+            f"{out / f'last.{first_id}.pt'} instead; moved it to {out / f'last.{other_id}.pt'}") in err
+    assert (f"resuming from {out / 'last.pt'} at step 30 (set aside as last.{first_id}.pt by a run of another "
+            f"config)") in err
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
+                                  metrics_without_clock(out / "metrics.csv"))  # the metrics go on from step 30
+    for step in first["snapshot_steps"]:  # 10 and 25 staged before the stop, set aside and brought back
+        ref, got = (torch.load(d / "snapshots" / f"step{step}.pt", weights_only=True) for d in (tmp_path / "ref", out))
+        assert all(torch.equal(ref["state_dict"][k], got["state_dict"][k]) for k in ref["state_dict"])
+    assert sorted(p.name for p in out.glob("last*.pt")) == [f"last.{other_id}.pt"]
+
+    run(tokens_dir, out, **other)
+    assert f"resuming from {out / 'last.pt'} at step 20 (set aside as last.{other_id}.pt" in capsys.readouterr().err
+    assert not list(out.glob("last*.pt")) and not list(out.glob("snapshots.partial*"))
+
+
+def test_restoring_a_finished_training_sets_another_configs_checkpoint_aside(tokens_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    run(tokens_dir, tmp_path, max_steps=10)
+    other_id = interrupted(tokens_dir, tmp_path, monkeypatch, 11, max_steps=20, lr=0.001)
+    assert run(tokens_dir, tmp_path, max_steps=10)["restored"]
+    assert (f"ignoring {tmp_path / 'last.pt'}: it is from a different config or data; restoring the finished "
+            f"training; moved it to {tmp_path / f'last.{other_id}.pt'}") in capsys.readouterr().err
+    run(tokens_dir, tmp_path, max_steps=20, lr=0.001)
+    assert f"resuming from {tmp_path / 'last.pt'} at step 10 (set aside" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "changed"])
+def test_a_damaged_checkpoint_is_moved_to_last_damaged(tokens_dir, tmp_path, monkeypatch, capsys, damage):
+    interrupted(tokens_dir, tmp_path, monkeypatch, 11, max_steps=20)
+    ckpt_path = tmp_path / "last.pt"
+    if damage == "unreadable":
+        ckpt_path.write_bytes(ckpt_path.read_bytes()[:1000])
+    else:  # bytes changed in place: the tensors no longer match their checksum
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        next(iter(ckpt["model"].values())).view(-1)[0] += 1.0
+        torch.save(ckpt, ckpt_path)
+    damaged_bytes = ckpt_path.read_bytes()
+    capsys.readouterr()
+    run(tokens_dir, tmp_path, max_steps=20)
+    err = capsys.readouterr().err
+    why = "unreadable checkpoint" if damage == "unreadable" else "damaged checkpoint"
+    assert re.search(rf"ignoring {why} {re.escape(str(ckpt_path))} \(.*\); starting from step 0; moved it to "
+                     rf"{re.escape(str(tmp_path / 'last.damaged.pt'))}$", err, re.M), err
+    assert (tmp_path / "last.damaged.pt").read_bytes() == damaged_bytes and "resuming" not in err
 
 
 @pytest.mark.parametrize("compact_vocab", [False, True])

@@ -5,7 +5,9 @@ Outputs in models/<name>/: model.pt (written only at the end), metrics.csv, summ
 (per Transformer block; the header only for other models) and snapshots/step<N>.pt for each of
 train.snapshot_steps (model.pt's format, with the validation loss at that step). The rolling checkpoint
 last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes; snapshots are
-staged in snapshots.partial/ beside it for the same reason, and published to snapshots/ at the end.
+staged in snapshots.partial/ beside it for the same reason, and published to snapshots/ at the end. A last.pt
+of another config, seed or data is not written over: it is set aside, with its staged snapshots, as
+last.<fingerprint>.pt for a training of that config to resume; one that is damaged becomes last.damaged.pt.
 train.loggers also send every metrics row, as it is written, to live trackers (picollm.tracking).
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ from picollm.owner import ParentWatch, folder_lock
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
 SNAPSHOTS, SNAPSHOTS_STAGED = "snapshots", "snapshots.partial"
+DAMAGED = "last.damaged.pt"  # a last.pt that cannot be resumed, kept for a look
 
 
 def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
@@ -209,8 +212,7 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
         model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
-    run_id = fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
-                         meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM, WindowSampler.DRAWS)
+    run_id = resume_id(model_cfg, train_cfg, seed, block_size, meta, compact_vocab)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
@@ -220,6 +222,12 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
                autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
                flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
                loss=distributed.wrap(model), head_plan=head_plan)
+
+
+def resume_id(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: dict, compact_vocab) -> str:
+    """The fingerprint a checkpoint must match to be resumed, of train_cfg as within_budget leaves it."""
+    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
+                       meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM, WindowSampler.DRAWS)
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -460,17 +468,19 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
         try:
             if main:  # one job per folder: rank 0 holds the lock for its ranks
                 owned.enter_context(folder_lock(out_dir))
-            identity = finished_identity(model_cfg, train_cfg, seed, block_size, read_meta(tokens_dir / "meta.json"),
-                                         compact_vocab, weights)
-            if (done := _restore(out_dir, identity)) is not None:
+            meta = read_meta(tokens_dir / "meta.json")
+            identity = finished_identity(model_cfg, train_cfg, seed, block_size, meta, compact_vocab, weights)
+            budgeted = within_budget(train_cfg, flops_per_token(model_cfg, meta["vocab_size"], block_size,
+                                                                output_vocab(meta, compact_vocab)), block_size, name)
+            run_id = resume_id(model_cfg, budgeted, seed, block_size, meta, compact_vocab)
+            if (done := _restore(out_dir, identity, run_id)) is not None:
                 return done  # a restore logs nothing: it needs no tracker
             if main:
                 tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
             run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
                         compact_vocab, provenance)
             run.identity = identity
-            # every rank loads the same last.pt
-            state = _resume(run) if run.ckpt_path.exists() else TrainState(scale=lr_scale(0, train_cfg))
+            state = _resume(run)
             if state.step == 0 and main:  # starting over: earlier staged snapshots must not be published
                 shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
             if main:  # closed as training ends, with how it ended (finished, interrupted or failed)
@@ -508,7 +518,7 @@ def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, bloc
                        finished.code(model_cfg.type))
 
 
-def _restore(out_dir: Path, identity: str) -> dict | None:
+def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
     """The summary of a finished training kept in out_dir/finished/ that matches `identity`, its outputs put
     back ({} on ranks but 0, which write nothing); None when there is none. What is kept stays until a new
     training ends (finished.keep replaces it): one that fails first leaves it to be restored."""
@@ -516,24 +526,91 @@ def _restore(out_dir: Path, identity: str) -> dict | None:
     done = finished.restore(out_dir, identity, link=main)
     if done is None:
         return None
-    if main:  # what an interruption between keeping the outputs and cleaning up left behind
-        (out_dir / "last.pt").unlink(missing_ok=True)
+    path = out_dir / "last.pt"
+    # this run's last.pt is what an interruption between keeping the outputs and cleaning up left behind;
+    # another run's (trained here since, and stopped) is its progress, set aside for it
+    if main and path.exists() and _clear(path, run_id, "restoring the finished training") is not None:
+        path.unlink()
+    if main:
         shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
     return {**done, "restored": True} if main else {}
 
 
-def _resume(run: Run) -> TrainState:
-    path = run.ckpt_path
+def aside_paths(ckpt_path: Path, run_id: str) -> tuple[Path, Path]:
+    """Where another run's last.pt and the snapshots staged with it wait until a training with its config,
+    seed and data comes back to this folder: last.<fingerprint>.pt and snapshots.partial.<fingerprint>/."""
+    return ckpt_path.with_name(f"last.{run_id[:12]}.pt"), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{run_id[:12]}")
+
+
+def _set_aside(path: Path, run_id: str) -> Path:
+    """Move last.pt and its staged snapshots to aside_paths; returns where last.pt went. The snapshots go
+    first: a kill in between leaves last.pt in place, to be set aside again by the next run."""
+    ckpt, staged = aside_paths(path, run_id)
+    if (path.parent / SNAPSHOTS_STAGED).exists():
+        shutil.rmtree(staged, ignore_errors=True)  # os.replace puts no folder over one that holds files
+        os.replace(path.parent / SNAPSHOTS_STAGED, staged)
+    os.replace(path, ckpt)
+    return ckpt
+
+
+def _bring_back(path: Path, run_id: str) -> None:
+    """_set_aside undone, snapshots first: a kill in between leaves them in place and last.<fingerprint>.pt
+    to be brought back by the next run. Staged snapshots of another run that are left (none were set aside
+    with this checkpoint) are steps this run has not reached: it stages its own over them."""
+    ckpt, staged = aside_paths(path, run_id)
+    if staged.exists():
+        shutil.rmtree(path.parent / SNAPSHOTS_STAGED, ignore_errors=True)
+        os.replace(staged, path.parent / SNAPSHOTS_STAGED)
+    os.replace(ckpt, path)
+
+
+def _keep_damaged(path: Path, line: str) -> None:
+    """Move a last.pt that cannot be resumed to last.damaged.pt (over an older one) for a look, not write over it."""
+    os.replace(path, path.with_name(DAMAGED))
+    tell(f"{line}; moved it to {path.with_name(DAMAGED)}")
+
+
+def _clear(path: Path, run_id: str, then: str) -> dict | None:
+    """The checkpoint in `path` (last.pt) when it is the run `run_id`'s. Otherwise None, and the file moved
+    where no training writes over it, in a line that ends with `then`, what training does next: a damaged one
+    to last.damaged.pt, another run's aside for that run to resume."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        tell(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from step 0")
-        return TrainState(scale=lr_scale(0, run.train_cfg))
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        _keep_damaged(path, f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); {then}")
+        return None
     if damaged(ckpt, {k: v for k, v in ckpt.items() if k != "sha256"}):
-        tell(f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); starting from step 0")
-        return TrainState(scale=lr_scale(0, run.train_cfg))
-    if ckpt.get("run_id") != run.run_id:
-        tell(f"ignoring {path}: it is from a different config or data; starting from step 0")
+        _keep_damaged(path, f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); {then}")
+        return None
+    if ckpt.get("run_id") == run_id:
+        return ckpt
+    aside = _set_aside(path, str(ckpt.get("run_id")))
+    tell(f"ignoring {path}: it is from a different config or data; {then}; moved it to {aside}: running with "
+         f"that config again resumes from it")
+    return None
+
+
+def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
+    """Rank 0: this run's checkpoint, now in last.pt, or None; and a note for the resuming line. A last.pt that
+    is not this run's is cleared away (_clear) first, and this run's own checkpoint, if another config's
+    training set it aside, brought back."""
+    path, own = run.ckpt_path, aside_paths(run.ckpt_path, run.run_id)[0]
+    then = f"resuming {own} instead" if own.exists() else "starting from step 0"
+    ckpt = _clear(path, run.run_id, then) if path.exists() else None
+    if ckpt is not None or not own.exists():
+        return ckpt, ""
+    _bring_back(path, run.run_id)
+    return _clear(path, run.run_id, "starting from step 0"), f" (set aside as {own.name} by a run of another config)"
+
+
+def _resume(run: Run) -> TrainState:
+    """The state of this run's checkpoint, or step 0's. Rank 0 alone moves files (_own_checkpoint); every
+    rank then loads the same last.pt."""
+    ckpt, note = _own_checkpoint(run) if distributed.is_main() else (None, "")
+    # rank 0's word, once it has put the right last.pt in place: every rank resumes from it, or none does
+    if distributed.from_main(float(ckpt is not None), run.device) and ckpt is None:
+        ckpt = torch.load(run.ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt is None:
         return TrainState(scale=lr_scale(0, run.train_cfg))
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -542,7 +619,7 @@ def _resume(run: Run) -> TrainState:
     set_rng_states(states[min(distributed.rank(), len(states) - 1)])
     if distributed.rank() >= len(states):  # resumed on more ranks than it was saved from: a stream of its own
         torch.manual_seed(torch.initial_seed() + RANK_STREAM * distributed.rank())
-    tell(f"resuming from {path} at step {ckpt['step']}")
+    tell(f"resuming from {run.ckpt_path} at step {ckpt['step']}{note}")
     grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,
                       ckpt.get("health", []), scale)
