@@ -288,6 +288,13 @@ def test_generate_refuses_bad_arguments_in_one_line(tmp_path, args, line):
     assert proc.returncode == 1 and proc.stderr.strip() == line and not proc.stdout
 
 
+@pytest.mark.parametrize("threads", ["0", "-1", "two"])
+def test_a_thread_count_below_one_is_refused_not_read_as_one(tmp_path, threads):
+    proc = picollm("generate", tmp_path / "model.pt", "Once", "--threads", threads)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"picollm generate: error: argument --threads: '{threads}' is not a whole number of at least 1")
+
+
 def test_generate_names_a_missing_model(tmp_path):
     proc = picollm("generate", tmp_path / "model.pt", "Once")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1

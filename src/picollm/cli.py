@@ -83,13 +83,13 @@ def _data_stages(sub) -> None:
                '{"tokenizer": "bpe:N"}')
     p.add_argument("--train", nargs="+", required=True, help="every source's train.txt")
     p.add_argument("--out", required=True, help="tokenizer.json to write")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
 
     p = _stage(sub, "tokenize", "raw text of every source -> {train,val}.bin + meta.json", '{"tokenizer": NAME}')
     p.add_argument("--raw-dir", required=True, help="folder holding <source>/{train,val}.txt")
     p.add_argument("--sources", nargs="+", required=True, help="source names, in config order")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--tokenizer-json", help="tokenizer.json of a bpe:N tokenizer (the train-tokenizer output)")
 
 
@@ -99,7 +99,7 @@ def _model_commands(sub) -> None:
                '{"models": {NAME: MODEL}, "train": {...}, "seed": N, "block_size": N, ...}')
     p.add_argument("--tokens-dir", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads of the job on each node (split over its devices)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads of the job on each node (split over its devices)")
     p.add_argument("--devices", type=int, default=1, help="data-parallel processes per node (torchrun is started)")
     p.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM job, one torchrun on each (srun)")
     p.add_argument("--loggers", help="live trackers, comma-separated (train.loggers: tensorboard, "
@@ -112,7 +112,7 @@ def _model_commands(sub) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--model-path", required=True)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("generate", help="a trained model's continuations of your prompts, drawn as the sample stage "
@@ -130,7 +130,7 @@ def _model_commands(sub) -> None:
     p.add_argument("--no-stop", action="store_true", help="go on past the end-of-text token instead of ending there")
     p.add_argument("--jsonl", action="store_true", help="print the sample stage's records, one JSON line each")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), auto, cuda (or cuda:N) or mps")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads torch uses (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads torch uses (default: 1)")
     p.set_defaults(command="generate")
 
 
@@ -190,7 +190,7 @@ def _evaluation_stages(sub) -> None:
     p.add_argument("--model-path", required=True)
     p.add_argument("--tokens-dir", required=True, help="folder holding val.bin and meta.json")
     p.add_argument("--samples", help="samples/<run>/seed<k>.jsonl: diversity, repetition and self-likelihood per decoding")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", required=True, help="the evaluation's JSON (the workflow's: eval/<run>/seed<k>.json)")
     p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
 
@@ -204,7 +204,7 @@ def _evaluation_stages(sub) -> None:
     p.add_argument("--inputs", required=True, help='{"run": "models/<run>/seed<k>/snapshots"} as JSON')
     p.add_argument("--csv", required=True, help="tables/snapshots.csv")
     p.add_argument("--md", required=True, help="tables/snapshots.md")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
 
 
 def _sharing_commands(sub) -> None:
@@ -236,6 +236,17 @@ def _sharing_commands(sub) -> None:
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")
     p.add_argument("--out", required=True)
     p.set_defaults(command="provenance_table")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (threads), so that 0 or -1 is refused, not quietly read as 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def writable_log(path) -> None:
