@@ -17,6 +17,7 @@ from picollm.io import sha256_file
 ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
 REBUILD = "delete it and rerun: tokenize rebuilds it (models trained on it are kept)"
 REQUIRED = {"vocab_size": int, "splits": dict}  # meta.json's keys every stage reads, and their types
+SPLIT_KEYS = {"tokens": int, "sha256": str, "sources": dict}  # and each split's, under splits.train and splits.val
 
 
 def read_meta(path) -> dict:
@@ -35,9 +36,22 @@ def read_meta(path) -> dict:
         raise PicoError(f"{path} is not a token folder's meta.json (no known dtype); {REBUILD}")
     # what every stage reads: a file without them would fail deep inside a job
     missing = [key for key in REQUIRED if not isinstance(meta.get(key), REQUIRED[key])]
+    missing = missing or _missing_split_keys(meta["splits"])
     if missing:
         raise PicoError(f"{path} is not a whole meta.json (no valid {', '.join(missing)}); {REBUILD}")
     return meta
+
+
+def _missing_split_keys(splits: dict) -> list[str]:
+    """The keys of splits.train and splits.val (SPLIT_KEYS) that meta.json lacks or holds as another type."""
+    missing = []
+    for split in ("train", "val"):
+        entry = splits.get(split)
+        if not isinstance(entry, dict):
+            missing.append(f"splits.{split}")
+            continue
+        missing += [f"splits.{split}.{key}" for key, kind in SPLIT_KEYS.items() if not isinstance(entry.get(key), kind)]
+    return missing
 
 
 def check_split(path, meta: dict, checksum: bool = True) -> None:
