@@ -186,7 +186,8 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
                         "'sweep.lstm.train.lr'"),
         ("on.yaml", {"sweep": {"lstm": {"train.lr": [0.1]}}},
          f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key 'train.flops' of run lstm is 10"),
-        ("empty.yaml", {}, f"{tmp_path / 'empty.yaml'}: config key '(top level)' is missing 'experiment'"),
+        ("empty.yaml", {}, f"config file {tmp_path / 'empty.yaml'} is empty (or only comments); give it a study's "
+                           f"keys (experiment:, models:, ...), or build on one with base: offline.yaml"),
     ]
     for study, overrides, start in cases:
         with pytest.raises(PicoError) as err:
@@ -213,6 +214,14 @@ def test_validate_config_refuses_two_studies_as_the_workflow_does(tmp_path):
     (tmp_path / "longer.yaml").write_text("train: {max_steps: 60}\n")  # no experiment: overrides, merged
     result = picollm("validate-config", first, tmp_path / "longer.yaml")
     assert result.returncode == 0 and result.stdout.strip().endswith("valid (3 models)"), result.stderr
+
+
+def test_a_study_kept_under_a_folder_named_results_gets_the_usual_lines(tmp_path):
+    folder = tmp_path / "results" / "studies"
+    folder.mkdir(parents=True)
+    (folder / "typo.yaml").write_text("experiment: x\ntrian: {lr: 0.1}\nmodels: {m: {type: lstm}}\n")
+    with pytest.raises(PicoError, match="unknown config key 'trian'; did you mean 'train'"):
+        load_study([folder / "typo.yaml"])
 
 
 def test_an_output_after_configfile_is_named_a_target_before_it_is_read(tmp_path):
@@ -263,9 +272,12 @@ def test_a_misspelt_dotted_override_gets_the_nested_form_of_the_key_it_meant():
                                                      "keep their values)")
     assert override_problem("train.zzz=1").startswith("--config train.zzz=1: Snakemake sets top-level keys only, "
                                                       "and train has no key 'zzz'; its keys: batch_size, ")
-    # below models (and sweep) the names are the study's own: taken as given
+    # below models (and sweep) the names are the study's own: taken as given, one letter long too
     assert "write the nested key as --config 'models={lstm: {hidden_dim: 3}}'" in override_problem(
         "models.lstm.hidden_dim=3")
+    assert "write the nested key as --config 'models={x: {type: lstm}}'" in override_problem("models.x.type=lstm")
+    assert override_problem("tokenizer.kind=bpe") == ("--config tokenizer.kind=bpe: Snakemake sets top-level keys only, "
+                                                      "and tokenizer takes a value, not keys")
 
 
 def test_a_mapping_without_a_space_after_its_colon_is_named():

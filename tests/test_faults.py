@@ -1,6 +1,7 @@
 """Issue 23, "nothing lost when things go wrong": each fault, with real processes and signals where it has
 them, ends in one line on the terminal, and the rerun continues without losing finished work."""
 import contextlib
+import errno
 import json
 import os
 import random
@@ -205,10 +206,27 @@ def test_a_read_only_folder_is_one_line_for_an_output_a_log_and_a_run(model_path
         write_config(tmp_path / "study.yaml", {**tiny_offline_config(), "experiment": "ro"})
         (tmp_path / "results").mkdir()
         (tmp_path / "results" / "ro").symlink_to(ro)
-        result = snakemake(tmp_path, "--cores", "1", "all", "--configfile", tmp_path / "study.yaml")
-        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
-            f"error: cannot write in {ro} (read-only file system); make it writable, then rerun: finished work is "
-            f"kept"), result.stderr[-3000:]
+        for _ in range(2):  # the lock of the first is gone: the second says the same
+            result = snakemake(tmp_path, "--cores", "1", "all", "--configfile", tmp_path / "study.yaml")
+            assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+                f"error: cannot write in {ro} (read-only file system); make it writable, then rerun: finished work "
+                f"is kept"), result.stderr[-3000:]
+        # reading someone's read-only results writes nothing there: a dry run goes on
+        assert snakemake(tmp_path, "-n", "all", "--configfile", tmp_path / "study.yaml").returncode == 0
+
+
+def test_a_file_that_cannot_be_read_is_not_called_unwritable(tmp_path, monkeypatch):
+    """Permission denied on a read (another user's study or tokens) names the read; root reads everything, so
+    os.access stands in for the file's mode."""
+    from picollm import io
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("experiment: x\n")
+    denied = PermissionError(errno.EACCES, "Permission denied", str(secret))
+    monkeypatch.setattr(io.os, "access", lambda path, mode: not (Path(path) == secret and mode == os.R_OK))
+    assert str(io.write_problem(secret, denied)) == (f"cannot read {secret} (permission denied); make it readable, "
+                                                     f"then rerun")
+    monkeypatch.setattr(io.os, "access", lambda path, mode: True)  # readable, and its folder writable: no guess
+    assert io.write_problem(secret, denied) is None
 
 
 # --- damaged token files ------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Model contract tests on tiny CPU models: shapes, causality, cached generation, overfitting one batch,
 plus the k-gram one-hot/embedding equivalence and the transformer's RMSNorm and attention paths."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,9 +216,12 @@ def test_an_undamaged_resume_point_is_never_called_corrupt(tmp_path):
     with pytest.raises(PicoError, match=r"last.pt is the resume point of an unfinished training, not a model: keep "
                                         r"it; rerun the training \(the same snakemake command\) to continue"):
         models.read_checkpoint(tmp_path / "last.pt")
-    (tmp_path / "other.pt").write_bytes((tmp_path / "last.pt").read_bytes())
-    with pytest.raises(PicoError, match="other.pt is a whole PyTorch file but no pico-llm model"):
-        models.read_checkpoint(tmp_path / "other.pt")
+    for name, says in [("other.pt", "is a whole PyTorch file but no pico-llm model"),
+                       ("last.damaged.pt", "is a resume point that training could not resume, kept for a look"),
+                       ("last.0123456789ab.pt", "is the resume point of a training of another config, set aside")]:
+        (tmp_path / name).write_bytes((tmp_path / "last.pt").read_bytes())
+        with pytest.raises(PicoError, match=f"{re.escape(name)} {says}"):
+            models.read_checkpoint(tmp_path / name)
     whole = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "last.pt").write_bytes(whole[: len(whole) - 40])  # its end cut off: damaged after all
     with pytest.raises(PicoError, match="last.pt is truncated or corrupt .*; delete it and rerun training"):

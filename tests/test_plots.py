@@ -191,6 +191,11 @@ def test_one_gradient_spike_is_no_plateau_in_the_solid_line():
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert 0 < band.min() and band.max() < 5  # ± 1 std of the seeds' trends in the log (arithmetic: up to 28)
     plt.close(fig)
+    rows.loc[(rows["seed"] == 1) & (rows["step"] == 5), "grad_norm"] = 0.0  # no place on a log axis: left out
+    fig, ax = plt.subplots()
+    loss_curves.mean_and_band(ax, rows, "grad_norm", 5, "C0", "run", geometric=True)
+    assert np.isfinite(ax.get_lines()[1].get_ydata()).all()
+    plt.close(fig)
 
 
 def test_lr_schedule_draws_a_shared_schedule_once_with_the_legend_off_the_curve(tmp_path):

@@ -213,6 +213,37 @@ def test_a_resumed_run_continues_the_same_tracked_run(tokens_dir, tmp_path, monk
     assert_same(history, want)
 
 
+@needs_extra
+def test_a_config_set_aside_and_resumed_continues_its_own_tracked_run(tokens_dir, tmp_path, monkeypatch):
+    """Stopped at 7 (checkpoint 5), the folder trained with another lr and stopped too, then the first config
+    resumes: MLflow continues the first config's run, and TensorBoard shows none of the other's steps."""
+    import picollm.train as trainer
+    real_step = trainer.train_step
+
+    def dying_step(r, state, *clock):
+        if state.step == 7:
+            raise Killed
+        return real_step(r, state, *clock)
+
+    loggers = ["tensorboard", "mlflow"]
+    monkeypatch.setattr(trainer, "train_step", dying_step)
+    for lr in (TRAIN["lr"], TRAIN["lr"] / 3):
+        with pytest.raises(Killed):
+            run(tokens_dir, tmp_path, loggers, lr=lr)
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    out, _ = run(tokens_dir, tmp_path, loggers)
+    want = expected(out)
+    client, runs = mlflow_runs(tmp_path)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(runs) == 2 and len(finished) == 1 and float(finished[0].data.params["train.lr"]) == TRAIN["lr"]
+    resumed = {k: v for k, v in want["train_loss"].items() if k > 5}
+    assert mlflow_metrics(client, finished[0].info.run_id, ["train_loss"])["train_loss"].keys() >= resumed.keys()
+    got = tensorboard_scalars(tmp_path / "exp" / "tensorboard" / "m" / "seed3")[0]["train_loss"]
+    # what the resumed training logged, from its checkpoint on: none of the other lr's steps
+    assert min(got) >= 5 and max(got) == max(want["train_loss"]) and got.keys() >= resumed.keys()
+    assert got == pytest.approx({k: want["train_loss"][k] for k in got}, rel=1e-6)
+
+
 def test_an_unknown_logger_is_one_line(tokens_dir, tmp_path, capsys):
     code = cli.main(["train", "--config", json.dumps({"models": {"m": MODEL}, "train": TRAIN, "block_size": 32}),
                      "--tokens-dir", str(tokens_dir), "--out-dir", str(tmp_path / "out"), "--loggers", "neptune"])

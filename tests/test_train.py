@@ -331,6 +331,49 @@ def test_another_config_sets_the_checkpoint_aside_and_the_first_resumes_it(token
     assert not list(out.glob("last*.pt")) and not list(out.glob("snapshots.partial*"))
 
 
+@pytest.mark.parametrize("bringing_back, renames", [(False, 1), (True, 3)],
+                         ids=["killed-setting-aside", "killed-bringing-back"])
+def test_a_kill_between_the_moves_loses_no_staged_snapshot(tokens_dir, tmp_path, monkeypatch, bringing_back, renames):
+    """Setting a checkpoint aside (or bringing it back) is several renames: a kill after some of them leaves
+    files under either name, and the run they belong to still ends as if never stopped."""
+    import picollm.train as trainer
+    first = dict(max_steps=40, checkpoint_interval=10, snapshot_steps=[10, 25, 40])
+    other = {**first, "lr": 0.001}
+    run(tokens_dir, tmp_path / "ref", **first)
+    out = tmp_path / "x"
+    interrupted(tokens_dir, out, monkeypatch, 31, **first)
+    if bringing_back:  # first set aside by the other config, whose own training then stops
+        interrupted(tokens_dir, out, monkeypatch, 21, **other)
+    real, done = os.replace, []
+
+    def dying_replace(src, dst):  # the kill lands after `renames` renames
+        if len(done) == renames:
+            raise Killed
+        done.append(dst)
+        return real(src, dst)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(trainer.os, "replace", dying_replace)
+        run(tokens_dir, out, **(first if bringing_back else other))
+    if bringing_back:  # the checkpoint came back, its snapshots not yet: a third config comes and goes
+        interrupted(tokens_dir, out, monkeypatch, 11, **{**first, "lr": 0.002})
+    run(tokens_dir, out, **first)
+    for step in first["snapshot_steps"]:
+        ref, got = (torch.load(d / "snapshots" / f"step{step}.pt", weights_only=True) for d in (tmp_path / "ref", out))
+        assert all(torch.equal(ref["state_dict"][k], got["state_dict"][k]) for k in ref["state_dict"])
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
+                                  metrics_without_clock(out / "metrics.csv"))
+
+
+def test_a_checkpoint_that_names_no_run_is_kept_as_damaged(tokens_dir, tmp_path, capsys):
+    tmp_path.mkdir(exist_ok=True)
+    torch.save({"step": 3}, tmp_path / "last.pt")
+    run(tokens_dir, tmp_path, max_steps=5)
+    assert (f"ignoring {tmp_path / 'last.pt'}: it is no training checkpoint (it names no run); starting from step 0; "
+            f"moved it to {tmp_path / 'last.damaged.pt'}") in capsys.readouterr().err
+    assert torch.load(tmp_path / "last.damaged.pt", weights_only=False) == {"step": 3}
+
+
 def test_restoring_a_finished_training_sets_another_configs_checkpoint_aside(tokens_dir, tmp_path, monkeypatch,
                                                                              capsys):
     run(tokens_dir, tmp_path, max_steps=10)

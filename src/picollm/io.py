@@ -49,10 +49,16 @@ def not_writable(path, exc: OSError) -> PicoError:
 
 
 def write_problem(path, exc: OSError) -> PicoError | None:
-    """The one line for a failed write to `path` that is the machine's, not a bug: full or not writable."""
+    """The one line for a failed write to `path` (or read of it) that is the machine's, not a bug: a full disk,
+    a folder that cannot be written, a file that cannot be read; None for anything else."""
+    path = Path(path)
     if exc.errno in NO_SPACE:
         return no_space(path)
-    if exc.errno in NOT_WRITABLE:
+    if exc.errno not in NOT_WRITABLE:
+        return None
+    if path.exists() and not os.access(path, os.R_OK):
+        return PicoError(f"cannot read {path} ({exc.strerror.lower()}); make it readable, then rerun")
+    if exc.errno == errno.EROFS or not os.access(path.parent, os.W_OK):
         return not_writable(path, exc)
     return None
 

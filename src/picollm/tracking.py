@@ -3,7 +3,9 @@
 Each tracker gets every metrics.csv row as the trainer writes it (and the layer-health rows of its step),
 the run's config and seed as parameters, and summary.json at the end; rank 0 of a data-parallel run alone
 logs. A resumed training continues the run it logged before: the MLflow and W&B run ids are kept in
-<out-dir>/tracking.json beside last.pt, and TensorBoard hides the events past the checkpoint (purge_step).
+<out-dir>/tracking.json beside last.pt (and set aside with it when another config trains there: picollm.train),
+and TensorBoard hides the events past the checkpoint (purge_step). TensorBoard's folder per run and seed holds
+the latest training there: one starting over, or resuming after another config's, clears it.
 Trackers only watch a run: they are no part of its resume fingerprint nor of the workflow's params, so
 adding or removing one reruns nothing; a tracker that fails during training warns once and is dropped.
 
@@ -34,6 +36,7 @@ EXTRA = "pip install -e .[tracking]"
 # logger -> the modules it needs (alembic: MLflow's local SQLite store)
 MODULES = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow", "alembic"), "wandb": ("wandb",)}
 IDS = "tracking.json"  # beside last.pt: the runs a resumed training continues
+OWNER = "fingerprint.txt"  # in a TensorBoard folder: the training whose events it holds
 TIMEOUT_S = 5.0  # how long a tracking server may take to answer before training
 ROW_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "act_rms", "tokens_seen", "elapsed_s")
 HEALTH_METRICS = ("attn_grad_norm", "mlp_grad_norm", "resid_rms")
@@ -47,6 +50,7 @@ class Target:
     run: str
     seed: int
     out_dir: Path  # the training folder, which holds last.pt and tracking.json
+    fingerprint: str = ""  # the training's resume fingerprint: whose events a TensorBoard folder holds
 
     @property
     def name(self) -> str:
@@ -124,12 +128,16 @@ class TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
         log_dir = target.root / "tensorboard" / target.run / f"seed{target.seed}"
-        if step == 0:  # a training that starts over: the curves of an earlier one would mix in
+        owner = log_dir / OWNER
+        # a training that starts over, or resumes where the events are another config's: the curves of an
+        # earlier one would mix in
+        if step == 0 or not (owner.is_file() and owner.read_text() == target.fingerprint):
             shutil.rmtree(log_dir, ignore_errors=True)
         # the run's first events: also a resumed training that TensorBoard was not watching before
         first = not any(log_dir.glob("events.out.tfevents.*"))
         # a resumed run hides what was logged past its checkpoint, which the resumed steps log again
         self.writer = SummaryWriter(log_dir, purge_step=step + 1 if step else None)
+        owner.write_text(target.fingerprint)
         if first:
             # the HPARAMS dashboard: each run's config beside its latest losses
             for event in hparams(params, {"train_loss": 0.0, "val_loss": 0.0}):
@@ -295,17 +303,31 @@ class Tracking:
             self.ids_path.unlink(missing_ok=True)  # finished: a later training of this folder is another run
 
 
+def _kept(path: Path) -> dict:
+    """tracking.json as written by start(), or {} when it is missing or not that."""
+    with contextlib.suppress(ValueError, OSError):
+        kept = json.loads(Path(path).read_text())
+        if isinstance(kept, dict) and isinstance(kept.get("ids"), dict):
+            return kept
+    return {}
+
+
+def kept_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the training whose trackers' run ids `path` (tracking.json) keeps."""
+    return _kept(path).get("fingerprint")
+
+
+def kept_ids(path: Path) -> dict:
+    return _kept(path).get("ids", {})
+
+
 def start(names, target: Target, params: dict, fingerprint: str, step: int, last_row: dict | None) -> Tracking:
     """The trackers `names` (checked with `check`) of a run about to train from `step` (0: from the start),
     each continuing the run it logged before when the checkpoint it resumes (`fingerprint`) is that run's."""
     if not names:
         return Tracking({})
     path = target.out_dir / IDS
-    ids = {}
-    if step and path.is_file():
-        with contextlib.suppress(ValueError, OSError, AttributeError, KeyError):
-            kept = json.loads(path.read_text())
-            ids = dict(kept["ids"]) if kept["fingerprint"] == fingerprint else {}
+    ids = dict(kept_ids(path)) if step and kept_fingerprint(path) == fingerprint else {}
     params = flat(params)
     tracking = Tracking({}, path, last_row)
     try:

@@ -503,7 +503,7 @@ def start_tracking(run: Run, state: TrainState, seed: int, compact_vocab: bool, 
     params = {"run": run.name, "seed": seed, "block_size": run.block_size, "compact_vocab": compact_vocab,
               "device": str(run.device), "model": run.model_cfg.model_dump(),
               "train": run.train_cfg.model_dump(exclude=WATCHING)}
-    target = tracking.Target(root, root.resolve().name, run.name, seed, run.ckpt_path.parent)
+    target = tracking.Target(root, root.resolve().name, run.name, seed, run.ckpt_path.parent, run.run_id)
     return tracking.start(run.train_cfg.loggers, target, params, run.run_id, state.step,
                           state.rows[-1] if state.rows else None)
 
@@ -536,32 +536,49 @@ def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
     return {**done, "restored": True} if main else {}
 
 
-def aside_paths(ckpt_path: Path, run_id: str) -> tuple[Path, Path]:
-    """Where another run's last.pt and the snapshots staged with it wait until a training with its config,
-    seed and data comes back to this folder: last.<fingerprint>.pt and snapshots.partial.<fingerprint>/."""
-    return ckpt_path.with_name(f"last.{run_id[:12]}.pt"), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{run_id[:12]}")
+def aside_paths(ckpt_path: Path, run_id: str) -> tuple[Path, Path, Path]:
+    """Where another run's last.pt, the snapshots staged with it and its trackers' run ids wait until a training
+    with its config, seed and data comes back to this folder: last.<fp>.pt, snapshots.partial.<fp>/ and
+    tracking.<fp>.json (fp: the first 12 hex digits of its fingerprint)."""
+    fp = run_id[:12]
+    return (ckpt_path.with_name(f"last.{fp}.pt"), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{fp}"),
+            ckpt_path.with_name(f"{Path(tracking.IDS).stem}.{fp}.json"))
+
+
+def _merge(source: Path, target: Path) -> None:
+    """Move every file of the folder `source` into `target` (over a file of the same name), then remove it: a
+    step's snapshot of the run that staged it, never lost to a rename refused over a folder with files."""
+    if not source.exists():
+        return
+    target.mkdir(exist_ok=True)
+    for item in source.iterdir():
+        os.replace(item, target / item.name)
+    source.rmdir()
 
 
 def _set_aside(path: Path, run_id: str) -> Path:
-    """Move last.pt and its staged snapshots to aside_paths; returns where last.pt went. The snapshots go
-    first: a kill in between leaves last.pt in place, to be set aside again by the next run."""
-    ckpt, staged = aside_paths(path, run_id)
-    if (path.parent / SNAPSHOTS_STAGED).exists():
-        shutil.rmtree(staged, ignore_errors=True)  # os.replace puts no folder over one that holds files
-        os.replace(path.parent / SNAPSHOTS_STAGED, staged)
+    """Move last.pt, its staged snapshots and (when they are its run's) its trackers' ids to aside_paths; returns
+    where last.pt went. Checkpoint last: until it moves, the next run sets it aside again, and what moved before
+    it waits under its fingerprint, where its run looks first."""
+    ckpt, staged, ids = aside_paths(path, run_id)
+    _merge(path.parent / SNAPSHOTS_STAGED, staged)
+    kept_ids = path.parent / tracking.IDS
+    if tracking.kept_fingerprint(kept_ids) == run_id:
+        os.replace(kept_ids, ids)
     os.replace(path, ckpt)
     return ckpt
 
 
 def _bring_back(path: Path, run_id: str) -> None:
-    """_set_aside undone, snapshots first: a kill in between leaves them in place and last.<fingerprint>.pt
-    to be brought back by the next run. Staged snapshots of another run that are left (none were set aside
-    with this checkpoint) are steps this run has not reached: it stages its own over them."""
-    ckpt, staged = aside_paths(path, run_id)
-    if staged.exists():
-        shutil.rmtree(path.parent / SNAPSHOTS_STAGED, ignore_errors=True)
-        os.replace(staged, path.parent / SNAPSHOTS_STAGED)
+    """_set_aside undone, checkpoint first: a kill after it leaves this run's last.pt in place, and
+    _own_checkpoint brings the rest back whenever last.pt is this run's. Staged snapshots of another run that
+    are left (none were set aside with this checkpoint) are steps this run has not reached: it stages its own
+    over them."""
+    ckpt, staged, ids = aside_paths(path, run_id)
     os.replace(ckpt, path)
+    _merge(staged, path.parent / SNAPSHOTS_STAGED)
+    if ids.exists():
+        os.replace(ids, path.parent / tracking.IDS)
 
 
 def _keep_damaged(path: Path, line: str) -> None:
@@ -573,18 +590,21 @@ def _keep_damaged(path: Path, line: str) -> None:
 def _clear(path: Path, run_id: str, then: str) -> dict | None:
     """The checkpoint in `path` (last.pt) when it is the run `run_id`'s. Otherwise None, and the file moved
     where no training writes over it, in a line that ends with `then`, what training does next: a damaged one
-    to last.damaged.pt, another run's aside for that run to resume."""
+    (or one that names no run) to last.damaged.pt, another run's aside for that run to resume."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         _keep_damaged(path, f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); {then}")
         return None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("run_id"), str):
+        _keep_damaged(path, f"ignoring {path}: it is no training checkpoint (it names no run); {then}")
+        return None
     if damaged(ckpt, {k: v for k, v in ckpt.items() if k != "sha256"}):
         _keep_damaged(path, f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); {then}")
         return None
-    if ckpt.get("run_id") == run_id:
+    if ckpt["run_id"] == run_id:
         return ckpt
-    aside = _set_aside(path, str(ckpt.get("run_id")))
+    aside = _set_aside(path, ckpt["run_id"])
     tell(f"ignoring {path}: it is from a different config or data; {then}; moved it to {aside}: running with "
          f"that config again resumes from it")
     return None
@@ -593,14 +613,20 @@ def _clear(path: Path, run_id: str, then: str) -> dict | None:
 def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
     """Rank 0: this run's checkpoint, now in last.pt, or None; and a note for the resuming line. A last.pt that
     is not this run's is cleared away (_clear) first, and this run's own checkpoint, if another config's
-    training set it aside, brought back."""
-    path, own = run.ckpt_path, aside_paths(run.ckpt_path, run.run_id)[0]
+    training set it aside, brought back, with whatever of its own waits beside it."""
+    path, (own, staged, ids) = run.ckpt_path, aside_paths(run.ckpt_path, run.run_id)
     then = f"resuming {own} instead" if own.exists() else "starting from step 0"
     ckpt = _clear(path, run.run_id, then) if path.exists() else None
-    if ckpt is not None or not own.exists():
-        return ckpt, ""
-    _bring_back(path, run.run_id)
-    return _clear(path, run.run_id, "starting from step 0"), f" (set aside as {own.name} by a run of another config)"
+    note = ""
+    if ckpt is None and own.exists():
+        _bring_back(path, run.run_id)
+        ckpt = _clear(path, run.run_id, "starting from step 0")
+        note = f" (set aside as {own.name} by a run of another config)"
+    if ckpt is not None:  # what a kill between two of _set_aside's or _bring_back's moves left under its name
+        _merge(staged, path.parent / SNAPSHOTS_STAGED)
+        if ids.exists():
+            os.replace(ids, path.parent / tracking.IDS)
+    return ckpt, note
 
 
 def _resume(run: Run) -> TrainState:

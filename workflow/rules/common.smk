@@ -82,14 +82,13 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = f"results/{CFG.experiment}"
-# A disk too full for Snakemake's own lock, or a results folder that cannot be written, stops the run here, in
-# one line. Token files that no longer match their meta.json stop it too, before Snakemake reruns (and so
-# deletes) anything downstream of them. Checksums of files up to 256 MiB, which cost little at every parse; the
-# train and evaluate jobs check the larger ones before they read them. So does a local data file that is missing.
+# A disk too full for Snakemake's own lock stops the run here, in one line. Token files that no longer match
+# their meta.json stop it too, before Snakemake reruns (and so deletes) anything downstream of them. Checksums of
+# files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check the larger ones before
+# they read them. So does a local data file that is missing.
 try:
     if workflow.is_main_process and not workflow.dryrun:
         check_room(".")
-        check_writable(R)
     check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
     check_local_files(CFG.data.sources)
 except PicoError as exc:
@@ -276,6 +275,15 @@ CHANGED = workflow.is_main_process and since_last_build(
 def tell_changes():
     if CHANGED:
         print(f"pico-llm: {CHANGED}", file=sys.stderr)
+
+
+def check_results_writable():
+    """onstart: a results folder that cannot be written stops a run that would write, in one line; a dry run,
+    --summary or --report (no onstart) of someone else's read-only results goes on."""
+    try:
+        check_writable(R)
+    except PicoError as exc:
+        sys.exit(f"error: {exc}")
 
 
 atexit.register(lambda: workflow.dryrun and tell_changes())

@@ -15,7 +15,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import get_args
+from typing import get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]  # the checkout, whose config/config.
 OPTIONS = ("--configfile", "--configfiles")
 CONFIG_OPTIONS = ("--config", "-C")
 CONFIG_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")  # the keys Snakemake's parse_config accepts
+NESTED_KEY = re.compile(r"[a-zA-Z_][\w-]*$")  # a key inside the mapping of one: a run may be named `x`
 
 
 def option_words(argv: list[str], options: tuple[str, ...]) -> list[str]:
@@ -78,7 +79,8 @@ def override_problem(word: str, before: str | None = None) -> str | None:
                 f"before --config (snakemake --cores N TARGET --config KEY=VALUE)")
     if CONFIG_KEY.match(key):
         return None
-    if "." in key and all(CONFIG_KEY.match(part) for part in key.split(".")):
+    first, _, rest = key.partition(".")
+    if rest and CONFIG_KEY.match(first) and all(NESTED_KEY.match(part) for part in rest.split(".")):
         parts, unknown = known_key(key.split("."))
         if parts is None:
             return f"--config {word}: Snakemake sets top-level keys only, and {unknown}"
@@ -107,9 +109,11 @@ def known_key(parts: list[str]) -> tuple[list[str] | None, str]:
             fixed = f"{where} has no key {part!r} (did you mean {close[0]!r}?)"
             parts, part = [*parts[:depth], close[0], *parts[depth + 1:]], close[0]
         annotation = cls.model_fields[part].annotation
-        cls = next((t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)),
-                   None)
+        kinds = (annotation, *get_args(annotation))
+        cls = next((t for t in kinds if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if cls is None:
+            if depth + 1 < len(parts) and not any(t is dict or get_origin(t) is dict for t in kinds):
+                return None, f"{'.'.join(parts[:depth + 1])} takes a value, not keys"
             break
     return parts, fixed
 

@@ -94,10 +94,11 @@ def similar_study(path: Path) -> Path | None:
 
 def output_problem(path: Path, raw=None) -> None:
     """A study file named on the command line that is a workflow output, so a target typed after --configfile:
-    a figure's .svg or a table's .md (before it is read as YAML), or a mapping under results/ that holds other
-    keys than a study's (an eval .json; the workflow's own provenance/study.json is a study)."""
+    a figure's .svg or a table's .md (before it is read as YAML), or a .json under results/ that holds other
+    keys than a study's (an eval's; the workflow's own provenance/study.json is a study)."""
     output = path.suffix in TEXT_OUTPUTS if raw is None else (
-        "results" in path.parts and isinstance(raw, dict) and not set(raw) <= {*Study.model_fields, "base", "replace"})
+        path.suffix == ".json" and "results" in path.parts and isinstance(raw, dict)
+        and not set(raw) <= {*Study.model_fields, "base", "replace"})
     if output:
         raise PicoError(f"config file {path} is no study file (an output of the workflow, not .yaml); if it is a "
                         f"target, {TARGET_HINT}")

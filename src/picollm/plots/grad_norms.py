@@ -8,7 +8,8 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from picollm.plots import SLIDE, lines_note, log_y, model_styles, plt, save, tokens_axis
-from picollm.plots.loss_curves import band_note, mean_and_band, over_seeds, read_metrics, tokens_note
+from picollm.plots.loss_curves import (band_note, mean_and_band, over_seeds, positive_log, read_metrics,
+                                       tokens_note)
 
 
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 5) -> None:
@@ -24,7 +25,8 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     for ax, (column, title, ylabel, short) in zip(axes[0], panels):
         for name, group in frame.groupby("model", sort=False):
             if group[column].notna().any():
-                last = np.exp(over_seeds(group.assign(**{column: np.log(group[column])}), column)["mean"].iloc[-1])
+                logs = group.assign(**{column: positive_log(group[column])})
+                last = np.exp(over_seeds(logs, column)["mean"].iloc[-1])
                 lasts[name].append(f"{short} {last:.3g}")
                 windows.add(mean_and_band(ax, group, column, smooth, styles[name]["color"], name, geometric=True))
         log_y(ax)

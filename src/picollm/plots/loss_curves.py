@@ -43,6 +43,12 @@ def seed_band(ax, x, centre, std, color, alpha: float = 0.2, shown=None) -> None
         ax.fill_between(x, shown(centre - std), shown(centre + std), color=color, alpha=alpha, lw=0)
 
 
+def positive_log(values: pd.Series) -> pd.Series:
+    """The log of each value above 0, and a missing point (skipped by the means) for 0: a log axis has no
+    place for it, and one -inf would void every running mean it enters."""
+    return np.log(values.where(values > 0))
+
+
 def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label: str,
                   geometric: bool = False) -> int:
     """`column` of one run against tokens seen: the mean over seeds as raw_and_smoothed draws it, and a band
@@ -51,7 +57,7 @@ def mean_and_band(ax, rows: pd.DataFrame, column: str, smooth: int, color, label
     mean's window, for lines_note."""
     window = smoothing_window(rows.dropna(subset=[column]).groupby("seed").size().max(), smooth)
     if geometric:
-        rows = rows.assign(**{column: np.log(rows[column])})
+        rows = rows.assign(**{column: positive_log(rows[column])})
     stat = over_seeds(rows, column, window)
     back = np.exp if geometric else None
     shown = raw_and_smoothed(ax, stat["tokens_seen"], stat["mean"], smooth, color, label, back)
