@@ -216,7 +216,7 @@ def test_missing_token_files(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257, "splits": {}}))
     with pytest.raises(PicoError, match=r"is not a whole meta.json \(no valid splits.train, splits.val\)"):
         read_meta(tmp_path / "meta.json")  # evaluate would fail on it with a KeyError
-    split = {"tokens": 2, "sha256": "0" * 64, "sources": {"a": {}}}
+    split = {"tokens": 2, "sources": {"a": {}}}  # a sha256 is checked where there is one
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257,
                                                     "splits": {"train": split, "val": {**split, "sources": None}}}))
     with pytest.raises(PicoError, match=r"is not a whole meta.json \(no valid splits.val.sources\)"):

@@ -17,7 +17,7 @@ from picollm.io import sha256_file
 ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
 REBUILD = "delete it and rerun: tokenize rebuilds it (models trained on it are kept)"
 REQUIRED = {"vocab_size": int, "splits": dict}  # meta.json's keys every stage reads, and their types
-SPLIT_KEYS = {"tokens": int, "sha256": str, "sources": dict}  # and each split's, under splits.train and splits.val
+SPLIT_KEYS = {"tokens": int, "sources": dict}  # and each split's (its sha256 is checked where there is one)
 
 
 def read_meta(path) -> dict:
