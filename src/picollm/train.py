@@ -7,7 +7,8 @@ train.snapshot_steps (model.pt's format, with the validation loss at that step).
 last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes; snapshots are
 staged in snapshots.partial/ beside it for the same reason, and published to snapshots/ at the end. A last.pt
 of another config, seed or data is not written over: it is set aside, with its staged snapshots, as
-last.<fingerprint>.pt for a training of that config to resume; one that is damaged becomes last.damaged.pt.
+last.<fingerprint>.pt for a training of that config to resume; one that is damaged becomes last.damaged.pt
+(picollm.resume_points).
 train.loggers also send every metrics row, as it is written, to live trackers (picollm.tracking).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from picollm import distributed, finished, tracking
+from picollm import distributed, finished, resume_points, tracking
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
@@ -41,14 +42,14 @@ from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
 from picollm.io import atomic_path, tell, write_csv, write_json
 from picollm.loss import head_plan_record, validation_loss
-from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, damaged, output_vocab_size,
+from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, output_vocab_size,
                             tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
 from picollm.owner import ParentWatch, folder_lock
+from picollm.resume_points import SNAPSHOTS_STAGED
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
-SNAPSHOTS, SNAPSHOTS_STAGED = "snapshots", "snapshots.partial"
-DAMAGED = "last.damaged.pt"  # a last.pt that cannot be resumed, kept for a look
+SNAPSHOTS = "snapshots"
 
 
 def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
@@ -529,101 +530,27 @@ def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
     path = out_dir / "last.pt"
     # this run's last.pt is what an interruption between keeping the outputs and cleaning up left behind;
     # another run's (trained here since, and stopped) is its progress, set aside for it
-    if main and path.exists() and _clear(path, run_id, "restoring the finished training") is not None:
+    if main and path.exists() and resume_points.claim(path, run_id, "restoring the finished training") is not None:
         path.unlink()
     if main:
         shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
     return {**done, "restored": True} if main else {}
 
 
-def aside_paths(ckpt_path: Path, run_id: str) -> tuple[Path, Path, Path]:
-    """Where another run's last.pt, the snapshots staged with it and its trackers' run ids wait until a training
-    with its config, seed and data comes back to this folder: last.<fp>.pt, snapshots.partial.<fp>/ and
-    tracking.<fp>.json (fp: the first 12 hex digits of its fingerprint)."""
-    fp = run_id[:12]
-    return (ckpt_path.with_name(f"last.{fp}.pt"), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{fp}"),
-            ckpt_path.with_name(f"{Path(tracking.IDS).stem}.{fp}.json"))
-
-
-def _merge(source: Path, target: Path) -> None:
-    """Move every file of the folder `source` into `target` (over a file of the same name), then remove it: a
-    step's snapshot of the run that staged it, never lost to a rename refused over a folder with files."""
-    if not source.exists():
-        return
-    target.mkdir(exist_ok=True)
-    for item in source.iterdir():
-        os.replace(item, target / item.name)
-    source.rmdir()
-
-
-def _set_aside(path: Path, run_id: str) -> Path:
-    """Move last.pt, its staged snapshots and (when they are its run's) its trackers' ids to aside_paths; returns
-    where last.pt went. Checkpoint last: until it moves, the next run sets it aside again, and what moved before
-    it waits under its fingerprint, where its run looks first."""
-    ckpt, staged, ids = aside_paths(path, run_id)
-    _merge(path.parent / SNAPSHOTS_STAGED, staged)
-    kept_ids = path.parent / tracking.IDS
-    if tracking.kept_fingerprint(kept_ids) == run_id:
-        os.replace(kept_ids, ids)
-    os.replace(path, ckpt)
-    return ckpt
-
-
-def _bring_back(path: Path, run_id: str) -> None:
-    """_set_aside undone, checkpoint first: a kill after it leaves this run's last.pt in place, and
-    _own_checkpoint brings the rest back whenever last.pt is this run's. Staged snapshots of another run that
-    are left (none were set aside with this checkpoint) are steps this run has not reached: it stages its own
-    over them."""
-    ckpt, staged, ids = aside_paths(path, run_id)
-    os.replace(ckpt, path)
-    _merge(staged, path.parent / SNAPSHOTS_STAGED)
-    if ids.exists():
-        os.replace(ids, path.parent / tracking.IDS)
-
-
-def _keep_damaged(path: Path, line: str) -> None:
-    """Move a last.pt that cannot be resumed to last.damaged.pt (over an older one) for a look, not write over it."""
-    os.replace(path, path.with_name(DAMAGED))
-    tell(f"{line}; moved it to {path.with_name(DAMAGED)}")
-
-
-def _clear(path: Path, run_id: str, then: str) -> dict | None:
-    """The checkpoint in `path` (last.pt) when it is the run `run_id`'s. Otherwise None, and the file moved
-    where no training writes over it, in a line that ends with `then`, what training does next: a damaged one
-    (or one that names no run) to last.damaged.pt, another run's aside for that run to resume."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a damaged zip/pickle
-        _keep_damaged(path, f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); {then}")
-        return None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("run_id"), str):
-        _keep_damaged(path, f"ignoring {path}: it is no training checkpoint (it names no run); {then}")
-        return None
-    if damaged(ckpt, {k: v for k, v in ckpt.items() if k != "sha256"}):
-        _keep_damaged(path, f"ignoring damaged checkpoint {path} (its tensors do not match their checksum); {then}")
-        return None
-    if ckpt["run_id"] == run_id:
-        return ckpt
-    aside = _set_aside(path, ckpt["run_id"])
-    tell(f"ignoring {path}: it is from a different config or data; {then}; moved it to {aside}: running with "
-         f"that config again resumes from it")
-    return None
-
-
 def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
     """Rank 0: this run's checkpoint, now in last.pt, or None; and a note for the resuming line. A last.pt that
-    is not this run's is cleared away (_clear) first, and this run's own checkpoint, if another config's
+    is not this run's is moved away (resume_points.claim) first, and this run's own checkpoint, if another config's
     training set it aside, brought back, with whatever of its own waits beside it."""
-    path, (own, staged, ids) = run.ckpt_path, aside_paths(run.ckpt_path, run.run_id)
+    path, (own, staged, ids) = run.ckpt_path, resume_points.aside_paths(run.ckpt_path, run.run_id)
     then = f"resuming {own} instead" if own.exists() else "starting from step 0"
-    ckpt = _clear(path, run.run_id, then) if path.exists() else None
+    ckpt = resume_points.claim(path, run.run_id, then) if path.exists() else None
     note = ""
     if ckpt is None and own.exists():
-        _bring_back(path, run.run_id)
-        ckpt = _clear(path, run.run_id, "starting from step 0")
+        resume_points.bring_back(path, run.run_id)
+        ckpt = resume_points.claim(path, run.run_id, "starting from step 0")
         note = f" (set aside as {own.name} by a run of another config)"
-    if ckpt is not None:  # what a kill between two of _set_aside's or _bring_back's moves left under its name
-        _merge(staged, path.parent / SNAPSHOTS_STAGED)
+    if ckpt is not None:  # what a kill between two of set_aside's or bring_back's moves left under its name
+        resume_points.merge(staged, path.parent / SNAPSHOTS_STAGED)
         if ids.exists():
             os.replace(ids, path.parent / tracking.IDS)
     return ckpt, note
