@@ -56,12 +56,18 @@ def set_aside(path: Path, run_id: str) -> Path:
 
 
 def bring_back(path: Path, run_id: str) -> None:
-    """set_aside undone, checkpoint first: a kill after it leaves this run's last.pt in place, and
-    picollm.train brings the rest back whenever last.pt is this run's. Staged snapshots of another run that
-    are left (none were set aside with this checkpoint) are steps this run has not reached: it stages its own
-    over them."""
-    ckpt, staged, ids = aside_paths(path, run_id)
-    os.replace(ckpt, path)
+    """set_aside undone, checkpoint first: a kill after it leaves this run's last.pt in place, and gather, which
+    a training calls whenever last.pt is its own, brings the rest."""
+    os.replace(aside_paths(path, run_id)[0], path)
+    gather(path, run_id)
+
+
+def gather(path: Path, run_id: str) -> None:
+    """The staged snapshots and trackers' ids that wait under `run_id`'s fingerprint, back beside last.pt (its
+    own): what set_aside moved before a kill stopped it, or bring_back before it moved them. Staged snapshots of
+    another run that are left (none were set aside with this checkpoint) are steps this run has not reached: it
+    stages its own over them."""
+    _, staged, ids = aside_paths(path, run_id)
     merge(staged, path.parent / SNAPSHOTS_STAGED)
     if ids.exists():
         os.replace(ids, path.parent / tracking.IDS)

@@ -541,7 +541,7 @@ def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
     """Rank 0: this run's checkpoint, now in last.pt, or None; and a note for the resuming line. A last.pt that
     is not this run's is moved away (resume_points.claim) first, and this run's own checkpoint, if another config's
     training set it aside, brought back, with whatever of its own waits beside it."""
-    path, (own, staged, ids) = run.ckpt_path, resume_points.aside_paths(run.ckpt_path, run.run_id)
+    path, own = run.ckpt_path, resume_points.aside_paths(run.ckpt_path, run.run_id)[0]
     then = f"resuming {own} instead" if own.exists() else "starting from step 0"
     ckpt = resume_points.claim(path, run.run_id, then) if path.exists() else None
     note = ""
@@ -549,10 +549,8 @@ def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
         resume_points.bring_back(path, run.run_id)
         ckpt = resume_points.claim(path, run.run_id, "starting from step 0")
         note = f" (set aside as {own.name} by a run of another config)"
-    if ckpt is not None:  # what a kill between two of set_aside's or bring_back's moves left under its name
-        resume_points.merge(staged, path.parent / SNAPSHOTS_STAGED)
-        if ids.exists():
-            os.replace(ids, path.parent / tracking.IDS)
+    elif ckpt is not None:  # what a kill between two moves of set_aside or bring_back left under its name
+        resume_points.gather(path, run.run_id)
     return ckpt, note
 
 
