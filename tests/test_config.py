@@ -203,6 +203,10 @@ def test_validate_config_command(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "typo_key" in result.stderr
     assert result.stderr.startswith(f"error: {bad}: unknown config key 'typo_key'")  # which file holds it
+    nameless = write_config(tmp_path / "nameless.yaml", {"seed": 3})
+    assert picollm("validate-config", nameless).stderr.strip() == (
+        f"error: {nameless}: config key 'experiment' is missing (the study's name: its outputs go under "
+        f"results/<experiment>/)")
 
 
 def test_validate_config_refuses_two_studies_as_the_workflow_does(tmp_path):

@@ -900,11 +900,27 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     (["figure", "attention_heads", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
      "error: figure attention_heads draws the attention on a prompt: give --config '{{\"figures\": "
      "{{\"attention_prompt\": \"Once upon a time\"}}}}'"),
+    (["figure", "loss_curves", "--inputs", '{{"m": {{"1": "{tmp}/metrics.csv"}}}}', "--out",
+      "{tmp}/results/x/figures/f.png"],
+     "error: {tmp}/metrics.csv does not exist; it is an input of this command, written by an earlier stage: build it "
+     "first (snakemake --cores 1 {tmp}/metrics.csv --configfile <study file>)"),
 ], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape",
-        "output-a-folder", "attention-no-prompt"])
+        "output-a-folder", "attention-no-prompt", "input-not-built"])
 def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
     args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1 and result.stderr.strip() == line.format(model=model_path, tmp=tmp_path), \
         result.stderr
+
+
+def test_a_study_file_given_as_a_stage_config_says_how_to_see_the_json(tmp_path):
+    study = ROOT / "config" / "offline.yaml"
+    result = subprocess.run([sys.executable, "-m", "picollm", "train", "--config", str(study), "--tokens-dir",
+                             str(tmp_path), "--out-dir", str(tmp_path)], env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"picollm train: error: argument --config: takes the job's config keys as JSON, not a file ({study}); "
+        f"`snakemake -n -p TARGET --configfile {study}` prints each job's command with its --config")
+

@@ -25,6 +25,10 @@ def _json(text: str):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
+        if Path(text).suffix in (".yaml", ".yml", ".json") or Path(text).is_file():  # a study file, by habit
+            raise argparse.ArgumentTypeError(
+                f"takes the job's config keys as JSON, not a file ({text}); `snakemake -n -p TARGET --configfile "
+                f"{text}` prints each job's command with its --config") from None
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object of config keys, e.g. '{\"seed\": 1}'")
@@ -336,7 +340,8 @@ def _run(args, terminal, rank: int) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails silently
         return 1
     except OSError as exc:
-        problem = io.write_problem(exc.filename or args.log or os.path.join(os.getcwd(), ""), exc)
+        problem = _missing_input(exc, args.argv) or io.write_problem(
+            exc.filename or args.log or os.path.join(os.getcwd(), ""), exc)
         if problem is None:
             return _bug(exc, args.log, terminal)
         _tell(f"error: {problem}", args.log, terminal, rank)
@@ -349,6 +354,15 @@ def _run(args, terminal, rank: int) -> int:
                 time.sleep(LOST_GRACE)
             return 1
         return _bug(exc, args.log, terminal)
+
+
+def _missing_input(exc: OSError, argv: list[str]) -> str | None:
+    """A file named on the command line that is not there: the stage that writes it has not run."""
+    name = exc.filename
+    if not isinstance(exc, FileNotFoundError) or not name or not any(str(name) in word for word in argv):
+        return None
+    return (f"{name} does not exist; it is an input of this command, written by an earlier stage: build it "
+            f"first (snakemake --cores 1 {name} --configfile <study file>)")
 
 
 def _lost_peer(exc: Exception) -> bool:

@@ -81,8 +81,11 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
         return f"config key '{where}' is missing '{field}'{guess}"
     if kind == "literal_error":
         return f"config key '{where}' is {value!r}; allowed: {err['ctx']['expected'].replace(chr(39), '')}"
+    if kind == "missing" and len(path) == 1:
+        name = " (the study's name: its outputs go under results/<experiment>/)" if path == ["experiment"] else ""
+        return f"config key '{path[0]}' is missing{name}"
     if kind == "missing":
-        return f"config key '{'.'.join(map(str, path[:-1])) or '(top level)'}' is missing '{path[-1]}'"
+        return f"config key '{'.'.join(map(str, path[:-1]))}' is missing '{path[-1]}'"
     if kind == "too_short" and path == ["seeds"]:
         return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
     if path[:2] in (["sampling", "p_values"], ["sampling", "sweep_p_values"]):
