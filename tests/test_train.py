@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, byte_tokens, picollm
+from picollm import resume_points
 from picollm.errors import PicoError
 from picollm.config import TrainConfig, model_config
 from picollm.models import load_model, read_checkpoint
@@ -329,6 +330,27 @@ def test_another_config_sets_the_checkpoint_aside_and_the_first_resumes_it(token
     run(tokens_dir, out, **other)
     assert f"resuming from {out / 'last.pt'} at step 20 (set aside as last.{other_id}.pt" in capsys.readouterr().err
     assert not list(out.glob("last*.pt")) and not list(out.glob("snapshots.partial*"))
+
+
+def test_the_resume_points_no_run_reads_are_named_with_their_size(tmp_path):
+    models = tmp_path / "models"
+    for run_dir in ("lstm/seed1", "transformer/seed2"):
+        (models / run_dir).mkdir(parents=True)
+        (models / run_dir / "last.pt").write_bytes(b"x" * 10)  # a training's own resume point: never named
+    assert resume_points.waiting(tmp_path) is None
+    (models / "lstm/seed1/last.0123456789ab.pt").write_bytes(b"x" * 1_500_000)
+    assert resume_points.waiting(tmp_path) == (
+        f"1 resume point is left in {models} (1.5 MB): 1 of another config, set aside (a run of its config resumes "
+        f"from it): lstm/seed1/last.0123456789ab.pt; delete those you will not use (rm {models}/*/*/last.*.pt "
+        f"deletes every one)")
+    (models / "transformer/seed2/last.damaged.pt").write_bytes(b"x" * 500_000)
+    (models / "transformer/seed2/last.fedcba987654.pt").write_bytes(b"x")
+    (models / "lstm/seed1/last.abcdefabcdef.pt").write_bytes(b"x")
+    assert resume_points.waiting(tmp_path) == (
+        f"4 resume points are left in {models} (2 MB): 3 of other configs, set aside (a run of its config resumes "
+        f"from it) and 1 damaged, kept for a look: lstm/seed1/last.0123456789ab.pt, lstm/seed1/last.abcdefabcdef.pt, "
+        f"transformer/seed2/last.damaged.pt, ...; delete those you will not use (rm {models}/*/*/last.*.pt deletes "
+        f"every one)")
 
 
 @pytest.mark.parametrize("bringing_back, renames", [(False, 1), (True, 3)],

@@ -111,10 +111,15 @@ def test_nothing_to_do_then_one_figure_alone(offline_run):
     assert "Nothing to be done" in again.stdout + again.stderr
     figure = work / "results/tiny/figures/loss_curves.png"
     figure.unlink()
+    aside = work / "results/tiny/models/lstm/seed7/last.0123456789ab.pt"  # another config's, set aside
+    aside.write_bytes(b"x" * 2000)
     rebuilt = snakemake(work, "--cores", "1", str(figure.relative_to(work)), "--configfile", str(cfg))
+    aside.unlink()
     assert rebuilt.returncode == 0 and figure.is_file()
     assert "rule figure_loss_curves" in rebuilt.stderr + rebuilt.stdout
     assert "rule train" not in rebuilt.stderr + rebuilt.stdout
+    assert ("pico-llm: 1 resume point is left in results/tiny/models (2 KB): 1 of another config, set aside (a run "
+            "of its config resumes from it): lstm/seed7/last.0123456789ab.pt; delete those") in rebuilt.stderr
 
 
 def test_same_config_same_numbers(offline_run, tmp_path):

@@ -19,16 +19,10 @@ import torch
 
 from picollm.config import ModelConfig
 from picollm.errors import PicoError
+from picollm.io import size
 from picollm.models import build_model
 
 BYTES_PER_PARAM = 8
-
-
-def size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}" if unit != "bytes" else f"{int(n)} bytes"
-        n /= 1000
 
 
 def shape_model(model_cfg: ModelConfig, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:

@@ -22,6 +22,14 @@ TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "unex
 terminal = None  # the CLI's terminal stream while stdout and stderr go to a --log file (picollm.cli)
 
 
+def size(n: float) -> str:
+    """A byte count as people read it: 950 bytes, 1.2 MB, 3.4 GB."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{int(n)} bytes"
+        n /= 1000
+
+
 @contextlib.contextmanager
 def held_lock(path):
     """An exclusive flock on the file `path` (created with its folder if need be) for the block: processes that

@@ -12,11 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from picollm import tracking
-from picollm.io import tell
-from picollm.models import damaged
+from picollm.io import size, tell
 
 SNAPSHOTS_STAGED = "snapshots.partial"  # snapshots staged beside last.pt until the training ends
 DAMAGED = "last.damaged.pt"  # a last.pt that cannot be resumed, kept for a look
@@ -83,6 +80,10 @@ def claim(path: Path, run_id: str, then: str) -> dict | None:
     """The checkpoint in `path` (last.pt) when it is the run `run_id`'s. Otherwise None, and the file moved
     where no training writes over it, in a line that ends with `then`, what training does next: a damaged one
     (or one that names no run) to last.damaged.pt, another run's aside for that run to resume."""
+    import torch  # here, not above: the Snakefile reads `waiting` (end of a run) without loading torch
+
+    from picollm.models import damaged
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
@@ -100,3 +101,22 @@ def claim(path: Path, run_id: str, then: str) -> dict | None:
     tell(f"ignoring {path}: it is from a different config or data; {then}; moved it to {aside}: running with "
          f"that config again resumes from it")
     return None
+
+
+def waiting(results: Path) -> str | None:
+    """The line that ends a run which left resume points that no training of this study reads: other configs'
+    checkpoints set aside, and damaged ones kept for a look. Each can be as large as three models (the optimizer's
+    state), and only the user knows whether that config will run again."""
+    models = Path(results, "models")
+    files = sorted(models.glob("*/*/last.*.pt"))
+    if not files:
+        return None
+    damaged_ones = sum(f.name == DAMAGED for f in files)
+    aside = len(files) - damaged_ones
+    kinds = [f"{aside} of {'another config' if aside == 1 else 'other configs'}, set aside (a run of its config "
+             f"resumes from it)" * bool(aside), f"{damaged_ones} damaged, kept for a look" * bool(damaged_ones)]
+    shown = ", ".join(str(f.relative_to(models)) for f in files[:3]) + ", ..." * (len(files) > 3)
+    held = size(sum(f.stat().st_size for f in files))
+    return (f"{len(files)} resume point{' is' if len(files) == 1 else 's are'} left in {models} ({held}): "
+            f"{' and '.join(filter(None, kinds))}: {shown}; delete those you will not use (rm "
+            f"{models}/*/*/last.*.pt deletes every one)")

@@ -22,7 +22,7 @@ try:
 except PicoError as exc:
     sys.exit(f"error: {exc}")
 
-from picollm import jobs, stopped  # noqa: E402
+from picollm import jobs, resume_points, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
@@ -275,6 +275,12 @@ CHANGED = workflow.is_main_process and since_last_build(
 def tell_changes():
     if CHANGED:
         print(f"pico-llm: {CHANGED}", file=sys.stderr)
+
+
+def tell_waiting():
+    line = resume_points.waiting(Path(R))
+    if line:
+        print(f"pico-llm: {line}", file=sys.stderr)
 
 
 def check_results_writable():
