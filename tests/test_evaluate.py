@@ -145,7 +145,8 @@ def test_a_capped_split_scores_whole_windows_spread_over_it():
     tokens = np.random.default_rng(3).integers(0, vocab, 130).astype(np.uint16)
     sources = {"a": {"start": 0, "end": 50}, "b": {"start": 50, "end": 130}}
     lengths = np.arange(vocab, dtype=np.int64) % 3  # tokens of 0, 1 and 2 bytes
-    windows, owner = ev.split_windows(sources, block, max_tokens=40)
+    per_source = [ev.source_windows(r["start"], r["end"], block) for r in sources.values()]
+    windows, owner = ev.cap_windows(per_source, block, max_tokens=40)
     # a: windows at 0, 8, .., 48 (7, the last predicting 1 token); b: at 50, 58, .., 122 (10): 5 of 17 kept
     assert len(windows) == 5 and ev.predictions(windows) <= 40
     assert windows[0, 0] == 0 and windows[-1, 0] == 122 and set(owner) == {0, 1}
@@ -161,7 +162,7 @@ def test_a_capped_split_scores_whole_windows_spread_over_it():
     at_size = ev.evaluate_split(model, tokens, sources, lengths, block, 4, "cpu", max_tokens=128)
     assert not at_size["capped"] and at_size["all"] == whole["all"]  # a cap the split does not reach
     with pytest.raises(PicoError, match="below block_size 8"):
-        ev.split_windows(sources, block, max_tokens=7)
+        ev.cap_windows(per_source, block, max_tokens=7)
 
 
 # --- per-document scoring: lm-evaluation-harness's loglikelihood_rolling ----------------------------------

@@ -1,7 +1,11 @@
 """What each job is given (picollm.jobs) and the code identity of a job (picollm.codehash)."""
+import importlib
+import inspect
+import re
+
 import pytest
 
-from picollm import codehash, jobs
+from picollm import cli, codehash, config, jobs
 from picollm.config import DataConfig, ReferenceJob, Study, parse
 from picollm.errors import PicoError
 
@@ -113,3 +117,29 @@ def test_help_and_description_text_do_not_change_a_module_hash(tmp_path, monkeyp
     with pytest.raises(PicoError, match=r"m.py has a syntax error at line 1"):
         codehash.check_syntax()
     codehash._tree.cache_clear()
+
+
+def top_level_keys(text: str) -> set[str]:
+    """The keys at the outer level of the first {...} in `text` (a help line's JSON sketch, not JSON itself)."""
+    keys, depth = set(), 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0 and char == "}":
+            return keys
+        match = re.match(r'"(\w+)":', text[i:]) if depth == 1 and char == '"' else None
+        if match:
+            keys.add(match.group(1))
+    return keys
+
+
+def test_each_stage_help_shows_only_keys_its_job_reads():
+    """A stage's --config help sketches its JSON: every top-level key it shows is one the stage's job class takes
+    (a key it shows but refuses sends a user following the help into an error)."""
+    for stage, parser in cli.build_parser().stages.items():
+        option = next((a for a in parser._actions if "--config" in a.option_strings), None)
+        module = importlib.import_module(f"picollm.commands.{stage.replace('-', '_')}")
+        used = re.search(r"parse\((\w+Job)", inspect.getsource(module))
+        if option is None or used is None:
+            continue
+        shown, taken = top_level_keys(option.help), set(getattr(config, used.group(1)).model_fields)
+        assert shown and shown <= taken, f"{stage}: {sorted(shown - taken)} shown, not taken"

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from picollm import io
-from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
+from picollm.errors import STOP_SIGNALS, Interrupted, PicoError, first_line
 
 
 def _json(text: str):
@@ -220,7 +220,7 @@ def _sharing_commands(sub) -> None:
     p.set_defaults(command="export")
 
     p = _stage(sub, "lm-eval-task", "the study's validation text as an lm-evaluation-harness task (YAML + JSONL)",
-               '{"experiment": NAME, "models": {NAME: MODEL}, "compact_vocab": BOOL}')
+               '{"experiment": NAME, "models": {NAME: MODEL}}')
     p.add_argument("--raw-dir", required=True, help="folder holding <source>/val.txt")
     p.add_argument("--sources", nargs="+", required=True, help="source names, in config order")
     p.add_argument("--out-dir", required=True, help="folder to write <task>.yaml and <task>.jsonl into")
@@ -348,7 +348,7 @@ def _run(args, terminal, rank: int) -> int:
         return 1
     except Exception as exc:
         if _lost_peer(exc):  # another rank died first: its own line (or its agent's) says why
-            _tell(f"error: {LOST} ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})", args.log, terminal,
+            _tell(f"error: {LOST} ({type(exc).__name__}: {first_line(exc)})", args.log, terminal,
                   rank)
             with contextlib.suppress(Interrupted, KeyboardInterrupt):
                 time.sleep(LOST_GRACE)

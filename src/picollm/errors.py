@@ -11,6 +11,13 @@ class PicoError(Exception):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first non-blank line of an exception's message, for a one-line error; `empty` (default: the
+    exception's type name) when it has none."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__ if empty is None else empty
+
+
 class Interrupted(BaseException):
     """One of STOP_SIGNALS reached a stage: it stops (training after a checkpoint) and a rerun continues.
 

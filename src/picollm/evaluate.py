@@ -1,9 +1,10 @@
 """Evaluation of a trained model: whole-split validation loss, perplexity and bits per byte, and its samples'
 measures (picollm.sample_metrics) in the same job.
 
-Validation (`evaluate_split`): every source's slice of val.bin is scored on its own, in the fixed,
-non-overlapping windows of `block_size` tokens that training's `validation_loss` uses (here with no cap
-on their number), plus one final shorter window over the tail those full windows leave. So every token
+Validation (`evaluate_split`): every source's slice of val.bin is scored on its own, in fixed,
+non-overlapping windows of `block_size` tokens (training's `validation_loss` tiles the whole split the same
+way, across source boundaries and in at most `eval_batches` batches), plus one final shorter window over the
+tail those full windows leave. So every token
 of a source except its first is predicted exactly once, each from the tokens before it in its window
 (a window starts with no context, as in training). Nothing is sampled: the same numbers every run.
 Many windows share a forward pass, and the head's logits are computed a chunk of rows at a time, never
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from picollm import provenance
+from picollm.data.tokens import spread
 from picollm.errors import PicoError
 from picollm.models.compact import CompactVocab
 from picollm.config import SamplingConfig
@@ -77,11 +79,6 @@ def scored_from(windows: np.ndarray) -> np.ndarray:
     return windows[:, 2] if windows.shape[1] > 2 else windows[:, 0] + 1
 
 
-def spread(n: int, k: int) -> np.ndarray:
-    """k of the indices 0 .. n - 1, evenly spread and distinct (k <= n), as eval_windows picks its subset."""
-    return np.linspace(0, n - 1, k).round().astype(np.int64)
-
-
 def cap_windows(per_source: list, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(windows, source index of each window) of the sources' windows `per_source`.
 
@@ -103,13 +100,6 @@ def cap_windows(per_source: list, block_size: int, max_tokens: int | None = None
         k -= 1
     keep = spread(len(windows), k)
     return windows[keep], owner[keep]
-
-
-def split_windows(sources: dict, block_size: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(windows, source index of each window) scoring a split whose sources are `sources` in source_windows
-    (windows never cross a source boundary), capped at max_tokens predictions (cap_windows)."""
-    return cap_windows([source_windows(r["start"], r["end"], block_size) for r in sources.values()], block_size,
-                       max_tokens)
 
 
 def predictions(windows: np.ndarray) -> int:
@@ -213,9 +203,9 @@ def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int,
 
 
 def bytes_per_window_token(val: np.ndarray, sources: dict, lengths: np.ndarray) -> float:
-    """UTF-8 bytes per predicted token of packed windows over the split (every token but each source's first,
-    end-of-text included at 0 bytes): what turns training's validation loss (picollm.loss.validation_loss, on
-    such windows) into bits per byte, whichever way the final evaluation scores."""
+    """UTF-8 bytes per predicted token of the split (every token but each source's first, end-of-text included
+    at 0 bytes): what turns training's validation loss (picollm.loss.validation_loss, whose windows tile the
+    split) into bits per byte, whichever way the final evaluation scores."""
     total = sum(int(lengths[val[r["start"] + 1:r["end"]]].sum()) for r in sources.values())
     return total / sum(r["end"] - r["start"] - 1 for r in sources.values())
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from picollm.cli import LOST
-from picollm.errors import Interrupted, PicoError
+from picollm.errors import Interrupted, PicoError, first_line
 
 DIED = "died of"  # in an agent's line for a rank killed by a signal
 
@@ -147,8 +147,8 @@ def agent(argv: list) -> int:
     except Exception as exc:
         import traceback
         traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: torchrun on node {node} failed: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        print(f"error: torchrun on node {node} failed: {type(exc).__name__}: {first_line(exc, '')}", file=sys.stderr,
+              flush=True)
         return 1
 
 

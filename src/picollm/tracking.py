@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from picollm.errors import Interrupted, PicoError
+from picollm.errors import Interrupted, PicoError, first_line
 from picollm.io import held_lock, write_json
 
 EXTRA = "pip install -e .[tracking]"
@@ -97,10 +97,6 @@ def wandb_settings():
         return wandb.setup().settings
     except Exception as exc:  # e.g. WANDB_MODE=bogus
         raise PicoError(f"W&B's settings are invalid: {first_line(exc)}") from None
-
-
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def flat(params: dict, prefix: str = "") -> dict:

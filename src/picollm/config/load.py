@@ -15,7 +15,7 @@ import yaml
 
 from picollm.config.study import Study
 from picollm.config.validation import parse
-from picollm.errors import PicoError
+from picollm.errors import PicoError, first_line
 
 DEFAULT_STUDY = "config/config.yaml"
 STUDY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -128,7 +128,7 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        why = getattr(exc, "problem", None) or first_line(exc)
         raise PicoError(f"config file {path} is not valid YAML{where}: {why}; if it is no study file, check that a "
                         f"target did not follow --configfile") from None
     if raw is None:  # Snakemake refuses it with a line that names neither the file nor the fix

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from picollm.config.sections import Source
-from picollm.errors import PicoError
+from picollm.errors import PicoError, first_line
 from picollm.io import atomic_path, note
 
 EOT_LINE = "<|endoftext|>"
@@ -154,7 +154,7 @@ def hub_unreachable(dataset: str, revision: str, timeout: float = 5.0) -> str | 
     try:
         get_session().head(url, timeout=timeout)
     except httpx.TransportError as exc:  # refused, timed out, no DNS, proxy down...
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no answer'}"
+        return f"{type(exc).__name__}: {first_line(exc, 'no answer')}"
     return None
 
 
@@ -178,16 +178,17 @@ def tinystories(split: str, num_stories: int, dataset: str, revision: str) -> It
             yield row["text"]
             count += 1
     except DatasetNotFoundError as exc:  # a wrong dataset id or revision
-        raise PicoError(f"{_first_line(exc)} Fix the source's dataset / revision (a commit, tag or branch of "
-                        f"the dataset repository)") from None
+        raise PicoError(f"{first_line(exc, 'no message')} Fix the source's dataset / revision (a commit, tag or "
+                        f"branch of the dataset repository)") from None
     except ValueError as exc:
         if "split" not in str(exc).lower():
             raise
-        raise PicoError(f"{dataset} (revision {revision}) has no {split!r} split ({_first_line(exc)}); tinystories "
-                        f"sources need a dataset with 'train' and 'validation' splits") from None
+        raise PicoError(f"{dataset} (revision {revision}) has no {split!r} split ({first_line(exc, 'no message')}); "
+                        f"tinystories sources need a dataset with 'train' and 'validation' splits") from None
     except (OSError, httpx.HTTPError) as exc:  # the connection dropped, HTTP 429/5xx after datasets' retries
         raise PicoError(f"streaming {dataset} (revision {revision}) failed after {count} {split} stories: "
-                        f"{type(exc).__name__}: {_first_line(exc)}; rerun the download later, {WITHOUT_HUB}") from None
+                        f"{type(exc).__name__}: {first_line(exc, 'no message')}; rerun the download later, "
+                        f"{WITHOUT_HUB}") from None
 
 
 def _proxy_for(url: str) -> str | None:
@@ -198,11 +199,6 @@ def _proxy_for(url: str) -> str | None:
         return None
     proxies = urllib.request.getproxies()
     return proxies.get(parts.scheme) or proxies.get("all")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else "no message"
 
 
 # --- one entry point per source kind ----------------------------------------------------------------

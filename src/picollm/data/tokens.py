@@ -145,10 +145,15 @@ class WindowSampler:
         return window[:, :-1], window[:, 1:]  # inputs, next-token targets
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """k of the indices 0 .. n - 1, evenly spread and distinct (k <= n)."""
+    return np.linspace(0, n - 1, k).round().astype(np.int64)
+
+
 def eval_windows(n_tokens: int, block_size: int, max_windows: int | None = None) -> np.ndarray:
     """Start offsets of non-overlapping windows that tile a split (deterministic, no sampling)."""
     starts = np.arange(0, n_tokens - block_size - 1 + 1, block_size)
     if max_windows is not None and len(starts) > max_windows:
         # spread a fixed subset evenly over the split rather than taking only its head
-        starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(int)]
+        starts = starts[spread(len(starts), max_windows)]
     return starts
