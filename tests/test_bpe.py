@@ -162,6 +162,6 @@ def test_workflow_trains_the_tokenizer_and_bpb_counts_the_same_bytes(tmp_path):
 def test_train_tokenizer_job_is_given_the_tokenizer_only():
     from picollm import jobs
     cfg = load_study(["config/offline.yaml"], {"tokenizer": "bpe:300"})
-    assert jobs.trains_tokenizer(cfg) and jobs.train_tokenizer(cfg) == {"tokenizer": "bpe:300"}
+    assert jobs.trains_tokenizer(cfg) and jobs.tokenizer(cfg) == {"tokenizer": "bpe:300"}
     assert not jobs.trains_tokenizer(load_study(["config/offline.yaml"]))
     assert jobs.code("train_tokenizer") != jobs.code("tokenize")

@@ -11,7 +11,7 @@ from picollm.data import sources
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
 from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
-from picollm.config.sections import TextSource, TinyStoriesSource
+from picollm.config.sections import SOURCE_CLASSES, TextSource, TinyStoriesSource
 from picollm.errors import PicoError
 
 
@@ -259,3 +259,7 @@ def test_validation_files_are_split_as_the_train_files(tmp_path, capsys):
     assert "split_on not given; its files are cut at <|endoftext|> lines (split_on: eot)" in capsys.readouterr().out
     line = TextSource(kind="text", name="t", train_files=[str(train)], val_files=[str(val)], split_on="blank_line")
     assert sources.download(line, 0, 0.1, tmp_path / "tr.txt", tmp_path / "va.txt")["val_documents"] == 2
+
+
+def test_every_source_kind_of_the_schema_has_its_download():
+    assert set(sources.DOWNLOADS) == set(SOURCE_CLASSES)

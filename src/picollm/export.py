@@ -21,12 +21,12 @@ import torch
 
 from picollm import provenance
 from picollm.data.bpe import byte_chars
+from picollm.data.sources import EOT_TEXT
 from picollm.errors import PicoError
 from picollm.io import write_json
 from picollm.models import load_model
 from picollm.models.compact import CompactVocab
 
-EOT_TEXT = "<|endoftext|>"
 MAX_LOGIT_DIFF = 1e-4  # relative to the largest logit (or 1): float32 noise of different kernels is ~1e-6
 
 

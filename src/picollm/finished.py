@@ -119,6 +119,3 @@ def restored_record(out_dir, rec: dict) -> dict | None:
     return {**kept, "restored": {key: rec[key] for key in ("created_utc", "command", "git")}}
 
 
-def forget(out_dir) -> None:
-    """Drop what was kept (another training starts in the folder): the old outputs' space is freed with them."""
-    shutil.rmtree(Path(out_dir) / KEPT, ignore_errors=True)

@@ -147,12 +147,9 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def say(line: str, stream) -> None:
@@ -162,11 +159,12 @@ def say(line: str, stream) -> None:
     stream.flush()
 
 
-def tell(text: str) -> None:
-    """`text` on stderr (the job's log under --log) and on the terminal too: what a job does that the user should
-    see as it happens (a training resuming where it stopped), which is no warning."""
-    say(text, sys.stderr)
-    if terminal is not None and terminal is not sys.stderr:
+def tell(text: str, stream=None) -> None:
+    """`text` on `stream` (default stderr; the job's log under --log) and on the terminal too: what a job does
+    that the user should see as it happens (a training resuming where it stopped), which is no warning."""
+    stream = stream or sys.stderr
+    say(text, stream)
+    if terminal is not None and terminal is not stream:
         with contextlib.suppress(OSError, ValueError):
             say(text, terminal)
 
@@ -174,8 +172,4 @@ def tell(text: str) -> None:
 def note(text: str) -> None:
     """`note: text` on stdout (the job's log under --log) and on the terminal too: something the user should
     see without opening the log."""
-    line = f"note: {text}"
-    say(line, sys.stdout)
-    if terminal is not None and terminal is not sys.stdout:
-        with contextlib.suppress(OSError, ValueError):
-            say(line, terminal)
+    tell(f"note: {text}", sys.stdout)

@@ -53,12 +53,8 @@ def trains_tokenizer(study: Study) -> bool:
     return bpe_vocab_size(study.tokenizer) is not None
 
 
-def train_tokenizer(study: Study) -> dict:
-    """A `bpe:N` tokenizer's training reads only its name (the size); the text comes in as files."""
-    return _dump(TokenizerJob(tokenizer=study.tokenizer))
-
-
-def tokenize(study: Study) -> dict:
+def tokenizer(study: Study) -> dict:
+    """Training a `bpe:N` tokenizer and tokenizing read only the tokenizer's name; the text comes in as files."""
     return _dump(TokenizerJob(tokenizer=study.tokenizer))
 
 
@@ -71,8 +67,8 @@ def train(study: Study, run: str, seed: int) -> dict:
     return _dump(job, only={"data": {"sources"}}, drop={"train": SCHEDULING_TRAIN_KEYS})
 
 
-def model_threads(study: Study, run: str) -> int:
-    """CPU threads of a run's train and evaluate jobs (Snakemake `threads`), its own override first."""
+def evaluate_threads(study: Study, run: str) -> int:
+    """CPU threads of a run's evaluate job (Snakemake `threads`): train.threads, its own override first."""
     return study.train_of(run).threads
 
 

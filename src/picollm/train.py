@@ -160,7 +160,6 @@ class Run:
     meta: dict
     run_id: str  # what a checkpoint must match to be resumed
     ckpt_path: Path
-    snapshot_steps: list = dataclasses.field(default_factory=list)
     flops_per_token: int = 0  # training FLOPs per token (picollm.flops)
     blocks: list = dataclasses.field(default_factory=list)  # a Transformer's blocks, for layer health
     provenance: dict | None = None
@@ -189,10 +188,9 @@ class Run:
 
 
 def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
-          device, weights, compact_vocab, provenance=None) -> Run:
-    meta = read_meta(tokens_dir / "meta.json")
-    step_flops = flops_per_token(model_cfg, meta["vocab_size"], block_size, output_vocab(meta, compact_vocab))
-    train_cfg = within_budget(train_cfg, step_flops, block_size, name)
+          device, weights, compact_vocab, meta: dict, step_flops: int, run_id: str, provenance=None) -> Run:
+    """The run ready to train: its tokens, model, optimizer and sampler (train_cfg as within_budget leaves it,
+    run_id its resume_id)."""
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
     if len(val_tokens) < block_size + 1:
@@ -213,15 +211,13 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
         model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
     sources = meta["splits"]["train"]["sources"]
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
-    run_id = resume_id(model_cfg, train_cfg, seed, block_size, meta, compact_vocab)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
     head_plan = head_plan_record(model, dev)  # timed here on a machine's first run, before the clock starts
     rank_stream(seed)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
-               autocast, block_size, meta, run_id, out_dir / "last.pt", snapshot_steps=train_cfg.kept_steps,
-               flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
+               autocast, block_size, meta, run_id, out_dir / "last.pt", flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
                loss=distributed.wrap(model), head_plan=head_plan)
 
 
@@ -257,7 +253,7 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
     """Append a metrics row at logging, evaluation and snapshot steps and at the `last` step (once per step,
     also after a resume), and stage the snapshot of a snapshot step."""
     train_cfg, step = run.train_cfg, state.step
-    snapshot_now = step in run.snapshot_steps
+    snapshot_now = step in run.train_cfg.kept_steps
     eval_now = train_cfg.is_eval_step(step) or last or snapshot_now
     logged = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None  # before a resume
     if not (is_log_step(step, train_cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
@@ -302,7 +298,7 @@ def publish_snapshots(run: Run) -> None:
     would resume from it and could not write the earlier snapshots again."""
     out_dir = run.ckpt_path.parent
     (out_dir / "snapshots").mkdir(exist_ok=True)  # a workflow output, also when no step is kept
-    for step in run.snapshot_steps:
+    for step in run.train_cfg.kept_steps:
         staged = snapshot_path(out_dir, step, staged=True)
         if not staged.exists():
             raise PicoError(f"the snapshot of step {step} is missing from {staged.parent}; delete {run.ckpt_path} "
@@ -471,15 +467,15 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
                 owned.enter_context(folder_lock(out_dir))
             meta = read_meta(tokens_dir / "meta.json")
             identity = finished_identity(model_cfg, train_cfg, seed, block_size, meta, compact_vocab, weights)
-            budgeted = within_budget(train_cfg, flops_per_token(model_cfg, meta["vocab_size"], block_size,
-                                                                output_vocab(meta, compact_vocab)), block_size, name)
+            step_flops = flops_per_token(model_cfg, meta["vocab_size"], block_size, output_vocab(meta, compact_vocab))
+            budgeted = within_budget(train_cfg, step_flops, block_size, name)
             run_id = resume_id(model_cfg, budgeted, seed, block_size, meta, compact_vocab)
             if (done := _restore(out_dir, identity, run_id)) is not None:
                 return done  # a restore logs nothing: it needs no tracker
             if main:
                 tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
-            run = setup(name, model_cfg, train_cfg, tokens_dir, out_dir, seed, block_size, device, weights,
-                        compact_vocab, provenance)
+            run = setup(name, model_cfg, budgeted, tokens_dir, out_dir, seed, block_size, device, weights,
+                        compact_vocab, meta, step_flops, run_id, provenance)
             run.identity = identity
             state = _resume(run)
             if state.step == 0 and main:  # starting over: earlier staged snapshots must not be published

@@ -37,7 +37,7 @@ if TRAINED_TOKENIZER:
             ENV
         threads: 2
         params:
-            config=as_json(jobs.train_tokenizer(CFG)),
+            config=as_json(jobs.tokenizer(CFG)),
             code=jobs.code("train_tokenizer"),
         shell:
             "python -m picollm --log {log} train-tokenizer --config {params.config:q} --train {input}"
@@ -62,7 +62,7 @@ rule tokenize:
         ENV
     threads: 2
     params:
-        config=as_json(jobs.tokenize(CFG)),
+        config=as_json(jobs.tokenizer(CFG)),
         code=jobs.code("tokenize"),
         sources=SOURCES,
         raw_dir=lambda wc, input: Path(input.train[0]).parent.parent,

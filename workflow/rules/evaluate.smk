@@ -19,7 +19,7 @@ rule evaluate:
         f"{R}/benchmarks/evaluate/{{run}}/seed{{seed}}.tsv"
     conda:
         ENV
-    threads: lambda wc: jobs.model_threads(CFG, wc.run)
+    threads: lambda wc: jobs.evaluate_threads(CFG, wc.run)
     resources:
         gpu=int(jobs.needs_gpu(CFG.device)),
     params:

@@ -1,8 +1,6 @@
 """`picollm sample`: greedy and nucleus samples of one model -> JSONL."""
 import json
 
-import torch
-
 from picollm import provenance
 from picollm.config import SampleJob, parse
 from picollm.data.tokenizer import checkpoint_tokenizer
@@ -16,7 +14,6 @@ def run(args):
     job = parse(SampleJob, args.config)
     seed = job.seed
     use_threads(args.threads)
-    torch.manual_seed(seed)
     model = load_model(args.model_path, resolve_device(args.device))
     tokenizer = checkpoint_tokenizer(model.checkpoint)
     records = sample_records(model, tokenizer, args.name, job.sampling, seed)

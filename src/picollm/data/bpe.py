@@ -20,11 +20,9 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from picollm.data.sources import iter_documents
+from picollm.data.sources import EOT_TEXT, iter_documents
 from picollm.errors import PicoError
 from picollm.io import atomic_path
-
-EOT_TEXT = "<|endoftext|>"
 
 
 @functools.cache

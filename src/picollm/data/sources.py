@@ -17,14 +17,15 @@ from picollm.config.sections import Source
 from picollm.errors import PicoError, first_line
 from picollm.io import atomic_path, note
 
-EOT_LINE = "<|endoftext|>"
+# end-of-text: a line of its own between the documents of a raw text file, and every tokenizer's special token
+EOT_TEXT = "<|endoftext|>"
 SPLIT_WORDS = {"eot": "<|endoftext|> lines", "blank_line": "blank lines", "line": "every line",
                "none": "nothing (a file is one document)"}
 
 
 def has_eot_line(path) -> bool:
     with open(path, "rb") as fh:
-        return any(line.strip() == EOT_LINE.encode() for line in fh)
+        return any(line.strip() == EOT_TEXT.encode() for line in fh)
 
 
 def detect_split(paths) -> str:
@@ -55,16 +56,16 @@ def iter_documents(path, split_on: str | None = None) -> Iterator[str]:
         raise PicoError(f"data file {path} does not exist; fix the path in data.sources")
     split_on = split_on or detect_split([path])
     if split_on == "line":
-        yield from (line.rstrip("\n") for line in _lines(path) if line.strip() and line.strip() != EOT_LINE)
+        yield from (line.rstrip("\n") for line in _lines(path) if line.strip() and line.strip() != EOT_TEXT)
         return
     doc = []
     for line in _lines(path):
-        if (split_on in ("eot", "blank_line") and line.strip() == EOT_LINE) or (
+        if (split_on in ("eot", "blank_line") and line.strip() == EOT_TEXT) or (
                 split_on == "blank_line" and not line.strip()):
             if text := "".join(doc).strip():
                 yield text
             doc = []
-        elif line.strip() != EOT_LINE:
+        elif line.strip() != EOT_TEXT:
             doc.append(line)
     if text := "".join(doc).strip():
         yield text
@@ -93,7 +94,7 @@ def write_documents(path, documents: Iterable[str], desc: str = "") -> int:
     count = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for doc in tqdm(documents, desc=desc or str(path), unit="doc", mininterval=2):
-            fh.write(doc.strip() + "\n" + EOT_LINE + "\n")
+            fh.write(doc.strip() + "\n" + EOT_TEXT + "\n")
             count += 1
     return count
 
@@ -205,38 +206,46 @@ def _proxy_for(url: str) -> str | None:
 
 def download(src: Source, seed: int, val_fraction: float, train_out, val_out) -> dict:
     """Fetch or generate one source's raw text; return counts for the provenance record."""
-    kind = src.kind
-    if kind == "tinystories":
-        # Both files appear together or not at all: a stream that fails in validation leaves no train.txt.
-        with atomic_path(train_out) as train_tmp, atomic_path(val_out) as val_tmp:
-            args = src.dataset, src.revision
-            n_train = write_documents(train_tmp, tinystories("train", src.train_stories, *args), "tinystories train")
-            n_val = write_documents(val_tmp, tinystories("validation", src.val_stories, *args),
-                                    "tinystories validation")
-    elif kind == "3seqs":
-        lines = three_seqs(src.num_sequences, src.max_terms, seed)
-        n_held = max(1, round(src.num_sequences * val_fraction))  # the first sequences are held out
-        n_val = write_documents(val_out, itertools.islice(lines, n_held), desc="3seqs val")
-        n_train = write_documents(train_out, lines, desc="3seqs train")
-    elif kind == "text":
-        split = src.split_on or detect_split(src.train_files)
-        if src.split_on is None:
-            note(f"source {src.name!r}: split_on not given; its files are cut at {SPLIT_WORDS[split]} "
-                 f"(split_on: {split}), the validation files alike")
-        # streamed in two passes (count, then write) so a file of any size needs constant memory
-        n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents, split))
-        n_held = 0 if src.val_files else max(1, round(n_docs * val_fraction))
-        if n_docs - n_held < 1:
-            raise PicoError(f"source {src.name!r} has {n_docs} document(s), too few to hold out validation "
-                            f"text; add text or give val_files")
-        docs = _documents(src.train_files, src.max_documents, split)
-        n_train = write_documents(train_out, itertools.islice(docs, n_docs - n_held), desc="text train")
-        # no val_files: hold out the last documents (deterministic; no story is split across the two)
-        n_val = write_documents(val_out, docs if n_held else _documents(src.val_files, None, split), desc="text val")
-        return {"train_documents": n_train, "val_documents": n_val, "split_on": split}
-    else:
-        raise PicoError(f"unknown data source kind {kind!r}; use tinystories, text or 3seqs")
+    return DOWNLOADS[src.kind](src, seed, val_fraction, train_out, val_out)
+
+
+def _download_tinystories(src, seed, val_fraction, train_out, val_out) -> dict:
+    # Both files appear together or not at all: a stream that fails in validation leaves no train.txt.
+    with atomic_path(train_out) as train_tmp, atomic_path(val_out) as val_tmp:
+        args = src.dataset, src.revision
+        n_train = write_documents(train_tmp, tinystories("train", src.train_stories, *args), "tinystories train")
+        n_val = write_documents(val_tmp, tinystories("validation", src.val_stories, *args), "tinystories validation")
     return {"train_documents": n_train, "val_documents": n_val}
+
+
+def _generate_3seqs(src, seed, val_fraction, train_out, val_out) -> dict:
+    lines = three_seqs(src.num_sequences, src.max_terms, seed)
+    n_held = max(1, round(src.num_sequences * val_fraction))  # the first sequences are held out
+    n_val = write_documents(val_out, itertools.islice(lines, n_held), desc="3seqs val")
+    n_train = write_documents(train_out, lines, desc="3seqs train")
+    return {"train_documents": n_train, "val_documents": n_val}
+
+
+def _copy_text(src, seed, val_fraction, train_out, val_out) -> dict:
+    split = src.split_on or detect_split(src.train_files)
+    if src.split_on is None:
+        note(f"source {src.name!r}: split_on not given; its files are cut at {SPLIT_WORDS[split]} "
+             f"(split_on: {split}), the validation files alike")
+    # streamed in two passes (count, then write) so a file of any size needs constant memory
+    n_docs = sum(1 for _ in _documents(src.train_files, src.max_documents, split))
+    n_held = 0 if src.val_files else max(1, round(n_docs * val_fraction))
+    if n_docs - n_held < 1:
+        raise PicoError(f"source {src.name!r} has {n_docs} document(s), too few to hold out validation "
+                        f"text; add text or give val_files")
+    docs = _documents(src.train_files, src.max_documents, split)
+    n_train = write_documents(train_out, itertools.islice(docs, n_docs - n_held), desc="text train")
+    # no val_files: hold out the last documents (deterministic; no story is split across the two)
+    n_val = write_documents(val_out, docs if n_held else _documents(src.val_files, None, split), desc="text val")
+    return {"train_documents": n_train, "val_documents": n_val, "split_on": split}
+
+
+# the schema's source kinds (config.sections) and how each one's text is made
+DOWNLOADS = {"tinystories": _download_tinystories, "3seqs": _generate_3seqs, "text": _copy_text}
 
 
 def _documents(paths, limit, split_on: str) -> Iterator[str]:

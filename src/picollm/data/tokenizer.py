@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from picollm.config import bpe_vocab_size
+from picollm.data.sources import EOT_TEXT
 from picollm.errors import PicoError
 
 
@@ -27,7 +28,7 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def decode_single_token_bytes(self, token: int) -> bytes:
-        return b"<|endoftext|>" if token == self.eot_token else bytes([token])
+        return EOT_TEXT.encode() if token == self.eot_token else bytes([token])
 
 
 def get_tokenizer(name: str, tokenizer_json=None):
