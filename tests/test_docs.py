@@ -2,6 +2,7 @@
 or missing page, with the configuration reference generated from the schema and every benchmark record shown.
 """
 import html
+import html.parser
 import importlib.util
 import json
 import os
@@ -84,6 +85,29 @@ def test_site_builds_strict_with_every_page(site):
         assert (site / page / "index.html").exists(), page
     assert (site / "index.html").exists()
     assert (site / "img" / "rulegraph.svg").exists()
+
+
+HTML_TAGS = set("""a abbr b blockquote body br button caption code col colgroup dd del details div dl dt em figcaption
+figure footer form h1 h2 h3 h4 h5 h6 head header hr html i img input kbd label li link meta nav ol option p pre s
+script section select small span strong style sub summary sup table tbody td tfoot th thead title tr u ul""".split())
+
+
+class TagNames(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.names.add(tag)
+
+
+def test_placeholders_in_prose_are_not_swallowed_as_tags(site):
+    """A `<budget>` written outside a code span reaches the page as an unknown HTML tag, which the browser shows
+    as nothing ("at FLOPs: better than by bpb"): every tag of every page is a real one."""
+    for page in sorted(site.rglob("index.html")):
+        parser = TagNames()
+        parser.feed(page.read_text())
+        assert parser.names <= HTML_TAGS, f"{page.relative_to(site)}: {sorted(parser.names - HTML_TAGS)}"
 
 
 def test_index_lists_every_nav_page():

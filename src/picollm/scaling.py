@@ -16,8 +16,16 @@ MIN_FIT_POINTS of them; with fewer the points are shown unfitted. E is the loss 
 at this data and these sizes, alpha how fast the rest falls.
 
 Intervals. Each bootstrap replicate redraws every run's seeds with replacement, averages them again, and
-redoes the frontier and the fit; the 2.5% and 97.5% quantiles of each parameter are its interval (none with
-one seed per run). With few seeds this is coarse: two seeds give each run three distinct means.
+redoes the frontier and the fit. The quantiles of those fits would make too narrow an interval with a few seeds
+(with two, the 2.5% and 97.5% quantiles are just the two single-seed fits), so the interval is the fit
+± t(n - 1) x the replicates' std x sqrt(n / (n - 1)), n the seeds per run: the bootstrap's standard error,
+corrected as for a mean of n values (whose bootstrap std is sqrt((n - 1) / n) times its standard error), with
+Student's t for a spread estimated from n seeds. For a mean this is picollm.stats.t_interval, the interval of
+tables/compare.csv. None with one seed per run.
+
+Sizes. A type whose runs all have one size (a sweep of the learning rate, one model) has a frontier that is a
+learning curve of that size: its fit says how that model's loss falls as it trains, not how the type scales,
+and its note says so.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.optimize import least_squares
 
 from picollm.io import write_csv
@@ -176,15 +185,20 @@ def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     return out
 
 
-def interval(values: pd.Series) -> tuple[float, float]:
-    if len(values) < 2:
+def interval(draws: pd.Series, estimate: float, seeds: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The interval of a fitted parameter `estimate` (E, A or alpha: none is negative) from its bootstrap
+    `draws` over `seeds` seeds per run (see the module's Intervals); NaN with one seed or fewer than two draws."""
+    if seeds < 2 or len(draws) < 2:
         return float("nan"), float("nan")
-    return float(values.quantile(0.025)), float(values.quantile(0.975))
+    spread = float(draws.std(ddof=1)) * math.sqrt(seeds / (seeds - 1))
+    half = float(stats.t.ppf((1 + confidence) / 2, seeds - 1)) * spread
+    return max(estimate - half, 0.0), estimate + half  # E, A and alpha are never negative (fit_power_law's bounds)
 
 
 def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """tables/scaling.csv's rows: per model type its fit with 95% bootstrap intervals, the points used, and
-    the computes at which its frontier crosses each other type's."""
+    """tables/scaling.csv's rows: per model type its fit with 95% intervals (bootstrap over seeds), the points
+    used, and the computes at which its frontier crosses each other type's after both warm-ups (before, the
+    learning rate, not the compute, sets the losses)."""
     curves = points[points["kind"] == "curve"]
     means = mean_curves(curves)
     types = list(dict.fromkeys(means["type"]))
@@ -194,27 +208,29 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
         own = curves[curves["type"] == kind]
         fit = fit_type(means[means["type"] == kind])
         seeds = own.groupby("run")["seed"].nunique()
-        row = {"experiment": experiment, "type": kind, "runs": own["run"].nunique(), "seeds": int(seeds.min()),
+        row = {"experiment": experiment, "type": kind, "runs": own["run"].nunique(),
+               "sizes": own["params_non_embedding"].nunique(), "seeds": int(seeds.min()),
                "frontier_points": len(fronts[kind]), "fit_points": len(fit_points(fronts[kind])),
                "fitted": fit is not None, "flops_min": own["train_flops"].min(), "flops_max": own["train_flops"].max()}
         draws = bootstrap(own, kind) if fit is not None and seeds.min() > 1 else pd.DataFrame()
         for name in ("alpha", "E", "A"):
-            low, high = interval(draws[name]) if len(draws) else (float("nan"), float("nan"))
+            low, high = interval(draws[name], fit[name], int(seeds.min())) if len(draws) else (float("nan"),) * 2
             row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
         for other in types:
             if other != kind:
-                found = crossings(fronts[kind], fronts[other])
+                found = crossings(fit_points(fronts[kind]), fit_points(fronts[other]))
                 row[f"crosses_{other}_at_flops"] = " ".join(f"{c:.3g}" for c in found)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def fit_note(row) -> str:
-    """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31]', or why there is no fit."""
+    """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31]', or why there is no fit; a type of one size says its fit is
+    of a learning curve."""
     if not row["fitted"]:
         return f"no fit: {row['fit_points']} frontier points after warm-up, {MIN_FIT_POINTS} needed"
-
-    return f"alpha {with_interval(row, 'alpha', '.3g')}, E {with_interval(row, 'E', '.3f')} bpb"
+    one_size = " (one size: a learning curve, not a scaling law)" if row.get("sizes", 2) == 1 else ""
+    return f"alpha {with_interval(row, 'alpha', '.3g')}, E {with_interval(row, 'E', '.3f')} bpb{one_size}"
 
 
 def with_interval(row, name: str, form: str) -> str:

@@ -33,7 +33,7 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
             grid = np.geomspace(used.min(), used.max(), 100)
             ax.plot(grid, scaling.predict(row, grid), color=color, ls=(0, (4, 2)), lw=2, alpha=0.9)
             ax.plot(grid, scaling.predict(row, grid), color="black", ls=(0, (1, 5)), lw=1)  # dashed on any colour
-    ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% bootstrap intervals)")
+    ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% intervals over seeds)")
     ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
     log_x(ax)
     log_y(ax)
