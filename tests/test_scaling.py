@@ -178,9 +178,12 @@ def test_one_seed_gives_a_fit_without_an_interval():
 
 
 def test_log_eval_schedule_spreads_points_evenly_in_log_steps():
-    cfg = TrainConfig(max_steps=1000, eval_schedule="log", eval_points=4)
+    cfg = TrainConfig(max_steps=1000, eval_schedule="log", eval_points=4, warmup_steps=0)
     steps = [s for s in range(1001) if cfg.is_eval_step(s)]
     assert steps == [0, 1, 10, 100, 1000]
+    # the points from the end of warm-up on, where the fit reads them, and step 1
+    warm = TrainConfig(max_steps=1000, eval_schedule="log", eval_points=3, warmup_steps=10)
+    assert [s for s in range(1001) if warm.is_eval_step(s)] == [0, 1, 10, 100, 1000]
     assert [s for s in range(101) if TrainConfig(max_steps=100, eval_interval=50).is_eval_step(s)] == [0, 50, 100]
 
 

@@ -106,11 +106,12 @@ class TrainConfig(Section):
     eval_batches: int = Field(20, ge=1, description="validation batches per measurement (fixed windows)")
     eval_schedule: Literal["interval", "log"] = Field("interval", description=(
         "when the validation loss is measured: every eval_interval steps (interval), or at eval_points steps "
-        "spread evenly in log steps, and so in log compute (log: a scaling frontier gets points at small compute "
-        "too); both at step 0 and at the last step as well"))
+        "spread evenly in log steps, and so in log compute, from the end of warm-up on, where a scaling fit "
+        "reads them (log: a frontier gets points at small compute too); both at step 0 and at the last step as "
+        "well"))
     eval_points: int = Field(20, ge=2, description=(
-        "validation measurements of eval_schedule: log, from step 1 to the last (fewer when a short run rounds "
-        "two of them to the same step)"))
+        "validation measurements of eval_schedule: log, from the end of warm-up to the last step, plus step 1 "
+        "(fewer when a short run rounds two of them to the same step)"))
     checkpoint_interval: int = Field(200, ge=1, description=(
         "steps between rolling checkpoints (models/<m>/last.pt; resume is exact, so changing it reruns nothing)"))
     log_interval: int = Field(10, ge=1, description="steps between train-loss rows in metrics.csv")
@@ -196,15 +197,18 @@ class TrainConfig(Section):
     def is_eval_step(self, step: int) -> bool:
         """Whether the schedule measures the validation loss at `step` (the last step always is one)."""
         if self.eval_schedule == "log":
-            return step in log_steps(self.max_steps, self.eval_points)
+            return step in log_steps(self.max_steps, self.eval_points, self.warmup_steps)
         return step % self.eval_interval == 0
 
 
 @functools.lru_cache(maxsize=64)
-def log_steps(max_steps: int, points: int) -> frozenset[int]:
-    """Step 0 and `points` steps from 1 to max_steps spaced evenly in log(step), rounded."""
-    ratio = max_steps ** (1 / (points - 1)) if points > 1 else 1.0
-    return frozenset({0, max_steps} | {round(ratio ** i) for i in range(points)})
+def log_steps(max_steps: int, points: int, warmup_steps: int = 0) -> frozenset[int]:
+    """Steps 0 and 1, and `points` steps from the end of warm-up to max_steps spaced evenly in log(step),
+    rounded: a fit of loss against compute leaves warm-up out (the learning rate, not the compute, holds the
+    loss up there), so the points go where it reads them."""
+    start = min(max(warmup_steps, 1), max_steps)
+    ratio = (max_steps / start) ** (1 / (points - 1)) if points > 1 else 1.0
+    return frozenset({0, 1, max_steps} | {round(start * ratio ** i) for i in range(points)})
 
 
 class _Overrides(Section):
