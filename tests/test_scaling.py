@@ -126,7 +126,8 @@ def test_intervals_from_two_seeds_cover_the_true_law(monkeypatch):
             steps = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512][:11 - size])
             flops = steps * 1024 * 1e6 * size
             for seed in (1, 2):
-                bpb = law(flops / 1e9, e=1.5, alpha=0.4) * np.exp(rng.normal(0, 0.02) + rng.normal(0, 0.007, len(steps)))
+                offset = rng.normal(0, 0.02)  # the seed's own, at every step
+                bpb = law(flops / 1e9, e=1.5, alpha=0.4) * np.exp(offset + rng.normal(0, 0.007, len(steps)))
                 frames.append(curve("t", f"t{size}", seed, flops, bpb).assign(
                     step=steps, params_non_embedding=size, after_warmup=steps >= 4))
         row = scaling.fit_rows(pd.concat(frames, ignore_index=True), "sim").iloc[0]
@@ -291,3 +292,21 @@ def test_adding_a_size_or_a_budget_runs_only_the_new_runs_and_the_aggregates(sca
     assert {k: int(counts[k]) for k in ("train", "sample", "evaluate")} == {"train": 4, "sample": 4, "evaluate": 4}
     assert int(counts["scaling"]) == 1 and int(counts["figure_scaling"]) == 1
     assert "download" not in counts and "tokenize" not in counts
+
+
+def test_the_final_panel_says_when_the_evaluation_was_capped(tmp_path, monkeypatch):
+    from picollm.plots import scaling as figure
+    flops = np.geomspace(1e8, 1e12, 8)
+    curves = [curve("t", f"t{size}", seed, flops * size, law(flops) + 0.01 * seed).assign(params_non_embedding=size)
+              for size in (1, 2) for seed in (1, 2)]
+    finals = [c.tail(1).assign(kind="final") for c in curves]
+    drawn, save = [], figure.save
+    monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    for capped, title in ((False, "at the end of training (whole split)"),
+                          (True, "at the end of training (capped: evaluate.max_tokens)")):
+        points = pd.concat([*curves, *finals], ignore_index=True)
+        points["capped"] = capped & (points["kind"] == "final")
+        points.to_csv(tmp_path / "points.csv", index=False)
+        scaling.fit_rows(points, "hand").to_csv(tmp_path / "fits.csv", index=False)
+        figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
+        assert drawn[-1].axes[1].get_title() == title

@@ -43,12 +43,12 @@ from picollm.io import write_csv
 MIN_FIT_POINTS = 5  # three parameters, and two points to spare so that the fit is tested by the data
 BOOTSTRAP = 400
 POINT_COLUMNS = ["type", "run", "seed", "kind", "step", "tokens_seen", "train_flops", "params_non_embedding",
-                 "after_warmup", "bpb"]
+                 "after_warmup", "bpb", "capped"]
 
 
 def run_points(run: str, seed: int, metrics_csv, eval_json) -> pd.DataFrame:
     """One run and seed: its validation points along training (kind `curve`) and the evaluation's whole-split
-    bits per byte at the end (kind `final`)."""
+    bits per byte at the end (kind `final`; `capped` when evaluate.max_tokens scored only part of the split)."""
     ev = json.loads(Path(eval_json).read_text())
     rows = pd.read_csv(metrics_csv)
     bytes_per_token = ev["val_bytes_per_window_token"]
@@ -58,10 +58,10 @@ def run_points(run: str, seed: int, metrics_csv, eval_json) -> pd.DataFrame:
     common = {"type": ev["type"], "run": run, "seed": seed, "params_non_embedding": ev["params_non_embedding"]}
     curve = pd.DataFrame({**common, "kind": "curve", "step": val["step"], "tokens_seen": val["tokens_seen"],
                           "train_flops": val["tokens_seen"] * ev["flops_per_token"], "after_warmup": val["step"] >= peak,
-                          "bpb": val["val_loss"] / math.log(2) / bytes_per_token})
+                          "bpb": val["val_loss"] / math.log(2) / bytes_per_token, "capped": False})
     final = pd.DataFrame([{**common, "kind": "final", "step": ev.get("steps", int(rows["step"].max())),
                            "tokens_seen": ev["tokens_seen"], "train_flops": ev["train_flops"], "after_warmup": True,
-                           "bpb": ev["bpb"]}])
+                           "bpb": ev["bpb"], "capped": bool(ev.get("val_capped", False))}])
     return pd.concat([curve, final], ignore_index=True)[POINT_COLUMNS]
 
 
