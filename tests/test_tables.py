@@ -227,8 +227,8 @@ def test_compare_table_pairs_runs_by_seed(tmp_path):
                                    "c": {1: 1.5, 2: 1.6, 3: 1.6}})
     frame = tables.compare_table(evals, tmp_path / "compare.csv", "exp")
     csv = pd.read_csv(tmp_path / "compare.csv")
-    assert list(csv.columns) == ["experiment", "a", "b", "n", "flops_budget", "bpb_diff_mean", "bpb_diff_ci_low",
-                                 "bpb_diff_ci_high", "verdict", "statement"]
+    assert list(csv.columns) == ["experiment", "a", "b", "n", "flops_budget", "a_train_flops", "b_train_flops",
+                                 "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "verdict", "statement"]
     assert [(r.a, r.b) for r in csv.itertuples()] == [("a", "b"), ("a", "c"), ("b", "c")]
     ab = frame.iloc[0]
     diffs = np.array([-0.5, -0.4, -0.55])
@@ -238,6 +238,14 @@ def test_compare_table_pairs_runs_by_seed(tmp_path):
     assert frame.iloc[2]["verdict"] == "within noise"  # b - c = 0, 0, 0.05
     assert ab["statement"].startswith("a better than b by 0.4833 bpb (95% CI ")  # no budget: no "at ... FLOPs"
     assert frame.iloc[2]["statement"] == "b and c within noise (b - c = +0.0167 bpb, 3 seeds paired)"
+
+
+def test_compare_table_gives_what_each_run_spent_under_one_budget(tmp_path):
+    """A budget pays for whole steps: the FLOPs each run spent show how equal "equal compute" is."""
+    evals = write_evals(tmp_path / "a", {"a": {1: 1.0, 2: 1.1}}, flops_budget=1e12, train_flops=0.99e12)
+    evals |= write_evals(tmp_path / "b", {"b": {1: 1.2, 2: 1.3}}, flops_budget=1e12, train_flops=0.985e12)
+    row = tables.compare_table(evals, tmp_path / "compare.csv", "exp").iloc[0]
+    assert (row["a_train_flops"], row["b_train_flops"]) == (0.99e12, 0.985e12)
     assert len(tables.compare_table({"a": evals["a"]}, tmp_path / "one.csv", "exp")) == 0
     assert pd.read_csv(tmp_path / "one.csv").columns[1] == "a"  # a header even with nothing to compare
 

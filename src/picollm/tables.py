@@ -9,6 +9,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from picollm.errors import PicoError
@@ -354,8 +355,8 @@ def eval_table(evals, out_csv, out_md, experiment: str) -> pd.DataFrame:
     return frame
 
 
-COMPARE_COLUMNS = ["experiment", "a", "b", "n", "flops_budget", "bpb_diff_mean", "bpb_diff_ci_low",
-                   "bpb_diff_ci_high", "verdict", "statement"]
+COMPARE_COLUMNS = ["experiment", "a", "b", "n", "flops_budget", "a_train_flops", "b_train_flops", "bpb_diff_mean",
+                   "bpb_diff_ci_low", "bpb_diff_ci_high", "verdict", "statement"]
 
 
 def comparison(a: str, b: str, d: dict, budget) -> str:
@@ -373,16 +374,19 @@ def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
     """tables/compare.csv: every unordered pair of runs (a, b) of the same compute budget, bpb(a) - bpb(b)
     paired by seed with its 95% t interval, which run is better or "within noise" when the interval straddles
     0, and that as a sentence. Runs under train.flops are paired only with runs of the same budget (equal
-    compute); runs without a budget only with each other."""
+    compute, up to the one step a budget leaves unspent: {a,b}_train_flops, each run's mean over its seeds); runs
+    without a budget only with each other."""
     runs = read_evals(evals)
     bpb = {run: {s: ev["bpb"] for s, ev in by_seed.items()} for run, by_seed in runs.items()}
     budget = {run: next(iter(by_seed.values())).get("flops_budget") for run, by_seed in runs.items()}
+    spent = {run: np.mean([ev.get("train_flops", np.nan) for ev in by_seed.values()]) for run, by_seed in runs.items()}
     rows = []
     for a, b in itertools.combinations(bpb, 2):
         if budget[a] != budget[b]:
             continue
         d = paired_difference(bpb[a], bpb[b])
         rows.append({"experiment": experiment, "a": a, "b": b, "n": d["n"], "flops_budget": budget[a],
+                     "a_train_flops": spent[a], "b_train_flops": spent[b],
                      "bpb_diff_mean": d["mean_diff"], "bpb_diff_ci_low": d["ci_low"], "bpb_diff_ci_high": d["ci_high"],
                      "verdict": d["verdict"], "statement": comparison(a, b, d, budget[a])})
     frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)  # the header even for a single run
