@@ -179,6 +179,9 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
     (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt.small: {n_heads: 3}}\n")
     (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt.small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    (tmp_path / "budgets.yaml").write_text(f"base: dots.yaml\nsweep: {{}}\nreplace: [sweep]\ntrain: {{flops: 1e12}}\n")
+    (tmp_path / "capped.yaml").write_text("base: budgets.yaml\nreplace: [train]\ntrain: {max_steps: 40}\n"
+                                          "models: {lstm: {train: {flops: 1e12}}}\n")
     cases += [
         ("over.yaml", {}, f"{tmp_path / 'over.yaml'}, {tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): "
                           "config key 'models.gpt.small': d_model (32) must be divisible by n_heads (3)"),
@@ -186,6 +189,8 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
                         "'sweep.lstm.train.lr'"),
         ("on.yaml", {"sweep": {"lstm": {"train.lr": [0.1]}}},
          f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key 'train.flops' of run lstm is 10"),
+        # the run's budget and the study's max_steps, both given on top of a base that budgets every run
+        ("capped.yaml", {}, f"{tmp_path / 'capped.yaml'}: config key 'train.flops' of run lstm: the budget sets"),
         ("empty.yaml", {}, f"config file {tmp_path / 'empty.yaml'} is empty (or only comments); give it a study's "
                            f"keys (experiment:, models:, ...), or build on one with base: offline.yaml"),
     ]

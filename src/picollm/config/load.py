@@ -243,7 +243,7 @@ def giver(message: str, files: list, overrides: dict) -> str:
     """The study file (or --config) that gives the key a config error names: the last to set its value; for a
     mapping (a model missing its type, a check across its keys), every file that sets a key in it; every study
     file where none does. A run's own `train:` key (`... of run lstm`) is looked for before the study's."""
-    named = re.match(r"(?:unknown )?config key '([^']+)'(?: of run (\S+))?", message)
+    named = re.match(r"(?:unknown )?config key '([^']+)'(?: of run ([^\s:]+))?", message)  # names hold no colon
     layers = [("--config", overrides)] + [layer for path in reversed(files) for layer in _layers(path)]
     source = " + ".join(map(str, files))
     if named:
