@@ -156,7 +156,8 @@ class TrainConfig(Section):
             return self
         if "max_steps" in self.model_fields_set:
             raise ValueError(f"flops: the budget sets the number of steps, and train.max_steps ({self.max_steps}) "
-                             f"sets it too; drop max_steps (or flops) wherever it is set")
+                             f"sets it too; drop max_steps (or flops) wherever it is set (a base file's train: max_steps "
+                             f"stays unless the study says replace: [train])")
         if self.max_minutes is not None:
             raise ValueError("flops: a budget of FLOPs fixes the steps before training, and train.max_minutes stops "
                              "on the clock; drop one of the two")
