@@ -303,7 +303,7 @@ def test_the_final_panel_says_when_the_evaluation_was_capped(tmp_path, monkeypat
     drawn, save = [], figure.save
     monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
     for capped, title in ((False, "at the end of training (whole split)"),
-                          (True, "at the end of training (capped: evaluate.max_tokens)")):
+                          (True, "at the end of training (capped split)")):
         points = pd.concat([*curves, *finals], ignore_index=True)
         points["capped"] = capped & (points["kind"] == "final")
         points.to_csv(tmp_path / "points.csv", index=False)

@@ -55,7 +55,7 @@ def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # a narrow panel: few labels
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    split = "capped: evaluate.max_tokens" if finals.get("capped", pd.Series(False)).any() else "whole split"
+    split = "capped split" if finals.get("capped", pd.Series(False)).any() else "whole split"
     ax.set(xlabel="non-embedding parameters", ylabel="validation bits per byte (linear scale)",
            title=f"at the end of training ({split})")
     ax.legend(fontsize="x-small")
