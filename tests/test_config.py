@@ -179,7 +179,7 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
     (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt.small: {n_heads: 3}}\n")
     (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt.small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
-    (tmp_path / "budgets.yaml").write_text("base: dots.yaml\nsweep: {{}}\nreplace: [sweep]\ntrain: {{flops: 1e12}}\n")
+    (tmp_path / "budgets.yaml").write_text("base: dots.yaml\nsweep: {}\nreplace: [sweep]\ntrain: {flops: 1e12}\n")
     (tmp_path / "capped.yaml").write_text("base: budgets.yaml\nreplace: [train]\ntrain: {max_steps: 40}\n"
                                           "models: {lstm: {train: {flops: 1e12}}}\n")
     cases += [
