@@ -2,7 +2,7 @@
 
 `snakemake --cores N all --configfile config/scaling.yaml` in a temporary --directory (the study reads the local
 TinyStories files in ../shared/tinystories), timed end to end, with the CPU the rest of the machine used
-meanwhile. The record holds the fitted exponents with their intervals, whether the frontiers cross, the
+meanwhile; its figure is kept as <out>/scaling.png. The record holds the fitted exponents with their intervals, whether the frontiers cross, the
 compute-matched comparisons, and where each run starts to repeat its training text (the local files are small).
 """
 from __future__ import annotations
@@ -98,6 +98,9 @@ def run(sz: Sizes, peak: dict) -> dict:
     try:
         wall = snakemake(local_copy(work), work, sz.threads)
         command = f"snakemake --cores {sz.threads} all --configfile config/scaling.yaml (in an empty directory)"
-        return record(work / "results" / "scaling", wall, LAST_RUN.get("others_cores"), command)
+        results = work / "results" / "scaling"
+        # the figure docs/scaling.md shows beside the record: cp <out>/scaling.png docs/img/scaling.png
+        shutil.copy(results / "figures" / "scaling.png", Path(sz.out) / "scaling.png")
+        return record(results, wall, LAST_RUN.get("others_cores"), command)
     finally:
         shutil.rmtree(work, ignore_errors=True)
