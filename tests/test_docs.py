@@ -87,9 +87,10 @@ def test_site_builds_strict_with_every_page(site):
     assert (site / "img" / "rulegraph.svg").exists()
 
 
-HTML_TAGS = set("""a abbr b blockquote body br button caption code col colgroup dd del details div dl dt em figcaption
-figure footer form h1 h2 h3 h4 h5 h6 head header hr html i img input kbd label li link meta nav ol option p pre s
-script section select small span strong style sub summary sup table tbody td tfoot th thead title tr u ul""".split())
+# what Markdown and the theme put in a page (i: the theme's icons); a placeholder written as <b> or <s> in prose
+# would vanish as well, so tags Markdown never writes from prose are left out
+HTML_TAGS = set("""a blockquote body br button code dd div dl dt em footer form h1 h2 h3 h4 h5 h6 head hr html i img
+input kbd li link meta nav ol p pre script span strong sup table tbody td th thead title tr ul""".split())
 
 
 class TagNames(html.parser.HTMLParser):

@@ -924,3 +924,27 @@ def test_a_study_file_given_as_a_stage_config_says_how_to_see_the_json(tmp_path)
         f"picollm train: error: argument --config: takes the job's config keys as JSON, not a file ({study}); "
         f"`snakemake -n -p TARGET --configfile {study}` prints each job's command with its --config")
 
+
+
+def test_an_error_line_quotes_the_first_line_of_any_message():
+    from picollm.errors import first_line
+    assert first_line(RuntimeError("\n  first \nsecond")) == "first"
+    assert first_line(RuntimeError("")) == "RuntimeError" and first_line(OSError(), "no message") == "no message"
+
+
+def test_a_long_broken_json_config_is_one_line(tmp_path):
+    broken = '{"models": {"m": {"type": "lstm"}}, "train": {' + '"lr": 0.001, ' * 40  # a lost brace, 500 characters
+    result = subprocess.run([sys.executable, "-m", "picollm", "train", "--config", broken, "--tokens-dir",
+                             str(tmp_path), "--out-dir", str(tmp_path)], env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("picollm train: error: argument --config: not valid JSON")
+
+
+def test_only_a_file_the_command_line_names_is_called_an_input_not_built():
+    from picollm import cli
+    gone = FileNotFoundError(2, "No such file or directory", "results/x")
+    assert cli._missing_input(gone, ["--out", "results/x/figures/f.png"]) is None  # a folder above an output
+    named = FileNotFoundError(2, "No such file or directory", str(Path("results/x/m.csv").absolute()))
+    assert cli._missing_input(named, ["--inputs", '{"lstm": {"1": "results/x/m.csv"}}']).startswith(
+        f"{named.filename} does not exist; it is an input of this command")

@@ -8,6 +8,7 @@ cell of nn.Linear layers with nn.LSTM's weights (the same numbers, so the same n
 """
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -22,7 +23,7 @@ from picollm import jobs, tables
 from picollm.config import Study, TrainConfig, TrainJob, load_study, parse
 from picollm.errors import PicoError
 from picollm.evaluate import evaluate_model
-from picollm.flops import flops_per_token, forward_flops
+from picollm.flops import budget_steps, flops_per_token, forward_flops
 from picollm.head_plan import plan_for
 from picollm.loss import lm_loss
 from picollm.models import build_model
@@ -219,6 +220,15 @@ def test_a_budget_that_does_not_fit_stops_the_train_job_in_one_line(tokens_dir, 
 STUDY = {"experiment": "x", "block_size": 32, "models": {"m": SMALL}}
 
 
+def test_the_budget_a_warm_up_line_names_pays_for_more_steps_than_the_warm_up():
+    """The train job's exact count: the budget the line advises is accepted (a rounded one could fall short)."""
+    cfg = TrainConfig(**{**TRAIN, "flops": 2e10, "warmup_steps": 50})
+    with pytest.raises(PicoError, match=r"raise train.flops to at least ([0-9,]+) \(51 steps\)") as err:
+        budget_steps(cfg, 3_019_000, 64, "m")
+    advised = int(re.search(r"at least ([0-9,]+)", str(err.value)).group(1).replace(",", ""))
+    assert budget_steps(cfg.model_copy(update={"flops": advised}), 3_019_000, 64, "m") == 51
+
+
 @pytest.mark.parametrize("change, message", [
     ({"train": {"flops": 1e12, "max_steps": 100}}, "config key 'train.flops': the budget sets the number of steps, "
                                                    "and train.max_steps (100) sets it too; drop max_steps"),
@@ -234,6 +244,7 @@ STUDY = {"experiment": "x", "block_size": 32, "models": {"m": SMALL}}
     ({"train": {"flops": 1e9, "warmup_steps": 0, "snapshot_steps": [10 ** 6]}}, "step 1000000 is past the end"),
     ({"train": {"flops": 1e9}}, "steps, no more than train.warmup_steps (50): the learning rate would never finish "
                                 "warming up; raise train.flops to more than "),
+    ({"train": {"flops": 1e9}}, " (51 steps) or lower train.warmup_steps"),
 ])
 def test_bad_budgets_are_one_line(change, message):
     with pytest.raises(PicoError) as err:

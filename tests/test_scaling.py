@@ -119,7 +119,7 @@ def test_intervals_from_two_seeds_cover_the_true_law(monkeypatch):
     real = scaling.bootstrap
     monkeypatch.setattr(scaling, "bootstrap", lambda curves, kind: real(curves, kind, replicates=60,
                                                                          seed=int(rng.integers(1 << 30))))
-    covered, trials = {"alpha": 0, "E": 0}, 30
+    covered, trials = {"alpha": 0, "E": 0, "A": 0}, 30
     for _ in range(trials):
         frames = []
         for size in (1, 2):
@@ -130,11 +130,16 @@ def test_intervals_from_two_seeds_cover_the_true_law(monkeypatch):
                 bpb = law(flops / 1e9, e=1.5, alpha=0.4) * np.exp(offset + rng.normal(0, 0.007, len(steps)))
                 frames.append(curve("t", f"t{size}", seed, flops, bpb).assign(
                     step=steps, params_non_embedding=size, after_warmup=steps >= 4))
-        row = scaling.fit_rows(pd.concat(frames, ignore_index=True), "sim").iloc[0]
+        points = pd.concat(frames, ignore_index=True)
+        row = scaling.fit_rows(points, "sim").iloc[0]
         assert row["fitted"] and row["sizes"] == 2
         covered["alpha"] += row["alpha_ci_low"] <= 0.4 <= row["alpha_ci_high"]
         covered["E"] += row["E_ci_low"] <= 1.5 <= row["E_ci_high"]
-    assert covered["alpha"] >= 0.9 * trials and covered["E"] >= 0.9 * trials, covered
+        covered["A"] += row["A_ci_low"] <= 40 * 1e9 ** 0.4 <= row["A_ci_high"]  # law(C / 1e9) = E + 40 (C / 1e9)^-0.4
+        # within the fit's bounds: A > 0, alpha >= 0, E below every fitted point
+        assert row["A_ci_low"] > 0 and row["alpha_ci_low"] >= 0
+        assert row["E_ci_high"] <= scaling.mean_curves(points)["bpb"].min()
+    assert min(covered.values()) >= 0.9 * trials, covered
 
 
 def test_a_type_of_one_size_is_fitted_as_a_learning_curve():
@@ -152,6 +157,9 @@ def test_frontiers_that_cross_only_in_warm_up_do_not_cross():
     warm = [a.assign(after_warmup=a["step"] > 2), b.assign(after_warmup=b["step"] > 2)]
     assert scaling.fit_rows(pd.concat([a, b]), "hand").set_index("type").loc["a", "crosses_b_at_flops"] != ""
     assert scaling.fit_rows(pd.concat(warm), "hand").set_index("type").loc["a", "crosses_b_at_flops"] == ""
+    rising = b.assign(bpb=[2.0, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9], after_warmup=b["step"] > 2)  # lr too high
+    rows = scaling.fit_rows(pd.concat([warm[0], rising]), "hand").set_index("type")  # b: no point after warm-up
+    assert rows.loc["b", "fit_points"] == 0 and rows.loc["a", "crosses_b_at_flops"] == ""
 
 
 def test_bootstrap_counts_a_repeated_step_once_as_its_mean():

@@ -246,6 +246,9 @@ def test_compare_table_gives_what_each_run_spent_under_one_budget(tmp_path):
     evals |= write_evals(tmp_path / "b", {"b": {1: 1.2, 2: 1.3}}, flops_budget=1e12, train_flops=0.985e12)
     row = tables.compare_table(evals, tmp_path / "compare.csv", "exp").iloc[0]
     assert (row["a_train_flops"], row["b_train_flops"]) == (0.99e12, 0.985e12)
+    unknown = write_evals(tmp_path / "c", {"c": {1: 1.0}, "d": {1: 1.1}}, train_flops=None)  # a summary without it
+    row = tables.compare_table(unknown, tmp_path / "compare.csv", "exp").iloc[0]
+    assert math.isnan(row["a_train_flops"]) and math.isnan(row["b_train_flops"])
     assert len(tables.compare_table({"a": evals["a"]}, tmp_path / "one.csv", "exp")) == 0
     assert pd.read_csv(tmp_path / "one.csv").columns[1] == "a"  # a header even with nothing to compare
 

@@ -338,19 +338,29 @@ def test_the_resume_points_no_run_reads_are_named_with_their_size(tmp_path):
         (models / run_dir).mkdir(parents=True)
         (models / run_dir / "last.pt").write_bytes(b"x" * 10)  # a training's own resume point: never named
     assert resume_points.waiting(tmp_path) is None
-    (models / "lstm/seed1/last.0123456789ab.pt").write_bytes(b"x" * 1_500_000)
+    (models / "lstm/seed1/last.0123456789ab.pt").write_bytes(b"x" * 1_000_000)
+    (models / "lstm/seed1/snapshots.partial.0123456789ab").mkdir()  # set aside with it, and counted with it
+    (models / "lstm/seed1/snapshots.partial.0123456789ab/step10.pt").write_bytes(b"x" * 500_000)
+    rm = (f"rm -r {models}/*/*/last.*.pt {models}/*/*/snapshots.partial.* {models}/*/*/tracking.*.json deletes "
+          f"every one")
     assert resume_points.waiting(tmp_path) == (
         f"1 resume point is left in {models} (1.5 MB): 1 of another config, set aside (a run of its config resumes "
-        f"from it): lstm/seed1/last.0123456789ab.pt; delete those you will not use (rm {models}/*/*/last.*.pt "
-        f"deletes every one)")
+        f"from it): lstm/seed1/last.0123456789ab.pt; delete those you will not use ({rm})")
     (models / "transformer/seed2/last.damaged.pt").write_bytes(b"x" * 500_000)
     (models / "transformer/seed2/last.fedcba987654.pt").write_bytes(b"x")
     (models / "lstm/seed1/last.abcdefabcdef.pt").write_bytes(b"x")
+    (models / "lstm/seed1/last.dead00000000.pt").symlink_to(tmp_path / "gone.pt")  # not a file: left out
     assert resume_points.waiting(tmp_path) == (
         f"4 resume points are left in {models} (2 MB): 3 of other configs, set aside (a run of its config resumes "
         f"from it) and 1 damaged, kept for a look: lstm/seed1/last.0123456789ab.pt, lstm/seed1/last.abcdefabcdef.pt, "
-        f"transformer/seed2/last.damaged.pt, ...; delete those you will not use (rm {models}/*/*/last.*.pt deletes "
-        f"every one)")
+        f"transformer/seed2/last.damaged.pt, ...; delete those you will not use ({rm})")
+
+
+def test_the_snakefile_reads_resume_points_without_torch():
+    code = "import sys, picollm.resume_points; assert 'torch' not in sys.modules, 'torch loaded'"
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("bringing_back, renames", [(False, 1), (True, 3)],

@@ -25,7 +25,7 @@ def _json(text: str):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        if Path(text).suffix in (".yaml", ".yml", ".json") or Path(text).is_file():  # a study file, by habit
+        if not text.lstrip().startswith("{") and (Path(text).suffix in (".yaml", ".yml", ".json") or _is_file(text)):
             raise argparse.ArgumentTypeError(
                 f"takes the job's config keys as JSON, not a file ({text}); `snakemake -n -p TARGET --configfile "
                 f"{text}` prints each job's command with its --config") from None
@@ -33,6 +33,13 @@ def _json(text: str):
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object of config keys, e.g. '{\"seed\": 1}'")
     return value
+
+
+def _is_file(text: str) -> bool:
+    """Whether `text` names a file (a study file given by habit); not for text no file name can be."""
+    with contextlib.suppress(OSError, ValueError):
+        return Path(text).is_file()
+    return False
 
 
 def _stage(sub, name: str, help: str, config_help: str):
@@ -348,7 +355,7 @@ def _run(args, terminal, rank: int) -> int:
         return 1
     except Exception as exc:
         if _lost_peer(exc):  # another rank died first: its own line (or its agent's) says why
-            _tell(f"error: {LOST} ({type(exc).__name__}: {first_line(exc)})", args.log, terminal,
+            _tell(f"error: {LOST} ({type(exc).__name__}: {first_line(exc, 'no message')})", args.log, terminal,
                   rank)
             with contextlib.suppress(Interrupted, KeyboardInterrupt):
                 time.sleep(LOST_GRACE)
@@ -356,10 +363,26 @@ def _run(args, terminal, rank: int) -> int:
         return _bug(exc, args.log, terminal)
 
 
+def _named_paths(argv: list[str]) -> set[Path]:
+    """Every path the command line names: each word, and each string in a word that is JSON (--inputs)."""
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, (dict, list)):
+            for item in value.values() if isinstance(value, dict) else value:
+                yield from strings(item)
+
+    words = list(argv)
+    for word in argv:
+        with contextlib.suppress(ValueError):
+            words += list(strings(json.loads(word)))
+    return {Path(w).absolute() for w in words if w and "\0" not in w}
+
+
 def _missing_input(exc: OSError, argv: list[str]) -> str | None:
     """A file named on the command line that is not there: the stage that writes it has not run."""
     name = exc.filename
-    if not isinstance(exc, FileNotFoundError) or not name or not any(str(name) in word for word in argv):
+    if not isinstance(exc, FileNotFoundError) or not name or Path(name).absolute() not in _named_paths(argv):
         return None
     return (f"{name} does not exist; it is an input of this command, written by an earlier stage: build it "
             f"first (snakemake --cores 1 {name} --configfile <study file>)")

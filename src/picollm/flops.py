@@ -66,8 +66,9 @@ def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, low
         raise PicoError(
             f"config key 'train.flops'{of_run} is {train_cfg.flops:g}, which pays for {at_most}{steps} steps, no more "
             f"than train.warmup_steps ({train_cfg.warmup_steps}): the learning rate would never finish warming up; "
-            f"raise train.flops to {'more than ' if lower_bound else ''}{(train_cfg.warmup_steps + 1) * per_step:.3g} "
-            f"({train_cfg.warmup_steps + 1} steps) or lower train.warmup_steps")
+            f"raise train.flops to {'more than ' if lower_bound else 'at least '}"
+            f"{(train_cfg.warmup_steps + 1) * per_step:,} ({train_cfg.warmup_steps + 1} steps) or lower "
+            f"train.warmup_steps")
     late = [s for s in train_cfg.kept_steps if s > steps]
     if late:
         raise PicoError(f"config key 'train.snapshot_steps'{of_run}: step {late[0]} is past the end, as train.flops "

@@ -9,7 +9,9 @@ last.pt that cannot be resumed becomes last.damaged.pt, kept for a look.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 from pathlib import Path
 
 from picollm import tracking
@@ -105,18 +107,28 @@ def claim(path: Path, run_id: str, then: str) -> dict | None:
 
 def waiting(results: Path) -> str | None:
     """The line that ends a run which left resume points that no training of this study reads: other configs'
-    checkpoints set aside, and damaged ones kept for a look. Each can be as large as three models (the optimizer's
-    state), and only the user knows whether that config will run again."""
+    checkpoints set aside (with the snapshots and tracker ids set aside beside them), and damaged ones kept for a
+    look. Each can be as large as three models (the optimizer's state), and only the user knows whether that
+    config will run again."""
     models = Path(results, "models")
-    files = sorted(models.glob("*/*/last.*.pt"))
+    files = sorted(f for f in models.glob("*/*/last.*.pt") if f.is_file())
     if not files:
         return None
-    damaged_ones = sum(f.name == DAMAGED for f in files)
-    aside = len(files) - damaged_ones
+    damaged_ones = [f for f in files if f.name == DAMAGED]
+    aside = len(files) - len(damaged_ones)
+    held = sum(_bytes(p) for f in files for p in ([f] if f in damaged_ones else
+                                                   aside_paths(f.with_name("last.pt"), f.name[5:-3])))
     kinds = [f"{aside} of {'another config' if aside == 1 else 'other configs'}, set aside (a run of its config "
-             f"resumes from it)" * bool(aside), f"{damaged_ones} damaged, kept for a look" * bool(damaged_ones)]
+             f"resumes from it)" * bool(aside), f"{len(damaged_ones)} damaged, kept for a look" * bool(damaged_ones)]
     shown = ", ".join(str(f.relative_to(models)) for f in files[:3]) + ", ..." * (len(files) > 3)
-    held = size(sum(f.stat().st_size for f in files))
-    return (f"{len(files)} resume point{' is' if len(files) == 1 else 's are'} left in {models} ({held}): "
-            f"{' and '.join(filter(None, kinds))}: {shown}; delete those you will not use (rm "
-            f"{models}/*/*/last.*.pt deletes every one)")
+    where = shlex.quote(str(models))
+    return (f"{len(files)} resume point{' is' if len(files) == 1 else 's are'} left in {models} ({size(held)}): "
+            f"{' and '.join(filter(None, kinds))}: {shown}; delete those you will not use (rm -r {where}/*/*/last.*.pt "
+            f"{where}/*/*/{SNAPSHOTS_STAGED}.* {where}/*/*/{Path(tracking.IDS).stem}.*.json deletes every one)")
+
+
+def _bytes(path: Path) -> int:
+    """The bytes of a file, or of the files in a folder; 0 for one that is gone."""
+    with contextlib.suppress(OSError):
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return 0

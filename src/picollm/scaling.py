@@ -18,10 +18,12 @@ at this data and these sizes, alpha how fast the rest falls.
 Intervals. Each bootstrap replicate redraws every run's seeds with replacement, averages them again, and
 redoes the frontier and the fit. The quantiles of those fits would make too narrow an interval with a few seeds
 (with two, the 2.5% and 97.5% quantiles are just the two single-seed fits), so the interval is the fit
-± t(n - 1) x the replicates' std x sqrt(n / (n - 1)), n the seeds per run: the bootstrap's standard error,
-corrected as for a mean of n values (whose bootstrap std is sqrt((n - 1) / n) times its standard error), with
-Student's t for a spread estimated from n seeds. For a mean this is picollm.stats.t_interval, the interval of
-tables/compare.csv. None with one seed per run.
+± t(n - 1) x the replicates' std x sqrt(n / (n - 1)), n the seeds per run (the fewest of any run of the type):
+the bootstrap's standard error, corrected as for a mean of n values (whose bootstrap std is sqrt((n - 1) / n)
+times its standard error), with Student's t for a spread estimated from n seeds. For a mean this is
+picollm.stats.t_interval, the interval of tables/compare.csv. A, a scale factor, gets it on log A (so it stays
+positive); alpha stays at or above 0 and E between 0 and the lowest fitted bits per byte, as the fit's bounds
+require. None with one seed per run.
 
 Sizes. A type whose runs all have one size (a sweep of the learning rate, one model) has a frontier that is a
 learning curve of that size: its fit says how that model's loss falls as it trains, not how the type scales,
@@ -170,7 +172,9 @@ def bootstrap(curves: pd.DataFrame, kind: str, replicates: int = BOOTSTRAP, seed
 
 def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     """Computes where frontier a's line (straight between its points in log compute) crosses frontier b's,
-    within the compute both cover."""
+    within the compute both cover (none where either has no point)."""
+    if a.empty or b.empty:
+        return []
     low = max(a["train_flops"].min(), b["train_flops"].min())
     high = min(a["train_flops"].max(), b["train_flops"].max())
     if not low < high:
@@ -185,14 +189,18 @@ def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     return out
 
 
-def interval(draws: pd.Series, estimate: float, seeds: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The interval of a fitted parameter `estimate` (E, A or alpha: none is negative) from its bootstrap
-    `draws` over `seeds` seeds per run (see the module's Intervals); NaN with one seed or fewer than two draws."""
+def interval(draws: pd.Series, estimate: float, seeds: int, within=(0.0, math.inf), log: bool = False,
+             confidence: float = 0.95) -> tuple[float, float]:
+    """The interval of a fitted parameter `estimate` from its bootstrap `draws` over `seeds` seeds per run (see
+    the module's Intervals), kept `within` the values the fit allows; on the log scale for a scale factor (A, a
+    multiplier, spreads on it). NaN with one seed or fewer than two draws."""
     if seeds < 2 or len(draws) < 2:
         return float("nan"), float("nan")
-    spread = float(draws.std(ddof=1)) * math.sqrt(seeds / (seeds - 1))
-    half = float(stats.t.ppf((1 + confidence) / 2, seeds - 1)) * spread
-    return max(estimate - half, 0.0), estimate + half  # E, A and alpha are never negative (fit_power_law's bounds)
+    values, centre = (np.log(draws), math.log(estimate)) if log else (draws, estimate)
+    half = float(stats.t.ppf((1 + confidence) / 2, seeds - 1)) * float(values.std(ddof=1)) * math.sqrt(
+        seeds / (seeds - 1))
+    low, high = (math.exp(centre - half), math.exp(centre + half)) if log else (centre - half, centre + half)
+    return max(low, within[0]), min(high, within[1])
 
 
 def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
@@ -213,8 +221,11 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
                "frontier_points": len(fronts[kind]), "fit_points": len(fit_points(fronts[kind])),
                "fitted": fit is not None, "flops_min": own["train_flops"].min(), "flops_max": own["train_flops"].max()}
         draws = bootstrap(own, kind) if fit is not None and seeds.min() > 1 else pd.DataFrame()
+        floor = fit_points(fronts[kind])["bpb"].min()  # E lies below every fitted point (fit_power_law's bounds)
+        within = {"alpha": {}, "E": {"within": (0.0, floor)}, "A": {"log": True}}
         for name in ("alpha", "E", "A"):
-            low, high = interval(draws[name], fit[name], int(seeds.min())) if len(draws) else (float("nan"),) * 2
+            low, high = interval(draws[name], fit[name], int(seeds.min()), **within[name]) if len(draws) else \
+                (float("nan"),) * 2
             row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
         for other in types:
             if other != kind:

@@ -379,7 +379,7 @@ def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
     runs = read_evals(evals)
     bpb = {run: {s: ev["bpb"] for s, ev in by_seed.items()} for run, by_seed in runs.items()}
     budget = {run: next(iter(by_seed.values())).get("flops_budget") for run, by_seed in runs.items()}
-    spent = {run: np.mean([ev.get("train_flops", np.nan) for ev in by_seed.values()]) for run, by_seed in runs.items()}
+    spent = {run: np.mean([ev.get("train_flops") or np.nan for ev in by_seed.values()]) for run, by_seed in runs.items()}
     rows = []
     for a, b in itertools.combinations(bpb, 2):
         if budget[a] != budget[b]:
