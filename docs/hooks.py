@@ -705,7 +705,8 @@ def table_markdown(table: dict) -> list[str]:
 
 def one_benchmark_markdown(folder: Path, name: str) -> str:
     """`<!-- benchmark:NAME -->`: the newest record of one benchmark, in the page that explains it (and so not
-    on the benchmarks page), with any further tables the record holds (e.g. the scaling study's `repeats`)."""
+    on the benchmarks page), with any further tables the record holds (e.g. the scaling study's `repeats`), then
+    each earlier record, marked as superseded by it."""
     records = [r for r in benchmark_records(folder) if r["benchmark"] == name]
     if not records:
         return f"No record of the `{name}` benchmark in `docs/benchmarks/`."
@@ -713,6 +714,9 @@ def one_benchmark_markdown(folder: Path, name: str) -> str:
     out = record_markdown(record)[2:]  # the page's own heading introduces it
     if record.get("repeats"):
         out += ["Where each run starts to repeat its training text:", "", *table_markdown(record["repeats"])]
+    for older in records[1:]:
+        out += ["", f"**An earlier record**, superseded by the {str(record['started_utc'])[:10]} one above:", "",
+                *record_markdown(older)[2:]]
     return "\n".join(out)
 
 
