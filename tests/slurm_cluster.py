@@ -138,6 +138,7 @@ class Cluster:
     def __init__(self, state_dir: Path = STATE_DIR):
         self.dir = Path(state_dir)
         self.started: dict[str, int] = {}  # daemon name -> PID, for the daemons this object started
+        self.last_ping = ""  # what `scontrol ping` last said, for the error of a controller that never answers
         self.node = self.cpus = self.memory_mb = None
 
     # --- configuration ---------------------------------------------------------------------------
@@ -232,6 +233,7 @@ class Cluster:
 
     def ctld_ok(self) -> bool:
         proc = _run(["scontrol", "ping"], check=False, timeout=20)
+        self.last_ping = (proc.stdout + proc.stderr).strip()
         return proc.returncode == 0 and "UP" in proc.stdout
 
     def start_slurmctld(self, config_changed: bool) -> None:
@@ -240,13 +242,22 @@ class Cluster:
             if config_changed:
                 _run(["scontrol", "reconfigure"])
             return
-        # -c: a fresh cluster, without the jobs and node states of an earlier run
-        _run(["slurmctld", "-c"], timeout=30)
-        pid = _read_pid(self.dir / "slurmctld.pid")
-        if _alive(pid, "slurmctld"):  # ours from now on: stop() ends it even if it never answers
-            self.started["slurmctld"] = pid
-        # a controller that recovers an earlier run's state (on a loaded 2-core machine) can take a minute to answer
-        _wait(self.ctld_ok, 120, "slurmctld to answer `scontrol ping`", self.dir / "slurmctld.log")
+        # A controller that recovers an earlier run's state (on a loaded 2-core machine) can take a minute to
+        # answer; one that started and still never answers is stopped and started once more.
+        for attempt in (1, 2):
+            # -c: a fresh cluster, without the jobs and node states of an earlier run
+            _run(["slurmctld", "-c"], timeout=30)
+            pid = _read_pid(self.dir / "slurmctld.pid")
+            if _alive(pid, "slurmctld"):  # ours from now on: stop() ends it even if it never answers
+                self.started["slurmctld"] = pid
+            try:
+                _wait(self.ctld_ok, 90, f"slurmctld to answer `scontrol ping` (attempt {attempt} of 2)",
+                      self.dir / "slurmctld.log")
+                break
+            except ClusterError as exc:
+                if attempt == 2:
+                    raise ClusterError(f"{exc}\nlast `scontrol ping`: {self.last_ping}") from None
+                self.stop_daemon("slurmctld")
         pid = _read_pid(self.dir / "slurmctld.pid")
         if not _alive(pid, "slurmctld"):
             raise ClusterError("slurmctld answers but its pid file names no slurmctld process")
@@ -283,15 +294,19 @@ class Cluster:
         if "slurmctld" in self.started and self.ctld_ok():
             _run(["scancel", "--quiet", f"--partition={PARTITION}"], check=False)
         for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.started.pop(name, None)
-            if pid is None or not _alive(pid, name):
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while _alive(pid, name) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid, name):
-                os.kill(pid, signal.SIGKILL)
+            self.stop_daemon(name)
+
+    def stop_daemon(self, name: str) -> None:
+        """Stop the daemon `name` if this object started it: SIGTERM, then SIGKILL after 30 s."""
+        pid = self.started.pop(name, None)
+        if pid is None or not _alive(pid, name):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(pid, name) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid, name):
+            os.kill(pid, signal.SIGKILL)
 
     def __enter__(self):
         return self.start()
