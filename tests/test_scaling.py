@@ -318,3 +318,18 @@ def test_the_final_panel_says_when_the_evaluation_was_capped(tmp_path, monkeypat
         scaling.fit_rows(points, "hand").to_csv(tmp_path / "fits.csv", index=False)
         figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
         assert drawn[-1].axes[1].get_title() == title
+
+
+def test_runs_of_one_size_are_named_in_the_final_panel(tmp_path, monkeypatch):
+    """A sweep of the learning rate puts its runs at one parameter count: their points say which run each is."""
+    from picollm.plots import scaling as figure
+    flops = np.geomspace(1e8, 1e12, 8)
+    curves = [curve("t", run, seed, flops, law(flops) + shift + 0.01 * seed)
+              for run, shift in (("t", 0.0), ("t.train.lr=0.01", 0.1)) for seed in (1, 2)]
+    points = pd.concat([*curves, *[c.tail(1).assign(kind="final") for c in curves]], ignore_index=True)
+    points.to_csv(tmp_path / "points.csv", index=False)
+    scaling.fit_rows(points, "hand").to_csv(tmp_path / "fits.csv", index=False)
+    drawn, save = [], figure.save
+    monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
+    assert sorted(t.get_text() for t in drawn[0].axes[1].texts) == ["t", "t.train.lr=0.01"]

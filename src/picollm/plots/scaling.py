@@ -44,13 +44,16 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
 def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
     finals = points[points["kind"] == "final"]
     for kind, rows in finals.groupby("type", sort=False):
-        stats = pd.DataFrame([{"params": g["params_non_embedding"].iloc[0], **t_interval(g["bpb"])}
-                              for _, g in rows.groupby("run", sort=False)])
+        stats = pd.DataFrame([{"run": run, "params": g["params_non_embedding"].iloc[0], **t_interval(g["bpb"])}
+                              for run, g in rows.groupby("run", sort=False)])
         best = stats.loc[stats.groupby("params")["mean"].idxmin()].sort_values("params")  # several budgets: the best
         err = np.nan_to_num(np.vstack([stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]]))
         ax.errorbar(stats["params"], stats["mean"], yerr=err, ls="none", marker=styles[kind]["marker"], ms=8,
                     capsize=4, color=styles[kind]["color"], label=kind)
         ax.plot(best["params"], best["mean"], color=styles[kind]["color"], lw=2)
+        for _, point in stats[stats["params"].duplicated(keep=False)].iterrows():  # runs of one size: say which
+            ax.annotate(point["run"], (point["params"], point["mean"]), xytext=(6, 0), textcoords="offset points",
+                        fontsize="x-small", color=styles[kind]["color"], va="center")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))  # a narrow panel: few labels
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten))
