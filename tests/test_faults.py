@@ -642,7 +642,15 @@ def test_a_model_damaged_in_place_is_trained_anew_not_restored_damaged(tokens_di
     """finished/ holds a second name of each output, not a copy: bytes written over model.pt damage the kept one
     too. Its recorded sha256 tells, so following the error's advice (delete it, rerun) trains anew."""
     out = tmp_path / "out"
-    first = train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    import torch
+    # at the threads the command below runs with: the fused head's plan is timed and kept per thread count, and two
+    # plans' sums differ in their last bits
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN["threads"])
+    try:
+        first = train("m", TRANSFORMER, TRAIN, tokens_dir=tokens_dir, out_dir=out, seed=3, block_size=32)
+    finally:
+        torch.set_num_threads(before)
     overwrite_middle(out / "model.pt")
     assert (out / "finished/model.pt").read_bytes() == (out / "model.pt").read_bytes()  # one file, two names
     (out / "model.pt").unlink()
