@@ -116,8 +116,9 @@ def waiting(results: Path) -> str | None:
         return None
     damaged_ones = [f for f in files if f.name == DAMAGED]
     aside = len(files) - len(damaged_ones)
-    held = sum(_bytes(p) for f in files for p in ([f] if f in damaged_ones else
-                                                   aside_paths(f.with_name("last.pt"), f.name[5:-3])))
+    fingerprint = {f: f.name.removeprefix("last.").removesuffix(".pt") for f in files}
+    held = sum(_bytes(p) for f in files
+               for p in ([f] if f in damaged_ones else aside_paths(f.with_name("last.pt"), fingerprint[f])))
     kinds = [f"{aside} of {'another config' if aside == 1 else 'other configs'}, set aside (a run of its config "
              f"resumes from it)" * bool(aside), f"{len(damaged_ones)} damaged, kept for a look" * bool(damaged_ones)]
     shown = ", ".join(str(f.relative_to(models)) for f in files[:3]) + ", ..." * (len(files) > 3)

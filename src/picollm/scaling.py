@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.optimize import least_squares
 
 from picollm.io import write_csv
+from picollm.stats import t_factor
 
 MIN_FIT_POINTS = 5  # three parameters, and two points to spare so that the fit is tested by the data
 BOOTSTRAP = 400
@@ -197,8 +197,7 @@ def interval(draws: pd.Series, estimate: float, seeds: int, within=(0.0, math.in
     if seeds < 2 or len(draws) < 2:
         return float("nan"), float("nan")
     values, centre = (np.log(draws), math.log(estimate)) if log else (draws, estimate)
-    half = float(stats.t.ppf((1 + confidence) / 2, seeds - 1)) * float(values.std(ddof=1)) * math.sqrt(
-        seeds / (seeds - 1))
+    half = t_factor(seeds, confidence) * float(values.std(ddof=1)) * math.sqrt(seeds / (seeds - 1))
     low, high = (math.exp(centre - half), math.exp(centre + half)) if log else (centre - half, centre + half)
     return max(low, within[0]), min(high, within[1])
 

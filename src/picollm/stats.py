@@ -12,6 +12,11 @@ import numpy as np
 from scipy import stats
 
 
+def t_factor(n: int, confidence: float = 0.95) -> float:
+    """Student's t quantile of a two-sided `confidence` interval over n values (n - 1 degrees of freedom)."""
+    return float(stats.t.ppf((1 + confidence) / 2, n - 1))
+
+
 def t_interval(values, confidence: float = 0.95) -> dict:
     """{n, mean, std, ci_low, ci_high}: the mean of `values`, their sample std (ddof=1) and the Student-t
     confidence interval of the mean. NaNs (a seed without this measurement) are left out; with one value
@@ -29,7 +34,7 @@ def t_interval(values, confidence: float = 0.95) -> dict:
     if n == 1:
         return {"n": 1, "mean": mean, "std": nan, "ci_low": nan, "ci_high": nan}
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    half = t_factor(n, confidence) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
@@ -37,7 +42,7 @@ def few_seeds_note(n: int, confidence: float = 0.95) -> str:
     """Why an interval over `n` seeds is wide, for a figure's title: "" from 4 seeds on."""
     if not 2 <= n <= 3:
         return ""
-    factor = float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    factor = t_factor(n, confidence)
     return f"with {n} seeds the 95% t factor is {factor:.3g}: wide intervals by construction"
 
 
