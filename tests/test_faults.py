@@ -721,7 +721,8 @@ def test_reruns_after_a_late_ctrl_c_and_a_rebuilt_token_file_keep_the_finished_m
         first = subprocess.Popen(snakemake_command(tmp_path, *target, *options), stdout=out, stderr=subprocess.STDOUT,
                                  env=local_run_env(), start_new_session=True, preexec_fn=with_ctrl_c)
     try:
-        wait_for((model / "summary.json").exists, first, timeout=300)
+        # finished/ is linked last, after summary.json: a Ctrl-C before it leaves last.pt to resume from instead
+        wait_for((model / "finished/identity.json").exists, first, timeout=300)
         os.killpg(first.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches Snakemake and its job alike
         first.wait(timeout=120)
     finally:
