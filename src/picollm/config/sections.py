@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Annotated, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_serializer, model_validator
 from pydantic import StringConstraints
@@ -147,6 +147,12 @@ class TrainConfig(Section):
         "tensorboard/<run>/seed<k>/), mlflow (MLFLOW_TRACKING_URI, else results/<experiment>/mlruns/) and wandb "
         "(WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY). Needs `pip install -e .[tracking]` (watching only: changing "
         "it reruns nothing)"))
+    # Keys that change no result: how many cores, GPUs and machines a job gets (devices and nodes split the same
+    # global batch over more processes, which tests/test_ddp.py finds equal to one process's run up to float
+    # rounding) and who watches it. A change to them reruns no job (picollm.jobs).
+    SCHEDULING: ClassVar[set[str]] = {"threads", "devices", "nodes", "loggers"}
+    # Of those, the keys that are no part of what a checkpoint or a finished training must match (picollm.train).
+    WATCHING: ClassVar[set[str]] = {"loggers"}
 
     @model_validator(mode="after")
     def _one_length(self):

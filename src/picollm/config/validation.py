@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import get_args
 
 from pydantic import BaseModel, ValidationError
@@ -50,79 +51,136 @@ def _holder(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
     return cls
 
 
+@dataclass(frozen=True)
+class _Bad:
+    """One pydantic error, in the terms the lines below speak of: its key's path, kind and value."""
+    path: list
+    kind: str
+    value: object
+    msg: str
+    ctx: dict
+    loc: tuple
+    cls: type[BaseModel]
+    run: str | None
+
+    @property
+    def where(self) -> str:
+        return ".".join(map(str, self.path)) or "(top level)"
+
+    @property
+    def of_run(self) -> str:
+        return f" of run {self.run}" if self.run else ""
+
+    @property
+    def shown(self) -> str:
+        """The value as the user wrote it: a --config value reaches the schema as text, a number shown bare."""
+        return self.value if isinstance(self.value, str) and NUMBER.fullmatch(self.value) else repr(self.value)
+
+
+def _guess(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _unknown_key(bad: _Bad) -> str | None:
+    if bad.kind != "extra_forbidden":
+        return None
+    allowed = sorted(_holder(bad.cls, bad.loc).model_fields)
+    key, colon, value = str(bad.path[-1]).partition(":")
+    if colon and key in allowed:  # {max_steps:400}: YAML reads one key, "max_steps:400", with no value
+        return f"config key '{bad.where}' is no key: YAML needs a space after the colon; write '{key}: {value.strip()}'"
+    return f"unknown config key '{bad.where}'; {_guess(bad.path[-1], allowed)}allowed here: {', '.join(allowed)}"
+
+
+def _bad_tag(bad: _Bad) -> str | None:
+    """A model's type or a source's kind that names no class, or none given."""
+    if bad.kind == "union_tag_invalid":
+        tags, field = bad.ctx["expected_tags"].replace("'", ""), bad.ctx["discriminator"].strip("'")
+        return f"config key '{bad.where}.{field}' is {bad.ctx['tag']!r}; {_guess(bad.ctx['tag'], tags.split(', '))}" \
+               f"allowed: {tags}"
+    if bad.kind == "union_tag_not_found":
+        field = bad.ctx["discriminator"].strip("'")
+        close = difflib.get_close_matches(str(bad.path[-1]), MODEL_CLASSES, n=1) if field == "type" else []
+        guess = f" (a model of type '{close[0]}'? give it type: {close[0]})" if close else ""
+        return f"config key '{bad.where}' is missing '{field}'{guess}"
+    return None
+
+
+def _missing_or_choice(bad: _Bad) -> str | None:
+    if bad.kind == "literal_error":
+        return f"config key '{bad.where}' is {bad.value!r}; allowed: {bad.ctx['expected'].replace(chr(39), '')}"
+    if bad.kind == "missing" and len(bad.path) == 1:
+        name = " (the study's name: its outputs go under results/<experiment>/)" if bad.path == ["experiment"] else ""
+        return f"config key '{bad.path[0]}' is missing{name}"
+    if bad.kind == "missing":
+        return f"config key '{'.'.join(map(str, bad.path[:-1]))}' is missing '{bad.path[-1]}'"
+    return None
+
+
+def _bad_list(bad: _Bad) -> str | None:
+    """The seeds, the p values, and one value where YAML needs a list."""
+    if bad.kind == "too_short" and bad.path == ["seeds"]:
+        return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
+    if bad.path[:2] in (["sampling", "p_values"], ["sampling", "sweep_p_values"]):
+        if len(bad.path) == 2 and bad.kind == "list_type":
+            return f"config key '{bad.where}' is {bad.value!r}; give a list of p values, e.g. [{bad.value}]"
+        if len(bad.path) == 3:
+            return f"config key '{bad.where}' is {bad.value!r}; each p must be in (0, 1] (greedy decoding is always " \
+                   f"included)"
+    if bad.kind != "list_type" or isinstance(bad.value, (list, dict)):
+        return None
+    if bad.value in (None, "null", "~", ""):  # --config's words reach the schema as text
+        example = "[1337, 1338] (or seed: 1337 for a single seed)" if bad.path == ["seeds"] else "[] for none"
+        return f"config key '{bad.where}'{bad.of_run} is empty; give a list, e.g. {example}"
+    single = f" (or seed: {bad.shown} for a single seed)" if bad.path == ["seeds"] else ""
+    return f"config key '{bad.where}'{bad.of_run} is {bad.value!r}; give a list, e.g. [{bad.shown}]{single}"
+
+
+def _bad_type(bad: _Bad) -> str | None:
+    if bad.kind == "string_type" and isinstance(bad.value, (bool, int, float)):  # experiment: 2024, name: yes
+        read_as = "true/false" if isinstance(bad.value, bool) else "a number"
+        return f"config key '{bad.where}'{bad.of_run} is {bad.value!r}, which YAML reads as {read_as}; quote it: " \
+               f"'{bad.value}'"
+    type_name = next((JSON_TYPES[k] for k in JSON_TYPES if bad.kind.startswith(f"{k}_")), None)
+    if type_name and bad.kind.endswith(("_type", "_parsing", "_from_float")):
+        return f"config key '{bad.where}'{bad.of_run}: {bad.shown} is not of type '{type_name}'"
+    return None
+
+
+def _bad_value(bad: _Bad) -> str | None:
+    """A value of the right type out of its bounds: a number, a name, a list."""
+    if bad.kind == "finite_number":  # .inf, .nan
+        return f"config key '{bad.where}'{bad.of_run} is {bad.shown}; give a finite number"
+    if bad.kind in BOUNDS:  # the value given and the bound it breaks, not pydantic's "Input should be ..."
+        sign, bound = next((BOUNDS[bad.kind], bad.ctx[key]) for key in ("gt", "ge", "lt", "le") if key in bad.ctx)
+        return f"config key '{bad.where}'{bad.of_run} is {bad.shown}; it must be {sign} " \
+               f"{bound if isinstance(bound, int) else f'{bound:g}'}"
+    if bad.kind == "string_pattern_mismatch":  # a name: the experiment's, a model's or a sweep's (a mapping's key)
+        chars = re.fullmatch(r"\^\[(.*)\]\+\$", bad.ctx["pattern"])
+        allowed = f"only the characters {chars.group(1)}" if chars else f"to match {bad.ctx['pattern']}"
+        key = ".".join(map(str, bad.path[:-2])) if bad.path[-1] == "[key]" else bad.where
+        return f"config key '{key}'{bad.of_run}: the name {bad.value!r} is not allowed; a name may hold {allowed} " \
+               f"(no spaces)"
+    if bad.kind == "too_short":
+        least = bad.ctx["min_length"]
+        return f"config key '{bad.where}'{bad.of_run} is empty; give at least " \
+               f"{'one entry' if least == 1 else f'{least} entries'}"
+    return None
+
+
+# Tried in this order: the first that knows the error words it (a p value's bound before any bound's).
+_LINES = (_unknown_key, _bad_tag, _missing_or_choice, _bad_list, _bad_type, _bad_value)
+
+
 def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = None) -> str:
     """One pydantic error as the line the user sees: the key, what it is, and what is allowed."""
     path = [*at, *_clean_path(err["loc"])]
-    kind, value, msg = err["type"], err.get("input"), err["msg"].removeprefix("Value error, ")
+    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
     sub = re.match(r"([a-z_0-9]+): (.*)", msg) if kind == "value_error" else None
-    if sub:
+    if sub:  # a validator's "key: problem" names the key below the one it checks
         path, msg = [*path, sub.group(1)], sub.group(2)
-    where = ".".join(map(str, path)) or "(top level)"
-    of_run = f" of run {run}" if run else ""
-    if kind == "extra_forbidden":
-        allowed = sorted(_holder(cls, err["loc"]).model_fields)
-        key, colon, value = str(path[-1]).partition(":")
-        if colon and key in allowed:  # {max_steps:400}: YAML reads one key, "max_steps:400", with no value
-            return (f"config key '{where}' is no key: YAML needs a space after the colon; write "
-                    f"'{key}: {value.strip()}'")
-        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
-        guess = f"did you mean '{close[0]}'? " if close else ""
-        return f"unknown config key '{where}'; {guess}allowed here: {', '.join(allowed)}"
-    if kind == "union_tag_invalid":
-        tags = err["ctx"]["expected_tags"].replace("'", "")
-        field = err["ctx"]["discriminator"].strip("'")
-        close = difflib.get_close_matches(str(err["ctx"]["tag"]), tags.split(", "), n=1)
-        guess = f"did you mean '{close[0]}'? " if close else ""
-        return f"config key '{where}.{field}' is {err['ctx']['tag']!r}; {guess}allowed: {tags}"
-    if kind == "union_tag_not_found":
-        field = err["ctx"]["discriminator"].strip("'")
-        close = difflib.get_close_matches(str(path[-1]), MODEL_CLASSES, n=1) if field == "type" else []
-        guess = f" (a model of type '{close[0]}'? give it type: {close[0]})" if close else ""
-        return f"config key '{where}' is missing '{field}'{guess}"
-    if kind == "literal_error":
-        return f"config key '{where}' is {value!r}; allowed: {err['ctx']['expected'].replace(chr(39), '')}"
-    if kind == "missing" and len(path) == 1:
-        name = " (the study's name: its outputs go under results/<experiment>/)" if path == ["experiment"] else ""
-        return f"config key '{path[0]}' is missing{name}"
-    if kind == "missing":
-        return f"config key '{'.'.join(map(str, path[:-1]))}' is missing '{path[-1]}'"
-    if kind == "too_short" and path == ["seeds"]:
-        return "config key 'seeds' is empty; give at least one seed (or seed: N for one)"
-    if path[:2] in (["sampling", "p_values"], ["sampling", "sweep_p_values"]):
-        if len(path) == 2 and kind == "list_type":
-            return f"config key '{where}' is {value!r}; give a list of p values, e.g. [{value}]"
-        if len(path) == 3:
-            return f"config key '{where}' is {value!r}; each p must be in (0, 1] (greedy decoding is always included)"
-    if kind == "list_type" and not isinstance(value, (list, dict)):  # one value where YAML needs a list
-        if value in (None, "null", "~", ""):  # --config's words reach the schema as text
-            example = "[1337, 1338] (or seed: 1337 for a single seed)" if path == ["seeds"] else "[] for none"
-            return f"config key '{where}'{of_run} is empty; give a list, e.g. {example}"
-        shown = value if isinstance(value, str) and NUMBER.fullmatch(value) else repr(value)
-        single = f" (or seed: {shown} for a single seed)" if path == ["seeds"] else ""
-        return f"config key '{where}'{of_run} is {value!r}; give a list, e.g. [{shown}]{single}"
-    if kind == "string_type" and isinstance(value, (bool, int, float)):  # experiment: 2024, name: yes
-        read_as = "true/false" if isinstance(value, bool) else "a number"
-        return f"config key '{where}'{of_run} is {value!r}, which YAML reads as {read_as}; quote it: '{value}'"
-    # a --config value reaches the schema as text: a number is shown as the number it reads as
-    shown = value if isinstance(value, str) and NUMBER.fullmatch(value) else repr(value)
-    type_name = next((JSON_TYPES[k] for k in JSON_TYPES if kind.startswith(f"{k}_")), None)
-    if type_name and kind.endswith(("_type", "_parsing", "_from_float")):
-        return f"config key '{where}'{of_run}: {shown} is not of type '{type_name}'"
-    if kind == "finite_number":  # .inf, .nan
-        return f"config key '{where}'{of_run} is {shown}; give a finite number"
-    if kind in BOUNDS:  # the value given and the bound it breaks, not pydantic's "Input should be ..."
-        sign, bound = next((BOUNDS[kind], err["ctx"][key]) for key in ("gt", "ge", "lt", "le") if key in err["ctx"])
-        return f"config key '{where}'{of_run} is {shown}; it must be {sign} {bound if isinstance(bound, int) else f'{bound:g}'}"
-    if kind == "string_pattern_mismatch":  # a name: the experiment's, a model's or a sweep's (a mapping's key)
-        chars = re.fullmatch(r"\^\[(.*)\]\+\$", err["ctx"]["pattern"])
-        allowed = f"only the characters {chars.group(1)}" if chars else f"to match {err['ctx']['pattern']}"
-        key = ".".join(map(str, path[:-2])) if path[-1] == "[key]" else where
-        return (f"config key '{key}'{of_run}: the name {value!r} is not allowed; a name may hold {allowed} "
-                f"(no spaces)")
-    if kind == "too_short":
-        least = err["ctx"]["min_length"]
-        return f"config key '{where}'{of_run} is empty; give at least {'one entry' if least == 1 else f'{least} entries'}"
-    return f"config key '{where}'{of_run}: {msg}"
+    bad = _Bad(path, kind, err.get("input"), msg, err.get("ctx") or {}, err["loc"], cls, run)
+    return next((line for words in _LINES if (line := words(bad))), f"config key '{bad.where}'{bad.of_run}: {msg}")
 
 
 def model_config(entry) -> ModelConfig:
