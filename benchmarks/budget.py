@@ -90,11 +90,11 @@ def hf_row(data: Path, budget_s: float, threads: int) -> dict:
     torch.manual_seed(1337)
     folder = data / token_folder("gpt2")
     meta = read_meta(folder / "meta.json")
-    cfg = GPT2Config(vocab_size=meta["vocab_size"], n_positions=BLOCK, n_embd=MODEL["d_model"],
+    cfg = GPT2Config(vocab_size=meta.vocab_size, n_positions=BLOCK, n_embd=MODEL["d_model"],
                      n_layer=MODEL["n_layers"], n_head=MODEL["n_heads"])
     model = GPT2LMHeadModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    sampler = WindowSampler(load_tokens(folder / "train.bin", meta), meta["splits"]["train"]["sources"],
+    sampler = WindowSampler(load_tokens(folder / "train.bin", meta), meta.splits.train.sources,
                             {"ts": 1.0}, BLOCK, 1337)
     steps = 0
     t0 = time.perf_counter()  # the clock starts with the first step, as the trainer's does
@@ -115,9 +115,9 @@ def hf_row(data: Path, budget_s: float, threads: int) -> dict:
         def features(self, idx):
             return self.inner.transformer(idx).last_hidden_state
 
-    lengths = token_byte_lengths(get_tokenizer("gpt2"), meta["vocab_size"])
+    lengths = token_byte_lengths(get_tokenizer("gpt2"), meta.vocab_size)
     val = load_tokens(folder / "val.bin", meta)
-    result = evaluate_split(Scored(model).eval(), val, meta["splits"]["val"]["sources"], lengths, BLOCK, 32,
+    result = evaluate_split(Scored(model).eval(), val, meta.splits.val.sources, lengths, BLOCK, 32,
                             torch.device("cpu"))
     return {"train_wall_s": wall, "steps": steps, "bpb": result["all"]["bpb"], "val_loss": result["all"]["loss"],
             "params": sum(p.numel() for p in model.parameters()), "greedy": None,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from benchmarks.common import REPO, Sizes
+from picollm.data.meta import SourceRange
 from picollm.data.tokens import WindowSampler
 from picollm.models import build_model
 from picollm.loss import lm_loss
@@ -88,7 +89,7 @@ class RandomTokens:
         path = Path(self._dir.name) / "train.bin"
         np.random.default_rng(seed).integers(0, vocab, n_tokens, dtype=np.int64).astype(dtype).tofile(path)
         self.tokens = np.memmap(path, dtype=dtype, mode="r")
-        self.sources = {"bench": {"start": 0, "end": n_tokens}}
+        self.sources = {"bench": SourceRange(start=0, end=n_tokens)}
 
     def sampler(self, block: int, seed: int = 0) -> WindowSampler:
         return WindowSampler(self.tokens, self.sources, {"bench": 1.0}, block, seed)

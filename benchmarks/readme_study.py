@@ -27,6 +27,7 @@ import pandas as pd
 
 from benchmarks.common import REPO, machine_info, now_utc
 from benchmarks.study import LAST_RUN, outlines, snakemake
+from picollm.data.check import read_meta
 
 README = REPO / "README.md"
 RECORDS = REPO / "docs" / "benchmarks"
@@ -101,13 +102,13 @@ def record(workdir: Path) -> dict:
     """The study record of a finished `run` in workdir: its timing, what it trained on, and the README table."""
     timing = json.loads((workdir / "run.json").read_text())
     out = results_of(workdir)
-    meta = json.loads((out / "data" / "tokens" / "meta.json").read_text())
+    meta = read_meta(out / "data" / "tokens" / "meta.json")
     summaries = [json.loads(p.read_text()) for p in sorted(out.glob("models/*/seed*/summary.json"))]
     provenance = [json.loads(p.read_text()) for p in sorted(out.glob("provenance/train/*/seed*.json"))]
     commit = one((p["git"]["commit"] for p in provenance), "git commits")
     shown = subprocess.run(["git", "-C", str(REPO), "show", "-s", "--format=%cI", commit], capture_output=True,
                            text=True)
-    train = meta["splits"]["train"]
+    train = meta.splits.train
     tokens_seen = one((s["tokens_seen"] for s in summaries), "tokens seen")
     steps = one((s["steps"] for s in summaries), "step counts")
     return {
@@ -119,8 +120,8 @@ def record(workdir: Path) -> dict:
         "dirty": any(p["git"]["dirty"] for p in provenance),
         "precision": one((s["precision"] for s in summaries), "training precisions"),
         "torch": one((p["versions"]["torch"] for p in provenance), "torch versions"),
-        "data": {"train_documents": sum(s["documents"] for s in train["sources"].values()),
-                 "train_tokens": train["tokens"], "val_tokens": meta["splits"]["val"]["tokens"]},
+        "data": {"train_documents": sum(s.documents for s in train.sources.values()),
+                 "train_tokens": train.tokens, "val_tokens": meta.splits.val.tokens},
         "steps": steps, "tokens_per_step": tokens_seen // steps, "tokens_seen": tokens_seen,
         "trainings": len(summaries),
         "description": f"The run README.md quotes (its sentence, figure and table are generated from this record): "

@@ -73,8 +73,8 @@ def loss_by_target(model_path: Path, tokens_dir: Path) -> dict:
     meta = read_meta(tokens_dir / "meta.json")
     val = np.asarray(load_tokens(tokens_dir / "val.bin", meta), dtype=np.int64)
     model = load_model(model_path)
-    seen = np.zeros(meta["vocab_size"], bool)
-    seen[meta["train_vocab"]] = True
+    seen = np.zeros(meta.vocab_size, bool)
+    seen[meta.train_vocab] = True
     n = (len(val) - 1) // model.block_size
     x = torch.from_numpy(val[:n * model.block_size]).view(n, -1)
     y = torch.from_numpy(val[1:n * model.block_size + 1]).view(n, -1)

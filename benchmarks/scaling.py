@@ -7,7 +7,6 @@ compute-matched comparisons, and where each run starts to repeat its training te
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from benchmarks.common import REPO, Sizes
 from benchmarks.study import LAST_RUN, TINYSTORIES_TRAIN, snakemake
+from picollm.data.check import read_meta
 from picollm.scaling import with_interval
 
 TITLE = "The scaling study (config/scaling.yaml)"
@@ -45,8 +45,7 @@ def fit_table(fits: pd.DataFrame) -> dict:
 
 def repeats(results: Path) -> list[list]:
     """Per run: FLOPs per token, tokens trained, epochs over the training split, and the compute of one epoch."""
-    meta = json.loads((results / "data" / "tokens" / "meta.json").read_text())
-    split = meta["splits"]["train"]["tokens"]
+    split = read_meta(results / "data" / "tokens" / "meta.json").splits.train.tokens
     ev = pd.read_csv(results / "tables" / "eval.csv")
     ev = ev[ev["source"] == "all"].sort_values(["type", "params"])
     return [[r.run, f"{r.flops_per_token:,}", f"{r.train_tokens:,}", f"{r.train_tokens / split:.2f}",
@@ -57,12 +56,12 @@ def record(results: Path, wall_s: float, others_cores, command: str) -> dict:
     """The record of a finished scaling study in `results` (results/<experiment>)."""
     fits = pd.read_csv(results / "tables" / "scaling.csv")
     compare = pd.read_csv(results / "tables" / "compare.csv")
-    meta = json.loads((results / "data" / "tokens" / "meta.json").read_text())
+    train_tokens = read_meta(results / "data" / "tokens" / "meta.json").splits.train.tokens
     best = compare[compare["verdict"] != "within noise"]
     notes = [f"Wall time {wall_s / 60:.1f} min for the whole study (data, tokenizer, {len(fits)} model types, "
              f"every run and seed, tables, figures, report); other processes used {others_cores} cores on average "
              f"meanwhile.",
-             f"The training split holds {meta['splits']['train']['tokens']:,} tokens: every run that trains on more "
+             f"The training split holds {train_tokens:,} tokens: every run that trains on more "
              f"repeats its training text (epochs > 1 below), from the compute of one epoch on."]
     budgets = sorted(compare["flops_budget"].dropna().unique())
     notes += [f"Compute-matched (same train.flops), seed-paired differences that exclude zero: {len(best)} of "

@@ -109,17 +109,17 @@ def test_checkpoint_carries_the_tokenizer_and_compact_vocab_works(corpus, tmp_pa
     meta = tokenize("bpe:300", raw, tmp_path / "tokens", 1, tokenizer_json=tmp_path / "tokenizer.json")
     (tmp_path / "tokenizer.json").unlink()
     meta = read_meta(tmp_path / "tokens" / "meta.json")
-    assert meta["tokenizer_sha256"] == BpeTokenizer(meta["tokenizer_json"], "bpe:300").sha256
-    assert meta["vocab_size"] == 300 and len(meta["train_vocab"]) <= 300
+    assert meta.tokenizer_sha256 == BpeTokenizer(meta.tokenizer_json, "bpe:300").sha256
+    assert meta.vocab_size == 300 and len(meta.train_vocab) <= 300
 
-    model = build_model(TRANSFORMER, meta["vocab_size"], 16, compact_ids=meta["train_vocab"])
-    ids = torch.from_numpy(np.fromfile(tmp_path / "tokens" / "train.bin", dtype=meta["dtype"])[:17].astype(np.int64))
+    model = build_model(TRANSFORMER, meta.vocab_size, 16, compact_ids=meta.train_vocab)
+    ids = torch.from_numpy(np.fromfile(tmp_path / "tokens" / "train.bin", dtype=meta.dtype)[:17].astype(np.int64))
     logits = model(ids[None, :-1])
     assert logits.shape[-1] == 300
     assert math.isfinite(torch.nn.functional.cross_entropy(logits[0], ids[1:]).item())
 
-    torch.save(checkpoint_dict(model, TRANSFORMER, meta["vocab_size"], 16, tokenizer=meta["tokenizer"],
-                               tokenizer_json=meta["tokenizer_json"]), tmp_path / "model.pt")
+    torch.save(checkpoint_dict(model, TRANSFORMER, meta.vocab_size, 16, tokenizer=meta.tokenizer,
+                               tokenizer_json=meta.tokenizer_json), tmp_path / "model.pt")
     tok = checkpoint_tokenizer(load_model(tmp_path / "model.pt").checkpoint)
     assert tok.name == "bpe:300" and tok.decode(tok.encode_ordinary(TEXTS[3])) == TEXTS[3]
 

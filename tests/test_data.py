@@ -8,6 +8,7 @@ import torch
 
 from conftest import TINYSTORIES_TRAIN, needs_gpt2, needs_tinystories
 from picollm.data import sources
+from picollm.data.meta import SourceRange
 from picollm.data.sources import iter_documents, three_seqs, write_documents
 from picollm.data.tokenizer import ByteTokenizer, get_tokenizer, token_dtype
 from picollm.data.tokens import WindowSampler, eval_windows, load_tokens, read_meta, tokenize
@@ -165,7 +166,7 @@ def test_tokenize_real_tinystories_gpt2(tmp_path):
 
 def test_window_sampler_shapes_targets_and_mixing(tmp_path):
     tokens = np.arange(1000, dtype=np.uint16)
-    ranges = {"a": {"start": 0, "end": 500}, "b": {"start": 500, "end": 1000}}
+    ranges = {"a": SourceRange(start=0, end=500), "b": SourceRange(start=500, end=1000)}
     sampler = WindowSampler(tokens, ranges, {"a": 3.0, "b": 1.0}, block_size=16, seed=0)
     x, y = sampler.batch(4000)
     assert x.shape == y.shape == (4000, 16) and torch.equal(x[:, 1:], y[:, :-1]) and torch.all(y == x + 1)
@@ -181,14 +182,14 @@ def test_window_sampler_reaches_every_start_of_a_large_source():
     draws (2^24 values) would skip."""
     span = 2 ** 25 + 5
     tokens = np.arange(span + 15, dtype=np.uint32)  # a token is its own offset
-    sampler = WindowSampler(tokens, {"a": {"start": 0, "end": span + 15}}, {"a": 1.0}, block_size=15, seed=0)
+    sampler = WindowSampler(tokens, {"a": SourceRange(start=0, end=span + 15)}, {"a": 1.0}, block_size=15, seed=0)
     starts = sampler.batch(200_000)[0][:, 0]
     assert (starts % 2 == 1).float().mean() > 0.4 and int(starts.max()) < span
 
 
 def test_too_few_tokens_for_a_window():
     with pytest.raises(PicoError, match="fewer than block_size"):
-        WindowSampler(np.zeros(10, np.uint16), {"a": {"start": 0, "end": 10}}, {"a": 1}, block_size=16, seed=0)
+        WindowSampler(np.zeros(10, np.uint16), {"a": SourceRange(start=0, end=10)}, {"a": 1}, block_size=16, seed=0)
 
 
 def test_eval_windows_tile_without_overlap():
@@ -216,14 +217,14 @@ def test_missing_token_files(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257, "splits": {}}))
     with pytest.raises(PicoError, match=r"is not a whole meta.json \(no valid splits.train, splits.val\)"):
         read_meta(tmp_path / "meta.json")  # evaluate would fail on it with a KeyError
-    split = {"tokens": 2, "sources": {"a": {}}}  # a sha256 is checked where there is one
+    split = {"tokens": 2, "sources": {"a": {"start": 0, "end": 2}}}  # a sha256 is checked where there is one
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257,
                                                     "splits": {"train": split, "val": {**split, "sources": None}}}))
     with pytest.raises(PicoError, match=r"is not a whole meta.json \(no valid splits.val.sources\)"):
         read_meta(tmp_path / "meta.json")
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 257,
                                                     "splits": {"train": split, "val": split}}))
-    assert read_meta(tmp_path / "meta.json")["dtype"] == "uint16"
+    assert read_meta(tmp_path / "meta.json").dtype == "uint16"
 
 
 def test_token_ids_that_do_not_fit_the_dtype(tmp_path, monkeypatch):

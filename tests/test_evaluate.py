@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from picollm import evaluate as ev
 from picollm import models, tables
 from picollm.config import SamplingConfig
+from picollm.data.meta import SourceRange, TokenMeta
 from picollm.data.tokenizer import ByteTokenizer
 from picollm.errors import PicoError
 
@@ -76,7 +77,7 @@ def test_bits_per_byte_of_a_uniform_byte_model_with_eot_as_zero_bytes():
     # "héllo" is 6 UTF-8 bytes; then end-of-text; then "ab" and end-of-text
     text = [*"héllo".encode(), 256, *b"ab", 256]
     tokens = np.array(text, dtype=np.uint16)
-    res = ev.evaluate_split(Uniform(), tokens, {"s": {"start": 0, "end": len(tokens)}}, lengths, 8, 4, "cpu")
+    res = ev.evaluate_split(Uniform(), tokens, {"s": SourceRange(start=0, end=len(tokens))}, lengths, 8, 4, "cpu")
     rec = res["all"]
     scored = len(tokens) - 1
     assert rec["tokens"] == scored
@@ -91,7 +92,7 @@ def test_per_source_records_add_up():
     lengths = ev.token_byte_lengths(tok, tok.n_vocab)
     model = tiny(vocab=257)
     tokens = np.random.default_rng(1).integers(0, 257, 60).astype(np.uint16)
-    sources = {"a": {"start": 0, "end": 23}, "b": {"start": 23, "end": 60}}
+    sources = {"a": SourceRange(start=0, end=23), "b": SourceRange(start=23, end=60)}
     res = ev.evaluate_split(model, tokens, sources, lengths, 8, 4, "cpu")
     a, b, total = res["sources"]["a"], res["sources"]["b"], res["all"]
     assert total["tokens"] == a["tokens"] + b["tokens"] == 22 + 36  # each source's first token is context only
@@ -113,7 +114,7 @@ def test_head_losses_match_cross_entropy_across_chunks(bias):
 
 def reference_split_nats(model, tokens, sources, block):
     """Per source, the straightforward way: one window at a time, full logits, F.cross_entropy."""
-    return {name: brute_force_nats(model, tokens[r["start"]:r["end"]].tolist(), block)[0]
+    return {name: brute_force_nats(model, tokens[r.start:r.end].tolist(), block)[0]
             for name, r in sources.items()}
 
 
@@ -129,7 +130,8 @@ def test_batched_split_scoring_matches_the_one_window_reference(model_type, monk
     vocab, block = 300, 8
     model = compact_tiny(vocab, block) if model_type == "compact" else tiny(model_type, vocab, block)
     tokens = np.random.default_rng(2).integers(0, vocab, 150).astype(np.uint16)
-    sources = {"a": {"start": 0, "end": 42}, "b": {"start": 42, "end": 43}, "c": {"start": 43, "end": 150}}
+    sources = {"a": SourceRange(start=0, end=42), "b": SourceRange(start=42, end=43),
+               "c": SourceRange(start=43, end=150)}
     lengths = np.ones(vocab, dtype=np.int64)
     want = reference_split_nats(model, tokens, sources, block)
     for batch in (1, 3, 64):
@@ -143,9 +145,9 @@ def test_a_capped_split_scores_whole_windows_spread_over_it():
     vocab, block = 257, 8
     model = tiny(vocab=vocab, block=block)
     tokens = np.random.default_rng(3).integers(0, vocab, 130).astype(np.uint16)
-    sources = {"a": {"start": 0, "end": 50}, "b": {"start": 50, "end": 130}}
+    sources = {"a": SourceRange(start=0, end=50), "b": SourceRange(start=50, end=130)}
     lengths = np.arange(vocab, dtype=np.int64) % 3  # tokens of 0, 1 and 2 bytes
-    per_source = [ev.source_windows(r["start"], r["end"], block) for r in sources.values()]
+    per_source = [ev.source_windows(r.start, r.end, block) for r in sources.values()]
     windows, owner = ev.cap_windows(per_source, block, max_tokens=40)
     # a: windows at 0, 8, .., 48 (7, the last predicting 1 token); b: at 50, 58, .., 122 (10): 5 of 17 kept
     assert len(windows) == 5 and ev.predictions(windows) <= 40
@@ -203,7 +205,7 @@ def documents_split(lengths_per_source, eot, vocab, seed=0):
             doc = rng.integers(0, eot, n).tolist()
             docs.append(doc)
             tokens += doc + [eot]
-        sources[name] = {"start": start, "end": len(tokens)}
+        sources[name] = SourceRange(start=start, end=len(tokens))
     return np.array(tokens, dtype=np.uint16), sources, docs
 
 
@@ -249,7 +251,7 @@ def test_per_document_scoring_capped_and_uniform():
 
 def test_split_scoring_shows_progress_on_stderr(capsys):
     tokens = np.arange(40, dtype=np.uint16) % 30
-    ev.evaluate_split(tiny(), tokens, {"s": {"start": 0, "end": 40}}, np.ones(30, np.int64), 8, 2, "cpu",
+    ev.evaluate_split(tiny(), tokens, {"s": SourceRange(start=0, end=40)}, np.ones(30, np.int64), 8, 2, "cpu",
                       desc="val loss m")
     assert "val loss m" in capsys.readouterr().err
 
@@ -317,16 +319,22 @@ def test_evaluate_model_and_tables(tmp_path):
     assert set(sampling["experiment"]) == {"exp1"} and set(sampling["train_tokens"]) == {256}
 
 
+def tokens_of(trained: dict) -> TokenMeta:
+    """The meta.json of tokens of the tokenizer a checkpoint records (its "tokenizer" and "vocab_size")."""
+    split = {"tokens": 2, "sources": {"s": {"start": 0, "end": 2}}}
+    return TokenMeta.model_validate({**trained, "dtype": "uint16", "splits": {"train": split, "val": split}})
+
+
 def test_a_model_is_scored_only_on_tokens_of_its_own_tokenizer():
     byte = {"tokenizer": "byte", "vocab_size": 257}
     gpt2 = {"tokenizer": "gpt2", "vocab_size": 50257}
-    ev.check_tokens_match(byte, None, byte, "m/model.pt", "tok")
+    ev.check_tokens_match(byte, None, tokens_of(byte), "m/model.pt", "tok")
     with pytest.raises(PicoError, match=r"^m/model.pt was trained on gpt2 tokens \(50,257 ids\), but tok holds byte "
                                         r"tokens \(257 ids\); evaluate it on the tokens it was trained on, or delete "
                                         r"it and rerun training$"):
-        ev.check_tokens_match(gpt2, None, byte, "m/model.pt", "tok")
+        ev.check_tokens_match(gpt2, None, tokens_of(byte), "m/model.pt", "tok")
     with pytest.raises(PicoError, match="was trained on byte tokens"):  # it would index past its embedding
-        ev.check_tokens_match(byte, None, gpt2, "m/model.pt", "tok")
+        ev.check_tokens_match(byte, None, tokens_of(gpt2), "m/model.pt", "tok")
 
 
 def test_train_tokens_note():
@@ -344,7 +352,7 @@ def test_scaling_curves_convert_training_loss_with_the_windows_bytes_per_token(t
 
     tok, vocab = ByteTokenizer(), 257
     ids = [t for doc in ["1 2 3", "4 9 16 25", "0 0"] * 20 for t in [*doc.encode(), tok.eot_token]]
-    tokens, sources = np.array(ids, np.uint16), {"s": {"start": 0, "end": len(ids)}}
+    tokens, sources = np.array(ids, np.uint16), {"s": SourceRange(start=0, end=len(ids))}
     lengths = ev.token_byte_lengths(tok, vocab)
     true_bpb = math.log(vocab) * (len(ids) - 1) / (math.log(2) * int(lengths[tokens[1:]].sum()))
     scored = ev.evaluate_split(Uniform(vocab, 8), tokens, sources, lengths, 8, 4, "cpu", scoring=scoring,

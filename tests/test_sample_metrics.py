@@ -8,6 +8,7 @@ import torch
 
 from picollm import sample_metrics as sm
 from picollm.config import SamplingConfig
+from picollm.data.meta import SourceRange
 from picollm.data.tokenizer import ByteTokenizer
 
 from toy_models import Uniform, tiny
@@ -91,7 +92,7 @@ STORIES = ["the cat sat on the mat", "a dog ran", "once upon a time a bird sang 
 def byte_split(stories) -> tuple[np.ndarray, dict]:
     """A split of byte tokens, every story followed by end-of-text, as one source; and its sources."""
     ids = [t for story in stories for t in (*story.encode(), ByteTokenizer.eot_token)]
-    return np.array(ids, dtype=np.uint16), {"s": {"start": 0, "end": len(ids)}}
+    return np.array(ids, dtype=np.uint16), {"s": SourceRange(start=0, end=len(ids))}
 
 
 def test_reference_stories_are_real_stories_cut_like_samples():

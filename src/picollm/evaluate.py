@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from picollm import provenance
+from picollm.data.meta import SourceRange, TokenMeta
 from picollm.data.tokens import spread
 from picollm.errors import PicoError
 from picollm.models.compact import CompactVocab
@@ -202,12 +203,12 @@ def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int,
     return nats
 
 
-def bytes_per_window_token(val: np.ndarray, sources: dict, lengths: np.ndarray) -> float:
+def bytes_per_window_token(val: np.ndarray, sources: dict[str, SourceRange], lengths: np.ndarray) -> float:
     """UTF-8 bytes per predicted token of the split (every token but each source's first, end-of-text included
     at 0 bytes): what turns training's validation loss (picollm.loss.validation_loss, whose windows tile the
     split) into bits per byte, whichever way the final evaluation scores."""
-    total = sum(int(lengths[val[r["start"] + 1:r["end"]]].sum()) for r in sources.values())
-    return total / sum(r["end"] - r["start"] - 1 for r in sources.values())
+    total = sum(int(lengths[val[r.start + 1:r.end]].sum()) for r in sources.values())
+    return total / sum(r.end - r.start - 1 for r in sources.values())
 
 
 def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
@@ -231,17 +232,17 @@ def loss_record(nats: float, tokens: int, n_bytes: int) -> dict:
             "tokens": int(tokens), "bytes": int(n_bytes), "nats": nats}
 
 
-def evaluate_split(model, tokens: np.ndarray, sources: dict, byte_lengths: np.ndarray, block_size: int,
-                   batch_size: int, device, max_tokens: int | None = None, desc: str = "val loss",
+def evaluate_split(model, tokens: np.ndarray, sources: dict[str, SourceRange], byte_lengths: np.ndarray,
+                   block_size: int, batch_size: int, device, max_tokens: int | None = None, desc: str = "val loss",
                    scoring: str = "windows", eot: int | None = None) -> dict:
     """{"all": record, "sources": {name: record}, "tokens_in_split": .., "capped": ..} over a split whose sources
-    are `sources` ({name: {"start": .., "end": ..}} token offsets, as in meta.json), scored in source_windows
+    are `sources` (each source's token offsets, as in meta.json), scored in source_windows
     (`windows`) or per document from end-of-text `eot` (`per_document`: document_windows), with at most
     max_tokens predicted tokens scored (None: all of them; see cap_windows)."""
     if scoring == "per_document":
-        per_source = [document_windows(tokens, r["start"], r["end"], eot, block_size) for r in sources.values()]
+        per_source = [document_windows(tokens, r.start, r.end, eot, block_size) for r in sources.values()]
     else:
-        per_source = [source_windows(r["start"], r["end"], block_size) for r in sources.values()]
+        per_source = [source_windows(r.start, r.end, block_size) for r in sources.values()]
     windows, owner = cap_windows(per_source, block_size, max_tokens)
     nats = window_nats(model, tokens, windows, batch_size, device, desc, prefix=eot)
     # bytes of each window's scored tokens tokens[scored:stop], from the running byte count over the split
@@ -283,15 +284,15 @@ def run_config(ckpt: dict) -> dict:
     return {**ckpt["model_cfg"], "train": trained.get("train", {})}
 
 
-def check_tokens_match(ckpt: dict, tokenizer, meta: dict, model_path, tokens_dir) -> None:
+def check_tokens_match(ckpt: dict, tokenizer, meta: TokenMeta, model_path, tokens_dir) -> None:
     """A model scored on tokens of another tokenizer gives a loss that means nothing (or indexes past its
     embedding): one line naming both instead."""
     trained = (ckpt["tokenizer"], ckpt["vocab_size"])
-    if trained != (meta["tokenizer"], meta["vocab_size"]):
+    if trained != (meta.tokenizer, meta.vocab_size):
         raise PicoError(f"{model_path} was trained on {trained[0]} tokens ({trained[1]:,} ids), but {tokens_dir} "
-                        f"holds {meta['tokenizer']} tokens ({meta['vocab_size']:,} ids); evaluate it on the tokens "
+                        f"holds {meta.tokenizer} tokens ({meta.vocab_size:,} ids); evaluate it on the tokens "
                         f"it was trained on, or delete it and rerun training")
-    if meta.get("tokenizer_sha256", getattr(tokenizer, "sha256", None)) != getattr(tokenizer, "sha256", None):
+    if meta.tokenizer_sha256 is not None and meta.tokenizer_sha256 != getattr(tokenizer, "sha256", None):
         raise PicoError(f"{model_path} was trained with another {ckpt['tokenizer']} tokenizer than the tokens in "
                         f"{tokens_dir}; evaluate it on the tokens it was trained on (or retrain it)")
 
@@ -326,8 +327,8 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     block_size = ckpt["block_size"]
     batch = batch_size or eval_batch_size(block_size, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)
-    lengths = token_byte_lengths(tokenizer, meta["vocab_size"])
-    result = evaluate_split(model, val, meta["splits"]["val"]["sources"], lengths, block_size, batch, dev,
+    lengths = token_byte_lengths(tokenizer, meta.vocab_size)
+    result = evaluate_split(model, val, meta.splits.val.sources, lengths, block_size, batch, dev,
                             max_tokens=max_tokens, desc=f"val loss {name}", scoring=scoring,
                             eot=tokenizer.eot_token)
     summary = ckpt.get("summary") or {}
@@ -342,9 +343,9 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
            "val_capped": result["capped"], "max_tokens": max_tokens, "scoring": scoring,
            "val_bytes": result["all"]["bytes"],
-           "val_bytes_per_window_token": bytes_per_window_token(val, meta["splits"]["val"]["sources"], lengths),
-           "val_documents_in_train": {name: {"in_train": src.get("documents_in_train"), "of": src["documents"]}
-                                      for name, src in meta["splits"]["val"]["sources"].items()},
+           "val_bytes_per_window_token": bytes_per_window_token(val, meta.splits.val.sources, lengths),
+           "val_documents_in_train": {name: {"in_train": src.documents_in_train, "of": src.documents}
+                                      for name, src in meta.splits.val.sources.items()},
            "sources": result["sources"],
            "train_final_val_loss": summary.get("final_val_loss"), "config": run_config(ckpt),
            "method": scoring_method(block_size, max_tokens, result["capped"], scoring)}

@@ -41,9 +41,11 @@ def flops_per_token(model_cfg, vocab_size: int, block_size: int, output_vocab: i
     return TRAIN_FACTOR * sum(forward_flops(model_cfg, vocab_size, block_size, output_vocab).values())
 
 
-def output_vocab(meta: dict, compact_vocab: bool) -> int:
-    """The head's width for a token folder's meta.json: the vocabulary, or its training ids + one shared row."""
-    return len(set(meta["train_vocab"])) + 1 if compact_vocab else meta["vocab_size"]
+def output_vocab(meta, compact_vocab: bool) -> int:
+    """The head's width for a token folder's meta.json (a picollm.data.meta.TokenMeta, left unimported so that
+    module stays out of the code hash of every stage that counts FLOPs): the vocabulary, or its training ids +
+    one shared row."""
+    return len(set(meta.train_vocab)) + 1 if compact_vocab else meta.vocab_size
 
 
 def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from picollm.config import SamplingConfig
+from picollm.data.meta import SourceRange
 from picollm.io import note
 
 
@@ -184,18 +185,18 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str 
     return rows
 
 
-def story_starts(tokens: np.ndarray, sources: dict, eot: int) -> np.ndarray:
+def story_starts(tokens: np.ndarray, sources: dict[str, SourceRange], eot: int) -> np.ndarray:
     """Token offset of every document of a split whose sources are `sources` (every document is followed by
     end-of-text, so one starts at each source's start and after each end-of-text but the source's last)."""
     starts = []
     for r in sources.values():
-        ends = np.flatnonzero(np.asarray(tokens[r["start"]:r["end"]]) == eot) + r["start"]
-        starts.append(np.concatenate([[r["start"]], ends[:-1] + 1]))
+        ends = np.flatnonzero(np.asarray(tokens[r.start:r.end]) == eot) + r.start
+        starts.append(np.concatenate([[r.start], ends[:-1] + 1]))
     return np.concatenate(starts).astype(np.int64)
 
 
-def reference_records(tokens: np.ndarray, sources: dict, tokenizer, count: int, max_new_tokens: int, seed: int
-                      ) -> list[dict]:
+def reference_records(tokens: np.ndarray, sources: dict[str, SourceRange], tokenizer, count: int,
+                      max_new_tokens: int, seed: int) -> list[dict]:
     """`count` distinct real stories of a split (all of them if it holds fewer), drawn with `seed`, each from its
     first token and cut as a sample is cut: after max_new_tokens tokens, or at its end-of-text, which then counts
     as the story ended. Records shaped like the sample stage's, with decoding `reference`."""
@@ -223,10 +224,10 @@ def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english:
 
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
-    tokenizer = get_tokenizer(meta["tokenizer"], meta.get("tokenizer_json"))
+    tokenizer = get_tokenizer(meta.tokenizer, meta.tokenizer_json)
     val = load_tokens(tokens_dir / "val.bin", meta)
     count = len(sampling.prompts) * sampling.num_samples
-    records = reference_records(val, meta["splits"]["val"]["sources"], tokenizer, count, sampling.max_new_tokens,
+    records = reference_records(val, meta.splits.val.sources, tokenizer, count, sampling.max_new_tokens,
                                 seed)
     if len(records) < count:
         stories = f"{len(records)} {'story' if len(records) == 1 else 'stories'}"

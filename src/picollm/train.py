@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from picollm import distributed, finished, resume_points, tracking
 from picollm.config import ModelConfig, TrainConfig, model_config, parse
+from picollm.data.meta import TokenMeta
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
@@ -73,10 +74,6 @@ def lr_scale(step: int, train_cfg: TrainConfig, elapsed_s: float = 0.0) -> float
     if train_cfg.max_minutes is not None:
         progress = max(progress, elapsed_s / (60 * train_cfg.max_minutes))
     return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-# train keys that watch a run without changing it: no part of what a checkpoint or a finished run must match
-WATCHING = {"loggers"}
 
 
 def fingerprint(*parts) -> str:
@@ -157,7 +154,7 @@ class Run:
     device: torch.device
     autocast: object  # a torch.autocast context, or None
     block_size: int
-    meta: dict
+    meta: TokenMeta
     run_id: str  # what a checkpoint must match to be resumed
     ckpt_path: Path
     flops_per_token: int = 0  # training FLOPs per token (picollm.flops)
@@ -188,7 +185,7 @@ class Run:
 
 
 def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
-          device, weights, compact_vocab, meta: dict, step_flops: int, run_id: str, provenance=None) -> Run:
+          device, weights, compact_vocab, meta: TokenMeta, step_flops: int, run_id: str, provenance=None) -> Run:
     """The run ready to train: its tokens, model, optimizer and sampler (train_cfg as within_budget leaves it,
     run_id its resume_id)."""
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
@@ -204,12 +201,12 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    compact_ids = meta["train_vocab"] if compact_vocab else None
-    sizes = (name, model_cfg, meta["vocab_size"], block_size, compact_ids, dev)
+    compact_ids = meta.train_vocab if compact_vocab else None
+    sizes = (name, model_cfg, meta.vocab_size, block_size, compact_ids, dev)
     check_fits(*sizes)  # a model too large for the device: one line before anything is allocated
     with allocation_is_one_line(*sizes):
-        model = build_model(model_cfg, meta["vocab_size"], block_size, compact_ids).to(dev)
-    sources = meta["splits"]["train"]["sources"]
+        model = build_model(model_cfg, meta.vocab_size, block_size, compact_ids).to(dev)
+    sources = meta.splits.train.sources
     sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
@@ -221,10 +218,10 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
                loss=distributed.wrap(model), head_plan=head_plan)
 
 
-def resume_id(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: dict, compact_vocab) -> str:
+def resume_id(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: TokenMeta, compact_vocab) -> str:
     """The fingerprint a checkpoint must match to be resumed, of train_cfg as within_budget leaves it."""
-    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
-                       meta["raw_sha256"], meta["tokenizer"], compact_vocab and compact.FORM, WindowSampler.DRAWS)
+    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=TrainConfig.WATCHING), seed, block_size,
+                       meta.raw_sha256, meta.tokenizer, compact_vocab and compact.FORM, WindowSampler.DRAWS)
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -285,8 +282,8 @@ def save_snapshot(run: Run, row: dict) -> None:
     train_loss = row["train_loss"] if math.isfinite(row["train_loss"]) else None  # step 0 has none
     summary = {"model": run.name, "type": run.model_cfg.type, "step": row["step"],
                "tokens_seen": row["tokens_seen"], "val_loss": row["val_loss"], "train_loss": train_loss}
-    ckpt = checkpoint_dict(run.model, run.model_cfg.model_dump(), meta["vocab_size"], run.block_size, tokenizer=meta["tokenizer"],
-                           tokenizer_json=meta.get("tokenizer_json"), eot_token=meta["eot_token"], summary=summary,
+    ckpt = checkpoint_dict(run.model, run.model_cfg.model_dump(), meta.vocab_size, run.block_size, tokenizer=meta.tokenizer,
+                           tokenizer_json=meta.tokenizer_json, eot_token=meta.eot_token, summary=summary,
                            provenance=json.dumps(run.provenance, default=str))
     ckpt["state_dict"] = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
     with atomic_path(snapshot_path(run.ckpt_path.parent, row["step"], staged=True)) as tmp:
@@ -345,7 +342,7 @@ DIVERGED = 10
 
 def check_loss(run: Run, step: int, loss: float) -> None:
     """Stop, in one line, on a loss that is not finite or has exploded past DIVERGED x ln(vocab)."""
-    uniform = math.log(run.meta["vocab_size"])
+    uniform = math.log(run.meta.vocab_size)
     if not math.isfinite(loss):
         raise PicoError(f"training {run.name} hit a {loss} loss at step {step}; {_kept(run)}; {_fix(run.train_cfg)}")
     if loss > DIVERGED * uniform:
@@ -355,7 +352,7 @@ def check_loss(run: Run, step: int, loss: float) -> None:
 
 def check_gradient(run: Run, step: int, loss: float, grad_norm: float) -> None:
     """Stop on a collapse: no gradient at all with the loss at the uniform level, a flat model that learns no more."""
-    uniform = math.log(run.meta["vocab_size"])
+    uniform = math.log(run.meta.vocab_size)
     if grad_norm == 0.0 and abs(loss - uniform) < 1e-3:
         raise PicoError(f"training {run.name} collapsed to a flat model: a zero gradient and a loss at step {step} "
                         f"of {loss:.4f} = ln(vocab); {_kept(run)}; {_fix(run.train_cfg)}")
@@ -433,9 +430,9 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
                "final_val_loss": float(val.iloc[-1]), "first_val_loss": float(val.iloc[0]),
                "provenance": provenance}
     meta = run.meta
-    ckpt = checkpoint_dict(run.model.cpu(), run.model_cfg.model_dump(), meta["vocab_size"], run.block_size,
-                           tokenizer=meta["tokenizer"], tokenizer_json=meta.get("tokenizer_json"),
-                           eot_token=meta["eot_token"], summary={k: v for k, v in summary.items() if k not in ("provenance", "head_loss")},
+    ckpt = checkpoint_dict(run.model.cpu(), run.model_cfg.model_dump(), meta.vocab_size, run.block_size,
+                           tokenizer=meta.tokenizer, tokenizer_json=meta.tokenizer_json,
+                           eot_token=meta.eot_token, summary={k: v for k, v in summary.items() if k not in ("provenance", "head_loss")},
                            provenance=json.dumps(provenance, default=str))
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(ckpt, tmp)
@@ -467,7 +464,7 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
                 owned.enter_context(folder_lock(out_dir))
             meta = read_meta(tokens_dir / "meta.json")
             identity = finished_identity(model_cfg, train_cfg, seed, block_size, meta, compact_vocab, weights)
-            step_flops = flops_per_token(model_cfg, meta["vocab_size"], block_size, output_vocab(meta, compact_vocab))
+            step_flops = flops_per_token(model_cfg, meta.vocab_size, block_size, output_vocab(meta, compact_vocab))
             budgeted = within_budget(train_cfg, step_flops, block_size, name)
             run_id = resume_id(model_cfg, budgeted, seed, block_size, meta, compact_vocab)
             if (done := _restore(out_dir, identity, run_id)) is not None:
@@ -499,19 +496,19 @@ def start_tracking(run: Run, state: TrainState, seed: int, compact_vocab: bool, 
     """The run's train.loggers, from the step it trains from, with its config and seed as parameters."""
     params = {"run": run.name, "seed": seed, "block_size": run.block_size, "compact_vocab": compact_vocab,
               "device": str(run.device), "model": run.model_cfg.model_dump(),
-              "train": run.train_cfg.model_dump(exclude=WATCHING)}
+              "train": run.train_cfg.model_dump(exclude=TrainConfig.WATCHING)}
     target = tracking.Target(root, root.resolve().name, run.name, seed, run.ckpt_path.parent, run.run_id)
     return tracking.start(run.train_cfg.loggers, target, params, run.run_id, state.step,
                           state.rows[-1] if state.rows else None)
 
 
-def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: dict, compact_vocab,
+def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: TokenMeta, compact_vocab,
                       weights) -> str:
     """What a kept finished training (picollm.finished) must match to be restored rather than trained again:
     the resume fingerprint's parts, the sources' weights, the tokens' checksums and the training code."""
-    tokens = {split: info.get("sha256") for split, info in (meta.get("splits") or {}).items()}
-    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=WATCHING), seed, block_size,
-                       meta.get("raw_sha256"), meta.get("tokenizer"), compact_vocab, weights, tokens,
+    tokens = {name: split.sha256 for name, split in meta.splits.by_name().items()}
+    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=TrainConfig.WATCHING), seed, block_size,
+                       meta.raw_sha256, meta.tokenizer, compact_vocab, weights, tokens,
                        finished.code(model_cfg.type))
 
 
@@ -565,7 +562,7 @@ def _resume(run: Run) -> TrainState:
     states = ckpt["rng"]  # one per rank that saved it
     set_rng_states(states[min(distributed.rank(), len(states) - 1)])
     if distributed.rank() >= len(states):  # resumed on more ranks than it was saved from: a stream of its own
-        torch.manual_seed(torch.initial_seed() + RANK_STREAM * distributed.rank())
+        rank_stream(torch.initial_seed())
     tell(f"resuming from {run.ckpt_path} at step {ckpt['step']}{note}")
     grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,

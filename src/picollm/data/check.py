@@ -4,24 +4,24 @@ tokenize records each split's token count and sha256 in meta.json. A .bin of ano
 empty, an odd number of bytes) or another checksum (bytes changed in place), or a meta.json that is not
 JSON, stops the workflow at parse time (workflow/rules/common.smk) and the stages that read the tokens
 (train, evaluate) with one line naming the file and the fix, before a job starts or a model is touched.
-Standard library only: the Snakefile runs this at every parse.
+The Snakefile runs this at every parse: standard library and pydantic only (picollm.data.meta), no torch.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from picollm.data.meta import TokenMeta
 from picollm.errors import PicoError
 from picollm.io import sha256_file
 
-ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
 REBUILD = "delete it and rerun: tokenize rebuilds it (models trained on it are kept)"
-REQUIRED = {"vocab_size": int, "splits": dict}  # meta.json's keys every stage reads, and their types
-SPLIT_KEYS = {"tokens": int, "sources": dict}  # and each split's (its sha256 is checked where there is one)
 
 
-def read_meta(path) -> dict:
-    """A token folder's meta.json, as a dict; a missing, garbled or non-object file is one line."""
+def read_meta(path) -> TokenMeta:
+    """A token folder's meta.json as a TokenMeta; a missing, garbled or incomplete file is one line."""
     path = Path(path)
     if not path.exists():
         nearby = path.parent / "tokens" / path.name  # results/<experiment>/data given for data/tokens
@@ -29,46 +29,39 @@ def read_meta(path) -> dict:
             raise PicoError(f"{path} does not exist; the token folder is {nearby.parent}: give that")
         raise PicoError(f"{path} does not exist; run the tokenize stage first")
     try:
-        meta = json.loads(path.read_bytes())
+        data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PicoError(f"{path} is not valid JSON ({getattr(exc, 'msg', exc)}); {REBUILD}") from None
-    if not isinstance(meta, dict) or meta.get("dtype") not in ITEMSIZE:
-        raise PicoError(f"{path} is not a token folder's meta.json (no known dtype); {REBUILD}")
-    # what every stage reads: a file without them would fail deep inside a job
-    missing = [key for key in REQUIRED if not isinstance(meta.get(key), REQUIRED[key])]
-    missing = missing or _missing_split_keys(meta["splits"])
-    if missing:
-        raise PicoError(f"{path} is not a whole meta.json (no valid {', '.join(missing)}); {REBUILD}")
-    return meta
+    try:
+        return TokenMeta.model_validate(data)
+    except ValidationError as exc:
+        raise PicoError(invalid_meta(path, exc.errors())) from None
 
 
-def _missing_split_keys(splits: dict) -> list[str]:
-    """The keys of splits.train and splits.val (SPLIT_KEYS) that meta.json lacks or holds as another type."""
-    missing = []
-    for split in ("train", "val"):
-        entry = splits.get(split)
-        if not isinstance(entry, dict):
-            missing.append(f"splits.{split}")
-            continue
-        missing += [f"splits.{split}.{key}" for key, kind in SPLIT_KEYS.items() if not isinstance(entry.get(key), kind)]
-    return missing
+def invalid_meta(path: Path, errors: list[dict]) -> str:
+    """One line for a meta.json that is JSON but no TokenMeta: another file (no object, no known dtype), or
+    one without every key the stages read, each named by its place (splits.val.sources)."""
+    places = [".".join(map(str, error["loc"])) for error in errors]
+    if "" in places or "dtype" in places:
+        return f"{path} is not a token folder's meta.json (no known dtype); {REBUILD}"
+    return f"{path} is not a whole meta.json (no valid {', '.join(dict.fromkeys(places))}); {REBUILD}"
 
 
-def check_split(path, meta: dict, checksum: bool = True) -> None:
+def check_split(path, meta: TokenMeta, checksum: bool = True) -> None:
     """`path` ({split}.bin) holds what meta.json says: its token count in meta's dtype and, with `checksum`,
-    the recorded sha256. A meta.json without them is checked for what it has."""
+    the recorded sha256 (where meta.json has one). A .bin of no split meta.json names is checked for its size
+    in tokens."""
     path = Path(path)
     if not path.exists():
         raise PicoError(f"{path} does not exist; run the tokenize stage first")
-    size, itemsize, dtype = path.stat().st_size, ITEMSIZE[meta["dtype"]], meta["dtype"]
-    split = (meta.get("splits") or {}).get(path.stem) or {}
-    tokens = split.get("tokens")
-    expected = tokens * itemsize if isinstance(tokens, int) else None
+    size, itemsize, dtype = path.stat().st_size, meta.itemsize, meta.dtype
+    split = meta.splits.by_name().get(path.stem)
+    expected = split.tokens * itemsize if split is not None else None
     if size == 0 or size % itemsize or (expected is not None and size != expected):
-        says = f"meta.json says {tokens:,} {dtype} tokens ({expected:,} bytes)" if expected is not None else \
+        says = f"meta.json says {split.tokens:,} {dtype} tokens ({expected:,} bytes)" if expected is not None else \
             f"{dtype} tokens take {itemsize} bytes each"
         raise PicoError(f"{path} is damaged: {size:,} bytes where {says}; {REBUILD}")
-    if checksum and split.get("sha256") and sha256_file(path) != split["sha256"]:
+    if checksum and split is not None and split.sha256 and sha256_file(path) != split.sha256:
         raise PicoError(f"{path} is damaged: its sha256 is not the one meta.json records; {REBUILD}")
 
 
@@ -80,7 +73,7 @@ def check_folder(folder, checksum_up_to: int | None = None) -> None:
     if not (folder / "meta.json").exists():
         return
     meta = read_meta(folder / "meta.json")
-    for split in meta.get("splits") or {}:
+    for split in meta.splits.by_name():
         path = folder / f"{split}.bin"
         if path.exists():
             small = checksum_up_to is None or path.stat().st_size <= checksum_up_to

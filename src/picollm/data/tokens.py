@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from picollm.data import check
+from picollm.data.meta import SourceRange, TokenMeta
 from picollm.data.sources import iter_documents
 from picollm.data.tokenizer import get_tokenizer, token_dtype
 from picollm.errors import PicoError
@@ -73,7 +74,8 @@ def documents_in_train(train: np.ndarray, val: np.ndarray) -> int:
 
 def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: dict | None = None,
              tokenizer_json=None) -> dict:
-    """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json.
+    """raw: {source name: {"train": path, "val": path}} -> out_dir/{train,val}.bin and meta.json; returns the
+    JSON written (read_meta reads it back as a TokenMeta).
 
     tokenizer_json: a `bpe:N` tokenizer's tokenizer.json (path or text); meta.json keeps its text and sha256,
     so the tokens and the models trained on them never depend on that file lying around."""
@@ -96,7 +98,7 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
     for name in raw:
         meta["splits"]["val"]["sources"][name]["documents_in_train"] = documents_in_train(found["train"][name],
                                                                                           found["val"][name])
-    train = load_tokens(out_dir / "train.bin", meta)
+    train = load_tokens(out_dir / "train.bin", TokenMeta.model_validate(meta))
     counts = sum(np.bincount(train[i:i + (1 << 24)], minlength=tokenizer.n_vocab) for i in range(0, len(train), 1 << 24))
     meta["train_vocab"] = np.flatnonzero(counts).tolist()  # ids seen in training: the compact vocabulary
     meta["provenance"] = provenance
@@ -104,11 +106,11 @@ def tokenize(tokenizer_name: str, raw: dict, out_dir, threads: int, provenance: 
     return meta
 
 
-def load_tokens(path, meta: dict) -> np.ndarray:
+def load_tokens(path, meta: TokenMeta) -> np.ndarray:
     """Memory-map a split, checked against meta.json first (picollm.data.check): the OS pages tokens in as
     windows touch them, so RAM stays flat."""
     check.check_split(path, meta)
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+    return np.memmap(path, dtype=np.dtype(meta.dtype), mode="r")
 
 
 class WindowSampler:
@@ -121,15 +123,16 @@ class WindowSampler:
     """
     DRAWS = "float64 offsets"
 
-    def __init__(self, tokens: np.ndarray, sources: dict, weights: dict, block_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, sources: dict[str, SourceRange], weights: dict, block_size: int,
+                 seed: int):
         self.tokens, self.block_size = tokens, block_size
         self.names = [n for n in sources if weights.get(n, 0) > 0]
-        self.starts = torch.tensor([sources[n]["start"] for n in self.names])
+        self.starts = torch.tensor([sources[n].start for n in self.names])
         # last valid window start is end - (block_size + 1)
-        self.spans = torch.tensor([sources[n]["end"] - sources[n]["start"] - block_size for n in self.names])
+        self.spans = torch.tensor([sources[n].end - sources[n].start - block_size for n in self.names])
         for name, span in zip(self.names, self.spans.tolist()):
             if span < 1:
-                raise PicoError(f"source {name!r} has {sources[name]['end'] - sources[name]['start']} tokens, fewer than "
+                raise PicoError(f"source {name!r} has {sources[name].end - sources[name].start} tokens, fewer than "
                                 f"block_size + 1 = {block_size + 1}; add data or lower block_size")
         self.probs = torch.tensor([float(weights[n]) for n in self.names])
         self.probs /= self.probs.sum()
