@@ -85,6 +85,25 @@ def test_where_a_job_is_read_from_its_path(tmp_path):
                                                                            "seed": 3}
 
 
+def test_each_files_job_as_the_workflow_names_it(benchmarks, tmp_path):
+    """The resources rule gives every benchmark file's job and record (picollm.registry); a file it does not name
+    is read from its path."""
+    root, paths = benchmarks
+    record = root.parent / "provenance" / "tokenize.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    from picollm import provenance
+    provenance.write(record, provenance.record("x"))
+    given = {paths[1]: {"rule": "tokenize_all", "run": None, "seed": None, "record": str(record)},
+             paths[5]: {"rule": "figure_loss_curves", "run": None, "seed": None, "record": None}}
+    csv, prov = tmp_path / "resources.csv", tmp_path / "prov.json"
+    assert cli.main(["resources", "--config", json.dumps({"experiment": "exp"}), "--root", str(root), "--benchmarks",
+                     *paths, "--jobs", json.dumps(given), "--out", str(csv), "--provenance", str(prov)]) == 0
+    read = pd.read_csv(csv)
+    assert list(read["rule"]) == ["download", "tokenize_all", "train", "train", "sample", "figure_loss_curves"]
+    assert read.loc[1, "measured_by"] == "job" and read.loc[5, "measured_by"] == "snakemake samples"
+    assert set(json.loads(prov.read_text())["inputs"]) == {*paths, str(record)}
+
+
 def test_a_file_that_is_no_benchmark_is_one_line(tmp_path):
     (tmp_path / "tables.tsv").write_text("not\ta benchmark\n1\t2\n")
     with pytest.raises(PicoError) as err:

@@ -357,7 +357,7 @@ def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from
     assert {row[0] for row in table_rows(pages["models"])} == {"kgram_mlp", "lstm", "transformer"}
     study = json.loads((res / "provenance/study.json").read_text())
     assert shown_config(workflow_description(page)) == study and "threads" not in study["train"]
-    # every job's CPU and memory are its own count, paired with its record by common.smk's job_files; only
+    # every job's CPU and memory are its own count, paired with its record by picollm.registry; only
     # provenance_table, which writes no record, is Snakemake's samples
     cost = pd.read_csv(res / "tables/resources.csv")
     assert set(cost.loc[cost["measured_by"] != "job", "rule"]) == {"provenance_table"}

@@ -178,11 +178,14 @@ def _table_stages(sub) -> None:
 
     p = _stage(sub, "resources", "every job's wall time, peak memory and CPU time from its benchmark file -> CSV",
                '{"experiment": NAME}')
-    p.add_argument("--root", required=True, help="results/<experiment>/benchmarks: a path under it names the job")
+    p.add_argument("--root", required=True, help="results/<experiment>/benchmarks: a path under it names the job "
+                                                 "of a file --jobs leaves out")
     p.add_argument("--benchmarks", nargs="+", required=True, help="benchmarks/<rule>[/<run>][/seed<k>].tsv files")
-    p.add_argument("--records", default="{}",
-                   help='{"benchmarks/<rule>/...tsv": "provenance/<stage>/...json"} as JSON: the jobs\' provenance '
-                        "records, whose CPU seconds and peak memory replace Snakemake's samples")
+    p.add_argument("--jobs", default="{}",
+                   help='{"benchmarks/<rule>/...tsv": {"rule": R, "run": RUN, "seed": K, "record": '
+                        '"provenance/<stage>/...json" or null}} as JSON: each file\'s job as the workflow names it '
+                        "(picollm.registry), and its provenance record, whose CPU seconds and peak memory replace "
+                        "Snakemake's samples")
     p.add_argument("--out", required=True, help="tables/resources.csv")
 
     p = _stage(sub, "figure", "rebuild one figure from files on disk",

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from picollm import codehash
 from picollm.config import (DownloadJob, EvaluateJob, FigureJob, LmEvalTaskJob, ReferenceJob, SampleJob,
-                            SnapshotsJob, Study, TablesJob, TokenizerJob, TrainJob, bpe_vocab_size)
+                            SnapshotsJob, Study, TablesJob, TokenizerJob, TrainConfig, TrainJob, bpe_vocab_size)
 from picollm.model_types import model_type
 
-# How many cores, GPUs and machines a job gets never changes its result: train.devices and train.nodes split
-# the same global batch (train.batch_size) over more processes, which tests/test_ddp.py finds equal to one
-# process's run up to float rounding. The loggers only watch a run (picollm.tracking).
-SCHEDULING_TRAIN_KEYS = {"threads", "devices", "nodes", "loggers"}
+# train keys that change no result (how many cores, GPUs and machines a job gets; who watches it): no part of a
+# job's config slice, so a change to them reruns nothing
+SCHEDULING_TRAIN_KEYS = TrainConfig.SCHEDULING
 STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
                   "eval_tables", "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task",

@@ -1,7 +1,8 @@
 """Where a study's time went: every job's Snakemake benchmark file (`benchmark:` in workflow/rules/) in one table.
 
-A job's benchmark file is benchmarks/<rule>[/<run or source>][/seed<k>].tsv under results/<experiment>/, one
-row per measurement: the wall-clock seconds (`s`), the peak resident memory of the job's processes in MiB
+A job's benchmark file is benchmarks/<rule>[/<run or source>][/seed<k>].tsv under results/<experiment>/ (the
+workflow spells each job's files in picollm.registry and names each file's job to the table), one row per
+measurement: the wall-clock seconds (`s`), the peak resident memory of the job's processes in MiB
 (`max_rss`) and their CPU seconds (`cpu_time`); NA where the job ended before Snakemake's first sample.
 Snakemake samples CPU and memory now and then, so a job's own count replaces them where it wrote one: the
 `usage` of its provenance record (picollm.provenance.usage), counted by the kernel. `measured_by` says which.
@@ -23,7 +24,7 @@ MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Sna
 
 def job_of(path, root) -> dict:
     """{rule, run, seed} of a benchmark file from where it lies under `root` (run and seed None where the job
-    has none; `run` is the data source of a download job)."""
+    has none; `run` is the data source of a download job): for a file whose job is not given."""
     rule, *rest = Path(path).relative_to(root).with_suffix("").parts
     seed = None
     # <run>/seed<k>, or seed<k> alone for a job per seed (a download's one part is its source, whatever its name)
@@ -61,12 +62,24 @@ def job_usage(record) -> dict:
     return {"measured_by": "snakemake samples"}
 
 
-def resources_table(paths, root, out_csv, records: dict | None = None) -> pd.DataFrame:
+def by_file(mapping: dict | None) -> dict:
+    """A {benchmark file: value} mapping keyed by the files' normalised paths."""
+    return {str(Path(k)): v for k, v in (mapping or {}).items()}
+
+
+def job_row(path, root, records: dict, jobs: dict) -> dict:
+    """A benchmark file's row: its job, the file's measures, and the job's own count where its record holds one."""
+    key = str(Path(path))
+    job = jobs[key] if key in jobs else job_of(path, root)
+    return {**job, **read_benchmark(path), **job_usage(records.get(key))}
+
+
+def resources_table(paths, root, out_csv, records: dict | None = None, jobs: dict | None = None) -> pd.DataFrame:
     """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by), in the
-    order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record})."""
-    records = {str(Path(k)): v for k, v in (records or {}).items()}
-    frame = pd.DataFrame([{**job_of(p, root), **read_benchmark(p), **job_usage(records.get(str(Path(p))))}
-                          for p in paths], columns=COLUMNS)
+    order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record}). Each
+    file's job as `jobs` names it ({benchmark file: {rule, run, seed}}), else from where it lies under `root`."""
+    records, jobs = by_file(records), by_file(jobs)
+    frame = pd.DataFrame([job_row(p, root, records, jobs) for p in paths], columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")
     write_csv(out_csv, frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}))
     return frame

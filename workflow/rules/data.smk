@@ -4,11 +4,11 @@ rule download:
     output:
         train=f"{R}/data/raw/{{source}}/train.txt",
         val=f"{R}/data/raw/{{source}}/val.txt",
-        provenance=f"{R}/provenance/download/{{source}}.json",
+        provenance=FILES.record("download", "{source}"),
     log:
         f"{R}/logs/download/{{source}}.log",
     benchmark:
-        f"{R}/benchmarks/download/{{source}}.tsv"
+        FILES.benchmark("download", "{source}")
     conda:
         ENV
     threads: 1
@@ -21,18 +21,18 @@ rule download:
 
 
 # Only when the study trains its own tokenizer (tokenizer: bpe:N).
-if TRAINED_TOKENIZER:
+if MAKES.tokenizer:
 
     rule train_tokenizer:
         input:
             expand(f"{R}/data/raw/{{source}}/train.txt", source=SOURCES),
         output:
             tokenizer=TOKENIZER_JSON,
-            provenance=f"{R}/provenance/train_tokenizer.json",
+            provenance=FILES.record("train_tokenizer"),
         log:
             f"{R}/logs/train_tokenizer.log",
         benchmark:
-            f"{R}/benchmarks/train_tokenizer.tsv"
+            FILES.benchmark("train_tokenizer")
         conda:
             ENV
         threads: 2
@@ -48,16 +48,16 @@ rule tokenize:
     input:
         train=expand(f"{R}/data/raw/{{source}}/train.txt", source=SOURCES),
         val=expand(f"{R}/data/raw/{{source}}/val.txt", source=SOURCES),
-        tokenizer=[TOKENIZER_JSON] if TRAINED_TOKENIZER else [],
+        tokenizer=[TOKENIZER_JSON] if MAKES.tokenizer else [],
     output:
         train=f"{R}/data/tokens/train.bin",
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
-        provenance=f"{R}/provenance/tokenize.json",
+        provenance=FILES.record("tokenize"),
     log:
         f"{R}/logs/tokenize.log",
     benchmark:
-        f"{R}/benchmarks/tokenize.tsv"
+        FILES.benchmark("tokenize")
     conda:
         ENV
     threads: 2

@@ -12,11 +12,11 @@ rule evaluate:
     output:
         eval=f"{R}/eval/{{run}}/seed{{seed}}.json",
         sampling=SAMPLING_PATTERN,
-        provenance=f"{R}/provenance/evaluate/{{run}}/seed{{seed}}.json",
+        provenance=FILES.record("evaluate", "{run}", "{seed}"),
     log:
         f"{R}/logs/evaluate/{{run}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{run}}/seed{{seed}}.tsv"
+        FILES.benchmark("evaluate", "{run}", "{seed}")
     conda:
         ENV
     threads: lambda wc: jobs.evaluate_threads(CFG, wc.run)
@@ -41,11 +41,11 @@ rule sampling_reference:
         meta=f"{R}/data/tokens/meta.json",
     output:
         sampling=f"{R}/eval/reference/seed{{seed}}.csv",
-        provenance=f"{R}/provenance/reference/seed{{seed}}.json",
+        provenance=FILES.record("sampling_reference", seed="{seed}"),
     log:
         f"{R}/logs/reference/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/sampling_reference/seed{{seed}}.tsv"
+        FILES.benchmark("sampling_reference", seed="{seed}")
     conda:
         ENV
     threads: 1
@@ -68,11 +68,11 @@ rule eval_tables:
         eval_md=f"{R}/tables/eval.md",
         compare_csv=table("compare_table"),
         sampling_csv=table("sampling_table"),
-        provenance=f"{R}/provenance/eval_tables.json",
+        provenance=FILES.record("eval_tables"),
     log:
         f"{R}/logs/eval_tables.log",
     benchmark:
-        f"{R}/benchmarks/eval_tables.tsv"
+        FILES.benchmark("eval_tables")
     conda:
         ENV
     threads: 1
@@ -90,7 +90,7 @@ rule eval_tables:
 
 
 # Only when the study asks for the scaling figure (figures.scaling).
-if CFG.figures.scaling:
+if MAKES.scaling:
 
     rule scaling:
         input:
@@ -98,12 +98,12 @@ if CFG.figures.scaling:
             evals=paths(EVALS),
         output:
             fits=table("scaling_table"),
-            points=SCALING["points"],
-            provenance=f"{R}/provenance/scaling.json",
+            points=FILES.scaling["points"],
+            provenance=FILES.record("scaling"),
         log:
             f"{R}/logs/scaling.log",
         benchmark:
-            f"{R}/benchmarks/scaling.tsv"
+            FILES.benchmark("scaling")
         conda:
             ENV
         threads: 1

@@ -11,7 +11,7 @@ rule export:
     log:
         f"{R}/logs/export/{{run}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/export/{{run}}/seed{{seed}}.tsv"
+        FILES.benchmark("export", "{run}", "{seed}")
     conda:
         ENV
     threads: 1
@@ -29,11 +29,11 @@ rule lm_eval_task:
         val=expand(f"{R}/data/raw/{{source}}/val.txt", source=SOURCES),
     output:
         task=directory(f"{R}/hf/lm_eval_task"),
-        provenance=f"{R}/provenance/lm_eval_task.json",
+        provenance=FILES.record("lm_eval_task"),
     log:
         f"{R}/logs/lm_eval_task.log",
     benchmark:
-        f"{R}/benchmarks/lm_eval_task.tsv"
+        FILES.benchmark("lm_eval_task")
     conda:
         ENV
     threads: 1

@@ -1,28 +1,30 @@
-# One rule per figure of the registry (common.smk: FIGURES and COST_FIGURES), each drawn by picollm.plots.<name>.
+# One rule per figure of the registry (picollm.registry: OUTPUTS.figures and .cost_figures), each drawn by
+# picollm.plots.<name>.
 
 
-for name, fig in {**FIGURES, **COST_FIGURES}.items():
+for name, fig in {**OUTPUTS.figures, **OUTPUTS.cost_figures}.items():
 
     rule:
         name:
-            f"figure_{name}"
+            registry.figure_rule(name)
         input:
             paths(fig["inputs"]) if isinstance(fig["inputs"], dict) else fig["inputs"],
         output:
             **{
                 f"runs_{ext}": [
-                    f"{R}/figures/{name}/{run}.{ext}" for run in fig["inputs"]
+                    f"{R}/figures/{name}/{run}.{ext}"
+                    for run in OUTPUTS.figure_runs[name]
                 ]
                 for ext in ("png", "svg")
-                if name in PER_RUN_FIGURES
+                if name in OUTPUTS.figure_runs
             },
-            png=in_report(figure_path(name), name, "Figures"),
-            svg=figure_path(name, "svg"),
-            provenance=f"{R}/provenance/figures/{name}.json",
+            png=in_report(FILES.figure(name), name, "Figures"),
+            svg=FILES.figure(name, "svg"),
+            provenance=FILES.record(registry.figure_rule(name)),
         log:
             f"{R}/logs/figures/{name}.log",
         benchmark:
-            f"{R}/benchmarks/figure_{name}.tsv"
+            FILES.benchmark(registry.figure_rule(name))
         conda:
             ENV
         threads: 1

@@ -3,13 +3,13 @@
 
 rule provenance_table:
     input:
-        job_records(),
+        OUTPUTS.records,
     output:
         csv=table("provenance_table"),
     log:
         f"{R}/logs/provenance_table.log",
     benchmark:
-        f"{R}/benchmarks/provenance_table.tsv"
+        FILES.benchmark("provenance_table")
     conda:
         ENV
     threads: 1

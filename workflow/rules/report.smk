@@ -1,17 +1,8 @@
 # results/<experiment>/report.html: Snakemake's own report of the study (every figure and table with its
 # caption, the config, the provenance table), built as the last job of `all`.
 
-# The tables the report shows inline, as HTML pages (it only offers a .csv as a download): {page: (what it is
-# made from, the caption it shares with its table)}. A Markdown file is rendered as it reads, a CSV as one table.
-REPORT_PAGES = {
-    "eval": (f"{R}/tables/eval.md", "eval_table"),
-    "compare": (TABLES["compare_table"], "compare_table"),
-    "models": (f"{R}/tables/models.md", "models_table"),
-    "samples": (f"{R}/tables/samples.md", "samples_table"),
-    "sampling": (TABLES["sampling_table"], "sampling_table"),
-}
-if SNAPSHOTS:
-    REPORT_PAGES["snapshots"] = (f"{R}/tables/snapshots.md", "snapshots_table")
+# The tables the report shows inline, as HTML pages: {page: (what it is made from, its caption)} (picollm.registry).
+REPORT_PAGES = OUTPUTS.report_pages
 
 
 rule study_config:
@@ -20,7 +11,7 @@ rule study_config:
     log:
         f"{R}/logs/study_config.log",
     benchmark:
-        f"{R}/benchmarks/study_config.tsv"
+        FILES.benchmark("study_config")
     localrule: True
     conda:
         ENV
@@ -38,11 +29,11 @@ rule report_tables:
             page: in_report(f"{R}/tables/{page}.html", caption, "Tables")
             for page, (_, caption) in REPORT_PAGES.items()
         },
-        provenance=f"{R}/provenance/report_tables.json",
+        provenance=FILES.record("report_tables"),
     log:
         f"{R}/logs/report_tables.log",
     benchmark:
-        f"{R}/benchmarks/report_tables.tsv"
+        FILES.benchmark("report_tables")
     conda:
         ENV
     threads: 1
@@ -59,7 +50,7 @@ rule report_tables:
 
 rule report:
     input:
-        results=all_results(),
+        results=OUTPUTS.results,
         pages=rules.report_tables.output,
         study=f"{R}/provenance/study.json",
         stylesheet=workflow.source_path("../report/report.css"),
@@ -70,7 +61,7 @@ rule report:
     log:
         f"{R}/logs/report.log",
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        FILES.benchmark("report")
     localrule: True
     conda:
         "../envs/report.yaml"

@@ -1,19 +1,20 @@
 # tables/resources.csv: every job's wall time from its `benchmark:` file, its CPU time and peak memory from its
 # provenance record (counted by the job, where Snakemake samples them). Only the report (through
-# figures/resources.png) reads it, so a benchmark file that changes reruns nothing else.
+# figures/resources.png) reads it, so a benchmark file that changes reruns nothing else. The command is given each
+# benchmark file's job, {rule, run, seed}, and its record as the registry names them (OUTPUTS.measured).
 
 
 rule resources:
     input:
-        benchmarks=job_benchmarks(),
-        records=job_records(),
+        benchmarks=OUTPUTS.benchmarks,
+        records=OUTPUTS.records,
     output:
         csv=table("resources_table"),
-        provenance=f"{R}/provenance/resources.json",
+        provenance=FILES.record("resources"),
     log:
         f"{R}/logs/resources.log",
     benchmark:
-        f"{R}/benchmarks/resources.tsv"
+        FILES.benchmark("resources")
     conda:
         ENV
     threads: 1
@@ -21,8 +22,8 @@ rule resources:
         config=as_json(jobs.experiment(CFG)),
         code=jobs.code("resources"),
         root=lambda wc, output: Path(output.csv).parents[1] / "benchmarks",
-        records=as_json({bench: record for bench, record in job_files() if record}),
+        jobs=as_json(OUTPUTS.measured),
     shell:
         "python -m picollm --log {log} resources --config {params.config:q} --root {params.root:q}"
-        " --benchmarks {input.benchmarks:q} --records {params.records:q} --out {output.csv}"
+        " --benchmarks {input.benchmarks:q} --jobs {params.jobs:q} --out {output.csv}"
         " --provenance {output.provenance}"

@@ -3,11 +3,11 @@ rule sample:
         model=f"{MODEL_DIR}/model.pt",
     output:
         samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",
-        provenance=f"{R}/provenance/sample/{{run}}/seed{{seed}}.json",
+        provenance=FILES.record("sample", "{run}", "{seed}"),
     log:
         f"{R}/logs/sample/{{run}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{run}}/seed{{seed}}.tsv"
+        FILES.benchmark("sample", "{run}", "{seed}")
     conda:
         ENV
     threads: 1
@@ -30,11 +30,11 @@ rule tables:
         samples_md=f"{R}/tables/samples.md",
         models_csv=table("models_table"),
         models_md=f"{R}/tables/models.md",
-        provenance=f"{R}/provenance/tables.json",
+        provenance=FILES.record("tables"),
     log:
         f"{R}/logs/tables.log",
     benchmark:
-        f"{R}/benchmarks/tables.tsv"
+        FILES.benchmark("tables")
     conda:
         ENV
     threads: 1

@@ -9,18 +9,18 @@ rule train:
         summary=f"{MODEL_DIR}/summary.json",
         health=f"{MODEL_DIR}/layer_health.csv",
         snapshots=directory(f"{MODEL_DIR}/snapshots"),
-        provenance=f"{R}/provenance/train/{{run}}/seed{{seed}}.json",
+        provenance=FILES.record("train", "{run}", "{seed}"),
     log:
         f"{R}/logs/train/{{run}}/seed{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{run}}/seed{{seed}}.tsv"
+        FILES.benchmark("train", "{run}", "{seed}")
     wildcard_constraints:
         run=one_of(r for r in RUNS if r not in NODES_RUNS),
     conda:
         ENV
     # train.devices processes of train.threads each: SLURM's --cpus-per-task, and --gpus on CUDA. Threads and
     # resources, unlike params, trigger no rerun: devices and nodes change no result, and the loggers
-    # (train.loggers, the live trackers) only watch it (jobs.SCHEDULING_TRAIN_KEYS).
+    # (train.loggers, the live trackers) only watch it (TrainConfig.SCHEDULING).
     threads: lambda wc: jobs.train_threads(CFG, wc.run)
     resources:
         gpu=lambda wc: jobs.train_gpus(CFG, wc.run),
@@ -64,7 +64,7 @@ if NODES_RUNS:
 
 
 # Only when some run keeps snapshots (train.snapshot_steps).
-if SNAPSHOTS:
+if MAKES.snapshots:
 
     rule snapshots:
         input:
@@ -72,11 +72,11 @@ if SNAPSHOTS:
         output:
             csv=table("snapshots_table"),
             md=f"{R}/tables/snapshots.md",
-            provenance=f"{R}/provenance/snapshots.json",
+            provenance=FILES.record("snapshots"),
         log:
             f"{R}/logs/snapshots.log",
         benchmark:
-            f"{R}/benchmarks/snapshots.tsv"
+            FILES.benchmark("snapshots")
         conda:
             ENV
         threads: 1
