@@ -62,8 +62,9 @@ def test_fingerprints_hash_the_json_values(tokens, monkeypatch):
     hashed = []
     monkeypatch.setattr(train, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
     monkeypatch.setattr(finished, "code", lambda kind: "code")
-    train.resume_id(MODEL, TrainConfig(), 1, 8, meta, True)
-    train.finished_identity(MODEL, TrainConfig(), 1, 8, meta, True, {"a": 1.0})
+    train.resume_id(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, compact_vocab=True), meta)
+    train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, weights={"a": 1.0}, compact_vocab=True),
+                            meta)
     resume, identity = hashed
     checksums = {split: info["sha256"] for split, info in data["splits"].items()}
     assert data["raw_sha256"] in resume and data["tokenizer"] in resume
@@ -78,7 +79,7 @@ def test_a_split_without_a_checksum_hashes_none(tokens, monkeypatch):
     (tokens / "meta.json").write_text(json.dumps(data))
     hashed = []
     monkeypatch.setattr(train, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
-    train.finished_identity(MODEL, TrainConfig(), 1, 8, read_meta(tokens / "meta.json"), False, None)
+    train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8), read_meta(tokens / "meta.json"))
     assert {"train": data["splits"]["train"]["sha256"], "val": None} in hashed[0] and None in hashed[0]
 
 

@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, byte_tokens, picollm
-from picollm import resume_points
+from conftest import ROOT, byte_tokens, picollm, tiny_offline_config
+from picollm import codehash, finished, jobs, resume_points
 from picollm.errors import PicoError
-from picollm.config import TrainConfig, model_config
+from picollm.config import Study, TrainConfig, model_config, parse
+from picollm.data.tokens import read_meta
+from picollm.model_types import model_type
 from picollm.models import load_model, read_checkpoint
-from picollm.train import lr_scale, train
+from picollm.resume_names import kind_of
+from picollm.train import TrainSpec, finished_identity, lr_scale, resume_id, train
 
 TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
          "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,
@@ -354,6 +357,54 @@ def test_the_resume_points_no_run_reads_are_named_with_their_size(tmp_path):
         f"4 resume points are left in {models} (2 MB): 3 of other configs, set aside (a run of its config resumes "
         f"from it) and 1 damaged, kept for a look: lstm/seed1/last.0123456789ab.pt, lstm/seed1/last.abcdefabcdef.pt, "
         f"transformer/seed2/last.damaged.pt, ...; delete those you will not use ({rm})")
+
+
+def test_each_resume_point_is_told_by_its_name(tmp_path):
+    """kind_of knows the names resume_points gives (picollm.models says by it why such a file is no model)."""
+    last = tmp_path / resume_points.LAST
+    assert kind_of(last) == "own" and kind_of(last.with_name(resume_points.DAMAGED)) == "damaged"
+    assert kind_of(resume_points.aside_paths(last, "0123456789abcdef")[0]) == "aside"
+    assert [kind_of(tmp_path / name) for name in ("model.pt", "last.0123.pt", "last.0123456789AB.pt")] == [None] * 3
+
+
+# meta.json of a token folder, as the fingerprints read it (its checksums stand in for real ones)
+PINNED_META = {"dtype": "uint16", "eot_token": 256, "raw_sha256": {"a/train": "0" * 64}, "tokenizer": "byte",
+               "splits": {"train": {"sha256": "1" * 64, "sources": {"a": {"documents": 2, "end": 9, "start": 0}},
+                                    "tokens": 9},
+                          "val": {"sha256": "2" * 64, "sources": {"a": {"documents": 1, "end": 3, "start": 0}},
+                                  "tokens": 3}},
+               "train_vocab": [97, 98, 256], "vocab_size": 257}
+
+
+@pytest.mark.parametrize("model, changes, seed, block_size, compact_vocab, weights, pinned", [
+    ({"type": "transformer", "n_layers": 1, "d_model": 16, "n_heads": 2}, {}, 1, 8, False, None,
+     ("d54627086e49baac", "8ff8d5cfdec74162")),
+    ({"type": "lstm", "embed_dim": 8, "hidden_dim": 16},
+     {"lr": 0.01, "max_steps": 30, "threads": 3, "loggers": ["tensorboard"]}, 7, 16, True, {"a": 2.0},
+     ("094f309d564ed539", "219b78f38dc41c89")),
+    ({"type": "kgram_mlp"}, {"flops": 1e9, "snapshot_steps": [5]}, 3, 32, True, None,
+     ("ed5d5b36ce5d33ca", "3776d427723366aa")),
+])
+def test_the_fingerprints_of_a_training_are_pinned(tmp_path, monkeypatch, model, changes, seed, block_size,
+                                                   compact_vocab, weights, pinned):
+    """The same training keeps its resume_id and finished_identity through a change of how the trainer is written:
+    a changed fingerprint neither resumes a checkpoint nor restores a finished training (the code's own hash is
+    left out). A changed default of the configs changes them on purpose (they spell out every key): pin anew then."""
+    (tmp_path / "meta.json").write_text(json.dumps(PINNED_META))
+    monkeypatch.setattr(finished, "code", lambda type_name: f"code of {type_name}")
+    spec = TrainSpec("m", model_config(model), TrainConfig(**changes), seed, block_size, "cpu", weights,
+                     compact_vocab)
+    meta = read_meta(tmp_path / "meta.json")
+    assert (resume_id(spec, meta), finished_identity(spec, meta)) == pinned
+
+
+def test_a_finished_training_records_the_code_of_its_rule():
+    """finished/ restores only for the code identity the train rule carries (jobs.model_code)."""
+    study = parse(Study, tiny_offline_config())
+    for run, entry in study.runs.items():
+        rule = jobs.model_code("train", study, run)
+        assert finished.code(entry.type) == rule == codehash.code_hash("picollm.commands.train",
+                                                                       *model_type(entry.type).modules)
 
 
 def test_the_snakefile_reads_resume_points_without_torch():

@@ -128,6 +128,19 @@ def code_hash(*modules: str) -> str:
     return identity_hash(code_identity(*modules))
 
 
+def stage_module(stage: str) -> str:
+    """The module of a stage's command, whose imports make its jobs' code identity."""
+    return f"{PACKAGE}.commands.{stage}"
+
+
+def type_code(stage: str, model_type) -> str:
+    """The code hash of a stage's job for one model type (a picollm.model_types.ModelType): the stage's command
+    and the type's two modules, not the other types'. One function for the rule's params (picollm.jobs.model_code)
+    and what a finished training records (picollm.finished.code), which must agree for a finished training to be
+    restored."""
+    return code_hash(stage_module(stage), *model_type.modules)
+
+
 def check_syntax() -> None:
     """Parse every picollm module now, so a syntax error stops the workflow with one line."""
     for path in sorted((SRC / PACKAGE).rglob("*.py")):

@@ -25,17 +25,21 @@ from picollm.io import sha256_file, tell, write_json
 from picollm.model_types import model_type
 
 KEPT, STAGED, IDENTITY, RECORD = "finished", "finished.partial", "identity.json", "record.json"
-OUTPUTS = ("model.pt", "metrics.csv", "summary.json", "layer_health.csv")
+# The train job's outputs in its folder (workflow/rules/train.smk declares them, picollm.train writes them): four
+# files, and a folder of snapshots, step<N>.pt for each of train.snapshot_steps
+MODEL, METRICS, SUMMARY, HEALTH = "model.pt", "metrics.csv", "summary.json", "layer_health.csv"
+OUTPUTS = (MODEL, METRICS, SUMMARY, HEALTH)
+SNAPSHOTS = "snapshots"
 
 
 def code(type_name: str) -> str:
-    """The training job's code identity, as the workflow's rule computes it (picollm.jobs.model_code)."""
-    return codehash.code_hash("picollm.commands.train", *model_type(type_name).modules)
+    """The training job's code identity: the hash its rule carries (codehash.type_code, as jobs.model_code)."""
+    return codehash.type_code("train", model_type(type_name))
 
 
 def _files(folder: Path) -> list[Path]:
     """The outputs of a training folder, relative to it: OUTPUTS and every snapshot."""
-    snapshots = sorted(p.relative_to(folder) for p in (folder / "snapshots").glob("step*.pt"))
+    snapshots = sorted(p.relative_to(folder) for p in (folder / SNAPSHOTS).glob("step*.pt"))
     return [Path(name) for name in OUTPUTS] + snapshots
 
 
@@ -73,7 +77,7 @@ def damaged_files(kept: Path) -> list[str]:
         return [rel for rel in sorted(set(files) | set(sums))
                 if rel not in sums or not (kept / rel).is_file() or sha256_file(kept / rel) != sums[rel]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ["identity.json"]
+        return [IDENTITY]
 
 
 def restore(out_dir, identity: str, link: bool = True) -> dict | None:
@@ -96,10 +100,10 @@ def restore(out_dir, identity: str, link: bool = True) -> dict | None:
             os.link(kept / rel, tmp)
             os.replace(tmp, target)
             os.utime(target)  # newer than the inputs, as a freshly made output is
-        (out_dir / "snapshots").mkdir(exist_ok=True)  # a workflow output, also when no step is kept
+        (out_dir / SNAPSHOTS).mkdir(exist_ok=True)  # a workflow output, also when no step is kept
         tqdm.write(f"{out_dir} finished training before (its outputs are kept in {kept}); restored them, nothing "
                    f"to train", file=sys.stderr)
-    return json.loads((kept / "summary.json").read_text())
+    return json.loads((kept / SUMMARY).read_text())
 
 
 def keep_record(out_dir, rec: dict) -> None:

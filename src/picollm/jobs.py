@@ -23,7 +23,7 @@ from picollm.model_types import model_type
 # train keys that change no result (how many cores, GPUs and machines a job gets; who watches it): no part of a
 # job's config slice, so a change to them reruns nothing
 SCHEDULING_TRAIN_KEYS = TrainConfig.SCHEDULING
-STAGE_MODULES = {stage: f"picollm.commands.{stage}" for stage in
+STAGE_MODULES = {stage: codehash.stage_module(stage) for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
                   "eval_tables", "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task",
                   "resources", "report_tables", "report")}
@@ -194,5 +194,5 @@ def types_code(stage: str, study: Study) -> str:
 
 def model_code(stage: str, study: Study, run: str) -> str:
     """A run's train/sample/evaluate/export code: the stage's modules and its own type's two modules, not the
-    others'."""
-    return code(stage, *model_type(study.runs[run].type).modules)
+    others' (codehash.type_code, which a finished training records too)."""
+    return codehash.type_code(stage, model_type(study.runs[run].type))

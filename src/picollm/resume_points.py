@@ -5,7 +5,7 @@ folder never writes over it: it sets it aside, with the snapshots staged with it
 under the fingerprint's first 12 hex digits, and a training of that config brings them back and resumes. Each
 move is a rename on the same disk, checkpoint last on the way out and first on the way back: a kill between two
 of them leaves files under one name or the other, and the training whose last.pt it is gathers them (merge). A
-last.pt that cannot be resumed becomes last.damaged.pt, kept for a look.
+last.pt that cannot be resumed becomes last.damaged.pt, kept for a look. (The names: picollm.resume_names.)
 """
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from pathlib import Path
 
 from picollm import tracking
 from picollm.io import size, tell
+from picollm.resume_names import DAMAGED, FINGERPRINT_DIGITS, LAST, aside_name
 
 SNAPSHOTS_STAGED = "snapshots.partial"  # snapshots staged beside last.pt until the training ends
-DAMAGED = "last.damaged.pt"  # a last.pt that cannot be resumed, kept for a look
 
 
 def aside_paths(ckpt_path: Path, run_id: str) -> tuple[Path, Path, Path]:
     """Where another run's last.pt, the snapshots staged with it and its trackers' run ids wait until a training
     with its config, seed and data comes back to this folder: last.<fp>.pt, snapshots.partial.<fp>/ and
     tracking.<fp>.json (fp: the first 12 hex digits of its fingerprint)."""
-    fp = run_id[:12]
-    return (ckpt_path.with_name(f"last.{fp}.pt"), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{fp}"),
+    fp = run_id[:FINGERPRINT_DIGITS]
+    return (ckpt_path.with_name(aside_name(run_id)), ckpt_path.with_name(f"{SNAPSHOTS_STAGED}.{fp}"),
             ckpt_path.with_name(f"{Path(tracking.IDS).stem}.{fp}.json"))
 
 
@@ -118,7 +118,7 @@ def waiting(results: Path) -> str | None:
     aside = len(files) - len(damaged_ones)
     fingerprint = {f: f.name.removeprefix("last.").removesuffix(".pt") for f in files}
     held = sum(_bytes(p) for f in files
-               for p in ([f] if f in damaged_ones else aside_paths(f.with_name("last.pt"), fingerprint[f])))
+               for p in ([f] if f in damaged_ones else aside_paths(f.with_name(LAST), fingerprint[f])))
     kinds = [f"{aside} of {'another config' if aside == 1 else 'other configs'}, set aside (a run of its config "
              f"resumes from it)" * bool(aside), f"{len(damaged_ones)} damaged, kept for a look" * bool(damaged_ones)]
     shown = ", ".join(str(f.relative_to(models)) for f in files[:3]) + ", ..." * (len(files) > 3)

@@ -33,11 +33,12 @@ import torch
 from tqdm import tqdm
 
 from picollm import distributed, finished, resume_points, tracking
-from picollm.config import ModelConfig, TrainConfig, model_config, parse
+from picollm.config import ModelConfig, TrainConfig, TrainJob, model_config, parse
 from picollm.data.meta import TokenMeta
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
 from picollm.device import autocast_for, compile_model, eager, resolve_device
 from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
+from picollm.finished import HEALTH, METRICS, MODEL, SNAPSHOTS, SUMMARY
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
@@ -47,10 +48,9 @@ from picollm.models import (build_model, checkpoint_dict, compact, count_paramet
                             tensors_sha256)
 from picollm.optim import Optimizers, make_optimizer
 from picollm.owner import ParentWatch, folder_lock
-from picollm.resume_points import SNAPSHOTS_STAGED
+from picollm.resume_points import LAST, SNAPSHOTS_STAGED
 
 METRIC_COLUMNS = ["step", "tokens_seen", "train_loss", "val_loss", "lr", "grad_norm", "act_rms", "elapsed_s"]
-SNAPSHOTS = "snapshots"
 
 
 def snapshot_path(out_dir, step: int, staged: bool = False) -> Path:
@@ -128,6 +128,26 @@ class StopRequested:
             signal.signal(s, handler)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """What one training is: its name and device, and what its fingerprints hash (resume_id, finished_identity).
+    train_cfg is as given; within_budget sets the steps a FLOP budget pays for."""
+    name: str
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    seed: int
+    block_size: int
+    device: str = "cpu"
+    weights: dict | None = None  # {source: weight} for the sampler; None: every source alike
+    compact_vocab: bool = False
+
+    @classmethod
+    def of(cls, job: TrainJob) -> TrainSpec:
+        """The training a workflow's train job runs."""
+        return cls(job.name, job.model, job.train, job.seed, job.block_size, job.device, job.weights,
+                   job.compact_vocab)
+
+
 @dataclasses.dataclass
 class TrainState:
     """Everything a resumed run needs beyond the model, optimizer and sampler (all saved in last.pt)."""
@@ -184,16 +204,17 @@ class Run:
         return self.train_cfg.max_minutes is not None and clock >= 60 * self.train_cfg.max_minutes
 
 
-def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path, out_dir: Path, seed, block_size,
-          device, weights, compact_vocab, meta: TokenMeta, step_flops: int, run_id: str, provenance=None) -> Run:
-    """The run ready to train: its tokens, model, optimizer and sampler (train_cfg as within_budget leaves it,
-    run_id its resume_id)."""
+def setup(spec: TrainSpec, tokens_dir: Path, out_dir: Path, meta: TokenMeta, step_flops: int, run_id: str,
+          provenance=None) -> Run:
+    """The run ready to train: its tokens, model, optimizer and sampler (spec.train_cfg as within_budget leaves
+    it, run_id its resume_id)."""
+    name, model_cfg, train_cfg, seed, block_size = spec.name, spec.model_cfg, spec.train_cfg, spec.seed, spec.block_size
     train_tokens = load_tokens(tokens_dir / "train.bin", meta)
     val_tokens = load_tokens(tokens_dir / "val.bin", meta)
     if len(val_tokens) < block_size + 1:
         raise PicoError(f"the validation split has {len(val_tokens)} tokens, fewer than block_size + 1 = "
                         f"{block_size + 1}; add validation text or lower block_size")
-    dev = distributed.start(resolve_device(device), train_cfg.batch_size)  # this rank's device under torchrun
+    dev = distributed.start(resolve_device(spec.device), train_cfg.batch_size)  # this rank's device under torchrun
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -201,27 +222,28 @@ def setup(name, model_cfg: ModelConfig, train_cfg: TrainConfig, tokens_dir: Path
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    compact_ids = meta.train_vocab if compact_vocab else None
+    compact_ids = meta.train_vocab if spec.compact_vocab else None
     sizes = (name, model_cfg, meta.vocab_size, block_size, compact_ids, dev)
     check_fits(*sizes)  # a model too large for the device: one line before anything is allocated
     with allocation_is_one_line(*sizes):
         model = build_model(model_cfg, meta.vocab_size, block_size, compact_ids).to(dev)
     sources = meta.splits.train.sources
-    sampler = WindowSampler(train_tokens, sources, weights or {n: 1.0 for n in sources}, block_size, seed)
+    sampler = WindowSampler(train_tokens, sources, spec.weights or {n: 1.0 for n in sources}, block_size, seed)
     optimizer = make_optimizer(model, train_cfg, dev, name)
     if train_cfg.compile:
         compile_model(model)
     head_plan = head_plan_record(model, dev)  # timed here on a machine's first run, before the clock starts
     rank_stream(seed)
-    return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev,
-               autocast, block_size, meta, run_id, out_dir / "last.pt", flops_per_token=step_flops, blocks=transformer_blocks(model), provenance=provenance,
-               loss=distributed.wrap(model), head_plan=head_plan)
+    return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev, autocast, block_size, meta,
+               run_id, out_dir / LAST, flops_per_token=step_flops, blocks=transformer_blocks(model),
+               provenance=provenance, loss=distributed.wrap(model), head_plan=head_plan)
 
 
-def resume_id(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: TokenMeta, compact_vocab) -> str:
-    """The fingerprint a checkpoint must match to be resumed, of train_cfg as within_budget leaves it."""
-    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=TrainConfig.WATCHING), seed, block_size,
-                       meta.raw_sha256, meta.tokenizer, compact_vocab and compact.FORM, WindowSampler.DRAWS)
+def resume_id(spec: TrainSpec, meta: TokenMeta) -> str:
+    """The fingerprint a checkpoint must match to be resumed, of spec.train_cfg as within_budget leaves it."""
+    return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
+                       spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab and compact.FORM,
+                       WindowSampler.DRAWS)
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -282,9 +304,9 @@ def save_snapshot(run: Run, row: dict) -> None:
     train_loss = row["train_loss"] if math.isfinite(row["train_loss"]) else None  # step 0 has none
     summary = {"model": run.name, "type": run.model_cfg.type, "step": row["step"],
                "tokens_seen": row["tokens_seen"], "val_loss": row["val_loss"], "train_loss": train_loss}
-    ckpt = checkpoint_dict(run.model, run.model_cfg.model_dump(), meta.vocab_size, run.block_size, tokenizer=meta.tokenizer,
-                           tokenizer_json=meta.tokenizer_json, eot_token=meta.eot_token, summary=summary,
-                           provenance=json.dumps(run.provenance, default=str))
+    ckpt = checkpoint_dict(run.model, run.model_cfg.model_dump(), meta.vocab_size, run.block_size,
+                           tokenizer=meta.tokenizer, tokenizer_json=meta.tokenizer_json, eot_token=meta.eot_token,
+                           summary=summary, provenance=json.dumps(run.provenance, default=str))
     ckpt["state_dict"] = {k: v.detach().cpu() for k, v in ckpt["state_dict"].items()}
     with atomic_path(snapshot_path(run.ckpt_path.parent, row["step"], staged=True)) as tmp:
         torch.save(ckpt, tmp)
@@ -294,7 +316,7 @@ def publish_snapshots(run: Run) -> None:
     """Staged snapshots -> out_dir/snapshots/. Linked (or copied), not moved: until last.pt is gone a rerun
     would resume from it and could not write the earlier snapshots again."""
     out_dir = run.ckpt_path.parent
-    (out_dir / "snapshots").mkdir(exist_ok=True)  # a workflow output, also when no step is kept
+    (out_dir / SNAPSHOTS).mkdir(exist_ok=True)  # a workflow output, also when no step is kept
     for step in run.train_cfg.kept_steps:
         staged = snapshot_path(out_dir, step, staged=True)
         if not staged.exists():
@@ -414,8 +436,8 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     staged snapshots are then removed."""
     wall = run.elapsed(state)
     metrics = pd.DataFrame(state.rows, columns=METRIC_COLUMNS)
-    write_csv(out_dir / "metrics.csv", metrics)
-    write_csv(out_dir / "layer_health.csv", pd.DataFrame(state.health, columns=HEALTH_COLUMNS))
+    write_csv(out_dir / METRICS, metrics)
+    write_csv(out_dir / HEALTH, pd.DataFrame(state.health, columns=HEALTH_COLUMNS))
     publish_snapshots(run)
     val, train_loss = metrics["val_loss"].dropna(), metrics["train_loss"].dropna()
     tokens = state.step * run.tokens_per_step
@@ -432,11 +454,12 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
     meta = run.meta
     ckpt = checkpoint_dict(run.model.cpu(), run.model_cfg.model_dump(), meta.vocab_size, run.block_size,
                            tokenizer=meta.tokenizer, tokenizer_json=meta.tokenizer_json,
-                           eot_token=meta.eot_token, summary={k: v for k, v in summary.items() if k not in ("provenance", "head_loss")},
+                           eot_token=meta.eot_token,
+                           summary={k: v for k, v in summary.items() if k not in ("provenance", "head_loss")},
                            provenance=json.dumps(provenance, default=str))
-    with atomic_path(out_dir / "model.pt") as tmp:
+    with atomic_path(out_dir / MODEL) as tmp:
         torch.save(ckpt, tmp)
-    write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / SUMMARY, summary)
     run.tracking.summary(state.step, summary)
     finished.keep(out_dir, run.identity)  # before the checkpoint goes: one of the two is always there
     run.ckpt_path.unlink(missing_ok=True)  # finished: model.pt supersedes the rolling checkpoint
@@ -447,39 +470,46 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
 def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict, *, tokens_dir, out_dir, seed: int,
           block_size: int, device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
           provenance: dict | None = None, tracking_dir=None) -> dict:
+    """Train one model (train_spec) given key by key, as callers outside the workflow do: the configs are objects
+    of picollm.config, or mappings of their keys."""
+    model_cfg = model_config(model_cfg)
+    train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
+    spec = TrainSpec(name, model_cfg, train_cfg, seed, block_size, device, weights, compact_vocab)
+    return train_spec(spec, tokens_dir=tokens_dir, out_dir=out_dir, provenance=provenance, tracking_dir=tracking_dir)
+
+
+def train_spec(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | None = None, tracking_dir=None) -> dict:
     """Train one model to train_cfg.max_steps (or the steps train_cfg.flops pays for), resuming from
-    out_dir/last.pt when it matches. The configs are objects of picollm.config (or mappings of their keys, for
-    callers outside the workflow). model.pt and the resume fingerprint spell out every hyperparameter, defaults
+    out_dir/last.pt when it matches. model.pt and the resume fingerprint spell out every hyperparameter, defaults
     included: a default that changes later then neither rebuilds this checkpoint as another network nor resumes
     it as one. train_cfg.loggers log under `tracking_dir` (results/<experiment>, whose name names the MLflow
     experiment and W&B project; default: out_dir)."""
     tokens_dir, out_dir = Path(tokens_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_cfg = model_config(model_cfg)
-    train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
     main = distributed.is_main()  # under torchrun every rank trains, rank 0 alone writes and logs
     with contextlib.ExitStack() as owned:
         try:
             if main:  # one job per folder: rank 0 holds the lock for its ranks
                 owned.enter_context(folder_lock(out_dir))
             meta = read_meta(tokens_dir / "meta.json")
-            identity = finished_identity(model_cfg, train_cfg, seed, block_size, meta, compact_vocab, weights)
-            step_flops = flops_per_token(model_cfg, meta.vocab_size, block_size, output_vocab(meta, compact_vocab))
-            budgeted = within_budget(train_cfg, step_flops, block_size, name)
-            run_id = resume_id(model_cfg, budgeted, seed, block_size, meta, compact_vocab)
+            identity = finished_identity(spec, meta)
+            step_flops = flops_per_token(spec.model_cfg, meta.vocab_size, spec.block_size,
+                                         output_vocab(meta, spec.compact_vocab))
+            budgeted = dataclasses.replace(spec, train_cfg=within_budget(spec.train_cfg, step_flops, spec.block_size,
+                                                                         spec.name))
+            run_id = resume_id(budgeted, meta)
             if (done := _restore(out_dir, identity, run_id)) is not None:
                 return done  # a restore logs nothing: it needs no tracker
             if main:
-                tracking.check(train_cfg.loggers)  # a missing library or an unreachable server: one line, now
-            run = setup(name, model_cfg, budgeted, tokens_dir, out_dir, seed, block_size, device, weights,
-                        compact_vocab, meta, step_flops, run_id, provenance)
+                tracking.check(spec.train_cfg.loggers)  # a missing library or an unreachable server: one line, now
+            run = setup(budgeted, tokens_dir, out_dir, meta, step_flops, run_id, provenance)
             run.identity = identity
             state = _resume(run)
             if state.step == 0 and main:  # starting over: earlier staged snapshots must not be published
                 shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
             if main:  # closed as training ends, with how it ended (finished, interrupted or failed)
                 root = Path(tracking_dir or out_dir)
-                run.tracking = owned.enter_context(start_tracking(run, state, seed, compact_vocab, root))
+                run.tracking = owned.enter_context(start_tracking(run, state, spec, root))
             run.t0 = time.perf_counter()
             train_loop(run, state)
             save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
@@ -492,24 +522,23 @@ def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dic
             distributed.stop()
 
 
-def start_tracking(run: Run, state: TrainState, seed: int, compact_vocab: bool, root: Path) -> tracking.Tracking:
+def start_tracking(run: Run, state: TrainState, spec: TrainSpec, root: Path) -> tracking.Tracking:
     """The run's train.loggers, from the step it trains from, with its config and seed as parameters."""
-    params = {"run": run.name, "seed": seed, "block_size": run.block_size, "compact_vocab": compact_vocab,
+    params = {"run": run.name, "seed": spec.seed, "block_size": run.block_size, "compact_vocab": spec.compact_vocab,
               "device": str(run.device), "model": run.model_cfg.model_dump(),
               "train": run.train_cfg.model_dump(exclude=TrainConfig.WATCHING)}
-    target = tracking.Target(root, root.resolve().name, run.name, seed, run.ckpt_path.parent, run.run_id)
+    target = tracking.Target(root, root.resolve().name, run.name, spec.seed, run.ckpt_path.parent, run.run_id)
     return tracking.start(run.train_cfg.loggers, target, params, run.run_id, state.step,
                           state.rows[-1] if state.rows else None)
 
 
-def finished_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, seed, block_size, meta: TokenMeta, compact_vocab,
-                      weights) -> str:
+def finished_identity(spec: TrainSpec, meta: TokenMeta) -> str:
     """What a kept finished training (picollm.finished) must match to be restored rather than trained again:
     the resume fingerprint's parts, the sources' weights, the tokens' checksums and the training code."""
     tokens = {name: split.sha256 for name, split in meta.splits.by_name().items()}
-    return fingerprint(model_cfg.model_dump(), train_cfg.model_dump(exclude=TrainConfig.WATCHING), seed, block_size,
-                       meta.raw_sha256, meta.tokenizer, compact_vocab, weights, tokens,
-                       finished.code(model_cfg.type))
+    return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
+                       spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab, spec.weights, tokens,
+                       finished.code(spec.model_cfg.type))
 
 
 def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
@@ -520,7 +549,7 @@ def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
     done = finished.restore(out_dir, identity, link=main)
     if done is None:
         return None
-    path = out_dir / "last.pt"
+    path = out_dir / LAST
     # this run's last.pt is what an interruption between keeping the outputs and cleaning up left behind;
     # another run's (trained here since, and stopped) is its progress, set aside for it
     if main and path.exists() and resume_points.claim(path, run_id, "restoring the finished training") is not None:

@@ -20,6 +20,7 @@ from picollm import model_types
 from picollm.errors import PicoError
 from picollm.models import compact
 from picollm.models.compact import CompactVocab
+from picollm.resume_names import kind_of
 
 CHECKPOINT_FORMAT = "picollm.model/1"
 # How torch.save's files begin: its zip archive (the default format), or the legacy format's pickle protocol 2
@@ -96,13 +97,14 @@ def whole_archive(path: Path) -> bool:
 def unloadable(path: Path) -> str:
     """Why an undamaged checkpoint is no model: a training's resume point (last.pt holds its optimizer and
     sampler state too), or another program's file."""
-    if path.name == "last.pt":
+    kind = kind_of(path)
+    if kind == "own":
         return (f"{path} is the resume point of an unfinished training, not a model: keep it; rerun the training "
                 f"(the same snakemake command) to continue from it and write model.pt")
-    if path.name == "last.damaged.pt":
+    if kind == "damaged":
         return (f"{path} is a resume point that training could not resume, kept for a look, not a model; delete it "
                 f"when done")
-    if re.fullmatch(r"last\.[0-9a-f]{12}\.pt", path.name):
+    if kind == "aside":
         return (f"{path} is the resume point of a training of another config, set aside until that config trains "
                 f"here again, not a model: keep it (or delete it if that config is gone)")
     return (f"{path} is a whole PyTorch file but no pico-llm model (it holds more than weights); give the model.pt "
