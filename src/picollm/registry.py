@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from picollm import jobs
+from picollm import jobs, layout
 from picollm.config import Study
 from picollm.errors import PicoError
 from picollm.model_types import model_type
@@ -64,7 +64,7 @@ class StudyFiles:
 
     def __init__(self, study: Study, results: str):
         self.study, self.results = study, results
-        self.model_dir = f"{results}/models/{{run}}/seed{{seed}}"
+        self.model_dir = layout.model_dir(results, "{run}", "{seed}")
         self.metrics = self.per_run(f"{self.model_dir}/metrics.csv")
         self.models = self.per_run(f"{self.model_dir}/model.pt")
         self.evals = self.per_run(f"{results}/eval/{{run}}/seed{{seed}}.json")

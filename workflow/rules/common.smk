@@ -22,7 +22,7 @@ try:
 except PicoError as exc:
     sys.exit(f"error: {exc}")
 
-from picollm import jobs, registry, resume_points, stopped  # noqa: E402
+from picollm import jobs, layout, registry, resume_points, stopped  # noqa: E402
 from picollm.codehash import check_syntax  # noqa: E402
 from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402

@@ -33,7 +33,7 @@ rule train:
         tokens_dir=lambda wc, input: Path(input.meta).parent,
         out_dir=lambda wc, output: Path(output.model).parent,
         # results/<experiment>: the trackers' files (tensorboard/, mlruns/, wandb/) and their names
-        tracking_dir=lambda wc, output: Path(output.model).parents[3],
+        tracking_dir=lambda wc, output: layout.study_root(output.model),
     # --devices/--nodes above 1: the command checks the launch and runs itself through torchrun (distributed.py).
     # PICOLLM_PARENT_PID: this Snakemake ($PPID of the job's shell); if it is killed, training checkpoints and
     # stops instead of running on beside the job a rerun starts (picollm.owner).

@@ -3,11 +3,11 @@ import importlib
 import importlib.util
 import json
 import pkgutil
-from pathlib import Path
 
 from picollm import plots, provenance
 from picollm.config import FigureJob, parse
 from picollm.errors import PicoError
+from picollm.layout import experiment_of
 
 
 def _inputs(items: list[str]):
@@ -33,9 +33,8 @@ def _paths(inputs) -> list:
 
 def _experiment(out: str) -> str:
     """The study a figure belongs to, which it prints: results/<experiment>/... in its --out path."""
-    parts = Path(out).resolve().parts
-    if "results" in parts[:-2]:
-        return parts[parts.index("results") + 1]
+    if (name := experiment_of(out)) is not None:
+        return name
     raise PicoError("a figure names its study: give --config '{\"experiment\": NAME}', or an --out under "
                     "results/<experiment>/")
 

@@ -14,6 +14,7 @@ from picollm.config import SamplingConfig, Study
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.device import resolve_device, use_threads
 from picollm.errors import PicoError
+from picollm.layout import study_root
 from picollm.models import load_model
 from picollm.sampling import continuations
 
@@ -50,7 +51,7 @@ def study_max_new_tokens(model_path) -> int:
     models/<run>/seed<k>/model.pt, the study as last built in results/<experiment>/provenance/study.json), else
     the schema's default."""
     try:
-        study = Path(model_path).resolve().parents[3] / "provenance" / "study.json"
+        study = study_root(Path(model_path).resolve()) / "provenance" / "study.json"
         return int(json.loads(study.read_text())["sampling"]["max_new_tokens"])
     except (IndexError, OSError, ValueError, KeyError, TypeError):  # a model outside a study's results
         return SamplingConfig.model_fields["max_new_tokens"].default

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import re
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from picollm.config import ModelConfig, model_config
 from picollm import model_types
 from picollm.errors import PicoError
+from picollm.layout import MODEL_PATH, is_model_path
 from picollm.models import compact
 from picollm.models.compact import CompactVocab
 from picollm.resume_names import kind_of
@@ -108,16 +108,15 @@ def unloadable(path: Path) -> str:
         return (f"{path} is the resume point of a training of another config, set aside until that config trains "
                 f"here again, not a model: keep it (or delete it if that config is gone)")
     return (f"{path} is a whole PyTorch file but no pico-llm model (it holds more than weights); give the model.pt "
-            f"that picollm train wrote (results/<experiment>/models/<run>/seed<k>/model.pt)")
+            f"that picollm train wrote ({MODEL_PATH})")
 
 
 def read_checkpoint(path) -> dict:
     """Load a model.pt dict, turning a truncated or foreign file into one clear error."""
     path = Path(path)
     if not path.exists():
-        built = re.fullmatch(r"(?:.*/)?results/[^/]+/models/[^/]+/seed\d+/model\.pt", path.as_posix())
-        fix = f"train the model first (snakemake --cores N {path} --configfile STUDY.yaml)" if built else \
-            "give the path of a model.pt (results/<experiment>/models/<run>/seed<k>/model.pt)"
+        fix = f"train the model first (snakemake --cores N {path} --configfile STUDY.yaml)" if is_model_path(path) \
+            else f"give the path of a model.pt ({MODEL_PATH})"
         raise PicoError(f"checkpoint {path} does not exist; {fix}")
     if path.is_dir():
         inside = path / "model.pt"
@@ -126,8 +125,7 @@ def read_checkpoint(path) -> dict:
     with open(path, "rb") as fh:
         foreign = not fh.read(4).startswith(TORCH_MAGIC)
     if foreign and path.suffix != ".pt":  # another file named by mistake, not a damaged one to delete
-        raise PicoError(f"{path} is no PyTorch checkpoint; give the model.pt that picollm train wrote "
-                        f"(results/<experiment>/models/<run>/seed<k>/model.pt)")
+        raise PicoError(f"{path} is no PyTorch checkpoint; give the model.pt that picollm train wrote ({MODEL_PATH})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle

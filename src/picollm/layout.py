@@ -1,0 +1,33 @@
+"""Where a study's files lie: everything under results/<experiment>/, each trained model in
+models/<run>/seed<k>/model.pt there. Standard library only: the Snakefile, the stage commands and the messages
+that name a model's path all read it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RESULTS = "results"
+MODEL_PATH = f"{RESULTS}/<experiment>/models/<run>/seed<k>/model.pt"  # a trained model, as messages name it
+_MODEL = re.compile(rf"(?:.*/)?{RESULTS}/[^/]+/models/[^/]+/seed\d+/model\.pt")
+
+
+def model_dir(results: str, run: str, seed) -> str:
+    """The folder of a run's training with one seed under results/<experiment> (`results`)."""
+    return f"{results}/models/{run}/seed{seed}"
+
+
+def is_model_path(path) -> bool:
+    """Whether `path` is where the workflow writes a trained model (a target snakemake can build)."""
+    return _MODEL.fullmatch(Path(path).as_posix()) is not None
+
+
+def study_root(model_path) -> Path:
+    """results/<experiment> of a model.pt in its models/<run>/seed<k>/ folder, relative as the path given is."""
+    return Path(model_path).parents[3]
+
+
+def experiment_of(path) -> str | None:
+    """<experiment> of a path under results/<experiment>/ (None: it lies under none)."""
+    parts = Path(path).resolve().parts
+    return parts[parts.index(RESULTS) + 1] if RESULTS in parts[:-2] else None
