@@ -88,6 +88,10 @@ def test_a_split_without_a_checksum_hashes_none(tokens, monkeypatch):
     (lambda d: d.update(vocab_size="257"), "no valid vocab_size"),
     (lambda d: d.update(tokenizer=7, eot_token=None), "no valid tokenizer"),
     (lambda d: d["splits"].pop("train"), "no valid splits.train"),
+    # a list's bad items are named by the list, and at most three places are named
+    (lambda d: d.update(train_vocab=[str(i) for i in range(5000)]), "no valid train_vocab"),
+    (lambda d: d.update(vocab_size=None, eot_token="x", tokenizer=1, raw_bytes=[]),
+     "no valid tokenizer, vocab_size, eot_token, ..."),
 ])
 def test_a_damaged_meta_json_is_one_line_naming_the_key(tokens, change, says):
     data = json.loads((tokens / "meta.json").read_text())
@@ -104,6 +108,17 @@ def test_another_json_file_has_no_known_dtype(tmp_path, content):
     with pytest.raises(PicoError) as err:
         read_meta(tmp_path / "meta.json")
     assert str(err.value) == f"{tmp_path / 'meta.json'} is not a token folder's meta.json (no known dtype){REBUILD}"
+
+
+def test_compact_vocab_on_tokens_without_their_training_ids_is_one_line(tokens):
+    data = json.loads((tokens / "meta.json").read_text())
+    del data["train_vocab"]
+    (tokens / "meta.json").write_text(json.dumps(data))
+    meta = read_meta(tokens / "meta.json")
+    assert output_vocab(meta, compact_vocab=False) == meta.vocab_size
+    with pytest.raises(PicoError, match=r"^the token folder's meta.json lists no train_vocab, which compact_vocab: "
+                                        r"true needs; delete the token folder and rerun: tokenize rebuilds it"):
+        output_vocab(meta, compact_vocab=True)
 
 
 def test_tokens_give_a_token_meta_in_file_order(tokens):

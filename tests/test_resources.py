@@ -94,7 +94,7 @@ def test_each_files_job_as_the_workflow_names_it(benchmarks, tmp_path):
     from picollm import provenance
     provenance.write(record, provenance.record("x"))
     given = {paths[1]: {"rule": "tokenize_all", "run": None, "seed": None, "record": str(record)},
-             paths[5]: {"rule": "figure_loss_curves", "run": None, "seed": None, "record": None}}
+             paths[5]: {"rule": "figure_loss_curves", "run": None, "seed": None}}  # no record: none
     csv, prov = tmp_path / "resources.csv", tmp_path / "prov.json"
     assert cli.main(["resources", "--config", json.dumps({"experiment": "exp"}), "--root", str(root), "--benchmarks",
                      *paths, "--jobs", json.dumps(given), "--out", str(csv), "--provenance", str(prov)]) == 0

@@ -353,6 +353,7 @@ def test_the_resume_points_no_run_reads_are_named_with_their_size(tmp_path):
     (models / "transformer/seed2/last.fedcba987654.pt").write_bytes(b"x")
     (models / "lstm/seed1/last.abcdefabcdef.pt").write_bytes(b"x")
     (models / "lstm/seed1/last.dead00000000.pt").symlink_to(tmp_path / "gone.pt")  # not a file: left out
+    (models / "lstm/seed1/last.backup.pt").write_bytes(b"x" * 10)  # the user's own file: no resume point
     assert resume_points.waiting(tmp_path) == (
         f"4 resume points are left in {models} (2 MB): 3 of other configs, set aside (a run of its config resumes "
         f"from it) and 1 damaged, kept for a look: lstm/seed1/last.0123456789ab.pt, lstm/seed1/last.abcdefabcdef.pt, "

@@ -30,6 +30,7 @@ KEPT, STAGED, IDENTITY, RECORD = "finished", "finished.partial", "identity.json"
 MODEL, METRICS, SUMMARY, HEALTH = "model.pt", "metrics.csv", "summary.json", "layer_health.csv"
 OUTPUTS = (MODEL, METRICS, SUMMARY, HEALTH)
 SNAPSHOTS = "snapshots"
+TRAINED = {"model": MODEL, "metrics": METRICS, "summary": SUMMARY, "health": HEALTH, "snapshots": SNAPSHOTS}
 
 
 def code(type_name: str) -> str:

@@ -45,7 +45,7 @@ def output_vocab(meta, compact_vocab: bool) -> int:
     """The head's width for a token folder's meta.json (a picollm.data.meta.TokenMeta, left unimported so that
     module stays out of the code hash of every stage that counts FLOPs): the vocabulary, or its training ids +
     one shared row."""
-    return len(set(meta.train_vocab)) + 1 if compact_vocab else meta.vocab_size
+    return len(set(meta.compact_ids())) + 1 if compact_vocab else meta.vocab_size
 
 
 def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:

@@ -20,9 +20,6 @@ from picollm.config import (DownloadJob, EvaluateJob, FigureJob, LmEvalTaskJob, 
                             SnapshotsJob, Study, TablesJob, TokenizerJob, TrainConfig, TrainJob, bpe_vocab_size)
 from picollm.model_types import model_type
 
-# train keys that change no result (how many cores, GPUs and machines a job gets; who watches it): no part of a
-# job's config slice, so a change to them reruns nothing
-SCHEDULING_TRAIN_KEYS = TrainConfig.SCHEDULING
 STAGE_MODULES = {stage: codehash.stage_module(stage) for stage in
                  ("download", "train_tokenizer", "tokenize", "train", "sample", "evaluate", "reference", "tables",
                   "eval_tables", "figure", "provenance_table", "snapshots", "scaling", "export", "lm_eval_task",
@@ -63,7 +60,7 @@ def train(study: Study, run: str, seed: int) -> dict:
                    models={run: study.runs[run].model_copy(update={"train": None})}, train=study.train_of(run),
                    # the sampler reads each source's name and weight; entries stay whole to remain valid config
                    data={"sources": study.data.sources})
-    return _dump(job, only={"data": {"sources"}}, drop={"train": SCHEDULING_TRAIN_KEYS})
+    return _dump(job, only={"data": {"sources"}}, drop={"train": TrainConfig.SCHEDULING})
 
 
 def evaluate_threads(study: Study, run: str) -> int:
@@ -149,9 +146,9 @@ def lm_eval_task(study: Study) -> dict:
 def study_file(study: Study) -> dict:
     """The validated config as a study file of its own (for the report), scheduling keys left out."""
     out = study.model_dump(mode="json")
-    out["train"] = {k: v for k, v in out["train"].items() if k not in SCHEDULING_TRAIN_KEYS}
+    out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.SCHEDULING}
     for entry in out["models"].values():
-        overrides = {k: v for k, v in entry.pop("train", {}).items() if k not in SCHEDULING_TRAIN_KEYS}
+        overrides = {k: v for k, v in entry.pop("train", {}).items() if k not in TrainConfig.SCHEDULING}
         if overrides:
             entry["train"] = overrides
     return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from picollm import jobs, layout
+from picollm import finished, jobs, layout
 from picollm.config import Study
 from picollm.errors import PicoError
 from picollm.model_types import model_type
@@ -65,8 +65,10 @@ class StudyFiles:
     def __init__(self, study: Study, results: str):
         self.study, self.results = study, results
         self.model_dir = layout.model_dir(results, "{run}", "{seed}")
-        self.metrics = self.per_run(f"{self.model_dir}/metrics.csv")
-        self.models = self.per_run(f"{self.model_dir}/model.pt")
+        # a training's outputs (picollm.finished names them), {model, metrics, summary, health, snapshots}
+        self.trained = {key: f"{self.model_dir}/{name}" for key, name in finished.TRAINED.items()}
+        self.metrics = self.per_run(self.trained["metrics"])
+        self.models = self.per_run(self.trained["model"])
         self.evals = self.per_run(f"{results}/eval/{{run}}/seed{{seed}}.json")
         # the sampling measures of one run's samples
         self.sampling = f"{results}/eval/sampling/{{run}}/seed{{seed}}.csv"
@@ -150,9 +152,9 @@ def optional_figures(files: StudyFiles, made: Makes) -> dict:
     """The figures only some studies draw (not_made says what each needs)."""
     out = {}
     if made.transformers:
-        out["attention_heads"] = dict(inputs=files.first_seed(f"{files.model_dir}/model.pt", made.transformers),
+        out["attention_heads"] = dict(inputs=files.first_seed(files.trained["model"], made.transformers),
                                       job=jobs.attention_heads, code=model_type("transformer").modules)
-        out["layer_health"] = dict(inputs=files.first_seed(f"{files.model_dir}/layer_health.csv", made.transformers),
+        out["layer_health"] = dict(inputs=files.first_seed(files.trained["health"], made.transformers),
                                    job=jobs.experiment)
     if made.sweep:
         out["sweep"] = dict(inputs=files.evals, job=jobs.experiment)

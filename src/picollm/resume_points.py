@@ -16,7 +16,7 @@ from pathlib import Path
 
 from picollm import tracking
 from picollm.io import size, tell
-from picollm.resume_names import DAMAGED, FINGERPRINT_DIGITS, LAST, aside_name
+from picollm.resume_names import DAMAGED, FINGERPRINT_DIGITS, LAST, aside_name, kind_of
 
 SNAPSHOTS_STAGED = "snapshots.partial"  # snapshots staged beside last.pt until the training ends
 
@@ -111,10 +111,10 @@ def waiting(results: Path) -> str | None:
     look. Each can be as large as three models (the optimizer's state), and only the user knows whether that
     config will run again."""
     models = Path(results, "models")
-    files = sorted(f for f in models.glob("*/*/last.*.pt") if f.is_file())
+    files = sorted(f for f in models.glob("*/*/last.*.pt") if f.is_file() and kind_of(f) in ("aside", "damaged"))
     if not files:
         return None
-    damaged_ones = [f for f in files if f.name == DAMAGED]
+    damaged_ones = [f for f in files if kind_of(f) == "damaged"]
     aside = len(files) - len(damaged_ones)
     fingerprint = {f: f.name.removeprefix("last.").removesuffix(".pt") for f in files}
     held = sum(_bytes(p) for f in files

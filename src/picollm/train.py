@@ -222,7 +222,7 @@ def setup(spec: TrainSpec, tokens_dir: Path, out_dir: Path, meta: TokenMeta, ste
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    compact_ids = meta.train_vocab if spec.compact_vocab else None
+    compact_ids = meta.compact_ids() if spec.compact_vocab else None
     sizes = (name, model_cfg, meta.vocab_size, block_size, compact_ids, dev)
     check_fits(*sizes)  # a model too large for the device: one line before anything is allocated
     with allocation_is_one_line(*sizes):
@@ -470,15 +470,15 @@ def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
 def train(name: str, model_cfg: ModelConfig | dict, train_cfg: TrainConfig | dict, *, tokens_dir, out_dir, seed: int,
           block_size: int, device: str = "cpu", weights: dict | None = None, compact_vocab: bool = False,
           provenance: dict | None = None, tracking_dir=None) -> dict:
-    """Train one model (train_spec) given key by key, as callers outside the workflow do: the configs are objects
+    """Train one model (run_training) given key by key, as callers outside the workflow do: the configs are objects
     of picollm.config, or mappings of their keys."""
     model_cfg = model_config(model_cfg)
     train_cfg = train_cfg if isinstance(train_cfg, TrainConfig) else parse(TrainConfig, train_cfg, at=("train",))
     spec = TrainSpec(name, model_cfg, train_cfg, seed, block_size, device, weights, compact_vocab)
-    return train_spec(spec, tokens_dir=tokens_dir, out_dir=out_dir, provenance=provenance, tracking_dir=tracking_dir)
+    return run_training(spec, tokens_dir=tokens_dir, out_dir=out_dir, provenance=provenance, tracking_dir=tracking_dir)
 
 
-def train_spec(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | None = None, tracking_dir=None) -> dict:
+def run_training(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | None = None, tracking_dir=None) -> dict:
     """Train one model to train_cfg.max_steps (or the steps train_cfg.flops pays for), resuming from
     out_dir/last.pt when it matches. model.pt and the resume fingerprint spell out every hyperparameter, defaults
     included: a default that changes later then neither rebuilds this checkpoint as another network nor resumes

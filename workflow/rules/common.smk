@@ -1,4 +1,4 @@
-# The study config, what every job is given, and the registry of figures and tables.
+# The study config, what every job is given, and the registry of figures and tables (picollm.registry), read once.
 import atexit
 import json
 import os
@@ -135,6 +135,8 @@ def source_files(wildcards):
 FILES = registry.StudyFiles(CFG, R)
 per_run, first_seed = FILES.per_run, FILES.first_seed
 MODEL_DIR = FILES.model_dir
+# a training's outputs: model, metrics, summary, health, snapshots
+TRAINED = FILES.trained
 METRICS = FILES.metrics
 MODELS = FILES.models
 EVALS = FILES.evals

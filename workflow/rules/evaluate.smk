@@ -5,7 +5,7 @@
 
 rule evaluate:
     input:
-        model=f"{MODEL_DIR}/model.pt",
+        model=TRAINED["model"],
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
         samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",

@@ -5,7 +5,7 @@
 
 rule export:
     input:
-        model=f"{MODEL_DIR}/model.pt",
+        model=TRAINED["model"],
     output:
         directory(f"{R}/hf/{{run}}/seed{{seed}}"),
     log:

@@ -1,6 +1,6 @@
 rule sample:
     input:
-        model=f"{MODEL_DIR}/model.pt",
+        model=TRAINED["model"],
     output:
         samples=f"{R}/samples/{{run}}/seed{{seed}}.jsonl",
         provenance=FILES.record("sample", "{run}", "{seed}"),
@@ -24,7 +24,7 @@ rule sample:
 rule tables:
     input:
         samples=first_seed(f"{R}/samples/{{run}}/seed{{seed}}.jsonl").values(),
-        summaries=first_seed(f"{MODEL_DIR}/summary.json").values(),
+        summaries=first_seed(TRAINED["summary"]).values(),
     output:
         samples_csv=table("samples_table"),
         samples_md=f"{R}/tables/samples.md",

@@ -4,11 +4,11 @@ rule train:
         val=f"{R}/data/tokens/val.bin",
         meta=f"{R}/data/tokens/meta.json",
     output:
-        model=f"{MODEL_DIR}/model.pt",
-        metrics=f"{MODEL_DIR}/metrics.csv",
-        summary=f"{MODEL_DIR}/summary.json",
-        health=f"{MODEL_DIR}/layer_health.csv",
-        snapshots=directory(f"{MODEL_DIR}/snapshots"),
+        model=TRAINED["model"],
+        metrics=TRAINED["metrics"],
+        summary=TRAINED["summary"],
+        health=TRAINED["health"],
+        snapshots=directory(TRAINED["snapshots"]),
         provenance=FILES.record("train", "{run}", "{seed}"),
     log:
         f"{R}/logs/train/{{run}}/seed{{seed}}.log",
@@ -68,7 +68,7 @@ if MAKES.snapshots:
 
     rule snapshots:
         input:
-            first_seed(f"{MODEL_DIR}/snapshots").values(),
+            first_seed(TRAINED["snapshots"]).values(),
         output:
             csv=table("snapshots_table"),
             md=f"{R}/tables/snapshots.md",
@@ -83,7 +83,7 @@ if MAKES.snapshots:
         params:
             config=as_json(jobs.snapshots(CFG)),
             code=jobs.types_code("snapshots", CFG),
-            inputs=as_json(first_seed(f"{MODEL_DIR}/snapshots")),
+            inputs=as_json(first_seed(TRAINED["snapshots"])),
         shell:
             "python -m picollm --log {log} snapshots --config {params.config:q} --inputs {params.inputs:q}"
             " --csv {output.csv} --md {output.md} --threads {threads} --provenance {output.provenance}"

@@ -7,7 +7,7 @@ from picollm.config import TrainJob, parse
 from picollm.device import resolve_device, use_threads
 from picollm.io import write_json
 from picollm.models import model_class
-from picollm.train import TrainSpec, train_spec
+from picollm.train import TrainSpec, run_training
 
 
 def run(args):
@@ -25,8 +25,8 @@ def run(args):
     use_threads(distributed.threads_per_rank(args.threads))
     tokens = Path(args.tokens_dir)
     rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"])
-    summary = train_spec(TrainSpec.of(job), tokens_dir=tokens, out_dir=args.out_dir, provenance=rec,
-                         tracking_dir=args.tracking_dir)
+    summary = run_training(TrainSpec.of(job), tokens_dir=tokens, out_dir=args.out_dir, provenance=rec,
+                           tracking_dir=args.tracking_dir)
     if not distributed.is_main():  # under torchrun, rank 0 wrote the outputs and reports them
         return
     # a restore's record is the training's (its commit, code and cost), with when it was restored

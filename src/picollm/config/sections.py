@@ -147,12 +147,12 @@ class TrainConfig(Section):
         "tensorboard/<run>/seed<k>/), mlflow (MLFLOW_TRACKING_URI, else results/<experiment>/mlruns/) and wandb "
         "(WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY). Needs `pip install -e .[tracking]` (watching only: changing "
         "it reruns nothing)"))
+    # Keys that watch a run: no part of what a checkpoint or a finished training must match (picollm.train).
+    WATCHING: ClassVar[set[str]] = {"loggers"}
     # Keys that change no result: how many cores, GPUs and machines a job gets (devices and nodes split the same
     # global batch over more processes, which tests/test_ddp.py finds equal to one process's run up to float
     # rounding) and who watches it. A change to them reruns no job (picollm.jobs).
-    SCHEDULING: ClassVar[set[str]] = {"threads", "devices", "nodes", "loggers"}
-    # Of those, the keys that are no part of what a checkpoint or a finished training must match (picollm.train).
-    WATCHING: ClassVar[set[str]] = {"loggers"}
+    SCHEDULING: ClassVar[set[str]] = {"threads", "devices", "nodes"} | WATCHING
 
     @model_validator(mode="after")
     def _one_length(self):

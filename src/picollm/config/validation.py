@@ -180,7 +180,7 @@ def one_line(err: dict, cls: type[BaseModel], at: tuple = (), run: str | None = 
     if sub:  # a validator's "key: problem" names the key below the one it checks
         path, msg = [*path, sub.group(1)], sub.group(2)
     bad = _Bad(path, kind, err.get("input"), msg, err.get("ctx") or {}, err["loc"], cls, run)
-    return next((line for words in _LINES if (line := words(bad))), f"config key '{bad.where}'{bad.of_run}: {msg}")
+    return next((line for words in _LINES if (line := words(bad))), f"config key '{bad.where}'{bad.of_run}: {bad.msg}")
 
 
 def model_config(entry) -> ModelConfig:

@@ -41,10 +41,12 @@ def read_meta(path) -> TokenMeta:
 def invalid_meta(path: Path, errors: list[dict]) -> str:
     """One line for a meta.json that is JSON but no TokenMeta: another file (no object, no known dtype), or
     one without every key the stages read, each named by its place (splits.val.sources)."""
-    places = [".".join(map(str, error["loc"])) for error in errors]
+    # a list's bad items are named by the list: train_vocab, not each of its thousands of ids
+    places = list(dict.fromkeys(".".join(str(p) for p in error["loc"] if not isinstance(p, int)) for error in errors))
     if "" in places or "dtype" in places:
         return f"{path} is not a token folder's meta.json (no known dtype); {REBUILD}"
-    return f"{path} is not a whole meta.json (no valid {', '.join(dict.fromkeys(places))}); {REBUILD}"
+    shown = ", ".join(places[:3]) + ", ..." * (len(places) > 3)
+    return f"{path} is not a whole meta.json (no valid {shown}); {REBUILD}"
 
 
 def check_split(path, meta: TokenMeta, checksum: bool = True) -> None:

@@ -12,9 +12,11 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from picollm.errors import PicoError
+
 # the bytes of one token id in each dtype tokenize may store them in
 ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8}
-Dtype = Literal["uint8", "uint16", "int32", "uint32", "int64"]
+Dtype = Literal[tuple(ITEMSIZE)]
 
 
 class MetaPart(BaseModel):
@@ -61,6 +63,13 @@ class TokenMeta(MetaPart):
     tokenizer_json: Optional[str] = None  # a trained BPE's tokenizer.json, as text
     train_vocab: Optional[list[int]] = None  # the ids the training split holds: the compact vocabulary
     provenance: Optional[dict] = None
+
+    def compact_ids(self) -> list[int]:
+        """The ids the training split holds: the compact vocabulary of compact_vocab: true."""
+        if self.train_vocab is None:
+            raise PicoError("the token folder's meta.json lists no train_vocab, which compact_vocab: true needs; "
+                            "delete the token folder and rerun: tokenize rebuilds it (models trained on it are kept)")
+        return self.train_vocab
 
     @property
     def itemsize(self) -> int:
