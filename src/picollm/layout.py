@@ -12,6 +12,11 @@ MODEL_PATH = f"{RESULTS}/<experiment>/models/<run>/seed<k>/model.pt"  # a traine
 _MODEL = re.compile(rf"(?:.*/)?{RESULTS}/[^/]+/models/[^/]+/seed\d+/model\.pt")
 
 
+def results_dir(experiment: str) -> str:
+    """results/<experiment>: every file of a study, relative to the working directory."""
+    return f"{RESULTS}/{experiment}"
+
+
 def model_dir(results: str, run: str, seed) -> str:
     """The folder of a run's training with one seed under results/<experiment> (`results`)."""
     return f"{results}/models/{run}/seed{seed}"

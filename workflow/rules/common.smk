@@ -82,7 +82,7 @@ SRC_SHELL = shlex.quote(SRC).replace("{", "{{").replace("}", "}}")
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
-R = f"results/{CFG.experiment}"
+R = layout.results_dir(CFG.experiment)
 # A disk too full for Snakemake's own lock stops the run here, in one line. Token files that no longer match
 # their meta.json stop it too, before Snakemake reruns (and so deletes) anything downstream of them. Checksums of
 # files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check the larger ones before
