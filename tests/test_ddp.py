@@ -195,10 +195,10 @@ def nodes_env() -> dict:
             "SLURM_JOB_ID": f"{os.getpid()}{time.monotonic_ns() % 10 ** 6}"}
 
 
-def start_nodes(tokens_dir, out_dir, nodes: int = 2) -> subprocess.Popen:
+def start_nodes(tokens_dir, out_dir, nodes: int = 2, cfg: Study | None = None) -> subprocess.Popen:
     """The rule's command, `PICOLLM_PARENT_PID=$PPID python -m picollm ... train --nodes 2`: it runs srun, which
     starts a torchrun agent per node; the agents meet at the c10d rendezvous on this machine."""
-    command = f"PICOLLM_PARENT_PID=$PPID {train_command(tokens_dir, out_dir, 1, nodes)}"
+    command = f"PICOLLM_PARENT_PID=$PPID {train_command(tokens_dir, out_dir, 1, nodes, cfg)}"
     return subprocess.Popen(["bash", "-c", command], env=nodes_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -222,7 +222,7 @@ def test_a_rank_that_dies_ends_every_node_in_one_line(tokens_dir, tmp_path, node
     collective, srun ends the other node, and the job's terminal has one line naming the dead rank."""
     import psutil
     out = tmp_path / "killed"
-    proc = start_nodes(tokens_dir, out)
+    proc = start_nodes(tokens_dir, out, cfg=study(1, 2, max_steps=100000))  # never ends before the kill
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -320,7 +320,7 @@ def test_devices_and_nodes_only_schedule(monkeypatch):
 def test_two_ranks_with_dropout_draw_their_own_masks_and_resume_exactly(tokens_dir, tmp_path):
     """With dropout, rank 1 (rows of its own) draws from a stream of its own; last.pt keeps each rank's, so a
     killed two-rank run resumes to the uninterrupted one."""
-    cfg = study(2, max_steps=60, checkpoint_interval=20)
+    cfg = study(2, max_steps=240, checkpoint_interval=20)  # seconds of training after last.pt appears
     cfg = cfg.model_copy(update={"models": {"m": cfg.models["m"].model_copy(update={"dropout": 0.2})}})
 
     def command(out):

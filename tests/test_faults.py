@@ -374,7 +374,8 @@ def test_a_damaged_rolling_checkpoint_is_not_resumed(tokens_dir, tmp_path):
 
     from picollm.models import tensors_sha256
     out = tmp_path / "out"
-    proc = start(*train_command(tokens_dir, out, steps=400, checkpoint_interval=5))
+    # steps enough that it never ends before the signal: last.pt goes when training does
+    proc = start(*train_command(tokens_dir, out, steps=100000, checkpoint_interval=5))
     wait_for((out / "last.pt").exists, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -761,7 +762,7 @@ def test_reruns_after_a_late_ctrl_c_and_a_rebuilt_token_file_keep_the_finished_m
 def test_ctrl_c_of_a_run_ends_with_each_stopped_jobs_line(tmp_path):
     """Ctrl-C stops Snakemake and both training jobs; the last lines name each job, its checkpoint's step and
     the rerun, below Snakemake's error block of each job; the rerun resumes both."""
-    cfg = tiny_offline_config(steps=1000)  # enough that neither ends before both have a checkpoint
+    cfg = tiny_offline_config(steps=2000)  # enough that neither ends before both have a checkpoint
     cfg["models"] = {name: cfg["models"][name] for name in ("kgram_mlp", "lstm")}
     path = write_config(tmp_path / "study.yaml", cfg)
     models = [tmp_path / f"results/tiny/models/{run}/seed7" for run in ("kgram_mlp", "lstm")]

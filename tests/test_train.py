@@ -162,7 +162,7 @@ def _train_cmd(tokens_dir, out_dir, steps, **train_changes):
     (signal.SIGTERM, {}), (signal.SIGKILL, {}), (signal.SIGHUP, {}), (signal.SIGTERM, {"optimizer": "muon"}),
     pytest.param(signal.SIGTERM, {"compile": True}, marks=pytest.mark.slow)])
 def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig, changes):
-    steps = 400
+    steps = 800  # seconds of training between the first checkpoint and the last step, when the signal lands
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     ref_cmd = _train_cmd(tokens_dir, tmp_path / "ref", steps, **changes)
     assert subprocess.run(ref_cmd, env=env, capture_output=True).returncode == 0
