@@ -71,7 +71,7 @@ class StudyFiles:
         self.models = self.per_run(self.trained["model"])
         self.evals = self.per_run(f"{results}/eval/{{run}}/seed{{seed}}.json")
         # the sampling measures of one run's samples
-        self.sampling = f"{results}/eval/sampling/{{run}}/seed{{seed}}.csv"
+        self.sampling_pattern = f"{results}/eval/sampling/{{run}}/seed{{seed}}.csv"
         self.sampling_table = f"{results}/eval/sampling.csv"  # the sampling table: every run's and the reference's
         # the sampling measures of real validation stories, one draw per seed
         self.reference = {s: f"{results}/eval/reference/seed{s}.csv" for s in study.seeds}
@@ -182,25 +182,25 @@ def tables(files: StudyFiles, made: Makes) -> dict[str, str]:
     }
 
 
-def report_pages(files: StudyFiles, made: Makes, tables: dict) -> dict:
+def report_pages(files: StudyFiles, made: Makes, made_tables: dict) -> dict:
     """The tables the report shows inline, as HTML pages (it only offers a .csv as a download): {page: (what it is
     made from, the caption it shares with its table)}. A Markdown file is rendered as it reads, a CSV as one
     table."""
     return {
         "eval": (files.table("eval.md"), "eval_table"),
-        "compare": (tables["compare_table"], "compare_table"),
+        "compare": (made_tables["compare_table"], "compare_table"),
         "models": (files.table("models.md"), "models_table"),
         "samples": (files.table("samples.md"), "samples_table"),
-        "sampling": (tables["sampling_table"], "sampling_table"),
+        "sampling": (made_tables["sampling_table"], "sampling_table"),
         **({"snapshots": (files.table("snapshots.md"), "snapshots_table")} if made.snapshots else {}),
     }
 
 
-def results(files: StudyFiles, made: Makes, figures: dict, tables: dict) -> list[str]:
+def results(files: StudyFiles, made: Makes, drawn: dict, made_tables: dict) -> list[str]:
     """Every figure and table of the study: what the report shows."""
     return [
-        *[files.figure(name, ext) for name in figures for ext in ("png", "svg")],
-        *tables.values(),
+        *[files.figure(name, ext) for name in drawn for ext in ("png", "svg")],
+        *made_tables.values(),
         files.table("samples.md"),
         files.table("models.md"),
         files.table("eval.md"),
@@ -210,7 +210,7 @@ def results(files: StudyFiles, made: Makes, figures: dict, tables: dict) -> list
     ]
 
 
-def measured_jobs(study: Study, made: Makes, figures: dict) -> list[Job]:
+def measured_jobs(study: Study, made: Makes, drawn: dict) -> list[Job]:
     """Every job upstream of the report but the resources jobs themselves, in the order the pipeline runs them:
     the jobs whose benchmark files tables/resources.csv reads, and whose records tables/provenance.csv reads."""
     per_seed = [Job(stage, run, seed) for stage in ("train", "sample", "evaluate") for run in study.runs
@@ -225,7 +225,7 @@ def measured_jobs(study: Study, made: Makes, figures: dict) -> list[Job]:
         Job("eval_tables"),
         *([Job("snapshots")] if made.snapshots else []),
         *([Job("scaling")] if made.scaling else []),
-        *[Job(figure_rule(name)) for name in figures],
+        *[Job(figure_rule(name)) for name in drawn],
         Job("provenance_table"),
     ]
 

@@ -140,7 +140,7 @@ TRAINED = FILES.trained
 METRICS = FILES.metrics
 MODELS = FILES.models
 EVALS = FILES.evals
-SAMPLING_PATTERN = FILES.sampling
+SAMPLING_PATTERN = FILES.sampling_pattern
 REFERENCE = FILES.reference
 
 # A figure of one's own (docs/extending.md): a line here, {name: dict(inputs=..., job=...)}, its inputs the paths
