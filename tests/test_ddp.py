@@ -62,13 +62,13 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": path}
 
 
-def start(tokens_dir, out_dir, devices: int) -> subprocess.Popen:
-    return subprocess.Popen(["bash", "-c", train_command(tokens_dir, out_dir, devices)], env=env(),
+def start(tokens_dir, out_dir, devices: int, cfg: Study | None = None) -> subprocess.Popen:
+    return subprocess.Popen(["bash", "-c", train_command(tokens_dir, out_dir, devices, cfg=cfg)], env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def train_to_end(tokens_dir, out_dir, devices: int):
-    proc = start(tokens_dir, out_dir, devices)
+def train_to_end(tokens_dir, out_dir, devices: int, cfg: Study | None = None):
+    proc = start(tokens_dir, out_dir, devices, cfg)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:] + open(f"{out_dir}.log").read()[-3000:]
     return out_dir
@@ -131,9 +131,12 @@ def test_two_ranks_train_as_one_process(runs):
     assert not list(runs[2].parent.glob("ranks2.log.rank0"))
 
 
-def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_path):
+def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, tmp_path):
+    # a reference of its own: seconds of training after the first checkpoint, for the signal to land in
+    cfg = study(2, max_steps=2 * STEPS)
+    whole = train_to_end(tokens_dir, tmp_path / "whole", 2, cfg)
     out = tmp_path / "killed"
-    proc = start(tokens_dir, out, 2)
+    proc = start(tokens_dir, out, 2, cfg)
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -142,13 +145,13 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, runs, tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and not (out / "model.pt").exists(), err[-3000:]
     step_at_kill = torch.load(out / "last.pt", weights_only=False)["step"]
-    assert 0 < step_at_kill < STEPS
+    assert 0 < step_at_kill < 2 * STEPS
 
-    train_to_end(tokens_dir, out, 2)
+    train_to_end(tokens_dir, out, 2, cfg)
     log = open(f"{out}.log").read()
     assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in log
-    pd.testing.assert_frame_equal(metrics(runs[2]), metrics(out))
-    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (runs[2], out))
+    pd.testing.assert_frame_equal(metrics(whole), metrics(out))
+    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (whole, out))
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
