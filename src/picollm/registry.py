@@ -241,11 +241,19 @@ class Outputs:
     report_pages: dict  # {page: (made from, caption)}
     not_made: dict  # {figure: what the study must set to make it}
     results: list  # every figure and table file: what the report shows
-    # the measured jobs' files: benchmark files in pipeline order, the records they write, and what the resources
-    # command reads, {benchmark file: {rule, run, seed, record}}
-    benchmarks: list
-    records: list
+    # the measured jobs' files, what the resources command reads: {benchmark file: {rule, run, seed, record}}, in
+    # pipeline order
     measured: dict
+
+    @property
+    def benchmarks(self) -> list[str]:
+        """The measured jobs' benchmark files, in pipeline order."""
+        return list(self.measured)
+
+    @property
+    def records(self) -> list[str]:
+        """The provenance records the measured jobs write."""
+        return [job["record"] for job in self.measured.values() if job["record"]]
 
 
 def measured_files(files: StudyFiles, measured: list[Job]) -> dict:
@@ -265,9 +273,7 @@ def outputs(study: Study, files: StudyFiles, own_figures: dict) -> Outputs:
         makes=made, figures=drawn, cost_figures=cost,
         figure_runs={name: list(drawn[name]["inputs"]) for name in PER_RUN_FIGURES & set(drawn)},
         tables=made_tables, report_pages=report_pages(files, made, made_tables), not_made=not_made(made),
-        results=results(files, made, {**drawn, **cost}, made_tables),
-        benchmarks=list(measured), records=[job["record"] for job in measured.values() if job["record"]],
-        measured=measured)
+        results=results(files, made, {**drawn, **cost}, made_tables), measured=measured)
 
 
 def check_captions(out: Outputs, captions: Path) -> None:
