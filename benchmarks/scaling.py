@@ -29,12 +29,29 @@ def unavailable(sz: Sizes):
     return None
 
 
+def crossing_text(r, other: str) -> str:
+    """'lstm at 2.7e+11 and 3.4e+11 FLOPs (the last: 95% CI 1.2e+11 to 6e+11; the frontiers cross in 87% of
+    redraws)', from a tables/scaling.csv row as read back (a single crossing reads as a number), or '' where its
+    frontier does not cross other's."""
+    value = r[f"crosses_{other}_at_flops"]
+    found = [float(c) for c in str(value).split()] if value == value else []
+    if not found:
+        return ""
+    low, high, share = (r[f"crosses_{other}_{end}"] for end in ("ci_low", "ci_high", "share"))
+    spread = [f"95% CI {low:.3g} to {high:.3g}"] if low == low else []
+    spread += [f"the frontiers cross in {share:.0%} of redraws"] if share == share else []
+    last = "the last: " if len(found) > 1 and spread else ""
+    said = f" ({last}{'; '.join(spread)})" if spread else ""
+    return f"{other} at {' and '.join(f'{c:.3g}' for c in found)} FLOPs{said}"
+
+
 def fit_table(fits: pd.DataFrame) -> dict:
-    others = [c for c in fits.columns if c.startswith("crosses_")]
+    others = [c.removeprefix("crosses_").removesuffix("_at_flops") for c in fits.columns
+              if c.startswith("crosses_") and c.endswith("_at_flops")]
     rows = []
     for _, r in fits.iterrows():
-        crossing = "; ".join(f"{c.removeprefix('crosses_').removesuffix('_at_flops')} at {r[c]} FLOPs"
-                             for c in others if isinstance(r[c], str) and r[c].strip()) or "none"
+        crossing = "; ".join(filter(None, (crossing_text(r, other) for other in others if other != r["type"]))) \
+            or "none"
         fitted = bool(r["fitted"])
         rows.append([r["type"], int(r["runs"]), int(r["fit_points"]),
                      with_interval(r, "alpha", ".3f") if fitted else "no fit", with_interval(r, "E", ".3f") if fitted else "",

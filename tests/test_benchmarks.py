@@ -170,6 +170,25 @@ def test_vocab_report_pairs_the_vocabularies_by_seed():
     assert diff["mean_diff"] == pytest.approx(-0.019) and out["table"]["rows"][0][-2:] == [9000, 4096]
 
 
+def test_scaling_record_says_each_crossing_with_its_interval(tmp_path):
+    """The record's table reads tables/scaling.csv back from disk, where a single crossing is a number."""
+    import pandas as pd
+    from benchmarks.scaling import fit_table
+    base = {"runs": 2, "fit_points": 6, "fitted": False, "seeds": 2}
+    pd.DataFrame([
+        {**base, "type": "lstm", "crosses_transformer_at_flops": "3.4e+11", "crosses_transformer_ci_low": 1.2e11,
+         "crosses_transformer_ci_high": 6e11, "crosses_transformer_share": 0.87},
+        {**base, "type": "transformer", "crosses_lstm_at_flops": "2.7e+11 3.4e+11", "crosses_lstm_ci_low": 1.2e11,
+         "crosses_lstm_ci_high": 6e11, "crosses_lstm_share": 0.87},
+        {**base, "type": "kgram_mlp", "crosses_lstm_at_flops": "", "crosses_transformer_at_flops": "1e+10"},
+    ]).to_csv(tmp_path / "scaling.csv", index=False)
+    said = {row[0]: row[-1] for row in fit_table(pd.read_csv(tmp_path / "scaling.csv"))["rows"]}
+    assert said["lstm"] == ("transformer at 3.4e+11 FLOPs (95% CI 1.2e+11 to 6e+11; "
+                            "the frontiers cross in 87% of redraws)")
+    assert said["transformer"].startswith("lstm at 2.7e+11 and 3.4e+11 FLOPs (the last: 95% CI 1.2e+11 to 6e+11;")
+    assert said["kgram_mlp"] == "transformer at 1e+10 FLOPs"  # one seed: no interval, no share
+
+
 GPU_CHECKS = {"train_fp32_eager", "train_bf16_eager", "train_bf16_compile", "loss_curves_fp32_vs_bf16",
               "greedy_cpu_vs_cpu", "eval_cpu_vs_cpu", "resume_exact", "torchrun_1_device"}
 

@@ -53,6 +53,61 @@ def test_crossing_of_two_frontiers_at_a_known_compute():
     assert scaling.crossings(a, b.assign(train_flops=b["train_flops"] * 1e6)) == []  # no common compute
 
 
+def test_a_frontier_that_stops_falling_is_crossed_where_another_passes_its_best():
+    flops = np.geomspace(1, 1e4, 9)
+    falling = curve("a", "a", 1, flops, np.linspace(3.0, 1.0, 9))  # 3.0, 2.75, ..., 1.0
+    flat = curve("b", "b", 1, flops, [2.0, 1.9, 1.8, 1.85, 1.9, 1.81, 1.95, 1.9, 1.85])  # best 1.8 at step 3
+    line = scaling.mean_line(scaling.mean_curves(flat))
+    assert list(line["train_flops"]) == [1, flops[1], flops[2], 1e4] and list(line["bpb"]) == [2.0, 1.9, 1.8, 1.8]
+    rows = scaling.fit_rows(pd.concat([falling, flat]), "hand").set_index("type")
+    crossing = flops[4] * 10 ** (0.8 * 0.5)  # a's 2.0 -> 1.75 passes b's best 1.8 at 0.8 of that step (10^0.5)
+    assert float(rows.loc["a", "crosses_b_at_flops"]) == pytest.approx(crossing, rel=1e-2)
+
+
+def crossing_study(rng, seeds):
+    """Types a and b of one size each, whose laws cross at a known compute; every seed has a lasting offset of its
+    own (as in test_intervals_from_two_seeds_cover_the_true_law) and noise at each point."""
+    flops = np.geomspace(1e8, 1e12, 12)
+    frames = []
+    for seed in range(1, seeds + 1):
+        for kind, e, a in (("a", 1.0, 400.0), ("b", 1.5, 10.0)):
+            noise = np.exp(rng.normal(0, 0.02) + rng.normal(0, 0.005, len(flops)))
+            frames.append(curve(kind, kind, seed, flops, law(flops, e=e, a=a, alpha=0.3) * noise))
+    return pd.concat(frames, ignore_index=True)
+
+
+def crossing_of(points, seeds, replicates):
+    return scaling.crossing_columns(points, scaling.mean_curves(points), "a", "b", seeds, replicates=replicates)
+
+
+def test_crossing_intervals_cover_the_true_crossing_and_narrow_with_seeds():
+    truth = (390 / 0.5) ** (1 / 0.3)  # 1 + 400 C^-0.3 = 1.5 + 10 C^-0.3
+    rng = np.random.default_rng(7)
+    for seeds in (2, 3):
+        covered, ratios, trials = 0, [], 20
+        for _ in range(trials):
+            found = crossing_of(crossing_study(rng, seeds), seeds, replicates=60)
+            low, high = found["crosses_b_ci_low"], found["crosses_b_ci_high"]
+            assert low < float(found["crosses_b_at_flops"].split()[-1]) < high and found["crosses_b_share"] > 0.9
+            covered += low <= truth <= high
+            ratios.append(high / low)
+        assert covered >= 0.9 * trials, (seeds, covered)
+        if seeds == 2:
+            two_seeds = np.median(ratios)
+    assert np.median(ratios) < two_seeds / 3  # t(2) = 4.3 against t(1) = 12.7, and more seeds to average
+
+
+def test_a_crossing_has_one_interval_in_both_rows_and_none_with_one_seed():
+    points = crossing_study(np.random.default_rng(3), 2)
+    rows = scaling.fit_rows(points, "hand").set_index("type")
+    for end in ("at_flops", "ci_low", "ci_high", "share"):
+        assert rows.loc["a", f"crosses_b_{end}"] == rows.loc["b", f"crosses_a_{end}"]
+    assert rows.loc["a", "crosses_b_ci_low"] > 0
+    one = scaling.fit_rows(points[points["seed"] == 1], "hand").set_index("type").loc["a"]
+    assert one["crosses_b_at_flops"] != ""
+    assert all(math.isnan(one[f"crosses_b_{end}"]) for end in ("ci_low", "ci_high", "share"))
+
+
 def two_seed_family(kind, sizes, noise, rng):
     """Runs whose curves follow one law with a size-dependent floor, each seed with its own noise."""
     frames = []

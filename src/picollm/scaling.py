@@ -25,6 +25,11 @@ picollm.stats.t_interval, the interval of tables/compare.csv. A, a scale factor,
 positive); alpha stays at or above 0 and E between 0 and the lowest fitted bits per byte, as the fit's bounds
 require. None with one seed per run.
 
+Crossings. Where two types' frontiers cross past both warm-ups, between their points (straight in log
+compute), each frontier held at its best out to the largest compute its type trained to. The last crossing,
+past which the order holds, gets an interval the same way, on log compute, from each redraw's last crossing;
+the share of redraws whose frontiers cross at all says how often the seeds put a crossing there.
+
 Sizes. A type whose runs all have one size (a sweep of the learning rate, one model) has a frontier that is a
 learning curve of that size: its fit says how that model's loss falls as it trains, not how the type scales,
 and its note says so.
@@ -127,10 +132,16 @@ def fit_type(curves: pd.DataFrame) -> dict | None:
                         curves["after_warmup"].to_numpy(bool))
 
 
+def warm_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> np.ndarray:
+    """Indices of the frontier points of mean curves (given as arrays of their points) past warm-up: the
+    points a fit and a crossing read."""
+    front = on_frontier(flops, bpb)
+    return front[after_warmup[front]]
+
+
 def fit_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> dict | None:
     """fit_type of mean curves given as arrays of their points."""
-    front = on_frontier(flops, bpb)
-    front = front[after_warmup[front]]
+    front = warm_frontier(flops, bpb, after_warmup)
     if len(front) < MIN_FIT_POINTS:
         return None
     return fit_power_law(flops[front], bpb[front])
@@ -157,26 +168,48 @@ def redrawn_means(grid, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return mean[0], mean[1], np.where(present, warm, 1.0).min(axis=0)[kept] == 1.0
 
 
+def seed_grids(curves: pd.DataFrame) -> list:
+    """The seed_grid of each run of `curves`, in order of appearance."""
+    return [seed_grid(rows) for _, rows in curves.groupby("run", sort=False)]
+
+
+def redrawn_curves(grids: list, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One bootstrap replicate: every run's seeds redrawn with replacement and averaged again (redrawn_means),
+    all runs' points together as flops, bpb and after_warmup arrays."""
+    runs = [redrawn_means(grid, rng.integers(0, len(grid[0]), size=len(grid[0]))) for grid in grids]
+    return tuple(np.concatenate(part) for part in zip(*runs))
+
+
 def bootstrap(curves: pd.DataFrame, kind: str, replicates: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """The fit of one type over `replicates` redraws of every run's seeds (rows of fits that converged)."""
     rng = np.random.default_rng(seed)
-    grids = [seed_grid(rows) for _, rows in curves.groupby("run", sort=False)]
+    grids = seed_grids(curves)
     fits = []
     for _ in range(replicates):
-        runs = [redrawn_means(grid, rng.integers(0, len(grid[0]), size=len(grid[0]))) for grid in grids]
-        fit = fit_frontier(*(np.concatenate(part) for part in zip(*runs)))
+        fit = fit_frontier(*redrawn_curves(grids, rng))
         if fit is not None:
             fits.append(fit)
     return pd.DataFrame(fits, columns=["E", "A", "alpha"]).assign(type=kind)
 
 
+def crossing_line(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> pd.DataFrame:
+    """What crossings() reads of one type's mean curves (arrays of their points): its frontier past warm-up,
+    held at its last bits per byte out to the largest compute the type reached past warm-up. A frontier that
+    stops falling has not ended: the type still achieves its best at every larger compute it trained to."""
+    front = warm_frontier(flops, bpb, after_warmup)
+    line = pd.DataFrame({"train_flops": flops[front], "bpb": bpb[front]})
+    reached = flops[after_warmup].max(initial=-np.inf)
+    if len(line) and reached > line["train_flops"].iloc[-1]:
+        line.loc[len(line)] = [reached, line["bpb"].iloc[-1]]
+    return line
+
+
 def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
-    """Computes where frontier a's line (straight between its points in log compute) crosses frontier b's,
+    """Computes where line a (train_flops, bpb; straight between its points in log compute) crosses line b,
     within the compute both cover (none where either has no point)."""
     if a.empty or b.empty:
         return []
-    low = max(a["train_flops"].min(), b["train_flops"].min())
-    high = min(a["train_flops"].max(), b["train_flops"].max())
+    low, high = common_compute(a, b)
     if not low < high:
         return []
     grid = np.geomspace(low, high, 400)
@@ -186,6 +219,53 @@ def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     for i in np.flatnonzero(np.sign(diff[:-1]) * np.sign(diff[1:]) < 0):
         t = diff[i] / (diff[i] - diff[i + 1])  # the zero between two grid points, in log compute
         out.append(float(np.exp(np.log(grid[i]) + t * (np.log(grid[i + 1]) - np.log(grid[i])))))
+    return out
+
+
+def common_compute(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
+    """The range of compute two lines both cover (empty when low >= high)."""
+    return max(a["train_flops"].min(), b["train_flops"].min()), min(a["train_flops"].max(), b["train_flops"].max())
+
+
+def mean_line(means: pd.DataFrame) -> pd.DataFrame:
+    """The crossing_line of one type's mean curves."""
+    return crossing_line(*(means[name].to_numpy(t) for name, t in
+                           (("train_flops", float), ("bpb", float), ("after_warmup", bool))))
+
+
+def redrawn_crossings(a: pd.DataFrame, b: pd.DataFrame, replicates: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """The last crossing of the lines of curves a and b (two types) in each of `replicates` redraws of every
+    run's seeds, NaN in a redraw whose lines do not cross."""
+    rng = np.random.default_rng(seed)
+    grids = seed_grids(a), seed_grids(b)
+    last = np.full(replicates, np.nan)
+    for r in range(replicates):
+        found = crossings(*(crossing_line(*redrawn_curves(runs, rng)) for runs in grids))
+        last[r] = found[-1] if found else np.nan
+    return last
+
+
+def crossing_columns(curves: pd.DataFrame, means: pd.DataFrame, kind: str, other: str, seeds: int,
+                     replicates: int = BOOTSTRAP) -> dict:
+    """tables/scaling.csv's columns on where type kind's frontier crosses other's after both warm-ups
+    (crossing_line): crosses_<other>_at_flops, every crossing of the mean curves' lines (space-separated);
+    _ci_low and _ci_high, a 95% interval for the last of them, past which the order holds to the end of the
+    compute both cover (the module's Intervals, on log compute, over the redraws whose lines cross, kept within
+    that compute); _share, the share of redraws whose lines cross at all. No interval and no share with one
+    seed. The two types are redrawn in the order of their names, so that kind's row and other's agree."""
+    a, b = mean_line(means[means["type"] == kind]), mean_line(means[means["type"] == other])
+    found = crossings(a, b)
+    out = {f"crosses_{other}_at_flops": " ".join(f"{c:.3g}" for c in found), f"crosses_{other}_ci_low": math.nan,
+           f"crosses_{other}_ci_high": math.nan, f"crosses_{other}_share": math.nan}
+    if seeds < 2 or a.empty or b.empty:
+        return out
+    first, second = sorted((kind, other))
+    last = redrawn_crossings(curves[curves["type"] == first], curves[curves["type"] == second], replicates)
+    crossed = last[~np.isnan(last)]
+    if found:
+        low, high = interval(crossed, found[-1], seeds, common_compute(a, b), log=True)
+        out.update({f"crosses_{other}_ci_low": low, f"crosses_{other}_ci_high": high})
+    out[f"crosses_{other}_share"] = len(crossed) / replicates
     return out
 
 
@@ -205,7 +285,7 @@ def interval(draws: pd.Series, estimate: float, seeds: int, within=(0.0, math.in
 def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """tables/scaling.csv's rows: per model type its fit with 95% intervals (bootstrap over seeds), the points
     used, and the computes at which its frontier crosses each other type's after both warm-ups (before, the
-    learning rate, not the compute, sets the losses)."""
+    learning rate, not the compute, sets the losses), with 95% intervals (crossing_columns)."""
     curves = points[points["kind"] == "curve"]
     means = mean_curves(curves)
     types = list(dict.fromkeys(means["type"]))
@@ -228,8 +308,8 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
             row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
         for other in types:
             if other != kind:
-                found = crossings(fit_points(fronts[kind]), fit_points(fronts[other]))
-                row[f"crosses_{other}_at_flops"] = " ".join(f"{c:.3g}" for c in found)
+                both = int(min(seeds.min(), curves[curves["type"] == other].groupby("run")["seed"].nunique().min()))
+                row.update(crossing_columns(curves, means, kind, other, both))
         rows.append(row)
     return pd.DataFrame(rows)
 
