@@ -73,6 +73,7 @@ def test_a_study_that_makes_every_optional_output():
     assert out.tables["snapshots_table"] == f"{R}/tables/snapshots.csv"
     assert out.tables["scaling_table"] == f"{R}/tables/scaling.csv" and list(out.tables)[-1] == "resources_table"
     assert out.report_pages["snapshots"] == (f"{R}/tables/snapshots.md", "snapshots_table")
+    assert out.report_pages["scaling"] == (f"{R}/tables/scaling.csv", "scaling_table")
     assert {f"{R}/tables/snapshots.md", f"{R}/tables/scaling_points.csv", f"{R}/figures/resources.svg",
             f"{R}/eval/transformer.d_model=16/seed8.json"} <= set(out.results)
 

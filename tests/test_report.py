@@ -7,6 +7,7 @@ import html
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from docutils.core import publish_parts
@@ -173,6 +174,29 @@ def test_compare_shows_the_interval_behind_each_verdict_before_its_sentence(tmp_
     assert headers[-1] == "statement"
     assert "bpb_diff_ci_low to bpb_diff_ci_high" in page  # the note says what the verdict reads
     assert '<td class="prose">gru better than lstm' in page  # the sentence has room to read
+
+
+def test_the_scaling_page_shows_the_fits_first_and_computes_in_powers_of_ten(tmp_path):
+    """tables/scaling.csv as scaling_rows writes it, read back: a single crossing is a number, two are text."""
+    from picollm import scaling
+    rng = np.random.default_rng(3)
+    flops = np.geomspace(1e8, 1e12, 12)
+    points = pd.concat([pd.DataFrame({"type": kind, "run": kind, "seed": seed, "kind": "curve", "step": range(1, 13),
+                                      "tokens_seen": range(1, 13), "train_flops": flops, "params_non_embedding": 1,
+                                      "after_warmup": True,
+                                      "bpb": (e + a * flops ** -0.3) * np.exp(rng.normal(0, 0.01, 12))})
+                        for seed in (1, 2) for kind, e, a in (("a", 1.0, 400.0), ("b", 1.5, 10.0))])
+    csv = tmp_path / "scaling.csv"
+    scaling.fit_rows(points, "tiny").to_csv(csv, index=False)
+    page = report_tables.csv_html(csv, "tiny")
+    headers, rows = table_headers(page)[0], table_rows(page)
+    assert headers[:8] == ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "E", "E_ci_low", "E_ci_high"]
+    first = dict(zip(headers, rows[0]))
+    assert first["flops_max"] == "1e+12" and first["flops_min"] == "1e+08"
+    for name in ("crosses_b_at_flops", "crosses_b_ci_low", "crosses_b_ci_high"):
+        assert re.fullmatch(r"\d(\.\d+)?e\+\d\d", first[name]), (name, first[name])
+    assert first["A"] == f"{pd.read_csv(csv)['A'][0]:.3g}"  # a scale factor, to 3 digits as the computes
+    assert first["crosses_b_share"] == "1" and first["seeds"] == "2"
 
 
 def test_the_models_page_shows_the_training_outcome_in_a_table_of_its_own(tmp_path):

@@ -193,6 +193,7 @@ def report_pages(files: StudyFiles, made: Makes, made_tables: dict) -> dict:
         "samples": (files.table("samples.md"), "samples_table"),
         "sampling": (made_tables["sampling_table"], "sampling_table"),
         **({"snapshots": (files.table("snapshots.md"), "snapshots_table")} if made.snapshots else {}),
+        **({"scaling": (made_tables["scaling_table"], "scaling_table")} if made.scaling else {}),
     }
 
 

@@ -3,11 +3,12 @@ own), while a .csv it only offers as a download.
 
 A Markdown table file (tables/eval.md, models.md, samples.md, snapshots.md, as picollm.tables writes them) is
 rendered by Python-Markdown with its pipe tables, raw HTML off (a sample's "<b>" is text). A CSV (tables/
-compare.csv, eval/sampling.csv) becomes one table: the columns a reader reads first (compare.csv's verdicts and
-the intervals behind them) first, a column that repeats another in every row (sampling.csv's `model`, the same as
-`run`) named below it rather than shown, floats to 4 significant digits and counts with thousands separators
-(every digit stays in the CSV). Every table sits in a box that scrolls both ways, so its header row and its
-first column stay in view, and so does the horizontal scrollbar. Each page is one self-contained file, its style
+compare.csv, eval/sampling.csv, tables/scaling.csv) becomes one table: the columns a reader reads first
+(compare.csv's verdicts and the intervals behind them) first, a column that repeats another in every row
+(sampling.csv's `model`, the same as `run`) named below it rather than shown, floats to 4 significant digits,
+counts with thousands separators and computes in powers of ten (every digit stays in the CSV). Every table sits
+in a box that scrolls both ways, so its header row and its first column stay in view, and so does the
+horizontal scrollbar. Each page is one self-contained file, its style
 included.
 """
 from __future__ import annotations
@@ -57,6 +58,15 @@ CSV_PAGES = {
                 "last": ["statement"]},
     # the row's run, seed and decoding in one first column, which stays in view as the measures scroll by
     "sampling": {"title": "Sampling measures", "label": ["run", "seed", "decoding"]},
+    # computes and the fit's scale factor span decades: in powers of ten, as the scaling figure's axis is
+    "scaling": {"title": "Scaling fits per model type",
+                "note": "alpha, E (bits per byte) and A of bpb(C) = E + A·C^−alpha, fitted to each type's compute "
+                        "frontier past warm-up, each with its 95% interval over seeds (_ci_low to _ci_high); "
+                        "crosses_<type>_at_flops: every compute at which this type's frontier crosses that type's, "
+                        "the last one's 95% interval (crosses_<type>_ci_low to _ci_high) and the share of the seed "
+                        "bootstrap's redraws whose frontiers cross at all (crosses_<type>_share). Computes in FLOPs.",
+                "first": ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "E", "E_ci_low", "E_ci_high"],
+                "scientific": r"flops|^A(_ci_low|_ci_high)?$|^crosses_.*_ci_(low|high)$"},
 }
 
 # A column that may repeat another in every row ({column: the one it repeats}): then it is named, not shown.
@@ -106,14 +116,17 @@ def label_text(value) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def frame_html(frame: pd.DataFrame) -> str:
-    """A table of `frame`'s rows, each cell escaped; numbers aligned right, as a Markdown `--:` column is."""
+def frame_html(frame: pd.DataFrame, scientific: str | None = None) -> str:
+    """A table of `frame`'s rows, each cell escaped; numbers aligned right, as a Markdown `--:` column is; those of
+    the columns whose names match the regex `scientific` to 3 significant digits in powers of ten (3.44e+11)."""
     right = ' style="text-align: right;"'
     columns = []
     for name in frame.columns:
         values = frame[name]
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        if numeric:
+        if numeric and scientific and re.search(scientific, str(name)):
+            shown = ["" if pd.isna(v) else f"{v:.3g}" for v in values]
+        elif numeric:
             count = _is_count(values)
             shown = [number(v, count, name in LABELS) for v in values]
         else:
@@ -141,7 +154,8 @@ def csv_html(path, experiment: str) -> str:
     below the table rather than shown."""
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     name = Path(path).stem
-    spec = {"title": name, "note": "", "first": [], "last": [], "label": [], **CSV_PAGES.get(name, {})}
+    spec = {"title": name, "note": "", "first": [], "last": [], "label": [], "scientific": None,
+            **CSV_PAGES.get(name, {})}
     if "experiment" in frame.columns and set(frame["experiment"].astype(str)) <= {experiment}:
         frame = frame.drop(columns="experiment")
     empty = [c for c in frame.columns if len(frame) and frame[c].isna().all()]
@@ -164,7 +178,7 @@ def csv_html(path, experiment: str) -> str:
         *(f"<p>The same as <code>{html.escape(other)}</code> in every row, so not shown: {_codes([c])}.</p>"
           for c, other in same.items()),
     ])
-    return f"<h1>{title}</h1>\n{note}\n{frame_html(frame)}{left_out}"
+    return f"<h1>{title}</h1>\n{note}\n{frame_html(frame, spec['scientific'])}{left_out}"
 
 
 def breakable(header: str) -> str:
