@@ -8,8 +8,7 @@ compare.csv, eval/sampling.csv, tables/scaling.csv) becomes one table: the colum
 (sampling.csv's `model`, the same as `run`) named below it rather than shown, floats to 4 significant digits,
 counts with thousands separators and computes in powers of ten (every digit stays in the CSV). Every table sits
 in a box that scrolls both ways, so its header row and its first column stay in view, and so does the
-horizontal scrollbar. Each page is one self-contained file, its style
-included.
+horizontal scrollbar. Each page is one self-contained file, its style included.
 """
 from __future__ import annotations
 
