@@ -375,6 +375,28 @@ def test_the_final_panel_says_when_the_evaluation_was_capped(tmp_path, monkeypat
         assert drawn[-1].axes[1].get_title() == title
 
 
+def test_the_figure_marks_where_one_frontier_passes_another_with_its_interval(tmp_path, monkeypatch):
+    from picollm.plots import scaling as figure
+    points = crossing_study(np.random.default_rng(3), 2)
+    points = pd.concat([points, *[rows.tail(1).assign(kind="final") for _, rows in points.groupby(["run", "seed"])]],
+                       ignore_index=True)
+    points.to_csv(tmp_path / "points.csv", index=False)
+    fits = scaling.fit_rows(points, "hand")
+    fits.to_csv(tmp_path / "fits.csv", index=False)
+    drawn, save = [], figure.save
+    monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
+    compute = drawn[0].axes[0]
+    assert [t.get_text() for t in compute.texts] == ["a passes b"]  # a falls below b and stays there
+    (mark,) = [c for c in compute.containers if c.has_xerr]
+    (x,), _ = mark.lines[0].get_data()
+    row = fits.set_index("type").loc["a"]
+    assert x == pytest.approx(float(row["crosses_b_at_flops"]), rel=1e-2)
+    (bar,) = mark.lines[2]
+    (low, _), (high, _) = bar.get_segments()[0]
+    assert (low, high) == pytest.approx((row["crosses_b_ci_low"], row["crosses_b_ci_high"]))
+
+
 def test_runs_of_one_size_are_named_in_the_final_panel(tmp_path, monkeypatch):
     """A sweep of the learning rate puts its runs at one parameter count: their points say which run each is."""
     from picollm.plots import scaling as figure
@@ -388,3 +410,4 @@ def test_runs_of_one_size_are_named_in_the_final_panel(tmp_path, monkeypatch):
     monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
     figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
     assert sorted(t.get_text() for t in drawn[0].axes[1].texts) == ["t", "t.train.lr=0.01"]
+    assert len(drawn[0].axes[0].texts) == 0  # one type: no frontier to pass

@@ -269,7 +269,7 @@ def crossing_columns(curves: pd.DataFrame, means: pd.DataFrame, kind: str, other
     return out
 
 
-def interval(draws: pd.Series, estimate: float, seeds: int, within=(0.0, math.inf), log: bool = False,
+def interval(draws: np.ndarray | pd.Series, estimate: float, seeds: int, within=(0.0, math.inf), log: bool = False,
              confidence: float = 0.95) -> tuple[float, float]:
     """The interval of a fitted parameter `estimate` from its bootstrap `draws` over `seeds` seeds per run (see
     the module's Intervals), kept `within` the values the fit allows; on the log scale for a scale factor (A, a

@@ -2,11 +2,14 @@
 each type's compute frontier and fitted power law, and final bits per byte against non-embedding parameters.
 
 Left: one faint line per run along its training (the mean over seeds of its validation points), the
-frontier of each type drawn bold over them, and its fit bpb(C) = E + A C^-alpha dashed over the compute it
-was fitted on (picollm.scaling says which points and how). Right: the evaluation's whole-split bits per byte
+frontier of each type drawn bold over them, its fit bpb(C) = E + A C^-alpha dashed over the compute it
+was fitted on (picollm.scaling says which points and how), and an X where one type's frontier passes another's
+for good, its 95% interval over seeds as a bar. Right: the evaluation's whole-split bits per byte
 at the end of each run against its non-embedding parameters, mean over seeds with 95% t intervals.
 """
 from __future__ import annotations
+
+import math
 
 import matplotlib.ticker
 import numpy as np
@@ -33,12 +36,40 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
             grid = np.geomspace(used.min(), used.max(), 100)
             ax.plot(grid, scaling.predict(row, grid), color=color, ls=(0, (4, 2)), lw=2, alpha=0.9)
             ax.plot(grid, scaling.predict(row, grid), color="black", ls=(0, (1, 5)), lw=1)  # dashed on any colour
+    crossing_marks(ax, means, fits)
     ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% intervals over seeds)")
     ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
     log_x(ax)
     log_y(ax)
     ax.set(xlabel="training compute C (FLOPs: matmuls, fwd + bwd)", ylabel="validation bits per byte (log scale)",
            title="against compute: each type's frontier (bold) and fit")
+
+
+def crossing_marks(ax, means: pd.DataFrame, fits: pd.DataFrame) -> None:
+    """Where one type's frontier passes another's for good (their last crossing, tables/scaling.csv), an X on the
+    frontiers with its 95% interval over seeds as a bar, and which passes which."""
+    rows = fits.set_index("type")
+    types = list(rows.index)
+    marked = False
+    for i, kind in enumerate(types):
+        for other in types[i + 1:]:
+            found = str(rows.loc[kind].get(f"crosses_{other}_at_flops", "nan")).split()
+            if not found or found == ["nan"]:
+                continue
+            at = float(found[-1])
+            lines = {t: scaling.mean_line(means[means["type"] == t]) for t in (kind, other)}
+            after = math.sqrt(at * scaling.common_compute(*lines.values())[1])  # between it and the end of both
+            past = {t: np.interp(math.log(after), np.log(line["train_flops"]), line["bpb"])
+                    for t, line in lines.items()}
+            ahead, behind = sorted(past, key=past.get)  # past the last crossing, the lower frontier is ahead
+            y = float(np.interp(np.log(at), np.log(lines[kind]["train_flops"]), lines[kind]["bpb"]))
+            low, high = (rows.loc[kind].get(f"crosses_{other}_ci_{end}", math.nan) for end in ("low", "high"))
+            xerr = [[at - low], [high - at]] if low == low else None
+            ax.errorbar([at], [y], xerr=xerr, fmt="X", color="black", ms=10, capsize=5, lw=1.5, zorder=6,
+                        label=None if marked else "X: one frontier passes another for good (bar: 95% interval)")
+            ax.annotate(f"{ahead} passes {behind}", (at, y), xytext=(8, 10), textcoords="offset points",
+                        fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
+            marked = True
 
 
 def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
