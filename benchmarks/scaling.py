@@ -30,19 +30,18 @@ def unavailable(sz: Sizes):
 
 
 def crossing_text(r, other: str) -> str:
-    """'lstm at 2.7e+11 and 3.4e+11 FLOPs (the last: 95% CI 1.2e+11 to 6e+11; the frontiers cross in 87% of
-    redraws)', from a tables/scaling.csv row as read back (a single crossing reads as a number), or '' where its
-    frontier does not cross other's."""
+    """'lstm at 2.7e+11 and 3.4e+11 FLOPs (the last's 95% CI 1.2e+11 to 6e+11; the same type ends ahead in 87% of
+    seed redraws)', from a tables/scaling.csv row as read back (a single crossing reads as a number), or '' where
+    its frontier does not cross other's."""
     value = r[f"crosses_{other}_at_flops"]
     found = [float(c) for c in str(value).split()] if value == value else []
     if not found:
         return ""
-    low, high, share = (r[f"crosses_{other}_{end}"] for end in ("ci_low", "ci_high", "share"))
-    spread = [f"95% CI {low:.3g} to {high:.3g}"] if low == low else []
-    spread += [f"the frontiers cross in {share:.0%} of redraws"] if share == share else []
-    last = "the last: " if len(found) > 1 and spread else ""
-    said = f" ({last}{'; '.join(spread)})" if spread else ""
-    return f"{other} at {' and '.join(f'{c:.3g}' for c in found)} FLOPs{said}"
+    low, high, agree = (r.get(f"crosses_{other}_{end}", float("nan")) for end in ("ci_low", "ci_high", "same_order"))
+    which = "the last's " if len(found) > 1 else ""
+    said = [f"{which}95% CI {low:.3g} to {high:.3g}"] if low == low else []
+    said += [f"the same type ends ahead in {agree:.0%} of seed redraws"] if agree == agree else []
+    return f"{other} at {' and '.join(f'{c:.3g}' for c in found)} FLOPs" + (f" ({'; '.join(said)})" if said else "")
 
 
 def fit_table(fits: pd.DataFrame) -> dict:

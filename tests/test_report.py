@@ -177,7 +177,7 @@ def test_compare_shows_the_interval_behind_each_verdict_before_its_sentence(tmp_
 
 
 def test_the_scaling_page_shows_the_fits_first_and_computes_in_powers_of_ten(tmp_path):
-    """tables/scaling.csv as scaling_rows writes it, read back: a single crossing is a number, two are text."""
+    """tables/scaling.csv as scaling.fit_rows writes it, read back (its single crossing reads as a number)."""
     from picollm import scaling
     rng = np.random.default_rng(3)
     flops = np.geomspace(1e8, 1e12, 12)
@@ -196,7 +196,7 @@ def test_the_scaling_page_shows_the_fits_first_and_computes_in_powers_of_ten(tmp
     for name in ("crosses_b_at_flops", "crosses_b_ci_low", "crosses_b_ci_high"):
         assert re.fullmatch(r"\d(\.\d+)?e\+\d\d", first[name]), (name, first[name])
     assert first["A"] == f"{pd.read_csv(csv)['A'][0]:.3g}"  # a scale factor, to 3 digits as the computes
-    assert first["crosses_b_share"] == "1" and first["seeds"] == "2"
+    assert float(first["crosses_b_same_order"]) > 0.9 and first["seeds"] == "2"
 
 
 def test_the_models_page_shows_the_training_outcome_in_a_table_of_its_own(tmp_path):

@@ -77,21 +77,22 @@ def crossing_study(rng, seeds):
 
 
 def crossing_of(points, seeds, replicates):
-    return scaling.crossing_columns(points, scaling.mean_curves(points), "a", "b", seeds, replicates=replicates)
+    return scaling.pair_crossing(points, scaling.mean_curves(points), "a", "b", seeds, replicates=replicates)
 
 
 def test_crossing_intervals_cover_the_true_crossing_and_narrow_with_seeds():
     truth = (390 / 0.5) ** (1 / 0.3)  # 1 + 400 C^-0.3 = 1.5 + 10 C^-0.3
     rng = np.random.default_rng(7)
     for seeds in (2, 3):
-        covered, ratios, trials = 0, [], 20
+        covered, agreed, ratios, trials = 0, 0, [], 20
         for _ in range(trials):
             found = crossing_of(crossing_study(rng, seeds), seeds, replicates=60)
-            low, high = found["crosses_b_ci_low"], found["crosses_b_ci_high"]
-            assert low < float(found["crosses_b_at_flops"].split()[-1]) < high and found["crosses_b_share"] > 0.9
+            low, high = found["ci_low"], found["ci_high"]
+            assert low < float(found["at_flops"].split()[-1]) < high
             covered += low <= truth <= high
+            agreed += found["same_order"] > 0.9
             ratios.append(high / low)
-        assert covered >= 0.9 * trials, (seeds, covered)
+        assert covered >= 0.9 * trials and agreed >= 0.9 * trials, (seeds, covered, agreed)
         if seeds == 2:
             two_seeds = np.median(ratios)
     assert np.median(ratios) < two_seeds / 3  # t(2) = 4.3 against t(1) = 12.7, and more seeds to average
@@ -100,12 +101,47 @@ def test_crossing_intervals_cover_the_true_crossing_and_narrow_with_seeds():
 def test_a_crossing_has_one_interval_in_both_rows_and_none_with_one_seed():
     points = crossing_study(np.random.default_rng(3), 2)
     rows = scaling.fit_rows(points, "hand").set_index("type")
-    for end in ("at_flops", "ci_low", "ci_high", "share"):
+    for end in ("at_flops", "ci_low", "ci_high", "same_order"):
         assert rows.loc["a", f"crosses_b_{end}"] == rows.loc["b", f"crosses_a_{end}"]
     assert rows.loc["a", "crosses_b_ci_low"] > 0
     one = scaling.fit_rows(points[points["seed"] == 1], "hand").set_index("type").loc["a"]
     assert one["crosses_b_at_flops"] != ""
-    assert all(math.isnan(one[f"crosses_b_{end}"]) for end in ("ci_low", "ci_high", "share"))
+    assert all(math.isnan(one[f"crosses_b_{end}"]) for end in ("ci_low", "ci_high", "same_order"))
+
+
+def falling(kind, seed, start, flops):
+    """A straight fall of 0.1 bpb a decade of compute from `start`."""
+    return curve(kind, kind, seed, flops, start - 0.1 * np.log10(flops))
+
+
+def test_a_crossing_that_only_the_mean_of_the_seeds_shows_gets_a_wide_interval():
+    """a's seeds lie wholly above and wholly below b's constant 2.0; only their mean crosses it (at 316). Redraws
+    of one seed either hold the order throughout or end in the other order, so the interval spans the compute."""
+    flops = np.geomspace(1, 1e4, 9)
+    points = pd.concat([falling("a", 1, 2.6, flops), falling("a", 2, 1.9, flops),
+                        *(curve("b", "b", seed, flops, np.full(9, 2.0)) for seed in (1, 2))], ignore_index=True)
+    found = crossing_of(points, 2, replicates=200)
+    assert float(found["at_flops"]) == pytest.approx(10 ** 2.5, rel=1e-2)
+    assert (found["ci_low"], found["ci_high"]) == (1, 1e4)  # clipped to the compute both cover
+    assert 0.6 < found["same_order"] < 0.9  # (1, 1) ends with b ahead: a quarter of the redraws
+
+
+def test_a_redraw_that_ends_in_the_other_order_counts_at_the_end_of_the_compute():
+    """b's seeds are alike; a's second seed ends below b, its first above: the mean ends with a ahead."""
+    flops = np.geomspace(1, 1e4, 9)
+    points = pd.concat([falling("a", 1, 2.55, flops), falling("a", 2, 2.2, flops),
+                        *(curve("b", "b", seed, flops, 2.3 - 0.05 * np.log10(flops)) for seed in (1, 2))],
+                       ignore_index=True)
+    lines = {kind: scaling.mean_line(scaling.mean_curves(points[points["type"] == kind])) for kind in "ab"}
+    assert scaling.ends_ahead(lines["a"], lines["b"])
+    assert scaling.settles_at(lines["a"], lines["b"], True) == (pytest.approx(float(crossing_of(
+        points, 2, 10)["at_flops"]), rel=1e-2), True)
+    one = {kind: scaling.mean_line(scaling.mean_curves(points[(points["type"] == kind) & (points["seed"] == 1)]))
+           for kind in "ab"}
+    assert scaling.settles_at(one["a"], one["b"], True) == (1e4, False)  # seed 1 alone: a ends behind
+    settled = scaling.redrawn_settling(points[points["type"] == "a"], points[points["type"] == "b"], True, 400)
+    assert (settled.loc[~settled["same_order"], "flops"] == 1e4).all()
+    assert 0.65 < settled["same_order"].mean() < 0.85  # a redraws (1, 1) in a quarter of them
 
 
 def two_seed_family(kind, sizes, noise, rng):
@@ -387,14 +423,42 @@ def test_the_figure_marks_where_one_frontier_passes_another_with_its_interval(tm
     monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
     figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
     compute = drawn[0].axes[0]
-    assert [t.get_text() for t in compute.texts] == ["a passes b"]  # a falls below b and stays there
+    (label,) = [t.get_text() for t in compute.texts]
+    row = fits.set_index("type").loc["a"]
+    assert label == f"a passes b (in {row['crosses_b_same_order']:.0%} of seed redraws)"  # a ends below b
     (mark,) = [c for c in compute.containers if c.has_xerr]
     (x,), _ = mark.lines[0].get_data()
-    row = fits.set_index("type").loc["a"]
     assert x == pytest.approx(float(row["crosses_b_at_flops"]), rel=1e-2)
     (bar,) = mark.lines[2]
     (low, _), (high, _) = bar.get_segments()[0]
     assert (low, high) == pytest.approx((row["crosses_b_ci_low"], row["crosses_b_ci_high"]))
+
+
+@pytest.mark.parametrize("starts", [(2.6, 1.9), (2.25, 2.25)])
+def test_the_figure_draws_a_crossing_at_the_edge_of_its_interval_and_none_where_frontiers_do_not_cross(
+        tmp_path, monkeypatch, starts):
+    """The mean-only crossing (its interval clipped to the compute both cover), or seeds alike (an interval of
+    width 0 around the crossing at 316.2, which the CSV rounds to 316), and a third type no frontier crosses."""
+    from picollm.plots import scaling as figure
+    flops = np.geomspace(1, 1e4, 9)
+    curves = [falling("a", 1, starts[0], flops), falling("a", 2, starts[1], flops),
+              *(curve(kind, kind, seed, flops, np.full(9, bpb)) for kind, bpb in (("b", 2.0), ("c", 3.0))
+                for seed in (1, 2))]
+    points = pd.concat([*curves, *(c.tail(1).assign(kind="final") for c in curves)], ignore_index=True)
+    points.to_csv(tmp_path / "points.csv", index=False)
+    scaling.fit_rows(points, "hand").to_csv(tmp_path / "fits.csv", index=False)
+    drawn, save = [], figure.save
+    monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
+    assert [t.get_text().split(" (")[0] for t in drawn[0].axes[0].texts] == ["a passes b"]
+
+
+def test_the_last_crossing_reads_every_form_the_csv_gives():
+    from picollm.plots.scaling import last_crossing
+    assert last_crossing(pd.Series({"crosses_b_at_flops": 3.16e2}), "b") == 316.0  # one crossing: a number
+    assert last_crossing(pd.Series({"crosses_b_at_flops": "10 2.15e+03"}), "b") == 2150.0
+    assert last_crossing(pd.Series({"crosses_b_at_flops": float("nan")}), "b") is None  # none: a blank cell
+    assert last_crossing(pd.Series({"crosses_c_at_flops": 1.0}), "b") is None  # a table without the column
 
 
 def test_runs_of_one_size_are_named_in_the_final_panel(tmp_path, monkeypatch):

@@ -60,10 +60,12 @@ CSV_PAGES = {
     # computes and the fit's scale factor span decades: in powers of ten, as the scaling figure's axis is
     "scaling": {"title": "Scaling fits per model type",
                 "note": "alpha, E (bits per byte) and A of bpb(C) = E + A·C^−alpha, fitted to each type's compute "
-                        "frontier past warm-up, each with its 95% interval over seeds (_ci_low to _ci_high); "
-                        "crosses_<type>_at_flops: every compute at which this type's frontier crosses that type's, "
-                        "the last one's 95% interval (crosses_<type>_ci_low to _ci_high) and the share of the seed "
-                        "bootstrap's redraws whose frontiers cross at all (crosses_<type>_share). Computes in FLOPs.",
+                        "frontier past warm-up, each with its 95% interval over seeds (_ci_low to _ci_high). "
+                        "crosses_<type>_at_flops: every compute at which this type's frontier crosses that type's "
+                        "past both warm-ups (a frontier held at its best out to its type's largest compute); "
+                        "crosses_<type>_ci_low to _ci_high: the last crossing's 95% interval; "
+                        "crosses_<type>_same_order: the share of seed redraws that end with the same type ahead. "
+                        "Computes (FLOPs) and A to 3 significant digits in powers of ten.",
                 "first": ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "E", "E_ci_low", "E_ci_high"],
                 "scientific": r"flops|^A(_ci_low|_ci_high)?$|^crosses_.*_ci_(low|high)$"},
 }

@@ -26,9 +26,13 @@ positive); alpha stays at or above 0 and E between 0 and the lowest fitted bits 
 require. None with one seed per run.
 
 Crossings. Where two types' frontiers cross past both warm-ups, between their points (straight in log
-compute), each frontier held at its best out to the largest compute its type trained to. The last crossing,
-past which the order holds, gets an interval the same way, on log compute, from each redraw's last crossing;
-the share of redraws whose frontiers cross at all says how often the seeds put a crossing there.
+compute), each frontier held at its best out to the largest compute its type trained to. Past the last crossing
+one type stays ahead; in each bootstrap replicate (both types' seeds redrawn together) that order settles at its
+last crossing, at the start of the compute both cover if it holds throughout, or, if the replicate ends in the
+other order, at the end of that compute. The interval of the last crossing is the mean's last crossing ± t(n - 1)
+x the std of those log computes x sqrt(n / (n - 1)), n the fewest seeds of any run of the two types, kept within
+the compute both cover; the share of replicates that end in the mean's order says how often the seeds agree on
+which type ends ahead.
 
 Sizes. A type whose runs all have one size (a sweep of the learning rate, one model) has a frontier that is a
 learning curve of that size: its fit says how that model's loss falls as it trains, not how the type scales,
@@ -136,7 +140,7 @@ def warm_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) 
     """Indices of the frontier points of mean curves (given as arrays of their points) past warm-up: the
     points a fit and a crossing read."""
     front = on_frontier(flops, bpb)
-    return front[after_warmup[front]]
+    return front[np.asarray(after_warmup, bool)[front]]
 
 
 def fit_frontier(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> dict | None:
@@ -196,6 +200,7 @@ def crossing_line(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) 
     """What crossings() reads of one type's mean curves (arrays of their points): its frontier past warm-up,
     held at its last bits per byte out to the largest compute the type reached past warm-up. A frontier that
     stops falling has not ended: the type still achieves its best at every larger compute it trained to."""
+    after_warmup = np.asarray(after_warmup, bool)
     front = warm_frontier(flops, bpb, after_warmup)
     line = pd.DataFrame({"train_flops": flops[front], "bpb": bpb[front]})
     reached = flops[after_warmup].max(initial=-np.inf)
@@ -207,14 +212,11 @@ def crossing_line(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) 
 def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     """Computes where line a (train_flops, bpb; straight between its points in log compute) crosses line b,
     within the compute both cover (none where either has no point)."""
-    if a.empty or b.empty:
-        return []
     low, high = common_compute(a, b)
     if not low < high:
         return []
     grid = np.geomspace(low, high, 400)
-    diff = (np.interp(np.log(grid), np.log(a["train_flops"]), a["bpb"])
-            - np.interp(np.log(grid), np.log(b["train_flops"]), b["bpb"]))
+    diff = at_compute(a, grid) - at_compute(b, grid)
     out = []
     for i in np.flatnonzero(np.sign(diff[:-1]) * np.sign(diff[1:]) < 0):
         t = diff[i] / (diff[i] - diff[i + 1])  # the zero between two grid points, in log compute
@@ -222,9 +224,22 @@ def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     return out
 
 
+def at_compute(line: pd.DataFrame, flops) -> np.ndarray:
+    """A line's bits per byte at the computes `flops`, straight between its points in log compute."""
+    return np.interp(np.log(flops), np.log(line["train_flops"]), line["bpb"])
+
+
 def common_compute(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
-    """The range of compute two lines both cover (empty when low >= high)."""
+    """The range of compute two lines both cover (empty when low >= high, or when either line is empty)."""
+    if a.empty or b.empty:
+        return math.nan, math.nan
     return max(a["train_flops"].min(), b["train_flops"].min()), min(a["train_flops"].max(), b["train_flops"].max())
+
+
+def ends_ahead(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether line a is below line b at the largest compute both cover (they share some)."""
+    high = common_compute(a, b)[1]
+    return bool(at_compute(a, [high])[0] < at_compute(b, [high])[0])
 
 
 def mean_line(means: pd.DataFrame) -> pd.DataFrame:
@@ -233,39 +248,50 @@ def mean_line(means: pd.DataFrame) -> pd.DataFrame:
                            (("train_flops", float), ("bpb", float), ("after_warmup", bool))))
 
 
-def redrawn_crossings(a: pd.DataFrame, b: pd.DataFrame, replicates: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """The last crossing of the lines of curves a and b (two types) in each of `replicates` redraws of every
-    run's seeds, NaN in a redraw whose lines do not cross."""
+def settles_at(a: pd.DataFrame, b: pd.DataFrame, a_ahead: bool) -> tuple[float, bool]:
+    """From which compute line a stays below line b (a_ahead) or above it, within the compute both cover, and
+    whether the lines end in that order: their last crossing, or the start of that compute where the order holds
+    throughout; the end of that compute where they end in the other order; NaN where they share no compute."""
+    low, high = common_compute(a, b)
+    if not low < high:
+        return math.nan, False
+    if ends_ahead(a, b) != a_ahead:
+        return high, False
+    found = crossings(a, b)
+    return (found[-1] if found else low), True
+
+
+def redrawn_settling(a: pd.DataFrame, b: pd.DataFrame, a_ahead: bool, replicates: int = BOOTSTRAP,
+                     seed: int = 0) -> pd.DataFrame:
+    """settles_at of the lines of curves a and b (two types) in each of `replicates` redraws of every run's
+    seeds: columns flops and same_order."""
     rng = np.random.default_rng(seed)
     grids = seed_grids(a), seed_grids(b)
-    last = np.full(replicates, np.nan)
-    for r in range(replicates):
-        found = crossings(*(crossing_line(*redrawn_curves(runs, rng)) for runs in grids))
-        last[r] = found[-1] if found else np.nan
-    return last
+    return pd.DataFrame([settles_at(*(crossing_line(*redrawn_curves(runs, rng)) for runs in grids), a_ahead)
+                         for _ in range(replicates)], columns=["flops", "same_order"])
 
 
-def crossing_columns(curves: pd.DataFrame, means: pd.DataFrame, kind: str, other: str, seeds: int,
-                     replicates: int = BOOTSTRAP) -> dict:
-    """tables/scaling.csv's columns on where type kind's frontier crosses other's after both warm-ups
-    (crossing_line): crosses_<other>_at_flops, every crossing of the mean curves' lines (space-separated);
-    _ci_low and _ci_high, a 95% interval for the last of them, past which the order holds to the end of the
-    compute both cover (the module's Intervals, on log compute, over the redraws whose lines cross, kept within
-    that compute); _share, the share of redraws whose lines cross at all. No interval and no share with one
-    seed. The two types are redrawn in the order of their names, so that kind's row and other's agree."""
-    a, b = mean_line(means[means["type"] == kind]), mean_line(means[means["type"] == other])
+def pair_crossing(curves: pd.DataFrame, means: pd.DataFrame, first: str, second: str, seeds: int,
+                  replicates: int = BOOTSTRAP) -> dict:
+    """Where the frontiers of types first and second cross after both warm-ups (crossing_line): at_flops, every
+    crossing of the mean curves' lines (space-separated); ci_low and ci_high, a 95% interval for the last, past
+    which the order holds; same_order, the share of redraws of every run's seeds whose lines end in the mean
+    lines' order. The interval is the module's, on log compute, over every redraw's settles_at (a redraw that ends
+    in the other order counts as the end of the common compute), kept within the compute both mean lines cover.
+    No interval and no share with one seed, or where the lines share no compute."""
+    a, b = mean_line(means[means["type"] == first]), mean_line(means[means["type"] == second])
     found = crossings(a, b)
-    out = {f"crosses_{other}_at_flops": " ".join(f"{c:.3g}" for c in found), f"crosses_{other}_ci_low": math.nan,
-           f"crosses_{other}_ci_high": math.nan, f"crosses_{other}_share": math.nan}
-    if seeds < 2 or a.empty or b.empty:
+    out = {"at_flops": " ".join(f"{c:.3g}" for c in found), "ci_low": math.nan, "ci_high": math.nan,
+           "same_order": math.nan}
+    low, high = common_compute(a, b)
+    if seeds < 2 or not low < high:
         return out
-    first, second = sorted((kind, other))
-    last = redrawn_crossings(curves[curves["type"] == first], curves[curves["type"] == second], replicates)
-    crossed = last[~np.isnan(last)]
+    settled = redrawn_settling(curves[curves["type"] == first], curves[curves["type"] == second],
+                               ends_ahead(a, b), replicates).dropna()
     if found:
-        low, high = interval(crossed, found[-1], seeds, common_compute(a, b), log=True)
-        out.update({f"crosses_{other}_ci_low": low, f"crosses_{other}_ci_high": high})
-    out[f"crosses_{other}_share"] = len(crossed) / replicates
+        out["ci_low"], out["ci_high"] = interval(settled["flops"].to_numpy(), found[-1], seeds, (low, high),
+                                                 log=True)
+    out["same_order"] = float(settled["same_order"].mean()) if len(settled) else math.nan
     return out
 
 
@@ -285,11 +311,16 @@ def interval(draws: np.ndarray | pd.Series, estimate: float, seeds: int, within=
 def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """tables/scaling.csv's rows: per model type its fit with 95% intervals (bootstrap over seeds), the points
     used, and the computes at which its frontier crosses each other type's after both warm-ups (before, the
-    learning rate, not the compute, sets the losses), with 95% intervals (crossing_columns)."""
+    learning rate, not the compute, sets the losses), the last with its 95% interval (pair_crossing)."""
     curves = points[points["kind"] == "curve"]
     means = mean_curves(curves)
     types = list(dict.fromkeys(means["type"]))
     fronts = {t: frontier(means[means["type"] == t]) for t in types}
+    fewest_seeds = {t: int(curves[curves["type"] == t].groupby("run")["seed"].nunique().min()) for t in types}
+    # each pair once, its types in the order of their names: kind's row and other's give the same redraws
+    crossed = {(first, second): pair_crossing(curves, means, first, second,
+                                              min(fewest_seeds[first], fewest_seeds[second]))
+               for first in sorted(types) for second in sorted(types) if first < second}
     rows = []
     for kind in types:
         own = curves[curves["type"] == kind]
@@ -308,8 +339,8 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
             row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
         for other in types:
             if other != kind:
-                both = int(min(seeds.min(), curves[curves["type"] == other].groupby("run")["seed"].nunique().min()))
-                row.update(crossing_columns(curves, means, kind, other, both))
+                found = crossed[tuple(sorted((kind, other)))]
+                row.update({f"crosses_{other}_{name}": value for name, value in found.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -3,8 +3,9 @@ each type's compute frontier and fitted power law, and final bits per byte again
 
 Left: one faint line per run along its training (the mean over seeds of its validation points), the
 frontier of each type drawn bold over them, its fit bpb(C) = E + A C^-alpha dashed over the compute it
-was fitted on (picollm.scaling says which points and how), and an X where one type's frontier passes another's
-for good, its 95% interval over seeds as a bar. Right: the evaluation's whole-split bits per byte
+was fitted on (picollm.scaling says which points and how), dotted where a frontier that stopped falling is held
+at its best out to its type's largest compute, and an X where one type's frontier passes another's for good, its
+95% interval over seeds as a bar. Right: the evaluation's whole-split bits per byte
 at the end of each run against its non-embedding parameters, mean over seeds with 95% t intervals.
 """
 from __future__ import annotations
@@ -31,6 +32,9 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
         row = fits.set_index("type").loc[kind]
         ax.plot(front["train_flops"], front["bpb"], color=color, lw=3, marker=styles[kind]["marker"], ms=6,
                 label=f"{kind} frontier — {scaling.fit_note(row)}")
+        held = scaling.mean_line(rows).tail(2)  # its best, held out to the type's largest compute
+        if len(held) == 2 and held["train_flops"].iloc[-1] > front["train_flops"].max():
+            ax.plot(held["train_flops"], held["bpb"], color=color, lw=2, ls=":")
         if row["fitted"]:
             used = scaling.fit_points(front)["train_flops"]
             grid = np.geomspace(used.min(), used.max(), 100)
@@ -45,31 +49,37 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
            title="against compute: each type's frontier (bold) and fit")
 
 
+def last_crossing(row, other: str) -> float | None:
+    """The last compute at which a tables/scaling.csv row's type crosses type other, as the CSV reads back (one
+    crossing is a number, several are text, none is blank); None where they do not cross."""
+    found = str(row.get(f"crosses_{other}_at_flops", "nan")).split()
+    return None if found in ([], ["nan"]) else float(found[-1])
+
+
 def crossing_marks(ax, means: pd.DataFrame, fits: pd.DataFrame) -> None:
     """Where one type's frontier passes another's for good (their last crossing, tables/scaling.csv), an X on the
-    frontiers with its 95% interval over seeds as a bar, and which passes which."""
+    frontiers with its 95% interval over seeds as a bar, labelled which passes which and in how many of the
+    seed redraws the same type ends ahead."""
     rows = fits.set_index("type")
     types = list(rows.index)
     marked = False
-    for i, kind in enumerate(types):
-        for other in types[i + 1:]:
-            found = str(rows.loc[kind].get(f"crosses_{other}_at_flops", "nan")).split()
-            if not found or found == ["nan"]:
-                continue
-            at = float(found[-1])
-            lines = {t: scaling.mean_line(means[means["type"] == t]) for t in (kind, other)}
-            after = math.sqrt(at * scaling.common_compute(*lines.values())[1])  # between it and the end of both
-            past = {t: np.interp(math.log(after), np.log(line["train_flops"]), line["bpb"])
-                    for t, line in lines.items()}
-            ahead, behind = sorted(past, key=past.get)  # past the last crossing, the lower frontier is ahead
-            y = float(np.interp(np.log(at), np.log(lines[kind]["train_flops"]), lines[kind]["bpb"]))
-            low, high = (rows.loc[kind].get(f"crosses_{other}_ci_{end}", math.nan) for end in ("low", "high"))
-            xerr = [[at - low], [high - at]] if low == low else None
-            ax.errorbar([at], [y], xerr=xerr, fmt="X", color="black", ms=10, capsize=5, lw=1.5, zorder=6,
-                        label=None if marked else "X: one frontier passes another for good (bar: 95% interval)")
-            ax.annotate(f"{ahead} passes {behind}", (at, y), xytext=(8, 10), textcoords="offset points",
-                        fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
-            marked = True
+    for kind, other in ((kind, other) for i, kind in enumerate(types) for other in types[i + 1:]):
+        at = last_crossing(rows.loc[kind], other)
+        if at is None:
+            continue
+        lines = {t: scaling.mean_line(means[means["type"] == t]) for t in (kind, other)}
+        ahead, behind = (kind, other) if scaling.ends_ahead(lines[kind], lines[other]) else (other, kind)
+        low, high, agree = (rows.loc[kind].get(f"crosses_{other}_{end}", math.nan)
+                            for end in ("ci_low", "ci_high", "same_order"))
+        # at is rounded to 3 digits in the CSV, its bounds are not: a bound within rounding of it is a bar of 0
+        xerr = [[max(at - low, 0.0)], [max(high - at, 0.0)]] if low == low else None
+        y = float(scaling.at_compute(lines[kind], [at])[0])
+        ax.errorbar([at], [y], xerr=xerr, fmt="X", color="black", ms=10, capsize=5, lw=1.5, zorder=6,
+                    label=None if marked else "X: one frontier passes another for good (bar: 95% interval)")
+        agreed = f" (in {agree:.0%} of seed redraws)" if agree == agree else ""
+        ax.annotate(f"{ahead} passes {behind}{agreed}", (at, y), xytext=(8, 10), textcoords="offset points",
+                    fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
+        marked = True
 
 
 def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
