@@ -425,7 +425,7 @@ def test_the_figure_marks_where_one_frontier_passes_another_with_its_interval(tm
     compute = drawn[0].axes[0]
     (label,) = [t.get_text() for t in compute.texts]
     row = fits.set_index("type").loc["a"]
-    assert label == f"a passes b (in {row['crosses_b_same_order']:.0%} of seed redraws)"  # a ends below b
+    assert label == f"a passes b\n(in {row['crosses_b_same_order']:.0%} of seed redraws)"  # a ends below b
     (mark,) = [c for c in compute.containers if c.has_xerr]
     (x,), _ = mark.lines[0].get_data()
     assert x == pytest.approx(float(row["crosses_b_at_flops"]), rel=1e-2)
@@ -450,7 +450,7 @@ def test_the_figure_draws_a_crossing_at_the_edge_of_its_interval_and_none_where_
     drawn, save = [], figure.save
     monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
     figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
-    assert [t.get_text().split(" (")[0] for t in drawn[0].axes[0].texts] == ["a passes b"]
+    assert [t.get_text().split("\n")[0] for t in drawn[0].axes[0].texts] == ["a passes b"]
 
 
 def test_the_last_crossing_reads_every_form_the_csv_gives():

@@ -76,9 +76,10 @@ def crossing_marks(ax, means: pd.DataFrame, fits: pd.DataFrame) -> None:
         y = float(scaling.at_compute(lines[kind], [at])[0])
         ax.errorbar([at], [y], xerr=xerr, fmt="X", color="black", ms=10, capsize=5, lw=1.5, zorder=6,
                     label=None if marked else "X: one frontier passes another for good (bar: 95% interval)")
-        agreed = f" (in {agree:.0%} of seed redraws)" if agree == agree else ""
-        ax.annotate(f"{ahead} passes {behind}{agreed}", (at, y), xytext=(8, 10), textcoords="offset points",
-                    fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
+        agreed = f"\n(in {agree:.0%} of seed redraws)" if agree == agree else ""
+        label = ax.annotate(f"{ahead} passes {behind}{agreed}", (at, y), xytext=(8, 10), textcoords="offset points",
+                            fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
+        label.set_in_layout(False)  # a label is no reason to shrink the panel
         marked = True
 
 
