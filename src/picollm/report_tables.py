@@ -38,6 +38,7 @@ th:first-child, td:first-child { position: sticky; left: 0; box-shadow: inset -1
 th:first-child { z-index: 2; }
 td:first-child { background: inherit; white-space: nowrap; }  /* a run name, the row's label, on one line */
 td.prose { min-width: 22em; } td.short { white-space: nowrap; }
+td[style*="text-align: right"] { white-space: nowrap; }  /* a number on one line: 1.92e-11, not 1.92e- / 11 */
 tbody tr { background: #fff; }
 tbody tr:nth-child(even) { background: #fafafa; }
 tbody tr:hover { background: #eef2ff; }
