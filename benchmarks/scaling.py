@@ -17,7 +17,7 @@ import yaml
 from benchmarks.common import REPO, Sizes
 from benchmarks.study import LAST_RUN, TINYSTORIES_TRAIN, snakemake
 from picollm.data.check import read_meta
-from picollm.scaling import with_interval
+from picollm.scaling import read_crossings, with_interval
 
 TITLE = "The scaling study (config/scaling.yaml)"
 CONFIG = REPO / "config" / "scaling.yaml"
@@ -33,8 +33,7 @@ def crossing_text(r, other: str) -> str:
     """'lstm at 2.7e+11 and 3.4e+11 FLOPs (the last's 95% CI 1.2e+11 to 6e+11; the same type ends ahead in 87% of
     seed redraws)', from a tables/scaling.csv row as read back (a single crossing reads as a number), or '' where
     its frontier does not cross other's."""
-    value = r[f"crosses_{other}_at_flops"]
-    found = [float(c) for c in str(value).split()] if value == value else []
+    found = read_crossings(r, other)
     if not found:
         return ""
     low, high, agree = (r.get(f"crosses_{other}_{end}", float("nan")) for end in ("ci_low", "ci_high", "same_order"))

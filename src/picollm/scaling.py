@@ -345,6 +345,13 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_crossings(row, other: str) -> list[float]:
+    """crosses_<other>_at_flops of a tables/scaling.csv row as the CSV reads back (one crossing is a number,
+    several are space-separated text, none is blank or a missing column), as computes."""
+    value = row.get(f"crosses_{other}_at_flops", math.nan)
+    return [float(c) for c in str(value).split()] if value == value else []
+
+
 def fit_note(row) -> str:
     """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31]', or why there is no fit; a type of one size says its fit is
     of a learning curve."""

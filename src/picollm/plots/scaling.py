@@ -24,6 +24,7 @@ from picollm.stats import t_interval
 
 def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) -> None:
     means = scaling.mean_curves(points[points["kind"] == "curve"])
+    lines = {kind: scaling.mean_line(rows) for kind, rows in means.groupby("type", sort=False)}
     for kind, rows in means.groupby("type", sort=False):
         color = styles[kind]["color"]
         for _, run in rows.groupby("run", sort=False):
@@ -32,7 +33,7 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
         row = fits.set_index("type").loc[kind]
         ax.plot(front["train_flops"], front["bpb"], color=color, lw=3, marker=styles[kind]["marker"], ms=6,
                 label=f"{kind} frontier — {scaling.fit_note(row)}")
-        held = scaling.mean_line(rows).tail(2)  # its best, held out to the type's largest compute
+        held = lines[kind].tail(2)  # its best, held out to the type's largest compute
         if len(held) == 2 and held["train_flops"].iloc[-1] > front["train_flops"].max():
             ax.plot(held["train_flops"], held["bpb"], color=color, lw=2, ls=":")
         if row["fitted"]:
@@ -40,7 +41,7 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
             grid = np.geomspace(used.min(), used.max(), 100)
             ax.plot(grid, scaling.predict(row, grid), color=color, ls=(0, (4, 2)), lw=2, alpha=0.9)
             ax.plot(grid, scaling.predict(row, grid), color="black", ls=(0, (1, 5)), lw=1)  # dashed on any colour
-    crossing_marks(ax, means, fits)
+    crossing_marks(ax, lines, fits)
     ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% intervals over seeds)")
     ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
     log_x(ax)
@@ -52,14 +53,14 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
 def last_crossing(row, other: str) -> float | None:
     """The last compute at which a tables/scaling.csv row's type crosses type other, as the CSV reads back (one
     crossing is a number, several are text, none is blank); None where they do not cross."""
-    found = str(row.get(f"crosses_{other}_at_flops", "nan")).split()
-    return None if found in ([], ["nan"]) else float(found[-1])
+    found = scaling.read_crossings(row, other)
+    return found[-1] if found else None
 
 
-def crossing_marks(ax, means: pd.DataFrame, fits: pd.DataFrame) -> None:
+def crossing_marks(ax, lines: dict, fits: pd.DataFrame) -> None:
     """Where one type's frontier passes another's for good (their last crossing, tables/scaling.csv), an X on the
     frontiers with its 95% interval over seeds as a bar, labelled which passes which and in how many of the
-    seed redraws the same type ends ahead."""
+    seed redraws the same type ends ahead. lines: each type's scaling.mean_line."""
     rows = fits.set_index("type")
     types = list(rows.index)
     marked = False
@@ -67,7 +68,6 @@ def crossing_marks(ax, means: pd.DataFrame, fits: pd.DataFrame) -> None:
         at = last_crossing(rows.loc[kind], other)
         if at is None:
             continue
-        lines = {t: scaling.mean_line(means[means["type"] == t]) for t in (kind, other)}
         ahead, behind = (kind, other) if scaling.ends_ahead(lines[kind], lines[other]) else (other, kind)
         low, high, agree = (rows.loc[kind].get(f"crosses_{other}_{end}", math.nan)
                             for end in ("ci_low", "ci_high", "same_order"))
