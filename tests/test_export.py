@@ -271,6 +271,26 @@ def test_export_replaces_an_old_folder_atomically(tmp_path):
     load_model(ckpt)  # model.pt keeps working
 
 
+def test_a_failed_replace_puts_the_old_folder_back(tmp_path, monkeypatch):
+    from picollm import export
+    old, new = tmp_path / "hf", tmp_path / ".hf.tmp"
+    old.mkdir()
+    (old / "config.json").write_text("old")
+    new.mkdir()
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new folder onto the old one's place
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        export._replace_dir(new, old)
+    assert (old / "config.json").read_text() == "old" and sorted(os.listdir(tmp_path)) == [".hf.tmp", "hf"]
+
+
 def test_export_refuses_a_folder_that_holds_other_work(tmp_path):
     """An export replaces its folder whole: a results folder, a checkout or the working directory is refused in one
     line and left as it was; the command says so on the terminal, with no traceback."""

@@ -528,6 +528,28 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_one_of_another_host_is_not(
     assert lock.exists()  # not ours to remove
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open descriptors through /proc")
+@pytest.mark.parametrize("fails", ["_flock", "_holder", "_refusal"])
+def test_a_lock_not_taken_leaves_no_descriptor_open(fails, tmp_path, monkeypatch):
+    import socket
+
+    from picollm import owner
+    from picollm.errors import PicoError
+
+    def fail(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    if fails == "_refusal":  # a holder on another host: refused
+        (tmp_path / owner.LOCK).write_text(json.dumps({"host": socket.gethostname() + "-other", "pid": 4242}))
+    else:
+        monkeypatch.setattr(owner, fails, fail)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(PicoError if fails == "_refusal" else OSError):
+        with owner.folder_lock(tmp_path):
+            pass
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def test_training_stops_after_a_checkpoint_when_its_parent_is_gone(tokens_dir, tmp_path):
     parent = subprocess.Popen(["sleep", "600"])  # stands in for the Snakemake that started the job
     out = tmp_path / "out"

@@ -206,7 +206,7 @@ def _evaluation_stages(sub) -> None:
     p.add_argument("--samples", help="samples/<run>/seed<k>.jsonl: diversity, repetition and self-likelihood per decoding")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", required=True, help="the evaluation's JSON (the workflow's: eval/<run>/seed<k>.json)")
-    p.add_argument("--sampling-out", help="eval/sampling/<model>.csv")
+    p.add_argument("--sampling-out", help="eval/sampling/<run>/seed<k>.csv")
 
     p = _stage(sub, "reference", "the sampling measures of real validation stories cut to the samples' length",
                '{"sampling": {"prompts": [...], "num_samples": N, "max_new_tokens": N}, "seed": N, "data": {...}}')

@@ -24,16 +24,20 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and torch.version.cuda is None:  # a CPU build of torch: no GPU would help
-        raise PicoError(f"device: cuda was asked for but this torch ({torch.__version__}) is a CPU build; install "
-                        f"its CUDA build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PicoError("device: cuda was asked for but this machine has no usable CUDA GPU; "
-                        "use device: auto or device: cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise PicoError("device: mps was asked for but MPS is not available here; use device: auto or device: cpu")
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise PicoError(f"device {name!r} is none of auto, cpu, cuda (or cuda:N) and mps")
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and torch.version.cuda is None:  # a CPU build of torch: no GPU would help
+        raise PicoError(f"device: {name} was asked for but this torch ({torch.__version__}) is a CPU build; install "
+                        f"its CUDA build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise PicoError(f"device: {name} was asked for but this machine has no usable CUDA GPU; "
+                        "use device: auto or device: cpu")
+    if index and int(index) >= (count := torch.cuda.device_count()):
+        raise PicoError(f"device: {name} was asked for but this machine's CUDA GPUs are cuda:0 to cuda:{count - 1}; "
+                        "use one of them, or device: cuda")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise PicoError("device: mps was asked for but MPS is not available here; use device: auto or device: cpu")
     return torch.device(name)
 
 

@@ -7,7 +7,7 @@ whole global batch (train.batch_size windows) from the same seeded sampler and k
 of rows, so N ranks take exactly the optimizer steps one process would take (up to float rounding; with
 dropout, each rank draws its masks from a stream of its own: the same training in law, not in numbers).
 Without torchrun's variables nothing here starts a process group and every helper is the identity: one process trains
-as before.
+on its own.
 """
 from __future__ import annotations
 

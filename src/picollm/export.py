@@ -242,9 +242,15 @@ def _readable_by_all(folder: Path) -> None:
 def _replace_dir(src: Path, dst: Path) -> None:
     """Put folder `src` at `dst`, replacing an old `dst`: a reader sees the old folder or the new one."""
     old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
-    if dst.exists():
+    moved = dst.exists()
+    if moved:
         os.replace(dst, old)
-    os.replace(src, dst)
+    try:
+        os.replace(src, dst)
+    except BaseException:  # the new folder did not land: the old one goes back, so dst is never missing
+        if moved:
+            os.replace(old, dst)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -33,6 +33,8 @@ def study_root(model_path) -> Path:
 
 
 def experiment_of(path) -> str | None:
-    """<experiment> of a path under results/<experiment>/ (None: it lies under none)."""
+    """<experiment> of a path under results/<experiment>/ (None: it lies under none). The last such `results`
+    counts: a checkout may itself lie under a folder of that name."""
     parts = Path(path).resolve().parts
-    return parts[parts.index(RESULTS) + 1] if RESULTS in parts[:-2] else None
+    at = [i for i, part in enumerate(parts[:-2]) if part == RESULTS]
+    return parts[at[-1] + 1] if at else None

@@ -50,7 +50,7 @@ class Optimizers:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure=None):
+    def step(self) -> None:
         for opt in self.optimizers:
             opt.step()
 

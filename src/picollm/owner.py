@@ -78,30 +78,39 @@ def _refusal(path: Path, holder: dict) -> PicoError:
                      f"then rerun; if that process is gone, delete {path}")
 
 
+def _claim(path: Path, fd: int) -> bool:
+    """Write this process into the open lock file `fd` (False: `path` names another file than `fd`: open it again)."""
+    locked = _flock(fd)
+    try:
+        same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:  # its holder removed the file between our open and our lock
+        return False
+    holder = _holder(fd)
+    mine = holder.get("host") == HOST and holder.get("pid") == os.getpid()
+    # on this host a live holder holds the flock too: a pid still running but without it reused the number
+    pid = holder.get("pid") if isinstance(holder.get("pid"), int) else 0
+    stale = holder.get("host") == HOST and (locked or not alive(pid))
+    if locked is False or (holder and not (mine or stale)):
+        raise _refusal(path, holder)
+    me = {"host": HOST, "pid": os.getpid(), "started": dt.datetime.now().isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
+    return True
+
+
 def _take(path: Path) -> int:
     """An open descriptor of `path` with this process written into it (and flock held where supported)."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        locked = _flock(fd)
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # its holder removed the file between our open and our lock: open the new one
+            if _claim(path, fd):
+                return fd
+        except BaseException:  # a refusal, or an error reading or writing the file: the descriptor goes too
             os.close(fd)
-            continue
-        holder = _holder(fd)
-        mine = holder.get("host") == HOST and holder.get("pid") == os.getpid()
-        # on this host a live holder holds the flock too: a pid still running but without it reused the number
-        pid = holder.get("pid") if isinstance(holder.get("pid"), int) else 0
-        stale = holder.get("host") == HOST and (locked or not alive(pid))
-        if locked is False or (holder and not (mine or stale)):
-            os.close(fd)
-            raise _refusal(path, holder)
-        me = {"host": HOST, "pid": os.getpid(), "started": dt.datetime.now().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        return fd
+            raise
+        os.close(fd)
 
 
 @contextlib.contextmanager
