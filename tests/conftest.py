@@ -71,7 +71,7 @@ def byte_tokens(root: Path) -> Path:
 def tiny_offline_config(experiment="tiny", steps=40, **overrides) -> dict:
     """The offline study shrunk to seconds: 3seqs, byte tokenizer, all three model types."""
     cfg = {
-        "experiment": experiment, "seed": 7, "device": "cpu", "tokenizer": "byte", "block_size": 32,
+        "experiment": experiment, "seeds": [7], "device": "cpu", "tokenizer": "byte", "block_size": 32,
         "data": {"sources": [{"kind": "3seqs", "num_sequences": 600, "max_terms": 8}]},
         "train": {"max_steps": steps, "batch_size": 8, "lr": 0.003, "warmup_steps": 5, "eval_interval": 20,
                   "eval_batches": 4, "checkpoint_interval": 10, "log_interval": 5, "threads": 1},

@@ -102,7 +102,7 @@ BAD = [
     ({"block_size": 4096, "models": {"m": {"type": "transformer", "pos_encoding": "learned"}}}, None),  # fine
     ({"seeds": []}, "config key 'seeds' is empty; give at least one seed"),
     ({"seeds": [1, 2, 1]}, "config key 'seeds' lists seed 1 twice"),
-    ({"seeds": [1337, 1338], "seed": 2}, None),  # one file giving both: seeds decides (a seed set over it is refused)
+    ({"seeds": [1337, 1338], "seed": 2}, None),  # parsed: seeds decides (a study file or --config giving both is refused by load_study)
     ({"sweep": {"n": {"hidden_dim": [8]}}}, "config key 'sweep.n': the config has no model 'n'"),
     ({"sweep": {"m": {"hiden_dim": [8]}}}, "config key 'sweep.m.hiden_dim': m (lstm) has no such key"),
     ({"sweep": {"m": {"hidden_dim": ["big"]}}}, "config key 'sweep.m.hidden_dim': value 'big' does not fit"),
@@ -116,6 +116,9 @@ BAD = [
     ({"train": {"snapshot_steps": "100"}}, "config key 'train.snapshot_steps' is '100'; give a list, e.g. [100]"),
     ({"train": {"max_minutes": 5, "snapshot_steps": [0]}}, "needs a run of known length"),
     ({"sweep": {"m": {"hidden_dim": [8, 16], "train.lr": [0.01]}}}, None),
+    ({"models": {"gpt.small": {"type": "lstm"}}}, "config key 'models.gpt.small': a model's name may not hold '.' "
+                                                  "or '=', which name a sweep's runs (<model>.<key>=<value>); rename "
+                                                  "it, e.g. gpt_small"),
 ]
 
 
@@ -156,6 +159,22 @@ def test_a_seed_over_a_seeds_list_is_one_line(tmp_path):
     assert load_study([base], {"seed": 1, "seeds": [1]}).seeds == [1]
 
 
+def test_a_seed_beside_a_seeds_list_is_one_line(tmp_path):
+    """One file or --config giving both `seed` and a `seeds` list without it would drop the seed: refused. A base's
+    seed under a file's seeds list is an override, not a conflict."""
+    both = write_config(tmp_path / "both.yaml", {"experiment": "x", "seed": 7, "seeds": [1, 2],
+                                                 "models": {"m": {"type": "lstm"}}})
+    with pytest.raises(PicoError, match=r"^config file \S*both.yaml sets both seed: 7 and seeds: \[1, 2\], and seeds "
+                                        r"decide the seeds that run; drop seed, or list every seed in seeds: \[...\]$"):
+        load_study([both])
+    base = write_config(tmp_path / "base.yaml", {"experiment": "x", "seed": 7, "models": {"m": {"type": "lstm"}}})
+    with pytest.raises(PicoError, match=r"^--config sets both seed: 3 and seeds: \[1\], .* in --config 'seeds=\[...\]'$"):
+        load_study([base], {"seed": 3, "seeds": [1]})
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nseeds: [1, 2]\n")
+    assert load_study([tmp_path / "child.yaml"]).seeds == [1, 2]
+    assert load_study([base], {"seeds": [1, 2]}).seeds == [1, 2]
+
+
 def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
     """Through a `base:` chain and --config: the line names the layer that sets the key (or the nearest key above
     it, for a key that is missing), so a mistake in a base file is not looked for in the file that was run."""
@@ -171,20 +190,20 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
         ("fixed.yaml", {"seeds": [3, 3]}, "--config: config key 'seeds' lists seed 3 twice"),
     ]
     # a model name and a sweep key with dots in them; a run's own train key; a check across a model's keys
-    dots = tiny_offline_config(models={"gpt.small": {"type": "transformer", "d_model": 32, "n_heads": 4},
+    dots = tiny_offline_config(models={"gpt_small": {"type": "transformer", "d_model": 32, "n_heads": 4},
                                        "lstm": {"type": "lstm", "train": {"flops": 10}}},
                                sweep={"lstm": {"train.lr": [-1]}})
     dots["train"].pop("max_steps")
     write_config(tmp_path / "dots.yaml", dots)
-    (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt.small: {n_heads: 3}}\n")
-    (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt.small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
+    (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt_small: {n_heads: 3}}\n")
+    (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt_small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
     (tmp_path / "budgets.yaml").write_text("base: dots.yaml\nsweep: {}\nreplace: [sweep]\ntrain: {flops: 1e12}\n")
     (tmp_path / "capped.yaml").write_text("base: budgets.yaml\nreplace: [train]\ntrain: {max_steps: 40}\n"
                                           "models: {lstm: {train: {flops: 1e12}}}\n")
     cases += [
         ("over.yaml", {}, f"{tmp_path / 'over.yaml'}, {tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): "
-                          "config key 'models.gpt.small': d_model (32) must be divisible by n_heads (3)"),
+                          "config key 'models.gpt_small': d_model (32) must be divisible by n_heads (3)"),
         ("on.yaml", {}, f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key "
                         "'sweep.lstm.train.lr'"),
         ("on.yaml", {"sweep": {"lstm": {"train.lr": [0.1]}}},

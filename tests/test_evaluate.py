@@ -364,3 +364,19 @@ def test_scaling_curves_convert_training_loss_with_the_windows_bytes_per_token(t
         "bpb": scored["all"]["bpb"], "val_bytes_per_window_token": ev.bytes_per_window_token(tokens, sources, lengths)}))
     points = run_points("r", 1, tmp_path / "metrics.csv", tmp_path / "eval.json")
     assert points.loc[points["kind"] == "curve", "bpb"].item() == pytest.approx(true_bpb, rel=1e-9)
+
+
+def test_scaling_points_leave_out_warmup_as_the_run_recorded_it(tmp_path):
+    """train.warmup_steps from the evaluation's config marks the points past warm-up; without a recorded
+    config, the step of the highest learning rate does."""
+    from picollm.scaling import run_points
+
+    pd.DataFrame({"step": [0, 4, 8, 16], "tokens_seen": [0, 40, 80, 160], "train_loss": 3.0, "val_loss": 3.0,
+                  "lr": [0.1, 0.5, 1.0, 0.2]}).to_csv(tmp_path / "metrics.csv", index=False)
+    ev = {"type": "x", "params_non_embedding": 1, "flops_per_token": 1, "tokens_seen": 160, "train_flops": 160,
+          "bpb": 1.0, "val_bytes_per_window_token": 1.0}
+    for config, warm in [({"train": {"warmup_steps": 4}}, [True, True, True]), ({}, [False, True, True])]:
+        (tmp_path / "eval.json").write_text(json.dumps({**ev, "config": config}))
+        points = run_points("r", 1, tmp_path / "metrics.csv", tmp_path / "eval.json")
+        assert points.loc[points["kind"] == "curve", "after_warmup"].tolist() == warm
+        assert points.loc[points["kind"] == "final", "step"].item() == 16

@@ -65,11 +65,12 @@ def test_fingerprints_hash_the_json_values(tokens, monkeypatch):
     train.resume_id(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, compact_vocab=True), meta)
     train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, weights={"a": 1.0}, compact_vocab=True),
                             meta)
-    resume, identity = hashed
+    resume, identity_resume, identity = hashed  # finished_identity hashes its resume_id and the checksums
     checksums = {split: info["sha256"] for split, info in data["splits"].items()}
     assert data["raw_sha256"] in resume and data["tokenizer"] in resume
-    assert data["raw_sha256"] in identity and data["tokenizer"] in identity and checksums in identity
-    json.dumps([resume, identity])  # every part is JSON as it is: fingerprint's default=str never runs
+    assert data["raw_sha256"] in identity_resume and data["tokenizer"] in identity_resume
+    assert identity == ("hash", checksums)
+    json.dumps([resume, identity_resume, identity])  # every part is JSON as it is: fingerprint's default=str never runs
     assert output_vocab(meta, True) == len(set(data["train_vocab"])) + 1 and output_vocab(meta, False) == 257
 
 
@@ -80,7 +81,8 @@ def test_a_split_without_a_checksum_hashes_none(tokens, monkeypatch):
     hashed = []
     monkeypatch.setattr(train, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
     train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8), read_meta(tokens / "meta.json"))
-    assert {"train": data["splits"]["train"]["sha256"], "val": None} in hashed[0] and None in hashed[0]
+    resume, identity = hashed
+    assert None in resume and identity == ("hash", {"train": data["splits"]["train"]["sha256"], "val": None})
 
 
 @pytest.mark.parametrize("change, says", [

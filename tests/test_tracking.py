@@ -13,6 +13,7 @@ import pytest
 
 from conftest import byte_tokens
 from picollm import cli, tracking
+from picollm.health import HEALTH_COLUMNS
 from picollm.errors import PicoError
 from picollm.train import train
 
@@ -53,7 +54,7 @@ def expected(out_dir) -> dict:
     rows = pd.read_csv(out_dir / "metrics.csv")
     want = {c: {int(s): v for s, v in zip(rows["step"], rows[c]) if math.isfinite(v)} for c in COLUMNS}
     for h in pd.read_csv(out_dir / "layer_health.csv").to_dict("records"):
-        for k in tracking.HEALTH_METRICS:
+        for k in HEALTH_COLUMNS[3:]:  # after step, tokens_seen and block
             want.setdefault(f"health/block{h['block']}/{k}", {})[int(h["step"])] = h[k]
     return want
 

@@ -1,4 +1,5 @@
 """The trainer: learning, determinism, exact resume after a real kill, and clear failures."""
+import dataclasses
 import json
 import re
 import os
@@ -43,6 +44,15 @@ def test_activation_scale_is_recorded_every_logged_step(tokens_dir, tmp_path, co
           block_size=32, device="cpu", compact_vocab=compact_vocab)
     logged = pd.read_csv(tmp_path / "metrics.csv").query("step > 0")
     assert len(logged) and (logged["act_rms"] > 0).all() and (logged["grad_norm"] > 0).all()
+
+
+def test_a_run_that_ends_within_its_warmup_says_so(tokens_dir, tmp_path, capsys):
+    """Legal (a smoke test), but its learning rate never peaks nor decays: one note names the run and the fix."""
+    run(tokens_dir, tmp_path / "short", max_steps=4)
+    assert ("note: m: train.max_steps (4) ends within train.warmup_steps (5), so its learning rate never reaches "
+            "train.lr nor decays; lower warmup_steps (e.g. 1) for curves that show the recipe") in capsys.readouterr().out
+    run(tokens_dir, tmp_path / "long", max_steps=6)
+    assert "warmup_steps" not in capsys.readouterr().out
 
 
 def metrics_without_clock(path):
@@ -313,13 +323,13 @@ def test_another_config_sets_the_checkpoint_aside_and_the_first_resumes_it(token
     capsys.readouterr()
     other_id = interrupted(tokens_dir, out, monkeypatch, 21, **other)
     err = capsys.readouterr().err
-    assert (f"ignoring {out / 'last.pt'}: it is from a different config or data; starting from step 0; moved it to "
+    assert (f"ignoring {out / 'last.pt'}: it is from a different config, data or training code; starting from step 0; moved it to "
             f"{out / f'last.{first_id}.pt'}: running with that config again resumes from it") in err
     assert torch.load(out / f"last.{first_id}.pt", weights_only=False)["step"] == 30
 
     run(tokens_dir, out, **first)
     err = capsys.readouterr().err
-    assert (f"ignoring {out / 'last.pt'}: it is from a different config or data; resuming "
+    assert (f"ignoring {out / 'last.pt'}: it is from a different config, data or training code; resuming "
             f"{out / f'last.{first_id}.pt'} instead; moved it to {out / f'last.{other_id}.pt'}") in err
     assert (f"resuming from {out / 'last.pt'} at step 30 (set aside as last.{first_id}.pt by a run of another "
             f"config)") in err
@@ -379,12 +389,12 @@ PINNED_META = {"dtype": "uint16", "eot_token": 256, "raw_sha256": {"a/train": "0
 
 @pytest.mark.parametrize("model, changes, seed, block_size, compact_vocab, weights, pinned", [
     ({"type": "transformer", "n_layers": 1, "d_model": 16, "n_heads": 2}, {}, 1, 8, False, None,
-     ("d54627086e49baac", "8ff8d5cfdec74162")),
+     ("e5827874bacca84f", "93994a313f65947c")),
     ({"type": "lstm", "embed_dim": 8, "hidden_dim": 16},
      {"lr": 0.01, "max_steps": 30, "threads": 3, "loggers": ["tensorboard"]}, 7, 16, True, {"a": 2.0},
-     ("094f309d564ed539", "219b78f38dc41c89")),
+     ("9a2357c4f76d231b", "58451dc522e733d6")),
     ({"type": "kgram_mlp"}, {"flops": 1e9, "snapshot_steps": [5]}, 3, 32, True, None,
-     ("ed5d5b36ce5d33ca", "3776d427723366aa")),
+     ("00829d061c0b69e7", "07069f31ea0a009c")),
 ])
 def test_the_fingerprints_of_a_training_are_pinned(tmp_path, monkeypatch, model, changes, seed, block_size,
                                                    compact_vocab, weights, pinned):
@@ -397,6 +407,27 @@ def test_the_fingerprints_of_a_training_are_pinned(tmp_path, monkeypatch, model,
                      compact_vocab)
     meta = read_meta(tmp_path / "meta.json")
     assert (resume_id(spec, meta), finished_identity(spec, meta)) == pinned
+
+
+def test_a_checkpoint_resumes_only_under_its_weights_and_training_code(tokens_dir, tmp_path, monkeypatch, capsys):
+    """Another sources' mixture or an edit of the training code neither resumes a checkpoint nor restores a
+    finished training: the interrupted run's last.pt is set aside, and training starts over."""
+    (tmp_path / "meta.json").write_text(json.dumps(PINNED_META))
+    meta = read_meta(tmp_path / "meta.json")
+    model = model_config({"type": "lstm", "embed_dim": 8, "hidden_dim": 16})
+    spec = TrainSpec("m", model, TrainConfig(), 1, 8, "cpu", {"a": 1.0}, False)
+    reweighted = dataclasses.replace(spec, weights={"a": 2.0})
+    assert resume_id(spec, meta) != resume_id(reweighted, meta)
+    assert finished_identity(spec, meta) != finished_identity(reweighted, meta)
+
+    out = tmp_path / "x"
+    first_id = interrupted(tokens_dir, out, monkeypatch, 11, max_steps=20, checkpoint_interval=10)
+    capsys.readouterr()
+    real_code = finished.code
+    monkeypatch.setattr(finished, "code", lambda type_name: real_code(type_name) + " edited")
+    run(tokens_dir, out, max_steps=20, checkpoint_interval=10)
+    assert (f"ignoring {out / 'last.pt'}: it is from a different config, data or training code; starting from step "
+            f"0; moved it to {out / f'last.{first_id}.pt'}") in capsys.readouterr().err
 
 
 def test_a_finished_training_records_the_code_of_its_rule():
@@ -463,7 +494,7 @@ def test_restoring_a_finished_training_sets_another_configs_checkpoint_aside(tok
     run(tokens_dir, tmp_path, max_steps=10)
     other_id = interrupted(tokens_dir, tmp_path, monkeypatch, 11, max_steps=20, lr=0.001)
     assert run(tokens_dir, tmp_path, max_steps=10)["restored"]
-    assert (f"ignoring {tmp_path / 'last.pt'}: it is from a different config or data; restoring the finished "
+    assert (f"ignoring {tmp_path / 'last.pt'}: it is from a different config, data or training code; restoring the finished "
             f"training; moved it to {tmp_path / f'last.{other_id}.pt'}") in capsys.readouterr().err
     run(tokens_dir, tmp_path, max_steps=20, lr=0.001)
     assert f"resuming from {tmp_path / 'last.pt'} at step 10 (set aside" in capsys.readouterr().err
@@ -529,3 +560,22 @@ def test_device_cuda_without_one_says_whether_torch_or_the_machine_lacks_it(monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     with pytest.raises(PicoError, match=line):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("cuda_build, gpus, line", [
+    (None, 0, r"^device: cuda:1 was asked for but this torch \(\S+\) is a CPU build; "),
+    ("12.6", 0, r"^device: cuda:1 was asked for but this machine has no usable CUDA GPU; "),
+    ("12.6", 1, r"^device: cuda:1 was asked for but this machine's CUDA GPUs are cuda:0 to cuda:0; use one of them, "
+                r"or device: cuda$"),
+])
+def test_device_cuda_n_is_checked_as_cuda_is_and_its_index_too(monkeypatch, cuda_build, gpus, line):
+    from picollm.device import resolve_device
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(PicoError, match=line):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")

@@ -146,6 +146,7 @@ def lm_eval_task(study: Study) -> dict:
 def study_file(study: Study) -> dict:
     """The validated config as a study file of its own (for the report), scheduling keys left out."""
     out = study.model_dump(mode="json")
+    del out["seed"]  # shorthand for seeds: [seed]; seeds holds the seeds that run (a file giving both is refused)
     out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.SCHEDULING}
     for entry in out["models"].values():
         overrides = {k: v for k, v in entry.pop("train", {}).items() if k not in TrainConfig.SCHEDULING}

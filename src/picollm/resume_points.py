@@ -100,7 +100,7 @@ def claim(path: Path, run_id: str, then: str) -> dict | None:
     if ckpt["run_id"] == run_id:
         return ckpt
     aside = set_aside(path, ckpt["run_id"])
-    tell(f"ignoring {path}: it is from a different config or data; {then}; moved it to {aside}: running with "
+    tell(f"ignoring {path}: it is from a different config, data or training code; {then}; moved it to {aside}: running with "
          f"that config again resumes from it")
     return None
 

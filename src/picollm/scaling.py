@@ -63,17 +63,26 @@ def run_points(run: str, seed: int, metrics_csv, eval_json) -> pd.DataFrame:
     ev = json.loads(Path(eval_json).read_text())
     rows = pd.read_csv(metrics_csv)
     bytes_per_token = ev["val_bytes_per_window_token"]
-    peak = rows.loc[rows["lr"].idxmax(), "step"] if rows["lr"].notna().any() else 0  # end of warm-up
+    peak = warmup_end(ev, rows)
     val = rows.dropna(subset=["val_loss"])
     val = val[val["step"] > 0]  # step 0 has spent no compute: no place on a log axis
     common = {"type": ev["type"], "run": run, "seed": seed, "params_non_embedding": ev["params_non_embedding"]}
     curve = pd.DataFrame({**common, "kind": "curve", "step": val["step"], "tokens_seen": val["tokens_seen"],
                           "train_flops": val["tokens_seen"] * ev["flops_per_token"], "after_warmup": val["step"] >= peak,
                           "bpb": val["val_loss"] / math.log(2) / bytes_per_token, "capped": False})
-    final = pd.DataFrame([{**common, "kind": "final", "step": ev.get("steps", int(rows["step"].max())),
+    final = pd.DataFrame([{**common, "kind": "final", "step": int(rows["step"].max()),
                            "tokens_seen": ev["tokens_seen"], "train_flops": ev["train_flops"], "after_warmup": True,
                            "bpb": ev["bpb"], "capped": bool(ev.get("val_capped", False))}])
     return pd.concat([curve, final], ignore_index=True)[POINT_COLUMNS]
+
+
+def warmup_end(ev: dict, rows: pd.DataFrame) -> int:
+    """The step warm-up ends at: train.warmup_steps as the checkpoint recorded it, or, for a model that records
+    no train config, the step of the highest logged learning rate."""
+    recorded = ev.get("config", {}).get("train", {}).get("warmup_steps")
+    if recorded is not None:
+        return int(recorded)
+    return int(rows.loc[rows["lr"].idxmax(), "step"]) if rows["lr"].notna().any() else 0
 
 
 def read_points(metrics: dict, evals: dict) -> pd.DataFrame:

@@ -38,8 +38,8 @@ MODULES = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow", "alembic"), "wa
 IDS = "tracking.json"  # beside last.pt: the runs a resumed training continues
 OWNER = "fingerprint.txt"  # in a TensorBoard folder: the training whose events it holds
 TIMEOUT_S = 5.0  # how long a tracking server may take to answer before training
-ROW_METRICS = ("train_loss", "val_loss", "lr", "grad_norm", "act_rms", "tokens_seen", "elapsed_s")
-HEALTH_METRICS = ("attn_grad_norm", "mlp_grad_norm", "resid_rms")
+# the columns of a metrics.csv or layer_health.csv row that place it rather than measure it
+ROW_PLACE, HEALTH_PLACE = {"step"}, {"step", "tokens_seen", "block"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,14 +262,15 @@ class Tracking:
 
     def row(self, row: dict, health: list) -> None:
         """One metrics.csv row and its step's layer-health rows."""
-        metrics = {k: float(row[k]) for k in ROW_METRICS if math.isfinite(row[k])}
+        metrics = {k: float(v) for k, v in row.items() if k not in ROW_PLACE and math.isfinite(v)}
         prev = self.last_row
         if prev is not None and row["elapsed_s"] > prev["elapsed_s"] and row["step"] > prev["step"]:
             seconds = row["elapsed_s"] - prev["elapsed_s"]
             metrics["tokens_per_s"] = (row["tokens_seen"] - prev["tokens_seen"]) / seconds
         for h in health:
             block = f"health/block{h['block']}"
-            metrics.update({f"{block}/{k}": float(h[k]) for k in HEALTH_METRICS if math.isfinite(h[k])})
+            metrics.update({f"{block}/{k}": float(v) for k, v in h.items()
+                            if k not in HEALTH_PLACE and math.isfinite(v)})
         self.last_row = row
         self._each("log", row["step"], metrics)
 

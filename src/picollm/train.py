@@ -1,7 +1,7 @@
-"""The one trainer for every model: packed windows, next-token cross-entropy, AdamW, warm-up + cosine
+"""The one trainer for every model: packed windows, next-token cross-entropy, AdamW (or Muon), warm-up + cosine
 schedule, gradient clipping, periodic validation, rolling checkpoints and exact resume.
 
-Outputs in models/<name>/: model.pt (written only at the end), metrics.csv, summary.json, layer_health.csv
+Outputs in models/<run>/seed<k>/: model.pt (written only at the end), metrics.csv, summary.json, layer_health.csv
 (per Transformer block; the header only for other models) and snapshots/step<N>.pt for each of
 train.snapshot_steps (model.pt's format, with the validation loss at that step). The rolling checkpoint
 last.pt is not a Snakemake output, so it survives a failed or killed job and the rerun resumes; snapshots are
@@ -42,7 +42,7 @@ from picollm.finished import HEALTH, METRICS, MODEL, SNAPSHOTS, SUMMARY
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
-from picollm.io import atomic_path, tell, write_csv, write_json
+from picollm.io import atomic_path, note, tell, write_csv, write_json
 from picollm.loss import head_plan_record, validation_loss
 from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, output_vocab_size,
                             tensors_sha256)
@@ -240,10 +240,12 @@ def setup(spec: TrainSpec, tokens_dir: Path, out_dir: Path, meta: TokenMeta, ste
 
 
 def resume_id(spec: TrainSpec, meta: TokenMeta) -> str:
-    """The fingerprint a checkpoint must match to be resumed, of spec.train_cfg as within_budget leaves it."""
+    """The fingerprint a checkpoint must match to be resumed, of spec.train_cfg as within_budget leaves it: the
+    configs, seed, data, the sources' weights and the training code, so that a checkpoint is never finished under
+    another mixture or another trainer (it is set aside instead, and that config resumes it)."""
     return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
                        spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab and compact.FORM,
-                       WindowSampler.DRAWS)
+                       WindowSampler.DRAWS, spec.weights, finished.code(spec.model_cfg.type))
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -275,7 +277,10 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
     snapshot_now = step in run.train_cfg.kept_steps
     eval_now = train_cfg.is_eval_step(step) or last or snapshot_now
     logged = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None  # before a resume
-    if not (is_log_step(step, train_cfg) or eval_now) or (logged and not (last and math.isnan(logged["val_loss"]))):
+    # a step is logged once, except a time-stopped run's last row, logged without a validation loss: the resumed
+    # run's last step scores it
+    redo = logged is not None and last and math.isnan(logged["val_loss"])
+    if not (is_log_step(step, train_cfg) or eval_now) or (logged is not None and not redo):
         return
     val_loss = float("nan")
     if eval_now:  # by rank 0 alone (the same windows on every rank would only repeat it); the others wait
@@ -283,7 +288,7 @@ def log_row(run: Run, state: TrainState, last: bool = False) -> None:
             val_loss = validation_loss(run.model, run.val_tokens, run.block_size, train_cfg.batch_size, run.device,
                                        max_windows=train_cfg.eval_batches * train_cfg.batch_size, autocast=run.autocast)
         val_loss = distributed.from_main(val_loss, run.device)
-    if logged:  # a time-stopped run's last row, logged before its resume without a validation loss
+    if redo:
         state.rows.pop()
     state.rows.append({
         "step": step, "tokens_seen": step * run.tokens_per_step,
@@ -431,9 +436,10 @@ def stopped_by(run: Run, state: TrainState) -> str:
     return "max_steps" if run.train_cfg.flops is None else "flops"
 
 
-def finish(run: Run, state: TrainState, out_dir: Path, provenance) -> dict:
-    """metrics.csv, layer_health.csv, snapshots/, summary.json and model.pt; the rolling checkpoint and the
-    staged snapshots are then removed."""
+def finish(run: Run, state: TrainState) -> dict:
+    """metrics.csv, layer_health.csv, snapshots/, summary.json and model.pt beside last.pt; the rolling checkpoint
+    and the staged snapshots are then removed."""
+    out_dir, provenance = run.ckpt_path.parent, run.provenance
     wall = run.elapsed(state)
     metrics = pd.DataFrame(state.rows, columns=METRIC_COLUMNS)
     write_csv(out_dir / METRICS, metrics)
@@ -502,6 +508,7 @@ def run_training(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | Non
                 return done  # a restore logs nothing: it needs no tracker
             if main:
                 tracking.check(spec.train_cfg.loggers)  # a missing library or an unreachable server: one line, now
+                warn_short_warmup(spec.name, spec.train_cfg)
             run = setup(budgeted, tokens_dir, out_dir, meta, step_flops, run_id, provenance)
             run.identity = identity
             state = _resume(run)
@@ -513,13 +520,23 @@ def run_training(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | Non
             run.t0 = time.perf_counter()
             train_loop(run, state)
             save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
-            summary = finish(run, state, out_dir, provenance) if main else {}
+            summary = finish(run, state) if main else {}
             # the ranks tear the process group down together: a rank that closes gloo while rank 0 still writes
             # the outputs can abort at exit ("terminate called without an active exception")
             distributed.barrier()
             return summary
         finally:
             distributed.stop()
+
+
+def warn_short_warmup(name: str, train_cfg: TrainConfig) -> None:
+    """A run of fixed length that ends within its warm-up is legal (a smoke test) but its learning rate never
+    reaches train.lr nor decays: its curves are no guide to the recipe, so say so. (A FLOP budget this short
+    is refused: picollm.flops.budget_steps.)"""
+    if train_cfg.flops is None and train_cfg.max_minutes is None and train_cfg.max_steps <= train_cfg.warmup_steps:
+        note(f"{name}: train.max_steps ({train_cfg.max_steps}) ends within train.warmup_steps "
+             f"({train_cfg.warmup_steps}), so its learning rate never reaches train.lr nor decays; lower "
+             f"warmup_steps (e.g. {max(1, train_cfg.max_steps // 10)}) for curves that show the recipe")
 
 
 def start_tracking(run: Run, state: TrainState, spec: TrainSpec, root: Path) -> tracking.Tracking:
@@ -533,12 +550,10 @@ def start_tracking(run: Run, state: TrainState, spec: TrainSpec, root: Path) -> 
 
 
 def finished_identity(spec: TrainSpec, meta: TokenMeta) -> str:
-    """What a kept finished training (picollm.finished) must match to be restored rather than trained again:
-    the resume fingerprint's parts, the sources' weights, the tokens' checksums and the training code."""
+    """What a kept finished training (picollm.finished) must match to be restored rather than trained again: the
+    resume fingerprint and the tokens' checksums."""
     tokens = {name: split.sha256 for name, split in meta.splits.by_name().items()}
-    return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
-                       spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab, spec.weights, tokens,
-                       finished.code(spec.model_cfg.type))
+    return fingerprint(resume_id(spec, meta), tokens)
 
 
 def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:

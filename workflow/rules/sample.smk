@@ -1,3 +1,5 @@
+# On the CPU whatever the study's device: a seed's samples do not depend on a GPU's kernels, and one thread
+# samples models of this pipeline's sizes in seconds to minutes.
 rule sample:
     input:
         model=TRAINED["model"],

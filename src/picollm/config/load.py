@@ -140,6 +140,7 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
         raise PicoError(f"config file {path} must hold a mapping of config keys, not {type(raw).__name__}; "
                         f"if it is no study file, check that a target did not follow --configfile")
     replaced = raw.pop("replace", [])
+    check_own_seeds(raw, f"config file {path}")
     if "base" not in raw:
         if replaced:  # it would be dropped without a word: there is nothing to replace
             raise PicoError(f"config file {path}: 'replace' lists keys of a base, but the file has no 'base:'; "
@@ -161,6 +162,16 @@ def check_seed(lower: dict, upper: dict, where: str, below: str) -> None:
         instead = f"--config 'seeds=[{seed}]'" if where == "--config" else f"seeds: [{seed}]"
         raise PicoError(f"{where} sets seed: {seed}, but {below} gives seeds: {seeds}, which decide the seeds that "
                         f"run; set {instead} instead")
+
+
+def check_own_seeds(layer: dict, where: str) -> None:
+    """One file (or --config) giving both `seed` and a `seeds` list without it: the list decides, and the seed
+    would be dropped without a word."""
+    seed, seeds = layer.get("seed"), layer.get("seeds")
+    if seed is not None and seeds is not None and seeds != [seed]:
+        instead = "--config 'seeds=[...]'" if where == "--config" else "seeds: [...]"
+        raise PicoError(f"{where} sets both seed: {seed} and seeds: {seeds}, and seeds decide the seeds that run; "
+                        f"drop seed, or list every seed in {instead}")
 
 
 def without(study: dict, keys, path) -> dict:
@@ -194,6 +205,7 @@ def load_study(files=(), overrides: dict | None = None) -> Study:
         layer = read_study_file(path)
         check_seed(merged, layer, f"config file {path}", "a study file before it")
         merged = deep_merge(merged, layer)
+    check_own_seeds(overrides, "--config")
     check_seed(merged, overrides, "--config", "the study file")
     try:
         return parse(Study, deep_merge(merged, overrides))
@@ -213,7 +225,7 @@ MISSING = object()
 
 
 def _find(layer: dict, key: str):
-    """What a layer's own keys hold at the dotted `key` ("models.gpt.small.d_model": a name may hold dots), a list
+    """What a layer's own keys hold at the dotted `key` ("sweep.lstm.train.lr": a key may hold dots), a list
     or value above it (which replaces the base's whole), or MISSING where the layer does not give it."""
     node, rest = layer, key
     while rest:

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, Optional
 
@@ -99,6 +100,12 @@ class Study(Section):
 
     @model_validator(mode="after")
     def _check_runs(self):
+        # '.' and '=' name a sweep's runs (<model>.<key>=<value>), which tables, figures and reruns read them as
+        for name in self.models:
+            if "." in name or "=" in name:
+                plain = re.sub(r"[.=]", "_", name)
+                raise PicoError(f"config key 'models.{name}': a model's name may not hold '.' or '=', which name a "
+                                f"sweep's runs (<model>.<key>=<value>); rename it, e.g. {plain}")
         twice = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
         if twice:
             raise PicoError(f"config key 'seeds' lists seed {twice[0]} twice; give each seed once")
