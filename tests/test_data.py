@@ -192,6 +192,18 @@ def test_too_few_tokens_for_a_window():
         WindowSampler(np.zeros(10, np.uint16), {"a": SourceRange(start=0, end=10)}, {"a": 1}, block_size=16, seed=0)
 
 
+def test_weights_of_other_sources_than_the_token_folder_are_refused():
+    """A source missing from the weights, or a misspelt weight key, is one line naming both lists, never a source
+    silently left out of training."""
+    tokens = np.arange(100, dtype=np.uint16)
+    ranges = {"a": SourceRange(start=0, end=50), "b": SourceRange(start=50, end=100)}
+    for weights in ({"a": 1.0}, {"a": 1.0, "bb": 1.0}, {"a": 1.0, "b": 1.0, "c": 1.0}):
+        with pytest.raises(PicoError) as err:
+            WindowSampler(tokens, ranges, weights, block_size=8, seed=0)
+        assert str(err.value) == (f"the sampling weights name the sources {sorted(weights)}, but the token folder "
+                                  f"holds ['a', 'b']; give one weight per source of the token folder")
+
+
 def test_eval_windows_tile_without_overlap():
     starts = eval_windows(100, 10)
     assert starts.tolist() == list(range(0, 90, 10)) and eval_windows(100, 10, 3).tolist() == [0, 40, 80]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,11 +35,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from picollm import provenance
-from picollm.data.meta import SourceRange, TokenMeta
-from picollm.data.tokens import spread
-from picollm.errors import PicoError
-from picollm.models.compact import CompactVocab
 from picollm.config import SamplingConfig
+from picollm.data.meta import SourceRange, TokenMeta
+from picollm.data.tokenizer import checkpoint_tokenizer
+from picollm.data.tokens import documents, load_tokens, read_meta, spread
+from picollm.device import resolve_device
+from picollm.errors import PicoError
+from picollm.flops import flops_per_token
+from picollm.fused_head import block_logits
+from picollm.models import count_parameters, load_model, output_vocab_size
+from picollm.models.compact import scoring_head
 from picollm.sample_metrics import decoding_label, sampling_metrics
 from picollm.sampling import decodings, sweep_records
 
@@ -63,8 +69,8 @@ def document_windows(tokens: np.ndarray, start: int, end: int, eot: int, block_s
     split's first document: see window_nats' `prefix`) and scores up to block_size tokens; each further one
     scores the next block_size tokens (fewer in the last), reading the block_size tokens before its end. The
     closing end-of-text is never scored."""
-    closing = start + np.flatnonzero(np.asarray(tokens[start:end]) == eot)
-    doc_start = np.concatenate([[start], closing[:-1] + 1]).astype(np.int64)[:len(closing)]
+    doc_start, closing = documents(tokens, start, end, eot)
+    doc_start = doc_start[:len(closing)]  # a range without end-of-text holds no whole document
     n = closing - doc_start
     count = -(-n // block_size)  # windows per document (none for an empty one)
     doc = np.repeat(np.arange(len(n)), count)
@@ -137,11 +143,7 @@ def head_losses(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     buffer = torch.empty(min(chunk, h.size(0)), weight.size(0), dtype=h.dtype, device=h.device)
     for s in range(0, h.size(0), chunk):
         hc, yc = h[s:s + chunk], targets[s:s + chunk]
-        logits = buffer[:hc.size(0)]
-        if bias is None:
-            torch.mm(hc, weight.t(), out=logits)
-        else:
-            torch.addmm(bias, hc, weight.t(), out=logits)
+        logits = block_logits(hc, weight, bias, "torch", out=buffer[:hc.size(0)])
         target_logit = logits.gather(1, yc[:, None])[:, 0].float()
         top = logits.amax(1, keepdim=True)
         logsumexp = logits.sub_(top).exp_().sum(1).float().log() + top[:, 0].float()
@@ -154,13 +156,9 @@ def token_losses(model, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.T
     per-token form of picollm.loss.lm_loss (features, then the head and the loss in chunks of rows)."""
     if not hasattr(model, "features"):  # any other module mapping ids to logits: one window's logits at a time
         return torch.stack([F.cross_entropy(model(xi[None])[0].float(), yi, reduction="none") for xi, yi in zip(x, y)])
-    h = model.features(x).flatten(0, 1)
-    if isinstance(model, CompactVocab):  # head over the kept ids + the unseen ids' shared column
-        target, unseen_nats = model.targets(y)
-        losses = head_losses(h, model.inner.head.weight, model.head_bias(), target, chunk) + unseen_nats
-    else:
-        losses = head_losses(h, model.head.weight, model.head.bias, y.flatten(), chunk)
-    return losses.view(y.shape)
+    weight, bias, targets, unseen_nats = scoring_head(model, y)
+    losses = head_losses(model.features(x).flatten(0, 1), weight, bias, targets, chunk)
+    return (losses if unseen_nats is None else losses + unseen_nats).view(y.shape)
 
 
 # Window lengths rounded up to a multiple of this share a forward pass (the tail is padded with the tokens that
@@ -297,23 +295,15 @@ def check_tokens_match(ckpt: dict, tokenizer, meta: TokenMeta, model_path, token
                         f"{tokens_dir}; evaluate it on the tokens it was trained on (or retrain it)")
 
 
-def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_size: int | None = None,
-                   max_tokens: int | None = None, samples_path=None, sampling: SamplingConfig | None = None,
-                   seed: int = 1337, english: bool = True, scoring: str = "windows") -> tuple:
+def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", max_tokens: int | None = None,
+                   samples_path=None, sampling: SamplingConfig | None = None, seed: int = 1337,
+                   english: bool = True, scoring: str = "windows") -> tuple:
     """(eval dict for eval/<model>.json, sampling rows) of one trained model.
 
-    max_tokens caps the validation tokens scored (None: the whole split); batch_size is windows per forward
-    pass (None: eval_batch_size); scoring: `windows` or `per_document` (evaluate_split). With `sampling`, the
-    samples are joined by samples at its sweep_p_values. english=False: the study's text is not English
+    max_tokens caps the validation tokens scored (None: the whole split), in eval_batch_size windows per
+    forward pass; scoring: `windows` or `per_document` (evaluate_split). With `sampling`, the samples are
+    joined by samples at its sweep_p_values. english=False: the study's text is not English
     (english_word_share NaN)."""
-    from pathlib import Path
-
-    from picollm.data.tokenizer import checkpoint_tokenizer
-    from picollm.data.tokens import load_tokens, read_meta
-    from picollm.device import resolve_device
-    from picollm.flops import flops_per_token
-    from picollm.models import count_parameters, load_model, output_vocab_size
-
     if max_tokens is not None and max_tokens < 1:
         raise PicoError(f"evaluate max_tokens = {max_tokens} is not a positive number of tokens; "
                         f"set it to at least the block size, or to null for the whole split")
@@ -325,7 +315,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", batch_siz
     tokenizer = checkpoint_tokenizer(ckpt)
     check_tokens_match(ckpt, tokenizer, meta, model_path, tokens_dir)
     block_size = ckpt["block_size"]
-    batch = batch_size or eval_batch_size(block_size, dev)
+    batch = eval_batch_size(block_size, dev)
     val = load_tokens(tokens_dir / "val.bin", meta)
     lengths = token_byte_lengths(tokenizer, meta.vocab_size)
     result = evaluate_split(model, val, meta.splits.val.sources, lengths, block_size, batch, dev,

@@ -19,6 +19,7 @@ import torch
 
 from picollm.config import ModelConfig
 from picollm.errors import PicoError
+from picollm.flops import compact_width
 from picollm.io import size
 from picollm.models import build_model
 
@@ -27,7 +28,7 @@ BYTES_PER_PARAM = 8
 
 def shape_model(model_cfg: ModelConfig, vocab_size: int, block_size: int, compact_ids=None) -> torch.nn.Module:
     """The model with shapes and no storage (a compact vocabulary's wrapper has no parameters of its own)."""
-    vocab = len(set(compact_ids)) + 1 if compact_ids is not None else vocab_size
+    vocab = compact_width(compact_ids) if compact_ids is not None else vocab_size
     with torch.device("meta"):
         return build_model(model_cfg, vocab, block_size)
 

@@ -41,11 +41,18 @@ def flops_per_token(model_cfg, vocab_size: int, block_size: int, output_vocab: i
     return TRAIN_FACTOR * sum(forward_flops(model_cfg, vocab_size, block_size, output_vocab).values())
 
 
+def compact_width(compact_ids) -> int:
+    """The head's width of a compact vocabulary: its kept ids, and one row shared by every unseen id. Here, in a
+    torch-free module picollm.models already imports, so that the model, its memory check and its FLOPs
+    share it."""
+    return len(set(compact_ids)) + 1
+
+
 def output_vocab(meta, compact_vocab: bool) -> int:
     """The head's width for a token folder's meta.json (a picollm.data.meta.TokenMeta, left unimported so that
     module stays out of the code hash of every stage that counts FLOPs): the vocabulary, or its training ids +
     one shared row."""
-    return len(set(meta.compact_ids())) + 1 if compact_vocab else meta.vocab_size
+    return compact_width(meta.compact_ids()) if compact_vocab else meta.vocab_size
 
 
 def budget_steps(train_cfg, flops_per_token: int, block_size: int, run: str, lower_bound: bool = False) -> int:

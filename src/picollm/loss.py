@@ -12,6 +12,7 @@ from picollm.data.tokens import eval_windows
 from picollm.fused_head import HeadPlan, fused_cross_entropy
 from picollm.head_plan import plan_for, plan_record
 from picollm.models import CompactVocab
+from picollm.models.compact import scoring_head
 
 
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
@@ -27,9 +28,13 @@ def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, stats: dic
     h = model.features(x)  # (B, T, H): everything before the head
     if stats is not None:
         stats["rms"] = h.detach().float().pow(2).mean().sqrt()
-    if isinstance(model, CompactVocab):  # its head is over the compact vocabulary: no full-vocabulary logits
-        return model.loss_from_features(h, y)
-    return linear_cross_entropy(h.reshape(-1, h.size(-1)), model.head.weight, model.head.bias, y.reshape(-1))
+    weight, bias, targets, unseen_nats = scoring_head(model, y)
+    if unseen_nats is None:
+        return linear_cross_entropy(h.reshape(-1, h.size(-1)), weight, bias, targets)
+    # a compact head: K + 1 columns, small enough for plain autograd (head plans are measured for full vocabularies)
+    logits = F.linear(h, weight, bias)  # (B, T, K + 1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets, reduction="none")
+    return (loss + unseen_nats).mean()
 
 
 def head_plan_record(model: torch.nn.Module, device) -> dict | None:

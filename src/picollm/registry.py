@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from picollm import finished, jobs, layout
+from picollm.commands import paths
 from picollm.config import Study
 from picollm.errors import PicoError
 from picollm.model_types import model_type
@@ -51,11 +52,6 @@ def record_name(rule: str) -> str | None:
 def job_path(name: str, run: str | None, seed: int | str | None) -> str:
     """<name>[/<run>][/seed<k>]: where a job's files lie under benchmarks/ and provenance/."""
     return "/".join([name, *([run] if run is not None else []), *([f"seed{seed}"] if seed is not None else [])])
-
-
-def paths(nested: dict) -> list:
-    """Every path of a {run: {seed: path}} or {run: path} mapping."""
-    return [p for v in nested.values() for p in (v.values() if isinstance(v, dict) else [v])]
 
 
 class StudyFiles:

@@ -27,6 +27,7 @@ import functools
 import math
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from tqdm import tqdm
 
 from picollm.config import SamplingConfig
 from picollm.data.meta import SourceRange
+from picollm.data.tokenizer import get_tokenizer
+from picollm.data.tokens import documents, load_tokens, read_meta
 from picollm.io import note
 
 
@@ -157,42 +160,38 @@ def sampling_metrics(records: list[dict], model=None, tokenizer=None, desc: str 
     groups: dict = {}
     for rec in records:
         groups.setdefault(decoding_label(rec["decoding"]), []).append(rec)
-    rows = []
-    bar = tqdm(total=len(records), desc=desc, unit="sample", mininterval=5, disable=model is None)
-    for label, recs in groups.items():
-        seqs = [list(r["token_ids"]) for r in recs]
-        word_seqs = [words(r["text"]) for r in recs]
-        ll_sum, ll_count = 0.0, 0
-        if model is not None:
-            for r in recs:
-                s, c = sample_loglik(model, tokenizer, r)
-                ll_sum, ll_count = ll_sum + s, ll_count + c
-                bar.update()
-        mean_ll = ll_sum / ll_count if ll_count else float("nan")
-        first = recs[0]
-        rows.append({
-            "model": first["model"], "decoding": label,
-            "p": float("nan") if label in ("greedy", REFERENCE) else float(first["decoding"]),
-            "samples": len(recs), **diversity(seqs),
-            "mean_tokens": float(np.mean([len(s) for s in seqs])),
-            "mean_words": float(np.mean([len(s) for s in word_seqs])),
-            "ended_share": ended_share(recs),
-            "mean_loglik": mean_ll, "self_perplexity": math.exp(-mean_ll) if ll_count else float("nan"),
-            **{f"words_{k}": v for k, v in diversity(word_seqs).items()},
-            "english_word_share": english_word_share(r["text"] for r in recs) if english else float("nan"),
-            "origin": first.get("origin", "samples")})
-    bar.close()
-    return rows
+    with tqdm(total=len(records), desc=desc, unit="sample", mininterval=5, disable=model is None) as bar:
+        return [decoding_row(label, recs, model, tokenizer, english, bar) for label, recs in groups.items()]
+
+
+def decoding_row(label: str, recs: list[dict], model, tokenizer, english: bool, bar) -> dict:
+    """The measures of one decoding's records (their log-likelihood under `model`, if given, counted on `bar`)."""
+    seqs = [list(r["token_ids"]) for r in recs]
+    word_seqs = [words(r["text"]) for r in recs]
+    ll_sum, ll_count = 0.0, 0
+    if model is not None:
+        for r in recs:
+            s, c = sample_loglik(model, tokenizer, r)
+            ll_sum, ll_count = ll_sum + s, ll_count + c
+            bar.update()
+    mean_ll = ll_sum / ll_count if ll_count else float("nan")
+    first = recs[0]
+    return {
+        "model": first["model"], "decoding": label,
+        "p": float("nan") if label in ("greedy", REFERENCE) else float(first["decoding"]),
+        "samples": len(recs), **diversity(seqs),
+        "mean_tokens": float(np.mean([len(s) for s in seqs])),
+        "mean_words": float(np.mean([len(s) for s in word_seqs])),
+        "ended_share": ended_share(recs),
+        "mean_loglik": mean_ll, "self_perplexity": math.exp(-mean_ll) if ll_count else float("nan"),
+        **{f"words_{k}": v for k, v in diversity(word_seqs).items()},
+        "english_word_share": english_word_share(r["text"] for r in recs) if english else float("nan"),
+        "origin": first.get("origin", "samples")}
 
 
 def story_starts(tokens: np.ndarray, sources: dict[str, SourceRange], eot: int) -> np.ndarray:
-    """Token offset of every document of a split whose sources are `sources` (every document is followed by
-    end-of-text, so one starts at each source's start and after each end-of-text but the source's last)."""
-    starts = []
-    for r in sources.values():
-        ends = np.flatnonzero(np.asarray(tokens[r.start:r.end]) == eot) + r.start
-        starts.append(np.concatenate([[r.start], ends[:-1] + 1]))
-    return np.concatenate(starts).astype(np.int64)
+    """Token offset of every document of a split whose sources are `sources` (picollm.data.tokens.documents)."""
+    return np.concatenate([documents(tokens, r.start, r.end, eot)[0] for r in sources.values()])
 
 
 def reference_records(tokens: np.ndarray, sources: dict[str, SourceRange], tokenizer, count: int,
@@ -217,11 +216,6 @@ def reference_records(tokens: np.ndarray, sources: dict[str, SourceRange], token
 def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english: bool = True) -> list[dict]:
     """The sampling measures (one row, decoding `reference`) of real stories of the validation split in
     tokens_dir: as many as a nucleus decoding has samples (prompts x num_samples), cut to max_new_tokens."""
-    from pathlib import Path
-
-    from picollm.data.tokenizer import get_tokenizer
-    from picollm.data.tokens import load_tokens, read_meta
-
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
     tokenizer = get_tokenizer(meta.tokenizer, meta.tokenizer_json)

@@ -1,5 +1,5 @@
 """What a model says as it learns: the greedy continuation of one prompt by each training snapshot
-(models/<run>/snapshots/step<N>.pt, written by training at train.snapshot_steps), beside that step's
+(models/<run>/seed<k>/snapshots/step<N>.pt, written by training at train.snapshot_steps), beside that step's
 validation loss, as tables/snapshots.csv and tables/snapshots.md.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 from picollm.data.tokenizer import checkpoint_tokenizer
 from picollm.io import atomic_path, write_text
 from picollm.models import load_model
-from picollm.sampling import generate
+from picollm.sampling import continuations
 from picollm.tables import cell, path_seed, run_order, seed_note, show_whitespace, sign_key
 
 CONTROL = re.compile(r"([\x00-\x08\x0b\x0c\x0e-\x1f\x7f])\1*")
@@ -32,38 +32,28 @@ def shown(text: str) -> str:
 SNAPSHOT_COLUMNS = ["run", "train_seed", "step", "tokens_seen", "val_loss", "prompt", "new_tokens", "newlines", "shown", "text"]
 
 
-def greedy_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
-    """The new token ids, as the sample stage makes them: end-of-text before the prompt (every training
-    document starts after one), greedy, stopped at (and without) the next end-of-text."""
-    eot = tokenizer.eot_token
-    prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
-    new = generate(model, prompt_ids, max_new_tokens, p=None, stop_token=eot)[len(prompt_ids):].tolist()
-    return new[:new.index(eot)] if eot in new else new
-
-
-def snapshot_rows(snapshot_paths: list, prompt: str, max_new_tokens: int, device: str = "cpu") -> list[dict]:
-    """One row per snapshot checkpoint, in step order: its step, tokens seen, validation loss and continuation."""
+def snapshot_rows(snapshot_paths: list, prompt: str, max_new_tokens: int) -> list[dict]:
+    """One row per snapshot checkpoint, in step order: its step, tokens seen, validation loss and continuation,
+    the greedy record the sample stage makes (end-of-text before the prompt, cut at the next end-of-text)."""
     rows = []
     for path in snapshot_paths:
-        model = load_model(path, device)
+        model = load_model(path)
         tokenizer = checkpoint_tokenizer(model.checkpoint)
         summary = model.checkpoint["summary"]
-        new = greedy_continuation(model, tokenizer, prompt, max_new_tokens)
+        # greedy draws nothing, so the name and seed that seed a sample change no token
+        greedy = continuations(model, tokenizer, "snapshot", prompt, "greedy", count=1, max_new_tokens=max_new_tokens,
+                               stop_at_eot=True, seed=0)[0]
         rows.append({"step": summary["step"], "tokens_seen": summary["tokens_seen"], "val_loss": summary["val_loss"],
-                     "prompt": prompt, "new_tokens": len(new), "text": tokenizer.decode(new)})
+                     "prompt": prompt, "new_tokens": greedy["new_tokens"], "text": greedy["text"]})
     return sorted(rows, key=lambda r: r["step"])
 
 
-def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, max_new_tokens: int,
-                   device: str = "cpu") -> pd.DataFrame:
-    """inputs: {run: [snapshot paths]}, or {run: {seed: [snapshot paths]}} for replicates (shown as run
-    "<run> seed <N>"). CSV with the exact text (and `shown`, whitespace made visible), Markdown with one
-    table per run."""
-    inputs = {f"{run} seed {seed}" if isinstance(v, dict) else run: paths
-              for run, v in inputs.items() for seed, paths in (v.items() if isinstance(v, dict) else [(None, v)])}
+def snapshot_table(inputs: dict, out_csv, out_md, experiment: str, prompt: str, max_new_tokens: int) -> pd.DataFrame:
+    """inputs: {run: [snapshot paths]}. CSV with the exact text (and `shown`, whitespace made visible), Markdown
+    with one table per run."""
     frame = pd.DataFrame([{"run": run, "train_seed": path_seed(inputs[run][0]) if inputs[run] else None, **row}
                           for run in run_order(inputs)  # d_model=32 before 128
-                          for row in snapshot_rows(inputs[run], prompt, max_new_tokens, device)],
+                          for row in snapshot_rows(inputs[run], prompt, max_new_tokens)],
                          columns=[c for c in SNAPSHOT_COLUMNS if c not in ("newlines", "shown")])
     frame["newlines"] = frame["text"].str.count("\n")
     frame["shown"] = frame["text"].map(shown)

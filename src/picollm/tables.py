@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from picollm.commands import seed_keyed
 from picollm.errors import PicoError
 from picollm.io import atomic_path, write_csv, write_text
 from picollm.stats import paired_difference, t_interval
@@ -220,10 +221,7 @@ def seed_paths(inputs) -> dict:
     if not isinstance(inputs, dict) or not all(isinstance(seeds, dict) for seeds in inputs.values()):
         raise PicoError(f"this takes one file per run and seed, {{run: {{seed: path}}}}, not {inputs!r}; give "
                         f"--inputs that JSON, e.g. --inputs {example}")
-    out = {}
-    for run, seeds in inputs.items():
-        out[run] = {int(s): Path(p) for s, p in sorted(seeds.items(), key=lambda kv: int(kv[0]))}
-    return out
+    return {run: {s: Path(p) for s, p in sorted(seeds.items())} for run, seeds in seed_keyed(inputs).items()}
 
 
 def read_evals(evals) -> dict:

@@ -5,6 +5,7 @@ import json
 import pkgutil
 
 from picollm import plots, provenance
+from picollm.commands import paths, seed_keys
 from picollm.config import FigureJob, parse
 from picollm.errors import PicoError
 from picollm.layout import experiment_of
@@ -17,18 +18,12 @@ def _inputs(items: list[str]):
             nested = json.loads(items[0])
         except json.JSONDecodeError as exc:
             raise PicoError(f"--inputs is not valid JSON ({exc.msg} at column {exc.colno})") from None
-        return {run: {int(s): p for s, p in v.items()} if isinstance(v, dict) else v for run, v in nested.items()}
+        return {run: seed_keys(v) if isinstance(v, dict) else v for run, v in nested.items()}
     if all("=" in item for item in items):
         return dict(item.split("=", 1) for item in items)
     if len(items) == 1:
         return items[0]
     raise PicoError(f"--inputs takes NAME=PATH pairs or one file, got {items}")
-
-
-def _paths(inputs) -> list:
-    if isinstance(inputs, dict):
-        return [p for v in inputs.values() for p in (v.values() if isinstance(v, dict) else [v])]
-    return [inputs]
 
 
 def _experiment(out: str) -> str:
@@ -48,7 +43,7 @@ def run(args):
     job = parse(FigureJob, config)
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
-    rec = provenance.record(f"figure {name}", config=config, inputs=_paths(inputs), outputs=[args.out])
+    rec = provenance.record(f"figure {name}", config=config, inputs=paths(inputs), outputs=[args.out])
     options = {}
     if job.figures.attention_prompt is not None:
         options["prompt"] = job.figures.attention_prompt

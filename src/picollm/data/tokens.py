@@ -125,8 +125,11 @@ class WindowSampler:
 
     def __init__(self, tokens: np.ndarray, sources: dict[str, SourceRange], weights: dict, block_size: int,
                  seed: int):
+        if set(weights) != set(sources):  # a source left out, or a misspelt one, would silently not be trained on
+            raise PicoError(f"the sampling weights name the sources {sorted(weights)}, but the token folder holds "
+                            f"{sorted(sources)}; give one weight per source of the token folder")
         self.tokens, self.block_size = tokens, block_size
-        self.names = [n for n in sources if weights.get(n, 0) > 0]
+        self.names = [n for n in sources if weights[n] > 0]
         self.starts = torch.tensor([sources[n].start for n in self.names])
         # last valid window start is end - (block_size + 1)
         self.spans = torch.tensor([sources[n].end - sources[n].start - block_size for n in self.names])
@@ -146,6 +149,14 @@ class WindowSampler:
         rows = offsets.numpy()[:, None] + np.arange(self.block_size + 1)  # (B, T+1) fancy index, no Python loop
         window = torch.from_numpy(self.tokens[rows].astype(np.int64))
         return window[:, :-1], window[:, 1:]  # inputs, next-token targets
+
+
+def documents(tokens: np.ndarray, start: int, end: int, eot: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, closings): the offset of every document of tokens[start:end] and of the end-of-text closing it.
+    Every document is followed by end-of-text, so one starts at `start` and after each end-of-text but the last
+    (a range without end-of-text: one start, no closing)."""
+    closings = start + np.flatnonzero(np.asarray(tokens[start:end]) == eot)
+    return np.concatenate([[start], closings[:-1] + 1]).astype(np.int64), closings
 
 
 def spread(n: int, k: int) -> np.ndarray:

@@ -36,11 +36,15 @@ class TransformerConfig(ModelKeys):
         return self
 
 
+def default_mlp_width(d_model: int, mlp: str) -> int:
+    """The MLP's hidden width when mlp_hidden is null: one helper for the FLOPs and the network it counts.
+    SwiGLU has three weight matrices instead of two: 2/3 of 4 d_model keeps the parameter count."""
+    return 8 * d_model // 3 if mlp == "swiglu" else 4 * d_model
+
+
 def mlp_width(cfg) -> int:
-    """The MLP's hidden width (models/transformer.py's default when mlp_hidden is null)."""
-    if cfg.mlp_hidden is not None:
-        return cfg.mlp_hidden
-    return 8 * cfg.d_model // 3 if cfg.mlp == "swiglu" else 4 * cfg.d_model
+    """The MLP's hidden width: mlp_hidden, or default_mlp_width."""
+    return cfg.mlp_hidden if cfg.mlp_hidden is not None else default_mlp_width(cfg.d_model, cfg.mlp)
 
 
 def head_width(cfg) -> int:

@@ -17,6 +17,7 @@ import torch
 from picollm.config import ModelConfig, model_config
 from picollm import model_types
 from picollm.errors import PicoError
+from picollm.flops import compact_width
 from picollm.layout import MODEL_PATH, is_model_path
 from picollm.models import compact
 from picollm.models.compact import CompactVocab
@@ -42,7 +43,7 @@ def build_model(model_cfg: ModelConfig | dict, vocab_size: int, block_size: int,
     """
     cfg = model_config(model_cfg)
     if compact_ids is not None:
-        inner = build_model(cfg, len(set(compact_ids)) + 1, block_size)
+        inner = build_model(cfg, compact_width(compact_ids), block_size)
         return CompactVocab(inner, compact_ids, vocab_size)
     return model_class(cfg.type)(vocab_size=vocab_size, block_size=block_size, **cfg.hyperparameters())
 

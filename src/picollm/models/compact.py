@@ -12,7 +12,6 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # Written into checkpoints and training's resume fingerprint: a compact model of another form (the unseen ids'
@@ -84,13 +83,6 @@ class CompactVocab(nn.Module):
         target = self.to_compact[y].reshape(-1)
         return target, (target == self.other) * self.log_unseen
 
-    def loss_from_features(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the full vocabulary, computed in the compact space (never (B, T, V))."""
-        logits = F.linear(h, self.inner.head.weight, self.head_bias())  # (B, T, K + 1)
-        target, unseen_nats = self.targets(y)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target, reduction="none")
-        return (loss + unseen_nats).mean()
-
     def expanded(self) -> nn.Module:
         """The same network as a plain full-vocabulary model: the shared rows copied to every unseen id."""
         full = copy.deepcopy(self.inner)
@@ -101,3 +93,13 @@ class CompactVocab(nn.Module):
             full.head.bias = nn.Parameter(full.head.bias.detach()[self.to_compact])
         full.tok_emb.num_embeddings = full.head.out_features = full.vocab_size = self.vocab_size
         return full
+
+
+def scoring_head(model: nn.Module, y: torch.Tensor) -> tuple:
+    """(weight, bias, targets, unseen_nats): the output layer a model's features enter and what it scores the
+    full-vocabulary targets y against, for picollm.loss and picollm.evaluate alike. A plain model: its head,
+    y flattened, None. A compact vocabulary: its head over K + 1 columns (with head_bias), each target's
+    column, and the nats each target adds to its column's cross-entropy (CompactVocab.targets)."""
+    if isinstance(model, CompactVocab):
+        return (model.inner.head.weight, model.head_bias(), *model.targets(y))
+    return model.head.weight, model.head.bias, y.reshape(-1), None

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from picollm.model_types.transformer import default_mlp_width
 from picollm.models.head import Head
 
 
@@ -141,8 +142,7 @@ class Transformer(nn.Module):
         super().__init__()
         head_dim = d_model // n_heads
         if mlp_hidden is None:
-            # SwiGLU has three weight matrices instead of two: 2/3 of 4*d_model keeps the parameter count.
-            mlp_hidden = 8 * d_model // 3 if mlp == "swiglu" else 4 * d_model
+            mlp_hidden = default_mlp_width(d_model, mlp)
         self.vocab_size, self.block_size = vocab_size, block_size
 
         self.tok_emb = nn.Embedding(vocab_size, d_model)
