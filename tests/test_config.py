@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -241,7 +242,15 @@ def test_validate_config_refuses_two_studies_as_the_workflow_does(tmp_path):
     assert "--configfile got 2 study files" in result.stderr and "give one study file" in result.stderr
     (tmp_path / "longer.yaml").write_text("train: {max_steps: 60}\n")  # no experiment: overrides, merged
     result = picollm("validate-config", first, tmp_path / "longer.yaml")
-    assert result.returncode == 0 and result.stdout.strip().endswith("valid (3 models)"), result.stderr
+    assert result.returncode == 0 and result.stdout.strip().endswith("valid (3 models x 1 seed: 3 trainings)"), \
+        result.stderr
+
+
+def test_validate_config_outlines_what_the_study_trains():
+    from picollm.commands.validate_config import outline
+
+    study = load_study([ROOT / "config" / "offline.yaml"])
+    assert outline(study) == "3 models + 2 sweep runs x 2 seeds: 10 trainings"
 
 
 def test_a_study_kept_under_a_folder_named_results_gets_the_usual_lines(tmp_path):
@@ -603,6 +612,21 @@ def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, mo
     monkeypatch.setattr(command_line, "ROOT", tmp_path)
     assert command_line.experiment_of(["results/offline/figures/loss_curves.png"]) is None
     assert command_line.target_problem("results/offline/figures/loss_curves.png", None, []) is None
+
+
+def test_a_target_of_a_study_made_by_config_words_names_its_study_json(tmp_path, monkeypatch):
+    """An experiment no config/*.yaml names (made with --config experiment=NAME): its provenance/study.json, the
+    config it was last built with, is the study file that rebuilds one of its figures."""
+    from picollm.config import command_line
+
+    monkeypatch.chdir(tmp_path)
+    built = Path("results/mine/provenance/study.json")
+    assert "FILE being the study file with experiment: mine" in command_line.target_problem(
+        "results/mine/figures/loss_curves.png", "offline", ["--configfile", "config/offline.yaml"])
+    built.parent.mkdir(parents=True)
+    built.write_text("{}")
+    assert command_line.target_problem("results/mine/figures/loss_curves.png", "offline", []).endswith(
+        "name its study: TARGET --configfile results/mine/provenance/study.json (the config it was last built with)")
 
 
 def test_two_study_files_are_refused_rather_than_merged(capsys):

@@ -106,7 +106,38 @@ def test_reference_stories_are_real_stories_cut_like_samples():
     again = sm.reference_records(tokens, sources, ByteTokenizer(), count=2, max_new_tokens=12, seed=1)
     assert again == sm.reference_records(tokens, sources, ByteTokenizer(), count=2, max_new_tokens=12, seed=1)
     assert len(again) == 2 and len({r["document"] for r in again}) == 2  # distinct stories, fixed by the seed
-    assert len(sm.reference_records(tokens, sources, ByteTokenizer(), 10, 12, seed=1)) == 4  # no more than there are
+    # 10 wanted of 4 stories: the 4, then the 4 excerpts one max_new_tokens apart inside them (at 12, 45, 57, 69)
+    more = sm.reference_records(tokens, sources, ByteTokenizer(), 10, 12, seed=1)
+    assert len(more) == 8 and sum(r["story_start"] for r in more) == 4
+
+
+ONE_STORY = " ".join(f"the {animal} saw {i * 37 % 101} {thing}." for i, (animal, thing)
+                     in enumerate(zip(["cat", "dog", "bird", "fox"] * 9, ["trees", "cars", "boats"] * 12)))
+
+
+def test_a_split_of_one_story_gives_as_many_excerpts_as_samples():
+    # a text without end-of-text separators is one story: excerpts from inside it fill the count
+    ids = np.array(list(ONE_STORY.encode()), dtype=np.uint16)
+    sources = {"s": SourceRange(start=0, end=len(ids))}
+    assert sm.story_starts(ids, sources, 256).tolist() == [0]
+    recs = sm.reference_records(ids, sources, ByteTokenizer(), count=6, max_new_tokens=12, seed=1)
+    assert len(recs) == 6 and len({r["text"] for r in recs}) == 6  # distinct excerpts, not one story six times
+    assert [r["story_start"] for r in recs] == [True] + [False] * 5 and recs[0]["text"] == ONE_STORY[:12]
+    assert all(r["text"] in ONE_STORY and r["new_tokens"] == 12 and not r["ended"] for r in recs)
+    starts = [start for start, _, _ in sm.reference_starts(ids, sources, 256, 6, 12, seed=1)]
+    assert starts[0] == 0 and all(s % 12 == 0 for s in starts) and starts == sorted(set(starts))  # no overlap
+    other = sm.reference_records(ids, sources, ByteTokenizer(), count=6, max_new_tokens=12, seed=2)
+    assert {r["text"] for r in other} != {r["text"] for r in recs}  # another seed reads other excerpts
+    assert recs == sm.reference_records(ids, sources, ByteTokenizer(), count=6, max_new_tokens=12, seed=1)
+
+
+def test_an_excerpt_inside_a_story_is_cut_at_its_end_of_text():
+    tokens, sources = byte_split(["abcdefghij"])  # one story of 10 tokens, then end-of-text
+    offsets, docs = sm.inside_starts(tokens, sources, 256, 4)
+    assert offsets.tolist() == [4, 8] and docs.tolist() == [0, 0]
+    recs = sm.reference_records(tokens, sources, ByteTokenizer(), count=3, max_new_tokens=4, seed=0)
+    assert [(r["text"], r["ended"]) for r in recs] == [("abcd", False), ("efgh", False), ("ij", True)]
+    assert len(sm.reference_records(tokens, sources, ByteTokenizer(), 5, 4, seed=0)) == 3  # all the split holds
 
 
 def test_reference_measures_of_hand_made_stories(tmp_path, capsys):
@@ -133,6 +164,21 @@ def test_reference_measures_of_hand_made_stories(tmp_path, capsys):
     more, = sm.reference_measures(tmp_path / "tok", sampling.model_copy(update={"num_samples": 3}), seed=3)
     assert more["samples"] == 4
     assert "note: the validation split holds 4 stories, fewer than the 6" in capsys.readouterr().out
+
+
+def test_reference_measures_of_one_story_read_excerpts_inside_it(tmp_path, capsys):
+    from picollm.data.tokens import tokenize
+    (tmp_path / "train.txt").write_text("\n".join(STORIES))
+    (tmp_path / "val.txt").write_text(ONE_STORY)
+    tokenize("byte", {"s": {"train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt")}},
+             tmp_path / "tok", 1)
+    sampling = SamplingConfig(prompts=["a", "b", "c"], num_samples=2, max_new_tokens=20)
+    rows = [sm.reference_measures(tmp_path / "tok", sampling, seed=seed)[0] for seed in (1, 2)]
+    assert [r["samples"] for r in rows] == [6, 6] and rows[0]["mean_tokens"] == 20
+    measures = [tuple(r[f"distinct_{n}"] for n in (1, 2, 3)) for r in rows]
+    assert measures[0] != measures[1]  # the seeds draw other excerpts: the band over them has a width
+    assert ("note: the validation split holds 1 story, fewer than the 6 of a nucleus decoding; the reference also "
+            "reads excerpts from inside its stories") in capsys.readouterr().out
 
 
 # --- sample log-likelihood --------------------------------------------------------------------------

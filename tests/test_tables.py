@@ -119,6 +119,17 @@ def test_models_table_writes_csv_and_markdown(tmp_path):
     assert "params_embedding" in (tmp_path / "models.md").read_text()
 
 
+def test_models_table_says_which_seed_and_which_validation_loss(tmp_path):
+    """One row per run, of its first seed: the heading names the seed, and the text which validation loss."""
+    path = tmp_path / "models" / "lstm" / "seed1337" / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"model": "lstm", "type": "lstm", "tokens_seen": 5120, "final_val_loss": 2.5}))
+    tables.models_table([path], tmp_path / "models.md", "exp")
+    text = (tmp_path / "models.md").read_text()
+    assert text.startswith("# Models: experiment `exp`, training seed 1337, 5,120 training tokens per model\n")
+    assert "final_val_loss is training's last validation loss, on its train.eval_batches fixed batches" in text
+
+
 def test_models_table_names_each_runs_optimizer_and_learning_rates(tmp_path):
     """Runs given recipes of their own (a model's `train:`) say so beside their numbers."""
     paths = []

@@ -37,7 +37,7 @@ th { background: #f3f4f6; border-bottom: 2px solid #d1d5db; position: sticky; to
 th:first-child, td:first-child { position: sticky; left: 0; box-shadow: inset -1px 0 #d1d5db; }
 th:first-child { z-index: 2; }
 td:first-child { background: inherit; white-space: nowrap; }  /* a run name, the row's label, on one line */
-td.prose { min-width: 22em; } td.short { white-space: nowrap; }
+td.prose { min-width: 18em; } td.short { white-space: nowrap; }
 td[style*="text-align: right"] { white-space: nowrap; }  /* a number on one line: 1.92e-11, not 1.92e- / 11 */
 tbody tr { background: #fff; }
 tbody tr:nth-child(even) { background: #fafafa; }
@@ -52,10 +52,11 @@ CSV_PAGES = {
                 "note": "bpb_diff = bpb(a) − bpb(b), paired by seed: its mean over the n seeds and its 95% t "
                         "interval (bpb_diff_ci_low to bpb_diff_ci_high), which each verdict reads: “a better” when "
                         "the interval is below 0, “b better” when it is above, “within noise” when it holds 0 "
-                        "(or one seed gives none).",
+                        "(or one seed gives none). FLOPs to 3 significant digits in powers of ten.",
                 "first": ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "n",
                           "flops_budget"],
-                "last": ["statement"]},
+                "last": ["statement"],
+                "scientific": r"flops"},  # short, so that the sentence after them fits a screen
     # the row's run, seed and decoding in one first column, which stays in view as the measures scroll by
     "sampling": {"title": "Sampling measures", "label": ["run", "seed", "decoding"]},
     # computes and the fit's scale factor span decades: in powers of ten, as the scaling figure's axis is

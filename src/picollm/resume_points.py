@@ -100,8 +100,8 @@ def claim(path: Path, run_id: str, then: str) -> dict | None:
     if ckpt["run_id"] == run_id:
         return ckpt
     aside = set_aside(path, ckpt["run_id"])
-    tell(f"ignoring {path}: it is from a different config, data or training code; {then}; moved it to {aside}: running with "
-         f"that config again resumes from it")
+    tell(f"ignoring {path}: it is from a different config, data or training code; {then}; moved it to {aside}: "
+         f"running with that config again resumes from it")
     return None
 
 

@@ -19,7 +19,9 @@ generated tokens (the prompt excluded):
 
 The reference (`reference_records`): real stories of the study's validation split, as many as a nucleus
 decoding has samples, each from its first token and cut where a sample is cut (max_new_tokens, or its
-end-of-text), drawn with a fixed seed; the same measures on them say what real text gives.
+end-of-text), drawn with a fixed seed; the same measures on them say what real text gives. A split with fewer
+stories than that (a text without end-of-text separators is one story) adds excerpts from inside its stories,
+since the pooled n-gram measures depend on how much text is pooled.
 """
 from __future__ import annotations
 
@@ -194,28 +196,83 @@ def story_starts(tokens: np.ndarray, sources: dict[str, SourceRange], eot: int) 
     return np.concatenate([documents(tokens, r.start, r.end, eot)[0] for r in sources.values()])
 
 
+def inside_starts(tokens: np.ndarray, sources: dict[str, SourceRange], eot: int,
+                  stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, documents): token offsets inside the documents of a split, every `stride` tokens after each
+    document's start and before its end-of-text, and the index (as in story_starts) of the document each is in.
+    Excerpts of `stride` tokens from them overlap neither each other nor a story's start."""
+    offsets, docs, first = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
+    for r in sources.values():
+        starts, closings = documents(tokens, r.start, r.end, eot)
+        ends = np.append(closings, r.end)[:len(starts)]  # a range without end-of-text ends at its end
+        for doc, (start, end) in enumerate(zip(starts.tolist(), ends.tolist()), start=first):
+            inside = np.arange(start + stride, end, stride, dtype=np.int64)
+            offsets.append(inside)
+            docs.append(np.full(len(inside), doc, dtype=np.int64))
+        first += len(starts)
+    return np.concatenate(offsets), np.concatenate(docs)
+
+
+def excerpt(tokens: np.ndarray, start: int, max_new_tokens: int, eot: int) -> tuple[list[int], bool]:
+    """(ids, ended): the tokens from `start` cut as a sample is cut, after max_new_tokens tokens or at an
+    end-of-text (left out, and then the excerpt counts as ended)."""
+    ids = np.asarray(tokens[start:start + max_new_tokens], dtype=np.int64).tolist()
+    ended = eot in ids
+    return (ids[:ids.index(eot)] if ended else ids), ended
+
+
+def reference_starts(tokens: np.ndarray, sources: dict[str, SourceRange], eot: int, count: int,
+                     max_new_tokens: int, seed: int) -> list[tuple[int, int, bool]]:
+    """(offset, document, story_start) of `count` excerpts drawn with `seed`: distinct stories from their start,
+    then, when the split holds fewer stories, offsets inside them (inside_starts, one excerpt apart) drawn the
+    same way, so that every seed reads other text. Fewer when the split holds too few tokens."""
+    starts = story_starts(tokens, sources, eot)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(starts), size=min(count, len(starts)), replace=False))
+    picks = [(int(starts[doc]), doc, True) for doc in chosen.tolist()]
+    if len(picks) < count:
+        offsets, docs = inside_starts(tokens, sources, eot, max_new_tokens)
+        more = np.sort(rng.choice(len(offsets), size=min(count - len(picks), len(offsets)), replace=False))
+        picks += [(int(offsets[i]), int(docs[i]), False) for i in more.tolist()]
+    return picks
+
+
 def reference_records(tokens: np.ndarray, sources: dict[str, SourceRange], tokenizer, count: int,
                       max_new_tokens: int, seed: int) -> list[dict]:
-    """`count` distinct real stories of a split (all of them if it holds fewer), drawn with `seed`, each from its
-    first token and cut as a sample is cut: after max_new_tokens tokens, or at its end-of-text, which then counts
-    as the story ended. Records shaped like the sample stage's, with decoding `reference`."""
+    """`count` excerpts of real stories of a split (reference_starts: distinct stories from their first token,
+    and excerpts from inside them when the split holds fewer stories), drawn with `seed`, each cut as a sample
+    is cut: after max_new_tokens tokens, or at its end-of-text, which then counts as the story ended. Records
+    shaped like the sample stage's, with decoding `reference`; story_start says which excerpts open a story."""
     eot = tokenizer.eot_token
-    starts = story_starts(tokens, sources, eot)
-    chosen = np.sort(np.random.default_rng(seed).choice(len(starts), size=min(count, len(starts)), replace=False))
     records = []
-    for sample, doc in enumerate(chosen.tolist()):
-        ids = np.asarray(tokens[starts[doc]:starts[doc] + max_new_tokens], dtype=np.int64).tolist()
-        ended = eot in ids
-        ids = ids[:ids.index(eot)] if ended else ids
+    for sample, (start, doc, story) in enumerate(reference_starts(tokens, sources, eot, count, max_new_tokens,
+                                                                  seed)):
+        ids, ended = excerpt(tokens, start, max_new_tokens, eot)
         records.append({"model": REFERENCE, "prompt": "", "decoding": REFERENCE, "p": None, "sample": sample,
-                        "document": doc, "seed": seed, "text": tokenizer.decode(ids), "new_tokens": len(ids),
-                        "token_ids": ids, "ended": ended, "origin": "validation"})
+                        "document": doc, "story_start": story, "seed": seed, "text": tokenizer.decode(ids),
+                        "new_tokens": len(ids), "token_ids": ids, "ended": ended, "origin": "validation"})
     return records
+
+
+def shortfall_note(records: list[dict], count: int) -> str | None:
+    """The note for a split with fewer stories than `count`: what the reference reads instead (None when the
+    split holds enough)."""
+    n = sum(r["story_start"] for r in records)
+    if n >= count:
+        return None
+    stories = f"{n} {'story' if n == 1 else 'stories'}"
+    head = f"the validation split holds {stories}, fewer than the {count} of a nucleus decoding"
+    if len(records) == count:
+        return f"{head}; the reference also reads excerpts from inside its stories"
+    return (f"{head}, and too few tokens for more excerpts; the reference measures the {len(records)} it holds (cut "
+            f"the validation text into stories to have more: a text source's split_on, or <|endoftext|> lines "
+            f"between its stories)")
 
 
 def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english: bool = True) -> list[dict]:
     """The sampling measures (one row, decoding `reference`) of real stories of the validation split in
-    tokens_dir: as many as a nucleus decoding has samples (prompts x num_samples), cut to max_new_tokens."""
+    tokens_dir: as many excerpts as a nucleus decoding has samples (prompts x num_samples), cut to
+    max_new_tokens, from inside the stories too when the split holds fewer stories (reference_records)."""
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
     tokenizer = get_tokenizer(meta.tokenizer, meta.tokenizer_json)
@@ -223,9 +280,7 @@ def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english:
     count = len(sampling.prompts) * sampling.num_samples
     records = reference_records(val, meta.splits.val.sources, tokenizer, count, sampling.max_new_tokens,
                                 seed)
-    if len(records) < count:
-        stories = f"{len(records)} {'story' if len(records) == 1 else 'stories'}"
-        note(f"the validation split holds {stories}, fewer than the {count} of a nucleus decoding; the "
-             f"reference measures those (cut the validation text into stories to have more: a text source's "
-             f"split_on, or <|endoftext|> lines between its stories)")
+    said = shortfall_note(records, count)
+    if said:
+        note(said)
     return sampling_metrics(records, english=english)

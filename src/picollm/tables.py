@@ -88,7 +88,10 @@ def sign_key(shown_texts) -> str:
 ENDED_AT_ONCE = "ended at once (end-of-text)"
 
 
-def cell(text: str, show=show_whitespace, width: int = 240) -> str:
+CELL_WIDTH = 240  # characters of a sample in a Markdown cell
+
+
+def cell(text: str, show=show_whitespace, width: int = CELL_WIDTH) -> str:
     """A sample in a Markdown table's cell: `show`n (whitespace made visible), cut at `width` characters."""
     text = show(text)
     text = text if len(text) <= width else text[: width - 1] + "…"
@@ -125,8 +128,9 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
     tokens = train_tokens_note(dict(zip(frame["model"], frame["train_tokens"])))
     seeds = f", {seed_note(frame['train_seed'])}" if "train_seed" in frame else ""  # read_samples adds it
     lines = [f"# Samples: experiment `{experiment}`, {tokens}{seeds}", "",
-             "First sample of each model and decoding (all samples in samples.csv); the prompt is shown before "
-             f"each continuation. Signs in the text: {sign_key(first['text'].map(cell))} (a space that would "
+             "First sample of each model and decoding (all samples in samples.csv); `text` is the "
+             f"continuation of the prompt in its section's heading, cut at {CELL_WIDTH} characters with “…” "
+             f"(samples.csv holds every sample whole). Signs in the text: {sign_key(first['text'].map(cell))} (a space that would "
              f"not show); `newlines` counts the line breaks in the continuation; “{ENDED_AT_ONCE}” marks a sample "
              "whose first new token was end-of-text.", ""]
     for prompt, group in first.groupby("prompt", sort=False):
@@ -175,9 +179,12 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
     parts = "".join(f"## {heading}\n\n" + frame[["model", *columns]].rename(columns=TIMING_HEADERS).to_markdown(
         index=False, floatfmt=".4g", intfmt=",") + "\n\n" for heading, columns in MODEL_PARTS.items())
-    text = (f"# Models: experiment `{experiment}`, {note}\n\n"
-            "params = params_embedding (token and learned position tables) + params_head (output layer; 0 when "
-            "tied to the token table) + params_core (everything else, Kaplan et al.'s non-embedding count). "
+    seeds = seed_note(path_seed(p) for p in summary_paths)
+    text = (f"# Models: experiment `{experiment}`, {seeds}, {note}\n\n"
+            "final_val_loss is training's last validation loss, on its train.eval_batches fixed batches "
+            "(tables/eval.md scores the whole validation split, over every seed). params = params_embedding (token "
+            "and learned position tables) + params_head (output layer; 0 when tied to the token table) + "
+            "params_core (everything else, Kaplan et al.'s non-embedding count). "
             f"{FLOPS_NOTE}\n\n{parts}{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame

@@ -12,4 +12,12 @@ def run(args):
         raise PicoError(mixed)
     study = load_study(args.config)  # a bad key's line names the file that gives it
     print(json.dumps(study.model_dump(mode="json"), indent=2) if args.show else
-          f"{' + '.join(args.config)}: valid ({len(study.models)} models)")
+          f"{' + '.join(args.config)}: valid ({outline(study)})")
+
+
+def outline(study) -> str:
+    """'3 models + 2 sweep runs x 2 seeds: 10 trainings': what the study trains, in brief."""
+    models, runs, seeds = len(study.models), len(study.runs), len(study.seeds)
+    sweep = f" + {runs - models} sweep run{'s' * (runs - models != 1)}" if runs > models else ""
+    return (f"{models} model{'s' * (models != 1)}{sweep} x {seeds} seed{'s' * (seeds != 1)}: "
+            f"{runs * seeds} training{'s' * (runs * seeds != 1)}")

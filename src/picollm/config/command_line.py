@@ -279,9 +279,14 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
     named = " ".join(given) or f"{DEFAULT_STUDY}, the default study"
-    study = str(studies[0].relative_to(ROOT)) if studies else "FILE"
-    fix = f"name its study{' instead' if given else ''}: TARGET --configfile {study}" + (
-        "" if studies else f", FILE being the study file with experiment: {other}")
+    built = Path("results", other, "provenance", "study.json")  # a study of --config words: the config it was built with
+    if studies:
+        study, why = str(studies[0].relative_to(ROOT)), ""
+    elif built.exists():
+        study, why = str(built), " (the config it was last built with)"
+    else:
+        study, why = "FILE", f", FILE being the study file with experiment: {other}"
+    fix = f"name its study{' instead' if given else ''}: TARGET --configfile {study}{why}"
     return (f"target {target} is an output of experiment '{other}', but this command's study ({named}) is "
             f"experiment '{experiment}'; {fix}")
 

@@ -166,9 +166,9 @@ def check_seed(lower: dict, upper: dict, where: str, below: str) -> None:
 
 def check_own_seeds(layer: dict, where: str) -> None:
     """One file (or --config) giving both `seed` and a `seeds` list without it: the list decides, and the seed
-    would be dropped without a word."""
+    would be dropped without a word. (A seed among the seeds changes nothing: a study.json of provenance/.)"""
     seed, seeds = layer.get("seed"), layer.get("seeds")
-    if seed is not None and seeds is not None and seeds != [seed]:
+    if seed is not None and isinstance(seeds, list) and seed not in seeds:
         instead = "--config 'seeds=[...]'" if where == "--config" else "seeds: [...]"
         raise PicoError(f"{where} sets both seed: {seed} and seeds: {seeds}, and seeds decide the seeds that run; "
                         f"drop seed, or list every seed in {instead}")

@@ -26,7 +26,7 @@ PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct
 REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.sample_metrics.REFERENCE)
 NOT_ENGLISH = "not applicable:\nthe study's text\nis not English"
 REFERENCE_STYLE = dict(color="0.3", ls="--", lw=2, zorder=1.5)
-REFERENCE_LABEL = "validation text"  # real documents of the validation split cut to the samples' length
+REFERENCE_LABEL = "validation text"  # excerpts of the validation split's stories, cut to the samples' length
 
 
 def excerpts(n: int) -> str:
