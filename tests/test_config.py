@@ -684,6 +684,9 @@ def test_changes_name_each_key_a_whole_section_once_and_sources_by_index():
         "data.sources[0].num_sequences: 600 -> 100", "models.gru: added", "models.lstm: removed",
         'sampling.prompts: ["x"] -> ["' + "y" * 35 + '...', "seed: added (3)", "train.max_steps: 10 -> 20"]
     assert changes(before, before) == []
+    own = {**before, "models": {"lstm": {"hidden_dim": 32, "train": {"lr": 0.01}}}}  # a model's own train: section
+    assert changes(before, own) == ['models.lstm.train: added ({"lr": 0.01})']
+    assert changes(own, before) == ['models.lstm.train: removed (was {"lr": 0.01})']
 
 
 def test_the_change_line_says_when_runs_are_retrained_in_place(tmp_path):

@@ -33,13 +33,18 @@ def changes(before, now, key: str = "") -> list[str]:
         return [] if before == now else [f"{key}: {shown(before)} -> {shown(now)}"]
     found = []
     for name, (old, new) in inner.items():
-        if new is ABSENT:
-            found.append(f"{name}: removed")
+        if new is ABSENT:  # a model's own train: section removed says what it held
+            found.append(f"{name}: removed" + ("" if whole(name) else f" (was {shown(old)})"))
         elif old is ABSENT:
-            found.append(f"{name}: added" + ("" if isinstance(new, dict) else f" ({shown(new)})"))
+            found.append(f"{name}: added" + ("" if isinstance(new, dict) and whole(name) else f" ({shown(new)})"))
         else:
             found += changes(old, new, name)
     return found
+
+
+def whole(key: str) -> bool:
+    """A top-level key or a whole model: said added or removed by name alone (a sweep run or section of its own)."""
+    return "." not in key or (key.startswith("models.") and key.count(".") == 1)
 
 
 def is_records(value) -> bool:
@@ -72,5 +77,5 @@ def retrains(change: str) -> bool:
     """Whether a change ("models.lstm.hidden_dim: 32 -> 48") retrains runs in place: not a model added or removed
     whole, nor a key outside RETRAIN (seeds, sweep points: runs of their own; sampling, figures)."""
     key = change.split(":", 1)[0]
-    whole_model = key.startswith("models.") and key.count(".") == 1
+    whole_model = key.startswith("models.") and whole(key)
     return key.split(".")[0].split("[")[0] in RETRAIN and not whole_model
