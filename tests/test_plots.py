@@ -215,6 +215,28 @@ def test_lr_schedule_draws_a_shared_schedule_once_with_the_legend_off_the_curve(
     plt.close(fig)
 
 
+def write_train_config(metrics: dict, run: str, **train) -> None:
+    """The summary.json training writes beside a run's metrics.csv, its config's train section set to `train`."""
+    for path in metrics[run].values():
+        summary = {"model": run, "provenance": {"stage": "train", "config": {"train": train}}}
+        Path(path).with_name("summary.json").write_text(json.dumps(summary))
+
+
+def test_lr_schedule_names_both_rates_of_a_muon_run_and_never_groups_it_with_adamw(tmp_path):
+    metrics = write_metrics(tmp_path, n_points=12)  # every run the same lr column ...
+    write_train_config(metrics, "kgram_mlp", optimizer="adamw", lr=1e-3, muon_lr=0.02)
+    write_train_config(metrics, "lstm", optimizer="adamw", lr=1e-3, muon_lr=0.02)
+    write_train_config(metrics, "transformer", optimizer="muon", lr=1e-3, muon_lr=0.01)  # ... but Muon here
+    fig = lr_schedule.figure(metrics, "exp")
+    labels = [t.get_text().replace("\u00a0", " ").replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert labels == ["kgram_mlp, lstm (same schedule): AdamW peak 0.001, last 0.001",
+                      "transformer: AdamW peak 0.001, last 0.001; Muon peak 0.01, last 0.01 (same shape)"]
+    assert len(fig.axes[0].lines) == 2
+    assert fig.axes[0].get_ylabel() == "AdamW learning rate"
+    assert fig.legends[0].get_title().get_text() == ""  # every optimizer known: no note on what the line is
+    plt.close(fig)
+
+
 def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
     rows = [{"experiment": "exp", "run": m, "seed": seed, "model": m, "decoding": d, "p": p, "samples": 2,
              "distinct_1": 0.5 + seed / 10, "distinct_2": 0.6, "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0,

@@ -87,6 +87,18 @@ def test_figures(runs, tmp_path):
         assert Image.open(tmp_path / f"{name}.png").width <= SLIDE[0] * DPI * 1.02, name
 
 
+def test_the_signs_line_keys_every_sign_the_figure_draws():
+    from picollm.plots.sample_comparison import cell_text
+    cells = [cell_text(shown(text), 60, 40) for text in ["a" + "\n" * 32 + "b", "\x00" * 9, "word " * 20, "\ufffd"]]
+    assert cells[:2] == ["a⏎×32 b", "\\x00×9"] and cells[2].endswith("…")
+    key = snapshots_figure.signs(cells, width=60).replace("\u00a0", " ")
+    assert key.startswith("signs: ⏎ newline, ␣ extra space")
+    for entry in ["\ufffd bytes that are not UTF-8", "\\xNN control character", "×N N times in a row", "… cut"]:
+        assert entry in key.replace("\n", " ")
+    assert all(len(line) <= 60 for line in key.split("\n")) and "\n" in key  # wrapped between entries
+    assert snapshots_figure.signs(["plain text"]) == "signs: ⏎\u00a0newline, ␣\u00a0extra\u00a0space"
+
+
 def test_an_empty_continuation_says_the_model_ended_at_once():
     from picollm.snapshots import shown
     from picollm.tables import ENDED_AT_ONCE, cell

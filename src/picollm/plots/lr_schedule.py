@@ -2,13 +2,20 @@
 at every log step; the mean over seeds, which share the schedule) against optimizer steps, or against
 tokens seen with x="tokens_seen".
 
+The `lr` column is train.lr times the schedule. A run with train.optimizer: muon trains only its embeddings,
+head and norms at that rate (AdamW); its hidden matrices follow the same shape scaled to train.muon_lr. Each
+run's optimizer and rates come from the config its training job recorded in the summary.json beside its
+metrics.csv; the legend names both rates of a Muon run.
+
 Runs usually share one schedule (every model and sweep point of a study trains with the same train.*
-settings): identical schedules are drawn once, labelled with every run that follows them, so that no line
-hides another. The legend sits below the axes, off the curves.
+settings): runs with identical schedules and the same optimizer and rates are drawn once, labelled with every
+run that follows them, so that no line hides another. The legend sits below the axes, off the curves.
 """
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
 
 import matplotlib.ticker
 import numpy as np
@@ -16,9 +23,31 @@ import pandas as pd
 
 from picollm.plots import SLIDE, model_styles, plt, save, tokens_axis
 from picollm.plots.loss_curves import over_seeds, read_metrics
+from picollm.tables import seed_paths
 
 LINESTYLES = ["-", "--", ":", "-."]  # schedules that agree in part (the same warm-up) stay apart
 SHARED = "0.2"  # a schedule of several runs: no one run's colour
+# picollm.finished.SUMMARY: importing that module would tie this figure's code identity (its reruns) to it
+SUMMARY = "summary.json"
+UNKNOWN_NOTE = ("a run without a summary.json beside its metrics.csv has no recorded optimizer: its line is "
+                "train.lr, and under train.optimizer: muon its hidden matrices train at train.muon_lr on the "
+                "same shape")
+
+
+def recorded_optimizer(paths: dict) -> dict | None:
+    """{optimizer, lr, muon_lr} of one run ({seed: metrics.csv}; its seeds share them), from the config its
+    training job recorded in the summary.json beside metrics.csv (the same job writes both, so a rerun that
+    changes one changes the other); None where no seed has one."""
+    for path in paths.values():
+        summary = Path(path).with_name(SUMMARY)
+        if not summary.is_file():
+            continue
+        train = ((json.loads(summary.read_text()).get("provenance") or {}).get("config") or {}).get("train")
+        if train and "lr" in train:
+            muon = train.get("optimizer") == "muon"
+            return {"optimizer": "muon" if muon else "adamw", "lr": train["lr"],
+                    "muon_lr": train.get("muon_lr") if muon else None}
+    return None
 
 
 def same_schedule(a: pd.DataFrame, b: pd.DataFrame, x: str) -> bool:
@@ -27,12 +56,17 @@ def same_schedule(a: pd.DataFrame, b: pd.DataFrame, x: str) -> bool:
             and np.allclose(a["mean"], b["mean"], rtol=1e-9, atol=0))
 
 
-def schedule_groups(frame: pd.DataFrame, x: str) -> list[tuple[list[str], pd.DataFrame]]:
-    """[(runs, their schedule)]: runs with the same schedule together, in the order the runs come."""
+def schedule_groups(frame: pd.DataFrame, x: str, optimizers: dict | None = None
+                    ) -> list[tuple[list[str], pd.DataFrame]]:
+    """[(runs, their schedule)]: runs with the same schedule and the same optimizer and rates (`optimizers`:
+    {run: recorded_optimizer}) together, in the order the runs come. A Muon run's hidden matrices train at
+    another rate than an AdamW run's, whatever the lr column says, so the two never share a line."""
+    optimizers = optimizers or {}
     groups: list[tuple[list[str], pd.DataFrame]] = []
     for name, group in frame.groupby("model", sort=False):
         rows = over_seeds(group, "lr")
-        match = next((runs for runs, ref in groups if same_schedule(ref, rows, x)), None)
+        match = next((runs for runs, ref in groups if same_schedule(ref, rows, x)
+                      and optimizers.get(runs[0]) == optimizers.get(name)), None)
         if match is None:
             groups.append(([name], rows))
         else:
@@ -40,29 +74,51 @@ def schedule_groups(frame: pd.DataFrame, x: str) -> list[tuple[list[str], pd.Dat
     return groups
 
 
-def group_label(runs: list[str], rows: pd.DataFrame, width: int = 80) -> str:
-    """'transformer, lstm, kgram_mlp (same schedule): peak 0.003, last 0.0003', wrapped to `width` chars
-    (never inside "same schedule")."""
+def rates(rows: pd.DataFrame, optimizer: dict | None) -> str:
+    """'peak 0.002, last 0.0002' of the drawn line; 'AdamW peak ..., last ...; Muon peak ..., last ... (same
+    shape)' for a Muon run, whose Muon rate is the line scaled by train.muon_lr / train.lr."""
+    peak, last = rows["mean"].max(), rows["mean"].iloc[-1]
+    if optimizer is None:
+        return f"peak {peak:.2g}, last {last:.2g}"
+    adamw = f"AdamW peak {peak:.2g}, last {last:.2g}"
+    if optimizer["optimizer"] != "muon":
+        return adamw
+    scale = optimizer["muon_lr"] / optimizer["lr"]
+    return f"{adamw}; Muon peak {peak * scale:.2g}, last {last * scale:.2g} (same\u00a0shape)"
+
+
+def group_label(runs: list[str], rows: pd.DataFrame, optimizer: dict | None = None, width: int = 90) -> str:
+    """'transformer, lstm, kgram_mlp (same schedule): peak 0.003, last 0.0003' (rates says how a known
+    optimizer reads), wrapped to `width` chars (never inside "same schedule")."""
     names = ", ".join(runs) + (" (same\u00a0schedule)" if len(runs) > 1 else "")
-    label = f"{names}: peak {rows['mean'].max():.2g}, last {rows['mean'].iloc[-1]:.2g}"
-    return textwrap.fill(label, width)
+    return textwrap.fill(f"{names}: {rates(rows, optimizer)}", width)
+
+
+def ylabel(optimizers: dict) -> str:
+    """The drawn line is the AdamW rate: so says the axis where a Muon run's other rate is in the legend."""
+    muon = any(o is not None and o["optimizer"] == "muon" for o in optimizers.values())
+    return "AdamW learning rate" if muon else "learning rate"
 
 
 def figure(metrics: dict, experiment: str, x: str = "step"):
     """The figure plot() saves."""
     frame = read_metrics(metrics)
     styles = model_styles(list(metrics))
+    optimizers = {run: recorded_optimizer(paths) for run, paths in seed_paths(metrics).items()}
     fig, ax = plt.subplots(figsize=SLIDE, layout="constrained")
-    for i, (runs, rows) in enumerate(schedule_groups(frame, x)):
+    for i, (runs, rows) in enumerate(schedule_groups(frame, x, optimizers)):
         color = styles[runs[0]]["color"] if len(runs) == 1 else SHARED
         ax.plot(rows[x], rows["mean"], color=color, ls=LINESTYLES[i % len(LINESTYLES)], lw=3,
-                label=group_label(runs, rows))
+                label=group_label(runs, rows, optimizers[runs[0]]))
     if x == "tokens_seen":
         tokens_axis(ax)
-    ax.set(xlabel="optimizer step" if x == "step" else "tokens seen", ylabel="learning rate", ylim=(0, None),
+    ax.set(xlabel="optimizer step" if x == "step" else "tokens seen", ylabel=ylabel(optimizers), ylim=(0, None),
            title=f"Learning-rate schedule — {experiment}")
     ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))  # 0.002, not 2 and a 1e-3 apart
-    fig.legend(loc="outside lower center", fontsize="small")  # below the axes: the curve spans them
+    # below the axes: the curve spans them
+    legend = fig.legend(loc="outside lower center", fontsize="small")
+    if any(o is None for o in optimizers.values()):  # say what the line is where the config is not at hand
+        legend.set_title(textwrap.fill(UNKNOWN_NOTE, 110), prop={"size": "x-small"})
     return fig
 
 

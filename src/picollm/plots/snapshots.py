@@ -6,14 +6,21 @@ does not read as an empty cell.
 """
 from __future__ import annotations
 
+import re
+import textwrap
+
 import pandas as pd
 
-from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, save
+from picollm.plots import CHAR_WIDTH, SLIDE, model_styles, plt, save
 from picollm.plots.sample_comparison import cell_text, fitting_fontsize, mark_ended, table_figure, text_table
 from picollm.tables import seed_note, show_whitespace, sign_key
 
 COLUMNS = ["run", "step", "tokens seen", "val loss", "greedy continuation"]
 WIDTHS = [2.0, 0.9, 1.5, 1.2, 7.7]  # inches, 16:9 in all
+# a run drawn as one sign and its count: cell_text's ⏎×32 (whitespace), shown's \x00×9 (control characters)
+RUN = re.compile(r"([⏎→␣⇤]|\\x[0-9a-f]{2})×\d+")
+# characters of the key a slide's width holds at the title's font ("medium")
+KEY_WIDTH = int(SLIDE[0] * 72 / (CHAR_WIDTH * plt.rcParams["font.size"]))
 
 
 def layout(frame: pd.DataFrame, max_chars: int, pad: float) -> tuple[list[list[str]], float]:
@@ -50,9 +57,21 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     seeds = seed_note(frame.get("train_seed", []))
     # the key to the signs on a line of its own: in the column's header, it ran past a few rows' large font
     ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}, {seeds}\n"
-                 f"val loss: nats per token on training's validation subset\nsigns: {sign_key(r[-1] for r in cells)}",
+                 f"val loss: nats per token on training's validation subset\n{signs([r[-1] for r in cells])}",
                  fontsize="medium")
     save(fig, out, experiment, provenance)
+
+
+def signs(continuations: list[str], width: int = KEY_WIDTH) -> str:
+    """'signs: ' and the key to every sign the continuations are drawn with: sign_key's, then "×N N times in a
+    row" where a sign is drawn once with its count (⏎×32, \\x00×9), and "… cut" where a continuation ran past
+    the cell's max_chars; wrapped to `width` chars between entries, never inside one."""
+    key = sign_key(continuations).split(", ")
+    if any(RUN.search(text) for text in continuations):
+        key.append("×N N times in a row")
+    if any(text.endswith("…") for text in continuations):
+        key.append("… cut")
+    return textwrap.fill("signs: " + ", ".join(entry.replace(" ", "\u00a0") for entry in key), width)
 
 
 def _loss(value) -> str:
