@@ -199,6 +199,9 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
     (tmp_path / "over.yaml").write_text("base: dots.yaml\nmodels: {gpt_small: {n_heads: 3}}\n")
     (tmp_path / "on.yaml").write_text("base: over.yaml\nmodels: {gpt_small: {n_heads: 4}}\ntrain: {flops: 1e15}\n")
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    write_config(tmp_path / "snapshots.yaml", tiny_offline_config(train={**tiny_offline_config()["train"],
+                                                                        "snapshot_steps": [30]}))
+    (tmp_path / "shorter.yaml").write_text("base: snapshots.yaml\ntrain: {max_steps: 20}\n")
     (tmp_path / "budgets.yaml").write_text("base: dots.yaml\nsweep: {}\nreplace: [sweep]\ntrain: {flops: 1e12}\n")
     (tmp_path / "capped.yaml").write_text("base: budgets.yaml\nreplace: [train]\ntrain: {max_steps: 40}\n"
                                           "models: {lstm: {train: {flops: 1e12}}}\n")
@@ -211,6 +214,10 @@ def test_a_bad_key_names_the_file_that_gives_it(tmp_path):
          f"{tmp_path / 'dots.yaml'} (the base of {tmp_path / 'over.yaml'}): config key 'train.flops' of run lstm is 10"),
         # the run's budget and the study's max_steps, both given on top of a base that budgets every run
         ("capped.yaml", {}, f"{tmp_path / 'capped.yaml'}: config key 'train.flops' of run lstm: the budget sets"),
+        # the snapshot step a base gives, beyond the max_steps the file on it gives: both named
+        ("shorter.yaml", {}, f"{tmp_path / 'snapshots.yaml'} (the base of {tmp_path / 'shorter.yaml'}) with "
+                             f"train.max_steps from {tmp_path / 'shorter.yaml'}: config key 'train.snapshot_steps': "
+                             "step 30 is beyond train.max_steps (20)"),
         ("empty.yaml", {}, f"config file {tmp_path / 'empty.yaml'} is empty (or only comments); give it a study's "
                            f"keys (experiment:, models:, ...), or build on one with base: offline.yaml"),
     ]

@@ -265,7 +265,11 @@ def giver(message: str, files: list, overrides: dict) -> str:
         given = next(filter(None, (_given(layers, candidate) for candidate in [*own, key])), None)
         if given:
             source = given[0][0] if not isinstance(given[0][1], dict) else ", ".join(name for name, _ in given)
-    # a check across keys (snapshot_steps beyond max_steps) may fail by the other key, given by --config
-    others = [k for k in re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+\b", message[named.end():] if named else message)
-              if _given([("--config", overrides)], k)]
-    return f"{source} with --config {others[0]}" if others and source != "--config" else source
+    # a check across keys (snapshot_steps beyond max_steps) may fail by the other key, given by another layer
+    for key in re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+\b", message[named.end():] if named else message):
+        if named and key == named.group(1):  # the key itself, named again in its fix
+            continue
+        top = next(iter(_given(layers, key)), (source, None))[0]
+        if top not in source.split(", "):
+            return f"{source} with --config {key}" if top == "--config" else f"{source} with {key} from {top}"
+    return source
