@@ -132,8 +132,10 @@ def three_seqs(num_sequences: int, max_terms: int, seed: int) -> Iterator[str]:
 
 # --- TinyStories through HF datasets (streamed) -----------------------------------------------------
 
-WITHOUT_HUB = ("or work without the Hub: config/tinystories-local.yaml (a 'text' source over local TinyStories "
-               "files) or config/offline.yaml (generated '3seqs' text, tokenizer: byte)")
+WITHOUT_HUB = ("or work without the Hub: snakemake --cores all all --configfile config/tinystories-local.yaml (a "
+               "'text' source over local TinyStories files; its GPT-2 tokenizer is a download too, which "
+               "TIKTOKEN_CACHE_DIR=<a folder holding its BPE files> replaces) or --configfile config/offline.yaml "
+               "(generated '3seqs' text, tokenizer: byte: nothing to download)")
 
 
 def hub_endpoint() -> str:
