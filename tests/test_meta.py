@@ -9,7 +9,7 @@ from typing import get_args
 import pydantic
 import pytest
 
-from picollm import finished, train
+from picollm import checkpoint, finished, train
 from picollm.config import TrainConfig, model_config
 from picollm.data.meta import ITEMSIZE, Dtype, SourceRange, TokenMeta
 from picollm.data.sources import write_documents
@@ -60,11 +60,11 @@ def test_fingerprints_hash_the_json_values(tokens, monkeypatch):
     data = json.loads((tokens / "meta.json").read_text())
     meta = read_meta(tokens / "meta.json")
     hashed = []
-    monkeypatch.setattr(train, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
+    monkeypatch.setattr(checkpoint, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
     monkeypatch.setattr(finished, "code", lambda kind: "code")
-    train.resume_id(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, compact_vocab=True), meta)
-    train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, weights={"a": 1.0}, compact_vocab=True),
-                            meta)
+    checkpoint.resume_id(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, compact_vocab=True), meta)
+    checkpoint.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8, weights={"a": 1.0},
+                                                 compact_vocab=True), meta)
     resume, identity_resume, identity = hashed  # finished_identity hashes its resume_id and the checksums
     checksums = {split: info["sha256"] for split, info in data["splits"].items()}
     assert data["raw_sha256"] in resume and data["tokenizer"] in resume
@@ -79,8 +79,8 @@ def test_a_split_without_a_checksum_hashes_none(tokens, monkeypatch):
     del data["splits"]["val"]["sha256"], data["raw_sha256"]
     (tokens / "meta.json").write_text(json.dumps(data))
     hashed = []
-    monkeypatch.setattr(train, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
-    train.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8), read_meta(tokens / "meta.json"))
+    monkeypatch.setattr(checkpoint, "fingerprint", lambda *parts: hashed.append(parts) or "hash")
+    checkpoint.finished_identity(train.TrainSpec("m", MODEL, TrainConfig(), 1, 8), read_meta(tokens / "meta.json"))
     resume, identity = hashed
     assert None in resume and identity == ("hash", {"train": data["splits"]["train"]["sha256"], "val": None})
 

@@ -20,7 +20,8 @@ from picollm.data.tokens import read_meta
 from picollm.model_types import model_type
 from picollm.models import load_model, read_checkpoint
 from picollm.resume_names import kind_of
-from picollm.train import TrainSpec, finished_identity, lr_scale, resume_id, train
+from picollm.checkpoint import finished_identity, resume_id
+from picollm.train import TrainSpec, lr_scale, train
 
 TRAIN = {"max_steps": 60, "batch_size": 8, "lr": 0.003, "min_lr_ratio": 0.1, "warmup_steps": 5, "weight_decay": 0.1,
          "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0, "eval_interval": 20, "eval_batches": 4,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -32,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from picollm import distributed, finished, resume_points, tracking
+from picollm import checkpoint, distributed, finished, tracking
 from picollm.config import ModelConfig, TrainConfig, TrainJob, model_config, parse
 from picollm.data.meta import TokenMeta
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
@@ -42,10 +41,9 @@ from picollm.finished import HEALTH, METRICS, MODEL, SNAPSHOTS, SUMMARY
 from picollm.fits import allocation_is_one_line, check_fits
 from picollm.flops import budget_steps, flops_per_token, output_vocab
 from picollm.health import HEALTH_COLUMNS, health_rows, residual_rms, transformer_blocks
-from picollm.io import atomic_path, note, tell, write_csv, write_json
+from picollm.io import atomic_path, note, write_csv, write_json
 from picollm.loss import head_plan_record, validation_loss
-from picollm.models import (build_model, checkpoint_dict, compact, count_parameters, output_vocab_size,
-                            tensors_sha256)
+from picollm.models import build_model, checkpoint_dict, count_parameters, output_vocab_size
 from picollm.optim import Optimizers, make_optimizer
 from picollm.owner import ParentWatch, folder_lock
 from picollm.resume_points import LAST, SNAPSHOTS_STAGED
@@ -76,34 +74,6 @@ def lr_scale(step: int, train_cfg: TrainConfig, elapsed_s: float = 0.0) -> float
     return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def fingerprint(*parts) -> str:
-    """What a checkpoint must match to be resumed: configs, seed, data (a rerun after an edit starts over)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-RANK_STREAM = 1_000_003  # rank r > 0 draws dropout masks from seed + r * RANK_STREAM, not rank 0's stream
-
-
-def rank_stream(seed: int) -> None:
-    """After the model is built alike on every rank: a random stream per rank, so that ranks, which hold
-    different rows of the batch, do not draw the same dropout masks. One process keeps the seed's stream."""
-    if distributed.rank():
-        torch.manual_seed(seed + RANK_STREAM * distributed.rank())
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 class StopRequested:
     """SIGTERM (SLURM time limit, Snakemake), SIGINT (Ctrl-C) or SIGHUP (the terminal closed), or the Snakemake
     that started the job gone (owner.ParentWatch): finish the step, checkpoint, then exit."""
@@ -130,7 +100,7 @@ class StopRequested:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
-    """What one training is: its name and device, and what its fingerprints hash (resume_id, finished_identity).
+    """What one training is: its name and device, and what its fingerprints hash (picollm.checkpoint).
     train_cfg is as given; within_budget sets the steps a FLOP budget pays for."""
     name: str
     model_cfg: ModelConfig
@@ -182,7 +152,7 @@ class Run:
     provenance: dict | None = None
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     loss: torch.nn.Module | None = None  # the model's training loss; under torchrun the DDP module (distributed.wrap)
-    identity: str = ""  # what finished/ records for a rerun to restore instead of train (finished_identity)
+    identity: str = ""  # what finished/ records for a rerun to restore rather than train (finished_identity)
     tracking: tracking.Tracking = dataclasses.field(default_factory=lambda: tracking.Tracking({}))  # train.loggers
     head_plan: dict | None = None  # how the fused head + loss runs on this machine (picollm.loss.head_plan_record)
 
@@ -233,19 +203,10 @@ def setup(spec: TrainSpec, tokens_dir: Path, out_dir: Path, meta: TokenMeta, ste
     if train_cfg.compile:
         compile_model(model)
     head_plan = head_plan_record(model, dev)  # timed here on a machine's first run, before the clock starts
-    rank_stream(seed)
+    checkpoint.rank_stream(seed)
     return Run(name, model_cfg, model, optimizer, sampler, val_tokens, train_cfg, dev, autocast, block_size, meta,
                run_id, out_dir / LAST, flops_per_token=step_flops, blocks=transformer_blocks(model),
                provenance=provenance, loss=distributed.wrap(model), head_plan=head_plan)
-
-
-def resume_id(spec: TrainSpec, meta: TokenMeta) -> str:
-    """The fingerprint a checkpoint must match to be resumed, of spec.train_cfg as within_budget leaves it: the
-    configs, seed, data, the sources' weights and the training code, so that a checkpoint is never finished under
-    another mixture or another trainer (it is set aside instead, and that config resumes it)."""
-    return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
-                       spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab and compact.FORM,
-                       WindowSampler.DRAWS, spec.weights, finished.code(spec.model_cfg.type))
 
 
 def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name: str) -> TrainConfig:
@@ -255,19 +216,6 @@ def within_budget(train_cfg: TrainConfig, step_flops: int, block_size: int, name
     if train_cfg.flops is None:
         return train_cfg
     return train_cfg.model_copy(update={"max_steps": budget_steps(train_cfg, step_flops, block_size, name)})
-
-
-def save_checkpoint(run: Run, state: TrainState) -> None:
-    rng = distributed.gather(rng_states())  # each rank's own random streams (its dropout masks)
-    if not distributed.is_main():  # every rank holds the same model, optimizer and sampler: rank 0 writes
-        return
-    ckpt = {"run_id": run.run_id, "step": state.step, "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(), "sampler": run.sampler.generator.get_state(),
-            "rng": rng, "rows": state.rows, "window_losses": state.window_losses, "health": state.health,
-            "last_norms": (state.grad_norm, state.act_rms, state.scale), "elapsed_s": run.elapsed(state)}
-    ckpt["sha256"] = tensors_sha256(ckpt)
-    with atomic_path(run.ckpt_path) as tmp:
-        torch.save(ckpt, tmp)
 
 
 def log_row(run: Run, state: TrainState, last: bool = False) -> None:
@@ -415,7 +363,7 @@ def train_loop(run: Run, state: TrainState) -> None:
             if last:
                 return
             if distributed.any_rank(stop.requested(), run.device):  # all ranks stop at the same step
-                save_checkpoint(run, state)
+                checkpoint.save(run, state)
                 distributed.barrier()  # the other ranks exit once rank 0 has written the checkpoint
                 tqdm.write(f"stopped at step {state.step}; {run.ckpt_path} holds it", file=sys.stderr)
                 raise Interrupted(stop.signum or signal.SIGTERM)
@@ -424,7 +372,7 @@ def train_loop(run: Run, state: TrainState) -> None:
             tok_s = (state.step - first) * run.tokens_per_step / max(time.perf_counter() - run.t0, 1e-9)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
             if state.step % run.train_cfg.checkpoint_interval == 0 and state.step < max_steps:
-                save_checkpoint(run, state)
+                checkpoint.save(run, state)
     finally:
         bar.close()
         stop.restore()
@@ -498,20 +446,20 @@ def run_training(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | Non
             if main:  # one job per folder: rank 0 holds the lock for its ranks
                 owned.enter_context(folder_lock(out_dir))
             meta = read_meta(tokens_dir / "meta.json")
-            identity = finished_identity(spec, meta)
+            identity = checkpoint.finished_identity(spec, meta)
             step_flops = flops_per_token(spec.model_cfg, meta.vocab_size, spec.block_size,
                                          output_vocab(meta, spec.compact_vocab))
             budgeted = dataclasses.replace(spec, train_cfg=within_budget(spec.train_cfg, step_flops, spec.block_size,
                                                                          spec.name))
-            run_id = resume_id(budgeted, meta)
-            if (done := _restore(out_dir, identity, run_id)) is not None:
+            run_id = checkpoint.resume_id(budgeted, meta)
+            if (done := checkpoint.restore(out_dir, identity, run_id)) is not None:
                 return done  # a restore logs nothing: it needs no tracker
             if main:
                 tracking.check(spec.train_cfg.loggers)  # a missing library or an unreachable server: one line, now
                 warn_short_warmup(spec.name, spec.train_cfg)
             run = setup(budgeted, tokens_dir, out_dir, meta, step_flops, run_id, provenance)
             run.identity = identity
-            state = _resume(run)
+            state = resumed_state(run)
             if state.step == 0 and main:  # starting over: earlier staged snapshots must not be published
                 shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
             if main:  # closed as training ends, with how it ended (finished, interrupted or failed)
@@ -519,7 +467,7 @@ def run_training(spec: TrainSpec, *, tokens_dir, out_dir, provenance: dict | Non
                 run.tracking = owned.enter_context(start_tracking(run, state, spec, root))
             run.t0 = time.perf_counter()
             train_loop(run, state)
-            save_checkpoint(run, state)  # the state finish writes out: a rerun after an interruption resumes here
+            checkpoint.save(run, state)  # the state finish writes out: a rerun after an interruption resumes here
             summary = finish(run, state) if main else {}
             # the ranks tear the process group down together: a rank that closes gloo while rank 0 still writes
             # the outputs can abort at exit ("terminate called without an active exception")
@@ -549,65 +497,11 @@ def start_tracking(run: Run, state: TrainState, spec: TrainSpec, root: Path) -> 
                           state.rows[-1] if state.rows else None)
 
 
-def finished_identity(spec: TrainSpec, meta: TokenMeta) -> str:
-    """What a kept finished training (picollm.finished) must match to be restored rather than trained again: the
-    resume fingerprint and the tokens' checksums."""
-    tokens = {name: split.sha256 for name, split in meta.splits.by_name().items()}
-    return fingerprint(resume_id(spec, meta), tokens)
-
-
-def _restore(out_dir: Path, identity: str, run_id: str) -> dict | None:
-    """The summary of a finished training kept in out_dir/finished/ that matches `identity`, its outputs put
-    back ({} on ranks but 0, which write nothing); None when there is none. What is kept stays until a new
-    training ends (finished.keep replaces it): one that fails first leaves it to be restored."""
-    main = distributed.is_main()
-    done = finished.restore(out_dir, identity, link=main)
-    if done is None:
-        return None
-    path = out_dir / LAST
-    # this run's last.pt is what an interruption between keeping the outputs and cleaning up left behind;
-    # another run's (trained here since, and stopped) is its progress, set aside for it
-    if main and path.exists() and resume_points.claim(path, run_id, "restoring the finished training") is not None:
-        path.unlink()
-    if main:
-        shutil.rmtree(out_dir / SNAPSHOTS_STAGED, ignore_errors=True)
-    return {**done, "restored": True} if main else {}
-
-
-def _own_checkpoint(run: Run) -> tuple[dict | None, str]:
-    """Rank 0: this run's checkpoint, now in last.pt, or None; and a note for the resuming line. A last.pt that
-    is not this run's is moved away (resume_points.claim) first, and this run's own checkpoint, if another config's
-    training set it aside, brought back, with whatever of its own waits beside it."""
-    path, own = run.ckpt_path, resume_points.aside_paths(run.ckpt_path, run.run_id)[0]
-    then = f"resuming {own} instead" if own.exists() else "starting from step 0"
-    ckpt = resume_points.claim(path, run.run_id, then) if path.exists() else None
-    note = ""
-    if ckpt is None and own.exists():
-        resume_points.bring_back(path, run.run_id)
-        ckpt = resume_points.claim(path, run.run_id, "starting from step 0")
-        note = f" (set aside as {own.name} by a run of another config)"
-    elif ckpt is not None:  # what a kill between two moves of set_aside or bring_back left under its name
-        resume_points.gather(path, run.run_id)
-    return ckpt, note
-
-
-def _resume(run: Run) -> TrainState:
-    """The state of this run's checkpoint, or step 0's. Rank 0 alone moves files (_own_checkpoint); every
-    rank then loads the same last.pt."""
-    ckpt, note = _own_checkpoint(run) if distributed.is_main() else (None, "")
-    # rank 0's word, once it has put the right last.pt in place: every rank resumes from it, or none does
-    if distributed.from_main(float(ckpt is not None), run.device) and ckpt is None:
-        ckpt = torch.load(run.ckpt_path, map_location="cpu", weights_only=False)
+def resumed_state(run: Run) -> TrainState:
+    """The state of this run's checkpoint (picollm.checkpoint.resume), or step 0's."""
+    ckpt = checkpoint.resume(run)
     if ckpt is None:
         return TrainState(scale=lr_scale(0, run.train_cfg))
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.sampler.generator.set_state(ckpt["sampler"])
-    states = ckpt["rng"]  # one per rank that saved it
-    set_rng_states(states[min(distributed.rank(), len(states) - 1)])
-    if distributed.rank() >= len(states):  # resumed on more ranks than it was saved from: a stream of its own
-        rank_stream(torch.initial_seed())
-    tell(f"resuming from {run.ckpt_path} at step {ckpt['step']}{note}")
     grad_norm, act_rms, scale = ckpt["last_norms"]
     return TrainState(ckpt["step"], ckpt["rows"], ckpt["window_losses"], ckpt["elapsed_s"], grad_norm, act_rms,
                       ckpt.get("health", []), scale)
