@@ -125,7 +125,7 @@ def test_sweep_p_values_rerun_evaluation_only(study):
 
 
 def test_seed_reruns_generated_data_and_every_model(study):
-    jobs = planned(study, "seed=8")
+    jobs = planned(study, "seeds=[8]")
     assert "download[3seqs]" in jobs and "download[stories]" not in jobs  # 3seqs is generated from the seed
     assert all(model_jobs(m) <= jobs for m in MODELS)
 

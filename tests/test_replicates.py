@@ -17,7 +17,6 @@ def replicated(tmp_path_factory):
     work = tmp_path_factory.mktemp("replicates")
     cfg = tiny_offline_config("reps", steps=20)
     del cfg["models"]["kgram_mlp"]  # two model types are enough to compare: the study stays short
-    cfg.pop("seed")
     cfg["seeds"] = list(SEEDS)
     cfg["sweep"] = {"transformer": {"d_model": [16, 48]}}
     cfg["train"]["snapshot_steps"] = [0, 10, 20]
