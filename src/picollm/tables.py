@@ -190,11 +190,17 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     return frame
 
 
+def recorded_train(summary: dict) -> dict | None:
+    """The train section a run's training job was given, as its summary.json's provenance records it (None
+    where it records none)."""
+    return ((summary.get("provenance") or {}).get("config") or {}).get("train") or None
+
+
 def optimizer(summary: dict) -> str | None:
     """A run's optimizer and peak learning rates ("adamw lr 0.002", "muon lr 0.02, adamw lr 0.002"), from the
     config its training job was given: a model's own `train:` gives it a recipe of its own, which a comparison
     of models weighs with the architectures."""
-    train = ((summary.get("provenance") or {}).get("config") or {}).get("train")
+    train = recorded_train(summary)
     if not train:
         return None
     if train.get("optimizer") == "muon":

@@ -279,7 +279,8 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
     named = " ".join(given) or f"{DEFAULT_STUDY}, the default study"
-    built = Path("results", other, "provenance", "study.json")  # a study of --config words: the config it was built with
+    # a study made of --config words has no file of its own, but the config it was last built with is one
+    built = Path("results", other, "provenance", "study.json")
     if studies:
         study, why = str(studies[0].relative_to(ROOT)), ""
     elif built.exists():

@@ -113,7 +113,8 @@ class TrainConfig(Section):
         "validation measurements of eval_schedule: log, from the end of warm-up to the last step, plus step 1 "
         "(fewer when a short run rounds two of them to the same step)"))
     checkpoint_interval: int = Field(200, ge=1, description=(
-        "steps between rolling checkpoints (models/<run>/seed<k>/last.pt; resume is exact, so changing it reruns nothing)"))
+        "steps between rolling checkpoints (models/<run>/seed<k>/last.pt; resume is exact, so changing it reruns "
+        "nothing)"))
     log_interval: int = Field(10, ge=1, description="steps between train-loss rows in metrics.csv")
     snapshot_steps: list[Annotated[int, Field(ge=0)]] = Field([], description=(
         "keep the model at these steps of the one training run (models/<run>/seed<k>/snapshots/)"))

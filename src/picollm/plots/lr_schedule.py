@@ -23,7 +23,7 @@ import pandas as pd
 
 from picollm.plots import SLIDE, model_styles, plt, save, tokens_axis
 from picollm.plots.loss_curves import over_seeds, read_metrics
-from picollm.tables import seed_paths
+from picollm.tables import recorded_train, seed_paths
 
 LINESTYLES = ["-", "--", ":", "-."]  # schedules that agree in part (the same warm-up) stay apart
 SHARED = "0.2"  # a schedule of several runs: no one run's colour
@@ -42,7 +42,7 @@ def recorded_optimizer(paths: dict) -> dict | None:
         summary = Path(path).with_name(SUMMARY)
         if not summary.is_file():
             continue
-        train = ((json.loads(summary.read_text()).get("provenance") or {}).get("config") or {}).get("train")
+        train = recorded_train(json.loads(summary.read_text()))
         if train and "lr" in train:
             muon = train.get("optimizer") == "muon"
             return {"optimizer": "muon" if muon else "adamw", "lr": train["lr"],
