@@ -22,12 +22,10 @@ def generate_recompute(model, prompt: torch.Tensor, max_new_tokens: int, block: 
     return idx
 
 
-def run(sz: Sizes, peak: dict) -> dict:
-    block, n_new = sz.gen_block, sz.gen_new
-    prompt = torch.randint(0, sz.vocab, (1, sz.gen_prompt), generator=torch.Generator().manual_seed(0))
-    transformer = ours(transformer_cfg(sz), sz, block).eval()
-    hf = hf_gpt2(sz, block).eval()
-    lstm = ours(lstm_cfg(sz), sz, block).eval()
+def measure(sz: Sizes, models: dict, prompt: torch.Tensor) -> tuple[dict, dict, dict]:
+    """Every decoding method timed in interleaved rounds: ({method: row}, {method: its output}, {method: its
+    timed call})."""
+    transformer, hf, lstm = models["transformer"], models["hf"], models["lstm"]
     outputs = {}
 
     def keep(name, fn):
@@ -40,39 +38,40 @@ def run(sz: Sizes, peak: dict) -> dict:
                          do_sample=False, use_cache=True, pad_token_id=hf.config.eos_token_id)
         return {
             "transformer_cached": keep("transformer_cached", lambda: generate(transformer, prompt, n)),
-            "transformer_recompute": keep("transformer_recompute", lambda: generate_recompute(transformer, prompt, n, block)),
+            "transformer_recompute": keep("transformer_recompute",
+                                          lambda: generate_recompute(transformer, prompt, n, sz.gen_block)),
             "hf_generate_cached": keep("hf_generate_cached", lambda: hf.generate(prompt, **hf_kwargs)),
             "lstm_carried": keep("lstm_carried", lambda: generate(lstm, prompt, n)),
-            "lstm_recompute": keep("lstm_recompute", lambda: generate_recompute(lstm, prompt, n, block)),
+            "lstm_recompute": keep("lstm_recompute", lambda: generate_recompute(lstm, prompt, n, sz.gen_block)),
         }
 
     # Warm-up: one short run of each (the recompute loops take seconds per full run), then the measured runs.
-    interleaved(variants_for(min(8, n_new)), warmup=1, reps=0)
-    variants = variants_for(n_new)
+    interleaved(variants_for(min(8, sz.gen_new)), warmup=1, reps=0)
+    variants = variants_for(sz.gen_new)
     timing = interleaved(variants, warmup=0, reps=sz.gen_reps)
-    rows = {name: {"tokens_per_s": round(n_new / t["median_s"], 1), "new_tokens": outputs[name].size(1) - prompt.size(1),
+    rows = {name: {"tokens_per_s": round(sz.gen_new / t["median_s"], 1),
+                   "new_tokens": outputs[name].size(1) - prompt.size(1),
                    **{k: round(v, 4) for k, v in t.items() if k != "samples_s"}, "samples_s": t["samples_s"]}
             for name, t in timing.items()}
-    tps = {name: r["tokens_per_s"] for name, r in rows.items()}
-    vs_recompute = tps["transformer_cached"] / tps["transformer_recompute"]
-    vs_hf = tps["transformer_cached"] / tps["hf_generate_cached"]
-    lstm_ratio = tps["lstm_carried"] / tps["lstm_recompute"]
-    targets = [
+    return rows, outputs, variants
+
+
+def targets(n_new: int, vs_recompute: float, vs_hf: float) -> list[dict]:
+    return [
         {"target": f"Transformer with KV cache >= {TARGET_VS_UNCACHED:g}x without it at {n_new} new tokens",
          "value": round(vs_recompute, 2), "met": vs_recompute >= TARGET_VS_UNCACHED},
         {"target": f"Transformer with KV cache >= {TARGET_VS_HF:g}x HF generate(use_cache=True)",
          "value": round(vs_hf, 2), "met": vs_hf >= TARGET_VS_HF},
     ]
-    batching = sample_batching(transformer, prompt, min(64, n_new), sz)
-    same = {"transformer cached == recompute": torch.equal(outputs["transformer_cached"], outputs["transformer_recompute"]),
-            "lstm carried == recompute": torch.equal(outputs["lstm_carried"], outputs["lstm_recompute"])}
-    profile = None
-    if not all(t["met"] for t in targets):
-        profile = profile_breakdown(variants["transformer_cached"], sz.vocab)
-    notes = [
+
+
+def notes(sz: Sizes, same: dict, batching: dict) -> list[str]:
+    """What was measured and how, in words."""
+    n_new = sz.gen_new
+    return [
         f"Greedy decoding of {n_new} new tokens after a {sz.gen_prompt}-token random prompt, batch 1, fp32, random-init "
         f"models. The Transformer (d_model {sz.d_model}, {sz.n_layers} layers, {sz.n_heads} heads, vocab {sz.vocab}) and "
-        f"HF GPT2 use block_size = n_positions = {block}, so the prompt plus the new tokens "
+        f"HF GPT2 use block_size = n_positions = {sz.gen_block}, so the prompt plus the new tokens "
         f"({sz.gen_prompt + n_new}) fit without sliding the window (HF cannot slide past n_positions). The LSTM has "
         f"embed {sz.lstm_embed}, hidden {sz.lstm_hidden}, 1 layer. Timing includes the prompt's prefill. Warm-up: one "
         f"{min(8, n_new)}-token run of each; then {sz.gen_reps} interleaved rounds.",
@@ -81,27 +80,48 @@ def run(sz: Sizes, peak: dict) -> dict:
         "HF: model.generate(input_ids, max_new_tokens=N, min_new_tokens=N, do_sample=False, use_cache=True).",
         f"Greedy outputs identical with and without the cache: {same}. (With random weights the logits are nearly "
         f"flat, so a float-rounding tie can flip an argmax; equality is recorded, not required.)",
+        f"Sampling {SAMPLES} samples of one prompt at p = {SAMPLE_P} ({batching['new_tokens']} new tokens "
+        f"each, a seed per sample): one generate call per sample {batching['one_by_one']['median_s']:.3f} s, "
+        f"one batched call with a seed per row (as the sample stage draws them) "
+        f"{batching['batched']['median_s']:.3f} s: {batching['speedup']:.2f}x.",
     ]
-    notes.append(f"Sampling {SAMPLES} samples of one prompt at p = {SAMPLE_P} ({batching['new_tokens']} new tokens "
-                 f"each, a seed per sample): one generate call per sample {batching['one_by_one']['median_s']:.3f} s, "
-                 f"one batched call with a seed per row (as the sample stage draws them) "
-                 f"{batching['batched']['median_s']:.3f} s: {batching['speedup']:.2f}x.")
-    table = {"columns": ["model / method", "tokens/s", "s per run (median)", "speed-up"], "rows": [
+
+
+def table(rows: dict, ratios: dict) -> dict:
+    tps = {name: r["tokens_per_s"] for name, r in rows.items()}
+    return {"columns": ["model / method", "tokens/s", "s per run (median)", "speed-up"], "rows": [
         ["Transformer, KV cache (generate)", tps["transformer_cached"], rows["transformer_cached"]["median_s"],
-         f"{vs_recompute:.1f}x recompute, {vs_hf:.2f}x HF"],
+         f"{ratios['cached_vs_recompute']:.1f}x recompute, {ratios['cached_vs_hf']:.2f}x HF"],
         ["Transformer, recompute context", tps["transformer_recompute"], rows["transformer_recompute"]["median_s"], "1.0x"],
         ["HF GPT2 generate(use_cache=True)", tps["hf_generate_cached"], rows["hf_generate_cached"]["median_s"],
          f"{tps['hf_generate_cached'] / tps['transformer_recompute']:.1f}x recompute"],
         ["LSTM, carried (h, c) (generate)", tps["lstm_carried"], rows["lstm_carried"]["median_s"],
-         f"{lstm_ratio:.1f}x recompute"],
+         f"{ratios['lstm_carried_vs_recompute']:.1f}x recompute"],
         ["LSTM, recompute context", tps["lstm_recompute"], rows["lstm_recompute"]["median_s"], "1.0x"],
     ]}
-    return {"title": TITLE, "results": rows, "ratios": {"cached_vs_recompute": round(vs_recompute, 2),
-            "cached_vs_hf": round(vs_hf, 2), "lstm_carried_vs_recompute": round(lstm_ratio, 2)},
-            "identical_outputs": same, "sample_batching": batching, "cached_profile": profile, "targets": targets,
-            "notes": notes, "table": table,
-            "headline": f"generation: ours {vs_hf:.2f}x HF generate (greedy, batch 1, KV cache, fp32); {SAMPLES} nucleus "
-                        f"samples batched {batching['speedup']:.2f}x one by one"}
+
+
+def run(sz: Sizes, peak: dict) -> dict:
+    prompt = torch.randint(0, sz.vocab, (1, sz.gen_prompt), generator=torch.Generator().manual_seed(0))
+    models = {"transformer": ours(transformer_cfg(sz), sz, sz.gen_block).eval(),
+              "hf": hf_gpt2(sz, sz.gen_block).eval(), "lstm": ours(lstm_cfg(sz), sz, sz.gen_block).eval()}
+    rows, outputs, variants = measure(sz, models, prompt)
+    tps = {name: r["tokens_per_s"] for name, r in rows.items()}
+    ratios = {"cached_vs_recompute": tps["transformer_cached"] / tps["transformer_recompute"],
+              "cached_vs_hf": tps["transformer_cached"] / tps["hf_generate_cached"],
+              "lstm_carried_vs_recompute": tps["lstm_carried"] / tps["lstm_recompute"]}
+    goals = targets(sz.gen_new, ratios["cached_vs_recompute"], ratios["cached_vs_hf"])
+    batching = sample_batching(models["transformer"], prompt, min(64, sz.gen_new), sz)
+    same = {"transformer cached == recompute": torch.equal(outputs["transformer_cached"], outputs["transformer_recompute"]),
+            "lstm carried == recompute": torch.equal(outputs["lstm_carried"], outputs["lstm_recompute"])}
+    profile = None
+    if not all(t["met"] for t in goals):
+        profile = profile_breakdown(variants["transformer_cached"], sz.vocab)
+    return {"title": TITLE, "results": rows, "ratios": {name: round(r, 2) for name, r in ratios.items()},
+            "identical_outputs": same, "sample_batching": batching, "cached_profile": profile, "targets": goals,
+            "notes": notes(sz, same, batching), "table": table(rows, ratios),
+            "headline": f"generation: ours {ratios['cached_vs_hf']:.2f}x HF generate (greedy, batch 1, KV cache, "
+                        f"fp32); {SAMPLES} nucleus samples batched {batching['speedup']:.2f}x one by one"}
 
 
 def sample_batching(model, prompt: torch.Tensor, n_new: int, sz: Sizes) -> dict:

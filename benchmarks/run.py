@@ -61,32 +61,71 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def study_sizes(args):
+    """The sizes of --quick or the full run, with the options that override them."""
+    from benchmarks.common import sizes
+
+    sz = sizes(args.quick, args.threads)
+    given = {"budget_minutes": args.minutes, "recipe_seeds": args.seeds, "first_seed": args.first_seed}
+    sz = dataclasses.replace(sz, **{key: value for key, value in given.items() if value is not None})
+    return dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out,
+                               device=args.device)
+
+
+def available(names: list, sz) -> tuple[list, list]:
+    """(the benchmarks this machine can run, those it cannot that count as failed): a benchmark that cannot run
+    here (its module's unavailable(sz) gives (line, whether that is a failure)) says so once and writes nothing."""
+    runnable, failed = [], []
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name])
+        why = module.unavailable(sz) if hasattr(module, "unavailable") else None
+        if why:
+            print(why[0], flush=True)
+            failed += [name] if why[1] else []
+        else:
+            runnable.append(name)
+    return runnable, failed
+
+
+def run_one(name: str, sz, peak: dict, args, command: str) -> dict:
+    """One benchmark's record: its result with the command, commit, machine and sizes it was measured with; a
+    benchmark that raises is recorded as FAILED with its traceback, and the others go on."""
+    from benchmarks.common import CLEAN_RULE, machine_info, now_utc
+    from picollm.provenance import git_state
+
+    t, started, machine = time.perf_counter(), now_utc(), machine_info(args.threads)
+    try:
+        result = importlib.import_module(BENCHMARKS[name]).run(sz, peak)
+    except Exception as exc:
+        result = {"title": f"{name} (FAILED)", "error": f"{type(exc).__name__}: {exc}"[-4000:],
+                  "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
+                  "table": {"columns": [], "rows": []}}
+    # the commit measured, which the docs' benchmarks page names and dates the record's study files by
+    git = git_state()
+    return {"benchmark": name, "command": command, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
+            "commit": git["commit"] and git["commit"][:7], "dirty": git["dirty"],
+            "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+            "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
+
+
+def status(result: dict) -> str:
+    """'' when every target is met; else the error or the targets missed."""
+    missed = [target["target"] for target in result.get("targets", []) if not target["met"]]
+    error = result.get("error") or "; ".join(result.get("errors") or [])
+    if error:
+        return f"FAILED: {error.splitlines()[0]}"
+    return "missed: " + "; ".join(missed) if missed else ""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
-    from benchmarks.common import CLEAN_RULE, machine_info, machine_line, now_utc, peak_matmul, sizes
+    from benchmarks.common import machine_info, machine_line, peak_matmul
     from picollm.io import write_json, write_text
-    from picollm.provenance import git_state
 
-    sz = sizes(args.quick, args.threads)
-    if args.minutes is not None:
-        sz = dataclasses.replace(sz, budget_minutes=args.minutes)
-    if args.seeds is not None:
-        sz = dataclasses.replace(sz, recipe_seeds=args.seeds)
-    if args.first_seed is not None:
-        sz = dataclasses.replace(sz, first_seed=args.first_seed)
-    sz = dataclasses.replace(sz, recipes=tuple(args.recipes or ()), full_vocab=args.full_vocab, out=args.out,
-                             device=args.device)
-    names = args.only or list(BENCHMARKS)
-    failed = []
-    for name in list(names):
-        module = importlib.import_module(BENCHMARKS[name])
-        why = module.unavailable(sz) if hasattr(module, "unavailable") else None
-        if why:  # (line, whether that is a failure): said once, nothing written
-            print(why[0], flush=True)
-            names.remove(name)
-            failed += [name] if why[1] else []
+    sz = study_sizes(args)
+    names, failed = available(args.only or list(BENCHMARKS), sz)
     if not names:
         return 1 if failed else 0
     out = Path(args.out)
@@ -95,30 +134,11 @@ def main(argv=None) -> int:
     peak = peak_matmul(sz.peak_sizes)
     print(f"  machine: {machine_line(machine_info(args.threads), peak)}", flush=True)
     for name in names:
-        t = time.perf_counter()
-        started = now_utc()
-        machine = machine_info(args.threads)
-        try:
-            result = importlib.import_module(BENCHMARKS[name]).run(sz, peak)
-        except Exception as exc:  # record the failure and go on with the other benchmarks
-            failed.append(name)
-            result = {"title": f"{name} (FAILED)", "error": f"{type(exc).__name__}: {exc}"[-4000:],
-                      "traceback": traceback.format_exc()[-4000:], "results": {}, "targets": [], "notes": [],
-                      "table": {"columns": [], "rows": []}}
-        # the commit measured, which the docs' benchmarks page names and dates the record's study files by
-        git = git_state()
-        result = {"benchmark": name, "command": command, "started_utc": started, "wall_s": round(time.perf_counter() - t, 1),
-                  "commit": git["commit"] and git["commit"][:7], "dirty": git["dirty"],
-                  "quick": args.quick, "machine": {**machine, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-                  "peak_matmul": peak, "sizes": sz.as_dict(), "sample_rule": CLEAN_RULE, **result}
+        result = run_one(name, sz, peak, args, command)
         write_json(out / f"{name}.json", result)
-        if result.get("errors"):
+        if result.get("error") or result.get("errors"):
             failed.append(name)
-        missed = [t_["target"] for t_ in result.get("targets", []) if not t_["met"]]
-        error = result.get("error") or "; ".join(result.get("errors") or [])
-        status = f"FAILED: {error.splitlines()[0]}" if error else \
-            ("missed: " + "; ".join(missed) if missed else "")
-        print(f"  {name}: {result['wall_s']:.0f} s {status}", flush=True)
+        print(f"  {name}: {result['wall_s']:.0f} s {status(result)}", flush=True)
         if result.get("headline"):  # the ratios that benchmark exists for, on this machine
             print(f"    {result['headline']}", flush=True)
     write_text(out / MARKDOWN, markdown(out))
