@@ -59,7 +59,19 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
                                     one_benchmark_markdown(Path(config["docs_dir"]) / "benchmarks", name))
     if BENCHMARKS_MARKER in markdown:
         markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_markdown(Path(config["docs_dir"]) / "benchmarks"))
+    for title in re.findall(r"<!-- readme:([^>]+?) -->", markdown):
+        markdown = markdown.replace(f"<!-- readme:{title} -->", readme_section(title))
     return markdown
+
+
+def readme_section(title: str, readme: Path = ROOT / "README.md") -> str:
+    """The body of the README's `## title` section, for a page of the site that shows it too (one copy), its links
+    into docs/ made the site's."""
+    parts = re.split(r"^## +", readme.read_text(), flags=re.M)
+    section = next((p for p in parts if p.startswith(title + "\n")), None)
+    if section is None:
+        raise ValueError(f"README.md has no section '## {title}' (docs/index.md includes it)")
+    return section[len(title) + 1:].strip().replace("](docs/", "](") + "\n"
 
 
 def checkout_first() -> None:

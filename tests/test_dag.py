@@ -1,6 +1,8 @@
 """The DAG reruns exactly what changed: every row of docs/reruns.md's "you edit -> these jobs rerun" table, checked
 by dry run on a finished tiny study in a copy of the project (so code edits touch the copy only). The copy's path
 holds a space, as a checkout under "My Documents" does, so every rule's command runs from such a path."""
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -68,6 +70,15 @@ def planned(project, *config) -> set[str]:
 
 def test_finished_study_has_nothing_to_do(study):
     assert planned(study) == set()
+
+
+def test_download_record_hashes_the_local_files_it_read(study):
+    """A text source's provenance names the sha256 of every file it read, as the study names it; a generated
+    source reads none."""
+    records = study / "results" / "tiny" / "provenance" / "download"
+    story = hashlib.sha256((study / "story.txt").read_bytes()).hexdigest()
+    assert json.loads((records / "stories.json").read_text())["inputs"] == {"story.txt": story}
+    assert json.loads((records / "3seqs.json").read_text())["inputs"] == {}
 
 
 def test_one_model_hyperparameter_reruns_that_model_only(study):

@@ -87,6 +87,16 @@ def test_site_builds_strict_with_every_page(site):
     assert (site / "img" / "rulegraph.svg").exists()
 
 
+def test_site_home_page_shows_the_readme_commands(site):
+    """The site's home page holds the README's install-and-run commands (included from README.md, one copy), with
+    its links into docs/ made the site's."""
+    home = (site / "index.html").read_text()
+    assert "pip install torch==2.13.0" in home and "python -m pytest" in home
+    assert 'href="benchmarks/"' in home and "docs/benchmarks.md" not in home
+    with pytest.raises(ValueError, match="no section '## Nowhere'"):
+        load_hooks().readme_section("Nowhere")
+
+
 # what Markdown and the theme put in a page (i: the theme's icons); a placeholder written as <b> or <s> in prose
 # would vanish as well, so tags Markdown never writes from prose are left out
 HTML_TAGS = set("""a blockquote body br button code dd div dl dt em footer form h1 h2 h3 h4 h5 h6 head hr html i img

@@ -143,9 +143,14 @@ def test_bad_config_key_stops_with_one_line(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(cfg))
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert lines == [f"config error: {cfg}: unknown config key 'lerning_rate'; allowed here: base, block_size, compact_vocab, "
+    # a study file under the working directory is named from it, as typed; one elsewhere by its whole path
+    assert lines == ["config error: bad.yaml: unknown config key 'lerning_rate'; allowed here: base, block_size, compact_vocab, "
                      "data, data_seed, device, evaluate, experiment, figures, models, replace, sampling, seed, seeds, "
                      "sweep, tokenizer, train"]
+    work = tmp_path / "work"
+    work.mkdir()
+    result = snakemake(work, "-n", "--cores", "1", "all", "--configfile", str(cfg))
+    assert f"config error: {cfg}: unknown config key 'lerning_rate'" in result.stderr
 
 
 def test_config_override_on_the_command_line(tmp_path):

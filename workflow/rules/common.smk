@@ -60,9 +60,13 @@ if (
 
 # Study files (--configfile, or the default study) each with its `base:` chain, then --config overrides
 # on top: built here rather than by Snakemake's own merge, so a study file replaces the default study.
+# Snakemake hands the study files over as absolute paths: a line about one names it from the working directory.
 try:
     CFG = load_study(
-        workflow.overwrite_configfiles or [ROOT / DEFAULT_STUDY],
+        [
+            os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else path
+            for path in workflow.overwrite_configfiles or [ROOT / DEFAULT_STUDY]
+        ],
         dict(workflow.config_settings.config),
     )
     check_syntax()
