@@ -659,16 +659,27 @@ def dated_paths(value, record: dict):
     return re.sub(r"(config/[\w.-]+\.yaml)(?!\w| as of)", rf"\1 as of {when}", value)
 
 
-def record_markdown(record: dict, superseded: list[str] | None = None) -> list[str]:
+def record_markdown(record: dict, superseded: list[str] | None = None, folded: bool = False) -> list[str]:
     """A record's section; `superseded`: one line per study file whose numbers here are not current (a newer run
-    supersedes them, or the file has changed since)."""
-    date = str(record["started_utc"])[:10]
-    if record.get("ended_utc"):
-        date += f" to {str(record['ended_utc'])[:10]}"
+    supersedes them, or the file has changed since); `folded`: its body behind a line that opens it (a record a
+    newer one replaces, kept for its history)."""
     out = [f"### {record['title']} {{#{record_anchor(record)}}}", ""]
     if superseded:
         title = "Superseded" if all(": superseded" in line for line in superseded) else "Not current"
         out += [f'!!! note "{title}"', "", *[f"    - {line}" for line in superseded], ""]
+    body = record_body(record)
+    if not folded:
+        return out + body
+    summary = f"An earlier record ({str(record['started_utc'])[:10]}, {machine_short(record['machine'])}): open to read it"
+    return out + ['<details markdown="1">', f"<summary>{html.escape(summary)}</summary>", "", *body, "</details>", ""]
+
+
+def record_body(record: dict) -> list[str]:
+    """What a record measured, where and how: its date and machine, command, table, targets and notes."""
+    date = str(record["started_utc"])[:10]
+    if record.get("ended_utc"):
+        date += f" to {str(record['ended_utc'])[:10]}"
+    out = []
     line = f"Measured **{date}** on {machine_text(record['machine'])}"
     peak = record.get("peak_matmul") or {}
     if peak.get("peak_gflops"):
@@ -727,8 +738,10 @@ def one_benchmark_markdown(folder: Path, name: str) -> str:
     if record.get("repeats"):
         out += ["Where each run starts to repeat its training text:", "", *table_markdown(record["repeats"])]
     for older in records[1:]:
-        out += ["", f"**An earlier record**, superseded by the {str(record['started_utc'])[:10]} one above:", "",
-                *record_markdown(older)[2:]]
+        summary = f"An earlier record ({str(older['started_utc'])[:10]}, {machine_short(older['machine'])}), " \
+                  f"superseded by the {str(record['started_utc'])[:10]} one above: open to read it"
+        out += ["", '<details markdown="1">', f"<summary>{html.escape(summary)}</summary>", "",
+                *record_body(older), "</details>"]
     return "\n".join(out)
 
 
@@ -796,7 +809,7 @@ def benchmarks_markdown(folder: Path, readme: Path = ROOT / "README.md") -> str:
     out = speed_by_machine(records)
     history, superseded = study_history([r for r in records if r["benchmark"] == "study"],
                                         readme_study_run(readme), records)
-    current = None
+    current, shown = None, set()
     for record in records:
         if record["benchmark"] in ELSEWHERE:
             continue
@@ -806,5 +819,12 @@ def benchmarks_markdown(folder: Path, readme: Path = ROOT / "README.md") -> str:
             out += [f"## {heading} (`{current}`) {{#bench-{current}}}", ""]
             if current == "study":
                 out += history
-        out += record_markdown(record, superseded.get(record["_file"]))
+        # a record is folded where a newer one of its benchmark on the same machine type (a study: of its study
+        # file) replaces it; the newest of each stays open
+        notes = superseded.get(record["_file"])
+        machine = (current, machine_text(record["machine"]))
+        folded = bool(notes) and all(": superseded" in line for line in notes) if current == "study" \
+            else machine in shown
+        shown.add(machine)
+        out += record_markdown(record, notes, folded=folded)
     return "\n".join(out) if out else "No benchmark records in `docs/benchmarks/`."

@@ -97,10 +97,10 @@ def test_site_home_page_shows_the_readme_commands(site):
         load_hooks().readme_section("Nowhere")
 
 
-# what Markdown and the theme put in a page (i: the theme's icons); a placeholder written as <b> or <s> in prose
-# would vanish as well, so tags Markdown never writes from prose are left out
-HTML_TAGS = set("""a blockquote body br button code dd div dl dt em footer form h1 h2 h3 h4 h5 h6 head hr html i img
-input kbd li link meta nav ol p pre script span strong sup table tbody td th thead title tr ul""".split())
+# what Markdown and the theme put in a page (i: the theme's icons; details, summary: a folded benchmark record); a
+# placeholder written as <b> or <s> in prose would vanish as well, so tags Markdown never writes from prose are left out
+HTML_TAGS = set("""a blockquote body br button code dd details div dl dt em footer form h1 h2 h3 h4 h5 h6 head hr html i img
+input kbd li link meta nav ol p pre script span strong summary sup table tbody td th thead title tr ul""".split())
 
 
 class TagNames(html.parser.HTMLParser):
@@ -290,6 +290,21 @@ def test_speed_table_keeps_one_dated_row_per_machine_type():
     assert "CPU A" in rows[0] and "2026-12-02, 2026-12-03" in rows[0] and "1.90x" in rows[0] and "1.60x" in rows[0]
     assert "1.80x" in rows[0] and "200 / 440 / 800" in rows[0] and "L2 1024K" in rows[0]
     assert "CPU B" in rows[1] and "1.10x" in rows[1]
+
+
+def test_an_older_record_on_the_same_machine_is_folded_the_newest_stays_open(tmp_path):
+    """The benchmarks page folds a record a newer one of its benchmark on the same machine type replaces (kept
+    for its history, behind a line that opens it); the newest of each machine stays open."""
+    hooks = load_hooks()
+    for name, cpu, day in (("new-a", "CPU A", 3), ("old-a", "CPU A", 1), ("only-b", "CPU B", 2)):
+        record = {"benchmark": "train", "title": name, "started_utc": f"2026-12-0{day}T00:00:00+00:00",
+                  "machine": {"cpu_model": cpu}, "table": {"columns": ["x"], "rows": [[day]]}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    page = hooks.benchmarks_markdown(tmp_path, readme=tmp_path / "no-README.md")
+    sections = {part.split(" ", 1)[0]: part for part in page.split("### ")[1:]}
+    assert '<details markdown="1">' in sections["old-a"] and "(2026-12-01, CPU A): open to read it" in sections["old-a"]
+    assert "<details" not in sections["new-a"] and "<details" not in sections["only-b"]
+    assert "Measured **2026-12-01**" in sections["old-a"]  # folded, not dropped
 
 
 def study_record(name, day, configs, commit=None, commit_utc=None, rows=()):
