@@ -47,6 +47,8 @@ BENCHMARK_SECTIONS = {
 ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md"}
 # the README's section that quotes the current run of a study (its result and wall time)
 README_STUDY_SECTION = "The default study"
+# docs/scaling.md's expected wall time of config/gpu.yaml, generated from the study file and the FLOPs count
+GPU_ESTIMATE_MARKER = "<!-- gpu-estimate -->"
 
 
 # ---------------------------------------------------------------- hook entry point
@@ -59,9 +61,49 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
                                     one_benchmark_markdown(Path(config["docs_dir"]) / "benchmarks", name))
     if BENCHMARKS_MARKER in markdown:
         markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_markdown(Path(config["docs_dir"]) / "benchmarks"))
+    if GPU_ESTIMATE_MARKER in markdown:
+        markdown = markdown.replace(GPU_ESTIMATE_MARKER, gpu_estimate())
     for title in re.findall(r"<!-- readme:([^>]+?) -->", markdown):
         markdown = markdown.replace(f"<!-- readme:{title} -->", readme_section(title))
     return markdown
+
+
+def gpu_estimate(study_file: str = "config/gpu.yaml", mfu: float = 0.30) -> str:
+    """config/gpu.yaml's expected training time, from its training FLOPs (picollm.flops, the GPT-2 vocabulary)
+    at an assumed MFU of an H100's and an A100's dense bf16 peak (benchmarks/gpu.py's table)."""
+    checkout_first()
+    if str(ROOT) not in sys.path:  # benchmarks/, beside src/
+        sys.path.insert(0, str(ROOT))
+    import torch
+    from benchmarks.gpu import PEAK_TFLOPS
+    from picollm.config import load_study
+    from picollm.flops import flops_per_token
+    from picollm.models import build_model, count_parameters
+
+    study = load_study([str(ROOT / study_file)])
+    (run, model), = study.runs.items()
+    vocab, block, train = 50257, study.block_size, study.train_of(run)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        counts = count_parameters(build_model(model, vocab, block))
+    tokens = train.max_steps * train.batch_size * block
+    flops = flops_per_token(model, vocab, block) * tokens
+    peaks = {name: tflops for _, tflops, _, name in PEAK_TFLOPS}
+
+    shown = f"{flops:.1e}".replace("e+", "e")
+
+    def minutes(peak_tflops: float, share: float) -> str:
+        return f"{flops / (share * peak_tflops * 1e12) / 60:.0f} min"
+
+    return (f"`{study_file}`'s Transformer ({model.n_layers} layers, d_model {model.d_model}, {model.n_heads} heads) "
+            f"has {counts['params'] / 1e6:.1f} M parameters ({counts['params_core'] / 1e6:.1f} M in "
+            f"its blocks, {counts['params_embedding'] / 1e6:.1f} M in its tied token table); they train for "
+            f"{train.max_steps:,} steps of {train.batch_size} x {block} tokens ({tokens / 1e9:.2f} B tokens) at "
+            f"{flops_per_token(model, vocab, block) / 1e6:.0f} MFLOPs per token (`picollm.flops`: 3 x the forward "
+            f"matmuls, the head and attention over the full window included): {shown} FLOPs, so about "
+            f"**{minutes(peaks['H100 SXM'], mfu)} on an H100** at an assumed {mfu:.0%} MFU of its "
+            f"{peaks['H100 SXM']:g} TFLOP/s dense bf16 peak ({minutes(peaks['H100 SXM'], mfu / 2)} at "
+            f"{mfu / 2:.0%}), and about {minutes(peaks['A100'], mfu)} on an A100 ({mfu:.0%} of "
+            f"{peaks['A100']:g} TFLOP/s).")
 
 
 def readme_section(title: str, readme: Path = ROOT / "README.md") -> str:

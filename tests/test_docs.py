@@ -292,6 +292,18 @@ def test_speed_table_keeps_one_dated_row_per_machine_type():
     assert "CPU B" in rows[1] and "1.10x" in rows[1]
 
 
+def test_gpu_study_estimate_is_generated_from_its_study_file(site):
+    """docs/scaling.md's expected wall time of config/gpu.yaml comes from the file and picollm.flops at build time:
+    the page shows it, and twice the MFU halves it."""
+    hooks = load_hooks()
+    text = hooks.gpu_estimate()
+    assert " ".join(html.unescape(re.sub(r"<[^>]+>|`|\*\*", "", text)).split()) in page_text(site, "scaling")
+    assert "<!-- gpu-estimate -->" in (ROOT / "docs" / "scaling.md").read_text()
+    at = {mfu: int(re.search(r"\*\*(\d+) min on an H100\*\*", hooks.gpu_estimate(mfu=mfu)).group(1))
+          for mfu in (0.3, 0.6)}
+    assert abs(at[0.3] / at[0.6] - 2) < 0.3, at
+
+
 def test_an_older_record_on_the_same_machine_is_folded_the_newest_stays_open(tmp_path):
     """The benchmarks page folds a record a newer one of its benchmark on the same machine type replaces (kept
     for its history, behind a line that opens it); the newest of each machine stays open."""
