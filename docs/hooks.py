@@ -49,6 +49,8 @@ ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md"}
 README_STUDY_SECTION = "The default study"
 # docs/scaling.md's expected wall time of config/gpu.yaml, generated from the study file and the FLOPs count
 GPU_ESTIMATE_MARKER = "<!-- gpu-estimate -->"
+# docs/pipeline.md's table of the package's modules, each with its docstring's first sentence
+CODE_LAYOUT_MARKER = "<!-- code-layout -->"
 
 
 # ---------------------------------------------------------------- hook entry point
@@ -63,6 +65,8 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
         markdown = markdown.replace(BENCHMARKS_MARKER, benchmarks_markdown(Path(config["docs_dir"]) / "benchmarks"))
     if GPU_ESTIMATE_MARKER in markdown:
         markdown = markdown.replace(GPU_ESTIMATE_MARKER, gpu_estimate())
+    if CODE_LAYOUT_MARKER in markdown:
+        markdown = markdown.replace(CODE_LAYOUT_MARKER, code_layout())
     for title in re.findall(r"<!-- readme:([^>]+?) -->", markdown):
         markdown = markdown.replace(f"<!-- readme:{title} -->", readme_section(title))
     return markdown
@@ -104,6 +108,35 @@ def gpu_estimate(study_file: str = "config/gpu.yaml", mfu: float = 0.30) -> str:
             f"{peaks['H100 SXM']:g} TFLOP/s dense bf16 peak ({minutes(peaks['H100 SXM'], mfu / 2)} at "
             f"{mfu / 2:.0%}), and about {minutes(peaks['A100'], mfu)} on an A100 ({mfu:.0%} of "
             f"{peaks['A100']:g} TFLOP/s).")
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence (to its first full stop before a space or its end), on one line."""
+    text = " ".join(doc.split("\n\n")[0].split())
+    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
+    return text[:end.start() + 1] if end else text
+
+
+def code_layout(package: Path = ROOT / "src" / "picollm") -> str:
+    """A table of the package's modules, a subpackage with its modules' names, each with its docstring's first
+    sentence: generated, so that every module is in it."""
+    import ast
+
+    def doc(path: Path) -> str:  # <run> and <experiment> outside code spans would be read as HTML tags
+        parts = re.split(r"(`[^`]*`)", first_sentence(ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+                                                      or ""))
+        return "".join(part if part.startswith("`") else html.escape(part, quote=False) for part in parts)
+
+    rows = []
+    for path in sorted(package.glob("*.py")):
+        if path.stem not in ("__init__", "__main__"):
+            rows.append((f"`{path.stem}`", doc(path)))
+    for init in sorted(package.glob("*/__init__.py")):
+        parts = sorted(p.stem for p in init.parent.glob("*.py") if p.stem != "__init__")
+        rows.append((f"`{init.parent.name}/`", f"{doc(init)} Modules: {', '.join(f'`{p}`' for p in parts)}." if parts
+                      else doc(init)))
+    return "\n".join(["| module | what it holds |", "| --- | --- |",
+                      *(f"| {name} | {text.replace('|', chr(92) + '|')} |" for name, text in rows)]) + "\n"
 
 
 def readme_section(title: str, readme: Path = ROOT / "README.md") -> str:

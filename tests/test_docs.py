@@ -292,6 +292,21 @@ def test_speed_table_keeps_one_dated_row_per_machine_type():
     assert "CPU B" in rows[1] and "1.10x" in rows[1]
 
 
+def test_pipeline_page_lists_every_module_of_the_package(site):
+    """The code layout is generated from the package: every module, and every subpackage with its modules, in a
+    row with its docstring's first sentence (placeholders such as <run> shown, not read as tags)."""
+    text = page_text(site, "pipeline")
+    package = ROOT / "src" / "picollm"
+    for path in package.glob("*.py"):
+        if path.stem not in ("__init__", "__main__"):
+            assert f"{path.stem} " in text, path.stem
+    for init in package.glob("*/__init__.py"):
+        assert f"{init.parent.name}/ " in text, init.parent.name
+    assert "results/<experiment>/" in text
+    hooks = load_hooks()
+    assert hooks.first_sentence("A k-gram, e.g. k=3. Then more.\n\nAnother paragraph.") == "A k-gram, e.g. k=3."
+
+
 def test_gpu_study_estimate_is_generated_from_its_study_file(site):
     """docs/scaling.md's expected wall time of config/gpu.yaml comes from the file and picollm.flops at build time:
     the page shows it, and twice the MFU halves it."""
