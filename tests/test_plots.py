@@ -237,6 +237,24 @@ def test_lr_schedule_names_both_rates_of_a_muon_run_and_never_groups_it_with_ada
     plt.close(fig)
 
 
+def test_lr_schedule_record_hashes_the_summaries_it_reads(tmp_path):
+    """The figure reads each run's optimizer from the summary.json beside its metrics.csv: `picollm figure` hashes
+    those files in its provenance record with its declared inputs."""
+    from picollm.cli import main
+    from picollm.io import sha256_file
+
+    metrics = write_metrics(tmp_path, n_points=12)
+    write_train_config(metrics, "transformer", optimizer="muon", lr=1e-3, muon_lr=0.01)
+    out, record = tmp_path / "results" / "exp" / "figures" / "lr_schedule.png", tmp_path / "lr.json"
+    main(["figure", "lr_schedule", "--config", json.dumps({"experiment": "exp"}), "--inputs", json.dumps(metrics),
+          "--out", str(out), "--provenance", str(record)])
+    inputs = json.loads(record.read_text())["inputs"]
+    summaries = {Path(p).with_name("summary.json") for p in metrics["transformer"].values()}
+    assert {str(s): sha256_file(s) for s in summaries}.items() <= inputs.items()
+    metrics_files = {p for seeds in metrics.values() for p in seeds.values()}
+    assert set(inputs) == metrics_files | {str(s) for s in summaries}  # the other runs have no summary
+
+
 def test_p_sweep_puts_greedy_one_slot_left_of_the_p_values(tmp_path):
     rows = [{"experiment": "exp", "run": m, "seed": seed, "model": m, "decoding": d, "p": p, "samples": 2,
              "distinct_1": 0.5 + seed / 10, "distinct_2": 0.6, "distinct_3": 0.7, "rep_4": 0.1, "mean_loglik": -1.0,

@@ -43,7 +43,9 @@ def run(args):
     job = parse(FigureJob, config)
     module = importlib.import_module(f"picollm.plots.{name}")  # the job's code identity names this module
     inputs = _inputs(args.inputs)
-    rec = provenance.record(f"figure {name}", config=config, inputs=paths(inputs), outputs=[args.out])
+    # a figure that also reads files beside its inputs (lr_schedule: each run's summary.json) hashes them too
+    beside = module.read_beside(inputs) if hasattr(module, "read_beside") else []
+    rec = provenance.record(f"figure {name}", config=config, inputs=[*paths(inputs), *beside], outputs=[args.out])
     options = {}
     if job.figures.attention_prompt is not None:
         options["prompt"] = job.figures.attention_prompt

@@ -34,6 +34,12 @@ UNKNOWN_NOTE = ("a run without a summary.json beside its metrics.csv has no reco
                 "same shape")
 
 
+def read_beside(metrics: dict) -> list[str]:
+    """The summary.json files beside the runs' metrics.csv that the figure reads (its provenance hashes them)."""
+    return [str(Path(path).with_name(SUMMARY)) for seeds in metrics.values() for path in seeds.values()
+            if Path(path).with_name(SUMMARY).is_file()]
+
+
 def recorded_optimizer(paths: dict) -> dict | None:
     """{optimizer, lr, muon_lr} of one run ({seed: metrics.csv}; its seeds share them), from the config its
     training job recorded in the summary.json beside metrics.csv (the same job writes both, so a rerun that
