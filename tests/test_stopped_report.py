@@ -2,13 +2,17 @@
 failure, which must leave no truncated report."""
 from __future__ import annotations
 
+import base64
+import os
 import re
 import subprocess
+import sys
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from picollm.commands import report
 from picollm.errors import PicoError
 from picollm.stopped import summary, tell
@@ -94,6 +98,48 @@ Finished jobid: 0 (Rule: train)
 Will exit after finishing currently running jobs (scheduler).
 Shutting down, this might take some time.
 """
+
+
+def mark_incomplete(snakemake_dir: Path, output: str) -> None:
+    """Snakemake's marker of an output whose job it has not seen end: .snakemake/incomplete/<its path in URL-safe
+    base64>, here in one part (a short path)."""
+    marker = snakemake_dir / "incomplete" / base64.urlsafe_b64encode(output.encode()).decode()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text('{"external_jobid": null}')
+
+
+def test_ctrl_c_as_a_job_ends_asks_for_rerun_incomplete(tmp_path, monkeypatch):
+    """Ctrl-C after a job wrote its outputs but before Snakemake saw it end: no job failed, but Snakemake still
+    marks its outputs incomplete and refuses a plain rerun, so the closing line asks for --rerun-incomplete."""
+    monkeypatch.chdir(tmp_path)
+    run_log = tmp_path / ".snakemake" / "log" / "run.snakemake.log"
+    run_log.parent.mkdir(parents=True)
+    run_log.write_text("localrule train:\n" + CTRL_C)
+    assert summary(run_log) == ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
+                                "pico-llm: rerun the same command to continue."]
+    model = "results/offline/models/lstm/seed1337/model.pt"
+    mark_incomplete(tmp_path / ".snakemake", model)
+    mark_incomplete(tmp_path / ".snakemake", "results/offline/models/lstm/seed1337/metrics.csv")  # not written
+    assert summary(run_log)[0].endswith("with no job running; every finished output is kept.")  # none exists yet
+    (tmp_path / model).parent.mkdir(parents=True)
+    (tmp_path / model).write_bytes(b"weights")
+    assert summary(run_log) == [
+        "pico-llm: stopped by Ctrl-C as a job ended; every finished output is kept.",
+        f"pico-llm: rerun the same command with --rerun-incomplete to continue; it reruns just the jobs of {model}, "
+        "which Snakemake had not seen end (a finished training is restored, not retrained)."]
+
+
+def test_a_signal_during_interpreter_shutdown_adds_no_traceback(tmp_path):
+    """`python -m picollm`: once the stage has said how it ended, Ctrl-C while the interpreter shuts down (an
+    atexit callback, as torch's) prints no KeyboardInterrupt traceback and keeps the stage's exit status."""
+    code = ("import atexit, os, runpy, signal, sys; "
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT)); "  # runs last, after the stage
+            "sys.argv = ['picollm', 'validate-config', 'config/offline.yaml']; "
+            "runpy.run_module('picollm', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 0, result.stderr
+    assert "KeyboardInterrupt" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_sigterm_to_snakemake_alone_is_one_line_that_nothing_is_lost(tmp_path, capsys):

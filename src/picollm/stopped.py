@@ -8,6 +8,8 @@ Its closing line says how to continue: with --rerun-incomplete when a stopped jo
 """
 from __future__ import annotations
 
+import base64
+import contextlib
 import re
 import signal
 import sys
@@ -103,8 +105,7 @@ def summary(snakemake_log: str | Path) -> list[str]:
     ctrl_c = CTRL_C in run_log
     if not lines:  # no job stopped: Snakemake's own error (a DAG error) says it all, but not that a signal did
         if ctrl_c:
-            return ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
-                    "pico-llm: rerun the same command to continue."]
+            return _stopped_between_jobs(Path(snakemake_log).parents[1])
         return [STOPPED_BY_SIGTERM] if SIGTERM in run_log else []
     said = [word for word in words if word]
     interrupted = ctrl_c or (said and all(word.startswith(("interrupted", FINISHED_WORD)) for word in said))
@@ -112,6 +113,34 @@ def summary(snakemake_log: str | Path) -> list[str]:
             else f"{len(lines)} job(s) failed")
     return [f"pico-llm: {head}; every finished output is kept.", *lines,
             f"pico-llm: {_fix(interrupted, training, left, FINISHED_WORD in words)}."]
+
+
+def incomplete_outputs(snakemake_dir: Path) -> list[str]:
+    """The outputs Snakemake still marks incomplete (.snakemake/incomplete/: a marker per output, named by its
+    path in URL-safe base64, cut into parts of a file name's length, all but the last led by '@'), that exist."""
+    found = []
+    for path in sorted((snakemake_dir / "incomplete").rglob("*")):
+        if not path.is_file() or path.name == "migration_underway":
+            continue
+        parts = path.relative_to(snakemake_dir / "incomplete").parts
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            name = base64.urlsafe_b64decode("".join(part.removeprefix("@") for part in parts)).decode()
+            if Path(name).exists():
+                found.append(name)
+    return found
+
+
+def _stopped_between_jobs(snakemake_dir: Path) -> list[str]:
+    """Ctrl-C with no job stopped: as a job ended, its outputs written but not yet seen by Snakemake (which
+    still marks them incomplete, and a plain rerun refuses), or between jobs."""
+    left = incomplete_outputs(snakemake_dir)
+    if not left:
+        return ["pico-llm: stopped by Ctrl-C with no job running; every finished output is kept.",
+                "pico-llm: rerun the same command to continue."]
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return ["pico-llm: stopped by Ctrl-C as a job ended; every finished output is kept.",
+            f"pico-llm: rerun the same command with --rerun-incomplete to continue; it reruns just the jobs of "
+            f"{shown}, which Snakemake had not seen end (a finished training is restored, not retrained)."]
 
 
 def _fix(interrupted: bool, training: bool, left: list[str], finished: bool) -> str:
