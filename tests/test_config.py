@@ -636,6 +636,24 @@ def test_a_target_of_a_study_made_by_config_words_names_its_study_json(tmp_path,
         "name its study: TARGET --configfile results/mine/provenance/study.json (the config it was last built with)")
 
 
+def test_only_a_command_line_that_runs_jobs_checks_that_results_can_be_written():
+    """The parse-time writability check of results/<experiment>/ runs for a snakemake command that runs jobs; a
+    dry run, report, summary or graph reads someone else's read-only results, and the Python API is left to the
+    Snakefile's onstart."""
+    from snakemake.cli import get_argument_parser
+
+    from picollm.config.command_line import runs_jobs
+
+    def runs(*words, program="/venv/bin/snakemake"):
+        return runs_jobs([program, *words], get_argument_parser)
+
+    assert runs("--cores", "1", "all") and runs("all", "--configfile", "config/offline.yaml", "-f")
+    for words in (["-n", "all"], ["--dry-run"], ["--report", "r.html"], ["--summary"], ["--rulegraph"],
+                  ["--lint"], ["--unlock"], ["--list-changes", "params"], ["--version"]):
+        assert not runs("--cores", "1", *words), words
+    assert not runs("all", program="python")  # no snakemake command: the API
+
+
 def test_two_study_files_are_refused_rather_than_merged(capsys):
     """Two --configfile files that each name an experiment would merge into a mixed study writing into the last
     one's folder; a file of overrides without an experiment still merges."""

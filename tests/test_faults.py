@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,34 @@ def test_a_full_disk_in_training_is_one_line_and_the_rerun_finishes(tokens_dir, 
         assert (out / "model.pt").is_file()
 
 
+def test_a_file_size_limit_in_training_is_one_line_not_a_bug(tokens_dir, tmp_path):
+    """A write that stops short on a disk with room (a quota, a file-size limit) names the file and the likely
+    causes, where torch's zip writer says only 'unexpected pos'; nothing written before is lost."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, resource.RLIM_INFINITY))
+
+    out = tmp_path / "m"
+    result = subprocess.run([sys.executable, "-m", "picollm", "--log", str(tmp_path / "train.log"),
+                             *map(str, train_command(tokens_dir, out))], env=ENV, capture_output=True, text=True,
+                            timeout=300, preexec_fn=limit)
+    assert result.returncode == 1, (tmp_path / "train.log").read_text()
+    assert result.stderr.startswith("error: could not write ") and result.stderr.count("\n") == 1, result.stderr
+    assert f" in {out} (" in result.stderr and "file-size limit (ulimit -f)" in result.stderr
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_file_where_the_output_folder_should_be_is_one_line(model_path, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "sub" / "s.jsonl"
+    result = subprocess.run([sys.executable, "-m", "picollm", "sample", "--name", "m", "--model-path",
+                             str(model_path), "--config", "{}", "--out", str(out)], env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr == (f"error: cannot write {out}: {tmp_path / 'afile'} is a file, not a folder; move it away "
+                             f"(or give another path), then rerun: finished work is kept\n")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 def test_a_full_disk_under_the_log_still_reaches_the_terminal(model_path, tmp_path):
     with small_disk(tmp_path / "disk", "64k") as disk:
         with contextlib.suppress(OSError):
@@ -212,6 +241,20 @@ def test_a_read_only_folder_is_one_line_for_an_output_a_log_and_a_run(model_path
                 f"error: cannot write in {ro} (read-only file system); make it writable, then rerun: finished work "
                 f"is kept"), result.stderr[-3000:]
         # reading someone's read-only results writes nothing there: a dry run goes on
+        assert snakemake(tmp_path, "-n", "all", "--configfile", tmp_path / "study.yaml").returncode == 0
+
+
+def test_a_read_only_folder_inside_the_results_is_one_line_before_any_job(tmp_path):
+    """A read-only mount inside results/<experiment>/ (its eval/ folder): one line naming it before any job, where
+    Snakemake would end in its own traceback at the first job writing there; a dry run still goes on."""
+    write_config(tmp_path / "study.yaml", {**tiny_offline_config(), "experiment": "part"})
+    with small_disk(tmp_path / "results" / "part" / "eval", "64k", ",ro") as ro:
+        result = snakemake(tmp_path, "--cores", "1", "all", "--configfile", tmp_path / "study.yaml")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: cannot write in {ro} (read-only file system); make it writable, then rerun: finished work "
+            f"is kept"), result.stderr[-3000:]
+        assert not (tmp_path / "results" / "part" / "data").exists()  # no job ran
         assert snakemake(tmp_path, "-n", "all", "--configfile", tmp_path / "study.yaml").returncode == 0
 
 

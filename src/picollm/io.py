@@ -56,12 +56,46 @@ def not_writable(path, exc: OSError) -> PicoError:
                      f"writable, then rerun: finished work is kept")
 
 
+def write_stopped(path, why: str) -> PicoError:
+    """The one line for a write that stopped short where the disk itself is not full: a quota (which the disk's
+    free space does not show), a file-size limit, or space freed again since."""
+    path = Path(path)
+    return PicoError(f"could not write {path.name} in {path.parent} ({why}): a full quota or a file-size limit "
+                     f"(ulimit -f) stops a write too; make room there, then rerun: finished work is kept")
+
+
+def file_in_the_way(path) -> PicoError | None:
+    """The one line for a folder to write in that is a file somewhere along its path; None when none is."""
+    path = Path(path)
+    blocking = next((p for p in [*reversed(path.parents), path] if p.exists() and not p.is_dir()), None)
+    if blocking is None or blocking == path:
+        return None
+    return PicoError(f"cannot write {path}: {blocking} is a file, not a folder; move it away (or give another "
+                     f"path), then rerun: finished work is kept")
+
+
+def make_parent(path: Path) -> None:
+    """The folder `path` goes in, made; one line when a file stands where a folder of it should be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        problem = file_in_the_way(path)
+        if problem:
+            raise problem from None
+        raise
+
+
 def write_problem(path, exc: OSError) -> PicoError | None:
     """The one line for a failed write to `path` (or read of it) that is the machine's, not a bug: a full disk,
-    a folder that cannot be written, a file that cannot be read; None for anything else."""
+    a file-size limit, a file where a folder should be, a folder that cannot be written, a file that cannot be
+    read; None for anything else."""
     path = Path(path)
     if exc.errno in NO_SPACE:
         return no_space(path)
+    if exc.errno == errno.EFBIG:
+        return write_stopped(path, exc.strerror.lower())
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return file_in_the_way(path)
     if exc.errno not in NOT_WRITABLE:
         return None
     if path.exists() and not os.access(path, os.R_OK):
@@ -79,10 +113,20 @@ def check_room(folder, needed: int = 1 << 20) -> None:
                         f".snakemake/ there before any job); free some space there, then rerun: finished work is kept")
 
 
-def check_writable(folder) -> None:
-    """One line when the study's results folder cannot be written (a read-only mount, another user's folder):
-    Snakemake would call its outputs write-protected, or end in a traceback on the first job's log."""
+def check_writable(folder, tree: bool = False) -> None:
+    """One line when the study's results folder (and with `tree`, any folder in it: a read-only mount inside)
+    cannot be written (a read-only mount, another user's folder): Snakemake would call its outputs
+    write-protected, or end in a traceback on the first job's log."""
     folder = Path(folder)
+    _probe(folder)
+    if tree:
+        for inner, _, _ in os.walk(folder):
+            if not os.access(inner, os.W_OK):  # a read-only mount answers EROFS here, for root too
+                _probe(Path(inner))
+
+
+def _probe(folder: Path) -> None:
+    """Make `folder` and a file in it; one line when the file system refuses."""
     probe = folder / f".writable.{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +157,7 @@ def atomic_path(path):
     path = Path(path)
     if path.is_dir():  # the rename would fail naming the temporary file
         raise PicoError(f"{path} is a folder; give the path of the file to write (a name inside it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -124,8 +168,9 @@ def atomic_path(path):
             raise problem from None
         raise
     except RuntimeError as exc:
-        if any(sign in str(exc) for sign in TORCH_WRITE_FAILED) and disk_full(path.parent):
-            raise no_space(path) from None
+        if any(sign in str(exc) for sign in TORCH_WRITE_FAILED):
+            raise (no_space(path) if disk_full(path.parent) else write_stopped(path, "the write stopped short")) \
+                from None
         raise
     finally:
         if tmp.exists():

@@ -31,6 +31,7 @@ from picollm.data.sources import check_local_files  # noqa: E402
 from picollm.io import check_room, check_writable  # noqa: E402
 from picollm.owner import snakemakes_in  # noqa: E402
 from picollm.registry import paths  # noqa: E402
+from snakemake.cli import get_argument_parser  # noqa: E402
 
 # results/ and the relative paths of the study files land in the working directory: the project root, or one
 # named on purpose with --directory (jobs that Snakemake itself starts inherit it).
@@ -91,9 +92,14 @@ R = layout.results_dir(CFG.experiment)
 # their meta.json stop it too, before Snakemake reruns (and so deletes) anything downstream of them. Checksums of
 # files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check the larger ones before
 # they read them. So does a local data file that is missing.
+# A run's results folder, and every folder in it, writable too: else Snakemake ends in its own traceback (a
+# write-protected output, a read-only folder inside) before any job; a dry run, report or graph goes on.
 try:
-    if workflow.is_main_process and not workflow.dryrun:
+    if workflow.is_main_process and command_line.runs_jobs(
+        sys.argv, get_argument_parser
+    ):
         check_room(".")
+        check_writable(R, tree=True)
     check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
     check_local_files(CFG.data.sources)
 except PicoError as exc:
@@ -166,8 +172,6 @@ except PicoError as exc:
 # A target under this study's results folder that none of its rules makes: one line naming why, rather than
 # Snakemake's "No rule to produce" it.
 if workflow.is_main_process:
-    from snakemake.cli import get_argument_parser
-
     problem = command_line.study_targets_problem(
         sys.argv,
         get_argument_parser,
@@ -200,8 +204,10 @@ def tell_waiting():
 
 
 def check_results_writable():
-    """onstart: a results folder that cannot be written stops a run that would write, in one line; a dry run,
-    --summary or --report (no onstart) of someone else's read-only results goes on."""
+    """onstart: a results folder that cannot be written stops a run that would write, in one line, also where
+    the workflow runs from Snakemake's Python API (which the parse-time check cannot tell from a dry run); a dry
+    run, --summary or --report (no onstart) of someone else's read-only results goes on.
+    """
     try:
         check_writable(R)
     except PicoError as exc:

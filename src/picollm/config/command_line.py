@@ -167,6 +167,26 @@ def targets(argv: list[str], parser) -> list[str]:
     return list(args.targets or [])
 
 
+# Snakemake's options that run no job: a command line with one of them writes nothing under results/
+NO_JOB_OPTIONS = ("dryrun", "summary", "detailed_summary", "report", "lint", "list_changes", "list_input_changes",
+                  "list_params_changes", "list_rules", "list_target_rules", "list_untracked", "list_conda_envs",
+                  "dag", "rulegraph", "filegraph", "d3dag", "unlock", "cleanup_metadata", "cleanup_shadow",
+                  "containerize", "export_cwl", "archive", "print_compilation", "generate_unit_tests",
+                  "conda_cleanup_envs", "conda_create_envs_only", "delete_all_output", "delete_temp_output")
+
+
+def runs_jobs(argv: list[str], parser) -> bool:
+    """Whether Snakemake's command line `argv` (sys.argv) runs jobs, which write under results/: False for a dry
+    run, a report, a summary, a graph or a lint, and for a process that is no snakemake command."""
+    if not argv or "snakemake" not in Path(argv[0]).as_posix() or {"-h", "--help", "--version", "-v"} & set(argv):
+        return False
+    try:
+        args, _ = parser().parse_known_args(argv[1:])
+    except SystemExit:
+        return False
+    return not any(getattr(args, option, None) for option in NO_JOB_OPTIONS)
+
+
 def _experiment_in(path: Path) -> str | None:
     """The experiment a study file names; None where it names none or does not read (the --configfile checks, or
     for the default study the workflow's own config error, say why in one line)."""
