@@ -384,7 +384,8 @@ def test_a_checkpoint_damaged_in_place_is_refused_in_one_line(model_path, tokens
     (lambda ckpt: ckpt.pop("vocab_size"), "no 'vocab_size'"),
 ], ids=["config-key", "missing-size"])
 def test_a_checkpoint_whose_config_was_changed_names_the_file(change, reason, model_path, tmp_path):
-    """The checksum covers the weights; a checkpoint's config changed in place is named as damaged all the same."""
+    """A checkpoint's config changed in place is named as damaged: by the checksum of what it records besides
+    its weights, and in one saved without that checksum, by the model that does not build from it."""
     import torch
 
     from picollm.errors import PicoError
@@ -392,9 +393,35 @@ def test_a_checkpoint_whose_config_was_changed_names_the_file(change, reason, mo
     ckpt = torch.load(model_path, weights_only=True)
     change(ckpt)
     torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(PicoError, match=f"^checkpoint {re.escape(str(tmp_path / 'model.pt'))} is damaged: what it "
+                                        f"records besides its weights \\(config, tokenizer, provenance\\) does not "
+                                        f"match the checksum saved with it; delete it and rerun training$"):
+        load_model(tmp_path / "model.pt")
+    del ckpt["meta_sha256"]
+    torch.save(ckpt, tmp_path / "model.pt")
     with pytest.raises(PicoError, match=f"^checkpoint {re.escape(str(tmp_path / 'model.pt'))} is damaged: its model "
                                         f"does not build from it \\({reason}.*\\); delete it and rerun training$"):
         load_model(tmp_path / "model.pt")
+
+
+def test_a_checkpoint_whose_provenance_was_changed_is_damaged_not_a_traceback(model_path, tmp_path):
+    """A byte changed in the provenance a model.pt records: the checksum names the file as damaged; in one saved
+    without that checksum, a record that is no longer JSON is one line, not a JSONDecodeError."""
+    import torch
+
+    from picollm.errors import PicoError
+    from picollm.models import load_model, read_checkpoint
+    from picollm.provenance import of_checkpoint
+    ckpt = torch.load(model_path, weights_only=True)
+    ckpt["provenance"] = ckpt["provenance"][:-1]  # its last byte lost: no longer JSON
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(PicoError, match="is damaged: what it records besides its weights"):
+        load_model(tmp_path / "model.pt")
+    del ckpt["meta_sha256"]
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(PicoError, match="^a checkpoint's provenance record is not JSON: the file is damaged; delete "
+                                        "it and rerun training$"):
+        of_checkpoint(read_checkpoint(tmp_path / "model.pt"))
 
 
 def test_the_weights_checksum_is_checked_not_only_the_file(model_path, tmp_path):

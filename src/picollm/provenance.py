@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from picollm import codehash
+from picollm.errors import PicoError
 from picollm.io import sha256_file, write_csv, write_json
 
 PACKAGES = ["torch", "numpy", "tiktoken", "datasets", "pandas", "matplotlib", "seaborn", "snakemake", "picollm"]
@@ -74,7 +75,11 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -
 
 def of_checkpoint(ckpt: dict) -> dict:
     """The provenance record training saved in a model.pt ({} for a model trained without one)."""
-    return json.loads(ckpt.get("provenance") or "null") or {}
+    try:
+        return json.loads(ckpt.get("provenance") or "null") or {}
+    except json.JSONDecodeError:
+        raise PicoError("a checkpoint's provenance record is not JSON: the file is damaged; delete it and rerun "
+                        "training") from None
 
 
 def _own_peak_kib() -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -54,9 +55,17 @@ def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, bl
     and export need no file beside the checkpoint."""
     compact_ids = model.kept_ids if isinstance(model, CompactVocab) else None
     state_dict = model.state_dict()
-    return {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
+    ckpt = {"format": CHECKPOINT_FORMAT, "model_cfg": dict(model_cfg), "vocab_size": vocab_size,
             "block_size": block_size, "compact_ids": compact_ids, "state_dict": state_dict,
             "sha256": tensors_sha256(state_dict), **({"compact_form": compact.FORM} if compact_ids else {}), **extra}
+    return {**ckpt, "meta_sha256": metadata_sha256(ckpt)}
+
+
+def metadata_sha256(ckpt: dict) -> str:
+    """sha256 of what a model.pt holds besides its weights (config, tokenizer, summary, provenance): a byte
+    changed there would read as another record of how the model was made."""
+    meta = {key: value for key, value in ckpt.items() if key not in ("state_dict", "sha256", "meta_sha256")}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def tensors_sha256(obj) -> str:
@@ -143,6 +152,9 @@ def read_checkpoint(path) -> dict:
     if damaged(ckpt, ckpt["state_dict"]):
         raise PicoError(f"checkpoint {path} is damaged: its weights do not match the checksum saved with them; "
                         f"delete it and rerun training")
+    if "meta_sha256" in ckpt and metadata_sha256(ckpt) != ckpt["meta_sha256"]:  # one saved without it passes
+        raise PicoError(f"checkpoint {path} is damaged: what it records besides its weights (config, tokenizer, "
+                        f"provenance) does not match the checksum saved with it; delete it and rerun training")
     return ckpt
 
 
