@@ -88,6 +88,7 @@ BAD = [
     ({"models": {"t": {"type": "transfomer"}}}, "config key 'models.t.type' is 'transfomer'; did you mean "
                                                 "'transformer'? allowed: kgram_mlp, lstm, transformer"),
     ({"seed": "1e3"}, "config key 'seed': '1e3' is not of type 'integer'"),
+    ({"experiment": None}, "config key 'experiment' is empty; give a value of type 'string'"),
     ({"seeds": 3}, "config key 'seeds' is 3; give a list, e.g. [3] (or seed: 3 for a single seed)"),
     ({"sampling": {"prompts": "Once upon a time"}},
      "config key 'sampling.prompts' is 'Once upon a time'; give a list, e.g. ['Once upon a time']"),
@@ -158,6 +159,9 @@ def test_a_seed_over_a_seeds_list_is_one_line(tmp_path):
         load_study([base], {"seed": 3})
     assert load_study([base], {"seeds": [3]}).seeds == [3]
     assert load_study([base], {"seed": 1, "seeds": [1]}).seeds == [1]
+    # a seed that is no integer is named as such, rather than suggesting seeds: [1.5]
+    with pytest.raises(PicoError, match=r"^--config: config key 'seed': 1.5 is not of type 'integer'$"):
+        load_study([base], {"seed": 1.5})
 
 
 def test_a_seed_beside_a_seeds_list_is_one_line(tmp_path):
@@ -282,9 +286,9 @@ def test_an_output_after_configfile_is_named_a_target_before_it_is_read(tmp_path
     for output in (figure, scores, table):
         with pytest.raises(PicoError) as caught:
             load_study([good, output])
-        assert str(caught.value) == (f"config file {output} is no study file (an output of the workflow, not "
-                                     f".yaml); if it is a target, put targets before --configfile (snakemake "
-                                     f"--cores N TARGET --configfile FILE)")
+        assert str(caught.value) == (f"config file {output} is no study file (text, but not .yaml); if it is a "
+                                     f"target, put targets before --configfile (snakemake --cores N TARGET "
+                                     f"--configfile FILE)")
     (tmp_path / "broken.yaml").write_text("experiment: [x\n")
     with pytest.raises(PicoError, match=r"not valid YAML at line 2.*check that a target did not follow --configfile"):
         load_study([tmp_path / "broken.yaml"])
@@ -609,6 +613,15 @@ def test_targets_the_study_makes_pass_the_study_check(tmp_path, monkeypatch):
     (tmp_path / "results/x/figures").mkdir(parents=True)
     (tmp_path / "results/x/figures/scaling.png").write_bytes(b"drawn by an earlier study")
     assert problem("results/x/figures/scaling.png") is None  # on disk: Snakemake has nothing to do, and says so
+
+
+def test_a_target_under_a_study_with_a_bad_experiment_name_is_left_to_the_config_check():
+    """`--config experiment=../x` with a target: the config's own line names the bad name; the target is not
+    blamed for it."""
+    from picollm.config.command_line import target_problem
+    assert target_problem("results/offline/tables/eval.md", "../../etc", []) is None
+    assert target_problem("results/offline/tables/eval.md", "..", []) is None
+    assert "is an output of experiment 'offline'" in target_problem("results/offline/tables/eval.md", "mine", [])
 
 
 def test_a_default_study_that_does_not_read_is_left_to_the_workflow(tmp_path, monkeypatch):

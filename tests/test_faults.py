@@ -1002,12 +1002,15 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     (["figure", "attention_heads", "--inputs", "m={model}", "--out", "{tmp}/results/x/figures/f.png"],
      "error: figure attention_heads draws the attention on a prompt: give --config '{{\"figures\": "
      "{{\"attention_prompt\": \"Once upon a time\"}}}}'"),
+    (["figure", "loss_curves", "--inputs", '{{"m": {{"1": "{tmp}/results/x/metrics.csv"}}}}', "--out",
+      "{tmp}/results/x/figures/f.png"],
+     "error: {tmp}/results/x/metrics.csv does not exist; it is an input of this command, written by an earlier "
+     "stage: build it first (snakemake --cores 1 {tmp}/results/x/metrics.csv --configfile <study file>)"),
     (["figure", "loss_curves", "--inputs", '{{"m": {{"1": "{tmp}/metrics.csv"}}}}', "--out",
       "{tmp}/results/x/figures/f.png"],
-     "error: {tmp}/metrics.csv does not exist; it is an input of this command, written by an earlier stage: build it "
-     "first (snakemake --cores 1 {tmp}/metrics.csv --configfile <study file>)"),
+     "error: {tmp}/metrics.csv does not exist; it is an input of this command: fix the path"),
 ], ids=["unknown-device", "unknown-figure", "unknown-figure-no-config", "figure-no-study", "figure-inputs-shape",
-        "output-a-folder", "attention-no-prompt", "input-not-built"])
+        "output-a-folder", "attention-no-prompt", "input-not-built", "input-of-no-study"])
 def test_a_hand_run_command_with_a_wrong_name_is_one_line(args, line, model_path, tmp_path):
     args = [arg.format(model=model_path, tmp=tmp_path) for arg in args]
     result = subprocess.run([sys.executable, "-m", "picollm", *args], env=ENV, capture_output=True, text=True,

@@ -212,12 +212,24 @@ def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(PicoError, match=f"^{re.escape(f'{tmp_path} is a folder, not a checkpoint; give {tmp_path}/model.pt')}$"):
         load_model(tmp_path)  # the run's folder, not its model.pt
+    seed = tmp_path / "run" / "seed7"  # a run's folder above its seeds: one of their model.pt
+    seed.mkdir(parents=True)
+    (seed / "model.pt").write_bytes(good)
+    with pytest.raises(PicoError, match=f"^{re.escape(f'{seed.parent} is a folder, not a checkpoint; give the model.pt of one of its seeds, e.g. {seed}/model.pt')}$"):
+        load_model(seed.parent)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PicoError, match=r"is a folder, not a checkpoint; give the path of a model.pt \(results/"):
+        load_model(tmp_path / "empty")  # a folder that holds neither
     (tmp_path / "meta.json").write_text("{}")  # another file named by mistake: no advice to delete it
     with pytest.raises(PicoError, match=r"meta.json is no PyTorch checkpoint; give the model.pt that picollm train "
                                         r"wrote \(results/<experiment>/models/<run>/seed<k>/model.pt\)$"):
         load_model(tmp_path / "meta.json")
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
     ckpt["model_cfg"]["d_model"] = 64  # a different model config than the weights
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(PicoError, match="what it records besides its weights .* does not match the checksum"):
+        load_model(tmp_path / "other.pt")
+    del ckpt["meta_sha256"]  # as a checkpoint saved without that checksum: the weights tell
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(PicoError, match="does not match its model config"):
         load_model(tmp_path / "other.pt")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from picollm import io
 from picollm.errors import STOP_SIGNALS, Interrupted, PicoError, first_line
+from picollm.layout import experiment_of
 
 
 def _json(text: str):
@@ -387,6 +388,8 @@ def _missing_input(exc: OSError, argv: list[str]) -> str | None:
     name = exc.filename
     if not isinstance(exc, FileNotFoundError) or not name or Path(name).absolute() not in _named_paths(argv):
         return None
+    if experiment_of(name) is None:  # no output of a study: nothing builds it
+        return f"{name} does not exist; it is an input of this command: fix the path"
     return (f"{name} does not exist; it is an input of this command, written by an earlier stage: build it "
             f"first (snakemake --cores 1 {name} --configfile <study file>)")
 

@@ -20,6 +20,7 @@ from typing import get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
+from picollm.config.sections import NAME_PATTERN
 from picollm.config.study import Study
 from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file, similar_study
 from picollm.errors import PicoError
@@ -294,6 +295,8 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     "No rule to produce" it. One line naming the study file that writes it (a config/*.yaml of that experiment)."""
     parts = Path(target).parts
     if experiment is None or len(parts) < 3 or parts[0] != "results" or parts[1] in (experiment, "benchmarks"):
+        return None
+    if not re.fullmatch(NAME_PATTERN, experiment) or experiment in (".", ".."):  # the config check names that
         return None
     other = parts[1]
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]

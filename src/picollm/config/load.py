@@ -100,7 +100,7 @@ def output_problem(path: Path, raw=None) -> None:
         path.suffix == ".json" and "results" in path.parts and isinstance(raw, dict)
         and not set(raw) <= {*Study.model_fields, "base", "replace"})
     if output:
-        raise PicoError(f"config file {path} is no study file (an output of the workflow, not .yaml); if it is a "
+        raise PicoError(f"config file {path} is no study file (text, but not .yaml); if it is a "
                         f"target, {TARGET_HINT}")
 
 
@@ -158,7 +158,9 @@ def read_study_file(path, _chain: tuple = ()) -> dict:
 def check_seed(lower: dict, upper: dict, where: str, below: str) -> None:
     """A `seed` set on top of a study whose `seeds` list decides which seeds run would change nothing: say so."""
     seeds, seed = lower.get("seeds"), upper.get("seed")
-    if seed is not None and "seeds" not in upper and seeds is not None and seeds != [seed]:
+    if not isinstance(seed, int) or isinstance(seed, bool):  # no seed, or none at all (1.5): validation says so
+        return
+    if "seeds" not in upper and seeds is not None and seeds != [seed]:
         instead = f"--config 'seeds=[{seed}]'" if where == "--config" else f"seeds: [{seed}]"
         raise PicoError(f"{where} sets seed: {seed}, but {below} gives seeds: {seeds}, which decide the seeds that "
                         f"run; set {instead} instead")

@@ -142,6 +142,8 @@ def _bad_type(bad: _Bad) -> str | None:
         return f"config key '{bad.where}'{bad.of_run} is {bad.value!r}, which YAML reads as {read_as}; quote it: " \
                f"'{bad.value}'"
     type_name = next((JSON_TYPES[k] for k in JSON_TYPES if bad.kind.startswith(f"{k}_")), None)
+    if type_name and bad.value is None:  # `key:` with nothing after it, or --config key=
+        return f"config key '{bad.where}'{bad.of_run} is empty; give a value of type '{type_name}'"
     if type_name and bad.kind.endswith(("_type", "_parsing", "_from_float")):
         return f"config key '{bad.where}'{bad.of_run}: {bad.shown} is not of type '{type_name}'"
     return None

@@ -130,7 +130,9 @@ def read_checkpoint(path) -> dict:
         raise PicoError(f"checkpoint {path} does not exist; {fix}")
     if path.is_dir():
         inside = path / "model.pt"
-        fix = f"give {inside}" if inside.is_file() else "give the model.pt inside one of its seed<k>/ folders"
+        seeds = sorted(path.glob("seed*/model.pt"))
+        fix = f"give {inside}" if inside.is_file() else f"give the model.pt of one of its seeds, e.g. {seeds[0]}" \
+            if seeds else f"give the path of a model.pt ({MODEL_PATH})"
         raise PicoError(f"{path} is a folder, not a checkpoint; {fix}")
     with open(path, "rb") as fh:
         foreign = not fh.read(4).startswith(TORCH_MAGIC)
