@@ -181,6 +181,24 @@ def test_a_file_where_the_output_folder_should_be_is_one_line(model_path, tmp_pa
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
+def test_a_training_log_deleted_under_it_keeps_its_lines(tokens_dir, tmp_path):
+    """Snakemake deletes a job's log before it starts the job, a second job for the same training folder among
+    them (which the folder's lock refuses, writing its line in the new log): the training that runs on puts its
+    lines back at the path, before the new file's, and its later lines follow them."""
+    log, out = tmp_path / "train.log", tmp_path / "m"
+    proc = start("--log", log, *train_command(tokens_dir, out, steps=400, log_interval=1, eval_interval=100,
+                                              checkpoint_interval=1000))
+    wait_for(lambda: log.exists() and "step" in log.read_text(), proc)  # training has begun
+    first = log.read_text()
+    log.unlink()  # as Snakemake does before the second job
+    log.write_text("error: refused by the lock\n")  # the second job's line
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    text = log.read_text()
+    assert text.startswith(first) and "error: refused by the lock\n" in text
+    assert text.rstrip().splitlines()[-1].startswith('{"model": "m"')  # its summary, after both
+
+
 def test_a_full_disk_under_the_log_still_reaches_the_terminal(model_path, tmp_path):
     with small_disk(tmp_path / "disk", "64k") as disk:
         with contextlib.suppress(OSError):

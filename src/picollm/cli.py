@@ -277,16 +277,17 @@ def writable_log(path) -> None:
 
 
 @contextlib.contextmanager
-def _output_to(path, fresh: bool = True):
+def _output_to(path, fresh: bool = True, follow: bool = False):
     """Send stdout and stderr (tqdm's progress bars included) to `path`, or leave them where they are.
     Writes append, so that a data-parallel job's launcher and its rank 0, which share the log, never write
-    over each other; `fresh` empties it first."""
+    over each other; `fresh` empties it first. `follow`: a training's log, which follows its path
+    (io.FollowedLog) and is never emptied (Snakemake starts each job with none)."""
     if not path:
         yield
         return
-    if fresh:
+    if fresh and not follow:
         open(path, "w").close()
-    log = open(path, "a", encoding="utf-8")
+    log = io.FollowedLog(path) if follow else open(path, "a", encoding="utf-8")
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
@@ -443,7 +444,10 @@ def main(argv=None) -> int:
         writable_log(args.log)
     try:
         # rank 0 of a data-parallel job adds to the log of the `picollm train` that launched it (picollm.launch)
-        with _output_to(args.log, fresh=rank > 0 or "LOCAL_RANK" not in os.environ):
+        # a training of one process follows its log's path: a second job for its folder, refused by the folder's
+        # lock, would otherwise leave the log Snakemake replaced before starting it
+        alone = args.stage == "train" and args.devices * args.nodes == 1 and "LOCAL_RANK" not in os.environ
+        with _output_to(args.log, fresh=rank > 0 or "LOCAL_RANK" not in os.environ, follow=alone):
             return _run(args, terminal, rank)
     finally:
         io.terminal = None

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from picollm.errors import PicoError
@@ -175,6 +176,44 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class FollowedLog:
+    """A training's log file that follows its path: when the file is deleted or replaced under it (Snakemake
+    deletes a job's log before it starts the job, a second job for the same training folder among them, which
+    the folder's lock then refuses), the lines written so far are put back at the path, before any the new file
+    holds, and writing goes on there. Reading the file as this process holds it, deleted or not, takes Linux's
+    /proc; elsewhere the log stays as it is."""
+
+    EVERY = 1.0  # seconds between two looks at the path
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.looked = time.monotonic()
+
+    def write(self, text: str) -> int:
+        if time.monotonic() - self.looked >= self.EVERY:
+            self.follow()
+        return self.file.write(text)
+
+    def __getattr__(self, name):  # flush, close, fileno, isatty, encoding: the file's own
+        return getattr(self.file, name)
+
+    def follow(self) -> None:
+        self.looked = time.monotonic()
+        with contextlib.suppress(OSError, PicoError):
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(self.file.fileno()), os.stat(self.path)):
+                    return
+            self.file.flush()
+            written = Path(f"/proc/self/fd/{self.file.fileno()}").read_bytes()
+            newer = self.path.read_bytes() if self.path.exists() else b""
+            if written not in newer:  # else another follower (the refused job's) put them there already
+                with atomic_path(self.path) as tmp:
+                    tmp.write_bytes(written + newer)
+            self.file.close()
+            self.file = open(self.path, "a", encoding="utf-8")
 
 
 def write_text(path, text: str) -> None:
