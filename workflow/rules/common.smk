@@ -137,8 +137,7 @@ def as_json(obj):
 
 def source_files(wildcards):
     """Local files a `text` source reads: editing one reruns its download."""
-    src = CFG.data.source(wildcards.source)
-    return [*src.train_files, *src.val_files] if src.kind == "text" else []
+    return CFG.data.source(wildcards.source).local_files
 
 
 # Where the study's files lie (picollm.registry), every job's benchmark file and provenance record among them.

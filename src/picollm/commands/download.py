@@ -8,7 +8,7 @@ def run(args):
     job = parse(DownloadJob, args.config)
     src = job.data.sources[0]
     counts = download(src, job.seed, job.data.val_fraction, args.train, args.val)
-    read = [*src.train_files, *src.val_files] if src.kind == "text" else []  # a local source's files, hashed
-    provenance.write(args.provenance, provenance.record("download", config=args.config, seed=job.seed, inputs=read,
+    provenance.write(args.provenance, provenance.record("download", config=args.config, seed=job.seed,
+                                                        inputs=src.local_files,
                                                         outputs=[args.train, args.val], counts=counts))
     print(f"{src.name}: {counts}")

@@ -20,8 +20,7 @@ from typing import get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
-from picollm.config.sections import NAME_PATTERN
-from picollm.config.study import Study
+from picollm.config.study import Study, experiment_name
 from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file, similar_study
 from picollm.errors import PicoError
 
@@ -159,13 +158,19 @@ def missing_study_fix(path: Path) -> str:
 def targets(argv: list[str], parser) -> list[str]:
     """The targets Snakemake's own argument parser (`parser`, snakemake.cli.get_argument_parser: its first pass,
     without profiles) finds on this command line."""
-    if {"-h", "--help", "--version", "-v"} & set(argv):  # answered before any profile is read; never print twice
-        return []
+    args = _snakemake_args(argv, parser)
+    return list(args.targets or []) if args else []
+
+
+def _snakemake_args(words: list[str], parser):
+    """Snakemake's options and targets in `words` (its command line after the program), None for --help,
+    --version or a usage error, which Snakemake answers itself (before any profile is read: never twice)."""
+    if {"-h", "--help", "--version", "-v"} & set(words):
+        return None
     try:
-        args, _ = parser().parse_known_args(argv)
-    except SystemExit:  # --help, --version or a usage error: Snakemake answers those itself
-        return []
-    return list(args.targets or [])
+        return parser().parse_known_args(words)[0]
+    except SystemExit:
+        return None
 
 
 # Snakemake's options that run no job: a command line with one of them writes nothing under results/
@@ -179,13 +184,8 @@ NO_JOB_OPTIONS = ("dryrun", "summary", "detailed_summary", "report", "lint", "li
 def runs_jobs(argv: list[str], parser) -> bool:
     """Whether Snakemake's command line `argv` (sys.argv) runs jobs, which write under results/: False for a dry
     run, a report, a summary, a graph or a lint, and for a process that is no snakemake command."""
-    if not argv or "snakemake" not in Path(argv[0]).as_posix() or {"-h", "--help", "--version", "-v"} & set(argv):
-        return False
-    try:
-        args, _ = parser().parse_known_args(argv[1:])
-    except SystemExit:
-        return False
-    return not any(getattr(args, option, None) for option in NO_JOB_OPTIONS)
+    args = _snakemake_args(argv[1:], parser) if argv and "snakemake" in Path(argv[0]).as_posix() else None
+    return args is not None and not any(getattr(args, option, None) for option in NO_JOB_OPTIONS)
 
 
 def _experiment_in(path: Path) -> str | None:
@@ -296,7 +296,7 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     parts = Path(target).parts
     if experiment is None or len(parts) < 3 or parts[0] != "results" or parts[1] in (experiment, "benchmarks"):
         return None
-    if not re.fullmatch(NAME_PATTERN, experiment) or experiment in (".", ".."):  # the config check names that
+    if not experiment_name(experiment):  # the config check names that
         return None
     other = parts[1]
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]

@@ -268,6 +268,11 @@ class SourceBase(Section):
     name: Optional[Name] = Field(None, description="output folder data/raw/<name>/ (default: the kind, numbered if repeated)")
     weight: float = Field(1.0, gt=0, description="relative probability that a training window is drawn from this source")
 
+    @property
+    def local_files(self) -> list[str]:
+        """The files of this machine the source reads (a `text` source's); none for a downloaded or generated one."""
+        return []
+
 
 class TinyStoriesSource(SourceBase):
     kind: Literal["tinystories"]
@@ -289,6 +294,10 @@ class TextSource(SourceBase):
         "how the files are cut into documents, train and validation alike: at <|endoftext|> lines (eot), at blank "
         "lines (blank_line), at every line (line), or not at all (none: a file is one document); null: eot if a "
         "train file holds an <|endoftext|> line, else line (the download job says which on the terminal)"))
+
+    @property
+    def local_files(self) -> list[str]:
+        return [*self.train_files, *self.val_files]
 
 
 class ThreeSeqsSource(SourceBase):

@@ -10,15 +10,23 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from picollm.config.sections import (DataConfig, EvaluateConfig, FiguresConfig, ModelConfig, Name, SamplingConfig,
-                                     Section, Seed, Tokenizer, TrainConfig)
+from picollm.config.sections import (NAME_PATTERN, DataConfig, EvaluateConfig, FiguresConfig, ModelConfig, Name,
+                                     SamplingConfig, Section, Seed, Tokenizer, TrainConfig)
 from picollm.config.sweep import expand, run_name
 from picollm.config.validation import parse
 from picollm.errors import PicoError
 
 
+OUTSIDE = (".", "..")  # names that are a name's pattern but would write outside results/<experiment>/
+
+
+def experiment_name(name: str) -> bool:
+    """Whether `name` is one a study's `experiment` may take."""
+    return bool(re.fullmatch(NAME_PATTERN, name)) and name not in OUTSIDE
+
+
 def _check_experiment(name: str) -> str:
-    if name in (".", ".."):
+    if name in OUTSIDE:
         raise PicoError(f"config key 'experiment' is {name!r}, which would write outside results/<experiment>/; "
                         f"give the study a name, e.g. experiment: my_study")
     return name
