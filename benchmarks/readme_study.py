@@ -1,5 +1,5 @@
-"""The README's study run, recorded from the run itself: the numbers in README.md's "The default study" are
-generated, never typed.
+"""The README's study run, recorded from the run itself: the numbers in README.md's section "The default study,
+and its run on local files" are generated, never typed.
 
     python -m benchmarks.readme_study run config/tinystories-local.yaml --dir ../study-run [--cores 2]
     python -m benchmarks.readme_study record ../study-run

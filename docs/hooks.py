@@ -46,7 +46,7 @@ BENCHMARK_SECTIONS = {
 # benchmarks shown in the page that explains them (`<!-- benchmark:NAME -->`), not on the benchmarks page
 ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md"}
 # the README's section that quotes the current run of a study (its result and wall time)
-README_STUDY_SECTION = "The default study"
+README_STUDY_SECTION = "The default study, and its run on local files"
 # docs/scaling.md's expected wall time of config/gpu.yaml, generated from the study file and the FLOPs count
 GPU_ESTIMATE_MARKER = "<!-- gpu-estimate -->"
 # docs/pipeline.md's table of the package's modules, each with its docstring's first sentence

@@ -351,8 +351,8 @@ def test_study_records_are_dated_and_superseded_by_newer_runs(tmp_path):
                                              "config/tinystories-local.yaml": ran},
                        "bbbbbbb", "2026-01-01T20:00:00+00:00")
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n## The default study\n\nIts run on 2026-02-01 (`snakemake --cores 2 all --configfile\n"
-                      "config/tinystories-local.yaml`, commit ccccccc) took 1 minute.\n\n## Next\n")
+    readme.write_text(f"# x\n\n## {hooks.README_STUDY_SECTION}\n\nIts run on 2026-02-01 (`snakemake --cores 2 all "
+                      "--configfile\nconfig/tinystories-local.yaml`, commit ccccccc) took 1 minute.\n\n## Next\n")
     assert hooks.readme_study_run(readme) == {"config": "config/tinystories-local.yaml", "date": "2026-02-01",
                                               "commit": "ccccccc"}
     history, notes = hooks.study_history([old, new], hooks.readme_study_run(readme), [old, new])
@@ -376,8 +376,8 @@ def test_the_readme_run_with_a_record_is_that_record_not_a_second_row(tmp_path):
     quoted = {**study_record("quoted", "2026-02-01T10:00:00+00:00", {"config/tinystories-local.yaml": ran},
                              "ccccccc", "2026-02-01T09:00:00+00:00"), "readme": True}
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n## The default study\n\nIts run on 2026-02-01 (`snakemake --cores 2 all --configfile "
-                      "config/tinystories-local.yaml`, the `src/picollm` of commit ccccccc) took 1 minute.\n")
+    readme.write_text(f"# x\n\n## {hooks.README_STUDY_SECTION}\n\nIts run on 2026-02-01 (`snakemake --cores 2 all "
+                      "--configfile config/tinystories-local.yaml`, the `src/picollm` of commit ccccccc) took 1 minute.\n")
     history, notes = hooks.study_history([old, quoted], hooks.readme_study_run(readme), [old, quoted])
     text = "\n".join(history)
     assert "no study record" not in text and "generated from [its record]" in text
@@ -449,7 +449,7 @@ def test_study_records_configs_are_their_commits_study_files():
 def test_benchmarks_page_points_to_the_readme_run_and_dates_study_files(site):
     hooks = load_hooks()
     run = hooks.readme_study_run()
-    assert run, "README.md's section 'The default study' names no run (`run on YYYY-MM-DD ... --configfile ...`)"
+    assert run, f"README.md's section '{hooks.README_STUDY_SECTION}' names no run (`run on YYYY-MM-DD ... --configfile ...`)"
     text = page_text(site, "benchmarks")
     assert f"its run of {run['config']} on {run['date']}" in text
     for path in sorted((ROOT / "docs" / "benchmarks").glob("*.json")):

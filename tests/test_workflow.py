@@ -100,8 +100,9 @@ def test_readme_study_block_is_generated_from_the_run(offline_run, monkeypatch):
     assert block.startswith(readme_study.BEGIN) and block.endswith(readme_study.END)
     assert "took 1.5 minutes of wall time, while other processes used 0.5 of the 2 cores" in block
     readme = work / "README.md"
-    readme.write_text(f"# x\n\n## The default study\n\n{block}\n\n## Next\n")
-    assert load_hooks().readme_study_run(readme) == {"config": "config/offline.yaml", "date": "2026-01-02",
+    hooks = load_hooks()
+    readme.write_text(f"# x\n\n## {hooks.README_STUDY_SECTION}\n\n{block}\n\n## Next\n")
+    assert hooks.readme_study_run(readme) == {"config": "config/offline.yaml", "date": "2026-01-02",
                                                      "commit": record["commit"]}
 
 

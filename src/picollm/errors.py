@@ -1,10 +1,22 @@
 """The one exception type for bad input (the CLI prints its message as a single line and exits 1), and the
 one for a stage stopped by a signal."""
 import signal
+import sys
+from contextlib import contextmanager
 
 
 class PicoError(Exception):
     """A problem with the user's input (config, data, checkpoint, arguments) and how to fix it."""
+
+
+@contextmanager
+def one_line(prefix: str = "error"):
+    """A PicoError raised inside ends the workflow's parse (workflow/rules/common.smk) with its one line,
+    `<prefix>: <message>`, and exit status 1."""
+    try:
+        yield
+    except PicoError as exc:
+        sys.exit(f"{prefix}: {exc}")
 
 
 # Ctrl-C; Snakemake stopping a job, or SLURM's time limit; the terminal closed (an ssh connection dropped)

@@ -13,66 +13,25 @@ SRC = str(ROOT / "src")
 # is (one venv for several clones): the Snakefile plans jobs with the code its rules run.
 sys.path.insert(0, SRC)
 
-from picollm.errors import PicoError  # noqa: E402
+from picollm.errors import one_line  # noqa: E402
 from picollm.model_types import model_types  # noqa: E402
 
 # Every model type's module, read before the config classes are built from them: a part missing is one line.
-try:
+with one_line():
     model_types()
-except PicoError as exc:
-    sys.exit(f"error: {exc}")
 
-from picollm import jobs, layout, registry, resume_points, stopped  # noqa: E402
-from picollm.codehash import check_syntax  # noqa: E402
-from picollm.config import DEFAULT_STUDY, command_line, load_study  # noqa: E402
+from picollm import jobs, layout, registry, resume_points, start, stopped  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
-from picollm.data.check import check_folder  # noqa: E402
-from picollm.data.sources import check_local_files  # noqa: E402
-from picollm.io import check_room, check_writable  # noqa: E402
-from picollm.owner import snakemakes_in  # noqa: E402
+from picollm.io import check_writable  # noqa: E402
 from picollm.registry import paths  # noqa: E402
-from snakemake.cli import get_argument_parser  # noqa: E402
 
-# results/ and the relative paths of the study files land in the working directory: the project root, or one
-# named on purpose with --directory (jobs that Snakemake itself starts inherit it).
-if (
-    workflow.is_main_process
-    and workflow.overwrite_workdir is None
-    and Path.cwd().resolve() != ROOT.resolve()
-):
-    sys.exit(
-        f"error: run snakemake from the project root ({ROOT}), not from {Path.cwd()}; "
-        f"or name the working directory on purpose with --directory DIR"
-    )
-
-# --unlock takes the lock from whatever holds it: refused while a snakemake still runs here, whose files a
-# second run would then write over. It is for a lock left by a snakemake that is gone (killed, a power loss).
-if (
-    workflow.is_main_process
-    and "--unlock" in sys.argv
-    and (running := snakemakes_in(Path.cwd()))
-):
-    pids = ", ".join(map(str, running))
-    sys.exit(
-        f"error: --unlock while snakemake (pid {pids}) runs in this directory would let two runs write the "
-        f"same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of a snakemake "
-        f"that is gone"
-    )
-
-# Study files (--configfile, or the default study) each with its `base:` chain, then --config overrides
-# on top: built here rather than by Snakemake's own merge, so a study file replaces the default study.
-# Snakemake hands the study files over as absolute paths: a line about one names it from the working directory.
-try:
-    CFG = load_study(
-        [
-            os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else path
-            for path in workflow.overwrite_configfiles or [ROOT / DEFAULT_STUDY]
-        ],
-        dict(workflow.config_settings.config),
-    )
-    check_syntax()
-except PicoError as exc:
-    sys.exit(f"config error: {exc}")
+# Before any job is planned (picollm.start): where Snakemake runs, --unlock, the study built once (a bad key is
+# one line naming the study file that gives it), then the files a run starts from.
+with one_line():
+    start.check_directory(workflow, ROOT)
+    start.check_unlock(workflow, sys.argv)
+with one_line("config error"):
+    CFG = start.study(workflow, ROOT)
 # Snakemake's `config`, which the report shows: the validated study as a study file (jobs.study_file, as
 # provenance/study.json holds it), the scheduling keys that change no result left out.
 STUDY_FILE = jobs.study_file(CFG)
@@ -88,22 +47,8 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = layout.results_dir(CFG.experiment)
-# A disk too full for Snakemake's own lock stops the run here, in one line. Token files that no longer match
-# their meta.json stop it too, before Snakemake reruns (and so deletes) anything downstream of them. Checksums of
-# files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check the larger ones before
-# they read them. So does a local data file that is missing.
-# A run's results folder, and every folder in it, writable too: else Snakemake ends in its own traceback (a
-# write-protected output, a read-only folder inside) before any job; a dry run, report or graph goes on.
-try:
-    if workflow.is_main_process and command_line.runs_jobs(
-        sys.argv, get_argument_parser
-    ):
-        check_room(".")
-        check_writable(R, tree=True)
-    check_folder(f"{R}/data/tokens", checksum_up_to=256 << 20)
-    check_local_files(CFG.data.sources)
-except PicoError as exc:
-    sys.exit(f"error: {exc}")
+with one_line():
+    start.check_files(workflow, sys.argv, CFG, R)
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
 # device: auto is decided once, here, and every job is handed the answer: a job that parses the workflow again on
@@ -162,27 +107,11 @@ FIGURES = {
 OUTPUTS = registry.outputs(CFG, FILES, own_figures=FIGURES)
 MAKES = OUTPUTS.makes
 TABLES = OUTPUTS.tables
-try:
+
+
+with one_line():
     registry.check_captions(OUTPUTS, ROOT / "workflow" / "report")
-except PicoError as exc:
-    sys.exit(f"error: {exc}")
-
-
-# A target under this study's results folder that none of its rules makes: one line naming why, rather than
-# Snakemake's "No rule to produce" it.
-if workflow.is_main_process:
-    problem = command_line.study_targets_problem(
-        sys.argv,
-        get_argument_parser,
-        workflow.overwrite_configfiles,
-        results=R,
-        runs=list(RUNS),
-        seeds=SEEDS,
-        not_made=OUTPUTS.not_made,
-        figure_runs=OUTPUTS.figure_runs,
-    )
-    if problem:
-        sys.exit(f"error: {problem}")
+    start.check_targets(workflow, sys.argv, CFG, R, OUTPUTS)
 
 # Why jobs rerun, key by key, rather than in each job's whole config slice before and after: said below a dry
 # run's plan, and at the start of a run (the Snakefile's onstart).
@@ -207,10 +136,8 @@ def check_results_writable():
     the workflow runs from Snakemake's Python API (which the parse-time check cannot tell from a dry run); a dry
     run, --summary or --report (no onstart) of someone else's read-only results goes on.
     """
-    try:
+    with one_line():
         check_writable(R)
-    except PicoError as exc:
-        sys.exit(f"error: {exc}")
 
 
 atexit.register(lambda: workflow.dryrun and tell_changes())

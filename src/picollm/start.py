@@ -1,0 +1,77 @@
+"""What the workflow checks before it plans a job (workflow/rules/common.smk calls these once, at parse time):
+each problem a command line can meet there is one line naming it and its fix, before Snakemake's own traceback
+and before a rerun that would delete finished work. Imported once the model types are read (common.smk does that
+first), since the config classes are built from them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from snakemake.cli import get_argument_parser
+
+from picollm.codehash import check_syntax
+from picollm.config import DEFAULT_STUDY, Study, command_line, load_study
+from picollm.data.check import check_folder
+from picollm.data.sources import check_local_files
+from picollm.errors import PicoError
+from picollm.io import check_room, check_writable
+from picollm.owner import snakemakes_in
+
+
+def check_directory(workflow, root: Path) -> None:
+    """results/ and the relative paths of the study files land in the working directory: the project root, or one
+    named on purpose with --directory (jobs that Snakemake itself starts inherit it)."""
+    if workflow.is_main_process and workflow.overwrite_workdir is None and Path.cwd().resolve() != root.resolve():
+        raise PicoError(f"run snakemake from the project root ({root}), not from {Path.cwd()}; "
+                        f"or name the working directory on purpose with --directory DIR")
+
+
+def check_unlock(workflow, argv: list[str]) -> None:
+    """--unlock takes the lock from whatever holds it: refused while a snakemake still runs here, whose files a
+    second run would then write over. It is for a lock left by a snakemake that is gone (killed, a power loss)."""
+    if workflow.is_main_process and "--unlock" in argv and (running := snakemakes_in(Path.cwd())):
+        pids = ", ".join(map(str, running))
+        raise PicoError(f"--unlock while snakemake (pid {pids}) runs in this directory would let two runs write "
+                        f"the same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of "
+                        f"a snakemake that is gone")
+
+
+def study(workflow, root: Path) -> Study:
+    """The study files (--configfile, or the default study) each with its `base:` chain, then --config on top:
+    built here rather than by Snakemake's own merge, so that a study file replaces the default study. Snakemake
+    hands the study files over as absolute paths: a line about one names it as typed, from the working directory.
+    The code is read for syntax errors too, which would otherwise surface in the first job."""
+    files = [os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else path
+             for path in workflow.overwrite_configfiles or [root / DEFAULT_STUDY]]
+    cfg = load_study(files, dict(workflow.config_settings.config))
+    check_syntax()
+    return cfg
+
+
+def check_files(workflow, argv: list[str], cfg: Study, results: str) -> None:
+    """The files a run starts from, checked before Snakemake plans (and so deletes) anything:
+    - a command line that runs jobs (not a dry run, report or graph) needs room for Snakemake's own lock, and
+      results/<experiment>/ with every folder in it writable (else Snakemake ends in its own traceback on a
+      write-protected output or a read-only folder inside);
+    - token files that no longer match their meta.json stop it before anything downstream of them reruns
+      (checksums of files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check
+      the larger ones before they read them);
+    - so does a local data file that is missing."""
+    if workflow.is_main_process and command_line.runs_jobs(argv, get_argument_parser):
+        check_room(".")
+        check_writable(results, tree=True)
+    check_folder(f"{results}/data/tokens", checksum_up_to=256 << 20)
+    check_local_files(cfg.data.sources)
+
+
+def check_targets(workflow, argv: list[str], cfg: Study, results: str, outputs) -> None:
+    """A target under this study's results folder that none of its rules makes: one line naming why, rather than
+    Snakemake's "No rule to produce" it."""
+    if not workflow.is_main_process:
+        return
+    problem = command_line.study_targets_problem(
+        argv, get_argument_parser, workflow.overwrite_configfiles, results=results, runs=list(cfg.runs),
+        seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs)
+    if problem:
+        raise PicoError(problem)
