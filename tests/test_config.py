@@ -353,8 +353,8 @@ def test_seeds_sweep_runs_and_data_seed():
     assert list(cfg.runs) == ["m", "m.hidden_dim=8", "m.train.lr=0.01"]
     assert cfg.runs["m.hidden_dim=8"].hidden_dim == 8 and cfg.train_of("m.train.lr=0.01").lr == 0.01
     assert cfg.train_of("m.hidden_dim=8").lr == 0.1  # the model's own overrides carry over
-    assert cfg.sweep_point("m.train.lr=0.01") == {"model": "m", "key": "train.lr", "value": 0.01}
-    assert cfg.sweep_point("m") is None
+    assert cfg.sweep_points["m.train.lr=0.01"].model_dump() == {"model": "m", "key": "train.lr", "value": 0.01}
+    assert "m" not in cfg.sweep_points and list(cfg.sweep_points) == list(cfg.runs)[1:]
     cfg = validate({"experiment": "x", "seeds": [3, 4], "models": {"m": {"type": "lstm"}}})
     assert cfg.data_seed == 3
 

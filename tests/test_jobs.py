@@ -6,7 +6,7 @@ import re
 import pytest
 
 from picollm import cli, codehash, config, jobs
-from picollm.config import DataConfig, ReferenceJob, Study, parse
+from picollm.config import DataConfig, EvaluateJob, ReferenceJob, Study, parse
 from picollm.errors import PicoError
 
 from conftest import tiny_offline_config
@@ -28,8 +28,11 @@ def test_sample_and_evaluate_jobs_read_only_their_keys(cfg):
     sample = jobs.sample(cfg, 7)
     assert set(sample) == {"seed", "sampling"} and "sweep_p_values" not in sample["sampling"]
     evaluate = jobs.evaluate(cfg, "lstm.train.lr=0.01", 7)
-    assert "sweep_p_values" in evaluate["sampling"] and evaluate["sweep"] == {"lstm": {"train.lr": [0.01]}}
-    assert "sweep" not in jobs.evaluate(cfg, "lstm", 7)
+    assert "sweep_p_values" in evaluate["sampling"]
+    assert evaluate["point"] == {"model": "lstm", "key": "train.lr", "value": 0.01}  # the sweep run's point
+    assert parse(EvaluateJob, evaluate).point == cfg.sweep_points["lstm.train.lr=0.01"]  # read back as it was made
+    plain = jobs.evaluate(cfg, "lstm", 7)  # a model of the config: no point
+    assert "point" not in plain and parse(EvaluateJob, plain).point is None
     assert set(evaluate["data"]) == {"sources"}  # whether the text is English
 
 

@@ -120,13 +120,12 @@ def sample(study: Study, seed: int) -> dict:
 
 
 def evaluate(study: Study, run: str, seed: int) -> dict:
-    point = study.sweep_point(run)
     # a sweep run records its point in eval/<run>/seed<k>.json, for the sweep figure
-    sweep = {point["model"]: {point["key"]: [point["value"]]}} if point else {}
+    point = study.sweep_points.get(run)
     job = EvaluateJob(seed=seed, device=study.device, sampling=study.sampling, evaluate=study.evaluate,
-                      sweep=sweep, data={"sources": study.data.sources})
+                      point=point, data={"sources": study.data.sources})
     # the sources say whether the text is English (english_word_share)
-    return _dump(job, only={"data": {"sources"}}, drop=None if point else {"sweep": True})
+    return _dump(job, only={"data": {"sources"}}, drop=None if point else {"point": True})
 
 
 def reference(study: Study, seed: int) -> dict:

@@ -32,8 +32,7 @@ def run(args):
         raise PicoError(f"evaluating {args.name} gave {', '.join(f'{k} {v}' for k, v in not_finite.items())}: the "
                         f"model's outputs are not finite numbers; {args.model_path} is damaged or its training "
                         f"diverged: delete it and rerun training")
-    point = next(({"model": m, "key": k, "value": v[0]} for m, grid in job.sweep.items() for k, v in grid.items()),
-                 None)
+    point = job.point.model_dump(mode="json") if job.point else None
     write_json(args.out, {**result, "run": args.name, "seed": job.seed, "sweep": point,
                           "provenance": rec})
     if args.sampling_out:

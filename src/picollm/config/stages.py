@@ -10,6 +10,7 @@ from pydantic import create_model, model_validator
 
 from picollm.config.sections import Section
 from picollm.config.study import Study
+from picollm.config.sweep import SweepPoint
 from picollm.errors import PicoError
 
 
@@ -41,12 +42,17 @@ class _OneModel(Section):
         return {s.name: s.weight for s in self.data.sources} if "data" in self.model_fields_set else None
 
 
+class _OnePoint(Section):
+    # a sweep run's point, which its evaluation records (None: a model of the config)
+    point: SweepPoint | None = None
+
+
 DownloadJob = slice_of("DownloadJob", "data", "seed")
 TokenizerJob = slice_of("TokenizerJob", "tokenizer")
 TrainJob = slice_of("TrainJob", "seed", "device", "block_size", "compact_vocab", "models", "train", "data",
                     base=_OneModel)
 SampleJob = slice_of("SampleJob", "seed", "sampling")
-EvaluateJob = slice_of("EvaluateJob", "seed", "device", "sampling", "evaluate", "sweep", "data")
+EvaluateJob = slice_of("EvaluateJob", "seed", "device", "sampling", "evaluate", "data", base=_OnePoint)
 ReferenceJob = slice_of("ReferenceJob", "seed", "sampling", "data")
 TablesJob = slice_of("TablesJob", "experiment")
 FigureJob = slice_of("FigureJob", "experiment", "figures")

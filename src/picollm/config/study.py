@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, 
 
 from picollm.config.sections import (NAME_PATTERN, DataConfig, EvaluateConfig, FiguresConfig, ModelConfig, Name,
                                      SamplingConfig, Section, Seed, Tokenizer, TrainConfig)
-from picollm.config.sweep import expand, run_name
+from picollm.config.sweep import SweepPoint, expand
 from picollm.config.validation import parse
 from picollm.errors import PicoError
 
@@ -138,9 +138,18 @@ class Study(Section):
             budget_steps(train, without_head, self.block_size, run, lower_bound=True)
 
     @cached_property
+    def _expanded(self) -> tuple[dict[str, ModelConfig], dict[str, SweepPoint]]:
+        return expand(self)
+
+    @property
     def runs(self) -> dict[str, ModelConfig]:
         """{run name: model}: every model, then every sweep point as <model>.<key>=<value>."""
-        return expand(self)
+        return self._expanded[0]
+
+    @property
+    def sweep_points(self) -> dict[str, SweepPoint]:
+        """{run name: its point} of every sweep run (a model of the config is none)."""
+        return self._expanded[1]
 
     @cached_property
     def _train_configs(self) -> dict[str, TrainConfig]:
@@ -161,11 +170,3 @@ class Study(Section):
                 for s in self.data.sources]
         return {"runs": list(self.runs), "seeds": list(self.seeds), "max_steps": self.train.max_steps, "data": data}
 
-    def sweep_point(self, run: str) -> dict | None:
-        """{model, key, value} of a sweep run, None for a model of the config."""
-        for model, grid in self.sweep.items():
-            for key, values in grid.items():
-                for value in values:
-                    if run == run_name(model, key, value):
-                        return {"model": model, "key": key, "value": value}
-        return None
