@@ -15,7 +15,7 @@ from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
 from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, lines_note, loss_curves, lr_schedule, model_styles,
                            p_sweep, plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save,
-                           smoothing_window, sweep)
+                           smoothing_window, snapshots, sweep)
 from picollm.tables import ENDED_AT_ONCE
 
 SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
@@ -551,3 +551,29 @@ def test_the_model_types_keep_their_colours_when_a_model_joins_or_a_figure_shows
     assert len({(tuple(s["color"]), s["marker"]) for s in model_styles(many).values()}) == len(many)
     # the first nine runs each have a colour of their own (tab10 less grey, the figures' reference colour)
     assert len({tuple(s["color"]) for s in model_styles(many[:9]).values()}) == 9
+
+
+# two `$`: matplotlib reads what lies between as math, and `\x` in it is a parse error
+DOLLARS = "It cost $5 \\x18 and $10."
+
+
+def test_model_and_prompt_text_with_dollar_signs_is_drawn_as_written(tmp_path):
+    """An untrained byte model writes `$` at random, and a story may say "$5 ... $10": every figure that draws a
+    model's text or a prompt draws it as written, never as matplotlib's math (which fails on `\\x`)."""
+    write_samples_csv(tmp_path / "samples.csv", text={"lstm": DOLLARS})
+    frame = pd.read_csv(tmp_path / "samples.csv")
+    prompt = "Lily paid $3 \\x18 for $4"
+    frame.loc[frame["prompt"] == "Lily", "prompt"] = prompt
+    frame.to_csv(tmp_path / "samples.csv", index=False)
+    sample_comparison.plot(tmp_path / "samples.csv", tmp_path / "sample_comparison.png", "exp")
+    sample_slide.plot(tmp_path / "samples.csv", tmp_path / "sample_slide.png", "exp", prompt=prompt)
+    pd.DataFrame([{"run": "lstm", "step": step, "tokens_seen": 64 * step, "val_loss": 3.0, "prompt": "A $ b \\x $",
+                   "shown": DOLLARS} for step in (0, 10)]).to_csv(tmp_path / "snapshots.csv", index=False)
+    snapshots.plot(tmp_path / "snapshots.csv", tmp_path / "snapshots.png", "exp")
+    cfg = {"type": "transformer", "d_model": 16, "n_heads": 2, "n_layers": 1}
+    torch.save(checkpoint_dict(build_model(cfg, 257, 32), cfg, 257, 32, tokenizer="byte",
+                               summary={"tokens_seen": 512}), tmp_path / "model.pt")
+    attention_heads.plot({"t": tmp_path / "model.pt"}, tmp_path / "attention_heads.png", "exp", prompt="a $b \\x $c")
+    for name in ["sample_comparison", "sample_slide", "snapshots", "attention_heads"]:
+        svg = (tmp_path / f"{name}.svg").read_text()
+        assert "$" in svg and "\\x" in svg, name  # the text itself, dollars and all

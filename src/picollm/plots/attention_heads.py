@@ -82,8 +82,8 @@ def heatmap(ax, weights, labels: list[str], keys: bool, queries: bool, fontsize:
     imshow: seaborn's heatmap draws the whole figure to check its labels, once per panel."""
     ax.imshow(weights, vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
     ax.grid(False)
-    ax.set_xticks(range(len(labels)), labels if keys else [])
-    ax.set_yticks(range(len(labels)), labels if queries else [])
+    ax.set_xticks(range(len(labels)), labels if keys else [], parse_math=False)  # tokens as written, `$` and all
+    ax.set_yticks(range(len(labels)), labels if queries else [], parse_math=False)
     ax.tick_params(labelsize=fontsize, length=0)
     upright_key_labels(ax)
 
@@ -128,7 +128,7 @@ def draw(drawn: dict, panel: float, title: str, note: str = ""):
                  label="attention weight")
     line = int(width * 72 / (CHAR_WIDTH * plt.rcParams["font.size"]))
     fig.suptitle("\n".join(textwrap.fill(part, line) for part in title.split("\n")),
-                 fontsize="medium")  # wrapped: a long prompt would widen the figure past a slide
+                 fontsize="medium", parse_math=False)  # wrapped: a long prompt would widen the figure past a slide
     return fig
 
 

@@ -81,7 +81,8 @@ def text_table(ax, cells: list[list[str]], col_labels: list[str], col_widths: li
     table.set_fontsize(fontsize)
     for (r, c), cell in table.get_celld().items():
         cell.set_height(lines[r] / sum(lines))
-        cell.set_text_props(va="center")
+        # a model's text as written: two `$` in it would start matplotlib's math mode (a parse error, or italics)
+        cell.set_text_props(va="center", parse_math=False)
         cell.PAD = CELL_PAD / inches[c]  # matplotlib's padding is a share of the cell's width
     return table
 

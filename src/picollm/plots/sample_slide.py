@@ -75,7 +75,8 @@ def figure(rows: pd.DataFrame, prompt: str, experiment: str, max_chars: int = 15
     for r, run in enumerate(rows["model"], start=1):  # the run's colour, as in the other figures, to group its rows
         table[r, 0].set_facecolor((*styles[run]["color"], 0.25))
     tokens = train_tokens_note(dict(zip(rows["model"], rows["train_tokens"])))
-    ax.set_title(f"“{show_whitespace(prompt)}…” — {experiment}, {tokens}, {seed_note(rows.get('train_seed', []))}")
+    ax.set_title(f"“{show_whitespace(prompt)}…” — {experiment}, {tokens}, {seed_note(rows.get('train_seed', []))}",
+                 parse_math=False)  # the prompt as written, `$` and all
     return fig, table
 
 

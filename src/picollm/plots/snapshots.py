@@ -58,7 +58,7 @@ def plot(snapshots_csv, out, experiment: str, provenance=None, *, max_chars: int
     # the key to the signs on a line of its own: in the column's header, it ran past a few rows' large font
     ax.set_title(f"“{show_whitespace(prompt)}…” at each training snapshot — {experiment}, {seeds}\n"
                  f"val loss: nats per token on training's validation subset\n{signs([r[-1] for r in cells])}",
-                 fontsize="medium")
+                 fontsize="medium", parse_math=False)  # the prompt as written, `$` and all
     save(fig, out, experiment, provenance)
 
 
