@@ -196,6 +196,21 @@ def test_editing_a_figure_module_reruns_that_figure_only(study):
         "figure_loss_curves", "figure_grad_norms", "figure_lr_schedule", "provenance_table", "report"} | COST
 
 
+def test_a_dry_run_names_the_module_edited_since_the_outputs_were_made(study):
+    """Config keys are not the only reason a job reruns: the dry run names the edited module too, and nothing once
+    the edit is undone."""
+    path = study / "src" / "picollm" / "plots" / "sample_slide.py"
+    original = path.read_text()
+    try:
+        path.write_text(original + "\nEDITED = 1\n")
+        said = run(study, dry=True).stderr
+    finally:
+        path.write_text(original)
+    assert ("pico-llm: the code differs from what made the study's outputs (results/tiny/provenance/): "
+            "picollm.plots.sample_slide; the jobs that run it rerun") in " ".join(said.split())
+    assert "the code differs" not in run(study, dry=True).stderr
+
+
 def test_editing_the_cost_figure_reruns_it_alone(study):
     assert edited(study, "plots/resources.py", "\nEDITED = 1\n") == {"figure_resources", "report"}
 

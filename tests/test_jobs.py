@@ -1,6 +1,8 @@
 """What each job is given (picollm.jobs) and the code identity of a job (picollm.codehash)."""
 import importlib
 import inspect
+import json
+import os
 import re
 
 import pytest
@@ -146,3 +148,23 @@ def test_each_stage_help_shows_only_keys_its_job_reads():
             continue
         shown, taken = top_level_keys(option.help), set(getattr(config, used.group(1)).model_fields)
         assert shown and shown <= taken, f"{stage}: {sorted(shown - taken)} shown, not taken"
+
+
+def test_the_modules_changed_since_a_study_was_made_are_read_from_its_newest_records(tmp_path):
+    """Each module's hash in the newest record that ran it, against the module now: an older record (a run the
+    study no longer has) does not count, and a module that is gone does."""
+    now = codehash.module_hash("picollm.io")
+    records = tmp_path / "provenance"
+    (records / "train").mkdir(parents=True)
+    old, new = records / "train" / "old.json", records / "sample.json"
+    old.write_text(json.dumps({"code": {"picollm.io": "0" * 16, "picollm.gone": "1" * 16}}))
+    new.write_text(json.dumps({"code": {"picollm.io": now, "picollm.cli": "2" * 16}}))
+    os.utime(old, (1, 1))  # written before the other
+    (records / "damaged.json").write_text("{")
+    assert codehash.changed_since(records) == ["picollm.cli", "picollm.gone"]
+    line = codehash.code_changes_line(records, shown=1)
+    assert line.startswith(f"the code differs from what made the study's outputs ({records}/): picollm.cli and 1 more")
+    new.write_text(json.dumps({"code": {"picollm.io": now}}))
+    os.utime(old, (1, 1))
+    assert codehash.changed_since(records) == ["picollm.gone"]
+    assert codehash.code_changes_line(tmp_path / "nothing") is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 from pathlib import Path
 
 from picollm.errors import PicoError
@@ -139,6 +140,40 @@ def type_code(stage: str, model_type) -> str:
     and what a finished training records (picollm.finished.code), which must agree for a finished training to be
     restored."""
     return code_hash(stage_module(stage), *model_type.modules)
+
+
+def changed_since(records: Path) -> list[str]:
+    """The picollm modules whose code differs from what made a study's outputs: each module's hash in the newest
+    provenance record under `records` that ran it (an older record may be of a run the study no longer has),
+    against the module as it is now (a module gone counts)."""
+    made_with = {}
+    for path in sorted(Path(records).rglob("*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            code = json.loads(path.read_text()).get("code")
+        except (OSError, ValueError, AttributeError):  # a record being written, or damaged: no code to compare
+            continue
+        made_with.update(code if isinstance(code, dict) else {})
+    return sorted(module for module, digest in made_with.items()
+                  if module_path(module) is None or _hash_or_none(module) != digest)
+
+
+def _hash_or_none(module: str) -> str | None:
+    try:
+        return module_hash(module)
+    except PicoError:  # a syntax error: check_syntax names it
+        return None
+
+
+def code_changes_line(records: Path, workdir: Path = Path("."), shown: int = 6) -> str | None:
+    """One line naming the modules edited since a study's outputs were made, whose jobs rerun; None if none.
+    `records` is relative to the workflow's `workdir`, which Snakemake has left again when it says this last.
+    The config line (picollm.config.changes) names keys only: this is the other half of why jobs rerun."""
+    changed = changed_since(workdir / records)
+    if not changed:
+        return None
+    more = f" and {len(changed) - shown} more" if len(changed) > shown else ""
+    return (f"the code differs from what made the study's outputs ({records}/): {', '.join(changed[:shown])}{more}; "
+            f"the jobs that run it rerun (docs/reruns.md)")
 
 
 def check_syntax() -> None:

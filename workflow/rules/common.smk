@@ -21,6 +21,7 @@ with one_line():
     model_types()
 
 from picollm import jobs, layout, registry, resume_points, start, stopped  # noqa: E402
+from picollm.codehash import code_changes_line  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
 from picollm.io import check_writable  # noqa: E402
 from picollm.registry import paths  # noqa: E402
@@ -47,6 +48,8 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={SRC_SHELL}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 R = layout.results_dir(CFG.experiment)
+# results/ lies here: a dry run's closing lines are said after Snakemake has left it
+WORKDIR = Path.cwd()
 with one_line():
     start.check_files(workflow, sys.argv, CFG, R)
 SOURCES = [s.name for s in CFG.data.sources]
@@ -121,8 +124,14 @@ CHANGED = workflow.is_main_process and since_last_build(
 
 
 def tell_changes():
-    if CHANGED:
-        print(f"pico-llm: {CHANGED}", file=sys.stderr)
+    """Why jobs rerun: the config keys that differ from the last build, and the modules edited since the
+    study's outputs were made (their provenance records)."""
+    code = workflow.is_main_process and code_changes_line(
+        Path(R, "provenance"), WORKDIR
+    )
+    for line in (CHANGED, code):
+        if line:
+            print(f"pico-llm: {line}", file=sys.stderr)
 
 
 def tell_waiting():
