@@ -226,3 +226,22 @@ def test_an_undamaged_resume_point_is_never_called_corrupt(tmp_path):
     (tmp_path / "last.pt").write_bytes(whole[: len(whole) - 40])  # its end cut off: damaged after all
     with pytest.raises(PicoError, match="last.pt is truncated or corrupt .*; delete it and rerun training"):
         models.read_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_model_class_that_lacks_a_member_every_model_offers_stops_where_it_is_built(monkeypatch):
+    """A type's class without forward_step would train, then fail in the sample job: it stops at build_model, before
+    any training, naming what is missing and where to read what a model offers."""
+    class NoStep(torch.nn.Module):
+        context_limited = False
+
+        def __init__(self, vocab_size, block_size, **hyperparameters):
+            super().__init__()
+            self.head = torch.nn.Linear(4, vocab_size)
+
+        def features(self, idx):
+            return torch.zeros(*idx.shape, 4)
+
+    monkeypatch.setattr(models, "model_class", lambda model_type: NoStep)
+    with pytest.raises(PicoError, match=r"^model type 'lstm' \(picollm.models.lstm:LSTMLM\) has no forward_step, which "
+                                        r"every model offers; add it \(docs/extending.md, What a model offers\)$"):
+        models.build_model({"type": "lstm"}, 10, 8)

@@ -157,7 +157,7 @@ def continuations(model, tokenizer, name: str, prompt: str, decoding, count: int
     """
     eot = tokenizer.eot_token
     prompt_ids = [eot, *tokenizer.encode_ordinary(prompt)]
-    if label and len(prompt_ids) > model.block_size and model.context_limited:
+    if label and len(prompt_ids) > model.block_size and getattr(model, "context_limited", False):
         note(f"{label} has {len(prompt_ids)} tokens, more than block_size {model.block_size}; the model sees its "
              f"last {model.block_size}")
     seeds = [sample_seed(seed, name, prompt, decoding, sample) for sample in range(count)]

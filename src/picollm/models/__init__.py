@@ -46,7 +46,24 @@ def build_model(model_cfg: ModelConfig | dict, vocab_size: int, block_size: int,
     if compact_ids is not None:
         inner = build_model(cfg, compact_width(compact_ids), block_size)
         return CompactVocab(inner, compact_ids, vocab_size)
-    return model_class(cfg.type)(vocab_size=vocab_size, block_size=block_size, **cfg.hyperparameters())
+    model = model_class(cfg.type)(vocab_size=vocab_size, block_size=block_size, **cfg.hyperparameters())
+    _check_members(model, cfg.type)
+    return model
+
+
+# What training (features, head), generation (forward_step, context_limited) and evaluation call on every model
+MEMBERS = ("features", "head", "forward_step", "context_limited")
+
+
+def _check_members(model: torch.nn.Module, model_type: str) -> None:
+    """A type's class that lacks one of MEMBERS stops where it is built, before any training, in one line: not
+    as an AttributeError in the job that first calls it, after the training."""
+    missing = [member for member in MEMBERS if not hasattr(model, member)]
+    if missing:
+        where = model_types.model_type(model_type).implementation
+        raise PicoError(f"model type {model_type!r} ({where}) has no {', '.join(missing)}, which every model "
+                        f"offers; add {'it' if len(missing) == 1 else 'them'} (docs/extending.md, What a model "
+                        f"offers)")
 
 
 def checkpoint_dict(model: torch.nn.Module, model_cfg: dict, vocab_size: int, block_size: int, **extra) -> dict:
