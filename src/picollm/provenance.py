@@ -15,17 +15,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from picollm import codehash
+from picollm import __version__, codehash
 from picollm.errors import PicoError
 from picollm.io import sha256_file, write_csv, write_json
 
-PACKAGES = ["torch", "numpy", "tiktoken", "datasets", "pandas", "matplotlib", "seaborn", "snakemake", "picollm"]
+# every library whose code shapes an output: the numbers (torch, numpy, scipy's intervals), the data and tokens,
+# the export's files, the config's validation, english_word_share's word list, the figures, the workflow
+PACKAGES = ["torch", "numpy", "scipy", "pandas", "tiktoken", "tokenizers", "transformers", "safetensors", "datasets",
+            "pydantic", "pyspellchecker", "matplotlib", "seaborn", "snakemake"]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @functools.cache
 def versions() -> dict:
-    found = {"python": platform.python_version()}
+    # picollm's own version from the code that ran (the checkout on PYTHONPATH), not from whichever install
+    # the package metadata would name
+    found = {"python": platform.python_version(), "picollm": __version__}
     for name in PACKAGES:
         try:
             found[name] = importlib.metadata.version(name)
@@ -42,7 +47,8 @@ def git_state() -> dict:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "workflow").stdout.strip())
+        # a new file counts: a model type of one's own is two new modules (docs/extending.md)
+        dirty = bool(git("status", "--porcelain", "--untracked-files=normal", "--", "src", "workflow").stdout.strip())
         return {"commit": head.stdout.strip(), "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -149,6 +155,7 @@ def table(record_paths, out) -> None:
                      "code_hash": codehash.identity_hash(code) if code else None, "seed": rec.get("seed"),
                      "config": json.dumps(rec.get("config"), sort_keys=True),
                      "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
+                     "outputs": "; ".join(rec.get("outputs") or []),
                      "torch": (rec.get("versions") or {}).get("torch"), "platform": rec.get("platform")})
     frame = pd.DataFrame(rows).astype({"seed": "Int64"})
     write_csv(out, frame)

@@ -13,4 +13,6 @@ def run(args):
     tables.compare_table(evals, args.compare_csv, experiment)
     tables.sampling_table(sampling, args.sampling_csv, experiment, reference=reference)
     inputs = paths(evals) + paths(sampling) + list(reference.values())
-    provenance.write(args.provenance, provenance.record("eval-tables", config=args.config, inputs=inputs))
+    outputs = [args.eval_csv, args.eval_md, args.compare_csv, args.sampling_csv]
+    provenance.write(args.provenance, provenance.record("eval-tables", config=args.config, inputs=inputs,
+                                                        outputs=outputs))

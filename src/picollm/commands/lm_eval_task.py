@@ -11,7 +11,8 @@ def run(args):
     job = parse(LmEvalTaskJob, args.config)
     runs = check_exportable(job.experiment, {r: m.model_dump() for r, m in job.models.items()})
     val_files = [Path(args.raw_dir) / source / "val.txt" for source in args.sources]
-    rec = provenance.record("lm_eval_task", config={**args.config, "sources": args.sources}, inputs=val_files)
+    rec = provenance.record("lm_eval_task", config={**args.config, "sources": args.sources}, inputs=val_files,
+                            outputs=[args.out_dir])
     summary = write_task(task_name(job.experiment), val_files, args.out_dir)
     provenance.write(args.provenance, rec)
     print(json.dumps({**summary, "exportable_runs": runs}))

@@ -14,4 +14,5 @@ def run(args):
     records = {bench: job.pop("record", None) for bench, job in jobs.items()}
     resources_table(args.benchmarks, args.root, args.out, records, jobs)
     provenance.write(args.provenance, provenance.record("resources", config=args.config,
-                                                        inputs=[*args.benchmarks, *filter(None, records.values())]))
+                                                        inputs=[*args.benchmarks, *filter(None, records.values())],
+                                                        outputs=[args.out]))

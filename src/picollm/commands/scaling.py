@@ -9,4 +9,5 @@ def run(args):
     metrics, evals = by_run_and_seed(args.metrics), by_run_and_seed(args.evals)
     scaling.write_tables(metrics, evals, args.csv, args.points, experiment)
     inputs = paths(metrics) + paths(evals)
-    provenance.write(args.provenance, provenance.record("scaling", config=args.config, inputs=inputs))
+    provenance.write(args.provenance, provenance.record("scaling", config=args.config, inputs=inputs,
+                                                        outputs=[args.csv, args.points]))

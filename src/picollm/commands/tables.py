@@ -8,5 +8,6 @@ def run(args):
     experiment = parse(TablesJob, args.config).experiment
     tables.samples_table(args.samples, args.samples_csv, args.samples_md, experiment)
     tables.models_table(args.summaries, args.models_md, experiment, out_csv=args.models_csv)
+    outputs = [args.samples_csv, args.samples_md, args.models_csv, args.models_md]
     provenance.write(args.provenance, provenance.record("tables", config=args.config,
-                                                        inputs=[*args.samples, *args.summaries]))
+                                                        inputs=[*args.samples, *args.summaries], outputs=outputs))

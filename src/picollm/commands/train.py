@@ -24,7 +24,8 @@ def run(args):
         return
     use_threads(distributed.threads_per_rank(args.threads))
     tokens = Path(args.tokens_dir)
-    rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"])
+    rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"],
+                            outputs=[Path(args.out_dir) / name for name in finished.OUTPUTS])
     summary = run_training(TrainSpec.of(job), tokens_dir=tokens, out_dir=args.out_dir, provenance=rec,
                            tracking_dir=args.tracking_dir)
     if not distributed.is_main():  # under torchrun, rank 0 wrote the outputs and reports them
