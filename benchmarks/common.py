@@ -64,6 +64,13 @@ class Sizes:
     full_vocab: bool = False
     out: str = "results/benchmarks"  # where a benchmark may keep finished runs between invocations
     device: str = "auto"  # the gpu benchmark's device: auto (CUDA if present), cuda, or cpu (with --quick only)
+    # 8. lm_eval: the Llama docs/lm-eval.md scores both ways (training steps, windows per step, block_size) and the
+    # lines of the local TinyStories heads it reads (train: None, the whole head)
+    lmeval_steps: int = 400
+    lmeval_batch: int = 16
+    lmeval_block: int = 128
+    lmeval_train_lines: int | None = None
+    lmeval_val_lines: int = 1000
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +81,8 @@ def sizes(quick: bool, threads: int) -> Sizes:
         return Sizes(quick=True, threads=threads, warmup=1, reps=5, vocab=256, block=32, batch=2, d_model=32,
                      n_layers=1, n_heads=2, kgram_k=3, kgram_embed=8, kgram_hidden=32, kgram_inner=1,
                      starter_batch=1, starter_seq=8, gen_block=64, gen_prompt=4, gen_new=16, gen_reps=5,
-                     lstm_embed=16, lstm_hidden=32, peak_sizes=(256,), study_steps=0, budget_minutes=0.05)
+                     lstm_embed=16, lstm_hidden=32, peak_sizes=(256,), study_steps=0, budget_minutes=0.05,
+                     lmeval_steps=4, lmeval_batch=4, lmeval_block=32, lmeval_train_lines=200, lmeval_val_lines=40)
     return Sizes(quick=False, threads=threads, warmup=2, reps=7, vocab=50257, block=256, batch=8, d_model=256,
                  n_layers=4, n_heads=4, kgram_k=3, kgram_embed=64, kgram_hidden=256, kgram_inner=1,
                  starter_batch=1, starter_seq=8, gen_block=512, gen_prompt=16, gen_new=256, gen_reps=5,

@@ -33,6 +33,7 @@ BENCHMARKS = {  # name -> module with run(sizes, peak) -> dict
     "vocab": "benchmarks.vocab",
     "scaling": "benchmarks.scaling",
     "gpu": "benchmarks.gpu",
+    "lm_eval": "benchmarks.lm_eval_agreement",
 }
 MARKDOWN = "benchmarks.md"
 

@@ -44,7 +44,7 @@ BENCHMARK_SECTIONS = {
     "vocab": "The default study's vocabulary",
 }
 # benchmarks shown in the page that explains them (`<!-- benchmark:NAME -->`), not on the benchmarks page
-ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md"}
+ELSEWHERE = {"scaling": "scaling.md", "gpu": "gpu.md", "lm_eval": "lm-eval.md"}
 # the README's section that quotes the current run of a study (its result and wall time)
 README_STUDY_SECTION = "The default study, and its run on local files"
 # docs/scaling.md's expected wall time of config/gpu.yaml, generated from the study file and the FLOPs count

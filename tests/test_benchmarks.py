@@ -94,6 +94,9 @@ def test_all_benchmarks_quick(tmp_path):
     # every benchmark but gpu, which measures nothing and writes no record on a machine without a CUDA GPU
     names = {"train", "kgram", "generation", "memory", "study", "compact", "tokenize", "budget", "recipe", "vocab",
              "scaling"}
+    from benchmarks.common import sizes
+    from benchmarks.lm_eval_agreement import unavailable
+    names |= set() if unavailable(sizes(True, 2)) else {"lm_eval"}  # where the harness environment is made
     assert {p.stem for p in out.glob("*.json")} == names
     memory = json.loads((out / "memory.json").read_text())
     check_common(memory, "memory")
@@ -192,6 +195,43 @@ def test_scaling_record_says_each_crossing_with_its_interval(tmp_path):
              "kgram_mlp at 1e+10 FLOPs (the same type ends ahead in 40% of seed redraws)"]
     assert said["transformer"] in ("; ".join(parts), "; ".join(parts[::-1]))  # in the CSV's column order
     assert said["kgram_mlp"] == "transformer at 1e+10 FLOPs (the same type ends ahead in 40% of seed redraws)"
+
+
+def test_lm_eval_without_the_harness_environment_says_what_makes_it_and_writes_nothing(tmp_path, monkeypatch):
+    """Not a failure, like the gpu benchmark without a GPU: one line naming what is missing and the command that
+    makes it (the harness environment, where the local text and the GPT-2 files are there)."""
+    from benchmarks.lm_eval_agreement import gpt2_ready, make_venv_command
+    from conftest import TINYSTORIES_TRAIN, TINYSTORIES_VALID
+    venv = tmp_path / "no-harness-venv"
+    monkeypatch.setenv("PICOLLM_LMEVAL_VENV", str(venv))
+    out = tmp_path / "bench"
+    proc = run_benchmarks(out, "--only", "lm_eval")
+    line, = proc.stdout.strip().splitlines()
+    assert line.startswith("lm_eval: skipped, ") and not out.exists()
+    if TINYSTORIES_TRAIN.is_file() and TINYSTORIES_VALID.is_file() and gpt2_ready():
+        assert line == (f"lm_eval: skipped, no lm-evaluation-harness environment at {venv} (PICOLLM_LMEVAL_VENV, "
+                        f"else .lmeval-venv); make it with: {make_venv_command(venv)}")
+        assert make_venv_command(venv).endswith(f"{venv}/bin/pip install -r tests/lm-eval-requirements.txt")
+
+
+@pytest.mark.slow  # trains, exports and scores a model, then lm_eval three times
+def test_lm_eval_benchmark_scores_one_model_both_ways_and_with_the_harness(tmp_path):
+    from benchmarks.common import sizes
+    from benchmarks.lm_eval_agreement import AGREED, harness_python, unavailable
+    harness_python(create=True)  # as tests/test_lm_eval.py makes it
+    if unavailable(sizes(True, 2)):
+        pytest.skip(unavailable(sizes(True, 2))[0])
+    record, rows = quick_record(tmp_path, "lm_eval")
+    assert set(rows) == {"`evaluate`, `scoring: windows`", "`evaluate`, `scoring: per_document`",
+                         f"`lm_eval`, `{AGREED}`", "`lm_eval`, `add_bos_token=False` (default logits cache)",
+                         "`lm_eval`, `logits_cache=False` (two end-of-text tokens before each document)"}
+    results = record["results"]
+    per_document, windows = results["evaluate"]["per_document"], results["evaluate"]["windows"]
+    assert per_document["val_bytes"] == results["bytes"] > windows["val_bytes"]  # windows: not the first token's
+    assert per_document["val_tokens_scored"] < windows["val_tokens_scored"]  # end-of-text tokens
+    assert {r["documents"] for r in results["lm_eval"].values()} == {results["documents"]}
+    assert record["targets"][0]["met"] and results["agreement"] <= 1e-4
+    assert rows["`evaluate`, `scoring: per_document`"][1] == f"{per_document['bpb']:.6f}"
 
 
 GPU_CHECKS = {"train_fp32_eager", "train_bf16_eager", "train_bf16_compile", "loss_curves_fp32_vs_bf16",

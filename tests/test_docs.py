@@ -319,6 +319,21 @@ def test_gpu_study_estimate_is_generated_from_its_study_file(site):
     assert abs(at[0.3] / at[0.6] - 2) < 0.3, at
 
 
+def test_lm_eval_page_table_is_its_newest_record_with_date_commit_and_cpu():
+    """docs/lm-eval.md's scorings of one model are the lm_eval benchmark's newest record, rendered by the hook in
+    place of its marker: its date, commit and CPU, and every row of its table."""
+    hooks = load_hooks()
+    page = (ROOT / "docs" / "lm-eval.md").read_text()
+    assert "<!-- benchmark:lm_eval -->" in page and hooks.ELSEWHERE["lm_eval"] == "lm-eval.md"
+    record = next(r for r in hooks.benchmark_records(ROOT / "docs" / "benchmarks") if r["benchmark"] == "lm_eval")
+    text = hooks.on_page_markdown(page, None, {"docs_dir": str(ROOT / "docs")}, None)
+    assert "<!-- benchmark:" not in text
+    assert f"Measured **{record['started_utc'][:10]}** on {record['machine']['cpu_model']} (" in text
+    assert f"; commit {record['commit']}." in text and f"`docs/benchmarks/{record['_file']}`" in text
+    for row in record["table"]["rows"]:
+        assert "| " + " | ".join(hooks.cell(c) for c in row) + " |" in text, row
+
+
 def test_an_older_record_on_the_same_machine_is_folded_the_newest_stays_open(tmp_path):
     """The benchmarks page folds a record a newer one of its benchmark on the same machine type replaces (kept
     for its history, behind a line that opens it); the newest of each machine stays open."""

@@ -5,20 +5,16 @@ is one line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, needs_gpt2, picollm, snakemake, tiny_offline_config, write_config
+from benchmarks.lm_eval_agreement import AGREEMENT, harness_python, harness_scores
+from conftest import needs_gpt2, picollm, snakemake, tiny_offline_config, write_config
 from picollm.data.sources import write_documents
 from picollm.harness import task_name
 
-REQUIREMENTS = ROOT / "tests" / "lm-eval-requirements.txt"
-AGREEMENT = 1e-4  # relative, on bits per byte: float32 kernels of two libraries differ by ~1e-7
 UNICODE_DOCS = ["Héllo wörld ✓\nthe second line of one document", "日本語のテキスト 🐶 and ASCII",
                 "A longer one. " * 12]
 
@@ -62,39 +58,13 @@ def test_study_without_exportable_models_is_one_line(tmp_path):
 
 # --- lm_eval itself (slow) -----------------------------------------------------------------------------------
 
-def lm_eval_python() -> Path:
-    """The harness's own environment: PICOLLM_LMEVAL_VENV, else .lmeval-venv in the checkout, made here from the
-    pinned requirements (torch first, as .ci/run installs it) when it is missing."""
-    venv = Path(os.environ.get("PICOLLM_LMEVAL_VENV", ROOT / ".lmeval-venv"))
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        pip = [python, "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, "-r", REQUIREMENTS], check=True)
-    return python
-
-
-def harness_bits_per_byte(python: Path, export: Path, task_dir: Path, out: Path) -> float:
-    """docs/lm-eval.md's command, run from another folder (the task names its data file absolutely)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    task = task_name("lmeval")
-    proc = subprocess.run([python, "-m", "lm_eval", "--model", "hf",
-                           "--model_args", f"pretrained={export},logits_cache=False,add_bos_token=False",
-                           "--include_path", task_dir, "--tasks", task, "--device", "cpu", "--batch_size", "8",
-                           "--output_path", out], capture_output=True, text=True, timeout=900, env=env, cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(next(out.rglob("results*.json")).read_text())["results"][task]
-    return results["bits_per_byte,none"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("tokenizer", ["byte", pytest.param("gpt2", marks=needs_gpt2)])
 def test_lm_eval_scores_the_export_as_per_document_evaluate(tmp_path, tokenizer):
     """A trained rope Transformer (a Llama) through the workflow: export, task and per-document evaluation; the
     harness's bits per byte on the task equals evaluate's. Documents from 2 to 40 numbers (several windows of 32
     tokens) and a second source of multi-line UTF-8 documents."""
-    python = lm_eval_python()
+    python = harness_python(create=True)  # PICOLLM_LMEVAL_VENV, else .lmeval-venv, made as docs/lm-eval.md says
     for split in ("train", "val"):
         write_documents(tmp_path / f"{split}.txt", UNICODE_DOCS * (20 if split == "train" else 1))
     cfg = tiny_offline_config(experiment="lmeval", steps=150, tokenizer=tokenizer,
@@ -110,7 +80,7 @@ def test_lm_eval_scores_the_export_as_per_document_evaluate(tmp_path, tokenizer)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ours = json.loads(evaluated.read_text())
     assert ours["scoring"] == "per_document" and ours["val_tokens_scored"] == ours["val_tokens_in_split"]
-    theirs = harness_bits_per_byte(python, results / "hf/llama/seed7", results / "hf/lm_eval_task",
-                                   tmp_path / "lm_eval")
+    theirs = harness_scores(python, results / "hf/llama/seed7", results / "hf/lm_eval_task", task_name("lmeval"),
+                            tmp_path / "lm_eval", batch_size=8)["bits_per_byte,none"]
     print(f"\n{tokenizer}: lm_eval bits_per_byte {theirs:.8f}, evaluate per_document bpb {ours['bpb']:.8f}")
     assert abs(theirs - ours["bpb"]) <= AGREEMENT * ours["bpb"]
