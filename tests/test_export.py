@@ -63,7 +63,8 @@ def greedy_pairs(model, hf_model, tok, prompts, new_tokens=12):
 @pytest.mark.parametrize("tokenizer", ["byte", pytest.param("gpt2", marks=needs_gpt2)])
 def test_rope_swiglu_transformer_becomes_llama(tmp_path, tokenizer):
     tok = get_tokenizer(tokenizer)
-    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE, tokenizer, tok.n_vocab)
+    ckpt = save_checkpoint(tmp_path / "model.pt", ROPE, tokenizer, tok.n_vocab,
+                           provenance=json.dumps({"stage": "train", "seed": 5}))
     summary = export_model(ckpt, tmp_path / "hf")
 
     assert summary["architecture"] == "LlamaForCausalLM" and summary["max_logit_diff"] < 1e-4
@@ -72,7 +73,9 @@ def test_rope_swiglu_transformer_becomes_llama(tmp_path, tokenizer):
     # the folder names its source: the checkpoint's sha256, this export's code, and the training's own record
     record = json.loads((tmp_path / "hf" / "picollm_provenance.json").read_text())
     assert record["stage"] == "export" and record["inputs"] == {str(ckpt): sha256_file(ckpt)}
-    assert record["max_logit_diff"] == summary["max_logit_diff"] and "training" in record
+    assert record["max_logit_diff"] == summary["max_logit_diff"] and record["training"]["stage"] == "train"
+    assert record["seed"] == 5 and record["config"] == {"model": ROPE}  # the model it converts, and its seed
+    assert record["outputs"] == [str(tmp_path / "hf")]
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["model_type"] == "llama" and "auto_map" not in config  # no custom code to trust
     model, hf_model = load_model(ckpt), load_hf(tmp_path / "hf")

@@ -67,7 +67,7 @@ def test_offline_study_produces_every_output(offline_run):
         assert {"step", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed_s"} <= set(metrics.columns)
         prov = json.loads((res / f"provenance/train/{m}/seed7.json").read_text())
         assert prov["seed"] == 7 and prov["versions"]["torch"] and prov["inputs"]
-        assert f"results/tiny/models/{m}/seed7/model.pt" in prov["outputs"]
+        assert f"results/tiny/models/{m}/seed7/model.pt" in prov["outputs"] and prov["threads"] >= 1
     # every job's record names the files it wrote: a table's row leads to its commit through provenance.csv
     for record in (res / "provenance").rglob("*.json"):
         assert record.name == "study.json" or json.loads(record.read_text())["outputs"], record

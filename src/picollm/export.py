@@ -53,9 +53,12 @@ def export_model(model_path, out_dir) -> dict:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         diff = check_logits(model, tmp)  # measured on the folder as written, loaded the way users load it
-        # where the folder came from: this export (model.pt's sha256, code, versions) and the training's record
-        export = provenance.record("export", inputs=[model_path], max_logit_diff=diff)
-        write_json(tmp / PROVENANCE, {**export, "training": provenance.of_checkpoint(ckpt)})
+        # where the folder came from: this export (the model it converts and its training's seed, model.pt's
+        # sha256, code, versions) and the training's own record
+        training = provenance.of_checkpoint(ckpt)
+        export = provenance.record("export", config={"model": ckpt["model_cfg"]}, seed=training.get("seed"),
+                                   inputs=[model_path], outputs=[out_dir], max_logit_diff=diff)
+        write_json(tmp / PROVENANCE, {**export, "training": training})
         _readable_by_all(tmp)
         _replace_dir(tmp, out_dir)
     finally:

@@ -24,8 +24,9 @@ def run(args):
         return
     use_threads(distributed.threads_per_rank(args.threads))
     tokens = Path(args.tokens_dir)
+    # the threads too, which the config slice leaves out (they change no result) and a rerun by hand should match
     rec = provenance.record("train", seed=job.seed, config=args.config, inputs=[tokens / "meta.json"],
-                            outputs=[Path(args.out_dir) / name for name in finished.OUTPUTS])
+                            outputs=[Path(args.out_dir) / name for name in finished.OUTPUTS], threads=args.threads)
     summary = run_training(TrainSpec.of(job), tokens_dir=tokens, out_dir=args.out_dir, provenance=rec,
                            tracking_dir=args.tracking_dir)
     if not distributed.is_main():  # under torchrun, rank 0 wrote the outputs and reports them
