@@ -571,8 +571,12 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
     (["results/offline/figures/attention_heads/lstm.png", "--configfile", "config/offline.yaml"], "error: target "
      "results/offline/figures/attention_heads/lstm.png: this study's (config/offline.yaml) attention_heads figure "
      "draws the runs transformer, transformer.d_model=32, transformer.d_model=128, and not 'lstm'"),
+    (["results/offline/hf/lstm/seed1337", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/hf/lstm/seed1337: the run 'lstm' of this study (config/offline.yaml) does not export: only "
+     "Transformer models can be exported to Hugging Face format, not 'lstm'; export a transformer: pos_encoding: rope "
+     "and norm: rmsnorm (a Llama), or pos_encoding: learned and norm: layernorm (a GPT-2)"),
 ], ids=["default-study", "after-double-dash", "unknown-experiment", "figure-name-typo", "figure-left-out",
-        "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run"])
+        "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run", "export-of-an-lstm"])
 def test_a_target_no_rule_of_the_study_makes_is_one_line(args, line):
     """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder, a figure
     the study leaves out, or a run it has not got."""
@@ -610,6 +614,12 @@ def test_targets_the_study_makes_pass_the_study_check(tmp_path, monkeypatch):
     assert problem("results/x/models/lstm/seed42/model.pt") == (
         "target results/x/models/lstm/seed42/model.pt names seed 42, which this study (s.yaml) does not train; add "
         "it to the study's seeds (seeds: [1, 3, 42]) to train it and compare it with the others")
+    why = {"lstm": "only Transformer models can be exported to Hugging Face format, not 'lstm'; export a transformer"}
+    assert study_target_problem("results/x/hf/lstm/seed1", "s.yaml", "results/x", runs, [1, 3], not_made, figure_runs,
+                                why) == f"target results/x/hf/lstm/seed1: the run 'lstm' of this study (s.yaml) does " \
+                                        f"not export: {why['lstm']}"
+    for target in ("results/x/hf/transformer/seed1", "results/x/hf/lm_eval_task"):
+        assert study_target_problem(target, "s.yaml", "results/x", runs, [1, 3], not_made, figure_runs, why) is None
     (tmp_path / "results/x/figures").mkdir(parents=True)
     (tmp_path / "results/x/figures/scaling.png").write_bytes(b"drawn by an earlier study")
     assert problem("results/x/figures/scaling.png") is None  # on disk: Snakemake has nothing to do, and says so

@@ -16,7 +16,7 @@ import yaml
 
 from picollm.data.sources import iter_documents
 from picollm.errors import PicoError
-from picollm.export import unexportable
+from picollm.hf_form import unexportable
 from picollm.io import atomic_path, write_text
 
 METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")

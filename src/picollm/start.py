@@ -15,6 +15,7 @@ from picollm.config import DEFAULT_STUDY, Study, command_line, load_study
 from picollm.data.check import check_folder
 from picollm.data.sources import check_local_files
 from picollm.errors import PicoError
+from picollm.hf_form import unexportable
 from picollm.io import check_room, check_writable
 from picollm.owner import snakemakes_in
 
@@ -66,12 +67,14 @@ def check_files(workflow, argv: list[str], cfg: Study, results: str) -> None:
 
 
 def check_targets(workflow, argv: list[str], cfg: Study, results: str, outputs) -> None:
-    """A target under this study's results folder that none of its rules makes: one line naming why, rather than
-    Snakemake's "No rule to produce" it."""
+    """A target under this study's results folder that none of its rules makes, or the export of a model with no
+    Hugging Face form: one line naming why, rather than Snakemake's "No rule to produce" it, or the export job's
+    own failure after Snakemake has planned (and maybe trained) what it needs."""
     if not workflow.is_main_process:
         return
+    no_export = {run: why for run, model in cfg.runs.items() if (why := unexportable(model.model_dump()))}
     problem = command_line.study_targets_problem(
         argv, get_argument_parser, workflow.overwrite_configfiles, results=results, runs=list(cfg.runs),
-        seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs)
+        seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs, unexportable=no_export)
     if problem:
         raise PicoError(problem)

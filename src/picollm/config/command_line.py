@@ -240,11 +240,13 @@ NOT_RUNS = {"reference", "sampling_reference"}  # ...but for the real stories' s
 
 
 def study_target_problem(target: str, study: str, results: str, runs: list[str], seeds: list[int],
-                         not_made: dict[str, str], figure_runs: dict[str, list[str]]) -> str | None:
+                         not_made: dict[str, str], figure_runs: dict[str, list[str]],
+                         unexportable: dict[str, str] | None = None) -> str | None:
     """A target under this study's `results` folder that none of its rules makes, in one line naming why and the
     fix (Snakemake would say only "No rule to produce" it): a figure or table the study (`study`: its files)
     leaves out (`not_made`: {figure: what the study must set to make it}), a run it has not got (`runs`), a
-    per-run figure of a run that figure does not draw (`figure_runs`). Also a seed outside its `seeds`, which
+    per-run figure of a run that figure does not draw (`figure_runs`), the export of a run that has no Hugging Face
+    form (`unexportable`: {run: why}). Also a seed outside its `seeds`, which
     Snakemake would train, apart from the seeds every table compares. None for any other target, and for one
     already on disk."""
     parts, top = Path(target).parts, Path(results).parts
@@ -261,6 +263,8 @@ def study_target_problem(target: str, study: str, results: str, runs: list[str],
             if run not in drawn:
                 return (f"target {target}: this study's ({study}) {name} figure draws the runs {', '.join(drawn)}, "
                         f"and not {run!r}")
+    if folder == "hf" and rest[0] in (unexportable or {}):
+        return f"target {target}: the run {rest[0]!r} of this study ({study}) does not export: {unexportable[rest[0]]}"
     for run, after in zip(rest, rest[1:]):
         if not (match := SEED_PART.match(after)):
             continue
