@@ -1,14 +1,13 @@
 """What the workflow checks before it plans a job (workflow/rules/common.smk calls these once, at parse time):
 each problem a command line can meet there is one line naming it and its fix, before Snakemake's own traceback
 and before a rerun that would delete finished work. Imported once the model types are read (common.smk does that
-first), since the config classes are built from them.
+first), since the config classes are built from them. Snakemake's argument parser comes from the Snakefile
+(`parser`, snakemake.cli.get_argument_parser): the jobs' environments, which import picollm, have no Snakemake.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from snakemake.cli import get_argument_parser
 
 from picollm.codehash import check_syntax
 from picollm.config import DEFAULT_STUDY, Study, command_line, load_study
@@ -50,7 +49,7 @@ def study(workflow, root: Path) -> Study:
     return cfg
 
 
-def check_files(workflow, argv: list[str], cfg: Study, results: str) -> None:
+def check_files(workflow, argv: list[str], parser, cfg: Study, results: str) -> None:
     """The files a run starts from, checked before Snakemake plans (and so deletes) anything:
     - a command line that runs jobs (not a dry run, report or graph) needs room for Snakemake's own lock, and
       results/<experiment>/ with every folder in it writable (else Snakemake ends in its own traceback on a
@@ -59,14 +58,14 @@ def check_files(workflow, argv: list[str], cfg: Study, results: str) -> None:
       (checksums of files up to 256 MiB, which cost little at every parse; the train and evaluate jobs check
       the larger ones before they read them);
     - so does a local data file that is missing."""
-    if workflow.is_main_process and command_line.runs_jobs(argv, get_argument_parser):
+    if workflow.is_main_process and command_line.runs_jobs(argv, parser):
         check_room(".")
         check_writable(results, tree=True)
     check_folder(f"{results}/data/tokens", checksum_up_to=256 << 20)
     check_local_files(cfg.data.sources)
 
 
-def check_targets(workflow, argv: list[str], cfg: Study, results: str, outputs) -> None:
+def check_targets(workflow, argv: list[str], parser, cfg: Study, results: str, outputs) -> None:
     """A target under this study's results folder that none of its rules makes, or the export of a model with no
     Hugging Face form: one line naming why, rather than Snakemake's "No rule to produce" it, or the export job's
     own failure after Snakemake has planned (and maybe trained) what it needs."""
@@ -74,7 +73,7 @@ def check_targets(workflow, argv: list[str], cfg: Study, results: str, outputs) 
         return
     no_export = {run: why for run, model in cfg.runs.items() if (why := unexportable(model.model_dump()))}
     problem = command_line.study_targets_problem(
-        argv, get_argument_parser, workflow.overwrite_configfiles, results=results, runs=list(cfg.runs),
+        argv, parser, workflow.overwrite_configfiles, results=results, runs=list(cfg.runs),
         seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs, unexportable=no_export)
     if problem:
         raise PicoError(problem)

@@ -25,6 +25,7 @@ from picollm.codehash import code_changes_line  # noqa: E402
 from picollm.config.changes import since_last_build  # noqa: E402
 from picollm.io import check_writable  # noqa: E402
 from picollm.registry import paths  # noqa: E402
+from snakemake.cli import get_argument_parser  # noqa: E402
 
 # Before any job is planned (picollm.start): where Snakemake runs, --unlock, the study built once (a bad key is
 # one line naming the study file that gives it), then the files a run starts from.
@@ -51,7 +52,7 @@ R = layout.results_dir(CFG.experiment)
 # results/ lies here: a dry run's closing lines are said after Snakemake has left it
 WORKDIR = Path.cwd()
 with one_line():
-    start.check_files(workflow, sys.argv, CFG, R)
+    start.check_files(workflow, sys.argv, get_argument_parser, CFG, R)
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
 # device: auto is decided once, here, and every job is handed the answer: a job that parses the workflow again on
@@ -114,7 +115,7 @@ TABLES = OUTPUTS.tables
 
 with one_line():
     registry.check_captions(OUTPUTS, ROOT / "workflow" / "report")
-    start.check_targets(workflow, sys.argv, CFG, R, OUTPUTS)
+    start.check_targets(workflow, sys.argv, get_argument_parser, CFG, R, OUTPUTS)
 
 # Why jobs rerun, key by key, rather than in each job's whole config slice before and after: said below a dry
 # run's plan, and at the start of a run (the Snakefile's onstart).
