@@ -16,7 +16,7 @@ import yaml
 
 from picollm.data.sources import iter_documents
 from picollm.errors import PicoError
-from picollm.hf_form import unexportable
+from picollm.hf_form import refusals
 from picollm.io import atomic_path, write_text
 
 METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
@@ -35,10 +35,10 @@ def task_config(name: str, data_file: Path) -> dict:
 
 def check_exportable(experiment: str, models: dict) -> list[str]:
     """The runs of `models` ({run: model config dict}) that `picollm export` can write; none: one line."""
-    reasons = {run: unexportable(cfg) for run, cfg in models.items()}
-    runs = [run for run, reason in reasons.items() if reason is None]
+    refused = refusals(models)
+    runs = [run for run in models if run not in refused]
     if not runs:
-        run, reason = next(iter(reasons.items()))
+        run, reason = next(iter(refused.items()))
         raise PicoError(f"study {experiment!r} has no model that exports to Hugging Face format, so lm_eval has "
                         f"nothing to score on its task ({run}: {reason})")
     return runs

@@ -22,3 +22,8 @@ def unexportable(model_cfg: dict) -> str | None:
         return ("a Transformer with rotary positions and LayerNorm has no exact Hugging Face equivalent; "
                 "train it with norm: rmsnorm (a Llama) or with pos_encoding: learned (a GPT-2)")
     return None
+
+
+def refusals(models: dict) -> dict[str, str]:
+    """{run: why it does not export} of `models` ({run: model config dict}); a run that exports is left out."""
+    return {run: why for run, cfg in models.items() if (why := unexportable(cfg))}

@@ -14,7 +14,7 @@ from picollm.config import DEFAULT_STUDY, Study, command_line, load_study
 from picollm.data.check import check_folder
 from picollm.data.sources import check_local_files
 from picollm.errors import PicoError
-from picollm.hf_form import unexportable
+from picollm.hf_form import refusals
 from picollm.io import check_room, check_writable
 from picollm.owner import snakemakes_in
 
@@ -71,7 +71,7 @@ def check_targets(workflow, argv: list[str], parser, cfg: Study, results: str, o
     own failure after Snakemake has planned (and maybe trained) what it needs."""
     if not workflow.is_main_process:
         return
-    no_export = {run: why for run, model in cfg.runs.items() if (why := unexportable(model.model_dump()))}
+    no_export = refusals({run: model.model_dump() for run, model in cfg.runs.items()})
     problem = command_line.study_targets_problem(
         argv, parser, workflow.overwrite_configfiles, results=results, runs=list(cfg.runs),
         seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs, unexportable=no_export)
