@@ -11,6 +11,9 @@
   `<!-- benchmark:NAME -->` becomes the newest record of one benchmark, in the page that explains it. The
   `study` records open with their history, study file by study file: what each ran (its study file as of the
   record's commit), newest first, which record a newer run supersedes, and the run the README quotes.
+
+Under each marker, a line `*(Filled in when the site is built: ...)*` tells a reader of the raw page what the site
+shows there; the hook drops it.
 """
 from __future__ import annotations
 
@@ -53,9 +56,14 @@ GPU_ESTIMATE_MARKER = "<!-- gpu-estimate -->"
 CODE_LAYOUT_MARKER = "<!-- code-layout -->"
 
 
+# the line under each marker that tells a reader of the raw page (on GitHub) what the site shows there
+RAW_NOTE = re.compile(r"^\*\(Filled in when the site is built: [^\n]*\)\*\n", re.M)
+
+
 # ---------------------------------------------------------------- hook entry point
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    markdown = RAW_NOTE.sub("", markdown)
     if CONFIG_MARKER in markdown:
         markdown = markdown.replace(CONFIG_MARKER, config_reference(load_schema()))
     for name in re.findall(r"<!-- benchmark:(\w+) -->", markdown):

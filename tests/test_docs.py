@@ -87,6 +87,19 @@ def test_site_builds_strict_with_every_page(site):
     assert (site / "img" / "rulegraph.svg").exists()
 
 
+def test_every_generated_part_says_so_in_the_raw_page_and_not_on_the_site(site):
+    """A marker the site fills in reads as nothing in the raw page (on GitHub): the line under it says what goes
+    there; the site shows what goes there instead."""
+    hooks = load_hooks()
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.fullmatch(r"<!-- [^>]+ -->", line.strip()):
+                assert hooks.RAW_NOTE.match(lines[i + 1] + "\n"), f"{path.name}:{i + 1}: {line} has no note under it"
+    for page in sorted(site.rglob("index.html")):
+        assert "Filled in when the site is built" not in page.read_text(), page.relative_to(site)
+
+
 def test_site_home_page_shows_the_readme_commands(site):
     """The site's home page holds the README's install-and-run commands (included from README.md, one copy), with
     its links into docs/ made the site's."""

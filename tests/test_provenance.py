@@ -1,9 +1,11 @@
 """What every provenance record names besides its job: the versions of the libraries that shape an output, the
 picollm that ran, and whether its code is the commit's (a changed or a new file under src/ or workflow/ is not)."""
+import json
 import subprocess
 
 import picollm
 from picollm import provenance
+from picollm.cli import main
 
 
 def test_versions_name_every_library_an_output_depends_on_and_the_picollm_that_ran():
@@ -33,3 +35,31 @@ def test_a_new_file_under_src_makes_the_code_dirty(tmp_path, monkeypatch):
     (tmp_path / "src" / "new_type.py").unlink()
     (tmp_path / "notes.txt").write_text("outside src/ and workflow/: no code\n")
     assert state()["dirty"] is False
+
+
+def job_record(path, stage, commit, dirty=False, torch="2.13.0"):
+    rec = {"stage": stage, "created_utc": "2026-01-01T00:00:00+00:00", "git": {"commit": commit, "dirty": dirty},
+           "code": {}, "versions": {"picollm": "0.1.0", "python": "3.11.7", "torch": torch},
+           "platform": "Linux-x86_64", "seed": 1, "config": {}, "inputs": {}, "outputs": []}
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def test_the_report_names_the_code_that_made_the_study(tmp_path):
+    """One commit: the page says so in a line. A job rerun after an edit: two rows, and the line says the
+    outputs were made by different code."""
+    records = [job_record(tmp_path / f"{stage}.json", stage, "a" * 40) for stage in ["train", "sample", "evaluate"]]
+    page = tmp_path / "provenance.html"
+    main(["provenance-table", "--records", *map(str, records), "--out", str(tmp_path / "p.csv"),
+          "--page", str(page)])
+    text = page.read_text()
+    assert "All 3 jobs ran commit <code>aaaaaaaaaaaa</code>." in text and "<table>" in text
+    assert "train 1, sample 1, evaluate 1" in text and "2.13.0" in text
+
+    job_record(records[2], "evaluate", "b" * 40, dirty=True)
+    rows = provenance.table(records, tmp_path / "p.csv")
+    summary = provenance.code_summary(rows)
+    assert "The 3 jobs ran 2 builds of the code" in summary
+    lines = [line for line in summary.splitlines() if line.startswith("| `")]
+    assert lines[0].startswith("| `aaaaaaaaaaaa` | no |") and lines[0].endswith("| 2 | train 1, sample 1 |")
+    assert lines[1].startswith("| `bbbbbbbbbbbb` | yes |") and lines[1].endswith("| 1 | evaluate 1 |")

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["workflow", "src", "profiles", "config"]
 SLURM_PROFILE = ["--profile", "profiles/slurm", "--workflow-profile", "none"]
 # the test cluster answers within a second: check job states sooner than the profile's 40 s
-FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "8"]
+FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
 TIMEOUT_S = 420
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 

@@ -378,6 +378,12 @@ def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from
     assert results["results/tiny/tables/eval.html"]["labels"] == {"name": "eval", "format": "page"}
     assert results["results/tiny/tables/eval.csv"]["labels"] == {"name": "eval", "format": "CSV download"}
     assert results["results/tiny/figures/loss_curves.png"]["labels"] == {"name": "loss_curves", "format": "figure"}
+    # the Provenance page names the code that made the study: this checkout's commit, one build for every job
+    code_page = results["results/tiny/tables/provenance.html"]
+    assert code_page["labels"] == {"name": "provenance", "format": "page"}
+    code_rows = table_rows(result_text(code_page))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert len(code_rows) == 1 and code_rows[0][0] == commit[:12] and int(code_rows[0][-2]) == len(cost) - 1
     # workflow/report/report.css: a description taller than the window scrolls from its top, not from its middle
     assert (ROOT / "workflow" / "report" / "report.css").read_text().split("*/", 1)[1].strip() in page
 

@@ -250,6 +250,7 @@ def _sharing_commands(sub) -> None:
     p = sub.add_parser("provenance-table", help="every job's provenance record as one CSV row")
     p.add_argument("--records", nargs="+", required=True, help="provenance/**/*.json files")
     p.add_argument("--out", required=True)
+    p.add_argument("--page", help="the code that made the study, as an HTML page for the report")
     p.set_defaults(command="provenance_table")
 
 

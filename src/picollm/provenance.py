@@ -141,8 +141,9 @@ def write(path, rec: dict) -> None:
         write_json(path, rec)
 
 
-def table(record_paths, out) -> None:
-    """One CSV row per job record: stage, the file, commit, code hash, seed, config and input hashes."""
+def table(record_paths, out):
+    """One CSV row per job record (stage, the file, commit, code hash, seed, config, input hashes, outputs,
+    versions) to `out`; returns the rows."""
     import pandas as pd
 
     rows = []
@@ -150,12 +151,53 @@ def table(record_paths, out) -> None:
         rec = json.loads(Path(path).read_text())
         git = rec.get("git") or {}
         code = rec.get("code") or {}
+        versions_ = rec.get("versions") or {}
         rows.append({"record": str(path), "stage": rec.get("stage"), "created_utc": rec.get("created_utc"),
                      "git_commit": (git.get("commit") or "")[:12], "uncommitted_changes": git.get("dirty"),
                      "code_hash": codehash.identity_hash(code) if code else None, "seed": rec.get("seed"),
                      "config": json.dumps(rec.get("config"), sort_keys=True),
                      "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
                      "outputs": "; ".join(rec.get("outputs") or []),
-                     "torch": (rec.get("versions") or {}).get("torch"), "platform": rec.get("platform")})
+                     "picollm": versions_.get("picollm"), "python": versions_.get("python"),
+                     "torch": versions_.get("torch"), "platform": rec.get("platform")})
     frame = pd.DataFrame(rows).astype({"seed": "Int64"})
     write_csv(out, frame)
+    return frame
+
+
+def _stage_counts(stages) -> str:
+    """"train 3, sample 3, figure 8": how many jobs of each stage, in the order they ran."""
+    return ", ".join(f"{stage} {count}" for stage, count in stages.value_counts(sort=False).items())
+
+
+# what tells one build of the code from another, as code_summary groups the jobs
+CODE_COLUMNS = ["git_commit", "uncommitted_changes", "picollm", "python", "torch", "platform"]
+
+
+def code_summary(frame) -> str:
+    """The code that made a study, for its report: one row per commit, uncommitted changes, versions and
+    platform, with how many jobs (of which stages) ran it. More than one row means the study's outputs were made
+    by different code (a job reran after an edit, or on another machine); each job's own row is in
+    tables/provenance.csv."""
+    shown = frame[CODE_COLUMNS].astype(str).replace({"": "(no git)", "True": "yes", "False": "no", "None": "?",
+                                                     "<NA>": "?", "nan": "?"})
+    shown["stages"] = frame["stage"].str.split().str[0]  # "figure loss_curves": a figure
+    groups = (shown.groupby(CODE_COLUMNS, sort=False)
+              .agg(jobs=("stages", "size"), stages=("stages", _stage_counts))
+              .reset_index())
+    states = len(groups)
+    lines = ["# The code that made this study", ""]
+    if states == 1:
+        first = groups.iloc[0]
+        lines.append(f"All {first['jobs']} jobs ran commit `{first['git_commit']}`"
+                     f"{' with uncommitted changes' if first['uncommitted_changes'] == 'yes' else ''}.")
+    else:
+        lines.append(f"The {len(frame)} jobs ran {states} builds of the code: the study's outputs were made by "
+                     "different code (a job reran after an edit, or ran on another machine). Each job's row in "
+                     "`tables/provenance.csv` says which.")
+    lines += ["", "| " + " | ".join(["commit", "uncommitted changes", "picollm", "Python", "torch", "platform",
+                                     "jobs", "stages"]) + " |", "|" + " --- |" * 8]
+    for row in groups.itertuples(index=False):
+        cells = [f"`{row.git_commit}`", *row[1:6], str(row.jobs), row.stages]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

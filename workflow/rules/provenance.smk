@@ -6,6 +6,7 @@ rule provenance_table:
         OUTPUTS.records,
     output:
         csv=table("provenance_table"),
+        page=in_report(f"{R}/tables/provenance.html", "provenance_table", "Provenance"),
     log:
         f"{R}/logs/provenance_table.log",
     benchmark:
@@ -17,3 +18,4 @@ rule provenance_table:
         code=jobs.code("provenance_table"),
     shell:
         "python -m picollm --log {log} provenance-table --records {input} --out {output.csv}"
+        " --page {output.page}"

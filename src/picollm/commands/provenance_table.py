@@ -1,7 +1,13 @@
-"""`picollm provenance-table`: every job's provenance record as one row of tables/provenance.csv."""
-from picollm import provenance
+"""`picollm provenance-table`: every job's provenance record as one row of tables/provenance.csv, and the code
+that made the study (provenance.code_summary) as the report's page tables/provenance.html."""
+from picollm import provenance, report_tables
+from picollm.io import write_text
 
 
 def run(args):
-    provenance.table(args.records, args.out)
+    rows = provenance.table(args.records, args.out)
     print(f"{len(args.records)} records -> {args.out}")
+    if args.page:
+        body = report_tables.markdown_html(provenance.code_summary(rows))
+        write_text(args.page, report_tables.page(body, "The code that made the study"))
+        print(f"the code that made the study -> {args.page}")
