@@ -88,13 +88,53 @@ def test_docstrings_and_comments_do_not_change_a_module_hash(tmp_path, monkeypat
     (package / "__init__.py").write_text("")
     monkeypatch.setattr(codehash, "SRC", tmp_path)
     (package / "m.py").write_text('"""Doc."""\nX = 1  # a comment\n')
-    first = codehash.module_hash.__wrapped__("picollm.m")
+    first = codehash.module_hash("picollm.m")
     (package / "m.py").write_text('"""Another doc."""\n\n\nX = 1\n')
-    codehash._tree.cache_clear()
-    assert codehash.module_hash.__wrapped__("picollm.m") == first
+    codehash._facts.cache_clear()
+    assert codehash.module_hash("picollm.m") == first
     (package / "m.py").write_text("X = 2\n")
-    codehash._tree.cache_clear()
-    assert codehash.module_hash.__wrapped__("picollm.m") != first
+    codehash._facts.cache_clear()
+    assert codehash.module_hash("picollm.m") != first
+
+
+def test_a_module_parsed_once_is_read_from_the_cache_until_its_source_changes(tmp_path, monkeypatch):
+    """Every Snakemake start and every job hashes the same modules: the second reads what the first parsed
+    (io.cache_dir()/codehash/); an edited source is parsed again; a damaged entry or a cache that cannot be
+    written only costs the parse."""
+    package = tmp_path / "src" / "picollm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "m.py").write_text("from picollm import n\nclass A:\n    pass\n")
+    (package / "n.py").write_text("X = 1\n")
+    monkeypatch.setattr(codehash, "SRC", tmp_path / "src")
+    monkeypatch.setenv("PICOLLM_CACHE_DIR", str(tmp_path / "cache"))
+    codehash._facts.cache_clear()
+    codehash.imports.cache_clear()
+    parsed = codehash.module_hash("picollm.m")
+    assert codehash.imports("picollm.m") == {"picollm", "picollm.n"} and codehash.top_level_classes("picollm.m") == {"A"}
+    entries = list((tmp_path / "cache" / "codehash").glob("*.json"))
+    assert len(entries) == 1
+
+    def no_parsing(path, source):
+        raise AssertionError(f"{path} parsed again")
+    codehash._facts.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(codehash, "_parse", no_parsing)
+        assert codehash.module_hash("picollm.m") == parsed  # a new process: from the cache
+    (package / "m.py").write_text("from picollm import n\nclass B:\n    pass\n")
+    codehash._facts.cache_clear()
+    assert codehash.module_hash("picollm.m") != parsed and codehash.top_level_classes("picollm.m") == {"B"}
+
+    (package / "m.py").write_text("from picollm import n\nclass A:\n    pass\n")
+    entries[0].write_text('{"hash": "damaged"')
+    codehash._facts.cache_clear()
+    assert codehash.module_hash("picollm.m") == parsed  # parsed again, and kept whole
+    assert json.loads(entries[0].read_text())["hash"] == parsed
+    monkeypatch.setenv("PICOLLM_CACHE_DIR", str(tmp_path / "src" / "picollm" / "m.py"))  # a file: no folder in it
+    codehash._facts.cache_clear()
+    assert codehash.module_hash("picollm.m") == parsed
+    codehash._facts.cache_clear()
+    codehash.imports.cache_clear()
 
 
 def test_help_and_description_text_do_not_change_a_module_hash(tmp_path, monkeypatch):
@@ -107,8 +147,8 @@ def test_help_and_description_text_do_not_change_a_module_hash(tmp_path, monkeyp
 
     def module_hash(text: str) -> str:
         (package / "m.py").write_text(text)
-        codehash._tree.cache_clear()
-        return codehash.module_hash.__wrapped__("picollm.m")
+        codehash._facts.cache_clear()
+        return codehash.module_hash("picollm.m")
 
     first = module_hash('p.add_argument("--n", type=int, default=3, help="samples")\nF = Field(1, description="a")\n')
     assert module_hash('p.add_argument("--n", type=int, default=3, help="samples " "per prompt")\n'
@@ -118,10 +158,10 @@ def test_help_and_description_text_do_not_change_a_module_hash(tmp_path, monkeyp
     assert module_hash('p.add_argument("--n", type=int, default=3, help=HELP)\n'
                        'F = Field(1, description="a")\n') != first  # a name is code, whatever it holds
     (package / "m.py").write_text("X = (\n")
-    codehash._tree.cache_clear()
+    codehash._facts.cache_clear()
     with pytest.raises(PicoError, match=r"m.py has a syntax error at line 1"):
         codehash.check_syntax()
-    codehash._tree.cache_clear()
+    codehash._facts.cache_clear()
 
 
 def top_level_keys(text: str) -> set[str]:

@@ -264,6 +264,20 @@ def test_compare_table_gives_what_each_run_spent_under_one_budget(tmp_path):
     assert pd.read_csv(tmp_path / "one.csv").columns[1] == "a"  # a header even with nothing to compare
 
 
+def test_a_pair_at_unequal_compute_says_so_in_its_sentence(tmp_path):
+    """Without a budget every pair is compared whatever each spent: the sentence a student quotes says when the
+    better run trained with several times the other's FLOPs; runs within UNEQUAL_COMPUTE of each other read as
+    before."""
+    evals = write_evals(tmp_path / "a", {"big": {1: 1.0, 2: 1.1}}, train_flops=7e12)
+    evals |= write_evals(tmp_path / "b", {"small": {1: 1.5, 2: 1.7}}, train_flops=1e12)
+    evals |= write_evals(tmp_path / "c", {"alike": {1: 1.6, 2: 1.7}}, train_flops=1.02e12)
+    frame = tables.compare_table(evals, tmp_path / "compare.csv", "exp").set_index(["a", "b"])
+    assert frame.loc[("big", "small"), "statement"].endswith(
+        "; not compute-matched: big trained with 7.0x the FLOPs of small (train.flops sets a budget)")
+    assert frame.loc[("big", "alike"), "statement"].endswith("6.9x the FLOPs of alike (train.flops sets a budget)")
+    assert "compute-matched" not in frame.loc[("small", "alike"), "statement"]
+
+
 def test_sampling_table_adds_run_and_seed(tmp_path):
     inputs = {}
     for run in ["lstm", "lstm.train.lr=0.01"]:

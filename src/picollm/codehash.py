@@ -6,6 +6,11 @@ by their syntax tree without docstrings and without the text of `help=`, `descri
 `metavar=` arguments (argparse's help, pydantic's field descriptions: what a command or key is said to do, never
 what it does): comments, blank lines, formatting and such text can change without rerunning anything; any
 change to code does. Pure standard library: parsing the Snakefile must stay cheap (no torch).
+
+What is read of a module's source (its hash, the names it imports, its top-level classes) is kept on disk under
+the sha256 of that source and of this file (io.cache_dir()/codehash/): every Snakemake start and every job
+hashes the same modules, and parsing them is most of a dry run's time. A source that changes has another key, so
+an entry is never out of date; one that cannot be read or written is computed again.
 """
 from __future__ import annotations
 
@@ -13,9 +18,13 @@ import ast
 import functools
 import hashlib
 import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 from picollm.errors import PicoError
+from picollm.io import cache_dir
 
 SRC = Path(__file__).resolve().parent.parent  # the folder holding the picollm package
 PACKAGE = "picollm"
@@ -31,20 +40,16 @@ def module_path(module: str) -> Path | None:
     return None
 
 
-def _parse(module: str) -> ast.Module:
-    path = module_path(module)
+def _parse(path: Path, source: bytes) -> ast.Module:
     try:
-        return ast.parse(path.read_text(encoding="utf-8"))
+        return ast.parse(source.decode("utf-8"))
     except SyntaxError as exc:
         raise PicoError(f"{path} has a syntax error at line {exc.lineno} ({exc.msg}); fix it, then rerun") from None
 
 
-_tree = functools.cache(_parse)  # read-only uses share one tree per module
-
-
 def top_level_classes(module: str) -> set[str]:
     """The classes a module defines at its top level, read without importing it (no torch)."""
-    return {node.name for node in _tree(module).body if isinstance(node, ast.ClassDef)}
+    return set(_facts(module)["classes"])
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:
@@ -71,11 +76,80 @@ def _without_help_text(tree: ast.Module) -> ast.Module:
     return tree
 
 
-@functools.cache
 def module_hash(module: str) -> str:
-    # a tree of its own to strip (parsing again is faster than copying the shared one)
-    tree = _without_help_text(_without_docstrings(_parse(module)))
+    return _facts(module)["hash"]
+
+
+def _tree_hash(tree: ast.Module) -> str:
+    """The hash of a syntax tree without its docstrings and help text (it strips them from `tree`)."""
+    tree = _without_help_text(_without_docstrings(tree))
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()[:16]
+
+
+def _imported_names(tree: ast.Module) -> set[str]:
+    """Every picollm name an import statement anywhere in the tree names (`from a import b`: a, and a.b, which is
+    a submodule or a name defined in a)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+    return {name for name in names if name.split(".")[0] == PACKAGE}
+
+
+# what the facts of a source depend on besides the source: this file (how it reads them) and Python's ast
+_READER = hashlib.sha256(Path(__file__).read_bytes() + sys.version.encode()).hexdigest()
+
+
+@functools.cache
+def _facts(module: str) -> dict:
+    """{"hash", "imports", "classes"} of a module's source, from the disk cache or parsed (and then kept)."""
+    path = module_path(module)
+    if path is None:
+        raise PicoError(f"no module {module} under {SRC / PACKAGE}")
+    source = path.read_bytes()
+    key = hashlib.sha256(_READER.encode() + source).hexdigest()
+    cached = _cache_read(key)
+    if cached:
+        return cached
+    tree = _parse(path, source)
+    facts = {"imports": sorted(_imported_names(tree)),
+             "classes": sorted(node.name for node in tree.body if isinstance(node, ast.ClassDef)),
+             "hash": _tree_hash(tree)}  # last: it strips the tree
+    _cache_write(key, facts)
+    return facts
+
+
+def _cache_path(key: str) -> Path:
+    return cache_dir() / "codehash" / f"{key}.json"
+
+
+def _cache_read(key: str) -> dict | None:
+    try:
+        facts = json.loads(_cache_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    valid = (isinstance(facts, dict) and isinstance(facts.get("hash"), str) and len(facts["hash"]) == 16
+             and all(isinstance(facts.get(k), list) for k in ("imports", "classes")))
+    return facts if valid else None
+
+
+def _cache_write(key: str, facts: dict) -> None:
+    """Kept whole or not at all (a file renamed into place), never stopping the caller: a cache it cannot
+    write (a read-only home on a cluster node) is only slower."""
+    path = _cache_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(facts, fh)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _with_parents(module: str) -> list[str]:
@@ -88,17 +162,9 @@ def _with_parents(module: str) -> list[str]:
 def imports(module: str) -> frozenset[str]:
     """The picollm modules `module` imports anywhere in its file (and their parent packages)."""
     found = set()
-    for node in ast.walk(_tree(module)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from a import b`: b is a submodule or a name defined in a
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for name in names:
-            if name.split(".")[0] == PACKAGE and module_path(name):
-                found.update(_with_parents(name))
+    for name in _facts(module)["imports"]:
+        if module_path(name):
+            found.update(_with_parents(name))
     return frozenset(found)
 
 
@@ -177,7 +243,8 @@ def code_changes_line(records: Path, workdir: Path = Path("."), shown: int = 6) 
 
 
 def check_syntax() -> None:
-    """Parse every picollm module now, so a syntax error stops the workflow with one line."""
+    """Parse every picollm module now (one whose source is in the cache parsed before), so a syntax error stops
+    the workflow with one line."""
     for path in sorted((SRC / PACKAGE).rglob("*.py")):
         module = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
-        _tree(module)
+        _facts(module)

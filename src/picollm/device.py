@@ -108,14 +108,6 @@ def identity_key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_dir() -> Path:
-    """Where measurements of this machine are kept between runs: $PICOLLM_CACHE_DIR, else
-    $XDG_CACHE_HOME/picollm (~/.cache/picollm)."""
-    if os.environ.get("PICOLLM_CACHE_DIR"):
-        return Path(os.environ["PICOLLM_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "picollm"
-
-
 def native_bf16_cpu() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), as torch's CPU dispatch sees it."""
     return any(getattr(torch.cpu, probe, lambda: False)()

@@ -21,7 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from picollm.device import cache_dir, identity_key, machine_identity
+from picollm.device import identity_key, machine_identity
+from picollm.io import cache_dir
 from picollm.errors import PicoError
 from picollm.fused_head import (LIBRARIES, HeadPlan, block_logits, fused_cross_entropy, onednn_available,
                                 times_weight)

@@ -23,6 +23,14 @@ TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "unex
 terminal = None  # the CLI's terminal stream while stdout and stderr go to a --log file (picollm.cli)
 
 
+def cache_dir() -> Path:
+    """Where what is worth keeping between runs on this machine is kept (measurements, parsed code):
+    $PICOLLM_CACHE_DIR, else $XDG_CACHE_HOME/picollm (~/.cache/picollm)."""
+    if os.environ.get("PICOLLM_CACHE_DIR"):
+        return Path(os.environ["PICOLLM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "picollm"
+
+
 def size(n: float) -> str:
     """A byte count as people read it: 950 bytes, 1.2 MB, 3.4 GB."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):

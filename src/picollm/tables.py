@@ -144,13 +144,13 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
 
 MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
                  "optimizer", "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
-                 "final_train_loss", "final_val_loss"]
+                 "precision", "final_train_loss", "final_val_loss"]
 # models.md's two tables, each led by the model: the outcome (what the notes speak of) narrow enough to read
 # without scrolling sideways, then the size and setup; models.csv keeps MODEL_COLUMNS in one table
 MODEL_PARTS = {"Training outcome": ["final_train_loss", "final_val_loss", "tokens_seen", "train_flops", "wall_s",
                                     "tokens_per_s", "device"],
                "Size and setup": ["type", "params", "params_embedding", "params_head", "head_tied", "params_core",
-                                  "flops_per_token", "optimizer"]}
+                                  "flops_per_token", "optimizer", "precision"]}
 
 
 # How picollm.flops counts, said above models.md's table (the figures' captions say the same).
@@ -181,8 +181,9 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
         index=False, floatfmt=".4g", intfmt=",") + "\n\n" for heading, columns in MODEL_PARTS.items())
     seeds = seed_note(path_seed(p) for p in summary_paths)
     text = (f"# Models: experiment `{experiment}`, {seeds}, {note}\n\n"
-            "final_val_loss is training's last validation loss, on its train.eval_batches fixed batches "
-            "(tables/eval.md scores the whole validation split, over every seed). params = params_embedding (token "
+            "final_val_loss is training's last validation loss, on its train.eval_batches fixed batches, in the "
+            "precision it trained in (bf16 rounds it in about the fourth digit; tables/eval.md scores the whole "
+            "validation split in fp32, over every seed). params = params_embedding (token "
             "and learned position tables) + params_head (output layer; 0 when tied to the token table) + "
             "params_core (everything else, Kaplan et al.'s non-embedding count). "
             f"{FLOPS_NOTE}\n\n{parts}{TIMING_NOTE}\n")
@@ -341,7 +342,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     tokenizers = ", ".join(sorted({str(ev.get("tokenizer")) for ev in first.values()}))
     whole = frame[frame["source"] == "all"].sort_values("bpb_mean", kind="stable")
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
-             f"{scope} val_loss in nats/token, perplexity = exp(val_loss), bpb = bits per UTF-8 byte "
+             f"{scope} val_loss in nats/token, perplexity = exp(val_loss) of each seed (its mean and interval "
+             f"are over the seeds' perplexities), bpb = bits per UTF-8 byte "
              f"(comparable across tokenizers). Tokenizer: {tokenizers}. "
              f"{overlap_note(next(iter(first.values())))}".rstrip(), "",
              f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed. "
@@ -370,15 +372,29 @@ COMPARE_COLUMNS = ["experiment", "a", "b", "n", "flops_budget", "a_train_flops",
                    "bpb_diff_ci_low", "bpb_diff_ci_high", "verdict", "statement"]
 
 
-def comparison(a: str, b: str, d: dict, budget) -> str:
-    """'at 1e+13 FLOPs: transformer better than lstm by 0.042 bpb (95% CI 0.031 to 0.053, 2 seeds)'."""
+# spent FLOPs further apart than this (the larger over the smaller) make a pair without a budget unequal compute
+UNEQUAL_COMPUTE = 1.05
+
+
+def comparison(a: str, b: str, d: dict, budget, spent=(None, None)) -> str:
+    """'at 1e+13 FLOPs: transformer better than lstm by 0.042 bpb (95% CI 0.031 to 0.053, 2 seeds)'. Without a
+    budget, runs that spent FLOPs more than UNEQUAL_COMPUTE apart (`spent`: a's, b's) are said to be compared at
+    unequal compute, with the ratio: a verdict quoted alone would read as a fair fight."""
     at = f"at {budget:g} FLOPs: " if budget is not None else ""
     if d["verdict"] == "within noise":
-        return f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb, {d['n']} seeds paired)"
-    better, worse, sign = (a, b, -1) if d["verdict"] == "a better" else (b, a, 1)
-    low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
-    return (f"{at}{better} better than {worse} by {sign * d['mean_diff']:.4f} bpb (95% CI {low:.4f} to "
-            f"{high:.4f}, {d['n']} seeds paired)")
+        text = f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb, {d['n']} seeds paired)"
+    else:
+        better, worse, sign = (a, b, -1) if d["verdict"] == "a better" else (b, a, 1)
+        low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
+        text = (f"{at}{better} better than {worse} by {sign * d['mean_diff']:.4f} bpb (95% CI {low:.4f} to "
+                f"{high:.4f}, {d['n']} seeds paired)")
+    flops = dict(zip((a, b), spent))
+    if budget is None and all(f is not None and np.isfinite(f) and f > 0 for f in flops.values()):
+        more, less = sorted(flops, key=flops.get, reverse=True)
+        if flops[more] / flops[less] > UNEQUAL_COMPUTE:
+            text += (f"; not compute-matched: {more} trained with {flops[more] / flops[less]:.1f}x the FLOPs of "
+                     f"{less} (train.flops sets a budget)")
+    return text
 
 
 def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
@@ -399,7 +415,8 @@ def compare_table(evals, out_csv, experiment: str) -> pd.DataFrame:
         rows.append({"experiment": experiment, "a": a, "b": b, "n": d["n"], "flops_budget": budget[a],
                      "a_train_flops": spent[a], "b_train_flops": spent[b],
                      "bpb_diff_mean": d["mean_diff"], "bpb_diff_ci_low": d["ci_low"], "bpb_diff_ci_high": d["ci_high"],
-                     "verdict": d["verdict"], "statement": comparison(a, b, d, budget[a])})
+                     "verdict": d["verdict"],
+                     "statement": comparison(a, b, d, budget[a], (spent[a], spent[b]))})
     frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)  # the header even for a single run
     write_csv(out_csv, frame)
     return frame
