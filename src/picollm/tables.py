@@ -381,13 +381,14 @@ def comparison(a: str, b: str, d: dict, budget, spent=(None, None)) -> str:
     budget, runs that spent FLOPs more than UNEQUAL_COMPUTE apart (`spent`: a's, b's) are said to be compared at
     unequal compute, with the ratio: a verdict quoted alone would read as a fair fight."""
     at = f"at {budget:g} FLOPs: " if budget is not None else ""
+    paired = f"{d['n']} seed{'s' if d['n'] != 1 else ''} paired"
     if d["verdict"] == "within noise":
-        text = f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb, {d['n']} seeds paired)"
+        text = f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb, {paired})"
     else:
         better, worse, sign = (a, b, -1) if d["verdict"] == "a better" else (b, a, 1)
         low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
         text = (f"{at}{better} better than {worse} by {sign * d['mean_diff']:.4f} bpb (95% CI {low:.4f} to "
-                f"{high:.4f}, {d['n']} seeds paired)")
+                f"{high:.4f}, {paired})")
     flops = dict(zip((a, b), spent))
     if budget is None and all(f is not None and np.isfinite(f) and f > 0 for f in flops.values()):
         more, less = sorted(flops, key=flops.get, reverse=True)
