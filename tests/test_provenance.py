@@ -63,3 +63,24 @@ def test_the_report_names_the_code_that_made_the_study(tmp_path):
     lines = [line for line in summary.splitlines() if line.startswith("| `")]
     assert lines[0].startswith("| `aaaaaaaaaaaa` | no |") and lines[0].endswith("| 2 | train 1, sample 1 |")
     assert lines[1].startswith("| `bbbbbbbbbbbb` | yes |") and lines[1].endswith("| 1 | evaluate 1 |")
+
+
+def test_a_token_folder_made_twice_has_one_content_hash(tmp_path):
+    """meta.json holds the record of the job that wrote it (when, with which command), so its sha256 differs
+    between two builds of the same tokens; its content hash is that of the token files and tokenizer."""
+    metas = []
+    for i, made in enumerate(["2026-01-01T00:00:00+00:00", "2026-06-01T12:00:00+00:00"]):
+        path = tmp_path / f"tokens{i}" / "meta.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"splits": {"train": {"sha256": "a" * 64}, "val": {"sha256": "b" * 64}},
+                                    "tokenizer": "byte", "provenance": {"created_utc": made, "command": [str(path)]}}))
+        metas.append(path)
+    first, second = (provenance.record("train", inputs=[m]) for m in metas)
+    assert first["inputs"][str(metas[0])] != second["inputs"][str(metas[1])]
+    assert first["content"][str(metas[0])] == second["content"][str(metas[1])]
+    other = json.loads(metas[1].read_text())
+    other["splits"]["val"]["sha256"] = "c" * 64
+    metas[1].write_text(json.dumps(other))
+    assert provenance.record("train", inputs=[metas[1]])["content"][str(metas[1])] != first["content"][str(metas[0])]
+    weights = provenance.record("sample", inputs=[metas[0]], content={"model.pt": "d" * 64, "gone.pt": None})
+    assert weights["content"]["model.pt"] == "d" * 64 and "gone.pt" not in weights["content"]

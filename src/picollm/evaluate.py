@@ -328,7 +328,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", max_token
     out = {"model": name, "type": ckpt["model_cfg"]["type"], **count_parameters(model),
            "tokens_seen": seen, "flops_per_token": per_token, "train_flops": None if seen is None else per_token * seen,
            "flops_budget": summary.get("flops_budget"), "tokenizer": ckpt["tokenizer"], "block_size": block_size,
-           "split": "val", "device": str(dev), "batch_size": batch,
+           "split": "val", "device": str(dev), "batch_size": batch, "weights_sha256": ckpt.get("sha256"),
            "val_loss": result["all"]["loss"], "perplexity": result["all"]["perplexity"], "bpb": result["all"]["bpb"],
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
            "val_capped": result["capped"], "max_tokens": max_tokens, "scoring": scoring,

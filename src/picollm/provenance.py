@@ -5,8 +5,10 @@ summary.json, and the figures carry it in their PNG metadata, so a figure traces
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import hashlib
 import importlib.metadata
 import json
 import platform
@@ -61,8 +63,9 @@ def code_state() -> dict:
     return {m: codehash.module_hash(m) for m in loaded if codehash.module_path(m)}
 
 
-def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -> dict:
-    """A provenance dict for one job. Inputs are hashed (sha256); outputs are listed by name."""
+def record(stage: str, config=None, seed=None, inputs=(), outputs=(), content=None, **extra) -> dict:
+    """A provenance dict for one job. Inputs are hashed (sha256); outputs are listed by name. `content`:
+    {input: hash of what it holds} where the job has read it (a model's weights), beside content_hashes'."""
     return {
         "stage": stage,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -75,8 +78,25 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), **extra) -
         "config": config,
         "inputs": {str(p): sha256_file(p) for p in inputs if Path(p).is_file()},
         "outputs": [str(p) for p in outputs],
+        "content": {**content_hashes(inputs), **{str(p): h for p, h in (content or {}).items() if h}},
         **extra,
     }
+
+
+def content_hashes(inputs) -> dict:
+    """{input: hash of what it holds} for a token folder's meta.json, whose bytes also hold the record of the job
+    that made it (when, where): the sha256 of its token files and tokenizer, the same for the same tokens however
+    and whenever they were made. A model.pt's is its weights' sha256 (`content` of record, from the job that loaded
+    it). tables/provenance.csv shows them, so two studies of the same data or model show the same hash."""
+    found = {}
+    for path in map(Path, inputs):
+        if path.name == "meta.json" and path.is_file():
+            with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+                meta = json.loads(path.read_text())
+                held = {name: split["sha256"] for name, split in meta["splits"].items()}
+                held["tokenizer"] = meta.get("tokenizer_sha256") or meta.get("tokenizer")
+                found[str(path)] = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()
+    return found
 
 
 def of_checkpoint(ckpt: dict) -> dict:
@@ -158,6 +178,7 @@ def table(record_paths, out):
                      "config": json.dumps(rec.get("config"), sort_keys=True),
                      "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
                      "outputs": "; ".join(rec.get("outputs") or []),
+                     "inputs_content": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in (rec.get("content") or {}).items()),
                      "picollm": versions_.get("picollm"), "python": versions_.get("python"),
                      "torch": versions_.get("torch"), "platform": rec.get("platform")})
     frame = pd.DataFrame(rows).astype({"seed": "Int64"})

@@ -27,6 +27,8 @@ def run(args):
                                   max_tokens=job.evaluate.max_tokens, samples_path=args.samples,
                                   sampling=job.sampling, seed=job.seed, english=job.data.english,
                                   scoring=job.evaluate.scoring)
+    if result["weights_sha256"]:  # what the loaded model.pt holds
+        rec["content"][str(args.model_path)] = result["weights_sha256"]
     not_finite = {k: result[k] for k in ("val_loss", "perplexity", "bpb") if not math.isfinite(result[k])}
     if not_finite:  # never a result: a table would average it in
         raise PicoError(f"evaluating {args.name} gave {', '.join(f'{k} {v}' for k, v in not_finite.items())}: the "

@@ -23,5 +23,6 @@ def run(args):
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     provenance.write(args.provenance, provenance.record("sample", config=args.config, seed=seed,
-                                                        inputs=[args.model_path], outputs=[args.out]))
+                                                        inputs=[args.model_path], outputs=[args.out],
+                                                        content={args.model_path: model.checkpoint.get("sha256")}))
     print(f"{len(records)} samples -> {args.out}")
