@@ -195,3 +195,45 @@ def test_a_report_that_succeeds_replaces_the_previous_one(tmp_path, monkeypatch)
     report.run(report_args(out))
     assert out.read_text() == "<html>part of the new report"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def slurm_failure(rule: str, outputs: list[str], log: str, slurm_id: int, status: str, copied: str) -> str:
+    """The SLURM executor's block for a job that failed (show-failed-logs: true): its message names the SLURM
+    status, then the job's log and its SLURM log are copied in, the latter holding the job's own Snakemake's
+    blocks for the same rule."""
+    head = error_block(rule, outputs, f"{log}, .snakemake/slurm_logs/{slurm_id}.log").replace(
+        "    jobid: 3\n", f"    message: SLURM-job '{slurm_id}' failed, SLURM status is: '{status}'. Detailed "
+                         "failure reason unavailable.\n    jobid: 3\n")
+    fence = "=" * 80
+    return (head + f"Logfile {log}:\n{fence}\n{copied}\n{fence}\nLogfile .snakemake/slurm_logs/{slurm_id}.log:\n"
+            f"{fence}\nslurmstepd: error: *** JOB {slurm_id} CANCELLED DUE TO TIME LIMIT ***\n"
+            + error_block(rule, outputs, log) + "Will exit after finishing currently running jobs (scheduler).\n"
+            + error_block(rule, outputs, log) + f"srun: error: task 0: Exited with exit code 1\n{fence}\n")
+
+
+def test_a_slurm_job_is_one_line_however_often_its_blocks_are_copied_and_retried(tmp_path, monkeypatch):
+    """On SLURM, Snakemake's log repeats a failed job's block inside the job's copied logs, and once more per
+    --retries attempt: one job is one line, a time limit is said as one with the fix; a failure is one line too."""
+    monkeypatch.chdir(tmp_path)
+    log = "results/offline/logs/train/lstm/seed7.log"
+    (tmp_path / log).parent.mkdir(parents=True)
+    (tmp_path / log).write_text("stopped at step 3319\ninterrupted; rerun to continue\n")
+    outputs = ["results/offline/models/lstm/seed7/model.pt"]
+    run_log = tmp_path / "run.log"
+    run_log.write_text("".join(slurm_failure("train", outputs, log, jobid, "TIMEOUT", "interrupted; rerun to continue")
+                               for jobid in (267, 268)))
+    assert summary(run_log) == [
+        "pico-llm: 1 job(s) hit their SLURM time limit; every finished output is kept.",
+        "  train/lstm/seed7: hit its SLURM time limit (TIMEOUT), interrupted, stopped at step 3319 (2 attempts)  "
+        f"({log})",
+        "pico-llm: rerun the same command to continue (training resumes from its last checkpoint); to finish within "
+        "it, raise the rule's runtime (set-resources in profiles/slurm/config.yaml) or add --retries "
+        "(docs/cluster.md).",
+    ]
+    bad = "results/offline/logs/download/bad.log"
+    (tmp_path / bad).parent.mkdir(parents=True)
+    (tmp_path / bad).write_text("error: data file x.txt is not UTF-8\n")
+    run_log.write_text(slurm_failure("download", ["results/offline/data/raw/bad/train.txt"], bad, 301, "FAILED",
+                                     "error: data file x.txt is not UTF-8"))
+    assert summary(run_log)[:2] == ["pico-llm: 1 job(s) failed; every finished output is kept.",
+                                    f"  download/bad: error: data file x.txt is not UTF-8  ({bad})"]

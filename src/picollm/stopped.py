@@ -35,23 +35,44 @@ FINISHED = re.compile(r'^\{"model": .*"steps": \d+')
 FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs are kept"
 
 
-def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None, list[str]]]:
-    """(rule, its log or None, the signal that killed it or None, its outputs) of every "Error in rule" block in
-    `run_log`, the text of Snakemake's log."""
-    jobs, killed, block = [], None, False
+SLURM_STATUS = re.compile(r"SLURM status is: '(\w+)'")  # the SLURM executor's message of a job that failed
+COPIED = re.compile(r"^Logfile .+:$")  # show-failed-logs: a job's log copied in, between two lines of '='
+FENCE = re.compile(r"^={20,}$")
+
+
+def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None, list[str], str | None, int]]:
+    """(rule, its log or None, the signal that killed it or None, its outputs, its SLURM status or None, how many
+    times it stopped) of every job with an "Error in rule" block in `run_log`, the text of Snakemake's log. A
+    job's log copied in (show-failed-logs: on SLURM, the blocks of the job's own Snakemake) is not read; a job
+    that failed again (--retries) is one job."""
+    jobs, job, killed, copied = [], None, None, 0
     for line in run_log.splitlines():
-        if match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
+        if copied:  # 2: the opening fence is next; 1: inside, until the closing fence
+            copied = 1 if copied == 2 and FENCE.match(line) else 0 if FENCE.match(line) else copied
+            continue
+        if COPIED.match(line):
+            copied, job = 2, None
+        elif match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
             killed = match.group(1) or signal_name(int(match.group(2)) - 128)
         elif match := FAILED.match(line):
-            jobs.append([match.group(1), None, killed, []])
-            killed, block = None, True
+            job = [match.group(1), None, killed, [], None, 1]
+            jobs.append(job)
+            killed = None
         elif not line[:1].isspace():  # the block's lines are indented: a job started after it has its own
-            block = False
-        elif block and jobs[-1][1] is None and (match := LOG.match(line)):
-            jobs[-1][1] = match.group(1).split(", ")[0]
-        elif block and not jobs[-1][3] and (match := OUTPUT.match(line)):
-            jobs[-1][3] = match.group(1).split(", ")
-    return [tuple(job) for job in jobs]
+            job = None
+        elif job and job[1] is None and (match := LOG.match(line)):
+            job[1] = match.group(1).split(", ")[0]
+        elif job and not job[3] and (match := OUTPUT.match(line)):
+            job[3] = match.group(1).split(", ")
+        elif job and (match := SLURM_STATUS.search(line)):
+            job[4] = match.group(1)
+    merged = {}
+    for job in jobs:  # a retry's block names the same log (or rule and outputs)
+        key = (job[0], job[1] or tuple(job[3]))
+        if key in merged:
+            job[5] += merged.pop(key)[5]
+        merged[key] = job
+    return [tuple(job) for job in merged.values()]
 
 
 def signal_name(number: int) -> str:
@@ -87,8 +108,14 @@ def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
     run_log = Path(snakemake_log).read_text(errors="replace")
     lines, words, left, training = [], [], [], False
-    for rule, job_log, killed, outputs in stopped_jobs(run_log):
+    timed_out = 0
+    for rule, job_log, killed, outputs, status, times in stopped_jobs(run_log):
         said = last_word(job_log) if job_log else None
+        if status == "TIMEOUT":  # SLURM stopped it at the job's --time: its own last word says where
+            timed_out += 1
+            said = "hit its SLURM time limit (TIMEOUT)" + (f", {said}" if said else "")
+        if times > 1:
+            said = f"{said or 'failed'} ({times} attempts)"
         if said is None and killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
             oom = " (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL" else ""
             resume = "; a rerun resumes a training from its last checkpoint" if rule in TRAINING else ""
@@ -109,10 +136,14 @@ def summary(snakemake_log: str | Path) -> list[str]:
         return [STOPPED_BY_SIGTERM] if SIGTERM in run_log else []
     said = [word for word in words if word]
     interrupted = ctrl_c or (said and all(word.startswith(("interrupted", FINISHED_WORD)) for word in said))
-    head = (f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
+    head = (f"{len(lines)} job(s) hit their SLURM time limit" if timed_out == len(lines) and not ctrl_c
+            else f"stopped by {'Ctrl-C' if ctrl_c else 'a signal'}: {len(lines)} job(s) did not finish" if interrupted
             else f"{len(lines)} job(s) failed")
-    return [f"pico-llm: {head}; every finished output is kept.", *lines,
-            f"pico-llm: {_fix(interrupted, training, left, FINISHED_WORD in words)}."]
+    fix = _fix(interrupted or timed_out == len(lines), training, left, FINISHED_WORD in words)
+    if timed_out:
+        fix += ("; to finish within it, raise the rule's runtime (set-resources in profiles/slurm/config.yaml) or "
+                "add --retries (docs/cluster.md)")
+    return [f"pico-llm: {head}; every finished output is kept.", *lines, f"pico-llm: {fix}."]
 
 
 def incomplete_outputs(snakemake_dir: Path) -> list[str]:
