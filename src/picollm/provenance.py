@@ -171,7 +171,7 @@ def table(record_paths, out):
         rec = json.loads(Path(path).read_text())
         git = rec.get("git") or {}
         code = rec.get("code") or {}
-        versions_ = rec.get("versions") or {}
+        libs = rec.get("versions") or {}
         rows.append({"record": str(path), "stage": rec.get("stage"), "created_utc": rec.get("created_utc"),
                      "git_commit": (git.get("commit") or "")[:12], "uncommitted_changes": git.get("dirty"),
                      "code_hash": codehash.identity_hash(code) if code else None, "seed": rec.get("seed"),
@@ -179,8 +179,8 @@ def table(record_paths, out):
                      "inputs_sha256": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in rec.get("inputs", {}).items()),
                      "outputs": "; ".join(rec.get("outputs") or []),
                      "inputs_content": "; ".join(f"{Path(k).name}={v[:12]}" for k, v in (rec.get("content") or {}).items()),
-                     "picollm": versions_.get("picollm"), "python": versions_.get("python"),
-                     "torch": versions_.get("torch"), "platform": rec.get("platform")})
+                     "picollm": libs.get("picollm"), "python": libs.get("python"),
+                     "torch": libs.get("torch"), "platform": rec.get("platform")})
     frame = pd.DataFrame(rows).astype({"seed": "Int64"})
     write_csv(out, frame)
     return frame
@@ -191,8 +191,9 @@ def _stage_counts(stages) -> str:
     return ", ".join(f"{stage} {count}" for stage, count in stages.value_counts(sort=False).items())
 
 
-# what tells one build of the code from another, as code_summary groups the jobs
-CODE_COLUMNS = ["git_commit", "uncommitted_changes", "picollm", "python", "torch", "platform"]
+# what tells one build of the code from another, as code_summary groups the jobs: {column: its header}
+CODE_COLUMNS = {"git_commit": "commit", "uncommitted_changes": "uncommitted changes", "picollm": "picollm",
+                "python": "Python", "torch": "torch", "platform": "platform"}
 
 
 def code_summary(frame) -> str:
@@ -200,10 +201,11 @@ def code_summary(frame) -> str:
     platform, with how many jobs (of which stages) ran it. More than one row means the study's outputs were made
     by different code (a job reran after an edit, or on another machine); each job's own row is in
     tables/provenance.csv."""
-    shown = frame[CODE_COLUMNS].astype(str).replace({"": "(no git)", "True": "yes", "False": "no", "None": "?",
+    columns = list(CODE_COLUMNS)
+    shown = frame[columns].astype(str).replace({"": "(no git)", "True": "yes", "False": "no", "None": "?",
                                                      "<NA>": "?", "nan": "?"})
     shown["stages"] = frame["stage"].str.split().str[0]  # "figure loss_curves": a figure
-    groups = (shown.groupby(CODE_COLUMNS, sort=False)
+    groups = (shown.groupby(columns, sort=False)
               .agg(jobs=("stages", "size"), stages=("stages", _stage_counts))
               .reset_index())
     states = len(groups)
@@ -216,9 +218,9 @@ def code_summary(frame) -> str:
         lines.append(f"The {len(frame)} jobs ran {states} builds of the code: the study's outputs were made by "
                      "different code (a job reran after an edit, or ran on another machine). Each job's row in "
                      "`tables/provenance.csv` says which.")
-    lines += ["", "| " + " | ".join(["commit", "uncommitted changes", "picollm", "Python", "torch", "platform",
-                                     "jobs", "stages"]) + " |", "|" + " --- |" * 8]
+    headers = [*CODE_COLUMNS.values(), "jobs", "stages"]
+    lines += ["", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     for row in groups.itertuples(index=False):
-        cells = [f"`{row.git_commit}`", *row[1:6], str(row.jobs), row.stages]
+        cells = [f"`{row.git_commit}`", *(getattr(row, c) for c in columns[1:]), str(row.jobs), row.stages]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

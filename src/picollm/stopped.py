@@ -13,6 +13,7 @@ import contextlib
 import re
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FAILED = re.compile(r"Error in rule (\S+):$")
@@ -40,39 +41,49 @@ COPIED = re.compile(r"^Logfile .+:$")  # show-failed-logs: a job's log copied in
 FENCE = re.compile(r"^={20,}$")
 
 
-def stopped_jobs(run_log: str) -> list[tuple[str, str | None, str | None, list[str], str | None, int]]:
-    """(rule, its log or None, the signal that killed it or None, its outputs, its SLURM status or None, how many
-    times it stopped) of every job with an "Error in rule" block in `run_log`, the text of Snakemake's log. A
-    job's log copied in (show-failed-logs: on SLURM, the blocks of the job's own Snakemake) is not read; a job
-    that failed again (--retries) is one job."""
-    jobs, job, killed, copied = [], None, None, 0
+@dataclass
+class StoppedJob:
+    """A job with an "Error in rule" block in Snakemake's log."""
+    rule: str
+    killed: str | None  # the signal that killed it
+    log: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    slurm_status: str | None = None  # the SLURM executor's word for it (TIMEOUT, FAILED, ...)
+    times: int = 1  # how many times it stopped (--retries)
+
+
+def stopped_jobs(run_log: str) -> list[StoppedJob]:
+    """Every job with an "Error in rule" block in `run_log`, the text of Snakemake's log. A job's log copied in
+    (show-failed-logs: on SLURM, the blocks of the job's own Snakemake) is not read; a job that failed again
+    (--retries) is one job."""
+    jobs, job, killed, fences_left = [], None, None, 0
     for line in run_log.splitlines():
-        if copied:  # 2: the opening fence is next; 1: inside, until the closing fence
-            copied = 1 if copied == 2 and FENCE.match(line) else 0 if FENCE.match(line) else copied
+        if fences_left:  # inside a copied log, up to its second fence
+            fences_left -= bool(FENCE.match(line))
             continue
         if COPIED.match(line):
-            copied, job = 2, None
+            fences_left, job = 2, None
         elif match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
             killed = match.group(1) or signal_name(int(match.group(2)) - 128)
         elif match := FAILED.match(line):
-            job = [match.group(1), None, killed, [], None, 1]
+            job = StoppedJob(match.group(1), killed)
             jobs.append(job)
             killed = None
         elif not line[:1].isspace():  # the block's lines are indented: a job started after it has its own
             job = None
-        elif job and job[1] is None and (match := LOG.match(line)):
-            job[1] = match.group(1).split(", ")[0]
-        elif job and not job[3] and (match := OUTPUT.match(line)):
-            job[3] = match.group(1).split(", ")
+        elif job and job.log is None and (match := LOG.match(line)):
+            job.log = match.group(1).split(", ")[0]
+        elif job and not job.outputs and (match := OUTPUT.match(line)):
+            job.outputs = match.group(1).split(", ")
         elif job and (match := SLURM_STATUS.search(line)):
-            job[4] = match.group(1)
+            job.slurm_status = match.group(1)
     merged = {}
     for job in jobs:  # a retry's block names the same log (or rule and outputs)
-        key = (job[0], job[1] or tuple(job[3]))
+        key = (job.rule, job.log or tuple(job.outputs))
         if key in merged:
-            job[5] += merged.pop(key)[5]
+            job.times += merged.pop(key).times
         merged[key] = job
-    return [tuple(job) for job in merged.values()]
+    return list(merged.values())
 
 
 def signal_name(number: int) -> str:
@@ -109,13 +120,14 @@ def summary(snakemake_log: str | Path) -> list[str]:
     run_log = Path(snakemake_log).read_text(errors="replace")
     lines, words, left, training = [], [], [], False
     timed_out = 0
-    for rule, job_log, killed, outputs, status, times in stopped_jobs(run_log):
+    for job in stopped_jobs(run_log):
+        rule, job_log, killed, outputs = job.rule, job.log, job.killed, job.outputs
         said = last_word(job_log) if job_log else None
-        if status == "TIMEOUT":  # SLURM stopped it at the job's --time: its own last word says where
+        if job.slurm_status == "TIMEOUT":  # SLURM stopped it at the job's --time: its own last word says where
             timed_out += 1
             said = "hit its SLURM time limit (TIMEOUT)" + (f", {said}" if said else "")
-        if times > 1:
-            said = f"{said or 'failed'} ({times} attempts)"
+        if job.times > 1:
+            said = f"{said or 'failed'} ({job.times} attempts)"
         if said is None and killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
             oom = " (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL" else ""
             resume = "; a rerun resumes a training from its last checkpoint" if rule in TRAINING else ""
