@@ -30,6 +30,7 @@ import torch
 import yaml
 
 import slurm_cluster
+from conftest import NO_SLURM_BIN
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["workflow", "src", "profiles", "config"]
@@ -338,7 +339,7 @@ def test_sbatch_options_of_a_training_job(tmp_path, device, auto_gpu, nodes, gpu
     cfg = tiny_config("sbatch_options")
     cfg["device"], cfg["train"]["threads"], cfg["train"]["nodes"] = device, 2, nodes
     config = write_config(cfg, tmp_path / "cfg.yaml")
-    env = {**snakemake_env(), **({AUTO_GPU: auto_gpu} if auto_gpu else {})}
+    env = {**no_partitions_env(), **({AUTO_GPU: auto_gpu} if auto_gpu else {})}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path),
                            "all", "--configfile", str(config)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -357,6 +358,96 @@ def test_sbatch_options_of_a_training_job(tmp_path, device, auto_gpu, nodes, gpu
     assert "--cpus-per-task=2" in call and f"--mem {profile['mem_mb']}" in call and f"-t {profile['runtime']}" in call
     assert re.findall(r"--gpus=\S+|--gres=\S+", call) == ([gpus] if gpus else []), call
     assert nodes == 1 or f"--nodes={nodes}" in call, call
+
+
+def test_a_resources_option_that_drops_the_profiles_memory_is_a_note(tmp_path):
+    """--set-resources on the command line replaces the profile's whole set-resources: raising training's time
+    limit would drop its memory without a word. A note names what is dropped and the words that keep it; given
+    those, nothing is dropped and the training job keeps the profile's memory with the new time."""
+    from picollm.config.command_line import dropped_resources
+
+    config = write_config(tiny_config("resources_note"), tmp_path / "cfg.yaml")
+    command = [sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path), "all",
+               "--configfile", str(config), "--set-resources", "train:runtime=480"]
+    proc = subprocess.run(command, cwd=ROOT, env=snakemake_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: --set-resources")]
+    assert len(notes) == 1 and "train:mem_mb=8000" in notes[0], proc.stderr[-3000:]
+    keep = notes[0].split("give them too: --set-resources ")[1].split(" (or edit")[0].split()
+    assert keep[0] == "train:runtime=480" and "train:mem_mb=8000" in keep
+    profile = ROOT / "profiles" / "slurm" / "config.yaml"
+    assert dropped_resources(["all", "--set-resources", *keep], profile) == []
+    proc = subprocess.run([*command, *keep[1:]], cwd=ROOT, env=snakemake_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert "note:" not in proc.stderr and re.search(r"^rule train:(\n\s+.*)*resources: .*mem_mb=8000.*runtime=480",
+                                                    proc.stdout, re.M), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "mem_mb=2000, runtime=30" in dropped_resources(["--default-resources", "slurm_account=abc"], profile)[0]
+
+
+def no_partitions_env() -> dict:
+    """snakemake_env() where sinfo finds no cluster (the cluster's single node has no GPUs, and one node): the
+    sbatch options of any study, unchecked against the partitions (picollm.slurm)."""
+    env = snakemake_env()
+    return {**env, "PATH": f"{NO_SLURM_BIN}{os.pathsep}{env['PATH']}"}
+
+
+SINFO = "debug*|1|1-infinite|(null)\ngpu|3|1-2|gpu:a100:4(S:0-1)\ngpu|1|1-2|gpu:a100:4(S:0-1)\n"
+
+
+def sinfo_env(tmp_path: Path) -> dict:
+    """snakemake_env() with an `sinfo` that shows two partitions: debug (the default: one node, no GPUs) and gpu
+    (four GPU nodes, two states, and a job spans at most two)."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sinfo").write_text(f"#!/bin/sh\nprintf '{SINFO}'\n")
+    (tmp_path / "bin" / "sinfo").chmod(0o755)
+    env = snakemake_env()
+    return {**env, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{NO_SLURM_BIN}{os.pathsep}{env['PATH']}"}
+
+
+@pytest.mark.parametrize("overrides, line", [
+    ("train={nodes: 2}", "error: run kgram_mlp trains on train.nodes = 2 nodes, but a job on SLURM partition debug "
+                         "spans at most 1: it would wait in the queue for good (PartitionNodeLimit); lower train.nodes, "
+                         "or name a larger partition as slurm_partition under set-resources: train_nodes: in "
+                         "profiles/slurm/config.yaml"),
+    ("device=cuda", "error: the study runs on device cuda, but SLURM partition debug has no GPUs, so sbatch would "
+                    "refuse every train job; name a GPU partition as slurm_partition under set-resources: train: in "
+                    "profiles/slurm/config.yaml (or run on device: cpu)"),
+])
+def test_a_job_no_partition_can_run_is_one_line_before_anything_is_submitted(tmp_path, overrides, line):
+    """No cluster needed (sinfo is a stand-in): a training on more nodes than a job may span there would pend for
+    good, a GPU study on a partition without GPUs would have sbatch refuse its jobs; either is one line at once."""
+    config = write_config(tiny_config("partitions"), tmp_path / "cfg.yaml")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path),
+                           "all", "--configfile", str(config), "--config", overrides], cwd=ROOT,
+                          env=sinfo_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == line, proc.stderr[-3000:]
+
+
+def test_the_partitions_a_study_names_are_the_ones_checked():
+    """picollm.slurm reads the partition of each rule as Snakemake would: the command line's set-resources (or
+    default-resources) replacing the profile's whole map; a partition that can run the job passes, and without
+    the SLURM profile (or without an answer from sinfo) nothing is checked."""
+    from picollm import slurm
+    from picollm.config import parse
+    from picollm.config.study import Study
+
+    cfg = tiny_config("partitions")
+    cfg["train"]["nodes"], cfg["device"] = 2, "cuda"
+    study = parse(Study, cfg)
+    found = slurm.partitions(lambda *a, **k: SimpleNamespace(returncode=0, stdout=SINFO))
+    assert found["gpu"] == slurm.Partition("gpu", 4, 2, True, False) and found["debug"].default
+    base = ["all", *SLURM_PROFILE]
+    on_gpu = ["--set-resources", "train_nodes:slurm_partition=gpu", "evaluate:slurm_partition=gpu"]
+    assert slurm.problems(study, [*base, *on_gpu], sinfo=lambda: found) == []
+    assert slurm.problems(study, [*base, "--default-resources", "slurm_partition=gpu"], sinfo=lambda: found) == []
+    wide = slurm.problems(study, [*base, "--set-resources", "evaluate:slurm_partition=gpu"], sinfo=lambda: found)
+    assert [line.split(",")[0] for line in wide] == ["run kgram_mlp trains on train.nodes = 2 nodes",
+                                                     "run transformer trains on train.nodes = 2 nodes",
+                                                     "the study runs on device cuda"]  # train_nodes: on debug
+    cfg["train"]["nodes"], cfg["train"]["batch_size"] = 3, 12  # the global batch splits over the ranks
+    assert "spans at most 2" in slurm.problems(parse(Study, cfg), [*base, *on_gpu], sinfo=lambda: found)[0]
+    assert slurm.problems(study, ["all"], sinfo=lambda: found) == []  # a local run
+    assert slurm.problems(study, base, sinfo=lambda: None) == []  # sinfo did not answer
 
 
 @pytest.mark.slow
@@ -396,6 +487,39 @@ def test_training_resumes_after_the_time_limit(cluster, tmp_path):
         if attempt == 2:
             assert re.search(rf"resuming from \S*last\.pt at step {steps[0]}\b", log.read_text()), log.read_text()[-3000:]
     assert 0 < steps[0] < steps[1], steps  # the second attempt went on from the first one's checkpoint
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_slurm_jobs_and_names_each(cluster, tmp_path):
+    """Ctrl-C while a training runs as a SLURM job: the job is cancelled, checkpoints, and the run's closing lines
+    name it with the step its last.pt holds (the SLURM executor logs no error block for a job it cancels); the
+    rerun resumes from there."""
+    cfg = tiny_config("slurm_ctrl_c")
+    cfg["models"] = {"transformer": cfg["models"]["transformer"]}
+    cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)
+    config = write_config(cfg, tmp_path / "long.yaml")
+    project = project_copy(tmp_path / "project")
+    target = f"results/{cfg['experiment']}/models/transformer/seed{cfg['seeds'][0]}/model.pt"
+    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer" / f"seed{cfg['seeds'][0]}.log"
+    run = Run("ctrl-c", project, cfg["experiment"], [*SLURM_PROFILE, *FAST_STATUS, target, "--configfile", str(config)])
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (log.exists() and "step/s" in log.read_text(errors="replace")):  # training, past its start-up
+        assert not run.poll() and time.monotonic() < deadline, run.out[-6000:]
+        time.sleep(1)
+    os.killpg(run.proc.pid, signal.SIGINT)
+    finish([run], 120)
+    line = next((line for line in run.out.splitlines() if line.startswith("  train/transformer/")), run.out[-6000:])
+    assert "pico-llm: stopped by Ctrl-C: 1 job(s) did not finish" in run.out, run.out[-6000:]
+    step = int(re.search(r"interrupted, stopped at step (\d+); \S+last\.pt holds it", line).group(1))
+    assert not subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout.strip()
+    rerun = Run("rerun", project, cfg["experiment"], [*SLURM_PROFILE, *FAST_STATUS, target, "--configfile",
+                                                      str(config)])
+    resumed = re.compile(rf"resuming from \S*last\.pt at step {step}\b")
+    while not (log.exists() and resumed.search(log.read_text(errors="replace"))):
+        assert not rerun.poll() and time.monotonic() < deadline + TIMEOUT_S, rerun.out[-6000:] + log.read_text()
+        time.sleep(1)
+    os.killpg(rerun.proc.pid, signal.SIGINT)
+    finish([rerun], 120)
 
 
 def test_two_rank_training_job_on_slurm(cluster, tmp_path):

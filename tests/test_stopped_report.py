@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from argparse import Namespace
 from pathlib import Path
 
@@ -237,3 +238,87 @@ def test_a_slurm_job_is_one_line_however_often_its_blocks_are_copied_and_retried
                                      "error: data file x.txt is not UTF-8"))
     assert summary(run_log)[:2] == ["pico-llm: 1 job(s) failed; every finished output is kept.",
                                     f"  download/bad: error: data file x.txt is not UTF-8  ({bad})"]
+
+
+def slurm_start(rule: str, jobid: int, log: str, slurm_id: int | None) -> str:
+    """Snakemake's block as it starts a job, and the SLURM executor's line as it submits it."""
+    return (f"[Mon Dec  7 10:15:43 2026]\nrule {rule}:\n    output: results/offline/{rule}/{jobid}.out\n"
+            f"    log: {log}\n    jobid: {jobid}\n    resources: mem_mb=2000, runtime=30\n"
+            + (f"Job {jobid} has been submitted with SLURM jobid {slurm_id} (log: .snakemake/slurm_logs/"
+               f"{slurm_id}.log).\n" if slurm_id else ""))
+
+
+def test_ctrl_c_on_slurm_names_each_cancelled_job(tmp_path, monkeypatch):
+    """The SLURM executor cancels its jobs on Ctrl-C without an error block: the jobs it submitted and did not
+    see end are the stopped ones, each with its own last word (a training's checkpoint, written a moment after
+    scancel: the summary waits for it), or cancelled when it said none (still queued); a job that ended is not."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("picollm.stopped.SETTLE", 5.0)
+    train_log, late_log = "results/offline/logs/train/lstm/seed7.log", "results/offline/logs/train/gru/seed7.log"
+    for log in (train_log, late_log):
+        (tmp_path / log).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / train_log).write_text("step 480 | loss 2.1\nstopped at step 492; last.pt holds it\n"
+                                      "interrupted; rerun to continue\n")
+    (tmp_path / late_log).write_text("step 100 | loss 2.5\n")  # still writing its checkpoint
+    run_log = tmp_path / "run.log"
+    run_log.write_text(slurm_start("download", 4, "results/offline/logs/download/x.log", 270)
+                       + "Finished jobid: 4 (Rule: download)\n"
+                       + slurm_start("train", 5, train_log, 272) + slurm_start("train", 6, late_log, 273)
+                       + slurm_start("reference", 17, "results/offline/logs/reference/seed7.log", 274)
+                       + CTRL_C + "Cleaning up SLURM log files older than 10 day(s).\n")
+    threading.Timer(1.0, lambda: (tmp_path / late_log).write_text(
+        "step 100 | loss 2.5\nstopped at step 101; last.pt holds it\ninterrupted; rerun to continue\n")).start()
+    assert summary(run_log) == [
+        "pico-llm: stopped by Ctrl-C: 3 job(s) did not finish; every finished output is kept.",
+        f"  train/lstm/seed7: interrupted, stopped at step 492; last.pt holds it  ({train_log})",
+        f"  train/gru/seed7: interrupted, stopped at step 101; last.pt holds it  ({late_log})",
+        "  reference/seed7: cancelled (SLURM job 274)  (results/offline/logs/reference/seed7.log)",
+        "pico-llm: rerun the same command to continue (training resumes from its last checkpoint).",
+    ]
+    local = run_log.read_text().replace("has been submitted with SLURM jobid", "was started as")
+    run_log.write_text(local)  # a local run's killed jobs each have their error block: none here stopped
+    assert summary(run_log)[0] == "pico-llm: stopped by Ctrl-C with no job running; every finished output is kept."
+
+
+# The SLURM executor's block for a job sbatch refused, as Snakemake 9 logs it.
+SBATCH_REFUSED = """\
+Error in rule train:
+    message: SLURM sbatch failed. The error message was 'sbatch: error: Invalid generic resource (gres) specification'.
+    sbatch call:
+        sbatch --parsable --job-name 564ec2b1 -p debug -t 240 --mem 8000 --nodes=1 --cpus-per-task=1 --gpus=1
+For further error details see the cluster/cloud log and the log files of the involved rule(s).
+    jobid: 0
+    output: results/offline/models/lstm/seed7/model.pt, results/offline/models/lstm/seed7/metrics.csv
+    log: results/offline/logs/train/lstm/seed7.log (check log file(s) for error details)
+    shell:
+        python -m picollm ...
+        (command exited with non-zero exit code)
+Logfile results/offline/logs/train/lstm/seed7.log not found.
+"""
+
+
+def test_a_job_sbatch_refused_says_why_and_the_fix(tmp_path, monkeypatch):
+    """sbatch's refusal is the job's line (it never ran, so it has no log and left no outputs); a GPU request on a
+    partition without GPUs names the profile's setting that fixes it, an unreachable controller says so."""
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "results/offline/models/lstm/seed7/model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"an earlier run's")
+    run_log = tmp_path / "run.log"
+    run_log.write_text(SBATCH_REFUSED)
+    assert summary(run_log) == [
+        "pico-llm: 1 job(s) failed; every finished output is kept.",
+        "  train/lstm/seed7: not submitted: sbatch refused its GPUs (Invalid generic resource (gres) specification); "
+        "the partition has none (of that model): name a GPU partition as slurm_partition under set-resources: "
+        "{train, evaluate} in profiles/slurm/config.yaml (docs/cluster.md)",
+        "pico-llm: fix what each line names, then rerun the same command.",
+    ]
+    down = SBATCH_REFUSED.replace(
+        "SLURM sbatch failed. The error message was 'sbatch: error: Invalid generic resource (gres) specification'.",
+        "Job submission failed with exception: Failed to run sinfo for retrieval of cluster partitions: "
+        "slurm_load_partitions: Unable to contact slurm controller (connect failure)")
+    run_log.write_text(down)
+    assert summary(run_log)[1] == (
+        "  train/lstm/seed7: not submitted: Failed to run sinfo for retrieval of cluster partitions: "
+        "slurm_load_partitions: Unable to contact slurm controller (connect failure); run it where `sinfo` answers "
+        "(a login node), or once SLURM is back")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from picollm import slurm
 from picollm.codehash import check_syntax
 from picollm.config import DEFAULT_STUDY, Study, command_line, load_study
 from picollm.data.check import check_folder
@@ -77,3 +78,10 @@ def check_targets(workflow, argv: list[str], parser, cfg: Study, results: str, o
         seeds=cfg.seeds, not_made=outputs.not_made, figure_runs=outputs.figure_runs, unexportable=no_export)
     if problem:
         raise PicoError(problem)
+
+
+def check_cluster(workflow, argv: list[str], cfg: Study) -> None:
+    """On SLURM (profiles/slurm), a job no node of its partition can run: one line before anything is submitted,
+    instead of a job pending for good or sbatch refusing it halfway through the run (picollm.slurm)."""
+    if workflow.is_main_process and (problems := slurm.problems(cfg, argv[1:])):
+        raise PicoError(problems[0])

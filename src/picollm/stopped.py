@@ -13,6 +13,7 @@ import contextlib
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,17 @@ FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs 
 
 
 SLURM_STATUS = re.compile(r"SLURM status is: '(\w+)'")  # the SLURM executor's message of a job that failed
+MESSAGE = re.compile(r"\s+message: (.+)$")  # an error block's first line: None for a job that ran and failed
+# the SLURM executor's message of a job it could not submit: sbatch's own words, or the plugin's (no controller)
+NOT_SUBMITTED = re.compile(r"(?:SLURM sbatch failed\. The error message was '(?:sbatch: error: )?(.+?)'\.?"
+                           r"|Job submission failed with exception: (.+))$")
+FURTHER = "For further error details see"  # the SLURM executor's line after its message, inside the block
+GRES = "generic resource"  # sbatch refusing --gpus: the partition has none (of that model)
+STARTED = re.compile(r"^(?:local)?rule (\S+):$")  # the block Snakemake logs as it starts a job
+JOBID = re.compile(r"\s+jobid: (\d+)$")
+FINISHED_JOB = re.compile(r"^Finished jobid: (\d+)")
+SUBMITTED = re.compile(r"^Job (\d+) has been submitted with SLURM jobid (\d+)")
+SETTLE = 10.0  # seconds a SLURM job cancelled by Ctrl-C gets to write its last word (a training, its checkpoint)
 COPIED = re.compile(r"^Logfile .+:$")  # show-failed-logs: a job's log copied in, between two lines of '='
 FENCE = re.compile(r"^={20,}$")
 
@@ -50,13 +62,18 @@ class StoppedJob:
     outputs: list[str] = field(default_factory=list)
     slurm_status: str | None = None  # the SLURM executor's word for it (TIMEOUT, FAILED, ...)
     times: int = 1  # how many times it stopped (--retries)
+    not_submitted: str | None = None  # why sbatch (or the plugin) did not submit it
+    slurm_job: str | None = None  # the SLURM job id of a job Ctrl-C cancelled
+    jobid: str | None = None  # Snakemake's
 
 
-def stopped_jobs(run_log: str) -> list[StoppedJob]:
+def stopped_jobs(run_log: str, cancelled: bool = False) -> list[StoppedJob]:
     """Every job with an "Error in rule" block in `run_log`, the text of Snakemake's log. A job's log copied in
     (show-failed-logs: on SLURM, the blocks of the job's own Snakemake) is not read; a job that failed again
-    (--retries) is one job."""
-    jobs, job, killed, fences_left = [], None, None, 0
+    (--retries) is one job. `cancelled` (Ctrl-C): also the SLURM jobs submitted and not seen to end, which the
+    SLURM executor cancels without a block."""
+    failed, started, job, killed, fences_left = [], [], None, None, 0
+    submitted, ended = {}, set()  # Snakemake's job ids: their SLURM job ids; those seen to end
     for line in run_log.splitlines():
         if fences_left:  # inside a copied log, up to its second fence
             fences_left -= bool(FENCE.match(line))
@@ -67,23 +84,48 @@ def stopped_jobs(run_log: str) -> list[StoppedJob]:
             killed = match.group(1) or signal_name(int(match.group(2)) - 128)
         elif match := FAILED.match(line):
             job = StoppedJob(match.group(1), killed)
-            jobs.append(job)
+            failed.append(job)
             killed = None
-        elif not line[:1].isspace():  # the block's lines are indented: a job started after it has its own
-            job = None
-        elif job and job.log is None and (match := LOG.match(line)):
-            job.log = match.group(1).split(", ")[0]
-        elif job and not job.outputs and (match := OUTPUT.match(line)):
-            job.outputs = match.group(1).split(", ")
-        elif job and (match := SLURM_STATUS.search(line)):
-            job.slurm_status = match.group(1)
+        elif match := STARTED.match(line):
+            job = StoppedJob(match.group(1), None)
+            started.append(job)
+        elif match := SUBMITTED.match(line):
+            submitted[match.group(1)] = match.group(2)
+        elif match := FINISHED_JOB.match(line):
+            ended.add(match.group(1))
+        elif not line[:1].isspace() and not line.startswith(FURTHER):  # a block's lines are indented: a job
+            job = None  # started after it has its own
+        elif job:
+            _read_block_line(job, line)
+    ended |= {job.jobid for job in failed}
+    if cancelled:
+        for job in started:
+            if job.jobid in submitted and job.jobid not in ended:
+                job.slurm_job = submitted[job.jobid]
+                failed.append(job)
+                ended.add(job.jobid)  # a retry's start block is the same job
     merged = {}
-    for job in jobs:  # a retry's block names the same log (or rule and outputs)
+    for job in failed:  # a retry's block names the same log (or rule and outputs)
         key = (job.rule, job.log or tuple(job.outputs))
         if key in merged:
             job.times += merged.pop(key).times
         merged[key] = job
     return list(merged.values())
+
+
+def _read_block_line(job: StoppedJob, line: str) -> None:
+    """One indented line of a job's block: its id, log, outputs, and (an error block) the executor's message."""
+    if job.jobid is None and (match := JOBID.match(line)):
+        job.jobid = match.group(1)
+    elif job.log is None and (match := LOG.match(line)):
+        job.log = match.group(1).split(", ")[0]
+    elif not job.outputs and (match := OUTPUT.match(line)):
+        job.outputs = match.group(1).split(", ")
+    elif match := MESSAGE.match(line):
+        if status := SLURM_STATUS.search(line):
+            job.slurm_status = status.group(1)
+        elif refused := NOT_SUBMITTED.search(match.group(1)):
+            job.not_submitted = refused.group(1) or refused.group(2)
 
 
 def signal_name(number: int) -> str:
@@ -119,29 +161,23 @@ def summary(snakemake_log: str | Path) -> list[str]:
     """The lines tell() prints: each stopped job's last word, then what to do."""
     run_log = Path(snakemake_log).read_text(errors="replace")
     lines, words, left, training = [], [], [], False
-    timed_out = 0
-    for job in stopped_jobs(run_log):
-        rule, job_log, killed, outputs = job.rule, job.log, job.killed, job.outputs
-        said = last_word(job_log) if job_log else None
-        if job.slurm_status == "TIMEOUT":  # SLURM stopped it at the job's --time: its own last word says where
-            timed_out += 1
-            said = "hit its SLURM time limit (TIMEOUT)" + (f", {said}" if said else "")
-        if job.times > 1:
-            said = f"{said or 'failed'} ({job.times} attempts)"
-        if said is None and killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
-            oom = " (most often the out-of-memory killer: `dmesg` says)" if killed == "SIGKILL" else ""
-            resume = "; a rerun resumes a training from its last checkpoint" if rule in TRAINING else ""
-            said = f"killed by {killed}{oom}{resume}"
-        words.append(said or "")
-        name = _job_name(rule, job_log)
-        lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if job_log else ""))
-        training = training or rule in TRAINING
-        # Snakemake removes a job's outputs before it runs it: any there now, this job wrote before it stopped
-        if any(Path(output).exists() for output in outputs):
-            left.append(name)
     # Ctrl-C reaches Snakemake (which logs it) and its jobs; jobs stopped by a signal Snakemake did not get
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
     ctrl_c = CTRL_C in run_log
+    jobs = stopped_jobs(run_log, cancelled=ctrl_c)
+    _settle([job for job in jobs if job.slurm_job])
+    timed_out = sum(job.slurm_status == "TIMEOUT" for job in jobs)
+    for job in jobs:
+        rule, job_log, outputs = job.rule, job.log, job.outputs
+        said = job_word(job)
+        words.append(said or "")
+        name = _job_name(rule, job_log)
+        shown_log = job_log and not job.not_submitted  # a job never submitted wrote no log
+        lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if shown_log else ""))
+        training = training or rule in TRAINING
+        # Snakemake removes a job's outputs before it runs it: any there now, this job wrote before it stopped
+        if not job.not_submitted and any(Path(output).exists() for output in outputs):
+            left.append(name)
     if not lines:  # no job stopped: Snakemake's own error (a DAG error) says it all, but not that a signal did
         if ctrl_c:
             return _stopped_between_jobs(Path(snakemake_log).parents[1])
@@ -156,6 +192,53 @@ def summary(snakemake_log: str | Path) -> list[str]:
         fix += ("; to finish within it, raise the rule's runtime (set-resources in profiles/slurm/config.yaml) or "
                 "add --retries (docs/cluster.md)")
     return [f"pico-llm: {head}; every finished output is kept.", *lines, f"pico-llm: {fix}."]
+
+
+def job_word(job: StoppedJob) -> str | None:
+    """What a stopped job's line says: its own last word, and what stopped it where its log cannot say."""
+    said = last_word(job.log) if job.log else None
+    if job.not_submitted:  # it never ran: a log of the same name is an earlier run's
+        said = not_submitted_word(job.not_submitted)
+    elif job.slurm_job and said is None:
+        said = f"cancelled (SLURM job {job.slurm_job})"
+    if job.slurm_status == "TIMEOUT":  # SLURM stopped it at the job's --time: its own last word says where
+        said = "hit its SLURM time limit (TIMEOUT)" + (f", {said}" if said else "")
+    if job.times > 1:
+        said = f"{said or 'failed'} ({job.times} attempts)"
+    if said is None and job.killed:  # it said nothing: stopped from outside, the OOM killer's SIGKILL most often
+        oom = " (most often the out-of-memory killer: `dmesg` says)" if job.killed == "SIGKILL" else ""
+        resume = "; a rerun resumes a training from its last checkpoint" if job.rule in TRAINING else ""
+        said = f"killed by {job.killed}{oom}{resume}"
+    return said
+
+
+def not_submitted_word(reason: str) -> str:
+    """A job sbatch refused (or the plugin could not submit), with the fix for the refusals a study's own settings
+    cause."""
+    if GRES in reason:
+        return (f"not submitted: sbatch refused its GPUs ({reason}); the partition has none (of that model): name "
+                f"a GPU partition as slurm_partition under set-resources: {{train, evaluate}} in "
+                f"profiles/slurm/config.yaml (docs/cluster.md)")
+    if "Unable to contact slurm controller" in reason:
+        return f"not submitted: {reason}; run it where `sinfo` answers (a login node), or once SLURM is back"
+    return f"not submitted: {reason}"
+
+
+def _settle(cancelled: list[StoppedJob]) -> None:
+    """Wait (up to SETTLE seconds) for each SLURM job that Ctrl-C cancelled as it ran (its log has lines) to
+    write its last word: the SLURM executor's cancel returns as soon as scancel has sent SIGTERM, while a training
+    still writes its checkpoint."""
+    deadline = time.monotonic() + SETTLE
+    waiting = [job for job in cancelled if job.log and _has_lines(job.log) and last_word(job.log) is None]
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.5)
+        waiting = [job for job in waiting if last_word(job.log) is None]
+
+
+def _has_lines(path: str) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(path).stat().st_size > 0
+    return False
 
 
 def incomplete_outputs(snakemake_dir: Path) -> list[str]:
