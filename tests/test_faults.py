@@ -975,6 +975,36 @@ def test_a_missing_local_data_file_is_one_line_before_any_job(tmp_path):
     assert "MissingInputException" not in result.stderr
 
 
+def test_unlock_names_the_slurm_jobs_still_running_here(tmp_path, monkeypatch):
+    """Where the run's node also runs its SLURM jobs (a small cluster, an salloc session), their job steps are
+    snakemake processes (`--mode remote`) in this directory: the guard names them as SLURM jobs to wait for or
+    scancel, not as a second run to kill."""
+    from types import SimpleNamespace
+
+    from picollm import start
+    from picollm.errors import PicoError
+    from picollm.owner import snakemakes_in
+
+    step = tmp_path / "bin" / "snakemake"  # stands in for the executor's job step
+    step.parent.mkdir()
+    step.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    step.chmod(0o755)
+    steps = [subprocess.Popen([sys.executable, str(step), "--mode", "remote", "all"], cwd=tmp_path,
+                              env={**os.environ, "SLURM_JOB_ID": job}) for job in ("301", "300")]
+    monkeypatch.chdir(tmp_path)
+    try:
+        wait_for(lambda: len(snakemakes_in(tmp_path)) == 2, steps[0], timeout=60)
+        with pytest.raises(PicoError) as refused:
+            start.check_unlock(SimpleNamespace(is_main_process=True), ["snakemake", "--unlock"])
+    finally:
+        for proc in steps:
+            proc.kill()
+            proc.wait(timeout=60)
+    assert str(refused.value) == ("--unlock while SLURM job(s) 300, 301 of this directory still run would let a new "
+                                  "run write the files they write; wait for them to end (squeue --me), or cancel "
+                                  "them: scancel 300 301; then --unlock, and rerun with --rerun-incomplete")
+
+
 def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     """--unlock would let a second run write over the running one's files: refused in one line naming it."""
     cfg = tiny_offline_config(steps=3000)

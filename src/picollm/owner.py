@@ -170,6 +170,19 @@ def snakemakes_in(directory) -> list[int]:
     return sorted(found)
 
 
+def slurm_job_of(pid: int) -> str | None:
+    """The SLURM job a snakemake process runs a job step of (`--mode remote`: the SLURM executor's job steps, on a
+    node that is also where the run was started), None for any other."""
+    try:
+        proc = psutil.Process(pid)
+        argv = proc.cmdline()
+        if "--mode" not in argv or argv[argv.index("--mode") + 1:][:1] != ["remote"]:
+            return None
+        return proc.environ().get("SLURM_JOB_ID")
+    except (psutil.Error, OSError):
+        return None
+
+
 def _is_snakemake(argv: list[str]) -> bool:
     """`snakemake ...` or `python -m snakemake ...` (a job's own shell command is neither)."""
     return bool(argv) and (Path(argv[0]).name == "snakemake" or argv[1:3] == ["-m", "snakemake"]

@@ -17,7 +17,7 @@ from picollm.data.sources import check_local_files
 from picollm.errors import PicoError
 from picollm.hf_form import refusals
 from picollm.io import check_room, check_writable
-from picollm.owner import snakemakes_in
+from picollm.owner import slurm_job_of, snakemakes_in
 
 
 def check_directory(workflow, root: Path) -> None:
@@ -31,11 +31,18 @@ def check_directory(workflow, root: Path) -> None:
 def check_unlock(workflow, argv: list[str]) -> None:
     """--unlock takes the lock from whatever holds it: refused while a snakemake still runs here, whose files a
     second run would then write over. It is for a lock left by a snakemake that is gone (killed, a power loss)."""
-    if workflow.is_main_process and "--unlock" in argv and (running := snakemakes_in(Path.cwd())):
-        pids = ", ".join(map(str, running))
+    if not (workflow.is_main_process and "--unlock" in argv and (running := snakemakes_in(Path.cwd()))):
+        return
+    slurm_jobs = {pid: job for pid in running if (job := slurm_job_of(pid))}
+    if len(slurm_jobs) < len(running):
+        pids = ", ".join(str(pid) for pid in running if pid not in slurm_jobs)
         raise PicoError(f"--unlock while snakemake (pid {pids}) runs in this directory would let two runs write "
                         f"the same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of "
                         f"a snakemake that is gone")
+    jobs = sorted(set(slurm_jobs.values()), key=int)  # the job steps of a run whose snakemake is gone
+    raise PicoError(f"--unlock while SLURM job(s) {', '.join(jobs)} of this directory still run would let a new run "
+                    f"write the files they write; wait for them to end (squeue --me), or cancel them: "
+                    f"scancel {' '.join(jobs)}; then --unlock, and rerun with --rerun-incomplete")
 
 
 def study(workflow, root: Path) -> Study:
