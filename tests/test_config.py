@@ -553,6 +553,11 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
     (["results/mine/tables/eval.md", "--configfile", "config/offline.yaml"], "error: target results/mine/tables/eval.md "
      "is an output of experiment 'mine', but this command's study (config/offline.yaml) is experiment 'offline'; "
      "name its study instead: TARGET --configfile FILE, FILE being the study file with experiment: mine"),
+    (["results/offline/models/lstm/seed1337/model.pt", "--configfile", "config/offline.yaml", "--config",
+      "experiment=offline_cuda"], "error: target results/offline/models/lstm/seed1337/model.pt is an output of "
+     "experiment 'offline', but --config experiment=offline_cuda puts this command's outputs under "
+     "results/offline_cuda/; target results/offline_cuda/models/lstm/seed1337/model.pt, or drop --config "
+     "experiment=offline_cuda"),
     (["results/offline/figures/loss_curve.png", "--configfile", "config/offline.yaml"], "error: target "
      "results/offline/figures/loss_curve.png is no figure; did you mean results/offline/figures/loss_curves.png? the "
      "figures are attention_heads, grad_norms, layer_health, loss_curves, lr_schedule, p_sweep, resources, "
@@ -575,7 +580,7 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
      "results/offline/hf/lstm/seed1337: the run 'lstm' of this study (config/offline.yaml) does not export: only "
      "Transformer models can be exported to Hugging Face format, not 'lstm'; export a transformer: pos_encoding: rope "
      "and norm: rmsnorm (a Llama), or pos_encoding: learned and norm: layernorm (a GPT-2)"),
-], ids=["default-study", "after-double-dash", "unknown-experiment", "figure-name-typo", "figure-left-out",
+], ids=["default-study", "after-double-dash", "unknown-experiment", "experiment-renamed-by-config", "figure-name-typo", "figure-left-out",
         "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run", "export-of-an-lstm"])
 def test_a_target_no_rule_of_the_study_makes_is_one_line(args, line):
     """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder, a figure

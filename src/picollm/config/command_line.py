@@ -303,6 +303,11 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
     if not experiment_name(experiment):  # the config check names that
         return None
     other = parts[1]
+    renamed = [word for word in option_words(argv, CONFIG_OPTIONS) if word.partition("=")[0] == "experiment"]
+    if renamed:  # the study file may well be the target's: the override moved its outputs
+        ours = Path("results", experiment, *parts[2:])
+        return (f"target {target} is an output of experiment '{other}', but --config {renamed[-1]} puts this "
+                f"command's outputs under results/{experiment}/; target {ours}, or drop --config {renamed[-1]}")
     studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
     named = " ".join(given) or f"{DEFAULT_STUDY}, the default study"
