@@ -40,7 +40,8 @@ def test_one_row_per_job_from_its_benchmark_file(benchmarks, tmp_path):
     root, paths = benchmarks
     table = resources_table(paths, root, tmp_path / "resources.csv")
     read = pd.read_csv(tmp_path / "resources.csv")
-    assert list(read.columns) == ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
+    assert list(read.columns) == ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by", "host",
+                                  "slurm_job", "slurm_mem_mb"]
     assert set(read["measured_by"]) == {"snakemake samples"}  # no provenance records given
     assert list(read["rule"]) == ["download", "tokenize", "train", "train", "sample", "figure_loss_curves"]
     assert read["run"].fillna("").tolist() == ["my.text", "", "lstm.hidden_dim=24", "transformer", "lstm.hidden_dim=24",
@@ -75,6 +76,35 @@ def test_a_jobs_own_count_of_cpu_and_memory_replaces_snakemakes_samples(benchmar
     first = dict(list(given.items())[:1])
     unlisted = resources_table(paths, root, tmp_path / "r2.csv", records=first).set_index("rule")
     assert unlisted.loc["figure_loss_curves", "measured_by"] == "snakemake samples"  # only the records given
+
+
+def test_a_slurm_jobs_row_names_its_job_and_the_memory_it_was_granted(benchmarks, tmp_path, monkeypatch):
+    """In a SLURM job the record names the job, its node, and the memory sbatch granted (SLURM's environment):
+    the row sets that beside the peak the job used; outside SLURM those cells are empty and the host is named."""
+    import platform
+
+    from picollm import provenance
+    root, paths = benchmarks
+    records = {}
+    for job, env in [("train/transformer/seed8", {"SLURM_JOB_ID": "301", "SLURMD_NODENAME": "gpu07",
+                                                  "SLURM_MEM_PER_NODE": "8000", "SLURM_CPUS_PER_TASK": "4"}),
+                     ("tokenize", {})]:
+        for var in ("SLURM_JOB_ID", "SLURMD_NODENAME", "SLURM_MEM_PER_NODE", "SLURM_CPUS_PER_TASK"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        records[str(root / f"{job}.tsv")] = record = root.parent / "provenance" / f"{job}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        provenance.write(record, provenance.record("x"))
+    assert json.loads(record.read_text())["slurm"] is None
+    resources_table(paths, root, tmp_path / "resources.csv", records=records)
+    read = pd.read_csv(tmp_path / "resources.csv").set_index("rule")
+    train = read.loc["train"].set_index("run").loc["transformer"]
+    assert (train["slurm_job"], train["slurm_mem_mb"], train["host"]) == (301, 8000, platform.node())
+    assert read.loc["tokenize", "host"] == platform.node()
+    assert read.loc["tokenize", ["slurm_job", "slurm_mem_mb"]].isna().all()
+    assert json.loads((root.parent / "provenance/train/transformer/seed8.json").read_text())["slurm"] == {
+        "job_id": "301", "node": "gpu07", "cpus": 4, "mem_mb": 8000}
 
 
 def test_where_a_job_is_read_from_its_path(tmp_path):

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -74,6 +75,8 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), content=No
         "code": code_state(),
         "versions": versions(),
         "platform": platform.platform(),
+        "host": platform.node(),
+        "slurm": slurm_job(),
         "seed": seed,
         "config": config,
         "inputs": {str(p): sha256_file(p) for p in inputs if Path(p).is_file()},
@@ -81,6 +84,19 @@ def record(stage: str, config=None, seed=None, inputs=(), outputs=(), content=No
         "content": {**content_hashes(inputs), **{str(p): h for p, h in (content or {}).items() if h}},
         **extra,
     }
+
+
+def slurm_job() -> dict | None:
+    """The SLURM job this process runs in (its id, node, CPUs and memory as sbatch granted them), None outside one:
+    tables/resources.csv sets what a job was given beside what it used."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    mem = env.get("SLURM_MEM_PER_NODE")
+    cpus = env.get("SLURM_CPUS_PER_TASK")
+    return {"job_id": env["SLURM_JOB_ID"], "node": env.get("SLURMD_NODENAME"),
+            "cpus": int(cpus) if cpus and cpus.isdigit() else None,
+            "mem_mb": int(mem) if mem and mem.isdigit() else None}
 
 
 def content_hashes(inputs) -> dict:

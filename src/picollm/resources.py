@@ -18,7 +18,8 @@ import pandas as pd
 from picollm.errors import PicoError
 from picollm.io import write_csv
 
-COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by"]
+COLUMNS = ["rule", "run", "seed", "wall_s", "max_rss_mib", "cpu_s", "measured_by", "host", "slurm_job",
+           "slurm_mem_mb"]
 MEASURES = {"s": "wall_s", "max_rss": "max_rss_mib", "cpu_time": "cpu_s"}  # Snakemake's column -> ours
 
 
@@ -46,19 +47,23 @@ def read_benchmark(path) -> dict:
 
 def job_usage(record) -> dict:
     """{cpu_s, max_rss_mib, measured_by: "job"} from a job's provenance record (None: the job wrote none) where it
-    holds its usage; {measured_by: "snakemake samples"} otherwise. A training restored from finished/ costs what
+    holds its usage; {measured_by: "snakemake samples"} otherwise. With the machine that ran it (host) and, in a
+    SLURM job, its job id and the memory sbatch granted it (slurm_job, slurm_mem_mb: beside max_rss_mib, what
+    the profile's mem_mb could be). A training restored from finished/ costs what
     its training did: the kept record's usage, its wall seconds too ("job, restored")."""
     if record is not None:
         try:
             rec = json.loads(Path(record).read_text())
         except (OSError, ValueError):
             raise PicoError(f"cannot read the provenance record {record}; rerun its job") from None
-        usage = rec.get("usage")
+        usage, slurm = rec.get("usage"), rec.get("slurm") or {}
+        where = {"host": rec.get("host"), "slurm_job": slurm.get("job_id"), "slurm_mem_mb": slurm.get("mem_mb")}
         if usage:
             restored = bool(rec.get("restored")) and usage.get("wall_s") is not None
             return {"cpu_s": usage["cpu_s"], "max_rss_mib": usage["max_rss_mib"],
                     **({"wall_s": usage["wall_s"]} if restored else {}),
-                    "measured_by": "job, restored" if restored else "job"}
+                    "measured_by": "job, restored" if restored else "job", **where}
+        return {"measured_by": "snakemake samples", **where}
     return {"measured_by": "snakemake samples"}
 
 
@@ -75,11 +80,12 @@ def job_row(path, root, records: dict, jobs: dict) -> dict:
 
 
 def resources_table(paths, root, out_csv, records: dict | None = None, jobs: dict | None = None) -> pd.DataFrame:
-    """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by), in the
-    order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record}). Each
+    """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by, host,
+    slurm_job, slurm_mem_mb), in the order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record}). Each
     file's job as `jobs` names it ({benchmark file: {rule, run, seed}}), else from where it lies under `root`."""
     records, jobs = by_file(records), by_file(jobs)
     frame = pd.DataFrame([job_row(p, root, records, jobs) for p in paths], columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")
+    frame["slurm_mem_mb"] = frame["slurm_mem_mb"].astype("Int64")
     write_csv(out_csv, frame.round({"wall_s": 3, "max_rss_mib": 1, "cpu_s": 3}))
     return frame
