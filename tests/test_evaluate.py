@@ -26,7 +26,7 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, batch_size: int, de
     """(total nats, number of predicted tokens) of one source spanning the whole array, as evaluate_split
     scores each source: its windows, scored by window_nats."""
     windows = ev.source_windows(0, len(tokens), block_size)
-    return float(ev.window_nats(model, tokens, windows, batch_size, device).sum()), ev.predictions(windows)
+    return float(ev.window_nats(model, tokens, windows, batch_size, device)[0].sum()), ev.predictions(windows)
 
 
 def brute_force_nats(model, tokens, block):
@@ -85,6 +85,11 @@ def test_bits_per_byte_of_a_uniform_byte_model_with_eot_as_zero_bytes():
     assert rec["loss"] == pytest.approx(math.log(257))
     assert rec["perplexity"] == pytest.approx(257)
     assert rec["bpb"] == pytest.approx(scored * math.log(257) / (math.log(2) * 7))
+    assert rec["eot_share"] is None  # end-of-text not named: not counted apart
+    named = ev.evaluate_split(Uniform(), tokens, {"s": SourceRange(start=0, end=len(tokens))}, lengths, 8, 4, "cpu",
+                              eot=tok.eot_token)["all"]
+    assert named["nats"] == pytest.approx(rec["nats"])
+    assert named["eot_share"] == pytest.approx(2 / scored)  # 2 of the predictions, each ln(257) like the rest
 
 
 def test_per_source_records_add_up():

@@ -233,6 +233,19 @@ def test_eval_markdown_says_how_the_split_was_scored_as_the_evaluations_say(tmp_
     assert "every token but each source's first scored once" in method
 
 
+def test_eval_markdown_says_what_share_of_the_loss_is_end_of_text(tmp_path):
+    """bpb counts the cost of predicting end-of-text, a token of 0 bytes: eval.md gives its share over every run
+    and seed, and nothing where the evaluations do not count it (an older eval JSON)."""
+    evals = write_evals(tmp_path / "a", {"lstm": {1: 1.0}}, val_eot_share=0.121)
+    evals |= write_evals(tmp_path / "b", {"transformer": {1: 1.0}}, val_eot_share=0.163)
+    tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    assert ("Predicting end-of-text (0 bytes of text) takes 12% to 16% of the nats (val_eot_share in each eval "
+            "JSON), a cost val_loss and bpb include.") in (tmp_path / "eval.md").read_text()
+    tables.eval_table(write_evals(tmp_path / "c", {"lstm": {1: 1.0}}), tmp_path / "eval.csv", tmp_path / "eval.md",
+                      "exp")
+    assert "end-of-text" not in (tmp_path / "eval.md").read_text()
+
+
 def test_compare_table_pairs_runs_by_seed(tmp_path):
     evals = write_evals(tmp_path, {"a": {1: 1.0, 2: 1.2, 3: 1.1, 4: 9.0}, "b": {1: 1.5, 2: 1.6, 3: 1.65},
                                    "c": {1: 1.5, 2: 1.6, 3: 1.6}})

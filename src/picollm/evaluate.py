@@ -168,15 +168,16 @@ LENGTH_STEP = 64
 
 @torch.no_grad()
 def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int, device, desc: str = "score",
-                prefix: int | None = None) -> np.ndarray:
+                prefix: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Summed next-token loss (nats) of each window's scored tokens (rows of `windows`: (first, stop) scores
-    tokens[first + 1:stop], (first, stop, scored) tokens[scored:stop]); `prefix` is the token read at offset -1.
+    tokens[first + 1:stop], (first, stop, scored) tokens[scored:stop]); `prefix` is the token read at offset -1,
+    end-of-text. Returns (nats, the part of them spent predicting `prefix`), one value per window each.
 
     Windows of about the same length (all full windows; a tail is shorter) go through the model batch_size
     at a time; the progress bar (stderr) counts scored tokens.
     """
     device = torch.device(device)
-    nats = np.zeros(len(windows))
+    nats, prefix_nats = np.zeros(len(windows)), np.zeros(len(windows))
     firsts, stops, scored = windows[:, 0], windows[:, 1], scored_from(windows)
     lengths = stops - firsts
     padded = np.minimum(-(-lengths // LENGTH_STEP) * LENGTH_STEP, lengths.max(initial=0))
@@ -195,10 +196,13 @@ def window_nats(model, tokens: np.ndarray, windows: np.ndarray, batch_size: int,
                 losses = token_losses(model, ids[:, :-1], ids[:, 1:], HEAD_CHUNK[device_kind(device)])
                 targets = at[:, 1:]
                 keep = torch.from_numpy((targets >= scored[rows, None]) & (targets < stops[rows, None])).to(device)
-                nats[rows] = torch.where(keep, losses.double(), 0.0).sum(1).cpu().numpy()
+                kept = torch.where(keep, losses.double(), 0.0)
+                nats[rows] = kept.sum(1).cpu().numpy()
+                if prefix is not None:
+                    prefix_nats[rows] = torch.where(ids[:, 1:] == prefix, kept, 0.0).sum(1).cpu().numpy()
                 bar.update(int(keep.sum()))
     model.train(was_training)
-    return nats
+    return nats, prefix_nats
 
 
 def bytes_per_window_token(val: np.ndarray, sources: dict[str, SourceRange], lengths: np.ndarray) -> float:
@@ -222,12 +226,15 @@ def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
     return lengths
 
 
-def loss_record(nats: float, tokens: int, n_bytes: int) -> dict:
+def loss_record(nats: float, tokens: int, n_bytes: int, eot_nats: float | None = None) -> dict:
+    """One split's (or source's) numbers. eot_share: the part of its nats spent predicting end-of-text, which bits
+    per byte keeps in its numerator while the token adds no byte to the denominator (None: end-of-text not named)."""
     loss = nats / tokens if tokens else float("nan")
     perplexity = float("inf") if loss > 709 else math.exp(loss)  # math.exp raises past 709.78
     return {"loss": loss, "perplexity": perplexity if tokens else float("nan"),
             "bpb": nats / (LN2 * n_bytes) if n_bytes else float("nan"),
-            "tokens": int(tokens), "bytes": int(n_bytes), "nats": nats}
+            "tokens": int(tokens), "bytes": int(n_bytes), "nats": nats,
+            "eot_share": None if eot_nats is None else eot_nats / nats if nats else float("nan")}
 
 
 def evaluate_split(model, tokens: np.ndarray, sources: dict[str, SourceRange], byte_lengths: np.ndarray,
@@ -242,7 +249,7 @@ def evaluate_split(model, tokens: np.ndarray, sources: dict[str, SourceRange], b
     else:
         per_source = [source_windows(r.start, r.end, block_size) for r in sources.values()]
     windows, owner = cap_windows(per_source, block_size, max_tokens)
-    nats = window_nats(model, tokens, windows, batch_size, device, desc, prefix=eot)
+    nats, eot_nats = window_nats(model, tokens, windows, batch_size, device, desc, prefix=eot)
     # bytes of each window's scored tokens tokens[scored:stop], from the running byte count over the split
     ends = np.concatenate([[0], np.cumsum(byte_lengths[np.asarray(tokens, dtype=np.int64)])])
     n_bytes = ends[windows[:, 1]] - ends[scored_from(windows)]
@@ -251,11 +258,19 @@ def evaluate_split(model, tokens: np.ndarray, sources: dict[str, SourceRange], b
     def total(values, source):
         return values[owner == source].sum()
 
-    per_source_records = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)))
+    if eot is None:  # no end-of-text named: its share is not known
+        eot_nats = np.full(len(windows), np.nan)
+
+    per_source_records = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)),
+                                            _known(total(eot_nats, i)))
                           for i, name in enumerate(sources)}
     in_split = sum(predictions(w) for w in per_source)
-    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum())),
+    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum()), _known(eot_nats.sum())),
             "sources": per_source_records, "tokens_in_split": in_split, "capped": int(count.sum()) < in_split}
+
+
+def _known(value) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def scoring_method(block_size: int, max_tokens: int | None, capped: bool, scoring: str = "windows") -> str:
@@ -332,7 +347,7 @@ def evaluate_model(name: str, model_path, tokens_dir, *, device="cpu", max_token
            "val_loss": result["all"]["loss"], "perplexity": result["all"]["perplexity"], "bpb": result["all"]["bpb"],
            "val_tokens_scored": result["all"]["tokens"], "val_tokens_in_split": result["tokens_in_split"],
            "val_capped": result["capped"], "max_tokens": max_tokens, "scoring": scoring,
-           "val_bytes": result["all"]["bytes"],
+           "val_bytes": result["all"]["bytes"], "val_eot_share": result["all"]["eot_share"],
            "val_bytes_per_window_token": bytes_per_window_token(val, meta.splits.val.sources, lengths),
            "val_documents_in_train": {name: {"in_train": src.documents_in_train, "of": src.documents}
                                       for name, src in meta.splits.val.sources.items()},

@@ -327,6 +327,19 @@ def overlap_note(ev: dict) -> str:
         + "; there the validation loss partly measures recall of training text, not generalization. ")
 
 
+def eot_note(runs: dict) -> str:
+    """'' or a sentence on the share of the nats spent predicting end-of-text (val_eot_share), which bpb counts
+    though the token adds no byte: over every run and seed, as a range."""
+    shares = [share for by_seed in runs.values() for ev in by_seed.values()
+              if (share := ev.get("val_eot_share")) is not None and not math.isnan(share)]
+    if not shares:
+        return ""
+    low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
+    span = low if low == high else f"{low} to {high}"
+    return (f"Predicting end-of-text (0 bytes of text) takes {span} of the nats (val_eot_share in each eval JSON), "
+            f"a cost val_loss and bpb include. ")
+
+
 def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted."""
     def cells(rows, columns):
@@ -344,7 +357,7 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
              f"{scope} val_loss in nats/token, perplexity = exp(val_loss) of each seed (its mean and interval "
              f"are over the seeds' perplexities), bpb = bits per UTF-8 byte "
-             f"(comparable across tokenizers). Tokenizer: {tokenizers}. "
+             f"(comparable across tokenizers). Tokenizer: {tokenizers}. {eot_note(runs)}"
              f"{overlap_note(next(iter(first.values())))}".rstrip(), "",
              f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed. "
              f"{MULTIPLE_NOTE}",
