@@ -364,7 +364,7 @@ def test_a_resources_option_that_drops_the_profiles_memory_is_a_note(tmp_path):
     """--set-resources on the command line replaces the profile's whole set-resources: raising training's time
     limit would drop its memory without a word. A note names what is dropped and the words that keep it; given
     those, nothing is dropped and the training job keeps the profile's memory with the new time."""
-    from picollm.config.command_line import dropped_resources
+    from picollm.config.profile import dropped_resources
 
     config = write_config(tiny_config("resources_note"), tmp_path / "cfg.yaml")
     command = [sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path), "all",
@@ -375,13 +375,14 @@ def test_a_resources_option_that_drops_the_profiles_memory_is_a_note(tmp_path):
     assert len(notes) == 1 and "train:mem_mb=8000" in notes[0], proc.stderr[-3000:]
     keep = notes[0].split("give them too: --set-resources ")[1].split(" (or edit")[0].split()
     assert keep[0] == "train:runtime=480" and "train:mem_mb=8000" in keep
-    profile = ROOT / "profiles" / "slurm" / "config.yaml"
-    assert dropped_resources(["all", "--set-resources", *keep], profile) == []
+    profile = ["--profile", "profiles/slurm"]
+    assert dropped_resources([*profile, "all", "--set-resources", *keep]) == []
+    assert dropped_resources([*profile, "--set-resources", *keep, "train:mem=8G"]) == []  # mem is mem_mb
     proc = subprocess.run([*command, *keep[1:]], cwd=ROOT, env=snakemake_env(), capture_output=True, text=True,
                           timeout=300)
     assert "note:" not in proc.stderr and re.search(r"^rule train:(\n\s+.*)*resources: .*mem_mb=8000.*runtime=480",
                                                     proc.stdout, re.M), proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "mem_mb=2000, runtime=30" in dropped_resources(["--default-resources", "slurm_account=abc"], profile)[0]
+    assert "mem_mb=2000, runtime=30" in dropped_resources([*profile, "--default-resources", "slurm_account=abc"])[0]
 
 
 def no_partitions_env() -> dict:
@@ -397,33 +398,39 @@ SINFO = "debug*|1|1-infinite|(null)\ngpu|3|1-2|gpu:a100:4(S:0-1)\ngpu|1|1-2|gpu:
 def sinfo_env(tmp_path: Path) -> dict:
     """snakemake_env() with an `sinfo` that shows two partitions: debug (the default: one node, no GPUs) and gpu
     (four GPU nodes, two states, and a job spans at most two)."""
-    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin").mkdir(exist_ok=True)
     (tmp_path / "bin" / "sinfo").write_text(f"#!/bin/sh\nprintf '{SINFO}'\n")
     (tmp_path / "bin" / "sinfo").chmod(0o755)
     env = snakemake_env()
     return {**env, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{NO_SLURM_BIN}{os.pathsep}{env['PATH']}"}
 
 
+SKIP = "(where the cluster reroutes jobs itself, PICOLLM_SLURM_CHECK=0 skips this check)"
+
+
 @pytest.mark.parametrize("overrides, line", [
-    ("train={nodes: 2}", "error: run kgram_mlp trains on train.nodes = 2 nodes, but a job on SLURM partition debug "
-                         "spans at most 1: it would wait in the queue for good (PartitionNodeLimit); lower train.nodes, "
-                         "or name a larger partition as slurm_partition under set-resources: train_nodes: in "
-                         "profiles/slurm/config.yaml"),
+    ("train={nodes: 2}", "error: run kgram_mlp trains on train.nodes = 2 nodes, but SLURM partition debug has 1 "
+                         "node(s), so the job could never start; lower train.nodes, or name a larger partition as "
+                         f"slurm_partition under set-resources: train_nodes: in profiles/slurm/config.yaml {SKIP}"),
     ("device=cuda", "error: the study runs on device cuda, but SLURM partition debug has no GPUs, so sbatch would "
                     "refuse every train job; name a GPU partition as slurm_partition under set-resources: train: in "
-                    "profiles/slurm/config.yaml (or run on device: cpu)"),
+                    f"profiles/slurm/config.yaml (or run on device: cpu) {SKIP}"),
 ])
 def test_a_job_no_partition_can_run_is_one_line_before_anything_is_submitted(tmp_path, overrides, line):
     """No cluster needed (sinfo is a stand-in): a training on more nodes than a job may span there would pend for
     good, a GPU study on a partition without GPUs would have sbatch refuse its jobs; either is one line at once."""
     config = write_config(tiny_config("partitions"), tmp_path / "cfg.yaml")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *SLURM_PROFILE, "--directory", str(tmp_path),
-                           "all", "--configfile", str(config), "--config", overrides], cwd=ROOT,
-                          env=sinfo_env(tmp_path), capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "snakemake", *SLURM_PROFILE, "--directory", str(tmp_path), "all",
+               "--configfile", str(config), "--config", overrides]
+    env = sinfo_env(tmp_path)
+    proc = subprocess.run([*command, "-n"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == line, proc.stderr[-3000:]
+    # --unlock plans no job: the command a lost login session needs is not refused
+    proc = subprocess.run([*command, "--unlock"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_the_partitions_a_study_names_are_the_ones_checked():
+def test_the_partitions_a_study_names_are_the_ones_checked(monkeypatch):
     """picollm.slurm reads the partition of each rule as Snakemake would: the command line's set-resources (or
     default-resources) replacing the profile's whole map; a partition that can run the job passes, and without
     the SLURM profile (or without an answer from sinfo) nothing is checked."""
@@ -445,9 +452,38 @@ def test_the_partitions_a_study_names_are_the_ones_checked():
                                                      "run transformer trains on train.nodes = 2 nodes",
                                                      "the study runs on device cuda"]  # train_nodes: on debug
     cfg["train"]["nodes"], cfg["train"]["batch_size"] = 3, 12  # the global batch splits over the ranks
-    assert "spans at most 2" in slurm.problems(parse(Study, cfg), [*base, *on_gpu], sinfo=lambda: found)[0]
+    assert "lets a job span at most 2 (its MaxNodes)" in slurm.problems(parse(Study, cfg), [*base, *on_gpu],
+                                                                         sinfo=lambda: found)[0]
     assert slurm.problems(study, ["all"], sinfo=lambda: found) == []  # a local run
     assert slurm.problems(study, base, sinfo=lambda: None) == []  # sinfo did not answer
+    # where the job may go to a partition that fits, or to one sinfo does not show, nothing is refused
+    for words in (["train_nodes:slurm_partition='debug,gpu'", "evaluate:slurm_partition=gpu"],
+                  ["train_nodes:slurm_partition=elsewhere", "evaluate:slurm_partition=gpu"],
+                  ["train_nodes:slurm_cluster=other", "evaluate:slurm_partition=gpu"]):
+        assert slurm.problems(study, [*base, "--set-resources", *words], sinfo=lambda: found) == [], words
+    assert slurm.problems(study, [*base, "--slurm-partition-config", "p.yaml"], sinfo=lambda: found) == []
+    monkeypatch.setenv("PICOLLM_SLURM_CHECK", "0")
+    assert slurm.problems(study, base, sinfo=lambda: found) == []
+
+
+def test_a_profile_is_found_where_snakemake_looks_and_read_in_either_form(tmp_path, monkeypatch):
+    """--profile takes one word (a target may follow it), a folder or a name under ~/.config/snakemake; a profile
+    may write its resource maps as lists of the command line's words."""
+    from picollm.config.profile import dropped_resources, profile_file, read_profile, resource_maps
+
+    monkeypatch.chdir(ROOT)
+    assert profile_file(["--profile", "profiles/slurm", "all"]) == Path("profiles/slurm/config.yaml")
+    assert profile_file(["--profile=profiles/slurm", "all"]) == Path("profiles/slurm/config.yaml")
+    mine = tmp_path / "snakemake" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "config.v8+.yaml").write_text("executor: slurm\ndefault-resources:\n  - mem_mb=3000\n  - runtime=60\n"
+                                          "set-resources:\n  - train:mem_mb=9000\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    argv = ["--profile", "mine", "all"]
+    assert profile_file(argv) == mine / "config.v8+.yaml"
+    assert resource_maps(argv, read_profile(profile_file(argv))) == ({"train": {"mem_mb": "9000"}},
+                                                                     {"mem_mb": "3000", "runtime": "60"})
+    assert "train:mem_mb=9000 no longer apply" in dropped_resources([*argv, "--set-resources", "train:runtime=5"])[0]
 
 
 @pytest.mark.slow

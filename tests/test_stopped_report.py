@@ -261,7 +261,7 @@ def test_ctrl_c_on_slurm_names_each_cancelled_job(tmp_path, monkeypatch):
                                       "interrupted; rerun to continue\n")
     (tmp_path / late_log).write_text("step 100 | loss 2.5\n")  # still writing its checkpoint
     run_log = tmp_path / "run.log"
-    run_log.write_text(slurm_start("download", 4, "results/offline/logs/download/x.log", 270)
+    run_log.write_text("Job stats:\njob      count\n" + slurm_start("download", 4, "results/offline/logs/download/x.log", 270)
                        + "Finished jobid: 4 (Rule: download)\n"
                        + slurm_start("train", 5, train_log, 272) + slurm_start("train", 6, late_log, 273)
                        + slurm_start("reference", 17, "results/offline/logs/reference/seed7.log", 274)
@@ -278,6 +278,34 @@ def test_ctrl_c_on_slurm_names_each_cancelled_job(tmp_path, monkeypatch):
     local = run_log.read_text().replace("has been submitted with SLURM jobid", "was started as")
     run_log.write_text(local)  # a local run's killed jobs each have their error block: none here stopped
     assert summary(run_log)[0] == "pico-llm: stopped by Ctrl-C with no job running; every finished output is kept."
+
+
+def test_a_queued_slurm_job_cancelled_by_ctrl_c_is_not_read_from_an_earlier_runs_files(tmp_path, monkeypatch):
+    """A job still queued at Ctrl-C wrote nothing: its log and outputs, if any, are an earlier run's (older than
+    the run, which Snakemake's log names), so it is only cancelled. A retry cancelled after a time limit is the
+    cancelled one. Under --quiet progress (no "Job stats", no "Finished jobid") nothing is said of SLURM jobs."""
+    monkeypatch.chdir(tmp_path)
+    old_log, model = "results/offline/logs/reference/seed7.log", "results/offline/reference/17.out"
+    for path in (old_log, model):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("error: an earlier run's failure\n")
+        os.utime(tmp_path / path, (1e9, 1e9))  # 2001
+    timeout = slurm_failure("train", ["results/offline/models/lstm/seed7/model.pt"], "results/offline/logs/train/lstm/"
+                            "seed7.log", 272, "TIMEOUT", "interrupted; rerun to continue")
+    text = ("Job stats:\n" + slurm_start("train", 3, "results/offline/logs/train/lstm/seed7.log", 272) + timeout
+            + slurm_start("train", 3, "results/offline/logs/train/lstm/seed7.log", 275)
+            + slurm_start("reference", 17, old_log, 274) + CTRL_C)
+    run_log = tmp_path / ".snakemake" / "log" / "2026-12-07T101508.241758.snakemake.log"
+    run_log.parent.mkdir(parents=True)
+    run_log.write_text(text)
+    assert summary(run_log) == [
+        "pico-llm: stopped by Ctrl-C: 2 job(s) did not finish; every finished output is kept.",
+        "  train/lstm/seed7: cancelled (SLURM job 275) (2 attempts)  (results/offline/logs/train/lstm/seed7.log)",
+        f"  reference/seed7: cancelled (SLURM job 274)  ({old_log})",
+        "pico-llm: rerun the same command to continue (training resumes from its last checkpoint).",
+    ]
+    run_log.write_text(text.replace("Job stats:\n", ""))
+    assert [line.split(":")[0] for line in summary(run_log)[1:-1]] == ["  train/lstm/seed7"]  # the timeout alone
 
 
 # The SLURM executor's block for a job sbatch refused, as Snakemake 9 logs it.
@@ -313,10 +341,18 @@ def test_a_job_sbatch_refused_says_why_and_the_fix(tmp_path, monkeypatch):
         "{train, evaluate} in profiles/slurm/config.yaml (docs/cluster.md)",
         "pico-llm: fix what each line names, then rerun the same command.",
     ]
+    two_lines = SBATCH_REFUSED.replace(
+        "'sbatch: error: Invalid generic resource (gres) specification'.",
+        "'sbatch: error: QOSMaxGRESPerUser\nsbatch: error: Batch job submission failed: Job violates accounting/QOS "
+        "policy'.")
+    run_log.write_text(two_lines)
+    assert summary(run_log)[1] == ("  train/lstm/seed7: not submitted: QOSMaxGRESPerUser; Batch job submission failed: "
+                                   "Job violates accounting/QOS policy")
     down = SBATCH_REFUSED.replace(
         "SLURM sbatch failed. The error message was 'sbatch: error: Invalid generic resource (gres) specification'.",
         "Job submission failed with exception: Failed to run sinfo for retrieval of cluster partitions: "
-        "slurm_load_partitions: Unable to contact slurm controller (connect failure)")
+        "slurm_load_partitions: Unable to contact slurm controller (connect failure)For further error details see "
+        "the cluster/cloud log and the log files of the involved rule(s).")
     run_log.write_text(down)
     assert summary(run_log)[1] == (
         "  train/lstm/seed7: not submitted: Failed to run sinfo for retrieval of cluster partitions: "

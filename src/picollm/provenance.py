@@ -92,11 +92,10 @@ def slurm_job() -> dict | None:
     env = os.environ
     if "SLURM_JOB_ID" not in env:
         return None
-    mem = env.get("SLURM_MEM_PER_NODE")
-    cpus = env.get("SLURM_CPUS_PER_TASK")
-    return {"job_id": env["SLURM_JOB_ID"], "node": env.get("SLURMD_NODENAME"),
-            "cpus": int(cpus) if cpus and cpus.isdigit() else None,
-            "mem_mb": int(mem) if mem and mem.isdigit() else None}
+    cpus, per_node, per_cpu = (int(value) if value.isdigit() else None for value in (
+        env.get("SLURM_CPUS_PER_TASK", ""), env.get("SLURM_MEM_PER_NODE", ""), env.get("SLURM_MEM_PER_CPU", "")))
+    mem = per_node or (per_cpu * cpus if per_cpu and cpus else None)  # --mem, else --mem-per-cpu x CPUs
+    return {"job_id": env["SLURM_JOB_ID"], "node": env.get("SLURMD_NODENAME"), "cpus": cpus, "mem_mb": mem}
 
 
 def content_hashes(inputs) -> dict:

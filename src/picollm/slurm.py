@@ -1,21 +1,25 @@
-"""What a run through profiles/slurm checks on the login node before it submits anything: a job that no node of
-its partition can run. SLURM accepts such a job and leaves it pending for good (`PartitionNodeLimit`), while
-snakemake waits for it without a word; or sbatch refuses it halfway through the run. Asked only when the study
-has such a job to place (training on several nodes, or on GPUs), from `sinfo`: where sinfo does not answer (no
-SLURM here), nothing is checked.
+"""What a run through profiles/slurm checks on the login node before it submits anything: a job that no partition
+it may go to can run. SLURM accepts a job wider than its partition allows and leaves it pending for good
+(`PartitionNodeLimit`), or refuses it, while snakemake waits without a word; sbatch refuses GPUs on a partition
+without them halfway through the run. Asked only when the study has such a job to place (training on several
+nodes, or on GPUs), from `sinfo`. Nothing is checked where sinfo does not answer, where the job's partition is not
+among those sinfo shows, where the SLURM plugin picks partitions itself (slurm-partition-config) or the job goes
+to another cluster (slurm_cluster), or with PICOLLM_SLURM_CHECK=0 (a cluster that reroutes jobs itself).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 
-import yaml
-
 from picollm import jobs
 from picollm.config import Study
-from picollm.config.command_line import option_words, profile_file
+from picollm.config.profile import option_value, profile_file, read_profile, resource_maps
 
 PROFILE_FIX = "profiles/slurm/config.yaml"  # where a partition is named (docs/cluster.md, step 2)
+OPT_OUT = "PICOLLM_SLURM_CHECK"
+SKIP = f"(where the cluster reroutes jobs itself, {OPT_OUT}=0 skips this check)"
+SINFO_TIMEOUT_S = 10
 
 
 @dataclass
@@ -27,46 +31,47 @@ class Partition:
     gpus: bool  # whether any of its nodes has GPUs (a `gpu` generic resource)
     default: bool  # where a job that names none goes
 
+    def widest(self) -> int:
+        return min(self.nodes, self.max_nodes or self.nodes)
+
 
 def partitions(run=subprocess.run) -> dict[str, Partition] | None:
     """The cluster's partitions; None where sinfo does not answer."""
     try:
-        out = run(["sinfo", "--noheader", "--format", "%P|%D|%s|%G"], capture_output=True, text=True, timeout=30)
+        out = run(["sinfo", "--noheader", "--format", "%P|%D|%s|%G"], capture_output=True, text=True,
+                  timeout=SINFO_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
     found: dict[str, Partition] = {}
-    for line in out.stdout.splitlines():  # a partition has one line per state its nodes are in
-        name, nodes, size, gres = (line.split("|") + ["", "", ""])[:4]
-        key = name.rstrip("*")
-        top = size.rpartition("-")[2]
+    for line in out.stdout.splitlines():  # a partition has one line per kind of node (their generic resources)
+        name, nodes, size, gres = (line.strip().split("|") + ["", "", ""])[:4]
+        key, top = name.rstrip("*"), size.rpartition("-")[2]  # %s: "1-infinite", "1-4"; "1-1K" reads as no limit
         part = found.setdefault(key, Partition(key, 0, int(top) if top.isdigit() else None, False, name.endswith("*")))
         part.nodes += int(nodes) if nodes.isdigit() else 0
         part.gpus = part.gpus or "gpu" in gres
     return found
 
 
-def partition_of(rule: str, argv: list[str], profile: dict) -> str | None:
-    """The partition a rule's jobs are submitted to: its slurm_partition from set-resources, else from
-    default-resources, the command line's map replacing the profile's whole; None for the cluster's default."""
-    for option, key, prefix in (("--set-resources", "set-resources", f"{rule}:"),
-                                ("--default-resources", "default-resources", "")):
-        if any(word.partition("=")[0] == option for word in argv):
-            named = {word[len(prefix):].partition("=")[0]: word.partition("=")[2]
-                     for word in option_words(argv, (option,)) if word.startswith(prefix)}
-        else:
-            named = (profile.get(key) or {}).get(rule, {}) if prefix else profile.get(key) or {}
-        if (named or {}).get("slurm_partition"):
-            return str(named["slurm_partition"])
-    return None
+def partitions_of(rule: str, set_resources: dict, default_resources: dict) -> list[str] | None:
+    """The partitions a rule's jobs may go to (slurm_partition of its set-resources, else of default-resources;
+    "a,b" names two); None for the cluster's default partition."""
+    named = set_resources.get(rule, {}).get("slurm_partition") or default_resources.get("slurm_partition")
+    if not named:
+        return None
+    return [os.path.expandvars(part.strip().strip("'\"")) for part in str(named).strip("'\"").split(",")]
 
 
 def problems(study: Study, argv: list[str], sinfo=partitions) -> list[str]:
-    """A line for each job of `study` that no node of its partition can run (`argv`: Snakemake's command line)."""
-    profile_path = profile_file(argv)
-    profile = yaml.safe_load(profile_path.read_text(encoding="utf-8")) if profile_path else {}
-    if (profile or {}).get("executor") != "slurm" and "slurm" not in option_words(argv, ("--executor", "-e")):
+    """A line for each job of `study` that no partition it may go to can run (`argv`: Snakemake's command line)."""
+    profile = read_profile(profile_file(argv))
+    on_slurm = profile.get("executor") == "slurm" or "slurm" in (option_value(argv, "--executor"),
+                                                                   option_value(argv, "-e"))
+    set_resources, default_resources = resource_maps(argv, profile)
+    plugin_picks = ("slurm-partition-config" in profile or "--slurm-partition-config" in " ".join(argv)
+                    or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS"))
+    if not on_slurm or plugin_picks or os.environ.get(OPT_OUT) == "0":
         return []
     wide = {run: jobs.train_nodes(study, run) for run in study.runs if jobs.train_nodes(study, run) > 1}
     training = ["train_nodes"] * bool(wide) + ["train"] * (len(wide) < len(study.runs))  # the rules it trains with
@@ -74,27 +79,34 @@ def problems(study: Study, argv: list[str], sinfo=partitions) -> list[str]:
     found = sinfo() if wide or gpu_rules else None
     if not found:
         return []
+
+    def candidates(rule: str) -> list[Partition] | None:
+        """The partitions sinfo shows that the rule's jobs may go to; None where one is unknown here, or the job
+        goes to another cluster."""
+        if "slurm_cluster" in set_resources.get(rule, {}) or "slurm_cluster" in default_resources:
+            return None
+        names = partitions_of(rule, set_resources, default_resources)
+        parts = [found.get(name) for name in names] if names else [_default(found)]
+        return None if None in parts else parts
+
     lines = []
     for run, nodes in wide.items():
-        part = _partition(found, partition_of("train_nodes", argv, profile))
-        if part and nodes > min(part.nodes, part.max_nodes or part.nodes):
-            most = min(part.nodes, part.max_nodes or part.nodes)
-            lines.append(f"run {run} trains on train.nodes = {nodes} nodes, but a job on SLURM partition {part.name} "
-                         f"spans at most {most}: it would wait in the queue for good (PartitionNodeLimit); lower "
-                         f"train.nodes, or name a larger partition as slurm_partition under set-resources: "
-                         f"train_nodes: in {PROFILE_FIX}")
+        parts = candidates("train_nodes")
+        if parts and all(nodes > part.widest() for part in parts):
+            part = parts[0]
+            limit = (f"has {part.nodes} node(s)" if part.nodes < nodes
+                     else f"lets a job span at most {part.max_nodes} (its MaxNodes)")
+            lines.append(f"run {run} trains on train.nodes = {nodes} nodes, but SLURM partition {part.name} {limit}, "
+                         f"so the job could never start; lower train.nodes, or name a larger partition as "
+                         f"slurm_partition under set-resources: train_nodes: in {PROFILE_FIX} {SKIP}")
     for rule in gpu_rules:
-        part = _partition(found, partition_of(rule, argv, profile))
-        if part and not part.gpus:
-            lines.append(f"the study runs on device {study.device}, but SLURM partition {part.name} has no GPUs, so sbatch "
-                         f"would refuse every {rule} job; name a GPU partition as slurm_partition under "
-                         f"set-resources: {rule}: in {PROFILE_FIX} (or run on device: cpu)")
+        parts = candidates(rule)
+        if parts and not any(part.gpus for part in parts):
+            lines.append(f"the study runs on device {study.device}, but SLURM partition {parts[0].name} has no GPUs, "
+                         f"so sbatch would refuse every {rule} job; name a GPU partition as slurm_partition under "
+                         f"set-resources: {rule}: in {PROFILE_FIX} (or run on device: cpu) {SKIP}")
     return lines
 
 
-def _partition(found: dict[str, Partition], name: str | None) -> Partition | None:
-    """The named partition, or the default one; None where sinfo does not show it (sbatch then says why)."""
-    if name is not None:
-        return found.get(name)
+def _default(found: dict[str, Partition]) -> Partition | None:
     return next((part for part in found.values() if part.default), None)
-

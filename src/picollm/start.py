@@ -87,8 +87,11 @@ def check_targets(workflow, argv: list[str], parser, cfg: Study, results: str, o
         raise PicoError(problem)
 
 
-def check_cluster(workflow, argv: list[str], cfg: Study) -> None:
-    """On SLURM (profiles/slurm), a job no node of its partition can run: one line before anything is submitted,
-    instead of a job pending for good or sbatch refusing it halfway through the run (picollm.slurm)."""
-    if workflow.is_main_process and (problems := slurm.problems(cfg, argv[1:])):
+def check_cluster(workflow, argv: list[str], parser, cfg: Study) -> None:
+    """On SLURM (profiles/slurm), a job no partition it may go to can run: one line before anything is submitted
+    (a dry run says it too), instead of a job pending for good or sbatch refusing it halfway through the run
+    (picollm.slurm). Not for a command that plans no job (--unlock, a report)."""
+    if not (workflow.is_main_process and command_line.runs_jobs(argv, parser, dry_run=True)):
+        return
+    if problems := slurm.problems(cfg, argv[1:]):
         raise PicoError(problems[0])

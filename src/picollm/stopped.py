@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import re
 import signal
 import sys
@@ -39,15 +40,17 @@ FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs 
 
 SLURM_STATUS = re.compile(r"SLURM status is: '(\w+)'")  # the SLURM executor's message of a job that failed
 MESSAGE = re.compile(r"\s+message: (.+)$")  # an error block's first line: None for a job that ran and failed
-# the SLURM executor's message of a job it could not submit: sbatch's own words, or the plugin's (no controller)
-NOT_SUBMITTED = re.compile(r"(?:SLURM sbatch failed\. The error message was '(?:sbatch: error: )?(.+?)'\.?"
-                           r"|Job submission failed with exception: (.+))$")
-FURTHER = "For further error details see"  # the SLURM executor's line after its message, inside the block
+# the SLURM executor's message of a job it could not submit: sbatch's own words (quoted, over one line or more),
+# or the plugin's (no controller)
+SBATCH_REFUSED = re.compile(r"SLURM sbatch failed(?: for array job submission \([^)]*\))?\. The error message was '")
+SUBMIT_FAILED = "Job submission failed with exception: "
+FURTHER = "For further error details see"  # the SLURM executor's words after its message, inside the block
 GRES = "generic resource"  # sbatch refusing --gpus: the partition has none (of that model)
 STARTED = re.compile(r"^(?:local)?rule (\S+):$")  # the block Snakemake logs as it starts a job
 JOBID = re.compile(r"\s+jobid: (\d+)$")
 FINISHED_JOB = re.compile(r"^Finished jobid: (\d+)")
 SUBMITTED = re.compile(r"^Job (\d+) has been submitted with SLURM jobid (\d+)")
+PROGRESS_SHOWN = "Job stats:"  # logged as a run starts, unless --quiet progress also hid "Finished jobid"
 SETTLE = 10.0  # seconds a SLURM job cancelled by Ctrl-C gets to write its last word (a training, its checkpoint)
 COPIED = re.compile(r"^Logfile .+:$")  # show-failed-logs: a job's log copied in, between two lines of '='
 FENCE = re.compile(r"^={20,}$")
@@ -55,7 +58,8 @@ FENCE = re.compile(r"^={20,}$")
 
 @dataclass
 class StoppedJob:
-    """A job with an "Error in rule" block in Snakemake's log."""
+    """A job that did not finish: one with an "Error in rule" block in Snakemake's log, or a SLURM job Ctrl-C
+    cancelled."""
     rule: str
     killed: str | None  # the signal that killed it
     log: str | None = None
@@ -65,45 +69,51 @@ class StoppedJob:
     not_submitted: str | None = None  # why sbatch (or the plugin) did not submit it
     slurm_job: str | None = None  # the SLURM job id of a job Ctrl-C cancelled
     jobid: str | None = None  # Snakemake's
+    at: int = 0  # the line of Snakemake's log its block starts on
+    stale: bool = False  # a cancelled job's log and outputs are older than the run: an earlier run's
 
 
 def stopped_jobs(run_log: str, cancelled: bool = False) -> list[StoppedJob]:
-    """Every job with an "Error in rule" block in `run_log`, the text of Snakemake's log. A job's log copied in
-    (show-failed-logs: on SLURM, the blocks of the job's own Snakemake) is not read; a job that failed again
-    (--retries) is one job. `cancelled` (Ctrl-C): also the SLURM jobs submitted and not seen to end, which the
-    SLURM executor cancels without a block."""
-    failed, started, job, killed, fences_left = [], [], None, None, 0
-    submitted, ended = {}, set()  # Snakemake's job ids: their SLURM job ids; those seen to end
-    for line in run_log.splitlines():
+    """The jobs that did not finish in `run_log`, the text of Snakemake's log: every job with an "Error in rule"
+    block, and with `cancelled` (Ctrl-C) the SLURM jobs submitted and not seen to end since their last start, which
+    the SLURM executor cancels without a block. A job's log copied in (show-failed-logs: on SLURM, the blocks of
+    the job's own Snakemake) is not read; a job that stopped again (--retries) is one job."""
+    failed, started, job, killed, fences_left, quoted = [], [], None, None, 0, False
+    submitted, ended = {}, {}  # Snakemake's job ids: their SLURM job ids; the line each was last seen to end on
+    for at, line in enumerate(run_log.splitlines()):
         if fences_left:  # inside a copied log, up to its second fence
             fences_left -= bool(FENCE.match(line))
-            continue
-        if COPIED.match(line):
+        elif quoted:  # sbatch's refusal, quoted over several lines
+            words = line.strip().removeprefix("sbatch: error: ")
+            job.not_submitted += "; " + words.removesuffix("'.")
+            quoted = not words.endswith("'.")
+        elif COPIED.match(line):
             fences_left, job = 2, None
         elif match := KILLED.search(line):  # Snakemake's CalledProcessError, just above the job's block
             killed = match.group(1) or signal_name(int(match.group(2)) - 128)
         elif match := FAILED.match(line):
-            job = StoppedJob(match.group(1), killed)
+            job = StoppedJob(match.group(1), killed, at=at)
             failed.append(job)
             killed = None
         elif match := STARTED.match(line):
-            job = StoppedJob(match.group(1), None)
+            job = StoppedJob(match.group(1), None, at=at)
             started.append(job)
         elif match := SUBMITTED.match(line):
             submitted[match.group(1)] = match.group(2)
         elif match := FINISHED_JOB.match(line):
-            ended.add(match.group(1))
+            ended[match.group(1)] = at
         elif not line[:1].isspace() and not line.startswith(FURTHER):  # a block's lines are indented: a job
             job = None  # started after it has its own
         elif job:
-            _read_block_line(job, line)
-    ended |= {job.jobid for job in failed}
-    if cancelled:
-        for job in started:
-            if job.jobid in submitted and job.jobid not in ended:
+            quoted = _read_block_line(job, line)
+    for job in failed:
+        ended[job.jobid] = max(ended.get(job.jobid, -1), job.at)
+    if cancelled and PROGRESS_SHOWN in run_log:  # (--quiet progress: which jobs ended is not known)
+        for job in started:  # the last start of each job, after its last end
+            if job.jobid in submitted and ended.get(job.jobid, -1) < job.at:
                 job.slurm_job = submitted[job.jobid]
                 failed.append(job)
-                ended.add(job.jobid)  # a retry's start block is the same job
+                ended[job.jobid] = job.at
     merged = {}
     for job in failed:  # a retry's block names the same log (or rule and outputs)
         key = (job.rule, job.log or tuple(job.outputs))
@@ -113,8 +123,9 @@ def stopped_jobs(run_log: str, cancelled: bool = False) -> list[StoppedJob]:
     return list(merged.values())
 
 
-def _read_block_line(job: StoppedJob, line: str) -> None:
-    """One indented line of a job's block: its id, log, outputs, and (an error block) the executor's message."""
+def _read_block_line(job: StoppedJob, line: str) -> bool:
+    """One indented line of a job's block: its id, log, outputs, and (an error block) the executor's message.
+    True when that message is sbatch's refusal, quoted on into the next lines."""
     if job.jobid is None and (match := JOBID.match(line)):
         job.jobid = match.group(1)
     elif job.log is None and (match := LOG.match(line)):
@@ -122,10 +133,16 @@ def _read_block_line(job: StoppedJob, line: str) -> None:
     elif not job.outputs and (match := OUTPUT.match(line)):
         job.outputs = match.group(1).split(", ")
     elif match := MESSAGE.match(line):
-        if status := SLURM_STATUS.search(line):
+        message = match.group(1)
+        if status := SLURM_STATUS.search(message):
             job.slurm_status = status.group(1)
-        elif refused := NOT_SUBMITTED.search(match.group(1)):
-            job.not_submitted = refused.group(1) or refused.group(2)
+        elif refused := SBATCH_REFUSED.match(message):
+            words = message[refused.end():].rstrip()
+            job.not_submitted = words.removeprefix("sbatch: error: ").removesuffix("'.")
+            return not words.endswith("'.")
+        elif message.startswith(SUBMIT_FAILED):
+            job.not_submitted = message[len(SUBMIT_FAILED):].split(FURTHER)[0].strip()
+    return False
 
 
 def signal_name(number: int) -> str:
@@ -165,7 +182,10 @@ def summary(snakemake_log: str | Path) -> list[str]:
     # (it ignored SIGINT, or the jobs alone were signalled) each say so themselves
     ctrl_c = CTRL_C in run_log
     jobs = stopped_jobs(run_log, cancelled=ctrl_c)
-    _settle([job for job in jobs if job.slurm_job])
+    since = run_started(snakemake_log)
+    for job in jobs:  # a job still queued wrote nothing: what its paths hold, an earlier run did
+        job.stale = bool(job.slurm_job and since and not _written_since(job.log, since))
+    _settle([job for job in jobs if job.slurm_job and not job.stale])
     timed_out = sum(job.slurm_status == "TIMEOUT" for job in jobs)
     for job in jobs:
         rule, job_log, outputs = job.rule, job.log, job.outputs
@@ -176,7 +196,7 @@ def summary(snakemake_log: str | Path) -> list[str]:
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if shown_log else ""))
         training = training or rule in TRAINING
         # Snakemake removes a job's outputs before it runs it: any there now, this job wrote before it stopped
-        if not job.not_submitted and any(Path(output).exists() for output in outputs):
+        if not job.not_submitted and not job.stale and any(Path(output).exists() for output in outputs):
             left.append(name)
     if not lines:  # no job stopped: Snakemake's own error (a DAG error) says it all, but not that a signal did
         if ctrl_c:
@@ -196,7 +216,7 @@ def summary(snakemake_log: str | Path) -> list[str]:
 
 def job_word(job: StoppedJob) -> str | None:
     """What a stopped job's line says: its own last word, and what stopped it where its log cannot say."""
-    said = last_word(job.log) if job.log else None
+    said = last_word(job.log) if job.log and not job.stale else None
     if job.not_submitted:  # it never ran: a log of the same name is an earlier run's
         said = not_submitted_word(job.not_submitted)
     elif job.slurm_job and said is None:
@@ -230,9 +250,26 @@ def _settle(cancelled: list[StoppedJob]) -> None:
     still writes its checkpoint."""
     deadline = time.monotonic() + SETTLE
     waiting = [job for job in cancelled if job.log and _has_lines(job.log) and last_word(job.log) is None]
-    while waiting and time.monotonic() < deadline:
-        time.sleep(0.5)
-        waiting = [job for job in waiting if last_word(job.log) is None]
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: say what is known now
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting = [job for job in waiting if last_word(job.log) is None]
+
+
+def run_started(snakemake_log: str | Path) -> float | None:
+    """When the run began, from its log's name (Snakemake's .snakemake/log/<%Y-%m-%dT%H%M%S.%f>.snakemake.log, in
+    local time); None for a log named otherwise."""
+    stamp = Path(snakemake_log).name.removesuffix(".snakemake.log")
+    try:
+        return dt.datetime.strptime(stamp, "%Y-%m-%dT%H%M%S.%f").timestamp()
+    except ValueError:
+        return None
+
+
+def _written_since(path: str | None, since: float) -> bool:
+    with contextlib.suppress(OSError, TypeError):
+        return Path(path).stat().st_mtime >= since
+    return False
 
 
 def _has_lines(path: str) -> bool:

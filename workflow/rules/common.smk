@@ -53,7 +53,7 @@ R = layout.results_dir(CFG.experiment)
 WORKDIR = Path.cwd()
 with one_line():
     start.check_files(workflow, sys.argv, get_argument_parser, CFG, R)
-    start.check_cluster(workflow, sys.argv, CFG)
+    start.check_cluster(workflow, sys.argv, get_argument_parser, CFG)
 SOURCES = [s.name for s in CFG.data.sources]
 RUNS = CFG.runs  # {run: model config}: every model, then every sweep point
 # device: auto is decided once, here, and every job is handed the answer: a job that parses the workflow again on

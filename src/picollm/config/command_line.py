@@ -181,11 +181,13 @@ NO_JOB_OPTIONS = ("dryrun", "summary", "detailed_summary", "report", "lint", "li
                   "conda_cleanup_envs", "conda_create_envs_only", "delete_all_output", "delete_temp_output")
 
 
-def runs_jobs(argv: list[str], parser) -> bool:
+def runs_jobs(argv: list[str], parser, dry_run: bool = False) -> bool:
     """Whether Snakemake's command line `argv` (sys.argv) runs jobs, which write under results/: False for a dry
-    run, a report, a summary, a graph or a lint, and for a process that is no snakemake command."""
+    run (unless `dry_run`: whether it plans jobs), a report, a summary, a graph or a lint, and for a process that is
+    no snakemake command."""
     args = _snakemake_args(argv[1:], parser) if argv and "snakemake" in Path(argv[0]).as_posix() else None
-    return args is not None and not any(getattr(args, option, None) for option in NO_JOB_OPTIONS)
+    options = [option for option in NO_JOB_OPTIONS if not (dry_run and option == "dryrun")]
+    return args is not None and not any(getattr(args, option, None) for option in options)
 
 
 def _experiment_in(path: Path) -> str | None:
@@ -340,40 +342,6 @@ def main(argv: list[str] | None = None, parser=None) -> None:
         sys.exit(1)
 
 
-RESOURCE_MAPS = {"--set-resources": "set-resources", "--default-resources": "default-resources"}
-
-
-def profile_file(argv: list[str]) -> Path | None:
-    """The config.yaml of the profile folder this command line names (--profile, else $SNAKEMAKE_PROFILE): from
-    the working directory, else (Snakemake has gone to --directory) from the checkout."""
-    named = option_words(argv, ("--profile",)) or [os.environ.get("SNAKEMAKE_PROFILE", "")]
-    if not named[-1]:
-        return None
-    return next((path for path in (Path(named[-1], "config.yaml"), ROOT / named[-1] / "config.yaml")
-                 if path.is_file()), None)
-
-
-def dropped_resources(argv: list[str], profile: Path) -> list[str]:
-    """--set-resources or --default-resources on the command line replaces the profile's whole map of that name
-    (the command line's words win over the profile's, whole): one note per option that drops resources the
-    profile sets (training's memory, every job's time limit), naming them and the words that keep them."""
-    given = yaml.safe_load(profile.read_text(encoding="utf-8")) or {}
-    notes = []
-    for option, key in RESOURCE_MAPS.items():
-        if not any(word.partition("=")[0] == option for word in argv):
-            continue
-        words, ours = option_words(argv, (option,)), given.get(key) or {}
-        if key == "set-resources":  # {rule: {resource: value}}, as the command line's rule:resource=value
-            ours = {f"{rule}:{name}": value for rule, values in ours.items() for name, value in (values or {}).items()}
-        typed = {word.partition("=")[0] for word in words}
-        dropped = [f"{name}={value}" for name, value in ours.items() if name not in typed]
-        if dropped:
-            notes.append(f"{option} on the command line replaces the whole {key} of {profile}, so its "
-                         f"{', '.join(dropped)} no longer apply; to keep them, give them too: "
-                         f"{option} {' '.join(map(shlex.quote, words + dropped))} (or edit the profile instead)")
-    return notes
-
-
 def profile_check(parser=None, cluster: bool = False) -> None:
     """main(), as the profiles run it inside Snakemake's own process (which gives them its argument `parser`, so
     that picollm itself needs no snakemake), with this checkout's src/ on the path: then src/ and every picollm
@@ -381,8 +349,9 @@ def profile_check(parser=None, cluster: bool = False) -> None:
     (workflow/rules/common.smk), which need not be this one. `cluster` (profiles/slurm): a note when the command
     line drops resources the profile sets."""
     main(parser=parser)
-    if cluster and (profile := profile_file(sys.argv[1:])):
-        for note in dropped_resources(sys.argv[1:], profile):
+    if cluster:
+        from picollm.config.profile import dropped_resources  # (that module builds on this one)
+        for note in dropped_resources(sys.argv[1:]):
             print(f"note: {note}", file=sys.stderr)
     src = str(Path(__file__).resolve().parents[2])
     if src in sys.path:
