@@ -746,7 +746,8 @@ def test_a_restored_training_keeps_the_record_and_cost_of_the_job_that_trained(t
     assert {k: v for k, v in restored.items() if k != "restored"} == trained
     assert restored["restored"]["created_utc"] >= trained["created_utc"]
     assert job_usage(record) == {**{k: trained["usage"][k] for k in ("cpu_s", "max_rss_mib", "wall_s")},
-                                 "measured_by": "job, restored"}
+                                 "measured_by": "job, restored", "host": trained["host"], "slurm_job": None,
+                                 "slurm_mem_mb": None}
 
 
 def test_a_model_damaged_in_place_is_trained_anew_not_restored_damaged(tokens_dir, tmp_path):
