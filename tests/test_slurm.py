@@ -499,23 +499,29 @@ def test_whole_study_on_slurm(cluster, tmp_path):
     assert (run.results / "report.html").exists()
 
 
-@pytest.mark.slow
-def test_training_resumes_after_the_time_limit(cluster, tmp_path):
-    """A training job that outlives its SLURM time limit (1 minute) checkpoints on SIGTERM; running the
-    same command again resumes it from last.pt (two runs, each past the time limit)."""
-    cfg = tiny_config("slurm_timeout")
+def endless_training(tmp_path: Path, experiment: str) -> tuple[Path, list[str], Path]:
+    """A project copy, the SLURM command that trains one transformer for ever (no checkpoint but on a signal), and
+    its training's log."""
+    cfg = tiny_config(experiment)
     cfg["models"] = {"transformer": cfg["models"]["transformer"]}
     cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)
     config = write_config(cfg, tmp_path / "long.yaml")
     project = project_copy(tmp_path / "project")
-    seed = f"seed{cfg['seeds'][0] if cfg.get('seeds') else cfg['seed']}"
-    target = f"results/{cfg['experiment']}/models/transformer/{seed}/model.pt"
-    args = [*SLURM_PROFILE, *FAST_STATUS, target, "--set-resources", "train:runtime=1", "--configfile", str(config)]
-    last = project / "results" / cfg["experiment"] / "models" / "transformer" / seed / "last.pt"
-    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer" / f"{seed}.log"
+    target = f"results/{experiment}/models/transformer/seed{cfg['seeds'][0]}/model.pt"
+    log = project / "results" / experiment / "logs" / "train" / "transformer" / f"seed{cfg['seeds'][0]}.log"
+    return project, [*SLURM_PROFILE, *FAST_STATUS, target, "--configfile", str(config)], log
+
+
+@pytest.mark.slow
+def test_training_resumes_after_the_time_limit(cluster, tmp_path):
+    """A training job that outlives its SLURM time limit (1 minute) checkpoints on SIGTERM; running the
+    same command again resumes it from last.pt (two runs, each past the time limit)."""
+    project, args, log = endless_training(tmp_path, "slurm_timeout")
+    args += ["--set-resources", "train:runtime=1"]
+    last = log.parents[3] / "models" / "transformer" / log.stem / "last.pt"
     steps = []
     for attempt in (1, 2):
-        run = Run(f"attempt {attempt}", project, cfg["experiment"], args)
+        run = Run(f"attempt {attempt}", project, "slurm_timeout", args)
         finish([run], TIMEOUT_S)
         assert run.rc != 0 and "TIMEOUT" in run.out, run.out[-6000:]
         assert last.exists(), f"no checkpoint after the time limit:\n{log.read_text()[-3000:]}"
@@ -530,14 +536,8 @@ def test_ctrl_c_cancels_the_slurm_jobs_and_names_each(cluster, tmp_path):
     """Ctrl-C while a training runs as a SLURM job: the job is cancelled, checkpoints, and the run's closing lines
     name it with the step its last.pt holds (the SLURM executor logs no error block for a job it cancels); the
     rerun resumes from there."""
-    cfg = tiny_config("slurm_ctrl_c")
-    cfg["models"] = {"transformer": cfg["models"]["transformer"]}
-    cfg["train"].update(max_steps=10**7, checkpoint_interval=10**6, eval_interval=10**6, log_interval=1000)
-    config = write_config(cfg, tmp_path / "long.yaml")
-    project = project_copy(tmp_path / "project")
-    target = f"results/{cfg['experiment']}/models/transformer/seed{cfg['seeds'][0]}/model.pt"
-    log = project / "results" / cfg["experiment"] / "logs" / "train" / "transformer" / f"seed{cfg['seeds'][0]}.log"
-    run = Run("ctrl-c", project, cfg["experiment"], [*SLURM_PROFILE, *FAST_STATUS, target, "--configfile", str(config)])
+    project, args, log = endless_training(tmp_path, "slurm_ctrl_c")
+    run = Run("ctrl-c", project, "slurm_ctrl_c", args)
     deadline = time.monotonic() + TIMEOUT_S
     while not (log.exists() and "step/s" in log.read_text(errors="replace")):  # training, past its start-up
         assert not run.poll() and time.monotonic() < deadline, run.out[-6000:]
@@ -548,8 +548,7 @@ def test_ctrl_c_cancels_the_slurm_jobs_and_names_each(cluster, tmp_path):
     assert "pico-llm: stopped by Ctrl-C: 1 job(s) did not finish" in run.out, run.out[-6000:]
     step = int(re.search(r"interrupted, stopped at step (\d+); \S+last\.pt holds it", line).group(1))
     assert not subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout.strip()
-    rerun = Run("rerun", project, cfg["experiment"], [*SLURM_PROFILE, *FAST_STATUS, target, "--configfile",
-                                                      str(config)])
+    rerun = Run("rerun", project, "slurm_ctrl_c", args)
     resumed = re.compile(rf"resuming from \S*last\.pt at step {step}\b")
     while not (log.exists() and resumed.search(log.read_text(errors="replace"))):
         assert not rerun.poll() and time.monotonic() < deadline + TIMEOUT_S, rerun.out[-6000:] + log.read_text()
