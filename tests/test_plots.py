@@ -160,6 +160,25 @@ def test_loss_curves_legend_says_its_plus_minus_is_a_std(tmp_path):
     plt.close(fig)
 
 
+def test_loss_curves_legend_names_the_precision_of_trainings_validation_losses(tmp_path):
+    """Training's validation losses are taken in its precision (bf16 rounds them in about the fourth digit, unlike
+    eval.md's fp32): the legend names it from the summary.json beside each metrics.csv, which the figure's
+    provenance hashes; runs of different precisions point to models.md."""
+    metrics = write_metrics(tmp_path, seeds=(1, 2))
+    assert loss_curves.precision_note(metrics) == ""  # no summary: nothing said
+    for run, seeds in metrics.items():
+        for path in seeds.values():
+            precision = "fp32" if run == "lstm" else "bf16"
+            Path(path).with_name("summary.json").write_text(json.dumps({"precision": precision}))
+    assert len(loss_curves.read_beside(metrics)) == 6 and lr_schedule.read_beside is loss_curves.read_beside
+    assert loss_curves.precision_note(metrics) == " (in each run's training precision: models.md)"
+    bf16 = {run: seeds for run, seeds in metrics.items() if run != "lstm"}
+    assert loss_curves.precision_note(bf16) == " (bf16)"
+    loss_curves.plot(bf16, tmp_path / "loss.png", "exp")
+    assert_png_and_svg(tmp_path / "loss.png")
+    assert "val subset (bf16), mean" in (tmp_path / "loss.svg").read_text()
+
+
 def test_auto_ylim_leaves_out_the_first_steps():
     frame = pd.DataFrame({"tokens_seen": [0, 100, 200, 300, 400], "train_loss": [10.8, 6, 3, 2.5, 2.4],
                           "val_loss": [10.9, np.nan, np.nan, np.nan, 2.6]})

@@ -7,6 +7,9 @@ pair; `logy` draws the loss on a log scale.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
@@ -14,6 +17,27 @@ from matplotlib.lines import Line2D
 from picollm.plots import (SLIDE, lines_note, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
                            smoothing_window, tokens_axis)
 from picollm.tables import plus_minus, run_order, seed_paths, train_tokens_note
+
+
+# picollm.finished.SUMMARY: importing that module would tie the figures' code identity (their reruns) to it
+SUMMARY = "summary.json"
+
+
+def read_beside(metrics: dict) -> list[str]:
+    """The summary.json files beside the runs' metrics.csv that the figure reads (its provenance hashes them); the
+    same training job writes both, so a rerun that changes one changes the other."""
+    return [str(Path(path).with_name(SUMMARY)) for seeds in metrics.values() for path in seeds.values()
+            if Path(path).with_name(SUMMARY).is_file()]
+
+
+def precision_note(metrics: dict) -> str:
+    """' (bf16)' when every run's validation losses were taken in one precision (summary.json's `precision`:
+    training's, which rounds them in about the fourth digit under bf16), else a pointer to models.md; '' where
+    no summary says."""
+    found = {json.loads(Path(path).read_text()).get("precision") for path in read_beside(metrics)} - {None}
+    if not found:
+        return ""
+    return f" ({found.pop()})" if len(found) == 1 else " (in each run's training precision: models.md)"
 
 
 def read_metrics(metrics: dict) -> pd.DataFrame:
@@ -107,7 +131,7 @@ def final_val(stat: pd.DataFrame) -> str:
     return plus_minus(last["mean"], last["mean"] - last["std"], last["mean"] + last["std"]) + " std"
 
 
-def legend(ax, styles: dict, finals: dict, windows: set, note: str) -> None:
+def legend(ax, styles: dict, finals: dict, windows: set, note: str, precision: str = "") -> None:
     """One entry per run (its colour and marker, final validation loss), then what solid, faint and dashed
     lines and the bands mean; in columns under the axes when there are more runs than fit over the curves
     (beside them, a legend taller than it is wide would leave a blank column under it)."""
@@ -115,7 +139,7 @@ def legend(ax, styles: dict, finals: dict, windows: set, note: str) -> None:
                for name, s in styles.items()]
     handles += [Line2D([], [], color="0.3", lw=2.5, label="train — " + lines_note(windows).replace("; ", ";\n")),
                 Line2D([], [], color="0.3", ls="--", marker="o", ms=6, lw=1.5, label="validation")]
-    title = f"final val loss on training's val subset, mean ± 1 std over seeds\n{note}"
+    title = f"final val loss on training's val subset{precision}, mean ± 1 std over seeds\n{note}"
     if len(styles) <= 4:
         ax.legend(handles=handles, title=title, fontsize="small", title_fontsize="x-small")
     else:
@@ -146,5 +170,5 @@ def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats/token)" + (", log scale" if logy else ""),
            title=f"Loss curves — {experiment}, {tokens_note(frame)}{zoom}")
     tokens_axis(ax)
-    legend(ax, styles, finals, windows, band_note(frame))
+    legend(ax, styles, finals, windows, band_note(frame), precision_note(metrics))
     save(fig, out, experiment, provenance)

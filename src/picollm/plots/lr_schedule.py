@@ -22,22 +22,16 @@ import numpy as np
 import pandas as pd
 
 from picollm.plots import SLIDE, model_styles, plt, save, tokens_axis
-from picollm.plots.loss_curves import over_seeds, read_metrics
+from picollm.plots import loss_curves
+from picollm.plots.loss_curves import SUMMARY, over_seeds, read_metrics
 from picollm.tables import recorded_train, seed_paths
 
 LINESTYLES = ["-", "--", ":", "-."]  # schedules that agree in part (the same warm-up) stay apart
 SHARED = "0.2"  # a schedule of several runs: no one run's colour
-# picollm.finished.SUMMARY: importing that module would tie this figure's code identity (its reruns) to it
-SUMMARY = "summary.json"
+read_beside = loss_curves.read_beside  # the summary.json files it reads too (picollm.commands.figure hashes them)
 UNKNOWN_NOTE = ("a run without a summary.json beside its metrics.csv has no recorded optimizer: its line is "
                 "train.lr, and under train.optimizer: muon its hidden matrices train at train.muon_lr on the "
                 "same shape")
-
-
-def read_beside(metrics: dict) -> list[str]:
-    """The summary.json files beside the runs' metrics.csv that the figure reads (its provenance hashes them)."""
-    return [str(Path(path).with_name(SUMMARY)) for seeds in metrics.values() for path in seeds.values()
-            if Path(path).with_name(SUMMARY).is_file()]
 
 
 def recorded_optimizer(paths: dict) -> dict | None:
