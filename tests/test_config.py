@@ -580,7 +580,8 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
      "results/offline/hf/lstm/seed1337: the run 'lstm' of this study (config/offline.yaml) does not export: only "
      "Transformer models can be exported to Hugging Face format, not 'lstm'; export a transformer: pos_encoding: rope "
      "and norm: rmsnorm (a Llama), or pos_encoding: learned and norm: layernorm (a GPT-2)"),
-], ids=["default-study", "after-double-dash", "unknown-experiment", "experiment-renamed-by-config", "figure-name-typo", "figure-left-out",
+], ids=["default-study", "after-double-dash", "unknown-experiment", "experiment-renamed-by-config", "figure-name-typo",
+        "figure-left-out",
         "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run", "export-of-an-lstm"])
 def test_a_target_no_rule_of_the_study_makes_is_one_line(args, line):
     """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder, a figure

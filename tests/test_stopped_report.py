@@ -261,7 +261,8 @@ def test_ctrl_c_on_slurm_names_each_cancelled_job(tmp_path, monkeypatch):
                                       "interrupted; rerun to continue\n")
     (tmp_path / late_log).write_text("step 100 | loss 2.5\n")  # still writing its checkpoint
     run_log = tmp_path / "run.log"
-    run_log.write_text("Job stats:\njob      count\n" + slurm_start("download", 4, "results/offline/logs/download/x.log", 270)
+    run_log.write_text("Job stats:\njob      count\n"
+                       + slurm_start("download", 4, "results/offline/logs/download/x.log", 270)
                        + "Finished jobid: 4 (Rule: download)\n"
                        + slurm_start("train", 5, train_log, 272) + slurm_start("train", 6, late_log, 273)
                        + slurm_start("reference", 17, "results/offline/logs/reference/seed7.log", 274)

@@ -81,8 +81,9 @@ def job_row(path, root, records: dict, jobs: dict) -> dict:
 
 def resources_table(paths, root, out_csv, records: dict | None = None, jobs: dict | None = None) -> pd.DataFrame:
     """tables/resources.csv: one row per job (rule, run, seed, wall_s, max_rss_mib, cpu_s, measured_by, host,
-    slurm_job, slurm_mem_mb), in the order given; CPU and memory from the job's own provenance record, `records` ({benchmark file: record}). Each
-    file's job as `jobs` names it ({benchmark file: {rule, run, seed}}), else from where it lies under `root`."""
+    slurm_job, slurm_mem_mb), in the order given; CPU and memory from the job's own provenance record, `records`
+    ({benchmark file: record}). Each file's job as `jobs` names it ({benchmark file: {rule, run, seed}}), else from
+    where it lies under `root`."""
     records, jobs = by_file(records), by_file(jobs)
     frame = pd.DataFrame([job_row(p, root, records, jobs) for p in paths], columns=COLUMNS)
     frame["seed"] = frame["seed"].astype("Int64")

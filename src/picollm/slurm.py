@@ -65,13 +65,8 @@ def partitions_of(rule: str, set_resources: dict, default_resources: dict) -> li
 
 def problems(study: Study, argv: list[str], sinfo=partitions) -> list[str]:
     """A line for each job of `study` that no partition it may go to can run (`argv`: Snakemake's command line)."""
-    profile = read_profile(profile_file(argv))
-    on_slurm = profile.get("executor") == "slurm" or "slurm" in (option_value(argv, "--executor"),
-                                                                   option_value(argv, "-e"))
-    set_resources, default_resources = resource_maps(argv, profile)
-    plugin_picks = ("slurm-partition-config" in profile or "--slurm-partition-config" in " ".join(argv)
-                    or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS"))
-    if not on_slurm or plugin_picks or os.environ.get(OPT_OUT) == "0":
+    resources = checked_resources(argv)
+    if resources is None:
         return []
     wide = {run: jobs.train_nodes(study, run) for run in study.runs if jobs.train_nodes(study, run) > 1}
     training = ["train_nodes"] * bool(wide) + ["train"] * (len(wide) < len(study.runs))  # the rules it trains with
@@ -79,33 +74,54 @@ def problems(study: Study, argv: list[str], sinfo=partitions) -> list[str]:
     found = sinfo() if wide or gpu_rules else None
     if not found:
         return []
+    lines = [too_wide(run, nodes, candidates("train_nodes", found, *resources)) for run, nodes in wide.items()]
+    lines += [without_gpus(rule, study.device, candidates(rule, found, *resources)) for rule in gpu_rules]
+    return [line for line in lines if line]
 
-    def candidates(rule: str) -> list[Partition] | None:
-        """The partitions sinfo shows that the rule's jobs may go to; None where one is unknown here, or the job
-        goes to another cluster."""
-        if "slurm_cluster" in set_resources.get(rule, {}) or "slurm_cluster" in default_resources:
-            return None
-        names = partitions_of(rule, set_resources, default_resources)
-        parts = [found.get(name) for name in names] if names else [_default(found)]
-        return None if None in parts else parts
 
-    lines = []
-    for run, nodes in wide.items():
-        parts = candidates("train_nodes")
-        if parts and all(nodes > part.widest() for part in parts):
-            part = parts[0]
-            limit = (f"has {part.nodes} node(s)" if part.nodes < nodes
-                     else f"lets a job span at most {part.max_nodes} (its MaxNodes)")
-            lines.append(f"run {run} trains on train.nodes = {nodes} nodes, but SLURM partition {part.name} {limit}, "
-                         f"so the job could never start; lower train.nodes, or name a larger partition as "
-                         f"slurm_partition under set-resources: train_nodes: in {PROFILE_FIX} {SKIP}")
-    for rule in gpu_rules:
-        parts = candidates(rule)
-        if parts and not any(part.gpus for part in parts):
-            lines.append(f"the study runs on device {study.device}, but SLURM partition {parts[0].name} has no GPUs, "
-                         f"so sbatch would refuse every {rule} job; name a GPU partition as slurm_partition under "
-                         f"set-resources: {rule}: in {PROFILE_FIX} (or run on device: cpu) {SKIP}")
-    return lines
+def checked_resources(argv: list[str]) -> tuple[dict, dict] | None:
+    """(set-resources, default-resources) of a run this module checks: one on SLURM whose partitions the plugin
+    does not pick itself, without the opt-out; None for any other."""
+    profile = read_profile(profile_file(argv))
+    on_slurm = profile.get("executor") == "slurm" or "slurm" in (option_value(argv, "--executor"),
+                                                                   option_value(argv, "-e"))
+    plugin_picks = ("slurm-partition-config" in profile or "--slurm-partition-config" in " ".join(argv)
+                    or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS"))
+    if not on_slurm or plugin_picks or os.environ.get(OPT_OUT) == "0":
+        return None
+    return resource_maps(argv, profile)
+
+
+def candidates(rule: str, found: dict[str, Partition], set_resources: dict,
+               default_resources: dict) -> list[Partition] | None:
+    """The partitions sinfo shows (`found`) that the rule's jobs may go to; None where one is not among them, or
+    the job goes to another cluster."""
+    if "slurm_cluster" in set_resources.get(rule, {}) or "slurm_cluster" in default_resources:
+        return None
+    names = partitions_of(rule, set_resources, default_resources)
+    parts = [found.get(name) for name in names] if names else [_default(found)]
+    return None if None in parts else parts
+
+
+def too_wide(run: str, nodes: int, parts: list[Partition] | None) -> str | None:
+    """The line for a training on `nodes` nodes that none of `parts` lets a job span; None where one does."""
+    if not parts or any(nodes <= part.widest() for part in parts):
+        return None
+    part = parts[0]
+    limit = (f"has {part.nodes} node(s)" if part.nodes < nodes
+             else f"lets a job span at most {part.max_nodes} (its MaxNodes)")
+    return (f"run {run} trains on train.nodes = {nodes} nodes, but SLURM partition {part.name} {limit}, so the job "
+            f"could never start; lower train.nodes, or name a larger partition as slurm_partition under "
+            f"set-resources: train_nodes: in {PROFILE_FIX} {SKIP}")
+
+
+def without_gpus(rule: str, device: str, parts: list[Partition] | None) -> str | None:
+    """The line for a rule whose jobs ask for GPUs where none of `parts` has any; None where one has."""
+    if not parts or any(part.gpus for part in parts):
+        return None
+    return (f"the study runs on device {device}, but SLURM partition {parts[0].name} has no GPUs, so sbatch would "
+            f"refuse every {rule} job; name a GPU partition as slurm_partition under set-resources: {rule}: in "
+            f"{PROFILE_FIX} (or run on device: cpu) {SKIP}")
 
 
 def _default(found: dict[str, Partition]) -> Partition | None:
