@@ -956,7 +956,8 @@ def test_a_job_killed_or_stopped_as_it_finished_says_so(tmp_path):
         "pico-llm: stopped by Ctrl-C: 2 job(s) did not finish; every finished output is kept.",
         "  train/lstm/seed1: killed by SIGKILL (most often the out-of-memory killer: `dmesg` says); a rerun resumes "
         f"a training from its last checkpoint  ({logs / 'seed1.log'})",
-        f"  train/lstm/seed2: finished, but stopped before Snakemake saw it end: its outputs are kept  "
+        f"  train/lstm/seed2: finished, but stopped before Snakemake saw it end: finished/ keeps it, and the rerun "
+        f"restores it  "
         f"({logs / 'seed2.log'})",
         "pico-llm: rerun the same command to continue (training resumes from its last checkpoint); add "
         "--rerun-incomplete where Snakemake asks for it (a finished training is restored, not retrained).",
@@ -979,7 +980,8 @@ def test_a_missing_local_data_file_is_one_line_before_any_job(tmp_path):
 def test_unlock_names_the_slurm_jobs_still_running_here(tmp_path, monkeypatch):
     """Where the run's node also runs its SLURM jobs (a small cluster, an salloc session), their job steps are
     snakemake processes (`--mode remote`) in this directory: the guard names them as SLURM jobs to wait for or
-    scancel, not as a second run to kill."""
+    scancel, not as a second run to kill; with the jobs of this directory squeue shows, queued ones too (on a real
+    cluster the login node sees no job step)."""
     from types import SimpleNamespace
 
     from picollm import start
@@ -992,6 +994,10 @@ def test_unlock_names_the_slurm_jobs_still_running_here(tmp_path, monkeypatch):
     step.chmod(0o755)
     steps = [subprocess.Popen([sys.executable, str(step), "--mode", "remote", "all"], cwd=tmp_path,
                               env={**os.environ, "SLURM_JOB_ID": job}) for job in ("301", "300")]
+    squeue = tmp_path / "bin" / "squeue"  # a job still queued (no process anywhere yet), and another user's folder
+    squeue.write_text(f"#!/bin/sh\nprintf '302|{tmp_path}\\n9|/elsewhere\\n'\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{squeue.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
     try:
         wait_for(lambda: len(snakemakes_in(tmp_path)) == 2, steps[0], timeout=60)
@@ -1001,9 +1007,10 @@ def test_unlock_names_the_slurm_jobs_still_running_here(tmp_path, monkeypatch):
         for proc in steps:
             proc.kill()
             proc.wait(timeout=60)
-    assert str(refused.value) == ("--unlock while SLURM job(s) 300, 301 of this directory still run would let a new "
-                                  "run write the files they write; wait for them to end (squeue --me), or cancel "
-                                  "them: scancel 300 301; then --unlock, and rerun with --rerun-incomplete")
+    assert str(refused.value) == ("--unlock while SLURM job(s) 300, 301, 302 of this directory are queued or running "
+                                  "would let a new run write the files they write; wait for them to end (squeue --me), "
+                                  "or cancel them: scancel 300 301 302; then --unlock, and rerun with "
+                                  "--rerun-incomplete")
 
 
 def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):

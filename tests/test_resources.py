@@ -107,6 +107,24 @@ def test_a_slurm_jobs_row_names_its_job_and_the_memory_it_was_granted(benchmarks
         "job_id": "301", "node": "gpu07", "cpus": 4, "mem_mb": 8000}
 
 
+
+def test_the_memory_slurm_granted_is_read_from_scontrol_where_the_job_step_dropped_its_variables(tmp_path,
+                                                                                                 monkeypatch):
+    """The SLURM executor's job step drops SLURM_MEM_PER_NODE: the record asks scontrol (--mem per node, or
+    --mem-per-cpu times the job's CPUs, in its units)."""
+    from picollm import provenance
+    scontrol = tmp_path / "scontrol"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "301")
+    for var in ("SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU"):
+        monkeypatch.delenv(var, raising=False)
+    for shown, mb in [("NumCPUs=4 MinMemoryNode=8000M", 8000), ("NumCPUs=4 MinMemoryNode=8G", 8192),
+                      ("NumCPUs=4 MinMemoryCPU=2000M", 8000), ("NumCPUs=4", None)]:
+        scontrol.write_text(f"#!/bin/sh\necho 'JobId=301 JobName=x {shown} Features=(null)'\n")
+        scontrol.chmod(0o755)
+        assert provenance.slurm_job()["mem_mb"] == mb, shown
+
+
 def test_where_a_job_is_read_from_its_path(tmp_path):
     assert job_of(tmp_path / "download/seed5.tsv", tmp_path) == {"rule": "download", "run": "seed5", "seed": None}
     assert job_of(tmp_path / "evaluate/m/seed12.tsv", tmp_path) == {"rule": "evaluate", "run": "m", "seed": 12}

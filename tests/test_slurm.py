@@ -291,6 +291,9 @@ def test_every_job_ran_as_a_slurm_job(runs):
         command = json.loads(record.read_text())["command"]
         given = int(command[command.index("--threads") + 1])
         assert given == (2 if "tokenize" in command else cfg["train"]["threads"]), (record, given)
+        # the record names its SLURM job and the memory that job was granted (tables/resources.csv shows them)
+        slurm = json.loads(record.read_text())["slurm"]
+        assert f"{slurm['mem_mb']}M" == show_job(slurm["job_id"])["MinMemoryNode"], (record, slurm)
 
 
 def test_outputs_match_a_local_run(runs):

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -95,7 +96,28 @@ def slurm_job() -> dict | None:
     cpus, per_node, per_cpu = (int(value) if value.isdigit() else None for value in (
         env.get("SLURM_CPUS_PER_TASK", ""), env.get("SLURM_MEM_PER_NODE", ""), env.get("SLURM_MEM_PER_CPU", "")))
     mem = per_node or (per_cpu * cpus if per_cpu and cpus else None)  # --mem, else --mem-per-cpu x CPUs
-    return {"job_id": env["SLURM_JOB_ID"], "node": env.get("SLURMD_NODENAME"), "cpus": cpus, "mem_mb": mem}
+    return {"job_id": env["SLURM_JOB_ID"], "node": env.get("SLURMD_NODENAME"), "cpus": cpus,
+            "mem_mb": mem or granted_memory_mb(env["SLURM_JOB_ID"])}
+
+
+MEMORY = re.compile(r"\bMinMemory(Node|CPU)=(\d+(?:\.\d+)?)([KMGT]?)")
+TO_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "": 1}
+
+
+def granted_memory_mb(job_id: str) -> int | None:
+    """The memory SLURM granted a job, from `scontrol show job` (the SLURM executor's job step drops the
+    SLURM_MEM_* variables): per node, or per CPU times the job's CPUs; None where scontrol does not say."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = MEMORY.search(out)
+    if not match:
+        return None
+    mb = float(match.group(2)) * TO_MB[match.group(3)]
+    cpus = re.search(r"\bNumCPUs=(\d+)", out)
+    return round(mb * (int(cpus.group(1)) if match.group(1) == "CPU" and cpus else 1))
 
 
 def content_hashes(inputs) -> dict:

@@ -126,3 +126,16 @@ def without_gpus(rule: str, device: str, parts: list[Partition] | None) -> str |
 
 def _default(found: dict[str, Partition]) -> Partition | None:
     return next((part for part in found.values() if part.default), None)
+
+
+def jobs_in(directory) -> list[str]:
+    """The ids of this user's SLURM jobs, queued or running, whose working directory is `directory` (the SLURM
+    executor submits each job from the run's own); [] where squeue does not answer."""
+    try:
+        out = subprocess.run(["squeue", "--me", "--noheader", "--format", "%i|%Z"], capture_output=True, text=True,
+                             timeout=SINFO_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    here = os.path.realpath(directory)
+    return [job for job, _, cwd in (line.strip().partition("|") for line in out.stdout.splitlines())
+            if out.returncode == 0 and cwd and os.path.realpath(cwd) == here]

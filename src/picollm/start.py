@@ -29,20 +29,24 @@ def check_directory(workflow, root: Path) -> None:
 
 
 def check_unlock(workflow, argv: list[str]) -> None:
-    """--unlock takes the lock from whatever holds it: refused while a snakemake still runs here, whose files a
-    second run would then write over. It is for a lock left by a snakemake that is gone (killed, a power loss)."""
-    if not (workflow.is_main_process and "--unlock" in argv and (running := snakemakes_in(Path.cwd()))):
+    """--unlock takes the lock from whatever holds it: refused while a snakemake still runs here, or SLURM jobs of
+    this directory are queued or running (squeue), whose files a second run would then write over. It is for a
+    lock left by a snakemake that is gone (killed, a power loss) and whose jobs are gone too."""
+    if not (workflow.is_main_process and "--unlock" in argv):
         return
-    slurm_jobs = {pid: job for pid in running if (job := slurm_job_of(pid))}
-    if len(slurm_jobs) < len(running):
-        pids = ", ".join(str(pid) for pid in running if pid not in slurm_jobs)
+    running = snakemakes_in(Path.cwd())
+    local = [pid for pid in running if not slurm_job_of(pid)]
+    if local:
+        pids = ", ".join(map(str, local))
         raise PicoError(f"--unlock while snakemake (pid {pids}) runs in this directory would let two runs write "
                         f"the same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of "
                         f"a snakemake that is gone")
-    jobs = sorted(set(slurm_jobs.values()), key=int)  # the job steps of a run whose snakemake is gone
-    raise PicoError(f"--unlock while SLURM job(s) {', '.join(jobs)} of this directory still run would let a new run "
-                    f"write the files they write; wait for them to end (squeue --me), or cancel them: "
-                    f"scancel {' '.join(jobs)}; then --unlock, and rerun with --rerun-incomplete")
+    # the SLURM jobs of a run whose snakemake is gone: queued or running, their job steps here or on other nodes
+    jobs = sorted({*filter(None, map(slurm_job_of, running)), *slurm.jobs_in(Path.cwd())}, key=int)
+    if jobs:
+        raise PicoError(f"--unlock while SLURM job(s) {', '.join(jobs)} of this directory are queued or running would "
+                        f"let a new run write the files they write; wait for them to end (squeue --me), or cancel "
+                        f"them: scancel {' '.join(jobs)}; then --unlock, and rerun with --rerun-incomplete")
 
 
 def study(workflow, root: Path) -> Study:

@@ -35,7 +35,7 @@ TAIL = 64 << 10  # the end of a job's log holds its last word: a training log ca
 KILLED = re.compile(r"died with <Signals\.(SIG[A-Z]+): \d+>|exit status (13[0-9]|14[0-9])\b")  # a job's signal
 # a training's last line is its summary (JSON): a job that wrote it finished, whatever stopped it after
 FINISHED = re.compile(r'^\{"model": .*"steps": \d+')
-FINISHED_WORD = "finished, but stopped before Snakemake saw it end: its outputs are kept"
+FINISHED_WORD = "finished, but stopped before Snakemake saw it end: finished/ keeps it, and the rerun restores it"
 
 
 SLURM_STATUS = re.compile(r"SLURM status is: '(\w+)'")  # the SLURM executor's message of a job that failed
@@ -192,7 +192,8 @@ def summary(snakemake_log: str | Path) -> list[str]:
         said = job_word(job)
         words.append(said or "")
         name = _job_name(rule, job_log)
-        shown_log = job_log and not job.not_submitted  # a job never submitted wrote no log
+        # a job that never ran (not submitted, still queued) wrote no log
+        shown_log = job_log and not job.not_submitted and not job.stale and Path(job_log).exists()
         lines.append(f"  {name}: {said or 'see its error block above'}" + (f"  ({job_log})" if shown_log else ""))
         training = training or rule in TRAINING
         # Snakemake removes a job's outputs before it runs it: any there now, this job wrote before it stopped
