@@ -26,8 +26,8 @@ SUMMARY = "summary.json"
 def read_beside(metrics: dict) -> list[str]:
     """The summary.json files beside the runs' metrics.csv that the figure reads (its provenance hashes them); the
     same training job writes both, so a rerun that changes one changes the other."""
-    return [str(Path(path).with_name(SUMMARY)) for seeds in metrics.values() for path in seeds.values()
-            if Path(path).with_name(SUMMARY).is_file()]
+    return [str(path.with_name(SUMMARY)) for seeds in seed_paths(metrics).values() for path in seeds.values()
+            if path.with_name(SUMMARY).is_file()]
 
 
 def precision_note(metrics: dict) -> str:
