@@ -258,19 +258,15 @@ def evaluate_split(model, tokens: np.ndarray, sources: dict[str, SourceRange], b
     def total(values, source):
         return values[owner == source].sum()
 
-    if eot is None:  # no end-of-text named: its share is not known
-        eot_nats = np.full(len(windows), np.nan)
+    def eot_total(source=None):  # None where no end-of-text was named: its share is not known
+        return None if eot is None else float(eot_nats.sum() if source is None else total(eot_nats, source))
 
     per_source_records = {name: loss_record(float(total(nats, i)), int(total(count, i)), int(total(n_bytes, i)),
-                                            _known(total(eot_nats, i)))
+                                            eot_total(i))
                           for i, name in enumerate(sources)}
     in_split = sum(predictions(w) for w in per_source)
-    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum()), _known(eot_nats.sum())),
+    return {"all": loss_record(float(nats.sum()), int(count.sum()), int(n_bytes.sum()), eot_total()),
             "sources": per_source_records, "tokens_in_split": in_split, "capped": int(count.sum()) < in_split}
-
-
-def _known(value) -> float | None:
-    return None if np.isnan(value) else float(value)
 
 
 def scoring_method(block_size: int, max_tokens: int | None, capped: bool, scoring: str = "windows") -> str:

@@ -19,7 +19,7 @@ from picollm.config.profile import option_value, profile_file, read_profile, res
 PROFILE_FIX = "profiles/slurm/config.yaml"  # where a partition is named (docs/cluster.md, step 2)
 OPT_OUT = "PICOLLM_SLURM_CHECK"
 SKIP = f"(where the cluster reroutes jobs itself, {OPT_OUT}=0 skips this check)"
-SINFO_TIMEOUT_S = 10
+SINFO_TIMEOUT_S = 10  # seconds a SLURM client command gets to answer
 
 
 @dataclass
@@ -35,17 +35,22 @@ class Partition:
         return min(self.nodes, self.max_nodes or self.nodes)
 
 
-def partitions(run=subprocess.run) -> dict[str, Partition] | None:
-    """The cluster's partitions; None where sinfo does not answer."""
+def ask(command: list[str], run=subprocess.run) -> str | None:
+    """What a SLURM client command prints; None where it does not answer (no SLURM here, no controller)."""
     try:
-        out = run(["sinfo", "--noheader", "--format", "%P|%D|%s|%G"], capture_output=True, text=True,
-                  timeout=SINFO_TIMEOUT_S)
+        out = run(command, capture_output=True, text=True, timeout=SINFO_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+    return out.stdout if out.returncode == 0 else None
+
+
+def partitions(run=subprocess.run) -> dict[str, Partition] | None:
+    """The cluster's partitions; None where sinfo does not answer."""
+    shown = ask(["sinfo", "--noheader", "--format", "%P|%D|%s|%G"], run)
+    if shown is None:
         return None
     found: dict[str, Partition] = {}
-    for line in out.stdout.splitlines():  # a partition has one line per kind of node (their generic resources)
+    for line in shown.splitlines():  # a partition has one line per kind of node (their generic resources)
         name, nodes, size, gres = (line.strip().split("|") + ["", "", ""])[:4]
         key, top = name.rstrip("*"), size.rpartition("-")[2]  # %s: "1-infinite", "1-4"; "1-1K" reads as no limit
         part = found.setdefault(key, Partition(key, 0, int(top) if top.isdigit() else None, False, name.endswith("*")))
@@ -131,11 +136,7 @@ def _default(found: dict[str, Partition]) -> Partition | None:
 def jobs_in(directory) -> list[str]:
     """The ids of this user's SLURM jobs, queued or running, whose working directory is `directory` (the SLURM
     executor submits each job from the run's own); [] where squeue does not answer."""
-    try:
-        out = subprocess.run(["squeue", "--me", "--noheader", "--format", "%i|%Z"], capture_output=True, text=True,
-                             timeout=SINFO_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return []
     here = os.path.realpath(directory)
-    return [job for job, _, cwd in (line.strip().partition("|") for line in out.stdout.splitlines())
-            if out.returncode == 0 and cwd and os.path.realpath(cwd) == here]
+    return [job for job, _, cwd in (line.strip().partition("|") for line in
+                                    (ask(["squeue", "--me", "--noheader", "--format", "%i|%Z"]) or "").splitlines())
+            if cwd and os.path.realpath(cwd) == here]

@@ -34,15 +34,15 @@ def check_unlock(workflow, argv: list[str]) -> None:
     lock left by a snakemake that is gone (killed, a power loss) and whose jobs are gone too."""
     if not (workflow.is_main_process and "--unlock" in argv):
         return
-    running = snakemakes_in(Path.cwd())
-    local = [pid for pid in running if not slurm_job_of(pid)]
+    steps = {pid: slurm_job_of(pid) for pid in snakemakes_in(Path.cwd())}  # a SLURM job's step, or None
+    local = [pid for pid, job in steps.items() if job is None]
     if local:
         pids = ", ".join(map(str, local))
         raise PicoError(f"--unlock while snakemake (pid {pids}) runs in this directory would let two runs write "
                         f"the same files; wait for it to end (or stop it: kill {pids}); --unlock is for the lock of "
                         f"a snakemake that is gone")
     # the SLURM jobs of a run whose snakemake is gone: queued or running, their job steps here or on other nodes
-    jobs = sorted({*filter(None, map(slurm_job_of, running)), *slurm.jobs_in(Path.cwd())}, key=int)
+    jobs = sorted({*steps.values(), *slurm.jobs_in(Path.cwd())}, key=int)
     if jobs:
         raise PicoError(f"--unlock while SLURM job(s) {', '.join(jobs)} of this directory are queued or running would "
                         f"let a new run write the files they write; wait for them to end (squeue --me), or cancel "
