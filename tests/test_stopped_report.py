@@ -281,6 +281,26 @@ def test_ctrl_c_on_slurm_names_each_cancelled_job(tmp_path, monkeypatch):
     assert summary(run_log)[0] == "pico-llm: stopped by Ctrl-C with no job running; every finished output is kept."
 
 
+def test_ctrl_c_names_each_task_of_a_slurm_array_by_its_task_id(tmp_path, monkeypatch):
+    """--slurm-array-jobs submits several jobs in one sbatch: each is the array's task in the order of the ids
+    the executor names (SLURM job <array>_<task>), so a queued task is cancelled under its own id."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("picollm.stopped.SETTLE", 0.5)
+    logs = [f"results/offline/logs/train/{run}/seed7.log" for run in ("lstm", "gru", "kgram_mlp")]
+    (tmp_path / logs[0]).parent.mkdir(parents=True)
+    (tmp_path / logs[0]).write_text("stopped at step 12; last.pt holds it\ninterrupted; rerun to continue\n")
+    run_log = tmp_path / "run.log"
+    run_log.write_text("Job stats:\n" + "".join(slurm_start("train", jobid, log, None)
+                                                 for jobid, log in zip((8, 9, 11), logs))
+                       + "Submitted array job with Snakemake IDs 8,9,11 and SLURM job ID 301. The individual task "
+                         "IDs are 4-6.\n" + CTRL_C)
+    assert summary(run_log)[1:4] == [
+        f"  train/lstm/seed7: interrupted, stopped at step 12; last.pt holds it  ({logs[0]})",
+        "  train/gru/seed7: cancelled (SLURM job 301_5)",
+        "  train/kgram_mlp/seed7: cancelled (SLURM job 301_6)",
+    ]
+
+
 def test_a_queued_slurm_job_cancelled_by_ctrl_c_is_not_read_from_an_earlier_runs_files(tmp_path, monkeypatch):
     """A job still queued at Ctrl-C wrote nothing: its log and outputs, if any, are an earlier run's (older than
     the run, which Snakemake's log names), so it is only cancelled. A retry cancelled after a time limit is the

@@ -50,6 +50,9 @@ STARTED = re.compile(r"^(?:local)?rule (\S+):$")  # the block Snakemake logs as 
 JOBID = re.compile(r"\s+jobid: (\d+)$")
 FINISHED_JOB = re.compile(r"^Finished jobid: (\d+)")
 SUBMITTED = re.compile(r"^Job (\d+) has been submitted with SLURM jobid (\d+)")
+# --slurm-array-jobs: one sbatch for several jobs, each a task of the array (SLURM job <id>_<task>)
+SUBMITTED_ARRAY = re.compile(r"^Submitted array job with Snakemake IDs ([\d,]+) and SLURM job ID (\d+)\. "
+                             r"The individual task IDs are (\d+)-")
 PROGRESS_SHOWN = "Job stats:"  # logged as a run starts, unless --quiet progress also hid "Finished jobid"
 SETTLE = 10.0  # seconds a SLURM job cancelled by Ctrl-C gets to write its last word (a training, its checkpoint)
 COPIED = re.compile(r"^Logfile .+:$")  # show-failed-logs: a job's log copied in, between two lines of '='
@@ -100,6 +103,9 @@ def stopped_jobs(run_log: str, cancelled: bool = False) -> list[StoppedJob]:
             started.append(job)
         elif match := SUBMITTED.match(line):
             submitted[match.group(1)] = match.group(2)
+        elif match := SUBMITTED_ARRAY.match(line):
+            jobids, array, first = match.group(1).split(","), match.group(2), int(match.group(3))
+            submitted.update({jobid: f"{array}_{first + i}" for i, jobid in enumerate(jobids)})
         elif match := FINISHED_JOB.match(line):
             ended[match.group(1)] = at
         elif not line[:1].isspace() and not line.startswith(FURTHER):  # a block's lines are indented: a job
