@@ -68,6 +68,10 @@ BAD = [
     ({"train": {"batch_size": -1}}, "'train.batch_size'"),
     ({"train": {"lrr": 1}}, "unknown config key 'train.lrr'"),
     ({"train": {"max_step": 9}}, "unknown config key 'train.max_step'; did you mean 'max_steps'? allowed here: "),
+    # other projects' names, which no spelling distance finds; each model type's name for its layers
+    ({"train": {"learning_rate": 0.01}}, "unknown config key 'train.learning_rate'; did you mean 'lr'? allowed here"),
+    ({"models": {"m": {"type": "transformer", "num_layers": 2}}}, "'models.m.num_layers'; did you mean 'n_layers'?"),
+    ({"models": {"m": {"type": "lstm", "n_layers": 2}}}, "'models.m.n_layers'; did you mean 'num_layers'?"),
     ({"models": {"m": {"type": "transformer", "d_model": 30, "n_heads": 4}}}, "divisible"),
     ({"models": {"m": {"type": "lstm", "hidden_dim": 0}}}, "'models.m.hidden_dim'"),
     ({"models": {"m": {"type": "lstm", "hiden_dim": 8}}}, "hiden_dim"),
@@ -243,6 +247,11 @@ def test_validate_config_command(tmp_path):
     assert picollm("validate-config", nameless).stderr.strip() == (
         f"error: {nameless}: config key 'experiment' is missing (the study's name: its outputs go under "
         f"results/<experiment>/)")
+    import torch
+    on_cuda = write_config(tmp_path / "cuda.yaml", {**tiny_offline_config(), "device": "cuda"})
+    result = picollm("validate-config", on_cuda)  # no torch of this build could run it anywhere: said now
+    assert result.returncode == (1 if torch.version.cuda is None else 0), result.stderr
+    assert torch.version.cuda or "is a CPU build; install its CUDA build" in result.stderr
 
 
 def test_validate_config_refuses_two_studies_as_the_workflow_does(tmp_path):
@@ -580,12 +589,25 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
      "results/offline/hf/lstm/seed1337: the run 'lstm' of this study (config/offline.yaml) does not export: only "
      "Transformer models can be exported to Hugging Face format, not 'lstm'; export a transformer: pos_encoding: rope "
      "and norm: rmsnorm (a Llama), or pos_encoding: learned and norm: layernorm (a GPT-2)"),
+    (["results/offline/figure/loss_curves.png", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/figure/loss_curves.png is in no folder a study writes; did you mean "
+     "results/offline/figures/loss_curves.png? the folders of results/offline/ are benchmarks, data, eval, figures, "
+     "hf, logs, models, provenance, samples, tables"),
+    (["results/offline/tables/evals.csv", "--configfile", "config/offline.yaml"], "error: target "
+     "results/offline/tables/evals.csv is no table; did you mean results/offline/tables/eval.csv? the tables are "
+     "compare.csv, compare.html, eval.csv, eval.html, eval.md, models.csv, models.html, models.md, provenance.csv, "
+     "resources.csv, samples.csv, samples.html, samples.md, sampling.html, scaling.csv, scaling.html, "
+     "scaling_points.csv, snapshots.csv, snapshots.html, snapshots.md"),
+    (["figures/loss_curves.png", "--configfile", "config/offline.yaml"], "error: target figures/loss_curves.png lies "
+     "outside results/offline/, where this command's study writes; did you mean "
+     "results/offline/figures/loss_curves.png?"),
 ], ids=["default-study", "after-double-dash", "unknown-experiment", "experiment-renamed-by-config", "figure-name-typo",
         "figure-left-out",
-        "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run", "export-of-an-lstm"])
+        "default-study-no-sweep", "run-name-typo", "per-run-figure-of-another-run", "export-of-an-lstm",
+        "folder-name-typo", "table-name-typo", "no-results-folder"])
 def test_a_target_no_rule_of_the_study_makes_is_one_line(args, line):
     """Snakemake would say only "No rule to produce" a file under another experiment's results/ folder, a figure
-    the study leaves out, or a run it has not got."""
+    the study leaves out, a run it has not got, or a path misspelt in its folders."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], capture_output=True, text=True,
                             timeout=300, env=local_run_env(), cwd=ROOT)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == line, result.stderr
@@ -599,8 +621,48 @@ def test_a_target_of_the_study_named_is_not_refused():
                  ["results/x/figures/loss_curves.png", "--configfile", "config/offline.yaml", "--config", "experiment=x"],
                  ["all"], ["--help"], ["results/benchmarks/gpu.json"],
                  ["results/offline/figures/p_sweep.svg", "--configfile", "config/offline.yaml"],
-                 ["results/offline/figures/attention_heads/transformer.png", "--configfile", "config/offline.yaml"]):
+                 ["results/offline/figures/attention_heads/transformer.png", "--configfile", "config/offline.yaml"],
+                 ["results/offline/tables/provenance.html", "results/offline/hf/lm_eval_task", "--configfile",
+                  "config/offline.yaml"]):
         main(argv, get_argument_parser)  # no SystemExit
+
+
+def test_a_path_misspelt_in_its_folders_names_the_closest(tmp_path, monkeypatch):
+    """A path of the study's with no results/<experiment>/ in front, or in a folder or a table no study has: one
+    line naming the path meant. Any other path is left to Snakemake (a file of one's own, one on disk)."""
+    from picollm.config.command_line import path_problem
+    monkeypatch.chdir(tmp_path)
+    assert path_problem("x/figures/loss_curves.png", "x") == (
+        "target x/figures/loss_curves.png lies outside results/x/, where this command's study writes; did you mean "
+        "results/x/figures/loss_curves.png?")
+    assert path_problem("result/x/tables/eval.md", "x").endswith("did you mean results/x/tables/eval.md?")
+    assert path_problem("results/x/modles/lstm/seed1/model.pt", "x").startswith(
+        "target results/x/modles/lstm/seed1/model.pt is in no folder a study writes; did you mean "
+        "results/x/models/lstm/seed1/model.pt? the folders of results/x/ are benchmarks, data, eval, figures, ")
+    assert path_problem("results/x/tables/model.md", "x").startswith(
+        "target results/x/tables/model.md is no table; did you mean results/x/tables/models.md? the tables are ")
+    for target in ("all", "notes/plan.txt", "results/x/report.html", "results/x/tables/provenance.html",
+                   "results/x/tables/scaling_points.csv", "results/x/hf/lm_eval_task",
+                   "results/x/data/tokens/meta.json", "results/benchmarks/gpu.json",
+                   "results/y/figure/loss_curves.png"):
+        assert path_problem(target, "x") is None, target
+    assert path_problem("results/x/figures/loss_curves.png", None) is None  # no study read: its own error follows
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "mine.png").write_bytes(b"a file of one's own")
+    assert path_problem("figures/mine.png", "x") is None
+
+
+def test_the_folders_a_target_may_name_are_those_the_workflow_writes():
+    """layout.FOLDERS against every folder of results/<experiment>/ that the rules and picollm.registry name."""
+    from picollm import layout, registry
+    cfg = load_study([ROOT / "config" / "offline.yaml"])
+    files = registry.StudyFiles(cfg, "results/x")
+    made = registry.outputs(cfg, files, {})
+    paths = [files.model_dir, files.sampling_pattern, files.benchmark("train"), files.record("train"), *made.results,
+             *made.tables.values()]
+    rules = "".join(path.read_text() for path in (ROOT / "workflow" / "rules").glob("*.smk"))
+    written = {Path(path).parts[2] for path in paths} | set(re.findall(r"\{R\}/(\w+)/", rules))
+    assert written == set(layout.FOLDERS)
 
 
 def test_targets_the_study_makes_pass_the_study_check(tmp_path, monkeypatch):
@@ -663,6 +725,42 @@ def test_a_target_of_a_study_made_by_config_words_names_its_study_json(tmp_path,
     built.write_text("{}")
     assert command_line.target_problem("results/mine/figures/loss_curves.png", "offline", []).endswith(
         "name its study: TARGET --configfile results/mine/provenance/study.json (the config it was last built with)")
+
+
+def test_a_target_of_an_experiment_several_study_files_name_names_the_one_it_was_built_from(tmp_path, monkeypatch):
+    """A copied study file keeps its experiment: the hint names the file whose validated config is the study as last
+    built (provenance/study.json), else every one that validates, never a scratch copy that does not."""
+    from picollm import jobs
+    from picollm.config import command_line
+    (tmp_path / "config").mkdir()
+    heads = {"t": {"type": "transformer", "d_model": 30, "n_heads": 4}}  # d_model not divisible by n_heads
+    write_config(tmp_path / "config" / "a_scratch.yaml", tiny_offline_config("mine", models=heads))
+    write_config(tmp_path / "config" / "mine.yaml", tiny_offline_config("mine"))
+    train = {**tiny_offline_config()["train"], "lr": 0.01}
+    write_config(tmp_path / "config" / "mine_lr.yaml", tiny_offline_config("mine", train=train))
+    monkeypatch.setattr(command_line, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    built = Path("results/mine/provenance/study.json")
+
+    def fix():
+        line = command_line.target_problem("results/mine/figures/loss_curves.png", "offline", [])
+        return line.split("experiment 'offline'; ")[1]
+
+    both = "config/mine.yaml, config/mine_lr.yaml"
+    assert fix() == f"name its study: TARGET --configfile FILE, FILE being one of the study files with experiment: " \
+                    f"mine ({both})"
+    built.parent.mkdir(parents=True)
+    built.write_text(json.dumps(jobs.study_file(load_study(["config/mine_lr.yaml"])), sort_keys=True))
+    assert fix() == "name its study: TARGET --configfile config/mine_lr.yaml (the study file results/mine/ was last " \
+                    "built from)"
+    built.write_text(json.dumps(jobs.study_file(load_study(["config/mine.yaml"], {"seeds": [8]}))))
+    assert fix() == f"name its study: TARGET --configfile FILE, FILE being one of the study files with experiment: " \
+                    f"mine ({both}); or {built} (the config it was last built with)"
+    (tmp_path / "config" / "mine.yaml").unlink()
+    (tmp_path / "config" / "mine_lr.yaml").unlink()
+    assert fix() == f"name its study: TARGET --configfile {built} (the config it was last built with)"
+    built.unlink()
+    assert fix() == "name its study: TARGET --configfile config/a_scratch.yaml"  # the only one: its error follows
 
 
 def test_only_a_command_line_that_runs_jobs_checks_that_results_can_be_written():

@@ -139,6 +139,8 @@ def test_seed_reruns_generated_data_and_every_model(study):
     jobs = planned(study, "seeds=[8]")
     assert "download[3seqs]" in jobs and "download[stories]" not in jobs  # 3seqs is generated from the seed
     assert all(model_jobs(m) <= jobs for m in MODELS)
+    assert "download[3seqs]" in planned(study, "seeds=[8, 7]")  # a seed put first: the first seed's data
+    assert "download[3seqs]" not in planned(study, "seeds=[8, 7]", "data_seed=7")  # unless data_seed keeps them
 
 
 def test_a_source_file_reruns_its_download_and_everything_after(study):

@@ -93,6 +93,14 @@ def test_tinystories_offline_fails_fast_with_alternatives(monkeypatch, tmp_path)
     assert "Hugging Face Hub" in msg and "'text' source" in msg and "3seqs" in msg and "\n" not in msg
 
 
+@needs_gpt2
+def test_the_vocabularies_a_study_counts_before_tokenizing_are_the_tokenizers():
+    """config.FIXED_VOCAB, which a study's FLOP budget is checked with before any text is tokenized."""
+    from picollm.config.sections import FIXED_VOCAB
+    assert {name: get_tokenizer(name).n_vocab for name in ("gpt2", "byte")} == {"gpt2": 50257, "byte": 257}
+    assert {name: FIXED_VOCAB[name] for name in ("gpt2", "byte")} == {"gpt2": 50257, "byte": 257}
+
+
 def test_byte_tokenizer():
     tok = ByteTokenizer()
     ids = tok.encode_ordinary("héllo")

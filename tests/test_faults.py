@@ -276,6 +276,23 @@ def test_a_read_only_folder_inside_the_results_is_one_line_before_any_job(tmp_pa
         assert snakemake(tmp_path, "-n", "all", "--configfile", tmp_path / "study.yaml").returncode == 0
 
 
+def test_a_cuda_study_with_a_cpu_build_of_torch_is_one_line_before_any_job(tmp_path):
+    """device: cuda where the installed torch is a CPU build (CI's): the run stops as it starts, before the data
+    are made, with the line each train job would give; a dry run, which only plans, goes on."""
+    import torch
+
+    write_config(tmp_path / "study.yaml", {**tiny_offline_config(), "experiment": "cu", "device": "cuda"})
+    assert snakemake(tmp_path, "-n", "all", "--configfile", tmp_path / "study.yaml").returncode == 0
+    if torch.version.cuda is not None:  # a CUDA build: whether there is a GPU is each job's to say
+        return
+    result = snakemake(tmp_path, "--cores", "1", "all", "--configfile", tmp_path / "study.yaml")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: device: cuda was asked for but this torch ({torch.__version__}) is a CPU build; install its CUDA "
+        f"build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu"), result.stderr[-3000:]
+    assert not (tmp_path / "results" / "cu").exists()  # no job ran, no folder made
+
+
 def test_a_file_that_cannot_be_read_is_not_called_unwritable(tmp_path, monkeypatch):
     """Permission denied on a read (another user's study or tokens) names the read; root reads everything, so
     os.access stands in for the file's mode."""

@@ -238,13 +238,21 @@ def test_the_budget_a_warm_up_line_names_pays_for_more_steps_than_the_warm_up():
     ({"train": {"max_steps": 10}, "sweep": {"m": {"train.flops": [1e12]}}},
      "config key 'train.flops' of run m.train.flops=1000000000000.0: the budget sets"),
     ({"train": {"flops": 0}}, "config key 'train.flops'"),
-    # the head's width is known only after tokenizing: what the model costs without it already exceeds 1e6
-    ({"train": {"flops": 1e6}}, "config key 'train.flops' of run m is 1e+06, less than one step: 16 x 32 tokens x "
-                                "more than "),
-    ({"train": {"flops": 1e9, "warmup_steps": 0, "snapshot_steps": [10 ** 6]}}, "step 1000000 is past the end"),
-    ({"train": {"flops": 1e9}}, "steps, no more than train.warmup_steps (50): the learning rate would never finish "
-                                "warming up; raise train.flops to more than "),
-    ({"train": {"flops": 1e9}}, " (51 steps) or lower train.warmup_steps"),
+    # a trained BPE's head width is known only after tokenizing: what the model costs without it already
+    # exceeds 1e6
+    ({"tokenizer": "bpe:4096", "train": {"flops": 1e6}},
+     "config key 'train.flops' of run m is 1e+06, less than one step: 16 x 32 tokens x more than "),
+    ({"tokenizer": "bpe:4096", "train": {"flops": 1e9, "warmup_steps": 0, "snapshot_steps": [10 ** 6]}},
+     "step 1000000 is past the end"),
+    ({"tokenizer": "bpe:4096", "train": {"flops": 1e9}},
+     "steps, no more than train.warmup_steps (50): the learning rate would never finish warming up; raise "
+     "train.flops to more than "),
+    ({"tokenizer": "bpe:4096", "train": {"flops": 1e9}}, " (51 steps) or lower train.warmup_steps"),
+    # the byte tokenizer fixes the head's width (257): the steps are exact before tokenizing, 1e10 // (16 x 32
+    # x 135,360 FLOPs per token) = 144, where the model without its head would pay for 227
+    ({"tokenizer": "byte", "train": {"flops": 1e10, "snapshot_steps": [200]}},
+     "step 200 is past the end, as train.flops (1e+10) pays for 144 steps; drop it"),
+    ({"train": {"flops": 1e9}}, "of run m is 1e+09, less than one step: 16 x 32 tokens x 9,735,360 FLOPs per token"),
 ])
 def test_bad_budgets_are_one_line(change, message):
     with pytest.raises(PicoError) as err:
@@ -253,11 +261,16 @@ def test_bad_budgets_are_one_line(change, message):
 
 
 def test_max_steps_from_a_base_file_counts_as_given(tmp_path):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**STUDY, "train": {"max_steps": 50}}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**STUDY, "train": {"max_steps": 50, "lr": 0.02}}))
     (tmp_path / "study.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "train": {"flops": 1e12}}))
     with pytest.raises(PicoError, match=r"config key 'train.flops': the budget sets the number of steps, and "
-                                        r"train.max_steps \(50\) sets it too"):
+                                        r"train.max_steps \(50\) sets it too") as err:
         load_study([tmp_path / "study.yaml"])
+    # the fix the line names drops the base's max_steps alone: the rest of its training recipe stays
+    assert "unless the study says replace: [train.max_steps], which keeps the rest of its train:" in str(err.value)
+    (tmp_path / "fixed.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "replace": ["train.max_steps"],
+                                                         "train": {"flops": 1e12}}))
+    assert load_study([tmp_path / "fixed.yaml"]).train_of("m").lr == 0.02
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(STUDY))  # max_steps left to its default: the budget rules
     assert load_study([tmp_path / "study.yaml"]).train_of("m").flops == 1e12
 

@@ -1,6 +1,7 @@
 """Figures: each writes a PNG and an SVG beside it from files on disk; smoothing, zoom and labels behave;
 seeds average into lines with bands or error bars."""
 import json
+import re
 from pathlib import Path
 
 import matplotlib.colors
@@ -13,9 +14,9 @@ from PIL import Image
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (DPI, SLIDE, attention_heads, grad_norms, lines_note, loss_curves, lr_schedule, model_styles,
-                           p_sweep, plt, raw_and_smoothed, run_label, sample_comparison, sample_slide, save,
-                           smoothing_window, snapshots, sweep)
+from picollm.plots import (DPI, PALETTE, SLIDE, STAMP_GAP, attention_heads, grad_norms, lines_note, loss_curves,
+                           lr_schedule, model_styles, p_sweep, plt, raw_and_smoothed, run_label, sample_comparison,
+                           sample_slide, save, shades, smoothing_window, snapshots, sweep)
 from picollm.tables import ENDED_AT_ONCE
 
 SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
@@ -57,6 +58,26 @@ def write_samples_csv(path, models=("kgram_mlp", "lstm", "transformer"), text=No
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def saved_figures(module, monkeypatch) -> list:
+    """The figures `module.plot` saves from now on, kept for a look at what they draw."""
+    drawn, save = [], module.save
+    monkeypatch.setattr(module, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    return drawn
+
+
+def spike(metrics: dict, run: str, seed: str, column: str, value: float, row: int = 20) -> None:
+    """Set one logged value of one seed of `run`, a spike the other seeds do not have."""
+    rows = pd.read_csv(metrics[run][seed])
+    rows.loc[row, column] = value
+    rows.to_csv(metrics[run][seed], index=False)
+
+
+def run_lines(ax, color) -> tuple[list, list]:
+    """(faint, solid) lines of one run's colour: raw_and_smoothed gives only the faint ones an alpha."""
+    lines = [line for line in ax.get_lines() if matplotlib.colors.same_color(line.get_color(), color)]
+    return [line for line in lines if line.get_alpha()], [line for line in lines if not line.get_alpha()]
+
+
 def png_size(path) -> tuple[int, int]:
     with Image.open(path) as image:
         return image.size
@@ -86,6 +107,24 @@ def test_smoothing_only_with_enough_points():
     # one wording for a figure whose runs are smoothed differently, or some not at all
     assert lines_note({1, 10, 5}) == ("faint: every logged step; solid: mean of 5 or 10; a solid line alone: every "
                                       "logged step (too few to smooth)")
+
+
+def test_each_seed_has_a_faint_line_under_the_solid_mean():
+    steps = pd.Series(range(200))
+    seeds = [(steps, pd.Series(np.random.rand(200))) for _ in range(3)]
+    mean = sum(y for _, y in seeds) / 3
+    fig, ax = plt.subplots()
+    assert raw_and_smoothed(ax, steps, mean, 10, "C0", "m", raw=seeds) == 10
+    assert len(ax.lines) == 4 and [line.get_alpha() for line in ax.lines][-1] is None  # the solid line on top
+    plt.close(fig)
+    fig, ax = plt.subplots()  # too few steps to smooth: still each seed, under their (unsmoothed) mean
+    assert raw_and_smoothed(ax, steps[:20], mean[:20], 10, "C0", "m", raw=[(x[:20], y[:20]) for x, y in seeds]) == 1
+    assert len(ax.lines) == 4
+    plt.close(fig)
+    assert lines_note({10}, seeds=3) == "faint: every logged step of each seed; solid: mean of 10"
+    assert lines_note({1}, seeds=2) == "faint: every logged step of each seed; solid: unsmoothed (too few steps)"
+    assert lines_note({1, 5}, "geometric mean", seeds=2) == (
+        "faint: every logged step of each seed; solid: geometric mean of 5; unsmoothed where too few steps")
 
 
 def test_the_running_mean_starts_and_ends_at_the_data_and_is_pandas_centred_mean_between():
@@ -122,7 +161,14 @@ def test_loss_curves_of_many_runs_keep_the_slide_size(tmp_path, monkeypatch):
     canvas.draw()
     renderer = canvas.get_renderer()
     assert ax.get_position().width > 0.8 and legend.get_window_extent(renderer).y1 < ax.get_tightbbox(renderer).y0
-    assert legend.get_texts()[6].get_text().startswith("train — faint: every logged step;\nsolid: mean of")
+    texts = {t.get_text(): t.get_window_extent(renderer) for t in legend.get_texts()}
+    key = next(text for text in texts if text.startswith("train — "))
+    assert key.startswith("train — faint: every logged step\nof each seed;\nsolid: mean of")
+    # the Transformer and its three sweep points in one column, the other models in another
+    family = [box for text, box in texts.items() if text.startswith("transformer")]
+    assert len(family) == 4 and len({round(box.x0) for box in family}) == 1
+    assert len({round(box.x0) for text, box in texts.items() if text.startswith(("kgram_mlp", "lstm"))}) == 1
+    assert texts[key].x0 > family[0].x0 > next(box for text, box in texts.items() if text.startswith("lstm")).x0
 
 
 @pytest.mark.parametrize("options", [{}, {"ylim": "auto", "logy": True}, {"seeds": (1,)}])
@@ -140,7 +186,7 @@ def test_loss_curves_average_over_seeds(tmp_path):
     assert list(val["step"]) == [0, 100, 200, 300] and set(val["seeds"]) == {3}
     assert val["mean"].iloc[0] == pytest.approx(2.2 + 8 + 2 / 50)  # seeds add 1/50, 2/50, 3/50
     assert val["std"].iloc[0] == pytest.approx(1 / 50)
-    assert loss_curves.band_note(frame) == "lines: mean over 3 seeds, bands ± 1 std"
+    assert loss_curves.band_note(frame) == "solid lines: mean over 3 seeds, bands ± 1 std"  # not the faint ones
     one = loss_curves.read_metrics(write_metrics(tmp_path / "one", seeds=(1,)))
     assert loss_curves.over_seeds(one[one["model"] == "lstm"], "val_loss")["std"].isna().all()
     assert loss_curves.band_note(one) == "one seed per run: no band"
@@ -179,6 +225,68 @@ def test_loss_curves_legend_names_the_precision_of_trainings_validation_losses(t
     assert "val subset (bf16), mean" in (tmp_path / "loss.svg").read_text()
 
 
+def test_loss_curves_legend_prints_every_run_to_one_capped_precision():
+    """0.68816 ± 0.00052 beside 0.797 ± 0.016 gave a bf16 loss a fifth digit of noise, and the entries different
+    decimals: one number of decimals for the legend, at most 4 significant digits, at most 3 decimals under bf16."""
+    def val(mean, std, seeds=2):
+        return pd.DataFrame([{"mean": mean, "std": std, "seeds": seeds}])
+    kgram, lstm = val(0.68816, 0.00052), val(0.797, 0.016)
+    lasts = [kgram.iloc[-1], lstm.iloc[-1]]
+    bf16, fp32 = loss_curves.val_decimals(lasts, bf16=True), loss_curves.val_decimals(lasts)
+    assert [loss_curves.final_val(v, bf16) for v in (kgram, lstm)] == ["0.688 ± 0.001 std", "0.797 ± 0.016 std"]
+    assert [loss_curves.final_val(v, fp32) for v in (kgram, lstm)] == ["0.6882 ± 0.0005 std", "0.7970 ± 0.0160 std"]
+    assert loss_curves.final_val(kgram) == "0.6882 ± 0.0005 std"  # alone: 4 significant digits at most
+    early = val(10.8312, 0.0004)  # 4 significant digits of the largest loss; a std that rounds to 0 says so
+    assert loss_curves.final_val(early, loss_curves.val_decimals([early.iloc[-1]])) == "10.83 ± < 0.01 std"
+    assert loss_curves.final_val(val(0.68816, np.nan, seeds=1), bf16) == "0.688"
+
+
+def test_loss_curves_draw_each_seeds_training_loss_and_print_bf16_losses_alike(tmp_path, monkeypatch):
+    """One seed's loss spike is that seed's faint line at its logged height, not a third of it in a mean over
+    three seeds; the legend's final losses, taken in bf16, all have 3 decimals; and the SVG's text is text."""
+    metrics = write_metrics(tmp_path, seeds=(1, 2, 3))
+    spike(metrics, "transformer", "3", "train_loss", 20.0)  # at step 200, where the other seeds log about 2.2
+    for run, seeds in metrics.items():
+        for path in seeds.values():
+            rows = pd.read_csv(path)
+            rows.assign(val_loss=rows["val_loss"] * 0.3).to_csv(path, index=False)  # under 1: 4 digits are decimals
+            Path(path).with_name("summary.json").write_text(json.dumps({"precision": "bf16"}))
+    drawn = saved_figures(loss_curves, monkeypatch)
+    loss_curves.plot(metrics, tmp_path / "loss.png", "exp")
+    ax = drawn[0].axes[0]
+    faint, solid = run_lines(ax, model_styles(list(metrics))["transformer"]["color"])
+    logged = [pd.read_csv(path)["train_loss"] for path in metrics["transformer"].values()]
+    assert [line.get_ydata().max() for line in faint] == [pytest.approx(y.max()) for y in logged]
+    assert max(line.get_ydata().max() for line in faint) == pytest.approx(20.0)
+    train = [line for line in solid if line.get_linestyle() == "-"]
+    assert len(faint) == 3 and len(train) == 1 and train[0].get_ydata()[20] < 20 / 3  # the mean: a bump
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    finals = re.findall(r"\(val (\d+)\.(\d+) ± (\d+)\.(\d+) std\)", "\n".join(texts))
+    assert len(finals) == 3 and {len(mean) for _, mean, _, _ in finals} == {len(std) for *_, std in finals} == {3}
+    assert any(text.startswith("train — faint: every logged step of each seed;") for text in texts)
+    svg = (tmp_path / "loss.svg").read_text()
+    assert "<text" in svg and texts[2] in svg  # the transformer's entry as text, editable in a slide tool
+
+
+def test_grad_norms_draw_each_seeds_spike_at_its_logged_height(tmp_path, monkeypatch):
+    """A 188.66 gradient norm in one of three seeds: the geometric mean over seeds drew it as 188.66 ** (1/3),
+    about 6. Now that seed's faint line reaches 188.66, and the run's legend entry gives its highest norm."""
+    metrics = write_metrics(tmp_path, seeds=(1, 2, 3))
+    spike(metrics, "lstm", "2", "grad_norm", 188.66)
+    drawn = saved_figures(grad_norms, monkeypatch)
+    grad_norms.plot(metrics, tmp_path / "grad_norms.png", "exp")
+    fig = drawn[0]
+    faint, solid = run_lines(fig.axes[0], model_styles(list(metrics))["lstm"]["color"])
+    logged = [pd.read_csv(path)["grad_norm"] for path in metrics["lstm"].values()]
+    assert [line.get_ydata().max() for line in faint] == [pytest.approx(y.max()) for y in logged]
+    assert len(faint) == 3 and len(solid) == 1 and solid[0].get_ydata().max() < 5  # the spike a bump in the mean
+    assert fig.axes[0].get_ylim()[1] > 188.66
+    legend = fig.legends[0]
+    assert legend.get_title().get_text().startswith("faint: every logged step of each seed\nsolid: geometric mean")
+    assert "highest norm 189" in next(t.get_text() for t in legend.get_texts() if t.get_text().startswith("lstm"))
+    plt.close(fig)
+
+
 def test_auto_ylim_leaves_out_the_first_steps():
     frame = pd.DataFrame({"tokens_seen": [0, 100, 200, 300, 400], "train_loss": [10.8, 6, 3, 2.5, 2.4],
                           "val_loss": [10.9, np.nan, np.nan, np.nan, 2.6]})
@@ -197,15 +305,16 @@ def test_training_dynamics_figures(tmp_path):
 
 def test_one_gradient_spike_is_no_plateau_in_the_solid_line():
     """A log-axis quantity: a single step's spike (x400 in one seed) lifts the solid line of a geometric running
-    mean by its fifth root, where an arithmetic one lifted it for the whole window to ~40x."""
+    mean by its fifth root, where an arithmetic one lifted it for the whole window to ~40x; the seed's own faint
+    line shows the spike at its logged height."""
     steps = np.arange(1, 41)
     rows = pd.DataFrame({"seed": np.repeat([1, 2], 40), "step": np.tile(steps, 2), "tokens_seen": np.tile(steps, 2),
                          "grad_norm": 0.5})
     rows.loc[(rows["seed"] == 2) & (rows["step"] == 20), "grad_norm"] = 200.0
     fig, ax = plt.subplots()
     assert loss_curves.mean_and_band(ax, rows, "grad_norm", 5, "C0", "run", geometric=True) == 4
-    faint, solid = (line.get_ydata() for line in ax.get_lines())
-    assert faint.max() == pytest.approx(10.0)  # the step itself: the geometric mean of 0.5 and 200
+    *faint, solid = (line.get_ydata() for line in ax.get_lines())
+    assert [seed.max() for seed in faint] == [pytest.approx(0.5), pytest.approx(200.0)]  # each seed as it logged
     assert solid.max() == pytest.approx(0.5 * 20 ** 0.25) and solid[0] == pytest.approx(0.5)
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert 0 < band.min() and band.max() < 5  # ± 1 std of the seeds' trends in the log (arithmetic: up to 28)
@@ -213,7 +322,7 @@ def test_one_gradient_spike_is_no_plateau_in_the_solid_line():
     rows.loc[(rows["seed"] == 1) & (rows["step"] == 5), "grad_norm"] = 0.0  # no place on a log axis: left out
     fig, ax = plt.subplots()
     loss_curves.mean_and_band(ax, rows, "grad_norm", 5, "C0", "run", geometric=True)
-    assert np.isfinite(ax.get_lines()[1].get_ydata()).all()
+    assert np.isfinite(ax.get_lines()[-1].get_ydata()).all()
     plt.close(fig)
 
 
@@ -241,17 +350,22 @@ def write_train_config(metrics: dict, run: str, **train) -> None:
         Path(path).with_name("summary.json").write_text(json.dumps(summary))
 
 
-def test_lr_schedule_names_both_rates_of_a_muon_run_and_never_groups_it_with_adamw(tmp_path):
+def test_lr_schedule_draws_a_muon_runs_muon_rate_as_a_line_of_its_own(tmp_path):
+    """A Muon run's embeddings, head and norms train at the lr column's AdamW rate, which it shares with the AdamW
+    runs of the same schedule; its hidden matrices' Muon rate (the same shape, scaled to muon_lr) is a line of its
+    own in the run's colour, so that neither hides under another run's line."""
     metrics = write_metrics(tmp_path, n_points=12)  # every run the same lr column ...
     write_train_config(metrics, "kgram_mlp", optimizer="adamw", lr=1e-3, muon_lr=0.02)
     write_train_config(metrics, "lstm", optimizer="adamw", lr=1e-3, muon_lr=0.02)
     write_train_config(metrics, "transformer", optimizer="muon", lr=1e-3, muon_lr=0.01)  # ... but Muon here
     fig = lr_schedule.figure(metrics, "exp")
     labels = [t.get_text().replace("\u00a0", " ").replace("\n", " ") for t in fig.legends[0].get_texts()]
-    assert labels == ["kgram_mlp, lstm (same schedule): AdamW peak 0.001, last 0.001",
-                      "transformer: AdamW peak 0.001, last 0.001; Muon peak 0.01, last 0.01 (same shape)"]
-    assert len(fig.axes[0].lines) == 2
-    assert fig.axes[0].get_ylabel() == "AdamW learning rate"
+    assert labels == ["kgram_mlp, lstm, transformer (same schedule): AdamW peak 0.001, last 0.001",
+                      "transformer's hidden matrices: Muon peak 0.01, last 0.01"]
+    adamw, muon = fig.axes[0].lines
+    assert muon.get_ydata() == pytest.approx(10 * adamw.get_ydata())  # muon_lr / lr = 10, the same shape
+    assert muon.get_color() == model_styles(list(metrics))["transformer"]["color"]
+    assert fig.axes[0].get_ylabel() == "learning rate"
     assert fig.legends[0].get_title().get_text() == ""  # every optimizer known: no note on what the line is
     plt.close(fig)
 
@@ -325,6 +439,27 @@ def test_p_sweep_draws_the_real_stories_as_a_reference_line(tmp_path, english):
         "greedy", "validation text (4 excerpts, ± 1 std)"]
     notes = [t.get_text() for t in panels["english_word_share"].texts]
     assert notes == ([] if english else [p_sweep.NOT_ENGLISH])
+    assert p_sweep.NO_ENDS_WHY not in fig._suptitle.get_text()  # the reference measured every panel it can
+    plt.close(fig)
+
+
+def test_p_sweep_says_why_a_text_without_story_ends_has_no_reference_for_lengths_and_endings(tmp_path):
+    """The reference leaves its lengths and endings empty for a validation text that marks no story ends
+    (sample_metrics.UNENDED): those panels have no dashed line, their titles say "(no reference)" and the figure's
+    title why; the other panels keep theirs."""
+    rows = p_sweep_rows(True)
+    for row in rows:
+        if row["decoding"] == "reference":
+            row.update(ended_share=np.nan, mean_tokens=np.nan, mean_words=np.nan)
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    fig = p_sweep.figure(tmp_path / "s.csv", "exp")
+    panels = dict(zip([c for c, _ in p_sweep.PANELS], fig.axes))
+    for column in ("ended_share", "mean_tokens", "mean_words"):
+        assert not [line for line in panels[column].lines if line.get_linestyle() == "--"], column
+        assert panels[column].get_title().endswith(p_sweep.NO_ENDS), column
+    assert [line for line in panels["distinct_2"].lines if line.get_linestyle() == "--"]
+    assert not panels["mean_loglik"].get_title().endswith(p_sweep.NO_ENDS)  # never a reference: no note
+    assert fig._suptitle.get_text().endswith(p_sweep.NO_ENDS_WHY)
     plt.close(fig)
 
 
@@ -411,6 +546,14 @@ def test_sample_figures_show_newlines(tmp_path):
         assert_png_and_svg(tmp_path / f"{name}.png")
         assert "⏎ newline" in (tmp_path / f"{name}.svg").read_text()
         assert "not UTF-8" not in (tmp_path / f"{name}.svg").read_text()  # no such sign here, so no key to it
+
+
+def test_sample_comparison_counts_a_samples_newlines_in_words(tmp_path):
+    write_samples_csv(tmp_path / "samples.csv", text={"kgram_mlp": "The end.\nNext"})  # the lstm's: 57
+    first = sample_comparison.read_first_samples(tmp_path / "samples.csv")
+    cells = sample_comparison.sample_cells(first, ["kgram_mlp", "lstm", "transformer"], 40, 240)
+    assert [cell.split("\n")[-1] for cell in cells[0][1:3]] == ["[1 newline]", "[57 newlines]"]
+    assert "newline" not in cells[0][3]  # none in the transformer's sample: nothing said
 
 
 def test_sample_figures_key_the_replacement_sign_where_a_sample_holds_one(tmp_path):
@@ -539,6 +682,60 @@ def test_same_figure_same_bytes(tmp_path):
     for suffix in [".png", ".svg"]:
         assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
     assert "<title>exp</title>" in (tmp_path / "a.svg").read_text()
+    assert "experiment: exp</text>" in (tmp_path / "a.svg").read_text()  # text, not glyph outlines: editable
+
+
+def test_a_figure_with_text_and_faint_lines_is_the_same_bytes_when_drawn_again(tmp_path):
+    metrics = write_metrics(tmp_path, seeds=(1, 2, 3))
+    for name in "ab":
+        loss_curves.plot(metrics, tmp_path / f"{name}.png", "exp")
+    for suffix in [".png", ".svg"]:
+        assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
+    assert (tmp_path / "a.svg").read_text().count("<text") > 10
+
+
+def test_the_experiment_stamp_keeps_clear_of_a_title_at_the_top(tmp_path):
+    """The stamp sat on a title that reached the right edge ("training seed 1337"): it keeps STAMP_GAP above."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig, ax = plt.subplots(figsize=SLIDE, layout="constrained")
+    title = ax.set_title("A long title that runs from the left edge of the slide right to its right edge " * 2)
+    save(fig, tmp_path / "t.png", "tinystories-local")
+    canvas = FigureCanvasAgg(fig)  # saved and closed: laid out again on a canvas of its own
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    stamp = fig.texts[-1]
+    assert stamp.get_text() == "experiment: tinystories-local"
+    gap = stamp.get_window_extent(renderer).y0 - title.get_window_extent(renderer).y1
+    assert gap >= 0.9 * STAMP_GAP * fig.dpi / 72  # points, in pixels
+    assert png_size(tmp_path / "t.png")[1] <= SLIDE[1] * DPI * 1.05
+
+
+def test_sweep_shades_read_apart_from_their_model_and_from_each_other():
+    """A two-point sweep's dark shade was its model's colour with 25% black: at slide size, hard to tell from the
+    model itself (transformer and transformer.d_model=128)."""
+    def apart(a, b):
+        return np.linalg.norm(np.subtract(a, b))
+    for color in PALETTE[:3]:
+        two = shades(color, 2)
+        assert min(apart(color, shade) for shade in two) >= 0.3 and apart(*two) >= 0.3
+        four = shades(color, 4)
+        family = four[:2] + [color] + four[2:]  # light to dark, the model's colour in the middle
+        assert min(apart(a, b) for a, b in zip(family, family[1:])) >= 0.1
+        lightness = [sum(c) for c in family]
+        assert lightness == sorted(lightness, reverse=True)
+
+
+def test_the_loss_legend_keeps_a_model_and_its_sweep_points_in_one_column():
+    runs = ["lstm", "transformer", "lstm.hidden_dim=24", "lstm.hidden_dim=32", "transformer.d_model=24"]
+    assert loss_curves.families(runs) == [["lstm", "lstm.hidden_dim=24", "lstm.hidden_dim=32"],
+                                          ["transformer", "transformer.d_model=24"]]
+    key = ["train", "validation"]
+    assert loss_curves.legend_columns([["k"], ["l"], ["t", "t.32", "t.128"], key], 3) == [
+        ["k", "l"], ["t", "t.32", "t.128"], key]
+    assert loss_curves.legend_columns([["l", "l.24", "l.32"], ["t", "t.24", "t.32"], key], 3) == [
+        ["l", "l.24", "l.32"], ["t", "t.24", "t.32"], key]
+    big = [f"t.{i}" for i in range(9)]  # a family taller than three columns allow: split, in order
+    assert loss_curves.legend_columns([big, key], 3) == [big[:4], big[4:8], big[8:] + key]
 
 
 def test_a_run_has_one_colour_whatever_order_a_figure_reads_its_runs_in():

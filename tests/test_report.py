@@ -78,7 +78,7 @@ def test_a_pandas_markdown_table_keeps_its_alignment():
 
 
 def test_a_csv_becomes_one_table(tmp_path):
-    """compare.csv: its rows, each pair's verdict first, then the numbers it rests on, its sentence last; floats
+    """compare.csv: its rows, each pair's sentence first, then its verdict and the numbers it rests on; floats
     to 4 significant digits, an empty cell empty, the study's name in the heading rather than in a column, and a
     column empty in every row named, not shown."""
     csv = tmp_path / "compare.csv"
@@ -90,8 +90,8 @@ def test_a_csv_becomes_one_table(tmp_path):
                  ).to_csv(csv, index=False)
     page = report_tables.csv_html(csv, "tiny")
     assert page.startswith("<h1>Comparison of every two runs: experiment <code>tiny</code></h1>")
-    assert table_rows(page) == [["lstm", "gru", "b better", "0.1235", "", "2", "gru better <by far>"],
-                                ["lstm", "mlp", "within noise", "-2", "-3", "1", "alike"]]
+    assert table_rows(page) == [["lstm", "gru", "gru better <by far>", "b better", "0.1235", "", "2"],
+                                ["lstm", "mlp", "alike", "within noise", "-2", "-3", "1"]]
     assert ">experiment</th>" not in page and "&lt;by far&gt;" in page
     assert "Empty in every row, so not shown: <code>flops_budget</code>" in page
 
@@ -159,9 +159,9 @@ def test_a_column_that_repeats_another_in_every_row_is_named_not_shown(tmp_path)
     assert "so not shown" not in page
 
 
-def test_compare_shows_the_interval_behind_each_verdict_before_its_sentence(tmp_path):
-    """compare.csv as picollm.tables writes it: the pair, the verdict and the interval it reads come first, the
-    long sentence last, so at a narrow width the numbers are in view and the sentence is what scrolls."""
+def test_compare_shows_each_pairs_sentence_beside_it_then_the_interval_behind_its_verdict(tmp_path):
+    """compare.csv as picollm.tables writes it: the pair and its sentence (what a reader quotes, the verdict and
+    interval in words) come first, so that a report pane of a 1280 px screen shows them; the numbers follow."""
     csv = tmp_path / "compare.csv"
     pd.DataFrame([{"experiment": "tiny", "a": "lstm", "b": "gru", "n": 2, "flops_budget": None,
                    "bpb_diff_mean": 0.04, "bpb_diff_ci_low": 0.031, "bpb_diff_ci_high": 0.053,
@@ -170,8 +170,7 @@ def test_compare_shows_the_interval_behind_each_verdict_before_its_sentence(tmp_
                  columns=tables.COMPARE_COLUMNS).to_csv(csv, index=False)
     page = report_tables.csv_html(csv, "tiny")
     [headers] = table_headers(page)
-    assert headers[:6] == ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high"]
-    assert headers[-1] == "statement"
+    assert headers[:7] == ["a", "b", "statement", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high"]
     assert "bpb_diff_ci_low to bpb_diff_ci_high" in page  # the note says what the verdict reads
     assert '<td class="prose">gru better than lstm' in page  # the sentence has room to read
 
@@ -190,7 +189,8 @@ def test_the_scaling_page_shows_the_fits_first_and_computes_in_powers_of_ten(tmp
     scaling.fit_rows(points, "tiny").to_csv(csv, index=False)
     page = report_tables.csv_html(csv, "tiny")
     headers, rows = table_headers(page)[0], table_rows(page)
-    assert headers[:8] == ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "E", "E_ci_low", "E_ci_high"]
+    assert headers[:10] == ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "alpha_at_bound", "E",
+                            "E_ci_low", "E_ci_high", "E_at_bound"]  # each with whether the fit left it on its bound
     first = dict(zip(headers, rows[0]))
     assert first["flops_max"] == "1e+12" and first["flops_min"] == "1e+08"
     for name in ("crosses_b_at_flops", "crosses_b_ci_low", "crosses_b_ci_high"):

@@ -34,6 +34,36 @@ def test_fit_recovers_a_hand_made_power_law():
     assert scaling.predict(fit, [1e10]) == pytest.approx(law(1e10), rel=1e-6)
 
 
+def test_a_fit_whose_floor_sits_at_its_bound_says_so():
+    """A frontier with no floor (E = 0) pushes E onto the fit's bound 0, where every redraw lands too: the table
+    flags it and the note says that the points do not determine it, not "E 0.000 [0.000, 0.000]"."""
+    flops = np.geomspace(1e8, 1e12, 10)
+    rows = {}
+    for e in (0.0, 1.2):
+        runs = [curve(f"e{e}", f"e{e}", seed, flops, law(flops, e=e) * (1 + 0.01 * seed)) for seed in (1, 2)]
+        rows[e] = scaling.fit_rows(pd.concat(runs, ignore_index=True), "hand").iloc[0]
+    floorless, floored = rows[0.0], rows[1.2]
+    assert floorless["E_at_bound"] and floorless["E"] == 0.0  # the bound itself, not the optimizer's 3e-7
+    assert not floorless["alpha_at_bound"] and not floorless["A_at_bound"]
+    assert not floored["E_at_bound"] and floored["E"] == pytest.approx(1.2, rel=0.05)
+    assert "E at its bound 0 bpb (not determined by these points)" in scaling.fit_note(floorless)
+    assert "E at its bound" not in scaling.fit_note(floored) and "not determined" not in scaling.fit_note(floored)
+    assert scaling.with_interval(floorless, "E", ".3f") == "at its bound 0"  # no interval of width 0
+    assert scaling.with_interval(floored, "E", ".3f").startswith("1.2")
+
+
+def test_a_parameter_at_its_bound_reads_as_the_csv_gives_it():
+    """True or False as written, the same text read back, NaN where a type has no fit, no column in an older
+    table; an interval that reaches off the bound is kept."""
+    row = {"E": 0.0, "E_ci_low": 0.0, "E_ci_high": 1.417}
+    assert scaling.with_interval(pd.Series(row), "E", ".3f") == "0.000 [0.000, 1.417]"  # no column: as before
+    for flag in (True, "True", np.bool_(True)):
+        flagged = pd.Series({**row, "E_at_bound": flag})
+        assert scaling.with_interval(flagged, "E", ".3f") == "at its bound 0 [0.000, 1.417]"
+    for flag in (False, "False", float("nan")):
+        assert not scaling.at_bound(pd.Series({**row, "E_at_bound": flag}), "E")
+
+
 def test_frontier_is_the_lower_envelope_over_runs():
     # a small model fast at first then flat, a large one slow at first then lower
     small = curve("t", "small", 1, [1, 2, 4, 8], [3.0, 2.0, 1.9, 1.85])
@@ -475,3 +505,87 @@ def test_runs_of_one_size_are_named_in_the_final_panel(tmp_path, monkeypatch):
     figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
     assert sorted(t.get_text() for t in drawn[0].axes[1].texts) == ["t", "t.train.lr=0.01"]
     assert len(drawn[0].axes[0].texts) == 0  # one type: no frontier to pass
+
+
+def no_overlap(boxes) -> bool:
+    """Whether no two of the pixel boxes share any area (touching edges are fine)."""
+    return not any(a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def inside(box, frame) -> bool:
+    return frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def bars_low(ax) -> float:
+    """The lowest y any vertical error bar of the axes reaches."""
+    return min(segment[:, 1].min() for bars in ax.containers if bars.has_yerr
+               for collection in bars.lines[2] for segment in collection.get_segments())
+
+
+def test_the_scaling_figure_keeps_a_crossing_label_near_the_right_edge_in_its_panel_and_clips_bars_at_0(
+        tmp_path, monkeypatch):
+    """a passes b at about 3e3 of 1e4 (log x: the right eighth of the panel), where a label to the right of the X
+    would run into the other panel; two seeds far apart put a t interval of a final below 0 bits per byte."""
+    from picollm.plots import scaling as figure
+    flops = np.geomspace(1, 1e4, 9)
+    curves = [falling("a", 1, 2.6, flops), falling("a", 2, 2.62, flops),
+              *(curve("b", "b", seed, flops, np.full(9, 2.25)) for seed in (1, 2))]
+    finals = [c.tail(1).assign(kind="final") for c in curves]
+    finals[0] = finals[0].assign(bpb=0.5)  # a's seeds end at 0.5 and 1.5 bpb: 1 +- 6.4, below 0
+    finals[1] = finals[1].assign(bpb=1.5)
+    points = pd.concat([*curves, *finals], ignore_index=True)
+    points.to_csv(tmp_path / "points.csv", index=False)
+    scaling.fit_rows(points, "hand").to_csv(tmp_path / "fits.csv", index=False)
+    drawn, save = [], figure.save
+    monkeypatch.setattr(figure, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    figure.plot({"points": tmp_path / "points.csv", "fits": tmp_path / "fits.csv"}, tmp_path / "s.png", "hand")
+    fig = drawn[0]
+    fig.canvas.draw()
+    compute, final = fig.axes[:2]
+    (label,) = compute.texts
+    assert label.get_text().startswith("a passes b")
+    x, _ = compute.transAxes.inverted().transform(compute.transData.transform(label.xy))
+    assert x > 2 / 3 and label.get_ha() == "right"  # in the right third: to the left of its X
+    box = label.get_window_extent()
+    assert inside(box, compute.get_window_extent()) and not box.overlaps(final.get_window_extent())
+    assert bars_low(final) == pytest.approx(0.0, abs=1e-9)
+    assert final.get_title().endswith("\nbars clipped at 0 bits per byte")
+
+
+def sweep_eval(path, run, kind, point, params, bpb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model": run, "run": run, "type": kind, "params": params, "params_embedding": 100,
+                                "params_head": 100, "params_core": params - 200, "head_tied": False,
+                                "tokens_seen": 5120, "train_flops": 6e8, "bpb": bpb,
+                                "sweep": None if point is None else dict(zip(["model", "key", "value"], point))}))
+    return str(path)
+
+
+def test_the_sweep_figure_keeps_labels_apart_in_its_panel_and_clips_bars_at_0(tmp_path, monkeypatch):
+    """The tiny scaling study's sweep: two types swept to sizes a few percent apart, on one FLOP budget, so that
+    hidden_dim=24 and d_model=24 (and the =32 pair) fall on one another; two seeds of hidden_dim=32 far apart (a t
+    interval of 6.5 +- 9.1 bpb)."""
+    from picollm.plots import sweep
+    runs = {"lstm": ("lstm", None, 10500, (4.7, 5.3)),
+            "lstm.hidden_dim=24": ("lstm", ("lstm", "hidden_dim", 24), 14500, (5.6, 6.3)),
+            "lstm.hidden_dim=32": ("lstm", ("lstm", "hidden_dim", 32), 19000, (5.8, 7.2)),
+            "transformer": ("transformer", None, 7000, (5.1, 5.3)),
+            "transformer.d_model=24": ("transformer", ("transformer", "d_model", 24), 14000, (5.6, 5.8)),
+            "transformer.d_model=32": ("transformer", ("transformer", "d_model", 32), 21500, (5.9, 6.0))}
+    evals = {run: {seed: sweep_eval(tmp_path / run / f"{seed}.json", run, kind, point, params, bpb)
+                   for seed, bpb in zip((1, 2), seeds)} for run, (kind, point, params, seeds) in runs.items()}
+    drawn, save = [], sweep.save
+    monkeypatch.setattr(sweep, "save", lambda fig, *args, **kw: (drawn.append(fig), save(fig, *args, **kw)))
+    sweep.plot(evals, tmp_path / "sweep.png", "hand")
+    fig = drawn[0]
+    fig.canvas.draw()
+    every = [ax for ax in fig.axes if ax.get_visible()][-1]
+    assert "by size" in every.get_title()
+    labels = {t.get_text(): t.get_window_extent() for t in every.texts}
+    assert {"hidden_dim=24", "d_model=24", "hidden_dim=32", "d_model=32", "lstm", "transformer"} == set(labels)
+    assert no_overlap(list(labels.values()))
+    assert all(inside(box, every.get_window_extent()) for box in labels.values())
+    for ax in fig.axes[:3]:
+        assert bars_low(ax) >= 0.0
+    assert "bars clipped at 0 bits per byte" in fig._suptitle.get_text()

@@ -244,6 +244,11 @@ def test_eval_markdown_says_what_share_of_the_loss_is_end_of_text(tmp_path):
     tables.eval_table(write_evals(tmp_path / "c", {"lstm": {1: 1.0}}), tmp_path / "eval.csv", tmp_path / "eval.md",
                       "exp")
     assert "end-of-text" not in (tmp_path / "eval.md").read_text()
+    # a validation text that marks no story ends (its one closing end-of-text): said so, not as "0% of the nats"
+    tables.eval_table(write_evals(tmp_path / "d", {"lstm": {1: 1.0}}, val_eot_share=2e-5), tmp_path / "eval.csv",
+                      tmp_path / "eval.md", "exp")
+    assert ("The validation text marks (almost) no story ends: predicting end-of-text takes under 0.5% of the nats"
+            in (tmp_path / "eval.md").read_text())
 
 
 def test_compare_table_pairs_runs_by_seed(tmp_path):

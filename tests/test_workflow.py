@@ -368,9 +368,9 @@ def test_the_report_shows_the_tables_inline_and_the_study_file_it_was_built_from
     assert [row[-1] for row in table_rows(pages["eval"])] == [  # bpb: the mean ± the 95% interval's half-width
         tables.plus_minus(*by_run.loc[run, ["bpb_mean", "bpb_ci_low", "bpb_ci_high"]]) for run in shown_runs]
     compare = pd.read_csv(res / "tables/compare.csv")
-    # the verdict's interval columns come before the sentence that says it, which is last
-    assert [row[:3] + row[-1:] for row in table_rows(pages["compare"])] == compare[["a", "b", "verdict", "statement"]
-                                                                                 ].values.tolist()
+    # each pair's sentence comes right after it, then its verdict and the interval columns it reads
+    assert [row[:4] for row in table_rows(pages["compare"])] == compare[["a", "b", "statement", "verdict"]
+                                                                        ].values.tolist()
     assert {row[0] for row in table_rows(pages["models"])} == {"kgram_mlp", "lstm", "transformer"}
     study = json.loads((res / "provenance/study.json").read_text())
     assert shown_config(workflow_description(page)) == study and "threads" not in study["train"]

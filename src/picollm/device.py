@@ -27,9 +27,8 @@ def resolve_device(name: str) -> torch.device:
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise PicoError(f"device {name!r} is none of auto, cpu, cuda (or cuda:N) and mps")
     kind, _, index = name.partition(":")
-    if kind == "cuda" and torch.version.cuda is None:  # a CPU build of torch: no GPU would help
-        raise PicoError(f"device: {name} was asked for but this torch ({torch.__version__}) is a CPU build; install "
-                        f"its CUDA build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu")
+    if kind == "cuda":
+        check_cuda_build(name)
     if kind == "cuda" and not torch.cuda.is_available():
         raise PicoError(f"device: {name} was asked for but this machine has no usable CUDA GPU; "
                         "use device: auto or device: cpu")
@@ -39,6 +38,14 @@ def resolve_device(name: str) -> torch.device:
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise PicoError("device: mps was asked for but MPS is not available here; use device: auto or device: cpu")
     return torch.device(name)
+
+
+def check_cuda_build(name: str = "cuda") -> None:
+    """A CPU build of torch cannot use a GPU on any machine: the study's start says so (picollm.start), as does
+    the job."""
+    if torch.version.cuda is None:
+        raise PicoError(f"device: {name} was asked for but this torch ({torch.__version__}) is a CPU build; install "
+                        f"its CUDA build (conda: CONDA_OVERRIDE_CUDA, docs/cluster.md), or use device: cpu")
 
 
 def use_threads(threads: int) -> None:

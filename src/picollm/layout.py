@@ -10,6 +10,9 @@ from pathlib import Path
 RESULTS = "results"
 MODEL_PATH = f"{RESULTS}/<experiment>/models/<run>/seed<k>/model.pt"  # a trained model, as messages name it
 _MODEL = re.compile(rf"(?:.*/)?{RESULTS}/[^/]+/models/[^/]+/seed\d+/model\.pt")
+# The folders of results/<experiment>/ (report.html lies beside them), which a misspelt target's one-line error
+# names; tests/test_config.py checks them against every folder the rules and picollm.registry write.
+FOLDERS = ("benchmarks", "data", "eval", "figures", "hf", "logs", "models", "provenance", "samples", "tables")
 
 
 def results_dir(experiment: str) -> str:

@@ -4,7 +4,7 @@ own), while a .csv it only offers as a download.
 A Markdown table file (tables/eval.md, models.md, samples.md, snapshots.md, as picollm.tables writes them) is
 rendered by Python-Markdown with its pipe tables, raw HTML off (a sample's "<b>" is text). A CSV (tables/
 compare.csv, eval/sampling.csv, tables/scaling.csv) becomes one table: the columns a reader reads first
-(compare.csv's verdicts and the intervals behind them) first, a column that repeats another in every row
+(compare.csv's pair, its sentence, then the verdict and the interval behind it) first, a column that repeats another in every row
 (sampling.csv's `model`, the same as `run`) named below it rather than shown, floats to 4 significant digits,
 counts with thousands separators and computes in powers of ten (every digit stays in the CSV). Every table sits
 in a box that scrolls both ways, so its header row and its first column stay in view, and so does the
@@ -37,7 +37,7 @@ th { background: #f3f4f6; border-bottom: 2px solid #d1d5db; position: sticky; to
 th:first-child, td:first-child { position: sticky; left: 0; box-shadow: inset -1px 0 #d1d5db; }
 th:first-child { z-index: 2; }
 td:first-child { background: inherit; white-space: nowrap; }  /* a run name, the row's label, on one line */
-td.prose { min-width: 18em; } td.short { white-space: nowrap; }
+td.prose { min-width: 26em; } td.short { white-space: nowrap; }
 td[style*="text-align: right"] { white-space: nowrap; }  /* a number on one line: 1.92e-11, not 1.92e- / 11 */
 tbody tr { background: #fff; }
 tbody tr:nth-child(even) { background: #fafafa; }
@@ -46,17 +46,17 @@ tbody tr:hover { background: #eef2ff; }
 
 # A page rendered from a CSV, by the CSV's name: its title (a Markdown file has its own heading), a note on what
 # its numbers are, the columns it shows first, the ones the note and the verdicts speak of, and those it shows
-# last (compare.csv's sentence: its numbers are in the columns before it).
+# last. compare.csv's sentence comes right after its pair: it is what a reader quotes, and it holds the verdict
+# and the interval that the columns after it repeat as numbers (in a report pane the table scrolls sideways).
 CSV_PAGES = {
     "compare": {"title": "Comparison of every two runs",
                 "note": "bpb_diff = bpb(a) − bpb(b), paired by seed: its mean over the n seeds and its 95% t "
                         "interval (bpb_diff_ci_low to bpb_diff_ci_high), which each verdict reads: “a better” when "
                         "the interval is below 0, “b better” when it is above, “within noise” when it holds 0 "
                         "(or one seed gives none). FLOPs to 3 significant digits in powers of ten.",
-                "first": ["a", "b", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high", "n",
-                          "flops_budget"],
-                "last": ["statement"],
-                "scientific": r"flops"},  # short, so that the sentence after them fits a screen
+                "first": ["a", "b", "statement", "verdict", "bpb_diff_mean", "bpb_diff_ci_low", "bpb_diff_ci_high",
+                          "n", "flops_budget"],
+                "scientific": r"flops"},
     # the row's run, seed and decoding in one first column, which stays in view as the measures scroll by
     "sampling": {"title": "Sampling measures", "label": ["run", "seed", "decoding"]},
     # computes and the fit's scale factor span decades: in powers of ten, as the scaling figure's axis is
@@ -67,8 +67,11 @@ CSV_PAGES = {
                         "past both warm-ups (a frontier held at its best out to its type's largest compute); "
                         "crosses_<type>_ci_low to _ci_high: the last crossing's 95% interval; "
                         "crosses_<type>_same_order: the share of seed redraws that end with the same type ahead. "
+                        "<name>_at_bound: the fit put that parameter on the bound of its range (E at 0), which these "
+                        "points do not determine. "
                         "Computes (FLOPs) and A to 3 significant digits in powers of ten.",
-                "first": ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "E", "E_ci_low", "E_ci_high"],
+                "first": ["type", "fitted", "alpha", "alpha_ci_low", "alpha_ci_high", "alpha_at_bound", "E", "E_ci_low",
+                          "E_ci_high", "E_at_bound"],
                 "scientific": r"flops|^A(_ci_low|_ci_high)?$|^crosses_.*_ci_(low|high)$"},
 }
 

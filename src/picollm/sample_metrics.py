@@ -269,10 +269,17 @@ def shortfall_note(records: list[dict], count: int) -> str | None:
             f"between its stories)")
 
 
+# The measures of a text that marks no story ends (no end-of-text inside it, each source one story): each excerpt
+# runs its full max_new_tokens by construction, so these would measure the cut, not the stories; the reference
+# leaves them empty.
+UNENDED = ("ended_share", "mean_tokens", "mean_words")
+
+
 def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english: bool = True) -> list[dict]:
     """The sampling measures (one row, decoding `reference`) of real stories of the validation split in
     tokens_dir: as many excerpts as a nucleus decoding has samples (prompts x num_samples), cut to
-    max_new_tokens, from inside the stories too when the split holds fewer stories (reference_records)."""
+    max_new_tokens, from inside the stories too when the split holds fewer stories (reference_records); UNENDED
+    empty where the split marks no story ends."""
     tokens_dir = Path(tokens_dir)
     meta = read_meta(tokens_dir / "meta.json")
     tokenizer = get_tokenizer(meta.tokenizer, meta.tokenizer_json)
@@ -283,4 +290,7 @@ def reference_measures(tokens_dir, sampling: SamplingConfig, seed: int, english:
     said = shortfall_note(records, count)
     if said:
         note(said)
-    return sampling_metrics(records, english=english)
+    rows = sampling_metrics(records, english=english)
+    if len(story_starts(val, meta.splits.val.sources, tokenizer.eot_token)) <= len(meta.splits.val.sources):
+        rows = [{**row, **dict.fromkeys(UNENDED, math.nan)} for row in rows]  # each source one story
+    return rows

@@ -25,6 +25,10 @@ picollm.stats.t_interval, the interval of tables/compare.csv. A, a scale factor,
 positive); alpha stays at or above 0 and E between 0 and the lowest fitted bits per byte, as the fit's bounds
 require. None with one seed per run.
 
+Bounds. A parameter the points push onto one of the fit's bounds (E onto 0: a frontier that shows no floor) is
+set to the bound and flagged (<name>_at_bound): the points do not determine it, and where every redraw lands on the
+bound too its interval has width 0, which is the bound holding, not certainty.
+
 Crossings. Where two types' frontiers cross past both warm-ups, between their points (straight in log
 compute), each frontier held at its best out to the largest compute its type trained to. Past the last crossing
 one type stays ahead; in each bootstrap replicate (both types' seeds redrawn together) that order settles at its
@@ -52,6 +56,10 @@ from picollm.io import write_csv
 from picollm.stats import t_factor
 
 MIN_FIT_POINTS = 5  # three parameters, and two points to spare so that the fit is tested by the data
+# A fitted value this close to a bound, as a share of the span it may take, counts as at it: least squares stops
+# short of a bound by its own tolerance (E of 3e-7 for a frontier with no floor), and E at 1e-4 of a span of 1.5
+# bpb prints as 0.000 anyway
+BOUND_TOLERANCE = 1e-4
 BOOTSTRAP = 400
 POINT_COLUMNS = ["type", "run", "seed", "kind", "step", "tokens_seen", "train_flops", "params_non_embedding",
                  "after_warmup", "bpb", "capped"]
@@ -124,11 +132,22 @@ def fit_power_law(flops, bpb) -> dict | None:
         return np.log(e + b * x ** -alpha) - np.log(y)
 
     start = [0.5 * y.min(), max(y.max() - 0.5 * y.min(), 1e-3), 0.3]
-    result = least_squares(residuals, start, bounds=([0, 1e-9, 1e-4], [y.min(), np.inf, 5]))
+    lower, upper = np.array([0, 1e-9, 1e-4]), np.array([y.min(), np.inf, 5])
+    result = least_squares(residuals, start, bounds=(lower, upper))
     if not result.success:
         return None
-    e, b, alpha = result.x
-    return {"E": float(e), "A": float(b * scale ** alpha), "alpha": float(alpha)}
+    low, high = at_bounds(result.x, lower, upper)
+    e, b, alpha = np.where(low, lower, np.where(high, upper, result.x))  # at a bound: the bound itself, 0 not 6e-12
+    return {"E": float(e), "A": float(b * scale ** alpha), "alpha": float(alpha),
+            **{f"{name}_at_bound": bool(flag) for name, flag in zip(("E", "A", "alpha"), low | high)}}
+
+
+def at_bounds(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which fitted values sit at their lower and which at their upper bound: within BOUND_TOLERANCE of the span
+    they may take (of 1 where the span is infinite: A's factor, on the scale of the losses). least_squares keeps its
+    iterates strictly inside the bounds, so a parameter the points push onto a bound ends a hair inside it."""
+    span = np.where(np.isfinite(upper - lower), upper - lower, np.maximum(np.abs(lower), 1.0))
+    return x - lower <= BOUND_TOLERANCE * span, upper - x <= BOUND_TOLERANCE * span
 
 
 def predict(fit: dict, flops) -> np.ndarray:
@@ -345,7 +364,8 @@ def fit_rows(points: pd.DataFrame, experiment: str) -> pd.DataFrame:
         for name in ("alpha", "E", "A"):
             low, high = interval(draws[name], fit[name], int(seeds.min()), **within[name]) if len(draws) else \
                 (float("nan"),) * 2
-            row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high})
+            row.update({name: fit[name] if fit else float("nan"), f"{name}_ci_low": low, f"{name}_ci_high": high,
+                        f"{name}_at_bound": fit[f"{name}_at_bound"] if fit else float("nan")})
         for other in types:
             if other != kind:
                 found = crossed[tuple(sorted((kind, other)))]
@@ -362,18 +382,35 @@ def read_crossings(row, other: str) -> list[float]:
 
 
 def fit_note(row) -> str:
-    """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31]', or why there is no fit; a type of one size says its fit is
-    of a learning curve."""
+    """'alpha 0.21 [0.18, 0.25], E 1.23 [1.10, 1.31] bpb', or why there is no fit; a parameter at one of the fit's
+    bounds says that these points do not determine it, and a type of one size that its fit is of a learning
+    curve."""
     if not row["fitted"]:
         return f"no fit: {row['fit_points']} frontier points after warm-up, {MIN_FIT_POINTS} needed"
+
+    def said(name, form, unit=""):
+        loose = " (not determined by these points)" if at_bound(row, name) else ""
+        return f"{name} {with_interval(row, name, form)}{unit}{loose}"
+
     one_size = " (one size: a learning curve, not a scaling law)" if row.get("sizes", 2) == 1 else ""
-    return f"alpha {with_interval(row, 'alpha', '.3g')}, E {with_interval(row, 'E', '.3f')} bpb{one_size}"
+    return f"{said('alpha', '.3g')}, {said('E', '.3f', ' bpb')}{one_size}"
+
+
+def at_bound(row, name: str) -> bool:
+    """Whether a tables/scaling.csv row's parameter sits at a bound of the fit: a bool, or as the CSV reads it back
+    (False for a type without a fit, or a table from before the column)."""
+    return str(row.get(f"{name}_at_bound", False)) == "True"
 
 
 def with_interval(row, name: str, form: str) -> str:
-    """'0.385 [0.319, 0.422]': a fitted parameter of a tables/scaling.csv row and its interval (if any)."""
-    low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
-    return f"{row[name]:{form}} [{low:{form}}, {high:{form}}]" if low == low else f"{row[name]:{form}}"
+    """'0.385 [0.319, 0.422]': a fitted parameter of a tables/scaling.csv row and its interval (if any). A parameter
+    at a bound of the fit reads 'at its bound 0', its interval only where it reaches off the bound: an interval of
+    width 0 there is the bound holding every redraw, not certainty."""
+    value, low, high = row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+    if at_bound(row, name):
+        spread = f" [{low:{form}}, {high:{form}}]" if low == low and f"{low:{form}}" != f"{high:{form}}" else ""
+        return f"at its bound {value:.4g}{spread}"
+    return f"{value:{form}} [{low:{form}}, {high:{form}}]" if low == low else f"{value:{form}}"
 
 
 def write_tables(metrics: dict, evals: dict, out_csv, points_csv, experiment: str) -> pd.DataFrame:

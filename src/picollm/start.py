@@ -91,6 +91,19 @@ def check_targets(workflow, argv: list[str], parser, cfg: Study, results: str, o
         raise PicoError(problem)
 
 
+def check_device(workflow, argv: list[str], parser, cfg: Study) -> None:
+    """device: cuda with a CPU build of torch installed: one line as a run starts, rather than from every train
+    job once the data are made (a dry run only plans, and is not refused). Not where the jobs bring a torch of
+    their own (--sdm conda or apptainer); whether this machine has a GPU is the job's to tell (a cluster's login
+    node may have none)."""
+    if cfg.device != "cuda" or workflow.deployment_settings.deployment_method:
+        return
+    if not (workflow.is_main_process and command_line.runs_jobs(argv, parser)):
+        return
+    from picollm.device import check_cuda_build  # imports torch: only for a study that asks for CUDA
+    check_cuda_build()
+
+
 def check_cluster(workflow, argv: list[str], parser, cfg: Study) -> None:
     """On SLURM (profiles/slurm), a job no partition it may go to can run: one line before anything is submitted
     (a dry run says it too), instead of a job pending for good or sbatch refusing it halfway through the run

@@ -163,7 +163,8 @@ FLOPS_NOTE = ("flops_per_token: training FLOPs per token counted per architectur
 TIMING_HEADERS = {"wall_s": "wall_s (machine-dependent)", "tokens_per_s": "tokens_per_s (machine-dependent)"}
 TIMING_NOTE = ("wall_s and tokens_per_s are machine-dependent: each run's wall-clock time on the machine that "
                "trained it, slowed by whatever else ran there at the time; compare them between runs only when "
-               "those shared one otherwise idle machine.")
+               "those shared one otherwise idle machine. wall_s is the training loop's time; tables/resources.csv's "
+               "wall_s is the whole job's, its start and the model's build included.")
 
 
 def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.DataFrame:
@@ -334,6 +335,9 @@ def eot_note(runs: dict) -> str:
               if (share := ev.get("val_eot_share")) is not None and not math.isnan(share)]
     if not shares:
         return ""
+    if max(shares) < 0.005:  # at most a source's closing end-of-text: the text marks no story ends
+        return ("The validation text marks (almost) no story ends: predicting end-of-text takes under 0.5% of the "
+                "nats (val_eot_share in each eval JSON), so val_loss and bpb score next to no story endings. ")
     low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
     span = low if low == high else f"{low} to {high}"
     return (f"Predicting end-of-text (0 bytes of text) takes {span} of the nats (val_eot_share in each eval JSON), "

@@ -52,6 +52,7 @@ R = layout.results_dir(CFG.experiment)
 # results/ lies here: a dry run's closing lines are said after Snakemake has left it
 WORKDIR = Path.cwd()
 with one_line():
+    start.check_device(workflow, sys.argv, get_argument_parser, CFG)
     start.check_files(workflow, sys.argv, get_argument_parser, CFG, R)
     start.check_cluster(workflow, sys.argv, get_argument_parser, CFG)
 SOURCES = [s.name for s in CFG.data.sources]

@@ -11,6 +11,9 @@ def run(args):
     if mixed:
         raise PicoError(mixed)
     study = load_study(args.config)  # a bad key's line names the file that gives it
+    if study.device == "cuda":  # a CPU build of torch cannot run it anywhere
+        from picollm.device import check_cuda_build
+        check_cuda_build()
     print(json.dumps(study.model_dump(mode="json"), indent=2) if args.show else
           f"{' + '.join(args.config)}: valid ({outline(study)})")
 

@@ -10,18 +10,22 @@ those is one line naming the file or the word, and the fix.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
 
+from picollm import jobs, layout, registry
 from picollm.config.study import Study, experiment_name
-from picollm.config.load import DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, read_study_file, similar_study
+from picollm.config.load import (DEFAULT_STUDY, STUDY_SUFFIXES, TARGET_HINT, load_study, read_study_file,
+                                 similar_study)
 from picollm.errors import PicoError
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout, whose config/config.yaml is the default study
@@ -237,6 +241,60 @@ def figure_problem(target: str) -> str | None:
     return f"target {target} is no figure; {guess}the figures are {', '.join(names)} (.png or .svg)"
 
 
+def path_problem(target: str, experiment: str | None) -> str | None:
+    """A path of this study's misspelt in its folders: one with no results/<experiment>/ in front, a folder no study
+    has, or a table no study makes. Snakemake would say only "No rule to produce" it. One line naming the closest
+    path (layout.FOLDERS, and the tables of picollm.registry)."""
+    parts = Path(target).parts
+    if experiment is None or len(parts) < 2 or Path(target).exists():
+        return None
+    if parts[0] != layout.RESULTS:
+        return outside_problem(target, experiment)
+    if parts[1] != experiment or len(parts) < 4:
+        return None
+    if parts[2] not in layout.FOLDERS:
+        close = difflib.get_close_matches(parts[2], layout.FOLDERS, n=1)
+        guess = f"did you mean {Path(*parts[:2], close[0], *parts[3:])}? " if close else ""
+        return (f"target {target} is in no folder a study writes; {guess}the folders of {Path(*parts[:2])}/ are "
+                f"{', '.join(layout.FOLDERS)}")
+    if parts[2] == "tables" and len(parts) == 4:
+        names = table_names(layout.results_dir(experiment))
+        if Path(parts[3]).stem in {Path(name).stem for name in names}:  # (an .html page of a .csv table too)
+            return None
+        close = difflib.get_close_matches(parts[3], names, n=1)
+        guess = f"did you mean {Path(*parts[:3], close[0])}? " if close else ""
+        return f"target {target} is no table; {guess}the tables are {', '.join(names)}"
+    return None
+
+
+def outside_problem(target: str, experiment: str) -> str | None:
+    """figures/loss_curves.png, <experiment>/figures/... or result/<experiment>/...: a path of this study without
+    its results/<experiment>/ in front. None for any other path (a file of one's own)."""
+    parts = Path(target).parts
+    if parts[0] in layout.FOLDERS:
+        rest = parts
+    elif parts[0] == experiment:
+        rest = parts[1:]
+    elif parts[1] == experiment and difflib.get_close_matches(parts[0], [layout.RESULTS]):
+        rest = parts[2:]
+    else:
+        return None
+    ours = layout.results_dir(experiment)
+    return (f"target {target} lies outside {ours}/, where this command's study writes; did you mean "
+            f"{Path(ours, *rest)}?")
+
+
+def table_names(results: str) -> list[str]:
+    """The files under `results`/tables/ of a study that makes every optional output (picollm.registry, which the
+    rules are made from): one the study leaves out is named as its Snakefile is parsed."""
+    files = registry.StudyFiles(SimpleNamespace(runs={}, seeds=[]), results)  # no run: tables are the study's
+    every = registry.Makes(tokenizer=True, transformers=["transformer"], sweep=True, scaling=True, snapshots=True)
+    made = registry.tables(files, every)
+    pages = [files.table(f"{page}.html") for page in registry.report_pages(files, every, made)]
+    paths = [*made.values(), *registry.results(files, every, {}, made), *pages]
+    return sorted({Path(path).name for path in paths if Path(path).parent == Path(files.table(""))})
+
+
 SEED_PART = re.compile(r"seed(\d+)(\.\w+)?$")  # seed1337/ or seed1337.json: the part before it names a run...
 NOT_RUNS = {"reference", "sampling_reference"}  # ...but for the real stories' sampling measures (rules/evaluate.smk)
 
@@ -310,32 +368,63 @@ def target_problem(target: str, experiment: str | None, argv: list[str]) -> str 
         ours = Path("results", experiment, *parts[2:])
         return (f"target {target} is an output of experiment '{other}', but --config {renamed[-1]} puts this "
                 f"command's outputs under results/{experiment}/; target {ours}, or drop --config {renamed[-1]}")
-    studies = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == other]
     given = configfiles(argv)
     named = " ".join(given) or f"{DEFAULT_STUDY}, the default study"
-    # a study made of --config words has no file of its own, but the config it was last built with is one
-    built = Path("results", other, "provenance", "study.json")
-    if studies:
-        study, why = str(studies[0].relative_to(ROOT)), ""
-    elif built.exists():
-        study, why = str(built), " (the config it was last built with)"
-    else:
-        study, why = "FILE", f", FILE being the study file with experiment: {other}"
+    study, why = study_of(other)
     fix = f"name its study{' instead' if given else ''}: TARGET --configfile {study}{why}"
     return (f"target {target} is an output of experiment '{other}', but this command's study ({named}) is "
             f"experiment '{experiment}'; {fix}")
 
 
+def built_as(path: Path) -> dict | None:
+    """Study file `path` validated, as the study_config rule records a study (provenance/study.json); None where it
+    does not validate."""
+    try:
+        return json.loads(json.dumps(jobs.study_file(load_study([path]))))
+    except PicoError:
+        return None
+
+
+def study_of(experiment: str) -> tuple[str, str]:
+    """The study file that writes results/<experiment>/ for a target's fix, and why it. A copied study file keeps
+    its experiment, so several config/*.yaml may name it: the one whose config is the study as last built, else
+    every one that validates (a scratch copy may not), else the config it was last built with."""
+    files = [f for f in sorted((ROOT / "config").glob("*.yaml")) if _experiment_in(f) == experiment]
+    records = {f: built_as(f) for f in files}
+    valid = [f for f in files if records[f] is not None]
+    # a study made of --config words has no file of its own, but the config it was last built with is one
+    built = Path(layout.results_dir(experiment), "provenance", "study.json")
+    try:
+        last = json.loads(built.read_text())
+    except (OSError, ValueError):
+        last = None
+    same = [f for f in valid if records[f] == last]
+    if same:
+        why = f" (the study file {built.parents[1]}/ was last built from)" if len(files) > 1 else ""
+        return str(same[0].relative_to(ROOT)), why
+    if last is not None and not valid:
+        return str(built), " (the config it was last built with)"
+    shown = [str(f.relative_to(ROOT)) for f in valid or files]
+    if len(shown) == 1:
+        return shown[0], ""
+    if not shown:
+        return "FILE", f", FILE being the study file with experiment: {experiment}"
+    listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+    also = f"; or {built} (the config it was last built with)" if last is not None else ""
+    return "FILE", f", FILE being one of the study files with experiment: {experiment} ({listed}){also}"
+
+
 def main(argv: list[str] | None = None, parser=None) -> None:
     """Exit with one line on stderr when a --configfile or a --config word of this command line cannot be read, or
-    (given Snakemake's `parser`) a target lies under another experiment's results/ folder."""
+    (given Snakemake's `parser`) a target lies under another experiment's results/ folder or is misspelt in its
+    folders, figure or table."""
     argv = sys.argv[1:] if argv is None else argv
     overrides = option_words(argv, CONFIG_OPTIONS)
     lines = [repeated_option(argv), *map(problem, configfiles(argv)), unquoted_mapping(overrides),
              *map(override_problem, overrides, [None, *overrides]), several_studies(configfiles(argv))]
     if parser and not any(lines):  # the study reads: its experiment against the targets' results/<experiment>/
         experiment = experiment_of(argv)
-        lines = [target_problem(target, experiment, argv) or figure_problem(target)
+        lines = [target_problem(target, experiment, argv) or figure_problem(target) or path_problem(target, experiment)
                  for target in targets(argv, parser)]
     for line in filter(None, lines):
         print(f"error: {line}", file=sys.stderr)

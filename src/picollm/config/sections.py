@@ -46,6 +46,11 @@ def _is_number(annotation) -> bool:
     return bool(kinds & {int, float}) and bool not in kinds
 
 
+# Vocabularies whose size is fixed by the tokenizer's name (GPT-2 BPE's 50,256 merges and tokens + end-of-text;
+# bytes + end-of-text), known before any text is tokenized; a trained bpe:N may come out smaller than N.
+FIXED_VOCAB = {"gpt2": 50257, "r50k_base": 50257, "byte": 257}
+
+
 def bpe_vocab_size(name: str) -> int | None:
     """N of a `bpe:N` tokenizer name; None for every other tokenizer."""
     digits = name.removeprefix(BPE_PREFIX)
@@ -164,7 +169,7 @@ class TrainConfig(Section):
         if "max_steps" in self.model_fields_set:
             raise ValueError(f"flops: the budget sets the number of steps, and train.max_steps ({self.max_steps}) "
                              f"sets it too; drop max_steps (or flops) wherever it is set (a base file's train: max_steps "
-                             f"stays unless the study says replace: [train])")
+                             f"stays unless the study says replace: [train.max_steps], which keeps the rest of its train:)")
         if self.max_minutes is not None:
             raise ValueError("flops: a budget of FLOPs fixes the steps before training, and train.max_minutes stops "
                              "on the clock; drop one of the two")

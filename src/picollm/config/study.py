@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from picollm.config.sections import (NAME_PATTERN, DataConfig, EvaluateConfig, FiguresConfig, ModelConfig, Name,
-                                     SamplingConfig, Section, Seed, Tokenizer, TrainConfig)
+from picollm.config.sections import (FIXED_VOCAB, NAME_PATTERN, DataConfig, EvaluateConfig, FiguresConfig,
+                                     ModelConfig, Name, SamplingConfig, Section, Seed, Tokenizer, TrainConfig)
 from picollm.config.sweep import SweepPoint, expand
 from picollm.config.validation import parse
 from picollm.errors import PicoError
@@ -129,10 +129,15 @@ class Study(Section):
         return self
 
     def _check_budget(self, run: str, train: TrainConfig) -> None:
-        """Stop a budget below one step now if even the model without its head costs more (the head's width,
-        the vocabulary, is known only once the text is tokenized); the train job checks the exact count."""
+        """Check a budget's steps (too few, or fewer than a snapshot step) now: exactly where the tokenizer fixes
+        the vocabulary (FIXED_VOCAB, without compact_vocab), else against the model without its head, whose
+        width is known only once the text is tokenized (the train job then checks the exact count)."""
         from picollm.flops import budget_steps, flops_per_token  # here, as picollm.flops reads model configs
         # through this package, whose face imports this module
+        vocab = None if self.compact_vocab else FIXED_VOCAB.get(self.tokenizer)
+        if vocab is not None:
+            budget_steps(train, flops_per_token(self.runs[run], vocab, self.block_size), self.block_size, run)
+            return
         without_head = flops_per_token(self.runs[run], 0, self.block_size)
         if without_head:
             budget_steps(train, without_head, self.block_size, run, lower_bound=True)

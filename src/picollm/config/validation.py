@@ -77,8 +77,20 @@ class _Bad:
         return self.value if isinstance(self.value, str) and NUMBER.fullmatch(self.value) else repr(self.value)
 
 
+# Other projects' names for keys of ours (nanoGPT's, Hugging Face's, the other model type's), which difflib's
+# spelling distance does not find: learning_rate is far from lr.
+ALIASES = {"learning_rate": ["lr"], "max_iters": ["max_steps"], "steps": ["max_steps"], "num_steps": ["max_steps"],
+           "warmup_iters": ["warmup_steps"], "warmup": ["warmup_steps"], "n_layer": ["n_layers", "num_layers"],
+           "num_layers": ["n_layers"], "n_layers": ["num_layers"], "num_hidden_layers": ["n_layers", "num_layers"],
+           "n_head": ["n_heads"], "num_heads": ["n_heads"], "num_attention_heads": ["n_heads"],
+           "n_embd": ["d_model", "embed_dim"], "hidden_size": ["d_model", "hidden_dim"], "block": ["block_size"],
+           "context_length": ["block_size"], "batch": ["batch_size"], "clip_grad": ["grad_clip"],
+           "clip_grad_norm": ["grad_clip"], "max_grad_norm": ["grad_clip"], "intermediate_size": ["mlp_hidden"]}
+
+
 def _guess(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), choices, n=1)
+    aliased = [name for name in ALIASES.get(str(word), []) if name in choices]
+    close = aliased or difflib.get_close_matches(str(word), choices, n=1)
     return f"did you mean '{close[0]}'? " if close else ""
 
 

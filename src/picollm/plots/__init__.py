@@ -1,7 +1,7 @@
 """Figures, one module per figure; each reads only files on disk and stamps the experiment on the image.
 
 Every figure is drawn for a projected slide: seaborn's "talk" fonts on a 16:9-friendly canvas (SLIDE),
-saved as a 200 dpi PNG and as an SVG beside it (vector, for slides that scale it).
+saved as a 200 dpi PNG and as an SVG beside it (vector, for slides that scale it; its text is text).
 """
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ SLIDE = (13.33, 7.5)  # inches: a 16:9 slide, so a figure projects at its drawn 
 DPI = 200
 CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little over, so that lines fit)
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per model, so overlapping models stay apart
+STAMP_GAP = 8  # points between everything drawn and the experiment stamp above it
 BUILT_IN = ("kgram_mlp", "lstm", "transformer")  # the model types every study knows: tab10's first colours
+# svg.hashsalt: fixed SVG ids, so the same data gives the same bytes. svg.fonttype none: text as <text>, so that a
+# slide tool can edit and search titles and legends; it names DejaVu Sans first (matplotlib ships it, and measured
+# every label in it: CHAR_WIDTH), not seaborn's Arial, whose other widths would move text the layout placed.
 sns.set_theme(context="talk", style="whitegrid", palette="tab10",
-              rc={"svg.hashsalt": "picollm", "legend.framealpha": 0.85})  # fixed SVG ids: same data, same bytes
+              rc={"svg.hashsalt": "picollm", "svg.fonttype": "none", "legend.framealpha": 0.85,
+                  "font.sans-serif": ["DejaVu Sans", "Arial", "Liberation Sans", "sans-serif"]})
 PALETTE = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # grey: the figures' references
 
 
@@ -56,28 +61,41 @@ def smoothed(series: pd.Series, window: int) -> pd.Series:
     return pd.Series(means, index=series.index)
 
 
-def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str, shown=None) -> int:
-    """Every logged point as a faint line under its running mean, or as one solid line when there are too
-    few points to smooth; `shown` maps y to what is drawn (np.exp for y given as logs: a geometric mean).
-    Returns the running mean's window (1: not smoothed), for lines_note."""
+FAINT = {"alpha": 0.4, "lw": 0.8, "zorder": 1.5}  # a logged series under the solid lines: thin, light, behind them
+
+
+def raw_and_smoothed(ax, x: pd.Series, y: pd.Series, smooth: int, color, label: str, shown=None,
+                     raw=None) -> int:
+    """The running mean of y as a solid line over faint lines of what was logged: `raw`, a list of (x, y) series
+    (one per seed), or y itself by default. One solid line of y alone when there are too few points to smooth
+    and a single raw series, which it would only repeat. `shown` maps y to what is drawn (np.exp for y given as
+    logs: a geometric mean). Returns the running mean's window (1: not smoothed), for lines_note."""
     shown = shown or (lambda values: values)
+    raw = [(x, y)] if raw is None else raw
     window = smoothing_window(len(y), smooth)
-    if window == 1:
+    if window == 1 and len(raw) == 1:
         ax.plot(x, shown(y), color=color, lw=2.5, label=label)
         return 1
-    ax.plot(x, shown(y), color=color, alpha=0.3, lw=1)
+    for raw_x, raw_y in raw:
+        ax.plot(raw_x, shown(raw_y), color=color, **FAINT)
     ax.plot(x, shown(smoothed(y, window)), color=color, lw=2.5, label=label)
     return window
 
 
-def lines_note(windows, mean: str = "mean") -> str:
-    """What a figure's solid and faint lines show, from the windows raw_and_smoothed returned for its runs: one
-    wording for all of them, also when some runs logged too few steps to smooth."""
+def lines_note(windows, mean: str = "mean", seeds: int = 1) -> str:
+    """What a figure's solid and faint lines show, from the windows raw_and_smoothed returned for its runs and the
+    most seeds a run has (with several, a faint line per seed under their mean): one wording for all of them,
+    also when some runs logged too few steps to smooth."""
     means = sorted(w for w in set(windows) if w > 1)
-    if not means:
+    if seeds == 1 and not means:
         return "every logged step"
-    note = f"faint: every logged step; solid: {mean} of " + " or ".join(map(str, means))
-    return note + ("; a solid line alone: every logged step (too few to smooth)" if 1 in windows else "")
+    faint = "every logged step" + (" of each seed" if seeds > 1 else "")
+    solid = f"{mean} of " + " or ".join(map(str, means)) if means else "unsmoothed (too few steps)"
+    note = f"faint: {faint}; solid: {solid}"
+    if means and 1 in windows:
+        note += ("; a solid line alone: every logged step (too few to smooth)" if seeds == 1
+                 else "; unsmoothed where too few steps")
+    return note
 
 
 def model_styles(models) -> dict:
@@ -101,9 +119,12 @@ def model_styles(models) -> dict:
 
 def shades(color, n: int) -> list:
     """n shades of `color` from light to dark, none of them the colour itself: the lighter half mixed with
-    white, the darker half with black."""
+    white, the darker half with black, in even steps out from the colour to 60% white and 50% black. A side's
+    one shade is its far end: a two-point sweep's 60% white and 50% black read apart from their model at a
+    glance, where 25% black did not."""
     light, dark = (n + 1) // 2, n // 2
-    mixes = [(1.0, a) for a in np.linspace(0.5, 0.25, light)] + [(0.0, a) for a in np.linspace(0.25, 0.5, dark)]
+    mixes = ([(1.0, a) for a in np.linspace(0.6, 0.2, light + 1)[:-1]]
+             + [(0.0, a) for a in np.linspace(0.5, 0.2, dark + 1)[:-1][::-1]])
     return [tuple(c + (end - c) * amount for c in color) for end, amount in mixes]
 
 
@@ -143,10 +164,12 @@ def save(fig, path, experiment: str, provenance: dict | None = None) -> None:
     """
     # The experiment goes above the top right corner of everything drawn (bbox_inches="tight" grows the canvas to
     # hold it), where it overlaps nothing: not below, since a saved figure's legends sit at its bottom edge.
+    # It sits STAMP_GAP points above, since a title that reaches the top edge would touch it.
     fig.set_dpi(DPI)
     fig.draw_without_rendering()  # the layout, as the PNG is drawn
     drawn = fig.get_tightbbox()  # inches
-    fig.text(drawn.x1 / fig.get_figwidth(), drawn.y1 / fig.get_figheight(), f"experiment: {experiment}",
+    top = drawn.y1 + STAMP_GAP / 72
+    fig.text(drawn.x1 / fig.get_figwidth(), top / fig.get_figheight(), f"experiment: {experiment}",
              ha="right", va="bottom", fontsize=10, color="0.4")
     stamped = {k: v for k, v in (provenance or {}).items() if k != "created_utc"}  # the job's record keeps it
     metadata = {"Title": f"{experiment}", "Description": json.dumps(stamped, default=str, sort_keys=True)}

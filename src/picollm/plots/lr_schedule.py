@@ -3,13 +3,13 @@ at every log step; the mean over seeds, which share the schedule) against optimi
 tokens seen with x="tokens_seen".
 
 The `lr` column is train.lr times the schedule. A run with train.optimizer: muon trains only its embeddings,
-head and norms at that rate (AdamW); its hidden matrices follow the same shape scaled to train.muon_lr. Each
-run's optimizer and rates come from the config its training job recorded in the summary.json beside its
-metrics.csv; the legend names both rates of a Muon run.
+head and norms at that rate (AdamW); its hidden matrices follow the same shape scaled to train.muon_lr, drawn as
+a line of its own in the run's colour. Each run's optimizer and rates come from the config its training job
+recorded in the summary.json beside its metrics.csv.
 
 Runs usually share one schedule (every model and sweep point of a study trains with the same train.*
-settings): runs with identical schedules and the same optimizer and rates are drawn once, labelled with every
-run that follows them, so that no line hides another. The legend sits below the axes, off the curves.
+settings): runs with identical schedules (AdamW rates, or rates of unknown optimizers) are drawn once, labelled
+with every run that follows them, so that no line hides another. The legend sits below the axes, off the curves.
 """
 from __future__ import annotations
 
@@ -58,15 +58,15 @@ def same_schedule(a: pd.DataFrame, b: pd.DataFrame, x: str) -> bool:
 
 def schedule_groups(frame: pd.DataFrame, x: str, optimizers: dict | None = None
                     ) -> list[tuple[list[str], pd.DataFrame]]:
-    """[(runs, their schedule)]: runs with the same schedule and the same optimizer and rates (`optimizers`:
-    {run: recorded_optimizer}) together, in the order the runs come. A Muon run's hidden matrices train at
-    another rate than an AdamW run's, whatever the lr column says, so the two never share a line."""
+    """[(runs, their lr column's schedule)]: runs with the same schedule together, in the order the runs come;
+    a run whose optimizer is known (`optimizers`: {run: recorded_optimizer}) never with one whose is not, since
+    the line means the AdamW rate only for the first. A Muon run's other rate is a line of its own (muon_lines)."""
     optimizers = optimizers or {}
     groups: list[tuple[list[str], pd.DataFrame]] = []
     for name, group in frame.groupby("model", sort=False):
         rows = over_seeds(group, "lr")
         match = next((runs for runs, ref in groups if same_schedule(ref, rows, x)
-                      and optimizers.get(runs[0]) == optimizers.get(name)), None)
+                      and (optimizers.get(runs[0]) is None) == (optimizers.get(name) is None)), None)
         if match is None:
             groups.append(([name], rows))
         else:
@@ -75,16 +75,9 @@ def schedule_groups(frame: pd.DataFrame, x: str, optimizers: dict | None = None
 
 
 def rates(rows: pd.DataFrame, optimizer: dict | None) -> str:
-    """'peak 0.002, last 0.0002' of the drawn line; 'AdamW peak ..., last ...; Muon peak ..., last ... (same
-    shape)' for a Muon run, whose Muon rate is the line scaled by train.muon_lr / train.lr."""
+    """'peak 0.002, last 0.0002' of the drawn line: 'AdamW peak ...' where the optimizer is known."""
     peak, last = rows["mean"].max(), rows["mean"].iloc[-1]
-    if optimizer is None:
-        return f"peak {peak:.2g}, last {last:.2g}"
-    adamw = f"AdamW peak {peak:.2g}, last {last:.2g}"
-    if optimizer["optimizer"] != "muon":
-        return adamw
-    scale = optimizer["muon_lr"] / optimizer["lr"]
-    return f"{adamw}; Muon peak {peak * scale:.2g}, last {last * scale:.2g} (same\u00a0shape)"
+    return f"{'' if optimizer is None else 'AdamW '}peak {peak:.2g}, last {last:.2g}"
 
 
 def group_label(runs: list[str], rows: pd.DataFrame, optimizer: dict | None = None, width: int = 90) -> str:
@@ -94,10 +87,15 @@ def group_label(runs: list[str], rows: pd.DataFrame, optimizer: dict | None = No
     return textwrap.fill(f"{names}: {rates(rows, optimizer)}", width)
 
 
-def ylabel(optimizers: dict) -> str:
-    """The drawn line is the AdamW rate: so says the axis where a Muon run's other rate is in the legend."""
-    muon = any(o is not None and o["optimizer"] == "muon" for o in optimizers.values())
-    return "AdamW learning rate" if muon else "learning rate"
+def muon_lines(frame: pd.DataFrame, optimizers: dict) -> list[tuple[str, pd.DataFrame]]:
+    """[(run, the rate of its hidden matrices)] of each Muon run: its lr column scaled by muon_lr / lr."""
+    lines = []
+    for name, group in frame.groupby("model", sort=False):
+        optimizer = optimizers.get(name)
+        if optimizer is not None and optimizer["optimizer"] == "muon":
+            rows = over_seeds(group, "lr")
+            lines.append((name, rows.assign(mean=rows["mean"] * optimizer["muon_lr"] / optimizer["lr"])))
+    return lines
 
 
 def figure(metrics: dict, experiment: str, x: str = "step"):
@@ -106,13 +104,17 @@ def figure(metrics: dict, experiment: str, x: str = "step"):
     styles = model_styles(list(metrics))
     optimizers = {run: recorded_optimizer(paths) for run, paths in seed_paths(metrics).items()}
     fig, ax = plt.subplots(figsize=SLIDE, layout="constrained")
-    for i, (runs, rows) in enumerate(schedule_groups(frame, x, optimizers)):
+    groups = schedule_groups(frame, x, optimizers)
+    for i, (runs, rows) in enumerate(groups):
         color = styles[runs[0]]["color"] if len(runs) == 1 else SHARED
         ax.plot(rows[x], rows["mean"], color=color, ls=LINESTYLES[i % len(LINESTYLES)], lw=3,
                 label=group_label(runs, rows, optimizers[runs[0]]))
+    for i, (run, rows) in enumerate(muon_lines(frame, optimizers), start=len(groups)):
+        ax.plot(rows[x], rows["mean"], color=styles[run]["color"], ls=LINESTYLES[i % len(LINESTYLES)], lw=3,
+                label=f"{run}'s hidden matrices: Muon peak {rows['mean'].max():.2g}, last {rows['mean'].iloc[-1]:.2g}")
     if x == "tokens_seen":
         tokens_axis(ax)
-    ax.set(xlabel="optimizer step" if x == "step" else "tokens seen", ylabel=ylabel(optimizers), ylim=(0, None),
+    ax.set(xlabel="optimizer step" if x == "step" else "tokens seen", ylabel="learning rate", ylim=(0, None),
            title=f"Learning-rate schedule — {experiment}")
     ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))  # 0.002, not 2 and a 1e-3 apart
     # below the axes: the curve spans them

@@ -25,6 +25,11 @@ PANELS = [("distinct_1", "distinct-1 (unique tokens)"), ("distinct_2", "distinct
           ("mean_loglik", "own-sample log-likelihood\n(nats/token)")]
 REFERENCE = "reference"  # the decoding of real validation stories' rows (picollm.sample_metrics.REFERENCE)
 NOT_ENGLISH = "not applicable:\nthe study's text\nis not English"
+NO_ENDS = " (no reference)"  # after the panel's title; the figure's title says why (NO_ENDS_WHY)
+NO_ENDS_WHY = "no validation-text line for lengths and endings: that text marks no story ends"
+# the reference has no model (no log-likelihood) and, for a text that is not English, no English words: any other
+# measure it leaves empty is a length or ending of a text without story ends (picollm.sample_metrics.UNENDED)
+NO_REFERENCE = ("mean_loglik", "english_word_share")
 REFERENCE_STYLE = dict(color="0.3", ls="--", lw=2, zorder=1.5)
 REFERENCE_LABEL = "validation text"  # excerpts of the validation split's stories, cut to the samples' length
 
@@ -58,14 +63,17 @@ def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def draw_reference(ax, reference: pd.DataFrame, column: str) -> None:
-    """The real stories' value as a dashed line across the panel, ± 1 std over its draws as a band."""
+def draw_reference(ax, reference: pd.DataFrame, column: str, measured: bool = True) -> str:
+    """The real stories' value as a dashed line across the panel, ± 1 std over its draws as a band. Returns a
+    note for the panel's title: for a length or ending measure the reference left empty (`measured`:
+    sampling.csv has the column), why there is no line."""
     if reference.empty or pd.isna(reference[column].iloc[0]):
-        return
+        return NO_ENDS if not reference.empty and measured and column not in NO_REFERENCE else ""
     mean, std = reference[column].iloc[0], reference[f"{column}_std"].iloc[0]
     if std > 0:
         ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.15, lw=0, zorder=1)
     ax.axhline(mean, **REFERENCE_STYLE)
+    return ""
 
 
 def figure(sampling_csv, experiment: str, dodge: float = 0.12):
@@ -80,8 +88,9 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
     frame["slot"] = frame["p"].map({p: i + 1 for i, p in enumerate(p_values)}).where(~greedy, 0)
     dodge = min(dodge, 0.8 / len(runs))  # many runs still fit between two p slots
     fig, axes = plt.subplots(3, 3, figsize=SLIDE, sharex=True, layout="constrained")
+    unended = False
     for ax, (column, title) in zip(axes.flat, PANELS):
-        draw_reference(ax, reference, column)
+        note = draw_reference(ax, reference, column, measured=column in raw)
         for i, name in enumerate(runs):
             rows = frame[frame["run"] == name].sort_values("slot")
             x = rows["slot"] + (i - (len(runs) - 1) / 2) * dodge
@@ -96,7 +105,8 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
                     color="0.35")
             ax.set_yticks([])
         ax.margins(y=0.15)  # a reference line at the edge of the data stays off the frame
-        ax.set_title(title, fontsize="small")
+        ax.set_title(title + note, fontsize="small")
+        unended = unended or bool(note)
         ax.tick_params(axis="y", labelsize="x-small")
         slot_axis(ax, p_values)
     for ax in axes[-1]:
@@ -118,8 +128,9 @@ def figure(sampling_csv, experiment: str, dodge: float = 0.12):
     n = int(frame["samples"].max()) if len(frame) else 0
     seeds = int(frame["seeds"].max()) if len(frame) else 0
     spread = f"mean over up to {seeds} seeds, bars ± 1 std over seeds" if seeds > 1 else "one seed per run"
+    why = f"\n{NO_ENDS_WHY}" if unended else ""
     fig.suptitle(f"Sampling measures against nucleus p — {experiment}, {tokens}\n"
-                 f"up to {n} samples per point and seed; {spread}", fontsize="medium")
+                 f"up to {n} samples per point and seed; {spread}{why}", fontsize="medium")
     return fig
 
 

@@ -108,7 +108,8 @@ def sample_cells(first: pd.DataFrame, models: list[str], width: int, max_chars: 
         for model in models:
             hit = by_model.loc[model] if model in by_model.index else None
             text = "" if hit is None else cell_text(hit["text"], width, max_chars)
-            row.append(text + (f"\n[{hit['newlines']} newlines]" if hit is not None and hit["newlines"] else ""))
+            newlines = 0 if hit is None else int(hit["newlines"])
+            row.append(text + (f"\n[{newlines} newline{'s' * (newlines > 1)}]" if newlines else ""))
         cells.append(row)
     return cells
 

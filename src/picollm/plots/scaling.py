@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from picollm import scaling
-from picollm.plots import SLIDE, log_y, model_styles, plt, save
+from picollm.plots import DPI, SLIDE, log_y, model_styles, plt, save, sweep
 from picollm.plots.sweep import log_x, power_of_ten
 from picollm.stats import t_interval
 
 
-def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) -> None:
+def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) -> list:
+    """The left panel; returns its crossing labels (crossing_marks)."""
     means = scaling.mean_curves(points[points["kind"] == "curve"])
     lines = {kind: scaling.mean_line(rows) for kind, rows in means.groupby("type", sort=False)}
     for kind, rows in means.groupby("type", sort=False):
@@ -41,13 +42,14 @@ def compute_panel(ax, points: pd.DataFrame, fits: pd.DataFrame, styles: dict) ->
             grid = np.geomspace(used.min(), used.max(), 100)
             ax.plot(grid, scaling.predict(row, grid), color=color, ls=(0, (4, 2)), lw=2, alpha=0.9)
             ax.plot(grid, scaling.predict(row, grid), color="black", ls=(0, (1, 5)), lw=1)  # dashed on any colour
-    crossing_marks(ax, lines, fits)
+    labels = crossing_marks(ax, lines, fits)
     ax.plot([], [], color="0.3", ls=(0, (4, 2)), lw=2, label="dashed: fit E + A·C^(−α) (95% intervals over seeds)")
     ax.plot([], [], color="0.5", alpha=0.4, lw=1, label="faint: one run (mean over seeds) along its training")
     log_x(ax)
     log_y(ax)
     ax.set(xlabel="training compute C (FLOPs: matmuls, fwd + bwd)", ylabel="validation bits per byte (log scale)",
            title="against compute: each type's frontier (bold) and fit")
+    return labels
 
 
 def last_crossing(row, other: str) -> float | None:
@@ -57,13 +59,19 @@ def last_crossing(row, other: str) -> float | None:
     return found[-1] if found else None
 
 
-def crossing_marks(ax, lines: dict, fits: pd.DataFrame) -> None:
+# Where a crossing's label goes, in points from its X (place_labels): above it to the right, or to the left where
+# the right would leave the panel (a crossing near the largest compute), then below.
+CROSSING_OFFSETS = [(8, 10), (-8, 10), (8, -10), (-8, -10)]
+
+
+def crossing_marks(ax, lines: dict, fits: pd.DataFrame) -> list:
     """Where one type's frontier passes another's for good (their last crossing, tables/scaling.csv), an X on the
     frontiers with its 95% interval over seeds as a bar, labelled which passes which and in how many of the
-    seed redraws the same type ends ahead. lines: each type's scaling.mean_line."""
+    seed redraws the same type ends ahead. lines: each type's scaling.mean_line. Returns the labels, for
+    place_labels once the figure is drawn."""
     rows = fits.set_index("type")
     types = list(rows.index)
-    marked = False
+    labels = []
     for kind, other in ((kind, other) for i, kind in enumerate(types) for other in types[i + 1:]):
         at = last_crossing(rows.loc[kind], other)
         if at is None:
@@ -75,23 +83,25 @@ def crossing_marks(ax, lines: dict, fits: pd.DataFrame) -> None:
         xerr = [[max(at - low, 0.0)], [max(high - at, 0.0)]] if low == low else None
         y = float(scaling.at_compute(lines[kind], [at])[0])
         ax.errorbar([at], [y], xerr=xerr, fmt="X", color="black", ms=10, capsize=5, lw=1.5, zorder=6,
-                    label=None if marked else "X: one frontier passes another for good (bar: 95% interval)")
+                    label=None if labels else "X: one frontier passes another for good (bar: 95% interval)")
         agreed = f"\n(in {agree:.0%} of seed redraws)" if agree == agree else ""
-        label = ax.annotate(f"{ahead} passes {behind}{agreed}", (at, y), xytext=(8, 10), textcoords="offset points",
-                            fontsize="x-small", zorder=6, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6"))
-        label.set_in_layout(False)  # a label is no reason to shrink the panel
-        marked = True
+        # out of the layout: a label is no reason to shrink the panel, and place_labels keeps it inside it
+        labels.append(ax.annotate(f"{ahead} passes {behind}{agreed}", (at, y), xytext=CROSSING_OFFSETS[0],
+                                  textcoords="offset points", fontsize="x-small", ma="left", zorder=6, in_layout=False,
+                                  bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6")))
+    return labels
 
 
 def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
     finals = points[points["kind"] == "final"]
+    clipped = False
     for kind, rows in finals.groupby("type", sort=False):
         stats = pd.DataFrame([{"run": run, "params": g["params_non_embedding"].iloc[0], **t_interval(g["bpb"])}
                               for run, g in rows.groupby("run", sort=False)])
         best = stats.loc[stats.groupby("params")["mean"].idxmin()].sort_values("params")  # several budgets: the best
-        err = np.nan_to_num(np.vstack([stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]]))
-        ax.errorbar(stats["params"], stats["mean"], yerr=err, ls="none", marker=styles[kind]["marker"], ms=8,
-                    capsize=4, color=styles[kind]["color"], label=kind)
+        clipped |= sweep.clipped(stats)
+        ax.errorbar(stats["params"], stats["mean"], yerr=sweep.yerr(stats), ls="none", marker=styles[kind]["marker"],
+                    ms=8, capsize=4, color=styles[kind]["color"], label=kind)
         ax.plot(best["params"], best["mean"], color=styles[kind]["color"], lw=2)
         for _, point in stats[stats["params"].duplicated(keep=False)].iterrows():  # runs of one size: say which
             ax.annotate(point["run"], (point["params"], point["mean"]), xytext=(6, 0), textcoords="offset points",
@@ -102,7 +112,7 @@ def params_panel(ax, points: pd.DataFrame, styles: dict) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     split = "capped split" if finals.get("capped", pd.Series(False)).any() else "whole split"
     ax.set(xlabel="non-embedding parameters", ylabel="validation bits per byte (linear scale)",
-           title=f"at the end of training ({split})")
+           title=f"at the end of training ({split})" + (f"\n{sweep.CLIPPED}" if clipped else ""))
     ax.legend(fontsize="x-small")
 
 
@@ -112,11 +122,14 @@ def plot(inputs: dict, out, experiment: str, provenance=None) -> None:
     styles = model_styles(list(dict.fromkeys(points["type"])))
     fig, (left, right) = plt.subplots(1, 2, figsize=SLIDE, width_ratios=[1.8, 1], layout="constrained")
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))  # room for the experiment stamp under the legend
-    compute_panel(left, points, fits, styles)
+    crossing_labels = compute_panel(left, points, fits, styles)
     params_panel(right, points, styles)
     handles, labels = left.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower left", ncols=2, fontsize="x-small")  # clear of the curves
     seeds = int(fits["seeds"].min())
     fig.suptitle(f"How each model type scales — {experiment}: validation bits per byte (lower is better), {seeds} seed"
                  f"{'s' if seeds > 1 else ''} per run", fontsize="medium")
+    fig.set_dpi(DPI)
+    fig.draw_without_rendering()  # the layout as saved, which place_labels reads
+    sweep.place_labels(left, crossing_labels, CROSSING_OFFSETS)
     save(fig, out, experiment, provenance)

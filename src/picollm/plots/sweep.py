@@ -5,8 +5,9 @@ One panel per swept key (d_model, train.lr, ...) holding the sweep points and th
 base model; then a panel with every run against training FLOPs as picollm.flops counts them (every matmul,
 forward + backward, the head at its real width, attention over the full block_size window rather than the
 causal half) times the tokens seen (x="params": parameter count), one colour per model type and a line
-through the best run of each type at each x. Points are means over seeds with error bars of the 95%
-Student-t interval over seeds (none for a single seed). The base run sits on its line when its value of the
+through the best run of each type at each x, each point named where its name overlaps no other (place_labels).
+Points are means over seeds with error bars of the 95% Student-t interval over seeds (none for a single seed),
+clipped at 0 bits per byte. The base run sits on its line when its value of the
 key is known (the sweep points' `base_value`, or the base evaluation's `config`); otherwise it is a dotted
 horizontal line with its interval shaded.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import math
 import numbers
 
+import matplotlib.container
 import matplotlib.ticker
+import matplotlib.transforms
 import numpy as np
 import pandas as pd
 
-from picollm.plots import SLIDE, model_styles, plt, save
+from picollm.plots import DPI, SLIDE, model_styles, plt, save
 from picollm.stats import few_seeds_note, t_interval
 from picollm.tables import read_evals, train_flops
 
@@ -61,8 +64,78 @@ def base_value(runs: pd.DataFrame, base: str, key: str):
 
 
 def yerr(rows: pd.DataFrame) -> np.ndarray:
-    """Error bar lengths below and above the mean from the t interval; 0 where it is NaN (one seed)."""
-    return np.nan_to_num(np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]))
+    """Error bar lengths below and above the mean from the t interval, its lower end clipped at 0 (no bits per byte
+    are below 0, but two seeds' t factor of 12.7 can reach there: clipped() says so); 0 where it is NaN (one
+    seed)."""
+    low = rows["ci_low"].clip(lower=0.0)
+    return np.nan_to_num(np.vstack([rows["mean"] - low, rows["ci_high"] - rows["mean"]]))
+
+
+def clipped(rows: pd.DataFrame) -> bool:
+    """Whether any t interval of `rows` reaches below 0, where yerr clips it."""
+    return bool((rows["ci_low"] < 0).any())
+
+
+CLIPPED = "bars clipped at 0 bits per byte"
+
+# Where place_labels tries a point's label, in points from the point: right of it, then left, a little above or
+# below its level, then further above or below.
+OFFSETS = [(6, 2), (6, -2), (-6, 2), (-6, -2), (6, 12), (6, -12), (-6, 12), (-6, -12), (6, 22), (6, -22),
+           (-6, 22), (-6, -22)]
+
+
+def place_labels(ax, labels: list, offsets=OFFSETS) -> None:
+    """Moves each annotation of `labels`, in order, to the first of `offsets` at which its text stays inside the
+    axes and clear of the labels placed before it and of the axes' error bars and their markers; where none is
+    clear, to the one inside the axes that overlaps them least. Call it on a drawn figure: where a label lands in
+    pixels is known only after the layout, at the dpi it is saved at (plots.DPI). The labels must be out of the
+    layout (in_layout=False), so that moving them moves nothing else."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed = error_bar_boxes(ax)
+
+    def move(label, dx, dy):
+        label.xyann = (dx, dy)
+        label.set(ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top")
+        box = label.get_window_extent(renderer)
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        return (not inside, sum(overlap(box, other) for other in placed)), box
+
+    for label in labels:
+        scores = []
+        for offset in offsets:
+            score, box = move(label, *offset)
+            if score == (False, 0):
+                break
+            scores.append((score, offset))
+        else:
+            box = move(label, *min(scores, key=lambda tried: tried[0])[1])[1]  # the first of the least
+        placed.append(box)
+
+
+def error_bar_boxes(ax) -> list:
+    """Pixel boxes of every marker and bar of the axes' error bars (ax.errorbar), which a label should not cover."""
+    points_px = ax.figure.dpi / 72
+    boxes = []
+    for bars in ax.containers:
+        if not isinstance(bars, matplotlib.container.ErrorbarContainer):
+            continue
+        points, _, lines = bars.lines
+        half = points.get_markersize() / 2 * points_px
+        boxes += [matplotlib.transforms.Bbox.from_extents(x - half, y - half, x + half, y + half)
+                  for x, y in ax.transData.transform(np.column_stack(points.get_data()).astype(float))]
+        for collection in lines:
+            width = max(collection.get_linewidth()) / 2 * points_px
+            for segment in collection.get_segments():
+                (x0, y0), (x1, y1) = ax.transData.transform(segment)
+                boxes.append(matplotlib.transforms.Bbox.from_extents(min(x0, x1) - width, min(y0, y1) - width,
+                                                                     max(x0, x1) + width, max(y0, y1) + width))
+    return boxes
+
+
+def overlap(a, b) -> float:
+    """The area two boxes share (0 when they do not meet)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
 
 
 def value_axis(ax, values: list) -> dict:
@@ -99,7 +172,7 @@ def key_panel(ax, runs: pd.DataFrame, key: str, styles: dict) -> None:
             r = own.iloc[0]
             ax.axhline(r["mean"], color=style["color"], ls=":", lw=2, label=f"{base} (base run)")
             if r["n"] > 1:
-                ax.axhspan(r["ci_low"], r["ci_high"], color=style["color"], alpha=0.1, lw=0)
+                ax.axhspan(max(r["ci_low"], 0.0), r["ci_high"], color=style["color"], alpha=0.1, lw=0)
         line = line.assign(x=line["value"].map(where)).sort_values("x")
         ax.errorbar(line["x"], line["mean"], yerr=yerr(line), color=style["color"], marker=style["marker"],
                     ms=9, lw=2.5, capsize=4, label=f"{base} sweep")
@@ -136,10 +209,11 @@ def one_budget(runs: pd.DataFrame) -> bool:
     return bool(runs["train_flops"].max() < 2 * runs["train_flops"].min())
 
 
-def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict, why: str = "") -> None:
+def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict, why: str = "") -> list:
     """bpb of every run against training FLOPs or parameters (log x), coloured by type; `why`: a note on the
-    choice of x, for the title."""
+    choice of x, for the title. Returns the points' labels, for place_labels once the figure is drawn."""
     hollow = beside_base(runs, x)
+    labels = []
     for kind, rows in runs.groupby("type", sort=False):
         style = dict(color=styles[kind]["color"], marker=styles[kind]["marker"], ms=9, ls="none", capsize=4)
         shown, quiet = rows[~hollow[rows.index]], rows[hollow[rows.index]]
@@ -148,17 +222,17 @@ def compute_panel(ax, runs: pd.DataFrame, x: str, styles: dict, why: str = "") -
             ax.errorbar(quiet[x], quiet["mean"], yerr=yerr(quiet), **style, mfc="white", alpha=0.8)
         best = frontier(rows, x)
         ax.plot(best[x], best["mean"], color=style["color"], lw=2, alpha=0.7)
-        for r in shown.itertuples():
-            last = getattr(r, x) == runs[x].max()  # labelled to its left: to its right is the panel's edge
-            ax.annotate(point_label(r), (getattr(r, x), r.mean), xytext=(-6 if last else 6, 4),
-                        textcoords="offset points", ha="right" if last else "left", fontsize="xx-small",
-                        color=style["color"])
+        labels += [ax.annotate(point_label(r), (getattr(r, x), r.mean), xytext=OFFSETS[0], textcoords="offset points",
+                               fontsize="xx-small", color=style["color"], in_layout=False,  # see place_labels
+                               bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.7))  # over lines
+                   for r in shown.itertuples()]
     ax.margins(x=0.12)  # room beside the outermost points for their labels
     log_x(ax)
     note = "\nhollow: sweep points at their base run's x" if hollow.any() else ""
     ax.set_xlabel(X_LABELS[x])
     head = f"every run{why}" + ("\n" if why else " — ")
     ax.set_title(f"{head}line: best of each type{note}", fontsize="small" if note or why else "medium")
+    return sorted(labels, key=lambda label: label.xy[0])  # placed left to right: the first takes its first choice
 
 
 def power_of_ten(x: float, _=None) -> str:
@@ -199,7 +273,7 @@ def plot(evals: dict, out, experiment: str, provenance=None, *, x: str = "train_
     why = ""
     if x == "train_flops" and one_budget(runs):
         x, why = "params", " by size (all on one FLOP budget)"
-    compute_panel(axes.flat[len(keys)], runs, x, styles, why)
+    named = compute_panel(axes.flat[len(keys)], runs, x, styles, why)
     handles, labels = axes.flat[len(keys)].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower left", ncols=len(labels), fontsize="small",
                title="model type", title_fontsize="small")  # below the panels, clear of the labelled points
@@ -211,7 +285,11 @@ def plot(evals: dict, out, experiment: str, provenance=None, *, x: str = "train_
              else f"{seeds.min()}–{seeds.max()} seeds per run")
     bars = "error bars: 95% Student-t interval over seeds" if seeds.max() > 1 else "one seed per run: no error bars"
     bars += " (none for a single seed)" if seeds.min() == 1 < seeds.max() else ""
-    bars += f"\n{note}" if (note := few_seeds_note(int(seeds.min()))) else ""
+    notes = "; ".join(filter(None, [few_seeds_note(int(seeds.min())), CLIPPED if clipped(runs) else ""]))
+    bars += f"\n{notes}" if notes else ""
     fig.suptitle(f"Validation bits per byte (lower is better) — {experiment}\nmean over {count}; {bars}",
                  fontsize="medium")
+    fig.set_dpi(DPI)
+    fig.draw_without_rendering()  # the layout as saved, which place_labels reads
+    place_labels(axes.flat[len(keys)], named)
     save(fig, out, experiment, provenance)
