@@ -199,10 +199,12 @@ def test_loss_curves_legend_says_its_plus_minus_is_a_std(tmp_path):
     final = loss_curves.final_val(val)
     assert final == f"{2.2 + 8 * np.exp(-6) + 2 / 50:.3f} ± 0.020 std"  # the std to two significant digits
     fig, ax = plt.subplots()
-    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {1}, "note")
+    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": final}, {1}, "note", seeds=3)
     legend = ax.get_legend()
     assert "training's val subset, mean ± 1 std over seeds" in legend.get_title().get_text()
     assert legend.get_texts()[0].get_text() == f"lstm (val {final})"
+    loss_curves.legend(ax, model_styles(["lstm"]), {"lstm": "2.240"}, {1}, "note", seeds=1)
+    assert ax.get_legend().get_title().get_text().startswith("final val loss on training's val subset\n")  # one seed
     plt.close(fig)
 
 

@@ -209,7 +209,8 @@ def legend(ax, styles: dict, finals: dict, windows: set, note: str, precision: s
         parts = ["\n".join(textwrap.wrap(part, 34)) for part in parts]
     groups.append([Line2D([], [], color="0.3", lw=2.5, label=";\n".join(parts)),
                    Line2D([], [], color="0.3", ls="--", marker="o", ms=6, lw=1.5, label="validation")])
-    title = f"final val loss on training's val subset{precision}, mean ± 1 std over seeds\n{note}"
+    spread = ", mean ± 1 std over seeds" if seeds > 1 else ""
+    title = f"final val loss on training's val subset{precision}{spread}\n{note}"
     if len(styles) <= 4:
         ax.legend(handles=sum(groups, []), title=title, fontsize="small", title_fontsize="x-small")
         return
