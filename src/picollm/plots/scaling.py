@@ -11,6 +11,7 @@ at the end of each run against its non-embedding parameters, mean over seeds wit
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.ticker
 import numpy as np
@@ -62,6 +63,7 @@ def last_crossing(row, other: str) -> float | None:
 # Where a crossing's label goes, in points from its X (place_labels): above it to the right, or to the left where
 # the right would leave the panel (a crossing near the largest compute), then below.
 CROSSING_OFFSETS = [(8, 10), (-8, 10), (8, -10), (-8, -10)]
+LEGEND_WIDTH = 72  # characters of a legend entry's line
 
 
 def crossing_marks(ax, lines: dict, fits: pd.DataFrame) -> list:
@@ -125,6 +127,7 @@ def plot(inputs: dict, out, experiment: str, provenance=None) -> None:
     crossing_labels = compute_panel(left, points, fits, styles)
     params_panel(right, points, styles)
     handles, labels = left.get_legend_handles_labels()
+    labels = [textwrap.fill(label, LEGEND_WIDTH) for label in labels]  # two columns within a slide's width
     fig.legend(handles, labels, loc="outside lower left", ncols=2, fontsize="x-small")  # clear of the curves
     seeds = int(fits["seeds"].min())
     fig.suptitle(f"How each model type scales — {experiment}: validation bits per byte (lower is better), {seeds} seed"
