@@ -560,6 +560,36 @@ def test_ctrl_c_cancels_the_slurm_jobs_and_names_each(cluster, tmp_path):
     finish([rerun], 120)
 
 
+@pytest.mark.slow
+def test_ctrl_c_names_a_queued_task_of_a_slurm_array_by_its_task(cluster, tmp_path):
+    """--slurm-array-jobs train: two endless trainings of 2 CPUs each in one sbatch array, on a node of 2 CPUs,
+    so one runs and one waits; Ctrl-C names the running one by its checkpoint and the queued one by its task,
+    <array>_<task>, which is what squeue and scancel call it."""
+    project, args, log = endless_training(tmp_path, "slurm_array")
+    config = Path(args[-1])
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["lstm"] = {"type": "lstm", "embed_dim": 16, "hidden_dim": 32, "num_layers": 1}
+    cfg["train"]["threads"] = 2
+    write_config(cfg, config)
+    seed = cfg["seeds"][0]
+    targets = [f"results/slurm_array/models/{run}/seed{seed}/model.pt" for run in ("transformer", "lstm")]
+    run = Run("array", project, "slurm_array", [*SLURM_PROFILE, *FAST_STATUS, *targets, "--configfile", str(config),
+                                                "--slurm-array-jobs", "train"])
+    deadline = time.monotonic() + TIMEOUT_S
+    logs = [log.parent.parent / name / log.name for name in ("transformer", "lstm")]
+    while not any(path.exists() and "step/s" in path.read_text(errors="replace") for path in logs):
+        assert not run.poll() and time.monotonic() < deadline, run.out[-6000:]
+        time.sleep(1)
+    array = re.search(r"Submitted array job with Snakemake IDs [\d,]+ and SLURM job ID (\d+)", run.out)
+    assert array, run.out[-6000:]
+    os.killpg(run.proc.pid, signal.SIGINT)
+    finish([run], 120)
+    lines = [line for line in run.out.splitlines() if line.startswith("  train/")]
+    assert "pico-llm: stopped by Ctrl-C: 2 job(s) did not finish" in run.out, run.out[-6000:]
+    assert any("interrupted, stopped at step" in line for line in lines), lines
+    assert any(re.search(rf"cancelled \(SLURM job {array.group(1)}_\d+\)$", line) for line in lines), lines
+
+
 def test_two_rank_training_job_on_slurm(cluster, tmp_path):
     """train.devices: 2 on CPU: one SLURM job holding devices x threads = 2 CPUs runs torchrun's two gloo
     ranks (each given --threads 1), and its metrics are one process's up to float rounding (tests/test_ddp.py)."""
