@@ -14,9 +14,9 @@ from PIL import Image
 
 from picollm.data.tokenizer import get_tokenizer
 from picollm.models import build_model, checkpoint_dict
-from picollm.plots import (DPI, PALETTE, SLIDE, STAMP_GAP, attention_heads, grad_norms, lines_note, loss_curves,
-                           lr_schedule, model_styles, p_sweep, plt, raw_and_smoothed, run_label, sample_comparison,
-                           sample_slide, save, shades, smoothing_window, snapshots, sweep)
+from picollm.plots import (DPI, PALETTE, SLIDE, STAMP_GAP, attention_heads, families, grad_norms, lines_note,
+                           loss_curves, lr_schedule, model_styles, p_sweep, plt, raw_and_smoothed, run_label,
+                           sample_comparison, sample_slide, save, shades, smoothing_window, snapshots, sweep)
 from picollm.tables import ENDED_AT_ONCE
 
 SLIDE_PX = SLIDE[0] * DPI  # a slide-wide figure's width in pixels
@@ -729,8 +729,8 @@ def test_sweep_shades_read_apart_from_their_model_and_from_each_other():
 
 def test_the_loss_legend_keeps_a_model_and_its_sweep_points_in_one_column():
     runs = ["lstm", "transformer", "lstm.hidden_dim=24", "lstm.hidden_dim=32", "transformer.d_model=24"]
-    assert loss_curves.families(runs) == [["lstm", "lstm.hidden_dim=24", "lstm.hidden_dim=32"],
-                                          ["transformer", "transformer.d_model=24"]]
+    assert families(runs) == [["lstm", "lstm.hidden_dim=24", "lstm.hidden_dim=32"],
+                              ["transformer", "transformer.d_model=24"]]
     key = ["train", "validation"]
     assert loss_curves.legend_columns([["k"], ["l"], ["t", "t.32", "t.128"], key], 3) == [
         ["k", "l"], ["t", "t.32", "t.128"], key]

@@ -98,16 +98,29 @@ def lines_note(windows, mean: str = "mean", seeds: int = 1) -> str:
     return note
 
 
+def model_of(run: str) -> str:
+    """The model a run belongs to: transformer.d_model=32 -> transformer (a sweep point is <model>.<key>=<value>)."""
+    return run.partition(".")[0]
+
+
+def families(runs) -> list[list[str]]:
+    """The runs grouped by model (transformer, then its sweep points), models in the order they first come."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(model_of(run), []).append(run)
+    return list(groups.values())
+
+
 def model_styles(models) -> dict:
     """{run: {color, marker}} in run_order. A model's sweep points are shades of its colour, light to dark in
     run_order, so a model and its sweep read as one family. The built-in model types keep their colours in
     every figure, whatever other runs it shows (a GRU added to a study repaints none of them); other models
     take the next colours in run_order, and past the palette's end its colours again with other markers."""
     runs = run_order(models)
-    families = run_order(run.partition(".")[0] for run in runs)
-    others = [model for model in families if model not in BUILT_IN]
+    models = run_order(map(model_of, runs))
+    others = [model for model in models if model not in BUILT_IN]
     styles = {}
-    for model in families:
+    for model in models:
         slot = BUILT_IN.index(model) if model in BUILT_IN else len(BUILT_IN) + others.index(model)
         color, marker = PALETTE[slot % len(PALETTE)], (slot + slot // len(PALETTE)) % len(MARKERS)
         styles[model] = {"color": color, "marker": MARKERS[marker]}

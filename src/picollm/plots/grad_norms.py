@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.lines import Line2D
 
-from picollm.plots import SLIDE, lines_note, log_y, model_styles, plt, save, tokens_axis
-from picollm.plots.loss_curves import (band_note, families, mean_and_band, most_seeds, over_seeds, positive_log,
-                                       read_metrics, tokens_note)
+from picollm.plots import SLIDE, families, lines_note, log_y, model_styles, plt, save, tokens_axis
+from picollm.plots.loss_curves import (band_note, mean_and_band, most_seeds, over_seeds, positive_log, read_metrics,
+                                       tokens_note)
 
 
 def plot(metrics: dict, out, experiment: str, provenance=None, *, smooth: int = 5) -> None:

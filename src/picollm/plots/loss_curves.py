@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from picollm.plots import (SLIDE, lines_note, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
+from picollm.plots import (SLIDE, families, lines_note, log_y, model_styles, plt, raw_and_smoothed, save, smoothed,
                            smoothing_window, tokens_axis)
 from picollm.tables import run_order, seed_paths, train_tokens_note
 
@@ -163,14 +163,6 @@ def final_val(stat: pd.DataFrame, decimals: int | None = None) -> str:
         return mean
     std = f"{last['std']:.{decimals}f}"
     return f"{mean} ± {std if float(std) > 0 else f'< {10.0 ** -decimals:.{decimals}f}'} std"
-
-
-def families(runs) -> list[list[str]]:
-    """The runs grouped by model (transformer, then its sweep points), models in the order they first come."""
-    groups = {}
-    for run in runs:
-        groups.setdefault(run.partition(".")[0], []).append(run)
-    return list(groups.values())
 
 
 def legend_columns(groups: list[list], ncols: int) -> list[list]:
