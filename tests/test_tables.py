@@ -296,6 +296,27 @@ def test_a_pair_at_unequal_compute_says_so_in_its_sentence(tmp_path):
     assert "compute-matched" not in frame.loc[("small", "alike"), "statement"]
 
 
+def test_eval_markdown_gives_the_budget_the_flops_and_the_paired_verdicts(tmp_path):
+    """eval.md is the table a student opens first: under one train.flops budget its title says so, every run's
+    training FLOPs is a column, and it closes with compare.csv's sentences, so that it alone says which run is
+    better at what compute."""
+    evals = write_evals(tmp_path / "a", {"a": {1: 1.0, 2: 1.1}}, flops_budget=6e8, train_flops=5.9e8)
+    evals |= write_evals(tmp_path / "b", {"b": {1: 1.5, 2: 1.7}}, flops_budget=6e8, train_flops=5.95e8)
+    compare = tables.compare_table(evals, tmp_path / "compare.csv", "exp")
+    tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp", statements=compare["statement"])
+    md = (tmp_path / "eval.md").read_text()
+    assert md.startswith("# Evaluation: experiment `exp`, at a budget of 6e+08 training FLOPs per model, ")
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    assert "train_flops" in header and " 5.9e+08 |" in md and " 5.95e+08 |" not in md  # two digits
+    assert md.rstrip().endswith(f"## Paired by seed (compare.csv)\n\n- {compare['statement'][0]}")
+    assert compare["statement"][0].startswith("at 6e+08 FLOPs: a and b within noise")
+    # runs without a budget: no budget in the title, and no verdict section without comparisons
+    plain = write_evals(tmp_path / "c", {"c": {1: 1.0}})
+    tables.eval_table(plain, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
+    md = (tmp_path / "eval.md").read_text()
+    assert "budget" not in md.splitlines()[0] and "## Paired by seed" not in md
+
+
 def test_sampling_table_adds_run_and_seed(tmp_path):
     inputs = {}
     for run in ["lstm", "lstm.train.lr=0.01"]:

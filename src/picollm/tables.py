@@ -344,10 +344,30 @@ def eot_note(runs: dict) -> str:
             f"a cost val_loss and bpb include. ")
 
 
-def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
-    """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted."""
+def budget_note(runs: dict) -> str:
+    """'' or 'at a budget of 6e+08 training FLOPs per model, ' when every run trained to one train.flops budget
+    (equal compute): the first thing a reader of the table must know."""
+    budgets = {next(iter(by_seed.values())).get("flops_budget") for by_seed in runs.values()}
+    if len(budgets) != 1 or None in budgets:
+        return ""
+    return f"at a budget of {budgets.pop():g} training FLOPs per model, "
+
+
+def verdicts_markdown(statements) -> list[str]:
+    """eval.md's closing section: compare.csv's sentences, one a line, so that the file a reader opens first says
+    which differences hold up when runs are paired by seed."""
+    if not len(statements):
+        return []
+    return ["## Paired by seed (compare.csv)", "", *(f"- {s}" for s in statements), ""]
+
+
+def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=()) -> str:
+    """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted, training
+    FLOPs; then compare.csv's `statements`, when given."""
     def cells(rows, columns):
         table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
+        if "train_flops" in table:  # a count of 12 digits reads better as 1.6e+11
+            table["train_flops"] = [f"{f:.2g}" if f == f else "" for f in table["train_flops"]]
         for name in METRICS:
             table[f"{name} (mean ± 95% CI)"] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"],
                                                             r[f"{name}_ci_high"]) for _, r in rows.iterrows()]
@@ -358,30 +378,30 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str) -> str:
     note = train_tokens_note({run: ev["tokens_seen"] for run, ev in first.items()})
     tokenizers = ", ".join(sorted({str(ev.get("tokenizer")) for ev in first.values()}))
     whole = frame[frame["source"] == "all"].sort_values("bpb_mean", kind="stable")
-    lines = [f"# Evaluation: experiment `{experiment}`, {note}", "",
+    lines = [f"# Evaluation: experiment `{experiment}`, {budget_note(runs)}{note}", "",
              f"{scope} val_loss in nats/token, perplexity = exp(val_loss) of each seed (its mean and interval "
              f"are over the seeds' perplexities), bpb = bits per UTF-8 byte "
              f"(comparable across tokenizers). Tokenizer: {tokenizers}. {eot_note(runs)}"
              f"{overlap_note(next(iter(first.values())))}".rstrip(), "",
-             f"{CI_NOTE} Sorted by bpb; compare.csv tells which differences hold up when runs are paired by seed. "
-             f"{MULTIPLE_NOTE}",
-             "", cells(whole, ["type", "params", "train_tokens"]), ""]
+             f"{CI_NOTE} Sorted by bpb; compare.csv (below) tells which differences hold up when runs are paired by "
+             f"seed. {MULTIPLE_NOTE}",
+             "", cells(whole, ["type", "params", "train_tokens", "train_flops"]), ""]
     per_source = frame[frame["source"] != "all"]
     if len(per_source):
         order = {run: i for i, run in enumerate(whole["run"])}
         per_source = per_source.sort_values("run", key=lambda runs_: runs_.map(order), kind="stable")
         lines += ["## Per data source", "", cells(per_source, ["source"]), ""]
-    return "\n".join(lines)
+    return "\n".join(lines + verdicts_markdown(statements))
 
 
-def eval_table(evals, out_csv, out_md, experiment: str) -> pd.DataFrame:
+def eval_table(evals, out_csv, out_md, experiment: str, statements=()) -> pd.DataFrame:
     """tables/eval.csv and tables/eval.md from evals = {run: {seed: eval/<run>/seed<k>.json}}: one row per run
     (source `all`), and per data source when there are several, with <measure>_mean, _std, _ci_low and
-    _ci_high over seeds for val_loss, perplexity and bpb."""
+    _ci_high over seeds for val_loss, perplexity and bpb; eval.md closes with compare.csv's `statements`."""
     runs = read_evals(evals)
     frame = pd.DataFrame(eval_rows(runs, experiment))
     write_csv(out_csv, frame)
-    write_text(out_md, eval_markdown(frame, runs, experiment))
+    write_text(out_md, eval_markdown(frame, runs, experiment, statements))
     return frame
 
 
