@@ -131,30 +131,6 @@ def test_two_ranks_train_as_one_process(runs):
     assert not list(runs[2].parent.glob("ranks2.log.rank0"))
 
 
-def test_killed_two_rank_run_resumes_to_the_same_result(tokens_dir, tmp_path):
-    # a reference of its own: seconds of training after the first checkpoint, for the signal to land in
-    cfg = study(2, max_steps=2 * STEPS)
-    whole = train_to_end(tokens_dir, tmp_path / "whole", 2, cfg)
-    out = tmp_path / "killed"
-    proc = start(tokens_dir, out, 2, cfg)
-    deadline = time.time() + 120
-    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)  # to torchrun (bash and picollm exec it), which passes it to both ranks
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and not (out / "model.pt").exists(), err[-3000:]
-    step_at_kill = torch.load(out / "last.pt", weights_only=False)["step"]
-    assert 0 < step_at_kill < 2 * STEPS
-
-    train_to_end(tokens_dir, out, 2, cfg)
-    log = open(f"{out}.log").read()
-    assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in log
-    pd.testing.assert_frame_equal(metrics(whole), metrics(out))
-    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (whole, out))
-    assert all(torch.equal(ref[k], got[k]) for k in ref)
-
-
 def test_rank_0_alone_logs_to_the_trackers(tokens_dir, tmp_path):
     """Two ranks with train.loggers: one TensorBoard event file, rank 0's, with every row of metrics.csv."""
     pytest.importorskip("tensorboard", reason="the tracking extra: pip install -e .[tracking]")
@@ -320,28 +296,30 @@ def test_devices_and_nodes_only_schedule(monkeypatch):
     assert "--nnodes" in nodes and "--rdzv-endpoint" in nodes and nodes[-2:] == ["--", "train"]
 
 
-def test_two_ranks_with_dropout_draw_their_own_masks_and_resume_exactly(tokens_dir, tmp_path):
-    """With dropout, rank 1 (rows of its own) draws from a stream of its own; last.pt keeps each rank's, so a
-    killed two-rank run resumes to the uninterrupted one."""
+def test_a_killed_two_rank_run_resumes_to_the_same_result_and_its_ranks_draw_their_own_dropout_masks(
+        tokens_dir, tmp_path):
+    """SIGTERM to torchrun (bash and picollm exec it) passes to both ranks, which stop after a checkpoint; the rerun
+    resumes to the uninterrupted run exactly. With dropout, rank 1 (rows of its own) draws from a stream of its
+    own; last.pt keeps each rank's."""
     cfg = study(2, max_steps=240, checkpoint_interval=20)  # seconds of training after last.pt appears
     cfg = cfg.model_copy(update={"models": {"m": cfg.models["m"].model_copy(update={"dropout": 0.2})}})
-
-    def command(out):
-        return ["bash", "-c", train_command(tokens_dir, out, 2, cfg=cfg)]
-
-    whole = tmp_path / "whole"
-    subprocess.run(command(whole), env=env(), check=True, capture_output=True, timeout=300)
+    whole = train_to_end(tokens_dir, tmp_path / "whole", 2, cfg)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out), env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start(tokens_dir, out, 2, cfg)
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    states = torch.load(out / "last.pt", weights_only=False)["rng"]
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (out / "model.pt").exists(), err[-3000:]
+    checkpoint = torch.load(out / "last.pt", weights_only=False)
+    step_at_kill, states = checkpoint["step"], checkpoint["rng"]
+    assert 0 < step_at_kill < 240
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
-    subprocess.run(command(out), env=env(), check=True, capture_output=True, timeout=300)
-    assert "resuming from" in open(f"{out}.log").read()
+
+    train_to_end(tokens_dir, out, 2, cfg)
+    assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in open(f"{out}.log").read()
     pd.testing.assert_frame_equal(metrics(whole), metrics(out))
+    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (whole, out))
+    assert all(torch.equal(ref[k], got[k]) for k in ref)

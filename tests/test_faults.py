@@ -1035,12 +1035,12 @@ def test_unlock_is_refused_while_a_snakemake_runs_in_the_directory(tmp_path):
     cfg = tiny_offline_config(steps=3000)
     cfg["models"] = {"lstm": cfg["models"]["lstm"]}
     path = write_config(tmp_path / "study.yaml", cfg)
-    model = tmp_path / "results/tiny/models/lstm/seed7"
+    locks = tmp_path / ".snakemake" / "locks"
     first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", "all", "--configfile", path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=local_run_env(),
                              start_new_session=True)
     try:
-        wait_for((model / "last.pt").exists, first, timeout=300)
+        wait_for(lambda: locks.is_dir() and any(locks.iterdir()), first, timeout=300)  # it runs, and holds the lock
         refused = snakemake(tmp_path, "--unlock", "--configfile", path)
         assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == (
             f"error: --unlock while snakemake (pid {first.pid}) runs in this directory would let two runs write the "

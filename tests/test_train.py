@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -169,14 +170,30 @@ def _train_cmd(tokens_dir, out_dir, steps, **train_changes):
             "--out-dir", str(out_dir), "--threads", "1"]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tokens_dir, tmp_path_factory):
+    """The folder of a training run to its end without a signal, one per set of train changes: the reference
+    each interrupted run of those changes must equal (the signal cases share it)."""
+    runs = {}
+
+    def run_of(steps: int, env: dict, **changes) -> Path:
+        key = json.dumps([steps, changes], sort_keys=True)
+        if key not in runs:
+            out = tmp_path_factory.mktemp("uninterrupted")
+            assert subprocess.run(_train_cmd(tokens_dir, out, steps, **changes), env=env,
+                                  capture_output=True).returncode == 0
+            runs[key] = out
+        return runs[key]
+    return run_of
+
+
 @pytest.mark.parametrize("sig, changes", [
     (signal.SIGTERM, {}), (signal.SIGKILL, {}), (signal.SIGHUP, {}), (signal.SIGTERM, {"optimizer": "muon"}),
     pytest.param(signal.SIGTERM, {"compile": True}, marks=pytest.mark.slow)])
-def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig, changes):
+def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, uninterrupted, sig, changes):
     steps = 800  # seconds of training between the first checkpoint and the last step, when the signal lands
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    ref_cmd = _train_cmd(tokens_dir, tmp_path / "ref", steps, **changes)
-    assert subprocess.run(ref_cmd, env=env, capture_output=True).returncode == 0
+    ref = uninterrupted(steps, env, **changes)
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(tokens_dir, out, steps, **changes), env=env, stderr=subprocess.PIPE, text=True,
@@ -196,9 +213,9 @@ def test_killed_run_resumes_to_identical_results(tokens_dir, tmp_path, sig, chan
     resumed = subprocess.run(_train_cmd(tokens_dir, out, steps, **changes), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {out / 'last.pt'} at step {step_at_kill}" in resumed.stderr
-    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"), metrics_without_clock(out / "metrics.csv"))
-    ref, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (tmp_path / "ref", out))
-    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    pd.testing.assert_frame_equal(metrics_without_clock(ref / "metrics.csv"), metrics_without_clock(out / "metrics.csv"))
+    want, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (ref, out))
+    assert all(torch.equal(want[k], got[k]) for k in want)
 
 
 def test_corrupt_and_mismatched_checkpoints(tokens_dir, tmp_path):

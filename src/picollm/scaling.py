@@ -127,13 +127,21 @@ def fit_power_law(flops, bpb) -> dict | None:
     scale = c.min()
     x = c / scale
 
+    log_x, log_y = np.log(x), np.log(y)
+
     def residuals(p):
         e, b, alpha = p
-        return np.log(e + b * x ** -alpha) - np.log(y)
+        return np.log(e + b * np.exp(-alpha * log_x)) - log_y
+
+    def jacobian(p):  # exact derivatives: the bootstrap fits hundreds of times, finite differences cost 4x
+        e, b, alpha = p
+        power = np.exp(-alpha * log_x)
+        fitted = e + b * power
+        return np.column_stack([1 / fitted, power / fitted, -b * power * log_x / fitted])
 
     start = [0.5 * y.min(), max(y.max() - 0.5 * y.min(), 1e-3), 0.3]
     lower, upper = np.array([0, 1e-9, 1e-4]), np.array([y.min(), np.inf, 5])
-    result = least_squares(residuals, start, bounds=(lower, upper))
+    result = least_squares(residuals, start, jac=jacobian, bounds=(lower, upper))
     if not result.success:
         return None
     low, high = at_bounds(result.x, lower, upper)
@@ -224,20 +232,27 @@ def bootstrap(curves: pd.DataFrame, kind: str, replicates: int = BOOTSTRAP, seed
     return pd.DataFrame(fits, columns=["E", "A", "alpha"]).assign(type=kind)
 
 
-def crossing_line(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> pd.DataFrame:
+def crossing_line(flops: np.ndarray, bpb: np.ndarray, after_warmup: np.ndarray) -> dict:
     """What crossings() reads of one type's mean curves (arrays of their points): its frontier past warm-up,
-    held at its last bits per byte out to the largest compute the type reached past warm-up. A frontier that
-    stops falling has not ended: the type still achieves its best at every larger compute it trained to."""
+    held at its last bits per byte out to the largest compute the type reached past warm-up, as arrays
+    {train_flops, bpb}. A frontier that stops falling has not ended: the type still achieves its best at every
+    larger compute it trained to."""
     after_warmup = np.asarray(after_warmup, bool)
     front = warm_frontier(flops, bpb, after_warmup)
-    line = pd.DataFrame({"train_flops": flops[front], "bpb": bpb[front]})
+    line_flops, line_bpb = flops[front], bpb[front]
     reached = flops[after_warmup].max(initial=-np.inf)
-    if len(line) and reached > line["train_flops"].iloc[-1]:
-        line.loc[len(line)] = [reached, line["bpb"].iloc[-1]]
-    return line
+    if len(front) and reached > line_flops[-1]:
+        line_flops, line_bpb = np.append(line_flops, reached), np.append(line_bpb, line_bpb[-1])
+    return {"train_flops": line_flops, "bpb": line_bpb}
 
 
-def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
+# The functions below read a line (columns or keys train_flops and bpb: a DataFrame, or crossing_line's arrays,
+# which the bootstrap's hundreds of redraws build without pandas' cost per frame) as two float arrays.
+def line_arrays(line) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(line["train_flops"], float), np.asarray(line["bpb"], float)
+
+
+def crossings(a, b) -> list[float]:
     """Computes where line a (train_flops, bpb; straight between its points in log compute) crosses line b,
     within the compute both cover (none where either has no point)."""
     low, high = common_compute(a, b)
@@ -252,31 +267,33 @@ def crossings(a: pd.DataFrame, b: pd.DataFrame) -> list[float]:
     return out
 
 
-def at_compute(line: pd.DataFrame, flops) -> np.ndarray:
+def at_compute(line, flops) -> np.ndarray:
     """A line's bits per byte at the computes `flops`, straight between its points in log compute."""
-    return np.interp(np.log(flops), np.log(line["train_flops"]), line["bpb"])
+    line_flops, line_bpb = line_arrays(line)
+    return np.interp(np.log(flops), np.log(line_flops), line_bpb)
 
 
-def common_compute(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
+def common_compute(a, b) -> tuple[float, float]:
     """The range of compute two lines both cover (empty when low >= high, or when either line is empty)."""
-    if a.empty or b.empty:
+    (a_flops, _), (b_flops, _) = line_arrays(a), line_arrays(b)
+    if not len(a_flops) or not len(b_flops):
         return math.nan, math.nan
-    return max(a["train_flops"].min(), b["train_flops"].min()), min(a["train_flops"].max(), b["train_flops"].max())
+    return max(a_flops.min(), b_flops.min()), min(a_flops.max(), b_flops.max())
 
 
-def ends_ahead(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+def ends_ahead(a, b) -> bool:
     """Whether line a is below line b at the largest compute both cover (they share some)."""
     high = common_compute(a, b)[1]
     return bool(at_compute(a, [high])[0] < at_compute(b, [high])[0])
 
 
 def mean_line(means: pd.DataFrame) -> pd.DataFrame:
-    """The crossing_line of one type's mean curves."""
-    return crossing_line(*(means[name].to_numpy(t) for name, t in
-                           (("train_flops", float), ("bpb", float), ("after_warmup", bool))))
+    """The crossing_line of one type's mean curves, as a frame."""
+    return pd.DataFrame(crossing_line(*(means[name].to_numpy(t) for name, t in
+                                        (("train_flops", float), ("bpb", float), ("after_warmup", bool)))))
 
 
-def settles_at(a: pd.DataFrame, b: pd.DataFrame, a_ahead: bool) -> tuple[float, bool]:
+def settles_at(a, b, a_ahead: bool) -> tuple[float, bool]:
     """From which compute line a stays below line b (a_ahead) or above it, within the compute both cover, and
     whether the lines end in that order: their last crossing, or the start of that compute where the order holds
     throughout; the end of that compute where they end in the other order; NaN where they share no compute."""
