@@ -919,6 +919,37 @@ def test_ctrl_c_of_a_run_ends_with_each_stopped_jobs_line(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
 
+def test_a_second_ctrl_c_while_the_jobs_stop_is_one_line_and_the_run_still_ends_with_its_summary(tmp_path):
+    """Ctrl-C twice (impatience): the second lands while Snakemake waits for the training it stopped to save its
+    checkpoint. It says so in one line (stopped.STILL_STOPPING) instead of breaking the wait off in Snakemake's
+    tracebacks; the run ends as after one Ctrl-C, with its summary, its checkpoint and no lock left."""
+    from picollm.stopped import STILL_STOPPING
+    cfg = tiny_offline_config(steps=3000)
+    cfg["models"] = {"lstm": cfg["models"]["lstm"]}
+    path = write_config(tmp_path / "study.yaml", cfg)
+    model = tmp_path / "results/tiny/models/lstm/seed7"
+    with open(tmp_path / "first.log", "w") as out:
+        first = subprocess.Popen(snakemake_command(tmp_path, "--cores", "1", "all", "--configfile", path),
+                                 stdout=subprocess.DEVNULL, stderr=out, env=local_run_env(), start_new_session=True,
+                                 preexec_fn=with_ctrl_c)
+    try:
+        wait_for((model / "last.pt").exists, first, timeout=300)
+        os.killpg(first.pid, signal.SIGINT)
+        time.sleep(0.1)  # Snakemake has begun to cancel its job, which is still saving
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=120) != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    said = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in said and STILL_STOPPING in said, said[-3000:]
+    step = torch_step(model / "last.pt")
+    assert "pico-llm: stopped by Ctrl-C: 1 job(s) did not finish; every finished output is kept." in said
+    assert f"  train/lstm/seed7: interrupted, stopped at step {step}; " in said
+    locks = tmp_path / ".snakemake" / "locks"
+    assert not locks.exists() or not any(locks.iterdir())  # the same command reruns, no --unlock first
+
+
 def test_a_failed_run_ends_with_each_failed_jobs_error_line(tmp_path):
     """From Snakemake's log of a run: every "Error in rule" block, its job's closing line (a bug's last
     traceback line when it wrote none), and a job without a log named by its rule."""

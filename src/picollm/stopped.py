@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,31 @@ def _read_block_line(job: StoppedJob, line: str) -> bool:
         elif message.startswith(SUBMIT_FAILED):
             job.not_submitted = message[len(SUBMIT_FAILED):].split(FURTHER)[0].strip()
     return False
+
+
+# What a second Ctrl-C says while Snakemake waits for the jobs the first one stopped (hold_second_ctrl_c)
+STILL_STOPPING = ("pico-llm: still stopping: the stopped jobs are saving their work (a training, its checkpoint); "
+                  "this run ends by itself in a few seconds, and another Ctrl-C changes nothing")
+
+
+def hold_second_ctrl_c() -> None:
+    """The first Ctrl-C stops a run as before (KeyboardInterrupt: Snakemake cancels its jobs and waits for them);
+    a second one, while it waits, would break the wait off in some hundred lines of Snakemake's tracebacks and
+    skip the closing summary (tell): it prints STILL_STOPPING instead, and is otherwise ignored. The jobs ignore
+    it themselves (picollm.cli). Left alone where Ctrl-C is already ignored (a run in the background) or
+    handled by someone else, and outside the main thread, which alone sets signal handlers."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return
+
+    def again(signum, frame):
+        print(STILL_STOPPING, file=sys.stderr, flush=True)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, again)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
 
 
 def signal_name(number: int) -> str:
