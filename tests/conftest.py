@@ -26,9 +26,9 @@ os.environ.setdefault("PICOLLM_CACHE_DIR", tempfile.mkdtemp(prefix="picollm-test
 # The modules whose tests take longest, longest first: pytest-xdist hands whole modules to its workers in this order
 # (pyproject's addopts), so that no long module is started last while the other workers sit idle. test_slurm
 # (a real SLURM cluster, with PICOLLM_SLURM_TESTS=1) mostly waits on it, beside the others.
-LONGEST_FIRST = ["test_slurm", "test_faults", "test_workflow", "test_dag", "test_ddp", "test_scaling",
-                 "test_benchmarks", "test_replicates", "test_extending", "test_train", "test_config", "test_plots",
-                 "test_hub", "test_sampling"]
+LONGEST_FIRST = ["test_slurm", "test_faults", "test_scaling", "test_workflow", "test_dag", "test_replicates",
+                 "test_ddp", "test_train", "test_extending", "test_benchmarks", "test_config", "test_plots",
+                 "test_sampling", "test_hub", "test_models"]
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit  # Student's t quantile: what scipy.stats.t.ppf calls, without its import
 
 
 def t_factor(n: int, confidence: float = 0.95) -> float:
     """Student's t quantile of a two-sided `confidence` interval over n values (n - 1 degrees of freedom)."""
-    return float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    return float(stdtrit(n - 1, (1 + confidence) / 2))
 
 
 def t_interval(values, confidence: float = 0.95) -> dict:
