@@ -596,7 +596,7 @@ def test_a_config_override_snakemake_cannot_parse_is_one_line(tmp_path, args, li
     (["results/offline/tables/evals.csv", "--configfile", "config/offline.yaml"], "error: target "
      "results/offline/tables/evals.csv is no table; did you mean results/offline/tables/eval.csv? the tables are "
      "compare.csv, compare.html, eval.csv, eval.html, eval.md, models.csv, models.html, models.md, provenance.csv, "
-     "resources.csv, samples.csv, samples.html, samples.md, sampling.html, scaling.csv, scaling.html, "
+     "provenance.html, resources.csv, samples.csv, samples.html, samples.md, sampling.html, scaling.csv, scaling.html, "
      "scaling_points.csv, snapshots.csv, snapshots.html, snapshots.md"),
     (["figures/loss_curves.png", "--configfile", "config/offline.yaml"], "error: target figures/loss_curves.png lies "
      "outside results/offline/, where this command's study writes; did you mean "

@@ -72,6 +72,8 @@ class StudyFiles:
         # the sampling measures of real validation stories, one draw per seed
         self.reference = {s: f"{results}/eval/reference/seed{s}.csv" for s in study.seeds}
         self.scaling = {"points": f"{results}/tables/scaling_points.csv", "fits": f"{results}/tables/scaling.csv"}
+        # the report's page of the code that made the study, which provenance_table writes beside its table
+        self.provenance_page = f"{results}/tables/provenance.html"
 
     def per_run(self, pattern: str, runs=None) -> dict:
         """{run: {seed: path}} for every run (or `runs`) and seed; pattern holds {run} and {seed}."""

@@ -6,7 +6,7 @@ rule provenance_table:
         OUTPUTS.records,
     output:
         csv=table("provenance_table"),
-        page=in_report(f"{R}/tables/provenance.html", "provenance_table", "Provenance"),
+        page=in_report(FILES.provenance_page, "provenance_table", "Provenance"),
     log:
         f"{R}/logs/provenance_table.log",
     benchmark:

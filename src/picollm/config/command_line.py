@@ -291,7 +291,7 @@ def table_names(results: str) -> list[str]:
     every = registry.Makes(tokenizer=True, transformers=["transformer"], sweep=True, scaling=True, snapshots=True)
     made = registry.tables(files, every)
     pages = [files.table(f"{page}.html") for page in registry.report_pages(files, every, made)]
-    paths = [*made.values(), *registry.results(files, every, {}, made), *pages]
+    paths = [*made.values(), *registry.results(files, every, {}, made), *pages, files.provenance_page]
     return sorted({Path(path).name for path in paths if Path(path).parent == Path(files.table(""))})
 
 
