@@ -53,7 +53,7 @@ def run(config: str, workdir: Path, cores: int) -> dict:
 
 
 def paired_cell(run_name: str, below: list[str], compare: pd.DataFrame) -> str:
-    """'better than lstm by 0.105 bpb (95% CI 0.094-0.116), than kgram_mlp by 0.226 (0.218-0.234)': how this run
+    """'better than lstm by 0.105 bpb (95% CI 0.094 to 0.116), than kgram_mlp by 0.226 (0.218 to 0.234)': how this run
     compares, paired by seed (compare.csv), with each run `below` it in the table; each pair is said once."""
     beats, ties = [], []
     for _, row in compare.iterrows():
@@ -66,7 +66,7 @@ def paired_cell(run_name: str, below: list[str], compare: pd.DataFrame) -> str:
         else:
             low, high = sorted((sign * row["bpb_diff_ci_low"], sign * row["bpb_diff_ci_high"]))
             beats.append((other, sign * row["bpb_diff_mean"], low, high))
-    parts = [f"than {o} by {d:.3f}" + (" bpb (95% CI " if i == 0 else " (") + f"{lo:.3f}-{hi:.3f})"
+    parts = [f"than {o} by {d:.3f}" + (" bpb (95% CI " if i == 0 else " (") + f"{lo:.3f} to {hi:.3f})"
              for i, (o, d, lo, hi) in enumerate(sorted(beats, key=lambda b: b[1]))]
     text = ("better " + ", ".join(parts)) if parts else ""
     return "; ".join(filter(None, [text, ("within noise of " + ", ".join(ties)) if ties else ""]))

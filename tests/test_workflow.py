@@ -93,7 +93,8 @@ def test_readme_study_block_is_generated_from_the_run(offline_run, monkeypatch):
     evals = pd.read_csv(res / "tables/eval.csv").sort_values("bpb_mean")
     rows = record["table"]["rows"]
     assert [r[0] for r in rows] == list(evals["run"]) and [r[1] for r in rows] == [f"{p:,}" for p in evals["params"]]
-    cells = {r[0]: r[5] for r in rows}
+    assert [r[2] for r in rows] == [f"{f:.2g}" for f in evals["train_flops"]]  # equal steps, not equal compute
+    cells = {r[0]: r[-1] for r in rows}
     order = list(evals["run"])
     for _, pair in pd.read_csv(res / "tables/compare.csv").iterrows():
         first, second = sorted((pair["a"], pair["b"]), key=order.index)  # said on the better row only

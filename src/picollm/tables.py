@@ -143,14 +143,14 @@ def samples_markdown(frame: pd.DataFrame, experiment: str) -> str:
 
 
 MODEL_COLUMNS = ["model", "type", "params", "params_embedding", "params_head", "head_tied", "params_core",
-                 "optimizer", "tokens_seen", "flops_per_token", "train_flops", "wall_s", "tokens_per_s", "device",
-                 "precision", "final_train_loss", "final_val_loss"]
+                 "optimizer", "tokens_seen", "flops_per_token", "train_flops", "steps", "stopped_by", "wall_s",
+                 "tokens_per_s", "device", "precision", "final_train_loss", "final_val_loss"]
 # models.md's two tables, each led by the model: the outcome (what the notes speak of) narrow enough to read
 # without scrolling sideways, then the size and setup; models.csv keeps MODEL_COLUMNS in one table
-MODEL_PARTS = {"Training outcome": ["final_train_loss", "final_val_loss", "tokens_seen", "train_flops", "wall_s",
-                                    "tokens_per_s", "device"],
+MODEL_PARTS = {"Training outcome": ["final_train_loss", "final_val_loss", "tokens_seen", "train_flops", "steps",
+                                    "wall_s", "tokens_per_s"],
                "Size and setup": ["type", "params", "params_embedding", "params_head", "head_tied", "params_core",
-                                  "flops_per_token", "optimizer", "precision"]}
+                                  "flops_per_token", "optimizer", "precision", "device", "stopped_by"]}
 
 
 # How picollm.flops counts, said above models.md's table (the figures' captions say the same).
@@ -175,6 +175,7 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
     frame = pd.DataFrame(rows).reindex(columns=MODEL_COLUMNS)  # a column a summary lacks: blank
     frame = frame.round({"wall_s": 1, "final_train_loss": 4, "final_val_loss": 4})
     frame["tokens_per_s"] = frame["tokens_per_s"].round().astype("Int64")
+    frame["steps"] = frame["steps"].astype("Int64")  # a summary without it: blank, not NaN beside counts
     if out_csv is not None:
         write_csv(out_csv, frame)
     note = train_tokens_note(dict(zip(frame["model"], frame["tokens_seen"])))
@@ -187,7 +188,8 @@ def models_table(summary_paths, out_md, experiment: str, out_csv=None) -> pd.Dat
             "validation split in fp32, over every seed). params = params_embedding (token "
             "and learned position tables) + params_head (output layer; 0 when tied to the token table) + "
             "params_core (everything else, Kaplan et al.'s non-embedding count). "
-            f"{FLOPS_NOTE}\n\n{parts}{TIMING_NOTE}\n")
+            f"{FLOPS_NOTE} steps: the optimizer steps it took; stopped_by: what ended them (max_steps, a flops "
+            f"budget, or max_minutes).\n\n{parts}{TIMING_NOTE}\n")
     write_text(out_md, text)
     return frame
 
@@ -366,8 +368,8 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=(
     FLOPs; then compare.csv's `statements`, when given."""
     def cells(rows, columns):
         table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
-        if "train_flops" in table:  # a count of 12 digits reads better as 1.6e+11
-            table["train_flops"] = [f"{f:.2g}" if f == f else "" for f in table["train_flops"]]
+        if "train_flops" in table:  # 1.58e+11 reads better than 12 digits, and still shows a budget's unspent step
+            table["train_flops"] = [f"{f:.3g}" if f == f else "" for f in table["train_flops"]]
         for name in METRICS:
             table[f"{name} (mean ± 95% CI)"] = [plus_minus(r[f"{name}_mean"], r[f"{name}_ci_low"],
                                                             r[f"{name}_ci_high"]) for _, r in rows.iterrows()]
@@ -420,7 +422,8 @@ def comparison(a: str, b: str, d: dict, budget, spent=(None, None)) -> str:
     at = f"at {budget:g} FLOPs: " if budget is not None else ""
     paired = f"{d['n']} seed{'s' if d['n'] != 1 else ''} paired"
     if d["verdict"] == "within noise":
-        text = f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb, {paired})"
+        interval = f", 95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f}" if d["n"] >= 2 else ""
+        text = f"{at}{a} and {b} within noise ({a} - {b} = {d['mean_diff']:+.4f} bpb{interval}, {paired})"
     else:
         better, worse, sign = (a, b, -1) if d["verdict"] == "a better" else (b, a, 1)
         low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
