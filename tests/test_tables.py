@@ -313,13 +313,21 @@ def test_eval_markdown_gives_the_budget_the_flops_and_the_paired_verdicts(tmp_pa
     header = next(line for line in md.splitlines() if line.startswith("| run"))
     assert "train_flops" in header  # three digits: runs ~1% apart under one budget read apart
     assert re.search(r"\| +5\.9e\+08 +\|", md) and re.search(r"\| +5\.95e\+08 +\|", md)
-    assert md.rstrip().endswith(f"## Paired by seed (compare.csv)\n\n- {compare['statement'][0]}")
     assert compare["statement"][0].startswith("at 6e+08 FLOPs: a and b within noise")
+    said = compare["statement"][0].removeprefix("at 6e+08 FLOPs: ")  # the heading says the budget once
+    assert md.rstrip().endswith(f"## Paired by seed (compare.csv), at 6e+08 training FLOPs each\n\n- {said}")
     # runs without a budget: no budget in the title, and no verdict section without comparisons
     plain = write_evals(tmp_path / "c", {"c": {1: 1.0}})
     tables.eval_table(plain, tmp_path / "eval.csv", tmp_path / "eval.md", "exp")
     md = (tmp_path / "eval.md").read_text()
     assert "budget" not in md.splitlines()[0] and "## Paired by seed" not in md
+
+
+def test_eval_markdown_lists_the_verdicts_that_tell_a_better_run_first():
+    statements = ["a and b within noise (a - b = +0.1 bpb, 95% CI -1 to +1, 2 seeds paired)",
+                  "c better than a by 0.2 bpb (95% CI 0.1 to 0.3, 2 seeds paired)"]
+    assert tables.verdicts_markdown(statements)[2:4] == [f"- {statements[1]}", f"- {statements[0]}"]
+    assert tables.verdicts_markdown([]) == []
 
 
 def test_sampling_table_adds_run_and_seed(tmp_path):

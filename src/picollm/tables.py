@@ -346,21 +346,29 @@ def eot_note(runs: dict) -> str:
             f"a cost val_loss and bpb include. ")
 
 
+def one_budget(runs: dict) -> float | None:
+    """The train.flops budget every run trained to (equal compute), else None."""
+    budgets = {next(iter(by_seed.values())).get("flops_budget") for by_seed in runs.values()}
+    return budgets.pop() if len(budgets) == 1 else None
+
+
 def budget_note(runs: dict) -> str:
     """'' or 'at a budget of 6e+08 training FLOPs per model, ' when every run trained to one train.flops budget
     (equal compute): the first thing a reader of the table must know."""
-    budgets = {next(iter(by_seed.values())).get("flops_budget") for by_seed in runs.values()}
-    if len(budgets) != 1 or None in budgets:
-        return ""
-    return f"at a budget of {budgets.pop():g} training FLOPs per model, "
+    budget = one_budget(runs)
+    return "" if budget is None else f"at a budget of {budget:g} training FLOPs per model, "
 
 
-def verdicts_markdown(statements) -> list[str]:
-    """eval.md's closing section: compare.csv's sentences, one a line, so that the file a reader opens first says
-    which differences hold up when runs are paired by seed."""
+def verdicts_markdown(statements, budget=None) -> list[str]:
+    """eval.md's closing section: compare.csv's sentences, one a line, those that tell a better run first, so that
+    the file a reader opens first says which differences hold up when runs are paired by seed. Under one
+    `budget` the heading says it once, for every sentence."""
     if not len(statements):
         return []
-    return ["## Paired by seed (compare.csv)", "", *(f"- {s}" for s in statements), ""]
+    prefix = f"at {budget:g} FLOPs: " if budget is not None else ""
+    shown = [s.removeprefix(prefix) for s in sorted(statements, key=lambda s: " within noise (" in s)]
+    heading = "## Paired by seed (compare.csv)" + (f", at {budget:g} training FLOPs each" if prefix else "")
+    return [heading, "", *(f"- {s}" for s in shown), ""]
 
 
 def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=()) -> str:
@@ -393,7 +401,7 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=(
         order = {run: i for i, run in enumerate(whole["run"])}
         per_source = per_source.sort_values("run", key=lambda runs_: runs_.map(order), kind="stable")
         lines += ["## Per data source", "", cells(per_source, ["source"]), ""]
-    return "\n".join(lines + verdicts_markdown(statements))
+    return "\n".join(lines + verdicts_markdown(statements, one_budget(runs)))
 
 
 def eval_table(evals, out_csv, out_md, experiment: str, statements=()) -> pd.DataFrame:
