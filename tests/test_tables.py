@@ -307,7 +307,7 @@ def test_eval_markdown_gives_the_budget_the_flops_and_the_paired_verdicts(tmp_pa
     evals = write_evals(tmp_path / "a", {"a": {1: 1.0, 2: 1.1}}, flops_budget=6e8, train_flops=5.9e8)
     evals |= write_evals(tmp_path / "b", {"b": {1: 1.5, 2: 1.7}}, flops_budget=6e8, train_flops=5.95e8)
     compare = tables.compare_table(evals, tmp_path / "compare.csv", "exp")
-    tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp", statements=compare["statement"])
+    tables.eval_table(evals, tmp_path / "eval.csv", tmp_path / "eval.md", "exp", compare=compare)
     md = (tmp_path / "eval.md").read_text()
     assert md.startswith("# Evaluation: experiment `exp`, at a budget of 6e+08 training FLOPs per model, ")
     header = next(line for line in md.splitlines() if line.startswith("| run"))
@@ -326,8 +326,9 @@ def test_eval_markdown_gives_the_budget_the_flops_and_the_paired_verdicts(tmp_pa
 def test_eval_markdown_lists_the_verdicts_that_tell_a_better_run_first():
     statements = ["a and b within noise (a - b = +0.1 bpb, 95% CI -1 to +1, 2 seeds paired)",
                   "c better than a by 0.2 bpb (95% CI 0.1 to 0.3, 2 seeds paired)"]
-    assert tables.verdicts_markdown(statements)[2:4] == [f"- {statements[1]}", f"- {statements[0]}"]
-    assert tables.verdicts_markdown([]) == []
+    compare = pd.DataFrame({"verdict": ["within noise", "b better"], "statement": statements})
+    assert tables.verdicts_markdown(compare)[2:4] == [f"- {statements[1]}", f"- {statements[0]}"]
+    assert tables.verdicts_markdown(compare.iloc[:0]) == [] and tables.verdicts_markdown(None) == []
 
 
 def test_sampling_table_adds_run_and_seed(tmp_path):

@@ -359,21 +359,26 @@ def budget_note(runs: dict) -> str:
     return "" if budget is None else f"at a budget of {budget:g} training FLOPs per model, "
 
 
-def verdicts_markdown(statements, budget=None) -> list[str]:
+def budget_prefix(budget) -> str:
+    """How a compare.csv sentence of runs under one train.flops budget begins ('at 6e+08 FLOPs: ')."""
+    return f"at {budget:g} FLOPs: " if budget is not None else ""
+
+
+def verdicts_markdown(compare: pd.DataFrame | None, budget=None) -> list[str]:
     """eval.md's closing section: compare.csv's sentences, one a line, those that tell a better run first, so that
     the file a reader opens first says which differences hold up when runs are paired by seed. Under one
     `budget` the heading says it once, for every sentence."""
-    if not len(statements):
+    if compare is None or not len(compare):
         return []
-    prefix = f"at {budget:g} FLOPs: " if budget is not None else ""
-    shown = [s.removeprefix(prefix) for s in sorted(statements, key=lambda s: " within noise (" in s)]
-    heading = "## Paired by seed (compare.csv)" + (f", at {budget:g} training FLOPs each" if prefix else "")
+    ordered = compare.sort_values("verdict", key=lambda v: v == "within noise", kind="stable")
+    shown = [s.removeprefix(budget_prefix(budget)) for s in ordered["statement"]]
+    heading = "## Paired by seed (compare.csv)" + (f", at {budget:g} training FLOPs each" if budget is not None else "")
     return [heading, "", *(f"- {s}" for s in shown), ""]
 
 
-def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=()) -> str:
+def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, compare=None) -> str:
     """eval.md: runs sorted by bits per byte, mean ± half-width of the 95% t interval, seeds counted, training
-    FLOPs; then compare.csv's `statements`, when given."""
+    FLOPs; then the verdicts of `compare` (compare_table's frame), when given."""
     def cells(rows, columns):
         table = pd.DataFrame({"run": rows["run"], **{c: rows[c] for c in columns}, "seeds": rows["n_seeds"]})
         if "train_flops" in table:  # 1.58e+11 reads better than 12 digits, and still shows a budget's unspent step
@@ -401,17 +406,17 @@ def eval_markdown(frame: pd.DataFrame, runs: dict, experiment: str, statements=(
         order = {run: i for i, run in enumerate(whole["run"])}
         per_source = per_source.sort_values("run", key=lambda runs_: runs_.map(order), kind="stable")
         lines += ["## Per data source", "", cells(per_source, ["source"]), ""]
-    return "\n".join(lines + verdicts_markdown(statements, one_budget(runs)))
+    return "\n".join(lines + verdicts_markdown(compare, one_budget(runs)))
 
 
-def eval_table(evals, out_csv, out_md, experiment: str, statements=()) -> pd.DataFrame:
+def eval_table(evals, out_csv, out_md, experiment: str, compare=None) -> pd.DataFrame:
     """tables/eval.csv and tables/eval.md from evals = {run: {seed: eval/<run>/seed<k>.json}}: one row per run
     (source `all`), and per data source when there are several, with <measure>_mean, _std, _ci_low and
-    _ci_high over seeds for val_loss, perplexity and bpb; eval.md closes with compare.csv's `statements`."""
+    _ci_high over seeds for val_loss, perplexity and bpb; eval.md closes with the verdicts of `compare`."""
     runs = read_evals(evals)
     frame = pd.DataFrame(eval_rows(runs, experiment))
     write_csv(out_csv, frame)
-    write_text(out_md, eval_markdown(frame, runs, experiment, statements))
+    write_text(out_md, eval_markdown(frame, runs, experiment, compare))
     return frame
 
 
@@ -427,7 +432,7 @@ def comparison(a: str, b: str, d: dict, budget, spent=(None, None)) -> str:
     """'at 1e+13 FLOPs: transformer better than lstm by 0.042 bpb (95% CI 0.031 to 0.053, 2 seeds)'. Without a
     budget, runs that spent FLOPs more than UNEQUAL_COMPUTE apart (`spent`: a's, b's) are said to be compared at
     unequal compute, with the ratio: a verdict quoted alone would read as a fair fight."""
-    at = f"at {budget:g} FLOPs: " if budget is not None else ""
+    at = budget_prefix(budget)
     paired = f"{d['n']} seed{'s' if d['n'] != 1 else ''} paired"
     if d["verdict"] == "within noise":
         interval = f", 95% CI {d['ci_low']:+.4f} to {d['ci_high']:+.4f}" if d["n"] >= 2 else ""

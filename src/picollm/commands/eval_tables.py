@@ -10,7 +10,7 @@ def run(args):
     evals, sampling = by_run_and_seed(args.evals), by_run_and_seed(args.sampling_inputs)
     reference = by_seed(args.reference_inputs)
     compare = tables.compare_table(evals, args.compare_csv, experiment)
-    tables.eval_table(evals, args.eval_csv, args.eval_md, experiment, statements=compare["statement"])
+    tables.eval_table(evals, args.eval_csv, args.eval_md, experiment, compare=compare)
     tables.sampling_table(sampling, args.sampling_csv, experiment, reference=reference)
     inputs = paths(evals) + paths(sampling) + list(reference.values())
     outputs = [args.eval_csv, args.eval_md, args.compare_csv, args.sampling_csv]
