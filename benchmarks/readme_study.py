@@ -160,6 +160,41 @@ def bf16_words(machine: dict) -> str:
     return " and ".join(f"`{f}`" for f in flags) if flags else "no native bf16"
 
 
+def and_list(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def compute_sentence(table: dict) -> str:
+    """Whether each "better" of the table was bought with compute: the runs train for the same steps, not the same
+    FLOPs, so a run better than another on fewer FLOPs did not buy its lead with more compute, and one on more FLOPs
+    leads per token seen only. Read from the table's own cells (paired_cell names each run a row is better than)."""
+    columns = table["columns"]
+    if "training FLOPs" not in columns:
+        return ""
+    rows = [dict(zip(columns, row)) for row in table["rows"]]
+    flops = {row["run"]: float(row["training FLOPs"]) for row in rows}
+    if len(set(flops.values())) == 1:  # one budget: the column says it
+        return ""
+    parts = []
+    for row in rows:
+        run, beaten = row["run"], re.findall(r"than (\S+) by", row["paired by seed"])
+        cheaper = [other for other in beaten if flops[run] <= flops[other]]
+        dearer = [other for other in beaten if other not in cheaper]
+
+        def ratios(others: list[str]) -> str:
+            times = and_list([f"{flops[run] / flops[other]:.2g}" for other in others])
+            return f"{times} times its training FLOPs" if len(others) == 1 else \
+                f"{times} times their training FLOPs respectively"
+
+        if cheaper:
+            parts.append(f"{run} is better than {and_list(cheaper)} on {ratios(cheaper)}, so the lead is not "
+                         f"bought with more compute")
+        if dearer:
+            parts.append(f"{run} is better than {and_list(dearer)} on {ratios(dearer)}, a lead per token seen "
+                         f"that only an equal `train.flops` budget can test")
+    return ("Per FLOP: " + "; ".join(parts) + ".") if parts else ""
+
+
 def block(rec: dict) -> str:
     """README.md's generated block: the run, what it trained on, the figure and the table."""
     m, data = rec["machine"], rec["data"]
@@ -182,6 +217,7 @@ def block(rec: dict) -> str:
         "| " + " | ".join(rec["table"]["columns"]) + " |",
         "| " + " | ".join("---" for _ in rec["table"]["columns"]) + " |",
         *("| " + " | ".join(row) + " |" for row in rec["table"]["rows"]),
+        *(["", sentence] if (sentence := compute_sentence(rec["table"])) else []),
         END,
     ]
     return "\n".join(lines)

@@ -77,7 +77,18 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
         markdown = markdown.replace(CODE_LAYOUT_MARKER, code_layout())
     for title in re.findall(r"<!-- readme:([^>]+?) -->", markdown):
         markdown = markdown.replace(f"<!-- readme:{title} -->", readme_section(title))
-    return markdown
+    return whole_values(markdown)
+
+
+def whole_values(markdown: str) -> str:
+    """A table cell's "3.4791 ± 0.0092" stays on one line: a narrow column would otherwise break it at the ±,
+    leaving the interval under its value. No-break spaces in table rows only; prose and code blocks keep theirs."""
+    lines, fenced = markdown.split("\n"), False
+    for i, line in enumerate(lines):
+        fenced ^= line.lstrip().startswith("```")
+        if not fenced and line.lstrip().startswith("|"):
+            lines[i] = line.replace(" ± ", "\u00a0±\u00a0")
+    return "\n".join(lines)
 
 
 def gpu_estimate(study_file: str = "config/gpu.yaml", mfu: float = 0.30) -> str:
@@ -149,12 +160,14 @@ def code_layout(package: Path = ROOT / "src" / "picollm") -> str:
 
 def readme_section(title: str, readme: Path = ROOT / "README.md") -> str:
     """The body of the README's `## title` section, for a page of the site that shows it too (one copy), its links
-    into docs/ made the site's."""
+    into docs/ made the site's and its tables in a `results` block (docs/css/extra.css sets their columns)."""
     parts = re.split(r"^## +", readme.read_text(), flags=re.M)
     section = next((p for p in parts if p.startswith(title + "\n")), None)
     if section is None:
         raise ValueError(f"README.md has no section '## {title}' (docs/index.md includes it)")
-    return section[len(title) + 1:].strip().replace("](docs/", "](") + "\n"
+    body = section[len(title) + 1:].strip().replace("](docs/", "](")
+    return re.sub(r"((?:^\|.*\n?)+)", lambda table: f'<div class="results" markdown>\n\n{table.group(1).rstrip()}\n\n'
+                  f'</div>\n', body, flags=re.M) + "\n"
 
 
 def checkout_first() -> None:

@@ -269,7 +269,8 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path):
     assert results["resume_exact"]["resumed_at"] == record["plan"]["stop_at"] and results["resume_exact"]["bitwise"]
     torchrun = results["torchrun_1_device"]
     assert torchrun["backend"] == "gloo" and torchrun["loss_module"] == "DistributedDataParallel" and torchrun["bitwise"]
-    assert record["extrapolation"]["total_s"] > 0 and not record["errors"] and not record["skipped"]
+    assert record["extrapolation"]["total_s"] > 0 and not record["errors"]
+    assert record["skipped"] == ([] if native_bf16_cpu() else ["loss_curves_fp32_vs_bf16"])
     assert "gpu.yaml wall time (estimate)" in proc.stdout
     assert f"## {record['title']}" in (out / "benchmarks.md").read_text()
 

@@ -110,6 +110,20 @@ def test_site_home_page_shows_the_readme_commands(site):
         load_hooks().readme_section("Nowhere")
 
 
+def test_a_value_and_its_interval_stay_on_one_line_in_the_site_tables(site):
+    """"3.4791 ± 0.0092" in a table cell is joined by no-break spaces, so a narrow column cannot put the interval
+    under its value; the ± of prose and code blocks is left alone. The home page's result table has room for its
+    verdict sentences."""
+    hooks = load_hooks()
+    page = "Mean ± interval.\n\n| run | loss |\n| --- | --- |\n| a | 3.47 ± 0.01 |\n\n```\n| 1 ± 2 |\n```\n"
+    assert hooks.whole_values(page) == page.replace("3.47 ± 0.01", "3.47\u00a0±\u00a00.01")
+    home = (site / "index.html").read_text()
+    assert "\u00a0±\u00a0" in home or "&nbsp;±&nbsp;" in home
+    assert not re.search(r"<td>[^<]* ± ", home)
+    # the README's table sits in a block whose last column (docs/css/extra.css) is wide enough for its sentences
+    assert re.search(r'<div class="results">\s*<table>\s*<thead>\s*<tr>\s*<th>run</th>', home)
+
+
 # what Markdown and the theme put in a page (i: the theme's icons; details, summary: a folded benchmark record); a
 # placeholder written as <b> or <s> in prose would vanish as well, so tags Markdown never writes from prose are left out
 HTML_TAGS = set("""a blockquote body br button code dd details div dl dt em footer form h1 h2 h3 h4 h5 h6 head hr html i img
@@ -424,6 +438,30 @@ def test_readme_study_numbers_are_generated_from_their_record(monkeypatch):
         "README.md's study block is not its record's: run python -m benchmarks.readme_study readme"
     assert load_hooks().readme_study_run() == {"config": next(iter(record["configs"])),
                                                "date": record["started_utc"][:10], "commit": record["commit"]}
+
+
+def test_the_readme_says_which_lead_was_not_bought_with_more_compute(monkeypatch):
+    """Runs of equal steps differ in FLOPs: under the table, a run better than another on fewer FLOPs is said to
+    lead without more compute, one better on more FLOPs to lead per token seen only; one budget says nothing."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import readme_study
+
+    def table(flops: dict) -> dict:
+        cells = {"a": "better than b by 0.1 bpb (95% CI 0.05 to 0.15), than c.d=2 by 0.3 (0.2 to 0.4)",
+                 "b": "better than c.d=2 by 0.2 bpb (95% CI 0.1 to 0.3)", "c.d=2": ""}
+        return {"columns": ["run", "training FLOPs", "paired by seed"],
+                "rows": [[run, flops[run], cells[run]] for run in cells]}
+
+    text = readme_study.compute_sentence(table({"a": "1e+12", "b": "2e+12", "c.d=2": "4e+12"}))
+    assert text == ("Per FLOP: a is better than b and c.d=2 on 0.5 and 0.25 times their training FLOPs respectively, "
+                    "so the lead is not bought with more compute; b is better than c.d=2 on 0.5 times its training "
+                    "FLOPs, so the lead is not bought with more compute.")
+    text = readme_study.compute_sentence(table({"a": "3e+12", "b": "2e+12", "c.d=2": "4e+12"}))
+    assert "a is better than c.d=2 on 0.75 times its training FLOPs, so" in text
+    assert "a is better than b on 1.5 times its training FLOPs, a lead per token seen that only an equal " \
+           "`train.flops` budget can test" in text
+    assert readme_study.compute_sentence(table({"a": "2e+12", "b": "2e+12", "c.d=2": "2e+12"})) == ""
+    assert readme_study.compute_sentence({"columns": ["run", "paired by seed"], "rows": []}) == ""
 
 
 def test_a_study_record_outlines_the_study_files_it_timed_as_the_page_reads_them_today(monkeypatch):

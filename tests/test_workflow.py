@@ -256,7 +256,8 @@ def test_tinystories_text_with_gpt2(tmp_path):
     cfg["data"] = {"sources": [{"kind": "text", "name": "tinystories", "train_files": [str(TINYSTORIES_TRAIN)],
                                 "val_files": [str(TINYSTORIES_VALID)], "max_documents": 300}]}
     cfg["sampling"]["prompts"] = ["Once upon a time"]
-    cfg["evaluate"] = {"max_tokens": 16384}  # a slice of the validation split: each token meets a 50257-way head
+    cfg["evaluate"] = {"max_tokens": 16384}  # a slice of the validation split
+    cfg["compact_vocab"] = True  # as config/config.yaml: the head over the ids seen in training, losses over all 50257
     path = write_config(tmp_path / "ts.yaml", cfg)
     # what GPT-2 tokens on real stories change: training, evaluation, sampling (the study's other outputs read
     # these alike whatever the tokenizer, and test_offline_study_produces_every_output builds them all)
@@ -269,6 +270,9 @@ def test_tinystories_text_with_gpt2(tmp_path):
     for m in ("kgram_mlp", "lstm", "transformer"):
         val = pd.read_csv(res / f"models/{m}/seed7/metrics.csv")["val_loss"].dropna()
         assert val.iloc[-1] < val.iloc[0]
+        summary = json.loads((res / f"models/{m}/seed7/summary.json").read_text())
+        assert summary["output_vocab"] == len(meta["train_vocab"]) + 1 < 50257  # + the row every unseen id shares
+        assert json.loads((res / f"eval/{m}/seed7.json").read_text())["val_loss"] > 0
     assert (res / "figures/loss_curves.png").is_file()
     sampling = pd.read_csv(res / "eval/sampling.csv").set_index("run")
     # English text: real stories are nearly all dictionary words (names aside), and the samples' share is measured
