@@ -132,7 +132,10 @@ def now_utc() -> str:
 def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     """Matmul GFLOP/s on square matrices, median of `reps` after one warm-up: fp32 through torch.mm (the BLAS) per
     size, and at the largest size fp32 through oneDNN (where torch has it) and bf16 through torch.mm. The peak is
-    the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach."""
+    the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach. A CPU without native
+    bf16 emulates it at a few GFLOP/s, where six bf16 products of the largest size would take minutes: there bf16
+    is timed at the smallest size."""
+    from picollm.device import native_bf16_cpu
     from picollm.fused_head import block_logits, onednn_available
 
     def rate(fn, n):
@@ -151,13 +154,15 @@ def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     n = max(sizes_)
     a, b = torch.randn(n, n), torch.randn(n, n)
     onednn = rate(lambda: block_logits(a, b, None, "onednn"), n) if onednn_available() else None
-    a16, b16 = a.bfloat16(), b.bfloat16()
-    bf16 = rate(lambda: torch.mm(a16, b16), n)
-    return {"gflops_by_size": per_size, "onednn_fp32_gflops": onednn, "bf16_gflops": bf16,
+    n16 = n if native_bf16_cpu() else min(sizes_)
+    a16, b16 = a[:n16, :n16].bfloat16(), b[:n16, :n16].bfloat16()
+    bf16 = rate(lambda: torch.mm(a16, b16), n16)
+    bf16_where = "" if n16 == n else f" (bf16 at n = {n16}: this CPU has no native bf16)"
+    return {"gflops_by_size": per_size, "onednn_fp32_gflops": onednn, "bf16_gflops": bf16, "bf16_n": n16,
             "peak_gflops": max([*per_size.values(), onednn or 0.0]),
             "method": f"fp32 torch.mm of n x n matrices, n in {list(sizes_)}, and at n = {n} fp32 through oneDNN "
-                      f"(torch.ops.mkldnn._linear_pointwise) and bf16 torch.mm; median of {reps} after a warm-up; "
-                      f"the peak is the best fp32 rate"}
+                      f"(torch.ops.mkldnn._linear_pointwise) and bf16 torch.mm{bf16_where}; median of {reps} after a "
+                      f"warm-up; the peak is the best fp32 rate"}
 
 
 def machine_line(machine: dict, peak: dict) -> str:
