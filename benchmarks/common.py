@@ -129,12 +129,16 @@ def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# the size of an emulated bf16 matmul's timing: about 30 MFLOP, tens of milliseconds at an emulated GFLOP/s
+EMULATED_BF16_N = 256
+
+
 def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     """Matmul GFLOP/s on square matrices, median of `reps` after one warm-up: fp32 through torch.mm (the BLAS) per
     size, and at the largest size fp32 through oneDNN (where torch has it) and bf16 through torch.mm. The peak is
     the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach. A CPU without native
-    bf16 emulates it at a few GFLOP/s, where six bf16 products of the largest size would take minutes: there bf16
-    is timed at the smallest size."""
+    bf16 emulates it at about a GFLOP/s, where six bf16 products of the largest size would take many minutes: there
+    bf16 is timed at n = EMULATED_BF16_N."""
     from picollm.device import native_bf16_cpu
     from picollm.fused_head import block_logits, onednn_available
 
@@ -154,7 +158,7 @@ def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     n = max(sizes_)
     a, b = torch.randn(n, n), torch.randn(n, n)
     onednn = rate(lambda: block_logits(a, b, None, "onednn"), n) if onednn_available() else None
-    n16 = n if native_bf16_cpu() else min(sizes_)
+    n16 = n if native_bf16_cpu() else min(n, EMULATED_BF16_N)
     a16, b16 = a[:n16, :n16].bfloat16(), b[:n16, :n16].bfloat16()
     bf16 = rate(lambda: torch.mm(a16, b16), n16)
     bf16_where = "" if n16 == n else f" (bf16 at n = {n16}: this CPU has no native bf16)"
