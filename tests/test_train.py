@@ -57,6 +57,22 @@ def test_a_run_that_ends_within_its_warmup_says_so(tokens_dir, tmp_path, capsys)
     assert "warmup_steps" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_says_what_it_costs(tokens_dir, tmp_path, capsys, monkeypatch, native):
+    """train.precision: bf16 asked for on a CPU without native bf16 trains (the user asked), after one note with
+    the slowdown measured here and the fix; with native bf16, or under auto, no note."""
+    import picollm.device
+    monkeypatch.setattr(picollm.device, "native_bf16_cpu", lambda: native)
+    run(tokens_dir, tmp_path / "bf16", max_steps=2, warmup_steps=1, precision="bf16")
+    out = capsys.readouterr().out
+    assert ("note: m: train.precision: bf16 on a CPU without native bf16 (" in out) != native
+    if not native:
+        assert re.search(r"a bf16 matmul ran \d+ times slower than fp32 here; set train.precision: auto \(fp32 on "
+                         r"this CPU\) unless you want bf16's rounding\n", out)
+    run(tokens_dir, tmp_path / "auto", max_steps=2, warmup_steps=1, precision="auto")
+    assert "bf16" not in capsys.readouterr().out
+
+
 def metrics_without_clock(path):
     return pd.read_csv(path).drop(columns=["elapsed_s"])
 

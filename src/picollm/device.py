@@ -9,6 +9,8 @@ import os
 import platform
 import re
 import shutil
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -131,6 +133,34 @@ def autocast_for(device: torch.device, precision: str):
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
     use_bf16 = precision == "bf16" or (precision == "auto" and native)
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
+
+
+def bf16_slowdown(n: int = 256, reps: int = 3) -> float:
+    """How many times longer an n x n bf16 matmul takes than an fp32 one on this CPU (medians of `reps`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+
+    def median_s(product) -> float:
+        product()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return median_s(lambda: a16 @ b16) / median_s(lambda: a @ b)
+
+
+def emulated_bf16_note(device: torch.device, precision: str) -> str | None:
+    """What train.precision: bf16 costs on a CPU that emulates it (auto would take fp32 there), measured here;
+    None where bf16 is native or not asked for."""
+    if precision != "bf16" or device.type != "cpu" or native_bf16_cpu():
+        return None
+    flags = ", ".join(cpu_flags()) or "no AVX flags"
+    return (f"train.precision: bf16 on a CPU without native bf16 ({cpu_model()}: {flags}): torch emulates it, and "
+            f"a bf16 matmul ran {bf16_slowdown():.0f} times slower than fp32 here; set train.precision: auto "
+            f"(fp32 on this CPU) unless you want bf16's rounding")
 
 
 def compile_model(model: torch.nn.Module) -> None:

@@ -35,7 +35,7 @@ from picollm import checkpoint, distributed, finished, tracking
 from picollm.config import ModelConfig, TrainConfig, TrainJob, model_config, parse
 from picollm.data.meta import TokenMeta
 from picollm.data.tokens import WindowSampler, load_tokens, read_meta
-from picollm.device import autocast_for, compile_model, eager, resolve_device
+from picollm.device import autocast_for, compile_model, eager, emulated_bf16_note, resolve_device
 from picollm.errors import STOP_SIGNALS, Interrupted, PicoError
 from picollm.finished import HEALTH, METRICS, MODEL, SNAPSHOTS, SUMMARY
 from picollm.fits import allocation_is_one_line, check_fits
@@ -189,6 +189,8 @@ def setup(spec: TrainSpec, tokens_dir: Path, out_dir: Path, meta: TokenMeta, ste
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     autocast = autocast_for(dev, train_cfg.precision)
+    if distributed.is_main() and (slow_bf16 := emulated_bf16_note(dev, train_cfg.precision)):
+        note(f"{name}: {slow_bf16}")
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)

@@ -134,7 +134,8 @@ class TrainConfig(Section):
         "torch.compile the model (needs a C++ compiler on CPU); the first steps pay the compile time"))
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
         "bf16: bfloat16 autocast (weights and optimizer stay fp32); auto: bf16 on CUDA GPUs and on CPUs with "
-        "native bf16 (AVX512-BF16, AMX), fp32 elsewhere"))
+        "native bf16 (AVX512-BF16, AMX), fp32 elsewhere, where torch emulates bf16 many times slower (bf16 asked "
+        "for there trains, after a note of the slowdown measured)"))
     threads: int = Field(2, ge=1, description=(
         "CPU threads per training process (each of a data-parallel run's devices: the job holds devices x "
         "threads) and per evaluation job (Snakemake threads; scheduling only: changing it reruns nothing)"))
