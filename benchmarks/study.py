@@ -107,6 +107,20 @@ def _tokenize_s(raw_train: Path, tmp: Path, threads: int) -> float:
     return time.perf_counter() - t
 
 
+def short_study(full: dict, steps: int, val_file: Path) -> dict:
+    """config/config.yaml (`full`) on the local TinyStories text, trained for `steps`: the snapshots past them
+    dropped, as the config check asks."""
+    study = yaml.safe_load(yaml.safe_dump(full))
+    study["experiment"] = "bench_tinystories"
+    study["data"]["sources"] = [{"kind": "text", "name": "tinystories", "train_files": [str(TINYSTORIES_TRAIN)],
+                                 "val_files": [str(val_file)]}]
+    train = study["train"]
+    train["max_steps"] = steps
+    train["snapshot_steps"] = [step for step in train.get("snapshot_steps", []) if step <= steps]
+    train["log_interval"] = 5  # more log-only rows to time steps between (logging costs nothing)
+    return study
+
+
 def tinystories(sz: Sizes, work: Path) -> dict:
     full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     if not (TINYSTORIES_TRAIN.is_file() and TINYSTORIES_VALID.is_file()):
@@ -114,12 +128,7 @@ def tinystories(sz: Sizes, work: Path) -> dict:
     (work / "ts").mkdir(parents=True)
     val = work / "ts" / "valid-half.txt"
     _half_file(TINYSTORIES_VALID, val)
-    study = yaml.safe_load(yaml.safe_dump(full))
-    study["experiment"] = "bench_tinystories"
-    study["data"]["sources"] = [{"kind": "text", "name": "tinystories", "train_files": [str(TINYSTORIES_TRAIN)],
-                                 "val_files": [str(val)]}]
-    study["train"]["max_steps"] = sz.study_steps
-    study["train"]["log_interval"] = 5  # more log-only rows to time steps between (logging costs nothing)
+    study = short_study(full, sz.study_steps, val)
     configfile = work / "ts" / "config.yaml"
     configfile.write_text(yaml.safe_dump(study, sort_keys=False))
     wall = snakemake(configfile, work / "ts", sz.threads)

@@ -104,6 +104,22 @@ def test_peak_matmul_times_emulated_bf16_at_a_small_size(monkeypatch, native):
     assert ("bf16 at n = 32: this CPU has no native bf16" in peak["method"]) != native
 
 
+def test_the_study_benchmark_cuts_the_default_study_to_a_valid_one(monkeypatch, tmp_path):
+    """`--only study` times config/config.yaml cut to a few steps: the cut study passes the config check (its
+    snapshots past the cut are dropped), with the local text as its one source."""
+    import yaml
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks.study import short_study
+    from picollm.config import Study, parse
+
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert max(full["train"]["snapshot_steps"]) > 30
+    cut = parse(Study, short_study(full, 30, tmp_path / "valid.txt"))
+    assert cut.train.max_steps == 30 and cut.train.snapshot_steps == [s for s in full["train"]["snapshot_steps"]
+                                                                      if s <= 30]
+    assert [source.kind for source in cut.data.sources] == ["text"]
+
+
 @pytest.mark.slow
 def test_all_benchmarks_quick(tmp_path):
     out = tmp_path / "bench"
