@@ -107,6 +107,36 @@ def _tokenize_s(raw_train: Path, tmp: Path, threads: int) -> float:
     return time.perf_counter() - t
 
 
+def extrapolate(real, out: Path, n: int, tmp: Path) -> tuple[dict, float]:
+    """From a study's run of `n` steps a training (results folder `out`), each run's step, validation and checkpoint
+    seconds (the mean over its seeds), its training's length at the study's own steps, and the seconds the whole
+    study (`real`, a picollm.config.Study) would add: each training's steps, validations and checkpoints left."""
+    models, extra = {}, 0.0
+    for name in real.runs:
+        train = real.train_of(name)
+        full_steps = train.max_steps
+        evals_full, evals_run = validations(train, full_steps), validations(train.model_copy(update={"max_steps": n}), n)
+        ckpts_full = (full_steps - 1) // train.checkpoint_interval
+        folders = [out / "models" / name / f"seed{seed}" for seed in real.seeds]
+        per_seed = [_model_times(folder / "metrics.csv") for folder in folders]
+        times = {key: statistics.mean(t[key] for t in per_seed) for key in ("step_s", "eval_s")}
+        times["checkpoint_s"] = _checkpoint_s(folders[0] / "model.pt", tmp)
+        left_s = (full_steps - n) * times["step_s"] + (evals_full - evals_run) * times["eval_s"] \
+            + ckpts_full * times["checkpoint_s"]
+        times["extrapolated_extra_s"] = left_s
+        times["train_full_s"] = full_steps * times["step_s"] + evals_full * times["eval_s"] \
+            + ckpts_full * times["checkpoint_s"]
+        models[name] = {**{k: float(f"{v:.4g}") for k, v in times.items()}, "trainings": len(folders),
+                        "validations": evals_full, "checkpoints": ckpts_full}
+        extra += left_s * len(folders)
+    return models, extra
+
+
+def validations(train, steps: int) -> int:
+    """Validation passes of a training of `steps` on its schedule (train.is_eval_step), the last step included."""
+    return sum(train.is_eval_step(step) for step in range(steps + 1)) + (not train.is_eval_step(steps))
+
+
 def short_study(full: dict, steps: int, val_file: Path) -> dict:
     """config/config.yaml (`full`) on the local TinyStories text, trained for `steps`: the snapshots past them
     dropped, as the config check asks."""
@@ -135,22 +165,10 @@ def tinystories(sz: Sizes, work: Path) -> dict:
     others_cores = LAST_RUN.get("others_cores")
 
     from picollm.config import Study, parse
-    cfg = parse(Study, full).model_dump()  # the real study, defaults filled in
-    train = cfg["train"]
-    full_steps, n = train["max_steps"], sz.study_steps
-    evals_full = len({*range(0, full_steps + 1, train["eval_interval"]), full_steps})
-    evals_run = len({*range(0, n + 1, train["eval_interval"]), n})
-    ckpts_full = (full_steps - 1) // train["checkpoint_interval"]
+    real = parse(Study, full)  # the real study, defaults filled in
+    cfg, n = real.model_dump(), sz.study_steps
     out = work / "ts" / "results" / "bench_tinystories"
-    models, extra = {}, 0.0
-    for name in cfg["models"]:
-        times = _model_times(out / "models" / name / "metrics.csv")
-        times["checkpoint_s"] = _checkpoint_s(out / "models" / name / "model.pt", work / "ts")
-        steps_s = (full_steps - n) * times["step_s"] + (evals_full - evals_run) * times["eval_s"] + ckpts_full * times["checkpoint_s"]
-        times["extrapolated_extra_s"] = steps_s
-        times["train_full_s"] = full_steps * times["step_s"] + evals_full * times["eval_s"] + ckpts_full * times["checkpoint_s"]
-        models[name] = {k: round(v, 3) for k, v in times.items()}
-        extra += steps_s
+    models, extra = extrapolate(real, out, n, work / "ts")
     raw_train = out / "data" / "raw" / "tinystories" / "train.txt"
     n_docs = sum(1 for line in raw_train.open(encoding="utf-8") if line.strip() == "<|endoftext|>")
     tok_s = _tokenize_s(raw_train, work / "ts", sz.threads)
@@ -164,16 +182,16 @@ def tinystories(sz: Sizes, work: Path) -> dict:
                          "other_processes_cores": others_cores,
                          "command": f"snakemake --cores {sz.threads} all --configfile <config/config.yaml with a local "
                                     f"text source and train.max_steps={n}>"},
-        "full_max_steps": full_steps, "evals_full": evals_full, "checkpoints_full": ckpts_full,
-        "per_model": models,
+        "full_max_steps": cfg["train"]["max_steps"], "seeds": len(real.seeds), "per_model": models,
         "tokenize": {"local_train_s": round(tok_s, 2), "local_train_documents": n_docs, "study_train_stories": stories,
                      "extrapolated_extra_s": round(tok_extra, 1)},
         "wall_s": round(total, 1),
         "not_included": f"streaming {stories + source.get('val_stories', 0)} stories from the Hugging Face Hub (the "
                         f"download stage; unreachable here)",
-        "formula": "measured wall of the short run + per model (max_steps - measured steps) * step_s + (validations "
-                   "left) * eval_s + rolling checkpoints * checkpoint_s + tokenizing the extra stories (scaled "
-                   "linearly from the local file); train jobs run one after another at --cores = train.threads",
+        "formula": "measured wall of the short run + per training (each run, each seed) (max_steps - measured steps) "
+                   "* step_s + (validations left) * eval_s + rolling checkpoints * checkpoint_s + tokenizing the extra "
+                   "stories (scaled linearly from the local file); train jobs run one after another at --cores = "
+                   "train.threads; step_s and eval_s are the mean over the run's seeds",
     }
 
 
@@ -208,7 +226,8 @@ def run(sz: Sizes, peak: dict) -> dict:
                      f"extrapolated from {ts['measured_run']['max_steps']} measured steps per model",
                      f"{ts['wall_s']:,.0f} s ({ts['wall_s'] / 60:,.0f} min)"])
         per = ", ".join(f"{m}: {v['step_s']:.3f} s/step, {v['eval_s']:.1f} s/validation, "
-                        f"~{v['train_full_s'] / 60:.0f} min to train" for m, v in ts["per_model"].items())
+                        f"~{v['train_full_s'] / 60:.0f} min a training, {v['trainings']} trainings"
+                        for m, v in ts["per_model"].items())
         notes += [
             f"TinyStories study: EXTRAPOLATED, not run to the end. {ts['measured_run']['command']} ran the whole "
             f"pipeline in {ts['measured_run']['wall_s']:,.0f} s on {ts['measured_run']['train_documents']} local "

@@ -280,6 +280,28 @@ def test_tinystories_text_with_gpt2(tmp_path):
     assert sampling.drop("reference")["english_word_share"].between(0, 1).any()
 
 
+def test_the_study_benchmark_extrapolates_from_every_run_and_seed(offline_run, tmp_path, monkeypatch):
+    """`python -m benchmarks --only study` times a study cut short and extrapolates from the trainer's own outputs
+    (models/<run>/seed<k>/): each run's step and validation seconds, and the seconds a longer study would add."""
+    import yaml
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.study import extrapolate
+    from picollm.config import Study, parse
+
+    work, path = offline_run
+    cfg = yaml.safe_load(path.read_text())
+    steps = cfg["train"]["max_steps"]
+    longer = parse(Study, {**cfg, "train": {**cfg["train"], "max_steps": 10 * steps}})
+    models, extra = extrapolate(longer, work / "results" / "tiny", steps, tmp_path)
+    assert set(models) == {"kgram_mlp", "lstm", "transformer"}
+    for run in models.values():
+        assert run["trainings"] == 1 and run["step_s"] > 0 and run["eval_s"] >= 0 and run["checkpoint_s"] > 0
+        assert run["validations"] == 10 * steps // cfg["train"]["eval_interval"] + 1
+        # the steps left, and more: the validations and checkpoints left (each value to 4 significant digits)
+        assert run["train_full_s"] > run["extrapolated_extra_s"] > 9 * steps * run["step_s"] * 0.999
+    assert extra == pytest.approx(sum(run["extrapolated_extra_s"] for run in models.values()), rel=1e-3)
+
+
 def test_failed_job_keeps_earlier_outputs(offline_run, tmp_path):
     """A bad data file fails its job with the one-line error in the log; outputs made before stay."""
     bad = tmp_path / "bad.txt"
