@@ -806,8 +806,8 @@ def record_body(record: dict) -> list[str]:
     for target in record.get("targets", []):
         shown = target.get("display") or cell(target.get("value"))
         out.append(f"- Target: {target['target']}: **{shown}**, {'met' if target['met'] else 'missed'}.")
-    for note in record.get("notes", []):
-        out.append(f"- {dated_paths(note, record)}")
+    for note in record.get("notes", []):  # plain text: "<config/config.yaml with ...>" is no HTML tag
+        out.append(f"- {text(dated_paths(note, record))}")
     if record.get("error"):
         out += ["", f"Failed: `{record['error'].splitlines()[0]}`"]
     out.append("")

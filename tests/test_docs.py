@@ -382,6 +382,14 @@ def study_record(name, day, configs, commit=None, commit_utc=None, rows=()):
             **({"commit": commit, "commit_utc": commit_utc} if commit else {}), "configs": configs}
 
 
+def test_a_record_note_shows_its_angle_brackets():
+    """A note's "<config/config.yaml with ...>" stands for a file, not an HTML tag the page would swallow; code
+    spans keep theirs as written."""
+    record = {**study_record("n", "2026-01-01", {}), "notes": ["ran --configfile <config/config.yaml with x> & `a<b>`"]}
+    body = "\n".join(load_hooks().record_body(record))
+    assert "- ran --configfile &lt;config/config.yaml as of 2026-01-01 with x&gt; &amp; `a<b>`" in body
+
+
 def test_study_records_are_dated_and_superseded_by_newer_runs(tmp_path):
     """A study record names its study files as of its commit, never as today's; the older of two records of one
     study file is marked superseded, and so is the newest where the README quotes a later run of the file."""
