@@ -139,17 +139,11 @@ def peak_matmul(sizes_: tuple, reps: int = 5) -> dict:
     the best fp32 rate, whichever library reached it: both are within plain PyTorch's reach. A CPU without native
     bf16 emulates it at about a GFLOP/s, where six bf16 products of the largest size would take many minutes: there
     bf16 is timed at n = EMULATED_BF16_N."""
-    from picollm.device import native_bf16_cpu
+    from picollm.device import median_seconds, native_bf16_cpu
     from picollm.fused_head import block_logits, onednn_available
 
     def rate(fn, n):
-        fn()
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
+        return round(2 * n ** 3 / median_seconds(fn, reps) / 1e9, 1)
 
     per_size = {}
     for n in sizes_:

@@ -135,21 +135,22 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else None
 
 
+def median_seconds(call, reps: int) -> float:
+    """The median wall time of `reps` calls of `call`, after one untimed call (the first pays one-off costs)."""
+    call()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def bf16_slowdown(n: int = 256, reps: int = 3) -> float:
     """How many times longer an n x n bf16 matmul takes than an fp32 one on this CPU (medians of `reps`)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a16, b16 = a.bfloat16(), b.bfloat16()
-
-    def median_s(product) -> float:
-        product()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    return median_s(lambda: a16 @ b16) / median_s(lambda: a @ b)
+    return median_seconds(lambda: a16 @ b16, reps) / median_seconds(lambda: a @ b, reps)
 
 
 def emulated_bf16_note(device: torch.device, precision: str) -> str | None:
