@@ -164,6 +164,12 @@ def and_list(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def flops_ratios(flops: dict, run: str, others: list[str]) -> str:
+    """'0.65 and 0.76 times their training FLOPs respectively': `run`'s FLOPs over each of `others`'."""
+    times = and_list([f"{flops[run] / flops[other]:.2g}" for other in others])
+    return f"{times} times its training FLOPs" if len(others) == 1 else f"{times} times their training FLOPs respectively"
+
+
 def compute_sentence(table: dict) -> str:
     """Whether each "better" of the table was bought with compute: the runs train for the same steps, not the same
     FLOPs, so a run better than another on fewer FLOPs did not buy its lead with more compute, and one on more FLOPs
@@ -180,18 +186,12 @@ def compute_sentence(table: dict) -> str:
         run, beaten = row["run"], re.findall(r"than (\S+) by", row["paired by seed"])
         cheaper = [other for other in beaten if flops[run] <= flops[other]]
         dearer = [other for other in beaten if other not in cheaper]
-
-        def ratios(others: list[str]) -> str:
-            times = and_list([f"{flops[run] / flops[other]:.2g}" for other in others])
-            return f"{times} times its training FLOPs" if len(others) == 1 else \
-                f"{times} times their training FLOPs respectively"
-
         if cheaper:
-            parts.append(f"{run} is better than {and_list(cheaper)} on {ratios(cheaper)}, so the lead is not "
-                         f"bought with more compute")
+            parts.append(f"{run} is better than {and_list(cheaper)} on {flops_ratios(flops, run, cheaper)}, so the "
+                         f"lead is not bought with more compute")
         if dearer:
-            parts.append(f"{run} is better than {and_list(dearer)} on {ratios(dearer)}, a lead per token seen "
-                         f"that only an equal `train.flops` budget can test")
+            parts.append(f"{run} is better than {and_list(dearer)} on {flops_ratios(flops, run, dearer)}, a lead per "
+                         f"token seen that only an equal `train.flops` budget can test")
     return ("Per FLOP: " + "; ".join(parts) + ".") if parts else ""
 
 
