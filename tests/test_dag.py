@@ -269,6 +269,13 @@ def test_editing_the_tokenizer_reruns_tokenization_and_everything_after(study):
     assert {"tokenize", *model_jobs("lstm")} <= jobs and not {j for j in jobs if j.startswith("download")}
 
 
+def test_editing_the_device_module_retrains_but_keeps_the_data(study):
+    """device.py (threads, precision, compile) steers the stages that run torch: tokenization runs none."""
+    jobs = edited(study, "device.py", "\nEDITED = 1\n")
+    assert set(model_jobs("lstm")) <= jobs
+    assert not {j for j in jobs if j.startswith(("download", "train_tokenizer", "tokenize"))}
+
+
 def test_comment_and_docstring_edits_rerun_nothing(study):
     assert edited(study, "models/transformer.py", "\n# a comment\n\n\n") == set()
 

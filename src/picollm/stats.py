@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import stdtrit  # Student's t quantile: what scipy.stats.t.ppf calls, without its import
 
 
 def t_factor(n: int, confidence: float = 0.95) -> float:
     """Student's t quantile of a two-sided `confidence` interval over n values (n - 1 degrees of freedom)."""
+    # stdtrit is what scipy.stats.t.ppf calls, without importing scipy.stats. Imported here: every figure job
+    # imports this module (through picollm.tables), and most draw no interval
+    from scipy.special import stdtrit
+
     return float(stdtrit(n - 1, (1 + confidence) / 2))
 
 

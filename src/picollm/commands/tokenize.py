@@ -5,12 +5,10 @@ from pathlib import Path
 from picollm import provenance
 from picollm.config import TokenizerJob, parse
 from picollm.data.tokens import tokenize
-from picollm.device import use_threads
 
 
 def run(args):
     job = parse(TokenizerJob, args.config)
-    use_threads(args.threads)
     raw = {name: {s: str(Path(args.raw_dir) / name / f"{s}.txt") for s in ("train", "val")} for name in args.sources}
     inputs = [p for r in raw.values() for p in r.values()] + ([args.tokenizer_json] if args.tokenizer_json else [])
     outputs = [Path(args.out_dir) / name for name in ("train.bin", "val.bin", "meta.json")]

@@ -1,7 +1,8 @@
 """Figures, one module per figure; each reads only files on disk and stamps the experiment on the image.
 
-Every figure is drawn for a projected slide: seaborn's "talk" fonts on a 16:9-friendly canvas (SLIDE),
-saved as a 200 dpi PNG and as an SVG beside it (vector, for slides that scale it; its text is text).
+Every figure is drawn for a projected slide: seaborn's "talk" fonts and "whitegrid" style (TALK_WHITEGRID) on a
+16:9-friendly canvas (SLIDE), saved as a 200 dpi PNG and as an SVG beside it (vector, for slides that scale it;
+its text is text).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import pandas as pd
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from picollm.io import atomic_path  # noqa: E402
 from picollm.tables import run_order  # noqa: E402
@@ -27,13 +27,28 @@ CHAR_WIDTH = 0.6  # DejaVu Sans' mean character width, in font sizes (a little o
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per model, so overlapping models stay apart
 STAMP_GAP = 8  # points between everything drawn and the experiment stamp above it
 BUILT_IN = ("kgram_mlp", "lstm", "transformer")  # the model types every study knows: tab10's first colours
+# The rcParams seaborn.set_theme(context="talk", style="whitegrid") sets, as matplotlib settings: importing seaborn
+# imports scipy.stats, most of a figure job's start-up (tests/test_plots.py holds this copy to seaborn's). Left out:
+# image.cmap, seaborn's "rocket", which matplotlib knows only once seaborn is imported; every figure names its map.
+TALK_WHITEGRID = {
+    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
+    "axes.labelsize": 18.0, "axes.linewidth": 1.875, "axes.titlesize": 18.0,
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "font.size": 18.0, "grid.color": ".8", "grid.linewidth": 1.5,
+    "legend.fontsize": 16.5, "legend.title_fontsize": 18.0,
+    "lines.linewidth": 2.25, "lines.markersize": 9.0, "lines.solid_capstyle": "round",
+    "patch.edgecolor": "w", "patch.force_edgecolor": True, "patch.linewidth": 1.5, "text.color": ".15",
+    "xtick.bottom": False, "xtick.color": ".15", "xtick.labelsize": 16.5, "xtick.major.size": 9.0,
+    "xtick.major.width": 1.875, "xtick.minor.size": 6.0, "xtick.minor.width": 1.5,
+    "ytick.color": ".15", "ytick.labelsize": 16.5, "ytick.left": False, "ytick.major.size": 9.0,
+    "ytick.major.width": 1.875, "ytick.minor.size": 6.0, "ytick.minor.width": 1.5,
+}
 # svg.hashsalt: fixed SVG ids, so the same data gives the same bytes. svg.fonttype none: text as <text>, so that a
 # slide tool can edit and search titles and legends; it names DejaVu Sans first (matplotlib ships it, and measured
 # every label in it: CHAR_WIDTH), not seaborn's Arial, whose other widths would move text the layout placed.
-sns.set_theme(context="talk", style="whitegrid", palette="tab10",
-              rc={"svg.hashsalt": "picollm", "svg.fonttype": "none", "legend.framealpha": 0.85,
-                  "font.sans-serif": ["DejaVu Sans", "Arial", "Liberation Sans", "sans-serif"]})
-PALETTE = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]  # grey: the figures' references
+plt.rcParams.update({**TALK_WHITEGRID, "svg.hashsalt": "picollm", "svg.fonttype": "none", "legend.framealpha": 0.85,
+                     "font.sans-serif": ["DejaVu Sans", "Arial", "Liberation Sans", "sans-serif"]})
+PALETTE = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # grey: the figures' references
 
 
 def smoothing_window(n_points: int, smooth: int) -> int:

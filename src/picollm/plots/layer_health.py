@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import matplotlib.lines
 import pandas as pd
-import seaborn as sns
 
 from picollm.plots import SLIDE, log_y, plt, save, smoothed, smoothing_window, tokens_axis
 from picollm.tables import path_seed, run_order, seed_note, train_tokens_note
@@ -47,6 +46,8 @@ def plot(inputs: dict, out, experiment: str, provenance=None, *, smooth: int = 5
         save(fig, out, experiment, provenance)
         return
     n_blocks = int(frame["block"].max()) + 1
+    import seaborn as sns  # here, not at the top: its import costs a second, and only this figure needs it
+
     colors = sns.color_palette("crest", n_blocks)  # light to dark, no end too pale to see on white
     styles = {run: LINESTYLES[i % len(LINESTYLES)] for i, run in enumerate(runs)}
     for ax, (column, title, quantity) in zip(axes, PANELS):
