@@ -107,6 +107,12 @@ def test_threads_rerun_nothing(study):
     assert planned(study, "models={lstm: {train: {threads: 2}}}") == set()
 
 
+def test_checkpoint_interval_reruns_nothing(study):
+    """How often a training saves itself changes no number: a resume from any step is exact."""
+    assert planned(study, "train={checkpoint_interval: 3}") == set()
+    assert planned(study, "models={lstm: {train: {checkpoint_interval: 3}}}") == set()
+
+
 def test_adding_or_removing_a_logger_reruns_nothing(study):
     """The study was logged to TensorBoard (with the tracking extra): trackers only watch a training."""
     assert all((study / "results" / "tiny" / "tensorboard" / m / "seed7").is_dir() == bool(LOGGERS) for m in MODELS)

@@ -1,4 +1,5 @@
 """The trainer: learning, determinism, exact resume after a real kill, and clear failures."""
+import argparse
 import dataclasses
 import json
 import re
@@ -391,6 +392,34 @@ def test_another_config_sets_the_checkpoint_aside_and_the_first_resumes_it(token
     assert not list(out.glob("last*.pt")) and not list(out.glob("snapshots.partial*"))
 
 
+def test_a_training_stopped_under_one_checkpoint_interval_resumes_under_another(tokens_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    """How often a training saves itself is no part of what it computes: lowering train.checkpoint_interval after
+    a stop (a SLURM time limit) resumes the checkpoint, and the run ends as if never stopped."""
+    run(tokens_dir, tmp_path / "ref", max_steps=20, checkpoint_interval=10)
+    out = tmp_path / "x"
+    interrupted(tokens_dir, out, monkeypatch, 11, max_steps=20, checkpoint_interval=10)
+    capsys.readouterr()
+    run(tokens_dir, out, max_steps=20, checkpoint_interval=3)
+    assert f"resuming from {out / 'last.pt'} at step 10" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(metrics_without_clock(tmp_path / "ref/metrics.csv"),
+                                  metrics_without_clock(out / "metrics.csv"))
+    want, got = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (tmp_path / "ref", out))
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_the_train_command_takes_its_loggers_and_checkpoint_interval_apart_from_its_config():
+    """The train rule passes both outside --config (a Snakemake resource, not a param), so changing either reruns
+    nothing; the command puts them back before the config is read."""
+    from picollm.commands.train import with_watch_and_save
+    given = argparse.Namespace(config={"seed": 1, "train": {"lr": 0.01}}, loggers="tensorboard, wandb",
+                               checkpoint_interval=7)
+    assert with_watch_and_save(given) == {"seed": 1, "train": {"lr": 0.01, "loggers": ["tensorboard", "wandb"],
+                                                               "checkpoint_interval": 7}}
+    assert jobs.train_checkpoint_interval(parse(Study, tiny_offline_config()), "lstm") == "10"
+    assert "checkpoint_interval" not in jobs.train(parse(Study, tiny_offline_config()), "lstm", 7)["train"]
+
+
 def test_the_resume_points_no_run_reads_are_named_with_their_size(tmp_path):
     models = tmp_path / "models"
     for run_dir in ("lstm/seed1", "transformer/seed2"):
@@ -435,12 +464,12 @@ PINNED_META = {"dtype": "uint16", "eot_token": 256, "raw_sha256": {"a/train": "0
 
 @pytest.mark.parametrize("model, changes, seed, block_size, compact_vocab, weights, pinned", [
     ({"type": "transformer", "n_layers": 1, "d_model": 16, "n_heads": 2}, {}, 1, 8, False, None,
-     ("e5827874bacca84f", "93994a313f65947c")),
+     ("fa8226dd13877c18", "40e253c4bf594328")),
     ({"type": "lstm", "embed_dim": 8, "hidden_dim": 16},
      {"lr": 0.01, "max_steps": 30, "threads": 3, "loggers": ["tensorboard"]}, 7, 16, True, {"a": 2.0},
-     ("9a2357c4f76d231b", "58451dc522e733d6")),
+     ("d60d2d4e836f1ea6", "56963f8bc3444b65")),
     ({"type": "kgram_mlp"}, {"flops": 1e9, "snapshot_steps": [5]}, 3, 32, True, None,
-     ("00829d061c0b69e7", "07069f31ea0a009c")),
+     ("873f6b5dd6d35d25", "4c8339c38b880e89")),
 ])
 def test_the_fingerprints_of_a_training_are_pinned(tmp_path, monkeypatch, model, changes, seed, block_size,
                                                    compact_vocab, weights, pinned):

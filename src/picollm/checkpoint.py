@@ -36,10 +36,12 @@ def fingerprint(*parts) -> str:
 def resume_id(spec: TrainSpec, meta: TokenMeta) -> str:
     """The fingerprint a checkpoint must match to be resumed, of spec.train_cfg as within_budget leaves it: the
     configs, seed, data, the sources' weights and the training code, so that a checkpoint is never finished under
-    another mixture or another trainer (it is set aside instead, and that config resumes it)."""
-    return fingerprint(spec.model_cfg.model_dump(), spec.train_cfg.model_dump(exclude=TrainConfig.WATCHING), spec.seed,
-                       spec.block_size, meta.raw_sha256, meta.tokenizer, spec.compact_vocab and compact.FORM,
-                       WindowSampler.DRAWS, spec.weights, finished.code(spec.model_cfg.type))
+    another mixture or another trainer (it is set aside instead, and that config resumes it). Who watches the run
+    and how often it checkpoints are left out: they change no number."""
+    train = spec.train_cfg.model_dump(exclude=TrainConfig.WATCH_AND_SAVE)
+    return fingerprint(spec.model_cfg.model_dump(), train, spec.seed, spec.block_size, meta.raw_sha256,
+                       meta.tokenizer, spec.compact_vocab and compact.FORM, WindowSampler.DRAWS, spec.weights,
+                       finished.code(spec.model_cfg.type))
 
 
 def finished_identity(spec: TrainSpec, meta: TokenMeta) -> str:

@@ -116,6 +116,8 @@ def _model_commands(sub) -> None:
     p.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM job, one torchrun on each (srun)")
     p.add_argument("--loggers", help="live trackers, comma-separated (train.loggers: tensorboard, "
                                                  "mlflow, wandb); they watch the run and change nothing in it")
+    p.add_argument("--checkpoint-interval", type=positive_int,
+                   help="steps between rolling checkpoints (train.checkpoint_interval; default: the --config's)")
     p.add_argument("--tracking-dir", help="results/<experiment>: the trackers' files go under it and take its name "
                                           "(default: --out-dir)")
 

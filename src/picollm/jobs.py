@@ -99,6 +99,12 @@ def train_loggers(study: Study, run: str) -> str:
     return ",".join(study.train_of(run).loggers)
 
 
+def train_checkpoint_interval(study: Study, run: str) -> str:
+    """A run's train.checkpoint_interval for `picollm train --checkpoint-interval`, as text: a resource, not a
+    param, so that changing it reruns nothing, and not a number, which Snakemake would count against a limit."""
+    return str(study.train_of(run).checkpoint_interval)
+
+
 # device: auto's answer as the snakemake that plans the jobs found it ("1": a GPU, "0": none); a SLURM job parses
 # the workflow again on its compute node, which must ask for the GPUs its sbatch asked for (sbatch --export=ALL)
 AUTO_GPU = "PICOLLM_AUTO_GPU"

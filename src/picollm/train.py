@@ -493,7 +493,7 @@ def start_tracking(run: Run, state: TrainState, spec: TrainSpec, root: Path) -> 
     """The run's train.loggers, from the step it trains from, with its config and seed as parameters."""
     params = {"run": run.name, "seed": spec.seed, "block_size": run.block_size, "compact_vocab": spec.compact_vocab,
               "device": str(run.device), "model": run.model_cfg.model_dump(),
-              "train": run.train_cfg.model_dump(exclude=TrainConfig.WATCHING)}
+              "train": run.train_cfg.model_dump(exclude=TrainConfig.WATCH_AND_SAVE)}
     target = tracking.Target(root, root.resolve().name, run.name, spec.seed, run.ckpt_path.parent, run.run_id)
     return tracking.start(run.train_cfg.loggers, target, params, run.run_id, state.step,
                           state.rows[-1] if state.rows else None)

@@ -19,14 +19,15 @@ rule train:
     conda:
         ENV
     # train.devices processes of train.threads each: SLURM's --cpus-per-task, and --gpus on CUDA. Threads and
-    # resources, unlike params, trigger no rerun: devices and nodes change no result, and the loggers
-    # (train.loggers, the live trackers) only watch it (TrainConfig.SCHEDULING).
+    # resources, unlike params, trigger no rerun: devices and nodes change no result, the loggers (train.loggers,
+    # the live trackers) only watch it, and a training resumes exactly from any checkpoint (TrainConfig.SCHEDULING).
     threads: lambda wc: jobs.train_threads(CFG, wc.run)
     resources:
         gpu=lambda wc: jobs.train_gpus(CFG, wc.run),
         devices=lambda wc: jobs.train_devices(CFG, wc.run),
         nodes=1,
         loggers=lambda wc: jobs.train_loggers(CFG, wc.run),
+        checkpoint_interval=lambda wc: jobs.train_checkpoint_interval(CFG, wc.run),
     params:
         config=lambda wc: as_json(jobs.train(CFG, wc.run, int(wc.seed))),
         code=lambda wc: jobs.model_code("train", CFG, wc.run),
@@ -41,7 +42,8 @@ rule train:
         "PICOLLM_PARENT_PID=$PPID python -m picollm --log {log:q} train --config {params.config:q}"
         " --tokens-dir {params.tokens_dir}"
         " --out-dir {params.out_dir:q} --threads {threads} --devices {resources.devices}"
-        " --nodes {resources.nodes} --loggers={resources.loggers:q} --tracking-dir {params.tracking_dir:q}"
+        " --nodes {resources.nodes} --loggers={resources.loggers:q}"
+        " --checkpoint-interval {resources.checkpoint_interval} --tracking-dir {params.tracking_dir:q}"
         " --provenance {output.provenance:q}"
 
 
@@ -58,6 +60,7 @@ if NODES_RUNS:
             devices=lambda wc: jobs.train_devices(CFG, wc.run),
             nodes=lambda wc: jobs.train_nodes(CFG, wc.run),
             loggers=lambda wc: jobs.train_loggers(CFG, wc.run),
+            checkpoint_interval=lambda wc: jobs.train_checkpoint_interval(CFG, wc.run),
             tasks=lambda wc: jobs.train_nodes(CFG, wc.run),
             mpi="srun",
             slurm_extra=lambda wc: jobs.slurm_gpus(CFG, wc.run),

@@ -10,12 +10,19 @@ from picollm.models import model_class
 from picollm.train import TrainSpec, run_training
 
 
+def with_watch_and_save(args) -> dict:
+    """--config with --loggers and --checkpoint-interval put in: they come apart from it, which holds what the run's
+    results depend on (picollm.jobs), since neither changes a number."""
+    train = dict(args.config.get("train", {}))
+    if args.loggers is not None:
+        train["loggers"] = [name.strip() for name in args.loggers.split(",") if name.strip()]
+    if args.checkpoint_interval is not None:
+        train["checkpoint_interval"] = args.checkpoint_interval
+    return {**args.config, "train": train}
+
+
 def run(args):
-    config = args.config
-    if args.loggers is not None:  # apart from --config, which holds what the run's results depend on (picollm.jobs)
-        loggers = [name.strip() for name in args.loggers.split(",") if name.strip()]
-        config = {**config, "train": {**config.get("train", {}), "loggers": loggers}}
-    job = parse(TrainJob, config)
+    job = parse(TrainJob, with_watch_and_save(args))
     model_class(job.model.type)  # imported now, so the provenance record's code identity holds it
     if args.devices * args.nodes > 1 and not distributed.under_torchrun():
         launch.relaunch(args.argv, args.devices, args.nodes, args.threads, resolve_device(job.device),

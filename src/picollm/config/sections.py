@@ -118,8 +118,8 @@ class TrainConfig(Section):
         "validation measurements of eval_schedule: log, from the end of warm-up to the last step, plus step 1 "
         "(fewer when a short run rounds two of them to the same step)"))
     checkpoint_interval: int = Field(200, ge=1, description=(
-        "steps between rolling checkpoints (models/<run>/seed<k>/last.pt; resume is exact, so changing it reruns "
-        "nothing)"))
+        "steps between rolling checkpoints (models/<run>/seed<k>/last.pt). Resume is exact, so changing it reruns "
+        "nothing, and a training stopped under one interval resumes under another"))
     log_interval: int = Field(10, ge=1, description="steps between train-loss rows in metrics.csv")
     snapshot_steps: list[Annotated[int, Field(ge=0)]] = Field([], description=(
         "keep the model at these steps of the one training run (models/<run>/seed<k>/snapshots/)"))
@@ -154,12 +154,13 @@ class TrainConfig(Section):
         "tensorboard/<run>/seed<k>/), mlflow (MLFLOW_TRACKING_URI, else results/<experiment>/mlruns/) and wandb "
         "(WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY). Needs `pip install -e .[tracking]` (watching only: changing "
         "it reruns nothing)"))
-    # Keys that watch a run: no part of what a checkpoint or a finished training must match (picollm.train).
-    WATCHING: ClassVar[set[str]] = {"loggers"}
+    # Keys of who watches a run and how often it saves itself: no part of what a checkpoint or a finished training
+    # must match (picollm.checkpoint), since resuming from any step gives the same numbers.
+    WATCH_AND_SAVE: ClassVar[set[str]] = {"loggers", "checkpoint_interval"}
     # Keys that change no result: how many cores, GPUs and machines a job gets (devices and nodes split the same
     # global batch over more processes, which tests/test_ddp.py finds equal to one process's run up to float
-    # rounding) and who watches it. A change to them reruns no job (picollm.jobs).
-    SCHEDULING: ClassVar[set[str]] = {"threads", "devices", "nodes"} | WATCHING
+    # rounding), who watches it and when it saves. A change to them reruns no job (picollm.jobs).
+    SCHEDULING: ClassVar[set[str]] = {"threads", "devices", "nodes"} | WATCH_AND_SAVE
 
     @model_validator(mode="after")
     def _one_length(self):

@@ -69,9 +69,10 @@ class Study(Section):
     data_seed: Optional[Seed] = Field(None, description=(
         "seeds the data (3seqs generation); null: the first seed. Replicates share the data"))
     sweep: Sweep = Field({}, description=(
-        "a grid over model hyperparameters or per-model train keys: {model: {key: [values]}}, e.g. "
-        "{transformer: {d_model: [64, 128]}, lstm: {train.lr: [0.003, 0.006]}}; every value is a run of its own, "
-        "named <model>.<key>=<value>, trained, sampled and evaluated like a model, once per seed"))
+        "model hyperparameters or per-model train keys varied one key at a time (keys are not combined into a "
+        "grid): {model: {key: [values]}}, e.g. {transformer: {d_model: [64, 128]}, lstm: {train.lr: [0.003, "
+        "0.006]}}; every value is a run of its own, the model's other keys unchanged, named <model>.<key>=<value>, "
+        "trained, sampled and evaluated like a model, once per seed"))
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda, then mps, then cpu")
     tokenizer: Tokenizer = Field("gpt2", description=(
         "a tiktoken encoding, 'byte' (UTF-8 bytes + end-of-text, fully offline) or 'bpe:N' (a byte-level BPE of "
