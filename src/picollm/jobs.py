@@ -100,8 +100,9 @@ def train_loggers(study: Study, run: str) -> str:
 
 
 def train_checkpoint_interval(study: Study, run: str) -> str:
-    """A run's train.checkpoint_interval for `picollm train --checkpoint-interval`, as text: a resource, not a
-    param, so that changing it reruns nothing, and not a number, which Snakemake would count against a limit."""
+    """A run's train.checkpoint_interval for `picollm train --checkpoint-interval`: a resource, not a param, so that
+    changing it reruns nothing; as text, since a number among a job's resources is a quantity Snakemake may cap
+    and sum over the jobs it runs at once, which an interval is not."""
     return str(study.train_of(run).checkpoint_interval)
 
 
